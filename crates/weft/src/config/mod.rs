@@ -1,0 +1,758 @@
+//! Config files → built flows, collecting every error on the way.
+//!
+//! The stages: YAML text → [`yaml::Node`] tree with locations → `${VAR}` substitution in the
+//! tree → each component deserialized on its own (so one bad component does not hide the next)
+//! → each component built (VRL compiled, URLs and methods parsed). Components say only *what* is
+//! wrong and in which field ([`BuildError`]); this module adds *where* (`file:line:col`, flow,
+//! component, field path) and a "did you mean". `weft check` is this module and nothing else.
+
+pub mod de;
+pub mod env;
+pub mod units;
+pub mod yaml;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::core::mapping::Diagnostic;
+use crate::core::retry::RetryPolicy;
+use crate::inputs::{Input, InputConfig};
+use crate::outputs::{Output, OutputConfig, Shared};
+use crate::processors::{Processor, ProcessorConfig};
+use de::{did_you_mean, from_node};
+use units::Dur;
+use yaml::{Kind, Loc, Node, Style};
+
+/// What a component reports when it cannot be built: the field (dotted path relative to the
+/// component's settings, empty for the whole value) and, for programs, the byte range in it.
+#[derive(Debug, Clone)]
+pub struct BuildError {
+    pub field: String,
+    pub message: String,
+    pub span: Option<Range<usize>>,
+}
+
+impl BuildError {
+    pub fn new(field: &str, message: impl Into<String>) -> BuildError {
+        BuildError {
+            field: field.to_string(),
+            message: message.into(),
+            span: None,
+        }
+    }
+
+    pub fn from_diagnostics(field: &str, diagnostics: Vec<Diagnostic>) -> Vec<BuildError> {
+        diagnostics
+            .into_iter()
+            .map(|d| BuildError {
+                field: field.to_string(),
+                message: d.message,
+                span: d.span,
+            })
+            .collect()
+    }
+}
+
+/// One problem in the user's config, located.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub file: String,
+    pub loc: Loc,
+    pub flow: Option<String>,
+    pub component: Option<String>,
+    pub field: String,
+    pub message: String,
+    pub suggestion: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.loc.line, self.loc.col)?;
+        if let Some(flow) = &self.flow {
+            write!(f, "flow `{flow}`, ")?;
+        }
+        if let Some(component) = &self.component {
+            write!(f, "{component}, ")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "field `{}`: ", self.field)?;
+        }
+        write!(f, "{}", self.message)?;
+        if let Some(s) = &self.suggestion {
+            write!(f, "\n    help: did you mean `{s}`?")?;
+        }
+        Ok(())
+    }
+}
+
+/// A flow, built and ready to run.
+pub struct FlowSpec {
+    pub name: String,
+    pub concurrency: u32,
+    pub input_id: String,
+    pub input: Input,
+    pub processors: Vec<(String, Processor)>,
+    pub outputs: Vec<(String, Output, RetryPolicy)>,
+}
+
+/// Everything `weft run` needs.
+pub struct Loaded {
+    pub flows: Vec<FlowSpec>,
+    pub admin_address: Option<String>,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminConfig {
+    /// `host:port` of the admin endpoint (`/metrics`, `/health`).
+    address: String,
+}
+
+const TOP_KEYS: &[&str] = &["flows", "admin", "shutdown_timeout"];
+const FLOW_KEYS: &[&str] = &["input", "pipeline", "output", "outputs", "concurrency"];
+const DEFAULT_CONCURRENCY: u32 = 256;
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Loads and builds every flow in `paths`, or returns every error found.
+pub fn load(paths: &[impl AsRef<Path>], shared: &Shared) -> Result<Loaded, Vec<ConfigError>> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let mut loader = Loader::new(shared);
+    for path in paths {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => loader.file(&file, &text, &lookup),
+            Err(e) => loader.errors.push(ConfigError {
+                file,
+                loc: Loc { line: 0, col: 0 },
+                flow: None,
+                component: None,
+                field: String::new(),
+                message: format!("cannot read: {e}"),
+                suggestion: None,
+            }),
+        }
+    }
+    loader.finish()
+}
+
+/// Loads one config text (for tests and embedding); `name` stands in for the file name.
+pub fn load_str(
+    name: &str,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    shared: &Shared,
+) -> Result<Loaded, Vec<ConfigError>> {
+    let mut loader = Loader::new(shared);
+    loader.file(name, text, lookup);
+    loader.finish()
+}
+
+struct Loader<'a> {
+    errors: Vec<ConfigError>,
+    flows: Vec<FlowSpec>,
+    admin_address: Option<String>,
+    shutdown_timeout: Option<Duration>,
+    seen_flows: HashMap<String, String>,
+    endpoints: HashMap<(std::net::SocketAddr, String), String>,
+    shared: &'a Shared,
+}
+
+/// Error context within one file.
+struct Ctx<'t> {
+    file: &'t str,
+    text: &'t str,
+    flow: Option<String>,
+    component: Option<String>,
+}
+
+impl Ctx<'_> {
+    fn error(&self, loc: Loc, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            loc,
+            flow: self.flow.clone(),
+            component: self.component.clone(),
+            field: field.to_string(),
+            message: message.into(),
+            suggestion: None,
+        }
+    }
+
+    fn de_error(&self, e: de::DeError, skip_variant: bool) -> ConfigError {
+        let path = if skip_variant && !e.path.is_empty() {
+            &e.path[1..]
+        } else {
+            &e.path[..]
+        };
+        let mut err = self.error(e.loc.unwrap_or_default(), &join_path(path), e.message);
+        err.suggestion = e.suggestion;
+        err
+    }
+
+    /// Locates each build error in the component's settings node.
+    fn build_errors(&self, settings: &Node, errors: Vec<BuildError>) -> Vec<ConfigError> {
+        errors
+            .into_iter()
+            .map(|e| {
+                let node = find(settings, &e.field).unwrap_or(settings);
+                let loc = match &e.span {
+                    Some(span) => locate_in_scalar(self.text, node, span.start),
+                    None => node.loc,
+                };
+                self.error(loc, &e.field, e.message)
+            })
+            .collect()
+    }
+}
+
+fn join_path(path: &[String]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        if !seg.starts_with('[') && !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(seg);
+    }
+    out
+}
+
+/// Walks a dotted field path (`headers.Authorization`, `methods.0`) from `node`.
+fn find<'n>(node: &'n Node, field: &str) -> Option<&'n Node> {
+    if field.is_empty() {
+        return Some(node);
+    }
+    let mut current = node;
+    for seg in field.split('.') {
+        current = match &current.kind {
+            Kind::Map(_) => current.get(seg)?,
+            Kind::Seq(items) => items.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(current)
+}
+
+/// Maps a byte offset inside a scalar's value back to `line:col` in the file.
+fn locate_in_scalar(text: &str, node: &Node, offset: usize) -> Loc {
+    let Kind::Str(value) = &node.kind else {
+        return node.loc;
+    };
+    // An error at the very end ("unexpected end of program") belongs on the last line written.
+    let mut offset = offset.min(value.len());
+    while offset > 0 && offset == value.len() && value[..offset].ends_with('\n') {
+        offset -= 1;
+    }
+    let before = &value[..offset];
+    let line_in_value = before.matches('\n').count() as u32;
+    let col_in_line = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32;
+    match node.style {
+        Style::Block => {
+            // The parser places a block scalar at its first content line; columns count from
+            // the block's indentation.
+            let first_content_line = node.loc.line;
+            let indent = text
+                .lines()
+                .skip(first_content_line as usize - 1)
+                .find(|l| !l.trim().is_empty())
+                .map_or(0, |l| l.len() - l.trim_start().len()) as u32;
+            Loc {
+                line: first_content_line + line_in_value,
+                col: indent + col_in_line + 1,
+            }
+        }
+        Style::Quoted if line_in_value == 0 => Loc {
+            line: node.loc.line,
+            col: node.loc.col + 1 + col_in_line,
+        },
+        Style::Plain if line_in_value == 0 => Loc {
+            line: node.loc.line,
+            col: node.loc.col + col_in_line,
+        },
+        _ => Loc {
+            line: node.loc.line + line_in_value,
+            col: node.loc.col,
+        },
+    }
+}
+
+/// The name of a single-key component node, for messages about it.
+fn component_kind(node: &Node) -> String {
+    match &node.kind {
+        Kind::Map(entries) if entries.len() == 1 => match &entries[0].0.kind {
+            Kind::Str(s) => s.clone(),
+            _ => "?".into(),
+        },
+        Kind::Str(s) => s.clone(),
+        _ => "?".into(),
+    }
+}
+
+/// The settings node of a single-key component node (`http_server: {…}` → `{…}`).
+fn settings(node: &Node) -> &Node {
+    match &node.kind {
+        Kind::Map(entries) if entries.len() == 1 => &entries[0].1,
+        _ => node,
+    }
+}
+
+impl<'a> Loader<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        Loader {
+            errors: Vec::new(),
+            flows: Vec::new(),
+            admin_address: None,
+            shutdown_timeout: None,
+            seen_flows: HashMap::new(),
+            endpoints: HashMap::new(),
+            shared,
+        }
+    }
+
+    fn finish(self) -> Result<Loaded, Vec<ConfigError>> {
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        Ok(Loaded {
+            flows: self.flows,
+            admin_address: self.admin_address,
+            shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+        })
+    }
+
+    fn file(&mut self, file: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) {
+        let mut ctx = Ctx {
+            file,
+            text,
+            flow: None,
+            component: None,
+        };
+        let mut root = match yaml::parse(text) {
+            Ok(root) => root,
+            Err(e) => {
+                self.errors
+                    .push(ctx.error(e.loc, "", format!("YAML syntax: {}", e.message)));
+                return;
+            }
+        };
+        for e in env::substitute(&mut root, lookup) {
+            // Name the flow and component the variable sits in, when it sits in one.
+            self.errors.push(ctx.error(e.loc, "", e.message));
+        }
+        let Kind::Map(entries) = &root.kind else {
+            self.errors.push(ctx.error(
+                root.loc,
+                "",
+                "a config file is a mapping with a `flows:` key",
+            ));
+            return;
+        };
+        let mut has_flows = false;
+        for (key, value) in entries {
+            let name = match &key.kind {
+                Kind::Str(s) => s.as_str(),
+                _ => "",
+            };
+            match name {
+                "flows" => {
+                    has_flows = true;
+                    self.flows_node(&mut ctx, value);
+                }
+                "admin" => match from_node::<AdminConfig>(value) {
+                    Ok(admin) if self.admin_address.is_some() => {
+                        let _ = admin;
+                        self.errors.push(ctx.error(
+                            key.loc,
+                            "admin",
+                            "`admin` is set in more than one file",
+                        ));
+                    }
+                    Ok(admin) => self.admin_address = Some(admin.address),
+                    Err(e) => {
+                        let mut err = ctx.de_error(e, false);
+                        err.field = format!("admin.{}", err.field)
+                            .trim_end_matches('.')
+                            .to_string();
+                        self.errors.push(err);
+                    }
+                },
+                "shutdown_timeout" => match from_node::<Dur>(value) {
+                    Ok(d) => self.shutdown_timeout = Some(d.0),
+                    Err(e) => self
+                        .errors
+                        .push(ctx.error(value.loc, "shutdown_timeout", e.message)),
+                },
+                other => {
+                    let mut err = ctx.error(
+                        key.loc,
+                        other,
+                        format!(
+                            "unknown top-level key `{other}`; expected one of: {}",
+                            TOP_KEYS.join(", ")
+                        ),
+                    );
+                    err.suggestion = did_you_mean(other, TOP_KEYS.iter().copied());
+                    self.errors.push(err);
+                }
+            }
+        }
+        if !has_flows {
+            self.errors.push(ctx.error(
+                root.loc,
+                "flows",
+                "no `flows:` key; a config file defines its flows under `flows:`",
+            ));
+        }
+        // Reference env errors to flows: re-walk is cheap and keeps substitution simple.
+        annotate_env_errors(&mut self.errors, file, &root);
+    }
+
+    fn flows_node(&mut self, ctx: &mut Ctx, node: &Node) {
+        let Kind::Map(flows) = &node.kind else {
+            self.errors.push(ctx.error(
+                node.loc,
+                "flows",
+                "`flows` is a mapping of flow names to flows",
+            ));
+            return;
+        };
+        for (key, flow) in flows {
+            let Kind::Str(name) = &key.kind else {
+                self.errors
+                    .push(ctx.error(key.loc, "flows", "a flow name is a string"));
+                continue;
+            };
+            ctx.flow = Some(name.clone());
+            ctx.component = None;
+            if let Some(first) = self.seen_flows.insert(name.clone(), ctx.file.to_string()) {
+                self.errors.push(ctx.error(
+                    key.loc,
+                    "",
+                    format!("a flow with this name is already defined in {first}"),
+                ));
+                continue;
+            }
+            if let Some(spec) = self.flow(ctx, name, flow) {
+                self.flows.push(spec);
+            }
+        }
+        ctx.flow = None;
+    }
+
+    fn flow(&mut self, ctx: &mut Ctx, name: &str, node: &Node) -> Option<FlowSpec> {
+        let Kind::Map(entries) = &node.kind else {
+            self.errors.push(ctx.error(
+                node.loc,
+                "",
+                "a flow is a mapping with `input`, `pipeline` and `output`",
+            ));
+            return None;
+        };
+        let before = self.errors.len();
+        for (key, _) in entries {
+            if let Kind::Str(k) = &key.kind
+                && !FLOW_KEYS.contains(&k.as_str())
+            {
+                let mut err = ctx.error(
+                    key.loc,
+                    k,
+                    format!(
+                        "unknown flow key `{k}`; expected one of: {}",
+                        FLOW_KEYS.join(", ")
+                    ),
+                );
+                err.suggestion = did_you_mean(k, FLOW_KEYS.iter().copied());
+                self.errors.push(err);
+            }
+        }
+        let concurrency = match node.get("concurrency") {
+            None => DEFAULT_CONCURRENCY,
+            Some(n) => match from_node::<u32>(n) {
+                Ok(c) if c > 0 => c,
+                _ => {
+                    self.errors.push(ctx.error(
+                        n.loc,
+                        "concurrency",
+                        "concurrency is a whole number above zero",
+                    ));
+                    DEFAULT_CONCURRENCY
+                }
+            },
+        };
+
+        let input = match node.get("input") {
+            None => {
+                self.errors
+                    .push(ctx.error(node.loc, "input", "a flow needs an `input`"));
+                None
+            }
+            Some(n) => self.input(ctx, n),
+        };
+
+        let mut processors = Vec::new();
+        if let Some(pipeline) = node.get("pipeline") {
+            match &pipeline.kind {
+                Kind::Seq(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let id = format!("pipeline[{i}].{}", component_kind(item));
+                        ctx.component = Some(id.clone());
+                        match from_node::<ProcessorConfig>(item) {
+                            Ok(config) => match config.build() {
+                                Ok(p) => processors.push((id, p)),
+                                Err(errs) => {
+                                    self.errors.extend(ctx.build_errors(settings(item), errs))
+                                }
+                            },
+                            Err(e) => self.errors.push(ctx.de_error(e, true)),
+                        }
+                    }
+                }
+                Kind::Null => {}
+                _ => self.errors.push(ctx.error(
+                    pipeline.loc,
+                    "pipeline",
+                    "`pipeline` is a list of processors",
+                )),
+            }
+        }
+
+        let mut outputs = Vec::new();
+        match (node.get("output"), node.get("outputs")) {
+            (Some(_), Some(n)) => self.errors.push(ctx.error(
+                n.loc,
+                "outputs",
+                "give either `output` or `outputs`, not both",
+            )),
+            (None, None) => self.errors.push(ctx.error(
+                node.loc,
+                "output",
+                "a flow needs an `output` (or a list of `outputs`)",
+            )),
+            (Some(n), None) => {
+                if let Some(o) = self.output(ctx, n, "output".into()) {
+                    outputs.push(o);
+                }
+            }
+            (None, Some(n)) => match &n.kind {
+                Kind::Seq(items) if !items.is_empty() => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(o) = self.output(ctx, item, format!("outputs[{i}]")) {
+                            outputs.push(o);
+                        }
+                    }
+                }
+                _ => self.errors.push(ctx.error(
+                    n.loc,
+                    "outputs",
+                    "`outputs` is a non-empty list of outputs",
+                )),
+            },
+        }
+        ctx.component = None;
+        let (input_id, input) = input?;
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(FlowSpec {
+            name: name.to_string(),
+            concurrency,
+            input_id,
+            input,
+            processors,
+            outputs,
+        })
+    }
+
+    fn input(&mut self, ctx: &mut Ctx, node: &Node) -> Option<(String, Input)> {
+        let id = format!("input.{}", component_kind(node));
+        ctx.component = Some(id.clone());
+        let config = match from_node::<InputConfig>(node) {
+            Ok(c) => c,
+            Err(e) => {
+                self.errors.push(ctx.de_error(e, true));
+                return None;
+            }
+        };
+        match config.build() {
+            Ok(input) => {
+                if let Input::HttpServer(endpoint) = &input {
+                    let key = (endpoint.address, endpoint.path.clone());
+                    let flow = ctx.flow.clone().unwrap_or_default();
+                    if let Some(other) = self.endpoints.insert(key, flow) {
+                        let loc = find(settings(node), "path").unwrap_or(node).loc;
+                        self.errors.push(ctx.error(
+                            loc,
+                            "path",
+                            format!(
+                                "flow `{other}` already serves {} on {}",
+                                endpoint.path, endpoint.address
+                            ),
+                        ));
+                    }
+                }
+                Some((id, input))
+            }
+            Err(errs) => {
+                self.errors.extend(ctx.build_errors(settings(node), errs));
+                None
+            }
+        }
+    }
+
+    fn output(
+        &mut self,
+        ctx: &mut Ctx,
+        node: &Node,
+        slot: String,
+    ) -> Option<(String, Output, RetryPolicy)> {
+        let id = format!("{slot}.{}", component_kind(node));
+        ctx.component = Some(id.clone());
+        let config = match from_node::<OutputConfig>(node) {
+            Ok(c) => c,
+            Err(e) => {
+                self.errors.push(ctx.de_error(e, true));
+                return None;
+            }
+        };
+        match config.build(self.shared) {
+            Ok(output) => Some((id, output, config.retry())),
+            Err(errs) => {
+                self.errors.extend(ctx.build_errors(settings(node), errs));
+                None
+            }
+        }
+    }
+}
+
+/// Gives errors that only have a location (unset variables) the flow and component they sit in.
+fn annotate_env_errors(errors: &mut [ConfigError], file: &str, root: &Node) {
+    let Some(Kind::Map(flows)) = root.get("flows").map(|n| &n.kind) else {
+        return;
+    };
+    for err in errors
+        .iter_mut()
+        .filter(|e| e.file == file && e.flow.is_none() && e.field.is_empty())
+    {
+        for (name, flow) in flows {
+            let Kind::Str(name) = &name.kind else {
+                continue;
+            };
+            let Kind::Map(parts) = &flow.kind else {
+                continue;
+            };
+            for (key, part) in parts {
+                let Kind::Str(key) = &key.kind else { continue };
+                let candidates: Vec<(String, &Node)> = match &part.kind {
+                    Kind::Seq(items) => items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| (format!("{key}[{i}].{}", component_kind(n)), n))
+                        .collect(),
+                    _ => vec![(format!("{key}.{}", component_kind(part)), part)],
+                };
+                for (id, n) in candidates {
+                    if contains(n, err.loc) {
+                        err.flow = Some(name.clone());
+                        err.component = Some(id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn contains(node: &Node, loc: Loc) -> bool {
+    if node.loc == loc {
+        return true;
+    }
+    match &node.kind {
+        Kind::Seq(items) => items.iter().any(|n| contains(n, loc)),
+        Kind::Map(entries) => entries.iter().any(|(_, v)| contains(v, loc)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Vec<String> {
+        let env = |name: &str| (name == "SET").then(|| "value".to_string());
+        match load_str("f.yaml", text, &env, &Shared::default()) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_good_config_loads() {
+        let errors = check(
+            "flows:\n  a:\n    input:\n      generate: {mapping: '.x = 1', count: 1}\n    pipeline:\n      - map: .y = 2\n    output: {drop: {}}\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_place() {
+        let text = "\
+flows:
+  a:
+    input:
+      http_server:
+        address: 127.0.0.1:1
+        max_bdy_size: 1MiB
+    pipeline:
+      - mapp: .x = 1
+      - map: |
+          .a = 1
+          .b = upcase(
+    output:
+      http_client:
+        url: http://h/${UNSET_VAR}
+  b:
+    inptu: {stdin: {}}
+    output: {drop: {}}
+";
+        let errors = check(text);
+        let all = errors.join("\n");
+        assert!(
+            all.contains(
+                "f.yaml:6:9: flow `a`, input.http_server, field `max_bdy_size`: unknown field"
+            ),
+            "{all}"
+        );
+        assert!(all.contains("did you mean `max_body_size`?"), "{all}");
+        assert!(
+            all.contains("f.yaml:8:9: flow `a`, pipeline[0].mapp, "),
+            "{all}"
+        );
+        assert!(all.contains("did you mean `map`?"), "{all}");
+        assert!(
+            all.contains("f.yaml:11:23: flow `a`, pipeline[1].map, syntax error"),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "f.yaml:14:14: flow `a`, output.http_client, environment variable `UNSET_VAR`"
+            ),
+            "{all}"
+        );
+        assert!(all.contains("flow `b`, field `inptu`"), "{all}");
+        assert!(all.contains("did you mean `input`?"), "{all}");
+    }
+
+    #[test]
+    fn vrl_errors_point_into_single_line_values() {
+        let errors = check(
+            "flows:\n  a:\n    input: {stdin: {}}\n    pipeline:\n      - filter: .a ==\n    output: {drop: {}}\n",
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("f.yaml:5:"), "{errors:?}");
+    }
+}

@@ -1,0 +1,120 @@
+//! Config values that carry their unit in the value: durations (`250ms`, `30s`, `1h`) and sizes
+//! (`512KiB`, `5MiB`, `1MB`). A bare number is an error that says which unit to write, so `30`
+//! never silently means seconds in one place and milliseconds in another.
+
+use std::{fmt, time::Duration};
+
+use serde::de::{self, Deserialize, Deserializer};
+
+/// A duration written with its unit, e.g. `30s`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration with its unit, like `500ms`, `30s` or `5m`")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Dur, E> {
+                humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+                    E::custom(format_args!(
+                        "invalid duration `{s}`: {e} (write it with a unit, like `500ms`, `30s` or `5m`)"
+                    ))
+                })
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Dur, E> {
+                Err(E::custom(format_args!(
+                    "a duration needs a unit: write `{n}s` or `{n}ms`"
+                )))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Dur, E> {
+                self.visit_i64(n as i64)
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Dur, E> {
+                Err(E::custom(format_args!(
+                    "a duration needs a unit: write `{n}s`"
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A size in bytes written with its unit, e.g. `5MiB`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Size(pub u64);
+
+impl Size {
+    pub fn parse(s: &str) -> Result<Size, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let (number, unit) = (&s[..split], s[split..].trim());
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("invalid size `{s}`: expected a number followed by a unit"))?;
+        let factor: u64 = match unit {
+            "B" => 1,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "" => {
+                return Err(format!(
+                    "a size needs a unit: write `{number}B`, `{number}KiB` or `{number}MiB`"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "unknown size unit `{other}`; use B, KB, MB, GB, KiB, MiB or GiB"
+                ));
+            }
+        };
+        Ok(Size((number * factor as f64) as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size with its unit, like `512KiB` or `5MiB`")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Size, E> {
+                Size::parse(s).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Size, E> {
+                Size::parse(&n.to_string()).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Size, E> {
+                self.visit_i64(n as i64)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_need_units() {
+        assert_eq!(Size::parse("5MiB").unwrap().0, 5 << 20);
+        assert_eq!(Size::parse("1.5KB").unwrap().0, 1500);
+        assert!(Size::parse("5").unwrap_err().contains("needs a unit"));
+        assert!(
+            Size::parse("5XB")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
+    }
+}

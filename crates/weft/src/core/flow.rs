@@ -1,0 +1,178 @@
+//! Runs one flow in direct mode: input → processors → every output, in the caller's task.
+//!
+//! Invariants:
+//! - A message is reported delivered only after every output accepted it (or dropped it by a
+//!   configured status class). Inputs ack on that report and on nothing else.
+//! - At most `concurrency` messages are in flight per flow. [`Flow::try_admit`] lets a server
+//!   input refuse (503) instead of queueing; [`Flow::admit`] lets a reading input wait.
+//! - Fan-out delivers to all outputs concurrently; the message fails if any output fails for
+//!   good (the caller retries, so the other outputs may see it twice: at-least-once).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::metrics::{ComponentMetrics, FlowMetrics};
+use super::retry::{Delivered, RetryPolicy, deliver};
+use super::{Message, Output, Processor};
+
+pub struct ProcessorSlot<P> {
+    pub id: String,
+    pub processor: P,
+}
+
+pub struct OutputSlot<O> {
+    pub id: String,
+    pub output: O,
+    pub retry: RetryPolicy,
+    pub metrics: ComponentMetrics,
+}
+
+/// What became of a message.
+#[derive(Debug)]
+pub enum Processed {
+    /// Every output accepted it; this is the message as the pipeline left it.
+    Delivered(Message),
+    /// A processor dropped it on purpose.
+    Filtered,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    #[error("flow `{flow}`, {component}: {reason}")]
+    Processing {
+        flow: Arc<str>,
+        component: String,
+        reason: String,
+    },
+    #[error("flow `{flow}`, {component}: delivery failed: {reason}")]
+    Delivery {
+        flow: Arc<str>,
+        component: String,
+        reason: String,
+    },
+}
+
+pub struct Flow<P, O> {
+    pub name: Arc<str>,
+    processors: Vec<ProcessorSlot<P>>,
+    outputs: Vec<OutputSlot<O>>,
+    limit: Arc<Semaphore>,
+    concurrency: u32,
+    metrics: FlowMetrics,
+}
+
+/// A place in the flow's concurrency budget, held while a message is in flight.
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+    metrics: FlowMetrics,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.metrics.in_flight.decrement(1.0);
+    }
+}
+
+impl<P: Processor, O: Output> Flow<P, O> {
+    pub fn new(
+        name: Arc<str>,
+        input_id: &str,
+        concurrency: u32,
+        processors: Vec<ProcessorSlot<P>>,
+        outputs: Vec<OutputSlot<O>>,
+    ) -> Self {
+        let concurrency = concurrency.max(1);
+        Flow {
+            metrics: FlowMetrics::new(&name, input_id),
+            name,
+            processors,
+            outputs,
+            limit: Arc::new(Semaphore::new(concurrency as usize)),
+            concurrency,
+        }
+    }
+
+    fn admitted(&self, permit: OwnedSemaphorePermit) -> Admission {
+        self.metrics.in_flight.increment(1.0);
+        Admission {
+            _permit: permit,
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// A place in flight now, or `None` when the flow is saturated.
+    pub fn try_admit(&self) -> Option<Admission> {
+        let permit = self.limit.clone().try_acquire_owned().ok()?;
+        Some(self.admitted(permit))
+    }
+
+    /// Waits for a place in flight.
+    pub async fn admit(&self) -> Admission {
+        let permit = self
+            .limit
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the flow semaphore is never closed");
+        self.admitted(permit)
+    }
+
+    /// Waits until nothing is in flight, up to `timeout`. Returns whether it got there.
+    pub async fn drained(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.limit.acquire_many(self.concurrency))
+            .await
+            .is_ok()
+    }
+
+    /// Counts a message that the input could not turn into a message (e.g. a bad JSON line).
+    pub fn count_rejected(&self) {
+        self.metrics.failed.increment(1);
+    }
+
+    pub async fn process(&self, mut message: Message) -> Result<Processed, FlowError> {
+        let start = Instant::now();
+        self.metrics.received.increment(1);
+        for slot in &self.processors {
+            match slot.processor.process(message) {
+                Ok(Some(next)) => message = next,
+                Ok(None) => {
+                    self.metrics.filtered.increment(1);
+                    return Ok(Processed::Filtered);
+                }
+                Err(e) => {
+                    self.metrics.failed.increment(1);
+                    return Err(FlowError::Processing {
+                        flow: self.name.clone(),
+                        component: slot.id.clone(),
+                        reason: e.0,
+                    });
+                }
+            }
+        }
+        let result = match self.outputs.as_slice() {
+            [single] => self.deliver_one(single, &message).await,
+            many => {
+                let all = futures_util::future::join_all(
+                    many.iter().map(|slot| self.deliver_one(slot, &message)),
+                )
+                .await;
+                all.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+            }
+        };
+        self.metrics.latency.record(start.elapsed().as_secs_f64());
+        result.map(|()| Processed::Delivered(message))
+    }
+
+    async fn deliver_one(&self, slot: &OutputSlot<O>, message: &Message) -> Result<(), FlowError> {
+        match deliver(&slot.output, &slot.retry, &slot.metrics, &slot.id, message).await {
+            Ok(Delivered::Accepted | Delivered::Dropped) => Ok(()),
+            Err(reason) => Err(FlowError::Delivery {
+                flow: self.name.clone(),
+                component: slot.id.clone(),
+                reason,
+            }),
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The mapping language, behind weft's own small interface.
+//!
+//! Every `map`, `filter`, condition and `{{ expression }}` in a config is a VRL program, compiled
+//! once at load and run per message. The rest of the engine talks to [`Mapping`] only, so VRL's
+//! types stay in this file (and in [`Value`], the structured message value it re-exports); a jq
+//! or Rhai step could be added beside it without touching the flow runtime.
+
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use vrl::compiler::{
+    CompileConfig, ExpressionError, Function, Program, SecretTarget, Target, TargetValueRef,
+    TimeZone, runtime::Runtime, runtime::Terminate, state::ExternalEnv,
+};
+use vrl::path::{OwnedTargetPath, PathPrefix};
+use vrl::value::{KeyString, Secrets};
+pub use vrl::value::{ObjectMap, Value};
+
+fn functions() -> &'static [Box<dyn Function>] {
+    static FUNCTIONS: OnceLock<Vec<Box<dyn Function>>> = OnceLock::new();
+    FUNCTIONS.get_or_init(vrl::stdlib::all)
+}
+
+/// One compile-time problem, with the byte range of the source it points at.
+#[derive(Debug, Clone)]
+pub struct Diagnostic {
+    pub message: String,
+    pub span: Option<Range<usize>>,
+}
+
+/// A run-time failure of a program on one message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct MappingError(pub String);
+
+/// What a mutating run did to the message.
+pub enum Outcome {
+    /// The program finished; the value is its last expression.
+    Done(Value),
+    /// The program called `abort`: the message is dropped on purpose.
+    Aborted,
+}
+
+/// A compiled program.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    program: Program,
+}
+
+impl Mapping {
+    pub fn compile(source: &str) -> Result<Mapping, Vec<Diagnostic>> {
+        let external = ExternalEnv::default();
+        match vrl::compiler::compile_with_external(
+            source,
+            functions(),
+            &external,
+            CompileConfig::default(),
+        ) {
+            Ok(result) => Ok(Mapping {
+                program: result.program,
+            }),
+            Err(list) => Err(list
+                .iter()
+                .filter(|d| d.is_problem())
+                .map(|d| {
+                    let primary = d.labels.iter().find(|l| l.primary);
+                    let mut message = d.message.clone();
+                    if let Some(label) = primary
+                        && !label.message.is_empty()
+                        && label.message != d.message
+                    {
+                        message = format!("{message}: {}", label.message);
+                    }
+                    Diagnostic {
+                        message,
+                        span: primary.map(|l| l.span.range()),
+                    }
+                })
+                .collect()),
+        }
+    }
+
+    /// Runs the program with the message as a writable target (`map`).
+    pub fn run(&self, value: &mut Value, metadata: &mut Value) -> Result<Outcome, MappingError> {
+        let mut secrets = Secrets::default();
+        let mut target = TargetValueRef {
+            value,
+            metadata,
+            secrets: &mut secrets,
+        };
+        match Runtime::default().resolve(&mut target, &self.program, &TimeZone::default()) {
+            Ok(v) => Ok(Outcome::Done(v)),
+            Err(Terminate::Abort(ExpressionError::Abort { .. })) => Ok(Outcome::Aborted),
+            Err(e) => Err(MappingError(e.to_string())),
+        }
+    }
+
+    /// Evaluates the program against a message it may not change (conditions, templates).
+    pub fn eval(&self, value: &Value, metadata: &Value) -> Result<Value, MappingError> {
+        let mut target = ReadOnly { value, metadata };
+        Runtime::default()
+            .resolve(&mut target, &self.program, &TimeZone::default())
+            .map_err(|e| MappingError(e.to_string()))
+    }
+}
+
+/// A target for programs that only read: no copy of the message is made per evaluation.
+/// Assignments in such a program have no effect (VRL ignores a refused insert).
+#[derive(Debug)]
+struct ReadOnly<'a> {
+    value: &'a Value,
+    metadata: &'a Value,
+}
+
+const READ_ONLY: &str = "this expression may only read the message; use a `map` step to change it";
+
+impl Target for ReadOnly<'_> {
+    fn target_insert(&mut self, _: &OwnedTargetPath, _: Value) -> Result<(), String> {
+        Err(READ_ONLY.into())
+    }
+
+    fn target_get(&self, path: &OwnedTargetPath) -> Result<Option<&Value>, String> {
+        Ok(match path.prefix {
+            PathPrefix::Event => self.value.get(&path.path),
+            PathPrefix::Metadata => self.metadata.get(&path.path),
+        })
+    }
+
+    fn target_get_mut(&mut self, _: &OwnedTargetPath) -> Result<Option<&mut Value>, String> {
+        Err(READ_ONLY.into())
+    }
+
+    fn target_remove(&mut self, _: &OwnedTargetPath, _: bool) -> Result<Option<Value>, String> {
+        Err(READ_ONLY.into())
+    }
+}
+
+impl SecretTarget for ReadOnly<'_> {
+    fn get_secret(&self, _: &str) -> Option<&str> {
+        None
+    }
+    fn insert_secret(&mut self, _: &str, _: &str) {}
+    fn remove_secret(&mut self, _: &str) {}
+}
+
+/// An empty object, the starting value of generated messages and metadata.
+pub fn empty_object() -> Value {
+    Value::Object(ObjectMap::new())
+}
+
+/// Inserts `key` into an object value (does nothing to non-objects).
+pub fn insert(object: &mut Value, key: &str, value: Value) {
+    if let Value::Object(map) = object {
+        map.insert(KeyString::from(key), value);
+    }
+}
+
+/// Renders a value as text the way a template or a log line wants it: strings without quotes,
+/// null as nothing, everything else as JSON.
+pub fn to_text(value: &Value) -> String {
+    match value {
+        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::String(s) => AsRef::<str>::as_ref(s).to_string(),
+        Value::Null => String::new(),
+        Value::Integer(i) => i.to_string(),
+        Value::Boolean(b) => b.to_string(),
+        other => serde_json::to_string(other).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_filters_and_reports_errors() {
+        let m = Mapping::compile(".b = upcase!(.a)").unwrap();
+        let mut v: Value = serde_json::from_str::<Value>(r#"{"a":"x"}"#).unwrap();
+        let mut meta = empty_object();
+        assert!(matches!(
+            m.run(&mut v, &mut meta).unwrap(),
+            Outcome::Done(_)
+        ));
+        assert_eq!(to_text(v.as_object().unwrap().get("b").unwrap()), "X");
+
+        let mut bad: Value = serde_json::from_str::<Value>(r#"{"a":1}"#).unwrap();
+        let err = m.run(&mut bad, &mut meta).err().unwrap();
+        assert!(err.0.contains("expected string"), "{}", err.0);
+
+        let cond = Mapping::compile("exists(.b)").unwrap();
+        assert_eq!(cond.eval(&v, &meta).unwrap(), Value::Boolean(true));
+        // A condition cannot change the message it reads.
+        let writer = Mapping::compile(".c = 1").unwrap();
+        let _ = writer.eval(&v, &meta);
+        assert!(v.as_object().unwrap().get("c").is_none());
+
+        let aborting = Mapping::compile("abort").unwrap();
+        assert!(matches!(
+            aborting.run(&mut v, &mut meta).unwrap(),
+            Outcome::Aborted
+        ));
+    }
+
+    #[test]
+    fn compile_errors_carry_spans() {
+        let errs = Mapping::compile(".a = 1\n.b = foo(").unwrap_err();
+        assert!(!errs.is_empty());
+        assert!(errs[0].span.as_ref().unwrap().start >= 7, "{errs:?}");
+    }
+}

@@ -1,0 +1,43 @@
+//! The unit that moves through a flow.
+//!
+//! A message is parsed once, at its input (the input has to reject malformed JSON with a 400
+//! anyway), into a structured [`Value`]; processors work on that value in place and outputs
+//! serialize it once per delivery. Metadata is a second value: HTTP method, path, query and
+//! headers from `http_server`, readable in VRL as `%http`.
+
+use bytes::Bytes;
+use ulid::Ulid;
+
+use super::mapping::{Value, empty_object};
+
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Stable for the message's whole life; returned to `http_server` callers as `id`.
+    pub id: Ulid,
+    pub value: Value,
+    pub metadata: Value,
+}
+
+impl Message {
+    pub fn new(value: Value) -> Message {
+        Message {
+            id: Ulid::new(),
+            value,
+            metadata: empty_object(),
+        }
+    }
+
+    /// The body an output sends: a string value as its raw bytes, anything else as JSON.
+    pub fn body(&self) -> Bytes {
+        match &self.value {
+            Value::Bytes(b) => b.clone(),
+            Value::String(s) => s.as_bytes().clone(),
+            other => Bytes::from(serde_json::to_vec(other).unwrap_or_default()),
+        }
+    }
+
+    /// Whether [`Message::body`] is JSON.
+    pub fn is_json(&self) -> bool {
+        !matches!(self.value, Value::Bytes(_) | Value::String(_))
+    }
+}

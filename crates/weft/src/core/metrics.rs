@@ -1,0 +1,72 @@
+//! Every metric the engine emits, in one place. Names start with `weft_`; labels are `flow` and
+//! `component` (the component's config path, e.g. `pipeline[0].map` or `outputs[1].file`).
+//! Handles are registered once per flow and component, so the hot path does no label lookups.
+
+use std::sync::OnceLock;
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Installs the process-wide Prometheus recorder (once) and returns its handle.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0,
+                ])
+                .expect("bucket list is not empty")
+                .install_recorder()
+                .expect("the metrics recorder is installed only here")
+        })
+        .clone()
+}
+
+/// Per-flow metrics.
+#[derive(Clone)]
+pub struct FlowMetrics {
+    pub received: Counter,
+    pub filtered: Counter,
+    pub failed: Counter,
+    pub in_flight: Gauge,
+    pub latency: Histogram,
+}
+
+impl FlowMetrics {
+    pub fn new(flow: &str, input: &str) -> FlowMetrics {
+        let labels = [("flow", flow.to_string()), ("component", input.to_string())];
+        FlowMetrics {
+            received: counter!("weft_messages_received_total", &labels),
+            filtered: counter!("weft_messages_filtered_total", "flow" => flow.to_string()),
+            failed: counter!("weft_messages_failed_total", &labels),
+            in_flight: gauge!("weft_in_flight_messages", "flow" => flow.to_string()),
+            latency: histogram!("weft_processing_seconds", "flow" => flow.to_string()),
+        }
+    }
+}
+
+/// Per-component metrics for processors and outputs.
+#[derive(Clone)]
+pub struct ComponentMetrics {
+    pub sent: Counter,
+    pub failed: Counter,
+    pub retried: Counter,
+    pub dropped: Counter,
+}
+
+impl ComponentMetrics {
+    pub fn new(flow: &str, component: &str) -> ComponentMetrics {
+        let labels = [
+            ("flow", flow.to_string()),
+            ("component", component.to_string()),
+        ];
+        ComponentMetrics {
+            sent: counter!("weft_messages_sent_total", &labels),
+            failed: counter!("weft_messages_failed_total", &labels),
+            retried: counter!("weft_messages_retried_total", &labels),
+            dropped: counter!("weft_messages_dropped_total", &labels),
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The one retry stack every output is wrapped in.
+//!
+//! [`RetryPolicy::decide`] is a pure function of (attempts so far, time elapsed, outcome of the
+//! last attempt, a jitter draw) → what to do next. Keeping it pure means it is tested without
+//! clocks or sockets, and the durable mode can persist "retry at T" instead of sleeping.
+//! [`deliver`] is the in-memory loop on top of it used by direct delivery.
+//!
+//! Backoff: attempt n waits `initial_backoff × 2^(n-1)`, capped at `max_backoff`, with "equal
+//! jitter" (a uniform draw in the upper half), so retries spread out but never collapse to zero.
+//! A `Retry-After` from the destination replaces the computed wait (and may exceed
+//! `max_backoff`), but a retry that would end after `max_elapsed` fails at once instead.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::{Message, Output, metrics::ComponentMetrics};
+use crate::config::units::Dur;
+
+/// `retry:` on an output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts in all, the first one included. `1` turns retries off.
+    pub max_attempts: u32,
+    /// Wait before the first retry.
+    pub initial_backoff: Dur,
+    /// Longest computed wait between attempts (a `Retry-After` may be longer).
+    pub max_backoff: Dur,
+    /// No retry starts later than this after the first attempt.
+    pub max_elapsed: Dur,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 5,
+            initial_backoff: Dur(Duration::from_millis(200)),
+            max_backoff: Dur(Duration::from_secs(30)),
+            max_elapsed: Dur(Duration::from_secs(120)),
+        }
+    }
+}
+
+/// What one attempt produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    Delivered,
+    /// Worth trying again, e.g. a 503 or a refused connection.
+    Retryable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Will not get better by trying again, e.g. a 400.
+    Fatal {
+        reason: String,
+    },
+    /// The destination does not want it, and that is fine (a configured `drop` status).
+    Drop {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Done,
+    RetryIn(Duration),
+    Fail(String),
+    Drop(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub max_elapsed: Duration,
+}
+
+impl From<&RetryConfig> for RetryPolicy {
+    fn from(c: &RetryConfig) -> Self {
+        RetryPolicy {
+            max_attempts: c.max_attempts.max(1),
+            initial_backoff: c.initial_backoff.0,
+            max_backoff: c.max_backoff.0,
+            max_elapsed: c.max_elapsed.0,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// `attempts` counts attempts made so far (≥ 1); `jitter` is a uniform draw in [0, 1).
+    pub fn decide(
+        &self,
+        attempts: u32,
+        elapsed: Duration,
+        outcome: &Attempt,
+        jitter: f64,
+    ) -> Decision {
+        let (reason, retry_after) = match outcome {
+            Attempt::Delivered => return Decision::Done,
+            Attempt::Fatal { reason } => return Decision::Fail(reason.clone()),
+            Attempt::Drop { reason } => return Decision::Drop(reason.clone()),
+            Attempt::Retryable {
+                reason,
+                retry_after,
+            } => (reason, retry_after),
+        };
+        if attempts >= self.max_attempts {
+            return Decision::Fail(format!("{reason} (gave up after {attempts} attempts)"));
+        }
+        let wait = match retry_after {
+            Some(wait) => *wait,
+            None => {
+                let exp = 2u32.saturating_pow(attempts.saturating_sub(1).min(31));
+                let base = self
+                    .initial_backoff
+                    .saturating_mul(exp)
+                    .min(self.max_backoff);
+                base / 2 + base.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+            }
+        };
+        if elapsed + wait > self.max_elapsed {
+            return Decision::Fail(format!(
+                "{reason} (the next retry, in {wait:?}, would pass max_elapsed {:?})",
+                self.max_elapsed
+            ));
+        }
+        Decision::RetryIn(wait)
+    }
+}
+
+/// How a message left one output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    Accepted,
+    Dropped,
+}
+
+/// Runs attempts on `output` until the policy says stop. `Err` carries the final reason.
+pub async fn deliver<O: Output>(
+    output: &O,
+    policy: &RetryPolicy,
+    metrics: &ComponentMetrics,
+    component: &str,
+    message: &Message,
+) -> Result<Delivered, String> {
+    let start = Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let outcome = output.send(message).await;
+        match policy.decide(attempts, start.elapsed(), &outcome, fastrand::f64()) {
+            Decision::Done => {
+                metrics.sent.increment(1);
+                return Ok(Delivered::Accepted);
+            }
+            Decision::Drop(reason) => {
+                metrics.dropped.increment(1);
+                tracing::debug!(component, id = %message.id, reason, "destination declined the message; dropped as configured");
+                return Ok(Delivered::Dropped);
+            }
+            Decision::Fail(reason) => {
+                metrics.failed.increment(1);
+                return Err(reason);
+            }
+            Decision::RetryIn(wait) => {
+                metrics.retried.increment(1);
+                if let Attempt::Retryable { reason, .. } = &outcome {
+                    tracing::warn!(component, id = %message.id, attempt = attempts, ?wait, error = %reason, "delivery failed; retrying");
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(300),
+            max_elapsed: Duration::from_secs(10),
+        }
+    }
+
+    fn retryable(after: Option<u64>) -> Attempt {
+        Attempt::Retryable {
+            reason: "503".into(),
+            retry_after: after.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let p = policy();
+        let zero = Duration::ZERO;
+        assert_eq!(
+            p.decide(1, zero, &retryable(None), 0.0),
+            Decision::RetryIn(Duration::from_millis(50))
+        );
+        assert_eq!(
+            p.decide(1, zero, &retryable(None), 1.0),
+            Decision::RetryIn(Duration::from_millis(100))
+        );
+        assert_eq!(
+            p.decide(2, zero, &retryable(None), 1.0),
+            Decision::RetryIn(Duration::from_millis(200))
+        );
+        assert_eq!(
+            p.decide(3, zero, &retryable(None), 1.0),
+            Decision::RetryIn(Duration::from_millis(300))
+        );
+    }
+
+    #[test]
+    fn attempts_and_elapsed_are_limits() {
+        let p = policy();
+        assert!(matches!(
+            p.decide(4, Duration::ZERO, &retryable(None), 0.5),
+            Decision::Fail(_)
+        ));
+        assert!(matches!(
+            p.decide(1, Duration::from_millis(9_990), &retryable(None), 0.5),
+            Decision::Fail(_)
+        ));
+    }
+
+    #[test]
+    fn retry_after_overrides_max_backoff_but_not_max_elapsed() {
+        let p = policy();
+        assert_eq!(
+            p.decide(1, Duration::ZERO, &retryable(Some(5)), 0.5),
+            Decision::RetryIn(Duration::from_secs(5))
+        );
+        assert!(matches!(
+            p.decide(1, Duration::from_secs(6), &retryable(Some(5)), 0.5),
+            Decision::Fail(_)
+        ));
+    }
+
+    #[test]
+    fn terminal_outcomes_pass_through() {
+        let p = policy();
+        assert_eq!(
+            p.decide(1, Duration::ZERO, &Attempt::Delivered, 0.5),
+            Decision::Done
+        );
+        assert!(matches!(
+            p.decide(
+                1,
+                Duration::ZERO,
+                &Attempt::Fatal {
+                    reason: "400".into()
+                },
+                0.5
+            ),
+            Decision::Fail(_)
+        ));
+        assert!(matches!(
+            p.decide(
+                1,
+                Duration::ZERO,
+                &Attempt::Drop {
+                    reason: "409".into()
+                },
+                0.5
+            ),
+            Decision::Drop(_)
+        ));
+    }
+}

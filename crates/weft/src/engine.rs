@@ -1,0 +1,186 @@
+//! Starts built flows and runs them until their inputs end or shutdown is signalled, then
+//! drains: inputs stop accepting, messages in flight finish (within `shutdown_timeout`), and
+//! only then does [`run`] return. A message whose input was acked is never abandoned by a
+//! drain; one that is abandoned at the timeout was never acked, so its sender still holds it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Loaded;
+use crate::core::flow::{Flow, OutputSlot, ProcessorSlot};
+use crate::core::metrics::{self, ComponentMetrics};
+use crate::inputs::{Feed, Input, http_server};
+use crate::outputs::Output;
+use crate::processors::Processor;
+
+/// A flow of weft's own components.
+pub type RunFlow = Flow<Processor, Output>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot listen on {address} ({what}): {source}")]
+    Bind {
+        address: SocketAddr,
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("flow `{flow}`: input failed: {source}")]
+    Input {
+        flow: String,
+        source: std::io::Error,
+    },
+    #[error("shutdown timed out with messages still in flight (none of them had been acked)")]
+    DrainTimeout,
+}
+
+/// How the run ended.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub input_errors: Vec<EngineError>,
+}
+
+pub async fn run(
+    loaded: Loaded,
+    admin_address: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<Summary, EngineError> {
+    let handle = metrics::install();
+    let admin = tokio::net::TcpListener::bind(admin_address)
+        .await
+        .map_err(|source| EngineError::Bind {
+            address: admin_address,
+            what: "admin endpoint".into(),
+            source,
+        })?;
+    let admin_stop = CancellationToken::new();
+    let admin_task = tokio::spawn({
+        let stop = admin_stop.clone();
+        let router = crate::admin::router(handle);
+        async move {
+            axum::serve(admin, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    });
+    tracing::info!(address = %admin_address, "admin endpoint: /metrics, /health");
+
+    let mut servers: HashMap<SocketAddr, Vec<(http_server::Endpoint, Arc<RunFlow>)>> =
+        HashMap::new();
+    let mut readers = Vec::new();
+    let mut flows = Vec::new();
+    for spec in loaded.flows {
+        let name: Arc<str> = spec.name.as_str().into();
+        let processors = spec
+            .processors
+            .into_iter()
+            .map(|(id, processor)| ProcessorSlot { id, processor })
+            .collect();
+        let outputs = spec
+            .outputs
+            .into_iter()
+            .map(|(id, output, retry)| OutputSlot {
+                metrics: ComponentMetrics::new(&name, &id),
+                id,
+                output,
+                retry,
+            })
+            .collect();
+        let flow = Arc::new(Flow::new(
+            name,
+            &spec.input_id,
+            spec.concurrency,
+            processors,
+            outputs,
+        ));
+        flows.push(flow.clone());
+        match spec.input {
+            Input::HttpServer(endpoint) => servers
+                .entry(endpoint.address)
+                .or_default()
+                .push((endpoint, flow)),
+            other => readers.push((other, flow)),
+        }
+    }
+
+    let tasks = TaskTracker::new();
+    let mut inputs = JoinSet::new();
+    for (address, endpoints) in servers {
+        let what = endpoints
+            .iter()
+            .map(|(e, f)| format!("flow `{}` {}", f.name, e.path))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| EngineError::Bind {
+                address,
+                what: what.clone(),
+                source,
+            })?;
+        tracing::info!(%address, endpoints = %what, "listening");
+        let shutdown = shutdown.clone();
+        let flow = endpoints[0].1.name.to_string();
+        inputs.spawn(async move {
+            http_server::serve(listener, endpoints, shutdown)
+                .await
+                .map_err(|source| EngineError::Input { flow, source })
+        });
+    }
+    for (input, flow) in readers {
+        let feed = Feed {
+            flow: flow.clone(),
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+        };
+        inputs.spawn(async move {
+            input.run(feed).await.map_err(|source| EngineError::Input {
+                flow: flow.name.to_string(),
+                source,
+            })
+        });
+    }
+
+    let drained = async {
+        let mut summary = Summary::default();
+        while let Some(result) = inputs.join_next().await {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "input stopped");
+                    summary.input_errors.push(e);
+                }
+                Err(e) => tracing::error!(error = %e, "input task panicked"),
+            }
+        }
+        tasks.close();
+        tasks.wait().await;
+        summary
+    };
+    tokio::pin!(drained);
+    let finished = tokio::select! {
+        summary = &mut drained => Some(summary),
+        _ = shutdown.cancelled() => None,
+    };
+    let summary = match finished {
+        Some(summary) => summary,
+        None => {
+            tracing::info!(timeout = ?loaded.shutdown_timeout, "shutting down: no new messages accepted; draining those in flight");
+            match tokio::time::timeout(loaded.shutdown_timeout, &mut drained).await {
+                Ok(summary) => summary,
+                Err(_) => {
+                    admin_stop.cancel();
+                    return Err(EngineError::DrainTimeout);
+                }
+            }
+        }
+    };
+    tracing::info!("all flows drained");
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    Ok(summary)
+}

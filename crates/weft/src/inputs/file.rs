@@ -1,0 +1,32 @@
+//! `file`: reads a file once, one message per line; the input ends at the end of the file.
+//!
+//! ```yaml
+//! input:
+//!   file:
+//!     path: ./orders.jsonl
+//!     codec: json_lines   # json_lines (default) or lines
+//! ```
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{Codec, Feed, read_lines};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub codec: Codec,
+}
+
+impl Config {
+    pub async fn run(&self, feed: Feed) -> std::io::Result<()> {
+        let file = tokio::fs::File::open(&self.path)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
+        let reader = tokio::io::BufReader::with_capacity(64 * 1024, file);
+        read_lines(reader, self.codec, &self.path.display().to_string(), &feed).await
+    }
+}

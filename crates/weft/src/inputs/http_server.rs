@@ -1,0 +1,399 @@
+//! `http_server`: receives webhooks, or serves a REST endpoint whose answer is the flow's result.
+//!
+//! With `response: ack` (default) the caller gets `200 {"id": …}` only after every output
+//! accepted the message (also when a filter dropped it on purpose), and `502` with the reason when
+//! delivery failed for good. With `response: pipeline` the caller gets the message as the
+//! pipeline left it (`204` if it was dropped), so a flow is an API endpoint.
+//!
+//! Refusals: `503` + `Retry-After` when the flow is at its concurrency limit (nothing is queued
+//! without bound), `413` over `max_body_size`, `400` for a body that does not parse (with the
+//! position), `405` for a method not listed, `404` for any other path, `408` when the body is not
+//! read within `read_timeout`, `422` when a processor fails on the message.
+//!
+//! Bodies: JSON (`application/json`, `*+json`, or no content type), forms
+//! (`application/x-www-form-urlencoded`, an object of strings; a "form" whose body starts with
+//! `{` or `[` is read as JSON, since that is what `curl -d` sends) and anything else as a string.
+//! Method, path, query and headers are in the metadata: `%http.method`, `%http.headers.<name>`.
+//! Several flows may share one address with different paths.
+//!
+//! ```yaml
+//! input:
+//!   http_server:
+//!     address: 0.0.0.0:8080
+//!     path: /hooks/orders
+//!     methods: [POST]
+//!     max_body_size: 1MiB
+//!     response: ack           # or pipeline
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::BuildError;
+use crate::config::units::{Dur, Size};
+use crate::core::Message;
+use crate::core::flow::{FlowError, Processed};
+use crate::core::mapping::{ObjectMap, Value, empty_object, insert};
+use crate::engine::RunFlow;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `host:port` to listen on.
+    pub address: String,
+    /// Path to serve, e.g. `/hooks/orders`.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Methods accepted on the path.
+    #[serde(default = "default_methods")]
+    pub methods: Vec<String>,
+    /// Largest body accepted.
+    #[serde(default = "default_max_body")]
+    pub max_body_size: Size,
+    /// Time allowed to receive the body.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: Dur,
+    /// `ack` (answer `{"id"}` after delivery) or `pipeline` (answer with the result).
+    #[serde(default)]
+    pub response: ResponseMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseMode {
+    #[default]
+    Ack,
+    Pipeline,
+}
+
+fn default_path() -> String {
+    "/".into()
+}
+fn default_methods() -> Vec<String> {
+    vec!["POST".into()]
+}
+fn default_max_body() -> Size {
+    Size(1 << 20)
+}
+fn default_read_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+/// A validated endpoint, waiting for its flow.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    pub path: String,
+    methods: Vec<Method>,
+    max_body_size: usize,
+    read_timeout: Duration,
+    response: ResponseMode,
+}
+
+impl Config {
+    pub fn build(&self) -> Result<Endpoint, Vec<BuildError>> {
+        let mut errors = Vec::new();
+        let address = self
+            .address
+            .parse::<SocketAddr>()
+            .map_err(|_| {
+                errors.push(BuildError::new(
+                    "address",
+                    format!(
+                        "`{}` is not a `host:port` address like 127.0.0.1:8080",
+                        self.address
+                    ),
+                ))
+            })
+            .ok();
+        if !self.path.starts_with('/') {
+            errors.push(BuildError::new("path", "path must start with `/`"));
+        }
+        let mut methods = Vec::new();
+        for (i, m) in self.methods.iter().enumerate() {
+            match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(m) => methods.push(m),
+                Err(_) => errors.push(BuildError::new(
+                    &format!("methods.{i}"),
+                    format!("invalid HTTP method `{m}`"),
+                )),
+            }
+        }
+        if methods.is_empty() && errors.is_empty() {
+            errors.push(BuildError::new("methods", "list at least one method"));
+        }
+        match address {
+            Some(address) if errors.is_empty() => Ok(Endpoint {
+                address,
+                path: self.path.clone(),
+                methods,
+                max_body_size: self.max_body_size.0 as usize,
+                read_timeout: self.read_timeout.0,
+                response: self.response,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+struct Route {
+    endpoint: Endpoint,
+    flow: Arc<RunFlow>,
+    allow: HeaderValue,
+}
+
+/// Serves every endpoint that shares one address until `shutdown`, then finishes the requests
+/// in flight (their callers get their real answer) and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    endpoints: Vec<(Endpoint, Arc<RunFlow>)>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut router = Router::new();
+    for (endpoint, flow) in endpoints {
+        let allow = endpoint
+            .methods
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let path = endpoint.path.clone();
+        let route = Arc::new(Route {
+            allow: HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("POST")),
+            endpoint,
+            flow,
+        });
+        router = router.route(
+            &path,
+            any(move |request: Request<Body>| handle(route.clone(), request)),
+        );
+    }
+    let router = router
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no flow listens on this path", None) });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+fn error(status: StatusCode, message: &str, id: Option<&str>) -> Response {
+    let mut body = serde_json::json!({ "error": message });
+    if let Some(id) = id {
+        body["id"] = id.into();
+    }
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn handle(route: Arc<Route>, request: Request<Body>) -> Response {
+    let endpoint = &route.endpoint;
+    if !endpoint.methods.contains(request.method()) {
+        let mut response = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("method {} is not allowed here", request.method()),
+            None,
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, route.allow.clone());
+        return response;
+    }
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "body is larger than max_body_size ({} bytes)",
+                endpoint.max_body_size
+            ),
+            None,
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > endpoint.max_body_size) {
+        return too_large();
+    }
+    let Some(admission) = route.flow.try_admit() else {
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "flow is at its concurrency limit; retry later",
+            None,
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    let (parts, body) = request.into_parts();
+    let read = tokio::time::timeout(
+        endpoint.read_timeout,
+        Limited::new(body, endpoint.max_body_size).collect(),
+    )
+    .await;
+    let bytes = match read {
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body not received within read_timeout",
+                None,
+            );
+        }
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return too_large();
+        }
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("could not read body: {e}"),
+                None,
+            );
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    let value = match decode(&parts.headers, bytes) {
+        Ok(v) => v,
+        Err(message) => {
+            route.flow.count_rejected();
+            return error(StatusCode::BAD_REQUEST, &message, None);
+        }
+    };
+    let mut message = Message::new(value);
+    message.metadata = metadata(&parts);
+    let id = message.id.to_string();
+    let result = route.flow.process(message).await;
+    drop(admission);
+    match (result, endpoint.response) {
+        (Ok(Processed::Delivered(_)), ResponseMode::Ack) => ack(&id, false),
+        (Ok(Processed::Filtered), ResponseMode::Ack) => ack(&id, true),
+        (Ok(Processed::Delivered(m)), ResponseMode::Pipeline) => {
+            let content_type = if m.is_json() {
+                "application/json"
+            } else {
+                "text/plain; charset=utf-8"
+            };
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, content_type)],
+                m.body(),
+            )
+                .into_response()
+        }
+        (Ok(Processed::Filtered), ResponseMode::Pipeline) => StatusCode::NO_CONTENT.into_response(),
+        (Err(e @ FlowError::Processing { .. }), _) => {
+            tracing::warn!(%id, error = %e, "message failed in the pipeline");
+            error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string(), Some(&id))
+        }
+        (Err(e @ FlowError::Delivery { .. }), _) => {
+            tracing::error!(%id, error = %e, "delivery failed; the caller was answered 502");
+            error(StatusCode::BAD_GATEWAY, &e.to_string(), Some(&id))
+        }
+    }
+}
+
+fn ack(id: &str, filtered: bool) -> Response {
+    let body = if filtered {
+        format!(r#"{{"id":"{id}","filtered":true}}"#)
+    } else {
+        format!(r#"{{"id":"{id}"}}"#)
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+fn decode(headers: &HeaderMap, body: Bytes) -> Result<Value, String> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match content_type.as_deref() {
+        None | Some("application/json") => parse_json(&body),
+        Some(t) if t.ends_with("+json") => parse_json(&body),
+        // `curl -d '{…}'` labels JSON as a form; a form body cannot start with `{` or `[`.
+        Some("application/x-www-form-urlencoded")
+            if body
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|b| matches!(b, b'{' | b'[')) =>
+        {
+            parse_json(&body)
+        }
+        Some("application/x-www-form-urlencoded") => {
+            let mut object = ObjectMap::new();
+            for (k, v) in form_urlencoded::parse(&body) {
+                object.insert(k.as_ref().into(), Value::from(v.as_ref()));
+            }
+            Ok(Value::Object(object))
+        }
+        Some(_) => Ok(Value::Bytes(body)),
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err("body is empty; expected JSON".into());
+    }
+    // serde_json refuses nesting deeper than 128 levels, which bounds recursion on hostile input.
+    serde_json::from_slice::<Value>(body).map_err(|e| {
+        format!(
+            "invalid JSON at line {} column {}: {e}",
+            e.line(),
+            e.column()
+        )
+    })
+}
+
+fn metadata(parts: &http::request::Parts) -> Value {
+    let mut headers = BTreeMap::new();
+    for (name, value) in &parts.headers {
+        headers.insert(
+            name.as_str().into(),
+            Value::Bytes(Bytes::copy_from_slice(value.as_bytes())),
+        );
+    }
+    let mut http = empty_object();
+    insert(&mut http, "method", Value::from(parts.method.as_str()));
+    insert(&mut http, "path", Value::from(parts.uri.path()));
+    insert(
+        &mut http,
+        "query",
+        Value::from(parts.uri.query().unwrap_or("")),
+    );
+    insert(
+        &mut http,
+        "headers",
+        Value::Object(headers.into_iter().collect()),
+    );
+    let mut meta = empty_object();
+    insert(&mut meta, "http", http);
+    meta
+}

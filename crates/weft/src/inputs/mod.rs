@@ -1,0 +1,170 @@
+//! Inputs: where a flow's messages come from. This enum is the registry: one variant per input,
+//! named as in YAML, one file each.
+//!
+//! Reading inputs (`generate`, `stdin`, `file`) wait for a place in the flow's concurrency budget
+//! before they read on, which is their backpressure; `http_server` refuses with 503 instead.
+//! An input returns when it has no more to read or when shutdown is signalled.
+
+pub mod file;
+pub mod generate;
+pub mod http_server;
+pub mod stdin;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::BuildError;
+use crate::core::Message;
+use crate::core::flow::Processed;
+use crate::core::mapping::Value;
+use crate::engine::RunFlow;
+
+/// Every input weft knows, by its YAML name.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputConfig {
+    HttpServer(http_server::Config),
+    Generate(generate::Config),
+    Stdin(stdin::Config),
+    File(file::Config),
+}
+
+impl InputConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InputConfig::HttpServer(_) => "http_server",
+            InputConfig::Generate(_) => "generate",
+            InputConfig::Stdin(_) => "stdin",
+            InputConfig::File(_) => "file",
+        }
+    }
+
+    /// Compiles what can be compiled and checks what can be checked without running.
+    pub fn build(self) -> Result<Input, Vec<BuildError>> {
+        Ok(match self {
+            InputConfig::HttpServer(c) => Input::HttpServer(c.build()?),
+            InputConfig::Generate(c) => Input::Generate(c.build()?),
+            InputConfig::Stdin(c) => Input::Stdin(c),
+            InputConfig::File(c) => Input::File(c),
+        })
+    }
+}
+
+/// A built input.
+pub enum Input {
+    /// Served by [`http_server::serve`], together with the other endpoints on its address.
+    HttpServer(http_server::Endpoint),
+    Generate(generate::Generate),
+    Stdin(stdin::Config),
+    File(file::Config),
+}
+
+impl Input {
+    /// Runs a reading input to its end (or shutdown).
+    pub async fn run(&self, feed: Feed) -> std::io::Result<()> {
+        match self {
+            Input::HttpServer(_) => unreachable!("http_server endpoints are served by address"),
+            Input::Generate(g) => {
+                g.run(feed).await;
+                Ok(())
+            }
+            Input::Stdin(c) => c.run(feed).await,
+            Input::File(c) => c.run(feed).await,
+        }
+    }
+}
+
+/// What a reading input needs to hand messages to its flow.
+#[derive(Clone)]
+pub struct Feed {
+    pub flow: Arc<RunFlow>,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+impl Feed {
+    /// Waits for a place in flight, then processes `message` in its own task.
+    /// Returns `false` if shutdown came first (the message was not accepted).
+    pub async fn push(&self, message: Message) -> bool {
+        let admission = tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => return false,
+            a = self.flow.admit() => a,
+        };
+        let flow = self.flow.clone();
+        self.tasks.spawn(async move {
+            let id = message.id;
+            match flow.process(message).await {
+                Ok(Processed::Delivered(_) | Processed::Filtered) => {}
+                Err(error) => tracing::error!(%id, %error, "message failed"),
+            }
+            drop(admission);
+        });
+        true
+    }
+}
+
+/// How a reading input splits its bytes into messages.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Codec {
+    /// One JSON document per line.
+    #[default]
+    JsonLines,
+    /// One string message per line.
+    Lines,
+}
+
+impl Codec {
+    /// Decodes one line; `None` for a blank line.
+    pub fn decode(self, line: &str) -> Option<Result<Value, String>> {
+        let line = line.trim_end_matches(['\r', '\n']);
+        match self {
+            Codec::Lines => Some(Ok(Value::from(line))),
+            Codec::JsonLines if line.trim().is_empty() => None,
+            Codec::JsonLines => {
+                Some(serde_json::from_str::<Value>(line).map_err(|e| format!("invalid JSON: {e}")))
+            }
+        }
+    }
+}
+
+/// Reads `reader` line by line into the flow until it ends or shutdown is signalled.
+pub async fn read_lines<R: tokio::io::AsyncBufRead + Unpin>(
+    mut reader: R,
+    codec: Codec,
+    source: &str,
+    feed: &Feed,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let mut line = String::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        let read = tokio::select! {
+            biased;
+            _ = feed.shutdown.cancelled() => return Ok(()),
+            r = reader.read_line(&mut line) => r?,
+        };
+        if read == 0 {
+            return Ok(());
+        }
+        number += 1;
+        match codec.decode(&line) {
+            None => {}
+            Some(Ok(value)) => {
+                let accepted = feed.push(Message::new(value)).await;
+                if !accepted {
+                    return Ok(());
+                }
+            }
+            Some(Err(error)) => {
+                feed.flow.count_rejected();
+                tracing::error!(flow = %feed.flow.name, source, line = number, %error, "skipped a line that is not a message");
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! weft: an API integration engine. A user writes flows (an input, a pipeline of processors, one
+//! or more outputs) in YAML; weft runs them, acking every input only after delivery.
+//!
+//! Crate map (the same words as `ARCHITECTURE.md`):
+//! - [`config`]: YAML → located tree → `${VAR}` → typed component configs → built components,
+//!   collecting every error with `file:line:col`.
+//! - [`core`]: messages, the flow runtime, the retry stack, the mapping language (VRL), metrics.
+//!   It imports no component.
+//! - [`inputs`], [`processors`], [`outputs`]: one file per component; each `mod.rs` holds the
+//!   registry enum for its kind.
+//! - [`clients`]: per-system client code shared by inputs and outputs (HTTP).
+//! - [`engine`]: starts flows, serves HTTP inputs by address, drains on shutdown.
+//! - [`admin`]: `/metrics` and `/health`.
+
+pub mod admin;
+pub mod clients;
+pub mod config;
+pub mod core;
+pub mod engine;
+pub mod inputs;
+pub mod outputs;
+pub mod processors;

@@ -1,0 +1,120 @@
+//! The `weft` command: `run` and `check`. The only place `anyhow` appears.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use weft::config::{self, ConfigError};
+use weft::outputs::Shared;
+
+#[derive(Parser)]
+#[command(
+    name = "weft",
+    version,
+    about = "API integration engine: runs declarative flows between APIs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every flow in the files until SIGTERM/SIGINT, or until all inputs are finite and drained.
+    Run {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Admin endpoint (`/metrics`, `/health`); overrides `admin.address` in the config.
+        #[arg(long, env = "WEFT_ADMIN_ADDRESS")]
+        admin_address: Option<String>,
+    },
+    /// Validate the files without running anything; every error is reported. Exit 1 on any.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    // One crypto provider for the whole binary (see DEPS.md): ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    match cli.command {
+        Command::Check { files } => match config::load(&files, &Shared::default()) {
+            Ok(loaded) => {
+                println!("{} flow(s) OK", loaded.flows.len());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => report(&errors),
+        },
+        Command::Run {
+            files,
+            admin_address,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("the tokio runtime starts");
+            match runtime.block_on(run(files, admin_address)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn report(errors: &[ConfigError]) -> ExitCode {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    eprintln!("{} error(s)", errors.len());
+    ExitCode::FAILURE
+}
+
+async fn run(files: Vec<PathBuf>, admin_flag: Option<String>) -> anyhow::Result<ExitCode> {
+    let loaded = match config::load(&files, &Shared::default()) {
+        Ok(loaded) => loaded,
+        Err(errors) => return Ok(report(&errors)),
+    };
+    let admin: SocketAddr = admin_flag
+        .or_else(|| loaded.admin_address.clone())
+        .unwrap_or_else(|| weft::admin::DEFAULT_ADDRESS.to_string())
+        .parse()
+        .context("admin address must be host:port, like 127.0.0.1:9464")?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals(shutdown.clone()));
+    let summary = weft::engine::run(loaded, admin, shutdown).await?;
+    Ok(if summary.input_errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// First SIGTERM/SIGINT: drain and stop. Second: stop now.
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!("signal received; draining (send it again to stop at once)");
+    shutdown.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::warn!("second signal: exiting without waiting for messages in flight");
+    std::process::exit(130);
+}

@@ -1,0 +1,76 @@
+//! Outputs: where a flow delivers. This enum is the registry: one variant per output, named as
+//! in YAML, one file each. Every output is wrapped in the retry stack (`core::retry`) by the flow,
+//! so an output only reports what one attempt did.
+
+mod drop;
+mod file;
+mod http_client;
+mod stdout;
+
+use serde::Deserialize;
+
+use crate::clients::http::HttpClient;
+use crate::config::BuildError;
+use crate::core::retry::{RetryConfig, RetryPolicy};
+use crate::core::{Attempt, Message};
+
+/// Every output weft knows, by its YAML name.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputConfig {
+    HttpClient(http_client::Config),
+    Stdout(stdout::Config),
+    File(file::Config),
+    Drop(drop::Config),
+}
+
+/// What outputs share: one HTTP connection pool for the whole process.
+#[derive(Clone, Default)]
+pub struct Shared {
+    pub http: HttpClient,
+}
+
+impl OutputConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OutputConfig::HttpClient(_) => "http_client",
+            OutputConfig::Stdout(_) => "stdout",
+            OutputConfig::File(_) => "file",
+            OutputConfig::Drop(_) => "drop",
+        }
+    }
+
+    pub fn retry(&self) -> RetryPolicy {
+        match self {
+            OutputConfig::HttpClient(c) => RetryPolicy::from(&c.retry),
+            _ => RetryPolicy::from(&RetryConfig::default()),
+        }
+    }
+
+    pub fn build(&self, shared: &Shared) -> Result<Output, Vec<BuildError>> {
+        Ok(match self {
+            OutputConfig::HttpClient(c) => Output::HttpClient(c.build(&shared.http)?),
+            OutputConfig::Stdout(c) => Output::Stdout(c.build()),
+            OutputConfig::File(c) => Output::File(c.build()?),
+            OutputConfig::Drop(_) => Output::Drop,
+        })
+    }
+}
+
+pub enum Output {
+    HttpClient(http_client::HttpClientOutput),
+    Stdout(stdout::Stdout),
+    File(file::FileOutput),
+    Drop,
+}
+
+impl crate::core::Output for Output {
+    async fn send(&self, message: &Message) -> Attempt {
+        match self {
+            Output::HttpClient(o) => o.send(message).await,
+            Output::Stdout(o) => o.send(message).await,
+            Output::File(o) => o.send(message).await,
+            Output::Drop => Attempt::Delivered,
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! `stdout`: writes each message as one line to standard output (JSON, or the raw text of a
+//! string message).
+//!
+//! ```yaml
+//! output:
+//!   stdout: {}
+//! ```
+
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+
+use crate::core::{Attempt, Message};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {}
+
+impl Config {
+    pub fn build(&self) -> Stdout {
+        Stdout {
+            out: tokio::sync::Mutex::new(tokio::io::stdout()),
+        }
+    }
+}
+
+pub struct Stdout {
+    out: tokio::sync::Mutex<tokio::io::Stdout>,
+}
+
+impl Stdout {
+    pub async fn send(&self, message: &Message) -> Attempt {
+        let mut line = message.body().to_vec();
+        line.push(b'\n');
+        let mut out = self.out.lock().await;
+        match out.write_all(&line).await {
+            Ok(()) => match out.flush().await {
+                Ok(()) => Attempt::Delivered,
+                Err(e) => Attempt::Retryable {
+                    reason: format!("stdout: {e}"),
+                    retry_after: None,
+                },
+            },
+            Err(e) => Attempt::Retryable {
+                reason: format!("stdout: {e}"),
+                retry_after: None,
+            },
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! `filter`: keeps a message when a VRL condition is `true`, drops it when `false`. A condition
+//! that does not evaluate to a boolean fails the message rather than guessing.
+//!
+//! ```yaml
+//! pipeline:
+//!   - filter: .status == "paid" && exists(.email)
+//! ```
+
+use serde::Deserialize;
+
+use crate::config::BuildError;
+use crate::core::mapping::Mapping;
+use crate::core::{MappingError, Message, Value};
+
+/// The VRL condition.
+#[derive(Debug, Deserialize)]
+pub struct Config(pub String);
+
+impl Config {
+    pub fn build(&self) -> Result<Filter, Vec<BuildError>> {
+        Mapping::compile(&self.0)
+            .map(|condition| Filter { condition })
+            .map_err(|d| BuildError::from_diagnostics("", d))
+    }
+}
+
+pub struct Filter {
+    condition: Mapping,
+}
+
+impl Filter {
+    pub fn process(&self, message: Message) -> Result<Option<Message>, MappingError> {
+        match self.condition.eval(&message.value, &message.metadata)? {
+            Value::Boolean(true) => Ok(Some(message)),
+            Value::Boolean(false) => Ok(None),
+            other => Err(MappingError(format!(
+                "filter condition must be true or false, got {}",
+                crate::core::mapping::to_text(&other)
+            ))),
+        }
+    }
+}

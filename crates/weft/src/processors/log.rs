@@ -1,0 +1,65 @@
+//! `log`: writes a line per message to weft's log and passes the message on unchanged.
+//!
+//! ```yaml
+//! pipeline:
+//!   - log:
+//!       level: info                      # trace, debug, info, warn or error
+//!       message: '"order " + to_string!(.id) + " received"'   # a VRL expression
+//! ```
+
+use serde::Deserialize;
+
+use crate::config::BuildError;
+use crate::core::mapping::{Mapping, to_text};
+use crate::core::{MappingError, Message};
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Trace,
+    Debug,
+    #[default]
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub level: Level,
+    /// A VRL expression; its value is the text logged.
+    pub message: String,
+}
+
+impl Config {
+    pub fn build(&self) -> Result<Log, Vec<BuildError>> {
+        let message = Mapping::compile(&self.message)
+            .map_err(|d| BuildError::from_diagnostics("message", d))?;
+        Ok(Log {
+            level: self.level,
+            message,
+        })
+    }
+}
+
+pub struct Log {
+    level: Level,
+    message: Mapping,
+}
+
+impl Log {
+    pub fn process(&self, message: Message) -> Result<Option<Message>, MappingError> {
+        let text = to_text(&self.message.eval(&message.value, &message.metadata)?);
+        let id = message.id;
+        match self.level {
+            Level::Trace => tracing::trace!(target: "weft::log", %id, "{text}"),
+            Level::Debug => tracing::debug!(target: "weft::log", %id, "{text}"),
+            Level::Info => tracing::info!(target: "weft::log", %id, "{text}"),
+            Level::Warn => tracing::warn!(target: "weft::log", %id, "{text}"),
+            Level::Error => tracing::error!(target: "weft::log", %id, "{text}"),
+        }
+        Ok(Some(message))
+    }
+}

@@ -1,0 +1,61 @@
+//! `weft check`: every error, located, with suggestions; exit 1 on any.
+
+use crate::support::*;
+
+#[test]
+fn check_reports_all_four_kinds_of_error_with_line_and_column() {
+    let dir = scratch();
+    std::fs::write(
+        dir.join("bad.yaml"),
+        r#"flows:
+  orders:
+    input:
+      http_server:
+        address: 127.0.0.1:8080
+        max_body_sise: 1MiB
+    pipeline:
+      - map: |
+          .a = 1
+          .b = upcase(.a
+    output:
+      http_clint:
+        url: http://example.com
+  other:
+    input:
+      file:
+        path: ${WEFT_TEST_SURELY_UNSET}
+    output: { drop: {} }
+"#,
+    )
+    .unwrap();
+    let (status, _, stderr) = weft_cmd(&["check", "bad.yaml"], &dir);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "bad.yaml:6:9: flow `orders`, input.http_server, field `max_body_sise`: unknown field"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `max_body_size`?"), "{stderr}");
+    assert!(
+        stderr.contains("bad.yaml:10:25: flow `orders`, pipeline[0].map, syntax error"),
+        "VRL error points into the block: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "bad.yaml:12:7: flow `orders`, output.http_clint, unknown component `http_clint`"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `http_client`?"), "{stderr}");
+    assert!(stderr.contains("bad.yaml:17:15: flow `other`, input.file, environment variable `WEFT_TEST_SURELY_UNSET` is not set"), "{stderr}");
+    assert!(stderr.contains("4 error(s)"), "{stderr}");
+}
+
+#[test]
+fn check_passes_the_quickstart() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let (status, stdout, stderr) = weft_cmd(&["check", "examples/quickstart.yaml"], &root);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("2 flow(s) OK"), "{stdout}");
+}

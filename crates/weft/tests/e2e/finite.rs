@@ -1,0 +1,78 @@
+//! Flows whose inputs end (`file`, `stdin`, `generate` with a count): weft drains and exits 0.
+//! Also `${VAR}` substitution as the binary sees the environment.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_to_file_runs_to_the_end_and_exits_zero() {
+    let dir = scratch();
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let lines: String = (0..500).map(|i| format!("{{\"i\": {i}}}\n")).collect();
+    std::fs::write(&input, format!("{lines}not json\n")).unwrap();
+    let config = format!(
+        r#"
+flows:
+  copy:
+    input: {{ file: {{ path: "{input}" }} }}
+    pipeline:
+      - map: .double = int!(.i) * 2
+    output: {{ file: {{ path: "${{OUT_PATH}}" }} }}
+"#,
+        input = input.display()
+    );
+    let mut weft = Weft::spawn(
+        &config,
+        &[("OUT_PATH", output.to_str().unwrap())],
+        Stdio::null(),
+    );
+    let status = weft.wait(Duration::from_secs(20)).await;
+    assert!(status.success(), "{}", weft.stderr());
+    let written = std::fs::read_to_string(&output).unwrap();
+    let mut doubles: Vec<i64> = written
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["double"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    doubles.sort();
+    assert_eq!(doubles, (0..500).map(|i| i * 2).collect::<Vec<_>>());
+    assert!(
+        weft.stderr().contains("line=501"),
+        "the bad line is reported: {}",
+        weft.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_lines_and_generate_count_end_by_themselves() {
+    let config = r#"
+flows:
+  from_stdin:
+    input: { stdin: {} }
+    pipeline:
+      - map: '. = { "line": . }'
+    output: { stdout: {} }
+  ticks:
+    input:
+      generate: { mapping: '.tick = true', interval: 10ms, count: 3 }
+    output: { stdout: {} }
+"#;
+    let mut weft = Weft::spawn(config, &[], Stdio::piped());
+    {
+        let mut stdin = weft.child.stdin.take().unwrap();
+        stdin.write_all(b"alpha\nbeta\n").unwrap();
+    }
+    let status = weft.wait(Duration::from_secs(20)).await;
+    assert!(status.success(), "{}", weft.stderr());
+    let out = weft.stdout();
+    assert!(out.contains(r#"{"line":"alpha"}"#), "{out}");
+    assert!(out.contains(r#"{"line":"beta"}"#), "{out}");
+    assert_eq!(out.matches(r#"{"tick":true}"#).count(), 3, "{out}");
+}

@@ -1,0 +1,334 @@
+//! Test support: start `weft` on a config, a scriptable receiving HTTP server, an HTTP client.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "weft-e2e-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn weft_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_weft")
+}
+
+/// A running `weft run` process; killed when dropped.
+pub struct Weft {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub admin: SocketAddr,
+}
+
+impl Weft {
+    /// Writes `config` and starts `weft run` on it, waiting until the admin endpoint answers.
+    /// `{{port}}`-style placeholders are the caller's business: pass a finished config.
+    pub async fn start(config: &str) -> Weft {
+        Self::start_with(config, &[], Stdio::null()).await
+    }
+
+    pub async fn start_with(config: &str, env: &[(&str, &str)], stdin: Stdio) -> Weft {
+        let mut weft = Self::spawn(config, env, stdin);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = weft.child.try_wait().unwrap() {
+                panic!("weft exited early ({status}):\n{}", weft.stderr());
+            }
+            if get(&format!("http://{}/health", weft.admin)).await.0 == StatusCode::OK {
+                return weft;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weft did not start:\n{}",
+                weft.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts `weft run` without waiting for it to be ready (for flows that end by themselves).
+    pub fn spawn(config: &str, env: &[(&str, &str)], stdin: Stdio) -> Weft {
+        let dir = scratch();
+        let path = dir.join("flows.yaml");
+        std::fs::write(&path, config).unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(weft_bin())
+            .arg("run")
+            .arg(&path)
+            .arg("--admin-address")
+            .arg(admin.to_string())
+            .envs(env.iter().copied())
+            .env("WEFT_LOG", "info")
+            .stdin(stdin)
+            .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
+            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+            .spawn()
+            .unwrap();
+        Weft { child, dir, admin }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default()
+    }
+
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit on its own.
+    pub async fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weft did not exit:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        get(&format!("http://{}/metrics", self.admin)).await.2
+    }
+}
+
+impl Drop for Weft {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `weft` with arguments to completion: (status, stdout, stderr).
+pub fn weft_cmd(args: &[&str], dir: &Path) -> (ExitStatus, String, String) {
+    let out = Command::new(weft_bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("WEFT_ADMIN_ADDRESS")
+        .output()
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn request(
+    method: Method,
+    url: &str,
+    content_type: Option<&str>,
+    body: impl Into<Bytes>,
+) -> (StatusCode, HeaderMap, String) {
+    let mut builder = Request::builder().method(method).uri(url);
+    if let Some(ct) = content_type {
+        builder = builder.header("content-type", ct);
+    }
+    match client()
+        .request(builder.body(Full::new(body.into())).unwrap())
+        .await
+    {
+        Ok(response) => {
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            (
+                parts.status,
+                parts.headers,
+                String::from_utf8_lossy(&body).into_owned(),
+            )
+        }
+        Err(_) => (
+            StatusCode::from_u16(599).unwrap(),
+            HeaderMap::new(),
+            String::new(),
+        ),
+    }
+}
+
+pub async fn post_json(url: &str, body: &str) -> (StatusCode, HeaderMap, String) {
+    request(
+        Method::POST,
+        url,
+        Some("application/json"),
+        body.to_string(),
+    )
+    .await
+}
+
+pub async fn get(url: &str) -> (StatusCode, HeaderMap, String) {
+    request(Method::GET, url, None, Bytes::new()).await
+}
+
+/// One request the receiver saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub at: Instant,
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Seen {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+}
+
+/// What the receiver answers: status and extra headers, then the default for everything after.
+#[derive(Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// A receiving HTTP server that records every request and answers from a script.
+#[derive(Clone)]
+pub struct Receiver {
+    pub address: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    script: Arc<Mutex<VecDeque<Reply>>>,
+    default: Arc<Mutex<Reply>>,
+    delay: Arc<Mutex<Duration>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let receiver = Receiver {
+            address: listener.local_addr().unwrap(),
+            seen: Arc::default(),
+            script: Arc::default(),
+            default: Arc::new(Mutex::new(Reply::status(200))),
+            delay: Arc::default(),
+        };
+        let r = receiver.clone();
+        let app = Router::new().fallback(move |request: Request<Body>| {
+            let r = r.clone();
+            async move { r.handle(request).await }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        receiver
+    }
+
+    async fn handle(&self, request: Request<Body>) -> Response {
+        let (parts, body) = request.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        let reply = {
+            self.seen.lock().unwrap().push(Seen {
+                at: Instant::now(),
+                method: parts.method.clone(),
+                path: parts.uri.to_string(),
+                headers: parts.headers.clone(),
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+            let next = self.script.lock().unwrap().pop_front();
+            next.unwrap_or_else(|| self.default.lock().unwrap().clone())
+        };
+        let delay = *self.delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let mut response = (
+            StatusCode::from_u16(reply.status).unwrap(),
+            "receiver says hi",
+        )
+            .into_response();
+        for (name, value) in reply.headers {
+            response.headers_mut().insert(name, value.parse().unwrap());
+        }
+        response
+    }
+
+    /// Answers these, in order, before falling back to the default.
+    pub fn script(&self, replies: Vec<Reply>) {
+        self.script.lock().unwrap().extend(replies);
+    }
+
+    pub fn set_default(&self, reply: Reply) {
+        *self.default.lock().unwrap() = reply;
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+}
+
+/// Polls `f` until it is true or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
