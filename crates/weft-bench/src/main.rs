@@ -1,1 +1,424 @@
-fn main() {}
+//! Load harness: weft against the physical limit, measured in the same run.
+//!
+//! `cargo build --release -p weft -p weft-bench && target/release/weft-bench` runs, one after the
+//! other against the same local receiver:
+//! (a) `baseline`: a minimal axum server that parses the JSON body, does the mapping by hand with
+//!     serde_json, forwards it with hyper-util's client and answers after the receiver did;
+//! (b) weft with the equivalent flow (`http_server` → `map` → `http_client`).
+//! The load generator (64 keep-alive connections, a 303-byte JSON body) runs on CPU 0; the server
+//! under test and the receiver on CPU 1 (`../shared/BENCH.md`). It prints requests/s, p50, p99
+//! and server CPU µs per request for both, and the ratios.
+//!
+//! The same binary is every process of the run: `weft-bench receiver|baseline|load` are the
+//! parts, `weft-bench` alone orchestrates them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// The request body: 303 bytes, as in `BENCH.md`.
+const BODY: &str = r#"{"id":12345,"first":"Ada","last":"Lovelace","email":"Ada.Lovelace@Example.COM","company":"Analytical Engines Ltd","street":"12 St James's Square","city":"London","zip":"SW1Y 4JH","country":"GB","phone":"+44 20 7946 0018","tags":["vip","newsletter","early-adopter"],"notes":"first programmer; prefers email","x":1}"#;
+
+const WEFT_FLOW: &str = r#"
+flows:
+  bench:
+    concurrency: 4096
+    input:
+      http_server: { address: "ADDRESS", path: /orders }
+    pipeline:
+      - map: |
+          .order_id = to_string!(.id)
+          .name = string!(.first) + " " + string!(.last)
+          .email = downcase!(.email)
+    output:
+      http_client: { url: "UPSTREAM" }
+"#;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio starts")
+    };
+    match args.first().map(String::as_str) {
+        Some("receiver") => {
+            runtime().block_on(receiver(arg("--address").context("--address")?.parse()?))
+        }
+        Some("baseline") => runtime().block_on(baseline(
+            arg("--address").context("--address")?.parse()?,
+            arg("--upstream").context("--upstream")?,
+        )),
+        Some("load") => {
+            let result = runtime().block_on(load(
+                arg("--url").context("--url")?,
+                arg("--connections").map_or(Ok(64), |c| c.parse())?,
+                Duration::from_secs_f64(arg("--seconds").map_or(Ok(10.0), |s| s.parse())?),
+            ))?;
+            println!("{} {} {}", result.requests, result.p50_us, result.p99_us);
+            Ok(())
+        }
+        None | Some("run") | Some("--seconds" | "--connections" | "--weft") => orchestrate(
+            arg("--seconds").map_or(Ok(10.0), |s| s.parse())?,
+            arg("--connections").map_or(Ok(64), |c| c.parse())?,
+            arg("--weft").map(PathBuf::from),
+        ),
+        Some(other) => bail!("unknown command `{other}`; use run, receiver, baseline or load"),
+    }
+}
+
+/// Answers 200 to everything and counts; `GET /count` tells how many it took.
+async fn receiver(address: SocketAddr) -> anyhow::Result<()> {
+    let count = Arc::new(AtomicU64::new(0));
+    let app = Router::new().fallback(move |request: Request<Body>| {
+        let count = count.clone();
+        async move {
+            if request.uri().path() == "/count" {
+                return count.load(Ordering::Relaxed).to_string().into_response();
+            }
+            let _ = request.into_body().collect().await;
+            count.fetch_add(1, Ordering::Relaxed);
+            StatusCode::OK.into_response()
+        }
+    });
+    axum::serve(tokio::net::TcpListener::bind(address).await?, app).await?;
+    Ok(())
+}
+
+/// The physical limit: the same mapping by hand, forwarded with hyper-util, reply after delivery.
+async fn baseline(address: SocketAddr, upstream: String) -> anyhow::Result<()> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let upstream: http::Uri = upstream.parse()?;
+    let app = Router::new().fallback(move |request: Request<Body>| {
+        let client = client.clone();
+        let upstream = upstream.clone();
+        async move { forward(client, upstream, request).await }
+    });
+    axum::serve(tokio::net::TcpListener::bind(address).await?, app).await?;
+    Ok(())
+}
+
+async fn forward(
+    client: Client<HttpConnector, Full<Bytes>>,
+    upstream: http::Uri,
+    request: Request<Body>,
+) -> Response {
+    let Ok(body) = request.into_body().collect().await else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body.to_bytes()) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let order_id = value["id"].to_string();
+    let name = format!("{} {}", text(&value, "first"), text(&value, "last"));
+    let email = text(&value, "email").to_lowercase();
+    value["order_id"] = order_id.into();
+    value["name"] = name.into();
+    value["email"] = email.into();
+    let out = Request::post(upstream)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec(&value).unwrap_or_default(),
+        )))
+        .expect("static request parts are valid");
+    match client.request(out).await {
+        Ok(r) if r.status().is_success() => {
+            let _ = r.into_body().collect().await;
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"id":"01JBASELINE0000000000000000"}"#,
+            )
+                .into_response()
+        }
+        _ => StatusCode::BAD_GATEWAY.into_response(),
+    }
+}
+
+struct LoadResult {
+    requests: u64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+/// `connections` keep-alive connections, each posting `BODY` in a loop for `duration`.
+async fn load(url: String, connections: usize, duration: Duration) -> anyhow::Result<LoadResult> {
+    let uri: http::Uri = url.parse()?;
+    let authority = uri.authority().context("url has host:port")?.to_string();
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let authority = authority.clone();
+        let uri = uri.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(1 << 16);
+            let mut errors = 0u64;
+            let stream = tokio::net::TcpStream::connect(&authority).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            while Instant::now() < deadline {
+                let request = Request::post(uri.clone())
+                    .header(header::HOST, &authority)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from_static(BODY.as_bytes())))?;
+                let start = Instant::now();
+                sender.ready().await?;
+                let response = sender.send_request(request).await?;
+                let ok = response.status() == StatusCode::OK;
+                response.into_body().collect().await?;
+                if ok {
+                    latencies.push(start.elapsed().as_micros() as u32);
+                } else {
+                    errors += 1;
+                }
+            }
+            anyhow::Ok((latencies, errors))
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (latencies, e) = t.await??;
+        all.extend(latencies);
+        errors += e;
+    }
+    if errors > 0 {
+        eprintln!("load: {errors} requests did not get 200");
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as u64
+    };
+    Ok(LoadResult {
+        requests: all.len() as u64,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn pinned(cpu: &str, program: &std::path::Path) -> Command {
+    let mut c = Command::new("taskset");
+    c.arg("-c").arg(cpu).arg(program);
+    c
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = &stat[stat.rfind(')').context("stat format")? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn wait_ready(address: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(address).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("{address} did not come up");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+struct Measured {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_us: f64,
+    rss_idle_mib: f64,
+    rss_peak_mib: f64,
+}
+
+fn measure(
+    me: &std::path::Path,
+    url: &str,
+    server_pid: u32,
+    seconds: f64,
+    connections: usize,
+) -> anyhow::Result<Measured> {
+    let run_load = |secs: f64| -> anyhow::Result<LoadResult> {
+        let out = pinned("0", me)
+            .args([
+                "load",
+                "--url",
+                url,
+                "--connections",
+                &connections.to_string(),
+                "--seconds",
+                &secs.to_string(),
+            ])
+            .stderr(Stdio::inherit())
+            .output()?;
+        let text = String::from_utf8(out.stdout)?;
+        let mut parts = text.split_whitespace().map(|p| p.parse::<u64>());
+        Ok(LoadResult {
+            requests: parts.next().context("load output")??,
+            p50_us: parts.next().context("load output")??,
+            p99_us: parts.next().context("load output")??,
+        })
+    };
+    let rss_idle = rss_kib(server_pid);
+    run_load(3.0)?; // warm-up
+    let cpu_before = cpu_seconds(server_pid)?;
+    let result = run_load(seconds)?;
+    let cpu = cpu_seconds(server_pid)? - cpu_before;
+    let rss_peak = rss_kib(server_pid);
+    Ok(Measured {
+        rps: result.requests as f64 / seconds,
+        p50_ms: result.p50_us as f64 / 1000.0,
+        p99_ms: result.p99_us as f64 / 1000.0,
+        cpu_us: cpu * 1e6 / result.requests.max(1) as f64,
+        rss_idle_mib: rss_idle as f64 / 1024.0,
+        rss_peak_mib: rss_peak as f64 / 1024.0,
+    })
+}
+
+fn orchestrate(seconds: f64, connections: usize, weft: Option<PathBuf>) -> anyhow::Result<()> {
+    let me = std::env::current_exe()?;
+    let weft = weft.unwrap_or_else(|| me.with_file_name("weft"));
+    if !weft.exists() {
+        bail!(
+            "{} not found: run `cargo build --release -p weft -p weft-bench` first, or pass --weft PATH",
+            weft.display()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+
+    let receiver_addr = format!("127.0.0.1:{}", free_port()?);
+    let receiver = Killed(
+        pinned("1", &me)
+            .args(["receiver", "--address", &receiver_addr])
+            .spawn()?,
+    );
+    rt.block_on(wait_ready(&receiver_addr))?;
+    let upstream = format!("http://{receiver_addr}/sink");
+
+    let base_addr = format!("127.0.0.1:{}", free_port()?);
+    let base = Killed(
+        pinned("1", &me)
+            .args(["baseline", "--address", &base_addr, "--upstream", &upstream])
+            .spawn()?,
+    );
+    rt.block_on(wait_ready(&base_addr))?;
+    let baseline = measure(
+        &me,
+        &format!("http://{base_addr}/orders"),
+        base.0.id(),
+        seconds,
+        connections,
+    )?;
+    drop(base);
+
+    let weft_addr = format!("127.0.0.1:{}", free_port()?);
+    let dir = std::env::temp_dir().join(format!("weft-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("bench.yaml");
+    std::fs::write(
+        &config,
+        WEFT_FLOW
+            .replace("ADDRESS", &weft_addr)
+            .replace("UPSTREAM", &upstream),
+    )?;
+    let admin = format!("127.0.0.1:{}", free_port()?);
+    let weft_proc = Killed(
+        pinned("1", &weft)
+            .arg("run")
+            .arg(&config)
+            .args(["--admin-address", &admin])
+            .env("WEFT_LOG", "warn")
+            .spawn()?,
+    );
+    rt.block_on(wait_ready(&weft_addr))?;
+    let measured = measure(
+        &me,
+        &format!("http://{weft_addr}/orders"),
+        weft_proc.0.id(),
+        seconds,
+        connections,
+    )?;
+    drop(weft_proc);
+    drop(receiver);
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+
+    println!(
+        "{connections} connections, {seconds}s per run after a 3s warm-up; load on CPU 0, server and receiver on CPU 1"
+    );
+    println!(
+        "{:<10} {:>10} {:>9} {:>9} {:>12} {:>10} {:>10}",
+        "server", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "idle MiB", "peak MiB"
+    );
+    for (name, m) in [("baseline", &baseline), ("weft", &measured)] {
+        println!(
+            "{:<10} {:>10.0} {:>9.2} {:>9.2} {:>12.1} {:>10.1} {:>10.1}",
+            name, m.rps, m.p50_ms, m.p99_ms, m.cpu_us, m.rss_idle_mib, m.rss_peak_mib
+        );
+    }
+    println!(
+        "weft/baseline: throughput {:.2}x (target >= 0.8), p99 {:.2}x (target <= 1.5), CPU/req {:.2}x",
+        measured.rps / baseline.rps,
+        measured.p99_ms / baseline.p99_ms,
+        measured.cpu_us / baseline.cpu_us
+    );
+    println!(
+        "loadavg before: {}loadavg after:  {}",
+        load_before, load_after
+    );
+    Ok(())
+}

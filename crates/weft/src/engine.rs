@@ -72,7 +72,6 @@ pub async fn run(
     let mut servers: HashMap<SocketAddr, Vec<(http_server::Endpoint, Arc<RunFlow>)>> =
         HashMap::new();
     let mut readers = Vec::new();
-    let mut flows = Vec::new();
     for spec in loaded.flows {
         let name: Arc<str> = spec.name.as_str().into();
         let processors = spec
@@ -97,7 +96,6 @@ pub async fn run(
             processors,
             outputs,
         ));
-        flows.push(flow.clone());
         match spec.input {
             Input::HttpServer(endpoint) => servers
                 .entry(endpoint.address)

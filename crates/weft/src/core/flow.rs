@@ -9,7 +9,7 @@
 //!   good (the caller retries, so the other outputs may see it twice: at-least-once).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -59,7 +59,6 @@ pub struct Flow<P, O> {
     processors: Vec<ProcessorSlot<P>>,
     outputs: Vec<OutputSlot<O>>,
     limit: Arc<Semaphore>,
-    concurrency: u32,
     metrics: FlowMetrics,
 }
 
@@ -83,14 +82,12 @@ impl<P: Processor, O: Output> Flow<P, O> {
         processors: Vec<ProcessorSlot<P>>,
         outputs: Vec<OutputSlot<O>>,
     ) -> Self {
-        let concurrency = concurrency.max(1);
         Flow {
             metrics: FlowMetrics::new(&name, input_id),
             name,
             processors,
             outputs,
-            limit: Arc::new(Semaphore::new(concurrency as usize)),
-            concurrency,
+            limit: Arc::new(Semaphore::new(concurrency.max(1) as usize)),
         }
     }
 
@@ -117,13 +114,6 @@ impl<P: Processor, O: Output> Flow<P, O> {
             .await
             .expect("the flow semaphore is never closed");
         self.admitted(permit)
-    }
-
-    /// Waits until nothing is in flight, up to `timeout`. Returns whether it got there.
-    pub async fn drained(&self, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.limit.acquire_many(self.concurrency))
-            .await
-            .is_ok()
     }
 
     /// Counts a message that the input could not turn into a message (e.g. a bad JSON line).
