@@ -140,10 +140,12 @@ impl Config {
         let url = Template::parse(&self.url, Escape::Url)
             .map_err(|d| errors.extend(BuildError::from_diagnostics("url", d)))
             .ok();
-        if let Some(Some(fixed)) = url.as_ref().map(Template::as_static)
-            && let Err(e) = check_uri(fixed)
-        {
-            errors.push(BuildError::new("url", e));
+        let mut fixed_uri = None;
+        if let Some(Some(fixed)) = url.as_ref().map(Template::as_static) {
+            match check_uri(fixed) {
+                Ok(uri) => fixed_uri = Some(uri),
+                Err(e) => errors.push(BuildError::new("url", e)),
+            }
         }
         let method = Method::from_bytes(self.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| {
@@ -188,6 +190,7 @@ impl Config {
         Ok(HttpClientOutput {
             client: client.clone(),
             url: url.expect("no errors"),
+            fixed_uri,
             method: method.expect("no errors"),
             headers,
             has_content_type,
@@ -215,6 +218,8 @@ fn check_uri(text: &str) -> Result<Uri, String> {
 pub struct HttpClientOutput {
     client: HttpClient,
     url: Template,
+    /// The parsed URL when the template has no placeholders.
+    fixed_uri: Option<Uri>,
     method: Method,
     headers: Vec<(HeaderName, Option<HeaderValue>, Template)>,
     has_content_type: bool,
@@ -288,17 +293,19 @@ impl HttpClientOutput {
     }
 
     pub async fn send(&self, message: &Message) -> Attempt {
-        let url = match self.url.render(&message.value, &message.metadata) {
-            Ok(url) => url,
-            Err(e) => {
-                return Attempt::Fatal {
-                    reason: format!("url: {e}"),
-                };
-            }
-        };
-        let mut uri = match check_uri(&url) {
-            Ok(uri) => uri,
-            Err(e) => return Attempt::Fatal { reason: e },
+        let mut uri = match &self.fixed_uri {
+            Some(uri) => uri.clone(),
+            None => match self.url.render(&message.value, &message.metadata) {
+                Err(e) => {
+                    return Attempt::Fatal {
+                        reason: format!("url: {e}"),
+                    };
+                }
+                Ok(url) => match check_uri(&url) {
+                    Ok(uri) => uri,
+                    Err(reason) => return Attempt::Fatal { reason },
+                },
+            },
         };
         let body = message.body();
         let mut method = self.method.clone();
@@ -370,7 +377,7 @@ impl HttpClientOutput {
             }
         }
         Attempt::Fatal {
-            reason: format!("more than {MAX_REDIRECTS} redirects from {url}"),
+            reason: format!("more than {MAX_REDIRECTS} redirects"),
         }
     }
 }

@@ -49,7 +49,7 @@ impl OutputConfig {
 
     pub fn build(&self, shared: &Shared) -> Result<Output, Vec<BuildError>> {
         Ok(match self {
-            OutputConfig::HttpClient(c) => Output::HttpClient(c.build(&shared.http)?),
+            OutputConfig::HttpClient(c) => Output::HttpClient(Box::new(c.build(&shared.http)?)),
             OutputConfig::Stdout(c) => Output::Stdout(c.build()),
             OutputConfig::File(c) => Output::File(c.build()?),
             OutputConfig::Drop(_) => Output::Drop,
@@ -58,7 +58,7 @@ impl OutputConfig {
 }
 
 pub enum Output {
-    HttpClient(http_client::HttpClientOutput),
+    HttpClient(Box<http_client::HttpClientOutput>),
     Stdout(stdout::Stdout),
     File(file::FileOutput),
     Drop,

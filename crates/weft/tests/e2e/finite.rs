@@ -76,3 +76,49 @@ flows:
     assert!(out.contains(r#"{"line":"beta"}"#), "{out}");
     assert_eq!(out.matches(r#"{"tick":true}"#).count(), 3, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_on_a_cron_schedule_and_the_log_processor() {
+    let config = r#"
+flows:
+  cron:
+    input:
+      generate: { mapping: '.n = 1', cron: "* * * * * *", count: 2 }
+    pipeline:
+      - log: { level: warn, message: '"tick number " + to_string!(.n)' }
+    output: { stdout: {} }
+"#;
+    let mut weft = Weft::spawn(config, &[], Stdio::null());
+    let status = weft.wait(Duration::from_secs(10)).await;
+    assert!(status.success(), "{}", weft.stderr());
+    assert_eq!(
+        weft.stdout().matches(r#"{"n":1}"#).count(),
+        2,
+        "{}",
+        weft.stdout()
+    );
+    let stderr = weft.stderr();
+    assert_eq!(
+        stderr.matches("WARN weft::log: tick number 1").count(),
+        2,
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_input_file_is_an_error_exit() {
+    let config = r#"
+flows:
+  missing:
+    input: { file: { path: /nonexistent/weft/input.jsonl } }
+    output: { drop: {} }
+"#;
+    let mut weft = Weft::spawn(config, &[], Stdio::null());
+    let status = weft.wait(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(1), "{}", weft.stderr());
+    assert!(
+        weft.stderr().contains("/nonexistent/weft/input.jsonl"),
+        "{}",
+        weft.stderr()
+    );
+}

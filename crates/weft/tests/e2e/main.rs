@@ -6,3 +6,4 @@ mod delivery;
 mod finite;
 mod http_input;
 mod support;
+mod tidy;
