@@ -6,8 +6,9 @@
 //!     serde_json, forwards it with hyper-util's client and answers after the receiver did;
 //! (b) weft with the equivalent flow (`http_server` → `map` → `http_client`).
 //! The load generator (64 keep-alive connections, a 303-byte JSON body) runs on CPU 0; the server
-//! under test and the receiver on CPU 1 (`../shared/BENCH.md`). It prints requests/s, p50, p99
-//! and server CPU µs per request for both, and the ratios.
+//! under test and the receiver on CPU 1 (`../shared/BENCH.md`). The two servers are measured in
+//! alternation for `--rounds` rounds (default 3, `--seconds` 8 each); it prints requests/s, p50,
+//! p99, server CPU µs per request and RSS for every run, and the median ratios.
 //!
 //! The same binary is every process of the run: `weft-bench receiver|baseline|load` are the
 //! parts, `weft-bench` alone orchestrates them.
@@ -78,11 +79,14 @@ fn main() -> anyhow::Result<()> {
             println!("{} {} {}", result.requests, result.p50_us, result.p99_us);
             Ok(())
         }
-        None | Some("run") | Some("--seconds" | "--connections" | "--weft") => orchestrate(
-            arg("--seconds").map_or(Ok(10.0), |s| s.parse())?,
-            arg("--connections").map_or(Ok(64), |c| c.parse())?,
-            arg("--weft").map(PathBuf::from),
-        ),
+        None | Some("run") | Some("--seconds" | "--connections" | "--rounds" | "--weft") => {
+            orchestrate(
+                arg("--seconds").map_or(Ok(8.0), |s| s.parse())?,
+                arg("--connections").map_or(Ok(64), |c| c.parse())?,
+                arg("--rounds").map_or(Ok(3), |c| c.parse())?,
+                arg("--weft").map(PathBuf::from),
+            )
+        }
         Some(other) => bail!("unknown command `{other}`; use run, receiver, baseline or load"),
     }
 }
@@ -327,7 +331,12 @@ fn measure(
     })
 }
 
-fn orchestrate(seconds: f64, connections: usize, weft: Option<PathBuf>) -> anyhow::Result<()> {
+fn orchestrate(
+    seconds: f64,
+    connections: usize,
+    rounds: usize,
+    weft: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let me = std::env::current_exe()?;
     let weft = weft.unwrap_or_else(|| me.with_file_name("weft"));
     if !weft.exists() {
@@ -357,14 +366,6 @@ fn orchestrate(seconds: f64, connections: usize, weft: Option<PathBuf>) -> anyho
             .spawn()?,
     );
     rt.block_on(wait_ready(&base_addr))?;
-    let baseline = measure(
-        &me,
-        &format!("http://{base_addr}/orders"),
-        base.0.id(),
-        seconds,
-        connections,
-    )?;
-    drop(base);
 
     let weft_addr = format!("127.0.0.1:{}", free_port()?);
     let dir = std::env::temp_dir().join(format!("weft-bench-{}", std::process::id()));
@@ -386,35 +387,53 @@ fn orchestrate(seconds: f64, connections: usize, weft: Option<PathBuf>) -> anyho
             .spawn()?,
     );
     rt.block_on(wait_ready(&weft_addr))?;
-    let measured = measure(
-        &me,
-        &format!("http://{weft_addr}/orders"),
-        weft_proc.0.id(),
-        seconds,
-        connections,
-    )?;
-    drop(weft_proc);
-    drop(receiver);
-    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
 
+    // Alternate the two servers so that drift on a shared machine hits both alike.
     println!(
-        "{connections} connections, {seconds}s per run after a 3s warm-up; load on CPU 0, server and receiver on CPU 1"
+        "{connections} connections, {seconds}s per run after a 3s warm-up, {rounds} rounds; load on CPU 0, server and receiver on CPU 1"
     );
     println!(
         "{:<10} {:>10} {:>9} {:>9} {:>12} {:>10} {:>10}",
         "server", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "idle MiB", "peak MiB"
     );
-    for (name, m) in [("baseline", &baseline), ("weft", &measured)] {
-        println!(
-            "{:<10} {:>10.0} {:>9.2} {:>9.2} {:>12.1} {:>10.1} {:>10.1}",
-            name, m.rps, m.p50_ms, m.p99_ms, m.cpu_us, m.rss_idle_mib, m.rss_peak_mib
-        );
+    let mut ratios = Vec::new();
+    for _ in 0..rounds {
+        let b = measure(
+            &me,
+            &format!("http://{base_addr}/orders"),
+            base.0.id(),
+            seconds,
+            connections,
+        )?;
+        let w = measure(
+            &me,
+            &format!("http://{weft_addr}/orders"),
+            weft_proc.0.id(),
+            seconds,
+            connections,
+        )?;
+        for (name, m) in [("baseline", &b), ("weft", &w)] {
+            println!(
+                "{:<10} {:>10.0} {:>9.2} {:>9.2} {:>12.1} {:>10.1} {:>10.1}",
+                name, m.rps, m.p50_ms, m.p99_ms, m.cpu_us, m.rss_idle_mib, m.rss_peak_mib
+            );
+        }
+        ratios.push((w.rps / b.rps, w.p99_ms / b.p99_ms, w.cpu_us / b.cpu_us));
     }
+    drop(weft_proc);
+    drop(base);
+    drop(receiver);
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let median = |f: fn(&(f64, f64, f64)) -> f64| {
+        let mut v: Vec<f64> = ratios.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     println!(
-        "weft/baseline: throughput {:.2}x (target >= 0.8), p99 {:.2}x (target <= 1.5), CPU/req {:.2}x",
-        measured.rps / baseline.rps,
-        measured.p99_ms / baseline.p99_ms,
-        measured.cpu_us / baseline.cpu_us
+        "weft/baseline, median of {rounds}: throughput {:.2}x (target >= 0.8), p99 {:.2}x (target <= 1.5), CPU/req {:.2}x",
+        median(|r| r.0),
+        median(|r| r.1),
+        median(|r| r.2)
     );
     println!(
         "loadavg before: {}loadavg after:  {}",

@@ -58,6 +58,20 @@ pub async fn run(
             source,
         })?;
     let admin_stop = CancellationToken::new();
+    // Histogram samples pile up in memory until folded in; fold them whether or not anyone scrapes.
+    tokio::spawn({
+        let handle = handle.clone();
+        let stop = admin_stop.clone();
+        async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = every.tick() => handle.run_upkeep(),
+                }
+            }
+        }
+    });
     let admin_task = tokio::spawn({
         let stop = admin_stop.clone();
         let router = crate::admin::router(handle);

@@ -59,6 +59,7 @@ pub struct Flow<P, O> {
     processors: Vec<ProcessorSlot<P>>,
     outputs: Vec<OutputSlot<O>>,
     limit: Arc<Semaphore>,
+    reads_metadata: bool,
     metrics: FlowMetrics,
 }
 
@@ -82,7 +83,10 @@ impl<P: Processor, O: Output> Flow<P, O> {
         processors: Vec<ProcessorSlot<P>>,
         outputs: Vec<OutputSlot<O>>,
     ) -> Self {
+        let reads_metadata = processors.iter().any(|p| p.processor.reads_metadata())
+            || outputs.iter().any(|o| o.output.reads_metadata());
         Flow {
+            reads_metadata,
             metrics: FlowMetrics::new(&name, input_id),
             name,
             processors,
@@ -97,6 +101,11 @@ impl<P: Processor, O: Output> Flow<P, O> {
             _permit: permit,
             metrics: self.metrics.clone(),
         }
+    }
+
+    /// Whether anything in the flow reads metadata; inputs skip building it when not.
+    pub fn reads_metadata(&self) -> bool {
+        self.reads_metadata
     }
 
     /// A place in flight now, or `None` when the flow is saturated.

@@ -80,6 +80,15 @@ impl Mapping {
         }
     }
 
+    /// Whether the program reads message metadata (`%…`), so inputs can skip building it.
+    pub fn reads_metadata(&self) -> bool {
+        self.program
+            .info()
+            .target_queries
+            .iter()
+            .any(|path| path.prefix == PathPrefix::Metadata)
+    }
+
     /// Runs the program with the message as a writable target (`map`).
     pub fn run(&self, value: &mut Value, metadata: &mut Value) -> Result<Outcome, MappingError> {
         let mut secrets = Secrets::default();
@@ -199,6 +208,16 @@ mod tests {
             aborting.run(&mut v, &mut meta).unwrap(),
             Outcome::Aborted
         ));
+    }
+
+    #[test]
+    fn knows_whether_it_reads_metadata() {
+        assert!(
+            Mapping::compile(".m = %http.method")
+                .unwrap()
+                .reads_metadata()
+        );
+        assert!(!Mapping::compile(".a = 1").unwrap().reads_metadata());
     }
 
     #[test]

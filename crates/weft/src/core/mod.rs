@@ -21,10 +21,16 @@ pub use retry::Attempt;
 pub trait Processor: Send + Sync + 'static {
     /// `Ok(None)` drops the message on purpose (a filter said no); `Err` fails it.
     fn process(&self, message: Message) -> Result<Option<Message>, MappingError>;
+
+    /// Whether any program of this step reads message metadata (`%…`).
+    fn reads_metadata(&self) -> bool;
 }
 
 /// A destination. One call is one delivery attempt; the retry stack in [`retry`] decides what
 /// happens next, so an output never sleeps or loops on its own.
 pub trait Output: Send + Sync + 'static {
     fn send(&self, message: &Message) -> impl Future<Output = Attempt> + Send;
+
+    /// Whether any template of this output reads message metadata (`%…`).
+    fn reads_metadata(&self) -> bool;
 }

@@ -69,6 +69,12 @@ impl Template {
         }
     }
 
+    pub fn reads_metadata(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Expr(m) if m.reads_metadata()))
+    }
+
     /// The text when the template has no placeholders.
     pub fn as_static(&self) -> Option<&str> {
         match self.parts.as_slice() {

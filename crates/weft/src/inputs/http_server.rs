@@ -13,7 +13,8 @@
 //! Bodies: JSON (`application/json`, `*+json`, or no content type), forms
 //! (`application/x-www-form-urlencoded`, an object of strings; a "form" whose body starts with
 //! `{` or `[` is read as JSON, since that is what `curl -d` sends) and anything else as a string.
-//! Method, path, query and headers are in the metadata: `%http.method`, `%http.headers.<name>`.
+//! Method, path, query and headers are in the metadata: `%http.method`, `%http.path`,
+//! `%http.query`, `%http.headers.<lowercase name>` (built only for flows whose programs read `%`).
 //! Several flows may share one address with different paths.
 //!
 //! ```yaml
@@ -278,7 +279,9 @@ async fn handle(route: Arc<Route>, request: Request<Body>) -> Response {
         }
     };
     let mut message = Message::new(value);
-    message.metadata = metadata(&parts);
+    if route.flow.reads_metadata() {
+        message.metadata = metadata(&parts);
+    }
     let id = message.id.to_string();
     let result = route.flow.process(message).await;
     drop(admission);

@@ -292,6 +292,10 @@ impl HttpClientOutput {
         builder.body(Full::new(body)).map_err(|e| e.to_string())
     }
 
+    pub fn reads_metadata(&self) -> bool {
+        self.url.reads_metadata() || self.headers.iter().any(|(_, _, t)| t.reads_metadata())
+    }
+
     pub async fn send(&self, message: &Message) -> Attempt {
         let mut uri = match &self.fixed_uri {
             Some(uri) => uri.clone(),

@@ -73,4 +73,11 @@ impl crate::core::Output for Output {
             Output::Drop => Attempt::Delivered,
         }
     }
+
+    fn reads_metadata(&self) -> bool {
+        match self {
+            Output::HttpClient(o) => o.reads_metadata(),
+            Output::Stdout(_) | Output::File(_) | Output::Drop => false,
+        }
+    }
 }

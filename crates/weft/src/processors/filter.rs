@@ -25,7 +25,7 @@ impl Config {
 }
 
 pub struct Filter {
-    condition: Mapping,
+    pub(super) condition: Mapping,
 }
 
 impl Filter {

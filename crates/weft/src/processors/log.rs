@@ -46,7 +46,7 @@ impl Config {
 
 pub struct Log {
     level: Level,
-    message: Mapping,
+    pub(super) message: Mapping,
 }
 
 impl Log {

@@ -28,7 +28,7 @@ impl Config {
 }
 
 pub struct Map {
-    program: Mapping,
+    pub(super) program: Mapping,
 }
 
 impl Map {

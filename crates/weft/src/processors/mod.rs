@@ -51,4 +51,12 @@ impl crate::core::Processor for Processor {
             Processor::Log(p) => p.process(message),
         }
     }
+
+    fn reads_metadata(&self) -> bool {
+        match self {
+            Processor::Map(p) => p.program.reads_metadata(),
+            Processor::Filter(p) => p.condition.reads_metadata(),
+            Processor::Log(p) => p.message.reads_metadata(),
+        }
+    }
 }

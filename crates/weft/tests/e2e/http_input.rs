@@ -135,7 +135,7 @@ async fn bad_input_is_refused_with_the_right_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_flow_answers_503_with_retry_after() {
     let receiver = Receiver::start().await;
-    receiver.set_delay(Duration::from_millis(800));
+    receiver.set_delay(Duration::from_secs(2));
     let port = free_port();
     let output = format!("      http_client: {{ url: \"{}\" }}", receiver.url("/"));
     let config = endpoint(port, "", "      []", &output).replace("    pipeline:\n      []\n", "");

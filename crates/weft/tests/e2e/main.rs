@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `weft` binary, real sockets on 127.0.0.1, real receiving servers.
 //! One test binary with one module per area (linking one binary is much cheaper than many).
 
+mod admin;
 mod check;
 mod delivery;
 mod finite;
