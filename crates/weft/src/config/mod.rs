@@ -342,7 +342,7 @@ impl<'a> Loader<'a> {
             }
         };
         for e in env::substitute(&mut root, lookup) {
-            // Name the flow and component the variable sits in, when it sits in one.
+            // `annotate_env_errors` adds the flow and component once the tree has been walked.
             self.errors.push(ctx.error(e.loc, "", e.message));
         }
         let Kind::Map(entries) = &root.kind else {
@@ -365,8 +365,7 @@ impl<'a> Loader<'a> {
                     self.flows_node(&mut ctx, value);
                 }
                 "admin" => match from_node::<AdminConfig>(value) {
-                    Ok(admin) if self.admin_address.is_some() => {
-                        let _ = admin;
+                    Ok(_) if self.admin_address.is_some() => {
                         self.errors.push(ctx.error(
                             key.loc,
                             "admin",

@@ -29,6 +29,14 @@ flows:
     )
 }
 
+async fn post_order(port: u16) -> (http::StatusCode, http::HeaderMap, String) {
+    post_json(
+        &format!("http://127.0.0.1:{port}/in"),
+        r#"{"id": 1, "email": "a@b"}"#,
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mapped_message_reaches_the_receiver_with_templated_url_and_headers() {
     let receiver = Receiver::start().await;
@@ -62,11 +70,7 @@ async fn a_503_is_retried_until_the_200() {
     receiver.script(vec![Reply::status(503)]);
     let port = free_port();
     let weft = Weft::start(&webhook_to_receiver(port, &receiver, "")).await;
-    let (status, _, body) = post_json(
-        &format!("http://127.0.0.1:{port}/in"),
-        r#"{"id": 1, "email": "a@b"}"#,
-    )
-    .await;
+    let (status, _, body) = post_order(port).await;
     assert_eq!(status, 200, "{body}");
     let seen = receiver.seen();
     assert_eq!(seen.len(), 2, "one 503, then the retry");
@@ -94,11 +98,7 @@ async fn a_429_with_retry_after_is_waited_for() {
     }]);
     let port = free_port();
     let _weft = Weft::start(&webhook_to_receiver(port, &receiver, "")).await;
-    let (status, _, body) = post_json(
-        &format!("http://127.0.0.1:{port}/in"),
-        r#"{"id": 1, "email": "a@b"}"#,
-    )
-    .await;
+    let (status, _, body) = post_order(port).await;
     assert_eq!(status, 200, "{body}");
     let seen = receiver.seen();
     assert_eq!(seen.len(), 2);
@@ -114,11 +114,7 @@ async fn a_400_fails_the_message_without_retry_and_the_caller_gets_502() {
     receiver.script(vec![Reply::status(400)]);
     let port = free_port();
     let weft = Weft::start(&webhook_to_receiver(port, &receiver, "")).await;
-    let (status, headers, body) = post_json(
-        &format!("http://127.0.0.1:{port}/in"),
-        r#"{"id": 1, "email": "a@b"}"#,
-    )
-    .await;
+    let (status, headers, body) = post_order(port).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(headers["content-type"], "application/json");
     let error: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -141,11 +137,7 @@ async fn retries_give_up_at_max_attempts_and_drop_on_counts_as_done() {
     receiver.set_default(Reply::status(500));
     let port = free_port();
     let _weft = Weft::start(&webhook_to_receiver(port, &receiver, "")).await;
-    let (status, _, body) = post_json(
-        &format!("http://127.0.0.1:{port}/in"),
-        r#"{"id": 1, "email": "a@b"}"#,
-    )
-    .await;
+    let (status, _, body) = post_order(port).await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("gave up after 3 attempts"), "{body}");
     assert_eq!(receiver.seen().len(), 3);
@@ -155,11 +147,7 @@ async fn retries_give_up_at_max_attempts_and_drop_on_counts_as_done() {
     let port = free_port();
     let config = webhook_to_receiver(port, &receiver, "        drop_on: [409]");
     let _weft = Weft::start(&config).await;
-    let (status, _, body) = post_json(
-        &format!("http://127.0.0.1:{port}/in"),
-        r#"{"id": 1, "email": "a@b"}"#,
-    )
-    .await;
+    let (status, _, body) = post_order(port).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(receiver.seen().len(), 1);
 }
@@ -174,11 +162,7 @@ async fn redirects_fail_unless_followed() {
     });
     let port = free_port();
     let _weft = Weft::start(&webhook_to_receiver(port, &receiver, "")).await;
-    let (status, _, body) = post_json(
-        &format!("http://127.0.0.1:{port}/in"),
-        r#"{"id": 1, "email": "a@b"}"#,
-    )
-    .await;
+    let (status, _, body) = post_order(port).await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("follow_redirects"), "{body}");
     assert!(target.seen().is_empty());
@@ -190,11 +174,7 @@ async fn redirects_fail_unless_followed() {
         "        follow_redirects: true",
     ))
     .await;
-    let (status, _, body) = post_json(
-        &format!("http://127.0.0.1:{port}/in"),
-        r#"{"id": 1, "email": "a@b"}"#,
-    )
-    .await;
+    let (status, _, body) = post_order(port).await;
     assert_eq!(status, 200, "{body}");
     let moved = target.seen();
     assert_eq!(
