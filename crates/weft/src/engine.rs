@@ -29,11 +29,14 @@ pub enum EngineError {
         what: String,
         source: std::io::Error,
     },
-    #[error("flow `{flow}`: input failed: {source}")]
+    #[error("flow `{flow}`, {component}: {source}")]
     Input {
         flow: String,
+        component: String,
         source: std::io::Error,
     },
+    #[error("an input task panicked: {0}")]
+    Panicked(String),
     #[error("shutdown timed out with messages still in flight (none of them had been acked)")]
     DrainTimeout,
 }
@@ -49,7 +52,62 @@ pub async fn run(
     admin_address: SocketAddr,
     shutdown: CancellationToken,
 ) -> Result<Summary, EngineError> {
+    // Installed before any flow registers its metric handles, which would otherwise be no-ops.
     let handle = metrics::install();
+    let mut servers: HashMap<SocketAddr, Vec<(http_server::Endpoint, Arc<RunFlow>)>> =
+        HashMap::new();
+    let mut readers = Vec::new();
+    for spec in loaded.flows {
+        let name: Arc<str> = spec.name.as_str().into();
+        let processors = spec
+            .processors
+            .into_iter()
+            .map(|(id, processor)| ProcessorSlot { id, processor })
+            .collect();
+        let outputs = spec
+            .outputs
+            .into_iter()
+            .map(|(id, output, retry)| OutputSlot {
+                metrics: ComponentMetrics::new(&name, &id),
+                id,
+                output,
+                retry,
+            })
+            .collect();
+        let flow = Arc::new(Flow::new(
+            name,
+            &spec.input_id,
+            spec.concurrency,
+            processors,
+            outputs,
+        ));
+        match spec.input {
+            Input::HttpServer(endpoint) => servers
+                .entry(endpoint.address)
+                .or_default()
+                .push((endpoint, flow)),
+            other => readers.push((other, spec.input_id, flow)),
+        }
+    }
+
+    // Every listener is bound before the admin endpoint answers, so `/health` means "ready".
+    let mut listeners = Vec::new();
+    for (address, endpoints) in servers {
+        let what = endpoints
+            .iter()
+            .map(|(e, f)| format!("flow `{}` {}", f.name, e.path))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| EngineError::Bind {
+                address,
+                what: what.clone(),
+                source,
+            })?;
+        tracing::info!(%address, endpoints = %what, "listening");
+        listeners.push((listener, endpoints));
+    }
     let admin = tokio::net::TcpListener::bind(admin_address)
         .await
         .map_err(|source| EngineError::Bind {
@@ -83,67 +141,22 @@ pub async fn run(
     });
     tracing::info!(address = %admin_address, "admin endpoint: /metrics, /health");
 
-    let mut servers: HashMap<SocketAddr, Vec<(http_server::Endpoint, Arc<RunFlow>)>> =
-        HashMap::new();
-    let mut readers = Vec::new();
-    for spec in loaded.flows {
-        let name: Arc<str> = spec.name.as_str().into();
-        let processors = spec
-            .processors
-            .into_iter()
-            .map(|(id, processor)| ProcessorSlot { id, processor })
-            .collect();
-        let outputs = spec
-            .outputs
-            .into_iter()
-            .map(|(id, output, retry)| OutputSlot {
-                metrics: ComponentMetrics::new(&name, &id),
-                id,
-                output,
-                retry,
-            })
-            .collect();
-        let flow = Arc::new(Flow::new(
-            name,
-            &spec.input_id,
-            spec.concurrency,
-            processors,
-            outputs,
-        ));
-        match spec.input {
-            Input::HttpServer(endpoint) => servers
-                .entry(endpoint.address)
-                .or_default()
-                .push((endpoint, flow)),
-            other => readers.push((other, flow)),
-        }
-    }
-
     let tasks = TaskTracker::new();
     let mut inputs = JoinSet::new();
-    for (address, endpoints) in servers {
-        let what = endpoints
-            .iter()
-            .map(|(e, f)| format!("flow `{}` {}", f.name, e.path))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|source| EngineError::Bind {
-                address,
-                what: what.clone(),
-                source,
-            })?;
-        tracing::info!(%address, endpoints = %what, "listening");
+    for (listener, endpoints) in listeners {
         let shutdown = shutdown.clone();
         let flow = endpoints[0].1.name.to_string();
         inputs.spawn(async move {
             http_server::serve(listener, endpoints, shutdown)
                 .await
-                .map_err(|source| EngineError::Input { flow, source })
+                .map_err(|source| EngineError::Input {
+                    flow,
+                    component: "input.http_server".into(),
+                    source,
+                })
         });
     }
-    for (input, flow) in readers {
+    for (input, component, flow) in readers {
         let feed = Feed {
             flow: flow.clone(),
             shutdown: shutdown.clone(),
@@ -152,6 +165,7 @@ pub async fn run(
         inputs.spawn(async move {
             input.run(feed).await.map_err(|source| EngineError::Input {
                 flow: flow.name.to_string(),
+                component,
                 source,
             })
         });
@@ -166,7 +180,12 @@ pub async fn run(
                     tracing::error!(error = %e, "input stopped");
                     summary.input_errors.push(e);
                 }
-                Err(e) => tracing::error!(error = %e, "input task panicked"),
+                Err(e) => {
+                    tracing::error!(error = %e, "input task panicked");
+                    summary
+                        .input_errors
+                        .push(EngineError::Panicked(e.to_string()));
+                }
             }
         }
         tasks.close();

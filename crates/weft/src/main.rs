@@ -67,7 +67,10 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("the tokio runtime starts");
-            match runtime.block_on(run(files, admin_address)) {
+            let result = runtime.block_on(run(files, admin_address));
+            // A blocking read of stdin cannot be cancelled; do not wait for it after the drain.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+            match result {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -91,11 +94,16 @@ async fn run(files: Vec<PathBuf>, admin_flag: Option<String>) -> anyhow::Result<
         Ok(loaded) => loaded,
         Err(errors) => return Ok(report(&errors)),
     };
-    let admin: SocketAddr = admin_flag
-        .or_else(|| loaded.admin_address.clone())
-        .unwrap_or_else(|| weft::admin::DEFAULT_ADDRESS.to_string())
-        .parse()
-        .context("admin address must be host:port, like 127.0.0.1:9464")?;
+    let admin: SocketAddr = match admin_flag {
+        Some(flag) => flag
+            .parse()
+            .context("--admin-address / WEFT_ADMIN_ADDRESS must be ip:port, like 127.0.0.1:9464")?,
+        None => loaded.admin_address.unwrap_or_else(|| {
+            weft::admin::DEFAULT_ADDRESS
+                .parse()
+                .expect("the default admin address parses")
+        }),
+    };
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
     let summary = weft::engine::run(loaded, admin, shutdown).await?;

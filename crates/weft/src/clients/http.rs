@@ -19,8 +19,6 @@ pub enum ClientError {
     Timeout(Duration),
     #[error("{0}")]
     Connect(String),
-    #[error("response body: {0}")]
-    Body(String),
 }
 
 #[derive(Clone)]
@@ -59,8 +57,11 @@ impl HttpClient {
         timeout: Duration,
         body_limit: usize,
     ) -> Result<Response<Bytes>, ClientError> {
-        let call = async {
-            let response = self.inner.request(request).await.map_err(|e| {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let response = tokio::time::timeout_at(deadline, self.inner.request(request))
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?
+            .map_err(|e| {
                 let mut text = e.to_string();
                 let mut source = std::error::Error::source(&e);
                 while let Some(s) = source {
@@ -69,12 +70,13 @@ impl HttpClient {
                 }
                 ClientError::Connect(text)
             })?;
-            let (parts, mut body) = response.into_parts();
-            // Keep at most `body_limit` bytes; a longer answer is cut, not an error, since the
-            // status has already said whether the request worked.
-            let mut kept = BytesMut::new();
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| ClientError::Body(e.to_string()))?;
+        // The status decides whether the request worked. The body is read only for error
+        // messages: at most `body_limit` bytes, and a body that breaks off or runs past the
+        // deadline is cut short rather than turning a delivered 2xx into a retry (a duplicate).
+        let (parts, mut body) = response.into_parts();
+        let mut kept = BytesMut::new();
+        let read = async {
+            while let Some(Ok(frame)) = body.frame().await {
                 if let Ok(data) = frame.into_data() {
                     let room = body_limit - kept.len();
                     kept.extend_from_slice(&data[..data.len().min(room)]);
@@ -83,10 +85,8 @@ impl HttpClient {
                     }
                 }
             }
-            Ok(Response::from_parts(parts, kept.freeze()))
         };
-        tokio::time::timeout(timeout, call)
-            .await
-            .map_err(|_| ClientError::Timeout(timeout))?
+        let _ = tokio::time::timeout_at(deadline, read).await;
+        Ok(Response::from_parts(parts, kept.freeze()))
     }
 }

@@ -103,7 +103,7 @@ pub struct FlowSpec {
 /// Everything `weft run` needs.
 pub struct Loaded {
     pub flows: Vec<FlowSpec>,
-    pub admin_address: Option<String>,
+    pub admin_address: Option<std::net::SocketAddr>,
     pub shutdown_timeout: Duration,
 }
 
@@ -157,7 +157,7 @@ pub fn load_str(
 struct Loader<'a> {
     errors: Vec<ConfigError>,
     flows: Vec<FlowSpec>,
-    admin_address: Option<String>,
+    admin_address: Option<std::net::SocketAddr>,
     shutdown_timeout: Option<Duration>,
     seen_flows: HashMap<String, String>,
     endpoints: HashMap<(std::net::SocketAddr, String), String>,
@@ -372,7 +372,17 @@ impl<'a> Loader<'a> {
                             "`admin` is set in more than one file",
                         ));
                     }
-                    Ok(admin) => self.admin_address = Some(admin.address),
+                    Ok(admin) => match admin.address.parse() {
+                        Ok(address) => self.admin_address = Some(address),
+                        Err(_) => self.errors.push(ctx.error(
+                            find(value, "address").unwrap_or(value).loc,
+                            "admin.address",
+                            format!(
+                                "`{}` is not an `ip:port` address like 127.0.0.1:9464",
+                                admin.address
+                            ),
+                        )),
+                    },
                     Err(e) => {
                         let mut err = ctx.de_error(e, false);
                         err.field = format!("admin.{}", err.field)

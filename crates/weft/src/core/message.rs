@@ -36,6 +36,11 @@ impl Message {
         }
     }
 
+    /// The message as JSON, a string value included (as a JSON string).
+    pub fn json(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(&self.value).unwrap_or_default())
+    }
+
     /// Whether [`Message::body`] is JSON.
     pub fn is_json(&self) -> bool {
         !matches!(self.value, Value::Bytes(_) | Value::String(_))

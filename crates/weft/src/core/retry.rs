@@ -120,7 +120,7 @@ impl RetryPolicy {
                 base / 2 + base.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
             }
         };
-        if elapsed + wait > self.max_elapsed {
+        if elapsed.saturating_add(wait) > self.max_elapsed {
             return Decision::Fail(format!(
                 "{reason} (the next retry, in {wait:?}, would pass max_elapsed {:?})",
                 self.max_elapsed
@@ -239,6 +239,18 @@ mod tests {
         );
         assert!(matches!(
             p.decide(1, Duration::from_secs(6), &retryable(Some(5)), 0.5),
+            Decision::Fail(_)
+        ));
+    }
+
+    #[test]
+    fn a_huge_retry_after_fails_instead_of_overflowing() {
+        let huge = Attempt::Retryable {
+            reason: "429".into(),
+            retry_after: Some(Duration::from_secs(u64::MAX)),
+        };
+        assert!(matches!(
+            policy().decide(1, Duration::from_secs(2), &huge, 0.5),
             Decision::Fail(_)
         ));
     }

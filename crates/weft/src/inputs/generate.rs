@@ -110,6 +110,9 @@ impl Generate {
             }
             Schedule::Cron(_) => None,
         };
+        // The last cron occurrence fired: the next one is searched after it, so a wall clock that
+        // steps back cannot fire the same occurrence twice.
+        let mut last_fired = chrono::Utc::now();
         while self.count.is_none_or(|n| made < n) {
             let wait = async {
                 match (&mut ticker, &self.schedule) {
@@ -118,9 +121,10 @@ impl Generate {
                     }
                     (None, Schedule::Cron(cron)) => {
                         let now = chrono::Utc::now();
-                        match cron.find_next_occurrence(&now, false) {
+                        match cron.find_next_occurrence(&last_fired.max(now), false) {
                             Ok(next) => {
-                                tokio::time::sleep((next - now).to_std().unwrap_or_default()).await
+                                tokio::time::sleep((next - now).to_std().unwrap_or_default()).await;
+                                last_fired = next;
                             }
                             Err(_) => std::future::pending().await,
                         }
@@ -147,7 +151,7 @@ impl Generate {
                 Ok(Outcome::Aborted) => {}
                 Err(error) => {
                     feed.flow.count_rejected();
-                    tracing::error!(flow = %feed.flow.name, %error, "generate mapping failed");
+                    tracing::error!(flow = %feed.flow.name, component = "input.generate", %error, "mapping failed; no message made");
                 }
             }
         }

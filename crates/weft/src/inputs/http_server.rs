@@ -127,6 +127,14 @@ impl Config {
             .ok();
         if !self.path.starts_with('/') {
             errors.push(BuildError::new("path", "path must start with `/`"));
+        } else if self.path.contains(['{', '}'])
+            || self.path.split('/').any(|seg| seg.starts_with([':', '*']))
+        {
+            // The router would read these as parameters or wildcards, which flows do not offer.
+            errors.push(BuildError::new(
+                "path",
+                "path parameters and wildcards (`{id}`, `:id`, `*rest`) are not supported; give a fixed path",
+            ));
         }
         let mut methods = Vec::new();
         for (i, m) in self.methods.iter().enumerate() {
@@ -446,4 +454,28 @@ fn metadata(parts: &http::request::Parts) -> Value {
     let mut meta = empty_object();
     insert(&mut meta, "http", http);
     meta
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(path: &str) -> Config {
+        Config {
+            address: "127.0.0.1:0".into(),
+            path: path.into(),
+            methods: default_methods(),
+            max_body_size: default_max_body(),
+            read_timeout: default_read_timeout(),
+            response: ResponseMode::Ack,
+        }
+    }
+
+    #[test]
+    fn paths_the_router_would_reject_are_config_errors() {
+        assert!(config("/hooks/orders").build().is_ok());
+        for bad in ["/hooks/{id}", "/hooks/:id", "/files/*rest", "hooks"] {
+            assert!(config(bad).build().is_err(), "{bad}");
+        }
+    }
 }

@@ -118,16 +118,19 @@ pub enum Codec {
     Lines,
 }
 
+/// The longest line a reading input accepts; a longer one is skipped and counted as failed.
+pub const MAX_LINE: usize = 1 << 20;
+
 impl Codec {
-    /// Decodes one line; `None` for a blank line.
-    pub fn decode(self, line: &str) -> Option<Result<Value, String>> {
-        let line = line.trim_end_matches(['\r', '\n']);
+    /// Decodes one line (without its newline); `None` for a blank JSON line.
+    pub fn decode(self, line: &[u8]) -> Option<Result<Value, String>> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         match self {
-            Codec::Lines => Some(Ok(Value::from(line))),
-            Codec::JsonLines if line.trim().is_empty() => None,
-            Codec::JsonLines => {
-                Some(serde_json::from_str::<Value>(line).map_err(|e| format!("invalid JSON: {e}")))
-            }
+            Codec::Lines => Some(Ok(Value::Bytes(bytes::Bytes::copy_from_slice(line)))),
+            Codec::JsonLines if line.iter().all(u8::is_ascii_whitespace) => None,
+            Codec::JsonLines => Some(
+                serde_json::from_slice::<Value>(line).map_err(|e| format!("invalid JSON: {e}")),
+            ),
         }
     }
 }
@@ -139,21 +142,41 @@ pub async fn read_lines<R: tokio::io::AsyncBufRead + Unpin>(
     source: &str,
     feed: &Feed,
 ) -> std::io::Result<()> {
-    use tokio::io::AsyncBufReadExt;
-    let mut line = String::new();
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut line = Vec::new();
     let mut number = 0u64;
     loop {
         line.clear();
+        let limited = (&mut reader).take(MAX_LINE as u64 + 1);
         let read = tokio::select! {
             biased;
             _ = feed.shutdown.cancelled() => return Ok(()),
-            r = reader.read_line(&mut line) => r?,
+            r = read_line(limited, &mut line) => r?,
         };
         if read == 0 {
             return Ok(());
         }
         number += 1;
-        match codec.decode(&line) {
+        let decoded = if line.ends_with(b"\n") {
+            line.pop();
+            codec.decode(&line)
+        } else if line.len() > MAX_LINE {
+            // Skip the rest of the over-long line without holding it in memory.
+            loop {
+                let mut rest = Vec::new();
+                let n = (&mut reader)
+                    .take(64 * 1024)
+                    .read_until(b'\n', &mut rest)
+                    .await?;
+                if n == 0 || rest.ends_with(b"\n") {
+                    break;
+                }
+            }
+            Some(Err(format!("line is longer than {MAX_LINE} bytes")))
+        } else {
+            codec.decode(&line)
+        };
+        match decoded {
             None => {}
             Some(Ok(value)) => {
                 let accepted = feed.push(Message::new(value)).await;
@@ -167,4 +190,11 @@ pub async fn read_lines<R: tokio::io::AsyncBufRead + Unpin>(
             }
         }
     }
+}
+
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    mut reader: R,
+    line: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    tokio::io::AsyncBufReadExt::read_until(&mut reader, b'\n', line).await
 }

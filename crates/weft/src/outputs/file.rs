@@ -1,4 +1,4 @@
-//! `file`: appends each message as one JSON line to a file, creating it (not its directory) if
+//! `file`: appends each message as one JSON line (a string message as a JSON string) to a file, creating it (not its directory) if
 //! needed. A message counts as delivered once its line is written to the operating system; in
 //! direct mode weft does not fsync per message.
 //!
@@ -43,7 +43,8 @@ pub struct FileOutput {
 
 impl FileOutput {
     pub async fn send(&self, message: &Message) -> Attempt {
-        let mut line = message.body().to_vec();
+        // Always JSON, so a string holding a newline cannot break the one-message-per-line framing.
+        let mut line = message.json().to_vec();
         line.push(b'\n');
         let mut guard = self.file.lock().await;
         if guard.is_none() {

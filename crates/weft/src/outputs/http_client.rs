@@ -11,6 +11,9 @@
 //! | other 4xx, 501 | failed, no retry |
 //! | refused connection, timeout | retried |
 //!
+//! With `follow_redirects: true`, a redirect to another origin is sent without the configured
+//! headers, so credentials stay with the host they were meant for.
+//!
 //! `retry_on`, `fail_on` and `drop_on` move statuses between classes (`drop` = count the
 //! message as done without delivering it, e.g. a 409 for a record that already exists).
 //!
@@ -265,9 +268,11 @@ impl HttpClientOutput {
         method: Method,
         message: &Message,
         body: Bytes,
+        with_headers: bool,
     ) -> Result<Request<Full<Bytes>>, String> {
         let mut builder = Request::builder().method(method).uri(uri);
-        for (name, fixed, template) in &self.headers {
+        let headers = if with_headers { &self.headers[..] } else { &[] };
+        for (name, fixed, template) in headers {
             let value = match fixed {
                 Some(v) => v.clone(),
                 None => {
@@ -312,9 +317,19 @@ impl HttpClientOutput {
             },
         };
         let body = message.body();
+        let origin = (uri.scheme().cloned(), uri.authority().cloned());
         let mut method = self.method.clone();
         for _ in 0..=MAX_REDIRECTS {
-            let request = match self.request(uri.clone(), method.clone(), message, body.clone()) {
+            // Configured headers (credentials among them) go only to the configured origin.
+            let same_origin =
+                uri.scheme() == origin.0.as_ref() && uri.authority() == origin.1.as_ref();
+            let request = match self.request(
+                uri.clone(),
+                method.clone(),
+                message,
+                body.clone(),
+                same_origin,
+            ) {
                 Ok(r) => r,
                 Err(reason) => return Attempt::Fatal { reason },
             };
@@ -324,9 +339,7 @@ impl HttpClientOutput {
                 .await
             {
                 Ok(r) => r,
-                Err(
-                    e @ (ClientError::Timeout(_) | ClientError::Connect(_) | ClientError::Body(_)),
-                ) => {
+                Err(e @ (ClientError::Timeout(_) | ClientError::Connect(_))) => {
                     return Attempt::Retryable {
                         reason: format!("{method} {uri}: {e}"),
                         retry_after: None,

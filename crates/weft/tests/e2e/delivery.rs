@@ -185,6 +185,10 @@ async fn redirects_fail_unless_followed() {
         ),
         (1, "POST", "/moved")
     );
+    assert!(
+        moved[0].headers.get("x-source").is_none(),
+        "configured headers stay with the configured origin"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,10 @@ async fn file_to_file_runs_to_the_end_and_exits_zero() {
     let input = dir.join("in.jsonl");
     let output = dir.join("out.jsonl");
     let lines: String = (0..500).map(|i| format!("{{\"i\": {i}}}\n")).collect();
-    std::fs::write(&input, format!("{lines}not json\n")).unwrap();
+    // Then three lines that are not messages (bad JSON, over 1 MiB, not UTF-8), then one more.
+    let mut content = format!("{lines}not json\n{}\n", "x".repeat((1 << 20) + 10)).into_bytes();
+    content.extend_from_slice(b"\xff\xfe\n{\"i\": 500}\n");
+    std::fs::write(&input, content).unwrap();
     let config = format!(
         r#"
 flows:
@@ -42,12 +45,15 @@ flows:
         })
         .collect();
     doubles.sort();
-    assert_eq!(doubles, (0..500).map(|i| i * 2).collect::<Vec<_>>());
-    assert!(
-        weft.stderr().contains("line=501"),
-        "the bad line is reported: {}",
-        weft.stderr()
-    );
+    assert_eq!(doubles, (0..=500).map(|i| i * 2).collect::<Vec<_>>());
+    let stderr = weft.stderr();
+    for line in ["line=501", "line=502", "line=503"] {
+        assert!(
+            stderr.contains(line),
+            "bad line {line} is reported: {stderr}"
+        );
+    }
+    assert!(stderr.contains("longer than 1048576 bytes"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,4 +127,14 @@ flows:
         "{}",
         weft.stderr()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_stdin_flow_whose_stdin_stays_open() {
+    let config = "flows:\n  wait:\n    input: { stdin: {} }\n    output: { stdout: {} }\n";
+    let mut weft = Weft::start_with(config, &[], Stdio::piped()).await;
+    let _stdin_kept_open = weft.child.stdin.take().unwrap();
+    weft.terminate();
+    let status = weft.wait(Duration::from_secs(10)).await;
+    assert!(status.success(), "{}", weft.stderr());
 }

@@ -135,7 +135,7 @@ async fn bad_input_is_refused_with_the_right_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_flow_answers_503_with_retry_after() {
     let receiver = Receiver::start().await;
-    receiver.set_delay(Duration::from_secs(2));
+    receiver.hold();
     let port = free_port();
     let output = format!("      http_client: {{ url: \"{}\" }}", receiver.url("/"));
     let config = endpoint(port, "", "      []", &output).replace("    pipeline:\n      []\n", "");
@@ -152,6 +152,7 @@ async fn a_saturated_flow_answers_503_with_retry_after() {
     let (status, headers, body) = post_json(&url, "{}").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(headers["retry-after"], "1");
+    receiver.release();
     for s in slow {
         assert_eq!(s.await.unwrap(), 200);
     }

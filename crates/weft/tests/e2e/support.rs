@@ -17,13 +17,17 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago. Taken below the kernel's ephemeral range (32768+), so the
+/// outgoing connections of a concurrent load test cannot grab it as their source port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let base = 20_000 + (std::process::id() as usize * 7_919) % 12_000;
+    loop {
+        let port = 20_000 + (base + NEXT.fetch_add(1, Ordering::SeqCst)) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
 }
 
 /// A fresh scratch directory for one test.
@@ -249,6 +253,8 @@ pub struct Receiver {
     script: Arc<Mutex<VecDeque<Reply>>>,
     default: Arc<Mutex<Reply>>,
     delay: Arc<Mutex<Duration>>,
+    /// While `false`, requests wait before being answered.
+    open: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Receiver {
@@ -260,6 +266,7 @@ impl Receiver {
             script: Arc::default(),
             default: Arc::new(Mutex::new(Reply::status(200))),
             delay: Arc::default(),
+            open: Arc::new(tokio::sync::watch::channel(true).0),
         };
         let r = receiver.clone();
         let app = Router::new().fallback(move |request: Request<Body>| {
@@ -284,6 +291,8 @@ impl Receiver {
             let next = self.script.lock().unwrap().pop_front();
             next.unwrap_or_else(|| self.default.lock().unwrap().clone())
         };
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|open| *open).await;
         let delay = *self.delay.lock().unwrap();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -310,6 +319,15 @@ impl Receiver {
 
     pub fn set_delay(&self, delay: Duration) {
         *self.delay.lock().unwrap() = delay;
+    }
+
+    /// Holds every answer until [`Receiver::release`].
+    pub fn hold(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn release(&self) {
+        self.open.send_replace(true);
     }
 
     pub fn seen(&self) -> Vec<Seen> {
