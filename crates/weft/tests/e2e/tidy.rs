@@ -18,7 +18,13 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn every_source_file_starts_with_a_module_doc() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
-    for krate in ["weft/src", "weft/tests", "weft-bench/src"] {
+    for krate in [
+        "weft/src",
+        "weft/tests",
+        "weft-bench/src",
+        "weft-store/src",
+        "weft-store/tests",
+    ] {
         rust_files(&root.join(krate), &mut files);
     }
     let missing: Vec<_> = files

@@ -1,0 +1,810 @@
+//! weft's durable store: one queue per flow, the dead-letter queue, and key/value with TTL.
+//!
+//! Invariants, first:
+//! - A write call returns only after its transaction committed. With [`Durability::Process`]
+//!   the commit survives a killed process (SQLite WAL, `synchronous=NORMAL`); with
+//!   [`Durability::Power`] it was also fsynced (`synchronous=FULL`).
+//! - Writes are **group-committed**: one writer task takes every write waiting in its channel
+//!   and applies them in one transaction, so concurrent producers share one commit (and one
+//!   fsync) instead of paying one each. A write that fails fails alone; the others commit.
+//! - A queued message is never removed except by [`Store::ack`] (delivered) or
+//!   [`Store::dead_letter`] (moved, in the same transaction, to the DLQ). A claim only leases
+//!   it; a lease that is not acked in time (a crashed worker) lapses and the message is claimed
+//!   again: at-least-once.
+//! - Time is a parameter (`now_ms`, Unix milliseconds), never read inside, so schedules are
+//!   persisted data and tests are deterministic.
+//!
+//! The API speaks of flows, ids, leases and keys, not of SQL, so that a second backend (NATS
+//! JetStream, for several nodes) can implement the same operations. The embedded default is one
+//! SQLite file, inspectable with the `sqlite3` tool.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, Row};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "store {path}: {detail} (the file is damaged or is not a weft store; move it aside to start empty)"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("store: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("store is closed")]
+    Closed,
+}
+
+/// How much a committed write survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Survives the process being killed; the last commits may be lost on power loss.
+    #[default]
+    Process,
+    /// Survives power loss: every commit is fsynced before it returns.
+    Power,
+}
+
+/// A message taken from a flow's queue for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub seq: i64,
+    pub flow: String,
+    pub id: String,
+    pub payload: Vec<u8>,
+    pub metadata: Vec<u8>,
+    pub enqueued_at_ms: i64,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// Earlier failures, oldest first, kept across replays.
+    pub history: Vec<String>,
+}
+
+/// Why a message was given up on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Failure {
+    pub reason: String,
+    pub last_status: Option<u16>,
+    /// A bounded excerpt of the last response.
+    pub response_excerpt: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: String,
+    pub flow: String,
+    pub payload: Vec<u8>,
+    pub metadata: Vec<u8>,
+    pub enqueued_at_ms: i64,
+    pub failed_at_ms: i64,
+    pub attempts: u32,
+    pub failure: Failure,
+    pub history: Vec<String>,
+}
+
+/// Which dead letters an operation applies to; empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct DlqFilter {
+    pub flow: Option<String>,
+    pub id: Option<String>,
+    pub since_ms: Option<i64>,
+}
+
+/// How much a flow has waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Depth {
+    pub messages: u64,
+    pub bytes: u64,
+    pub oldest_enqueued_at_ms: Option<i64>,
+}
+
+/// Most writes one transaction takes.
+const GROUP_MAX: usize = 512;
+/// Longest excerpt of a response kept with a dead letter.
+pub const EXCERPT_MAX: usize = 2048;
+
+enum Write {
+    Enqueue {
+        flow: String,
+        id: String,
+        payload: Vec<u8>,
+        metadata: Vec<u8>,
+        now_ms: i64,
+        reply: oneshot::Sender<Result<i64, StoreError>>,
+    },
+    Claim {
+        flow: String,
+        now_ms: i64,
+        limit: u32,
+        lease_ms: i64,
+        reply: oneshot::Sender<Result<Vec<Queued>, StoreError>>,
+    },
+    Ack {
+        seq: i64,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    Reschedule {
+        seq: i64,
+        attempts: u32,
+        next_attempt_ms: i64,
+        error: String,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    DeadLetter {
+        seq: i64,
+        attempts: u32,
+        failure: Failure,
+        now_ms: i64,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    Replay {
+        filter: DlqFilter,
+        now_ms: i64,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    Purge {
+        filter: DlqFilter,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    KvPut {
+        namespace: String,
+        key: String,
+        value: Vec<u8>,
+        expires_at_ms: Option<i64>,
+        only_if_absent_at: Option<i64>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+}
+
+/// A handle to the store; cheap to clone, shared by every flow.
+#[derive(Clone)]
+pub struct Store {
+    writes: mpsc::Sender<Write>,
+    reads: SqlitePool,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    flow TEXT NOT NULL,
+    id TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    metadata BLOB NOT NULL,
+    enqueued_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_until INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    history TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS queue_due ON queue (flow, next_attempt_at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id TEXT PRIMARY KEY,
+    flow TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    metadata BLOB NOT NULL,
+    enqueued_at INTEGER NOT NULL,
+    failed_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    last_status INTEGER,
+    response_excerpt TEXT,
+    history TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS dead_letters_flow ON dead_letters (flow, failed_at);
+CREATE TABLE IF NOT EXISTS kv (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (namespace, key)
+);
+";
+
+impl Store {
+    /// Opens (creating if needed) the store file at `path`. A damaged file is an error, never
+    /// silently replaced.
+    pub async fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let corrupt = |detail: String| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(open_err)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match durability {
+                Durability::Process => SqliteSynchronous::Normal,
+                Durability::Power => SqliteSynchronous::Full,
+            })
+            .busy_timeout(Duration::from_secs(10));
+        let mut writer = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(|e| classify(e, path))?;
+        let check: String = sqlx::query_scalar("PRAGMA quick_check")
+            .fetch_one(&mut writer)
+            .await
+            .map_err(|e| classify(e, path))?;
+        if check != "ok" {
+            return Err(corrupt(check));
+        }
+        sqlx::raw_sql(SCHEMA)
+            .execute(&mut writer)
+            .await
+            .map_err(|e| classify(e, path))?;
+        // This process owns the file: leases from a previous run have no worker left.
+        sqlx::query("UPDATE queue SET lease_until = 0 WHERE lease_until != 0")
+            .execute(&mut writer)
+            .await?;
+        let reads = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(open_err)?;
+        let (writes, rx) = mpsc::channel(4 * GROUP_MAX);
+        tokio::spawn(writer_loop(writer, rx));
+        Ok(Store { writes, reads })
+    }
+
+    async fn write<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Write,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Appends a message to `flow`'s queue, due now. Returns its sequence number.
+    pub async fn enqueue(
+        &self,
+        flow: &str,
+        id: &str,
+        payload: &[u8],
+        metadata: &[u8],
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
+        self.write(|reply| Write::Enqueue {
+            flow: flow.into(),
+            id: id.into(),
+            payload: payload.into(),
+            metadata: metadata.into(),
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Leases up to `limit` due messages of `flow`, oldest first, for `lease`.
+    pub async fn claim(
+        &self,
+        flow: &str,
+        now_ms: i64,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<Queued>, StoreError> {
+        self.write(|reply| Write::Claim {
+            flow: flow.into(),
+            now_ms,
+            limit,
+            lease_ms: lease.as_millis() as i64,
+            reply,
+        })
+        .await
+    }
+
+    /// The message was delivered: remove it. `false` if it was not queued.
+    pub async fn ack(&self, seq: i64) -> Result<bool, StoreError> {
+        self.write(|reply| Write::Ack { seq, reply }).await
+    }
+
+    /// Records a failed attempt and when to try next; releases the lease.
+    pub async fn reschedule(
+        &self,
+        seq: i64,
+        attempts: u32,
+        next_attempt_ms: i64,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        self.write(|reply| Write::Reschedule {
+            seq,
+            attempts,
+            next_attempt_ms,
+            error: error.into(),
+            reply,
+        })
+        .await
+    }
+
+    /// Moves a queued message to the dead-letter queue, in one transaction.
+    pub async fn dead_letter(
+        &self,
+        seq: i64,
+        attempts: u32,
+        mut failure: Failure,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        if let Some(excerpt) = &mut failure.response_excerpt {
+            truncate(excerpt, EXCERPT_MAX);
+        }
+        self.write(|reply| Write::DeadLetter {
+            seq,
+            attempts,
+            failure,
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Puts matching dead letters back on their flows' queues with attempts reset and their
+    /// failure kept in the history. Returns how many.
+    pub async fn replay(&self, filter: DlqFilter, now_ms: i64) -> Result<u64, StoreError> {
+        self.write(|reply| Write::Replay {
+            filter,
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Deletes matching dead letters. Returns how many.
+    pub async fn purge(&self, filter: DlqFilter) -> Result<u64, StoreError> {
+        self.write(|reply| Write::Purge { filter, reply }).await
+    }
+
+    /// Sets `key` in `namespace`, with an optional expiry.
+    pub async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &[u8],
+        expires_at_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.write(|reply| Write::KvPut {
+            namespace: namespace.into(),
+            key: key.into(),
+            value: value.into(),
+            expires_at_ms,
+            only_if_absent_at: None,
+            reply,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Sets `key` only if it is absent (or expired) at `now_ms`; `true` if it was set. The
+    /// building block of dedupe: the first writer of a key wins.
+    pub async fn kv_put_if_absent(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &[u8],
+        expires_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(|reply| Write::KvPut {
+            namespace: namespace.into(),
+            key: key.into(),
+            value: value.into(),
+            expires_at_ms,
+            only_if_absent_at: Some(now_ms),
+            reply,
+        })
+        .await
+    }
+
+    /// The value of `key` unless it expired by `now_ms`.
+    pub async fn kv_get(
+        &self,
+        namespace: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT value FROM kv WHERE namespace = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(now_ms)
+        .fetch_optional(&self.reads)
+        .await?)
+    }
+
+    /// Messages waiting in `flow`'s queue, their bytes and the oldest one's age.
+    pub async fn depth(&self, flow: &str) -> Result<Depth, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(metadata)), 0), MIN(enqueued_at) FROM queue WHERE flow = ?",
+        )
+        .bind(flow)
+        .fetch_one(&self.reads)
+        .await?;
+        Ok(Depth {
+            messages: row.get::<i64, _>(0) as u64,
+            bytes: row.get::<i64, _>(1) as u64,
+            oldest_enqueued_at_ms: row.get(2),
+        })
+    }
+
+    /// Dead letters matching `filter`, oldest failure first, at most `limit`.
+    pub async fn dead_letters(
+        &self,
+        filter: &DlqFilter,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, flow, payload, metadata, enqueued_at, failed_at, attempts, reason, last_status, response_excerpt, history
+             FROM dead_letters
+             WHERE (?1 IS NULL OR flow = ?1) AND (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR failed_at >= ?3)
+             ORDER BY failed_at, id LIMIT ?4",
+        )
+        .bind(&filter.flow)
+        .bind(&filter.id)
+        .bind(filter.since_ms)
+        .bind(limit)
+        .fetch_all(&self.reads)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DeadLetter {
+                id: r.get(0),
+                flow: r.get(1),
+                payload: r.get(2),
+                metadata: r.get(3),
+                enqueued_at_ms: r.get(4),
+                failed_at_ms: r.get(5),
+                attempts: r.get::<i64, _>(6) as u32,
+                failure: Failure {
+                    reason: r.get(7),
+                    last_status: r.get::<Option<i64>, _>(8).map(|s| s as u16),
+                    response_excerpt: r.get(9),
+                },
+                history: split_history(&r.get::<String, _>(10)),
+            })
+            .collect())
+    }
+}
+
+fn split_history(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+}
+
+/// Tells a damaged file from other open errors.
+fn classify(e: sqlx::Error, path: &Path) -> StoreError {
+    let text = e.to_string();
+    if text.contains("not a database") || text.contains("malformed") || text.contains("corrupt") {
+        StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: text,
+        }
+    } else {
+        StoreError::Open {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
+}
+
+async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Write>) {
+    let mut batch = Vec::with_capacity(GROUP_MAX);
+    while rx.recv_many(&mut batch, GROUP_MAX).await > 0 {
+        let mut tx = match conn.begin().await {
+            Ok(tx) => tx,
+            Err(e) => {
+                let text = e.to_string();
+                for w in batch.drain(..) {
+                    fail(w, &text);
+                }
+                continue;
+            }
+        };
+        let mut replies = Vec::with_capacity(batch.len());
+        for w in batch.drain(..) {
+            replies.push(apply(&mut tx, w).await);
+        }
+        match tx.commit().await {
+            // Answers go out only now: nothing is reported written before its commit.
+            Ok(()) => replies.into_iter().for_each(Reply::send),
+            Err(e) => {
+                let text = e.to_string();
+                replies.into_iter().for_each(|r| r.fail(&text));
+            }
+        }
+    }
+}
+
+/// An answer held back until the transaction commits.
+enum Reply {
+    Seq(
+        oneshot::Sender<Result<i64, StoreError>>,
+        Result<i64, StoreError>,
+    ),
+    Claimed(
+        oneshot::Sender<Result<Vec<Queued>, StoreError>>,
+        Result<Vec<Queued>, StoreError>,
+    ),
+    Done(
+        oneshot::Sender<Result<bool, StoreError>>,
+        Result<bool, StoreError>,
+    ),
+    Count(
+        oneshot::Sender<Result<u64, StoreError>>,
+        Result<u64, StoreError>,
+    ),
+}
+
+impl Reply {
+    fn send(self) {
+        match self {
+            Reply::Seq(s, r) => drop(s.send(r)),
+            Reply::Claimed(s, r) => drop(s.send(r)),
+            Reply::Done(s, r) => drop(s.send(r)),
+            Reply::Count(s, r) => drop(s.send(r)),
+        }
+    }
+
+    fn fail(self, text: &str) {
+        let err = || StoreError::Sql(sqlx::Error::Protocol(format!("commit failed: {text}")));
+        match self {
+            Reply::Seq(s, _) => drop(s.send(Err(err()))),
+            Reply::Claimed(s, _) => drop(s.send(Err(err()))),
+            Reply::Done(s, _) => drop(s.send(Err(err()))),
+            Reply::Count(s, _) => drop(s.send(Err(err()))),
+        }
+    }
+}
+
+fn fail(w: Write, text: &str) {
+    let reply = match w {
+        Write::Enqueue { reply, .. } => Reply::Seq(reply, Ok(0)),
+        Write::Claim { reply, .. } => Reply::Claimed(reply, Ok(Vec::new())),
+        Write::Ack { reply, .. }
+        | Write::Reschedule { reply, .. }
+        | Write::DeadLetter { reply, .. }
+        | Write::KvPut { reply, .. } => Reply::Done(reply, Ok(false)),
+        Write::Replay { reply, .. } | Write::Purge { reply, .. } => Reply::Count(reply, Ok(0)),
+    };
+    reply.fail(text);
+}
+
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Sqlite>;
+
+async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
+    match w {
+        Write::Enqueue {
+            flow,
+            id,
+            payload,
+            metadata,
+            now_ms,
+            reply,
+        } => {
+            let r = sqlx::query(
+                "INSERT INTO queue (flow, id, payload, metadata, enqueued_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(flow)
+            .bind(id)
+            .bind(payload)
+            .bind(metadata)
+            .bind(now_ms)
+            .bind(now_ms)
+            .execute(&mut **tx)
+            .await
+            .map(|done| done.last_insert_rowid())
+            .map_err(StoreError::from);
+            Reply::Seq(reply, r)
+        }
+        Write::Claim {
+            flow,
+            now_ms,
+            limit,
+            lease_ms,
+            reply,
+        } => Reply::Claimed(reply, claim(tx, &flow, now_ms, limit, lease_ms).await),
+        Write::Ack { seq, reply } => {
+            let r = sqlx::query("DELETE FROM queue WHERE seq = ?")
+                .bind(seq)
+                .execute(&mut **tx)
+                .await
+                .map(|d| d.rows_affected() == 1)
+                .map_err(StoreError::from);
+            Reply::Done(reply, r)
+        }
+        Write::Reschedule {
+            seq,
+            attempts,
+            next_attempt_ms,
+            error,
+            reply,
+        } => {
+            let r = sqlx::query(
+                "UPDATE queue SET attempts = ?, next_attempt_at = ?, last_error = ?, lease_until = 0 WHERE seq = ?",
+            )
+            .bind(attempts)
+            .bind(next_attempt_ms)
+            .bind(error)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await
+            .map(|d| d.rows_affected() == 1)
+            .map_err(StoreError::from);
+            Reply::Done(reply, r)
+        }
+        Write::DeadLetter {
+            seq,
+            attempts,
+            failure,
+            now_ms,
+            reply,
+        } => {
+            let moved = async {
+                let inserted = sqlx::query(
+                    "INSERT OR REPLACE INTO dead_letters
+                       (id, flow, payload, metadata, enqueued_at, failed_at, attempts, reason, last_status, response_excerpt, history)
+                     SELECT id, flow, payload, metadata, enqueued_at, ?, ?, ?, ?, ?, history FROM queue WHERE seq = ?",
+                )
+                .bind(now_ms)
+                .bind(attempts)
+                .bind(&failure.reason)
+                .bind(failure.last_status.map(i64::from))
+                .bind(&failure.response_excerpt)
+                .bind(seq)
+                .execute(&mut **tx)
+                .await?;
+                sqlx::query("DELETE FROM queue WHERE seq = ?")
+                    .bind(seq)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(inserted.rows_affected() == 1)
+            };
+            Reply::Done(reply, moved.await)
+        }
+        Write::Replay {
+            filter,
+            now_ms,
+            reply,
+        } => {
+            let replayed = async {
+                let moved = sqlx::query(
+                    "INSERT INTO queue (flow, id, payload, metadata, enqueued_at, next_attempt_at, history)
+                     SELECT flow, id, payload, metadata, enqueued_at, ?4,
+                            history || 'attempts=' || attempts || ' failed_at=' || failed_at || ' ' || replace(reason, char(10), ' ') || char(10)
+                     FROM dead_letters
+                     WHERE (?1 IS NULL OR flow = ?1) AND (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR failed_at >= ?3)
+                     ORDER BY failed_at, id",
+                )
+                .bind(&filter.flow)
+                .bind(&filter.id)
+                .bind(filter.since_ms)
+                .bind(now_ms)
+                .execute(&mut **tx)
+                .await?;
+                delete_dead(tx, &filter).await?;
+                Ok(moved.rows_affected())
+            };
+            Reply::Count(reply, replayed.await)
+        }
+        Write::Purge { filter, reply } => Reply::Count(reply, delete_dead(tx, &filter).await),
+        Write::KvPut {
+            namespace,
+            key,
+            value,
+            expires_at_ms,
+            only_if_absent_at,
+            reply,
+        } => {
+            let r = match only_if_absent_at {
+                None => sqlx::query(
+                    "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                )
+                .bind(namespace)
+                .bind(key)
+                .bind(value)
+                .bind(expires_at_ms)
+                .execute(&mut **tx)
+                .await
+                .map(|_| true),
+                Some(now_ms) => sqlx::query(
+                    "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+                     WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?5",
+                )
+                .bind(namespace)
+                .bind(key)
+                .bind(value)
+                .bind(expires_at_ms)
+                .bind(now_ms)
+                .execute(&mut **tx)
+                .await
+                .map(|d| d.rows_affected() == 1),
+            };
+            Reply::Done(reply, r.map_err(StoreError::from))
+        }
+    }
+}
+
+async fn claim(
+    tx: &mut Tx<'_>,
+    flow: &str,
+    now_ms: i64,
+    limit: u32,
+    lease_ms: i64,
+) -> Result<Vec<Queued>, StoreError> {
+    let rows = sqlx::query(
+        "UPDATE queue SET lease_until = ?1 + ?2
+         WHERE seq IN (SELECT seq FROM queue
+                       WHERE flow = ?3 AND next_attempt_at <= ?1 AND lease_until <= ?1
+                       ORDER BY seq LIMIT ?4)
+         RETURNING seq, flow, id, payload, metadata, enqueued_at, attempts, last_error, history",
+    )
+    .bind(now_ms)
+    .bind(lease_ms)
+    .bind(flow)
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut claimed: Vec<Queued> = rows
+        .into_iter()
+        .map(|r| Queued {
+            seq: r.get(0),
+            flow: r.get(1),
+            id: r.get(2),
+            payload: r.get(3),
+            metadata: r.get(4),
+            enqueued_at_ms: r.get(5),
+            attempts: r.get::<i64, _>(6) as u32,
+            last_error: r.get(7),
+            history: split_history(&r.get::<String, _>(8)),
+        })
+        .collect();
+    // RETURNING gives no order guarantee.
+    claimed.sort_by_key(|q| q.seq);
+    Ok(claimed)
+}
+
+async fn delete_dead(tx: &mut Tx<'_>, filter: &DlqFilter) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "DELETE FROM dead_letters WHERE (?1 IS NULL OR flow = ?1) AND (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR failed_at >= ?3)",
+    )
+    .bind(&filter.flow)
+    .bind(&filter.id)
+    .bind(filter.since_ms)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
+}

@@ -1,0 +1,430 @@
+//! The store against its promises: lifecycle, persistence across reopen, group commit under
+//! concurrency, damaged files refused with a clear error, and random operations checked against
+//! an in-memory model.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use weft_store::{DlqFilter, Durability, Failure, Store, StoreError};
+
+fn scratch() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "weft-store-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("weft.db")
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn queue_lifecycle_leases_schedules_and_acks() {
+    let store = Store::open(&scratch(), Durability::Process).await.unwrap();
+    let a = store
+        .enqueue("f", "a", b"{\"n\":1}", b"{}", 1_000)
+        .await
+        .unwrap();
+    let b = store
+        .enqueue("f", "b", b"{\"n\":2}", b"{}", 1_001)
+        .await
+        .unwrap();
+    store.enqueue("other", "c", b"x", b"", 1_002).await.unwrap();
+    assert!(a < b);
+
+    let claimed = store.claim("f", 2_000, 10, LEASE).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|q| q.id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(claimed[0].payload, b"{\"n\":1}");
+    assert!(
+        store.claim("f", 2_001, 10, LEASE).await.unwrap().is_empty(),
+        "leased"
+    );
+
+    // A failed attempt: not due until its next attempt time.
+    assert!(store.reschedule(a, 1, 10_000, "503").await.unwrap());
+    assert!(store.claim("f", 9_999, 10, LEASE).await.unwrap().is_empty());
+    let again = store.claim("f", 10_000, 10, LEASE).await.unwrap();
+    assert_eq!((again[0].seq, again[0].attempts), (a, 1));
+    assert_eq!(again[0].last_error.as_deref(), Some("503"));
+
+    // A lease that lapses (a crashed worker) makes the message claimable again.
+    let lapsed = store.claim("f", 2_000 + 30_000, 10, LEASE).await.unwrap();
+    assert_eq!(lapsed.iter().map(|q| q.seq).collect::<Vec<_>>(), [b]);
+
+    assert!(store.ack(a).await.unwrap());
+    assert!(!store.ack(a).await.unwrap());
+    let depth = store.depth("f").await.unwrap();
+    assert_eq!(
+        (depth.messages, depth.oldest_enqueued_at_ms),
+        (1, Some(1_001))
+    );
+    assert_eq!(depth.bytes, 9);
+}
+
+#[tokio::test]
+async fn dead_letters_keep_their_failure_and_replay_with_history() {
+    let store = Store::open(&scratch(), Durability::Process).await.unwrap();
+    let seq = store.enqueue("f", "m1", b"body", b"meta", 1).await.unwrap();
+    store.enqueue("g", "m2", b"other", b"", 2).await.unwrap();
+    let failure = Failure {
+        reason: "POST http://x answered 400".into(),
+        last_status: Some(400),
+        response_excerpt: Some("e".repeat(10_000)),
+    };
+    assert!(store.dead_letter(seq, 3, failure, 50).await.unwrap());
+    assert_eq!(store.depth("f").await.unwrap().messages, 0);
+
+    let all = store
+        .dead_letters(&DlqFilter::default(), 100)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    let dead = &all[0];
+    assert_eq!(
+        (dead.id.as_str(), dead.flow.as_str(), dead.attempts),
+        ("m1", "f", 3)
+    );
+    assert_eq!(dead.failure.last_status, Some(400));
+    assert_eq!(
+        dead.failure.response_excerpt.as_ref().unwrap().len(),
+        weft_store::EXCERPT_MAX
+    );
+    assert_eq!((dead.enqueued_at_ms, dead.failed_at_ms), (1, 50));
+
+    let none = DlqFilter {
+        flow: Some("g".into()),
+        ..Default::default()
+    };
+    assert_eq!(store.replay(none, 60).await.unwrap(), 0);
+    let mine = DlqFilter {
+        flow: Some("f".into()),
+        ..Default::default()
+    };
+    assert_eq!(store.replay(mine, 60).await.unwrap(), 1);
+    assert!(
+        store
+            .dead_letters(&DlqFilter::default(), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let back = store.claim("f", 60, 10, LEASE).await.unwrap();
+    assert_eq!((back[0].id.as_str(), back[0].attempts), ("m1", 0));
+    assert_eq!(back[0].payload, b"body");
+    assert_eq!(back[0].history.len(), 1);
+    assert!(
+        back[0].history[0].contains("answered 400"),
+        "{:?}",
+        back[0].history
+    );
+
+    // Fail it again: the history travels into the DLQ; then purge by id.
+    store
+        .dead_letter(
+            back[0].seq,
+            1,
+            Failure {
+                reason: "again".into(),
+                ..Default::default()
+            },
+            70,
+        )
+        .await
+        .unwrap();
+    let dead = store.dead_letters(&DlqFilter::default(), 10).await.unwrap();
+    assert_eq!(dead[0].history.len(), 1);
+    let by_id = DlqFilter {
+        id: Some("m1".into()),
+        ..Default::default()
+    };
+    assert_eq!(store.purge(by_id).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn key_values_expire_and_the_first_writer_wins() {
+    let store = Store::open(&scratch(), Durability::Process).await.unwrap();
+    store
+        .kv_put("tokens", "crm", b"abc", Some(100))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.kv_get("tokens", "crm", 99).await.unwrap().as_deref(),
+        Some(&b"abc"[..])
+    );
+    assert_eq!(store.kv_get("tokens", "crm", 100).await.unwrap(), None);
+
+    assert!(
+        store
+            .kv_put_if_absent("dedupe", "k", b"1", Some(1_000), 10)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .kv_put_if_absent("dedupe", "k", b"2", Some(2_000), 20)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.kv_get("dedupe", "k", 30).await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    // Once expired, the key can be taken again.
+    assert!(
+        store
+            .kv_put_if_absent("dedupe", "k", b"3", Some(3_000), 1_000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.kv_get("dedupe", "k", 1_001).await.unwrap().as_deref(),
+        Some(&b"3"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_share_commits_and_everything_survives_a_reopen() {
+    let path = scratch();
+    let store = Store::open(&path, Durability::Power).await.unwrap();
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..100 {
+                let id = format!("{w}-{i}");
+                seqs.push(
+                    store
+                        .enqueue("f", &id, id.as_bytes(), b"", 1)
+                        .await
+                        .unwrap(),
+                );
+            }
+            seqs
+        }));
+    }
+    let mut seqs = Vec::new();
+    for w in writers {
+        seqs.extend(w.await.unwrap());
+    }
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 800);
+    // Leave some leased: a restart must make them claimable again.
+    assert_eq!(store.claim("f", 2, 10, LEASE).await.unwrap().len(), 10);
+    drop(store);
+
+    let reopened = Store::open(&path, Durability::Process).await.unwrap();
+    assert_eq!(reopened.depth("f").await.unwrap().messages, 800);
+    assert_eq!(
+        reopened.claim("f", 3, 1_000, LEASE).await.unwrap().len(),
+        800
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_file_is_refused_with_a_clear_error() {
+    let garbage = scratch();
+    std::fs::write(
+        &garbage,
+        b"this is not a database, just some text that is long enough to look like a header..",
+    )
+    .unwrap();
+    let err = Store::open(&garbage, Durability::Process)
+        .await
+        .err()
+        .expect("refused");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("move it aside"), "{err}");
+
+    // A real store, cut in half.
+    let path = scratch();
+    {
+        let store = Store::open(&path, Durability::Power).await.unwrap();
+        for i in 0..2_000 {
+            store
+                .enqueue("f", &i.to_string(), &[b'x'; 512], b"", 1)
+                .await
+                .unwrap();
+        }
+    }
+    // Fold the WAL into the main file first, so the cut hits the data.
+    {
+        let store = Store::open(&path, Durability::Power).await.unwrap();
+        drop(store);
+    }
+    let _ = std::fs::remove_file(path.with_extension("db-wal"));
+    let _ = std::fs::remove_file(path.with_extension("db-shm"));
+    let len = std::fs::metadata(&path).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(len / 2).unwrap();
+    drop(file);
+    let err = Store::open(&path, Durability::Process)
+        .await
+        .err()
+        .expect("refused");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+}
+
+/// What the store should hold, in memory.
+#[derive(Default)]
+struct Model {
+    queue: BTreeMap<i64, (String, String, u32, i64, i64)>, // seq → flow, id, attempts, next_at, lease_until
+    dead: BTreeMap<String, (String, i64)>,                 // id → flow, failed_at
+    kv: HashMap<String, (Vec<u8>, Option<i64>)>,
+    max_seq: i64,
+}
+
+#[tokio::test]
+async fn random_operations_match_an_in_memory_model() {
+    let store = Store::open(&scratch(), Durability::Process).await.unwrap();
+    let mut model = Model::default();
+    let mut rng = fastrand::Rng::with_seed(7);
+    let flows = ["a", "b"];
+    let mut now = 1_000i64;
+    for step in 0..1_500 {
+        now += rng.i64(0..50);
+        let flow = flows[rng.usize(0..2)];
+        match rng.u8(0..9) {
+            0 | 1 => {
+                let id = format!("m{step}");
+                let seq = store.enqueue(flow, &id, b"p", b"", now).await.unwrap();
+                assert!(seq > model.max_seq);
+                model.max_seq = seq;
+                model.queue.insert(seq, (flow.into(), id, 0, now, 0));
+            }
+            2 => {
+                let limit = rng.u32(1..5);
+                let got: Vec<i64> = store
+                    .claim(flow, now, limit, Duration::from_millis(200))
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|q| q.seq)
+                    .collect();
+                let want: Vec<i64> = model
+                    .queue
+                    .iter()
+                    .filter(|(_, (f, _, _, next, lease))| {
+                        f == flow && *next <= now && *lease <= now
+                    })
+                    .map(|(s, _)| *s)
+                    .take(limit as usize)
+                    .collect();
+                assert_eq!(got, want, "claim at step {step}");
+                for s in want {
+                    model.queue.get_mut(&s).unwrap().4 = now + 200;
+                }
+            }
+            3 => {
+                let seq = pick(&mut rng, &model.queue);
+                assert_eq!(
+                    store.ack(seq).await.unwrap(),
+                    model.queue.remove(&seq).is_some(),
+                    "ack at step {step}"
+                );
+            }
+            4 => {
+                let seq = pick(&mut rng, &model.queue);
+                let next = now + rng.i64(0..300);
+                let done = store.reschedule(seq, 2, next, "boom").await.unwrap();
+                assert_eq!(done, model.queue.contains_key(&seq));
+                if let Some(entry) = model.queue.get_mut(&seq) {
+                    entry.2 = 2;
+                    entry.3 = next;
+                    entry.4 = 0;
+                }
+            }
+            5 => {
+                let seq = pick(&mut rng, &model.queue);
+                let failure = Failure {
+                    reason: "fatal".into(),
+                    ..Default::default()
+                };
+                let done = store.dead_letter(seq, 1, failure, now).await.unwrap();
+                match model.queue.remove(&seq) {
+                    Some((f, id, ..)) => {
+                        assert!(done);
+                        model.dead.insert(id, (f, now));
+                    }
+                    None => assert!(!done),
+                }
+            }
+            6 => {
+                let filter = DlqFilter {
+                    flow: Some(flow.into()),
+                    ..Default::default()
+                };
+                let count = store.replay(filter, now).await.unwrap();
+                let mut replayed: Vec<(i64, String)> = model
+                    .dead
+                    .iter()
+                    .filter(|(_, (f, _))| f == flow)
+                    .map(|(id, (_, at))| (*at, id.clone()))
+                    .collect();
+                replayed.sort();
+                assert_eq!(count, replayed.len() as u64, "replay at step {step}");
+                for (_, id) in replayed {
+                    model.dead.remove(&id);
+                    model.max_seq += 1;
+                    model
+                        .queue
+                        .insert(model.max_seq, (flow.into(), id, 0, now, 0));
+                }
+            }
+            7 => {
+                let key = format!("k{}", rng.u8(0..5));
+                let expires = Some(now + rng.i64(1..200));
+                let set = store
+                    .kv_put_if_absent("ns", &key, key.as_bytes(), expires, now)
+                    .await
+                    .unwrap();
+                let absent = model
+                    .kv
+                    .get(&key)
+                    .is_none_or(|(_, exp)| exp.is_some_and(|e| e <= now));
+                assert_eq!(set, absent, "put_if_absent at step {step}");
+                if absent {
+                    model.kv.insert(key, (b"v".to_vec(), expires));
+                }
+            }
+            _ => {
+                let key = format!("k{}", rng.u8(0..5));
+                let got = store.kv_get("ns", &key, now).await.unwrap().is_some();
+                let want = model
+                    .kv
+                    .get(&key)
+                    .is_some_and(|(_, exp)| exp.is_none_or(|e| e > now));
+                assert_eq!(got, want, "kv_get at step {step}");
+            }
+        }
+    }
+    for flow in flows {
+        let depth = store.depth(flow).await.unwrap();
+        assert_eq!(
+            depth.messages as usize,
+            model.queue.values().filter(|e| e.0 == flow).count()
+        );
+    }
+    let dead = store
+        .dead_letters(&DlqFilter::default(), 10_000)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), model.dead.len());
+}
+
+/// A queued seq most of the time, sometimes one that is not queued.
+fn pick<V>(rng: &mut fastrand::Rng, queue: &BTreeMap<i64, V>) -> i64 {
+    if queue.is_empty() || rng.u8(0..10) == 0 {
+        return -1;
+    }
+    *queue.keys().nth(rng.usize(0..queue.len())).unwrap()
+}
