@@ -447,6 +447,20 @@ impl Store {
         })
     }
 
+    /// How many dead letters match `filter`.
+    pub async fn count_dead_letters(&self, filter: &DlqFilter) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM dead_letters
+             WHERE (?1 IS NULL OR flow = ?1) AND (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR failed_at >= ?3)",
+        )
+        .bind(&filter.flow)
+        .bind(&filter.id)
+        .bind(filter.since_ms)
+        .fetch_one(&self.reads)
+        .await?;
+        Ok(n as u64)
+    }
+
     /// Dead letters matching `filter`, oldest failure first, at most `limit`.
     pub async fn dead_letters(
         &self,

@@ -5,13 +5,17 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use weft_store::{Store, StoreError};
+
 use crate::config::Loaded;
+use crate::core::durable::{self, DurableQueue};
 use crate::core::flow::{Flow, OutputSlot, ProcessorSlot};
 use crate::core::metrics::{self, ComponentMetrics};
 use crate::inputs::{Feed, Input, http_server};
@@ -37,6 +41,13 @@ pub enum EngineError {
     },
     #[error("an input task panicked: {0}")]
     Panicked(String),
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("shutdown timed out with messages still in flight (none of them had been acked)")]
     DrainTimeout,
 }
@@ -47,13 +58,34 @@ pub struct Summary {
     pub input_errors: Vec<EngineError>,
 }
 
+/// Where the engine listens and keeps its data.
+pub struct Options {
+    pub admin_address: SocketAddr,
+    /// The store file `weft.db` lives here; created when a flow is `durable`.
+    pub data_dir: PathBuf,
+}
+
 pub async fn run(
     loaded: Loaded,
-    admin_address: SocketAddr,
+    options: Options,
     shutdown: CancellationToken,
 ) -> Result<Summary, EngineError> {
+    let admin_address = options.admin_address;
     // Installed before any flow registers its metric handles, which would otherwise be no-ops.
     let handle = metrics::install();
+    let store = if loaded.flows.iter().any(|f| f.durable.is_some()) {
+        let path = options.data_dir.join("weft.db");
+        std::fs::create_dir_all(&options.data_dir).map_err(|source| EngineError::DataDir {
+            path: options.data_dir.clone(),
+            source,
+        })?;
+        let store = Store::open(&path, loaded.durability).await?;
+        tracing::info!(path = %path.display(), durability = ?loaded.durability, "store open");
+        Some(store)
+    } else {
+        None
+    };
+    let mut durable_flows = Vec::new();
     let mut servers: HashMap<SocketAddr, Vec<(http_server::Endpoint, Arc<RunFlow>)>> =
         HashMap::new();
     let mut readers = Vec::new();
@@ -74,13 +106,23 @@ pub async fn run(
                 retry,
             })
             .collect();
+        let durable = match (spec.durable, &store) {
+            (Some(limits), Some(store)) => Some(Arc::new(
+                DurableQueue::open(store.clone(), name.clone(), limits).await?,
+            )),
+            _ => None,
+        };
         let flow = Arc::new(Flow::new(
             name,
             &spec.input_id,
             spec.concurrency,
             processors,
             outputs,
+            durable,
         ));
+        if flow.durable().is_some() {
+            durable_flows.push((flow.clone(), spec.concurrency));
+        }
         match spec.input {
             Input::HttpServer(endpoint) => servers
                 .entry(endpoint.address)
@@ -141,6 +183,14 @@ pub async fn run(
     });
     tracing::info!(address = %admin_address, "admin endpoint: /metrics, /health");
 
+    let worker_stop = CancellationToken::new();
+    let mut workers = JoinSet::new();
+    for (flow, count) in &durable_flows {
+        for _ in 0..*count {
+            workers.spawn(durable::work(flow.clone(), worker_stop.clone()));
+        }
+    }
+
     let tasks = TaskTracker::new();
     let mut inputs = JoinSet::new();
     for (listener, endpoints) in listeners {
@@ -198,7 +248,23 @@ pub async fn run(
         _ = shutdown.cancelled() => None,
     };
     let summary = match finished {
-        Some(summary) => summary,
+        Some(summary) => {
+            // The inputs ended by themselves: deliver what the store queues hold before
+            // stopping, unless told to stop first (it stays stored for the next run).
+            let queues_empty = async {
+                while durable_flows
+                    .iter()
+                    .any(|(f, _)| f.durable().is_some_and(|q| !q.is_empty()))
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            };
+            tokio::select! {
+                _ = queues_empty => {}
+                _ = shutdown.cancelled() => {}
+            }
+            summary
+        }
         None => {
             tracing::info!(timeout = ?loaded.shutdown_timeout, "shutting down: no new messages accepted; draining those in flight");
             match tokio::time::timeout(loaded.shutdown_timeout, &mut drained).await {
@@ -210,6 +276,13 @@ pub async fn run(
             }
         }
     };
+    worker_stop.cancel();
+    // A worker finishes the message in its hands; one that does not in time leaves it leased,
+    // and the next start delivers it again.
+    let _ = tokio::time::timeout(loaded.shutdown_timeout, async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
     tracing::info!("all flows drained");
     admin_stop.cancel();
     let _ = admin_task.await;

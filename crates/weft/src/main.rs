@@ -30,6 +30,9 @@ enum Command {
         /// Admin endpoint (`/metrics`, `/health`); overrides `admin.address` in the config.
         #[arg(long, env = "WEFT_ADMIN_ADDRESS")]
         admin_address: Option<String>,
+        /// Where durable flows keep their store (`weft.db`).
+        #[arg(long, env = "WEFT_DATA_DIR", default_value = "./weft-data")]
+        data_dir: PathBuf,
     },
     /// Validate the files without running anything; every error is reported. Exit 1 on any.
     Check {
@@ -62,12 +65,13 @@ fn main() -> ExitCode {
         Command::Run {
             files,
             admin_address,
+            data_dir,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .expect("the tokio runtime starts");
-            let result = runtime.block_on(run(files, admin_address));
+            let result = runtime.block_on(run(files, admin_address, data_dir));
             // A blocking read of stdin cannot be cancelled; do not wait for it after the drain.
             runtime.shutdown_timeout(std::time::Duration::from_millis(200));
             match result {
@@ -89,7 +93,11 @@ fn report(errors: &[ConfigError]) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn run(files: Vec<PathBuf>, admin_flag: Option<String>) -> anyhow::Result<ExitCode> {
+async fn run(
+    files: Vec<PathBuf>,
+    admin_flag: Option<String>,
+    data_dir: PathBuf,
+) -> anyhow::Result<ExitCode> {
     let loaded = match config::load(&files, &Shared::default()) {
         Ok(loaded) => loaded,
         Err(errors) => return Ok(report(&errors)),
@@ -106,7 +114,11 @@ async fn run(files: Vec<PathBuf>, admin_flag: Option<String>) -> anyhow::Result<
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
-    let summary = weft::engine::run(loaded, admin, shutdown).await?;
+    let options = weft::engine::Options {
+        admin_address: admin,
+        data_dir,
+    };
+    let summary = weft::engine::run(loaded, options, shutdown).await?;
     Ok(if summary.input_errors.is_empty() {
         ExitCode::SUCCESS
     } else {

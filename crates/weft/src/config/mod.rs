@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::core::durable::Limits;
 use crate::core::mapping::Diagnostic;
 use crate::core::retry::RetryPolicy;
 use crate::inputs::{Input, InputConfig};
@@ -26,6 +27,7 @@ use crate::outputs::{Output, OutputConfig, Shared};
 use crate::processors::{Processor, ProcessorConfig};
 use de::{did_you_mean, from_node};
 use units::Dur;
+pub use weft_store::Durability;
 use yaml::{Kind, Loc, Node, Style};
 
 /// What a component reports when it cannot be built: the field (dotted path relative to the
@@ -98,6 +100,8 @@ pub struct FlowSpec {
     pub input: Input,
     pub processors: Vec<(String, Processor)>,
     pub outputs: Vec<(String, Output, RetryPolicy)>,
+    /// `None` for direct delivery; the store queue's bounds for `delivery: durable`.
+    pub durable: Option<Limits>,
 }
 
 /// Everything `weft run` needs.
@@ -105,6 +109,26 @@ pub struct Loaded {
     pub flows: Vec<FlowSpec>,
     pub admin_address: Option<std::net::SocketAddr>,
     pub shutdown_timeout: Duration,
+    pub durability: Durability,
+}
+
+/// `delivery:` on a flow.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum DeliveryMode {
+    /// In memory; the input is acked after every output accepted.
+    #[default]
+    Direct,
+    /// Through the store; the input is acked once the message is committed.
+    Durable,
+}
+
+/// `durability:` at the top level: what a commit to the store survives.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum DurabilityConfig {
+    Process,
+    Power,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,9 +138,21 @@ struct AdminConfig {
     address: String,
 }
 
-const TOP_KEYS: &[&str] = &["flows", "admin", "shutdown_timeout"];
-const FLOW_KEYS: &[&str] = &["input", "pipeline", "output", "outputs", "concurrency"];
+const TOP_KEYS: &[&str] = &["flows", "admin", "shutdown_timeout", "durability"];
+const FLOW_KEYS: &[&str] = &[
+    "input",
+    "pipeline",
+    "output",
+    "outputs",
+    "concurrency",
+    "delivery",
+    "max_queued",
+    "max_queued_bytes",
+];
+const DEFAULT_MAX_QUEUED: u64 = 100_000;
+const DEFAULT_MAX_QUEUED_BYTES: u64 = 256 << 20;
 const DEFAULT_CONCURRENCY: u32 = 256;
+const DEFAULT_WORKERS: u32 = 16;
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Loads and builds every flow in `paths`, or returns every error found.
@@ -159,6 +195,7 @@ struct Loader<'a> {
     flows: Vec<FlowSpec>,
     admin_address: Option<std::net::SocketAddr>,
     shutdown_timeout: Option<Duration>,
+    durability: Option<Durability>,
     seen_flows: HashMap<String, String>,
     endpoints: HashMap<(std::net::SocketAddr, String), String>,
     shared: &'a Shared,
@@ -309,6 +346,7 @@ impl<'a> Loader<'a> {
             flows: Vec::new(),
             admin_address: None,
             shutdown_timeout: None,
+            durability: None,
             seen_flows: HashMap::new(),
             endpoints: HashMap::new(),
             shared,
@@ -323,6 +361,7 @@ impl<'a> Loader<'a> {
             flows: self.flows,
             admin_address: self.admin_address,
             shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            durability: self.durability.unwrap_or_default(),
         })
     }
 
@@ -390,6 +429,19 @@ impl<'a> Loader<'a> {
                             .to_string();
                         self.errors.push(err);
                     }
+                },
+                "durability" => match from_node::<DurabilityConfig>(value) {
+                    Ok(d) => {
+                        self.durability = Some(match d {
+                            DurabilityConfig::Process => Durability::Process,
+                            DurabilityConfig::Power => Durability::Power,
+                        })
+                    }
+                    Err(e) => self.errors.push(ctx.error(
+                        value.loc,
+                        "durability",
+                        format!("{} (use `process` or `power`)", e.message),
+                    )),
                 },
                 "shutdown_timeout" => match from_node::<Dur>(value) {
                     Ok(d) => self.shutdown_timeout = Some(d.0),
@@ -480,7 +532,38 @@ impl<'a> Loader<'a> {
                 self.errors.push(err);
             }
         }
+        let mode = match node.get("delivery") {
+            None => DeliveryMode::Direct,
+            Some(n) => from_node::<DeliveryMode>(n).unwrap_or_else(|e| {
+                self.errors.push(ctx.error(
+                    n.loc,
+                    "delivery",
+                    format!("{} (use `direct` or `durable`)", e.message),
+                ));
+                DeliveryMode::Direct
+            }),
+        };
+        let max_queued = match node.get("max_queued") {
+            None => DEFAULT_MAX_QUEUED,
+            Some(n) => from_node::<u64>(n).unwrap_or_else(|e| {
+                self.errors.push(ctx.error(n.loc, "max_queued", e.message));
+                DEFAULT_MAX_QUEUED
+            }),
+        };
+        let max_queued_bytes = match node.get("max_queued_bytes") {
+            None => DEFAULT_MAX_QUEUED_BYTES,
+            Some(n) => match from_node::<units::Size>(n) {
+                Ok(s) => s.0,
+                Err(e) => {
+                    self.errors
+                        .push(ctx.error(n.loc, "max_queued_bytes", e.message));
+                    DEFAULT_MAX_QUEUED_BYTES
+                }
+            },
+        };
         let concurrency = match node.get("concurrency") {
+            // Direct: messages in flight at once. Durable: delivery workers.
+            None if mode == DeliveryMode::Durable => DEFAULT_WORKERS,
             None => DEFAULT_CONCURRENCY,
             Some(n) => match from_node::<u32>(n) {
                 Ok(c) if c > 0 => c,
@@ -568,6 +651,26 @@ impl<'a> Loader<'a> {
         if self.errors.len() > before {
             return None;
         }
+        let durable = (mode == DeliveryMode::Durable).then_some(Limits {
+            max_messages: max_queued,
+            max_bytes: max_queued_bytes,
+        });
+        if durable.is_some()
+            && let Input::HttpServer(endpoint) = &input
+            && endpoint.replies_with_pipeline()
+        {
+            let input_node = node.get("input").expect("the input was built from it");
+            let loc = find(settings(input_node), "response")
+                .unwrap_or(input_node)
+                .loc;
+            ctx.component = Some(input_id.clone());
+            self.errors.push(ctx.error(
+                loc,
+                "response",
+                "`response: pipeline` needs `delivery: direct`: with `durable` the caller is answered once the message is stored, before the pipeline runs",
+            ));
+            return None;
+        }
         Some(FlowSpec {
             name: name.to_string(),
             concurrency,
@@ -575,6 +678,7 @@ impl<'a> Loader<'a> {
             input,
             processors,
             outputs,
+            durable,
         })
     }
 
@@ -754,6 +858,25 @@ flows:
         );
         assert!(all.contains("flow `b`, field `inptu`"), "{all}");
         assert!(all.contains("did you mean `input`?"), "{all}");
+    }
+
+    #[test]
+    fn request_reply_needs_direct_delivery() {
+        let errors = check(
+            "flows:\n  a:\n    delivery: durable\n    input:\n      http_server:\n        address: 127.0.0.1:1\n        response: pipeline\n    output: {drop: {}}\n",
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("f.yaml:7:19: flow `a`, input.http_server, field `response`: `response: pipeline` needs `delivery: direct`"),
+            "{errors:?}"
+        );
+        let errors = check(
+            "flows:\n  a:\n    delivery: durabel\n    input: {stdin: {}}\n    output: {drop: {}}\n",
+        );
+        assert!(
+            errors[0].contains("use `direct` or `durable`"),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -9,13 +9,14 @@
 //!   good (the caller retries, so the other outputs may see it twice: at-least-once).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::durable::DurableQueue;
 use super::metrics::{ComponentMetrics, FlowMetrics};
-use super::retry::{Delivered, RetryPolicy, deliver};
-use super::{Message, Output, Processor};
+use super::retry::{Decision, Delivered, RetryPolicy, deliver};
+use super::{Attempt, Message, Output, Processor};
 
 pub struct ProcessorSlot<P> {
     pub id: String,
@@ -54,12 +55,21 @@ pub enum FlowError {
     },
 }
 
+/// What one durable delivery attempt of a whole message came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Delivered,
+    Retry { wait: Duration, reason: String },
+    Failed(String),
+}
+
 pub struct Flow<P, O> {
     pub name: Arc<str>,
     processors: Vec<ProcessorSlot<P>>,
     outputs: Vec<OutputSlot<O>>,
     limit: Arc<Semaphore>,
     reads_metadata: bool,
+    durable: Option<Arc<DurableQueue>>,
     metrics: FlowMetrics,
 }
 
@@ -82,10 +92,12 @@ impl<P: Processor, O: Output> Flow<P, O> {
         concurrency: u32,
         processors: Vec<ProcessorSlot<P>>,
         outputs: Vec<OutputSlot<O>>,
+        durable: Option<Arc<DurableQueue>>,
     ) -> Self {
         let reads_metadata = processors.iter().any(|p| p.processor.reads_metadata())
             || outputs.iter().any(|o| o.output.reads_metadata());
         Flow {
+            durable,
             reads_metadata,
             metrics: FlowMetrics::new(&name, input_id),
             name,
@@ -101,6 +113,12 @@ impl<P: Processor, O: Output> Flow<P, O> {
             _permit: permit,
             metrics: self.metrics.clone(),
         }
+    }
+
+    /// The flow's store queue when its delivery is `durable`: inputs then enqueue and ack, and
+    /// delivery workers ([`super::durable::work`]) take it from there.
+    pub fn durable(&self) -> Option<&Arc<DurableQueue>> {
+        self.durable.as_ref()
     }
 
     /// Whether anything in the flow reads metadata; inputs skip building it when not.
@@ -130,15 +148,14 @@ impl<P: Processor, O: Output> Flow<P, O> {
         self.metrics.failed.increment(1);
     }
 
-    pub async fn process(&self, mut message: Message) -> Result<Processed, FlowError> {
-        let start = Instant::now();
-        self.metrics.received.increment(1);
+    /// Runs the pipeline: `Ok(None)` when a processor dropped the message on purpose.
+    pub fn transform(&self, mut message: Message) -> Result<Option<Message>, FlowError> {
         for slot in &self.processors {
             match slot.processor.process(message) {
                 Ok(Some(next)) => message = next,
                 Ok(None) => {
                     self.metrics.filtered.increment(1);
-                    return Ok(Processed::Filtered);
+                    return Ok(None);
                 }
                 Err(e) => {
                     self.metrics.failed.increment(1);
@@ -150,6 +167,21 @@ impl<P: Processor, O: Output> Flow<P, O> {
                 }
             }
         }
+        Ok(Some(message))
+    }
+
+    /// Counts a message taken in by the input.
+    pub fn count_received(&self) {
+        self.metrics.received.increment(1);
+    }
+
+    /// Direct delivery: the pipeline, then every output with in-memory retries.
+    pub async fn process(&self, message: Message) -> Result<Processed, FlowError> {
+        let start = Instant::now();
+        self.count_received();
+        let Some(message) = self.transform(message)? else {
+            return Ok(Processed::Filtered);
+        };
         let result = match self.outputs.as_slice() {
             [single] => self.deliver_one(single, &message).await,
             many => {
@@ -162,6 +194,54 @@ impl<P: Processor, O: Output> Flow<P, O> {
         };
         self.metrics.latency.record(start.elapsed().as_secs_f64());
         result.map(|()| Processed::Delivered(message))
+    }
+
+    /// Durable delivery: one attempt at every output, judged by each output's retry policy with
+    /// the persisted attempt count. The verdict covers the whole message: a failure for good at
+    /// any output fails it; otherwise a retry anywhere retries it (outputs that already accepted
+    /// it see it again: at-least-once), after the longest wait asked for.
+    pub async fn attempt(&self, message: &Message, attempts: u32, elapsed: Duration) -> Verdict {
+        let start = Instant::now();
+        let outcomes = futures_util::future::join_all(self.outputs.iter().map(|slot| async move {
+            let outcome = slot.output.send(message).await;
+            let decision = slot
+                .retry
+                .decide(attempts, elapsed, &outcome, fastrand::f64());
+            match &decision {
+                Decision::Done => slot.metrics.sent.increment(1),
+                Decision::Drop(_) => slot.metrics.dropped.increment(1),
+                Decision::RetryIn(_) => slot.metrics.retried.increment(1),
+                Decision::Fail(_) => slot.metrics.failed.increment(1),
+            }
+            (slot, outcome, decision)
+        }))
+        .await;
+        self.metrics.latency.record(start.elapsed().as_secs_f64());
+        let mut failed = None;
+        let mut retry: Option<(Duration, String)> = None;
+        for (slot, outcome, decision) in outcomes {
+            match decision {
+                Decision::Fail(reason) => {
+                    failed.get_or_insert_with(|| format!("{}: {reason}", slot.id));
+                }
+                Decision::RetryIn(wait) => {
+                    let reason = match outcome {
+                        Attempt::Retryable { reason, .. } => reason,
+                        _ => String::new(),
+                    };
+                    tracing::warn!(flow = %self.name, component = slot.id, id = %message.id, attempt = attempts, ?wait, error = %reason, "delivery failed; retry scheduled");
+                    if retry.as_ref().is_none_or(|(longest, _)| wait > *longest) {
+                        retry = Some((wait, format!("{}: {reason}", slot.id)));
+                    }
+                }
+                Decision::Done | Decision::Drop(_) => {}
+            }
+        }
+        match (failed, retry) {
+            (Some(reason), _) => Verdict::Failed(reason),
+            (None, Some((wait, reason))) => Verdict::Retry { wait, reason },
+            (None, None) => Verdict::Delivered,
+        }
     }
 
     async fn deliver_one(&self, slot: &OutputSlot<O>, message: &Message) -> Result<(), FlowError> {

@@ -1,5 +1,8 @@
 //! `http_server`: receives webhooks, or serves a REST endpoint whose answer is the flow's result.
 //!
+//! In a flow with `delivery: durable` the caller gets `202 {"id": …}` once the message is
+//! committed to the store (`429` + `Retry-After` when the flow's queue is full).
+//!
 //! With `response: ack` (default) the caller gets `200 {"id": …}` only after every output
 //! accepted the message (also when a filter dropped it on purpose), and `502` with the reason when
 //! delivery failed for good. With `response: pipeline` the caller gets the message as the
@@ -163,6 +166,13 @@ impl Config {
     }
 }
 
+impl Endpoint {
+    /// Whether the caller is answered with the pipeline's result (`response: pipeline`).
+    pub fn replies_with_pipeline(&self) -> bool {
+        self.response == ResponseMode::Pipeline
+    }
+}
+
 struct Route {
     endpoint: Endpoint,
     flow: Arc<RunFlow>,
@@ -286,16 +296,32 @@ async fn handle(route: Arc<Route>, request: Request<Body>) -> Response {
     if declared.is_some_and(|len| len > endpoint.max_body_size) {
         return too_large();
     }
-    let Some(admission) = route.flow.try_admit() else {
-        let mut response = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "flow is at its concurrency limit; retry later",
-            None,
-        );
+    let retry_later = |status, message| {
+        let mut response = error(status, message, None);
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
+        response
+    };
+    // Durable flows are bounded by their store queue, direct flows by their concurrency.
+    let durable = route.flow.durable();
+    let admission = match durable {
+        Some(queue) if queue.is_full() => {
+            return retry_later(
+                StatusCode::TOO_MANY_REQUESTS,
+                "flow queue is full (max_queued / max_queued_bytes); retry later",
+            );
+        }
+        Some(_) => None,
+        None => match route.flow.try_admit() {
+            Some(admission) => Some(admission),
+            None => {
+                return retry_later(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "flow is at its concurrency limit; retry later",
+                );
+            }
+        },
     };
     let (parts, body) = request.into_parts();
     let read = tokio::time::timeout(
@@ -338,6 +364,24 @@ async fn handle(route: Arc<Route>, request: Request<Body>) -> Response {
         message.metadata = metadata(&parts);
     }
     let id = message.id.to_string();
+    if let Some(queue) = durable {
+        route.flow.count_received();
+        return match queue.accept(&message).await {
+            Ok(()) => (
+                StatusCode::ACCEPTED,
+                [(header::CONTENT_TYPE, "application/json")],
+                format!(r#"{{"id":"{id}"}}"#),
+            )
+                .into_response(),
+            Err(e) => {
+                tracing::error!(%id, error = %e, "could not store the message; the caller was answered 503");
+                retry_later(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the store is unavailable; retry later",
+                )
+            }
+        };
+    }
     let result = route.flow.process(message).await;
     drop(admission);
     match (result, endpoint.response) {

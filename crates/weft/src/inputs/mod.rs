@@ -89,6 +89,30 @@ impl Feed {
     /// Waits for a place in flight, then processes `message` in its own task.
     /// Returns `false` if shutdown came first (the message was not accepted).
     pub async fn push(&self, message: Message) -> bool {
+        if let Some(queue) = self.flow.durable() {
+            // Wait for room, then for the commit: that is this input's backpressure.
+            loop {
+                while queue.is_full() {
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                    }
+                }
+                match queue.accept(&message).await {
+                    Ok(()) => {
+                        self.flow.count_received();
+                        return true;
+                    }
+                    Err(error) => {
+                        tracing::error!(flow = %self.flow.name, %error, "could not store a message; retrying");
+                        tokio::select! {
+                            _ = self.shutdown.cancelled() => return false,
+                            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            }
+        }
         let admission = tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => return false,

@@ -4,6 +4,7 @@
 mod admin;
 mod check;
 mod delivery;
+mod durable;
 mod finite;
 mod http_input;
 mod support;

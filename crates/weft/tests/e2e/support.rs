@@ -62,7 +62,12 @@ impl Weft {
     }
 
     pub async fn start_with(config: &str, env: &[(&str, &str)], stdin: Stdio) -> Weft {
-        let mut weft = Self::spawn(config, env, stdin);
+        Self::start_in(scratch(), config, env, stdin).await
+    }
+
+    /// Starts weft with its config and data directory in `dir` (reuse `dir` to restart).
+    pub async fn start_in(dir: PathBuf, config: &str, env: &[(&str, &str)], stdin: Stdio) -> Weft {
+        let mut weft = Self::spawn_in(dir, config, env, stdin);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = weft.child.try_wait().unwrap() {
@@ -82,7 +87,10 @@ impl Weft {
 
     /// Starts `weft run` without waiting for it to be ready (for flows that end by themselves).
     pub fn spawn(config: &str, env: &[(&str, &str)], stdin: Stdio) -> Weft {
-        let dir = scratch();
+        Self::spawn_in(scratch(), config, env, stdin)
+    }
+
+    pub fn spawn_in(dir: PathBuf, config: &str, env: &[(&str, &str)], stdin: Stdio) -> Weft {
         let path = dir.join("flows.yaml");
         std::fs::write(&path, config).unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -91,11 +99,13 @@ impl Weft {
             .arg(&path)
             .arg("--admin-address")
             .arg(admin.to_string())
+            .arg("--data-dir")
+            .arg(dir.join("data"))
             .envs(env.iter().copied())
             .env("WEFT_LOG", "info")
             .stdin(stdin)
-            .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
-            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+            .stdout(append(&dir.join("stdout.log")))
+            .stderr(append(&dir.join("stderr.log")))
             .spawn()
             .unwrap();
         Weft { child, dir, admin }
@@ -107,6 +117,12 @@ impl Weft {
 
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no drain, no goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn terminate(&self) {
@@ -136,6 +152,19 @@ impl Weft {
     pub async fn metrics(&self) -> String {
         get(&format!("http://{}/metrics", self.admin)).await.2
     }
+
+    /// Waits until `/metrics` contains `needle`; returns the last scrape on timeout.
+    pub async fn metric_eventually(&self, needle: &str) -> Result<(), String> {
+        let mut last = String::new();
+        for _ in 0..200 {
+            last = self.metrics().await;
+            if last.contains(needle) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(last)
+    }
 }
 
 impl Drop for Weft {
@@ -143,6 +172,14 @@ impl Drop for Weft {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn append(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
 }
 
 /// Runs `weft` with arguments to completion: (status, stdout, stderr).

@@ -1,0 +1,239 @@
+//! Durable delivery: the input acks once the message is committed to the store; delivery
+//! workers take it from there, through the pipeline and outputs, and survive restarts.
+//!
+//! Invariants:
+//! - [`DurableQueue::accept`] returns only after the store committed the message; inputs ack on
+//!   that and nothing else.
+//! - A message leaves the store only by `ack` (delivered, filtered or dropped by a status class)
+//!   or by moving to the dead-letter queue (failed for good, or a pipeline error). A worker that
+//!   dies mid-delivery leaves a lease that lapses, so the message is delivered again.
+//! - The retry schedule (attempts, next attempt time, last error) lives in the store, so a
+//!   restart resumes it rather than starting over.
+//! - The queue is bounded by message count and bytes; a full queue refuses (HTTP 429) or makes
+//!   reading inputs wait, instead of growing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use metrics::Gauge;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use weft_store::{Failure, Queued, Store, StoreError};
+
+use super::flow::{Flow, Verdict};
+use super::mapping::{Value, empty_object};
+use super::{Message, Output, Processor};
+
+/// How long a claimed message stays reserved for one worker. Only matters when a worker dies
+/// without a restart of the process (a restart clears every lease).
+const LEASE: Duration = Duration::from_secs(600);
+/// How often an idle worker looks for retries that came due.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Per-flow bounds of the store queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_messages: u64,
+    pub max_bytes: u64,
+}
+
+pub struct DurableQueue {
+    store: Store,
+    flow: Arc<str>,
+    limits: Limits,
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    wake: Notify,
+    depth: Gauge,
+    dead: Gauge,
+}
+
+impl DurableQueue {
+    /// Opens `flow`'s queue, counting what a previous run left in it.
+    pub async fn open(store: Store, flow: Arc<str>, limits: Limits) -> Result<Self, StoreError> {
+        let depth = store.depth(&flow).await?;
+        let queue = DurableQueue {
+            depth: metrics::gauge!("weft_queue_messages", "flow" => flow.to_string()),
+            dead: metrics::gauge!("weft_dead_letters", "flow" => flow.to_string()),
+            store,
+            flow,
+            limits,
+            messages: AtomicU64::new(depth.messages),
+            bytes: AtomicU64::new(depth.bytes),
+            wake: Notify::new(),
+        };
+        queue.depth.set(depth.messages as f64);
+        queue.count_dead().await;
+        Ok(queue)
+    }
+
+    async fn count_dead(&self) {
+        let filter = weft_store::DlqFilter {
+            flow: Some(self.flow.to_string()),
+            ..Default::default()
+        };
+        if let Ok(n) = self.store.count_dead_letters(&filter).await {
+            self.dead.set(n as f64);
+        }
+    }
+
+    /// Whether the queue is at its message or byte limit.
+    pub fn is_full(&self) -> bool {
+        self.messages.load(Ordering::Relaxed) >= self.limits.max_messages
+            || self.bytes.load(Ordering::Relaxed) >= self.limits.max_bytes
+    }
+
+    /// Messages waiting (due or scheduled for a retry).
+    pub fn len(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Commits `message` to the store; the input may ack once this returns `Ok`.
+    pub async fn accept(&self, message: &Message) -> Result<(), StoreError> {
+        let payload = serde_json::to_vec(&message.value).unwrap_or_default();
+        let metadata = serde_json::to_vec(&message.metadata).unwrap_or_default();
+        let size = (payload.len() + metadata.len()) as u64;
+        self.store
+            .enqueue(
+                &self.flow,
+                &message.id.to_string(),
+                &payload,
+                &metadata,
+                now_ms(),
+            )
+            .await?;
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        self.depth.increment(1.0);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    fn left(&self, entry: &Queued) {
+        let size = (entry.payload.len() + entry.metadata.len()) as u64;
+        let _ = self
+            .messages
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(size))
+            });
+        self.depth.decrement(1.0);
+    }
+
+    async fn dead_letter(&self, entry: &Queued, attempts: u32, reason: String) {
+        tracing::error!(flow = %self.flow, id = entry.id, attempts, %reason, "message moved to the dead-letter queue");
+        let failure = Failure {
+            reason,
+            ..Default::default()
+        };
+        match self
+            .store
+            .dead_letter(entry.seq, attempts, failure, now_ms())
+            .await
+        {
+            Ok(_) => {
+                self.left(entry);
+                self.dead.increment(1.0);
+            }
+            Err(e) => {
+                tracing::error!(flow = %self.flow, id = entry.id, error = %e, "could not dead-letter; the message will be delivered again")
+            }
+        }
+    }
+
+    async fn ack(&self, entry: &Queued) {
+        match self.store.ack(entry.seq).await {
+            Ok(_) => self.left(entry),
+            Err(e) => {
+                tracing::error!(flow = %self.flow, id = entry.id, error = %e, "could not ack; the message will be delivered again")
+            }
+        }
+    }
+}
+
+fn decode(entry: &Queued) -> Result<Message, String> {
+    let value: Value = serde_json::from_slice(&entry.payload)
+        .map_err(|e| format!("stored message is unreadable: {e}"))?;
+    let metadata = if entry.metadata.is_empty() {
+        empty_object()
+    } else {
+        serde_json::from_slice(&entry.metadata)
+            .map_err(|e| format!("stored metadata is unreadable: {e}"))?
+    };
+    let mut message = Message::new(value);
+    message.metadata = metadata;
+    if let Ok(id) = entry.id.parse() {
+        message.id = id;
+    }
+    Ok(message)
+}
+
+/// One delivery worker: claims due messages of the flow until `shutdown`.
+pub async fn work<P: Processor, O: Output>(flow: Arc<Flow<P, O>>, shutdown: CancellationToken) {
+    let Some(queue) = flow.durable().cloned() else {
+        return;
+    };
+    while !shutdown.is_cancelled() {
+        let claimed = match queue.store.claim(&queue.flow, now_ms(), 1, LEASE).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::error!(flow = %queue.flow, error = %e, "cannot read the store queue; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(entry) = claimed.into_iter().next() else {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = queue.wake.notified() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+            }
+            continue;
+        };
+        deliver(&flow, &queue, entry).await;
+    }
+}
+
+async fn deliver<P: Processor, O: Output>(flow: &Flow<P, O>, queue: &DurableQueue, entry: Queued) {
+    let attempts = entry.attempts + 1;
+    let message = match decode(&entry) {
+        Ok(m) => m,
+        Err(reason) => return queue.dead_letter(&entry, attempts, reason).await,
+    };
+    let message = match flow.transform(message) {
+        Ok(Some(m)) => m,
+        Ok(None) => return queue.ack(&entry).await,
+        Err(e) => return queue.dead_letter(&entry, attempts, e.to_string()).await,
+    };
+    let elapsed =
+        Duration::from_millis(now_ms().saturating_sub(entry.enqueued_at_ms).max(0) as u64);
+    match flow.attempt(&message, attempts, elapsed).await {
+        Verdict::Delivered => queue.ack(&entry).await,
+        Verdict::Failed(reason) => queue.dead_letter(&entry, attempts, reason).await,
+        Verdict::Retry { wait, reason } => {
+            let next = now_ms() + wait.as_millis() as i64;
+            if let Err(e) = queue
+                .store
+                .reschedule(entry.seq, attempts, next, &reason)
+                .await
+            {
+                tracing::error!(flow = %queue.flow, id = entry.id, error = %e, "could not persist the retry; the lease will lapse and the message be retried");
+            }
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! `delivery: durable` through the real binary: 202 after commit, retries from the store, the
+//! dead-letter queue, a full queue refusing with 429, and SIGKILL at random moments losing nothing
+//! that was acknowledged.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::time::Duration;
+
+use weft_store::{DlqFilter, Durability, Store};
+
+use crate::support::*;
+
+fn durable_flow(port: u16, url: &str, extra_flow: &str, retry: &str) -> String {
+    format!(
+        r#"
+flows:
+  orders:
+    delivery: durable
+{extra_flow}
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    pipeline:
+      - map: .stored = true
+    output:
+      http_client:
+        url: "{url}"
+        timeout: 500ms
+        retry: {retry}
+"#
+    )
+}
+
+async fn dead_letters(dir: &std::path::Path) -> Vec<weft_store::DeadLetter> {
+    let store = Store::open(&dir.join("data/weft.db"), Durability::Process)
+        .await
+        .unwrap();
+    store
+        .dead_letters(&DlqFilter::default(), 100)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_with_202_then_delivered_through_retries() {
+    let receiver = Receiver::start().await;
+    receiver.script(vec![Reply::status(503), Reply::status(503)]);
+    let port = free_port();
+    let config = durable_flow(
+        port,
+        &receiver.url("/in"),
+        "",
+        "{ initial_backoff: 50ms, max_backoff: 100ms }",
+    );
+    let weft = Weft::start(&config).await;
+    let (status, _, body) = post_json(&format!("http://127.0.0.1:{port}/"), r#"{"n": 1}"#).await;
+    assert_eq!(status, 202, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        eventually(Duration::from_secs(10), || receiver.seen().len() == 3).await,
+        "two 503s, then the 200: {}",
+        weft.stderr()
+    );
+    assert_eq!(
+        receiver.seen()[2].json(),
+        serde_json::json!({"n": 1, "stored": true})
+    );
+    assert!(!id.is_empty());
+    weft.metric_eventually(r#"weft_queue_messages{flow="orders"} 0"#)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failures_and_exhausted_retries_go_to_the_dead_letter_queue() {
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(400));
+    let port = free_port();
+    let dir = scratch();
+    let config = durable_flow(
+        port,
+        &receiver.url("/in"),
+        "",
+        "{ max_attempts: 2, initial_backoff: 50ms }",
+    );
+    let weft = Weft::start_in(dir.clone(), &config, &[], Stdio::null()).await;
+    let (status, _, _) = post_json(&format!("http://127.0.0.1:{port}/"), r#"{"n": 1}"#).await;
+    assert_eq!(status, 202);
+    assert!(
+        eventually(Duration::from_secs(10), || receiver.seen().len() == 1).await,
+        "{}",
+        weft.stderr()
+    );
+    receiver.set_default(Reply::status(500));
+    let (status, _, _) = post_json(&format!("http://127.0.0.1:{port}/"), r#"{"n": 2}"#).await;
+    assert_eq!(status, 202);
+    assert!(eventually(Duration::from_secs(10), || receiver.seen().len() == 3).await);
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        dead = dead_letters(&dir).await;
+        if dead.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dead.len(), 2, "{}", weft.stderr());
+    let first = dead
+        .iter()
+        .find(|d| d.payload.windows(5).any(|w| w == b"\"n\":1"))
+        .unwrap();
+    assert_eq!(first.attempts, 1);
+    assert!(first.failure.reason.contains("400"), "{:?}", first.failure);
+    let second = dead
+        .iter()
+        .find(|d| d.payload.windows(5).any(|w| w == b"\"n\":2"))
+        .unwrap();
+    assert_eq!(second.attempts, 2);
+    assert!(
+        second.failure.reason.contains("gave up after 2 attempts"),
+        "{:?}",
+        second.failure
+    );
+    weft.metric_eventually(r#"weft_dead_letters{flow="orders"} 2"#)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429_and_drops_nothing() {
+    let receiver = Receiver::start().await;
+    receiver.hold();
+    let port = free_port();
+    let config = durable_flow(
+        port,
+        &receiver.url("/in"),
+        "    max_queued: 2\n    concurrency: 1",
+        "{ initial_backoff: 50ms }",
+    )
+    .replace("timeout: 500ms", "timeout: 30s");
+    let weft = Weft::start(&config).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    assert_eq!(post_json(&url, r#"{"n": 1}"#).await.0, 202);
+    assert_eq!(post_json(&url, r#"{"n": 2}"#).await.0, 202);
+    let (status, headers, body) = post_json(&url, r#"{"n": 3}"#).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(headers["retry-after"], "1");
+    receiver.release();
+    assert!(
+        eventually(Duration::from_secs(10), || receiver.seen().len() == 2).await,
+        "{}",
+        weft.stderr()
+    );
+    // Room again once both are acked.
+    weft.metric_eventually(r#"weft_queue_messages{flow="orders"} 0"#)
+        .await
+        .unwrap();
+    assert_eq!(post_json(&url, r#"{"n": 4}"#).await.0, 202);
+    assert!(eventually(Duration::from_secs(10), || receiver.seen().len() == 3).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_the_retry_schedule() {
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(500));
+    let port = free_port();
+    let dir = scratch();
+    let config = durable_flow(
+        port,
+        &receiver.url("/in"),
+        "",
+        "{ max_attempts: 2, initial_backoff: 2s, max_backoff: 2s }",
+    );
+    let mut weft = Weft::start_in(dir.clone(), &config, &[], Stdio::null()).await;
+    assert_eq!(
+        post_json(&format!("http://127.0.0.1:{port}/"), "{}")
+            .await
+            .0,
+        202
+    );
+    assert!(eventually(Duration::from_secs(10), || receiver.seen().len() == 1).await);
+    // Killed during the backoff: the second attempt, not a first one, comes after the restart.
+    weft.kill();
+    let weft = Weft::start_in(dir.clone(), &config, &[], Stdio::null()).await;
+    assert!(
+        eventually(Duration::from_secs(10), || receiver.seen().len() == 2).await,
+        "{}",
+        weft.stderr()
+    );
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        dead = dead_letters(&dir).await;
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        dead.len(),
+        1,
+        "attempt 2 of 2 failed, so it is dead: {}",
+        weft.stderr()
+    );
+    assert_eq!(dead[0].attempts, 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.seen().len(), 2, "no attempt after the last");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_no_accepted_message() {
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let dir = scratch();
+    let config = durable_flow(
+        port,
+        &receiver.url("/in"),
+        "    concurrency: 4",
+        "{ max_attempts: 100, initial_backoff: 50ms, max_backoff: 200ms, max_elapsed: 10m }",
+    );
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut accepted = HashSet::new();
+    let mut rng = fastrand::Rng::with_seed(42);
+    // The receiver misbehaves for a while: 5xx, then too slow (timeouts), then fine.
+    let phases = [
+        Some(Reply::status(503)),
+        None,
+        Some(Reply::status(200)),
+        Some(Reply::status(200)),
+    ];
+    for (round, phase) in phases.iter().enumerate() {
+        match phase {
+            Some(reply) => {
+                receiver.set_delay(Duration::ZERO);
+                receiver.set_default(reply.clone());
+            }
+            None => {
+                receiver.set_default(Reply::status(200));
+                receiver.set_delay(Duration::from_secs(1));
+            }
+        }
+        let mut weft = Weft::start_in(dir.clone(), &config, &[], Stdio::null()).await;
+        let mut clients = Vec::new();
+        for c in 0..4 {
+            let url = url.clone();
+            clients.push(tokio::spawn(async move {
+                let mut ok = Vec::new();
+                for i in 0.. {
+                    let seq = (round * 1_000_000 + c * 100_000 + i) as i64;
+                    let (status, _, _) = post_json(&url, &format!(r#"{{"seq": {seq}}}"#)).await;
+                    match status.as_u16() {
+                        202 => ok.push(seq),
+                        599 => break,
+                        _ => {}
+                    }
+                }
+                ok
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(rng.u64(200..800))).await;
+        weft.kill();
+        for c in clients {
+            accepted.extend(c.await.unwrap());
+        }
+    }
+    // Last start: let it deliver everything.
+    receiver.set_default(Reply::status(200));
+    receiver.set_delay(Duration::ZERO);
+    let weft = Weft::start_in(dir.clone(), &config, &[], Stdio::null()).await;
+    let delivered = || -> HashSet<i64> {
+        receiver
+            .seen()
+            .iter()
+            .filter_map(|s| {
+                serde_json::from_str::<serde_json::Value>(&s.body).ok()?["seq"].as_i64()
+            })
+            .collect()
+    };
+    let all_there = eventually(Duration::from_secs(60), || accepted.is_subset(&delivered())).await;
+    let missing: Vec<_> = accepted.difference(&delivered()).copied().collect();
+    assert!(
+        all_there,
+        "accepted but never delivered: {missing:?}\n{}",
+        weft.stderr()
+    );
+    assert!(accepted.len() > 20, "the load ran: {}", accepted.len());
+    let seen_ok = receiver.seen().len();
+    eprintln!(
+        "crash test: {} accepted, {} requests at the receiver ({} beyond one per message, retries of failures included)",
+        accepted.len(),
+        seen_ok,
+        seen_ok.saturating_sub(accepted.len())
+    );
+}
