@@ -181,6 +181,14 @@ async fn a_restart_resumes_the_retry_schedule() {
     );
     assert!(eventually(Duration::from_secs(10), || receiver.seen().len() == 1).await);
     // Killed during the backoff: the second attempt, not a first one, comes after the restart.
+    // (Killed before the retry is committed, attempt 1 would rightly be made again; give the
+    // commit, which follows the 500 by milliseconds, ample time.)
+    weft.metric_eventually(
+        "weft_messages_retried_total{flow=\"orders\",component=\"output.http_client\"} 1",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     weft.kill();
     let weft = Weft::start_in(dir.clone(), &config, &[], Stdio::null()).await;
     assert!(
