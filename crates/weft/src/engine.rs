@@ -174,7 +174,7 @@ pub async fn run(
     });
     let admin_task = tokio::spawn({
         let stop = admin_stop.clone();
-        let router = crate::admin::router(handle);
+        let router = crate::admin::router(handle, store.clone());
         async move {
             axum::serve(admin, router)
                 .with_graceful_shutdown(stop.cancelled_owned())
@@ -185,6 +185,11 @@ pub async fn run(
 
     let worker_stop = CancellationToken::new();
     let mut workers = JoinSet::new();
+    for (flow, _) in &durable_flows {
+        if let Some(queue) = flow.durable() {
+            workers.spawn(durable::upkeep(queue.clone(), worker_stop.clone()));
+        }
+    }
     for (flow, count) in &durable_flows {
         for _ in 0..*count {
             workers.spawn(durable::work(flow.clone(), worker_stop.clone()));

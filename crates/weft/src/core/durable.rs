@@ -183,6 +183,31 @@ fn decode(entry: &Queued) -> Result<Message, String> {
     Ok(message)
 }
 
+/// Re-reads the queue's depth from the store now and then: replays from `weft dlq` or another
+/// process change it behind this process's counters. Also keeps the age gauge current.
+pub async fn upkeep(queue: Arc<DurableQueue>, stop: CancellationToken) {
+    let age = metrics::gauge!("weft_queue_oldest_age_seconds", "flow" => queue.flow.to_string());
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        if let Ok(depth) = queue.store.depth(&queue.flow).await {
+            queue.messages.store(depth.messages, Ordering::Relaxed);
+            queue.bytes.store(depth.bytes, Ordering::Relaxed);
+            queue.depth.set(depth.messages as f64);
+            let oldest = depth
+                .oldest_enqueued_at_ms
+                .map_or(0, |t| (now_ms() - t).max(0));
+            age.set(oldest as f64 / 1000.0);
+            if depth.messages > 0 {
+                queue.wake.notify_one();
+            }
+        }
+        queue.count_dead().await;
+    }
+}
+
 /// One delivery worker: claims due messages of the flow until `shutdown`.
 pub async fn work<P: Processor, O: Output>(flow: Arc<Flow<P, O>>, shutdown: CancellationToken) {
     let Some(queue) = flow.durable().cloned() else {

@@ -300,3 +300,89 @@ async fn sigkill_at_random_moments_loses_no_accepted_message() {
         seen_ok.saturating_sub(accepted.len())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_survive_restart_and_are_listed_replayed_and_purged() {
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(400));
+    let port = free_port();
+    let dir = scratch();
+    let config = durable_flow(port, &receiver.url("/in"), "", "{ initial_backoff: 50ms }");
+    let mut weft = Weft::start_in(dir.clone(), &config, &[], Stdio::null()).await;
+    for n in [1, 2] {
+        let (status, _, _) = post_json(
+            &format!("http://127.0.0.1:{port}/"),
+            &format!(r#"{{"n": {n}}}"#),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    weft.metric_eventually(r#"weft_dead_letters{flow="orders"} 2"#)
+        .await
+        .unwrap();
+
+    // The admin API.
+    let api = format!("http://{}/api/v1/flows/orders/dlq", weft.admin);
+    let (status, _, body) = get(&api).await;
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2, "{body}");
+    assert!(
+        list[0]["reason"].as_str().unwrap().contains("400"),
+        "{body}"
+    );
+    let first_id = list[0]["id"].as_str().unwrap().to_string();
+    let (status, _, body) = get(&format!("{api}/{first_id}")).await;
+    assert_eq!(status, 200, "{body}");
+    let one: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        one["message"]["stored"],
+        serde_json::Value::Null,
+        "the message as it arrived"
+    );
+    assert!(one["history"].as_array().unwrap().is_empty());
+    assert_eq!(get(&format!("{api}/nope")).await.0, 404);
+
+    // The CLI, on the stopped instance.
+    weft.kill();
+    let data = dir.join("data");
+    let data = data.to_str().unwrap();
+    let (status, stdout, stderr) = weft_cmd(&["dlq", "list", "--data-dir", data], &dir);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+
+    // Replay one into a running instance whose receiver now accepts.
+    receiver.set_default(Reply::status(200));
+    let before = receiver.seen().len();
+    let weft = Weft::start_in(dir.clone(), &config, &[], Stdio::null()).await;
+    let (status, stdout, stderr) = weft_cmd(
+        &[
+            "dlq",
+            "replay",
+            "--flow",
+            "orders",
+            "--id",
+            &first_id,
+            "--data-dir",
+            data,
+        ],
+        &dir,
+    );
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), "replayed 1");
+    assert!(
+        eventually(Duration::from_secs(10), || receiver.seen().len()
+            == before + 1)
+        .await,
+        "{}",
+        weft.stderr()
+    );
+
+    // Purge the other through the API (of the new process).
+    let api = format!("http://{}/api/v1/flows/orders/dlq", weft.admin);
+    let (status, _, body) = request(http::Method::POST, &format!("{api}/purge"), None, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, r#"{"purged":1}"#);
+    let (_, _, body) = get(&api).await;
+    assert_eq!(body, "[]");
+}
