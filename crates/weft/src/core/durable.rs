@@ -135,12 +135,8 @@ impl DurableQueue {
         self.depth.decrement(1.0);
     }
 
-    async fn dead_letter(&self, entry: &Queued, attempts: u32, reason: String) {
-        tracing::error!(flow = %self.flow, id = entry.id, attempts, %reason, "message moved to the dead-letter queue");
-        let failure = Failure {
-            reason,
-            ..Default::default()
-        };
+    async fn dead_letter(&self, entry: &Queued, attempts: u32, failure: Failure) {
+        tracing::error!(flow = %self.flow, id = entry.id, attempts, reason = %failure.reason, "message moved to the dead-letter queue");
         match self
             .store
             .dead_letter(entry.seq, attempts, failure, now_ms())
@@ -238,18 +234,29 @@ async fn deliver<P: Processor, O: Output>(flow: &Flow<P, O>, queue: &DurableQueu
     let attempts = entry.attempts + 1;
     let message = match decode(&entry) {
         Ok(m) => m,
-        Err(reason) => return queue.dead_letter(&entry, attempts, reason).await,
+        Err(reason) => return queue.dead_letter(&entry, attempts, reason.into()).await,
     };
     let message = match flow.transform(message) {
         Ok(Some(m)) => m,
         Ok(None) => return queue.ack(&entry).await,
-        Err(e) => return queue.dead_letter(&entry, attempts, e.to_string()).await,
+        Err(e) => {
+            return queue
+                .dead_letter(&entry, attempts, e.to_string().into())
+                .await;
+        }
     };
     let elapsed =
         Duration::from_millis(now_ms().saturating_sub(entry.enqueued_at_ms).max(0) as u64);
     match flow.attempt(&message, attempts, elapsed).await {
         Verdict::Delivered => queue.ack(&entry).await,
-        Verdict::Failed(reason) => queue.dead_letter(&entry, attempts, reason).await,
+        Verdict::Failed { reason, response } => {
+            let failure = Failure {
+                reason,
+                last_status: response.as_ref().map(|r| r.status),
+                response_excerpt: response.map(|r| r.excerpt),
+            };
+            queue.dead_letter(&entry, attempts, failure).await
+        }
         Verdict::Retry { wait, reason } => {
             let next = now_ms() + wait.as_millis() as i64;
             if let Err(e) = queue

@@ -15,7 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::durable::DurableQueue;
 use super::metrics::{ComponentMetrics, FlowMetrics};
-use super::retry::{Decision, Delivered, RetryPolicy, deliver};
+use super::retry::{Answer, Decision, Delivered, RetryPolicy, deliver};
 use super::{Attempt, Message, Output, Processor};
 
 pub struct ProcessorSlot<P> {
@@ -59,8 +59,15 @@ pub enum FlowError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Delivered,
-    Retry { wait: Duration, reason: String },
-    Failed(String),
+    Retry {
+        wait: Duration,
+        reason: String,
+    },
+    Failed {
+        reason: String,
+        /// The failing output's last answer, when it got one.
+        response: Option<Answer>,
+    },
 }
 
 pub struct Flow<P, O> {
@@ -222,7 +229,13 @@ impl<P: Processor, O: Output> Flow<P, O> {
         for (slot, outcome, decision) in outcomes {
             match decision {
                 Decision::Fail(reason) => {
-                    failed.get_or_insert_with(|| format!("{}: {reason}", slot.id));
+                    let response = match outcome {
+                        Attempt::Fatal { response, .. } | Attempt::Retryable { response, .. } => {
+                            response
+                        }
+                        _ => None,
+                    };
+                    failed.get_or_insert_with(|| (format!("{}: {reason}", slot.id), response));
                 }
                 Decision::RetryIn(wait) => {
                     let reason = match outcome {
@@ -238,7 +251,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
             }
         }
         match (failed, retry) {
-            (Some(reason), _) => Verdict::Failed(reason),
+            (Some((reason, response)), _) => Verdict::Failed { reason, response },
             (None, Some((wait, reason))) => Verdict::Retry { wait, reason },
             (None, None) => Verdict::Delivered,
         }

@@ -42,6 +42,14 @@ impl Default for RetryConfig {
     }
 }
 
+/// What the destination answered, kept with a dead letter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    /// The start of the response body.
+    pub excerpt: String,
+}
+
 /// What one attempt produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attempt {
@@ -50,10 +58,12 @@ pub enum Attempt {
     Retryable {
         reason: String,
         retry_after: Option<Duration>,
+        response: Option<Answer>,
     },
     /// Will not get better by trying again, e.g. a 400.
     Fatal {
         reason: String,
+        response: Option<Answer>,
     },
     /// The destination does not want it, and that is fine (a configured `drop` status).
     Drop {
@@ -99,11 +109,12 @@ impl RetryPolicy {
     ) -> Decision {
         let (reason, retry_after) = match outcome {
             Attempt::Delivered => return Decision::Done,
-            Attempt::Fatal { reason } => return Decision::Fail(reason.clone()),
+            Attempt::Fatal { reason, .. } => return Decision::Fail(reason.clone()),
             Attempt::Drop { reason } => return Decision::Drop(reason.clone()),
             Attempt::Retryable {
                 reason,
                 retry_after,
+                ..
             } => (reason, retry_after),
         };
         if attempts >= self.max_attempts {
@@ -192,6 +203,7 @@ mod tests {
         Attempt::Retryable {
             reason: "503".into(),
             retry_after: after.map(Duration::from_secs),
+            response: None,
         }
     }
 
@@ -248,6 +260,7 @@ mod tests {
         let huge = Attempt::Retryable {
             reason: "429".into(),
             retry_after: Some(Duration::from_secs(u64::MAX)),
+            response: None,
         };
         assert!(matches!(
             policy().decide(1, Duration::from_secs(2), &huge, 0.5),
@@ -267,7 +280,8 @@ mod tests {
                 1,
                 Duration::ZERO,
                 &Attempt::Fatal {
-                    reason: "400".into()
+                    reason: "400".into(),
+                    response: None
                 },
                 0.5
             ),

@@ -59,6 +59,7 @@ impl FileOutput {
                     return Attempt::Retryable {
                         reason: format!("open {}: {e}", self.path.display()),
                         retry_after: None,
+                        response: None,
                     };
                 }
             }
@@ -76,6 +77,7 @@ impl FileOutput {
                 Attempt::Retryable {
                     reason: format!("write {}: {e}", self.path.display()),
                     retry_after: None,
+                    response: None,
                 }
             }
         }

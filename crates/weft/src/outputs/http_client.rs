@@ -41,8 +41,9 @@ use serde::Deserialize;
 use crate::clients::http::{ClientError, HttpClient};
 use crate::config::BuildError;
 use crate::config::units::Dur;
+use crate::core::retry::{Answer, RetryConfig};
 use crate::core::template::{Escape, Template};
-use crate::core::{Attempt, Message, retry::RetryConfig};
+use crate::core::{Attempt, Message};
 
 /// The most of an answer kept, for error messages.
 const RESPONSE_LIMIT: usize = 64 * 1024;
@@ -308,11 +309,17 @@ impl HttpClientOutput {
                 Err(e) => {
                     return Attempt::Fatal {
                         reason: format!("url: {e}"),
+                        response: None,
                     };
                 }
                 Ok(url) => match check_uri(&url) {
                     Ok(uri) => uri,
-                    Err(reason) => return Attempt::Fatal { reason },
+                    Err(reason) => {
+                        return Attempt::Fatal {
+                            reason,
+                            response: None,
+                        };
+                    }
                 },
             },
         };
@@ -331,7 +338,12 @@ impl HttpClientOutput {
                 same_origin,
             ) {
                 Ok(r) => r,
-                Err(reason) => return Attempt::Fatal { reason },
+                Err(reason) => {
+                    return Attempt::Fatal {
+                        reason,
+                        response: None,
+                    };
+                }
             };
             let response = match self
                 .client
@@ -343,10 +355,17 @@ impl HttpClientOutput {
                     return Attempt::Retryable {
                         reason: format!("{method} {uri}: {e}"),
                         retry_after: None,
+                        response: None,
                     };
                 }
             };
             let status = response.status();
+            let answer = || {
+                Some(Answer {
+                    status: status.as_u16(),
+                    excerpt: String::from_utf8_lossy(response.body()).into_owned(),
+                })
+            };
             let reason = || {
                 let body =
                     String::from_utf8_lossy(&response.body()[..response.body().len().min(512)])
@@ -356,7 +375,12 @@ impl HttpClientOutput {
             match self.classify(status) {
                 Class::Success => return Attempt::Delivered,
                 Class::Drop => return Attempt::Drop { reason: reason() },
-                Class::Fail => return Attempt::Fatal { reason: reason() },
+                Class::Fail => {
+                    return Attempt::Fatal {
+                        reason: reason(),
+                        response: answer(),
+                    };
+                }
                 Class::Retry => {
                     return Attempt::Retryable {
                         reason: reason(),
@@ -364,6 +388,7 @@ impl HttpClientOutput {
                             response.headers().get(header::RETRY_AFTER),
                             SystemTime::now(),
                         ),
+                        response: answer(),
                     };
                 }
                 Class::Redirect if !self.follow_redirects => {
@@ -372,6 +397,7 @@ impl HttpClientOutput {
                             "{} (redirects are not followed; set follow_redirects: true)",
                             reason()
                         ),
+                        response: answer(),
                     };
                 }
                 Class::Redirect => {
@@ -384,6 +410,7 @@ impl HttpClientOutput {
                     else {
                         return Attempt::Fatal {
                             reason: format!("{} without a usable Location", reason()),
+                            response: answer(),
                         };
                     };
                     if status == StatusCode::SEE_OTHER {
@@ -395,6 +422,7 @@ impl HttpClientOutput {
         }
         Attempt::Fatal {
             reason: format!("more than {MAX_REDIRECTS} redirects"),
+            response: None,
         }
     }
 }

@@ -38,11 +38,13 @@ impl Stdout {
                 Err(e) => Attempt::Retryable {
                     reason: format!("stdout: {e}"),
                     retry_after: None,
+                    response: None,
                 },
             },
             Err(e) => Attempt::Retryable {
                 reason: format!("stdout: {e}"),
                 retry_after: None,
+                response: None,
             },
         }
     }

@@ -112,6 +112,11 @@ async fn permanent_failures_and_exhausted_retries_go_to_the_dead_letter_queue() 
         .unwrap();
     assert_eq!(first.attempts, 1);
     assert!(first.failure.reason.contains("400"), "{:?}", first.failure);
+    assert_eq!(first.failure.last_status, Some(400));
+    assert_eq!(
+        first.failure.response_excerpt.as_deref(),
+        Some("receiver says hi")
+    );
     let second = dead
         .iter()
         .find(|d| d.payload.windows(5).any(|w| w == b"\"n\":2"))
@@ -341,6 +346,8 @@ async fn dead_letters_survive_restart_and_are_listed_replayed_and_purged() {
         "the message as it arrived"
     );
     assert!(one["history"].as_array().unwrap().is_empty());
+    assert_eq!(one["last_status"], 400);
+    assert_eq!(one["response_excerpt"], "receiver says hi");
     assert_eq!(get(&format!("{api}/nope")).await.0, 404);
 
     // The CLI, on the stopped instance.
@@ -385,4 +392,21 @@ async fn dead_letters_survive_restart_and_are_listed_replayed_and_purged() {
     assert_eq!(body, r#"{"purged":1}"#);
     let (_, _, body) = get(&api).await;
     assert_eq!(body, "[]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_store_stops_the_start_with_a_clear_error() {
+    let dir = scratch();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(dir.join("data/weft.db"), vec![0x42u8; 8192]).unwrap();
+    let config = durable_flow(free_port(), "http://127.0.0.1:9/", "", "{}");
+    let mut weft = Weft::spawn_in(dir.clone(), &config, &[], Stdio::null());
+    let status = weft.wait(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(1));
+    let stderr = weft.stderr();
+    assert!(
+        stderr.contains("weft.db") && stderr.contains("move it aside"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
