@@ -193,7 +193,7 @@ async fn load(url: String, connections: usize, duration: Duration) -> anyhow::Re
                 let start = Instant::now();
                 sender.ready().await?;
                 let response = sender.send_request(request).await?;
-                let ok = response.status() == StatusCode::OK;
+                let ok = response.status().is_success();
                 response.into_body().collect().await?;
                 if ok {
                     latencies.push(start.elapsed().as_micros() as u32);
@@ -280,6 +280,8 @@ async fn wait_ready(address: &str) -> anyhow::Result<()> {
 
 struct Measured {
     rps: f64,
+    /// Requests the receiver took per second in the same window (delivery, not just intake).
+    delivered: f64,
     p50_ms: f64,
     p99_ms: f64,
     cpu_us: f64,
@@ -287,12 +289,42 @@ struct Measured {
     rss_peak_mib: f64,
 }
 
+fn receiver_count(rt: &tokio::runtime::Runtime, receiver: &str) -> u64 {
+    rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(receiver).await.ok()?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let request = Request::get("/count")
+            .header(header::HOST, receiver)
+            .body(Full::new(Bytes::new()))
+            .ok()?;
+        let body = sender
+            .send_request(request)
+            .await
+            .ok()?
+            .into_body()
+            .collect()
+            .await
+            .ok()?;
+        String::from_utf8_lossy(&body.to_bytes())
+            .trim()
+            .parse()
+            .ok()
+    })
+    .unwrap_or(0)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn measure(
     me: &std::path::Path,
     url: &str,
     server_pid: u32,
     seconds: f64,
     connections: usize,
+    rt: &tokio::runtime::Runtime,
+    receiver: &str,
 ) -> anyhow::Result<Measured> {
     let run_load = |secs: f64| -> anyhow::Result<LoadResult> {
         let out = pinned("0", me)
@@ -318,11 +350,14 @@ fn measure(
     let rss_idle = rss_kib(server_pid);
     run_load(3.0)?; // warm-up
     let cpu_before = cpu_seconds(server_pid)?;
+    let delivered_before = receiver_count(rt, receiver);
     let result = run_load(seconds)?;
+    let delivered = receiver_count(rt, receiver) - delivered_before;
     let cpu = cpu_seconds(server_pid)? - cpu_before;
     let rss_peak = rss_kib(server_pid);
     Ok(Measured {
         rps: result.requests as f64 / seconds,
+        delivered: delivered as f64 / seconds,
         p50_ms: result.p50_us as f64 / 1000.0,
         p99_ms: result.p99_us as f64 / 1000.0,
         cpu_us: cpu * 1e6 / result.requests.max(1) as f64,
@@ -367,77 +402,118 @@ fn orchestrate(
     );
     rt.block_on(wait_ready(&base_addr))?;
 
-    let weft_addr = format!("127.0.0.1:{}", free_port()?);
     let dir = std::env::temp_dir().join(format!("weft-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let config = dir.join("bench.yaml");
-    std::fs::write(
-        &config,
-        WEFT_FLOW
-            .replace("ADDRESS", &weft_addr)
-            .replace("UPSTREAM", &upstream),
-    )?;
-    let admin = format!("127.0.0.1:{}", free_port()?);
-    let weft_proc = Killed(
-        pinned("1", &weft)
-            .arg("run")
-            .arg(&config)
-            .args(["--admin-address", &admin])
-            .env("WEFT_LOG", "warn")
-            .spawn()?,
-    );
-    rt.block_on(wait_ready(&weft_addr))?;
-
-    // Alternate the two servers so that drift on a shared machine hits both alike.
-    println!(
-        "{connections} connections, {seconds}s per run after a 3s warm-up, {rounds} rounds; load on CPU 0, server and receiver on CPU 1"
-    );
-    println!(
-        "{:<10} {:>10} {:>9} {:>9} {:>12} {:>10} {:>10}",
-        "server", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "idle MiB", "peak MiB"
-    );
-    let mut ratios = Vec::new();
-    for _ in 0..rounds {
-        let b = measure(
-            &me,
-            &format!("http://{base_addr}/orders"),
-            base.0.id(),
-            seconds,
-            connections,
-        )?;
-        let w = measure(
-            &me,
-            &format!("http://{weft_addr}/orders"),
-            weft_proc.0.id(),
-            seconds,
-            connections,
-        )?;
-        for (name, m) in [("baseline", &b), ("weft", &w)] {
-            println!(
-                "{:<10} {:>10.0} {:>9.2} {:>9.2} {:>12.1} {:>10.1} {:>10.1}",
-                name, m.rps, m.p50_ms, m.p99_ms, m.cpu_us, m.rss_idle_mib, m.rss_peak_mib
-            );
+    // weft in three modes; each is its own process, pinned like the baseline.
+    let modes = [
+        ("weft", ""),
+        ("durable", "durability: process\n"),
+        ("dur-power", "durability: power\n"),
+    ];
+    let mut servers = vec![("baseline", base_addr.clone(), base)];
+    for (name, top) in modes {
+        let address = format!("127.0.0.1:{}", free_port()?);
+        let mut flow = WEFT_FLOW
+            .replace("ADDRESS", &address)
+            .replace("UPSTREAM", &upstream);
+        if name != "weft" {
+            flow = flow
+                .replace(
+                    "    concurrency: 4096\n",
+                    "    delivery: durable\n    concurrency: 64\n",
+                )
+                .replace("flows:\n", &format!("{top}flows:\n"));
         }
-        ratios.push((w.rps / b.rps, w.p99_ms / b.p99_ms, w.cpu_us / b.cpu_us));
+        let config = dir.join(format!("{name}.yaml"));
+        std::fs::write(&config, flow)?;
+        let admin = format!("127.0.0.1:{}", free_port()?);
+        let process = Killed(
+            pinned("1", &weft)
+                .arg("run")
+                .arg(&config)
+                .args(["--admin-address", &admin])
+                .arg("--data-dir")
+                .arg(dir.join(name))
+                .env("WEFT_LOG", "warn")
+                .spawn()?,
+        );
+        rt.block_on(wait_ready(&address))?;
+        servers.push((name, address, process));
     }
-    drop(weft_proc);
-    drop(base);
+
+    // Alternate the servers so that drift on a shared machine hits all alike.
+    println!(
+        "{connections} connections, {seconds}s per run after a 3s warm-up, {rounds} rounds; load on CPU 0, servers and receiver on CPU 1"
+    );
+    println!(
+        "{:<10} {:>9} {:>11} {:>8} {:>8} {:>11} {:>9} {:>9}",
+        "server", "req/s", "delivered/s", "p50 ms", "p99 ms", "CPU µs/req", "idle MiB", "peak MiB"
+    );
+    let mut results: Vec<Vec<Measured>> = servers.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (i, (name, address, process)) in servers.iter().enumerate() {
+            let m = measure(
+                &me,
+                &format!("http://{address}/orders"),
+                process.0.id(),
+                seconds,
+                connections,
+                &rt,
+                &receiver_addr,
+            )?;
+            println!(
+                "{:<10} {:>9.0} {:>11.0} {:>8.2} {:>8.2} {:>11.1} {:>9.1} {:>9.1}",
+                name,
+                m.rps,
+                m.delivered,
+                m.p50_ms,
+                m.p99_ms,
+                m.cpu_us,
+                m.rss_idle_mib,
+                m.rss_peak_mib
+            );
+            results[i].push(m);
+            // A durable server may still be delivering its backlog: let it finish, so it does
+            // not take CPU from the next server's run.
+            let mut last = receiver_count(&rt, &receiver_addr);
+            for _ in 0..120 {
+                std::thread::sleep(Duration::from_millis(500));
+                let now = receiver_count(&rt, &receiver_addr);
+                if now == last {
+                    break;
+                }
+                last = now;
+            }
+        }
+    }
+    drop(servers);
     drop(receiver);
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let median = |f: fn(&(f64, f64, f64)) -> f64| {
-        let mut v: Vec<f64> = ratios.iter().map(f).collect();
+    let median_ratio = |i: usize, f: fn(&Measured) -> f64, base: usize| {
+        let mut v: Vec<f64> = (0..rounds)
+            .map(|r| f(&results[i][r]) / f(&results[base][r]))
+            .collect();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
     println!(
         "weft/baseline, median of {rounds}: throughput {:.2}x (target >= 0.8), p99 {:.2}x (target <= 1.5), CPU/req {:.2}x",
-        median(|r| r.0),
-        median(|r| r.1),
-        median(|r| r.2)
+        median_ratio(1, |m| m.rps, 0),
+        median_ratio(1, |m| m.p99_ms, 0),
+        median_ratio(1, |m| m.cpu_us, 0)
+    );
+    println!(
+        "durable/direct, median of {rounds}: intake (202) {:.2}x, delivered {:.2}x (target >= 0.5); with durability: power intake {:.2}x, delivered {:.2}x",
+        median_ratio(2, |m| m.rps, 1),
+        median_ratio(2, |m| m.delivered, 1),
+        median_ratio(3, |m| m.rps, 1),
+        median_ratio(3, |m| m.delivered, 1)
     );
     println!(
         "loadavg before: {}loadavg after:  {}",
         load_before, load_after
     );
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

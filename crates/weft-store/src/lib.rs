@@ -305,7 +305,8 @@ impl Store {
         .await
     }
 
-    /// Leases up to `limit` due messages of `flow`, oldest first, for `lease`.
+    /// Leases up to `limit` due messages of `flow` for `lease`: earliest due first, then by
+    /// arrival; returned in arrival order.
     pub async fn claim(
         &self,
         flow: &str,
@@ -792,7 +793,7 @@ async fn claim(
         "UPDATE queue SET lease_until = ?1 + ?2
          WHERE seq IN (SELECT seq FROM queue
                        WHERE flow = ?3 AND next_attempt_at <= ?1 AND lease_until <= ?1
-                       ORDER BY seq LIMIT ?4)
+                       ORDER BY next_attempt_at, seq LIMIT ?4)
          RETURNING seq, flow, id, payload, metadata, enqueued_at, attempts, last_error, history",
     )
     .bind(now_ms)
@@ -815,7 +816,8 @@ async fn claim(
             history: split_history(&r.get::<String, _>(8)),
         })
         .collect();
-    // RETURNING gives no order guarantee.
+    // RETURNING gives no order guarantee. (Due order is next attempt time, then arrival; the
+    // order by (next_attempt_at, seq) walks the `queue_due` index and stops at the limit.)
     claimed.sort_by_key(|q| q.seq);
     Ok(claimed)
 }

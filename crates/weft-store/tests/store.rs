@@ -310,15 +310,22 @@ async fn random_operations_match_an_in_memory_model() {
                     .iter()
                     .map(|q| q.seq)
                     .collect();
-                let want: Vec<i64> = model
+                // Earliest due first, then arrival; returned in arrival order.
+                let mut due: Vec<(i64, i64)> = model
                     .queue
                     .iter()
                     .filter(|(_, (f, _, _, next, lease))| {
                         f == flow && *next <= now && *lease <= now
                     })
-                    .map(|(s, _)| *s)
-                    .take(limit as usize)
+                    .map(|(s, (_, _, _, next, _))| (*next, *s))
                     .collect();
+                due.sort();
+                let mut want: Vec<i64> = due
+                    .into_iter()
+                    .take(limit as usize)
+                    .map(|(_, s)| s)
+                    .collect();
+                want.sort();
                 assert_eq!(got, want, "claim at step {step}");
                 for s in want {
                     model.queue.get_mut(&s).unwrap().4 = now + 200;

@@ -191,9 +191,7 @@ pub async fn run(
         }
     }
     for (flow, count) in &durable_flows {
-        for _ in 0..*count {
-            workers.spawn(durable::work(flow.clone(), worker_stop.clone()));
-        }
+        workers.spawn(durable::work(flow.clone(), *count, worker_stop.clone()));
     }
 
     let tasks = TaskTracker::new();

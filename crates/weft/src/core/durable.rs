@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::Gauge;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use weft_store::{Failure, Queued, Store, StoreError};
 
 use super::flow::{Flow, Verdict};
@@ -204,30 +205,61 @@ pub async fn upkeep(queue: Arc<DurableQueue>, stop: CancellationToken) {
     }
 }
 
-/// One delivery worker: claims due messages of the flow until `shutdown`.
-pub async fn work<P: Processor, O: Output>(flow: Arc<Flow<P, O>>, shutdown: CancellationToken) {
+/// Delivers the flow's queue with up to `workers` messages in flight until `shutdown`: claims
+/// as many due messages as there are free workers in one store call, hands each to a task, and
+/// finishes the ones in hand before returning.
+pub async fn work<P: Processor, O: Output>(
+    flow: Arc<Flow<P, O>>,
+    workers: u32,
+    shutdown: CancellationToken,
+) {
     let Some(queue) = flow.durable().cloned() else {
         return;
     };
+    let slots = Arc::new(Semaphore::new(workers.max(1) as usize));
+    let tasks = TaskTracker::new();
     while !shutdown.is_cancelled() {
-        let claimed = match queue.store.claim(&queue.flow, now_ms(), 1, LEASE).await {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let mut permits = vec![first];
+        while let Ok(permit) = slots.clone().try_acquire_owned() {
+            permits.push(permit);
+        }
+        let claimed = match queue
+            .store
+            .claim(&queue.flow, now_ms(), permits.len() as u32, LEASE)
+            .await
+        {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::error!(flow = %queue.flow, error = %e, "cannot read the store queue; retrying");
+                drop(permits);
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
-        let Some(entry) = claimed.into_iter().next() else {
+        if claimed.is_empty() {
+            drop(permits);
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 _ = queue.wake.notified() => {}
                 _ = tokio::time::sleep(IDLE_POLL) => {}
             }
             continue;
-        };
-        deliver(&flow, &queue, entry).await;
+        }
+        for (entry, permit) in claimed.into_iter().zip(permits) {
+            let flow = flow.clone();
+            let queue = queue.clone();
+            tasks.spawn(async move {
+                deliver(&flow, &queue, entry).await;
+                drop(permit);
+            });
+        }
     }
+    tasks.close();
+    tasks.wait().await;
 }
 
 async fn deliver<P: Processor, O: Output>(flow: &Flow<P, O>, queue: &DurableQueue, entry: Queued) {
