@@ -20,6 +20,7 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -45,6 +46,8 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("store is closed")]
     Closed,
+    #[error("store lock {path}: {detail}")]
+    Locked { path: PathBuf, detail: String },
 }
 
 /// How much a committed write survives.
@@ -120,6 +123,42 @@ pub struct Depth {
     pub oldest_enqueued_at_ms: Option<i64>,
 }
 
+/// The WHERE condition for a [`DlqFilter`], with a `?` only for the fields given (so that the
+/// flow index and the id key are usable); bind them with `bind_filter!` in the same order.
+fn dlq_match(filter: &DlqFilter) -> String {
+    let mut conditions = Vec::new();
+    if filter.flow.is_some() {
+        conditions.push("flow = ?");
+    }
+    if filter.id.is_some() {
+        conditions.push("id = ?");
+    }
+    if filter.since_ms.is_some() {
+        conditions.push("failed_at >= ?");
+    }
+    if conditions.is_empty() {
+        "1".into()
+    } else {
+        conditions.join(" AND ")
+    }
+}
+
+macro_rules! bind_filter {
+    ($query:expr, $filter:expr) => {{
+        let mut query = $query;
+        if let Some(flow) = &$filter.flow {
+            query = query.bind(flow.clone());
+        }
+        if let Some(id) = &$filter.id {
+            query = query.bind(id.clone());
+        }
+        if let Some(since) = $filter.since_ms {
+            query = query.bind(since);
+        }
+        query
+    }};
+}
+
 /// Most writes one transaction takes.
 const GROUP_MAX: usize = 512;
 /// Longest excerpt of a response kept with a dead letter.
@@ -183,6 +222,8 @@ enum Write {
 pub struct Store {
     writes: mpsc::Sender<Write>,
     reads: SqlitePool,
+    /// Held for the life of an owner's handles; the OS releases it if the process dies.
+    _lock: Option<Arc<std::fs::File>>,
 }
 
 const SCHEMA: &str = "
@@ -227,6 +268,41 @@ impl Store {
     /// Opens (creating if needed) the store file at `path`. A damaged file is an error, never
     /// silently replaced.
     pub async fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
+        Self::open_as(path, durability, false).await
+    }
+
+    /// Opens the store as the one process that delivers from it: takes an exclusive lock on
+    /// `<path>.lock` (a second `weft run` on the same data is refused) and releases the leases a
+    /// previous run left, since no worker of that run is left to finish them. Tools that only
+    /// inspect or edit the DLQ use [`Store::open`], which leaves leases alone.
+    pub async fn open_owner(path: &Path, durability: Durability) -> Result<Store, StoreError> {
+        Self::open_as(path, durability, true).await
+    }
+
+    async fn open_as(
+        path: &Path,
+        durability: Durability,
+        owner: bool,
+    ) -> Result<Store, StoreError> {
+        let lock = if owner {
+            let lock_path = path.with_extension("db.lock");
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| StoreError::Locked {
+                    path: lock_path.clone(),
+                    detail: e.to_string(),
+                })?;
+            file.try_lock().map_err(|_| StoreError::Locked {
+                path: lock_path.clone(),
+                detail: "another weft process delivers from this store".into(),
+            })?;
+            Some(Arc::new(file))
+        } else {
+            None
+        };
         let open_err = |source| StoreError::Open {
             path: path.to_path_buf(),
             source,
@@ -259,10 +335,12 @@ impl Store {
             .execute(&mut writer)
             .await
             .map_err(|e| classify(e, path))?;
-        // This process owns the file: leases from a previous run have no worker left.
-        sqlx::query("UPDATE queue SET lease_until = 0 WHERE lease_until != 0")
-            .execute(&mut writer)
-            .await?;
+        if owner {
+            // Leases from a previous run have no worker left.
+            sqlx::query("UPDATE queue SET lease_until = 0 WHERE lease_until != 0")
+                .execute(&mut writer)
+                .await?;
+        }
         let reads = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
@@ -270,7 +348,11 @@ impl Store {
             .map_err(open_err)?;
         let (writes, rx) = mpsc::channel(4 * GROUP_MAX);
         tokio::spawn(writer_loop(writer, rx));
-        Ok(Store { writes, reads })
+        Ok(Store {
+            writes,
+            reads,
+            _lock: lock,
+        })
     }
 
     async fn write<T>(
@@ -459,15 +541,13 @@ impl Store {
 
     /// How many dead letters match `filter`.
     pub async fn count_dead_letters(&self, filter: &DlqFilter) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM dead_letters
-             WHERE (?1 IS NULL OR flow = ?1) AND (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR failed_at >= ?3)",
-        )
-        .bind(&filter.flow)
-        .bind(&filter.id)
-        .bind(filter.since_ms)
-        .fetch_one(&self.reads)
-        .await?;
+        let sql = format!(
+            "SELECT COUNT(*) FROM dead_letters WHERE {}",
+            dlq_match(filter)
+        );
+        let n: i64 = bind_filter!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), filter)
+            .fetch_one(&self.reads)
+            .await?;
         Ok(n as u64)
     }
 
@@ -477,18 +557,15 @@ impl Store {
         filter: &DlqFilter,
         limit: u32,
     ) -> Result<Vec<DeadLetter>, StoreError> {
-        let rows = sqlx::query(
+        let sql = format!(
             "SELECT id, flow, payload, metadata, enqueued_at, failed_at, attempts, reason, last_status, response_excerpt, history
-             FROM dead_letters
-             WHERE (?1 IS NULL OR flow = ?1) AND (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR failed_at >= ?3)
-             ORDER BY failed_at, id LIMIT ?4",
-        )
-        .bind(&filter.flow)
-        .bind(&filter.id)
-        .bind(filter.since_ms)
-        .bind(limit)
-        .fetch_all(&self.reads)
-        .await?;
+             FROM dead_letters WHERE {} ORDER BY failed_at, id LIMIT ?",
+            dlq_match(filter)
+        );
+        let rows = bind_filter!(sqlx::query(sqlx::AssertSqlSafe(sql)), filter)
+            .bind(limit)
+            .fetch_all(&self.reads)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|r| DeadLetter {
@@ -696,6 +773,11 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
             reply,
         } => {
             let moved = async {
+                // Two statements, one effect: a savepoint makes them all or nothing even when a
+                // later write in the same group commit fails.
+                sqlx::query("SAVEPOINT dead_letter")
+                    .execute(&mut **tx)
+                    .await?;
                 let inserted = sqlx::query(
                     "INSERT OR REPLACE INTO dead_letters
                        (id, flow, payload, metadata, enqueued_at, failed_at, attempts, reason, last_status, response_excerpt, history)
@@ -715,7 +797,8 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
                     .await?;
                 Ok(inserted.rows_affected() == 1)
             };
-            Reply::Done(reply, moved.await)
+            let result = moved.await;
+            Reply::Done(reply, finish_savepoint(tx, "dead_letter", result).await)
         }
         Write::Replay {
             filter,
@@ -723,24 +806,27 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
             reply,
         } => {
             let replayed = async {
-                let moved = sqlx::query(
+                sqlx::query("SAVEPOINT replay").execute(&mut **tx).await?;
+                let sql = format!(
                     "INSERT INTO queue (flow, id, payload, metadata, enqueued_at, next_attempt_at, history)
-                     SELECT flow, id, payload, metadata, enqueued_at, ?4,
+                     SELECT flow, id, payload, metadata, ?, ?,
                             history || 'attempts=' || attempts || ' failed_at=' || failed_at || ' ' || replace(reason, char(10), ' ') || char(10)
-                     FROM dead_letters
-                     WHERE (?1 IS NULL OR flow = ?1) AND (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR failed_at >= ?3)
-                     ORDER BY failed_at, id",
+                     FROM dead_letters WHERE {} ORDER BY failed_at, id",
+                    dlq_match(&filter)
+                );
+                let moved = bind_filter!(
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(now_ms)
+                        .bind(now_ms),
+                    filter
                 )
-                .bind(&filter.flow)
-                .bind(&filter.id)
-                .bind(filter.since_ms)
-                .bind(now_ms)
                 .execute(&mut **tx)
                 .await?;
                 delete_dead(tx, &filter).await?;
                 Ok(moved.rows_affected())
             };
-            Reply::Count(reply, replayed.await)
+            let result = replayed.await;
+            Reply::Count(reply, finish_savepoint(tx, "replay", result).await)
         }
         Write::Purge { filter, reply } => Reply::Count(reply, delete_dead(tx, &filter).await),
         Write::KvPut {
@@ -779,6 +865,27 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
             };
             Reply::Done(reply, r.map_err(StoreError::from))
         }
+    }
+}
+
+/// Releases a savepoint after success, or rolls back to it after a failure.
+async fn finish_savepoint<T>(
+    tx: &mut Tx<'_>,
+    name: &str,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let end = if result.is_ok() {
+        format!("RELEASE {name}")
+    } else {
+        format!("ROLLBACK TO {name}; RELEASE {name}")
+    };
+    let ended = sqlx::raw_sql(sqlx::AssertSqlSafe(end))
+        .execute(&mut **tx)
+        .await;
+    match (result, ended) {
+        (Ok(v), Ok(_)) => Ok(v),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(e.into()),
     }
 }
 
@@ -823,13 +930,9 @@ async fn claim(
 }
 
 async fn delete_dead(tx: &mut Tx<'_>, filter: &DlqFilter) -> Result<u64, StoreError> {
-    Ok(sqlx::query(
-        "DELETE FROM dead_letters WHERE (?1 IS NULL OR flow = ?1) AND (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR failed_at >= ?3)",
-    )
-    .bind(&filter.flow)
-    .bind(&filter.id)
-    .bind(filter.since_ms)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected())
+    let sql = format!("DELETE FROM dead_letters WHERE {}", dlq_match(filter));
+    Ok(bind_filter!(sqlx::query(sqlx::AssertSqlSafe(sql)), filter)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
 }

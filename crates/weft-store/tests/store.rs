@@ -222,8 +222,15 @@ async fn concurrent_writers_share_commits_and_everything_survives_a_reopen() {
     assert_eq!(store.claim("f", 2, 10, LEASE).await.unwrap().len(), 10);
     drop(store);
 
-    let reopened = Store::open(&path, Durability::Process).await.unwrap();
-    assert_eq!(reopened.depth("f").await.unwrap().messages, 800);
+    // A tool's open (the DLQ command) leaves the leases alone...
+    let tool = Store::open(&path, Durability::Process).await.unwrap();
+    assert_eq!(tool.depth("f").await.unwrap().messages, 800);
+    assert_eq!(tool.claim("f", 3, 1_000, LEASE).await.unwrap().len(), 790);
+    drop(tool);
+    // ...the delivering process's open releases them, and only one such process at a time.
+    let reopened = Store::open_owner(&path, Durability::Process).await.unwrap();
+    let second = Store::open_owner(&path, Durability::Process).await;
+    assert!(matches!(second, Err(StoreError::Locked { .. })));
     assert_eq!(
         reopened.claim("f", 3, 1_000, LEASE).await.unwrap().len(),
         800

@@ -79,7 +79,7 @@ pub async fn run(
             path: options.data_dir.clone(),
             source,
         })?;
-        let store = Store::open(&path, loaded.durability).await?;
+        let store = Store::open_owner(&path, loaded.durability).await?;
         tracing::info!(path = %path.display(), durability = ?loaded.durability, "store open");
         Some(store)
     } else {
@@ -112,10 +112,16 @@ pub async fn run(
             )),
             _ => None,
         };
+        // A durable flow's `concurrency` is its delivery workers; intake has its own bound.
+        let in_flight = if durable.is_some() {
+            durable::INTAKE_LIMIT
+        } else {
+            spec.concurrency
+        };
         let flow = Arc::new(Flow::new(
             name,
             &spec.input_id,
-            spec.concurrency,
+            in_flight,
             processors,
             outputs,
             durable,
@@ -255,11 +261,12 @@ pub async fn run(
             // The inputs ended by themselves: deliver what the store queues hold before
             // stopping, unless told to stop first (it stays stored for the next run).
             let queues_empty = async {
-                while durable_flows
-                    .iter()
-                    .any(|(f, _)| f.durable().is_some_and(|q| !q.is_empty()))
-                {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                for (flow, _) in &durable_flows {
+                    while let Some(queue) = flow.durable()
+                        && !queue.is_drained().await
+                    {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
                 }
             };
             tokio::select! {

@@ -38,6 +38,60 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Requests a durable flow's `http_server` reads and commits at once.
+pub const INTAKE_LIMIT: u32 = 1024;
+
+/// Longest an input waits for the store to commit a message before answering it with an error.
+pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A place held in the queue for one message; given back if the message is not committed.
+pub struct Reservation<'q> {
+    queue: &'q DurableQueue,
+    committed: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.queue.release(0);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error("cannot encode the message: {0}")]
+    Encode(serde_json::Error),
+    #[error("the store did not commit within {ACCEPT_TIMEOUT:?}")]
+    Timeout,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A stored payload is tagged: `j` + JSON, or `b` + the raw bytes of a binary string value,
+/// which JSON could only carry lossily.
+fn encode_value(value: &Value) -> Result<Vec<u8>, AcceptError> {
+    if let Value::Bytes(bytes) = value
+        && std::str::from_utf8(bytes).is_err()
+    {
+        let mut out = Vec::with_capacity(bytes.len() + 1);
+        out.push(b'b');
+        out.extend_from_slice(bytes);
+        return Ok(out);
+    }
+    let mut out = vec![b'j'];
+    serde_json::to_writer(&mut out, value).map_err(AcceptError::Encode)?;
+    Ok(out)
+}
+
+fn decode_value(stored: &[u8]) -> Result<Value, String> {
+    match stored.split_first() {
+        Some((b'b', raw)) => Ok(Value::Bytes(bytes::Bytes::copy_from_slice(raw))),
+        Some((b'j', json)) => serde_json::from_slice(json).map_err(|e| e.to_string()),
+        _ => Err("unknown payload encoding".into()),
+    }
+}
+
 /// Per-flow bounds of the store queue.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -85,44 +139,35 @@ impl DurableQueue {
         }
     }
 
-    /// Whether the queue is at its message or byte limit.
-    pub fn is_full(&self) -> bool {
-        self.messages.load(Ordering::Relaxed) >= self.limits.max_messages
-            || self.bytes.load(Ordering::Relaxed) >= self.limits.max_bytes
-    }
-
-    /// Messages waiting (due or scheduled for a retry).
-    pub fn len(&self) -> u64 {
-        self.messages.load(Ordering::Relaxed)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Commits `message` to the store; the input may ack once this returns `Ok`.
-    pub async fn accept(&self, message: &Message) -> Result<(), StoreError> {
-        let payload = serde_json::to_vec(&message.value).unwrap_or_default();
-        let metadata = serde_json::to_vec(&message.metadata).unwrap_or_default();
-        let size = (payload.len() + metadata.len()) as u64;
+    /// Whether the store holds nothing more for this flow (asked of the store itself, not of
+    /// this process's counters).
+    pub async fn is_drained(&self) -> bool {
         self.store
-            .enqueue(
-                &self.flow,
-                &message.id.to_string(),
-                &payload,
-                &metadata,
-                now_ms(),
-            )
-            .await?;
-        self.messages.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(size, Ordering::Relaxed);
-        self.depth.increment(1.0);
-        self.wake.notify_one();
-        Ok(())
+            .depth(&self.flow)
+            .await
+            .is_ok_and(|d| d.messages == 0)
     }
 
-    fn left(&self, entry: &Queued) {
-        let size = (entry.payload.len() + entry.metadata.len()) as u64;
+    /// Takes a place in the queue for one message, or `None` when the queue is full. Taken
+    /// before the body is read, so concurrent requests cannot overshoot `max_queued`.
+    pub fn reserve(&self) -> Option<Reservation<'_>> {
+        let limit = self.limits.max_messages;
+        self.messages
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()?;
+        if self.bytes.load(Ordering::Relaxed) >= self.limits.max_bytes {
+            self.release(0);
+            return None;
+        }
+        Some(Reservation {
+            queue: self,
+            committed: false,
+        })
+    }
+
+    fn release(&self, bytes: u64) {
         let _ = self
             .messages
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
@@ -131,8 +176,36 @@ impl DurableQueue {
         let _ = self
             .bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(size))
+                Some(n.saturating_sub(bytes))
             });
+    }
+
+    /// Commits `message` to the store in the place `reservation` holds; the input may ack once
+    /// this returns `Ok`. A store that does not answer within [`ACCEPT_TIMEOUT`] is an error.
+    pub async fn accept(
+        &self,
+        mut reservation: Reservation<'_>,
+        message: &Message,
+    ) -> Result<(), AcceptError> {
+        let payload = encode_value(&message.value)?;
+        let metadata = serde_json::to_vec(&message.metadata).map_err(AcceptError::Encode)?;
+        let size = (payload.len() + metadata.len()) as u64;
+        let id = message.id.to_string();
+        let enqueue = self
+            .store
+            .enqueue(&self.flow, &id, &payload, &metadata, now_ms());
+        tokio::time::timeout(ACCEPT_TIMEOUT, enqueue)
+            .await
+            .map_err(|_| AcceptError::Timeout)??;
+        reservation.committed = true;
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        self.depth.increment(1.0);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    fn left(&self, entry: &Queued) {
+        self.release((entry.payload.len() + entry.metadata.len()) as u64);
         self.depth.decrement(1.0);
     }
 
@@ -143,10 +216,12 @@ impl DurableQueue {
             .dead_letter(entry.seq, attempts, failure, now_ms())
             .await
         {
-            Ok(_) => {
+            Ok(true) => {
                 self.left(entry);
                 self.dead.increment(1.0);
             }
+            // Already gone (another process replayed or purged it): nothing to count.
+            Ok(false) => {}
             Err(e) => {
                 tracing::error!(flow = %self.flow, id = entry.id, error = %e, "could not dead-letter; the message will be delivered again")
             }
@@ -155,7 +230,8 @@ impl DurableQueue {
 
     async fn ack(&self, entry: &Queued) {
         match self.store.ack(entry.seq).await {
-            Ok(_) => self.left(entry),
+            Ok(true) => self.left(entry),
+            Ok(false) => {}
             Err(e) => {
                 tracing::error!(flow = %self.flow, id = entry.id, error = %e, "could not ack; the message will be delivered again")
             }
@@ -164,8 +240,8 @@ impl DurableQueue {
 }
 
 fn decode(entry: &Queued) -> Result<Message, String> {
-    let value: Value = serde_json::from_slice(&entry.payload)
-        .map_err(|e| format!("stored message is unreadable: {e}"))?;
+    let value =
+        decode_value(&entry.payload).map_err(|e| format!("stored message is unreadable: {e}"))?;
     let metadata = if entry.metadata.is_empty() {
         empty_object()
     } else {

@@ -303,25 +303,24 @@ async fn handle(route: Arc<Route>, request: Request<Body>) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         response
     };
-    // Durable flows are bounded by their store queue, direct flows by their concurrency.
+    // Durable flows are bounded by their store queue (a place is reserved before the body is
+    // read), direct flows by their concurrency; both by the requests in progress.
     let durable = route.flow.durable();
-    let admission = match durable {
-        Some(queue) if queue.is_full() => {
+    let reservation = match durable.map(|queue| queue.reserve()) {
+        Some(None) => {
             return retry_later(
                 StatusCode::TOO_MANY_REQUESTS,
                 "flow queue is full (max_queued / max_queued_bytes); retry later",
             );
         }
-        Some(_) => None,
-        None => match route.flow.try_admit() {
-            Some(admission) => Some(admission),
-            None => {
-                return retry_later(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "flow is at its concurrency limit; retry later",
-                );
-            }
-        },
+        Some(Some(reservation)) => Some(reservation),
+        None => None,
+    };
+    let Some(admission) = route.flow.try_admit() else {
+        return retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "flow is at its concurrency limit; retry later",
+        );
     };
     let (parts, body) = request.into_parts();
     let read = tokio::time::timeout(
@@ -364,9 +363,11 @@ async fn handle(route: Arc<Route>, request: Request<Body>) -> Response {
         message.metadata = metadata(&parts);
     }
     let id = message.id.to_string();
-    if let Some(queue) = durable {
+    if let (Some(queue), Some(reservation)) = (durable, reservation) {
         route.flow.count_received();
-        return match queue.accept(&message).await {
+        let accepted = queue.accept(reservation, &message).await;
+        drop(admission);
+        return match accepted {
             Ok(()) => (
                 StatusCode::ACCEPTED,
                 [(header::CONTENT_TYPE, "application/json")],

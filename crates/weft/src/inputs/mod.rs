@@ -92,13 +92,16 @@ impl Feed {
         if let Some(queue) = self.flow.durable() {
             // Wait for room, then for the commit: that is this input's backpressure.
             loop {
-                while queue.is_full() {
+                let reservation = loop {
+                    if let Some(r) = queue.reserve() {
+                        break r;
+                    }
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return false,
                         _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
                     }
-                }
-                match queue.accept(&message).await {
+                };
+                match queue.accept(reservation, &message).await {
                     Ok(()) => {
                         self.flow.count_received();
                         return true;

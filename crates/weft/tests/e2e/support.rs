@@ -258,6 +258,10 @@ pub struct Seen {
     pub path: String,
     pub headers: HeaderMap,
     pub body: String,
+    /// The status the receiver answered with.
+    pub status: u16,
+    /// Whether the answer was held back (the sender may have timed out first).
+    pub delayed: bool,
 }
 
 impl Seen {
@@ -318,19 +322,22 @@ impl Receiver {
         let (parts, body) = request.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
         let reply = {
-            self.seen.lock().unwrap().push(Seen {
-                at: Instant::now(),
-                method: parts.method.clone(),
-                path: parts.uri.to_string(),
-                headers: parts.headers.clone(),
-                body: String::from_utf8_lossy(&body).into_owned(),
-            });
             let next = self.script.lock().unwrap().pop_front();
             next.unwrap_or_else(|| self.default.lock().unwrap().clone())
         };
+        let delay = *self.delay.lock().unwrap();
+        let held = !*self.open.borrow();
+        self.seen.lock().unwrap().push(Seen {
+            at: Instant::now(),
+            method: parts.method.clone(),
+            path: parts.uri.to_string(),
+            headers: parts.headers.clone(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            status: reply.status,
+            delayed: held || !delay.is_zero(),
+        });
         let mut open = self.open.subscribe();
         let _ = open.wait_for(|open| *open).await;
-        let delay = *self.delay.lock().unwrap();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
