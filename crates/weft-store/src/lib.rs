@@ -13,6 +13,9 @@
 //!   again: at-least-once.
 //! - Time is a parameter (`now_ms`, Unix milliseconds), never read inside, so schedules are
 //!   persisted data and tests are deterministic.
+//! - One process delivers from a store at a time ([`Store::open_owner`] holds an exclusive lock
+//!   on `weft.db.lock`), and only it releases leases left by a previous run. Tools that inspect
+//!   or edit the dead-letter queue open it with [`Store::open`] beside a running weft.
 //!
 //! The API speaks of flows, ids, leases and keys, not of SQL, so that a second backend (NATS
 //! JetStream, for several nodes) can implement the same operations. The embedded default is one
