@@ -80,10 +80,6 @@ impl Select {
     }
 }
 
-fn bad_request(message: String) -> Response {
-    json_response(StatusCode::BAD_REQUEST, json!({ "error": message }))
-}
-
 fn json_response(status: StatusCode, body: Value) -> Response {
     (
         status,
@@ -93,12 +89,31 @@ fn json_response(status: StatusCode, body: Value) -> Response {
         .into_response()
 }
 
-fn store_error(e: weft_store::StoreError) -> Response {
-    json_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        json!({ "error": e.to_string() }),
-    )
+/// Why an API call failed, as the HTTP answer it becomes.
+enum ApiError {
+    BadRequest(String),
+    NotFound,
+    Store(weft_store::StoreError),
 }
+
+impl From<weft_store::StoreError> for ApiError {
+    fn from(e: weft_store::StoreError) -> Self {
+        ApiError::Store(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "no such dead letter".into()),
+            ApiError::Store(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        };
+        json_response(status, json!({ "error": message }))
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
 
 pub fn router(store: Store) -> Router {
     Router::new()
@@ -113,67 +128,44 @@ async fn list(
     State(store): State<Store>,
     Path(flow): Path<String>,
     Query(select): Query<Select>,
-) -> Response {
-    let filter = match select.filter(flow) {
-        Ok(f) => f,
-        Err(message) => return bad_request(message),
-    };
-    match store
+) -> ApiResult {
+    let filter = select.filter(flow).map_err(ApiError::BadRequest)?;
+    let dead = store
         .dead_letters(&filter, select.limit.unwrap_or(100))
-        .await
-    {
-        Ok(dead) => json_response(
-            StatusCode::OK,
-            Value::Array(dead.iter().map(|d| to_json(d, false)).collect()),
-        ),
-        Err(e) => store_error(e),
-    }
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        Value::Array(dead.iter().map(|d| to_json(d, false)).collect()),
+    ))
 }
 
-async fn show(State(store): State<Store>, Path((flow, id)): Path<(String, String)>) -> Response {
+async fn show(State(store): State<Store>, Path((flow, id)): Path<(String, String)>) -> ApiResult {
     let filter = DlqFilter {
         flow: Some(flow),
         id: Some(id),
         since_ms: None,
     };
-    match store.dead_letters(&filter, 1).await {
-        Ok(dead) => match dead.first() {
-            Some(d) => json_response(StatusCode::OK, to_json(d, true)),
-            None => json_response(
-                StatusCode::NOT_FOUND,
-                json!({ "error": "no such dead letter" }),
-            ),
-        },
-        Err(e) => store_error(e),
-    }
+    let dead = store.dead_letters(&filter, 1).await?;
+    let dead = dead.first().ok_or(ApiError::NotFound)?;
+    Ok(json_response(StatusCode::OK, to_json(dead, true)))
 }
 
 async fn replay(
     State(store): State<Store>,
     Path(flow): Path<String>,
     Query(select): Query<Select>,
-) -> Response {
-    let filter = match select.filter(flow) {
-        Ok(f) => f,
-        Err(message) => return bad_request(message),
-    };
-    match store.replay(filter, now_ms()).await {
-        Ok(n) => json_response(StatusCode::OK, json!({ "replayed": n })),
-        Err(e) => store_error(e),
-    }
+) -> ApiResult {
+    let filter = select.filter(flow).map_err(ApiError::BadRequest)?;
+    let n = store.replay(filter, now_ms()).await?;
+    Ok(json_response(StatusCode::OK, json!({ "replayed": n })))
 }
 
 async fn purge(
     State(store): State<Store>,
     Path(flow): Path<String>,
     Query(select): Query<Select>,
-) -> Response {
-    let filter = match select.filter(flow) {
-        Ok(f) => f,
-        Err(message) => return bad_request(message),
-    };
-    match store.purge(filter).await {
-        Ok(n) => json_response(StatusCode::OK, json!({ "purged": n })),
-        Err(e) => store_error(e),
-    }
+) -> ApiResult {
+    let filter = select.filter(flow).map_err(ApiError::BadRequest)?;
+    let n = store.purge(filter).await?;
+    Ok(json_response(StatusCode::OK, json!({ "purged": n })))
 }

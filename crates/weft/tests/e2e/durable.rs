@@ -30,14 +30,24 @@ flows:
     )
 }
 
-async fn dead_letters(dir: &std::path::Path) -> Vec<weft_store::DeadLetter> {
+/// The dead letters in `dir`'s store once there are `count` of them (or, after 5 s, whatever
+/// is there then).
+async fn dead_letters(dir: &std::path::Path, count: usize) -> Vec<weft_store::DeadLetter> {
     let store = Store::open(&dir.join("data/weft.db"), Durability::Process)
         .await
         .unwrap();
-    store
-        .dead_letters(&DlqFilter::default(), 100)
-        .await
-        .unwrap()
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        dead = store
+            .dead_letters(&DlqFilter::default(), 100)
+            .await
+            .unwrap();
+        if dead.len() >= count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    dead
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,14 +107,7 @@ async fn permanent_failures_and_exhausted_retries_go_to_the_dead_letter_queue() 
     let (status, _, _) = post_json(&format!("http://127.0.0.1:{port}/"), r#"{"n": 2}"#).await;
     assert_eq!(status, 202);
     assert!(eventually(Duration::from_secs(10), || receiver.seen().len() == 3).await);
-    let mut dead = Vec::new();
-    for _ in 0..100 {
-        dead = dead_letters(&dir).await;
-        if dead.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let dead = dead_letters(&dir, 2).await;
     assert_eq!(dead.len(), 2, "{}", weft.stderr());
     let first = dead
         .iter()
@@ -201,14 +204,7 @@ async fn a_restart_resumes_the_retry_schedule() {
         "{}",
         weft.stderr()
     );
-    let mut dead = Vec::new();
-    for _ in 0..100 {
-        dead = dead_letters(&dir).await;
-        if !dead.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let dead = dead_letters(&dir, 1).await;
     assert_eq!(
         dead.len(),
         1,
