@@ -173,6 +173,7 @@ enum Write {
         id: String,
         payload: Vec<u8>,
         metadata: Vec<u8>,
+        order_key: Option<String>,
         now_ms: i64,
         reply: oneshot::Sender<Result<i64, StoreError>>,
     },
@@ -218,6 +219,16 @@ enum Write {
         only_if_absent_at: Option<i64>,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+    KvDelete {
+        namespace: String,
+        key: String,
+        only_if_value: Option<Vec<u8>>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    KvExpire {
+        now_ms: i64,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
 }
 
 /// A handle to the store; cheap to clone, shared by every flow.
@@ -241,7 +252,8 @@ CREATE TABLE IF NOT EXISTS queue (
     next_attempt_at INTEGER NOT NULL,
     lease_until INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
-    history TEXT NOT NULL DEFAULT ''
+    history TEXT NOT NULL DEFAULT '',
+    order_key TEXT
 );
 CREATE INDEX IF NOT EXISTS queue_due ON queue (flow, next_attempt_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -255,7 +267,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     reason TEXT NOT NULL,
     last_status INTEGER,
     response_excerpt TEXT,
-    history TEXT NOT NULL DEFAULT ''
+    history TEXT NOT NULL DEFAULT '',
+    order_key TEXT
 );
 CREATE INDEX IF NOT EXISTS dead_letters_flow ON dead_letters (flow, failed_at);
 CREATE TABLE IF NOT EXISTS kv (
@@ -265,7 +278,34 @@ CREATE TABLE IF NOT EXISTS kv (
     expires_at INTEGER,
     PRIMARY KEY (namespace, key)
 );
+CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
 ";
+
+/// Indexes over columns that [`add_missing_columns`] may have just added. The partial index lets a
+/// claim skip a message whose key has an earlier message still queued, without touching flows
+/// that do not order.
+const LATE_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS queue_order ON queue (flow, order_key, seq) WHERE order_key IS NOT NULL;
+";
+
+/// Stores made before the `order_key` columns existed get them here, before any migration.
+async fn add_missing_columns(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    for table in ["queue", "dead_letters"] {
+        let has: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = 'order_key'"
+        )))
+        .fetch_one(&mut *conn)
+        .await?;
+        if has == 0 {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "ALTER TABLE {table} ADD COLUMN order_key TEXT"
+            )))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
 
 impl Store {
     /// Opens (creating if needed) the store file at `path`. A damaged file is an error, never
@@ -338,6 +378,13 @@ impl Store {
             .execute(&mut writer)
             .await
             .map_err(|e| classify(e, path))?;
+        add_missing_columns(&mut writer)
+            .await
+            .map_err(|e| classify(e, path))?;
+        sqlx::raw_sql(LATE_INDEXES)
+            .execute(&mut writer)
+            .await
+            .map_err(|e| classify(e, path))?;
         if owner {
             // Leases from a previous run have no worker left.
             sqlx::query("UPDATE queue SET lease_until = 0 WHERE lease_until != 0")
@@ -370,13 +417,17 @@ impl Store {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Appends a message to `flow`'s queue, due now. Returns its sequence number.
+    /// Appends a message to `flow`'s queue, due now. Returns its sequence number. Messages
+    /// with the same `order_key` are claimed one at a time, in the order they were enqueued: a
+    /// message is not claimed while an earlier one with its key is still queued (leased, or
+    /// waiting for a retry).
     pub async fn enqueue(
         &self,
         flow: &str,
         id: &str,
         payload: &[u8],
         metadata: &[u8],
+        order_key: Option<&str>,
         now_ms: i64,
     ) -> Result<i64, StoreError> {
         self.write(|reply| Write::Enqueue {
@@ -384,6 +435,7 @@ impl Store {
             id: id.into(),
             payload: payload.into(),
             metadata: metadata.into(),
+            order_key: order_key.map(Into::into),
             now_ms,
             reply,
         })
@@ -508,6 +560,29 @@ impl Store {
             reply,
         })
         .await
+    }
+
+    /// Removes `key`, only if its value is `only_if_value` when given (so that a holder
+    /// releases only what it still holds). `true` if it was removed.
+    pub async fn kv_delete(
+        &self,
+        namespace: &str,
+        key: &str,
+        only_if_value: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        self.write(|reply| Write::KvDelete {
+            namespace: namespace.into(),
+            key: key.into(),
+            only_if_value: only_if_value.map(Into::into),
+            reply,
+        })
+        .await
+    }
+
+    /// Deletes every key that expired by `now_ms`; returns how many. Expired keys already read
+    /// as absent; this only gives their space back.
+    pub async fn kv_expire(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.write(|reply| Write::KvExpire { now_ms, reply }).await
     }
 
     /// The value of `key` unless it expired by `now_ms`.
@@ -699,8 +774,11 @@ fn fail(w: Write, text: &str) {
         Write::Ack { reply, .. }
         | Write::Reschedule { reply, .. }
         | Write::DeadLetter { reply, .. }
-        | Write::KvPut { reply, .. } => Reply::Done(reply, Ok(false)),
-        Write::Replay { reply, .. } | Write::Purge { reply, .. } => Reply::Count(reply, Ok(0)),
+        | Write::KvPut { reply, .. }
+        | Write::KvDelete { reply, .. } => Reply::Done(reply, Ok(false)),
+        Write::Replay { reply, .. }
+        | Write::Purge { reply, .. }
+        | Write::KvExpire { reply, .. } => Reply::Count(reply, Ok(0)),
     };
     reply.fail(text);
 }
@@ -714,11 +792,12 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
             id,
             payload,
             metadata,
+            order_key,
             now_ms,
             reply,
         } => {
             let r = sqlx::query(
-                "INSERT INTO queue (flow, id, payload, metadata, enqueued_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO queue (flow, id, payload, metadata, enqueued_at, next_attempt_at, order_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(flow)
             .bind(id)
@@ -726,6 +805,7 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
             .bind(metadata)
             .bind(now_ms)
             .bind(now_ms)
+            .bind(order_key)
             .execute(&mut **tx)
             .await
             .map(|done| done.last_insert_rowid())
@@ -783,8 +863,8 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
                     .await?;
                 let inserted = sqlx::query(
                     "INSERT OR REPLACE INTO dead_letters
-                       (id, flow, payload, metadata, enqueued_at, failed_at, attempts, reason, last_status, response_excerpt, history)
-                     SELECT id, flow, payload, metadata, enqueued_at, ?, ?, ?, ?, ?, history FROM queue WHERE seq = ?",
+                       (id, flow, payload, metadata, enqueued_at, failed_at, attempts, reason, last_status, response_excerpt, history, order_key)
+                     SELECT id, flow, payload, metadata, enqueued_at, ?, ?, ?, ?, ?, history, order_key FROM queue WHERE seq = ?",
                 )
                 .bind(now_ms)
                 .bind(attempts)
@@ -811,8 +891,8 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
             let replayed = async {
                 sqlx::query("SAVEPOINT replay").execute(&mut **tx).await?;
                 let sql = format!(
-                    "INSERT INTO queue (flow, id, payload, metadata, enqueued_at, next_attempt_at, history)
-                     SELECT flow, id, payload, metadata, ?, ?,
+                    "INSERT INTO queue (flow, id, payload, metadata, enqueued_at, next_attempt_at, order_key, history)
+                     SELECT flow, id, payload, metadata, ?, ?, order_key,
                             history || 'attempts=' || attempts || ' failed_at=' || failed_at || ' ' || replace(reason, char(10), ' ') || char(10)
                      FROM dead_letters WHERE {} ORDER BY failed_at, id",
                     dlq_match(&filter)
@@ -868,6 +948,33 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
             };
             Reply::Done(reply, r.map_err(StoreError::from))
         }
+        Write::KvDelete {
+            namespace,
+            key,
+            only_if_value,
+            reply,
+        } => {
+            let r = sqlx::query(
+                "DELETE FROM kv WHERE namespace = ?1 AND key = ?2 AND (?3 IS NULL OR value = ?3)",
+            )
+            .bind(namespace)
+            .bind(key)
+            .bind(only_if_value)
+            .execute(&mut **tx)
+            .await
+            .map(|d| d.rows_affected() == 1)
+            .map_err(StoreError::from);
+            Reply::Done(reply, r)
+        }
+        Write::KvExpire { now_ms, reply } => {
+            let r = sqlx::query("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?")
+                .bind(now_ms)
+                .execute(&mut **tx)
+                .await
+                .map(|d| d.rows_affected())
+                .map_err(StoreError::from);
+            Reply::Count(reply, r)
+        }
     }
 }
 
@@ -903,6 +1010,10 @@ async fn claim(
         "UPDATE queue SET lease_until = ?1 + ?2
          WHERE seq IN (SELECT seq FROM queue
                        WHERE flow = ?3 AND next_attempt_at <= ?1 AND lease_until <= ?1
+                         AND (order_key IS NULL OR NOT EXISTS (
+                               SELECT 1 FROM queue earlier
+                               WHERE earlier.flow = ?3 AND earlier.order_key = queue.order_key
+                                 AND earlier.seq < queue.seq))
                        ORDER BY next_attempt_at, seq LIMIT ?4)
          RETURNING seq, flow, id, payload, metadata, enqueued_at, attempts, last_error, history",
     )

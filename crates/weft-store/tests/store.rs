@@ -27,14 +27,17 @@ const LEASE: Duration = Duration::from_secs(30);
 async fn queue_lifecycle_leases_schedules_and_acks() {
     let store = Store::open(&scratch(), Durability::Process).await.unwrap();
     let a = store
-        .enqueue("f", "a", b"{\"n\":1}", b"{}", 1_000)
+        .enqueue("f", "a", b"{\"n\":1}", b"{}", None, 1_000)
         .await
         .unwrap();
     let b = store
-        .enqueue("f", "b", b"{\"n\":2}", b"{}", 1_001)
+        .enqueue("f", "b", b"{\"n\":2}", b"{}", None, 1_001)
         .await
         .unwrap();
-    store.enqueue("other", "c", b"x", b"", 1_002).await.unwrap();
+    store
+        .enqueue("other", "c", b"x", b"", None, 1_002)
+        .await
+        .unwrap();
     assert!(a < b);
 
     let claimed = store.claim("f", 2_000, 10, LEASE).await.unwrap();
@@ -72,8 +75,14 @@ async fn queue_lifecycle_leases_schedules_and_acks() {
 #[tokio::test]
 async fn dead_letters_keep_their_failure_and_replay_with_history() {
     let store = Store::open(&scratch(), Durability::Process).await.unwrap();
-    let seq = store.enqueue("f", "m1", b"body", b"meta", 1).await.unwrap();
-    store.enqueue("g", "m2", b"other", b"", 2).await.unwrap();
+    let seq = store
+        .enqueue("f", "m1", b"body", b"meta", None, 1)
+        .await
+        .unwrap();
+    store
+        .enqueue("g", "m2", b"other", b"", None, 2)
+        .await
+        .unwrap();
     let failure = Failure {
         reason: "POST http://x answered 400".into(),
         last_status: Some(400),
@@ -190,6 +199,125 @@ async fn key_values_expire_and_the_first_writer_wins() {
     );
 }
 
+#[tokio::test]
+async fn key_values_are_released_only_by_their_holder_and_expired_ones_are_swept() {
+    let store = Store::open(&scratch(), Durability::Process).await.unwrap();
+    store
+        .kv_put("dedupe", "k", b"holder", Some(5_000))
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .kv_delete("dedupe", "k", Some(b"other"))
+            .await
+            .unwrap()
+    );
+    assert!(store.kv_get("dedupe", "k", 1).await.unwrap().is_some());
+    assert!(
+        store
+            .kv_delete("dedupe", "k", Some(b"holder"))
+            .await
+            .unwrap()
+    );
+    assert!(store.kv_get("dedupe", "k", 1).await.unwrap().is_none());
+
+    store.kv_put("a", "old", b"1", Some(100)).await.unwrap();
+    store.kv_put("a", "new", b"1", Some(10_000)).await.unwrap();
+    store.kv_put("a", "forever", b"1", None).await.unwrap();
+    assert_eq!(store.kv_expire(100).await.unwrap(), 1);
+    assert_eq!(store.kv_expire(100).await.unwrap(), 0);
+    assert!(store.kv_get("a", "new", 101).await.unwrap().is_some());
+    assert!(store.kv_delete("a", "forever", None).await.unwrap());
+}
+
+#[tokio::test]
+async fn messages_sharing_an_order_key_are_claimed_one_at_a_time_in_order() {
+    let store = Store::open(&scratch(), Durability::Process).await.unwrap();
+    let a1 = store
+        .enqueue("f", "a1", b"", b"", Some("a"), 1)
+        .await
+        .unwrap();
+    store
+        .enqueue("f", "b1", b"", b"", Some("b"), 1)
+        .await
+        .unwrap();
+    let a2 = store
+        .enqueue("f", "a2", b"", b"", Some("a"), 1)
+        .await
+        .unwrap();
+    store.enqueue("f", "x", b"", b"", None, 1).await.unwrap();
+    store
+        .enqueue("g", "a-other-flow", b"", b"", Some("a"), 1)
+        .await
+        .unwrap();
+    let ids = |v: Vec<weft_store::Queued>| v.into_iter().map(|q| q.id).collect::<Vec<_>>();
+
+    // a2 waits behind a1 even though a worker is free for it.
+    let first = ids(store.claim("f", 10, 10, LEASE).await.unwrap());
+    assert_eq!(first, ["a1", "b1", "x"]);
+    // a1 fails and waits for a retry: a2, though due, still waits behind it.
+    store.reschedule(a1, 1, 1_000, "503").await.unwrap();
+    assert!(store.claim("f", 20, 10, LEASE).await.unwrap().is_empty());
+    assert_eq!(
+        ids(store.claim("f", 1_000, 10, LEASE).await.unwrap()),
+        ["a1"]
+    );
+    // Once a1 leaves the queue (here: the dead-letter queue), a2 is next.
+    store
+        .dead_letter(a1, 2, "gave up".to_string().into(), 1_001)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(store.claim("f", 1_002, 10, LEASE).await.unwrap()),
+        ["a2"]
+    );
+    store.ack(a2).await.unwrap();
+    // Replayed, a1 keeps its key and queues behind nothing.
+    assert_eq!(store.replay(DlqFilter::default(), 2_000).await.unwrap(), 1);
+    assert_eq!(
+        ids(store.claim("f", 2_000, 10, LEASE).await.unwrap()),
+        ["a1"]
+    );
+    assert_eq!(
+        ids(store.claim("g", 2_000, 10, LEASE).await.unwrap()),
+        ["a-other-flow"]
+    );
+}
+
+#[tokio::test]
+async fn a_store_from_before_ordering_is_upgraded_in_place() {
+    let path = scratch();
+    {
+        use sqlx::Connection;
+        let url = format!("sqlite:{}?mode=rwc", path.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE queue (seq INTEGER PRIMARY KEY AUTOINCREMENT, flow TEXT NOT NULL, id TEXT NOT NULL,
+               payload BLOB NOT NULL, metadata BLOB NOT NULL, enqueued_at INTEGER NOT NULL,
+               attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL,
+               lease_until INTEGER NOT NULL DEFAULT 0, last_error TEXT, history TEXT NOT NULL DEFAULT '');
+             CREATE TABLE dead_letters (id TEXT PRIMARY KEY, flow TEXT NOT NULL, payload BLOB NOT NULL,
+               metadata BLOB NOT NULL, enqueued_at INTEGER NOT NULL, failed_at INTEGER NOT NULL,
+               attempts INTEGER NOT NULL, reason TEXT NOT NULL, last_status INTEGER, response_excerpt TEXT,
+               history TEXT NOT NULL DEFAULT '');
+             INSERT INTO queue (flow, id, payload, metadata, enqueued_at, next_attempt_at)
+               VALUES ('f', 'old', x'6a7b7d', x'', 1, 1);",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let store = Store::open_owner(&path, Durability::Process).await.unwrap();
+    store
+        .enqueue("f", "new", b"", b"", Some("k"), 2)
+        .await
+        .unwrap();
+    let claimed = store.claim("f", 10, 10, LEASE).await.unwrap();
+    let ids: Vec<_> = claimed.iter().map(|q| q.id.as_str()).collect();
+    assert_eq!(ids, ["old", "new"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_share_commits_and_everything_survives_a_reopen() {
     let path = scratch();
@@ -203,7 +331,7 @@ async fn concurrent_writers_share_commits_and_everything_survives_a_reopen() {
                 let id = format!("{w}-{i}");
                 seqs.push(
                     store
-                        .enqueue("f", &id, id.as_bytes(), b"", 1)
+                        .enqueue("f", &id, id.as_bytes(), b"", None, 1)
                         .await
                         .unwrap(),
                 );
@@ -258,7 +386,7 @@ async fn a_damaged_file_is_refused_with_a_clear_error() {
         let store = Store::open(&path, Durability::Power).await.unwrap();
         for i in 0..2_000 {
             store
-                .enqueue("f", &i.to_string(), &[b'x'; 512], b"", 1)
+                .enqueue("f", &i.to_string(), &[b'x'; 512], b"", None, 1)
                 .await
                 .unwrap();
         }
@@ -303,7 +431,10 @@ async fn random_operations_match_an_in_memory_model() {
         match rng.u8(0..9) {
             0 | 1 => {
                 let id = format!("m{step}");
-                let seq = store.enqueue(flow, &id, b"p", b"", now).await.unwrap();
+                let seq = store
+                    .enqueue(flow, &id, b"p", b"", None, now)
+                    .await
+                    .unwrap();
                 assert!(seq > model.max_seq);
                 model.max_seq = seq;
                 model.queue.insert(seq, (flow.into(), id, 0, now, 0));

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use weft_store::{Store, StoreError};
 
-use crate::config::Loaded;
+use crate::config::{FlowSpec, Loaded};
 use crate::core::durable::{self, DurableQueue};
 use crate::core::flow::{Flow, OutputSlot, ProcessorSlot};
 use crate::core::metrics::{self, ComponentMetrics};
@@ -73,7 +73,7 @@ pub async fn run(
     let admin_address = options.admin_address;
     // Installed before any flow registers its metric handles, which would otherwise be no-ops.
     let handle = metrics::install();
-    let store = if loaded.flows.iter().any(|f| f.durable.is_some()) {
+    let store = if loaded.flows.iter().any(FlowSpec::needs_store) {
         let path = options.data_dir.join("weft.db");
         std::fs::create_dir_all(&options.data_dir).map_err(|source| EngineError::DataDir {
             path: options.data_dir.clone(),
@@ -108,7 +108,7 @@ pub async fn run(
             .collect();
         let durable = match (spec.durable, &store) {
             (Some(limits), Some(store)) => Some(Arc::new(
-                DurableQueue::open(store.clone(), name.clone(), limits).await?,
+                DurableQueue::open(store.clone(), name.clone(), limits, spec.order_by).await?,
             )),
             _ => None,
         };
@@ -125,6 +125,7 @@ pub async fn run(
             processors,
             outputs,
             durable,
+            store.clone(),
         ));
         if flow.durable().is_some() {
             durable_flows.push((flow.clone(), spec.concurrency));
@@ -198,6 +199,9 @@ pub async fn run(
     }
     for (flow, count) in &durable_flows {
         workers.spawn(durable::work(flow.clone(), *count, worker_stop.clone()));
+    }
+    if let Some(store) = &store {
+        workers.spawn(sweep_expired_keys(store.clone(), worker_stop.clone()));
     }
 
     let tasks = TaskTracker::new();
@@ -297,4 +301,20 @@ pub async fn run(
     admin_stop.cancel();
     let _ = admin_task.await;
     Ok(summary)
+}
+
+/// Gives back the space of expired dedupe and idempotency keys now and then (they already read
+/// as absent the moment they expire).
+async fn sweep_expired_keys(store: Store, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+        }
+        match store.kv_expire(durable::now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(keys = n, "expired keys removed"),
+            Err(e) => tracing::warn!(error = %e, "could not remove expired keys"),
+        }
+    }
 }

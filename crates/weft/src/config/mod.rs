@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::core::durable::Limits;
-use crate::core::mapping::Diagnostic;
+use crate::core::mapping::{Diagnostic, Mapping};
 use crate::core::retry::RetryPolicy;
 use crate::inputs::{Input, InputConfig};
 use crate::outputs::{Output, OutputConfig, Shared};
@@ -102,6 +102,17 @@ pub struct FlowSpec {
     pub outputs: Vec<(String, Output, RetryPolicy)>,
     /// `None` for direct delivery; the store queue's bounds for `delivery: durable`.
     pub durable: Option<Limits>,
+    /// `ordering: { by_key: … }`: the key whose messages are delivered one at a time, in order.
+    pub order_by: Option<Mapping>,
+}
+
+impl FlowSpec {
+    /// Whether the flow keeps anything in the store (its queue, dedupe keys, idempotency keys).
+    pub fn needs_store(&self) -> bool {
+        self.durable.is_some()
+            || self.processors.iter().any(|(_, p)| p.uses_store())
+            || self.input.uses_store()
+    }
 }
 
 /// Everything `weft run` needs.
@@ -131,6 +142,15 @@ enum DurabilityConfig {
     Power,
 }
 
+/// `ordering:` on a flow.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderingConfig {
+    /// A VRL expression over the incoming message: messages with the same key are delivered
+    /// one at a time, in the order they were accepted.
+    by_key: String,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AdminConfig {
@@ -148,6 +168,7 @@ const FLOW_KEYS: &[&str] = &[
     "delivery",
     "max_queued",
     "max_queued_bytes",
+    "ordering",
 ];
 const DEFAULT_MAX_QUEUED: u64 = 100_000;
 const DEFAULT_MAX_QUEUED_BYTES: u64 = 256 << 20;
@@ -578,6 +599,40 @@ impl<'a> Loader<'a> {
             },
         };
 
+        let order_by = node.get("ordering").and_then(|n| {
+            let config = from_node::<OrderingConfig>(n)
+                .map_err(|e| {
+                    let field = join_path(&e.path);
+                    let field = if field.is_empty() {
+                        "ordering".to_string()
+                    } else {
+                        format!("ordering.{field}")
+                    };
+                    let mut err = ctx.error(
+                        e.loc.unwrap_or(n.loc),
+                        &field,
+                        format!("{} (write `ordering: {{ by_key: <VRL expression> }}`)", e.message),
+                    );
+                    err.suggestion = e.suggestion;
+                    self.errors.push(err);
+                })
+                .ok()?;
+            if mode != DeliveryMode::Durable {
+                self.errors.push(ctx.error(
+                    n.loc,
+                    "ordering",
+                    "`ordering` needs `delivery: durable` (a direct flow keeps its input's order only with `concurrency: 1`)",
+                ));
+                return None;
+            }
+            Mapping::compile(&config.by_key)
+                .map_err(|d| {
+                    let errs = BuildError::from_diagnostics("ordering.by_key", d);
+                    self.errors.extend(ctx.build_errors(node, errs));
+                })
+                .ok()
+        });
+
         let input = match node.get("input") {
             None => {
                 self.errors
@@ -679,6 +734,7 @@ impl<'a> Loader<'a> {
             processors,
             outputs,
             durable,
+            order_by,
         })
     }
 
@@ -886,5 +942,31 @@ flows:
         );
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].starts_with("f.yaml:5:"), "{errors:?}");
+    }
+
+    #[test]
+    fn ordering_is_checked_where_it_is_written() {
+        let errors = check(
+            "flows:\n  a:\n    ordering: { by_key: .customer }\n    input: {stdin: {}}\n    output: {drop: {}}\n",
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "f.yaml:3:15: flow `a`, field `ordering`: `ordering` needs `delivery: durable`"
+            ),
+            "{errors:?}"
+        );
+        let errors = check(
+            "flows:\n  a:\n    delivery: durable\n    ordering: { by_kye: .customer }\n    input: {stdin: {}}\n    output: {drop: {}}\n",
+        );
+        assert!(errors[0].contains("field `ordering.by_kye`"), "{errors:?}");
+        assert!(errors[0].contains("did you mean `by_key`?"), "{errors:?}");
+        let errors = check(
+            "flows:\n  a:\n    delivery: durable\n    ordering: { by_key: .customer + }\n    input: {stdin: {}}\n    output: {drop: {}}\n",
+        );
+        assert!(
+            errors[0].starts_with("f.yaml:4:") && errors[0].contains("field `ordering.by_key`"),
+            "{errors:?}"
+        );
     }
 }

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use weft_store::{Failure, Queued, Store, StoreError};
 
 use super::flow::{Flow, Verdict};
-use super::mapping::{Value, empty_object};
+use super::mapping::{Mapping, MappingError, Value, empty_object};
 use super::{Message, Output, Processor};
 
 /// How long a claimed message stays reserved for one worker. Only matters when a worker dies
@@ -66,6 +66,8 @@ pub enum AcceptError {
     Timeout,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("ordering key: {0}")]
+    OrderKey(MappingError),
 }
 
 /// A stored payload is tagged: `j` + JSON, or `b` + the raw bytes of a binary string value,
@@ -103,6 +105,7 @@ pub struct DurableQueue {
     store: Store,
     flow: Arc<str>,
     limits: Limits,
+    order_by: Option<Mapping>,
     messages: AtomicU64,
     bytes: AtomicU64,
     wake: Notify,
@@ -111,8 +114,14 @@ pub struct DurableQueue {
 }
 
 impl DurableQueue {
-    /// Opens `flow`'s queue, counting what a previous run left in it.
-    pub async fn open(store: Store, flow: Arc<str>, limits: Limits) -> Result<Self, StoreError> {
+    /// Opens `flow`'s queue, counting what a previous run left in it. With `order_by`, messages
+    /// sharing its key are delivered one at a time, in the order they were accepted.
+    pub async fn open(
+        store: Store,
+        flow: Arc<str>,
+        limits: Limits,
+        order_by: Option<Mapping>,
+    ) -> Result<Self, StoreError> {
         let depth = store.depth(&flow).await?;
         let queue = DurableQueue {
             depth: metrics::gauge!("weft_queue_messages", "flow" => flow.to_string()),
@@ -120,6 +129,7 @@ impl DurableQueue {
             store,
             flow,
             limits,
+            order_by,
             messages: AtomicU64::new(depth.messages),
             bytes: AtomicU64::new(depth.bytes),
             wake: Notify::new(),
@@ -127,6 +137,11 @@ impl DurableQueue {
         queue.depth.set(depth.messages as f64);
         queue.count_dead().await;
         Ok(queue)
+    }
+
+    /// Whether the ordering key reads metadata.
+    pub fn reads_metadata(&self) -> bool {
+        self.order_by.as_ref().is_some_and(Mapping::reads_metadata)
     }
 
     async fn count_dead(&self) {
@@ -187,13 +202,25 @@ impl DurableQueue {
         mut reservation: Reservation<'_>,
         message: &Message,
     ) -> Result<(), AcceptError> {
+        let order_key = match &self.order_by {
+            Some(by) => Some(
+                by.key(&message.value, &message.metadata)
+                    .map_err(AcceptError::OrderKey)?,
+            ),
+            None => None,
+        };
         let payload = encode_value(&message.value)?;
         let metadata = serde_json::to_vec(&message.metadata).map_err(AcceptError::Encode)?;
         let size = (payload.len() + metadata.len()) as u64;
         let id = message.id.to_string();
-        let enqueue = self
-            .store
-            .enqueue(&self.flow, &id, &payload, &metadata, now_ms());
+        let enqueue = self.store.enqueue(
+            &self.flow,
+            &id,
+            &payload,
+            &metadata,
+            order_key.as_deref(),
+            now_ms(),
+        );
         tokio::time::timeout(ACCEPT_TIMEOUT, enqueue)
             .await
             .map_err(|_| AcceptError::Timeout)??;
@@ -344,10 +371,15 @@ async fn deliver<P: Processor, O: Output>(flow: &Flow<P, O>, queue: &DurableQueu
         Ok(m) => m,
         Err(reason) => return queue.dead_letter(&entry, attempts, reason.into()).await,
     };
-    let message = match flow.transform(message) {
+    let id = message.id;
+    // A retry runs the pipeline again: a dedupe key this message took on an earlier attempt is
+    // still its own, so it passes. Keys are given back only when the message dead-letters.
+    let mut claims = Vec::new();
+    let message = match flow.transform(message, &mut claims).await {
         Ok(Some(m)) => m,
         Ok(None) => return queue.ack(&entry).await,
         Err(e) => {
+            flow.release(claims, id).await;
             return queue
                 .dead_letter(&entry, attempts, e.to_string().into())
                 .await;
@@ -363,6 +395,7 @@ async fn deliver<P: Processor, O: Output>(flow: &Flow<P, O>, queue: &DurableQueu
                 last_status: response.as_ref().map(|r| r.status),
                 response_excerpt: response.map(|r| r.excerpt),
             };
+            flow.release(claims, id).await;
             queue.dead_letter(&entry, attempts, failure).await
         }
         Verdict::Retry { wait, reason } => {

@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use ulid::Ulid;
+use weft_store::Store;
 
 use super::durable::DurableQueue;
 use super::metrics::{ComponentMetrics, FlowMetrics};
 use super::retry::{Answer, Decision, Delivered, RetryPolicy, deliver};
-use super::{Attempt, Message, Output, Processor};
+use super::{Attempt, Claim, Context, Message, Output, Processor};
 
 pub struct ProcessorSlot<P> {
     pub id: String,
@@ -77,6 +79,7 @@ pub struct Flow<P, O> {
     limit: Arc<Semaphore>,
     reads_metadata: bool,
     durable: Option<Arc<DurableQueue>>,
+    store: Option<Store>,
     metrics: FlowMetrics,
 }
 
@@ -100,11 +103,14 @@ impl<P: Processor, O: Output> Flow<P, O> {
         processors: Vec<ProcessorSlot<P>>,
         outputs: Vec<OutputSlot<O>>,
         durable: Option<Arc<DurableQueue>>,
+        store: Option<Store>,
     ) -> Self {
         let reads_metadata = processors.iter().any(|p| p.processor.reads_metadata())
-            || outputs.iter().any(|o| o.output.reads_metadata());
+            || outputs.iter().any(|o| o.output.reads_metadata())
+            || durable.as_ref().is_some_and(|q| q.reads_metadata());
         Flow {
             durable,
+            store,
             reads_metadata,
             metrics: FlowMetrics::new(&name, input_id),
             name,
@@ -155,10 +161,25 @@ impl<P: Processor, O: Output> Flow<P, O> {
         self.metrics.failed.increment(1);
     }
 
-    /// Runs the pipeline: `Ok(None)` when a processor dropped the message on purpose.
-    pub fn transform(&self, mut message: Message) -> Result<Option<Message>, FlowError> {
+    /// The store, when the flow has one (durable delivery, dedupe, idempotency keys).
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// Runs the pipeline: `Ok(None)` when a processor dropped the message on purpose. Store
+    /// keys the processors took for the message are added to `claims`.
+    pub async fn transform(
+        &self,
+        mut message: Message,
+        claims: &mut Vec<Claim>,
+    ) -> Result<Option<Message>, FlowError> {
+        let mut cx = Context {
+            flow: &self.name,
+            store: self.store.as_ref(),
+            claims,
+        };
         for slot in &self.processors {
-            match slot.processor.process(message) {
+            match slot.processor.process(message, &mut cx).await {
                 Ok(Some(next)) => message = next,
                 Ok(None) => {
                     self.metrics.filtered.increment(1);
@@ -177,6 +198,21 @@ impl<P: Processor, O: Output> Flow<P, O> {
         Ok(Some(message))
     }
 
+    /// Gives back the store keys a failed message took, so that its resend is processed rather
+    /// than dropped as a duplicate. Only keys the message still holds are removed.
+    pub async fn release(&self, claims: Vec<Claim>, id: Ulid) {
+        let Some(store) = &self.store else { return };
+        let holder = id.to_string();
+        for claim in claims {
+            if let Err(e) = store
+                .kv_delete(&claim.namespace, &claim.key, Some(holder.as_bytes()))
+                .await
+            {
+                tracing::warn!(flow = %self.name, %id, key = claim.key, error = %e, "could not release a dedupe key; a resend within its TTL will be dropped");
+            }
+        }
+    }
+
     /// Counts a message taken in by the input.
     pub fn count_received(&self) {
         self.metrics.received.increment(1);
@@ -186,8 +222,15 @@ impl<P: Processor, O: Output> Flow<P, O> {
     pub async fn process(&self, message: Message) -> Result<Processed, FlowError> {
         let start = Instant::now();
         self.count_received();
-        let Some(message) = self.transform(message)? else {
-            return Ok(Processed::Filtered);
+        let id = message.id;
+        let mut claims = Vec::new();
+        let message = match self.transform(message, &mut claims).await {
+            Ok(Some(message)) => message,
+            Ok(None) => return Ok(Processed::Filtered),
+            Err(e) => {
+                self.release(claims, id).await;
+                return Err(e);
+            }
         };
         let result = match self.outputs.as_slice() {
             [single] => self.deliver_one(single, &message).await,
@@ -200,6 +243,9 @@ impl<P: Processor, O: Output> Flow<P, O> {
             }
         };
         self.metrics.latency.record(start.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.release(claims, id).await;
+        }
         result.map(|()| Processed::Delivered(message))
     }
 

@@ -177,6 +177,18 @@ pub fn to_text(value: &Value) -> String {
     }
 }
 
+impl Mapping {
+    /// Evaluates a key expression (dedupe, ordering, idempotency): a string, number or boolean
+    /// as its text, arrays and objects as JSON. Null is an error, never a shared "empty" key
+    /// that would merge unrelated messages.
+    pub fn key(&self, value: &Value, metadata: &Value) -> Result<String, MappingError> {
+        match self.eval(value, metadata)? {
+            Value::Null => Err(MappingError("the key expression gave null".into())),
+            other => Ok(to_text(&other)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

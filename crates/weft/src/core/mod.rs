@@ -14,14 +14,37 @@ pub mod template;
 
 use std::future::Future;
 
+use weft_store::Store;
+
 pub use mapping::{MappingError, Value};
 pub use message::Message;
 pub use retry::Attempt;
 
+/// What a pipeline step may use besides the message itself.
+pub struct Context<'a> {
+    pub flow: &'a str,
+    /// The store, when the flow has one (it has when any of its components needs it).
+    pub store: Option<&'a Store>,
+    /// Keys taken in the store for this message; the flow gives them back if the message fails,
+    /// so that its resend is not mistaken for a duplicate.
+    pub claims: &'a mut Vec<Claim>,
+}
+
+/// A store key held by one message (its id is the value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub namespace: String,
+    pub key: String,
+}
+
 /// A pipeline step: keeps, rewrites or drops one message.
 pub trait Processor: Send + Sync + 'static {
     /// `Ok(None)` drops the message on purpose (a filter said no); `Err` fails it.
-    fn process(&self, message: Message) -> Result<Option<Message>, MappingError>;
+    fn process(
+        &self,
+        message: Message,
+        cx: &mut Context<'_>,
+    ) -> impl Future<Output = Result<Option<Message>, MappingError>> + Send;
 
     /// Whether any program of this step reads message metadata (`%…`).
     fn reads_metadata(&self) -> bool;

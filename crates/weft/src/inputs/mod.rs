@@ -63,6 +63,14 @@ pub enum Input {
 }
 
 impl Input {
+    /// Whether the input keeps anything in the store.
+    pub fn uses_store(&self) -> bool {
+        match self {
+            Input::HttpServer(endpoint) => endpoint.uses_store(),
+            _ => false,
+        }
+    }
+
     /// Runs a reading input to its end (or shutdown).
     pub async fn run(&self, feed: Feed) -> std::io::Result<()> {
         match self {
@@ -104,6 +112,12 @@ impl Feed {
                 match queue.accept(reservation, &message).await {
                     Ok(()) => {
                         self.flow.count_received();
+                        return true;
+                    }
+                    Err(error @ crate::core::durable::AcceptError::OrderKey(_)) => {
+                        // This message can never be keyed; retrying would stall the input.
+                        tracing::error!(flow = %self.flow.name, id = %message.id, %error, "message rejected");
+                        self.flow.count_rejected();
                         return true;
                     }
                     Err(error) => {

@@ -1,6 +1,7 @@
 //! Processors: the steps of a flow's `pipeline`. This enum is the registry: one variant per
 //! processor, named as in YAML, one file each.
 
+mod dedupe;
 mod filter;
 mod log;
 mod map;
@@ -8,7 +9,7 @@ mod map;
 use serde::Deserialize;
 
 use crate::config::BuildError;
-use crate::core::{MappingError, Message};
+use crate::core::{Context, MappingError, Message};
 
 /// Every processor weft knows, by its YAML name.
 #[derive(Debug, Deserialize)]
@@ -17,6 +18,7 @@ pub enum ProcessorConfig {
     Map(map::Config),
     Filter(filter::Config),
     Log(log::Config),
+    Dedupe(dedupe::Config),
 }
 
 impl ProcessorConfig {
@@ -25,6 +27,7 @@ impl ProcessorConfig {
             ProcessorConfig::Map(_) => "map",
             ProcessorConfig::Filter(_) => "filter",
             ProcessorConfig::Log(_) => "log",
+            ProcessorConfig::Dedupe(_) => "dedupe",
         }
     }
 
@@ -33,6 +36,7 @@ impl ProcessorConfig {
             ProcessorConfig::Map(c) => Processor::Map(c.build()?),
             ProcessorConfig::Filter(c) => Processor::Filter(c.build()?),
             ProcessorConfig::Log(c) => Processor::Log(c.build()?),
+            ProcessorConfig::Dedupe(c) => Processor::Dedupe(c.build()?),
         })
     }
 }
@@ -41,14 +45,27 @@ pub enum Processor {
     Map(map::Map),
     Filter(filter::Filter),
     Log(log::Log),
+    Dedupe(dedupe::Dedupe),
+}
+
+impl Processor {
+    /// Whether this step keeps state in the store (the engine opens it when any step does).
+    pub fn uses_store(&self) -> bool {
+        matches!(self, Processor::Dedupe(_))
+    }
 }
 
 impl crate::core::Processor for Processor {
-    fn process(&self, message: Message) -> Result<Option<Message>, MappingError> {
+    async fn process(
+        &self,
+        message: Message,
+        cx: &mut Context<'_>,
+    ) -> Result<Option<Message>, MappingError> {
         match self {
             Processor::Map(p) => p.process(message),
             Processor::Filter(p) => p.process(message),
             Processor::Log(p) => p.process(message),
+            Processor::Dedupe(p) => p.process(message, cx).await,
         }
     }
 
@@ -57,6 +74,7 @@ impl crate::core::Processor for Processor {
             Processor::Map(p) => p.program.reads_metadata(),
             Processor::Filter(p) => p.condition.reads_metadata(),
             Processor::Log(p) => p.message.reads_metadata(),
+            Processor::Dedupe(p) => p.key.reads_metadata(),
         }
     }
 }

@@ -7,5 +7,6 @@ mod delivery;
 mod durable;
 mod finite;
 mod http_input;
+mod idempotency;
 mod support;
 mod tidy;

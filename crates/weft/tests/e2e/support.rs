@@ -207,9 +207,23 @@ pub async fn request(
     content_type: Option<&str>,
     body: impl Into<Bytes>,
 ) -> (StatusCode, HeaderMap, String) {
+    let headers: Vec<_> = content_type
+        .map(|ct| ("content-type", ct))
+        .into_iter()
+        .collect();
+    request_with(method, url, &headers, body).await
+}
+
+/// A request with any headers; the answer's status, headers and body (599 if none came).
+pub async fn request_with(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> (StatusCode, HeaderMap, String) {
     let mut builder = Request::builder().method(method).uri(url);
-    if let Some(ct) = content_type {
-        builder = builder.header("content-type", ct);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
     }
     match client()
         .request(builder.body(Full::new(body.into())).unwrap())

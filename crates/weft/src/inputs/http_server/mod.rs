@@ -51,9 +51,14 @@ use tokio_util::task::TaskTracker;
 use crate::config::BuildError;
 use crate::config::units::{Dur, Size};
 use crate::core::Message;
-use crate::core::flow::{FlowError, Processed};
+use crate::core::durable::{AcceptError, Reservation};
+use crate::core::flow::{Admission, FlowError, Processed};
 use crate::core::mapping::{ObjectMap, Value, empty_object, insert};
 use crate::engine::RunFlow;
+
+pub mod idempotency;
+
+use idempotency::{Begin, Idempotency};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +80,10 @@ pub struct Config {
     /// `ack` (answer `{"id"}` after delivery) or `pipeline` (answer with the result).
     #[serde(default)]
     pub response: ResponseMode,
+    /// Repeats of a request with the same `Idempotency-Key` get the first answer; see
+    /// [`idempotency`].
+    #[serde(default)]
+    pub idempotency: Option<idempotency::Config>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -110,6 +119,7 @@ pub struct Endpoint {
     max_body_size: usize,
     read_timeout: Duration,
     response: ResponseMode,
+    idempotency: Option<Idempotency>,
 }
 
 impl Config {
@@ -152,6 +162,14 @@ impl Config {
         if methods.is_empty() && errors.is_empty() {
             errors.push(BuildError::new("methods", "list at least one method"));
         }
+        let idempotency = match self.idempotency.as_ref().map(idempotency::Config::build) {
+            None => None,
+            Some(Ok(i)) => Some(i),
+            Some(Err(e)) => {
+                errors.extend(e);
+                None
+            }
+        };
         match address {
             Some(address) if errors.is_empty() => Ok(Endpoint {
                 address,
@@ -160,6 +178,7 @@ impl Config {
                 max_body_size: self.max_body_size.0 as usize,
                 read_timeout: self.read_timeout.0,
                 response: self.response,
+                idempotency,
             }),
             _ => Err(errors),
         }
@@ -170,6 +189,11 @@ impl Endpoint {
     /// Whether the caller is answered with the pipeline's result (`response: pipeline`).
     pub fn replies_with_pipeline(&self) -> bool {
         self.response == ResponseMode::Pipeline
+    }
+
+    /// Whether the endpoint keeps idempotency keys (in the store).
+    pub fn uses_store(&self) -> bool {
+        self.idempotency.is_some()
     }
 }
 
@@ -296,13 +320,6 @@ async fn handle(route: Arc<Route>, request: Request<Body>) -> Response {
     if declared.is_some_and(|len| len > endpoint.max_body_size) {
         return too_large();
     }
-    let retry_later = |status, message| {
-        let mut response = error(status, message, None);
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        response
-    };
     // Durable flows are bounded by their store queue (a place is reserved before the body is
     // read), direct flows by their concurrency; both by the requests in progress.
     let durable = route.flow.durable();
@@ -351,29 +368,86 @@ async fn handle(route: Arc<Route>, request: Request<Body>) -> Response {
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
+    let ticket = match (&endpoint.idempotency, route.flow.store()) {
+        (Some(idempotency), Some(store)) => {
+            match idempotency
+                .begin(store, &route.flow.name, &parts, &bytes)
+                .await
+            {
+                Ok(Begin::Unkeyed) => None,
+                Ok(Begin::First(ticket)) => Some(ticket),
+                Ok(Begin::Answer(answer)) => return answer,
+                Err(e @ idempotency::IdempotencyError::BadKey { .. }) => {
+                    return error(StatusCode::BAD_REQUEST, &e.to_string(), None);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "idempotency key lookup failed; the caller was answered 503");
+                    return retry_later(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the store is unavailable; retry later",
+                    );
+                }
+            }
+        }
+        _ => None,
+    };
     let value = match decode(&parts.headers, bytes) {
         Ok(v) => v,
         Err(message) => {
             route.flow.count_rejected();
-            return error(StatusCode::BAD_REQUEST, &message, None);
+            let refused = error(StatusCode::BAD_REQUEST, &message, None);
+            return match ticket {
+                Some(ticket) => ticket.finish(refused).await,
+                None => refused,
+            };
         }
     };
     let mut message = Message::new(value);
     if route.flow.reads_metadata() {
         message.metadata = metadata(&parts);
     }
+    let answer = respond(&route, message, reservation, admission).await;
+    match ticket {
+        Some(ticket) => ticket.finish(answer).await,
+        None => answer,
+    }
+}
+
+fn retry_later(status: StatusCode, message: &str) -> Response {
+    let mut response = error(status, message, None);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// Hands the message to the flow and answers the caller: once it is stored (durable), or once
+/// it is delivered (direct).
+async fn respond(
+    route: &Route,
+    message: Message,
+    reservation: Option<Reservation<'_>>,
+    admission: Admission,
+) -> Response {
+    let endpoint = &route.endpoint;
     let id = message.id.to_string();
-    if let (Some(queue), Some(reservation)) = (durable, reservation) {
-        route.flow.count_received();
+    if let (Some(queue), Some(reservation)) = (route.flow.durable(), reservation) {
         let accepted = queue.accept(reservation, &message).await;
         drop(admission);
         return match accepted {
-            Ok(()) => (
-                StatusCode::ACCEPTED,
-                [(header::CONTENT_TYPE, "application/json")],
-                format!(r#"{{"id":"{id}"}}"#),
-            )
-                .into_response(),
+            Ok(()) => {
+                route.flow.count_received();
+                (
+                    StatusCode::ACCEPTED,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    format!(r#"{{"id":"{id}"}}"#),
+                )
+                    .into_response()
+            }
+            Err(e @ AcceptError::OrderKey(_)) => {
+                route.flow.count_rejected();
+                error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string(), None)
+            }
             Err(e) => {
                 tracing::error!(%id, error = %e, "could not store the message; the caller was answered 503");
                 retry_later(
@@ -513,6 +587,7 @@ mod tests {
             max_body_size: default_max_body(),
             read_timeout: default_read_timeout(),
             response: ResponseMode::Ack,
+            idempotency: None,
         }
     }
 

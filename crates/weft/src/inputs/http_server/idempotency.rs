@@ -1,0 +1,333 @@
+//! `Idempotency-Key` for server inputs: a request repeated with the same key within `ttl` gets
+//! the first request's answer again, and its message is delivered once.
+//!
+//! The protocol, kept in the store under `idempotency/<flow>`:
+//! - The first request with a key takes it with a *pending* record (the request's fingerprint:
+//!   method, path, query and body) and is processed.
+//! - Its answer is then stored with the key when it is final — a success (2xx) or a failure the
+//!   same request would meet again (422) — and replayed to every repeat (with
+//!   `Idempotent-Replayed: true`). Any other answer (502, 503, …) gives the key back, so the
+//!   client's retry is processed.
+//! - A repeat while the first is still in progress gets `409` + `Retry-After`; the same key with a
+//!   different request gets `422`. A pending record outlives a crash by at most [`PENDING_TTL`].
+//!
+//! ```yaml
+//! input:
+//!   http_server:
+//!     address: 0.0.0.0:8080
+//!     idempotency:
+//!       header: Idempotency-Key   # default
+//!       ttl: 24h                  # default
+//! ```
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use weft_store::{Store, StoreError};
+
+use crate::config::BuildError;
+use crate::config::units::Dur;
+use crate::core::durable::now_ms;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The request header that carries the key.
+    #[serde(default = "default_header")]
+    pub header: String,
+    /// How long an answer is kept for repeats.
+    #[serde(default = "default_ttl")]
+    pub ttl: Dur,
+}
+
+fn default_header() -> String {
+    "Idempotency-Key".into()
+}
+fn default_ttl() -> Dur {
+    Dur(Duration::from_secs(24 * 3600))
+}
+
+/// How long a key taken by a request that never finished (the process died) stays taken.
+pub const PENDING_TTL: Duration = Duration::from_secs(600);
+/// The longest key accepted.
+const MAX_KEY: usize = 255;
+
+impl Config {
+    pub fn build(&self) -> Result<Idempotency, Vec<BuildError>> {
+        let mut errors = Vec::new();
+        let header = HeaderName::from_bytes(self.header.as_bytes())
+            .map_err(|_| {
+                errors.push(BuildError::new(
+                    "idempotency.header",
+                    format!("`{}` is not a valid header name", self.header),
+                ))
+            })
+            .ok();
+        if self.ttl.0.is_zero() {
+            errors.push(BuildError::new("idempotency.ttl", "ttl must be above zero"));
+        }
+        match header {
+            Some(header) if errors.is_empty() => Ok(Idempotency {
+                header,
+                ttl_ms: self.ttl.0.as_millis().min(i64::MAX as u128) as i64,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    header: HeaderName,
+    ttl_ms: i64,
+}
+
+/// What a key's record says. Stored as this JSON, a newline, then the answer's body bytes.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    fingerprint: String,
+    /// `None` while the first request is in progress.
+    status: Option<u16>,
+    #[serde(default)]
+    content_type: Option<String>,
+}
+
+fn encode(record: &Record, body: &[u8]) -> Vec<u8> {
+    let mut out = serde_json::to_vec(record).expect("a record always serializes");
+    out.push(b'\n');
+    out.extend_from_slice(body);
+    out
+}
+
+fn decode(stored: &[u8]) -> Option<(Record, &[u8])> {
+    let split = stored.iter().position(|b| *b == b'\n')?;
+    let record = serde_json::from_slice(&stored[..split]).ok()?;
+    Some((record, &stored[split + 1..]))
+}
+
+/// What to do with a request.
+pub enum Begin {
+    /// No key given: process as usual.
+    Unkeyed,
+    /// The first request with this key: process it, then hand the answer to [`Ticket::finish`].
+    First(Ticket),
+    /// A repeat: answer with this, process nothing.
+    Answer(Response),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdempotencyError {
+    #[error("the {header} header must be 1 to {MAX_KEY} visible ASCII characters")]
+    BadKey { header: HeaderName },
+    #[error("idempotency: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl Idempotency {
+    /// Looks the request's key up, taking it if it is new.
+    pub async fn begin(
+        &self,
+        store: &Store,
+        flow: &str,
+        parts: &http::request::Parts,
+        body: &Bytes,
+    ) -> Result<Begin, IdempotencyError> {
+        let Some(value) = parts.headers.get(&self.header) else {
+            return Ok(Begin::Unkeyed);
+        };
+        let key = value
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= MAX_KEY)
+            .ok_or_else(|| IdempotencyError::BadKey {
+                header: self.header.clone(),
+            })?
+            .to_string();
+        let fingerprint = fingerprint(parts, body);
+        let namespace = format!("idempotency/{flow}");
+        let pending = encode(
+            &Record {
+                fingerprint: fingerprint.clone(),
+                status: None,
+                content_type: None,
+            },
+            b"",
+        );
+        // Twice at most: the record found may expire between the two calls.
+        for _ in 0..2 {
+            let now = now_ms();
+            let expires = now + PENDING_TTL.as_millis() as i64;
+            if store
+                .kv_put_if_absent(&namespace, &key, &pending, Some(expires), now)
+                .await?
+            {
+                return Ok(Begin::First(Ticket {
+                    store: store.clone(),
+                    namespace,
+                    key,
+                    pending,
+                    ttl_ms: self.ttl_ms,
+                    finished: false,
+                }));
+            }
+            let Some(stored) = store.kv_get(&namespace, &key, now).await? else {
+                continue;
+            };
+            let Some((record, body)) = decode(&stored) else {
+                break;
+            };
+            return Ok(Begin::Answer(if record.fingerprint != fingerprint {
+                refusal(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "this Idempotency-Key was used for a different request",
+                )
+            } else if let Some(status) = record.status {
+                replay(status, record.content_type.as_deref(), body)
+            } else {
+                let mut answer = refusal(
+                    StatusCode::CONFLICT,
+                    "a request with this Idempotency-Key is still in progress",
+                );
+                answer
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                answer
+            }));
+        }
+        Ok(Begin::Answer(refusal(
+            StatusCode::CONFLICT,
+            "this Idempotency-Key is in use; retry later",
+        )))
+    }
+}
+
+fn refusal(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "error": message }).to_string(),
+    )
+        .into_response()
+}
+
+fn replay(status: u16, content_type: Option<&str>, body: &[u8]) -> Response {
+    let mut answer = Response::new(Body::from(body.to_vec()));
+    *answer.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    if let Some(value) = content_type.and_then(|c| HeaderValue::from_str(c).ok()) {
+        answer.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    answer.headers_mut().insert(
+        HeaderName::from_static("idempotent-replayed"),
+        HeaderValue::from_static("true"),
+    );
+    answer
+}
+
+fn fingerprint(parts: &http::request::Parts, body: &Bytes) -> String {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [
+        parts.method.as_str().as_bytes(),
+        parts.uri.path().as_bytes(),
+        parts.uri.query().unwrap_or("").as_bytes(),
+    ] {
+        digest.update(&(part.len() as u64).to_be_bytes());
+        digest.update(part);
+    }
+    digest.update(body);
+    digest
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A key held by the request being processed.
+pub struct Ticket {
+    store: Store,
+    namespace: String,
+    key: String,
+    pending: Vec<u8>,
+    ttl_ms: i64,
+    finished: bool,
+}
+
+impl Ticket {
+    /// Keeps a final answer for repeats, or gives the key back; returns the answer unchanged.
+    pub async fn finish(mut self, answer: Response) -> Response {
+        self.finished = true;
+        let status = answer.status();
+        if !(status.is_success() || status == StatusCode::UNPROCESSABLE_ENTITY) {
+            self.give_back().await;
+            return answer;
+        }
+        let (parts, body) = answer.into_parts();
+        // Our own answers are in memory already; the limit only guards against surprises.
+        let body = match axum::body::to_bytes(body, 16 << 20).await {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(key = self.key, error = %e, "answer not kept for idempotent repeats");
+                self.give_back().await;
+                return Response::from_parts(parts, Body::empty());
+            }
+        };
+        let record = Record {
+            fingerprint: decode(&self.pending).map_or_else(String::new, |(r, _)| r.fingerprint),
+            status: Some(status.as_u16()),
+            content_type: parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        };
+        let expires = now_ms().saturating_add(self.ttl_ms);
+        if let Err(e) = self
+            .store
+            .kv_put(
+                &self.namespace,
+                &self.key,
+                &encode(&record, &body),
+                Some(expires),
+            )
+            .await
+        {
+            // The message was handled; a repeat after this may be handled again (at least once).
+            tracing::warn!(key = self.key, error = %e, "answer not kept for idempotent repeats");
+        }
+        Response::from_parts(parts, Body::from(body))
+    }
+
+    async fn give_back(&self) {
+        if let Err(e) = self
+            .store
+            .kv_delete(&self.namespace, &self.key, Some(&self.pending))
+            .await
+        {
+            tracing::warn!(key = self.key, error = %e, "could not release an idempotency key; repeats get 409 until it lapses");
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        // The request was abandoned (the client went away): give the key back now rather than
+        // after PENDING_TTL.
+        if !self.finished {
+            let ticket = Ticket {
+                store: self.store.clone(),
+                namespace: std::mem::take(&mut self.namespace),
+                key: std::mem::take(&mut self.key),
+                pending: std::mem::take(&mut self.pending),
+                ttl_ms: self.ttl_ms,
+                finished: true,
+            };
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { ticket.give_back().await });
+            }
+        }
+    }
+}
