@@ -6,7 +6,9 @@
 //!   [`Durability::Power`] it was also fsynced (`synchronous=FULL`).
 //! - Writes are **group-committed**: one writer task takes every write waiting in its channel
 //!   and applies them in one transaction, so concurrent producers share one commit (and one
-//!   fsync) instead of paying one each. A write that fails fails alone; the others commit.
+//!   fsync) instead of paying one each. The group's enqueues share one multi-row statement, and
+//!   so do its acks; they fail together. Any other write that fails fails alone (a savepoint
+//!   where it has several statements); the rest of the group commits.
 //! - A queued message is never removed except by [`Store::ack`] (delivered) or
 //!   [`Store::dead_letter`] (moved, in the same transaction, to the DLQ). A claim only leases
 //!   it; a lease that is not acked in time (a crashed worker) lapses and the message is claimed
@@ -21,6 +23,7 @@
 //! JetStream, for several nodes) can implement the same operations. The embedded default is one
 //! SQLite file, inspectable with the `sqlite3` tool.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -217,6 +220,22 @@ enum Write {
         value: Vec<u8>,
         expires_at_ms: Option<i64>,
         only_if_absent_at: Option<i64>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    KvClaim {
+        namespace: String,
+        key: String,
+        holder: Vec<u8>,
+        expires_at_ms: i64,
+        now_ms: i64,
+        reply: oneshot::Sender<Result<Option<Vec<u8>>, StoreError>>,
+    },
+    KvReplace {
+        namespace: String,
+        key: String,
+        expected: Vec<u8>,
+        value: Vec<u8>,
+        expires_at_ms: Option<i64>,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     KvDelete {
@@ -562,6 +581,49 @@ impl Store {
         .await
     }
 
+    /// Takes `key` for `holder` unless someone else holds it: sets it when it is absent,
+    /// expired at `now_ms`, or already `holder`'s (then only its expiry moves). Returns `None`
+    /// when `holder` has it now, or the other holder's value. One write, so two claimants can
+    /// never both win, and a loser always learns who won.
+    pub async fn kv_claim(
+        &self,
+        namespace: &str,
+        key: &str,
+        holder: &[u8],
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.write(|reply| Write::KvClaim {
+            namespace: namespace.into(),
+            key: key.into(),
+            holder: holder.into(),
+            expires_at_ms,
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Sets `key` to `value` only if its value is `expected` now; `true` if it was replaced.
+    pub async fn kv_replace(
+        &self,
+        namespace: &str,
+        key: &str,
+        expected: &[u8],
+        value: &[u8],
+        expires_at_ms: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        self.write(|reply| Write::KvReplace {
+            namespace: namespace.into(),
+            key: key.into(),
+            expected: expected.into(),
+            value: value.into(),
+            expires_at_ms,
+            reply,
+        })
+        .await
+    }
+
     /// Removes `key`, only if its value is `only_if_value` when given (so that a holder
     /// releases only what it still holds). `true` if it was removed.
     pub async fn kv_delete(
@@ -712,7 +774,26 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Write>) 
             }
         };
         let mut replies = Vec::with_capacity(batch.len());
+        // Enqueues and acks, the bulk of the traffic, go in one statement each per group;
+        // every other write in arrival order after them. Reordering is safe: a claim can only
+        // see more, and an ack names a message committed by an earlier group.
+        let mut enqueues = Vec::new();
+        let mut acks = Vec::new();
+        let mut others = Vec::new();
         for w in batch.drain(..) {
+            match w {
+                w @ Write::Enqueue { .. } => enqueues.push(w),
+                Write::Ack { seq, reply } => acks.push((seq, reply)),
+                w => others.push(w),
+            }
+        }
+        if !enqueues.is_empty() {
+            enqueue_all(&mut tx, enqueues, &mut replies).await;
+        }
+        if !acks.is_empty() {
+            ack_all(&mut tx, acks, &mut replies).await;
+        }
+        for w in others {
             replies.push(apply(&mut tx, w).await);
         }
         match tx.commit().await {
@@ -722,6 +803,94 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Write>) 
                 let text = e.to_string();
                 replies.into_iter().for_each(|r| r.fail(&text));
             }
+        }
+    }
+}
+
+/// Rows per multi-row statement; well under SQLite's limit of 32766 bound parameters.
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// Inserts every enqueue of a group with one statement per [`ROWS_PER_STATEMENT`]; they
+/// succeed or fail together.
+async fn enqueue_all(tx: &mut Tx<'_>, writes: Vec<Write>, replies: &mut Vec<Reply>) {
+    let mut writes = writes.into_iter().peekable();
+    while writes.peek().is_some() {
+        let chunk: Vec<Write> = writes.by_ref().take(ROWS_PER_STATEMENT).collect();
+        let mut sql = String::from(
+            "INSERT INTO queue (flow, id, payload, metadata, enqueued_at, next_attempt_at, order_key) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 {
+                "(?, ?, ?, ?, ?, ?, ?)"
+            } else {
+                ", (?, ?, ?, ?, ?, ?, ?)"
+            });
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for w in &chunk {
+            if let Write::Enqueue {
+                flow,
+                id,
+                payload,
+                metadata,
+                order_key,
+                now_ms,
+                ..
+            } = w
+            {
+                query = query
+                    .bind(flow.as_str())
+                    .bind(id.as_str())
+                    .bind(payload.as_slice())
+                    .bind(metadata.as_slice())
+                    .bind(*now_ms)
+                    .bind(*now_ms)
+                    .bind(order_key.as_deref());
+            }
+        }
+        let inserted = query.execute(&mut **tx).await;
+        let n = chunk.len() as i64;
+        for (i, w) in chunk.into_iter().enumerate() {
+            let Write::Enqueue { reply, .. } = w else {
+                continue;
+            };
+            // One writer and AUTOINCREMENT: the rows of one statement get consecutive numbers in
+            // the order of their VALUES, ending at the last insert rowid.
+            let r = match &inserted {
+                Ok(done) => Ok(done.last_insert_rowid() - n + 1 + i as i64),
+                Err(e) => Err(StoreError::Sql(sqlx::Error::Protocol(e.to_string()))),
+            };
+            replies.push(Reply::Seq(reply, r));
+        }
+    }
+}
+
+/// Deletes every acked message of a group with one statement per [`ROWS_PER_STATEMENT`].
+async fn ack_all(
+    tx: &mut Tx<'_>,
+    acks: Vec<(i64, oneshot::Sender<Result<bool, StoreError>>)>,
+    replies: &mut Vec<Reply>,
+) {
+    let mut acks = acks.into_iter().peekable();
+    while acks.peek().is_some() {
+        let chunk: Vec<_> = acks.by_ref().take(ROWS_PER_STATEMENT).collect();
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let sql = format!("DELETE FROM queue WHERE seq IN ({marks}) RETURNING seq");
+        let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+        for (seq, _) in &chunk {
+            query = query.bind(*seq);
+        }
+        let deleted: Result<HashSet<i64>, String> = query
+            .fetch_all(&mut **tx)
+            .await
+            .map(|rows| rows.into_iter().collect())
+            .map_err(|e| e.to_string());
+        for (seq, reply) in chunk {
+            let r = match &deleted {
+                Ok(gone) => Ok(gone.contains(&seq)),
+                Err(e) => Err(StoreError::Sql(sqlx::Error::Protocol(e.clone()))),
+            };
+            replies.push(Reply::Done(reply, r));
         }
     }
 }
@@ -744,6 +913,10 @@ enum Reply {
         oneshot::Sender<Result<u64, StoreError>>,
         Result<u64, StoreError>,
     ),
+    Value(
+        oneshot::Sender<Result<Option<Vec<u8>>, StoreError>>,
+        Result<Option<Vec<u8>>, StoreError>,
+    ),
 }
 
 impl Reply {
@@ -753,6 +926,7 @@ impl Reply {
             Reply::Claimed(s, r) => drop(s.send(r)),
             Reply::Done(s, r) => drop(s.send(r)),
             Reply::Count(s, r) => drop(s.send(r)),
+            Reply::Value(s, r) => drop(s.send(r)),
         }
     }
 
@@ -763,6 +937,7 @@ impl Reply {
             Reply::Claimed(s, _) => drop(s.send(Err(err()))),
             Reply::Done(s, _) => drop(s.send(Err(err()))),
             Reply::Count(s, _) => drop(s.send(Err(err()))),
+            Reply::Value(s, _) => drop(s.send(Err(err()))),
         }
     }
 }
@@ -775,7 +950,9 @@ fn fail(w: Write, text: &str) {
         | Write::Reschedule { reply, .. }
         | Write::DeadLetter { reply, .. }
         | Write::KvPut { reply, .. }
+        | Write::KvReplace { reply, .. }
         | Write::KvDelete { reply, .. } => Reply::Done(reply, Ok(false)),
+        Write::KvClaim { reply, .. } => Reply::Value(reply, Ok(None)),
         Write::Replay { reply, .. }
         | Write::Purge { reply, .. }
         | Write::KvExpire { reply, .. } => Reply::Count(reply, Ok(0)),
@@ -787,30 +964,16 @@ type Tx<'c> = sqlx::Transaction<'c, sqlx::Sqlite>;
 
 async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
     match w {
-        Write::Enqueue {
-            flow,
-            id,
-            payload,
-            metadata,
-            order_key,
-            now_ms,
-            reply,
-        } => {
-            let r = sqlx::query(
-                "INSERT INTO queue (flow, id, payload, metadata, enqueued_at, next_attempt_at, order_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(flow)
-            .bind(id)
-            .bind(payload)
-            .bind(metadata)
-            .bind(now_ms)
-            .bind(now_ms)
-            .bind(order_key)
-            .execute(&mut **tx)
-            .await
-            .map(|done| done.last_insert_rowid())
-            .map_err(StoreError::from);
-            Reply::Seq(reply, r)
+        // The writer batches these (see `writer_loop`); one alone is a batch of one.
+        w @ Write::Enqueue { .. } => {
+            let mut replies = Vec::with_capacity(1);
+            enqueue_all(tx, vec![w], &mut replies).await;
+            replies.pop().expect("one reply per enqueue")
+        }
+        Write::Ack { seq, reply } => {
+            let mut replies = Vec::with_capacity(1);
+            ack_all(tx, vec![(seq, reply)], &mut replies).await;
+            replies.pop().expect("one reply per ack")
         }
         Write::Claim {
             flow,
@@ -819,15 +982,6 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
             lease_ms,
             reply,
         } => Reply::Claimed(reply, claim(tx, &flow, now_ms, limit, lease_ms).await),
-        Write::Ack { seq, reply } => {
-            let r = sqlx::query("DELETE FROM queue WHERE seq = ?")
-                .bind(seq)
-                .execute(&mut **tx)
-                .await
-                .map(|d| d.rows_affected() == 1)
-                .map_err(StoreError::from);
-            Reply::Done(reply, r)
-        }
         Write::Reschedule {
             seq,
             attempts,
@@ -948,6 +1102,39 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
             };
             Reply::Done(reply, r.map_err(StoreError::from))
         }
+        Write::KvClaim {
+            namespace,
+            key,
+            holder,
+            expires_at_ms,
+            now_ms,
+            reply,
+        } => Reply::Value(
+            reply,
+            kv_claim(tx, &namespace, &key, &holder, expires_at_ms, now_ms).await,
+        ),
+        Write::KvReplace {
+            namespace,
+            key,
+            expected,
+            value,
+            expires_at_ms,
+            reply,
+        } => {
+            let r = sqlx::query(
+                "UPDATE kv SET value = ?1, expires_at = ?2 WHERE namespace = ?3 AND key = ?4 AND value = ?5",
+            )
+            .bind(value)
+            .bind(expires_at_ms)
+            .bind(namespace)
+            .bind(key)
+            .bind(expected)
+            .execute(&mut **tx)
+            .await
+            .map(|d| d.rows_affected() == 1)
+            .map_err(StoreError::from);
+            Reply::Done(reply, r)
+        }
         Write::KvDelete {
             namespace,
             key,
@@ -976,6 +1163,41 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
             Reply::Count(reply, r)
         }
     }
+}
+
+async fn kv_claim(
+    tx: &mut Tx<'_>,
+    namespace: &str,
+    key: &str,
+    holder: &[u8],
+    expires_at_ms: i64,
+    now_ms: i64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let taken = sqlx::query(
+        "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+         WHERE (kv.expires_at IS NOT NULL AND kv.expires_at <= ?5) OR kv.value = excluded.value",
+    )
+    .bind(namespace)
+    .bind(key)
+    .bind(holder)
+    .bind(expires_at_ms)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if taken {
+        return Ok(None);
+    }
+    // Same transaction as the failed insert: the holder read here is the one that won.
+    Ok(Some(
+        sqlx::query_scalar("SELECT value FROM kv WHERE namespace = ? AND key = ?")
+            .bind(namespace)
+            .bind(key)
+            .fetch_one(&mut **tx)
+            .await?,
+    ))
 }
 
 /// Releases a savepoint after success, or rolls back to it after a failure.

@@ -221,6 +221,52 @@ async fn key_values_are_released_only_by_their_holder_and_expired_ones_are_swept
     );
     assert!(store.kv_get("dedupe", "k", 1).await.unwrap().is_none());
 
+    // A claim wins when the key is free, expired or already the claimant's; a loser learns
+    // the holder. A replace happens only from the expected value.
+    assert_eq!(
+        store.kv_claim("c", "k", b"p:1", 1_000, 10).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .kv_claim("c", "k", b"p:2", 1_000, 20)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"p:1"[..])
+    );
+    assert_eq!(
+        store.kv_claim("c", "k", b"p:1", 2_000, 30).await.unwrap(),
+        None
+    );
+    assert!(
+        !store
+            .kv_replace("c", "k", b"p:2", b"d:2", Some(9_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .kv_replace("c", "k", b"p:1", b"d:1", Some(9_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .kv_claim("c", "k", b"p:3", 9_500, 8_999)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"d:1"[..])
+    );
+    assert_eq!(
+        store
+            .kv_claim("c", "k", b"p:3", 20_000, 9_000)
+            .await
+            .unwrap(),
+        None
+    );
+
     store.kv_put("a", "old", b"1", Some(100)).await.unwrap();
     store.kv_put("a", "new", b"1", Some(10_000)).await.unwrap();
     store.kv_put("a", "forever", b"1", None).await.unwrap();

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weft_store::{Failure, Queued, Store, StoreError};
 
-use super::flow::{Flow, Verdict};
+use super::flow::{Flow, FlowError, Verdict};
 use super::mapping::{Mapping, MappingError, Value, empty_object};
 use super::{Message, Output, Processor};
 
@@ -38,6 +38,9 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// How long a message waits when a step is busy (another message holds its dedupe key).
+const BUSY_WAIT: Duration = Duration::from_secs(1);
+
 /// Requests a durable flow's `http_server` reads and commits at once.
 pub const INTAKE_LIMIT: u32 = 1024;
 
@@ -45,12 +48,12 @@ pub const INTAKE_LIMIT: u32 = 1024;
 pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A place held in the queue for one message; given back if the message is not committed.
-pub struct Reservation<'q> {
-    queue: &'q DurableQueue,
+pub struct Reservation {
+    queue: Arc<DurableQueue>,
     committed: bool,
 }
 
-impl Drop for Reservation<'_> {
+impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.committed {
             self.queue.release(0);
@@ -165,7 +168,7 @@ impl DurableQueue {
 
     /// Takes a place in the queue for one message, or `None` when the queue is full. Taken
     /// before the body is read, so concurrent requests cannot overshoot `max_queued`.
-    pub fn reserve(&self) -> Option<Reservation<'_>> {
+    pub fn reserve(self: &Arc<Self>) -> Option<Reservation> {
         let limit = self.limits.max_messages;
         self.messages
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
@@ -177,7 +180,7 @@ impl DurableQueue {
             return None;
         }
         Some(Reservation {
-            queue: self,
+            queue: self.clone(),
             committed: false,
         })
     }
@@ -199,7 +202,7 @@ impl DurableQueue {
     /// this returns `Ok`. A store that does not answer within [`ACCEPT_TIMEOUT`] is an error.
     pub async fn accept(
         &self,
-        mut reservation: Reservation<'_>,
+        mut reservation: Reservation,
         message: &Message,
     ) -> Result<(), AcceptError> {
         let order_key = match &self.order_by {
@@ -377,7 +380,23 @@ async fn deliver<P: Processor, O: Output>(flow: &Flow<P, O>, queue: &DurableQueu
     let mut claims = Vec::new();
     let message = match flow.transform(message, &mut claims).await {
         Ok(Some(m)) => m,
-        Ok(None) => return queue.ack(&entry).await,
+        Ok(None) => {
+            flow.settle(claims, id).await;
+            return queue.ack(&entry).await;
+        }
+        Err(e @ FlowError::Busy { .. }) => {
+            // Not a failed attempt: the message waits for the one holding its key.
+            flow.release(claims, id).await;
+            let next = now_ms() + BUSY_WAIT.as_millis() as i64;
+            if let Err(e) = queue
+                .store
+                .reschedule(entry.seq, entry.attempts, next, &e.to_string())
+                .await
+            {
+                tracing::error!(flow = %queue.flow, id = entry.id, error = %e, "could not persist the wait; the lease will lapse and the message be retried");
+            }
+            return;
+        }
         Err(e) => {
             flow.release(claims, id).await;
             return queue
@@ -388,7 +407,10 @@ async fn deliver<P: Processor, O: Output>(flow: &Flow<P, O>, queue: &DurableQueu
     let elapsed =
         Duration::from_millis(now_ms().saturating_sub(entry.enqueued_at_ms).max(0) as u64);
     match flow.attempt(&message, attempts, elapsed).await {
-        Verdict::Delivered => queue.ack(&entry).await,
+        Verdict::Delivered => {
+            flow.settle(claims, id).await;
+            queue.ack(&entry).await
+        }
         Verdict::Failed { reason, response } => {
             let failure = Failure {
                 reason,

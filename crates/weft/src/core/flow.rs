@@ -18,7 +18,7 @@ use weft_store::Store;
 use super::durable::DurableQueue;
 use super::metrics::{ComponentMetrics, FlowMetrics};
 use super::retry::{Answer, Decision, Delivered, RetryPolicy, deliver};
-use super::{Attempt, Claim, Context, Message, Output, Processor};
+use super::{Attempt, Claim, Context, Message, Output, Processor, StepError};
 
 pub struct ProcessorSlot<P> {
     pub id: String,
@@ -45,6 +45,12 @@ pub enum Processed {
 pub enum FlowError {
     #[error("flow `{flow}`, {component}: {reason}")]
     Processing {
+        flow: Arc<str>,
+        component: String,
+        reason: String,
+    },
+    #[error("flow `{flow}`, {component}: {reason}")]
+    Busy {
         flow: Arc<str>,
         component: String,
         reason: String,
@@ -185,12 +191,19 @@ impl<P: Processor, O: Output> Flow<P, O> {
                     self.metrics.filtered.increment(1);
                     return Ok(None);
                 }
-                Err(e) => {
+                Err(StepError::Failed(e)) => {
                     self.metrics.failed.increment(1);
                     return Err(FlowError::Processing {
                         flow: self.name.clone(),
                         component: slot.id.clone(),
                         reason: e.0,
+                    });
+                }
+                Err(StepError::Busy(reason)) => {
+                    return Err(FlowError::Busy {
+                        flow: self.name.clone(),
+                        component: slot.id.clone(),
+                        reason,
                     });
                 }
             }
@@ -202,13 +215,34 @@ impl<P: Processor, O: Output> Flow<P, O> {
     /// than dropped as a duplicate. Only keys the message still holds are removed.
     pub async fn release(&self, claims: Vec<Claim>, id: Ulid) {
         let Some(store) = &self.store else { return };
-        let holder = id.to_string();
+        let holder = Claim::pending(id);
         for claim in claims {
             if let Err(e) = store
                 .kv_delete(&claim.namespace, &claim.key, Some(holder.as_bytes()))
                 .await
             {
-                tracing::warn!(flow = %self.name, %id, key = claim.key, error = %e, "could not release a dedupe key; a resend within its TTL will be dropped");
+                tracing::warn!(flow = %self.name, %id, key = claim.key, error = %e, "could not release a dedupe key; a resend waits until it lapses");
+            }
+        }
+    }
+
+    /// Marks the store keys of a handled message as done, so that repeats are dropped for the
+    /// rest of their TTL. Called before the input or the queue acks the message.
+    pub async fn settle(&self, claims: Vec<Claim>, id: Ulid) {
+        let Some(store) = &self.store else { return };
+        let (pending, settled) = (Claim::pending(id), Claim::settled(id));
+        for claim in claims {
+            if let Err(e) = store
+                .kv_replace(
+                    &claim.namespace,
+                    &claim.key,
+                    pending.as_bytes(),
+                    settled.as_bytes(),
+                    Some(claim.expires_at_ms),
+                )
+                .await
+            {
+                tracing::warn!(flow = %self.name, %id, key = claim.key, error = %e, "could not record a dedupe key as done; a repeat may be delivered again");
             }
         }
     }
@@ -226,7 +260,10 @@ impl<P: Processor, O: Output> Flow<P, O> {
         let mut claims = Vec::new();
         let message = match self.transform(message, &mut claims).await {
             Ok(Some(message)) => message,
-            Ok(None) => return Ok(Processed::Filtered),
+            Ok(None) => {
+                self.settle(claims, id).await;
+                return Ok(Processed::Filtered);
+            }
             Err(e) => {
                 self.release(claims, id).await;
                 return Err(e);
@@ -243,7 +280,9 @@ impl<P: Processor, O: Output> Flow<P, O> {
             }
         };
         self.metrics.latency.record(start.elapsed().as_secs_f64());
-        if result.is_err() {
+        if result.is_ok() {
+            self.settle(claims, id).await;
+        } else {
             self.release(claims, id).await;
         }
         result.map(|()| Processed::Delivered(message))

@@ -30,11 +30,37 @@ pub struct Context<'a> {
     pub claims: &'a mut Vec<Claim>,
 }
 
-/// A store key held by one message (its id is the value).
+/// A store key held by one message while it is in flight (value `p:<id>`); the flow settles it
+/// (`d:<id>`, kept until `expires_at_ms`) once the message is handled, or releases it when the
+/// message fails.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     pub namespace: String,
     pub key: String,
+    pub expires_at_ms: i64,
+}
+
+impl Claim {
+    /// The value of a key held by message `id` while it is in flight.
+    pub fn pending(id: impl std::fmt::Display) -> String {
+        format!("p:{id}")
+    }
+
+    /// The value of a key whose message `id` was handled.
+    pub fn settled(id: impl std::fmt::Display) -> String {
+        format!("d:{id}")
+    }
+}
+
+/// Why a pipeline step did not pass a message on.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StepError {
+    /// The message failed (a mapping error, a bad key): it will fail again the same way.
+    #[error(transparent)]
+    Failed(#[from] MappingError),
+    /// Not now: another message holds what this one needs; try again shortly.
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// A pipeline step: keeps, rewrites or drops one message.
@@ -44,7 +70,7 @@ pub trait Processor: Send + Sync + 'static {
         &self,
         message: Message,
         cx: &mut Context<'_>,
-    ) -> impl Future<Output = Result<Option<Message>, MappingError>> + Send;
+    ) -> impl Future<Output = Result<Option<Message>, StepError>> + Send;
 
     /// Whether any program of this step reads message metadata (`%…`).
     fn reads_metadata(&self) -> bool;

@@ -2,10 +2,13 @@
 //! or a source's redelivery is delivered once.
 //!
 //! Keys live in the store, so they survive restarts and are shared by every flow that names the
-//! same `namespace` (default: the flow's own name). The first message with a key holds it (its id
-//! is the value); a retry of that same message passes again. When the message fails for good
-//! (its delivery failed, or it went to the dead-letter queue) the flow gives the key back, so the
-//! sender's resend is delivered instead of being dropped as a duplicate.
+//! same `namespace` (default: the flow's own name). The first message with a key holds it while
+//! it is in flight; a retry of that same message passes again. Once it is delivered (or filtered)
+//! the key is marked done and repeats are dropped for `ttl`. When it fails for good (its delivery
+//! failed, or it went to the dead-letter queue) the key is given back, so the sender's resend is
+//! delivered instead. A repeat that arrives while the first is still in flight waits for it (up
+//! to 2 s; then HTTP 409 + `Retry-After`, or in a durable flow a wait that costs no attempt), so
+//! it is never acknowledged as a duplicate of a message that then fails.
 //!
 //! ```yaml
 //! pipeline:
@@ -15,7 +18,7 @@
 //!       namespace: stripe       # optional; default: the flow's name
 //! ```
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -23,7 +26,7 @@ use crate::config::BuildError;
 use crate::config::units::Dur;
 use crate::core::durable::now_ms;
 use crate::core::mapping::Mapping;
-use crate::core::{Claim, Context, MappingError, Message};
+use crate::core::{Claim, Context, MappingError, Message, StepError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +40,13 @@ pub struct Config {
     #[serde(default)]
     pub namespace: Option<String>,
 }
+
+/// How long a message waits for another one holding its key to finish before it is told to
+/// come back later (HTTP 409; a durable flow retries it without counting an attempt).
+const HOLDER_WAIT: Duration = Duration::from_secs(2);
+const HOLDER_POLL: Duration = Duration::from_millis(50);
+/// The most a key stays taken by a message in flight whose process died.
+const PENDING_TTL_MS: i64 = 600_000;
 
 fn default_ttl() -> Dur {
     Dur(Duration::from_secs(24 * 3600))
@@ -68,7 +78,7 @@ impl Dedupe {
         &self,
         message: Message,
         cx: &mut Context<'_>,
-    ) -> Result<Option<Message>, MappingError> {
+    ) -> Result<Option<Message>, StepError> {
         let key = self
             .key
             .key(&message.value, &message.metadata)
@@ -78,25 +88,50 @@ impl Dedupe {
             .ok_or_else(|| MappingError("dedupe: the flow has no store".into()))?;
         let store_error = |e: weft_store::StoreError| MappingError(format!("dedupe: {e}"));
         let namespace = format!("dedupe/{}", self.namespace.as_deref().unwrap_or(cx.flow));
-        let holder = message.id.to_string();
-        let now = now_ms();
-        let expires = now.saturating_add(self.ttl_ms);
-        let taken = store
-            .kv_put_if_absent(&namespace, &key, holder.as_bytes(), Some(expires), now)
-            .await
-            .map_err(store_error)?;
-        let ours = taken
-            || store
-                .kv_get(&namespace, &key, now)
+        let pending = Claim::pending(message.id);
+        let settled = Claim::settled(message.id);
+        let give_up = Instant::now() + HOLDER_WAIT;
+        loop {
+            let now = now_ms();
+            // While in flight a key lapses after PENDING_TTL (a crashed holder must not block
+            // its key for the whole TTL); a retry of the same message extends it.
+            let holder = store
+                .kv_claim(
+                    &namespace,
+                    &key,
+                    pending.as_bytes(),
+                    now.saturating_add(self.ttl_ms.min(PENDING_TTL_MS)),
+                    now,
+                )
                 .await
-                .map_err(store_error)?
-                .is_some_and(|h| h == holder.as_bytes());
-        if ours {
-            cx.claims.push(Claim { namespace, key });
-            Ok(Some(message))
-        } else {
-            tracing::debug!(flow = cx.flow, id = %message.id, key, "duplicate dropped");
-            Ok(None)
+                .map_err(store_error)?;
+            match holder {
+                None => {
+                    cx.claims.push(Claim {
+                        namespace,
+                        key,
+                        expires_at_ms: now.saturating_add(self.ttl_ms),
+                    });
+                    return Ok(Some(message));
+                }
+                // Handled already: a repeat, or this very message redelivered after a crash
+                // between its delivery and its ack.
+                Some(h) if h.starts_with(b"d:") => {
+                    let own = h == settled.as_bytes();
+                    tracing::debug!(flow = cx.flow, id = %message.id, key, own, "duplicate dropped");
+                    return Ok(None);
+                }
+                // Another message with this key is in flight: its outcome decides whether this
+                // one is a duplicate (it was delivered) or the one to deliver (it failed).
+                Some(_) if Instant::now() < give_up => {
+                    tokio::time::sleep(HOLDER_POLL).await;
+                }
+                Some(_) => {
+                    return Err(StepError::Busy(format!(
+                        "dedupe: a message with the same key ({key}) is still being delivered; retry later"
+                    )));
+                }
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ mod map;
 use serde::Deserialize;
 
 use crate::config::BuildError;
-use crate::core::{Context, MappingError, Message};
+use crate::core::{Context, Message, StepError};
 
 /// Every processor weft knows, by its YAML name.
 #[derive(Debug, Deserialize)]
@@ -60,13 +60,13 @@ impl crate::core::Processor for Processor {
         &self,
         message: Message,
         cx: &mut Context<'_>,
-    ) -> Result<Option<Message>, MappingError> {
-        match self {
-            Processor::Map(p) => p.process(message),
-            Processor::Filter(p) => p.process(message),
-            Processor::Log(p) => p.process(message),
-            Processor::Dedupe(p) => p.process(message, cx).await,
-        }
+    ) -> Result<Option<Message>, StepError> {
+        Ok(match self {
+            Processor::Map(p) => p.process(message)?,
+            Processor::Filter(p) => p.process(message)?,
+            Processor::Log(p) => p.process(message)?,
+            Processor::Dedupe(p) => p.process(message, cx).await?,
+        })
     }
 
     fn reads_metadata(&self) -> bool {

@@ -94,6 +94,10 @@ struct Record {
     status: Option<u16>,
     #[serde(default)]
     content_type: Option<String>,
+    /// Unique per request while it is in progress, so that a request only ever finishes or
+    /// gives back its own record (never a later request's, after its own lapsed).
+    #[serde(default)]
+    holder: Option<String>,
 }
 
 fn encode(record: &Record, body: &[u8]) -> Vec<u8> {
@@ -154,32 +158,27 @@ impl Idempotency {
                 fingerprint: fingerprint.clone(),
                 status: None,
                 content_type: None,
+                holder: Some(ulid::Ulid::new().to_string()),
             },
             b"",
         );
-        // Twice at most: the record found may expire between the two calls.
-        for _ in 0..2 {
-            let now = now_ms();
-            let expires = now + PENDING_TTL.as_millis() as i64;
-            if store
-                .kv_put_if_absent(&namespace, &key, &pending, Some(expires), now)
-                .await?
-            {
-                return Ok(Begin::First(Ticket {
-                    store: store.clone(),
-                    namespace,
-                    key,
-                    pending,
-                    ttl_ms: self.ttl_ms,
-                    finished: false,
-                }));
-            }
-            let Some(stored) = store.kv_get(&namespace, &key, now).await? else {
-                continue;
-            };
-            let Some((record, body)) = decode(&stored) else {
-                break;
-            };
+        let now = now_ms();
+        let expires = now + PENDING_TTL.as_millis() as i64;
+        let holder = store
+            .kv_claim(&namespace, &key, &pending, expires, now)
+            .await?;
+        let Some(stored) = holder else {
+            return Ok(Begin::First(Ticket {
+                store: store.clone(),
+                namespace,
+                key,
+                fingerprint,
+                pending,
+                ttl_ms: self.ttl_ms,
+                finished: false,
+            }));
+        };
+        if let Some((record, body)) = decode(&stored) {
             return Ok(Begin::Answer(if record.fingerprint != fingerprint {
                 refusal(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -251,6 +250,7 @@ pub struct Ticket {
     store: Store,
     namespace: String,
     key: String,
+    fingerprint: String,
     pending: Vec<u8>,
     ttl_ms: i64,
     finished: bool,
@@ -276,27 +276,40 @@ impl Ticket {
             }
         };
         let record = Record {
-            fingerprint: decode(&self.pending).map_or_else(String::new, |(r, _)| r.fingerprint),
+            fingerprint: std::mem::take(&mut self.fingerprint),
             status: Some(status.as_u16()),
             content_type: parts
                 .headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
+            holder: None,
         };
         let expires = now_ms().saturating_add(self.ttl_ms);
-        if let Err(e) = self
+        let kept = self
             .store
-            .kv_put(
+            .kv_replace(
                 &self.namespace,
                 &self.key,
+                &self.pending,
                 &encode(&record, &body),
                 Some(expires),
             )
-            .await
-        {
+            .await;
+        match kept {
+            Ok(true) => {}
+            // Our pending record lapsed (PENDING_TTL) and another request may hold the key
+            // now: its record is left alone.
+            Ok(false) => {
+                tracing::warn!(
+                    key = self.key,
+                    "answer not kept: the key lapsed while the request ran"
+                )
+            }
             // The message was handled; a repeat after this may be handled again (at least once).
-            tracing::warn!(key = self.key, error = %e, "answer not kept for idempotent repeats");
+            Err(e) => {
+                tracing::warn!(key = self.key, error = %e, "answer not kept for idempotent repeats")
+            }
         }
         Response::from_parts(parts, Body::from(body))
     }
@@ -314,13 +327,14 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        // The request was abandoned (the client went away): give the key back now rather than
-        // after PENDING_TTL.
+        // The request never got to processing (its task failed): give the key back now rather
+        // than after PENDING_TTL.
         if !self.finished {
             let ticket = Ticket {
                 store: self.store.clone(),
                 namespace: std::mem::take(&mut self.namespace),
                 key: std::mem::take(&mut self.key),
+                fingerprint: String::new(),
                 pending: std::mem::take(&mut self.pending),
                 ttl_ms: self.ttl_ms,
                 finished: true,

@@ -11,7 +11,9 @@
 //! Refusals: `503` + `Retry-After` when the flow is at its concurrency limit (nothing is queued
 //! without bound), `413` over `max_body_size`, `400` for a body that does not parse (with the
 //! position), `405` for a method not listed, `404` for any other path, `408` when the body is not
-//! read within `read_timeout`, `422` when a processor fails on the message.
+//! read within `read_timeout`, `422` when a processor fails on the message (or a durable flow's
+//! ordering key is null), `409` + `Retry-After` when a message with the same dedupe key is still
+//! being delivered. With `idempotency`, see [`idempotency`] for its `409`, `422` and `400`.
 //!
 //! Bodies: JSON (`application/json`, `*+json`, or no content type), forms
 //! (`application/x-www-form-urlencoded`, an object of strings; a "form" whose body starts with
@@ -201,6 +203,8 @@ struct Route {
     endpoint: Endpoint,
     flow: Arc<RunFlow>,
     allow: HeaderValue,
+    /// Messages being handed to the flow; waited for at shutdown.
+    work: TaskTracker,
 }
 
 /// Serves every endpoint that shares one address until `shutdown`, then finishes the requests
@@ -211,6 +215,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut router = Router::new();
+    let work = TaskTracker::new();
     for (endpoint, flow) in endpoints {
         let allow = endpoint
             .methods
@@ -223,6 +228,7 @@ pub async fn serve(
             allow: HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("POST")),
             endpoint,
             flow,
+            work: work.clone(),
         });
         router = router.route(
             &path,
@@ -274,6 +280,9 @@ pub async fn serve(
     drop(listener);
     connections.close();
     connections.wait().await;
+    // Messages whose callers hung up are still finishing.
+    work.close();
+    work.wait().await;
     Ok(())
 }
 
@@ -406,11 +415,27 @@ async fn handle(route: Arc<Route>, request: Request<Body>) -> Response {
     if route.flow.reads_metadata() {
         message.metadata = metadata(&parts);
     }
-    let answer = respond(&route, message, reservation, admission).await;
-    match ticket {
-        Some(ticket) => ticket.finish(answer).await,
-        None => answer,
+    if route.flow.store().is_none() {
+        // Nothing to settle: a caller hanging up may cancel the delivery, which it never saw
+        // acknowledged (at least once still holds).
+        return respond(&route, message, reservation, admission).await;
     }
+    // In a task of its own: a caller that hangs up drops this handler, and must not cancel a
+    // delivery half done, whose outcome still settles or gives back its keys.
+    let handed = route.work.spawn({
+        let route = route.clone();
+        async move {
+            let answer = respond(&route, message, reservation, admission).await;
+            match ticket {
+                Some(ticket) => ticket.finish(answer).await,
+                None => answer,
+            }
+        }
+    });
+    handed.await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "a request's task failed");
+        error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", None)
+    })
 }
 
 fn retry_later(status: StatusCode, message: &str) -> Response {
@@ -426,7 +451,7 @@ fn retry_later(status: StatusCode, message: &str) -> Response {
 async fn respond(
     route: &Route,
     message: Message,
-    reservation: Option<Reservation<'_>>,
+    reservation: Option<Reservation>,
     admission: Admission,
 ) -> Response {
     let endpoint = &route.endpoint;
@@ -479,6 +504,13 @@ async fn respond(
         (Err(e @ FlowError::Processing { .. }), _) => {
             tracing::warn!(%id, error = %e, "message failed in the pipeline");
             error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string(), Some(&id))
+        }
+        (Err(e @ FlowError::Busy { .. }), _) => {
+            let mut answer = error(StatusCode::CONFLICT, &e.to_string(), Some(&id));
+            answer
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            answer
         }
         (Err(e @ FlowError::Delivery { .. }), _) => {
             tracing::error!(%id, error = %e, "delivery failed; the caller was answered 502");
