@@ -1,4 +1,50 @@
 //! Client code per external system, shared by every input and output that talks to it, so an
-//! input and an output of one system never duplicate connection handling.
+//! input and an output of one system never duplicate connection handling. `resources:` in the
+//! config holds what components share by name: auth profiles and rate limits.
 
+pub mod auth;
 pub mod http;
+pub mod rate_limit;
+pub mod secret;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use auth::AuthProfile;
+use rate_limit::RateLimit;
+
+/// Built resources, by name.
+#[derive(Clone, Default)]
+pub struct Resources {
+    pub auth: HashMap<String, Arc<AuthProfile>>,
+    pub rate_limits: HashMap<String, RateLimit>,
+}
+
+fn unknown<T>(what: &str, section: &str, name: &str, known: &HashMap<String, T>) -> String {
+    let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    if names.is_empty() {
+        format!("no {what} `{name}`: `resources.{section}` defines none")
+    } else {
+        format!(
+            "no {what} `{name}` in `resources.{section}` (defined: {})",
+            names.join(", ")
+        )
+    }
+}
+
+impl Resources {
+    pub fn auth(&self, name: &str) -> Result<Arc<AuthProfile>, String> {
+        self.auth
+            .get(name)
+            .cloned()
+            .ok_or_else(|| unknown("auth profile", "auth", name, &self.auth))
+    }
+
+    pub fn rate_limit(&self, name: &str) -> Result<RateLimit, String> {
+        self.rate_limits
+            .get(name)
+            .cloned()
+            .ok_or_else(|| unknown("rate limit", "rate_limits", name, &self.rate_limits))
+    }
+}

@@ -15,10 +15,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::clients::Resources;
 use crate::core::durable::Limits;
 use crate::core::mapping::{Diagnostic, Mapping};
 use crate::core::retry::RetryPolicy;
@@ -158,7 +160,13 @@ struct AdminConfig {
     address: String,
 }
 
-const TOP_KEYS: &[&str] = &["flows", "admin", "shutdown_timeout", "durability"];
+const TOP_KEYS: &[&str] = &[
+    "flows",
+    "admin",
+    "shutdown_timeout",
+    "durability",
+    "resources",
+];
 const FLOW_KEYS: &[&str] = &[
     "input",
     "pipeline",
@@ -180,11 +188,12 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn load(paths: &[impl AsRef<Path>], shared: &Shared) -> Result<Loaded, Vec<ConfigError>> {
     let lookup = |name: &str| std::env::var(name).ok();
     let mut loader = Loader::new(shared);
+    let mut texts = Vec::new();
     for path in paths {
         let path = path.as_ref();
         let file = path.display().to_string();
         match std::fs::read_to_string(path) {
-            Ok(text) => loader.file(&file, &text, &lookup),
+            Ok(text) => texts.push((file, text)),
             Err(e) => loader.errors.push(ConfigError {
                 file,
                 loc: Loc { line: 0, col: 0 },
@@ -195,6 +204,13 @@ pub fn load(paths: &[impl AsRef<Path>], shared: &Shared) -> Result<Loaded, Vec<C
                 suggestion: None,
             }),
         }
+    }
+    // Resources first, from every file: a flow may name one defined in another file.
+    for (file, text) in &texts {
+        loader.resources(file, text, &lookup);
+    }
+    for (file, text) in &texts {
+        loader.file(file, text, &lookup);
     }
     loader.finish()
 }
@@ -207,6 +223,7 @@ pub fn load_str(
     shared: &Shared,
 ) -> Result<Loaded, Vec<ConfigError>> {
     let mut loader = Loader::new(shared);
+    loader.resources(name, text, lookup);
     loader.file(name, text, lookup);
     loader.finish()
 }
@@ -220,6 +237,7 @@ struct Loader<'a> {
     seen_flows: HashMap<String, String>,
     endpoints: HashMap<(std::net::SocketAddr, String), String>,
     shared: &'a Shared,
+    resources: Resources,
 }
 
 /// Error context within one file.
@@ -371,6 +389,7 @@ impl<'a> Loader<'a> {
             seen_flows: HashMap::new(),
             endpoints: HashMap::new(),
             shared,
+            resources: Resources::default(),
         }
     }
 
@@ -424,6 +443,8 @@ impl<'a> Loader<'a> {
                     has_flows = true;
                     self.flows_node(&mut ctx, value);
                 }
+                // Built by `resources`, before any flow.
+                "resources" => {}
                 "admin" => match from_node::<AdminConfig>(value) {
                     Ok(_) if self.admin_address.is_some() => {
                         self.errors.push(ctx.error(
@@ -493,6 +514,102 @@ impl<'a> Loader<'a> {
         }
         // Reference env errors to flows: re-walk is cheap and keeps substitution simple.
         annotate_env_errors(&mut self.errors, file, &root);
+    }
+
+    /// Builds the `resources:` of one file. Variables are substituted as for flows; their
+    /// errors are reported once, by [`Loader::file`].
+    fn resources(&mut self, file: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) {
+        let Ok(mut root) = yaml::parse(text) else {
+            return;
+        };
+        let _ = env::substitute(&mut root, lookup);
+        let Some(node) = root.get("resources") else {
+            return;
+        };
+        let ctx = Ctx {
+            file,
+            text,
+            flow: None,
+            component: None,
+        };
+        let Kind::Map(kinds) = &node.kind else {
+            self.errors.push(ctx.error(
+                node.loc,
+                "resources",
+                "`resources` is a mapping with `auth` and `rate_limits`",
+            ));
+            return;
+        };
+        const KINDS: &[&str] = &["auth", "rate_limits"];
+        for (key, items) in kinds {
+            let kind = match &key.kind {
+                Kind::Str(k) if KINDS.contains(&k.as_str()) => k.as_str(),
+                Kind::Str(k) => {
+                    let mut err = ctx.error(
+                        key.loc,
+                        &format!("resources.{k}"),
+                        format!("unknown resource kind `{k}`; expected one of: auth, rate_limits"),
+                    );
+                    err.suggestion = did_you_mean(k, KINDS.iter().copied());
+                    self.errors.push(err);
+                    continue;
+                }
+                _ => continue,
+            };
+            let Kind::Map(entries) = &items.kind else {
+                self.errors.push(ctx.error(
+                    items.loc,
+                    &format!("resources.{kind}"),
+                    format!("`resources.{kind}` is a mapping of names to definitions"),
+                ));
+                continue;
+            };
+            for (name, item) in entries {
+                let Kind::Str(name) = &name.kind else {
+                    continue;
+                };
+                let mut ctx = Ctx {
+                    file,
+                    text,
+                    flow: None,
+                    component: Some(format!("resources.{kind}.{name}")),
+                };
+                let duplicate = match kind {
+                    "auth" => self.resources.auth.contains_key(name),
+                    _ => self.resources.rate_limits.contains_key(name),
+                };
+                if duplicate {
+                    self.errors.push(ctx.error(
+                        item.loc,
+                        "",
+                        format!("`{name}` is defined more than once in `resources.{kind}`"),
+                    ));
+                    continue;
+                }
+                if kind == "auth" {
+                    match from_node::<crate::clients::auth::Config>(item) {
+                        Ok(config) => match config.build(name, &self.shared.http) {
+                            Ok(profile) => {
+                                self.resources.auth.insert(name.clone(), Arc::new(profile));
+                            }
+                            Err(errs) => self.errors.extend(ctx.build_errors(item, errs)),
+                        },
+                        Err(e) => self.errors.push(ctx.de_error(e, false)),
+                    }
+                } else {
+                    match from_node::<crate::clients::rate_limit::Config>(item) {
+                        Ok(config) => match config.build() {
+                            Ok(limit) => {
+                                self.resources.rate_limits.insert(name.clone(), limit);
+                            }
+                            Err(errs) => self.errors.extend(ctx.build_errors(item, errs)),
+                        },
+                        Err(e) => self.errors.push(ctx.de_error(e, false)),
+                    }
+                }
+                ctx.component = None;
+            }
+        }
     }
 
     fn flows_node(&mut self, ctx: &mut Ctx, node: &Node) {
@@ -789,7 +906,7 @@ impl<'a> Loader<'a> {
                 return None;
             }
         };
-        match config.build(self.shared) {
+        match config.build(self.shared, &self.resources) {
             Ok(output) => Some((id, output, config.retry())),
             Err(errs) => {
                 self.errors.extend(ctx.build_errors(settings(node), errs));
@@ -967,6 +1084,31 @@ flows:
         assert!(
             errors[0].starts_with("f.yaml:4:") && errors[0].contains("field `ordering.by_key`"),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn resources_are_checked_and_names_resolved() {
+        let errors = check(
+            "resources:\n  auth:\n    crm: { bearr: t }\n  rate_limits:\n    api: { requests: 0 }\nflows:\n  a:\n    input: {stdin: {}}\n    output:\n      http_client: { url: \"http://x/\", auth: crn, rate_limit: api }\n",
+        );
+        let all = errors.join("\n");
+        assert!(
+            all.contains("f.yaml:3:12: resources.auth.crm, unknown component `bearr`"),
+            "{all}"
+        );
+        assert!(all.contains("did you mean `bearer`?"), "{all}");
+        assert!(
+            all.contains(
+                "resources.rate_limits.api, field `requests`: requests must be above zero"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "f.yaml:10:46: flow `a`, output.http_client, field `auth`: no auth profile `crn`"
+            ),
+            "{all}"
         );
     }
 }

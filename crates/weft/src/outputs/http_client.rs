@@ -17,20 +17,27 @@
 //! `retry_on`, `fail_on` and `drop_on` move statuses between classes (`drop` = count the
 //! message as done without delivering it, e.g. a 409 for a record that already exists).
 //!
+//! `auth: NAME` sends the credentials of a profile from `resources.auth` (see
+//! `clients::auth`; an OAuth 2.0 token refused with 401 is renewed and the request sent once
+//! more), and `rate_limit: NAME` waits for a slot of a limit from `resources.rate_limits`,
+//! shared with every component that names it.
+//!
 //! ```yaml
 //! output:
 //!   http_client:
 //!     url: "https://crm.example.com/api/contacts/{{ .contact_id }}"
 //!     method: PUT
 //!     headers:
-//!       Authorization: "Bearer ${CRM_TOKEN}"
 //!       X-Request-Id: "{{ .id }}"
 //!     timeout: 10s
+//!     auth: crm                    # resources.auth.crm
+//!     rate_limit: crm              # resources.rate_limits.crm
 //!     drop_on: [409]
 //!     retry: { max_attempts: 8, initial_backoff: 200ms, max_backoff: 30s, max_elapsed: 5m }
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -38,7 +45,10 @@ use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::Full;
 use serde::Deserialize;
 
+use crate::clients::Resources;
+use crate::clients::auth::{AuthError, AuthProfile, Credentials};
 use crate::clients::http::{ClientError, HttpClient};
+use crate::clients::rate_limit::RateLimit;
 use crate::config::BuildError;
 use crate::config::units::Dur;
 use crate::core::retry::{Answer, RetryConfig};
@@ -78,6 +88,12 @@ pub struct Config {
     /// Statuses that count the message as done without delivering it.
     #[serde(default)]
     pub drop_on: Vec<StatusSpec>,
+    /// An auth profile from `resources.auth`.
+    #[serde(default)]
+    pub auth: Option<String>,
+    /// A rate limit from `resources.rate_limits`, shared with every component that names it.
+    #[serde(default)]
+    pub rate_limit: Option<String>,
 }
 
 fn default_method() -> String {
@@ -139,8 +155,28 @@ impl<'de> Deserialize<'de> for StatusSpec {
 }
 
 impl Config {
-    pub fn build(&self, client: &HttpClient) -> Result<HttpClientOutput, Vec<BuildError>> {
+    pub fn build(
+        &self,
+        client: &HttpClient,
+        resources: &Resources,
+    ) -> Result<HttpClientOutput, Vec<BuildError>> {
         let mut errors = Vec::new();
+        let auth = match self.auth.as_deref().map(|name| resources.auth(name)) {
+            None => None,
+            Some(Ok(profile)) => Some(profile),
+            Some(Err(e)) => {
+                errors.push(BuildError::new("auth", e));
+                None
+            }
+        };
+        let rate_limit = match self.rate_limit.as_deref().map(|n| resources.rate_limit(n)) {
+            None => None,
+            Some(Ok(limit)) => Some(limit),
+            Some(Err(e)) => {
+                errors.push(BuildError::new("rate_limit", e));
+                None
+            }
+        };
         let url = Template::parse(&self.url, Escape::Url)
             .map_err(|d| errors.extend(BuildError::from_diagnostics("url", d)))
             .ok();
@@ -203,8 +239,29 @@ impl Config {
             retry_on: self.retry_on.clone(),
             fail_on: self.fail_on.clone(),
             drop_on: self.drop_on.clone(),
+            auth,
+            rate_limit,
         })
     }
+}
+
+/// `uri` with `name=value` added to its query (the caller reports the URI without it).
+fn with_query(uri: &Uri, name: &str, value: &str) -> Result<Uri, String> {
+    let pair: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair(name, value)
+        .finish();
+    let path = uri.path();
+    let path_and_query = match uri.query() {
+        Some(q) if !q.is_empty() => format!("{path}?{q}&{pair}"),
+        _ => format!("{path}?{pair}"),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|_| "the API key does not fit in a URL".to_string())?,
+    );
+    Uri::from_parts(parts).map_err(|_| "the API key does not fit in a URL".to_string())
 }
 
 fn check_uri(text: &str) -> Result<Uri, String> {
@@ -232,6 +289,8 @@ pub struct HttpClientOutput {
     retry_on: Vec<StatusSpec>,
     fail_on: Vec<StatusSpec>,
     drop_on: Vec<StatusSpec>,
+    auth: Option<Arc<AuthProfile>>,
+    rate_limit: Option<RateLimit>,
 }
 
 enum Class {
@@ -270,8 +329,16 @@ impl HttpClientOutput {
         message: &Message,
         body: Bytes,
         with_headers: bool,
+        credentials: Option<&Credentials>,
     ) -> Result<Request<Full<Bytes>>, String> {
+        let uri = match credentials.and_then(|c| c.query.as_ref()) {
+            Some((name, value)) => with_query(&uri, name, value.expose())?,
+            None => uri,
+        };
         let mut builder = Request::builder().method(method).uri(uri);
+        for (name, value) in credentials.map_or(&[][..], |c| &c.headers[..]) {
+            builder = builder.header(name, value.clone());
+        }
         let headers = if with_headers { &self.headers[..] } else { &[] };
         for (name, fixed, template) in headers {
             let value = match fixed {
@@ -326,16 +393,42 @@ impl HttpClientOutput {
         let body = message.body();
         let origin = (uri.scheme().cloned(), uri.authority().cloned());
         let mut method = self.method.clone();
-        for _ in 0..=MAX_REDIRECTS {
-            // Configured headers (credentials among them) go only to the configured origin.
+        // One more request with fresh credentials after a 401, once.
+        let mut renewed = false;
+        let mut hops = 0;
+        while hops <= MAX_REDIRECTS {
+            // Configured headers and credentials go only to the configured origin.
             let same_origin =
                 uri.scheme() == origin.0.as_ref() && uri.authority() == origin.1.as_ref();
+            if let Some(limit) = &self.rate_limit {
+                limit.wait().await;
+            }
+            let credentials = match (&self.auth, same_origin) {
+                (Some(auth), true) => match auth.credentials().await {
+                    Ok(c) => Some(c),
+                    Err(e @ AuthError::Unavailable { .. }) => {
+                        return Attempt::Retryable {
+                            reason: e.to_string(),
+                            retry_after: None,
+                            response: None,
+                        };
+                    }
+                    Err(e @ AuthError::Refused { .. }) => {
+                        return Attempt::Fatal {
+                            reason: e.to_string(),
+                            response: None,
+                        };
+                    }
+                },
+                _ => None,
+            };
             let request = match self.request(
                 uri.clone(),
                 method.clone(),
                 message,
                 body.clone(),
                 same_origin,
+                credentials.as_ref(),
             ) {
                 Ok(r) => r,
                 Err(reason) => {
@@ -360,6 +453,14 @@ impl HttpClientOutput {
                 }
             };
             let status = response.status();
+            if status == StatusCode::UNAUTHORIZED
+                && !renewed
+                && let (Some(auth), Some(used)) = (&self.auth, &credentials)
+                && auth.refused(used).await
+            {
+                renewed = true;
+                continue;
+            }
             let answer = || {
                 Some(Answer {
                     status: status.as_u16(),
@@ -417,6 +518,7 @@ impl HttpClientOutput {
                         method = Method::GET;
                     }
                     uri = next;
+                    hops += 1;
                 }
             }
         }
@@ -479,8 +581,10 @@ mod tests {
             retry_on: vec![],
             fail_on: vec![],
             drop_on: vec![StatusSpec::parse("409").unwrap()],
+            auth: None,
+            rate_limit: None,
         }
-        .build(&HttpClient::new())
+        .build(&HttpClient::new(), &Resources::default())
         .ok()
         .unwrap();
         let class = |c: u16| out.classify(StatusCode::from_u16(c).unwrap());

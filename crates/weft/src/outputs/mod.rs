@@ -9,6 +9,7 @@ mod stdout;
 
 use serde::Deserialize;
 
+use crate::clients::Resources;
 use crate::clients::http::HttpClient;
 use crate::config::BuildError;
 use crate::core::retry::{RetryConfig, RetryPolicy};
@@ -18,7 +19,7 @@ use crate::core::{Attempt, Message};
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputConfig {
-    HttpClient(http_client::Config),
+    HttpClient(Box<http_client::Config>),
     Stdout(stdout::Config),
     File(file::Config),
     Drop(drop::Config),
@@ -47,9 +48,11 @@ impl OutputConfig {
         }
     }
 
-    pub fn build(&self, shared: &Shared) -> Result<Output, Vec<BuildError>> {
+    pub fn build(&self, shared: &Shared, resources: &Resources) -> Result<Output, Vec<BuildError>> {
         Ok(match self {
-            OutputConfig::HttpClient(c) => Output::HttpClient(Box::new(c.build(&shared.http)?)),
+            OutputConfig::HttpClient(c) => {
+                Output::HttpClient(Box::new(c.build(&shared.http, resources)?))
+            }
             OutputConfig::Stdout(c) => Output::Stdout(c.build()),
             OutputConfig::File(c) => Output::File(c.build()?),
             OutputConfig::Drop(_) => Output::Drop,

@@ -1,0 +1,449 @@
+//! Auth profiles (`resources.auth.NAME`), named by any HTTP component with `auth: NAME`.
+//!
+//! Kinds: `basic`, `bearer`, `api_key` (a header or a query parameter), `headers` (any fixed
+//! set), and `oauth2` — the client-credentials grant, or the refresh-token grant when a
+//! `refresh_token` is given. An OAuth 2.0 token is fetched on first use, cached in memory and
+//! fetched again shortly before it expires (a tenth of its lifetime, at most a minute, early);
+//! concurrent requests wait for one fetch. A 401 answer drops the token it was sent with, and the
+//! request is sent once more with a fresh one.
+//!
+//! Credentials go only to the origin of the configured URL (never across a redirect), header
+//! values are marked sensitive, and every secret is a [`Secret`]: it never appears in logs,
+//! errors or metrics. A query-parameter key is left out of the URLs weft reports.
+//!
+//! ```yaml
+//! resources:
+//!   auth:
+//!     crm:
+//!       oauth2:
+//!         token_url: https://login.example.com/oauth/token
+//!         client_id: ${CRM_CLIENT_ID}
+//!         client_secret: ${CRM_CLIENT_SECRET}
+//!         scopes: [contacts.write]
+//!         client_auth: basic          # or `body` (client_id/client_secret in the form)
+//!     github: { bearer: "${GITHUB_TOKEN}" }
+//!     legacy: { basic: { username: weft, password: "${LEGACY_PASSWORD}" } }
+//!     maps: { api_key: { query: key, value: "${MAPS_KEY}" } }   # or `header: X-Api-Key`
+//!     partner: { headers: { X-Partner-Id: "42", X-Partner-Key: "${PARTNER_KEY}" } }
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, Uri, header};
+use http_body_util::Full;
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use super::http::HttpClient;
+use super::secret::Secret;
+use crate::config::BuildError;
+
+/// One profile, by kind.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Config {
+    Basic(BasicConfig),
+    Bearer(Secret),
+    ApiKey(ApiKeyConfig),
+    Headers(BTreeMap<String, Secret>),
+    Oauth2(OAuth2Config),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicConfig {
+    pub username: String,
+    pub password: Secret,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Send the key in this header…
+    #[serde(default)]
+    pub header: Option<String>,
+    /// …or in this query parameter.
+    #[serde(default)]
+    pub query: Option<String>,
+    pub value: Secret,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Config {
+    /// The authorization server's token endpoint.
+    pub token_url: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Sent as `audience` when given (some servers want it).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Use the refresh-token grant with this token instead of client credentials.
+    #[serde(default)]
+    pub refresh_token: Option<Secret>,
+    /// How the client authenticates to the token endpoint.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// HTTP Basic with the client id and secret (RFC 6749 §2.3.1).
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Body,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    /// The token endpoint could not be reached or failed (5xx): try again later.
+    #[error("auth `{profile}`: {reason}")]
+    Unavailable { profile: String, reason: String },
+    /// The token endpoint refused the credentials: retrying will not help.
+    #[error("auth `{profile}`: {reason}")]
+    Refused { profile: String, reason: String },
+}
+
+/// A built profile.
+pub struct AuthProfile {
+    name: String,
+    kind: Kind,
+}
+
+enum Kind {
+    Headers(Vec<(HeaderName, HeaderValue)>),
+    Query { name: String, value: Secret },
+    OAuth2(Box<OAuth2>),
+}
+
+/// What one request carries.
+pub struct Credentials {
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// A query parameter to add (name, value).
+    pub query: Option<(String, Secret)>,
+    /// The OAuth 2.0 access token used, to drop it if it is refused.
+    token: Option<Secret>,
+}
+
+fn sensitive(value: &str) -> Result<HeaderValue, String> {
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| "has characters HTTP does not allow".to_string())?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+impl Config {
+    pub fn build(&self, name: &str, http: &HttpClient) -> Result<AuthProfile, Vec<BuildError>> {
+        let err = |field: &str, message: String| vec![BuildError::new(field, message)];
+        let kind = match self {
+            Config::Basic(b) => {
+                let pair = format!("{}:{}", b.username, b.password.expose());
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                let value = sensitive(&format!("Basic {encoded}"))
+                    .map_err(|e| err("basic.password", format!("the credentials {e}")))?;
+                Kind::Headers(vec![(header::AUTHORIZATION, value)])
+            }
+            Config::Bearer(token) => {
+                let value = sensitive(&format!("Bearer {}", token.expose()))
+                    .map_err(|e| err("bearer", format!("the token {e}")))?;
+                Kind::Headers(vec![(header::AUTHORIZATION, value)])
+            }
+            Config::ApiKey(k) => match (&k.header, &k.query) {
+                (Some(h), None) => {
+                    let name = HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                        err(
+                            "api_key.header",
+                            format!("`{h}` is not a valid header name"),
+                        )
+                    })?;
+                    let value = sensitive(k.value.expose())
+                        .map_err(|e| err("api_key.value", format!("the key {e}")))?;
+                    Kind::Headers(vec![(name, value)])
+                }
+                (None, Some(q)) if !q.is_empty() => Kind::Query {
+                    name: q.clone(),
+                    value: k.value.clone(),
+                },
+                _ => {
+                    return Err(err(
+                        "api_key",
+                        "give either `header: NAME` or `query: NAME`".into(),
+                    ));
+                }
+            },
+            Config::Headers(map) => {
+                let mut headers = Vec::new();
+                for (h, v) in map {
+                    let field = format!("headers.{h}");
+                    let name = HeaderName::from_bytes(h.as_bytes())
+                        .map_err(|_| err(&field, format!("`{h}` is not a valid header name")))?;
+                    let value =
+                        sensitive(v.expose()).map_err(|e| err(&field, format!("the value {e}")))?;
+                    headers.push((name, value));
+                }
+                Kind::Headers(headers)
+            }
+            Config::Oauth2(o) => {
+                let token_url: Uri = o
+                    .token_url
+                    .parse()
+                    .ok()
+                    .filter(|u: &Uri| {
+                        matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+                    })
+                    .ok_or_else(|| {
+                        err(
+                            "oauth2.token_url",
+                            format!("`{}` is not an http(s) URL", o.token_url),
+                        )
+                    })?;
+                Kind::OAuth2(Box::new(OAuth2 {
+                    http: http.clone(),
+                    token_url,
+                    client_id: o.client_id.clone(),
+                    client_secret: o.client_secret.clone(),
+                    scopes: o.scopes.join(" "),
+                    audience: o.audience.clone(),
+                    // A public client (no secret) can only name itself in the body.
+                    client_auth: if o.client_secret.is_none() {
+                        ClientAuth::Body
+                    } else {
+                        o.client_auth
+                    },
+                    cache: Mutex::new(Cache {
+                        token: None,
+                        refresh_token: o.refresh_token.clone(),
+                    }),
+                }))
+            }
+        };
+        Ok(AuthProfile {
+            name: name.to_string(),
+            kind,
+        })
+    }
+}
+
+impl AuthProfile {
+    /// The credentials for the next request (fetching an OAuth 2.0 token if none is fresh).
+    pub async fn credentials(&self) -> Result<Credentials, AuthError> {
+        Ok(match &self.kind {
+            Kind::Headers(headers) => Credentials {
+                headers: headers.clone(),
+                query: None,
+                token: None,
+            },
+            Kind::Query { name, value } => Credentials {
+                headers: Vec::new(),
+                query: Some((name.clone(), value.clone())),
+                token: None,
+            },
+            Kind::OAuth2(o) => {
+                let token = o.token(&self.name).await?;
+                let value = sensitive(&format!("Bearer {}", token.expose())).map_err(|e| {
+                    AuthError::Refused {
+                        profile: self.name.clone(),
+                        reason: format!("the access token {e}"),
+                    }
+                })?;
+                Credentials {
+                    headers: vec![(header::AUTHORIZATION, value)],
+                    query: None,
+                    token: Some(token),
+                }
+            }
+        })
+    }
+
+    /// The server answered 401 to `used`: whether a retry with fresh credentials makes sense
+    /// (only for OAuth 2.0, whose cached token is dropped here).
+    pub async fn refused(&self, used: &Credentials) -> bool {
+        match (&self.kind, &used.token) {
+            (Kind::OAuth2(o), Some(token)) => {
+                o.drop_token(token).await;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+struct Token {
+    access: Secret,
+    /// When to fetch a new one (shortly before it expires).
+    renew_at: Instant,
+}
+
+struct Cache {
+    token: Option<Token>,
+    /// The current refresh token (a server may rotate it with every use).
+    refresh_token: Option<Secret>,
+}
+
+struct OAuth2 {
+    http: HttpClient,
+    token_url: Uri,
+    client_id: String,
+    client_secret: Option<Secret>,
+    scopes: String,
+    audience: Option<String>,
+    client_auth: ClientAuth,
+    /// Held across a fetch, so concurrent requests wait for one fetch instead of each making one.
+    cache: Mutex<Cache>,
+}
+
+/// Lifetime assumed when the server does not say (`expires_in` absent); a 401 renews earlier.
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl OAuth2 {
+    async fn token(&self, profile: &str) -> Result<Secret, AuthError> {
+        let mut cache = self.cache.lock().await;
+        if let Some(t) = &cache.token
+            && Instant::now() < t.renew_at
+        {
+            return Ok(t.access.clone());
+        }
+        let (access, lifetime, rotated) = self.fetch(profile, cache.refresh_token.as_ref()).await?;
+        let early = (lifetime / 10).min(Duration::from_secs(60));
+        cache.token = Some(Token {
+            access: access.clone(),
+            renew_at: Instant::now() + lifetime - early,
+        });
+        if let Some(rotated) = rotated {
+            cache.refresh_token = Some(rotated);
+        }
+        Ok(access)
+    }
+
+    async fn drop_token(&self, used: &Secret) {
+        let mut cache = self.cache.lock().await;
+        // Only if nobody replaced it meanwhile: many requests refused at once renew once.
+        if cache.token.as_ref().is_some_and(|t| &t.access == used) {
+            cache.token = None;
+        }
+    }
+
+    /// The token request (built apart from `fetch`: the form serializer is not `Send`).
+    fn token_request(
+        &self,
+        refresh_token: Option<&Secret>,
+    ) -> Result<Request<Full<Bytes>>, String> {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        match refresh_token {
+            Some(rt) => form
+                .append_pair("grant_type", "refresh_token")
+                .append_pair("refresh_token", rt.expose()),
+            None => form.append_pair("grant_type", "client_credentials"),
+        };
+        if !self.scopes.is_empty() {
+            form.append_pair("scope", &self.scopes);
+        }
+        if let Some(audience) = &self.audience {
+            form.append_pair("audience", audience);
+        }
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(self.token_url.clone())
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json");
+        match (self.client_auth, &self.client_secret) {
+            (ClientAuth::Basic, Some(secret)) => {
+                // RFC 6749 §2.3.1: both parts form-encoded before the Basic encoding.
+                let enc =
+                    |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                let pair = format!("{}:{}", enc(&self.client_id), enc(secret.expose()));
+                let value = base64::engine::general_purpose::STANDARD.encode(pair);
+                let value = sensitive(&format!("Basic {value}"))
+                    .map_err(|e| format!("the client credentials {e}"))?;
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            (_, secret) => {
+                form.append_pair("client_id", &self.client_id);
+                if let Some(secret) = secret {
+                    form.append_pair("client_secret", secret.expose());
+                }
+            }
+        }
+        request
+            .body(Full::new(Bytes::from(form.finish())))
+            .map_err(|e| e.to_string())
+    }
+
+    async fn fetch(
+        &self,
+        profile: &str,
+        refresh_token: Option<&Secret>,
+    ) -> Result<(Secret, Duration, Option<Secret>), AuthError> {
+        let unavailable = |reason: String| AuthError::Unavailable {
+            profile: profile.to_string(),
+            reason,
+        };
+        let refused = |reason: String| AuthError::Refused {
+            profile: profile.to_string(),
+            reason,
+        };
+        let request = self.token_request(refresh_token).map_err(refused)?;
+        let response = self
+            .http
+            .send(request, TOKEN_TIMEOUT, 64 * 1024)
+            .await
+            .map_err(|e| unavailable(format!("token endpoint {}: {e}", self.token_url)))?;
+        let status = response.status();
+        let excerpt = || {
+            let body = response.body();
+            String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
+        };
+        if !status.is_success() {
+            let reason = format!(
+                "token endpoint {} answered {status}: {}",
+                self.token_url,
+                excerpt()
+            );
+            return Err(
+                if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+                    unavailable(reason)
+                } else {
+                    refused(reason)
+                },
+            );
+        }
+        let body: serde_json::Value = serde_json::from_slice(response.body()).map_err(|e| {
+            unavailable(format!(
+                "token endpoint {} answered with unreadable JSON: {e}",
+                self.token_url
+            ))
+        })?;
+        let access = body
+            .get("access_token")
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                refused(format!(
+                    "token endpoint {} answered without an access_token",
+                    self.token_url
+                ))
+            })?;
+        // Some servers send `expires_in` as a string.
+        let lifetime = match body.get("expires_in") {
+            Some(serde_json::Value::Number(n)) => n.as_u64(),
+            Some(serde_json::Value::String(s)) => s.parse().ok(),
+            _ => None,
+        }
+        .map_or(DEFAULT_LIFETIME, Duration::from_secs);
+        let rotated = body
+            .get("refresh_token")
+            .and_then(|t| t.as_str())
+            .map(Secret::new);
+        tracing::debug!(profile, lifetime = ?lifetime, "OAuth 2.0 token fetched");
+        Ok((Secret::new(access), lifetime, rotated))
+    }
+}

@@ -1,0 +1,287 @@
+//! Calling other people's APIs: auth profiles (basic, bearer, API key, OAuth 2.0 with a cached,
+//! renewed token) and shared rate limits, against real local servers.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::support::*;
+
+/// An authorization server and an API that accepts only its current token.
+#[derive(Clone, Default)]
+struct OAuthServer {
+    issued: Arc<AtomicU32>,
+    current: Arc<Mutex<Option<String>>>,
+    /// Statuses the API answered, in order.
+    answers: Arc<Mutex<Vec<u16>>>,
+    /// What the token endpoint received (form bodies).
+    grants: Arc<Mutex<Vec<String>>>,
+    /// The API refuses every token.
+    reject_all: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl OAuthServer {
+    async fn start(lifetime_secs: u64) -> (OAuthServer, String) {
+        let server = OAuthServer::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let s = server.clone();
+        let app = Router::new().fallback(move |request: Request<Body>| {
+            let s = s.clone();
+            async move { s.handle(request, lifetime_secs).await }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (server, base)
+    }
+
+    async fn handle(&self, request: Request<Body>, lifetime: u64) -> Response {
+        let (parts, body) = request.into_parts();
+        let body = String::from_utf8_lossy(&body.collect().await.unwrap().to_bytes()).into_owned();
+        let authorization = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if parts.uri.path() == "/token" {
+            // client_secret_basic: base64("weft-client:s3cr%2Fet") for the secret `s3cr/et`.
+            if authorization != "Basic d2VmdC1jbGllbnQ6czNjciUyRmV0" {
+                return (StatusCode::UNAUTHORIZED, r#"{"error":"invalid_client"}"#).into_response();
+            }
+            self.grants.lock().unwrap().push(body);
+            let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+            let token = format!("token-{n}");
+            *self.current.lock().unwrap() = Some(token.clone());
+            return (
+                [("content-type", "application/json")],
+                format!(
+                    r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":{lifetime}}}"#
+                ),
+            )
+                .into_response();
+        }
+        let current = self.current.lock().unwrap().clone();
+        let ok = current.is_some_and(|t| authorization == format!("Bearer {t}"))
+            && !self.reject_all.load(Ordering::SeqCst);
+        let status = if ok { 200 } else { 401 };
+        self.answers.lock().unwrap().push(status);
+        StatusCode::from_u16(status).unwrap().into_response()
+    }
+
+    /// The server forgets the token it issued (revoked, or rotated on its side).
+    fn revoke(&self) {
+        *self.current.lock().unwrap() = None;
+    }
+}
+
+fn oauth_flow(port: u16, base: &str, secret: &str) -> String {
+    format!(
+        r#"
+resources:
+  auth:
+    crm:
+      oauth2:
+        token_url: "{base}/token"
+        client_id: weft-client
+        client_secret: "{secret}"
+        scopes: [contacts.read, contacts.write]
+flows:
+  sync:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    output:
+      http_client:
+        url: "{base}/api"
+        auth: crm
+        retry: {{ max_attempts: 1 }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth2_tokens_are_cached_renewed_before_expiry_and_once_after_a_401() {
+    let (server, base) = OAuthServer::start(2).await;
+    let port = free_port();
+    let weft = Weft::start_with(
+        &oauth_flow(port, &base, "${CRM_SECRET}"),
+        &[("CRM_SECRET", "s3cr/et")],
+        std::process::Stdio::null(),
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{port}/");
+    for _ in 0..3 {
+        assert_eq!(post_json(&url, "{}").await.0, 200, "{}", weft.stderr());
+    }
+    assert_eq!(
+        server.issued.load(Ordering::SeqCst),
+        1,
+        "one token for three calls"
+    );
+    let grant = server.grants.lock().unwrap()[0].clone();
+    assert!(grant.contains("grant_type=client_credentials"), "{grant}");
+    assert!(
+        grant.contains("scope=contacts.read+contacts.write"),
+        "{grant}"
+    );
+
+    // Refused with 401: one renewal, the same request once more, delivered.
+    server.revoke();
+    assert_eq!(post_json(&url, "{}").await.0, 200);
+    assert_eq!(server.issued.load(Ordering::SeqCst), 2);
+    assert_eq!(*server.answers.lock().unwrap(), [200, 200, 200, 401, 200]);
+
+    // A token is renewed before it expires: no request is sent with a stale one.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert_eq!(post_json(&url, "{}").await.0, 200);
+    assert_eq!(server.issued.load(Ordering::SeqCst), 3);
+    assert_eq!(server.answers.lock().unwrap().len(), 6);
+
+    // A 401 that a fresh token does not cure fails the message: one renewal, no loop.
+    server.reject_all.store(true, Ordering::SeqCst);
+    let (status, _, body) = post_json(&url, "{}").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("401"), "{body}");
+    assert_eq!(server.issued.load(Ordering::SeqCst), 4);
+    assert_eq!(server.answers.lock().unwrap().len(), 8);
+    assert!(!weft.stderr().contains("s3cr/et"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_client_credentials_fail_clearly_without_showing_the_secret() {
+    let (server, base) = OAuthServer::start(60).await;
+    let port = free_port();
+    let secret = "wr0ng-but-secret-value";
+    let weft = Weft::start(&oauth_flow(port, &base, secret)).await;
+    let (status, _, body) = post_json(&format!("http://127.0.0.1:{port}/"), "{}").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("auth `crm`: token endpoint"), "{body}");
+    assert!(body.contains("401"), "{body}");
+    assert!(!body.contains(secret), "{body}");
+    assert!(!weft.stderr().contains(secret), "{}", weft.stderr());
+    assert_eq!(
+        server.answers.lock().unwrap().len(),
+        0,
+        "the API was never called"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_profiles_send_their_credentials_and_keep_them_out_of_errors() {
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let config = format!(
+        r#"
+resources:
+  auth:
+    basic: {{ basic: {{ username: weft, password: "${{PW}}" }} }}
+    bearer: {{ bearer: "${{TOKEN}}" }}
+    header_key: {{ api_key: {{ header: X-Api-Key, value: "${{KEY}}" }} }}
+    query_key: {{ api_key: {{ query: key, value: "${{KEY}}" }} }}
+    fixed: {{ headers: {{ X-Partner: "${{KEY}}" }} }}
+flows:
+  out:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    outputs:
+      - http_client: {{ url: "{basic}", auth: basic }}
+      - http_client: {{ url: "{bearer}", auth: bearer }}
+      - http_client: {{ url: "{header}", auth: header_key }}
+      - http_client: {{ url: "{query}", auth: query_key, fail_on: [400] }}
+      - http_client: {{ url: "{fixed}", auth: fixed }}
+  keyed:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}", path: /keyed }}
+    output:
+      http_client: {{ url: "{query}", auth: query_key, retry: {{ max_attempts: 1 }} }}
+"#,
+        basic = receiver.url("/basic"),
+        bearer = receiver.url("/bearer"),
+        header = receiver.url("/header"),
+        query = receiver.url("/query?page=1"),
+        fixed = receiver.url("/fixed"),
+    );
+    let env = [("PW", "pa55word"), ("TOKEN", "tok-123"), ("KEY", "k3y/+=")];
+    let weft = Weft::start_with(&config, &env, std::process::Stdio::null()).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    assert_eq!(post_json(&url, "{}").await.0, 200, "{}", weft.stderr());
+    let seen = receiver.seen();
+    let at = |path: &str| {
+        seen.iter()
+            .find(|s| s.path.starts_with(path))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        at("/basic").headers["authorization"],
+        "Basic d2VmdDpwYTU1d29yZA=="
+    );
+    assert_eq!(at("/bearer").headers["authorization"], "Bearer tok-123");
+    assert_eq!(at("/header").headers["x-api-key"], "k3y/+=");
+    assert_eq!(at("/query").path, "/query?page=1&key=k3y%2F%2B%3D");
+    assert_eq!(at("/fixed").headers["x-partner"], "k3y/+=");
+
+    // A failure reports the URL without the key in its query.
+    receiver.set_default(Reply::status(500));
+    let (status, _, body) = post_json(&format!("{url}keyed"), "{}").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("/query?page=1 answered 500"), "{body}");
+    assert!(!body.contains("k3y"), "{body}");
+    for secret in ["pa55word", "tok-123", "k3y"] {
+        assert!(
+            !weft.stderr().contains(secret),
+            "{secret} in {}",
+            weft.stderr()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_is_shared_by_every_component_that_names_it() {
+    let receiver = Receiver::start().await;
+    let (a, b) = (free_port(), free_port());
+    let config = format!(
+        r#"
+resources:
+  rate_limits:
+    api: {{ requests: 10, per: 1s, burst: 1 }}
+flows:
+  a:
+    input:
+      http_server: {{ address: "127.0.0.1:{a}" }}
+    output:
+      http_client: {{ url: "{url}", rate_limit: api }}
+  b:
+    input:
+      http_server: {{ address: "127.0.0.1:{b}" }}
+    output:
+      http_client: {{ url: "{url}", rate_limit: api }}
+"#,
+        url = receiver.url("/limited")
+    );
+    let _weft = Weft::start(&config).await;
+    let start = Instant::now();
+    let mut calls = Vec::new();
+    for i in 0..16 {
+        let port = if i % 2 == 0 { a } else { b };
+        calls.push(tokio::spawn(async move {
+            post_json(&format!("http://127.0.0.1:{port}/"), "{}")
+                .await
+                .0
+        }));
+    }
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), 16);
+    let span = seen.last().unwrap().at - seen.first().unwrap().at;
+    // 16 requests at 10/s with no burst: 15 gaps of 100 ms. Asserted generously.
+    assert!(span >= Duration::from_millis(1_200), "{span:?}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
