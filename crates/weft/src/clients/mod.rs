@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod http;
 pub mod rate_limit;
+pub mod request;
 pub mod secret;
 
 use std::collections::HashMap;

@@ -37,22 +37,18 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
-use http_body_util::Full;
+use http::{HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
 
 use crate::clients::Resources;
-use crate::clients::auth::{AuthError, AuthProfile, Credentials};
-use crate::clients::http::{ClientError, HttpClient};
-use crate::clients::rate_limit::RateLimit;
+use crate::clients::auth::AuthError;
+use crate::clients::http::HttpClient;
+use crate::clients::request::{ExchangeError, Parts, RequestSpec, check_uri};
 use crate::config::BuildError;
 use crate::config::units::Dur;
 use crate::core::retry::{Answer, RetryConfig};
-use crate::core::template::{Escape, Template};
 use crate::core::{Attempt, Message};
 
 /// The most of an answer kept, for error messages.
@@ -160,137 +156,34 @@ impl Config {
         client: &HttpClient,
         resources: &Resources,
     ) -> Result<HttpClientOutput, Vec<BuildError>> {
-        let mut errors = Vec::new();
-        let auth = match self.auth.as_deref().map(|name| resources.auth(name)) {
-            None => None,
-            Some(Ok(profile)) => Some(profile),
-            Some(Err(e)) => {
-                errors.push(BuildError::new("auth", e));
-                None
-            }
-        };
-        let rate_limit = match self.rate_limit.as_deref().map(|n| resources.rate_limit(n)) {
-            None => None,
-            Some(Ok(limit)) => Some(limit),
-            Some(Err(e)) => {
-                errors.push(BuildError::new("rate_limit", e));
-                None
-            }
-        };
-        let url = Template::parse(&self.url, Escape::Url)
-            .map_err(|d| errors.extend(BuildError::from_diagnostics("url", d)))
-            .ok();
-        let mut fixed_uri = None;
-        if let Some(Some(fixed)) = url.as_ref().map(Template::as_static) {
-            match check_uri(fixed) {
-                Ok(uri) => fixed_uri = Some(uri),
-                Err(e) => errors.push(BuildError::new("url", e)),
-            }
-        }
-        let method = Method::from_bytes(self.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| {
-                errors.push(BuildError::new(
-                    "method",
-                    format!("invalid HTTP method `{}`", self.method),
-                ))
-            })
-            .ok();
-        let mut headers = Vec::new();
-        for (name, value) in &self.headers {
-            let field = format!("headers.{name}");
-            let Ok(header_name) = HeaderName::from_bytes(name.as_bytes()) else {
-                errors.push(BuildError::new(
-                    &field,
-                    format!("invalid header name `{name}`"),
-                ));
-                continue;
-            };
-            match Template::parse(value, Escape::None) {
-                Ok(t) => {
-                    let fixed = match t.as_static().map(HeaderValue::from_str) {
-                        Some(Ok(v)) => Some(v),
-                        Some(Err(_)) => {
-                            errors.push(BuildError::new(
-                                &field,
-                                "header value has characters HTTP does not allow",
-                            ));
-                            continue;
-                        }
-                        None => None,
-                    };
-                    headers.push((header_name, fixed, t));
-                }
-                Err(d) => errors.extend(BuildError::from_diagnostics(&field, d)),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let has_content_type = headers.iter().any(|(n, _, _)| n == header::CONTENT_TYPE);
+        let spec = RequestSpec::build(
+            client,
+            resources,
+            Parts {
+                url: &self.url,
+                method: &self.method,
+                headers: &self.headers,
+                timeout: self.timeout.0,
+                auth: self.auth.as_deref(),
+                rate_limit: self.rate_limit.as_deref(),
+            },
+        )?;
         Ok(HttpClientOutput {
-            client: client.clone(),
-            url: url.expect("no errors"),
-            fixed_uri,
-            method: method.expect("no errors"),
-            headers,
-            has_content_type,
-            timeout: self.timeout.0,
+            spec,
             follow_redirects: self.follow_redirects,
             retry_on: self.retry_on.clone(),
             fail_on: self.fail_on.clone(),
             drop_on: self.drop_on.clone(),
-            auth,
-            rate_limit,
         })
     }
 }
 
-/// `uri` with `name=value` added to its query (the caller reports the URI without it).
-fn with_query(uri: &Uri, name: &str, value: &str) -> Result<Uri, String> {
-    let pair: String = form_urlencoded::Serializer::new(String::new())
-        .append_pair(name, value)
-        .finish();
-    let path = uri.path();
-    let path_and_query = match uri.query() {
-        Some(q) if !q.is_empty() => format!("{path}?{q}&{pair}"),
-        _ => format!("{path}?{pair}"),
-    };
-    let mut parts = uri.clone().into_parts();
-    parts.path_and_query = Some(
-        path_and_query
-            .parse()
-            .map_err(|_| "the API key does not fit in a URL".to_string())?,
-    );
-    Uri::from_parts(parts).map_err(|_| "the API key does not fit in a URL".to_string())
-}
-
-fn check_uri(text: &str) -> Result<Uri, String> {
-    let uri: Uri = text
-        .parse()
-        .map_err(|e| format!("invalid URL `{text}`: {e}"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") if uri.host().is_some() => Ok(uri),
-        _ => Err(format!(
-            "invalid URL `{text}`: it needs http:// or https:// and a host"
-        )),
-    }
-}
-
 pub struct HttpClientOutput {
-    client: HttpClient,
-    url: Template,
-    /// The parsed URL when the template has no placeholders.
-    fixed_uri: Option<Uri>,
-    method: Method,
-    headers: Vec<(HeaderName, Option<HeaderValue>, Template)>,
-    has_content_type: bool,
-    timeout: Duration,
+    spec: RequestSpec,
     follow_redirects: bool,
     retry_on: Vec<StatusSpec>,
     fail_on: Vec<StatusSpec>,
     drop_on: Vec<StatusSpec>,
-    auth: Option<Arc<AuthProfile>>,
-    rate_limit: Option<RateLimit>,
 }
 
 enum Class {
@@ -322,129 +215,66 @@ impl HttpClientOutput {
         }
     }
 
-    fn request(
-        &self,
-        uri: Uri,
-        method: Method,
-        message: &Message,
-        body: Bytes,
-        with_headers: bool,
-        credentials: Option<&Credentials>,
-    ) -> Result<Request<Full<Bytes>>, String> {
-        let uri = match credentials.and_then(|c| c.query.as_ref()) {
-            Some((name, value)) => with_query(&uri, name, value.expose())?,
-            None => uri,
-        };
-        let mut builder = Request::builder().method(method).uri(uri);
-        for (name, value) in credentials.map_or(&[][..], |c| &c.headers[..]) {
-            builder = builder.header(name, value.clone());
-        }
-        let headers = if with_headers { &self.headers[..] } else { &[] };
-        for (name, fixed, template) in headers {
-            let value = match fixed {
-                Some(v) => v.clone(),
-                None => {
-                    let text = template
-                        .render(&message.value, &message.metadata)
-                        .map_err(|e| format!("header `{name}`: {e}"))?;
-                    HeaderValue::from_str(&text).map_err(|_| {
-                        format!("header `{name}`: value has characters HTTP does not allow")
-                    })?
-                }
-            };
-            builder = builder.header(name, value);
-        }
-        if !self.has_content_type && !body.is_empty() {
-            let content_type = if message.is_json() {
-                "application/json"
-            } else {
-                "text/plain; charset=utf-8"
-            };
-            builder = builder.header(header::CONTENT_TYPE, content_type);
-        }
-        builder.body(Full::new(body)).map_err(|e| e.to_string())
-    }
-
     pub fn reads_metadata(&self) -> bool {
-        self.url.reads_metadata() || self.headers.iter().any(|(_, _, t)| t.reads_metadata())
+        self.spec.reads_metadata()
     }
 
     pub async fn send(&self, message: &Message) -> Attempt {
-        let mut uri = match &self.fixed_uri {
-            Some(uri) => uri.clone(),
-            None => match self.url.render(&message.value, &message.metadata) {
-                Err(e) => {
-                    return Attempt::Fatal {
-                        reason: format!("url: {e}"),
-                        response: None,
-                    };
-                }
-                Ok(url) => match check_uri(&url) {
-                    Ok(uri) => uri,
-                    Err(reason) => {
-                        return Attempt::Fatal {
-                            reason,
-                            response: None,
-                        };
-                    }
-                },
-            },
+        let mut uri = match self.spec.uri(&message.value, &message.metadata) {
+            Ok(uri) => uri,
+            Err(reason) => {
+                return Attempt::Fatal {
+                    reason,
+                    response: None,
+                };
+            }
         };
         let body = message.body();
+        let content_type = if message.is_json() {
+            "application/json"
+        } else {
+            "text/plain; charset=utf-8"
+        };
         let origin = (uri.scheme().cloned(), uri.authority().cloned());
-        let mut method = self.method.clone();
-        // One more request with fresh credentials after a 401, once.
-        let mut renewed = false;
-        let mut hops = 0;
-        while hops <= MAX_REDIRECTS {
-            // Configured headers and credentials go only to the configured origin.
+        let mut method = self.spec.method.clone();
+        for _ in 0..=MAX_REDIRECTS {
             let same_origin =
                 uri.scheme() == origin.0.as_ref() && uri.authority() == origin.1.as_ref();
-            if let Some(limit) = &self.rate_limit {
-                limit.wait().await;
-            }
-            let credentials = match (&self.auth, same_origin) {
-                (Some(auth), true) => match auth.credentials().await {
-                    Ok(c) => Some(c),
-                    Err(e @ AuthError::Unavailable { .. }) => {
-                        return Attempt::Retryable {
-                            reason: e.to_string(),
-                            retry_after: None,
-                            response: None,
-                        };
-                    }
-                    Err(e @ AuthError::Refused { .. }) => {
-                        return Attempt::Fatal {
-                            reason: e.to_string(),
-                            response: None,
-                        };
-                    }
-                },
-                _ => None,
-            };
-            let request = match self.request(
-                uri.clone(),
-                method.clone(),
-                message,
-                body.clone(),
-                same_origin,
-                credentials.as_ref(),
-            ) {
+            let exchanged = self
+                .spec
+                .exchange(
+                    &uri,
+                    &method,
+                    &message.value,
+                    &message.metadata,
+                    body.clone(),
+                    Some(content_type),
+                    same_origin,
+                    RESPONSE_LIMIT,
+                )
+                .await;
+            let response = match exchanged {
                 Ok(r) => r,
-                Err(reason) => {
+                Err(ExchangeError::Invalid(reason)) => {
                     return Attempt::Fatal {
                         reason,
                         response: None,
                     };
                 }
-            };
-            let response = match self
-                .client
-                .send(request, self.timeout, RESPONSE_LIMIT)
-                .await
-            {
-                Ok(r) => r,
-                Err(e @ (ClientError::Timeout(_) | ClientError::Connect(_))) => {
+                Err(ExchangeError::Auth(e @ AuthError::Refused { .. })) => {
+                    return Attempt::Fatal {
+                        reason: e.to_string(),
+                        response: None,
+                    };
+                }
+                Err(ExchangeError::Auth(e @ AuthError::Unavailable { .. })) => {
+                    return Attempt::Retryable {
+                        reason: e.to_string(),
+                        retry_after: None,
+                        response: None,
+                    };
+                }
+                Err(ExchangeError::Transport(e)) => {
                     return Attempt::Retryable {
                         reason: format!("{method} {uri}: {e}"),
                         retry_after: None,
@@ -453,14 +283,6 @@ impl HttpClientOutput {
                 }
             };
             let status = response.status();
-            if status == StatusCode::UNAUTHORIZED
-                && !renewed
-                && let (Some(auth), Some(used)) = (&self.auth, &credentials)
-                && auth.refused(used).await
-            {
-                renewed = true;
-                continue;
-            }
             let answer = || {
                 Some(Answer {
                     status: status.as_u16(),
@@ -518,7 +340,6 @@ impl HttpClientOutput {
                         method = Method::GET;
                     }
                     uri = next;
-                    hops += 1;
                 }
             }
         }

@@ -1,0 +1,287 @@
+//! The request every HTTP component configures the same way: a URL and header values with
+//! `{{ VRL }}` parts, a method, a timeout, an auth profile and a rate limit. [`RequestSpec`]
+//! builds them once and makes one exchange at a time: it waits for the rate limit, adds the
+//! credentials (to the configured origin only), sends, and after a 401 renews OAuth 2.0
+//! credentials and sends once more. What an answer means is the component's business.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::Full;
+
+use super::Resources;
+use super::auth::{AuthError, AuthProfile, Credentials};
+use super::http::{ClientError, HttpClient};
+use super::rate_limit::RateLimit;
+use crate::config::BuildError;
+use crate::core::Value;
+use crate::core::template::{Escape, Template};
+
+/// The configured parts, as the component's config struct holds them.
+pub struct Parts<'a> {
+    pub url: &'a str,
+    pub method: &'a str,
+    pub headers: &'a BTreeMap<String, String>,
+    pub timeout: Duration,
+    pub auth: Option<&'a str>,
+    pub rate_limit: Option<&'a str>,
+}
+
+pub struct RequestSpec {
+    client: HttpClient,
+    url: Template,
+    /// The parsed URL when the template has no placeholders.
+    fixed_uri: Option<Uri>,
+    pub method: Method,
+    headers: Vec<(HeaderName, Option<HeaderValue>, Template)>,
+    has_content_type: bool,
+    pub timeout: Duration,
+    auth: Option<Arc<AuthProfile>>,
+    rate_limit: Option<RateLimit>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The request could not be made from this message (a template failed, a bad header).
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Transport(#[from] ClientError),
+}
+
+impl RequestSpec {
+    pub fn build(
+        client: &HttpClient,
+        resources: &Resources,
+        parts: Parts<'_>,
+    ) -> Result<RequestSpec, Vec<BuildError>> {
+        let mut errors = Vec::new();
+        let url = Template::parse(parts.url, Escape::Url)
+            .map_err(|d| errors.extend(BuildError::from_diagnostics("url", d)))
+            .ok();
+        let mut fixed_uri = None;
+        if let Some(Some(fixed)) = url.as_ref().map(Template::as_static) {
+            match check_uri(fixed) {
+                Ok(uri) => fixed_uri = Some(uri),
+                Err(e) => errors.push(BuildError::new("url", e)),
+            }
+        }
+        let method = Method::from_bytes(parts.method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| {
+                errors.push(BuildError::new(
+                    "method",
+                    format!("invalid HTTP method `{}`", parts.method),
+                ))
+            })
+            .ok();
+        let mut headers = Vec::new();
+        for (name, value) in parts.headers {
+            let field = format!("headers.{name}");
+            let Ok(header_name) = HeaderName::from_bytes(name.as_bytes()) else {
+                errors.push(BuildError::new(
+                    &field,
+                    format!("invalid header name `{name}`"),
+                ));
+                continue;
+            };
+            match Template::parse(value, Escape::None) {
+                Ok(t) => {
+                    let fixed = match t.as_static().map(HeaderValue::from_str) {
+                        Some(Ok(v)) => Some(v),
+                        Some(Err(_)) => {
+                            errors.push(BuildError::new(
+                                &field,
+                                "header value has characters HTTP does not allow",
+                            ));
+                            continue;
+                        }
+                        None => None,
+                    };
+                    headers.push((header_name, fixed, t));
+                }
+                Err(d) => errors.extend(BuildError::from_diagnostics(&field, d)),
+            }
+        }
+        let auth = match parts.auth.map(|name| resources.auth(name)) {
+            None => None,
+            Some(Ok(profile)) => Some(profile),
+            Some(Err(e)) => {
+                errors.push(BuildError::new("auth", e));
+                None
+            }
+        };
+        let rate_limit = match parts.rate_limit.map(|n| resources.rate_limit(n)) {
+            None => None,
+            Some(Ok(limit)) => Some(limit),
+            Some(Err(e)) => {
+                errors.push(BuildError::new("rate_limit", e));
+                None
+            }
+        };
+        match (url, method) {
+            (Some(url), Some(method)) if errors.is_empty() => Ok(RequestSpec {
+                client: client.clone(),
+                url,
+                fixed_uri,
+                method,
+                has_content_type: headers.iter().any(|(n, _, _)| n == header::CONTENT_TYPE),
+                headers,
+                timeout: parts.timeout,
+                auth,
+                rate_limit,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// Whether a URL or header template reads metadata.
+    pub fn reads_metadata(&self) -> bool {
+        self.url.reads_metadata() || self.headers.iter().any(|(_, _, t)| t.reads_metadata())
+    }
+
+    /// The URL for this message.
+    pub fn uri(&self, value: &Value, metadata: &Value) -> Result<Uri, String> {
+        match &self.fixed_uri {
+            Some(uri) => Ok(uri.clone()),
+            None => {
+                let url = self
+                    .url
+                    .render(value, metadata)
+                    .map_err(|e| format!("url: {e}"))?;
+                check_uri(&url)
+            }
+        }
+    }
+
+    /// One exchange with `uri`. The configured headers and credentials go only when
+    /// `configured_origin` (never to another origin a redirect pointed at). `content_type` is
+    /// sent unless a configured header sets one.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn exchange(
+        &self,
+        uri: &Uri,
+        method: &Method,
+        value: &Value,
+        metadata: &Value,
+        body: Bytes,
+        content_type: Option<&'static str>,
+        configured_origin: bool,
+        response_limit: usize,
+    ) -> Result<Response<Bytes>, ExchangeError> {
+        let mut renewed = false;
+        loop {
+            if let Some(limit) = &self.rate_limit {
+                limit.wait().await;
+            }
+            let credentials = match (&self.auth, configured_origin) {
+                (Some(auth), true) => Some(auth.credentials().await?),
+                _ => None,
+            };
+            let request = self
+                .request(
+                    uri,
+                    method,
+                    value,
+                    metadata,
+                    body.clone(),
+                    content_type,
+                    configured_origin,
+                    credentials.as_ref(),
+                )
+                .map_err(ExchangeError::Invalid)?;
+            let response = self
+                .client
+                .send(request, self.timeout, response_limit)
+                .await?;
+            if response.status() == StatusCode::UNAUTHORIZED
+                && !renewed
+                && let (Some(auth), Some(used)) = (&self.auth, &credentials)
+                && auth.refused(used).await
+            {
+                renewed = true;
+                continue;
+            }
+            return Ok(response);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn request(
+        &self,
+        uri: &Uri,
+        method: &Method,
+        value: &Value,
+        metadata: &Value,
+        body: Bytes,
+        content_type: Option<&'static str>,
+        with_headers: bool,
+        credentials: Option<&Credentials>,
+    ) -> Result<Request<Full<Bytes>>, String> {
+        let uri = match credentials.and_then(|c| c.query.as_ref()) {
+            Some((name, key)) => with_query(uri, name, key.expose())?,
+            None => uri.clone(),
+        };
+        let mut builder = Request::builder().method(method.clone()).uri(uri);
+        for (name, value) in credentials.map_or(&[][..], |c| &c.headers[..]) {
+            builder = builder.header(name, value.clone());
+        }
+        let headers = if with_headers { &self.headers[..] } else { &[] };
+        for (name, fixed, template) in headers {
+            let header_value = match fixed {
+                Some(v) => v.clone(),
+                None => {
+                    let text = template
+                        .render(value, metadata)
+                        .map_err(|e| format!("header `{name}`: {e}"))?;
+                    HeaderValue::from_str(&text).map_err(|_| {
+                        format!("header `{name}`: value has characters HTTP does not allow")
+                    })?
+                }
+            };
+            builder = builder.header(name, header_value);
+        }
+        if !self.has_content_type
+            && !body.is_empty()
+            && let Some(content_type) = content_type
+        {
+            builder = builder.header(header::CONTENT_TYPE, content_type);
+        }
+        builder.body(Full::new(body)).map_err(|e| e.to_string())
+    }
+}
+
+/// `uri` with `name=value` added to its query (the caller reports the URI without it).
+pub fn with_query(uri: &Uri, name: &str, value: &str) -> Result<Uri, String> {
+    let pair: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair(name, value)
+        .finish();
+    let path = uri.path();
+    let path_and_query = match uri.query() {
+        Some(q) if !q.is_empty() => format!("{path}?{q}&{pair}"),
+        _ => format!("{path}?{pair}"),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|_| format!("`{name}` does not fit in a URL"))?,
+    );
+    Uri::from_parts(parts).map_err(|_| format!("`{name}` does not fit in a URL"))
+}
+
+pub fn check_uri(text: &str) -> Result<Uri, String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|e| format!("invalid URL `{text}`: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") if uri.host().is_some() => Ok(uri),
+        _ => Err(format!(
+            "invalid URL `{text}`: it needs http:// or https:// and a host"
+        )),
+    }
+}
