@@ -865,7 +865,7 @@ impl<'a> Loader<'a> {
                 return None;
             }
         };
-        match config.build() {
+        match config.build(self.shared, &self.resources) {
             Ok(input) => {
                 if let Input::HttpServer(endpoint) = &input {
                     let key = (endpoint.address, endpoint.path.clone());

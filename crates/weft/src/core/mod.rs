@@ -10,6 +10,7 @@ pub mod mapping;
 pub mod message;
 pub mod metrics;
 pub mod retry;
+pub mod schedule;
 pub mod template;
 
 use std::future::Future;

@@ -14,8 +14,6 @@
 
 use std::time::Duration;
 
-use croner::Cron;
-use croner::parser::{CronParser, Seconds};
 use serde::Deserialize;
 
 use super::Feed;
@@ -23,6 +21,7 @@ use crate::config::BuildError;
 use crate::config::units::Dur;
 use crate::core::Message;
 use crate::core::mapping::{Mapping, Outcome, empty_object};
+use crate::core::schedule::Schedule;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,11 +39,6 @@ pub struct Config {
     pub count: Option<u64>,
 }
 
-enum Schedule {
-    Every(Duration),
-    Cron(Box<Cron>),
-}
-
 pub struct Generate {
     mapping: Mapping,
     schedule: Schedule,
@@ -57,37 +51,13 @@ impl Config {
         let mapping = Mapping::compile(&self.mapping)
             .map_err(|d| errors.extend(BuildError::from_diagnostics("mapping", d)))
             .ok();
-        let schedule = match (&self.interval, &self.cron) {
-            (Some(_), Some(_)) => {
-                errors.push(BuildError::new(
-                    "cron",
-                    "give either `interval` or `cron`, not both",
-                ));
-                None
-            }
-            (_, Some(expr)) => CronParser::builder()
-                .seconds(Seconds::Optional)
-                .build()
-                .parse(expr)
-                .map(|c| Schedule::Cron(Box::new(c)))
-                .map_err(|e| {
-                    errors.push(BuildError::new(
-                        "cron",
-                        format!("invalid cron `{expr}`: {e}"),
-                    ))
-                })
-                .ok(),
-            (Some(Dur(d)), None) if d.is_zero() => {
-                errors.push(BuildError::new(
-                    "interval",
-                    "interval must be more than zero",
-                ));
-                None
-            }
-            (interval, None) => Some(Schedule::Every(
-                interval.map_or(Duration::from_secs(1), |d| d.0),
-            )),
-        };
+        let schedule = Schedule::from_config(
+            self.interval.as_ref(),
+            self.cron.as_deref(),
+            Duration::from_secs(1),
+        )
+        .map_err(|e| errors.extend(e))
+        .ok();
         match (mapping, schedule) {
             (Some(mapping), Some(schedule)) if errors.is_empty() => Ok(Generate {
                 mapping,
@@ -102,40 +72,12 @@ impl Config {
 impl Generate {
     pub async fn run(&self, feed: Feed) {
         let mut made = 0u64;
-        let mut ticker = match &self.schedule {
-            Schedule::Every(d) => {
-                let mut t = tokio::time::interval(*d);
-                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                Some(t)
-            }
-            Schedule::Cron(_) => None,
-        };
-        // The last cron occurrence fired: the next one is searched after it, so a wall clock that
-        // steps back cannot fire the same occurrence twice.
-        let mut last_fired = chrono::Utc::now();
+        let mut ticker = self.schedule.ticker();
         while self.count.is_none_or(|n| made < n) {
-            let wait = async {
-                match (&mut ticker, &self.schedule) {
-                    (Some(t), _) => {
-                        t.tick().await;
-                    }
-                    (None, Schedule::Cron(cron)) => {
-                        let now = chrono::Utc::now();
-                        match cron.find_next_occurrence(&last_fired.max(now), false) {
-                            Ok(next) => {
-                                tokio::time::sleep((next - now).to_std().unwrap_or_default()).await;
-                                last_fired = next;
-                            }
-                            Err(_) => std::future::pending().await,
-                        }
-                    }
-                    (None, Schedule::Every(_)) => unreachable!("an interval always has a ticker"),
-                }
-            };
             tokio::select! {
                 biased;
                 _ = feed.shutdown.cancelled() => return,
-                _ = wait => {}
+                _ = ticker.tick() => {}
             }
             made += 1;
             let mut value = empty_object();

@@ -7,6 +7,7 @@
 
 pub mod file;
 pub mod generate;
+pub mod http_poll;
 pub mod http_server;
 pub mod stdin;
 
@@ -16,17 +17,20 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clients::Resources;
 use crate::config::BuildError;
 use crate::core::Message;
 use crate::core::flow::Processed;
 use crate::core::mapping::Value;
 use crate::engine::RunFlow;
+use crate::outputs::Shared;
 
 /// Every input weft knows, by its YAML name.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InputConfig {
     HttpServer(http_server::Config),
+    HttpPoll(Box<http_poll::Config>),
     Generate(generate::Config),
     Stdin(stdin::Config),
     File(file::Config),
@@ -36,6 +40,7 @@ impl InputConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             InputConfig::HttpServer(_) => "http_server",
+            InputConfig::HttpPoll(_) => "http_poll",
             InputConfig::Generate(_) => "generate",
             InputConfig::Stdin(_) => "stdin",
             InputConfig::File(_) => "file",
@@ -43,9 +48,12 @@ impl InputConfig {
     }
 
     /// Compiles what can be compiled and checks what can be checked without running.
-    pub fn build(self) -> Result<Input, Vec<BuildError>> {
+    pub fn build(self, shared: &Shared, resources: &Resources) -> Result<Input, Vec<BuildError>> {
         Ok(match self {
             InputConfig::HttpServer(c) => Input::HttpServer(c.build()?),
+            InputConfig::HttpPoll(c) => {
+                Input::HttpPoll(Box::new(c.build(&shared.http, resources)?))
+            }
             InputConfig::Generate(c) => Input::Generate(c.build()?),
             InputConfig::Stdin(c) => Input::Stdin(c),
             InputConfig::File(c) => Input::File(c),
@@ -57,6 +65,7 @@ impl InputConfig {
 pub enum Input {
     /// Served by [`http_server::serve`], together with the other endpoints on its address.
     HttpServer(http_server::Endpoint),
+    HttpPoll(Box<http_poll::HttpPoll>),
     Generate(generate::Generate),
     Stdin(stdin::Config),
     File(file::Config),
@@ -67,6 +76,7 @@ impl Input {
     pub fn uses_store(&self) -> bool {
         match self {
             Input::HttpServer(endpoint) => endpoint.uses_store(),
+            Input::HttpPoll(poll) => poll.uses_store(),
             _ => false,
         }
     }
@@ -77,6 +87,10 @@ impl Input {
             Input::HttpServer(_) => unreachable!("http_server endpoints are served by address"),
             Input::Generate(g) => {
                 g.run(feed).await;
+                Ok(())
+            }
+            Input::HttpPoll(p) => {
+                p.run(feed).await;
                 Ok(())
             }
             Input::Stdin(c) => c.run(feed).await,
@@ -145,6 +159,48 @@ impl Feed {
             drop(admission);
         });
         true
+    }
+}
+
+impl Feed {
+    /// Hands a batch to the flow and waits until every message of it is taken: committed
+    /// (durable) or delivered (direct). `false` if any failed or shutdown came first, so the
+    /// caller does not checkpoint past the batch.
+    pub async fn push_and_wait(&self, messages: Vec<Message>) -> bool {
+        if self.flow.durable().is_some() {
+            for message in messages {
+                if !self.push(message).await {
+                    return false;
+                }
+            }
+            return true;
+        }
+        let mut running = Vec::with_capacity(messages.len());
+        for message in messages {
+            let admission = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return false,
+                a = self.flow.admit() => a,
+            };
+            let flow = self.flow.clone();
+            running.push(self.tasks.spawn(async move {
+                let id = message.id;
+                let done = match flow.process(message).await {
+                    Ok(_) => true,
+                    Err(error) => {
+                        tracing::error!(%id, %error, "message failed");
+                        false
+                    }
+                };
+                drop(admission);
+                done
+            }));
+        }
+        let mut all = true;
+        for task in running {
+            all &= task.await.unwrap_or(false);
+        }
+        all
     }
 }
 

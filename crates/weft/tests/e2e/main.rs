@@ -8,6 +8,7 @@ mod delivery;
 mod durable;
 mod finite;
 mod http_input;
+mod http_poll;
 mod idempotency;
 mod support;
 mod tidy;

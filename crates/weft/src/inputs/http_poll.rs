@@ -1,0 +1,600 @@
+//! `http_poll`: calls an API on a schedule, follows its pages, and turns the records of every
+//! page into messages — incrementally, when a `watermark` is set.
+//!
+//! Each poll starts from `url` (its `{{ VRL }}` parts see the current watermark as
+//! `%watermark`), then follows the pages by one `pagination` mode:
+//!
+//! | mode | next page |
+//! |---|---|
+//! | `cursor: { from: <VRL>, param: cursor }` | `param=<what the expression gives>` on the first URL |
+//! | `page: { param: page, start: 1 }` | `param=start`, `start+1`, … |
+//! | `offset: { param: offset, limit_param: limit, limit: 100 }` | `offset=0`, `100`, … (and `limit=100`) |
+//! | `link_header: true` | the `Link: <…>; rel="next"` URL |
+//! | `next_url: <VRL>` | the URL the expression finds in the body |
+//!
+//! Paging ends when there is no next cursor or URL, when a page has no records (page and offset
+//! modes), when the `stop` condition (VRL over the body) is true, or after `max_pages`.
+//! `records` is a VRL expression over the body giving the page's array of records (default: the
+//! body when it is an array, else the body as one record).
+//!
+//! **Incremental sync**: with `watermark`, the greatest `value` (a VRL expression over each
+//! record, e.g. its `updated_at`) seen is kept as a checkpoint in the store and offered to the
+//! next poll's URL as `%watermark`. It is committed after each page, and only once every message
+//! of the page was accepted (committed to the queue, or delivered in a direct flow): a crash
+//! re-reads at most one page and never skips one. For that, the API must return records in
+//! watermark order. A failing page (an error answer, a broken body, a message that failed) ends
+//! the poll without a checkpoint; the next poll starts again from the last one.
+//!
+//! ```yaml
+//! input:
+//!   http_poll:
+//!     url: "https://api.example.com/orders?updated_since={{ %watermark }}"
+//!     interval: 1m                    # or cron: "*/5 * * * *"
+//!     auth: shop                      # resources.auth.shop
+//!     records: .orders
+//!     pagination: { cursor: { from: .next_cursor, param: cursor } }
+//!     watermark: { value: .updated_at, initial: "1970-01-01T00:00:00Z" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http::{HeaderMap, Uri, header};
+use serde::Deserialize;
+
+use super::Feed;
+use crate::clients::Resources;
+use crate::clients::http::HttpClient;
+use crate::clients::request::{ExchangeError, Parts, RequestSpec, check_uri, with_query};
+use crate::config::BuildError;
+use crate::config::units::Dur;
+use crate::core::durable::now_ms;
+use crate::core::mapping::{Mapping, empty_object, insert, to_text};
+use crate::core::schedule::Schedule;
+use crate::core::{Message, Value};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The first page's URL; may contain `{{ expression }}` parts (`%watermark`).
+    pub url: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Request headers; values may contain `{{ expression }}` parts.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Time for one page, connection to last byte.
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    /// Time between polls; the first is made at once. Default 1m when no `cron` is given.
+    #[serde(default)]
+    pub interval: Option<Dur>,
+    /// A cron schedule instead of `interval`.
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// An auth profile from `resources.auth`.
+    #[serde(default)]
+    pub auth: Option<String>,
+    /// A rate limit from `resources.rate_limits`.
+    #[serde(default)]
+    pub rate_limit: Option<String>,
+    /// VRL over the body giving the page's records (an array).
+    #[serde(default)]
+    pub records: Option<String>,
+    #[serde(default)]
+    pub pagination: Option<PaginationConfig>,
+    #[serde(default)]
+    pub watermark: Option<WatermarkConfig>,
+    /// The most pages one poll follows.
+    #[serde(default = "default_max_pages")]
+    pub max_pages: u32,
+    /// The largest page body read.
+    #[serde(default = "default_max_body")]
+    pub max_body_size: crate::config::units::Size,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaginationConfig {
+    #[serde(default)]
+    pub cursor: Option<CursorConfig>,
+    #[serde(default)]
+    pub page: Option<PageConfig>,
+    #[serde(default)]
+    pub offset: Option<OffsetConfig>,
+    #[serde(default)]
+    pub link_header: bool,
+    /// VRL over the body giving the next page's URL.
+    #[serde(default)]
+    pub next_url: Option<String>,
+    /// VRL condition over the body: `true` ends the paging.
+    #[serde(default)]
+    pub stop: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CursorConfig {
+    /// VRL over the body giving the next cursor; null or empty ends the paging.
+    pub from: String,
+    /// The query parameter that carries it.
+    #[serde(default = "default_cursor_param")]
+    pub param: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageConfig {
+    #[serde(default = "default_page_param")]
+    pub param: String,
+    #[serde(default = "default_page_start")]
+    pub start: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffsetConfig {
+    #[serde(default = "default_offset_param")]
+    pub param: String,
+    /// Page size.
+    pub limit: u64,
+    /// The query parameter for the page size, if the API wants one.
+    #[serde(default)]
+    pub limit_param: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatermarkConfig {
+    /// VRL over each record giving its watermark value (a timestamp, a number or a string).
+    pub value: String,
+    /// The watermark before anything was read.
+    #[serde(default)]
+    pub initial: Option<serde_json::Value>,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_max_pages() -> u32 {
+    1000
+}
+fn default_max_body() -> crate::config::units::Size {
+    crate::config::units::Size(16 << 20)
+}
+fn default_cursor_param() -> String {
+    "cursor".into()
+}
+fn default_page_param() -> String {
+    "page".into()
+}
+fn default_page_start() -> u64 {
+    1
+}
+fn default_offset_param() -> String {
+    "offset".into()
+}
+
+enum Paging {
+    None,
+    Cursor {
+        from: Mapping,
+        param: String,
+    },
+    Page {
+        param: String,
+        start: u64,
+    },
+    Offset {
+        param: String,
+        limit: u64,
+        limit_param: Option<String>,
+    },
+    LinkHeader,
+    NextUrl(Mapping),
+}
+
+pub struct HttpPoll {
+    spec: RequestSpec,
+    schedule: Schedule,
+    records: Option<Mapping>,
+    paging: Paging,
+    stop: Option<Mapping>,
+    watermark: Option<(Mapping, Value)>,
+    max_pages: u32,
+    max_body: usize,
+}
+
+fn compile(field: &str, source: &str, errors: &mut Vec<BuildError>) -> Option<Mapping> {
+    Mapping::compile(source)
+        .map_err(|d| errors.extend(BuildError::from_diagnostics(field, d)))
+        .ok()
+}
+
+impl Config {
+    pub fn build(
+        &self,
+        client: &HttpClient,
+        resources: &Resources,
+    ) -> Result<HttpPoll, Vec<BuildError>> {
+        let mut errors = Vec::new();
+        let spec = RequestSpec::build(
+            client,
+            resources,
+            Parts {
+                url: &self.url,
+                method: &self.method,
+                headers: &self.headers,
+                timeout: self.timeout.0,
+                auth: self.auth.as_deref(),
+                rate_limit: self.rate_limit.as_deref(),
+            },
+        )
+        .map_err(|e| errors.extend(e))
+        .ok();
+        let schedule = Schedule::from_config(
+            self.interval.as_ref(),
+            self.cron.as_deref(),
+            Duration::from_secs(60),
+        )
+        .map_err(|e| errors.extend(e))
+        .ok();
+        let records = self
+            .records
+            .as_deref()
+            .and_then(|r| compile("records", r, &mut errors));
+        let mut paging = Paging::None;
+        let mut stop = None;
+        if let Some(p) = &self.pagination {
+            let modes = [
+                p.cursor.is_some(),
+                p.page.is_some(),
+                p.offset.is_some(),
+                p.link_header,
+                p.next_url.is_some(),
+            ];
+            if modes.iter().filter(|m| **m).count() > 1 {
+                errors.push(BuildError::new(
+                    "pagination",
+                    "give one pagination mode: cursor, page, offset, link_header or next_url",
+                ));
+            }
+            if let Some(c) = &p.cursor
+                && let Some(from) = compile("pagination.cursor.from", &c.from, &mut errors)
+            {
+                paging = Paging::Cursor {
+                    from,
+                    param: c.param.clone(),
+                };
+            } else if let Some(pg) = &p.page {
+                paging = Paging::Page {
+                    param: pg.param.clone(),
+                    start: pg.start,
+                };
+            } else if let Some(o) = &p.offset {
+                if o.limit == 0 {
+                    errors.push(BuildError::new(
+                        "pagination.offset.limit",
+                        "limit must be above zero",
+                    ));
+                }
+                paging = Paging::Offset {
+                    param: o.param.clone(),
+                    limit: o.limit,
+                    limit_param: o.limit_param.clone(),
+                };
+            } else if p.link_header {
+                paging = Paging::LinkHeader;
+            } else if let Some(n) = &p.next_url
+                && let Some(next) = compile("pagination.next_url", n, &mut errors)
+            {
+                paging = Paging::NextUrl(next);
+            }
+            stop = p
+                .stop
+                .as_deref()
+                .and_then(|s| compile("pagination.stop", s, &mut errors));
+        }
+        let watermark = self.watermark.as_ref().and_then(|w| {
+            let value = compile("watermark.value", &w.value, &mut errors)?;
+            let initial = w
+                .initial
+                .as_ref()
+                .and_then(|v| serde_json::from_value::<Value>(v.clone()).ok())
+                .unwrap_or(Value::Null);
+            Some((value, initial))
+        });
+        if self.max_pages == 0 {
+            errors.push(BuildError::new("max_pages", "max_pages must be above zero"));
+        }
+        match (spec, schedule) {
+            (Some(spec), Some(schedule)) if errors.is_empty() => Ok(HttpPoll {
+                spec,
+                schedule,
+                records,
+                paging,
+                stop,
+                watermark,
+                max_pages: self.max_pages,
+                max_body: self.max_body_size.0 as usize,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// Where the checkpoint of a flow's poller lives in the store.
+const CHECKPOINT_NAMESPACE: &str = "checkpoint";
+
+/// Whether `a` comes after `b` as a watermark: numbers and timestamps by value, anything else
+/// by its text.
+fn later(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (_, Value::Null) => !matches!(a, Value::Null),
+        (Value::Integer(x), Value::Integer(y)) => x > y,
+        (Value::Float(x), Value::Float(y)) => x > y,
+        (Value::Integer(x), Value::Float(y)) => (*x as f64) > y.into_inner(),
+        (Value::Float(x), Value::Integer(y)) => x.into_inner() > *y as f64,
+        (Value::Timestamp(x), Value::Timestamp(y)) => x > y,
+        _ => to_text(a) > to_text(b),
+    }
+}
+
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    // `<https://…?page=2>; rel="next", <…>; rel="last"`
+    for value in headers.get_all(header::LINK) {
+        let Ok(text) = value.to_str() else { continue };
+        for link in text.split(',') {
+            let mut parts = link.split(';');
+            let target = parts.next()?.trim();
+            let is_next = parts.any(|p| {
+                let p = p.trim().to_ascii_lowercase();
+                p == "rel=\"next\"" || p == "rel=next"
+            });
+            if is_next {
+                return target
+                    .strip_prefix('<')
+                    .and_then(|t| t.strip_suffix('>'))
+                    .map(str::to_string);
+            }
+        }
+    }
+    None
+}
+
+impl HttpPoll {
+    pub fn uses_store(&self) -> bool {
+        self.watermark.is_some()
+    }
+
+    pub async fn run(&self, feed: Feed) {
+        let mut ticker = self.schedule.ticker();
+        loop {
+            tokio::select! {
+                biased;
+                _ = feed.shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let polled = tokio::select! {
+                biased;
+                _ = feed.shutdown.cancelled() => return,
+                r = self.poll(&feed) => r,
+            };
+            if let Err(error) = polled {
+                feed.flow.count_rejected();
+                tracing::error!(flow = %feed.flow.name, component = "input.http_poll", %error, "poll ended early; the next poll starts from the last checkpoint");
+            }
+        }
+    }
+
+    async fn load_watermark(&self, feed: &Feed) -> Result<Value, String> {
+        let Some((_, initial)) = &self.watermark else {
+            return Ok(Value::Null);
+        };
+        let store = feed.flow.store().ok_or("the flow has no store")?;
+        match store
+            .kv_get(CHECKPOINT_NAMESPACE, &feed.flow.name, now_ms())
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(saved) => serde_json::from_slice(&saved)
+                .map_err(|e| format!("the saved watermark is unreadable: {e}")),
+            None => Ok(initial.clone()),
+        }
+    }
+
+    /// One poll: every page from the first, until paging ends or a page fails.
+    async fn poll(&self, feed: &Feed) -> Result<(), String> {
+        let mut watermark = self.load_watermark(feed).await?;
+        let mut metadata = empty_object();
+        insert(&mut metadata, "watermark", watermark.clone());
+        let first = self.spec.uri(&empty_object(), &metadata)?;
+        let mut next: Option<Uri> = Some(match &self.paging {
+            Paging::Page { param, start } => with_query(&first, param, &start.to_string())?,
+            Paging::Offset {
+                param,
+                limit,
+                limit_param,
+            } => {
+                let uri = with_query(&first, param, "0")?;
+                match limit_param {
+                    Some(lp) => with_query(&uri, lp, &limit.to_string())?,
+                    None => uri,
+                }
+            }
+            _ => first.clone(),
+        });
+        let mut page_number = 0u64;
+        while let Some(uri) = next.take() {
+            if page_number >= u64::from(self.max_pages) {
+                tracing::warn!(flow = %feed.flow.name, max_pages = self.max_pages, "max_pages reached; the rest waits for the next poll");
+                break;
+            }
+            page_number += 1;
+            let response = self
+                .spec
+                .exchange(
+                    &uri,
+                    &self.spec.method,
+                    &empty_object(),
+                    &metadata,
+                    bytes::Bytes::new(),
+                    None,
+                    uri.authority() == first.authority(),
+                    self.max_body,
+                )
+                .await
+                .map_err(|e: ExchangeError| format!("{} {uri}: {e}", self.spec.method))?;
+            let status = response.status();
+            if !status.is_success() {
+                let body = response.body();
+                return Err(format!(
+                    "{} {uri} answered {status}: {}",
+                    self.spec.method,
+                    String::from_utf8_lossy(&body[..body.len().min(300)])
+                ));
+            }
+            let body: Value = match serde_json::from_slice(response.body()) {
+                Ok(v) => v,
+                Err(_) => Value::Bytes(response.body().clone()),
+            };
+            let records = match &self.records {
+                Some(expr) => expr
+                    .eval(&body, &empty_object())
+                    .map_err(|e| format!("records: {e}"))?,
+                None => body.clone(),
+            };
+            let records = match records {
+                Value::Array(items) => items,
+                Value::Null => Vec::new(),
+                one => vec![one],
+            };
+            let count = records.len();
+            let mut page_mark = watermark.clone();
+            if let Some((value, _)) = &self.watermark {
+                for record in &records {
+                    let mark = value
+                        .eval(record, &empty_object())
+                        .map_err(|e| format!("watermark: {e}"))?;
+                    if later(&mark, &page_mark) {
+                        page_mark = mark;
+                    }
+                }
+            }
+            let messages = records.into_iter().map(Message::new).collect();
+            if !feed.push_and_wait(messages).await {
+                return Err(format!(
+                    "a message of page {page_number} ({uri}) was not accepted"
+                ));
+            }
+            if later(&page_mark, &watermark) {
+                self.save_watermark(feed, &page_mark).await?;
+                watermark = page_mark;
+            }
+            if let Some(stop) = &self.stop
+                && matches!(stop.eval(&body, &empty_object()), Ok(Value::Boolean(true)))
+            {
+                break;
+            }
+            next = match &self.paging {
+                Paging::None => None,
+                Paging::Cursor { from, param } => {
+                    match from
+                        .eval(&body, &empty_object())
+                        .map_err(|e| format!("cursor: {e}"))?
+                    {
+                        Value::Null => None,
+                        cursor => {
+                            let text = to_text(&cursor);
+                            (!text.is_empty())
+                                .then(|| with_query(&first, param, &text))
+                                .transpose()?
+                        }
+                    }
+                }
+                Paging::Page { param, start } if count > 0 => Some(with_query(
+                    &first,
+                    param,
+                    &(start + page_number).to_string(),
+                )?),
+                Paging::Offset {
+                    param,
+                    limit,
+                    limit_param,
+                } if count > 0 => {
+                    let uri = with_query(&first, param, &(limit * page_number).to_string())?;
+                    Some(match limit_param {
+                        Some(lp) => with_query(&uri, lp, &limit.to_string())?,
+                        None => uri,
+                    })
+                }
+                Paging::Page { .. } | Paging::Offset { .. } => None,
+                Paging::LinkHeader => next_link(response.headers())
+                    .map(|link| resolve(&uri, &link))
+                    .transpose()?,
+                Paging::NextUrl(expr) => {
+                    match expr
+                        .eval(&body, &empty_object())
+                        .map_err(|e| format!("next_url: {e}"))?
+                    {
+                        Value::Null => None,
+                        url => {
+                            let text = to_text(&url);
+                            (!text.is_empty())
+                                .then(|| resolve(&uri, &text))
+                                .transpose()?
+                        }
+                    }
+                }
+            };
+        }
+        Ok(())
+    }
+
+    async fn save_watermark(&self, feed: &Feed, mark: &Value) -> Result<(), String> {
+        let store = feed.flow.store().ok_or("the flow has no store")?;
+        let text = serde_json::to_vec(mark).map_err(|e| e.to_string())?;
+        store
+            .kv_put(CHECKPOINT_NAMESPACE, &feed.flow.name, &text, None)
+            .await
+            .map_err(|e| format!("could not save the watermark: {e}"))
+    }
+}
+
+/// A next-page link, possibly relative to the page it came from.
+fn resolve(base: &Uri, link: &str) -> Result<Uri, String> {
+    let joined = url::Url::parse(&base.to_string())
+        .and_then(|b| b.join(link))
+        .map_err(|e| format!("next page `{link}`: {e}"))?;
+    check_uri(joined.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_next_link_and_orders_watermarks() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::LINK,
+            r#"<https://a.example/x?page=1>; rel="prev", <https://a.example/x?page=3>; rel="next""#
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            next_link(&headers).as_deref(),
+            Some("https://a.example/x?page=3")
+        );
+        assert!(later(&Value::Integer(10), &Value::Integer(9)));
+        assert!(!later(&Value::Integer(9), &Value::Integer(10)));
+        assert!(later(
+            &Value::from("2026-01-02"),
+            &Value::from("2026-01-01")
+        ));
+        assert!(later(&Value::from("a"), &Value::Null));
+    }
+}

@@ -1,0 +1,237 @@
+//! `http_poll` against a real local API: paging by cursor, by `Link` header and by page number,
+//! and a watermark that survives a restart and drives the next request.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::Request;
+
+use crate::support::*;
+
+/// A paged API. Every request's path and query is recorded.
+#[derive(Clone, Default)]
+struct Api {
+    requests: Arc<Mutex<Vec<String>>>,
+    /// Records for `/changes`: (updated_at, id).
+    changes: Arc<Mutex<Vec<(u64, String)>>>,
+    base: Arc<Mutex<String>>,
+}
+
+impl Api {
+    async fn start() -> Api {
+        let api = Api::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        *api.base.lock().unwrap() = format!("http://{}", listener.local_addr().unwrap());
+        let a = api.clone();
+        let app = Router::new().fallback(move |request: Request<Body>| {
+            let a = a.clone();
+            async move { a.handle(request) }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        api
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base.lock().unwrap())
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    fn handle(&self, request: Request<Body>) -> Response {
+        let uri = request.uri().clone();
+        self.requests.lock().unwrap().push(uri.to_string());
+        let query: HashMap<String, String> = uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let json = |v: serde_json::Value| {
+            ([("content-type", "application/json")], v.to_string()).into_response()
+        };
+        match uri.path() {
+            "/cursor" => json(match query.get("cursor").map(String::as_str) {
+                None => serde_json::json!({"items": [{"n": 1}, {"n": 2}, {"n": 3}], "next": "b"}),
+                Some("b") => serde_json::json!({"items": [{"n": 4}, {"n": 5}], "next": "c"}),
+                _ => serde_json::json!({"items": [{"n": 6}], "next": null}),
+            }),
+            "/link" => {
+                let page: u64 = query.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+                let mut response =
+                    json(serde_json::json!([{"n": page * 10}, {"n": page * 10 + 1}]));
+                if page < 3 {
+                    let next = format!(
+                        "<{}>; rel=\"next\"",
+                        self.url(&format!("/link?page={}", page + 1))
+                    );
+                    response.headers_mut().insert("link", next.parse().unwrap());
+                }
+                response
+            }
+            "/pages" => {
+                let page: u64 = query["page"].parse().unwrap();
+                let items: Vec<_> = if page <= 3 {
+                    vec![serde_json::json!({"n": page})]
+                } else {
+                    vec![]
+                };
+                json(serde_json::json!({"data": items}))
+            }
+            "/changes" => {
+                let since: u64 = query["since"].parse().unwrap();
+                let mut rows: Vec<_> = self
+                    .changes
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(t, _)| *t > since)
+                    .map(|(t, id)| serde_json::json!({"updated_at": t, "id": id}))
+                    .collect();
+                rows.truncate(2);
+                json(serde_json::json!({"rows": rows}))
+            }
+            _ => http::StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+}
+
+fn poll_flow(port: u16, url: &str, receiver: &str, extra: &str, interval: &str) -> String {
+    format!(
+        r#"
+admin: {{ address: "127.0.0.1:{port}" }}
+flows:
+  poll:
+    concurrency: 1
+    input:
+      http_poll:
+        url: "{url}"
+        interval: {interval}
+{extra}
+    output:
+      http_client: {{ url: "{receiver}" }}
+"#
+    )
+}
+
+fn numbers(receiver: &Receiver) -> Vec<i64> {
+    receiver
+        .seen()
+        .iter()
+        .map(|s| s.json()["n"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_are_followed_by_cursor_by_link_header_and_by_page_number() {
+    let api = Api::start().await;
+    let cases = [
+        (
+            "/cursor",
+            "        records: .items\n        pagination: { cursor: { from: .next, param: cursor } }",
+            vec![1, 2, 3, 4, 5, 6],
+            vec!["/cursor", "/cursor?cursor=b", "/cursor?cursor=c"],
+        ),
+        (
+            "/link",
+            "        pagination: { link_header: true }",
+            vec![10, 11, 20, 21, 30, 31],
+            vec!["/link", "/link?page=2", "/link?page=3"],
+        ),
+        (
+            "/pages",
+            "        records: .data\n        pagination: { page: { param: page, start: 1 } }",
+            vec![1, 2, 3],
+            vec![
+                "/pages?page=1",
+                "/pages?page=2",
+                "/pages?page=3",
+                "/pages?page=4",
+            ],
+        ),
+    ];
+    for (path, extra, expected, requests) in cases {
+        api.requests.lock().unwrap().clear();
+        let receiver = Receiver::start().await;
+        let config = poll_flow(
+            free_port(),
+            &api.url(path),
+            &receiver.url("/in"),
+            extra,
+            "1h",
+        );
+        let weft = Weft::start(&config).await;
+        assert!(
+            eventually(Duration::from_secs(10), || receiver.seen().len()
+                == expected.len())
+            .await,
+            "{path}: {:?} {}",
+            numbers(&receiver),
+            weft.stderr()
+        );
+        assert_eq!(numbers(&receiver), expected, "{path}");
+        assert_eq!(api.requests(), requests, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watermark_survives_a_restart_and_drives_the_next_request() {
+    let api = Api::start().await;
+    *api.changes.lock().unwrap() = vec![(100, "a".into()), (200, "b".into()), (300, "c".into())];
+    let receiver = Receiver::start().await;
+    let dir = scratch();
+    let extra = "        records: .rows\n        pagination: { next_url: 'if length!(.rows) == 0 { null } else { \"?since=\" + to_string!(.rows[-1].updated_at) }' }\n        watermark: { value: .updated_at, initial: 0 }";
+    let config = poll_flow(
+        free_port(),
+        &api.url("/changes?since={{ %watermark }}"),
+        &receiver.url("/in"),
+        extra,
+        "300ms",
+    );
+    let ids = |r: &Receiver| -> Vec<String> {
+        r.seen()
+            .iter()
+            .map(|s| s.json()["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut weft = Weft::start_in(dir.clone(), &config, &[], Stdio::null()).await;
+    assert!(
+        eventually(Duration::from_secs(10), || ids(&receiver).len() == 3).await,
+        "{:?} {}",
+        api.requests(),
+        weft.stderr()
+    );
+    // Two pages (the API gives two rows at most), then later polls start from 300.
+    assert!(
+        eventually(Duration::from_secs(5), || api
+            .requests()
+            .iter()
+            .any(|r| r == "/changes?since=300"))
+        .await,
+        "{:?}",
+        api.requests()
+    );
+    api.changes.lock().unwrap().push((400, "d".into()));
+    assert!(eventually(Duration::from_secs(5), || ids(&receiver).len() == 4).await);
+
+    weft.kill();
+    api.requests.lock().unwrap().clear();
+    let weft = Weft::start_in(dir, &config, &[], Stdio::null()).await;
+    assert!(
+        eventually(Duration::from_secs(5), || !api.requests().is_empty()).await,
+        "{}",
+        weft.stderr()
+    );
+    assert_eq!(
+        api.requests()[0],
+        "/changes?since=400",
+        "{:?}",
+        api.requests()
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(ids(&receiver), ["a", "b", "c", "d"], "nothing read twice");
+}
