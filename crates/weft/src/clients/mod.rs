@@ -1,8 +1,9 @@
 //! Client code per external system, shared by every input and output that talks to it, so an
 //! input and an output of one system never duplicate connection handling. `resources:` in the
-//! config holds what components share by name: auth profiles and rate limits.
+//! config holds what components share by name: auth profiles, rate limits and circuit breakers.
 
 pub mod auth;
+pub mod circuit;
 pub mod http;
 pub mod rate_limit;
 pub mod request;
@@ -12,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use auth::AuthProfile;
+use circuit::Breaker;
 use rate_limit::RateLimit;
 
 /// Built resources, by name.
@@ -19,6 +21,7 @@ use rate_limit::RateLimit;
 pub struct Resources {
     pub auth: HashMap<String, Arc<AuthProfile>>,
     pub rate_limits: HashMap<String, RateLimit>,
+    pub circuit_breakers: HashMap<String, Breaker>,
 }
 
 fn unknown<T>(what: &str, section: &str, name: &str, known: &HashMap<String, T>) -> String {
@@ -40,6 +43,17 @@ impl Resources {
             .get(name)
             .cloned()
             .ok_or_else(|| unknown("auth profile", "auth", name, &self.auth))
+    }
+
+    pub fn circuit_breaker(&self, name: &str) -> Result<Breaker, String> {
+        self.circuit_breakers.get(name).cloned().ok_or_else(|| {
+            unknown(
+                "circuit breaker",
+                "circuit_breakers",
+                name,
+                &self.circuit_breakers,
+            )
+        })
     }
 
     pub fn rate_limit(&self, name: &str) -> Result<RateLimit, String> {

@@ -1,8 +1,9 @@
 //! The request every HTTP component configures the same way: a URL and header values with
-//! `{{ VRL }}` parts, a method, a timeout, an auth profile and a rate limit. [`RequestSpec`]
-//! builds them once and makes one exchange at a time: it waits for the rate limit, adds the
-//! credentials (to the configured origin only), sends, and after a 401 renews OAuth 2.0
-//! credentials and sends once more. What an answer means is the component's business.
+//! `{{ VRL }}` parts, a method, a timeout, an auth profile, a rate limit and a circuit breaker.
+//! [`RequestSpec`] builds them once and makes one exchange at a time: it asks the target's
+//! circuit, waits for the rate limit, adds the credentials (to the configured origin only),
+//! sends, tells the circuit how it went, and after a 401 renews OAuth 2.0 credentials and sends
+//! once more. What an answer means is the component's business.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use http_body_util::Full;
 
 use super::Resources;
 use super::auth::{AuthError, AuthProfile, Credentials};
+use super::circuit::Breaker;
 use super::http::{ClientError, HttpClient};
 use super::rate_limit::RateLimit;
 use crate::config::BuildError;
@@ -28,6 +30,7 @@ pub struct Parts<'a> {
     pub timeout: Duration,
     pub auth: Option<&'a str>,
     pub rate_limit: Option<&'a str>,
+    pub circuit_breaker: Option<&'a str>,
 }
 
 pub struct RequestSpec {
@@ -41,6 +44,7 @@ pub struct RequestSpec {
     pub timeout: Duration,
     auth: Option<Arc<AuthProfile>>,
     rate_limit: Option<RateLimit>,
+    breaker: Option<Breaker>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +56,12 @@ pub enum ExchangeError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Transport(#[from] ClientError),
+    #[error("circuit breaker `{breaker}`: the circuit to {target} is open; next try in {wait:?}")]
+    CircuitOpen {
+        breaker: String,
+        target: String,
+        wait: Duration,
+    },
 }
 
 impl RequestSpec {
@@ -123,6 +133,14 @@ impl RequestSpec {
                 None
             }
         };
+        let breaker = match parts.circuit_breaker.map(|n| resources.circuit_breaker(n)) {
+            None => None,
+            Some(Ok(b)) => Some(b),
+            Some(Err(e)) => {
+                errors.push(BuildError::new("circuit_breaker", e));
+                None
+            }
+        };
         match (url, method) {
             (Some(url), Some(method)) if errors.is_empty() => Ok(RequestSpec {
                 client: client.clone(),
@@ -134,6 +152,7 @@ impl RequestSpec {
                 timeout: parts.timeout,
                 auth,
                 rate_limit,
+                breaker,
             }),
             _ => Err(errors),
         }
@@ -173,8 +192,21 @@ impl RequestSpec {
         configured_origin: bool,
         response_limit: usize,
     ) -> Result<Response<Bytes>, ExchangeError> {
+        let target = match (uri.scheme_str(), uri.authority()) {
+            (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+            _ => uri.to_string(),
+        };
         let mut renewed = false;
         loop {
+            if let Some(breaker) = &self.breaker {
+                breaker
+                    .admit(&target)
+                    .map_err(|wait| ExchangeError::CircuitOpen {
+                        breaker: breaker.name().to_string(),
+                        target: target.clone(),
+                        wait,
+                    })?;
+            }
             if let Some(limit) = &self.rate_limit {
                 limit.wait().await;
             }
@@ -194,10 +226,21 @@ impl RequestSpec {
                     credentials.as_ref(),
                 )
                 .map_err(ExchangeError::Invalid)?;
-            let response = self
+            let sent = self
                 .client
                 .send(request, self.timeout, response_limit)
-                .await?;
+                .await;
+            if let Some(breaker) = &self.breaker {
+                let failed = match &sent {
+                    Err(_) => true,
+                    Ok(r) => {
+                        let code = r.status().as_u16();
+                        r.status().is_server_error() || code == 408 || code == 429
+                    }
+                };
+                breaker.record(&target, failed);
+            }
+            let response = sent?;
             if response.status() == StatusCode::UNAUTHORIZED
                 && !renewed
                 && let (Some(auth), Some(used)) = (&self.auth, &credentials)

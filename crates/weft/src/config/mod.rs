@@ -536,11 +536,11 @@ impl<'a> Loader<'a> {
             self.errors.push(ctx.error(
                 node.loc,
                 "resources",
-                "`resources` is a mapping with `auth` and `rate_limits`",
+                "`resources` is a mapping with `auth`, `rate_limits` and `circuit_breakers`",
             ));
             return;
         };
-        const KINDS: &[&str] = &["auth", "rate_limits"];
+        const KINDS: &[&str] = &["auth", "rate_limits", "circuit_breakers"];
         for (key, items) in kinds {
             let kind = match &key.kind {
                 Kind::Str(k) if KINDS.contains(&k.as_str()) => k.as_str(),
@@ -548,7 +548,10 @@ impl<'a> Loader<'a> {
                     let mut err = ctx.error(
                         key.loc,
                         &format!("resources.{k}"),
-                        format!("unknown resource kind `{k}`; expected one of: auth, rate_limits"),
+                        format!(
+                            "unknown resource kind `{k}`; expected one of: {}",
+                            KINDS.join(", ")
+                        ),
                     );
                     err.suggestion = did_you_mean(k, KINDS.iter().copied());
                     self.errors.push(err);
@@ -576,7 +579,8 @@ impl<'a> Loader<'a> {
                 };
                 let duplicate = match kind {
                     "auth" => self.resources.auth.contains_key(name),
-                    _ => self.resources.rate_limits.contains_key(name),
+                    "rate_limits" => self.resources.rate_limits.contains_key(name),
+                    _ => self.resources.circuit_breakers.contains_key(name),
                 };
                 if duplicate {
                     self.errors.push(ctx.error(
@@ -591,6 +595,18 @@ impl<'a> Loader<'a> {
                         Ok(config) => match config.build(name, &self.shared.http) {
                             Ok(profile) => {
                                 self.resources.auth.insert(name.clone(), Arc::new(profile));
+                            }
+                            Err(errs) => self.errors.extend(ctx.build_errors(item, errs)),
+                        },
+                        Err(e) => self.errors.push(ctx.de_error(e, false)),
+                    }
+                } else if kind == "circuit_breakers" {
+                    match from_node::<crate::clients::circuit::Config>(item) {
+                        Ok(config) => match config.build(name) {
+                            Ok(breaker) => {
+                                self.resources
+                                    .circuit_breakers
+                                    .insert(name.clone(), breaker);
                             }
                             Err(errs) => self.errors.extend(ctx.build_errors(item, errs)),
                         },

@@ -78,6 +78,9 @@ pub struct Config {
     /// A rate limit from `resources.rate_limits`.
     #[serde(default)]
     pub rate_limit: Option<String>,
+    /// A circuit breaker from `resources.circuit_breakers`.
+    #[serde(default)]
+    pub circuit_breaker: Option<String>,
     /// VRL over the body giving the page's records (an array).
     #[serde(default)]
     pub records: Option<String>,
@@ -231,6 +234,7 @@ impl Config {
                 timeout: self.timeout.0,
                 auth: self.auth.as_deref(),
                 rate_limit: self.rate_limit.as_deref(),
+                circuit_breaker: self.circuit_breaker.as_deref(),
             },
         )
         .map_err(|e| errors.extend(e))

@@ -20,7 +20,8 @@
 //! `auth: NAME` sends the credentials of a profile from `resources.auth` (see
 //! `clients::auth`; an OAuth 2.0 token refused with 401 is renewed and the request sent once
 //! more), and `rate_limit: NAME` waits for a slot of a limit from `resources.rate_limits`,
-//! shared with every component that names it.
+//! shared with every component that names it. `circuit_breaker: NAME` stops calling a target
+//! that keeps failing for a while (`resources.circuit_breakers`; the delivery is retried after).
 //!
 //! ```yaml
 //! output:
@@ -32,6 +33,7 @@
 //!     timeout: 10s
 //!     auth: crm                    # resources.auth.crm
 //!     rate_limit: crm              # resources.rate_limits.crm
+//!     circuit_breaker: crm         # resources.circuit_breakers.crm
 //!     drop_on: [409]
 //!     retry: { max_attempts: 8, initial_backoff: 200ms, max_backoff: 30s, max_elapsed: 5m }
 //! ```
@@ -90,6 +92,9 @@ pub struct Config {
     /// A rate limit from `resources.rate_limits`, shared with every component that names it.
     #[serde(default)]
     pub rate_limit: Option<String>,
+    /// A circuit breaker from `resources.circuit_breakers`.
+    #[serde(default)]
+    pub circuit_breaker: Option<String>,
 }
 
 fn default_method() -> String {
@@ -166,6 +171,7 @@ impl Config {
                 timeout: self.timeout.0,
                 auth: self.auth.as_deref(),
                 rate_limit: self.rate_limit.as_deref(),
+                circuit_breaker: self.circuit_breaker.as_deref(),
             },
         )?;
         Ok(HttpClientOutput {
@@ -271,6 +277,13 @@ impl HttpClientOutput {
                     return Attempt::Retryable {
                         reason: e.to_string(),
                         retry_after: None,
+                        response: None,
+                    };
+                }
+                Err(e @ ExchangeError::CircuitOpen { wait, .. }) => {
+                    return Attempt::Retryable {
+                        reason: e.to_string(),
+                        retry_after: Some(wait),
                         response: None,
                     };
                 }
@@ -404,6 +417,7 @@ mod tests {
             drop_on: vec![StatusSpec::parse("409").unwrap()],
             auth: None,
             rate_limit: None,
+            circuit_breaker: None,
         }
         .build(&HttpClient::new(), &Resources::default())
         .ok()

@@ -1,5 +1,5 @@
 //! Calling other people's APIs: auth profiles (basic, bearer, API key, OAuth 2.0 with a cached,
-//! renewed token) and shared rate limits, against real local servers.
+//! renewed token), shared rate limits and circuit breakers, against real local servers.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -284,4 +284,54 @@ flows:
     // 16 requests at 10/s with no burst: 15 gaps of 100 ms. Asserted generously.
     assert!(span >= Duration::from_millis(1_200), "{span:?}");
     assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_opens_after_consecutive_failures_and_recovers_after_a_probe() {
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(503));
+    let port = free_port();
+    let config = format!(
+        r#"
+resources:
+  circuit_breakers:
+    api: {{ failures: 3, open_for: 1s }}
+flows:
+  calls:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    output:
+      http_client: {{ url: "{url}", circuit_breaker: api, retry: {{ max_attempts: 1 }} }}
+"#,
+        url = receiver.url("/flaky")
+    );
+    let weft = Weft::start(&config).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    for _ in 0..3 {
+        assert_eq!(post_json(&url, "{}").await.0, 502);
+    }
+    assert_eq!(receiver.seen().len(), 3);
+    // Open: refused at once, without calling the target.
+    let (status, _, body) = post_json(&url, "{}").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("circuit to http://127.0.0.1"), "{body}");
+    assert_eq!(receiver.seen().len(), 3);
+    let target = format!("http://{}", receiver.address);
+    weft.metric_eventually(&format!(
+        "weft_circuit_state{{breaker=\"api\",target=\"{target}\"}} 1"
+    ))
+    .await
+    .unwrap();
+
+    // After open_for, one probe goes through; its success closes the circuit.
+    receiver.set_default(Reply::status(200));
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(post_json(&url, "{}").await.0, 200);
+    assert_eq!(post_json(&url, "{}").await.0, 200);
+    assert_eq!(receiver.seen().len(), 5);
+    weft.metric_eventually(&format!(
+        "weft_circuit_state{{breaker=\"api\",target=\"{target}\"}} 0"
+    ))
+    .await
+    .unwrap();
 }
