@@ -783,7 +783,7 @@ impl<'a> Loader<'a> {
                         let id = format!("pipeline[{i}].{}", component_kind(item));
                         ctx.component = Some(id.clone());
                         match from_node::<ProcessorConfig>(item) {
-                            Ok(config) => match config.build() {
+                            Ok(config) => match config.build(self.shared, &self.resources) {
                                 Ok(p) => processors.push((id, p)),
                                 Err(errs) => {
                                     self.errors.extend(ctx.build_errors(settings(item), errs))

@@ -5,6 +5,8 @@
 mod drop;
 mod file;
 mod http_client;
+
+pub use http_client::retry_after;
 mod stdout;
 
 use serde::Deserialize;

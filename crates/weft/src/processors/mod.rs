@@ -3,13 +3,16 @@
 
 mod dedupe;
 mod filter;
+mod http;
 mod log;
 mod map;
 
 use serde::Deserialize;
 
+use crate::clients::Resources;
 use crate::config::BuildError;
 use crate::core::{Context, Message, StepError};
+use crate::outputs::Shared;
 
 /// Every processor weft knows, by its YAML name.
 #[derive(Debug, Deserialize)]
@@ -19,6 +22,7 @@ pub enum ProcessorConfig {
     Filter(filter::Config),
     Log(log::Config),
     Dedupe(dedupe::Config),
+    Http(Box<http::Config>),
 }
 
 impl ProcessorConfig {
@@ -28,15 +32,23 @@ impl ProcessorConfig {
             ProcessorConfig::Filter(_) => "filter",
             ProcessorConfig::Log(_) => "log",
             ProcessorConfig::Dedupe(_) => "dedupe",
+            ProcessorConfig::Http(_) => "http",
         }
     }
 
-    pub fn build(&self) -> Result<Processor, Vec<BuildError>> {
+    pub fn build(
+        &self,
+        shared: &Shared,
+        resources: &Resources,
+    ) -> Result<Processor, Vec<BuildError>> {
         Ok(match self {
             ProcessorConfig::Map(c) => Processor::Map(c.build()?),
             ProcessorConfig::Filter(c) => Processor::Filter(c.build()?),
             ProcessorConfig::Log(c) => Processor::Log(c.build()?),
             ProcessorConfig::Dedupe(c) => Processor::Dedupe(c.build()?),
+            ProcessorConfig::Http(c) => {
+                Processor::Http(Box::new(c.build(&shared.http, resources)?))
+            }
         })
     }
 }
@@ -46,6 +58,7 @@ pub enum Processor {
     Filter(filter::Filter),
     Log(log::Log),
     Dedupe(dedupe::Dedupe),
+    Http(Box<http::Http>),
 }
 
 impl Processor {
@@ -66,6 +79,7 @@ impl crate::core::Processor for Processor {
             Processor::Filter(p) => p.process(message)?,
             Processor::Log(p) => p.process(message)?,
             Processor::Dedupe(p) => p.process(message, cx).await?,
+            Processor::Http(p) => p.process(message).await?,
         })
     }
 
@@ -75,6 +89,9 @@ impl crate::core::Processor for Processor {
             Processor::Filter(p) => p.condition.reads_metadata(),
             Processor::Log(p) => p.message.reads_metadata(),
             Processor::Dedupe(p) => p.key.reads_metadata(),
+            Processor::Http(p) => {
+                p.reads_metadata() || p.result.as_ref().is_some_and(|r| r.reads_metadata())
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ mod durable;
 mod finite;
 mod http_input;
 mod http_poll;
+mod http_processor;
 mod idempotency;
 mod support;
 mod tidy;

@@ -1,0 +1,234 @@
+//! `http`: calls an API in the middle of a pipeline and merges its answer into the message —
+//! the enricher. It uses the same request stack as `http_client` (templates, `auth`,
+//! `rate_limit`, `circuit_breaker`) and its retry policy: an answer that can be retried (408,
+//! 429, 5xx, no answer) is retried in place with backoff; one that cannot (another 4xx, or
+//! retries used up) fails the message.
+//!
+//! `result` is a VRL program run on the message with the answer in `%response` (`.status`,
+//! `.body` — parsed JSON when it is JSON, else the text); by default the answer's body
+//! becomes the message. A `GET` sends no body; other methods send the message.
+//!
+//! ```yaml
+//! pipeline:
+//!   - http:
+//!       url: "https://crm.example.com/api/customers/{{ .customer_id }}"
+//!       auth: crm
+//!       result: |
+//!         .customer = %response.body
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use http::Method;
+use serde::Deserialize;
+
+use crate::clients::Resources;
+use crate::clients::auth::AuthError;
+use crate::clients::http::HttpClient;
+use crate::clients::request::{ExchangeError, Parts, RequestSpec};
+use crate::config::BuildError;
+use crate::config::units::{Dur, Size};
+use crate::core::mapping::{Mapping, Outcome, insert};
+use crate::core::retry::{Decision, RetryConfig, RetryPolicy};
+use crate::core::{Attempt, MappingError, Message, StepError, Value};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The URL; may contain `{{ expression }}` parts.
+    pub url: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Request headers; values may contain `{{ expression }}` parts.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Time for one call.
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// VRL program merging the answer (`%response.status`, `%response.body`) into the message.
+    #[serde(default)]
+    pub result: Option<String>,
+    /// The largest answer read.
+    #[serde(default = "default_max_body")]
+    pub max_body_size: Size,
+    #[serde(default)]
+    pub auth: Option<String>,
+    #[serde(default)]
+    pub rate_limit: Option<String>,
+    #[serde(default)]
+    pub circuit_breaker: Option<String>,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_max_body() -> Size {
+    Size(10 << 20)
+}
+
+pub struct Http {
+    spec: RequestSpec,
+    retry: RetryPolicy,
+    pub(super) result: Option<Mapping>,
+    max_body: usize,
+}
+
+impl Config {
+    pub fn build(
+        &self,
+        client: &HttpClient,
+        resources: &Resources,
+    ) -> Result<Http, Vec<BuildError>> {
+        let mut errors = Vec::new();
+        let spec = RequestSpec::build(
+            client,
+            resources,
+            Parts {
+                url: &self.url,
+                method: &self.method,
+                headers: &self.headers,
+                timeout: self.timeout.0,
+                auth: self.auth.as_deref(),
+                rate_limit: self.rate_limit.as_deref(),
+                circuit_breaker: self.circuit_breaker.as_deref(),
+            },
+        )
+        .map_err(|e| errors.extend(e))
+        .ok();
+        let result = self.result.as_deref().and_then(|r| {
+            Mapping::compile(r)
+                .map_err(|d| errors.extend(BuildError::from_diagnostics("result", d)))
+                .ok()
+        });
+        match spec {
+            Some(spec) if errors.is_empty() => Ok(Http {
+                spec,
+                retry: RetryPolicy::from(&self.retry),
+                result,
+                max_body: self.max_body_size.0 as usize,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+impl Http {
+    pub fn reads_metadata(&self) -> bool {
+        self.spec.reads_metadata()
+    }
+
+    /// One call: the answer (status, body) or how the attempt failed.
+    async fn call(&self, message: &Message) -> Result<(u16, Value), Attempt> {
+        let fatal = |reason: String| Attempt::Fatal {
+            reason,
+            response: None,
+        };
+        let retryable = |reason: String, retry_after| Attempt::Retryable {
+            reason,
+            retry_after,
+            response: None,
+        };
+        let uri = self
+            .spec
+            .uri(&message.value, &message.metadata)
+            .map_err(fatal)?;
+        let method = &self.spec.method;
+        let (body, content_type) = if method == Method::GET || method == Method::HEAD {
+            (bytes::Bytes::new(), None)
+        } else if message.is_json() {
+            (message.body(), Some("application/json"))
+        } else {
+            (message.body(), Some("text/plain; charset=utf-8"))
+        };
+        let response = match self
+            .spec
+            .exchange(
+                &uri,
+                method,
+                &message.value,
+                &message.metadata,
+                body,
+                content_type,
+                true,
+                self.max_body,
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(ExchangeError::Invalid(reason)) => return Err(fatal(reason)),
+            Err(ExchangeError::Auth(e @ AuthError::Refused { .. })) => {
+                return Err(fatal(e.to_string()));
+            }
+            Err(e @ ExchangeError::CircuitOpen { wait, .. }) => {
+                return Err(retryable(e.to_string(), Some(wait)));
+            }
+            Err(e) => return Err(retryable(format!("{method} {uri}: {e}"), None)),
+        };
+        let status = response.status();
+        let code = status.as_u16();
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&response.body()[..response.body().len().min(300)])
+                .into_owned();
+            let reason = format!("{method} {uri} answered {status}: {text}");
+            return Err(
+                if code == 408 || code == 429 || (status.is_server_error() && code != 501) {
+                    let retry_after = crate::outputs::retry_after(
+                        response.headers().get(http::header::RETRY_AFTER),
+                        std::time::SystemTime::now(),
+                    );
+                    retryable(reason, retry_after)
+                } else {
+                    fatal(reason)
+                },
+            );
+        }
+        let body = serde_json::from_slice::<Value>(response.body())
+            .unwrap_or_else(|_| Value::Bytes(response.body().clone()));
+        Ok((code, body))
+    }
+
+    pub async fn process(&self, mut message: Message) -> Result<Option<Message>, StepError> {
+        let start = Instant::now();
+        let mut attempts = 0;
+        let (status, body) = loop {
+            attempts += 1;
+            match self.call(&message).await {
+                Ok(answer) => break answer,
+                Err(outcome) => {
+                    match self
+                        .retry
+                        .decide(attempts, start.elapsed(), &outcome, fastrand::f64())
+                    {
+                        Decision::RetryIn(wait) => tokio::time::sleep(wait).await,
+                        Decision::Fail(reason) | Decision::Drop(reason) => {
+                            return Err(MappingError(reason).into());
+                        }
+                        Decision::Done => unreachable!("a failed call is never done"),
+                    }
+                }
+            }
+        };
+        let Some(result) = &self.result else {
+            message.value = body;
+            return Ok(Some(message));
+        };
+        let mut response = crate::core::mapping::empty_object();
+        insert(&mut response, "status", Value::Integer(i64::from(status)));
+        insert(&mut response, "body", body);
+        insert(&mut message.metadata, "response", response);
+        let outcome = result.run(&mut message.value, &mut message.metadata);
+        if let Value::Object(meta) = &mut message.metadata {
+            meta.remove("response");
+        }
+        match outcome? {
+            Outcome::Done(_) => Ok(Some(message)),
+            Outcome::Aborted => Ok(None),
+        }
+    }
+}
