@@ -5,9 +5,12 @@
 //! `refresh_token` is given. An OAuth 2.0 token is fetched on first use, cached in memory and
 //! fetched again shortly before it expires (a tenth of its lifetime, at most a minute, early);
 //! concurrent requests wait for one fetch. A 401 answer drops the token it was sent with, and the
-//! request is sent once more with a fresh one.
+//! request is sent once more with a fresh one. (A refresh token the server rotates is kept in
+//! memory only: after a restart the configured one is used again, so a server that revokes
+//! rotated-out tokens needs a fresh `refresh_token` in the config.)
 //!
-//! Credentials go only to the origin of the configured URL (never across a redirect), header
+//! Credentials go only to the origin the component's URL fixes (its scheme and host must be
+//! literal text, not a `{{ }}` part; never across a redirect or to another host's page), header
 //! values are marked sensitive, and every secret is a [`Secret`]: it never appears in logs,
 //! errors or metrics. A query-parameter key is left out of the URLs weft reports.
 //!
@@ -220,6 +223,7 @@ impl Config {
                     },
                     cache: Mutex::new(Cache {
                         token: None,
+                        failed: None,
                         refresh_token: o.refresh_token.clone(),
                     }),
                 }))
@@ -263,6 +267,14 @@ impl AuthProfile {
         })
     }
 
+    /// The query parameter that carries the key, for a query API key.
+    pub fn query_param(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Query { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
     /// The server answered 401 to `used`: whether a retry with fresh credentials makes sense
     /// (only for OAuth 2.0, whose cached token is dropped here).
     pub async fn refused(&self, used: &Credentials) -> bool {
@@ -284,6 +296,8 @@ struct Token {
 
 struct Cache {
     token: Option<Token>,
+    /// The last failed fetch, remembered for [`FAILURE_MEMORY`].
+    failed: Option<(Instant, AuthError)>,
     /// The current refresh token (a server may rotate it with every use).
     refresh_token: Option<Secret>,
 }
@@ -303,6 +317,12 @@ struct OAuth2 {
 /// Lifetime assumed when the server does not say (`expires_in` absent); a 401 renews earlier.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bounds on a token's lifetime as the server states it (0 would mean a fetch per request, a
+/// huge value an overflow).
+const MIN_LIFETIME: Duration = Duration::from_secs(1);
+const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long a failed fetch answers for the requests behind it.
+const FAILURE_MEMORY: Duration = Duration::from_secs(2);
 
 impl OAuth2 {
     async fn token(&self, profile: &str) -> Result<Secret, AuthError> {
@@ -312,13 +332,32 @@ impl OAuth2 {
         {
             return Ok(t.access.clone());
         }
-        let (access, lifetime, rotated) = self.fetch(profile, cache.refresh_token.as_ref()).await?;
+        // A fetch that just failed is not repeated by every request waiting behind it.
+        if let Some((at, error)) = &cache.failed
+            && at.elapsed() < FAILURE_MEMORY
+        {
+            return Err(error.clone());
+        }
+        let (access, lifetime, rotated) =
+            match self.fetch(profile, cache.refresh_token.as_ref()).await {
+                Ok(fetched) => fetched,
+                Err(e) => {
+                    cache.failed = Some((Instant::now(), e.clone()));
+                    return Err(e);
+                }
+            };
+        cache.failed = None;
+        let lifetime = lifetime.clamp(MIN_LIFETIME, MAX_LIFETIME);
         let early = (lifetime / 10).min(Duration::from_secs(60));
         cache.token = Some(Token {
             access: access.clone(),
-            renew_at: Instant::now() + lifetime - early,
+            renew_at: Instant::now() + (lifetime - early),
         });
-        if let Some(rotated) = rotated {
+        // Only a refresh grant's answer replaces the refresh token: a client-credentials answer
+        // that carries one (some servers send it) must not switch the grant.
+        if let Some(rotated) = rotated
+            && cache.refresh_token.is_some()
+        {
             cache.refresh_token = Some(rotated);
         }
         Ok(access)
@@ -398,9 +437,20 @@ impl OAuth2 {
             .await
             .map_err(|e| unavailable(format!("token endpoint {}: {e}", self.token_url)))?;
         let status = response.status();
-        let excerpt = || {
-            let body = response.body();
-            String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
+        // Only the standard error fields (RFC 6749 §5.2): some servers echo the request, and
+        // with it the secrets, in their error pages.
+        let excerpt = || match serde_json::from_slice::<serde_json::Value>(response.body()) {
+            Ok(v) => {
+                let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("");
+                let text = format!("{} {}", field("error"), field("error_description"));
+                let text = text.trim();
+                if text.is_empty() {
+                    "(no error code)".to_string()
+                } else {
+                    text.chars().take(200).collect()
+                }
+            }
+            Err(_) => format!("(a {} byte body that is not JSON)", response.body().len()),
         };
         if !status.is_success() {
             let reason = format!(

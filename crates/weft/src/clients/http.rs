@@ -21,6 +21,11 @@ pub enum ClientError {
     Connect(String),
 }
 
+/// Marks an answer whose body was cut short: over the size limit, broken off, or past the
+/// deadline (in the answer's extensions).
+#[derive(Debug, Clone, Copy)]
+pub struct Truncated;
+
 #[derive(Clone)]
 pub struct HttpClient {
     inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -73,20 +78,31 @@ impl HttpClient {
         // The status decides whether the request worked. The body is read only for error
         // messages: at most `body_limit` bytes, and a body that breaks off or runs past the
         // deadline is cut short rather than turning a delivered 2xx into a retry (a duplicate).
-        let (parts, mut body) = response.into_parts();
+        let (mut parts, mut body) = response.into_parts();
         let mut kept = BytesMut::new();
         let read = async {
-            while let Some(Ok(frame)) = body.frame().await {
-                if let Ok(data) = frame.into_data() {
-                    let room = body_limit - kept.len();
-                    kept.extend_from_slice(&data[..data.len().min(room)]);
-                    if kept.len() >= body_limit {
-                        break;
+            loop {
+                match body.frame().await {
+                    None => return true,
+                    Some(Err(_)) => return false,
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            let room = body_limit - kept.len();
+                            kept.extend_from_slice(&data[..data.len().min(room)]);
+                            if data.len() > room {
+                                return false;
+                            }
+                        }
                     }
                 }
             }
         };
-        let _ = tokio::time::timeout_at(deadline, read).await;
+        let whole = tokio::time::timeout_at(deadline, read)
+            .await
+            .unwrap_or(false);
+        if !whole {
+            parts.extensions.insert(Truncated);
+        }
         Ok(Response::from_parts(parts, kept.freeze()))
     }
 }

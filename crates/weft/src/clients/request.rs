@@ -43,8 +43,38 @@ pub struct RequestSpec {
     has_content_type: bool,
     pub timeout: Duration,
     auth: Option<Arc<AuthProfile>>,
+    /// The one origin (scheme, host, port) credentials are sent to: fixed in the URL template,
+    /// so that no message can send them elsewhere.
+    auth_origin: Option<String>,
     rate_limit: Option<RateLimit>,
     breaker: Option<Breaker>,
+}
+
+/// `scheme://authority` of a URI.
+pub fn origin(uri: &Uri) -> String {
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+        _ => String::new(),
+    }
+}
+
+/// The origin a URL template fixes: its text up to the first `{{` must hold the scheme, the
+/// host and the `/` that ends them.
+fn fixed_origin(template: &str) -> Option<String> {
+    let literal = template.split("{{").next().unwrap_or("");
+    let rest = literal
+        .strip_prefix("https://")
+        .map(|r| ("https", r))
+        .or_else(|| literal.strip_prefix("http://").map(|r| ("http", r)))?;
+    let ends_authority = rest.1.find(['/', '?', '#']).or_else(|| {
+        // A URL without placeholders needs no `/` after its host.
+        (!template.contains("{{")).then_some(rest.1.len())
+    })?;
+    let uri: Uri = format!("{}://{}/", rest.0, &rest.1[..ends_authority])
+        .parse()
+        .ok()?;
+    uri.host()?;
+    Some(origin(&uri))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +155,13 @@ impl RequestSpec {
                 None
             }
         };
+        let auth_origin = fixed_origin(parts.url);
+        if parts.auth.is_some() && auth_origin.is_none() {
+            errors.push(BuildError::new(
+                "url",
+                "with `auth`, the URL must start with a fixed scheme and host (`https://api.example.com/{{ … }}`), so that no message can send the credentials elsewhere",
+            ));
+        }
         let rate_limit = match parts.rate_limit.map(|n| resources.rate_limit(n)) {
             None => None,
             Some(Ok(limit)) => Some(limit),
@@ -151,6 +188,7 @@ impl RequestSpec {
                 headers,
                 timeout: parts.timeout,
                 auth,
+                auth_origin,
                 rate_limit,
                 breaker,
             }),
@@ -177,9 +215,9 @@ impl RequestSpec {
         }
     }
 
-    /// One exchange with `uri`. The configured headers and credentials go only when
-    /// `configured_origin` (never to another origin a redirect pointed at). `content_type` is
-    /// sent unless a configured header sets one.
+    /// One exchange with `uri`. The configured headers go only when `configured_origin` (never
+    /// to another origin a redirect pointed at); credentials only to the origin the URL
+    /// template fixes. `content_type` is sent unless a configured header sets one.
     #[allow(clippy::too_many_arguments)]
     pub async fn exchange(
         &self,
@@ -192,10 +230,8 @@ impl RequestSpec {
         configured_origin: bool,
         response_limit: usize,
     ) -> Result<Response<Bytes>, ExchangeError> {
-        let target = match (uri.scheme_str(), uri.authority()) {
-            (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
-            _ => uri.to_string(),
-        };
+        let target = origin(uri);
+        let to_auth_origin = self.auth_origin.as_deref() == Some(target.as_str());
         let mut renewed = false;
         loop {
             if let Some(breaker) = &self.breaker {
@@ -210,7 +246,7 @@ impl RequestSpec {
             if let Some(limit) = &self.rate_limit {
                 limit.wait().await;
             }
-            let credentials = match (&self.auth, configured_origin) {
+            let credentials = match (&self.auth, configured_origin && to_auth_origin) {
                 (Some(auth), true) => Some(auth.credentials().await?),
                 _ => None,
             };
@@ -266,7 +302,7 @@ impl RequestSpec {
         credentials: Option<&Credentials>,
     ) -> Result<Request<Full<Bytes>>, String> {
         let uri = match credentials.and_then(|c| c.query.as_ref()) {
-            Some((name, key)) => with_query(uri, name, key.expose())?,
+            Some((name, key)) => with_query(&without_query(uri, name), name, key.expose())?,
             None => uri.clone(),
         };
         let mut builder = Request::builder().method(method.clone()).uri(uri);
@@ -295,6 +331,44 @@ impl RequestSpec {
             builder = builder.header(header::CONTENT_TYPE, content_type);
         }
         builder.body(Full::new(body)).map_err(|e| e.to_string())
+    }
+}
+
+impl RequestSpec {
+    /// `uri` as it may be shown in errors and logs: without the auth profile's query key.
+    pub fn shown(&self, uri: &Uri) -> String {
+        match self.auth.as_ref().and_then(|a| a.query_param()) {
+            Some(name) => without_query(uri, name).to_string(),
+            None => uri.to_string(),
+        }
+    }
+}
+
+/// `uri` without any `name=…` in its query.
+pub fn without_query(uri: &Uri, name: &str) -> Uri {
+    let Some(query) = uri.query() else {
+        return uri.clone();
+    };
+    let kept: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let path = uri.path();
+    let path_and_query = if kept.is_empty() {
+        path.to_string()
+    } else {
+        let q = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(kept)
+            .finish();
+        format!("{path}?{q}")
+    };
+    let mut parts = uri.clone().into_parts();
+    match path_and_query.parse() {
+        Ok(pq) => {
+            parts.path_and_query = Some(pq);
+            Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+        }
+        Err(_) => uri.clone(),
     }
 }
 

@@ -173,6 +173,7 @@ pub fn to_text(value: &Value) -> String {
         Value::Null => String::new(),
         Value::Integer(i) => i.to_string(),
         Value::Boolean(b) => b.to_string(),
+        Value::Timestamp(t) => t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
         other => serde_json::to_string(other).unwrap_or_default(),
     }
 }

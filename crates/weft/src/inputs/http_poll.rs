@@ -45,7 +45,8 @@ use serde::Deserialize;
 use super::Feed;
 use crate::clients::Resources;
 use crate::clients::http::HttpClient;
-use crate::clients::request::{ExchangeError, Parts, RequestSpec, check_uri, with_query};
+use crate::clients::http::Truncated;
+use crate::clients::request::{ExchangeError, Parts, RequestSpec, check_uri, origin, with_query};
 use crate::config::BuildError;
 use crate::config::units::Dur;
 use crate::core::durable::now_ms;
@@ -333,17 +334,33 @@ impl Config {
 /// Where the checkpoint of a flow's poller lives in the store.
 const CHECKPOINT_NAMESPACE: &str = "checkpoint";
 
-/// Whether `a` comes after `b` as a watermark: numbers and timestamps by value, anything else
-/// by its text.
+/// Whether `a` comes after `b` as a watermark: numbers by value, timestamps (or RFC 3339
+/// strings, as a saved timestamp reloads) by time, anything else by its text.
 fn later(a: &Value, b: &Value) -> bool {
+    fn number(v: &Value) -> Option<f64> {
+        match v {
+            Value::Integer(i) => Some(*i as f64),
+            Value::Float(f) => Some(f.into_inner()),
+            _ => None,
+        }
+    }
+    fn time(v: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+        match v {
+            Value::Timestamp(t) => Some(*t),
+            Value::Bytes(b) => chrono::DateTime::parse_from_rfc3339(std::str::from_utf8(b).ok()?)
+                .ok()
+                .map(|t| t.with_timezone(&chrono::Utc)),
+            _ => None,
+        }
+    }
     match (a, b) {
-        (_, Value::Null) => !matches!(a, Value::Null),
-        (Value::Integer(x), Value::Integer(y)) => x > y,
-        (Value::Float(x), Value::Float(y)) => x > y,
-        (Value::Integer(x), Value::Float(y)) => (*x as f64) > y.into_inner(),
-        (Value::Float(x), Value::Integer(y)) => x.into_inner() > *y as f64,
-        (Value::Timestamp(x), Value::Timestamp(y)) => x > y,
-        _ => to_text(a) > to_text(b),
+        (Value::Null, _) => false,
+        (_, Value::Null) => true,
+        _ => match (number(a), number(b), time(a), time(b)) {
+            (Some(x), Some(y), _, _) => x > y,
+            (_, _, Some(x), Some(y)) => x > y,
+            _ => to_text(a) > to_text(b),
+        },
     }
 }
 
@@ -432,10 +449,18 @@ impl HttpPoll {
             _ => first.clone(),
         });
         let mut page_number = 0u64;
+        let mut seen = std::collections::HashSet::new();
         while let Some(uri) = next.take() {
+            let shown = self.spec.shown(&uri);
             if page_number >= u64::from(self.max_pages) {
-                tracing::warn!(flow = %feed.flow.name, max_pages = self.max_pages, "max_pages reached; the rest waits for the next poll");
+                tracing::warn!(flow = %feed.flow.name, max_pages = self.max_pages, "max_pages reached; this poll stops here");
                 break;
+            }
+            // A cursor or link that comes back would page forever.
+            if !seen.insert(uri.to_string()) {
+                return Err(format!(
+                    "the API pointed back to a page already read ({shown})"
+                ));
             }
             page_number += 1;
             let response = self
@@ -447,24 +472,27 @@ impl HttpPoll {
                     &metadata,
                     bytes::Bytes::new(),
                     None,
-                    uri.authority() == first.authority(),
+                    origin(&uri) == origin(&first),
                     self.max_body,
                 )
                 .await
-                .map_err(|e: ExchangeError| format!("{} {uri}: {e}", self.spec.method))?;
+                .map_err(|e: ExchangeError| format!("{} {shown}: {e}", self.spec.method))?;
             let status = response.status();
             if !status.is_success() {
                 let body = response.body();
                 return Err(format!(
-                    "{} {uri} answered {status}: {}",
+                    "{} {shown} answered {status}: {}",
                     self.spec.method,
                     String::from_utf8_lossy(&body[..body.len().min(300)])
                 ));
             }
-            let body: Value = match serde_json::from_slice(response.body()) {
-                Ok(v) => v,
-                Err(_) => Value::Bytes(response.body().clone()),
-            };
+            if response.extensions().get::<Truncated>().is_some() {
+                return Err(format!(
+                    "{shown}: the page was cut short (larger than max_body_size, or broken off)"
+                ));
+            }
+            let body: Value = serde_json::from_slice(response.body())
+                .map_err(|e| format!("{shown}: the page is not JSON: {e}"))?;
             let records = match &self.records {
                 Some(expr) => expr
                     .eval(&body, &empty_object())
@@ -491,7 +519,7 @@ impl HttpPoll {
             let messages = records.into_iter().map(Message::new).collect();
             if !feed.push_and_wait(messages).await {
                 return Err(format!(
-                    "a message of page {page_number} ({uri}) was not accepted"
+                    "a message of page {page_number} ({shown}) was not accepted"
                 ));
             }
             if later(&page_mark, &watermark) {
@@ -600,5 +628,15 @@ mod tests {
             &Value::from("2026-01-01")
         ));
         assert!(later(&Value::from("a"), &Value::Null));
+        let t =
+            |s: &str| Value::Timestamp(chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc());
+        assert!(later(
+            &t("2026-01-02T00:00:00Z"),
+            &Value::from("2026-01-01T23:00:00+00:00")
+        ));
+        assert!(!later(
+            &Value::from("2026-01-01T00:00:00Z"),
+            &t("2026-01-01T00:00:00Z")
+        ));
     }
 }

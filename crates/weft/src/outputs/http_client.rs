@@ -246,6 +246,7 @@ impl HttpClientOutput {
         for _ in 0..=MAX_REDIRECTS {
             let same_origin =
                 uri.scheme() == origin.0.as_ref() && uri.authority() == origin.1.as_ref();
+            let shown = self.spec.shown(&uri);
             let exchanged = self
                 .spec
                 .exchange(
@@ -289,7 +290,7 @@ impl HttpClientOutput {
                 }
                 Err(ExchangeError::Transport(e)) => {
                     return Attempt::Retryable {
-                        reason: format!("{method} {uri}: {e}"),
+                        reason: format!("{method} {shown}: {e}"),
                         retry_after: None,
                         response: None,
                     };
@@ -306,7 +307,7 @@ impl HttpClientOutput {
                 let body =
                     String::from_utf8_lossy(&response.body()[..response.body().len().min(512)])
                         .into_owned();
-                format!("{method} {uri} answered {status}: {body}")
+                format!("{method} {shown} answered {status}: {body}")
             };
             match self.classify(status) {
                 Class::Success => return Attempt::Delivered,

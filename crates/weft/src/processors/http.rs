@@ -139,6 +139,7 @@ impl Http {
             .uri(&message.value, &message.metadata)
             .map_err(fatal)?;
         let method = &self.spec.method;
+        let shown = self.spec.shown(&uri);
         let (body, content_type) = if method == Method::GET || method == Method::HEAD {
             (bytes::Bytes::new(), None)
         } else if message.is_json() {
@@ -168,14 +169,14 @@ impl Http {
             Err(e @ ExchangeError::CircuitOpen { wait, .. }) => {
                 return Err(retryable(e.to_string(), Some(wait)));
             }
-            Err(e) => return Err(retryable(format!("{method} {uri}: {e}"), None)),
+            Err(e) => return Err(retryable(format!("{method} {shown}: {e}"), None)),
         };
         let status = response.status();
         let code = status.as_u16();
         if !status.is_success() {
             let text = String::from_utf8_lossy(&response.body()[..response.body().len().min(300)])
                 .into_owned();
-            let reason = format!("{method} {uri} answered {status}: {text}");
+            let reason = format!("{method} {shown} answered {status}: {text}");
             return Err(
                 if code == 408 || code == 429 || (status.is_server_error() && code != 501) {
                     let retry_after = crate::outputs::retry_after(

@@ -50,18 +50,38 @@ impl OAuthServer {
             .unwrap_or("")
             .to_string();
         if parts.uri.path() == "/token" {
-            // client_secret_basic: base64("weft-client:s3cr%2Fet") for the secret `s3cr/et`.
-            if authorization != "Basic d2VmdC1jbGllbnQ6czNjciUyRmV0" {
-                return (StatusCode::UNAUTHORIZED, r#"{"error":"invalid_client"}"#).into_response();
+            let form: std::collections::HashMap<String, String> =
+                form_urlencoded::parse(body.as_bytes())
+                    .into_owned()
+                    .collect();
+            // client_secret_basic: base64("weft-client:s3cr%2Fet") for the secret `s3cr/et`;
+            // or client_secret_post, in the form.
+            let basic = authorization == "Basic d2VmdC1jbGllbnQ6czNjciUyRmV0";
+            let post = form.get("client_id").map(String::as_str) == Some("weft-client")
+                && form.get("client_secret").map(String::as_str) == Some("s3cr/et");
+            if !basic && !post {
+                // Some servers echo what they were sent; weft must not pass it on.
+                let echo = r#"{"error":"invalid_client","echo":"s3cr/et"}"#;
+                return (StatusCode::UNAUTHORIZED, echo).into_response();
+            }
+            let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut extra = String::new();
+            if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+                // Rotation: each refresh token works once and is replaced.
+                let expected = format!("rt-{}", n - 1);
+                if form.get("refresh_token") != Some(&expected) {
+                    return (StatusCode::BAD_REQUEST, r#"{"error":"invalid_grant"}"#)
+                        .into_response();
+                }
+                extra = format!(r#","refresh_token":"rt-{n}""#);
             }
             self.grants.lock().unwrap().push(body);
-            let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
             let token = format!("token-{n}");
             *self.current.lock().unwrap() = Some(token.clone());
             return (
                 [("content-type", "application/json")],
                 format!(
-                    r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":{lifetime}}}"#
+                    r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":{lifetime}{extra}}}"#
                 ),
             )
                 .into_response();
@@ -153,6 +173,45 @@ async fn oauth2_tokens_are_cached_renewed_before_expiry_and_once_after_a_401() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refresh_token_grant_follows_rotation_with_the_client_in_the_body() {
+    let (server, base) = OAuthServer::start(60).await;
+    let port = free_port();
+    let config = format!(
+        r#"
+resources:
+  auth:
+    crm:
+      oauth2:
+        token_url: "{base}/token"
+        client_id: weft-client
+        client_secret: "s3cr/et"
+        client_auth: body
+        refresh_token: rt-0
+flows:
+  sync:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    output:
+      http_client: {{ url: "{base}/api", auth: crm, retry: {{ max_attempts: 1 }} }}
+"#
+    );
+    let weft = Weft::start(&config).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    assert_eq!(post_json(&url, "{}").await.0, 200, "{}", weft.stderr());
+    // Revoked: the renewal must use the rotated refresh token (rt-1), not the configured one.
+    server.revoke();
+    assert_eq!(post_json(&url, "{}").await.0, 200, "{}", weft.stderr());
+    let grants = server.grants.lock().unwrap().clone();
+    assert_eq!(grants.len(), 2);
+    assert!(
+        grants[0].contains("grant_type=refresh_token&refresh_token=rt-0"),
+        "{grants:?}"
+    );
+    assert!(grants[1].contains("refresh_token=rt-1"), "{grants:?}");
+    assert!(grants[1].contains("client_id=weft-client"), "{grants:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_client_credentials_fail_clearly_without_showing_the_secret() {
     let (server, base) = OAuthServer::start(60).await;
     let port = free_port();
@@ -162,6 +221,9 @@ async fn refused_client_credentials_fail_clearly_without_showing_the_secret() {
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("auth `crm`: token endpoint"), "{body}");
     assert!(body.contains("401"), "{body}");
+    assert!(body.contains("invalid_client"), "{body}");
+    // The server echoed a secret in its error page: only the standard fields are shown.
+    assert!(!body.contains("s3cr/et"), "{body}");
     assert!(!body.contains(secret), "{body}");
     assert!(!weft.stderr().contains(secret), "{}", weft.stderr());
     assert_eq!(

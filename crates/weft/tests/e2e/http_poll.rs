@@ -82,6 +82,23 @@ impl Api {
                 };
                 json(serde_json::json!({"data": items}))
             }
+            "/offset" => {
+                let offset: u64 = query["offset"].parse().unwrap();
+                assert_eq!(query["limit"], "2");
+                let items: Vec<_> = (offset..offset + 2)
+                    .map(|n| serde_json::json!({"n": n}))
+                    .collect();
+                json(serde_json::json!({"data": items, "last": offset >= 2}))
+            }
+            "/loop" => json(serde_json::json!({"items": [{"n": 1}], "next": "same"})),
+            "/hop" => {
+                let mut response = json(serde_json::json!([{"n": 1}]));
+                let other = query.get("to").cloned().unwrap_or_default();
+                response
+                    .headers_mut()
+                    .insert("link", format!("<{other}>; rel=\"next\"").parse().unwrap());
+                response
+            }
             "/changes" => {
                 let since: u64 = query["since"].parse().unwrap();
                 let mut rows: Vec<_> = self
@@ -234,4 +251,69 @@ async fn a_watermark_survives_a_restart_and_drives_the_next_request() {
     );
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(ids(&receiver), ["a", "b", "c", "d"], "nothing read twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_stay_with_their_host_and_a_page_loop_is_stopped() {
+    let api = Api::start().await;
+    let other = Receiver::start().await;
+    let receiver = Receiver::start().await;
+    let hop = format!("/hop?to={}", other.url("/elsewhere"));
+    let extra = "        auth: token\n        pagination: { link_header: true }";
+    let config = format!(
+        "resources:\n  auth:\n    token: {{ bearer: sekret }}\n{}",
+        poll_flow(
+            free_port(),
+            &api.url(&hop),
+            &receiver.url("/in"),
+            extra,
+            "1h"
+        )
+    );
+    let weft = Weft::start(&config).await;
+    assert!(
+        eventually(Duration::from_secs(10), || !other.seen().is_empty()).await,
+        "{}",
+        weft.stderr()
+    );
+    assert!(
+        other.seen()[0].headers.get("authorization").is_none(),
+        "the token went to another host"
+    );
+
+    // A cursor that comes back ends the poll with an error instead of paging forever.
+    let extra =
+        "        records: .items\n        pagination: { cursor: { from: .next, param: cursor } }";
+    let config = poll_flow(
+        free_port(),
+        &api.url("/loop"),
+        &receiver.url("/in"),
+        extra,
+        "1h",
+    );
+    let weft = Weft::start(&config).await;
+    assert!(
+        eventually(Duration::from_secs(10), || weft
+            .stderr()
+            .contains("pointed back to a page already read"))
+        .await,
+        "{}",
+        weft.stderr()
+    );
+
+    // With `auth`, a URL whose host a message could choose is refused at load.
+    let (status, _, stderr) = weft_cmd_check(
+        "resources:\n  auth:\n    t: { bearer: x }\nflows:\n  f:\n    input: { stdin: {} }\n    output:\n      http_client: { url: \"{{ .callback }}\", auth: t }\n",
+    );
+    assert!(!status.success());
+    assert!(
+        stderr.contains("must start with a fixed scheme and host"),
+        "{stderr}"
+    );
+}
+
+fn weft_cmd_check(config: &str) -> (std::process::ExitStatus, String, String) {
+    let dir = scratch();
+    std::fs::write(dir.join("f.yaml"), config).unwrap();
+    weft_cmd(&["check", "f.yaml"], &dir)
 }
