@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod circuit;
+pub mod graphql;
 pub mod http;
 pub mod rate_limit;
 pub mod request;

@@ -19,8 +19,9 @@ use super::circuit::Breaker;
 use super::http::{ClientError, HttpClient};
 use super::rate_limit::RateLimit;
 use crate::config::BuildError;
-use crate::core::Value;
+use crate::core::retry::Answer;
 use crate::core::template::{Escape, Template};
+use crate::core::{Attempt, Value};
 
 /// The configured parts, as the component's config struct holds them.
 pub struct Parts<'a> {
@@ -332,6 +333,78 @@ impl RequestSpec {
         }
         builder.body(Full::new(body)).map_err(|e| e.to_string())
     }
+}
+
+/// What a failed exchange means for an attempt: a refused auth or an unusable request fails
+/// for good; no answer, an open circuit or an auth server that is down are worth retrying.
+pub fn attempt_of(error: ExchangeError, method: &Method, shown: &str) -> Attempt {
+    match error {
+        ExchangeError::Invalid(reason) => Attempt::Fatal {
+            reason,
+            response: None,
+        },
+        ExchangeError::Auth(e @ AuthError::Refused { .. }) => Attempt::Fatal {
+            reason: e.to_string(),
+            response: None,
+        },
+        e @ ExchangeError::CircuitOpen { wait, .. } => Attempt::Retryable {
+            reason: e.to_string(),
+            retry_after: Some(wait),
+            response: None,
+        },
+        e @ ExchangeError::Auth(AuthError::Unavailable { .. }) => Attempt::Retryable {
+            reason: e.to_string(),
+            retry_after: None,
+            response: None,
+        },
+        ExchangeError::Transport(e) => Attempt::Retryable {
+            reason: format!("{method} {shown}: {e}"),
+            retry_after: None,
+            response: None,
+        },
+    }
+}
+
+/// What an answer other than 2xx means for an attempt, by the usual classes: 408, 429 and 5xx
+/// (but 501) are retried (honouring `Retry-After`), anything else fails for good.
+pub fn attempt_of_status(response: &Response<Bytes>, method: &Method, shown: &str) -> Attempt {
+    let status = response.status();
+    let code = status.as_u16();
+    let body = response.body();
+    let excerpt = String::from_utf8_lossy(&body[..body.len().min(RESPONSE_EXCERPT)]).into_owned();
+    let reason = format!("{method} {shown} answered {status}: {excerpt}");
+    let answer = Some(Answer {
+        status: code,
+        excerpt,
+    });
+    if code == 408 || code == 429 || (status.is_server_error() && code != 501) {
+        Attempt::Retryable {
+            reason,
+            retry_after: retry_after(
+                response.headers().get(header::RETRY_AFTER),
+                std::time::SystemTime::now(),
+            ),
+            response: answer,
+        }
+    } else {
+        Attempt::Fatal {
+            reason,
+            response: answer,
+        }
+    }
+}
+
+/// The most of an answer's body put in a failure reason.
+const RESPONSE_EXCERPT: usize = 512;
+
+/// A `Retry-After` value (seconds or an HTTP date) as a wait from `now`.
+pub fn retry_after(value: Option<&HeaderValue>, now: std::time::SystemTime) -> Option<Duration> {
+    let text = value?.to_str().ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(text).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 impl RequestSpec {

@@ -148,6 +148,29 @@ pub enum Delivered {
     Dropped,
 }
 
+/// Runs `call` until it answers or the policy says stop (a pipeline step calling an API in
+/// place). `Err` carries the final reason.
+pub async fn in_place<T, F, Fut>(policy: &RetryPolicy, mut call: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Attempt>>,
+{
+    let start = Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let outcome = match call().await {
+            Ok(answer) => return Ok(answer),
+            Err(outcome) => outcome,
+        };
+        match policy.decide(attempts, start.elapsed(), &outcome, fastrand::f64()) {
+            Decision::RetryIn(wait) => tokio::time::sleep(wait).await,
+            Decision::Fail(reason) | Decision::Drop(reason) => return Err(reason),
+            Decision::Done => return Err("the call reported no answer".into()),
+        }
+    }
+}
+
 /// Runs attempts on `output` until the policy says stop. `Err` carries the final reason.
 pub async fn deliver<O: Output>(
     output: &O,

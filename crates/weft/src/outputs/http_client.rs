@@ -41,13 +41,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderValue, Method, StatusCode, header};
+use http::{Method, StatusCode, header};
 use serde::Deserialize;
 
 use crate::clients::Resources;
 use crate::clients::auth::AuthError;
 use crate::clients::http::HttpClient;
-use crate::clients::request::{ExchangeError, Parts, RequestSpec, check_uri};
+use crate::clients::request::{ExchangeError, Parts, RequestSpec, check_uri, retry_after};
 use crate::config::BuildError;
 use crate::config::units::Dur;
 use crate::core::retry::{Answer, RetryConfig};
@@ -365,18 +365,10 @@ impl HttpClientOutput {
 }
 
 /// `Retry-After` as a wait: delay-seconds or an HTTP-date (a date in the past means now).
-pub fn retry_after(value: Option<&HeaderValue>, now: SystemTime) -> Option<Duration> {
-    let text = value?.to_str().ok()?.trim();
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = httpdate::parse_http_date(text).ok()?;
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn retry_after_reads_both_forms() {

@@ -4,9 +4,8 @@
 
 mod drop;
 mod file;
+mod graphql;
 mod http_client;
-
-pub use http_client::retry_after;
 mod stdout;
 
 use serde::Deserialize;
@@ -22,6 +21,7 @@ use crate::core::{Attempt, Message};
 #[serde(rename_all = "snake_case")]
 pub enum OutputConfig {
     HttpClient(Box<http_client::Config>),
+    Graphql(Box<graphql::Config>),
     Stdout(stdout::Config),
     File(file::Config),
     Drop(drop::Config),
@@ -37,6 +37,7 @@ impl OutputConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             OutputConfig::HttpClient(_) => "http_client",
+            OutputConfig::Graphql(_) => "graphql",
             OutputConfig::Stdout(_) => "stdout",
             OutputConfig::File(_) => "file",
             OutputConfig::Drop(_) => "drop",
@@ -46,6 +47,7 @@ impl OutputConfig {
     pub fn retry(&self) -> RetryPolicy {
         match self {
             OutputConfig::HttpClient(c) => RetryPolicy::from(&c.retry),
+            OutputConfig::Graphql(c) => RetryPolicy::from(&c.retry),
             _ => RetryPolicy::from(&RetryConfig::default()),
         }
     }
@@ -54,6 +56,9 @@ impl OutputConfig {
         Ok(match self {
             OutputConfig::HttpClient(c) => {
                 Output::HttpClient(Box::new(c.build(&shared.http, resources)?))
+            }
+            OutputConfig::Graphql(c) => {
+                Output::Graphql(Box::new(c.build(&shared.http, resources)?))
             }
             OutputConfig::Stdout(c) => Output::Stdout(c.build()),
             OutputConfig::File(c) => Output::File(c.build()?),
@@ -64,6 +69,7 @@ impl OutputConfig {
 
 pub enum Output {
     HttpClient(Box<http_client::HttpClientOutput>),
+    Graphql(Box<graphql::GraphqlOutput>),
     Stdout(stdout::Stdout),
     File(file::FileOutput),
     Drop,
@@ -73,6 +79,7 @@ impl crate::core::Output for Output {
     async fn send(&self, message: &Message) -> Attempt {
         match self {
             Output::HttpClient(o) => o.send(message).await,
+            Output::Graphql(o) => o.send(message).await,
             Output::Stdout(o) => o.send(message).await,
             Output::File(o) => o.send(message).await,
             Output::Drop => Attempt::Delivered,
@@ -82,6 +89,7 @@ impl crate::core::Output for Output {
     fn reads_metadata(&self) -> bool {
         match self {
             Output::HttpClient(o) => o.reads_metadata(),
+            Output::Graphql(o) => o.reads_metadata(),
             Output::Stdout(_) | Output::File(_) | Output::Drop => false,
         }
     }

@@ -18,19 +18,18 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::Method;
 use serde::Deserialize;
 
 use crate::clients::Resources;
-use crate::clients::auth::AuthError;
 use crate::clients::http::HttpClient;
-use crate::clients::request::{ExchangeError, Parts, RequestSpec};
+use crate::clients::request::{Parts, RequestSpec, attempt_of, attempt_of_status};
 use crate::config::BuildError;
 use crate::config::units::{Dur, Size};
 use crate::core::mapping::{Mapping, Outcome, insert};
-use crate::core::retry::{Decision, RetryConfig, RetryPolicy};
+use crate::core::retry::{self, RetryConfig, RetryPolicy};
 use crate::core::{Attempt, MappingError, Message, StepError, Value};
 
 #[derive(Debug, Deserialize)]
@@ -125,19 +124,13 @@ impl Http {
 
     /// One call: the answer (status, body) or how the attempt failed.
     async fn call(&self, message: &Message) -> Result<(u16, Value), Attempt> {
-        let fatal = |reason: String| Attempt::Fatal {
-            reason,
-            response: None,
-        };
-        let retryable = |reason: String, retry_after| Attempt::Retryable {
-            reason,
-            retry_after,
-            response: None,
-        };
         let uri = self
             .spec
             .uri(&message.value, &message.metadata)
-            .map_err(fatal)?;
+            .map_err(|reason| Attempt::Fatal {
+                reason,
+                response: None,
+            })?;
         let method = &self.spec.method;
         let shown = self.spec.shown(&uri);
         let (body, content_type) = if method == Method::GET || method == Method::HEAD {
@@ -147,7 +140,7 @@ impl Http {
         } else {
             (message.body(), Some("text/plain; charset=utf-8"))
         };
-        let response = match self
+        let response = self
             .spec
             .exchange(
                 &uri,
@@ -160,61 +153,19 @@ impl Http {
                 self.max_body,
             )
             .await
-        {
-            Ok(r) => r,
-            Err(ExchangeError::Invalid(reason)) => return Err(fatal(reason)),
-            Err(ExchangeError::Auth(e @ AuthError::Refused { .. })) => {
-                return Err(fatal(e.to_string()));
-            }
-            Err(e @ ExchangeError::CircuitOpen { wait, .. }) => {
-                return Err(retryable(e.to_string(), Some(wait)));
-            }
-            Err(e) => return Err(retryable(format!("{method} {shown}: {e}"), None)),
-        };
-        let status = response.status();
-        let code = status.as_u16();
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&response.body()[..response.body().len().min(300)])
-                .into_owned();
-            let reason = format!("{method} {shown} answered {status}: {text}");
-            return Err(
-                if code == 408 || code == 429 || (status.is_server_error() && code != 501) {
-                    let retry_after = crate::outputs::retry_after(
-                        response.headers().get(http::header::RETRY_AFTER),
-                        std::time::SystemTime::now(),
-                    );
-                    retryable(reason, retry_after)
-                } else {
-                    fatal(reason)
-                },
-            );
+            .map_err(|e| attempt_of(e, method, &shown))?;
+        if !response.status().is_success() {
+            return Err(attempt_of_status(&response, method, &shown));
         }
         let body = serde_json::from_slice::<Value>(response.body())
             .unwrap_or_else(|_| Value::Bytes(response.body().clone()));
-        Ok((code, body))
+        Ok((response.status().as_u16(), body))
     }
 
     pub async fn process(&self, mut message: Message) -> Result<Option<Message>, StepError> {
-        let start = Instant::now();
-        let mut attempts = 0;
-        let (status, body) = loop {
-            attempts += 1;
-            match self.call(&message).await {
-                Ok(answer) => break answer,
-                Err(outcome) => {
-                    match self
-                        .retry
-                        .decide(attempts, start.elapsed(), &outcome, fastrand::f64())
-                    {
-                        Decision::RetryIn(wait) => tokio::time::sleep(wait).await,
-                        Decision::Fail(reason) | Decision::Drop(reason) => {
-                            return Err(MappingError(reason).into());
-                        }
-                        Decision::Done => unreachable!("a failed call is never done"),
-                    }
-                }
-            }
-        };
+        let (status, body) = retry::in_place(&self.retry, || self.call(&message))
+            .await
+            .map_err(MappingError)?;
         let Some(result) = &self.result else {
             message.value = body;
             return Ok(Some(message));

@@ -3,6 +3,7 @@
 
 mod dedupe;
 mod filter;
+mod graphql;
 mod http;
 mod log;
 mod map;
@@ -23,6 +24,7 @@ pub enum ProcessorConfig {
     Log(log::Config),
     Dedupe(dedupe::Config),
     Http(Box<http::Config>),
+    Graphql(Box<graphql::Config>),
 }
 
 impl ProcessorConfig {
@@ -33,6 +35,7 @@ impl ProcessorConfig {
             ProcessorConfig::Log(_) => "log",
             ProcessorConfig::Dedupe(_) => "dedupe",
             ProcessorConfig::Http(_) => "http",
+            ProcessorConfig::Graphql(_) => "graphql",
         }
     }
 
@@ -49,6 +52,9 @@ impl ProcessorConfig {
             ProcessorConfig::Http(c) => {
                 Processor::Http(Box::new(c.build(&shared.http, resources)?))
             }
+            ProcessorConfig::Graphql(c) => {
+                Processor::Graphql(Box::new(c.build(&shared.http, resources)?))
+            }
         })
     }
 }
@@ -59,6 +65,7 @@ pub enum Processor {
     Log(log::Log),
     Dedupe(dedupe::Dedupe),
     Http(Box<http::Http>),
+    Graphql(Box<graphql::Graphql>),
 }
 
 impl Processor {
@@ -80,6 +87,7 @@ impl crate::core::Processor for Processor {
             Processor::Log(p) => p.process(message)?,
             Processor::Dedupe(p) => p.process(message, cx).await?,
             Processor::Http(p) => p.process(message).await?,
+            Processor::Graphql(p) => p.process(message).await?,
         })
     }
 
@@ -92,6 +100,7 @@ impl crate::core::Processor for Processor {
             Processor::Http(p) => {
                 p.reads_metadata() || p.result.as_ref().is_some_and(|r| r.reads_metadata())
             }
+            Processor::Graphql(p) => p.reads_metadata(),
         }
     }
 }

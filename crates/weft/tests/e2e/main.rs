@@ -7,6 +7,7 @@ mod check;
 mod delivery;
 mod durable;
 mod finite;
+mod graphql;
 mod http_input;
 mod http_poll;
 mod http_processor;
