@@ -17,6 +17,11 @@
 //! `records` is a VRL expression over the body giving the page's array of records (default: the
 //! body when it is an array, else the body as one record).
 //!
+//! **GraphQL**: with `graphql: { query, variables }` each page is a POST of the query document;
+//! `errors` in an answer fail the page, and Relay-style paging passes the cursor as a variable:
+//! `pagination: { cursor: { from: .data.orders.pageInfo.endCursor, variable: after },
+//! stop: '!bool!(.data.orders.pageInfo.hasNextPage)' }`.
+//!
 //! **Incremental sync**: with `watermark`, the greatest `value` (a VRL expression over each
 //! record, e.g. its `updated_at`) seen is kept as a checkpoint in the store and offered to the
 //! next poll's URL as `%watermark`. It is committed after each page, and only once every message
@@ -89,6 +94,9 @@ pub struct Config {
     pub pagination: Option<PaginationConfig>,
     #[serde(default)]
     pub watermark: Option<WatermarkConfig>,
+    /// Poll a GraphQL API: the query is POSTed; `errors` in an answer fail the page.
+    #[serde(default)]
+    pub graphql: Option<GraphqlPollConfig>,
     /// The most pages one poll follows.
     #[serde(default = "default_max_pages")]
     pub max_pages: u32,
@@ -124,6 +132,19 @@ pub struct CursorConfig {
     /// The query parameter that carries it.
     #[serde(default = "default_cursor_param")]
     pub param: String,
+    /// With `graphql`: the variable that carries it instead (Relay: `after`).
+    #[serde(default)]
+    pub variable: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphqlPollConfig {
+    /// The query document, sent as a POST with `{"query", "variables"}`.
+    pub query: String,
+    /// A VRL expression giving the variables object (it sees `%watermark`).
+    #[serde(default)]
+    pub variables: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +208,8 @@ enum Paging {
     Cursor {
         from: Mapping,
         param: String,
+        /// Carried in this GraphQL variable instead of a query parameter.
+        variable: Option<String>,
     },
     Page {
         param: String,
@@ -203,6 +226,8 @@ enum Paging {
 
 pub struct HttpPoll {
     spec: RequestSpec,
+    /// The query document and the variables expression, when polling GraphQL.
+    graphql: Option<(String, Option<Mapping>)>,
     schedule: Schedule,
     records: Option<Mapping>,
     paging: Paging,
@@ -230,7 +255,11 @@ impl Config {
             resources,
             Parts {
                 url: &self.url,
-                method: &self.method,
+                method: if self.graphql.is_some() {
+                    "POST"
+                } else {
+                    &self.method
+                },
                 headers: &self.headers,
                 timeout: self.timeout.0,
                 auth: self.auth.as_deref(),
@@ -270,9 +299,16 @@ impl Config {
             if let Some(c) = &p.cursor
                 && let Some(from) = compile("pagination.cursor.from", &c.from, &mut errors)
             {
+                if c.variable.is_some() && self.graphql.is_none() {
+                    errors.push(BuildError::new(
+                        "pagination.cursor.variable",
+                        "a cursor variable needs `graphql`; use `param` for a query parameter",
+                    ));
+                }
                 paging = Paging::Cursor {
                     from,
                     param: c.param.clone(),
+                    variable: c.variable.clone(),
                 };
             } else if let Some(pg) = &p.page {
                 paging = Paging::Page {
@@ -312,12 +348,20 @@ impl Config {
                 .unwrap_or(Value::Null);
             Some((value, initial))
         });
+        let graphql = self.graphql.as_ref().map(|g| {
+            let variables = g
+                .variables
+                .as_deref()
+                .and_then(|v| compile("graphql.variables", v, &mut errors));
+            (g.query.clone(), variables)
+        });
         if self.max_pages == 0 {
             errors.push(BuildError::new("max_pages", "max_pages must be above zero"));
         }
         match (spec, schedule) {
             (Some(spec), Some(schedule)) if errors.is_empty() => Ok(HttpPoll {
                 spec,
+                graphql,
                 schedule,
                 records,
                 paging,
@@ -433,36 +477,65 @@ impl HttpPoll {
         let mut metadata = empty_object();
         insert(&mut metadata, "watermark", watermark.clone());
         let first = self.spec.uri(&empty_object(), &metadata)?;
-        let mut next: Option<Uri> = Some(match &self.paging {
-            Paging::Page { param, start } => with_query(&first, param, &start.to_string())?,
-            Paging::Offset {
-                param,
-                limit,
-                limit_param,
-            } => {
-                let uri = with_query(&first, param, "0")?;
-                match limit_param {
-                    Some(lp) => with_query(&uri, lp, &limit.to_string())?,
-                    None => uri,
+        let mut next: Option<(Uri, Option<String>)> = Some((
+            match &self.paging {
+                Paging::Page { param, start } => with_query(&first, param, &start.to_string())?,
+                Paging::Offset {
+                    param,
+                    limit,
+                    limit_param,
+                } => {
+                    let uri = with_query(&first, param, "0")?;
+                    match limit_param {
+                        Some(lp) => with_query(&uri, lp, &limit.to_string())?,
+                        None => uri,
+                    }
                 }
-            }
-            _ => first.clone(),
-        });
+                _ => first.clone(),
+            },
+            None,
+        ));
         let mut page_number = 0u64;
         let mut seen = std::collections::HashSet::new();
-        while let Some(uri) = next.take() {
+        while let Some((uri, cursor)) = next.take() {
             let shown = self.spec.shown(&uri);
             if page_number >= u64::from(self.max_pages) {
                 tracing::warn!(flow = %feed.flow.name, max_pages = self.max_pages, "max_pages reached; this poll stops here");
                 break;
             }
             // A cursor or link that comes back would page forever.
-            if !seen.insert(uri.to_string()) {
+            if !seen.insert((uri.to_string(), cursor.clone())) {
                 return Err(format!(
                     "the API pointed back to a page already read ({shown})"
                 ));
             }
             page_number += 1;
+            let (request_body, content_type) = match &self.graphql {
+                Some((query, variables)) => {
+                    let mut vars = match variables {
+                        Some(expr) => expr
+                            .eval(&empty_object(), &metadata)
+                            .map_err(|e| format!("graphql.variables: {e}"))?,
+                        None => empty_object(),
+                    };
+                    if let (
+                        Paging::Cursor {
+                            variable: Some(name),
+                            ..
+                        },
+                        Some(c),
+                    ) = (&self.paging, &cursor)
+                    {
+                        insert(&mut vars, name, Value::from(c.as_str()));
+                    }
+                    let body = serde_json::json!({ "query": query, "variables": vars });
+                    (
+                        bytes::Bytes::from(body.to_string()),
+                        Some("application/json"),
+                    )
+                }
+                None => (bytes::Bytes::new(), None),
+            };
             let response = self
                 .spec
                 .exchange(
@@ -470,8 +543,8 @@ impl HttpPoll {
                     &self.spec.method,
                     &empty_object(),
                     &metadata,
-                    bytes::Bytes::new(),
-                    None,
+                    request_body,
+                    content_type,
                     origin(&uri) == origin(&first),
                     self.max_body,
                 )
@@ -493,6 +566,20 @@ impl HttpPoll {
             }
             let body: Value = serde_json::from_slice(response.body())
                 .map_err(|e| format!("{shown}: the page is not JSON: {e}"))?;
+            if self.graphql.is_some()
+                && let Value::Object(answer) = &body
+                && let Some(Value::Array(errors)) = answer.get("errors")
+                && !errors.is_empty()
+            {
+                let messages: Vec<String> = errors
+                    .iter()
+                    .map(|e| match e {
+                        Value::Object(o) => o.get("message").map(to_text).unwrap_or_default(),
+                        other => to_text(other),
+                    })
+                    .collect();
+                return Err(format!("{shown}: GraphQL errors: {}", messages.join("; ")));
+            }
             let records = match &self.records {
                 Some(expr) => expr
                     .eval(&body, &empty_object())
@@ -533,7 +620,11 @@ impl HttpPoll {
             }
             next = match &self.paging {
                 Paging::None => None,
-                Paging::Cursor { from, param } => {
+                Paging::Cursor {
+                    from,
+                    param,
+                    variable,
+                } => {
                     match from
                         .eval(&body, &empty_object())
                         .map_err(|e| format!("cursor: {e}"))?
@@ -541,31 +632,33 @@ impl HttpPoll {
                         Value::Null => None,
                         cursor => {
                             let text = to_text(&cursor);
-                            (!text.is_empty())
-                                .then(|| with_query(&first, param, &text))
-                                .transpose()?
+                            match (text.is_empty(), variable) {
+                                (true, _) => None,
+                                (false, Some(_)) => Some((first.clone(), Some(text))),
+                                (false, None) => Some((with_query(&first, param, &text)?, None)),
+                            }
                         }
                     }
                 }
-                Paging::Page { param, start } if count > 0 => Some(with_query(
-                    &first,
-                    param,
-                    &(start + page_number).to_string(),
-                )?),
+                Paging::Page { param, start } if count > 0 => Some((
+                    with_query(&first, param, &(start + page_number).to_string())?,
+                    None,
+                )),
                 Paging::Offset {
                     param,
                     limit,
                     limit_param,
                 } if count > 0 => {
                     let uri = with_query(&first, param, &(limit * page_number).to_string())?;
-                    Some(match limit_param {
+                    let uri = match limit_param {
                         Some(lp) => with_query(&uri, lp, &limit.to_string())?,
                         None => uri,
-                    })
+                    };
+                    Some((uri, None))
                 }
                 Paging::Page { .. } | Paging::Offset { .. } => None,
                 Paging::LinkHeader => next_link(response.headers())
-                    .map(|link| resolve(&uri, &link))
+                    .map(|link| resolve(&uri, &link).map(|u| (u, None)))
                     .transpose()?,
                 Paging::NextUrl(expr) => {
                     match expr
@@ -576,7 +669,7 @@ impl HttpPoll {
                         url => {
                             let text = to_text(&url);
                             (!text.is_empty())
-                                .then(|| resolve(&uri, &text))
+                                .then(|| resolve(&uri, &text).map(|u| (u, None)))
                                 .transpose()?
                         }
                     }

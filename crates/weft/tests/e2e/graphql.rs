@@ -109,3 +109,79 @@ flows:
         serde_json::json!({"order": 1, "customer_id": 7, "customer": {"name": "Ada", "tier": "gold"}})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_follows_relay_cursors() {
+    // Five orders, two per page, Relay-style: `after` is the last edge's cursor.
+    let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}/graphql", listener.local_addr().unwrap());
+    let s = seen.clone();
+    let app = Router::new().fallback(move |request: Request<Body>| {
+        let s = s.clone();
+        async move {
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let call: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            s.lock().unwrap().push(call["variables"].clone());
+            let start = call["variables"]["after"].as_str().map_or(0, |c| {
+                c.trim_start_matches('c').parse::<usize>().unwrap() + 1
+            });
+            let end = (start + 2).min(5);
+            let edges: Vec<_> = (start..end)
+                .map(|i| serde_json::json!({"cursor": format!("c{i}"), "node": {"n": i}}))
+                .collect();
+            let answer = serde_json::json!({"data": {"orders": {
+                "edges": edges,
+                "pageInfo": {"hasNextPage": end < 5, "endCursor": format!("c{}", end - 1)}
+            }}});
+            ([("content-type", "application/json")], answer.to_string()).into_response()
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let receiver = Receiver::start().await;
+    let config = format!(
+        r#"
+flows:
+  orders:
+    concurrency: 1
+    input:
+      http_poll:
+        url: "{api}"
+        interval: 1h
+        graphql:
+          query: 'query($first: Int!, $after: String) {{ orders(first: $first, after: $after) {{ edges {{ cursor node {{ n }} }} pageInfo {{ hasNextPage endCursor }} }} }}'
+          variables: '{{ "first": 2 }}'
+        records: map_values(array!(.data.orders.edges)) -> |e| {{ e.node }}
+        pagination:
+          cursor: {{ from: .data.orders.pageInfo.endCursor, variable: after }}
+          stop: '!bool!(.data.orders.pageInfo.hasNextPage)'
+    output:
+      http_client: {{ url: "{out}" }}
+"#,
+        out = receiver.url("/in")
+    );
+    let weft = Weft::start(&config).await;
+    assert!(
+        crate::support::eventually(std::time::Duration::from_secs(10), || receiver.seen().len()
+            == 5)
+        .await,
+        "{}",
+        weft.stderr()
+    );
+    let ns: Vec<i64> = receiver
+        .seen()
+        .iter()
+        .map(|s| s.json()["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns, [0, 1, 2, 3, 4]);
+    let vars = seen.lock().unwrap().clone();
+    assert_eq!(
+        vars,
+        [
+            serde_json::json!({"first": 2}),
+            serde_json::json!({"first": 2, "after": "c1"}),
+            serde_json::json!({"first": 2, "after": "c3"}),
+        ]
+    );
+}
