@@ -9,6 +9,7 @@ pub mod http;
 pub mod rate_limit;
 pub mod request;
 pub mod secret;
+pub mod soap;
 
 use std::collections::HashMap;
 use std::sync::Arc;

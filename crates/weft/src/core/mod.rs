@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod retry;
 pub mod schedule;
 pub mod template;
+pub mod xml;
 
 use std::future::Future;
 

@@ -6,6 +6,7 @@ mod drop;
 mod file;
 mod graphql;
 mod http_client;
+mod soap;
 mod stdout;
 
 use serde::Deserialize;
@@ -22,6 +23,7 @@ use crate::core::{Attempt, Message};
 pub enum OutputConfig {
     HttpClient(Box<http_client::Config>),
     Graphql(Box<graphql::Config>),
+    Soap(Box<soap::Config>),
     Stdout(stdout::Config),
     File(file::Config),
     Drop(drop::Config),
@@ -38,6 +40,7 @@ impl OutputConfig {
         match self {
             OutputConfig::HttpClient(_) => "http_client",
             OutputConfig::Graphql(_) => "graphql",
+            OutputConfig::Soap(_) => "soap",
             OutputConfig::Stdout(_) => "stdout",
             OutputConfig::File(_) => "file",
             OutputConfig::Drop(_) => "drop",
@@ -48,6 +51,7 @@ impl OutputConfig {
         match self {
             OutputConfig::HttpClient(c) => RetryPolicy::from(&c.retry),
             OutputConfig::Graphql(c) => RetryPolicy::from(&c.retry),
+            OutputConfig::Soap(c) => RetryPolicy::from(&c.retry),
             _ => RetryPolicy::from(&RetryConfig::default()),
         }
     }
@@ -60,6 +64,7 @@ impl OutputConfig {
             OutputConfig::Graphql(c) => {
                 Output::Graphql(Box::new(c.build(&shared.http, resources)?))
             }
+            OutputConfig::Soap(c) => Output::Soap(Box::new(c.build(&shared.http, resources)?)),
             OutputConfig::Stdout(c) => Output::Stdout(c.build()),
             OutputConfig::File(c) => Output::File(c.build()?),
             OutputConfig::Drop(_) => Output::Drop,
@@ -70,6 +75,7 @@ impl OutputConfig {
 pub enum Output {
     HttpClient(Box<http_client::HttpClientOutput>),
     Graphql(Box<graphql::GraphqlOutput>),
+    Soap(Box<soap::SoapOutput>),
     Stdout(stdout::Stdout),
     File(file::FileOutput),
     Drop,
@@ -80,6 +86,7 @@ impl crate::core::Output for Output {
         match self {
             Output::HttpClient(o) => o.send(message).await,
             Output::Graphql(o) => o.send(message).await,
+            Output::Soap(o) => o.send(message).await,
             Output::Stdout(o) => o.send(message).await,
             Output::File(o) => o.send(message).await,
             Output::Drop => Attempt::Delivered,
@@ -90,6 +97,7 @@ impl crate::core::Output for Output {
         match self {
             Output::HttpClient(o) => o.reads_metadata(),
             Output::Graphql(o) => o.reads_metadata(),
+            Output::Soap(o) => o.reads_metadata(),
             Output::Stdout(_) | Output::File(_) | Output::Drop => false,
         }
     }

@@ -7,6 +7,7 @@ mod graphql;
 mod http;
 mod log;
 mod map;
+mod soap;
 
 use serde::Deserialize;
 
@@ -25,6 +26,7 @@ pub enum ProcessorConfig {
     Dedupe(dedupe::Config),
     Http(Box<http::Config>),
     Graphql(Box<graphql::Config>),
+    Soap(Box<soap::Config>),
 }
 
 impl ProcessorConfig {
@@ -36,6 +38,7 @@ impl ProcessorConfig {
             ProcessorConfig::Dedupe(_) => "dedupe",
             ProcessorConfig::Http(_) => "http",
             ProcessorConfig::Graphql(_) => "graphql",
+            ProcessorConfig::Soap(_) => "soap",
         }
     }
 
@@ -55,6 +58,9 @@ impl ProcessorConfig {
             ProcessorConfig::Graphql(c) => {
                 Processor::Graphql(Box::new(c.build(&shared.http, resources)?))
             }
+            ProcessorConfig::Soap(c) => {
+                Processor::Soap(Box::new(c.build(&shared.http, resources)?))
+            }
         })
     }
 }
@@ -66,6 +72,7 @@ pub enum Processor {
     Dedupe(dedupe::Dedupe),
     Http(Box<http::Http>),
     Graphql(Box<graphql::Graphql>),
+    Soap(Box<soap::Soap>),
 }
 
 impl Processor {
@@ -88,6 +95,7 @@ impl crate::core::Processor for Processor {
             Processor::Dedupe(p) => p.process(message, cx).await?,
             Processor::Http(p) => p.process(message).await?,
             Processor::Graphql(p) => p.process(message).await?,
+            Processor::Soap(p) => p.process(message).await?,
         })
     }
 
@@ -101,6 +109,7 @@ impl crate::core::Processor for Processor {
                 p.reads_metadata() || p.result.as_ref().is_some_and(|r| r.reads_metadata())
             }
             Processor::Graphql(p) => p.reads_metadata(),
+            Processor::Soap(p) => p.reads_metadata(),
         }
     }
 }

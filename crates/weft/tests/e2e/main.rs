@@ -12,5 +12,6 @@ mod http_input;
 mod http_poll;
 mod http_processor;
 mod idempotency;
+mod soap;
 mod support;
 mod tidy;
