@@ -28,7 +28,7 @@ use crate::clients::http::HttpClient;
 use crate::clients::request::{Parts, RequestSpec, attempt_of, attempt_of_status};
 use crate::config::BuildError;
 use crate::config::units::{Dur, Size};
-use crate::core::mapping::{Mapping, Outcome, insert};
+use crate::core::mapping::{Mapping, empty_object, insert};
 use crate::core::retry::{self, RetryConfig, RetryPolicy};
 use crate::core::{Attempt, MappingError, Message, StepError, Value};
 
@@ -100,11 +100,7 @@ impl Config {
         )
         .map_err(|e| errors.extend(e))
         .ok();
-        let result = self.result.as_deref().and_then(|r| {
-            Mapping::compile(r)
-                .map_err(|d| errors.extend(BuildError::from_diagnostics("result", d)))
-                .ok()
-        });
+        let result = super::compile_result(self.result.as_deref(), &mut errors);
         match spec {
             Some(spec) if errors.is_empty() => Ok(Http {
                 spec,
@@ -162,25 +158,13 @@ impl Http {
         Ok((response.status().as_u16(), body))
     }
 
-    pub async fn process(&self, mut message: Message) -> Result<Option<Message>, StepError> {
+    pub async fn process(&self, message: Message) -> Result<Option<Message>, StepError> {
         let (status, body) = retry::in_place(&self.retry, || self.call(&message))
             .await
             .map_err(MappingError)?;
-        let Some(result) = &self.result else {
-            message.value = body;
-            return Ok(Some(message));
-        };
-        let mut response = crate::core::mapping::empty_object();
+        let mut response = empty_object();
         insert(&mut response, "status", Value::Integer(i64::from(status)));
-        insert(&mut response, "body", body);
-        insert(&mut message.metadata, "response", response);
-        let outcome = result.run(&mut message.value, &mut message.metadata);
-        if let Value::Object(meta) = &mut message.metadata {
-            meta.remove("response");
-        }
-        match outcome? {
-            Outcome::Done(_) => Ok(Some(message)),
-            Outcome::Aborted => Ok(None),
-        }
+        insert(&mut response, "body", body.clone());
+        super::merge_answer(self.result.as_ref(), message, response, body)
     }
 }

@@ -13,7 +13,8 @@ use serde::Deserialize;
 
 use crate::clients::Resources;
 use crate::config::BuildError;
-use crate::core::{Context, Message, StepError};
+use crate::core::mapping::{Mapping, Outcome, insert};
+use crate::core::{Context, Message, StepError, Value};
 use crate::outputs::Shared;
 
 /// Every processor weft knows, by its YAML name.
@@ -111,5 +112,38 @@ impl crate::core::Processor for Processor {
             Processor::Graphql(p) => p.reads_metadata(),
             Processor::Soap(p) => p.reads_metadata(),
         }
+    }
+}
+
+/// Compiles the `result` program of a step that calls an API.
+fn compile_result(source: Option<&str>, errors: &mut Vec<BuildError>) -> Option<Mapping> {
+    source.and_then(|r| {
+        Mapping::compile(r)
+            .map_err(|d| errors.extend(BuildError::from_diagnostics("result", d)))
+            .ok()
+    })
+}
+
+/// Merges an API's answer into the message: `result` runs with the answer in `%response`
+/// (which is gone afterwards); without a `result`, `main` (the answer's payload) becomes the
+/// message.
+fn merge_answer(
+    result: Option<&Mapping>,
+    mut message: Message,
+    response: Value,
+    main: Value,
+) -> Result<Option<Message>, StepError> {
+    let Some(result) = result else {
+        message.value = main;
+        return Ok(Some(message));
+    };
+    insert(&mut message.metadata, "response", response);
+    let outcome = result.run(&mut message.value, &mut message.metadata);
+    if let Value::Object(meta) = &mut message.metadata {
+        meta.remove("response");
+    }
+    match outcome? {
+        Outcome::Done(_) => Ok(Some(message)),
+        Outcome::Aborted => Ok(None),
     }
 }

@@ -21,9 +21,9 @@ use crate::clients::http::HttpClient;
 use crate::clients::soap::{SoapCall, SoapParts, SoapVersion};
 use crate::config::BuildError;
 use crate::config::units::Dur;
-use crate::core::mapping::{Mapping, Outcome, empty_object, insert};
+use crate::core::mapping::{Mapping, empty_object, insert};
 use crate::core::retry::{self, RetryConfig, RetryPolicy};
-use crate::core::{MappingError, Message, StepError, Value};
+use crate::core::{MappingError, Message, StepError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,11 +86,7 @@ impl Config {
         )
         .map_err(|e| errors.extend(e))
         .ok();
-        let result = self.result.as_deref().and_then(|r| {
-            Mapping::compile(r)
-                .map_err(|d| errors.extend(BuildError::from_diagnostics("result", d)))
-                .ok()
-        });
+        let result = super::compile_result(self.result.as_deref(), &mut errors);
         match call {
             Some(call) if errors.is_empty() => Ok(Soap {
                 call,
@@ -107,24 +103,12 @@ impl Soap {
         self.call.reads_metadata() || self.result.as_ref().is_some_and(Mapping::reads_metadata)
     }
 
-    pub async fn process(&self, mut message: Message) -> Result<Option<Message>, StepError> {
+    pub async fn process(&self, message: Message) -> Result<Option<Message>, StepError> {
         let body = retry::in_place(&self.retry, || self.call.call(&message))
             .await
             .map_err(MappingError)?;
-        let Some(result) = &self.result else {
-            message.value = body;
-            return Ok(Some(message));
-        };
         let mut response = empty_object();
-        insert(&mut response, "body", body);
-        insert(&mut message.metadata, "response", response);
-        let outcome = result.run(&mut message.value, &mut message.metadata);
-        if let Value::Object(meta) = &mut message.metadata {
-            meta.remove("response");
-        }
-        match outcome? {
-            Outcome::Done(_) => Ok(Some(message)),
-            Outcome::Aborted => Ok(None),
-        }
+        insert(&mut response, "body", body.clone());
+        super::merge_answer(self.result.as_ref(), message, response, body)
     }
 }
