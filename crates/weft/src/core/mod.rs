@@ -4,6 +4,7 @@
 //! traits (inputs only call [`flow::Flow`]); the registries in `inputs`, `processors` and
 //! `outputs` are the only places that list them.
 
+pub mod body;
 pub mod durable;
 pub mod flow;
 pub mod mapping;

@@ -27,7 +27,8 @@
 //! next poll's URL as `%watermark`. It is committed after each page, and only once every message
 //! of the page was accepted (committed to the queue, or delivered in a direct flow): a crash
 //! re-reads at most one page and never skips one. For that, the API must return records in
-//! watermark order. A failing page (an error answer, a broken body, a message that failed) ends
+//! watermark order. Pages are JSON, XML or CSV (by their content type, see `core::body`). A
+//! failing page (an error answer, a broken or cut-short body, a message that failed) ends
 //! the poll without a checkpoint; the next poll starts again from the last one.
 //!
 //! ```yaml
@@ -57,7 +58,7 @@ use crate::config::units::Dur;
 use crate::core::durable::now_ms;
 use crate::core::mapping::{Mapping, empty_object, insert, to_text};
 use crate::core::schedule::Schedule;
-use crate::core::{Message, Value};
+use crate::core::{Message, Value, body};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -564,8 +565,18 @@ impl HttpPoll {
                     "{shown}: the page was cut short (larger than max_body_size, or broken off)"
                 ));
             }
-            let body: Value = serde_json::from_slice(response.body())
-                .map_err(|e| format!("{shown}: the page is not JSON: {e}"))?;
+            let content_type = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            if body::kind(content_type) == body::Kind::Text {
+                return Err(format!(
+                    "{shown}: the page is {}, not JSON, XML or CSV",
+                    content_type.unwrap_or("?")
+                ));
+            }
+            let body = body::decode(content_type, response.body().clone())
+                .map_err(|e| format!("{shown}: {e}"))?;
             if self.graphql.is_some()
                 && let Value::Object(answer) = &body
                 && let Some(Value::Array(errors)) = answer.get("errors")

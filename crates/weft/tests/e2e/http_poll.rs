@@ -90,6 +90,11 @@ impl Api {
                     .collect();
                 json(serde_json::json!({"data": items, "last": offset >= 2}))
             }
+            "/csv" => (
+                [("content-type", "text/csv")],
+                "n,name\n1,Ada\n2,\"Grace, H.\"\n",
+            )
+                .into_response(),
             "/loop" => json(serde_json::json!({"items": [{"n": 1}], "next": "same"})),
             "/hop" => {
                 let mut response = json(serde_json::json!([{"n": 1}]));
@@ -316,4 +321,67 @@ fn weft_cmd_check(config: &str) -> (std::process::ExitStatus, String, String) {
     let dir = scratch();
     std::fs::write(dir.join("f.yaml"), config).unwrap();
     weft_cmd(&["check", "f.yaml"], &dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_pages_and_xml_or_csv_requests_become_records() {
+    let api = Api::start().await;
+    let receiver = Receiver::start().await;
+    let config = poll_flow(
+        free_port(),
+        &api.url("/csv"),
+        &receiver.url("/in"),
+        "",
+        "1h",
+    );
+    let weft = Weft::start(&config).await;
+    assert!(
+        eventually(Duration::from_secs(10), || receiver.seen().len() == 2).await,
+        "{}",
+        weft.stderr()
+    );
+    let rows: Vec<_> = receiver.seen().iter().map(|s| s.json()).collect();
+    assert_eq!(
+        rows,
+        [
+            serde_json::json!({"n": "1", "name": "Ada"}),
+            serde_json::json!({"n": "2", "name": "Grace, H."})
+        ]
+    );
+
+    // The same codecs on an http_server: XML and CSV bodies are structured values.
+    let port = free_port();
+    let config = format!(
+        "flows:\n  in:\n    input:\n      http_server: {{ address: \"127.0.0.1:{port}\" }}\n    output:\n      http_client: {{ url: \"{}\" }}\n",
+        receiver.url("/posted")
+    );
+    let _weft = Weft::start(&config).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let (status, _, body) = request(
+        http::Method::POST,
+        &url,
+        Some("application/xml"),
+        r#"<order id="9"><item>a</item><item>b</item></order>"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        receiver.seen()[2].json(),
+        serde_json::json!({"order": {"@id": "9", "item": ["a", "b"]}})
+    );
+    let (status, _, body) = request(
+        http::Method::POST,
+        &url,
+        Some("application/xml"),
+        r#"<!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("DTD"), "{body}");
+    let (status, _, _) = request(http::Method::POST, &url, Some("text/csv"), "a,b\n1,2\n").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        receiver.seen()[3].json(),
+        serde_json::json!([{"a": "1", "b": "2"}])
+    );
 }

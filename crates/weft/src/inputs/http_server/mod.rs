@@ -15,9 +15,9 @@
 //! ordering key is null), `409` + `Retry-After` when a message with the same dedupe key is still
 //! being delivered. With `idempotency`, see [`idempotency`] for its `409`, `422` and `400`.
 //!
-//! Bodies: JSON (`application/json`, `*+json`, or no content type), forms
-//! (`application/x-www-form-urlencoded`, an object of strings; a "form" whose body starts with
-//! `{` or `[` is read as JSON, since that is what `curl -d` sends) and anything else as a string.
+//! Bodies by content type (`core::body`): JSON (also without a content type), forms (an object
+//! of strings; a "form" starting with `{` or `[` is JSON, as `curl -d` sends it), XML (DTDs
+//! refused), CSV (an array of records) and anything else as a string.
 //! Method, path, query and headers are in the metadata: `%http.method`, `%http.path`,
 //! `%http.query`, `%http.headers.<lowercase name>` (built only for flows whose programs read `%`).
 //! Several flows may share one address with different paths.
@@ -42,7 +42,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use http::{HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -52,10 +52,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::BuildError;
 use crate::config::units::{Dur, Size};
-use crate::core::Message;
 use crate::core::durable::{AcceptError, Reservation};
 use crate::core::flow::{Admission, FlowError, Processed};
-use crate::core::mapping::{ObjectMap, Value, empty_object, insert};
+use crate::core::mapping::{Value, empty_object, insert};
+use crate::core::{Message, body};
 use crate::engine::RunFlow;
 
 pub mod idempotency;
@@ -400,7 +400,11 @@ async fn handle(route: Arc<Route>, request: Request<Body>) -> Response {
         }
         _ => None,
     };
-    let value = match decode(&parts.headers, bytes) {
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let value = match body::decode(content_type, bytes) {
         Ok(v) => v,
         Err(message) => {
             route.flow.count_rejected();
@@ -531,54 +535,6 @@ fn ack(id: &str, filtered: bool) -> Response {
         body,
     )
         .into_response()
-}
-
-fn decode(headers: &HeaderMap, body: Bytes) -> Result<Value, String> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    match content_type.as_deref() {
-        None | Some("application/json") => parse_json(&body),
-        Some(t) if t.ends_with("+json") => parse_json(&body),
-        // `curl -d '{…}'` labels JSON as a form; a form body cannot start with `{` or `[`.
-        Some("application/x-www-form-urlencoded")
-            if body
-                .iter()
-                .find(|b| !b.is_ascii_whitespace())
-                .is_some_and(|b| matches!(b, b'{' | b'[')) =>
-        {
-            parse_json(&body)
-        }
-        Some("application/x-www-form-urlencoded") => {
-            let mut object = ObjectMap::new();
-            for (k, v) in form_urlencoded::parse(&body) {
-                object.insert(k.as_ref().into(), Value::from(v.as_ref()));
-            }
-            Ok(Value::Object(object))
-        }
-        Some(_) => Ok(Value::Bytes(body)),
-    }
-}
-
-fn parse_json(body: &[u8]) -> Result<Value, String> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err("body is empty; expected JSON".into());
-    }
-    // serde_json refuses nesting deeper than 128 levels, which bounds recursion on hostile input.
-    serde_json::from_slice::<Value>(body).map_err(|e| {
-        format!(
-            "invalid JSON at line {} column {}: {e}",
-            e.line(),
-            e.column()
-        )
-    })
 }
 
 fn metadata(parts: &http::request::Parts) -> Value {
