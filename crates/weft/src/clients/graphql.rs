@@ -27,6 +27,7 @@ pub struct GraphqlParts<'a> {
     pub auth: Option<&'a str>,
     pub rate_limit: Option<&'a str>,
     pub circuit_breaker: Option<&'a str>,
+    pub client: &'a super::http::ClientConfig,
 }
 
 pub struct GraphqlCall {
@@ -57,6 +58,7 @@ impl GraphqlCall {
                 auth: parts.auth,
                 rate_limit: parts.rate_limit,
                 circuit_breaker: parts.circuit_breaker,
+                client: parts.client,
             },
         )
         .map_err(|e| errors.extend(e))

@@ -4,6 +4,7 @@
 //! path (about 6 µs per request cheaper here, see `BENCH.md`). One client, and so one connection
 //! pool, is shared by every output of the process.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -12,6 +13,47 @@ use http_body_util::{BodyExt, Full};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+
+use crate::config::BuildError;
+use crate::config::units::Dur;
+
+/// `client:` on an HTTP component: how it connects. Left out, the component shares the
+/// process's one client (public roots, TLS 1.2+, 10 s to connect).
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// PEM file of the CA certificates to trust, instead of the public roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// PEM file of the client certificate (chain), for mutual TLS; with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// PEM file of the client certificate's private key.
+    #[serde(default)]
+    pub key_file: Option<String>,
+    /// The lowest TLS version accepted: `"1.2"` (default) or `"1.3"`.
+    #[serde(default)]
+    pub min_tls: Option<String>,
+    /// Time allowed to connect (TCP and TLS handshake aside).
+    #[serde(default)]
+    pub connect_timeout: Option<Dur>,
+    /// Idle connections kept per host for reuse.
+    #[serde(default)]
+    pub pool_max_idle_per_host: Option<usize>,
+}
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn tcp(connect_timeout: Duration) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -39,20 +81,100 @@ impl Default for HttpClient {
 
 impl HttpClient {
     pub fn new() -> HttpClient {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
         let https = HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
             .expect("ring supports the default protocol versions")
             .https_or_http()
             .enable_http1()
-            .wrap_connector(http);
+            .wrap_connector(tcp(DEFAULT_CONNECT_TIMEOUT));
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(https);
         HttpClient { inner }
+    }
+
+    /// The shared client when `config` asks for nothing special, else a client of its own.
+    /// Certificate files are read here, so `weft check` reports a missing or bad one.
+    pub fn configured(
+        shared: &HttpClient,
+        config: &ClientConfig,
+    ) -> Result<HttpClient, Vec<BuildError>> {
+        if *config == ClientConfig::default() {
+            return Ok(shared.clone());
+        }
+        let err = |field: &str, message: String| vec![BuildError::new(field, message)];
+        let versions: &[&'static rustls::SupportedProtocolVersion] = match config.min_tls.as_deref()
+        {
+            None | Some("1.2") => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            Some("1.3") => &[&rustls::version::TLS13],
+            Some(other) => {
+                return Err(err(
+                    "client.min_tls",
+                    format!("`{other}` is not a TLS version weft speaks; use \"1.2\" or \"1.3\""),
+                ));
+            }
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        match &config.ca_file {
+            Some(path) => {
+                let certs = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| err("client.ca_file", format!("{path}: {e}")))?;
+                for cert in certs {
+                    let cert = cert.map_err(|e| err("client.ca_file", format!("{path}: {e}")))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| err("client.ca_file", format!("{path}: {e}")))?;
+                }
+                if roots.is_empty() {
+                    return Err(err(
+                        "client.ca_file",
+                        format!("{path}: no certificate in it"),
+                    ));
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .map_err(|e| err("client.min_tls", e.to_string()))?
+        .with_root_certificates(roots);
+        let tls = match (&config.cert_file, &config.key_file) {
+            (None, None) => builder.with_no_client_auth(),
+            (Some(cert_path), Some(key_path)) => {
+                let chain = CertificateDer::pem_file_iter(cert_path)
+                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| err("client.cert_file", format!("{cert_path}: {e}")))?;
+                let key = PrivateKeyDer::from_pem_file(key_path)
+                    .map_err(|e| err("client.key_file", format!("{key_path}: {e}")))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| err("client.cert_file", e.to_string()))?
+            }
+            _ => {
+                return Err(err(
+                    "client.cert_file",
+                    "mutual TLS needs both `cert_file` and `key_file`".into(),
+                ));
+            }
+        };
+        let https = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp(config
+                .connect_timeout
+                .as_ref()
+                .map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0)));
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_idle_timeout(Duration::from_secs(60));
+        if let Some(idle) = config.pool_max_idle_per_host {
+            builder.pool_max_idle_per_host(idle);
+        }
+        Ok(HttpClient {
+            inner: builder.build(https),
+        })
     }
 
     /// Sends `request` and reads at most `body_limit` bytes of the answer, all within `timeout`.

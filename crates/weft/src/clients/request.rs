@@ -32,6 +32,8 @@ pub struct Parts<'a> {
     pub auth: Option<&'a str>,
     pub rate_limit: Option<&'a str>,
     pub circuit_breaker: Option<&'a str>,
+    /// How to connect; the shared client unless it asks for something of its own.
+    pub client: &'a super::http::ClientConfig,
 }
 
 pub struct RequestSpec {
@@ -102,6 +104,9 @@ impl RequestSpec {
         parts: Parts<'_>,
     ) -> Result<RequestSpec, Vec<BuildError>> {
         let mut errors = Vec::new();
+        let client = HttpClient::configured(client, parts.client)
+            .map_err(|e| errors.extend(e))
+            .ok();
         let url = Template::parse(parts.url, Escape::Url)
             .map_err(|d| errors.extend(BuildError::from_diagnostics("url", d)))
             .ok();
@@ -179,9 +184,9 @@ impl RequestSpec {
                 None
             }
         };
-        match (url, method) {
-            (Some(url), Some(method)) if errors.is_empty() => Ok(RequestSpec {
-                client: client.clone(),
+        match (url, method, client) {
+            (Some(url), Some(method), Some(client)) if errors.is_empty() => Ok(RequestSpec {
+                client,
                 url,
                 fixed_uri,
                 method,

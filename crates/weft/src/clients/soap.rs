@@ -41,6 +41,7 @@ pub struct SoapParts<'a> {
     pub auth: Option<&'a str>,
     pub rate_limit: Option<&'a str>,
     pub circuit_breaker: Option<&'a str>,
+    pub client: &'a super::http::ClientConfig,
 }
 
 pub struct SoapCall {
@@ -91,6 +92,7 @@ impl SoapCall {
                 auth: parts.auth,
                 rate_limit: parts.rate_limit,
                 circuit_breaker: parts.circuit_breaker,
+                client: parts.client,
             },
         )
         .map_err(|e| errors.extend(e))

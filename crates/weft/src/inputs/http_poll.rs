@@ -88,6 +88,9 @@ pub struct Config {
     /// A circuit breaker from `resources.circuit_breakers`.
     #[serde(default)]
     pub circuit_breaker: Option<String>,
+    /// How to connect: CA file, client certificate (mTLS), lowest TLS version, timeouts, pool.
+    #[serde(default)]
+    pub client: crate::clients::http::ClientConfig,
     /// VRL over the body giving the page's records (an array).
     #[serde(default)]
     pub records: Option<String>,
@@ -266,6 +269,7 @@ impl Config {
                 auth: self.auth.as_deref(),
                 rate_limit: self.rate_limit.as_deref(),
                 circuit_breaker: self.circuit_breaker.as_deref(),
+                client: &self.client,
             },
         )
         .map_err(|e| errors.extend(e))

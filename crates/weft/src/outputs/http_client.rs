@@ -34,6 +34,7 @@
 //!     auth: crm                    # resources.auth.crm
 //!     rate_limit: crm              # resources.rate_limits.crm
 //!     circuit_breaker: crm         # resources.circuit_breakers.crm
+//!     client: { ca_file: /etc/weft/crm-ca.pem, min_tls: "1.3" }   # optional
 //!     drop_on: [409]
 //!     retry: { max_attempts: 8, initial_backoff: 200ms, max_backoff: 30s, max_elapsed: 5m }
 //! ```
@@ -95,6 +96,9 @@ pub struct Config {
     /// A circuit breaker from `resources.circuit_breakers`.
     #[serde(default)]
     pub circuit_breaker: Option<String>,
+    /// How to connect: CA file, client certificate (mTLS), lowest TLS version, timeouts, pool.
+    #[serde(default)]
+    pub client: crate::clients::http::ClientConfig,
 }
 
 fn default_method() -> String {
@@ -172,6 +176,7 @@ impl Config {
                 auth: self.auth.as_deref(),
                 rate_limit: self.rate_limit.as_deref(),
                 circuit_breaker: self.circuit_breaker.as_deref(),
+                client: &self.client,
             },
         )?;
         Ok(HttpClientOutput {
@@ -411,6 +416,7 @@ mod tests {
             auth: None,
             rate_limit: None,
             circuit_breaker: None,
+            client: Default::default(),
         }
         .build(&HttpClient::new(), &Resources::default())
         .ok()

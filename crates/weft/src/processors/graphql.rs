@@ -49,6 +49,9 @@ pub struct Config {
     pub rate_limit: Option<String>,
     #[serde(default)]
     pub circuit_breaker: Option<String>,
+    /// How to connect: CA file, client certificate (mTLS), lowest TLS version, timeouts, pool.
+    #[serde(default)]
+    pub client: crate::clients::http::ClientConfig,
 }
 
 fn default_timeout() -> Dur {
@@ -80,6 +83,7 @@ impl Config {
                 auth: self.auth.as_deref(),
                 rate_limit: self.rate_limit.as_deref(),
                 circuit_breaker: self.circuit_breaker.as_deref(),
+                client: &self.client,
             },
         )
         .map_err(|e| errors.extend(e))

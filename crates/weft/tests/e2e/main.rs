@@ -15,3 +15,4 @@ mod idempotency;
 mod soap;
 mod support;
 mod tidy;
+mod tls;
