@@ -1,4 +1,5 @@
-//! The outbound HTTP client: hyper-util's pooled client over rustls (ring), HTTP/1.1.
+//! The outbound HTTP client: hyper-util's pooled client over rustls (ring); HTTP/2 when a TLS
+//! server offers it (ALPN), HTTP/1.1 otherwise.
 //!
 //! hyper-util rather than reqwest because the client layer dominates the full webhook → API
 //! path (about 6 µs per request cheaper here, see `BENCH.md`). One client, and so one connection
@@ -85,7 +86,7 @@ impl HttpClient {
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
             .expect("ring supports the default protocol versions")
             .https_or_http()
-            .enable_http1()
+            .enable_all_versions()
             .wrap_connector(tcp(DEFAULT_CONNECT_TIMEOUT));
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
@@ -162,7 +163,7 @@ impl HttpClient {
         let https = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
-            .enable_http1()
+            .enable_all_versions()
             .wrap_connector(tcp(config
                 .connect_timeout
                 .as_ref()

@@ -1,5 +1,6 @@
 //! Client TLS options against real TLS servers made in the test: a private CA (`ca_file`),
-//! mutual TLS (`cert_file` / `key_file`) and the lowest TLS version (`min_tls`).
+//! mutual TLS (`cert_file` / `key_file`), the lowest TLS version (`min_tls`), and HTTP/2 when
+//! the server offers it.
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -49,8 +50,13 @@ fn pki(dir: &Path) -> Pki {
     }
 }
 
-/// A TLS server answering 200 to everything; returns its port and a request counter.
-async fn tls_server(pki: &Pki, require_client_cert: bool, tls13: bool) -> (u16, Arc<AtomicU32>) {
+/// A TLS server answering 200 to everything; returns its port and a request counter. The
+/// TLS 1.3 one offers HTTP/2 (ALPN) and counts HTTP/2 requests in the second counter.
+async fn tls_server(
+    pki: &Pki,
+    require_client_cert: bool,
+    tls13: bool,
+) -> (u16, Arc<AtomicU32>, Arc<AtomicU32>) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions: &[&'static rustls::SupportedProtocolVersion] = if tls13 {
         &[&rustls::version::TLS13, &rustls::version::TLS12]
@@ -71,14 +77,19 @@ async fn tls_server(pki: &Pki, require_client_cert: bool, tls13: bool) -> (u16, 
     } else {
         builder.with_no_client_auth()
     };
-    let config = builder
+    let mut config = builder
         .with_single_cert(vec![pki.server.0.clone()], pki.server.1.clone_key())
         .unwrap();
+    if tls13 {
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let served = Arc::new(AtomicU32::new(0));
+    let h2 = Arc::new(AtomicU32::new(0));
     let count = served.clone();
+    let count_h2 = h2.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -86,23 +97,36 @@ async fn tls_server(pki: &Pki, require_client_cert: bool, tls13: bool) -> (u16, 
             };
             let acceptor = acceptor.clone();
             let count = count.clone();
+            let count_h2 = count_h2.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(stream).await else {
                     return;
                 };
-                let service = hyper::service::service_fn(move |_request| {
+                let offered_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
                     count.fetch_add(1, Ordering::SeqCst);
+                    if request.version() == http::Version::HTTP_2 {
+                        count_h2.fetch_add(1, Ordering::SeqCst);
+                    }
                     async {
                         Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("ok"))))
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
+                if offered_h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
                     .serve_connection(TokioIo::new(tls), service)
                     .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                }
             });
         }
     });
-    (port, served)
+    (port, served, h2)
 }
 
 fn flow(port: u16, target: u16, client: &str) -> String {
@@ -125,8 +149,8 @@ flows:
 async fn a_private_ca_and_mutual_tls_and_the_lowest_version_are_honoured() {
     let dir = scratch();
     let pki = pki(&dir);
-    let (mtls, served) = tls_server(&pki, true, true).await;
-    let (tls12_only, served12) = tls_server(&pki, false, false).await;
+    let (mtls, served, served_h2) = tls_server(&pki, true, true).await;
+    let (tls12_only, served12, _) = tls_server(&pki, false, false).await;
     let ca = dir.join("ca.pem").display().to_string();
     let cert = dir.join("client.pem").display().to_string();
     let key = dir.join("client.key").display().to_string();
@@ -170,6 +194,11 @@ async fn a_private_ca_and_mutual_tls_and_the_lowest_version_are_honoured() {
         served.load(Ordering::SeqCst),
         1,
         "only the client with a certificate got in"
+    );
+    assert_eq!(
+        served_h2.load(Ordering::SeqCst),
+        1,
+        "HTTP/2, since the server offered it"
     );
     assert_eq!(
         served12.load(Ordering::SeqCst),
