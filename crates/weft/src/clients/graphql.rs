@@ -1,7 +1,9 @@
 //! GraphQL over HTTP, shared by the `graphql` output and processor: a query document sent as
 //! `{"query", "variables"}` (POST, JSON) through the common request stack, and the answer's
 //! `data` back. A 200 whose `errors` list is not empty is a failure, with the errors' messages
-//! as the reason; other answers are judged as any HTTP answer (5xx retried, 4xx failed).
+//! as the reason — retried when every error's `extensions.code` says "not now" (`THROTTLED`,
+//! `RATE_LIMITED`, …), final otherwise; other answers are judged as any HTTP answer (5xx
+//! retried, 4xx failed).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use bytes::Bytes;
 use http::Method;
 
 use super::Resources;
-use super::http::HttpClient;
+use super::http::{HttpClient, Truncated};
 use super::request::{Parts, RequestSpec, attempt_of, attempt_of_status};
 use crate::config::BuildError;
 use crate::core::mapping::Mapping;
@@ -38,6 +40,15 @@ pub struct GraphqlCall {
 
 /// The largest answer read.
 const MAX_ANSWER: usize = 16 << 20;
+
+/// `extensions.code` values that mean "not now" rather than "never".
+const TRANSIENT_CODES: &[&str] = &[
+    "THROTTLED",
+    "RATE_LIMITED",
+    "TOO_MANY_REQUESTS",
+    "SERVICE_UNAVAILABLE",
+    "TIMEOUT",
+];
 
 impl GraphqlCall {
     pub fn build(
@@ -131,6 +142,15 @@ impl GraphqlCall {
         if !response.status().is_success() {
             return Err(attempt_of_status(&response, &Method::POST, &shown));
         }
+        if response.extensions().get::<Truncated>().is_some() {
+            return Err(Attempt::Retryable {
+                reason: format!(
+                    "POST {shown}: the answer was cut short (over the size limit, or broken off)"
+                ),
+                retry_after: None,
+                response: None,
+            });
+        }
         let answer: serde_json::Value = serde_json::from_slice(response.body())
             .map_err(|e| fatal(format!("POST {shown}: the answer is not JSON: {e}")))?;
         if let Some(errors) = answer.get("errors").and_then(|e| e.as_array())
@@ -147,12 +167,28 @@ impl GraphqlCall {
             let excerpt =
                 String::from_utf8_lossy(&response.body()[..response.body().len().min(2048)])
                     .into_owned();
-            return Err(Attempt::Fatal {
-                reason: format!("POST {shown}: GraphQL errors: {}", messages.join("; ")),
-                response: Some(Answer {
-                    status: response.status().as_u16(),
-                    excerpt,
-                }),
+            let reason = format!("POST {shown}: GraphQL errors: {}", messages.join("; "));
+            let answer = Some(Answer {
+                status: response.status().as_u16(),
+                excerpt,
+            });
+            // Rate limits and outages reported inside a 200 (`extensions.code`) are worth a retry.
+            let transient = errors.iter().all(|e| {
+                e.pointer("/extensions/code")
+                    .and_then(|c| c.as_str())
+                    .is_some_and(|c| TRANSIENT_CODES.contains(&c))
+            });
+            return Err(if transient {
+                Attempt::Retryable {
+                    reason,
+                    retry_after: None,
+                    response: answer,
+                }
+            } else {
+                Attempt::Fatal {
+                    reason,
+                    response: answer,
+                }
             });
         }
         let data = answer

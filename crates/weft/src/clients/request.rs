@@ -236,7 +236,12 @@ impl RequestSpec {
         configured_origin: bool,
         response_limit: usize,
     ) -> Result<Response<Bytes>, ExchangeError> {
-        let target = origin(uri);
+        // Only a circuit or credentials need the origin; a plain call does not pay for it.
+        let target = if self.breaker.is_some() || self.auth.is_some() {
+            origin(uri)
+        } else {
+            String::new()
+        };
         let to_auth_origin = self.auth_origin.as_deref() == Some(target.as_str());
         let mut renewed = false;
         loop {

@@ -1,6 +1,7 @@
 //! SOAP over HTTP, shared by the `soap` output and processor. The Body's content is rendered
 //! per message from a MiniJinja template (the message's fields are the template's variables, and
-//! `message` is the whole message; values are XML-escaped), wrapped in a SOAP 1.1 or 1.2
+//! `message` is the whole message — a field itself called `message` is `message.message`; values
+//! are XML-escaped, booleans written `true`/`false`, null as nothing), wrapped in a SOAP 1.1 or 1.2
 //! envelope and POSTed with the version's content type and action (`SOAPAction` header for 1.1,
 //! the `action` parameter of the content type for 1.2). The answer is parsed as XML (DTDs
 //! refused, see `core::xml`) and its Body's content returned as a value. A SOAP Fault fails the
@@ -14,7 +15,7 @@ use http::Method;
 use serde::Deserialize;
 
 use super::Resources;
-use super::http::HttpClient;
+use super::http::{HttpClient, Truncated};
 use super::request::{Parts, RequestSpec, attempt_of, attempt_of_status};
 use crate::config::BuildError;
 use crate::core::mapping::to_text;
@@ -99,6 +100,16 @@ impl SoapCall {
         .ok();
         let mut templates = minijinja::Environment::new();
         templates.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+        // XML wants `true`/`false` and nothing for a null (MiniJinja's own `True`/`none` are
+        // Python's); everything else is escaped as usual.
+        templates.set_formatter(|out, state, value| match value.kind() {
+            minijinja::value::ValueKind::Bool => {
+                out.write_str(if value.is_true() { "true" } else { "false" })?;
+                Ok(())
+            }
+            minijinja::value::ValueKind::None | minijinja::value::ValueKind::Undefined => Ok(()),
+            _ => minijinja::escape_formatter(out, state, value),
+        });
         templates.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         if let Err(e) = templates.add_template_owned("body", parts.body.to_string()) {
             errors.push(BuildError::new("body", format!("template: {e}")));
@@ -170,13 +181,30 @@ impl SoapCall {
             .await
             .map_err(|e| attempt_of(e, &Method::POST, &shown))?;
         let status = response.status();
+        if response.extensions().get::<Truncated>().is_some() {
+            return Err(Attempt::Retryable {
+                reason: format!(
+                    "POST {shown}: the answer was cut short (over the size limit, or broken off)"
+                ),
+                retry_after: None,
+                response: None,
+            });
+        }
+        // A one-way operation answers 202 (or 200) with no body at all.
+        if status.is_success() && response.body().iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
         let parsed = xml::parse(response.body());
         let body = match &parsed {
             Ok(document) => body_of(document),
             Err(_) => None,
         };
+        // A SOAP Fault is the Body's only child and carries a code (1.1 `faultcode`, 1.2
+        // `Code`); an application element that happens to be called `Fault` is not one.
         if let Some(Value::Object(content)) = &body
-            && let Some(fault) = content.get("Fault")
+            && content.len() == 1
+            && let Some(fault @ Value::Object(parts)) = content.get("Fault")
+            && (parts.contains_key("faultcode") || parts.contains_key("Code"))
         {
             let (code, reason) = fault_of(fault);
             let excerpt =
@@ -187,8 +215,12 @@ impl SoapCall {
                 status: status.as_u16(),
                 excerpt,
             });
+            // `soap:Server`, and 1.1's dotted refinements such as `soap:Server.Timeout`.
             let local = code.rsplit(':').next().unwrap_or(&code);
-            return Err(if local == "Server" || local == "Receiver" {
+            let transient = ["Server", "Receiver"]
+                .iter()
+                .any(|c| local == *c || local.starts_with(&format!("{c}.")));
+            return Err(if transient {
                 Attempt::Retryable {
                     reason: text,
                     retry_after: None,
@@ -220,7 +252,7 @@ fn body_of(document: &Value) -> Option<Value> {
     let Some(Value::Object(envelope)) = root.get("Envelope") else {
         return None;
     };
-    Some(envelope.get("Body").cloned().unwrap_or(Value::Null))
+    envelope.get("Body").cloned()
 }
 
 /// Code and reason of a 1.1 (`faultcode`, `faultstring`) or 1.2 (`Code/Value`, `Reason/Text`)

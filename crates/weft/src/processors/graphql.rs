@@ -89,10 +89,11 @@ impl Config {
         .map_err(|e| errors.extend(e))
         .ok();
         let result = super::compile_result(self.result.as_deref(), &mut errors);
-        match call {
-            Some(call) if errors.is_empty() => Ok(Graphql {
+        let retry = super::in_place_policy(&self.retry, &mut errors);
+        match (call, retry) {
+            (Some(call), Some(retry)) if errors.is_empty() => Ok(Graphql {
                 call,
-                retry: RetryPolicy::from(&self.retry),
+                retry,
                 result,
             }),
             _ => Err(errors),

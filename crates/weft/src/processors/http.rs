@@ -24,7 +24,7 @@ use http::Method;
 use serde::Deserialize;
 
 use crate::clients::Resources;
-use crate::clients::http::HttpClient;
+use crate::clients::http::{HttpClient, Truncated};
 use crate::clients::request::{Parts, RequestSpec, attempt_of, attempt_of_status};
 use crate::config::BuildError;
 use crate::config::units::{Dur, Size};
@@ -105,10 +105,11 @@ impl Config {
         .map_err(|e| errors.extend(e))
         .ok();
         let result = super::compile_result(self.result.as_deref(), &mut errors);
-        match spec {
-            Some(spec) if errors.is_empty() => Ok(Http {
+        let retry = super::in_place_policy(&self.retry, &mut errors);
+        match (spec, retry) {
+            (Some(spec), Some(retry)) if errors.is_empty() => Ok(Http {
                 spec,
-                retry: RetryPolicy::from(&self.retry),
+                retry,
                 result,
                 max_body: self.max_body_size.0 as usize,
             }),
@@ -156,6 +157,15 @@ impl Http {
             .map_err(|e| attempt_of(e, method, &shown))?;
         if !response.status().is_success() {
             return Err(attempt_of_status(&response, method, &shown));
+        }
+        if response.extensions().get::<Truncated>().is_some() {
+            return Err(Attempt::Retryable {
+                reason: format!(
+                    "{method} {shown}: the answer was cut short (over max_body_size, or broken off)"
+                ),
+                retry_after: None,
+                response: None,
+            });
         }
         let body = serde_json::from_slice::<Value>(response.body())
             .unwrap_or_else(|_| Value::Bytes(response.body().clone()));

@@ -137,13 +137,42 @@ fn merge_answer(
         message.value = main;
         return Ok(Some(message));
     };
+    // A `%response` of the message's own is set aside while the answer takes its place.
+    let own = match &mut message.metadata {
+        Value::Object(meta) => meta.remove("response"),
+        _ => None,
+    };
     insert(&mut message.metadata, "response", response);
     let outcome = result.run(&mut message.value, &mut message.metadata);
     if let Value::Object(meta) = &mut message.metadata {
         meta.remove("response");
+        if let Some(own) = own {
+            meta.insert("response".into(), own);
+        }
     }
     match outcome? {
         Outcome::Done(_) => Ok(Some(message)),
         Outcome::Aborted => Ok(None),
     }
+}
+
+/// The longest a pipeline step may retry in place: a durable delivery worker holds its message
+/// meanwhile, well inside its lease.
+const MAX_IN_PLACE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The retry policy of a step that calls an API, refusing one that could outlast a lease.
+fn in_place_policy(
+    config: &crate::core::retry::RetryConfig,
+    errors: &mut Vec<BuildError>,
+) -> Option<crate::core::retry::RetryPolicy> {
+    if config.max_elapsed.0 > MAX_IN_PLACE {
+        errors.push(BuildError::new(
+            "retry.max_elapsed",
+            format!(
+                "a pipeline step retries in place for at most {MAX_IN_PLACE:?}; let the output retry longer"
+            ),
+        ));
+        return None;
+    }
+    Some(crate::core::retry::RetryPolicy::from(config))
 }

@@ -24,8 +24,18 @@ async fn graphql_server() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
             let call: serde_json::Value = serde_json::from_slice(&body).unwrap();
             s.lock().unwrap().push(call.clone());
             let query = call["query"].as_str().unwrap_or("");
+            let throttled_before = s
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c["variables"]["input"]["email"] == "busy@example.com")
+                .count();
             let answer = if query.contains("upsertCustomer") {
                 match call["variables"]["input"]["email"].as_str() {
+                    Some("busy@example.com") if throttled_before == 1 => serde_json::json!({
+                        "data": null,
+                        "errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]
+                    }),
                     Some(_) => serde_json::json!({"data": {"upsertCustomer": {"id": "c1"}}}),
                     None => serde_json::json!({
                         "data": null,
@@ -59,6 +69,7 @@ flows:
         query: |
           mutation Upsert($input: CustomerInput!) {{ upsertCustomer(input: $input) {{ id }} }}
         variables: '{{ "input": {{ "email": .email, "name": .name }} }}'
+        retry: {{ initial_backoff: 20ms }}
 "#
     );
     let weft = Weft::start(&config).await;
@@ -73,6 +84,14 @@ flows:
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("GraphQL errors: email is required"), "{body}");
     assert_eq!(seen.lock().unwrap().len(), 2, "errors are not retried");
+    // …unless they say "not now".
+    let (status, _, body) = post_json(&url, r#"{"email": "busy@example.com"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        4,
+        "throttled once, then accepted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,6 +45,21 @@ async fn soap_server() -> (String, Arc<Mutex<Vec<Call>>>) {
             let xml = |status: StatusCode, text: String| {
                 (status, [("content-type", "text/xml")], text).into_response()
             };
+            if body.contains("<Id>oneway</Id>") {
+                return StatusCode::ACCEPTED.into_response();
+            }
+            let flaky_calls = c
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|call| call.body.contains("<Id>flaky</Id>"))
+                .count();
+            if body.contains("<Id>flaky</Id>") && flaky_calls == 1 {
+                return xml(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><s:Fault><faultcode>s:Server.Timeout</faultcode><faultstring>try again</faultstring></s:Fault></s:Body></s:Envelope>"#.into(),
+                );
+            }
             if body.contains("<Id>bad</Id>") {
                 return xml(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -87,25 +102,25 @@ flows:
       soap:
         url: "{api}"
         action: urn:CreateOrder
-        body: '<CreateOrder xmlns="urn:erp"><Id>{{{{ id }}}}</Id><Total>{{{{ total }}}}</Total></CreateOrder>'
+        body: '<CreateOrder xmlns="urn:erp"><Id>{{{{ id }}}}</Id><Total>{{{{ total }}}}</Total><Paid>{{{{ paid }}}}</Paid></CreateOrder>'
         retry: {{ max_attempts: 2, initial_backoff: 10ms }}
 "#
     );
     let weft = Weft::start(&config).await;
     let url = format!("http://127.0.0.1:{port}/");
-    let (status, _, body) = post_json(&url, r#"{"id": "A<1>&", "total": 5}"#).await;
+    let (status, _, body) = post_json(&url, r#"{"id": "A<1>&", "total": 5, "paid": true}"#).await;
     assert_eq!(status, 200, "{body} {}", weft.stderr());
     let call = calls.lock().unwrap()[0].clone();
     assert_eq!(call.content_type, "text/xml; charset=utf-8");
     assert_eq!(call.action.as_deref(), Some("\"urn:CreateOrder\""));
     assert!(
-        call.body.contains("<soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body><CreateOrder xmlns=\"urn:erp\"><Id>A&lt;1&gt;&amp;</Id><Total>5</Total>"),
+        call.body.contains("<soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body><CreateOrder xmlns=\"urn:erp\"><Id>A&lt;1&gt;&amp;</Id><Total>5</Total><Paid>true</Paid>"),
         "{}",
         call.body
     );
 
     // A client fault is not retried; its code and reason are the failure.
-    let (status, _, body) = post_json(&url, r#"{"id": "bad", "total": 1}"#).await;
+    let (status, _, body) = post_json(&url, r#"{"id": "bad", "total": 1, "paid": false}"#).await;
     assert_eq!(status, 502, "{body}");
     assert!(
         body.contains("SOAP Fault s:Client: Unknown product"),
@@ -113,8 +128,16 @@ flows:
     );
     assert_eq!(calls.lock().unwrap().len(), 2);
 
+    // A server fault (1.1's dotted `Server.Timeout` too) is retried; a one-way 202 with no body
+    // is delivered.
+    let (status, _, body) = post_json(&url, r#"{"id": "flaky", "total": 1, "paid": false}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(calls.lock().unwrap().len(), 4);
+    let (status, _, body) = post_json(&url, r#"{"id": "oneway", "total": 1, "paid": false}"#).await;
+    assert_eq!(status, 200, "{body}");
+
     // An answer with a DTD is refused, not expanded.
-    let (status, _, body) = post_json(&url, r#"{"id": "dtd", "total": 1}"#).await;
+    let (status, _, body) = post_json(&url, r#"{"id": "dtd", "total": 1, "paid": false}"#).await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("DTD"), "{body}");
 }
