@@ -44,6 +44,17 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Look into an OpenAPI document, as the `openapi` output reads it.
+    Openapi {
+        #[command(subcommand)]
+        action: OpenapiAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum OpenapiAction {
+    /// One line per operation: operationId, method, path, summary.
+    List { spec: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -93,6 +104,20 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(errors) => report(&errors),
+        },
+        Command::Openapi {
+            action: OpenapiAction::List { spec },
+        } => match weft::outputs::openapi::list(&spec.display().to_string()) {
+            Ok(lines) => {
+                for line in lines {
+                    println!("{line}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
         },
         Command::Dlq { action } => {
             let runtime = tokio::runtime::Builder::new_current_thread()

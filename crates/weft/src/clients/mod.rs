@@ -6,6 +6,7 @@ pub mod auth;
 pub mod circuit;
 pub mod graphql;
 pub mod http;
+pub mod openapi;
 pub mod rate_limit;
 pub mod request;
 pub mod secret;

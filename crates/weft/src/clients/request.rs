@@ -236,6 +236,35 @@ impl RequestSpec {
         configured_origin: bool,
         response_limit: usize,
     ) -> Result<Response<Bytes>, ExchangeError> {
+        self.exchange_with(
+            uri,
+            method,
+            value,
+            metadata,
+            body,
+            content_type,
+            configured_origin,
+            response_limit,
+            &[],
+        )
+        .await
+    }
+
+    /// [`RequestSpec::exchange`] with headers of this message's own (e.g. OpenAPI header
+    /// parameters), sent after the configured ones.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn exchange_with(
+        &self,
+        uri: &Uri,
+        method: &Method,
+        value: &Value,
+        metadata: &Value,
+        body: Bytes,
+        content_type: Option<&'static str>,
+        configured_origin: bool,
+        response_limit: usize,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<Response<Bytes>, ExchangeError> {
         // Only a circuit or credentials need the origin; a plain call does not pay for it.
         let target = if self.breaker.is_some() || self.auth.is_some() {
             origin(uri)
@@ -271,6 +300,7 @@ impl RequestSpec {
                     content_type,
                     configured_origin,
                     credentials.as_ref(),
+                    extra,
                 )
                 .map_err(ExchangeError::Invalid)?;
             let sent = self
@@ -311,6 +341,7 @@ impl RequestSpec {
         content_type: Option<&'static str>,
         with_headers: bool,
         credentials: Option<&Credentials>,
+        extra: &[(HeaderName, HeaderValue)],
     ) -> Result<Request<Full<Bytes>>, String> {
         let uri = match credentials.and_then(|c| c.query.as_ref()) {
             Some((name, key)) => with_query(&without_query(uri, name), name, key.expose())?,
@@ -334,6 +365,9 @@ impl RequestSpec {
                 }
             };
             builder = builder.header(name, header_value);
+        }
+        for (name, header_value) in extra {
+            builder = builder.header(name, header_value.clone());
         }
         if !self.has_content_type
             && !body.is_empty()

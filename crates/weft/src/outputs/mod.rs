@@ -6,6 +6,7 @@ mod drop;
 mod file;
 mod graphql;
 mod http_client;
+pub mod openapi;
 mod soap;
 mod stdout;
 
@@ -24,6 +25,7 @@ pub enum OutputConfig {
     HttpClient(Box<http_client::Config>),
     Graphql(Box<graphql::Config>),
     Soap(Box<soap::Config>),
+    Openapi(Box<openapi::Config>),
     Stdout(stdout::Config),
     File(file::Config),
     Drop(drop::Config),
@@ -41,6 +43,7 @@ impl OutputConfig {
             OutputConfig::HttpClient(_) => "http_client",
             OutputConfig::Graphql(_) => "graphql",
             OutputConfig::Soap(_) => "soap",
+            OutputConfig::Openapi(_) => "openapi",
             OutputConfig::Stdout(_) => "stdout",
             OutputConfig::File(_) => "file",
             OutputConfig::Drop(_) => "drop",
@@ -52,6 +55,7 @@ impl OutputConfig {
             OutputConfig::HttpClient(c) => RetryPolicy::from(&c.retry),
             OutputConfig::Graphql(c) => RetryPolicy::from(&c.retry),
             OutputConfig::Soap(c) => RetryPolicy::from(&c.retry),
+            OutputConfig::Openapi(c) => RetryPolicy::from(&c.retry),
             _ => RetryPolicy::from(&RetryConfig::default()),
         }
     }
@@ -65,6 +69,9 @@ impl OutputConfig {
                 Output::Graphql(Box::new(c.build(&shared.http, resources)?))
             }
             OutputConfig::Soap(c) => Output::Soap(Box::new(c.build(&shared.http, resources)?)),
+            OutputConfig::Openapi(c) => {
+                Output::Openapi(Box::new(c.build(&shared.http, resources)?))
+            }
             OutputConfig::Stdout(c) => Output::Stdout(c.build()),
             OutputConfig::File(c) => Output::File(c.build()?),
             OutputConfig::Drop(_) => Output::Drop,
@@ -76,6 +83,7 @@ pub enum Output {
     HttpClient(Box<http_client::HttpClientOutput>),
     Graphql(Box<graphql::GraphqlOutput>),
     Soap(Box<soap::SoapOutput>),
+    Openapi(Box<openapi::OpenApiOutput>),
     Stdout(stdout::Stdout),
     File(file::FileOutput),
     Drop,
@@ -87,6 +95,7 @@ impl crate::core::Output for Output {
             Output::HttpClient(o) => o.send(message).await,
             Output::Graphql(o) => o.send(message).await,
             Output::Soap(o) => o.send(message).await,
+            Output::Openapi(o) => o.send(message).await,
             Output::Stdout(o) => o.send(message).await,
             Output::File(o) => o.send(message).await,
             Output::Drop => Attempt::Delivered,
@@ -98,6 +107,7 @@ impl crate::core::Output for Output {
             Output::HttpClient(o) => o.reads_metadata(),
             Output::Graphql(o) => o.reads_metadata(),
             Output::Soap(o) => o.reads_metadata(),
+            Output::Openapi(o) => o.reads_metadata(),
             Output::Stdout(_) | Output::File(_) | Output::Drop => false,
         }
     }

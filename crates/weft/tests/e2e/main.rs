@@ -12,6 +12,7 @@ mod http_input;
 mod http_poll;
 mod http_processor;
 mod idempotency;
+mod openapi;
 mod soap;
 mod support;
 mod tidy;

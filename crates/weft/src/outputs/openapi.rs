@@ -1,0 +1,337 @@
+//! `openapi`: calls one operation of an OpenAPI 3.0/3.1 document per message, by its
+//! `operationId`. Parameters (path, query, header) are taken from the message by name — or from
+//! the object `parameters` makes — and the JSON body is the message, or what `body` makes. Both
+//! are validated against the document's schemas first: a message that does not match fails at
+//! once, with every problem named, and nothing is sent. The document's security schemes are
+//! mapped onto auth profiles with `security`. `weft openapi list FILE` shows the operations.
+//!
+//! ```yaml
+//! output:
+//!   openapi:
+//!     spec: ./crm.openapi.yaml
+//!     operation: createContact
+//!     parameters: '{ "team": .team_id }'   # default: the message's fields by name
+//!     body: .contact                       # default: the message
+//!     security: { bearerAuth: crm }        # scheme in the document → resources.auth profile
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
+
+use crate::clients::Resources;
+use crate::clients::http::{ClientConfig, HttpClient};
+use crate::clients::openapi::{In, Operation, Spec, problems};
+use crate::clients::request::{
+    Parts, RequestSpec, attempt_of, attempt_of_status, check_uri, with_query,
+};
+use crate::config::BuildError;
+use crate::config::units::Dur;
+use crate::core::mapping::Mapping;
+use crate::core::retry::RetryConfig;
+use crate::core::{Attempt, Message, Value};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The OpenAPI document (YAML or JSON file).
+    pub spec: String,
+    /// The `operationId` to call.
+    pub operation: String,
+    /// Base URL instead of the document's first server.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// VRL expression giving the parameters object; default: the message.
+    #[serde(default)]
+    pub parameters: Option<String>,
+    /// VRL expression giving the JSON body; default: the message.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Security scheme name (from the document) → auth profile (from `resources.auth`).
+    #[serde(default)]
+    pub security: BTreeMap<String, String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub rate_limit: Option<String>,
+    #[serde(default)]
+    pub circuit_breaker: Option<String>,
+    #[serde(default)]
+    pub client: ClientConfig,
+}
+
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+pub struct OpenApiOutput {
+    spec: RequestSpec,
+    server: String,
+    operation: Operation,
+    parameters: Option<Mapping>,
+    body: Option<Mapping>,
+}
+
+impl Config {
+    pub fn build(
+        &self,
+        client: &HttpClient,
+        resources: &Resources,
+    ) -> Result<OpenApiOutput, Vec<BuildError>> {
+        let err = |field: &str, message: String| vec![BuildError::new(field, message)];
+        let document = Spec::load(&self.spec).map_err(|e| err("spec", e))?;
+        let ids: Vec<String> = document.operations.iter().map(|o| o.id.clone()).collect();
+        let Some(operation) = document
+            .operations
+            .into_iter()
+            .find(|o| o.id == self.operation)
+        else {
+            let mut message = format!("no operation `{}` in {}", self.operation, self.spec);
+            if let Some(near) =
+                crate::config::de::did_you_mean(&self.operation, ids.iter().map(String::as_str))
+            {
+                message.push_str(&format!("; did you mean `{near}`?"));
+            }
+            return Err(err("operation", message));
+        };
+        let server = match self
+            .server
+            .clone()
+            .or_else(|| document.servers.first().cloned())
+        {
+            Some(s) => s.trim_end_matches('/').to_string(),
+            None => {
+                return Err(err(
+                    "server",
+                    "the document names no server; give `server: https://…`".into(),
+                ));
+            }
+        };
+        check_uri(&format!("{server}/")).map_err(|e| err("server", e))?;
+        // The first alternative of the operation's security whose schemes are all mapped.
+        let auth = if operation.security.is_empty() {
+            None
+        } else {
+            let chosen = operation.security.iter().find(|alternative| {
+                alternative
+                    .iter()
+                    .all(|scheme| self.security.contains_key(scheme))
+            });
+            match chosen {
+                Some(alternative) if alternative.is_empty() => None,
+                Some(alternative) => Some(self.security[&alternative[0]].clone()),
+                None => {
+                    let wanted: Vec<String> =
+                        operation.security.iter().map(|a| a.join(" + ")).collect();
+                    return Err(err(
+                        "security",
+                        format!(
+                            "operation `{}` needs {}; map a scheme to an auth profile under `security`",
+                            operation.id,
+                            wanted.join(" or ")
+                        ),
+                    ));
+                }
+            }
+        };
+        let mut errors = Vec::new();
+        let compile = |field: &str, source: &Option<String>, errors: &mut Vec<BuildError>| {
+            source.as_deref().and_then(|s| {
+                Mapping::compile(s)
+                    .map_err(|d| errors.extend(BuildError::from_diagnostics(field, d)))
+                    .ok()
+            })
+        };
+        let parameters = compile("parameters", &self.parameters, &mut errors);
+        let body = compile("body", &self.body, &mut errors);
+        let base = format!("{server}/");
+        let spec = RequestSpec::build(
+            client,
+            resources,
+            Parts {
+                url: &base,
+                method: operation.method.as_str(),
+                headers: &self.headers,
+                timeout: self.timeout.0,
+                auth: auth.as_deref(),
+                rate_limit: self.rate_limit.as_deref(),
+                circuit_breaker: self.circuit_breaker.as_deref(),
+                client: &self.client,
+            },
+        )
+        .map_err(|e| errors.extend(e))
+        .ok();
+        match spec {
+            Some(spec) if errors.is_empty() => Ok(OpenApiOutput {
+                spec,
+                server,
+                operation,
+                parameters,
+                body,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// What a value is as a parameter's text.
+fn text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl OpenApiOutput {
+    pub fn reads_metadata(&self) -> bool {
+        self.spec.reads_metadata()
+            || self
+                .parameters
+                .as_ref()
+                .is_some_and(Mapping::reads_metadata)
+            || self.body.as_ref().is_some_and(Mapping::reads_metadata)
+    }
+
+    /// The request's URL, headers and body, or every way the message does not match.
+    #[allow(clippy::type_complexity)]
+    fn request(
+        &self,
+        message: &Message,
+    ) -> Result<(http::Uri, Vec<(HeaderName, HeaderValue)>, Option<Bytes>), String> {
+        let op = &self.operation;
+        let eval = |m: &Option<Mapping>| -> Result<Value, String> {
+            match m {
+                Some(m) => m
+                    .eval(&message.value, &message.metadata)
+                    .map_err(|e| e.to_string()),
+                None => Ok(message.value.clone()),
+            }
+        };
+        let params = serde_json::to_value(eval(&self.parameters)?).map_err(|e| e.to_string())?;
+        let mut problems_found = Vec::new();
+        let mut path = op.path.clone();
+        let mut query = Vec::new();
+        let mut headers = Vec::new();
+        for p in &op.params {
+            let Some(value) = params.get(&p.name).filter(|v| !v.is_null()) else {
+                if p.required {
+                    problems_found.push(format!("parameter `{}` is required", p.name));
+                }
+                continue;
+            };
+            if let Some(v) = &p.validator {
+                for problem in problems(v, value) {
+                    problems_found.push(format!("parameter `{}`: {problem}", p.name));
+                }
+            }
+            let text = text(value);
+            match p.location {
+                In::Path => {
+                    let encoded: String =
+                        url::form_urlencoded::byte_serialize(text.as_bytes()).collect();
+                    path = path.replace(&format!("{{{}}}", p.name), &encoded.replace('+', "%20"));
+                }
+                In::Query => query.push((p.name.clone(), text)),
+                In::Header => match (
+                    HeaderName::from_bytes(p.name.as_bytes()),
+                    HeaderValue::from_str(&text),
+                ) {
+                    (Ok(name), Ok(value)) => headers.push((name, value)),
+                    _ => problems_found
+                        .push(format!("parameter `{}`: not a valid header value", p.name)),
+                },
+            }
+        }
+        let body = match &op.body {
+            None => None,
+            Some((validator, required)) => {
+                let value = serde_json::to_value(eval(&self.body)?).map_err(|e| e.to_string())?;
+                if value.is_null() {
+                    if *required {
+                        problems_found.push("the request body is required".into());
+                    }
+                    None
+                } else {
+                    for problem in problems(validator, &value) {
+                        problems_found.push(format!("body {problem}"));
+                    }
+                    Some(Bytes::from(value.to_string()))
+                }
+            }
+        };
+        if !problems_found.is_empty() {
+            return Err(format!(
+                "the message does not match operation `{}` of the OpenAPI document: {}",
+                op.id,
+                problems_found.join("; ")
+            ));
+        }
+        let mut uri = check_uri(&format!("{}{path}", self.server))?;
+        for (name, value) in query {
+            uri = with_query(&uri, &name, &value)?;
+        }
+        Ok((uri, headers, body))
+    }
+
+    pub async fn send(&self, message: &Message) -> Attempt {
+        let (uri, headers, body) = match self.request(message) {
+            Ok(r) => r,
+            Err(reason) => {
+                return Attempt::Fatal {
+                    reason,
+                    response: None,
+                };
+            }
+        };
+        let method = &self.operation.method;
+        let shown = self.spec.shown(&uri);
+        let content_type = body.as_ref().map(|_| "application/json");
+        let response = match self
+            .spec
+            .exchange_with(
+                &uri,
+                method,
+                &message.value,
+                &message.metadata,
+                body.unwrap_or_default(),
+                content_type,
+                true,
+                64 * 1024,
+                &headers,
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return attempt_of(e, method, &shown),
+        };
+        if response.status().is_success() {
+            Attempt::Delivered
+        } else {
+            attempt_of_status(&response, method, &shown)
+        }
+    }
+}
+
+/// `weft openapi list`: one line per operation.
+pub fn list(path: &str) -> Result<Vec<String>, String> {
+    let spec = Spec::load(path)?;
+    Ok(spec
+        .operations
+        .iter()
+        .map(|o| {
+            let summary = if o.summary.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", o.summary)
+            };
+            format!("{}  {} {}{summary}", o.id, o.method, o.path)
+        })
+        .collect())
+}

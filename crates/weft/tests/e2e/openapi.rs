@@ -1,0 +1,124 @@
+//! The `openapi` output and `weft openapi list` against a document and a real receiving server:
+//! parameters and body from the message, validated before any call, security mapped to auth.
+
+use std::process::Stdio;
+
+use crate::support::*;
+
+fn document(server: &str) -> String {
+    format!(
+        r##"openapi: 3.0.3
+info: {{ title: CRM, version: "1" }}
+servers:
+  - url: "{server}"
+components:
+  securitySchemes:
+    bearerAuth: {{ type: http, scheme: bearer }}
+  schemas:
+    Contact:
+      type: object
+      required: [email]
+      properties:
+        email: {{ type: string }}
+        age: {{ type: integer, minimum: 0, nullable: true }}
+security:
+  - bearerAuth: []
+paths:
+  /teams/{{team}}/contacts:
+    parameters:
+      - {{ name: team, in: path, required: true, schema: {{ type: string }} }}
+    post:
+      operationId: createContact
+      summary: Add a contact to a team
+      parameters:
+        - {{ name: notify, in: query, schema: {{ type: boolean }} }}
+        - {{ name: X-Request-Id, in: header, required: true, schema: {{ type: string }} }}
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {{ $ref: "#/components/schemas/Contact" }}
+      responses:
+        "201": {{ description: created }}
+"##
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_is_called_with_parameters_and_refused_when_it_does_not_match() {
+    let receiver = Receiver::start().await;
+    let dir = scratch();
+    std::fs::write(dir.join("crm.yaml"), document(&receiver.url("/api"))).unwrap();
+    let port = free_port();
+    let config = format!(
+        r#"
+resources:
+  auth:
+    crm: {{ bearer: t0ken }}
+flows:
+  contacts:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    output:
+      openapi:
+        spec: "{spec}"
+        operation: createContact
+        parameters: '{{ "team": .team, "notify": .notify, "X-Request-Id": .rid }}'
+        body: .contact
+        security: {{ bearerAuth: crm }}
+"#,
+        spec = dir.join("crm.yaml").display()
+    );
+    let weft = Weft::start_in(dir.clone(), &config, &[], Stdio::null()).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let (status, _, body) = post_json(
+        &url,
+        r#"{"team": "eng a", "notify": true, "rid": "r1", "contact": {"email": "a@example.com", "age": null}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body} {}", weft.stderr());
+    let seen = receiver.seen();
+    assert_eq!(seen[0].path, "/api/teams/eng%20a/contacts?notify=true");
+    assert_eq!(seen[0].headers["x-request-id"], "r1");
+    assert_eq!(seen[0].headers["authorization"], "Bearer t0ken");
+    assert_eq!(
+        seen[0].json(),
+        serde_json::json!({"email": "a@example.com", "age": null})
+    );
+
+    // Refused before any call, with every problem named.
+    let (status, _, body) = post_json(
+        &url,
+        r#"{"team": "eng", "notify": "yes", "contact": {"age": -1}}"#,
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    for expected in [
+        "does not match operation `createContact`",
+        "parameter `X-Request-Id` is required",
+        "parameter `notify`",
+        "\\\"email\\\" is a required property",
+        "minimum",
+    ] {
+        assert!(body.contains(expected), "{expected} in {body}");
+    }
+    assert_eq!(receiver.seen().len(), 1);
+
+    // The operations, as weft reads them.
+    let (status, stdout, stderr) = weft_cmd(&["openapi", "list", "crm.yaml"], &dir);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        "createContact  POST /teams/{team}/contacts  Add a contact to a team"
+    );
+
+    // A misspelt operation is a config error with a suggestion.
+    std::fs::write(
+        dir.join("bad.yaml"),
+        config.replace("operation: createContact", "operation: createContcat"),
+    )
+    .unwrap();
+    let (status, _, stderr) = weft_cmd(&["check", "bad.yaml"], &dir);
+    assert!(!status.success());
+    assert!(stderr.contains("did you mean `createContact`?"), "{stderr}");
+}
