@@ -1,7 +1,8 @@
 //! Auth profiles (`resources.auth.NAME`), named by any HTTP component with `auth: NAME`.
 //!
 //! Kinds: `basic`, `bearer`, `api_key` (a header or a query parameter), `headers` (any fixed
-//! set), and `oauth2` — the client-credentials grant, or the refresh-token grant when a
+//! set), `hmac` (each request signed with a shared secret: algorithm, header, prefix, hex or
+//! base64, and what is signed — `{body}`, `{timestamp}`, `{method}`, `{path}`), and `oauth2` — the client-credentials grant, or the refresh-token grant when a
 //! `refresh_token` is given. An OAuth 2.0 token is fetched on first use, cached in memory and
 //! fetched again shortly before it expires (a tenth of its lifetime, at most a minute, early);
 //! concurrent requests wait for one fetch. A 401 answer drops the token it was sent with, and the
@@ -28,6 +29,13 @@
 //!     legacy: { basic: { username: weft, password: "${LEGACY_PASSWORD}" } }
 //!     maps: { api_key: { query: key, value: "${MAPS_KEY}" } }   # or `header: X-Api-Key`
 //!     partner: { headers: { X-Partner-Id: "42", X-Partner-Key: "${PARTNER_KEY}" } }
+//!     signed:
+//!       hmac:
+//!         secret: "${SIGNING_KEY}"
+//!         header: X-Signature
+//!         prefix: "sha256="
+//!         signed: "{timestamp}.{body}"
+//!         timestamp_header: X-Timestamp
 //! ```
 
 use std::collections::BTreeMap;
@@ -53,6 +61,42 @@ pub enum Config {
     ApiKey(ApiKeyConfig),
     Headers(BTreeMap<String, Secret>),
     Oauth2(OAuth2Config),
+    Hmac(HmacConfig),
+}
+
+/// Request signing with a shared secret.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HmacConfig {
+    pub secret: Secret,
+    /// `sha256` (default), `sha512` or `sha1`.
+    #[serde(default = "default_hmac_algorithm")]
+    pub algorithm: String,
+    /// The header that carries the signature.
+    pub header: String,
+    /// Written before the signature, e.g. `sha256=`.
+    #[serde(default)]
+    pub prefix: String,
+    /// `hex` (default) or `base64`.
+    #[serde(default = "default_hmac_encoding")]
+    pub encoding: String,
+    /// What is signed: `{body}`, `{timestamp}`, `{method}` and `{path}` (with its query) in any
+    /// text, e.g. `"{timestamp}.{body}"`.
+    #[serde(default = "default_hmac_signed")]
+    pub signed: String,
+    /// Send the signing time (Unix seconds) in this header.
+    #[serde(default)]
+    pub timestamp_header: Option<String>,
+}
+
+fn default_hmac_algorithm() -> String {
+    "sha256".into()
+}
+fn default_hmac_encoding() -> String {
+    "hex".into()
+}
+fn default_hmac_signed() -> String {
+    "{body}".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +169,75 @@ enum Kind {
     Headers(Vec<(HeaderName, HeaderValue)>),
     Query { name: String, value: Secret },
     OAuth2(Box<OAuth2>),
+    Hmac(Box<Hmac>),
+}
+
+struct Hmac {
+    key: ring::hmac::Key,
+    header: HeaderName,
+    prefix: String,
+    base64: bool,
+    signed: String,
+    timestamp_header: Option<HeaderName>,
+}
+
+/// What a signature covers, from the request being made.
+pub struct Signed<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub body: &'a [u8],
+}
+
+impl Hmac {
+    fn sign(&self, request: &Signed<'_>) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .to_string();
+        let path = request
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        // Placeholders are replaced in one pass, so a body holding `{path}` stays as it is.
+        let mut message = Vec::with_capacity(request.body.len() + self.signed.len());
+        let mut rest = self.signed.as_str();
+        while let Some(open) = rest.find('{') {
+            message.extend_from_slice(&rest.as_bytes()[..open]);
+            let after = &rest[open..];
+            let (part, len): (&[u8], usize) = if after.starts_with("{body}") {
+                (request.body, 6)
+            } else if after.starts_with("{timestamp}") {
+                (timestamp.as_bytes(), 11)
+            } else if after.starts_with("{method}") {
+                (request.method.as_str().as_bytes(), 8)
+            } else if after.starts_with("{path}") {
+                (path.as_bytes(), 6)
+            } else {
+                (b"{", 1)
+            };
+            message.extend_from_slice(part);
+            rest = &after[len..];
+        }
+        message.extend_from_slice(rest.as_bytes());
+        let tag = ring::hmac::sign(&self.key, &message);
+        let encoded = if self.base64 {
+            base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+        } else {
+            tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+        };
+        let mut headers = vec![(
+            self.header.clone(),
+            sensitive(&format!("{}{encoded}", self.prefix))?,
+        )];
+        if let Some(name) = &self.timestamp_header {
+            headers.push((
+                name.clone(),
+                HeaderValue::from_str(&timestamp).map_err(|e| e.to_string())?,
+            ));
+        }
+        Ok(headers)
+    }
 }
 
 /// What one request carries.
@@ -194,6 +307,52 @@ impl Config {
                 }
                 Kind::Headers(headers)
             }
+            Config::Hmac(h) => {
+                let algorithm = match h.algorithm.to_ascii_lowercase().as_str() {
+                    "sha256" => ring::hmac::HMAC_SHA256,
+                    "sha512" => ring::hmac::HMAC_SHA512,
+                    "sha1" => ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+                    other => {
+                        return Err(err(
+                            "hmac.algorithm",
+                            format!("`{other}`: use sha256, sha512 or sha1"),
+                        ));
+                    }
+                };
+                let base64 = match h.encoding.as_str() {
+                    "hex" => false,
+                    "base64" => true,
+                    other => {
+                        return Err(err(
+                            "hmac.encoding",
+                            format!("`{other}`: use hex or base64"),
+                        ));
+                    }
+                };
+                let header = HeaderName::from_bytes(h.header.as_bytes()).map_err(|_| {
+                    err(
+                        "hmac.header",
+                        format!("`{}` is not a valid header name", h.header),
+                    )
+                })?;
+                let timestamp_header = match &h.timestamp_header {
+                    None => None,
+                    Some(t) => Some(HeaderName::from_bytes(t.as_bytes()).map_err(|_| {
+                        err(
+                            "hmac.timestamp_header",
+                            format!("`{t}` is not a valid header name"),
+                        )
+                    })?),
+                };
+                Kind::Hmac(Box::new(Hmac {
+                    key: ring::hmac::Key::new(algorithm, h.secret.expose().as_bytes()),
+                    header,
+                    prefix: h.prefix.clone(),
+                    base64,
+                    signed: h.signed.clone(),
+                    timestamp_header,
+                }))
+            }
             Config::Oauth2(o) => {
                 let token_url: Uri = o
                     .token_url
@@ -238,8 +397,16 @@ impl Config {
 
 impl AuthProfile {
     /// The credentials for the next request (fetching an OAuth 2.0 token if none is fresh).
-    pub async fn credentials(&self) -> Result<Credentials, AuthError> {
+    pub async fn credentials(&self, request: &Signed<'_>) -> Result<Credentials, AuthError> {
         Ok(match &self.kind {
+            Kind::Hmac(h) => Credentials {
+                headers: h.sign(request).map_err(|reason| AuthError::Refused {
+                    profile: self.name.clone(),
+                    reason,
+                })?,
+                query: None,
+                token: None,
+            },
             Kind::Headers(headers) => Credentials {
                 headers: headers.clone(),
                 query: None,

@@ -14,7 +14,7 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, 
 use http_body_util::Full;
 
 use super::Resources;
-use super::auth::{AuthError, AuthProfile, Credentials};
+use super::auth::{AuthError, AuthProfile, Credentials, Signed};
 use super::circuit::Breaker;
 use super::http::{ClientError, HttpClient};
 use super::rate_limit::RateLimit;
@@ -287,7 +287,14 @@ impl RequestSpec {
                 limit.wait().await;
             }
             let credentials = match (&self.auth, configured_origin && to_auth_origin) {
-                (Some(auth), true) => Some(auth.credentials().await?),
+                (Some(auth), true) => Some(
+                    auth.credentials(&Signed {
+                        method,
+                        uri,
+                        body: &body,
+                    })
+                    .await?,
+                ),
                 _ => None,
             };
             let request = self

@@ -397,3 +397,67 @@ flows:
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hmac_profiles_sign_each_request_over_its_body_and_timestamp() {
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let config = format!(
+        r#"
+resources:
+  auth:
+    signed:
+      hmac:
+        secret: "${{SIGNING_KEY}}"
+        header: X-Signature
+        prefix: "sha256="
+        signed: "{{timestamp}}.{{method}}.{{path}}.{{body}}"
+        timestamp_header: X-Timestamp
+    signed_b64:
+      hmac: {{ secret: "${{SIGNING_KEY}}", algorithm: sha512, header: X-Sig, encoding: base64 }}
+flows:
+  out:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    outputs:
+      - http_client: {{ url: "{a}", auth: signed }}
+      - http_client: {{ url: "{b}", auth: signed_b64 }}
+"#,
+        a = receiver.url("/hooks?x=1"),
+        b = receiver.url("/b64")
+    );
+    let weft = Weft::start_with(
+        &config,
+        &[("SIGNING_KEY", "s3cret")],
+        std::process::Stdio::null(),
+    )
+    .await;
+    let body = r#"{"event":"paid","note":"{path}"}"#;
+    assert_eq!(
+        post_json(&format!("http://127.0.0.1:{port}/"), body)
+            .await
+            .0,
+        200,
+        "{}",
+        weft.stderr()
+    );
+    let seen = receiver.seen();
+    let hooks = seen.iter().find(|s| s.path.starts_with("/hooks")).unwrap();
+    let timestamp = hooks.headers["x-timestamp"].to_str().unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s3cret");
+    let signed = format!("{timestamp}.POST./hooks?x=1.{}", hooks.body);
+    let expected: String = ring::hmac::sign(&key, signed.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(hooks.headers["x-signature"], format!("sha256={expected}"));
+
+    use base64::Engine;
+    let b64 = seen.iter().find(|s| s.path == "/b64").unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA512, b"s3cret");
+    let expected = base64::engine::general_purpose::STANDARD
+        .encode(ring::hmac::sign(&key, b64.body.as_bytes()).as_ref());
+    assert_eq!(b64.headers["x-sig"], expected.as_str());
+    assert!(!weft.stderr().contains("s3cret"));
+}
