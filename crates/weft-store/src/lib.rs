@@ -744,10 +744,19 @@ fn truncate(text: &mut String, max: usize) {
     }
 }
 
-/// Tells a damaged file from other open errors.
+/// Tells a damaged file from other open errors: SQLite's "corrupt" (11), "not a database" (26)
+/// and a short read (522, a file cut off in the middle of a page) all mean the file is damaged.
 fn classify(e: sqlx::Error, path: &Path) -> StoreError {
+    let code = e
+        .as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.into_owned());
     let text = e.to_string();
-    if text.contains("not a database") || text.contains("malformed") || text.contains("corrupt") {
+    let damaged = matches!(code.as_deref(), Some("11" | "26" | "522"))
+        || text.contains("not a database")
+        || text.contains("malformed")
+        || text.contains("corrupt");
+    if damaged {
         StoreError::Corrupt {
             path: path.to_path_buf(),
             detail: text,

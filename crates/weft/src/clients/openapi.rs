@@ -35,6 +35,24 @@ pub struct Operation {
     pub body: Option<(jsonschema::Validator, bool)>,
     /// Alternatives of security requirements, each a list of scheme names.
     pub security: Vec<Vec<String>>,
+    /// Validators of the JSON answers, by status (`200`, `2XX`, `default`).
+    pub responses: Vec<(String, jsonschema::Validator)>,
+}
+
+impl Operation {
+    /// The validator for an answer with `status`: the exact code, its class, or `default`.
+    pub fn response_validator(&self, status: u16) -> Option<&jsonschema::Validator> {
+        let exact = status.to_string();
+        let class = format!("{}XX", status / 100);
+        [exact.as_str(), class.as_str(), "default"]
+            .iter()
+            .find_map(|key| {
+                self.responses
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                    .map(|(_, v)| v)
+            })
+    }
 }
 
 pub struct Spec {
@@ -212,6 +230,21 @@ impl Spec {
                     )),
                     None => None,
                 };
+                let mut responses = Vec::new();
+                for (status, answer) in op
+                    .get("responses")
+                    .and_then(Json::as_object)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(schema) = answer.pointer("/content/application~1json/schema") {
+                        responses.push((
+                            status.clone(),
+                            validator(schema, v31)
+                                .map_err(|e| format!("{path}: {id}: response {status}: {e}"))?,
+                        ));
+                    }
+                }
                 let security = op
                     .get("security")
                     .or(root_security.as_ref())
@@ -237,6 +270,7 @@ impl Spec {
                     params,
                     body,
                     security,
+                    responses,
                 });
             }
         }

@@ -70,7 +70,7 @@ impl OutputConfig {
             }
             OutputConfig::Soap(c) => Output::Soap(Box::new(c.build(&shared.http, resources)?)),
             OutputConfig::Openapi(c) => {
-                Output::Openapi(Box::new(c.build(&shared.http, resources)?))
+                Output::Openapi(Box::new(c.build_output(&shared.http, resources)?))
             }
             OutputConfig::Stdout(c) => Output::Stdout(c.build()),
             OutputConfig::File(c) => Output::File(c.build()?),

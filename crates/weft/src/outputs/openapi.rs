@@ -3,7 +3,10 @@
 //! the object `parameters` makes — and the JSON body is the message, or what `body` makes. Both
 //! are validated against the document's schemas first: a message that does not match fails at
 //! once, with every problem named, and nothing is sent. The document's security schemes are
-//! mapped onto auth profiles with `security`. `weft openapi list FILE` shows the operations.
+//! mapped onto auth profiles with `security`; `validate_response: true` checks a 2xx JSON answer
+//! against the document too. The `openapi` processor takes the same settings plus `result`, a
+//! VRL program that merges the answer (`%response.status`, `%response.body`) into the message.
+//! `weft openapi list FILE` shows the operations.
 //!
 //! ```yaml
 //! output:
@@ -65,13 +68,24 @@ pub struct Config {
     pub circuit_breaker: Option<String>,
     #[serde(default)]
     pub client: ClientConfig,
+    /// Also check a 2xx JSON answer against the document; one that does not match fails.
+    #[serde(default)]
+    pub validate_response: bool,
+    /// Processor only: VRL program merging the answer (`%response.status`, `%response.body`)
+    /// into the message; by default the answer's body becomes the message.
+    #[serde(default)]
+    pub result: Option<String>,
 }
+
+/// The largest answer read.
+const MAX_ANSWER: usize = 16 << 20;
 
 fn default_timeout() -> Dur {
     Dur(Duration::from_secs(30))
 }
 
 pub struct OpenApiOutput {
+    validate_response: bool,
     spec: RequestSpec,
     server: String,
     operation: Operation,
@@ -80,6 +94,21 @@ pub struct OpenApiOutput {
 }
 
 impl Config {
+    /// As an output: `result` has nothing to merge into.
+    pub fn build_output(
+        &self,
+        client: &HttpClient,
+        resources: &Resources,
+    ) -> Result<OpenApiOutput, Vec<BuildError>> {
+        if self.result.is_some() {
+            return Err(vec![BuildError::new(
+                "result",
+                "`result` merges an answer into the message: it belongs to the `openapi` processor",
+            )]);
+        }
+        self.build(client, resources)
+    }
+
     pub fn build(
         &self,
         client: &HttpClient,
@@ -170,6 +199,7 @@ impl Config {
         .ok();
         match spec {
             Some(spec) if errors.is_empty() => Ok(OpenApiOutput {
+                validate_response: self.validate_response,
                 spec,
                 server,
                 operation,
@@ -281,15 +311,20 @@ impl OpenApiOutput {
     }
 
     pub async fn send(&self, message: &Message) -> Attempt {
-        let (uri, headers, body) = match self.request(message) {
-            Ok(r) => r,
-            Err(reason) => {
-                return Attempt::Fatal {
-                    reason,
-                    response: None,
-                };
-            }
+        match self.call(message).await {
+            Ok(_) => Attempt::Delivered,
+            Err(failed) => failed,
+        }
+    }
+
+    /// One call: the answer's status and body (parsed JSON when it is JSON), or how the attempt
+    /// failed. With `validate_response`, a JSON answer that does not match the document fails.
+    pub async fn call(&self, message: &Message) -> Result<(u16, Value), Attempt> {
+        let fatal = |reason: String| Attempt::Fatal {
+            reason,
+            response: None,
         };
+        let (uri, headers, body) = self.request(message).map_err(fatal)?;
         let method = &self.operation.method;
         let shown = self.spec.shown(&uri);
         let content_type = body.as_ref().map(|_| "application/json");
@@ -303,19 +338,39 @@ impl OpenApiOutput {
                 body.unwrap_or_default(),
                 content_type,
                 true,
-                64 * 1024,
+                MAX_ANSWER,
                 &headers,
             )
             .await
         {
             Ok(r) => r,
-            Err(e) => return attempt_of(e, method, &shown),
+            Err(e) => return Err(attempt_of(e, method, &shown)),
         };
-        if response.status().is_success() {
-            Attempt::Delivered
-        } else {
-            attempt_of_status(&response, method, &shown)
+        let status = response.status();
+        if !status.is_success() {
+            return Err(attempt_of_status(&response, method, &shown));
         }
+        let json: Option<serde_json::Value> = serde_json::from_slice(response.body()).ok();
+        if self.validate_response
+            && let Some(validator) = self.operation.response_validator(status.as_u16())
+        {
+            let found = match &json {
+                Some(answer) => problems(validator, answer),
+                None => vec!["the answer is not JSON".to_string()],
+            };
+            if !found.is_empty() {
+                return Err(fatal(format!(
+                    "{method} {shown}: the answer ({status}) does not match operation `{}` of the OpenAPI document: {}",
+                    self.operation.id,
+                    found.join("; ")
+                )));
+            }
+        }
+        let value = match json {
+            Some(j) => serde_json::from_value(j).map_err(|e| fatal(e.to_string()))?,
+            None => Value::Bytes(response.body().clone()),
+        };
+        Ok((status.as_u16(), value))
     }
 }
 

@@ -7,6 +7,7 @@ mod graphql;
 mod http;
 mod log;
 mod map;
+mod openapi;
 mod soap;
 
 use serde::Deserialize;
@@ -28,6 +29,7 @@ pub enum ProcessorConfig {
     Http(Box<http::Config>),
     Graphql(Box<graphql::Config>),
     Soap(Box<soap::Config>),
+    Openapi(Box<openapi::Config>),
 }
 
 impl ProcessorConfig {
@@ -40,6 +42,7 @@ impl ProcessorConfig {
             ProcessorConfig::Http(_) => "http",
             ProcessorConfig::Graphql(_) => "graphql",
             ProcessorConfig::Soap(_) => "soap",
+            ProcessorConfig::Openapi(_) => "openapi",
         }
     }
 
@@ -62,6 +65,9 @@ impl ProcessorConfig {
             ProcessorConfig::Soap(c) => {
                 Processor::Soap(Box::new(c.build(&shared.http, resources)?))
             }
+            ProcessorConfig::Openapi(c) => {
+                Processor::Openapi(Box::new(openapi::build(c, &shared.http, resources)?))
+            }
         })
     }
 }
@@ -74,6 +80,7 @@ pub enum Processor {
     Http(Box<http::Http>),
     Graphql(Box<graphql::Graphql>),
     Soap(Box<soap::Soap>),
+    Openapi(Box<openapi::OpenApi>),
 }
 
 impl Processor {
@@ -97,6 +104,7 @@ impl crate::core::Processor for Processor {
             Processor::Http(p) => p.process(message).await?,
             Processor::Graphql(p) => p.process(message).await?,
             Processor::Soap(p) => p.process(message).await?,
+            Processor::Openapi(p) => p.process(message).await?,
         })
     }
 
@@ -111,6 +119,7 @@ impl crate::core::Processor for Processor {
             }
             Processor::Graphql(p) => p.reads_metadata(),
             Processor::Soap(p) => p.reads_metadata(),
+            Processor::Openapi(p) => p.reads_metadata(),
         }
     }
 }

@@ -40,6 +40,20 @@ paths:
             schema: {{ $ref: "#/components/schemas/Contact" }}
       responses:
         "201": {{ description: created }}
+  /teams/{{team}}:
+    get:
+      operationId: getTeam
+      parameters:
+        - {{ name: team, in: path, required: true, schema: {{ type: string }} }}
+      responses:
+        "200":
+          description: the team
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [name]
+                properties: {{ name: {{ type: string }} }}
 "##
     )
 }
@@ -109,7 +123,7 @@ flows:
     assert!(status.success(), "{stderr}");
     assert_eq!(
         stdout.trim(),
-        "createContact  POST /teams/{team}/contacts  Add a contact to a team"
+        "getTeam  GET /teams/{team}\ncreateContact  POST /teams/{team}/contacts  Add a contact to a team"
     );
 
     // A misspelt operation is a config error with a suggestion.
@@ -121,4 +135,61 @@ flows:
     let (status, _, stderr) = weft_cmd(&["check", "bad.yaml"], &dir);
     assert!(!status.success());
     assert!(stderr.contains("did you mean `createContact`?"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_processor_merges_an_answer_that_matches_the_document() {
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}/api", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(|request: http::Request<axum::body::Body>| async move {
+        let answer = if request.uri().path().ends_with("/eng") {
+            r#"{"name":"Engineering"}"#
+        } else {
+            r#"{"nom":"?"}"#
+        };
+        ([("content-type", "application/json")], answer).into_response()
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let receiver = Receiver::start().await;
+    let dir = scratch();
+    std::fs::write(dir.join("crm.yaml"), document(&api)).unwrap();
+    let port = free_port();
+    let config = format!(
+        r#"
+resources:
+  auth:
+    crm: {{ bearer: t0ken }}
+flows:
+  enrich:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    pipeline:
+      - openapi:
+          spec: "{spec}"
+          operation: getTeam
+          security: {{ bearerAuth: crm }}
+          validate_response: true
+          result: .team_info = %response.body
+    output:
+      http_client: {{ url: "{out}" }}
+"#,
+        spec = dir.join("crm.yaml").display(),
+        out = receiver.url("/out")
+    );
+    let weft = Weft::start_in(dir, &config, &[], Stdio::null()).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let (status, _, body) = post_json(&url, r#"{"team": "eng"}"#).await;
+    assert_eq!(status, 200, "{body} {}", weft.stderr());
+    assert_eq!(
+        receiver.seen()[0].json(),
+        serde_json::json!({"team": "eng", "team_info": {"name": "Engineering"}})
+    );
+    let (status, _, body) = post_json(&url, r#"{"team": "ops"}"#).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("the answer (200 OK) does not match operation `getTeam`"),
+        "{body}"
+    );
+    assert_eq!(receiver.seen().len(), 1);
 }
