@@ -51,6 +51,9 @@ pub struct Config {
     /// How to connect: CA file, client certificate (mTLS), lowest TLS version, timeouts, pool.
     #[serde(default)]
     pub client: crate::clients::http::ClientConfig,
+    /// Processor only: VRL program merging the answer (`%response`) into the message.
+    #[serde(default)]
+    pub result: Option<String>,
 }
 
 fn default_timeout() -> Dur {
@@ -58,6 +61,16 @@ fn default_timeout() -> Dur {
 }
 
 impl Config {
+    /// As an output: `result` has nothing to merge into.
+    pub fn build_output(
+        &self,
+        client: &HttpClient,
+        resources: &Resources,
+    ) -> Result<GraphqlOutput, Vec<BuildError>> {
+        super::no_result(&self.result)?;
+        self.build(client, resources)
+    }
+
     pub fn build(
         &self,
         client: &HttpClient,
@@ -81,7 +94,7 @@ impl Config {
     }
 }
 
-pub struct GraphqlOutput(GraphqlCall);
+pub struct GraphqlOutput(pub GraphqlCall);
 
 impl GraphqlOutput {
     pub fn reads_metadata(&self) -> bool {

@@ -4,10 +4,10 @@
 
 mod drop;
 mod file;
-mod graphql;
+pub mod graphql;
 mod http_client;
 pub mod openapi;
-mod soap;
+pub mod soap;
 mod stdout;
 
 use serde::Deserialize;
@@ -66,9 +66,11 @@ impl OutputConfig {
                 Output::HttpClient(Box::new(c.build(&shared.http, resources)?))
             }
             OutputConfig::Graphql(c) => {
-                Output::Graphql(Box::new(c.build(&shared.http, resources)?))
+                Output::Graphql(Box::new(c.build_output(&shared.http, resources)?))
             }
-            OutputConfig::Soap(c) => Output::Soap(Box::new(c.build(&shared.http, resources)?)),
+            OutputConfig::Soap(c) => {
+                Output::Soap(Box::new(c.build_output(&shared.http, resources)?))
+            }
             OutputConfig::Openapi(c) => {
                 Output::Openapi(Box::new(c.build_output(&shared.http, resources)?))
             }
@@ -110,5 +112,16 @@ impl crate::core::Output for Output {
             Output::Openapi(o) => o.reads_metadata(),
             Output::Stdout(_) | Output::File(_) | Output::Drop => false,
         }
+    }
+}
+
+/// An output that shares its settings with a processor refuses the processor's `result`.
+fn no_result(result: &Option<String>) -> Result<(), Vec<BuildError>> {
+    match result {
+        None => Ok(()),
+        Some(_) => Err(vec![BuildError::new(
+            "result",
+            "`result` merges an answer into the message: it belongs to the processor of this name",
+        )]),
     }
 }

@@ -100,12 +100,7 @@ impl Config {
         client: &HttpClient,
         resources: &Resources,
     ) -> Result<OpenApiOutput, Vec<BuildError>> {
-        if self.result.is_some() {
-            return Err(vec![BuildError::new(
-                "result",
-                "`result` merges an answer into the message: it belongs to the `openapi` processor",
-            )]);
-        }
+        super::no_result(&self.result)?;
         self.build(client, resources)
     }
 

@@ -53,6 +53,9 @@ pub struct Config {
     /// How to connect: CA file, client certificate (mTLS), lowest TLS version, timeouts, pool.
     #[serde(default)]
     pub client: crate::clients::http::ClientConfig,
+    /// Processor only: VRL program merging the answer (`%response`) into the message.
+    #[serde(default)]
+    pub result: Option<String>,
 }
 
 fn default_timeout() -> Dur {
@@ -60,6 +63,16 @@ fn default_timeout() -> Dur {
 }
 
 impl Config {
+    /// As an output: `result` has nothing to merge into.
+    pub fn build_output(
+        &self,
+        client: &HttpClient,
+        resources: &Resources,
+    ) -> Result<SoapOutput, Vec<BuildError>> {
+        super::no_result(&self.result)?;
+        self.build(client, resources)
+    }
+
     pub fn parts(&self) -> SoapParts<'_> {
         SoapParts {
             url: &self.url,
@@ -88,7 +101,7 @@ impl Config {
     }
 }
 
-pub struct SoapOutput(SoapCall);
+pub struct SoapOutput(pub SoapCall);
 
 impl SoapOutput {
     pub fn reads_metadata(&self) -> bool {

@@ -60,10 +60,10 @@ impl ProcessorConfig {
                 Processor::Http(Box::new(c.build(&shared.http, resources)?))
             }
             ProcessorConfig::Graphql(c) => {
-                Processor::Graphql(Box::new(c.build(&shared.http, resources)?))
+                Processor::Graphql(Box::new(graphql::build(c, &shared.http, resources)?))
             }
             ProcessorConfig::Soap(c) => {
-                Processor::Soap(Box::new(c.build(&shared.http, resources)?))
+                Processor::Soap(Box::new(soap::build(c, &shared.http, resources)?))
             }
             ProcessorConfig::Openapi(c) => {
                 Processor::Openapi(Box::new(openapi::build(c, &shared.http, resources)?))

@@ -1,6 +1,7 @@
-//! `soap`: calls a SOAP operation mid-pipeline and merges the answer's Body (as a value, see
-//! `core::xml`) into the message with VRL (`%response.body`); by default the Body becomes the
-//! message. Faults fail the message (`Server` / `Receiver` faults are retried in place first).
+//! `soap`: calls a SOAP operation mid-pipeline — the `soap` output's settings — and merges the
+//! answer's Body (as a value, see `core::xml`) into the message with VRL (`%response.body`); by
+//! default the Body becomes the message. Faults fail the message (`Server` / `Receiver` faults
+//! are retried in place first).
 //!
 //! ```yaml
 //! pipeline:
@@ -11,95 +12,42 @@
 //!       result: .customer = %response.body.GetCustomerResponse.Customer
 //! ```
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use serde::Deserialize;
-
 use crate::clients::Resources;
 use crate::clients::http::HttpClient;
-use crate::clients::soap::{SoapCall, SoapParts, SoapVersion};
 use crate::config::BuildError;
-use crate::config::units::Dur;
 use crate::core::mapping::{Mapping, empty_object, insert};
-use crate::core::retry::{self, RetryConfig, RetryPolicy};
+use crate::core::retry::{self, RetryPolicy};
 use crate::core::{MappingError, Message, StepError};
+use crate::outputs::soap::SoapOutput;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    pub url: String,
-    #[serde(default)]
-    pub version: SoapVersion,
-    #[serde(default)]
-    pub action: Option<String>,
-    /// MiniJinja template of the Body's content.
-    pub body: String,
-    /// VRL program merging `%response.body` into the message.
-    #[serde(default)]
-    pub result: Option<String>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default = "default_timeout")]
-    pub timeout: Dur,
-    #[serde(default)]
-    pub retry: RetryConfig,
-    #[serde(default)]
-    pub auth: Option<String>,
-    #[serde(default)]
-    pub rate_limit: Option<String>,
-    #[serde(default)]
-    pub circuit_breaker: Option<String>,
-    /// How to connect: CA file, client certificate (mTLS), lowest TLS version, timeouts, pool.
-    #[serde(default)]
-    pub client: crate::clients::http::ClientConfig,
-}
-
-fn default_timeout() -> Dur {
-    Dur(Duration::from_secs(10))
-}
+/// The `soap` output's settings, `result` included.
+pub type Config = crate::outputs::soap::Config;
 
 pub struct Soap {
-    call: SoapCall,
+    call: SoapOutput,
     retry: RetryPolicy,
     result: Option<Mapping>,
 }
 
-impl Config {
-    pub fn build(
-        &self,
-        client: &HttpClient,
-        resources: &Resources,
-    ) -> Result<Soap, Vec<BuildError>> {
-        let mut errors = Vec::new();
-        let call = SoapCall::build(
-            client,
-            resources,
-            SoapParts {
-                url: &self.url,
-                version: self.version,
-                action: self.action.as_deref(),
-                body: &self.body,
-                headers: &self.headers,
-                timeout: self.timeout.0,
-                auth: self.auth.as_deref(),
-                rate_limit: self.rate_limit.as_deref(),
-                circuit_breaker: self.circuit_breaker.as_deref(),
-                client: &self.client,
-            },
-        )
+pub fn build(
+    config: &Config,
+    client: &HttpClient,
+    resources: &Resources,
+) -> Result<Soap, Vec<BuildError>> {
+    let mut errors = Vec::new();
+    let call = config
+        .build(client, resources)
         .map_err(|e| errors.extend(e))
         .ok();
-        let result = super::compile_result(self.result.as_deref(), &mut errors);
-        let retry = super::in_place_policy(&self.retry, &mut errors);
-        match (call, retry) {
-            (Some(call), Some(retry)) if errors.is_empty() => Ok(Soap {
-                call,
-                retry,
-                result,
-            }),
-            _ => Err(errors),
-        }
+    let result = super::compile_result(config.result.as_deref(), &mut errors);
+    let retry = super::in_place_policy(&config.retry, &mut errors);
+    match (call, retry) {
+        (Some(call), Some(retry)) if errors.is_empty() => Ok(Soap {
+            call,
+            retry,
+            result,
+        }),
+        _ => Err(errors),
     }
 }
 
@@ -109,7 +57,7 @@ impl Soap {
     }
 
     pub async fn process(&self, message: Message) -> Result<Option<Message>, StepError> {
-        let body = retry::in_place(&self.retry, || self.call.call(&message))
+        let body = retry::in_place(&self.retry, || self.call.0.call(&message))
             .await
             .map_err(MappingError)?;
         let mut response = empty_object();
