@@ -752,7 +752,10 @@ fn classify(e: sqlx::Error, path: &Path) -> StoreError {
         .and_then(|d| d.code())
         .map(|c| c.into_owned());
     let text = e.to_string();
-    let damaged = matches!(code.as_deref(), Some("11" | "26" | "522"))
+    // Extended codes keep the primary code in their low byte (e.g. 267 = CORRUPT_VTAB).
+    let primary = code.as_deref().and_then(|c| c.parse::<i64>().ok());
+    let damaged = matches!(primary.map(|c| c & 0xff), Some(11 | 26))
+        || primary == Some(522)
         || text.contains("not a database")
         || text.contains("malformed")
         || text.contains("corrupt");

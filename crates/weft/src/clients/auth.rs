@@ -344,6 +344,23 @@ impl Config {
                         )
                     })?),
                 };
+                sensitive(&format!("{}0", h.prefix))
+                    .map_err(|e| err("hmac.prefix", format!("the prefix {e}")))?;
+                let mut rest = h.signed.as_str();
+                while let Some(open) = rest.find('{') {
+                    let after = &rest[open..];
+                    let Some(close) = after.find('}') else { break };
+                    let name = &after[1..close];
+                    if !["body", "timestamp", "method", "path"].contains(&name) {
+                        return Err(err(
+                            "hmac.signed",
+                            format!(
+                                "unknown part `{{{name}}}`; use {{body}}, {{timestamp}}, {{method}} or {{path}}"
+                            ),
+                        ));
+                    }
+                    rest = &after[close + 1..];
+                }
                 Kind::Hmac(Box::new(Hmac {
                     key: ring::hmac::Key::new(algorithm, h.secret.expose().as_bytes()),
                     header,

@@ -1,7 +1,8 @@
 //! OpenAPI 3.0 / 3.1 documents: loaded from a file (YAML or JSON), their operations found by
 //! `operationId`, and JSON Schema validators built for each operation's parameters and request
-//! body (local `$ref`s inlined; 3.0's `nullable` turned into a `null` type), so a request that
-//! does not match the document is refused before it is sent.
+//! body (local `$ref`s inlined, a recursive one cut where it recurs; 3.0's `nullable` turned
+//! into a `null` type), so a request that does not match the document's schemas is refused
+//! before it is sent. Error messages name where and which rule, never the value.
 
 use std::collections::BTreeMap;
 
@@ -31,8 +32,8 @@ pub struct Operation {
     pub path: String,
     pub summary: String,
     pub params: Vec<Param>,
-    /// The JSON request body's validator, and whether a body is required.
-    pub body: Option<(jsonschema::Validator, bool)>,
+    /// The JSON request body, when the operation takes one.
+    pub body: Option<Body>,
     /// Alternatives of security requirements, each a list of scheme names.
     pub security: Vec<Vec<String>>,
     /// Validators of the JSON answers, by status (`200`, `2XX`, `default`).
@@ -40,19 +41,25 @@ pub struct Operation {
 }
 
 impl Operation {
-    /// The validator for an answer with `status`: the exact code, its class, or `default`.
+    /// The validator for a success with `status`: the exact code or its class (`default`
+    /// usually describes errors, so it is not used for a success).
     pub fn response_validator(&self, status: u16) -> Option<&jsonschema::Validator> {
         let exact = status.to_string();
         let class = format!("{}XX", status / 100);
-        [exact.as_str(), class.as_str(), "default"]
-            .iter()
-            .find_map(|key| {
-                self.responses
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                    .map(|(_, v)| v)
-            })
+        [exact.as_str(), class.as_str()].iter().find_map(|key| {
+            self.responses
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v)
+        })
     }
+}
+
+pub struct Body {
+    pub required: bool,
+    /// The document's JSON media type (`application/json`, `…+json`).
+    pub content_type: String,
+    pub validator: Option<jsonschema::Validator>,
 }
 
 pub struct Spec {
@@ -87,44 +94,92 @@ fn to_json(node: &Node) -> Json {
     }
 }
 
-/// `value` with every local `$ref` replaced by what it points at.
-fn inline(doc: &Json, value: &Json, depth: usize) -> Json {
-    match value {
-        Json::Object(map) => {
-            if let Some(Json::String(target)) = map.get("$ref")
-                && let Some(pointer) = target.strip_prefix('#')
-            {
-                if depth >= MAX_REF_DEPTH {
-                    return Json::Object(Default::default());
-                }
-                return doc
-                    .pointer(pointer)
-                    .map_or(Json::Null, |found| inline(doc, found, depth + 1));
-            }
-            Json::Object(
-                map.iter()
-                    .map(|(k, v)| (k.clone(), inline(doc, v, depth)))
-                    .collect(),
-            )
-        }
-        Json::Array(items) => Json::Array(items.iter().map(|i| inline(doc, i, depth)).collect()),
-        other => other.clone(),
+/// The most schema nodes inlining may produce, so a document that reuses schemas heavily
+/// cannot blow up at load.
+const MAX_INLINED: usize = 200_000;
+
+/// `value` with every local `$ref` replaced by what it points at. A `$ref` that comes back on
+/// its own chain (a recursive schema) is cut there and accepts anything below; one that points
+/// nowhere is an error.
+fn inline(
+    doc: &Json,
+    value: &Json,
+    chain: &mut Vec<String>,
+    budget: &mut usize,
+) -> Result<Json, String> {
+    if *budget == 0 {
+        return Err("the document's schemas expand too far to inline".into());
     }
+    *budget -= 1;
+    Ok(match value {
+        Json::Object(map) => {
+            if let Some(Json::String(target)) = map.get("$ref") {
+                let Some(pointer) = target.strip_prefix('#') else {
+                    return Err(format!(
+                        "`$ref: {target}`: only references inside the document are followed"
+                    ));
+                };
+                if chain.iter().any(|t| t == target) || chain.len() >= MAX_REF_DEPTH {
+                    return Ok(Json::Object(Default::default()));
+                }
+                let found = doc
+                    .pointer(pointer)
+                    .ok_or_else(|| format!("`$ref: {target}` points at nothing"))?;
+                chain.push(target.clone());
+                let inlined = inline(doc, found, chain, budget);
+                chain.pop();
+                return inlined;
+            }
+            let mut out = serde_json::Map::new();
+            for (k, v) in map {
+                out.insert(k.clone(), inline(doc, v, chain, budget)?);
+            }
+            Json::Object(out)
+        }
+        Json::Array(items) => Json::Array(
+            items
+                .iter()
+                .map(|i| inline(doc, i, chain, budget))
+                .collect::<Result<_, _>>()?,
+        ),
+        other => other.clone(),
+    })
 }
 
-/// 3.0's `nullable: true` as JSON Schema says it: `null` among the types.
-fn nullable_to_type(value: &mut Json) {
-    match value {
-        Json::Object(map) => {
-            if map.remove("nullable") == Some(Json::Bool(true))
-                && let Some(Json::String(t)) = map.get("type").cloned()
-            {
+/// 3.0's `nullable: true` as JSON Schema says it: `null` among the types. Walks schemas only,
+/// so a property that happens to be called `nullable` is left alone.
+fn nullable_to_type(schema: &mut Json) {
+    let Json::Object(map) = schema else { return };
+    if map.get("nullable") == Some(&Json::Bool(true)) {
+        map.remove("nullable");
+        match map.get("type").cloned() {
+            Some(Json::String(t)) => {
                 map.insert("type".into(), serde_json::json!([t, "null"]));
             }
-            map.values_mut().for_each(nullable_to_type);
+            _ => {
+                if let Some(Json::Array(options)) = map.get_mut("enum") {
+                    options.push(Json::Null);
+                }
+            }
         }
-        Json::Array(items) => items.iter_mut().for_each(nullable_to_type),
-        _ => {}
+    } else if map.get("nullable") == Some(&Json::Bool(false)) {
+        map.remove("nullable");
+    }
+    for (key, value) in map.iter_mut() {
+        match key.as_str() {
+            "properties" | "patternProperties" | "definitions" | "$defs" => {
+                if let Json::Object(schemas) = value {
+                    schemas.values_mut().for_each(nullable_to_type);
+                }
+            }
+            "items" | "not" | "additionalProperties" | "contains" => nullable_to_type(value),
+            "allOf" | "anyOf" | "oneOf" | "prefixItems" => {
+                if let Json::Array(schemas) = value {
+                    schemas.iter_mut().for_each(nullable_to_type);
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -173,8 +228,10 @@ impl Spec {
             .and_then(Json::as_object)
             .cloned()
             .unwrap_or_default();
+        let mut budget = MAX_INLINED;
         for (path, item) in &paths {
-            let item = inline(&doc, item, 0);
+            let item = inline(&doc, item, &mut Vec::new(), &mut budget)
+                .map_err(|e| format!("{path}: {e}"))?;
             let shared_params = item.get("parameters").cloned();
             for method in ["get", "put", "post", "delete", "patch", "head", "options"] {
                 let Some(op) = item.get(method) else { continue };
@@ -221,14 +278,40 @@ impl Spec {
                         validator,
                     });
                 }
-                let body = match op.pointer("/requestBody/content/application~1json/schema") {
-                    Some(schema) => Some((
-                        validator(schema, v31).map_err(|e| format!("{path}: {id}: body: {e}"))?,
-                        op.pointer("/requestBody/required")
-                            .and_then(Json::as_bool)
-                            .unwrap_or(false),
-                    )),
+                let body = match op.get("requestBody") {
                     None => None,
+                    Some(request_body) => {
+                        let required = request_body
+                            .get("required")
+                            .and_then(Json::as_bool)
+                            .unwrap_or(false);
+                        let content = request_body.get("content").and_then(Json::as_object);
+                        let json = content.into_iter().flatten().find(|(media, _)| {
+                            let essence = media.split(';').next().unwrap_or("").trim();
+                            essence == "application/json" || essence.ends_with("+json")
+                        });
+                        match json {
+                            Some((media, spec)) => Some(Body {
+                                required,
+                                content_type: media.clone(),
+                                validator: match spec.get("schema") {
+                                    Some(schema) => Some(
+                                        validator(schema, v31)
+                                            .map_err(|e| format!("{path}: {id}: body: {e}"))?,
+                                    ),
+                                    None => None,
+                                },
+                            }),
+                            None if required => {
+                                let types: Vec<&String> =
+                                    content.into_iter().flatten().map(|(m, _)| m).collect();
+                                return Err(format!(
+                                    "{path}: {id}: the body must be one of {types:?}; weft sends JSON"
+                                ));
+                            }
+                            None => None,
+                        }
+                    }
                 };
                 let mut responses = Vec::new();
                 for (status, answer) in op
@@ -281,17 +364,77 @@ impl Spec {
     }
 }
 
-/// Every message of a failed validation, with where in the instance it is.
+/// Where and which rule a failed validation broke — never the value itself, which may be a
+/// secret or personal data bound for a log or a dead letter.
 pub fn problems(validator: &jsonschema::Validator, instance: &Json) -> Vec<String> {
     validator
         .iter_errors(instance)
         .map(|e| {
             let at = e.instance_path().to_string();
+            let rule = e.schema_path().to_string();
+            let keyword = rule.rsplit('/').next().unwrap_or("");
+            let what = match keyword {
+                "required" => "a required property is missing".to_string(),
+                "" => "does not match".to_string(),
+                k => format!("breaks `{k}`"),
+            };
             if at.is_empty() {
-                e.to_string()
+                format!("{what} (schema {rule})")
             } else {
-                format!("{at}: {e}")
+                format!("{at}: {what} (schema {rule})")
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(doc: serde_json::Value) -> Result<Spec, String> {
+        let path = std::env::temp_dir().join(format!(
+            "weft-openapi-{}-{}.json",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::write(&path, doc.to_string()).unwrap();
+        let spec = Spec::load(&path.display().to_string());
+        let _ = std::fs::remove_file(&path);
+        spec
+    }
+
+    #[test]
+    fn recursive_refs_nullable_fields_and_json_flavoured_bodies() {
+        let spec = load(serde_json::json!({
+            "openapi": "3.0.3",
+            "components": {"schemas": {"Node": {
+                "type": "object",
+                "properties": {
+                    "children": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
+                    "nullable": {"type": "string"},
+                    "note": {"type": "string", "nullable": true}
+                }
+            }}},
+            "paths": {"/nodes": {"patch": {
+                "operationId": "patchNode",
+                "requestBody": {"required": true, "content": {
+                    "application/merge-patch+json": {"schema": {"$ref": "#/components/schemas/Node"}}
+                }}
+            }}}
+        }))
+        .unwrap();
+        let op = &spec.operations[0];
+        let body = op.body.as_ref().unwrap();
+        assert_eq!(body.content_type, "application/merge-patch+json");
+        let v = body.validator.as_ref().unwrap();
+        let ok = serde_json::json!({"note": null, "nullable": "a property", "children": [{"children": []}]});
+        assert!(problems(v, &ok).is_empty(), "{:?}", problems(v, &ok));
+        assert!(!problems(v, &serde_json::json!({"nullable": 1})).is_empty());
+
+        let missing = load(serde_json::json!({
+            "openapi": "3.1.0",
+            "paths": {"/x": {"get": {"parameters": [{"$ref": "#/components/parameters/Nope"}]}}}
+        }));
+        assert!(missing.err().unwrap().contains("points at nothing"));
+    }
 }

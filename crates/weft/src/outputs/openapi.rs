@@ -26,7 +26,7 @@ use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use crate::clients::Resources;
-use crate::clients::http::{ClientConfig, HttpClient};
+use crate::clients::http::{ClientConfig, HttpClient, Truncated};
 use crate::clients::openapi::{In, Operation, Spec, problems};
 use crate::clients::request::{
     Parts, RequestSpec, attempt_of, attempt_of_status, check_uri, with_query,
@@ -157,7 +157,7 @@ impl Config {
                     return Err(err(
                         "security",
                         format!(
-                            "operation `{}` needs {}; map a scheme to an auth profile under `security`",
+                            "operation `{}` needs {}; map one scheme to an auth profile under `security` (weft applies one profile per request)",
                             operation.id,
                             wanted.join(" or ")
                         ),
@@ -245,6 +245,13 @@ impl OpenApiOutput {
         let mut query = Vec::new();
         let mut headers = Vec::new();
         for p in &op.params {
+            // OpenAPI ignores these as header parameters: weft sets them itself.
+            if p.location == In::Header
+                && ["authorization", "content-type", "accept"]
+                    .contains(&p.name.to_ascii_lowercase().as_str())
+            {
+                continue;
+            }
             let Some(value) = params.get(&p.name).filter(|v| !v.is_null()) else {
                 if p.required {
                     problems_found.push(format!("parameter `{}` is required", p.name));
@@ -276,16 +283,18 @@ impl OpenApiOutput {
         }
         let body = match &op.body {
             None => None,
-            Some((validator, required)) => {
+            Some(spec) => {
                 let value = serde_json::to_value(eval(&self.body)?).map_err(|e| e.to_string())?;
                 if value.is_null() {
-                    if *required {
+                    if spec.required {
                         problems_found.push("the request body is required".into());
                     }
                     None
                 } else {
-                    for problem in problems(validator, &value) {
-                        problems_found.push(format!("body {problem}"));
+                    if let Some(validator) = &spec.validator {
+                        for problem in problems(validator, &value) {
+                            problems_found.push(format!("body {problem}"));
+                        }
                     }
                     Some(Bytes::from(value.to_string()))
                 }
@@ -322,7 +331,17 @@ impl OpenApiOutput {
         let (uri, headers, body) = self.request(message).map_err(fatal)?;
         let method = &self.operation.method;
         let shown = self.spec.shown(&uri);
-        let content_type = body.as_ref().map(|_| "application/json");
+        let mut content_type = body.as_ref().map(|_| "application/json");
+        let mut headers = headers;
+        if body.is_some()
+            && let Some(spec) = &self.operation.body
+            && spec.content_type != "application/json"
+            && let Ok(value) = HeaderValue::from_str(&spec.content_type)
+        {
+            // The document's own JSON type (`application/merge-patch+json`…) instead.
+            headers.push((http::header::CONTENT_TYPE, value));
+            content_type = None;
+        }
         let response = match self
             .spec
             .exchange_with(
@@ -345,8 +364,20 @@ impl OpenApiOutput {
         if !status.is_success() {
             return Err(attempt_of_status(&response, method, &shown));
         }
+        if response.extensions().get::<Truncated>().is_some() {
+            return Err(Attempt::Retryable {
+                reason: format!(
+                    "{method} {shown}: the answer was cut short (over the size limit, or broken off)"
+                ),
+                retry_after: None,
+                response: None,
+            });
+        }
         let json: Option<serde_json::Value> = serde_json::from_slice(response.body()).ok();
+        let empty = response.body().iter().all(u8::is_ascii_whitespace);
+        // An empty answer (201, 204…) has nothing to check: the server already acted on it.
         if self.validate_response
+            && !empty
             && let Some(validator) = self.operation.response_validator(status.as_u16())
         {
             let found = match &json {

@@ -111,11 +111,12 @@ flows:
         "does not match operation `createContact`",
         "parameter `X-Request-Id` is required",
         "parameter `notify`",
-        "\\\"email\\\" is a required property",
-        "minimum",
+        "body a required property is missing (schema /required)",
+        "body /age: breaks `minimum`",
     ] {
         assert!(body.contains(expected), "{expected} in {body}");
     }
+    assert!(!body.contains("yes"), "values stay out of reasons: {body}");
     assert_eq!(receiver.seen().len(), 1);
 
     // The operations, as weft reads them.
