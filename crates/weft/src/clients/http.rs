@@ -8,10 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Uri};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
@@ -44,9 +47,45 @@ pub struct ClientConfig {
     /// Idle connections kept per host for reuse.
     #[serde(default)]
     pub pool_max_idle_per_host: Option<usize>,
+    /// An HTTP proxy (`http://[user:password@]host:port`) to tunnel every connection through
+    /// (HTTP CONNECT); its credentials go in `Proxy-Authorization`.
+    #[serde(default)]
+    pub proxy: Option<crate::clients::secret::Secret>,
 }
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A CONNECT tunnel through `proxy` (`http://[user:password@]host:port`). Errors never repeat
+/// the URL, which may hold a password.
+fn tunnel(proxy: &str, connect: HttpConnector) -> Result<Tunnel<HttpConnector>, String> {
+    let url = url::Url::parse(proxy).map_err(|e| format!("the proxy URL does not parse: {e}"))?;
+    if url.scheme() != "http" || url.host_str().is_none() {
+        return Err("the proxy must be `http://host:port` (CONNECT tunnels to any target)".into());
+    }
+    let port = url.port_or_known_default().unwrap_or(80);
+    let target: Uri = format!("http://{}:{port}", url.host_str().unwrap_or_default())
+        .parse()
+        .map_err(|_| "the proxy host is not valid".to_string())?;
+    let mut tunnel = Tunnel::new(target, connect);
+    if !url.username().is_empty() {
+        let user = percent_decode(url.username());
+        let password = percent_decode(url.password().unwrap_or(""));
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let value = HeaderValue::from_str(&format!("Basic {encoded}"))
+            .map_err(|_| "the proxy credentials are not valid in a header".to_string())?;
+        tunnel = tunnel.with_auth(value);
+    }
+    Ok(tunnel)
+}
+
+fn percent_decode(text: &str) -> String {
+    // In a URL's user part `+` is itself, not a space as in a form.
+    form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
 
 fn tcp(connect_timeout: Duration) -> HttpConnector {
     let mut http = HttpConnector::new();
@@ -71,7 +110,13 @@ pub struct Truncated;
 
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Direct(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    Tunneled(Client<HttpsConnector<Tunnel<HttpConnector>>, Full<Bytes>>),
 }
 
 impl Default for HttpClient {
@@ -91,7 +136,9 @@ impl HttpClient {
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(https);
-        HttpClient { inner }
+        HttpClient {
+            inner: Inner::Direct(inner),
+        }
     }
 
     /// The shared client when `config` asks for nothing special, else a client of its own.
@@ -160,22 +207,27 @@ impl HttpClient {
                 ));
             }
         };
+        let connect = tcp(config
+            .connect_timeout
+            .as_ref()
+            .map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0));
         let https = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(tcp(config
-                .connect_timeout
-                .as_ref()
-                .map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0)));
+            .enable_all_versions();
         let mut builder = Client::builder(TokioExecutor::new());
         builder.pool_idle_timeout(Duration::from_secs(60));
         if let Some(idle) = config.pool_max_idle_per_host {
             builder.pool_max_idle_per_host(idle);
         }
-        Ok(HttpClient {
-            inner: builder.build(https),
-        })
+        let inner = match &config.proxy {
+            None => Inner::Direct(builder.build(https.wrap_connector(connect))),
+            Some(proxy) => {
+                let tunnel = tunnel(proxy.expose(), connect).map_err(|e| err("client.proxy", e))?;
+                Inner::Tunneled(builder.build(https.wrap_connector(tunnel)))
+            }
+        };
+        Ok(HttpClient { inner })
     }
 
     /// Sends `request` and reads at most `body_limit` bytes of the answer, all within `timeout`.
@@ -186,7 +238,13 @@ impl HttpClient {
         body_limit: usize,
     ) -> Result<Response<Bytes>, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let response = tokio::time::timeout_at(deadline, self.inner.request(request))
+        let exchange = async {
+            match &self.inner {
+                Inner::Direct(client) => client.request(request).await,
+                Inner::Tunneled(client) => client.request(request).await,
+            }
+        };
+        let response = tokio::time::timeout_at(deadline, exchange)
             .await
             .map_err(|_| ClientError::Timeout(timeout))?
             .map_err(|e| {

@@ -1,6 +1,6 @@
 //! Client TLS options against real TLS servers made in the test: a private CA (`ca_file`),
-//! mutual TLS (`cert_file` / `key_file`), the lowest TLS version (`min_tls`), and HTTP/2 when
-//! the server offers it.
+//! mutual TLS (`cert_file` / `key_file`), the lowest TLS version (`min_tls`), an HTTP proxy,
+//! and HTTP/2 when the server offers it.
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -216,4 +216,78 @@ async fn a_private_ca_and_mutual_tls_and_the_lowest_version_are_honoured() {
     let (status, _, stderr) = weft_cmd(&["check", "bad.yaml"], &dir);
     assert!(!status.success());
     assert!(stderr.contains("field `client.min_tls`"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_tunnel_through_an_http_proxy_with_its_credentials() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    // A CONNECT proxy that records what it was asked.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap();
+    let asked: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let log = asked.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                continue;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut client = BufReader::new(client);
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if client.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                log.lock().unwrap().push(head.clone());
+                let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let mut client = client.into_inner();
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let config = format!(
+        r#"
+flows:
+  proxied:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    output:
+      http_client:
+        url: "{url}"
+        client: {{ proxy: "http://weft:p%40ss+1@{proxy}" }}
+"#,
+        url = receiver.url("/in")
+    );
+    let weft = Weft::start(&config).await;
+    let (status, _, body) = post_json(&format!("http://127.0.0.1:{port}/"), "{}").await;
+    assert_eq!(status, 200, "{body} {}", weft.stderr());
+    assert_eq!(receiver.seen().len(), 1);
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(
+        asked[0].starts_with(&format!("CONNECT {} HTTP/1.1", receiver.address)),
+        "{asked:?}"
+    );
+    // base64("weft:p@ss+1")
+    assert!(
+        asked[0].contains("Proxy-Authorization: Basic d2VmdDpwQHNzKzE="),
+        "{asked:?}"
+    );
+    assert!(!weft.stderr().contains("p@ss"));
 }
