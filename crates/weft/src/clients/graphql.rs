@@ -12,8 +12,8 @@ use bytes::Bytes;
 use http::Method;
 
 use super::Resources;
-use super::http::{HttpClient, Truncated};
-use super::request::{Parts, RequestSpec, attempt_of, attempt_of_status};
+use super::http::HttpClient;
+use super::request::{Parts, RequestSpec};
 use crate::config::BuildError;
 use crate::core::mapping::Mapping;
 use crate::core::retry::Answer;
@@ -127,30 +127,16 @@ impl GraphqlCall {
         let shown = self.spec.shown(&uri);
         let response = self
             .spec
-            .exchange(
+            .success(
                 &uri,
                 &Method::POST,
-                &message.value,
-                &message.metadata,
+                (&message.value, &message.metadata),
                 Bytes::from(body),
                 Some("application/json"),
-                true,
                 MAX_ANSWER,
+                &[],
             )
-            .await
-            .map_err(|e| attempt_of(e, &Method::POST, &shown))?;
-        if !response.status().is_success() {
-            return Err(attempt_of_status(&response, &Method::POST, &shown));
-        }
-        if response.extensions().get::<Truncated>().is_some() {
-            return Err(Attempt::Retryable {
-                reason: format!(
-                    "POST {shown}: the answer was cut short (over the size limit, or broken off)"
-                ),
-                retry_after: None,
-                response: None,
-            });
-        }
+            .await?;
         let answer: serde_json::Value = serde_json::from_slice(response.body())
             .map_err(|e| fatal(format!("POST {shown}: the answer is not JSON: {e}")))?;
         if let Some(errors) = answer.get("errors").and_then(|e| e.as_array())

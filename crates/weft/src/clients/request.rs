@@ -250,6 +250,43 @@ impl RequestSpec {
         .await
     }
 
+    /// One call for `message` to `uri` (the configured origin) that must succeed: a whole 2xx
+    /// answer, or the attempt's failure — no answer, a status judged by the usual classes
+    /// ([`attempt_of_status`]), or a body cut short.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn success(
+        &self,
+        uri: &Uri,
+        method: &Method,
+        message: (&Value, &Value),
+        body: Bytes,
+        content_type: Option<&'static str>,
+        response_limit: usize,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<Response<Bytes>, Attempt> {
+        let response = self
+            .exchange_with(
+                uri,
+                method,
+                message.0,
+                message.1,
+                body,
+                content_type,
+                true,
+                response_limit,
+                extra,
+            )
+            .await
+            .map_err(|e| attempt_of(e, method, &self.shown(uri)))?;
+        if !response.status().is_success() {
+            return Err(attempt_of_status(&response, method, &self.shown(uri)));
+        }
+        match cut_short(&response, method, || self.shown(uri)) {
+            Some(failed) => Err(failed),
+            None => Ok(response),
+        }
+    }
+
     /// [`RequestSpec::exchange`] with headers of this message's own (e.g. OpenAPI header
     /// parameters), sent after the configured ones.
     #[allow(clippy::too_many_arguments)]
@@ -443,6 +480,26 @@ pub fn attempt_of_status(response: &Response<Bytes>, method: &Method, shown: &st
             response: answer,
         }
     }
+}
+
+/// An answer whose body was cut short (over the size limit, or broken off): worth a retry,
+/// since a connection that broke off mid-answer usually does not again.
+pub fn cut_short(
+    response: &Response<Bytes>,
+    method: &Method,
+    shown: impl FnOnce() -> String,
+) -> Option<Attempt> {
+    response
+        .extensions()
+        .get::<super::http::Truncated>()
+        .map(|_| Attempt::Retryable {
+            reason: format!(
+                "{method} {}: the answer was cut short (over the size limit, or broken off)",
+                shown()
+            ),
+            retry_after: None,
+            response: None,
+        })
 }
 
 /// The most of an answer's body put in a failure reason.

@@ -15,8 +15,8 @@ use http::Method;
 use serde::Deserialize;
 
 use super::Resources;
-use super::http::{HttpClient, Truncated};
-use super::request::{Parts, RequestSpec, attempt_of, attempt_of_status};
+use super::http::HttpClient;
+use super::request::{Parts, RequestSpec, attempt_of, attempt_of_status, cut_short};
 use crate::config::BuildError;
 use crate::core::mapping::to_text;
 use crate::core::retry::Answer;
@@ -181,14 +181,8 @@ impl SoapCall {
             .await
             .map_err(|e| attempt_of(e, &Method::POST, &shown))?;
         let status = response.status();
-        if response.extensions().get::<Truncated>().is_some() {
-            return Err(Attempt::Retryable {
-                reason: format!(
-                    "POST {shown}: the answer was cut short (over the size limit, or broken off)"
-                ),
-                retry_after: None,
-                response: None,
-            });
+        if let Some(failed) = cut_short(&response, &Method::POST, || shown.clone()) {
+            return Err(failed);
         }
         // A one-way operation answers 202 (or 200) with no body at all.
         if status.is_success() && response.body().iter().all(u8::is_ascii_whitespace) {

@@ -214,7 +214,9 @@ impl<P: Processor, O: Output> Flow<P, O> {
     /// Gives back the store keys a failed message took, so that its resend is processed rather
     /// than dropped as a duplicate. Only keys the message still holds are removed.
     pub async fn release(&self, claims: Vec<Claim>, id: Ulid) {
-        let Some(store) = &self.store else { return };
+        let Some(store) = self.store.as_ref().filter(|_| !claims.is_empty()) else {
+            return;
+        };
         let holder = Claim::pending(id);
         for claim in claims {
             if let Err(e) = store
@@ -229,7 +231,9 @@ impl<P: Processor, O: Output> Flow<P, O> {
     /// Marks the store keys of a handled message as done, so that repeats are dropped for the
     /// rest of their TTL. Called before the input or the queue acks the message.
     pub async fn settle(&self, claims: Vec<Claim>, id: Ulid) {
-        let Some(store) = &self.store else { return };
+        let Some(store) = self.store.as_ref().filter(|_| !claims.is_empty()) else {
+            return;
+        };
         let (pending, settled) = (Claim::pending(id), Claim::settled(id));
         for claim in claims {
             if let Err(e) = store

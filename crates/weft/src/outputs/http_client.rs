@@ -251,7 +251,8 @@ impl HttpClientOutput {
         for _ in 0..=MAX_REDIRECTS {
             let same_origin =
                 uri.scheme() == origin.0.as_ref() && uri.authority() == origin.1.as_ref();
-            let shown = self.spec.shown(&uri);
+            // Only failures show the URL: built then, not on every request.
+            let shown = || self.spec.shown(&uri);
             let exchanged = self
                 .spec
                 .exchange(
@@ -295,7 +296,7 @@ impl HttpClientOutput {
                 }
                 Err(ExchangeError::Transport(e)) => {
                     return Attempt::Retryable {
-                        reason: format!("{method} {shown}: {e}"),
+                        reason: format!("{method} {}: {e}", shown()),
                         retry_after: None,
                         response: None,
                     };
@@ -312,7 +313,7 @@ impl HttpClientOutput {
                 let body =
                     String::from_utf8_lossy(&response.body()[..response.body().len().min(512)])
                         .into_owned();
-                format!("{method} {shown} answered {status}: {body}")
+                format!("{method} {} answered {status}: {body}", shown())
             };
             match self.classify(status) {
                 Class::Success => return Attempt::Delivered,

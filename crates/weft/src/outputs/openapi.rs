@@ -26,11 +26,9 @@ use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use crate::clients::Resources;
-use crate::clients::http::{ClientConfig, HttpClient, Truncated};
+use crate::clients::http::{ClientConfig, HttpClient};
 use crate::clients::openapi::{In, Operation, Spec, problems};
-use crate::clients::request::{
-    Parts, RequestSpec, attempt_of, attempt_of_status, check_uri, with_query,
-};
+use crate::clients::request::{Parts, RequestSpec, check_uri, with_query};
 use crate::config::BuildError;
 use crate::config::units::Dur;
 use crate::core::mapping::Mapping;
@@ -342,37 +340,19 @@ impl OpenApiOutput {
             headers.push((http::header::CONTENT_TYPE, value));
             content_type = None;
         }
-        let response = match self
+        let response = self
             .spec
-            .exchange_with(
+            .success(
                 &uri,
                 method,
-                &message.value,
-                &message.metadata,
+                (&message.value, &message.metadata),
                 body.unwrap_or_default(),
                 content_type,
-                true,
                 MAX_ANSWER,
                 &headers,
             )
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return Err(attempt_of(e, method, &shown)),
-        };
+            .await?;
         let status = response.status();
-        if !status.is_success() {
-            return Err(attempt_of_status(&response, method, &shown));
-        }
-        if response.extensions().get::<Truncated>().is_some() {
-            return Err(Attempt::Retryable {
-                reason: format!(
-                    "{method} {shown}: the answer was cut short (over the size limit, or broken off)"
-                ),
-                retry_after: None,
-                response: None,
-            });
-        }
         let json: Option<serde_json::Value> = serde_json::from_slice(response.body()).ok();
         let empty = response.body().iter().all(u8::is_ascii_whitespace);
         // An empty answer (201, 204…) has nothing to check: the server already acted on it.

@@ -24,13 +24,13 @@ use http::Method;
 use serde::Deserialize;
 
 use crate::clients::Resources;
-use crate::clients::http::{HttpClient, Truncated};
-use crate::clients::request::{Parts, RequestSpec, attempt_of, attempt_of_status};
+use crate::clients::http::HttpClient;
+use crate::clients::request::{Parts, RequestSpec};
 use crate::config::BuildError;
 use crate::config::units::{Dur, Size};
-use crate::core::mapping::{Mapping, empty_object, insert};
-use crate::core::retry::{self, RetryConfig, RetryPolicy};
-use crate::core::{Attempt, MappingError, Message, StepError, Value};
+use crate::core::mapping::{empty_object, insert};
+use crate::core::retry::RetryConfig;
+use crate::core::{Attempt, Message, StepError, Value};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,10 +74,11 @@ fn default_max_body() -> Size {
     Size(10 << 20)
 }
 
-pub struct Http {
+pub struct Http(super::ApiStep<Call>);
+
+/// The request of one `http` step.
+struct Call {
     spec: RequestSpec,
-    retry: RetryPolicy,
-    pub(super) result: Option<Mapping>,
     max_body: usize,
 }
 
@@ -87,8 +88,7 @@ impl Config {
         client: &HttpClient,
         resources: &Resources,
     ) -> Result<Http, Vec<BuildError>> {
-        let mut errors = Vec::new();
-        let spec = RequestSpec::build(
+        let call = RequestSpec::build(
             client,
             resources,
             Parts {
@@ -102,27 +102,29 @@ impl Config {
                 client: &self.client,
             },
         )
-        .map_err(|e| errors.extend(e))
-        .ok();
-        let result = super::compile_result(self.result.as_deref(), &mut errors);
-        let retry = super::in_place_policy(&self.retry, &mut errors);
-        match (spec, retry) {
-            (Some(spec), Some(retry)) if errors.is_empty() => Ok(Http {
-                spec,
-                retry,
-                result,
-                max_body: self.max_body_size.0 as usize,
-            }),
-            _ => Err(errors),
-        }
+        .map(|spec| Call {
+            spec,
+            max_body: self.max_body_size.0 as usize,
+        });
+        super::ApiStep::build(call, &self.retry, self.result.as_deref()).map(Http)
     }
 }
 
 impl Http {
     pub fn reads_metadata(&self) -> bool {
-        self.spec.reads_metadata()
+        self.0.call.spec.reads_metadata() || self.0.result_reads_metadata()
     }
 
+    pub async fn process(&self, message: Message) -> Result<Option<Message>, StepError> {
+        let (status, body) = self.0.ask(|| self.0.call.call(&message)).await?;
+        let mut response = empty_object();
+        insert(&mut response, "status", Value::Integer(i64::from(status)));
+        insert(&mut response, "body", body.clone());
+        self.0.merge(message, response, body)
+    }
+}
+
+impl Call {
     /// One call: the answer (status, body) or how the attempt failed.
     async fn call(&self, message: &Message) -> Result<(u16, Value), Attempt> {
         let uri = self
@@ -133,7 +135,6 @@ impl Http {
                 response: None,
             })?;
         let method = &self.spec.method;
-        let shown = self.spec.shown(&uri);
         let (body, content_type) = if method == Method::GET || method == Method::HEAD {
             (bytes::Bytes::new(), None)
         } else if message.is_json() {
@@ -143,42 +144,18 @@ impl Http {
         };
         let response = self
             .spec
-            .exchange(
+            .success(
                 &uri,
                 method,
-                &message.value,
-                &message.metadata,
+                (&message.value, &message.metadata),
                 body,
                 content_type,
-                true,
                 self.max_body,
+                &[],
             )
-            .await
-            .map_err(|e| attempt_of(e, method, &shown))?;
-        if !response.status().is_success() {
-            return Err(attempt_of_status(&response, method, &shown));
-        }
-        if response.extensions().get::<Truncated>().is_some() {
-            return Err(Attempt::Retryable {
-                reason: format!(
-                    "{method} {shown}: the answer was cut short (over max_body_size, or broken off)"
-                ),
-                retry_after: None,
-                response: None,
-            });
-        }
+            .await?;
         let body = serde_json::from_slice::<Value>(response.body())
             .unwrap_or_else(|_| Value::Bytes(response.body().clone()));
         Ok((response.status().as_u16(), body))
-    }
-
-    pub async fn process(&self, message: Message) -> Result<Option<Message>, StepError> {
-        let (status, body) = retry::in_place(&self.retry, || self.call(&message))
-            .await
-            .map_err(MappingError)?;
-        let mut response = empty_object();
-        insert(&mut response, "status", Value::Integer(i64::from(status)));
-        insert(&mut response, "body", body.clone());
-        super::merge_answer(self.result.as_ref(), message, response, body)
     }
 }

@@ -114,9 +114,7 @@ impl crate::core::Processor for Processor {
             Processor::Filter(p) => p.condition.reads_metadata(),
             Processor::Log(p) => p.message.reads_metadata(),
             Processor::Dedupe(p) => p.key.reads_metadata(),
-            Processor::Http(p) => {
-                p.reads_metadata() || p.result.as_ref().is_some_and(|r| r.reads_metadata())
-            }
+            Processor::Http(p) => p.reads_metadata(),
             Processor::Graphql(p) => p.reads_metadata(),
             Processor::Soap(p) => p.reads_metadata(),
             Processor::Openapi(p) => p.reads_metadata(),
@@ -184,4 +182,58 @@ fn in_place_policy(
         return None;
     }
     Some(crate::core::retry::RetryPolicy::from(config))
+}
+
+/// What every step that calls an API has besides its call: in-place retries and `result`.
+struct ApiStep<C> {
+    call: C,
+    retry: crate::core::retry::RetryPolicy,
+    result: Option<Mapping>,
+}
+
+impl<C> ApiStep<C> {
+    /// Puts a built call together with its retry policy and `result`, collecting every error.
+    fn build(
+        call: Result<C, Vec<BuildError>>,
+        retry: &crate::core::retry::RetryConfig,
+        result: Option<&str>,
+    ) -> Result<ApiStep<C>, Vec<BuildError>> {
+        let mut errors = Vec::new();
+        let call = call.map_err(|e| errors.extend(e)).ok();
+        let result = compile_result(result, &mut errors);
+        let retry = in_place_policy(retry, &mut errors);
+        match (call, retry) {
+            (Some(call), Some(retry)) if errors.is_empty() => Ok(ApiStep {
+                call,
+                retry,
+                result,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    fn result_reads_metadata(&self) -> bool {
+        self.result.as_ref().is_some_and(Mapping::reads_metadata)
+    }
+
+    /// What `call` answers, retried in place as the step's policy says.
+    async fn ask<T, F, Fut>(&self, call: F) -> Result<T, StepError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::core::Attempt>>,
+    {
+        Ok(crate::core::retry::in_place(&self.retry, call)
+            .await
+            .map_err(crate::core::MappingError)?)
+    }
+
+    /// The answer merged into `message` by `result` (see [`merge_answer`]).
+    fn merge(
+        &self,
+        message: Message,
+        response: Value,
+        main: Value,
+    ) -> Result<Option<Message>, StepError> {
+        merge_answer(self.result.as_ref(), message, response, main)
+    }
 }

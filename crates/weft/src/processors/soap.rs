@@ -15,53 +15,37 @@
 use crate::clients::Resources;
 use crate::clients::http::HttpClient;
 use crate::config::BuildError;
-use crate::core::mapping::{Mapping, empty_object, insert};
-use crate::core::retry::{self, RetryPolicy};
-use crate::core::{MappingError, Message, StepError};
+use crate::core::mapping::{empty_object, insert};
+use crate::core::{Message, StepError};
 use crate::outputs::soap::SoapOutput;
 
 /// The `soap` output's settings, `result` included.
 pub type Config = crate::outputs::soap::Config;
 
-pub struct Soap {
-    call: SoapOutput,
-    retry: RetryPolicy,
-    result: Option<Mapping>,
-}
+pub struct Soap(super::ApiStep<SoapOutput>);
 
 pub fn build(
     config: &Config,
     client: &HttpClient,
     resources: &Resources,
 ) -> Result<Soap, Vec<BuildError>> {
-    let mut errors = Vec::new();
-    let call = config
-        .build(client, resources)
-        .map_err(|e| errors.extend(e))
-        .ok();
-    let result = super::compile_result(config.result.as_deref(), &mut errors);
-    let retry = super::in_place_policy(&config.retry, &mut errors);
-    match (call, retry) {
-        (Some(call), Some(retry)) if errors.is_empty() => Ok(Soap {
-            call,
-            retry,
-            result,
-        }),
-        _ => Err(errors),
-    }
+    super::ApiStep::build(
+        config.build(client, resources),
+        &config.retry,
+        config.result.as_deref(),
+    )
+    .map(Soap)
 }
 
 impl Soap {
     pub fn reads_metadata(&self) -> bool {
-        self.call.reads_metadata() || self.result.as_ref().is_some_and(Mapping::reads_metadata)
+        self.0.call.reads_metadata() || self.0.result_reads_metadata()
     }
 
     pub async fn process(&self, message: Message) -> Result<Option<Message>, StepError> {
-        let body = retry::in_place(&self.retry, || self.call.0.call(&message))
-            .await
-            .map_err(MappingError)?;
+        let body = self.0.ask(|| self.0.call.0.call(&message)).await?;
         let mut response = empty_object();
         insert(&mut response, "body", body.clone());
-        super::merge_answer(self.result.as_ref(), message, response, body)
+        self.0.merge(message, response, body)
     }
 }
