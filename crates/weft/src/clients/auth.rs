@@ -39,6 +39,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -167,9 +168,14 @@ pub struct AuthProfile {
 
 enum Kind {
     Headers(Vec<(HeaderName, HeaderValue)>),
-    Query { name: String, value: Secret },
+    Query {
+        name: String,
+        value: Secret,
+    },
     OAuth2(Box<OAuth2>),
     Hmac(Box<Hmac>),
+    /// Several profiles on one request (an OpenAPI requirement naming several schemes).
+    All(Vec<Arc<AuthProfile>>),
 }
 
 struct Hmac {
@@ -243,10 +249,10 @@ impl Hmac {
 /// What one request carries.
 pub struct Credentials {
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// A query parameter to add (name, value).
-    pub query: Option<(String, Secret)>,
-    /// The OAuth 2.0 access token used, to drop it if it is refused.
-    token: Option<Secret>,
+    /// Query parameters to add (name, value).
+    pub query: Vec<(String, Secret)>,
+    /// The OAuth 2.0 access tokens used, to drop them if they are refused.
+    tokens: Vec<Secret>,
 }
 
 fn sensitive(value: &str) -> Result<HeaderValue, String> {
@@ -421,18 +427,18 @@ impl AuthProfile {
                     profile: self.name.clone(),
                     reason,
                 })?,
-                query: None,
-                token: None,
+                query: Vec::new(),
+                tokens: Vec::new(),
             },
             Kind::Headers(headers) => Credentials {
                 headers: headers.clone(),
-                query: None,
-                token: None,
+                query: Vec::new(),
+                tokens: Vec::new(),
             },
             Kind::Query { name, value } => Credentials {
                 headers: Vec::new(),
-                query: Some((name.clone(), value.clone())),
-                token: None,
+                query: vec![(name.clone(), value.clone())],
+                tokens: Vec::new(),
             },
             Kind::OAuth2(o) => {
                 let token = o.token(&self.name).await?;
@@ -444,28 +450,61 @@ impl AuthProfile {
                 })?;
                 Credentials {
                     headers: vec![(header::AUTHORIZATION, value)],
-                    query: None,
-                    token: Some(token),
+                    query: Vec::new(),
+                    tokens: vec![token],
                 }
+            }
+            Kind::All(profiles) => {
+                let mut all = Credentials {
+                    headers: Vec::new(),
+                    query: Vec::new(),
+                    tokens: Vec::new(),
+                };
+                for profile in profiles {
+                    // Boxed: a profile may hold profiles, so the future is recursive.
+                    let one = Box::pin(profile.credentials(request)).await?;
+                    all.headers.extend(one.headers);
+                    all.query.extend(one.query);
+                    all.tokens.extend(one.tokens);
+                }
+                all
             }
         })
     }
 
-    /// The query parameter that carries the key, for a query API key.
-    pub fn query_param(&self) -> Option<&str> {
+    /// Several profiles applied together, under one name.
+    pub fn all(name: String, profiles: Vec<Arc<AuthProfile>>) -> AuthProfile {
+        AuthProfile {
+            name,
+            kind: Kind::All(profiles),
+        }
+    }
+
+    /// The query parameters that carry keys (query API keys).
+    pub fn query_params(&self) -> Vec<&str> {
         match &self.kind {
-            Kind::Query { name, .. } => Some(name),
-            _ => None,
+            Kind::Query { name, .. } => vec![name],
+            Kind::All(profiles) => profiles.iter().flat_map(|p| p.query_params()).collect(),
+            _ => Vec::new(),
         }
     }
 
     /// The server answered 401 to `used`: whether a retry with fresh credentials makes sense
     /// (only for OAuth 2.0, whose cached token is dropped here).
     pub async fn refused(&self, used: &Credentials) -> bool {
-        match (&self.kind, &used.token) {
-            (Kind::OAuth2(o), Some(token)) => {
-                o.drop_token(token).await;
+        match &self.kind {
+            Kind::OAuth2(o) if !used.tokens.is_empty() => {
+                for token in &used.tokens {
+                    o.drop_token(token).await;
+                }
                 true
+            }
+            Kind::All(profiles) => {
+                let mut any = false;
+                for profile in profiles {
+                    any |= Box::pin(profile.refused(used)).await;
+                }
+                any
             }
             _ => false,
         }

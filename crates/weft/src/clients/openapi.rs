@@ -19,11 +19,129 @@ pub enum In {
     Header,
 }
 
+/// How a parameter's value is written (OpenAPI's `style`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Simple,
+    Label,
+    Matrix,
+    Form,
+    SpaceDelimited,
+    PipeDelimited,
+    DeepObject,
+}
+
+impl Style {
+    fn parse(text: Option<&str>, location: In) -> Result<Style, String> {
+        let style = match text {
+            None if location == In::Query => return Ok(Style::Form),
+            None => return Ok(Style::Simple),
+            Some("simple") => Style::Simple,
+            Some("label") => Style::Label,
+            Some("matrix") => Style::Matrix,
+            Some("form") => Style::Form,
+            Some("spaceDelimited") => Style::SpaceDelimited,
+            Some("pipeDelimited") => Style::PipeDelimited,
+            Some("deepObject") => Style::DeepObject,
+            Some(other) => return Err(format!("unknown style `{other}`")),
+        };
+        let allowed = match location {
+            In::Path => matches!(style, Style::Simple | Style::Label | Style::Matrix),
+            In::Query => matches!(
+                style,
+                Style::Form | Style::SpaceDelimited | Style::PipeDelimited | Style::DeepObject
+            ),
+            In::Header => style == Style::Simple,
+        };
+        if allowed {
+            Ok(style)
+        } else {
+            Err(format!(
+                "style `{}` is not allowed here",
+                text.unwrap_or("")
+            ))
+        }
+    }
+}
+
 pub struct Param {
     pub name: String,
     pub location: In,
     pub required: bool,
+    pub style: Style,
+    pub explode: bool,
     pub validator: Option<jsonschema::Validator>,
+}
+
+/// A value's text inside a parameter.
+fn value_text(value: &Json) -> String {
+    match value {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Percent-encoded for a path segment or a query component (a space as `%20`).
+fn encoded(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+impl Param {
+    /// The parameter as it is sent, by its `style` and `explode`: for a path, what replaces
+    /// `{name}`; for a query, its `name=value` pairs joined by `&` (empty when there are none);
+    /// for a header, the value. Path and query text is percent-encoded, delimiters are not.
+    pub fn serialize(&self, value: &Json) -> String {
+        let enc = |t: &str| {
+            if self.location == In::Header {
+                t.to_string()
+            } else {
+                encoded(t)
+            }
+        };
+        let name = enc(&self.name);
+        // The value as items: one for a primitive, the elements of an array, and for an object
+        // either `key=value` items (exploded) or keys and values in turn.
+        let exploded_object = matches!(value, Json::Object(_)) && self.explode;
+        let items: Vec<String> = match value {
+            Json::Array(values) => values.iter().map(|v| enc(&value_text(v))).collect(),
+            Json::Object(fields) if self.explode || self.style == Style::DeepObject => fields
+                .iter()
+                .map(|(k, v)| match self.style {
+                    Style::DeepObject => format!("{name}%5B{}%5D={}", enc(k), enc(&value_text(v))),
+                    _ => format!("{}={}", enc(k), enc(&value_text(v))),
+                })
+                .collect(),
+            Json::Object(fields) => fields
+                .iter()
+                .flat_map(|(k, v)| [enc(k), enc(&value_text(v))])
+                .collect(),
+            primitive => vec![enc(&value_text(primitive))],
+        };
+        let array = matches!(value, Json::Array(_));
+        match self.style {
+            Style::Simple => items.join(","),
+            Style::Label if self.explode => format!(".{}", items.join(".")),
+            Style::Label => format!(".{}", items.join(",")),
+            Style::Matrix if exploded_object => items.iter().map(|i| format!(";{i}")).collect(),
+            Style::Matrix if self.explode && array => {
+                items.iter().map(|i| format!(";{name}={i}")).collect()
+            }
+            Style::Matrix => format!(";{name}={}", items.join(",")),
+            Style::Form if exploded_object => items.join("&"),
+            Style::DeepObject if matches!(value, Json::Object(_)) => items.join("&"),
+            Style::Form if !self.explode => format!("{name}={}", items.join(",")),
+            // deepObject is defined for objects only; anything else is written as exploded form.
+            Style::Form | Style::DeepObject => items
+                .iter()
+                .map(|i| format!("{name}={i}"))
+                .collect::<Vec<_>>()
+                .join("&"),
+            Style::SpaceDelimited => format!("{name}={}", items.join("%20")),
+            Style::PipeDelimited => format!("{name}={}", items.join("%7C")),
+        }
+    }
 }
 
 pub struct Operation {
@@ -62,8 +180,37 @@ pub struct Body {
     pub validator: Option<jsonschema::Validator>,
 }
 
+/// A server of the document: its URL template and variables (name → default, allowed values).
+pub struct Server {
+    pub url: String,
+    pub variables: BTreeMap<String, (String, Vec<String>)>,
+}
+
+impl Server {
+    /// The URL with its `{variables}` filled from `values`, else their defaults.
+    pub fn resolve(&self, values: &BTreeMap<String, String>) -> Result<String, String> {
+        if let Some(unknown) = values.keys().find(|k| !self.variables.contains_key(*k)) {
+            return Err(format!(
+                "the server `{}` has no variable `{unknown}`",
+                self.url
+            ));
+        }
+        let mut url = self.url.clone();
+        for (name, (default, allowed)) in &self.variables {
+            let value = values.get(name).unwrap_or(default);
+            if !allowed.is_empty() && !allowed.contains(value) {
+                return Err(format!(
+                    "server variable `{name}` must be one of {allowed:?}"
+                ));
+            }
+            url = url.replace(&format!("{{{name}}}"), value);
+        }
+        Ok(url)
+    }
+}
+
 pub struct Spec {
-    pub servers: Vec<String>,
+    pub servers: Vec<Server>,
     pub operations: Vec<Operation>,
 }
 
@@ -215,12 +362,28 @@ impl Spec {
         let servers = doc
             .get("servers")
             .and_then(Json::as_array)
-            .map(|s| {
-                s.iter()
-                    .filter_map(|s| s.get("url")?.as_str().map(str::to_string))
-                    .collect()
+            .into_iter()
+            .flatten()
+            .filter_map(|server| {
+                let url = server.get("url")?.as_str()?.to_string();
+                let variables = server
+                    .get("variables")
+                    .and_then(Json::as_object)
+                    .into_iter()
+                    .flatten()
+                    .map(|(name, v)| {
+                        let default = v.get("default").map(value_text).unwrap_or_default();
+                        let allowed = v
+                            .get("enum")
+                            .and_then(Json::as_array)
+                            .map(|e| e.iter().map(value_text).collect())
+                            .unwrap_or_default();
+                        (name.clone(), (default, allowed))
+                    })
+                    .collect();
+                Some(Server { url, variables })
             })
-            .unwrap_or_default();
+            .collect();
         let root_security = doc.get("security").cloned();
         let mut operations = Vec::new();
         let paths = doc
@@ -270,9 +433,16 @@ impl Spec {
                         ),
                         None => None,
                     };
+                    let style = Style::parse(p.get("style").and_then(Json::as_str), location)
+                        .map_err(|e| format!("{path}: {id}: parameter `{name}`: {e}"))?;
                     params.push(Param {
                         required: location == In::Path
                             || p.get("required").and_then(Json::as_bool).unwrap_or(false),
+                        explode: p
+                            .get("explode")
+                            .and_then(Json::as_bool)
+                            .unwrap_or(style == Style::Form),
+                        style,
                         name,
                         location,
                         validator,
@@ -436,5 +606,172 @@ mod tests {
             "paths": {"/x": {"get": {"parameters": [{"$ref": "#/components/parameters/Nope"}]}}}
         }));
         assert!(missing.err().unwrap().contains("points at nothing"));
+    }
+
+    /// The style table of the OpenAPI specification (3.1, "Style Examples"): `color` as the
+    /// string "blue", the array ["blue","black","brown"] and the object {R:100,G:200,B:150}.
+    #[test]
+    fn parameters_are_written_by_style_and_explode() {
+        let param = |location: In, style: &str, explode: bool| Param {
+            name: "color".into(),
+            location,
+            required: false,
+            style: Style::parse(Some(style), location).unwrap(),
+            explode,
+            validator: None,
+        };
+        let string = serde_json::json!("blue");
+        let array = serde_json::json!(["blue", "black", "brown"]);
+        let object = serde_json::json!({"R": 100, "G": 200, "B": 150});
+        let cases = [
+            (
+                In::Path,
+                "simple",
+                false,
+                "blue",
+                "blue,black,brown",
+                "B,150,G,200,R,100",
+            ),
+            (
+                In::Path,
+                "simple",
+                true,
+                "blue",
+                "blue,black,brown",
+                "B=150,G=200,R=100",
+            ),
+            (
+                In::Path,
+                "label",
+                false,
+                ".blue",
+                ".blue,black,brown",
+                ".B,150,G,200,R,100",
+            ),
+            (
+                In::Path,
+                "label",
+                true,
+                ".blue",
+                ".blue.black.brown",
+                ".B=150.G=200.R=100",
+            ),
+            (
+                In::Path,
+                "matrix",
+                false,
+                ";color=blue",
+                ";color=blue,black,brown",
+                ";color=B,150,G,200,R,100",
+            ),
+            (
+                In::Path,
+                "matrix",
+                true,
+                ";color=blue",
+                ";color=blue;color=black;color=brown",
+                ";B=150;G=200;R=100",
+            ),
+            (
+                In::Query,
+                "form",
+                false,
+                "color=blue",
+                "color=blue,black,brown",
+                "color=B,150,G,200,R,100",
+            ),
+            (
+                In::Query,
+                "form",
+                true,
+                "color=blue",
+                "color=blue&color=black&color=brown",
+                "B=150&G=200&R=100",
+            ),
+            (
+                In::Query,
+                "spaceDelimited",
+                false,
+                "color=blue",
+                "color=blue%20black%20brown",
+                "color=B%20150%20G%20200%20R%20100",
+            ),
+            (
+                In::Query,
+                "pipeDelimited",
+                false,
+                "color=blue",
+                "color=blue%7Cblack%7Cbrown",
+                "color=B%7C150%7CG%7C200%7CR%7C100",
+            ),
+            (
+                In::Query,
+                "deepObject",
+                true,
+                "color=blue",
+                "color=blue&color=black&color=brown",
+                "color%5BB%5D=150&color%5BG%5D=200&color%5BR%5D=100",
+            ),
+            (
+                In::Header,
+                "simple",
+                false,
+                "blue",
+                "blue,black,brown",
+                "B,150,G,200,R,100",
+            ),
+        ];
+        for (location, style, explode, s, a, o) in cases {
+            let p = param(location, style, explode);
+            assert_eq!(p.serialize(&string), s, "{style} {explode} string");
+            assert_eq!(p.serialize(&array), a, "{style} {explode} array");
+            assert_eq!(p.serialize(&object), o, "{style} {explode} object");
+        }
+        // Text is percent-encoded in paths and queries, delimiters are not; headers stay raw.
+        let tricky = serde_json::json!(["a b", "c,d&e"]);
+        assert_eq!(
+            param(In::Query, "form", false,).serialize(&tricky),
+            "color=a%20b,c%2Cd%26e"
+        );
+        assert_eq!(
+            param(In::Header, "simple", false).serialize(&tricky),
+            "a b,c,d&e"
+        );
+        assert!(Style::parse(Some("form"), In::Path).is_err());
+        assert!(Style::parse(Some("matrix"), In::Header).is_err());
+    }
+
+    #[test]
+    fn server_variables_take_defaults_and_refuse_values_outside_their_enum() {
+        let spec = load(serde_json::json!({
+            "openapi": "3.1.0",
+            "servers": [{"url": "https://{region}.api.example.com/{version}", "variables": {
+                "region": {"default": "eu", "enum": ["eu", "us"]},
+                "version": {"default": "v2"}
+            }}],
+            "paths": {}
+        }))
+        .unwrap();
+        let server = &spec.servers[0];
+        let values = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(
+            server.resolve(&values(&[])).unwrap(),
+            "https://eu.api.example.com/v2"
+        );
+        assert_eq!(
+            server
+                .resolve(&values(&[("region", "us"), ("version", "v3")]))
+                .unwrap(),
+            "https://us.api.example.com/v3"
+        );
+        let e = server.resolve(&values(&[("region", "mars")])).unwrap_err();
+        assert!(e.contains("`region` must be one of"), "{e}");
+        let e = server.resolve(&values(&[("zone", "a")])).unwrap_err();
+        assert!(e.contains("no variable `zone`"), "{e}");
     }
 }

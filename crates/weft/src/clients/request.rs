@@ -202,6 +202,16 @@ impl RequestSpec {
         }
     }
 
+    /// Sends the credentials of `profile` (one built here rather than named in
+    /// `resources.auth`), to the URL's fixed origin only.
+    pub fn with_auth(mut self, profile: Arc<AuthProfile>) -> Result<RequestSpec, String> {
+        if self.auth_origin.is_none() {
+            return Err("with credentials, the URL must start with a fixed scheme and host".into());
+        }
+        self.auth = Some(profile);
+        Ok(self)
+    }
+
     /// Whether a URL or header template reads metadata.
     pub fn reads_metadata(&self) -> bool {
         self.url.reads_metadata() || self.headers.iter().any(|(_, _, t)| t.reads_metadata())
@@ -387,10 +397,10 @@ impl RequestSpec {
         credentials: Option<&Credentials>,
         extra: &[(HeaderName, HeaderValue)],
     ) -> Result<Request<Full<Bytes>>, String> {
-        let uri = match credentials.and_then(|c| c.query.as_ref()) {
-            Some((name, key)) => with_query(&without_query(uri, name), name, key.expose())?,
-            None => uri.clone(),
-        };
+        let mut uri = uri.clone();
+        for (name, key) in credentials.map_or(&[][..], |c| &c.query[..]) {
+            uri = with_query(&without_query(&uri, name), name, key.expose())?;
+        }
         let mut builder = Request::builder().method(method.clone()).uri(uri);
         for (name, value) in credentials.map_or(&[][..], |c| &c.headers[..]) {
             builder = builder.header(name, value.clone());
@@ -518,10 +528,16 @@ pub fn retry_after(value: Option<&HeaderValue>, now: std::time::SystemTime) -> O
 impl RequestSpec {
     /// `uri` as it may be shown in errors and logs: without the auth profile's query key.
     pub fn shown(&self, uri: &Uri) -> String {
-        match self.auth.as_ref().and_then(|a| a.query_param()) {
-            Some(name) => without_query(uri, name).to_string(),
-            None => uri.to_string(),
+        let mut shown = uri.clone();
+        for name in self
+            .auth
+            .as_ref()
+            .map(|a| a.query_params())
+            .unwrap_or_default()
+        {
+            shown = without_query(&shown, name);
         }
+        shown.to_string()
     }
 }
 
@@ -530,18 +546,24 @@ pub fn without_query(uri: &Uri, name: &str) -> Uri {
     let Some(query) = uri.query() else {
         return uri.clone();
     };
-    let kept: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .filter(|(k, _)| k != name)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+    // The other pairs stay exactly as they were written (delimiters, encodings).
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split('=').next().unwrap_or("");
+            form_urlencoded::parse(key.as_bytes())
+                .next()
+                .is_none_or(|(k, _)| k != name)
+        })
         .collect();
+    if kept.len() == query.split('&').count() {
+        return uri.clone();
+    }
     let path = uri.path();
     let path_and_query = if kept.is_empty() {
         path.to_string()
     } else {
-        let q = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(kept)
-            .finish();
-        format!("{path}?{q}")
+        format!("{path}?{}", kept.join("&"))
     };
     let mut parts = uri.clone().into_parts();
     match path_and_query.parse() {

@@ -266,10 +266,19 @@ fn fault_of(fault: &Value) -> (String, String) {
     if f.contains_key("faultcode") {
         return (text_of(f.get("faultcode")), text_of(f.get("faultstring")));
     }
-    let code = match f.get("Code") {
-        Some(Value::Object(c)) => text_of(c.get("Value")),
-        other => text_of(other),
-    };
+    // 1.2 codes nest: `Sender`, then the application's own `Subcode`s.
+    let mut code = String::new();
+    let mut level = f.get("Code");
+    while let Some(Value::Object(c)) = level {
+        if !code.is_empty() {
+            code.push('/');
+        }
+        code.push_str(&text_of(c.get("Value")));
+        level = c.get("Subcode");
+    }
+    if code.is_empty() {
+        code = text_of(f.get("Code"));
+    }
     let reason = match f.get("Reason") {
         Some(Value::Object(r)) => match r.get("Text") {
             Some(Value::Array(texts)) => text_of(texts.first()),

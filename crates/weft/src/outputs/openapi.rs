@@ -3,8 +3,11 @@
 //! the object `parameters` makes — and the JSON body is the message, or what `body` makes. Both
 //! are validated against the document's schemas first: a message that does not match fails at
 //! once, with every problem named, and nothing is sent. The document's security schemes are
-//! mapped onto auth profiles with `security`; `validate_response: true` checks a 2xx JSON answer
-//! against the document too. The `openapi` processor takes the same settings plus `result`, a
+//! mapped onto auth profiles with `security` (a requirement naming several schemes sends all of
+//! their credentials); `validate_response: true` checks a 2xx JSON answer against the document
+//! too. Parameters are written as their `style` and `explode` say (`form`, `spaceDelimited`,
+//! `pipeDelimited`, `deepObject` in queries; `simple`, `label`, `matrix` in paths), and the
+//! document's server URL takes its `{variables}` from `server_variables` or their defaults. The `openapi` processor takes the same settings plus `result`, a
 //! VRL program that merges the answer (`%response.status`, `%response.body`) into the message.
 //! `weft openapi list FILE` shows the operations.
 //!
@@ -16,9 +19,11 @@
 //!     parameters: '{ "team": .team_id }'   # default: the message's fields by name
 //!     body: .contact                       # default: the message
 //!     security: { bearerAuth: crm }        # scheme in the document → resources.auth profile
+//!     server_variables: { region: eu }     # `{region}` in the document's server URL
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,9 +31,10 @@ use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use crate::clients::Resources;
+use crate::clients::auth::AuthProfile;
 use crate::clients::http::{ClientConfig, HttpClient};
 use crate::clients::openapi::{In, Operation, Spec, problems};
-use crate::clients::request::{Parts, RequestSpec, check_uri, with_query};
+use crate::clients::request::{Parts, RequestSpec, check_uri};
 use crate::config::BuildError;
 use crate::config::units::Dur;
 use crate::core::mapping::Mapping;
@@ -45,6 +51,10 @@ pub struct Config {
     /// Base URL instead of the document's first server.
     #[serde(default)]
     pub server: Option<String>,
+    /// Values of the document's server variables (`{region}` in its URL); the rest keep their
+    /// defaults.
+    #[serde(default)]
+    pub server_variables: BTreeMap<String, String>,
     /// VRL expression giving the parameters object; default: the message.
     #[serde(default)]
     pub parameters: Option<String>,
@@ -123,46 +133,65 @@ impl Config {
             }
             return Err(err("operation", message));
         };
-        let server = match self
-            .server
-            .clone()
-            .or_else(|| document.servers.first().cloned())
-        {
-            Some(s) => s.trim_end_matches('/').to_string(),
-            None => {
+        let server = match (&self.server, document.servers.first()) {
+            (Some(s), _) if !self.server_variables.is_empty() => {
+                return Err(err(
+                    "server_variables",
+                    format!("server variables fill the document's server URL, not `{s}`"),
+                ));
+            }
+            (Some(s), _) => s.clone(),
+            (None, Some(first)) => first
+                .resolve(&self.server_variables)
+                .map_err(|e| err("server_variables", e))?,
+            (None, None) => {
                 return Err(err(
                     "server",
                     "the document names no server; give `server: https://…`".into(),
                 ));
             }
         };
+        let server = server.trim_end_matches('/').to_string();
         check_uri(&format!("{server}/")).map_err(|e| err("server", e))?;
-        // The first alternative of the operation's security whose schemes are all mapped.
-        let auth = if operation.security.is_empty() {
-            None
-        } else {
+        // The first alternative of the operation's security whose schemes are all mapped; its
+        // profiles are applied together.
+        let mut auth = None;
+        if !operation.security.is_empty() {
             let chosen = operation.security.iter().find(|alternative| {
                 alternative
                     .iter()
                     .all(|scheme| self.security.contains_key(scheme))
             });
             match chosen {
-                Some(alternative) if alternative.is_empty() => None,
-                Some(alternative) => Some(self.security[&alternative[0]].clone()),
+                Some(alternative) if alternative.is_empty() => {}
+                Some(alternative) => {
+                    let mut profiles = Vec::new();
+                    for scheme in alternative {
+                        profiles.push(
+                            resources
+                                .auth(&self.security[scheme])
+                                .map_err(|e| err("security", e))?,
+                        );
+                    }
+                    auth = Some(Arc::new(AuthProfile::all(
+                        alternative.join(" + "),
+                        profiles,
+                    )));
+                }
                 None => {
                     let wanted: Vec<String> =
                         operation.security.iter().map(|a| a.join(" + ")).collect();
                     return Err(err(
                         "security",
                         format!(
-                            "operation `{}` needs {}; map one scheme to an auth profile under `security` (weft applies one profile per request)",
+                            "operation `{}` needs {}; map each scheme of one of them to an auth profile under `security`",
                             operation.id,
                             wanted.join(" or ")
                         ),
                     ));
                 }
             }
-        };
+        }
         let mut errors = Vec::new();
         let compile = |field: &str, source: &Option<String>, errors: &mut Vec<BuildError>| {
             source.as_deref().and_then(|s| {
@@ -182,14 +211,21 @@ impl Config {
                 method: operation.method.as_str(),
                 headers: &self.headers,
                 timeout: self.timeout.0,
-                auth: auth.as_deref(),
+                auth: None,
                 rate_limit: self.rate_limit.as_deref(),
                 circuit_breaker: self.circuit_breaker.as_deref(),
                 client: &self.client,
             },
         )
         .map_err(|e| errors.extend(e))
-        .ok();
+        .ok()
+        .and_then(|spec| match auth {
+            Some(profile) => spec
+                .with_auth(profile)
+                .map_err(|e| errors.push(BuildError::new("server", e)))
+                .ok(),
+            None => Some(spec),
+        });
         match spec {
             Some(spec) if errors.is_empty() => Ok(OpenApiOutput {
                 validate_response: self.validate_response,
@@ -201,14 +237,6 @@ impl Config {
             }),
             _ => Err(errors),
         }
-    }
-}
-
-/// What a value is as a parameter's text.
-fn text(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 
@@ -261,14 +289,11 @@ impl OpenApiOutput {
                     problems_found.push(format!("parameter `{}`: {problem}", p.name));
                 }
             }
-            let text = text(value);
+            let text = p.serialize(value);
             match p.location {
-                In::Path => {
-                    let encoded: String =
-                        url::form_urlencoded::byte_serialize(text.as_bytes()).collect();
-                    path = path.replace(&format!("{{{}}}", p.name), &encoded.replace('+', "%20"));
-                }
-                In::Query => query.push((p.name.clone(), text)),
+                In::Path => path = path.replace(&format!("{{{}}}", p.name), &text),
+                In::Query if text.is_empty() => {}
+                In::Query => query.push(text),
                 In::Header => match (
                     HeaderName::from_bytes(p.name.as_bytes()),
                     HeaderValue::from_str(&text),
@@ -305,10 +330,16 @@ impl OpenApiOutput {
                 problems_found.join("; ")
             ));
         }
-        let mut uri = check_uri(&format!("{}{path}", self.server))?;
-        for (name, value) in query {
-            uri = with_query(&uri, &name, &value)?;
-        }
+        let separator = if self.server.contains('?') { '&' } else { '?' };
+        let uri = if query.is_empty() {
+            check_uri(&format!("{}{path}", self.server))?
+        } else {
+            check_uri(&format!(
+                "{}{path}{separator}{}",
+                self.server,
+                query.join("&")
+            ))?
+        };
         Ok((uri, headers, body))
     }
 

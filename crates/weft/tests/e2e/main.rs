@@ -13,6 +13,7 @@ mod http_poll;
 mod http_processor;
 mod idempotency;
 mod openapi;
+mod peers;
 mod soap;
 mod support;
 mod tidy;

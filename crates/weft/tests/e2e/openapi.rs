@@ -194,3 +194,91 @@ flows:
     );
     assert_eq!(receiver.seen().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn styles_server_variables_and_several_schemes_at_once_reach_the_wire() {
+    let receiver = Receiver::start().await;
+    let base = receiver.url("");
+    let dir = scratch();
+    std::fs::write(
+        dir.join("search.yaml"),
+        format!(
+            r##"openapi: 3.1.0
+info: {{ title: Search, version: "1" }}
+servers:
+  - url: "{base}/{{version}}"
+    variables:
+      version: {{ default: v1, enum: [v1, v2] }}
+components:
+  securitySchemes:
+    bearerAuth: {{ type: http, scheme: bearer }}
+    appKey: {{ type: apiKey, in: query, name: app_key }}
+paths:
+  /shelves/{{ids}}/books:
+    get:
+      operationId: findBooks
+      security:
+        - bearerAuth: []
+          appKey: []
+      parameters:
+        - {{ name: ids, in: path, required: true, style: matrix, explode: true, schema: {{ type: array }} }}
+        - {{ name: tags, in: query, schema: {{ type: array }} }}
+        - {{ name: fields, in: query, explode: false, schema: {{ type: array }} }}
+        - {{ name: range, in: query, style: deepObject, schema: {{ type: object }} }}
+        - {{ name: authors, in: query, style: pipeDelimited, explode: false, schema: {{ type: array }} }}
+        - {{ name: X-Trace, in: header, schema: {{ type: array }} }}
+      responses:
+        "200": {{ description: books }}
+"##
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let config = format!(
+        r#"
+resources:
+  auth:
+    lib: {{ bearer: t0ken }}
+    app: {{ api_key: {{ query: app_key, value: s3cret }} }}
+flows:
+  books:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    output:
+      openapi:
+        spec: "{spec}"
+        operation: findBooks
+        server_variables: {{ version: v2 }}
+        security: {{ bearerAuth: lib, appKey: app }}
+"#,
+        spec = dir.join("search.yaml").display()
+    );
+    let weft = Weft::start_in(dir.clone(), &config, &[], Stdio::null()).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let (status, _, body) = post_json(
+        &url,
+        r#"{"ids": [3, 4], "tags": ["a b", "c"], "fields": ["x", "y"], "range": {"from": 1, "to": 9}, "authors": ["le guin", "banks"], "X-Trace": ["t1", "t2"]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body} {}", weft.stderr());
+    let seen = receiver.seen();
+    assert_eq!(
+        seen[0].path,
+        "/v2/shelves/;ids=3;ids=4/books?authors=le%20guin%7Cbanks&fields=x,y&range%5Bfrom%5D=1&range%5Bto%5D=9&tags=a%20b&tags=c&app_key=s3cret"
+    );
+    assert_eq!(seen[0].headers["authorization"], "Bearer t0ken");
+    assert_eq!(seen[0].headers["x-trace"], "t1,t2");
+
+    // A server variable outside its enum is a config error naming the field.
+    std::fs::write(
+        dir.join("bad.yaml"),
+        config.replace("version: v2", "version: v9"),
+    )
+    .unwrap();
+    let (status, _, stderr) = weft_cmd(&["check", "bad.yaml"], &dir);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("server_variables") && stderr.contains("must be one of"),
+        "{stderr}"
+    );
+}

@@ -408,3 +408,81 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
     }
     f()
 }
+
+/// Where `crates/weft/tests/peers/install.sh` put the third-party servers.
+fn peers_dir() -> PathBuf {
+    std::env::var_os("WEFT_PEERS_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/peers"),
+        PathBuf::from,
+    )
+}
+
+/// A third-party server (GraphQL Yoga, spyne, Prism) running for one test on `port`; killed
+/// when dropped.
+pub struct Peer {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Peer {
+    /// Starts `program` (a path under the peers directory, or `node`/`python` there) with `args`
+    /// — `{port}` in them is the port it must listen on — and waits until it accepts
+    /// connections. `None`, said loudly, when the peers are not installed; with
+    /// `WEFT_REQUIRE_SERVICES=1` that is a failure instead.
+    pub async fn start(what: &str, program: &str, args: &[&str]) -> Option<Peer> {
+        let dir = peers_dir();
+        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers");
+        let executable = match program {
+            "python" => dir.join("venv/bin/python"),
+            "node" => PathBuf::from("node"),
+            other => dir.join(other),
+        };
+        if !dir.join("node_modules").is_dir() || !dir.join("venv/bin/python").exists() {
+            let message = format!(
+                "{what} is not installed in {}: run crates/weft/tests/peers/install.sh",
+                dir.display()
+            );
+            if std::env::var("WEFT_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("{message}");
+            }
+            eprintln!("\n!!!! SKIPPED: {message}\n");
+            return None;
+        }
+        let port = free_port();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                let a = a.replace("{port}", &port.to_string());
+                a.replace("{scripts}", &scripts.display().to_string())
+            })
+            .collect();
+        let child = Command::new(&executable)
+            .args(&args)
+            .env("NODE_PATH", dir.join("node_modules"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {}: {e}", executable.display()));
+        let mut peer = Peer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if let Ok(Some(status)) = peer.child.try_wait() {
+                panic!("{what} exited before listening: {status}");
+            }
+            assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(peer)
+    }
+}

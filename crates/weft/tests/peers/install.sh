@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs the third-party servers that some end-to-end tests talk to: GraphQL Yoga (npm), spyne
+# (a SOAP server library, PyPI) and Prism (an OpenAPI mock server, npm), pinned, into
+# target/peers or $WEFT_PEERS_DIR. Needs python3 and npm with access to their registries.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+dest="${WEFT_PEERS_DIR:-$here/../../../../target/peers}"
+mkdir -p "$dest"
+[ -x "$dest/venv/bin/python" ] || python3 -m venv "$dest/venv"
+"$dest/venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+cp "$here/package.json" "$here/package-lock.json" "$dest/"
+(cd "$dest" && npm ci --no-audit --no-fund --loglevel=error)
+echo "peers installed in $dest"
