@@ -9,9 +9,18 @@
 //! | `text/csv` | an array of objects, one per row, keyed by the header row |
 //! | anything else | the text (or bytes) as a string |
 //!
+//! | `multipart/form-data` | an object of fields: a text part as a string, a file part as `{ filename, content_type, content }` |
+//!
 //! JSON nesting is bounded by serde_json (128 levels), XML nesting by [`super::xml::MAX_DEPTH`].
+//!
+//! And values → bodies, for components that send messages ([`Encoding`]): by the component's
+//! `format`, else by the `Content-Type` header it was given, else JSON (a string message as its
+//! raw text).
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
+use serde::Deserialize;
 
 use super::mapping::{ObjectMap, Value};
 use super::xml;
@@ -23,6 +32,7 @@ pub enum Kind {
     Form,
     Xml,
     Csv,
+    Multipart,
     Text,
 }
 
@@ -43,6 +53,7 @@ pub fn kind(content_type: Option<&str>) -> Kind {
         "application/xml" | "text/xml" => Kind::Xml,
         t if t.ends_with("+xml") => Kind::Xml,
         "text/csv" => Kind::Csv,
+        "multipart/form-data" => Kind::Multipart,
         _ => Kind::Text,
     }
 }
@@ -69,8 +80,302 @@ pub fn decode(content_type: Option<&str>, body: Bytes) -> Result<Value, String> 
         }
         Kind::Xml => xml::parse(&body).map_err(|e| e.to_string()),
         Kind::Csv => csv(&body),
+        Kind::Multipart => multipart(content_type.unwrap_or(""), body),
         Kind::Text => Ok(Value::Bytes(body)),
     }
+}
+
+/// The parts of a `multipart/form-data` body (read whole already, so this never waits).
+fn multipart(content_type: &str, body: Bytes) -> Result<Value, String> {
+    let boundary = multer::parse_boundary(content_type).map_err(|e| format!("multipart: {e}"))?;
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
+    let mut parts = multer::Multipart::new(stream, boundary);
+    let mut object = ObjectMap::new();
+    let read = async {
+        while let Some(field) = parts
+            .next_field()
+            .await
+            .map_err(|e| format!("multipart: {e}"))?
+        {
+            let name = field.name().unwrap_or("").to_string();
+            let file_name = field.file_name().map(str::to_string);
+            let part_type = field.content_type().map(ToString::to_string);
+            let data = field.bytes().await.map_err(|e| format!("multipart: {e}"))?;
+            let value = match file_name {
+                None => Value::Bytes(data),
+                Some(file_name) => {
+                    let mut file = ObjectMap::new();
+                    file.insert("filename".into(), Value::from(file_name));
+                    file.insert(
+                        "content_type".into(),
+                        part_type.map_or(Value::Null, Value::from),
+                    );
+                    file.insert("content".into(), Value::Bytes(data));
+                    Value::Object(file)
+                }
+            };
+            match object.get_mut(name.as_str()) {
+                Some(Value::Array(items)) => items.push(value),
+                Some(first) => {
+                    let first = std::mem::replace(first, Value::Null);
+                    object.insert(name.into(), Value::Array(vec![first, value]));
+                }
+                None => {
+                    object.insert(name.into(), value);
+                }
+            }
+        }
+        Ok::<_, String>(())
+    };
+    // The whole body is in memory: polling once more than there are parts finishes it.
+    futures_util::FutureExt::now_or_never(read)
+        .ok_or_else(|| "multipart: the body is incomplete".to_string())??;
+    Ok(Value::Object(object))
+}
+
+/// How a component writes a message as a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The message as JSON.
+    Json,
+    /// An object of scalars (or arrays of them, repeated) as `application/x-www-form-urlencoded`.
+    Form,
+    /// An object as `multipart/form-data`: scalars as text parts, `{ filename, content,
+    /// content_type }` as file parts, anything else as a JSON part.
+    Multipart,
+    /// `{ root: … }` as an XML document (`@attr`, `#text`, arrays repeat elements).
+    Xml,
+    /// An array of objects (or one object) as CSV with a header row.
+    Csv,
+    /// A string as its text; anything else as JSON text, sent as `text/plain`.
+    Text,
+}
+
+/// What a sending component does with its messages: a fixed [`Format`], or the default (JSON,
+/// a string message as its raw text).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Encoding {
+    format: Option<Format>,
+}
+
+impl Encoding {
+    /// From the component's `format`, else its configured `Content-Type` header.
+    pub fn new(format: Option<Format>, content_type: Option<&str>) -> Result<Encoding, String> {
+        let format = format.or_else(|| {
+            content_type.map(|ct| match kind(Some(ct)) {
+                Kind::Json => Format::Json,
+                Kind::Form => Format::Form,
+                Kind::Xml => Format::Xml,
+                Kind::Csv => Format::Csv,
+                Kind::Multipart => Format::Multipart,
+                Kind::Text => Format::Text,
+            })
+        });
+        if format == Some(Format::Multipart) && content_type.is_some() {
+            return Err(
+                "with multipart bodies leave `Content-Type` out: weft sets it with the boundary"
+                    .into(),
+            );
+        }
+        Ok(Encoding { format })
+    }
+
+    /// For a component with `format` and `headers` settings (a `Content-Type` header there
+    /// chooses the format when `format` does not).
+    pub fn configured(
+        format: Option<Format>,
+        headers: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Encoding, String> {
+        let content_type = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.contains("{{"));
+        Encoding::new(format, content_type)
+    }
+
+    /// The body and its content type.
+    pub fn encode(&self, value: &Value) -> Result<(Bytes, Cow<'static, str>), String> {
+        let json = |v: &Value| Bytes::from(serde_json::to_vec(v).unwrap_or_default());
+        Ok(match self.format {
+            None => match raw(value) {
+                Some(text) => (text, "text/plain; charset=utf-8".into()),
+                None => (json(value), "application/json".into()),
+            },
+            Some(Format::Json) => (json(value), "application/json".into()),
+            Some(Format::Text) => (
+                raw(value).unwrap_or_else(|| json(value)),
+                "text/plain; charset=utf-8".into(),
+            ),
+            Some(Format::Form) => (
+                Bytes::from(form(value)?),
+                "application/x-www-form-urlencoded".into(),
+            ),
+            Some(Format::Xml) => (
+                Bytes::from(xml::write(value).map_err(|e| e.to_string())?),
+                "application/xml".into(),
+            ),
+            Some(Format::Csv) => (Bytes::from(write_csv(value)?), "text/csv".into()),
+            Some(Format::Multipart) => {
+                let boundary = format!("weft-{:032x}", fastrand::u128(..));
+                let body = write_multipart(value, &boundary)?;
+                (
+                    Bytes::from(body),
+                    format!("multipart/form-data; boundary={boundary}").into(),
+                )
+            }
+        })
+    }
+}
+
+/// A string's bytes (VRL holds text as bytes or as a checked string).
+fn raw(value: &Value) -> Option<Bytes> {
+    match value {
+        Value::Bytes(b) => Some(b.clone()),
+        Value::String(s) => Some(s.as_bytes().clone()),
+        _ => None,
+    }
+}
+
+/// A scalar's text in a form, a CSV cell or a multipart part.
+fn scalar(value: &Value) -> Option<String> {
+    Some(match value {
+        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::Null => String::new(),
+        Value::Object(_) | Value::Array(_) => return None,
+        other => match serde_json::to_value(other).ok()? {
+            serde_json::Value::String(s) => s,
+            v => v.to_string(),
+        },
+    })
+}
+
+fn fields<'a>(value: &'a Value, what: &str) -> Result<&'a ObjectMap, String> {
+    match value {
+        Value::Object(fields) => Ok(fields),
+        _ => Err(format!("a {what} body is made from an object")),
+    }
+}
+
+fn form(value: &Value) -> Result<String, String> {
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    for (name, v) in fields(value, "form")? {
+        let items = match v {
+            Value::Array(items) => items.iter().collect(),
+            one => vec![one],
+        };
+        for item in items {
+            let text = scalar(item).ok_or_else(|| {
+                format!("form field `{name}` must be a scalar or an array of scalars")
+            })?;
+            out.append_pair(name, &text);
+        }
+    }
+    Ok(out.finish())
+}
+
+fn write_csv(value: &Value) -> Result<Vec<u8>, String> {
+    let rows: Vec<&ObjectMap> = match value {
+        Value::Array(items) => items
+            .iter()
+            .map(|row| fields(row, "CSV row's"))
+            .collect::<Result<_, _>>()?,
+        one => vec![fields(one, "CSV")?],
+    };
+    // Columns in the order they first appear.
+    let mut columns: Vec<&str> = Vec::new();
+    for row in &rows {
+        for name in row.keys() {
+            if !columns.contains(&name.as_str()) {
+                columns.push(name.as_str());
+            }
+        }
+    }
+    let mut writer = ::csv::Writer::from_writer(Vec::new());
+    writer
+        .write_record(&columns)
+        .map_err(|e| format!("CSV: {e}"))?;
+    for row in rows {
+        let mut record = Vec::with_capacity(columns.len());
+        for column in &columns {
+            let cell = row.get(*column).unwrap_or(&Value::Null);
+            record.push(
+                scalar(cell).unwrap_or_else(|| serde_json::to_string(cell).unwrap_or_default()),
+            );
+        }
+        writer
+            .write_record(&record)
+            .map_err(|e| format!("CSV: {e}"))?;
+    }
+    writer.into_inner().map_err(|e| format!("CSV: {e}"))
+}
+
+/// A name in a part's `Content-Disposition` (quotes and line breaks escaped as browsers do).
+fn disposition_name(name: &str) -> String {
+    name.replace('"', "%22")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+fn write_multipart(value: &Value, boundary: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    for (name, v) in fields(value, "multipart")? {
+        let items = match v {
+            Value::Array(items) => items.iter().collect(),
+            one => vec![one],
+        };
+        for item in items {
+            out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+            let name = disposition_name(name);
+            let file = match item {
+                Value::Object(f) if f.contains_key("filename") && f.contains_key("content") => {
+                    Some(f)
+                }
+                _ => None,
+            };
+            let (headers, data): (String, Bytes) = match (file, scalar(item)) {
+                (Some(f), _) => {
+                    let filename = disposition_name(
+                        &scalar(&f["filename"]).ok_or("a file part's `filename` must be text")?,
+                    );
+                    let content_type = f
+                        .get("content_type")
+                        .and_then(scalar)
+                        .filter(|t| !t.is_empty())
+                        .unwrap_or_else(|| "application/octet-stream".into());
+                    if content_type.contains(['\r', '\n']) {
+                        return Err(format!("part `{name}`: its content type has a line break"));
+                    }
+                    let data = raw(&f["content"]).unwrap_or_else(|| {
+                        Bytes::from(serde_json::to_vec(&f["content"]).unwrap_or_default())
+                    });
+                    (
+                        format!(
+                            "Content-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n"
+                        ),
+                        data,
+                    )
+                }
+                (None, Some(text)) => (
+                    format!("Content-Disposition: form-data; name=\"{name}\"\r\n"),
+                    Bytes::from(text),
+                ),
+                (None, None) => (
+                    format!(
+                        "Content-Disposition: form-data; name=\"{name}\"\r\nContent-Type: application/json\r\n"
+                    ),
+                    Bytes::from(serde_json::to_vec(item).unwrap_or_default()),
+                ),
+            };
+            out.extend_from_slice(headers.as_bytes());
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&data);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    Ok(out)
 }
 
 fn json(body: &[u8]) -> Result<Value, String> {
@@ -134,5 +439,68 @@ mod tests {
         );
         assert_eq!(kind(Some("Application/Problem+JSON")), Kind::Json);
         assert_eq!(kind(Some("text/plain")), Kind::Text);
+    }
+
+    fn value(json: serde_json::Value) -> Value {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn round_trip(format: Format, json: serde_json::Value) -> serde_json::Value {
+        let encoding = Encoding::new(Some(format), None).unwrap();
+        let (body, content_type) = encoding.encode(&value(json)).unwrap();
+        serde_json::to_value(decode(Some(&content_type), body).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn what_is_written_reads_back() {
+        assert_eq!(
+            round_trip(
+                Format::Form,
+                serde_json::json!({"q": "a&b c", "n": 2, "tag": ["x", "y"]})
+            ),
+            // Forms are flat: a repeated name keeps its last value when read into an object.
+            serde_json::json!({"q": "a&b c", "n": "2", "tag": "y"})
+        );
+        assert_eq!(
+            round_trip(
+                Format::Xml,
+                serde_json::json!({"r": {"@id": "1", "a": ["x<", "y"], "b": {"#text": "t", "@k": "v"}}})
+            ),
+            serde_json::json!({"r": {"@id": "1", "a": ["x<", "y"], "b": {"#text": "t", "@k": "v"}}})
+        );
+        assert_eq!(
+            round_trip(
+                Format::Csv,
+                serde_json::json!([{"a": "1", "b": "x,\"y\""}, {"a": "2"}])
+            ),
+            serde_json::json!([{"a": "1", "b": "x,\"y\""}, {"a": "2", "b": ""}])
+        );
+        assert_eq!(
+            round_trip(
+                Format::Multipart,
+                serde_json::json!({"t": "v", "f": {"filename": "a\".txt", "content": "--\r\n"}})
+            ),
+            serde_json::json!({"t": "v", "f": {
+                "filename": "a%22.txt", "content_type": "application/octet-stream", "content": "--\r\n"
+            }})
+        );
+        // What a format cannot hold is refused with the reason.
+        let refused = |format, json| {
+            Encoding::new(Some(format), None)
+                .unwrap()
+                .encode(&value(json))
+                .unwrap_err()
+        };
+        assert!(refused(Format::Form, serde_json::json!({"a": {"b": 1}})).contains("`a`"));
+        assert!(refused(Format::Csv, serde_json::json!([1])).contains("object"));
+        assert!(refused(Format::Xml, serde_json::json!({"1x": 1})).contains("not an XML name"));
+        // A Content-Type header chooses the format; multipart's boundary is weft's to set.
+        let headers = |ct: &str| [("Content-Type".to_string(), ct.to_string())].into();
+        let (_, ct) = Encoding::configured(None, &headers("text/csv"))
+            .unwrap()
+            .encode(&value(serde_json::json!({"a": 1})))
+            .unwrap();
+        assert_eq!(ct, "text/csv");
+        assert!(Encoding::configured(None, &headers("multipart/form-data")).is_err());
     }
 }

@@ -161,6 +161,104 @@ pub fn parse(document: &[u8]) -> Result<Value, XmlError> {
     Ok(Value::Object(document.fields))
 }
 
+/// Writes `value` as a document, the mirror of [`parse`]: `{ root: … }` is the root element; in
+/// an object, `@name` fields are attributes, `#text` is text and other fields are child
+/// elements (an array of values repeats the element); null is an empty element.
+pub fn write(value: &Value) -> Result<Vec<u8>, XmlError> {
+    let Value::Object(root) = value else {
+        return Err(XmlError(
+            "to write XML, the value must be an object with one field, the root element".into(),
+        ));
+    };
+    let mut fields = root.iter();
+    let (Some((name, content)), None) = (fields.next(), fields.next()) else {
+        return Err(XmlError(format!(
+            "to write XML, the value must have exactly one field (the root element), not {}",
+            root.len()
+        )));
+    };
+    let mut out = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>".to_vec();
+    element(&mut out, name, content, 0)?;
+    Ok(out)
+}
+
+fn checked_name(name: &str) -> Result<&str, XmlError> {
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+    if valid {
+        Ok(name)
+    } else {
+        Err(XmlError(format!("`{name}` is not an XML name")))
+    }
+}
+
+fn scalar_text(value: &Value) -> String {
+    match value {
+        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::Null => String::new(),
+        other => serde_json::to_value(other)
+            .map(|v| match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .unwrap_or_default(),
+    }
+}
+
+fn element(out: &mut Vec<u8>, name: &str, value: &Value, depth: usize) -> Result<(), XmlError> {
+    if depth > MAX_DEPTH {
+        return Err(XmlError(format!("nested deeper than {MAX_DEPTH} elements")));
+    }
+    if let Value::Array(items) = value {
+        for item in items {
+            element(out, name, item, depth)?;
+        }
+        return Ok(());
+    }
+    let name = checked_name(name)?;
+    out.push(b'<');
+    out.extend_from_slice(name.as_bytes());
+    let Value::Object(fields) = value else {
+        let text = scalar_text(value);
+        if text.is_empty() {
+            out.extend_from_slice(b"/>");
+        } else {
+            out.push(b'>');
+            out.extend_from_slice(quick_xml::escape::escape(text.as_str()).as_bytes());
+            out.extend_from_slice(format!("</{name}>").as_bytes());
+        }
+        return Ok(());
+    };
+    for (key, v) in fields {
+        if let Some(attribute) = key.strip_prefix('@') {
+            let attribute = checked_name(attribute)?;
+            let text = scalar_text(v);
+            out.extend_from_slice(
+                format!(
+                    " {attribute}=\"{}\"",
+                    quick_xml::escape::escape(text.as_str())
+                )
+                .as_bytes(),
+            );
+        }
+    }
+    out.push(b'>');
+    for (key, v) in fields {
+        if key.as_str() == "#text" {
+            out.extend_from_slice(quick_xml::escape::escape(scalar_text(v).as_str()).as_bytes());
+        } else if !key.starts_with('@') {
+            element(out, key, v, depth + 1)?;
+        }
+    }
+    out.extend_from_slice(format!("</{name}>").as_bytes());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

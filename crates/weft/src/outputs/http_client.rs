@@ -1,6 +1,8 @@
 //! `http_client`: sends each message to an HTTP API.
 //!
-//! The body is the message (JSON, or the raw text of a string message). The URL and header
+//! The body is the message: JSON (a string message as its raw text), or what `format` says —
+//! `form`, `multipart`, `xml`, `csv`, `text` (see `core::body`; a `Content-Type` header given in
+//! `headers` chooses the format too). The URL and header
 //! values may hold `{{ VRL expression }}` parts evaluated per message. What a status means:
 //!
 //! | status | default |
@@ -36,6 +38,7 @@
 //!     circuit_breaker: crm         # resources.circuit_breakers.crm
 //!     client: { ca_file: /etc/weft/crm-ca.pem, min_tls: "1.3" }   # optional
 //!     drop_on: [409]
+//!     format: json                 # or form, multipart, xml, csv, text
 //!     retry: { max_attempts: 8, initial_backoff: 200ms, max_backoff: 30s, max_elapsed: 5m }
 //! ```
 
@@ -51,6 +54,7 @@ use crate::clients::http::HttpClient;
 use crate::clients::request::{ExchangeError, Parts, RequestSpec, check_uri, retry_after};
 use crate::config::BuildError;
 use crate::config::units::Dur;
+use crate::core::body::{Encoding, Format};
 use crate::core::retry::{Answer, RetryConfig};
 use crate::core::{Attempt, Message};
 
@@ -99,6 +103,11 @@ pub struct Config {
     /// How to connect: CA file, client certificate (mTLS), lowest TLS version, timeouts, pool.
     #[serde(default)]
     pub client: crate::clients::http::ClientConfig,
+    /// How the message is written as the body: `json`, `form`, `multipart`, `xml`, `csv` or
+    /// `text`; by default as a `Content-Type` header given here says, else JSON (a string
+    /// message as its raw text).
+    #[serde(default)]
+    pub format: Option<Format>,
 }
 
 fn default_method() -> String {
@@ -179,8 +188,11 @@ impl Config {
                 client: &self.client,
             },
         )?;
+        let encoding = Encoding::configured(self.format, &self.headers)
+            .map_err(|e| vec![BuildError::new("format", e)])?;
         Ok(HttpClientOutput {
             spec,
+            encoding,
             follow_redirects: self.follow_redirects,
             retry_on: self.retry_on.clone(),
             fail_on: self.fail_on.clone(),
@@ -191,6 +203,7 @@ impl Config {
 
 pub struct HttpClientOutput {
     spec: RequestSpec,
+    encoding: Encoding,
     follow_redirects: bool,
     retry_on: Vec<StatusSpec>,
     fail_on: Vec<StatusSpec>,
@@ -240,11 +253,14 @@ impl HttpClientOutput {
                 };
             }
         };
-        let body = message.body();
-        let content_type = if message.is_json() {
-            "application/json"
-        } else {
-            "text/plain; charset=utf-8"
+        let (body, content_type) = match self.encoding.encode(&message.value) {
+            Ok(encoded) => encoded,
+            Err(reason) => {
+                return Attempt::Fatal {
+                    reason,
+                    response: None,
+                };
+            }
         };
         let origin = (uri.scheme().cloned(), uri.authority().cloned());
         let mut method = self.spec.method.clone();
@@ -261,7 +277,7 @@ impl HttpClientOutput {
                     &message.value,
                     &message.metadata,
                     body.clone(),
-                    Some(content_type),
+                    Some(&content_type),
                     same_origin,
                     RESPONSE_LIMIT,
                 )
@@ -418,6 +434,7 @@ mod tests {
             rate_limit: None,
             circuit_breaker: None,
             client: Default::default(),
+            format: None,
         }
         .build(&HttpClient::new(), &Resources::default())
         .ok()

@@ -28,6 +28,7 @@ use crate::clients::http::HttpClient;
 use crate::clients::request::{Parts, RequestSpec};
 use crate::config::BuildError;
 use crate::config::units::{Dur, Size};
+use crate::core::body::{Encoding, Format};
 use crate::core::mapping::{empty_object, insert};
 use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message, StepError, Value};
@@ -62,6 +63,11 @@ pub struct Config {
     /// How to connect: CA file, client certificate (mTLS), lowest TLS version, timeouts, pool.
     #[serde(default)]
     pub client: crate::clients::http::ClientConfig,
+    /// How the message is written as the body: `json`, `form`, `multipart`, `xml`, `csv` or
+    /// `text`; by default as a `Content-Type` header given here says, else JSON (a string
+    /// message as its raw text).
+    #[serde(default)]
+    pub format: Option<Format>,
 }
 
 fn default_method() -> String {
@@ -79,6 +85,7 @@ pub struct Http(super::ApiStep<Call>);
 /// The request of one `http` step.
 struct Call {
     spec: RequestSpec,
+    encoding: Encoding,
     max_body: usize,
 }
 
@@ -88,6 +95,8 @@ impl Config {
         client: &HttpClient,
         resources: &Resources,
     ) -> Result<Http, Vec<BuildError>> {
+        let encoding = Encoding::configured(self.format, &self.headers)
+            .map_err(|e| vec![BuildError::new("format", e)])?;
         let call = RequestSpec::build(
             client,
             resources,
@@ -104,6 +113,7 @@ impl Config {
         )
         .map(|spec| Call {
             spec,
+            encoding,
             max_body: self.max_body_size.0 as usize,
         });
         super::ApiStep::build(call, &self.retry, self.result.as_deref()).map(Http)
@@ -137,10 +147,15 @@ impl Call {
         let method = &self.spec.method;
         let (body, content_type) = if method == Method::GET || method == Method::HEAD {
             (bytes::Bytes::new(), None)
-        } else if message.is_json() {
-            (message.body(), Some("application/json"))
         } else {
-            (message.body(), Some("text/plain; charset=utf-8"))
+            let (body, content_type) =
+                self.encoding
+                    .encode(&message.value)
+                    .map_err(|reason| Attempt::Fatal {
+                        reason,
+                        response: None,
+                    })?;
+            (body, Some(content_type))
         };
         let response = self
             .spec
@@ -149,7 +164,7 @@ impl Call {
                 method,
                 (&message.value, &message.metadata),
                 body,
-                content_type,
+                content_type.as_deref(),
                 self.max_body,
                 &[],
             )

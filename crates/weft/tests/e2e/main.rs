@@ -4,6 +4,7 @@
 mod admin;
 mod api_auth;
 mod check;
+mod codecs;
 mod delivery;
 mod durable;
 mod finite;

@@ -17,7 +17,8 @@
 //!
 //! Bodies by content type (`core::body`): JSON (also without a content type), forms (an object
 //! of strings; a "form" starting with `{` or `[` is JSON, as `curl -d` sends it), XML (DTDs
-//! refused), CSV (an array of records) and anything else as a string.
+//! refused), CSV (an array of records), multipart forms (fields; files as `{ filename,
+//! content_type, content }`) and anything else as a string.
 //! Method, path, query and headers are in the metadata: `%http.method`, `%http.path`,
 //! `%http.query`, `%http.headers.<lowercase name>` (built only for flows whose programs read `%`).
 //! Several flows may share one address with different paths.
