@@ -12,6 +12,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use std::os::unix::fs::DirBuilderExt;
+
 use weft_store::{Store, StoreError};
 
 use crate::config::{FlowSpec, Loaded};
@@ -73,14 +75,21 @@ pub async fn run(
     let admin_address = options.admin_address;
     // Installed before any flow registers its metric handles, which would otherwise be no-ops.
     let handle = metrics::install();
-    let store = if loaded.flows.iter().any(FlowSpec::needs_store) {
+    let store = if loaded.flows.iter().any(FlowSpec::needs_store) || loaded.resources.wants_store()
+    {
         let path = options.data_dir.join("weft.db");
-        std::fs::create_dir_all(&options.data_dir).map_err(|source| EngineError::DataDir {
-            path: options.data_dir.clone(),
-            source,
-        })?;
+        // Only its owner may read it: it holds messages and may hold tokens.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&options.data_dir)
+            .map_err(|source| EngineError::DataDir {
+                path: options.data_dir.clone(),
+                source,
+            })?;
         let store = Store::open_owner(&path, loaded.durability).await?;
         tracing::info!(path = %path.display(), durability = ?loaded.durability, "store open");
+        loaded.resources.attach_store(&store);
         Some(store)
     } else {
         None

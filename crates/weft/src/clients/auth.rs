@@ -39,7 +39,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -52,6 +52,7 @@ use tokio::sync::Mutex;
 use super::http::HttpClient;
 use super::secret::Secret;
 use crate::config::BuildError;
+use weft_store::Store;
 
 /// One profile, by kind.
 #[derive(Debug, Deserialize)]
@@ -403,10 +404,14 @@ impl Config {
                     } else {
                         o.client_auth
                     },
+                    identity: identity(o),
+                    refresh_grant: o.refresh_token.is_some(),
+                    store: OnceLock::new(),
                     cache: Mutex::new(Cache {
                         token: None,
                         failed: None,
                         refresh_token: o.refresh_token.clone(),
+                        restored: false,
                     }),
                 }))
             }
@@ -472,6 +477,23 @@ impl AuthProfile {
         })
     }
 
+    /// Whether this profile keeps something only the store can carry across restarts: a
+    /// refresh token that the server may rotate.
+    pub fn wants_store(&self) -> bool {
+        match &self.kind {
+            Kind::OAuth2(o) => o.refresh_grant,
+            Kind::All(profiles) => profiles.iter().any(|p| p.wants_store()),
+            _ => false,
+        }
+    }
+
+    /// Keeps this profile's tokens in `store` from now on (OAuth 2.0 profiles).
+    pub fn attach_store(&self, store: &Store) {
+        if let Kind::OAuth2(o) = &self.kind {
+            let _ = o.store.set(store.clone());
+        }
+    }
+
     /// Several profiles applied together, under one name.
     pub fn all(name: String, profiles: Vec<Arc<AuthProfile>>) -> AuthProfile {
         AuthProfile {
@@ -523,6 +545,8 @@ struct Cache {
     failed: Option<(Instant, AuthError)>,
     /// The current refresh token (a server may rotate it with every use).
     refresh_token: Option<Secret>,
+    /// Whether the store was consulted for a token saved by an earlier run.
+    restored: bool,
 }
 
 struct OAuth2 {
@@ -533,8 +557,47 @@ struct OAuth2 {
     scopes: String,
     audience: Option<String>,
     client_auth: ClientAuth,
+    /// A digest of everything that makes a token (endpoint, client, scopes, audience, the
+    /// configured refresh token): a saved token is used only by the same configuration.
+    identity: String,
+    /// The refresh-token grant (else client credentials).
+    refresh_grant: bool,
+    /// Where tokens are kept across restarts, when the engine has a store.
+    store: OnceLock<Store>,
     /// Held across a fetch, so concurrent requests wait for one fetch instead of each making one.
     cache: Mutex<Cache>,
+}
+
+/// The store namespace of saved tokens (keyed by profile name).
+const STORE_NAMESPACE: &str = "oauth2";
+
+fn identity(o: &OAuth2Config) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [
+        o.token_url.as_str(),
+        o.client_id.as_str(),
+        &o.scopes.join(" "),
+        o.audience.as_deref().unwrap_or(""),
+        o.refresh_token.as_ref().map_or("", |t| t.expose()),
+    ] {
+        context.update(part.as_bytes());
+        context.update(&[0]);
+    }
+    context
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A token as saved in the store.
+#[derive(serde::Serialize, Deserialize)]
+struct Saved {
+    identity: String,
+    access: String,
+    expires_at_ms: i64,
+    refresh: Option<String>,
 }
 
 /// Lifetime assumed when the server does not say (`expires_in` absent); a 401 renews earlier.
@@ -544,12 +607,21 @@ const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// huge value an overflow).
 const MIN_LIFETIME: Duration = Duration::from_secs(1);
 const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long before its expiry a token is renewed.
+fn early(lifetime: Duration) -> Duration {
+    (lifetime / 10).min(Duration::from_secs(60))
+}
+
 /// How long a failed fetch answers for the requests behind it.
 const FAILURE_MEMORY: Duration = Duration::from_secs(2);
 
 impl OAuth2 {
     async fn token(&self, profile: &str) -> Result<Secret, AuthError> {
         let mut cache = self.cache.lock().await;
+        if !cache.restored {
+            cache.restored = true;
+            self.restore(profile, &mut cache).await;
+        }
         if let Some(t) = &cache.token
             && Instant::now() < t.renew_at
         {
@@ -571,10 +643,9 @@ impl OAuth2 {
             };
         cache.failed = None;
         let lifetime = lifetime.clamp(MIN_LIFETIME, MAX_LIFETIME);
-        let early = (lifetime / 10).min(Duration::from_secs(60));
         cache.token = Some(Token {
             access: access.clone(),
-            renew_at: Instant::now() + (lifetime - early),
+            renew_at: Instant::now() + (lifetime - early(lifetime)),
         });
         // Only a refresh grant's answer replaces the refresh token: a client-credentials answer
         // that carries one (some servers send it) must not switch the grant.
@@ -583,7 +654,65 @@ impl OAuth2 {
         {
             cache.refresh_token = Some(rotated);
         }
+        self.save(profile, &access, lifetime, cache.refresh_token.as_ref())
+            .await;
         Ok(access)
+    }
+
+    /// Takes up the token (and the rotated refresh token) an earlier run saved, if it was
+    /// made by this same configuration. A store that cannot be read costs one fetch, no more.
+    async fn restore(&self, profile: &str, cache: &mut Cache) {
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let saved = match store.kv_get(STORE_NAMESPACE, profile, 0).await {
+            Ok(Some(bytes)) => serde_json::from_slice::<Saved>(&bytes).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(profile, error = %e, "could not read the saved OAuth 2.0 token");
+                None
+            }
+        };
+        let Some(saved) = saved.filter(|s| s.identity == self.identity) else {
+            return;
+        };
+        if let (Some(refresh), Some(_)) = (saved.refresh, &cache.refresh_token) {
+            cache.refresh_token = Some(Secret::new(refresh));
+        }
+        let left = saved.expires_at_ms - crate::core::durable::now_ms();
+        if left > 0 {
+            let left = Duration::from_millis(left as u64);
+            if left > early(left) {
+                cache.token = Some(Token {
+                    access: Secret::new(saved.access),
+                    renew_at: Instant::now() + (left - early(left)),
+                });
+            }
+        }
+        tracing::debug!(profile, "OAuth 2.0 token taken up from the store");
+    }
+
+    async fn save(
+        &self,
+        profile: &str,
+        access: &Secret,
+        lifetime: Duration,
+        refresh: Option<&Secret>,
+    ) {
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let saved = Saved {
+            identity: self.identity.clone(),
+            access: access.expose().to_string(),
+            expires_at_ms: crate::core::durable::now_ms() + lifetime.as_millis() as i64,
+            refresh: refresh.map(|r| r.expose().to_string()),
+        };
+        let bytes = serde_json::to_vec(&saved).unwrap_or_default();
+        if let Err(e) = store.kv_put(STORE_NAMESPACE, profile, &bytes, None).await {
+            // The token works meanwhile; a rotated refresh token not saved is lost at restart.
+            tracing::warn!(profile, error = %e, "could not save the OAuth 2.0 token");
+        }
     }
 
     async fn drop_token(&self, used: &Secret) {

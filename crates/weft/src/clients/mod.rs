@@ -1,6 +1,9 @@
 //! Client code per external system, shared by every input and output that talks to it, so an
 //! input and an output of one system never duplicate connection handling. `resources:` in the
 //! config holds what components share by name: auth profiles, rate limits and circuit breakers.
+//! OAuth 2.0 tokens (and rotated refresh tokens) are kept in the store when the engine has one,
+//! so a restart neither fetches a token it still holds nor loses the refresh token it was last
+//! given; a profile with a refresh-token grant makes the engine open the store.
 
 pub mod auth;
 pub mod circuit;
@@ -41,6 +44,18 @@ fn unknown<T>(what: &str, section: &str, name: &str, known: &HashMap<String, T>)
 }
 
 impl Resources {
+    /// Whether a resource keeps state across restarts (a rotating OAuth 2.0 refresh token).
+    pub fn wants_store(&self) -> bool {
+        self.auth.values().any(|a| a.wants_store())
+    }
+
+    /// Hands the engine's store to the resources that keep state in it.
+    pub fn attach_store(&self, store: &weft_store::Store) {
+        for profile in self.auth.values() {
+            profile.attach_store(store);
+        }
+    }
+
     pub fn auth(&self, name: &str) -> Result<Arc<AuthProfile>, String> {
         self.auth
             .get(name)

@@ -123,6 +123,7 @@ pub struct Loaded {
     pub admin_address: Option<std::net::SocketAddr>,
     pub shutdown_timeout: Duration,
     pub durability: Durability,
+    pub resources: Resources,
 }
 
 /// `delivery:` on a flow.
@@ -402,6 +403,7 @@ impl<'a> Loader<'a> {
             admin_address: self.admin_address,
             shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
             durability: self.durability.unwrap_or_default(),
+            resources: self.resources,
         })
     }
 

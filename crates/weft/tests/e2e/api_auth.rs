@@ -212,6 +212,66 @@ flows:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_rotated_refresh_tokens_survive_a_restart_in_the_store() {
+    let (server, base) = OAuthServer::start(3600).await;
+    let port = free_port();
+    let config = format!(
+        r#"
+resources:
+  auth:
+    crm:
+      oauth2:
+        token_url: "{base}/token"
+        client_id: weft-client
+        client_secret: "s3cr/et"
+        refresh_token: rt-0
+flows:
+  sync:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    output:
+      http_client: {{ url: "{base}/api", auth: crm, retry: {{ max_attempts: 1 }} }}
+"#
+    );
+    let dir = scratch();
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut weft = Weft::start_in(dir.clone(), &config, &[], std::process::Stdio::null()).await;
+    assert_eq!(post_json(&url, "{}").await.0, 200, "{}", weft.stderr());
+    weft.terminate();
+    weft.wait(std::time::Duration::from_secs(10)).await;
+
+    // Restarted: the saved token is still good, so no fetch at all.
+    let mut weft = Weft::start_in(dir.clone(), &config, &[], std::process::Stdio::null()).await;
+    assert_eq!(post_json(&url, "{}").await.0, 200, "{}", weft.stderr());
+    assert_eq!(server.grants.lock().unwrap().len(), 1);
+    // Revoked: the renewal uses rt-1, the refresh token the first run was given (rt-0 is spent).
+    server.revoke();
+    assert_eq!(post_json(&url, "{}").await.0, 200, "{}", weft.stderr());
+    weft.terminate();
+    weft.wait(std::time::Duration::from_secs(10)).await;
+    let grants = server.grants.lock().unwrap().clone();
+    assert_eq!(grants.len(), 2, "{grants:?}");
+    assert!(grants[1].contains("refresh_token=rt-1"), "{grants:?}");
+
+    // Once more after a restart, from rt-2; and a token in the store is not in any log.
+    server.revoke();
+    let weft = Weft::start_in(dir.clone(), &config, &[], std::process::Stdio::null()).await;
+    assert_eq!(post_json(&url, "{}").await.0, 200, "{}", weft.stderr());
+    let grants = server.grants.lock().unwrap().clone();
+    assert!(grants[2].contains("refresh_token=rt-2"), "{grants:?}");
+    assert!(!weft.stderr().contains("token-"), "{}", weft.stderr());
+
+    // A new refresh token in the config (the user authorized again) wins over the saved one.
+    drop(weft);
+    server.revoke();
+    let reauthorized = config.replace("refresh_token: rt-0", "refresh_token: rt-3");
+    let weft = Weft::start_in(dir, &reauthorized, &[], std::process::Stdio::null()).await;
+    assert_eq!(post_json(&url, "{}").await.0, 200, "{}", weft.stderr());
+    let grants = server.grants.lock().unwrap().clone();
+    assert!(grants[3].contains("refresh_token=rt-3"), "{grants:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_client_credentials_fail_clearly_without_showing_the_secret() {
     let (server, base) = OAuthServer::start(60).await;
     let port = free_port();
