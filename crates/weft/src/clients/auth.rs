@@ -494,11 +494,44 @@ impl AuthProfile {
         }
     }
 
-    /// Several profiles applied together, under one name.
-    pub fn all(name: String, profiles: Vec<Arc<AuthProfile>>) -> AuthProfile {
-        AuthProfile {
+    /// Several profiles applied together, under one name. Refused when two would set the same
+    /// header, or when a signature would not cover a key added to the query after it.
+    pub fn all(name: String, profiles: Vec<Arc<AuthProfile>>) -> Result<AuthProfile, String> {
+        let mut seen: Vec<(HeaderName, &str)> = Vec::new();
+        for profile in &profiles {
+            for header in profile.header_names() {
+                if let Some((_, other)) = seen.iter().find(|(h, _)| *h == header) {
+                    return Err(format!(
+                        "auth profiles `{other}` and `{}` both set `{header}`",
+                        profile.name
+                    ));
+                }
+                seen.push((header, &profile.name));
+            }
+        }
+        let signs = profiles.iter().any(|p| matches!(p.kind, Kind::Hmac(_)));
+        if signs && profiles.iter().any(|p| !p.query_params().is_empty()) {
+            return Err(
+                "an HMAC-signed request cannot also carry a query key: the signature would not cover it"
+                    .into(),
+            );
+        }
+        Ok(AuthProfile {
             name,
             kind: Kind::All(profiles),
+        })
+    }
+
+    /// The headers this profile sets.
+    fn header_names(&self) -> Vec<HeaderName> {
+        match &self.kind {
+            Kind::Headers(headers) => headers.iter().map(|(n, _)| n.clone()).collect(),
+            Kind::Query { .. } => Vec::new(),
+            Kind::OAuth2(_) => vec![header::AUTHORIZATION],
+            Kind::Hmac(h) => std::iter::once(h.header.clone())
+                .chain(h.timestamp_header.clone())
+                .collect(),
+            Kind::All(profiles) => profiles.iter().flat_map(|p| p.header_names()).collect(),
         }
     }
 
@@ -517,7 +550,7 @@ impl AuthProfile {
         match &self.kind {
             Kind::OAuth2(o) if !used.tokens.is_empty() => {
                 for token in &used.tokens {
-                    o.drop_token(token).await;
+                    o.drop_token(&self.name, token).await;
                 }
                 true
             }
@@ -557,8 +590,8 @@ struct OAuth2 {
     scopes: String,
     audience: Option<String>,
     client_auth: ClientAuth,
-    /// A digest of everything that makes a token (endpoint, client, scopes, audience, the
-    /// configured refresh token): a saved token is used only by the same configuration.
+    /// A digest of everything that makes a token (endpoint, client and its secret, scopes,
+    /// audience, the configured refresh token): a saved token is used only by the same configuration.
     identity: String,
     /// The refresh-token grant (else client credentials).
     refresh_grant: bool,
@@ -579,6 +612,7 @@ fn identity(o: &OAuth2Config) -> String {
         &o.scopes.join(" "),
         o.audience.as_deref().unwrap_or(""),
         o.refresh_token.as_ref().map_or("", |t| t.expose()),
+        o.client_secret.as_ref().map_or("", |t| t.expose()),
     ] {
         context.update(part.as_bytes());
         context.update(&[0]);
@@ -715,11 +749,19 @@ impl OAuth2 {
         }
     }
 
-    async fn drop_token(&self, used: &Secret) {
+    async fn drop_token(&self, profile: &str, used: &Secret) {
         let mut cache = self.cache.lock().await;
         // Only if nobody replaced it meanwhile: many requests refused at once renew once.
         if cache.token.as_ref().is_some_and(|t| &t.access == used) {
             cache.token = None;
+            // Saved as spent too, so a restart before the renewal does not offer it again.
+            self.save(
+                profile,
+                &Secret::new(""),
+                Duration::ZERO,
+                cache.refresh_token.as_ref(),
+            )
+            .await;
         }
     }
 

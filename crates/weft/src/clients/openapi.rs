@@ -70,6 +70,8 @@ pub struct Param {
     pub required: bool,
     pub style: Style,
     pub explode: bool,
+    /// Described by `content` rather than `schema`: sent as JSON text.
+    pub json: bool,
     pub validator: Option<jsonschema::Validator>,
 }
 
@@ -101,6 +103,13 @@ impl Param {
             }
         };
         let name = enc(&self.name);
+        if self.json {
+            let text = enc(&value.to_string());
+            return match self.location {
+                In::Query => format!("{name}={text}"),
+                In::Path | In::Header => text,
+            };
+        }
         // The value as items: one for a primitive, the elements of an array, and for an object
         // either `key=value` items (exploded) or keys and values in turn.
         let exploded_object = matches!(value, Json::Object(_)) && self.explode;
@@ -124,6 +133,7 @@ impl Param {
             Style::Simple => items.join(","),
             Style::Label if self.explode => format!(".{}", items.join(".")),
             Style::Label => format!(".{}", items.join(",")),
+            Style::Matrix if items.is_empty() => format!(";{name}"),
             Style::Matrix if exploded_object => items.iter().map(|i| format!(";{i}")).collect(),
             Style::Matrix if self.explode && array => {
                 items.iter().map(|i| format!(";{name}={i}")).collect()
@@ -132,14 +142,14 @@ impl Param {
             Style::Form if exploded_object => items.join("&"),
             Style::DeepObject if matches!(value, Json::Object(_)) => items.join("&"),
             Style::Form if !self.explode => format!("{name}={}", items.join(",")),
+            Style::SpaceDelimited if !self.explode => format!("{name}={}", items.join("%20")),
+            Style::PipeDelimited if !self.explode => format!("{name}={}", items.join("%7C")),
             // deepObject is defined for objects only; anything else is written as exploded form.
-            Style::Form | Style::DeepObject => items
+            Style::Form | Style::DeepObject | Style::SpaceDelimited | Style::PipeDelimited => items
                 .iter()
                 .map(|i| format!("{name}={i}"))
                 .collect::<Vec<_>>()
                 .join("&"),
-            Style::SpaceDelimited => format!("{name}={}", items.join("%20")),
-            Style::PipeDelimited => format!("{name}={}", items.join("%7C")),
         }
     }
 }
@@ -156,6 +166,12 @@ pub struct Operation {
     pub security: Vec<Vec<String>>,
     /// Validators of the JSON answers, by status (`200`, `2XX`, `default`).
     pub responses: Vec<(String, jsonschema::Validator)>,
+    /// What the document gets wrong in this operation, which cannot be called then.
+    pub broken: Option<String>,
+}
+
+fn method_of(method: &str) -> Method {
+    Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("a known method")
 }
 
 impl Operation {
@@ -183,7 +199,7 @@ pub struct Body {
 /// A server of the document: its URL template and variables (name → default, allowed values).
 pub struct Server {
     pub url: String,
-    pub variables: BTreeMap<String, (String, Vec<String>)>,
+    pub variables: BTreeMap<String, (Option<String>, Vec<String>)>,
 }
 
 impl Server {
@@ -197,7 +213,11 @@ impl Server {
         }
         let mut url = self.url.clone();
         for (name, (default, allowed)) in &self.variables {
-            let value = values.get(name).unwrap_or(default);
+            let Some(value) = values.get(name).or(default.as_ref()) else {
+                return Err(format!(
+                    "server variable `{name}` has no default; give it under `server_variables`"
+                ));
+            };
             if !allowed.is_empty() && !allowed.contains(value) {
                 return Err(format!(
                     "server variable `{name}` must be one of {allowed:?}"
@@ -372,7 +392,7 @@ impl Spec {
                     .into_iter()
                     .flatten()
                     .map(|(name, v)| {
-                        let default = v.get("default").map(value_text).unwrap_or_default();
+                        let default = v.get("default").map(value_text);
                         let allowed = v
                             .get("enum")
                             .and_then(Json::as_array)
@@ -402,129 +422,154 @@ impl Spec {
                     .get("operationId")
                     .and_then(Json::as_str)
                     .map_or_else(|| format!("{method} {path}"), str::to_string);
-                let mut by_name: BTreeMap<(String, String), Json> = BTreeMap::new();
-                for list in [shared_params.as_ref(), op.get("parameters")]
-                    .into_iter()
-                    .flatten()
-                {
-                    for p in list.as_array().into_iter().flatten() {
-                        let name = p
-                            .get("name")
-                            .and_then(Json::as_str)
-                            .unwrap_or("")
-                            .to_string();
-                        let place = p.get("in").and_then(Json::as_str).unwrap_or("").to_string();
-                        by_name.insert((place, name), p.clone());
-                    }
-                }
-                let mut params = Vec::new();
-                for ((place, name), p) in by_name {
-                    let location = match place.as_str() {
-                        "path" => In::Path,
-                        "query" => In::Query,
-                        "header" => In::Header,
-                        // Cookies are not sent by weft.
-                        _ => continue,
-                    };
-                    let validator = match p.get("schema") {
-                        Some(schema) => Some(
-                            validator(schema, v31)
-                                .map_err(|e| format!("{path}: {id}: parameter `{name}`: {e}"))?,
-                        ),
-                        None => None,
-                    };
-                    let style = Style::parse(p.get("style").and_then(Json::as_str), location)
-                        .map_err(|e| format!("{path}: {id}: parameter `{name}`: {e}"))?;
-                    params.push(Param {
-                        required: location == In::Path
-                            || p.get("required").and_then(Json::as_bool).unwrap_or(false),
-                        explode: p
-                            .get("explode")
-                            .and_then(Json::as_bool)
-                            .unwrap_or(style == Style::Form),
-                        style,
-                        name,
-                        location,
-                        validator,
-                    });
-                }
-                let body = match op.get("requestBody") {
-                    None => None,
-                    Some(request_body) => {
-                        let required = request_body
-                            .get("required")
-                            .and_then(Json::as_bool)
-                            .unwrap_or(false);
-                        let content = request_body.get("content").and_then(Json::as_object);
-                        let json = content.into_iter().flatten().find(|(media, _)| {
-                            let essence = media.split(';').next().unwrap_or("").trim();
-                            essence == "application/json" || essence.ends_with("+json")
-                        });
-                        match json {
-                            Some((media, spec)) => Some(Body {
-                                required,
-                                content_type: media.clone(),
-                                validator: match spec.get("schema") {
-                                    Some(schema) => Some(
-                                        validator(schema, v31)
-                                            .map_err(|e| format!("{path}: {id}: body: {e}"))?,
-                                    ),
-                                    None => None,
-                                },
-                            }),
-                            None if required => {
-                                let types: Vec<&String> =
-                                    content.into_iter().flatten().map(|(m, _)| m).collect();
-                                return Err(format!(
-                                    "{path}: {id}: the body must be one of {types:?}; weft sends JSON"
-                                ));
-                            }
-                            None => None,
+                // A part of one operation the document gets wrong spoils that operation only:
+                // vendor documents often carry a mistake in a corner nobody calls.
+                let built = (|| -> Result<Operation, String> {
+                    let mut by_name: BTreeMap<(String, String), Json> = BTreeMap::new();
+                    for list in [shared_params.as_ref(), op.get("parameters")]
+                        .into_iter()
+                        .flatten()
+                    {
+                        for p in list.as_array().into_iter().flatten() {
+                            let name = p
+                                .get("name")
+                                .and_then(Json::as_str)
+                                .unwrap_or("")
+                                .to_string();
+                            let place =
+                                p.get("in").and_then(Json::as_str).unwrap_or("").to_string();
+                            by_name.insert((place, name), p.clone());
                         }
                     }
-                };
-                let mut responses = Vec::new();
-                for (status, answer) in op
-                    .get("responses")
-                    .and_then(Json::as_object)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(schema) = answer.pointer("/content/application~1json/schema") {
-                        responses.push((
-                            status.clone(),
-                            validator(schema, v31)
-                                .map_err(|e| format!("{path}: {id}: response {status}: {e}"))?,
-                        ));
+                    let mut params = Vec::new();
+                    for ((place, name), p) in by_name {
+                        let location = match place.as_str() {
+                            "path" => In::Path,
+                            "query" => In::Query,
+                            "header" => In::Header,
+                            // Cookies are not sent by weft.
+                            _ => continue,
+                        };
+                        // A parameter described by `content` (one media type, JSON in practice)
+                        // is sent as that JSON text, not by style.
+                        let content_schema = p
+                            .get("content")
+                            .and_then(Json::as_object)
+                            .and_then(|c| c.values().next())
+                            .map(|media| media.get("schema"));
+                        let validator =
+                            match content_schema.unwrap_or_else(|| p.get("schema")) {
+                                Some(schema) => Some(validator(schema, v31).map_err(|e| {
+                                    format!("{path}: {id}: parameter `{name}`: {e}")
+                                })?),
+                                None => None,
+                            };
+                        let style =
+                            Style::parse(p.get("style").and_then(Json::as_str), location)
+                                .map_err(|e| format!("{path}: {id}: parameter `{name}`: {e}"))?;
+                        params.push(Param {
+                            required: location == In::Path
+                                || p.get("required").and_then(Json::as_bool).unwrap_or(false),
+                            explode: p
+                                .get("explode")
+                                .and_then(Json::as_bool)
+                                .unwrap_or(style == Style::Form),
+                            style,
+                            json: content_schema.is_some(),
+                            name,
+                            location,
+                            validator,
+                        });
                     }
-                }
-                let security = op
-                    .get("security")
-                    .or(root_security.as_ref())
-                    .and_then(Json::as_array)
-                    .map(|alternatives| {
-                        alternatives
-                            .iter()
-                            .filter_map(Json::as_object)
-                            .map(|req| req.keys().cloned().collect())
-                            .collect()
+                    let body = match op.get("requestBody") {
+                        None => None,
+                        Some(request_body) => {
+                            let required = request_body
+                                .get("required")
+                                .and_then(Json::as_bool)
+                                .unwrap_or(false);
+                            let content = request_body.get("content").and_then(Json::as_object);
+                            let json = content.into_iter().flatten().find(|(media, _)| {
+                                let essence = media.split(';').next().unwrap_or("").trim();
+                                essence == "application/json" || essence.ends_with("+json")
+                            });
+                            match json {
+                                Some((media, spec)) => Some(Body {
+                                    required,
+                                    content_type: media.clone(),
+                                    validator: match spec.get("schema") {
+                                        Some(schema) => Some(
+                                            validator(schema, v31)
+                                                .map_err(|e| format!("{path}: {id}: body: {e}"))?,
+                                        ),
+                                        None => None,
+                                    },
+                                }),
+                                None if required => {
+                                    let types: Vec<&String> =
+                                        content.into_iter().flatten().map(|(m, _)| m).collect();
+                                    return Err(format!(
+                                        "{path}: {id}: the body must be one of {types:?}; weft sends JSON"
+                                    ));
+                                }
+                                None => None,
+                            }
+                        }
+                    };
+                    let mut responses = Vec::new();
+                    for (status, answer) in op
+                        .get("responses")
+                        .and_then(Json::as_object)
+                        .into_iter()
+                        .flatten()
+                    {
+                        if let Some(schema) = answer.pointer("/content/application~1json/schema") {
+                            responses.push((
+                                status.clone(),
+                                validator(schema, v31)
+                                    .map_err(|e| format!("{path}: {id}: response {status}: {e}"))?,
+                            ));
+                        }
+                    }
+                    let security = op
+                        .get("security")
+                        .or(root_security.as_ref())
+                        .and_then(Json::as_array)
+                        .map(|alternatives| {
+                            alternatives
+                                .iter()
+                                .filter_map(Json::as_object)
+                                .map(|req| req.keys().cloned().collect())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    Ok(Operation {
+                        id: id.clone(),
+                        method: method_of(method),
+                        path: path.clone(),
+                        summary: op
+                            .get("summary")
+                            .and_then(Json::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        params,
+                        body,
+                        security,
+                        responses,
+                        broken: None,
                     })
-                    .unwrap_or_default();
-                operations.push(Operation {
+                })();
+                operations.push(built.unwrap_or_else(|broken| Operation {
                     id,
-                    method: Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-                        .expect("a known method"),
+                    method: method_of(method),
                     path: path.clone(),
-                    summary: op
-                        .get("summary")
-                        .and_then(Json::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    params,
-                    body,
-                    security,
-                    responses,
-                });
+                    summary: String::new(),
+                    params: Vec::new(),
+                    body: None,
+                    security: Vec::new(),
+                    responses: Vec::new(),
+                    broken: Some(broken),
+                }));
             }
         }
         Ok(Spec {
@@ -618,6 +663,7 @@ mod tests {
             required: false,
             style: Style::parse(Some(style), location).unwrap(),
             explode,
+            json: false,
             validator: None,
         };
         let string = serde_json::json!("blue");
@@ -737,6 +783,22 @@ mod tests {
             param(In::Header, "simple", false).serialize(&tricky),
             "a b,c,d&e"
         );
+        assert_eq!(
+            param(In::Query, "pipeDelimited", true).serialize(&array),
+            "color=blue&color=black&color=brown"
+        );
+        assert_eq!(
+            param(In::Path, "matrix", false).serialize(&serde_json::json!([])),
+            ";color"
+        );
+        let json = Param {
+            json: true,
+            ..param(In::Query, "form", true)
+        };
+        assert_eq!(
+            json.serialize(&object),
+            "color=%7B%22B%22%3A150%2C%22G%22%3A200%2C%22R%22%3A100%7D"
+        );
         assert!(Style::parse(Some("form"), In::Path).is_err());
         assert!(Style::parse(Some("matrix"), In::Header).is_err());
     }
@@ -773,5 +835,34 @@ mod tests {
         assert!(e.contains("`region` must be one of"), "{e}");
         let e = server.resolve(&values(&[("zone", "a")])).unwrap_err();
         assert!(e.contains("no variable `zone`"), "{e}");
+    }
+
+    #[test]
+    fn a_mistake_in_one_operation_spoils_only_that_one() {
+        let spec = load(serde_json::json!({
+            "openapi": "3.0.3",
+            "servers": [{"url": "https://{tenant}.example.com", "variables": {"tenant": {}}}],
+            "paths": {
+                "/a": {"get": {"operationId": "bad", "parameters": [
+                    {"name": "q", "in": "query", "style": "matrix", "schema": {"type": "string"}}
+                ]}},
+                "/b": {"get": {"operationId": "good", "parameters": [
+                    {"name": "f", "in": "query", "content": {"application/json": {"schema": {"type": "object"}}}}
+                ]}}
+            }
+        }))
+        .unwrap();
+        let op = |id: &str| spec.operations.iter().find(|o| o.id == id).unwrap();
+        assert!(
+            op("bad")
+                .broken
+                .as_deref()
+                .unwrap()
+                .contains("style `matrix` is not allowed")
+        );
+        assert!(op("good").broken.is_none());
+        assert!(op("good").params[0].json);
+        let e = spec.servers[0].resolve(&BTreeMap::new()).unwrap_err();
+        assert!(e.contains("`tenant` has no default"), "{e}");
     }
 }

@@ -153,15 +153,20 @@ pub enum Format {
 }
 
 /// What a sending component does with its messages: a fixed [`Format`], or the default (JSON,
-/// a string message as its raw text).
+/// a string message as its raw text). A format chosen by a `Content-Type` header leaves string
+/// messages as they are (a SOAP envelope or a form written by a template, say).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Encoding {
     format: Option<Format>,
+    /// Chosen by a `Content-Type` header rather than `format`: a string message is then taken
+    /// as already written in that format and sent as it is.
+    by_header: bool,
 }
 
 impl Encoding {
     /// From the component's `format`, else its configured `Content-Type` header.
     pub fn new(format: Option<Format>, content_type: Option<&str>) -> Result<Encoding, String> {
+        let by_header = format.is_none() && content_type.is_some();
         let format = format.or_else(|| {
             content_type.map(|ct| match kind(Some(ct)) {
                 Kind::Json => Format::Json,
@@ -178,7 +183,7 @@ impl Encoding {
                     .into(),
             );
         }
-        Ok(Encoding { format })
+        Ok(Encoding { format, by_header })
     }
 
     /// For a component with `format` and `headers` settings (a `Content-Type` header there
@@ -190,14 +195,25 @@ impl Encoding {
         let content_type = headers
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.contains("{{"));
-        Encoding::new(format, content_type)
+            .map(|(_, v)| v.as_str());
+        if format == Some(Format::Multipart) && content_type.is_some() {
+            return Err(
+                "with multipart bodies leave `Content-Type` out: weft sets it with the boundary"
+                    .into(),
+            );
+        }
+        // A templated content type is only known per message: it chooses no format.
+        Encoding::new(format, content_type.filter(|v| !v.contains("{{")))
     }
 
     /// The body and its content type.
     pub fn encode(&self, value: &Value) -> Result<(Bytes, Cow<'static, str>), String> {
         let json = |v: &Value| Bytes::from(serde_json::to_vec(v).unwrap_or_default());
+        if self.by_header
+            && let Some(text) = raw(value)
+        {
+            return Ok((text, "text/plain; charset=utf-8".into()));
+        }
         Ok(match self.format {
             None => match raw(value) {
                 Some(text) => (text, "text/plain; charset=utf-8".into()),
@@ -337,7 +353,8 @@ fn write_multipart(value: &Value, boundary: &str) -> Result<Vec<u8>, String> {
             let (headers, data): (String, Bytes) = match (file, scalar(item)) {
                 (Some(f), _) => {
                     let filename = disposition_name(
-                        &scalar(&f["filename"]).ok_or("a file part's `filename` must be text")?,
+                        &scalar(&f["filename"])
+                            .ok_or_else(|| format!("part `{name}`: `filename` must be text"))?,
                     );
                     let content_type = f
                         .get("content_type")
@@ -502,5 +519,12 @@ mod tests {
             .unwrap();
         assert_eq!(ct, "text/csv");
         assert!(Encoding::configured(None, &headers("multipart/form-data")).is_err());
+        assert!(Encoding::configured(Some(Format::Multipart), &headers("{{ .t }}")).is_err());
+        // A string under a header-chosen format is taken as already written in it.
+        let (body, _) = Encoding::configured(None, &headers("text/xml"))
+            .unwrap()
+            .encode(&Value::from("<a/>"))
+            .unwrap();
+        assert_eq!(body, "<a/>");
     }
 }

@@ -177,24 +177,58 @@ pub fn write(value: &Value) -> Result<Vec<u8>, XmlError> {
             root.len()
         )));
     };
+    if matches!(content, Value::Array(_)) {
+        return Err(XmlError(format!(
+            "to write XML, the root element `{name}` must be one element, not an array"
+        )));
+    }
     let mut out = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>".to_vec();
     element(&mut out, name, content, 0)?;
     Ok(out)
 }
 
 fn checked_name(name: &str) -> Result<&str, XmlError> {
-    let valid = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_alphabetic() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+    // A name, or `prefix:name`.
+    let part = |p: &str| {
+        p.chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
+            && p.chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    let valid = match name.split_once(':') {
+        Some((prefix, local)) => part(prefix) && part(local),
+        None => part(name),
+    };
     if valid {
         Ok(name)
     } else {
         Err(XmlError(format!("`{name}` is not an XML name")))
     }
+}
+
+/// `text` escaped for XML content or an attribute; characters XML 1.0 cannot hold are refused.
+fn escaped(text: &str, attribute: bool, element: &str) -> Result<String, XmlError> {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' if attribute => out.push_str("&quot;"),
+            // A parser turns these into spaces in an attribute unless written as references.
+            '\t' | '\n' | '\r' if attribute => out.push_str(&format!("&#{};", c as u32)),
+            '\t' | '\n' | '\r' => out.push(c),
+            '\u{0}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}' => {
+                return Err(XmlError(format!(
+                    "`{element}` holds the character U+{:04X}, which XML cannot carry",
+                    c as u32
+                )));
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
 }
 
 fn scalar_text(value: &Value) -> String {
@@ -229,7 +263,7 @@ fn element(out: &mut Vec<u8>, name: &str, value: &Value, depth: usize) -> Result
             out.extend_from_slice(b"/>");
         } else {
             out.push(b'>');
-            out.extend_from_slice(quick_xml::escape::escape(text.as_str()).as_bytes());
+            out.extend_from_slice(escaped(&text, false, name)?.as_bytes());
             out.extend_from_slice(format!("</{name}>").as_bytes());
         }
         return Ok(());
@@ -239,18 +273,14 @@ fn element(out: &mut Vec<u8>, name: &str, value: &Value, depth: usize) -> Result
             let attribute = checked_name(attribute)?;
             let text = scalar_text(v);
             out.extend_from_slice(
-                format!(
-                    " {attribute}=\"{}\"",
-                    quick_xml::escape::escape(text.as_str())
-                )
-                .as_bytes(),
+                format!(" {attribute}=\"{}\"", escaped(&text, true, name)?).as_bytes(),
             );
         }
     }
     out.push(b'>');
     for (key, v) in fields {
         if key.as_str() == "#text" {
-            out.extend_from_slice(quick_xml::escape::escape(scalar_text(v).as_str()).as_bytes());
+            out.extend_from_slice(escaped(&scalar_text(v), false, name)?.as_bytes());
         } else if !key.starts_with('@') {
             element(out, key, v, depth + 1)?;
         }
@@ -294,5 +324,21 @@ mod tests {
         let deep = "<a>".repeat(100) + &"</a>".repeat(100);
         assert!(parse(deep.as_bytes()).unwrap_err().0.contains("deeper"));
         assert!(parse(b"<a><b></a>").is_err());
+    }
+
+    #[test]
+    fn written_documents_are_well_formed_or_refused() {
+        let v = |j: serde_json::Value| -> Value { serde_json::from_value(j).unwrap() };
+        let text = |j| String::from_utf8(write(&v(j)).unwrap()).unwrap();
+        assert_eq!(
+            text(serde_json::json!({"ns:r": {"@a": "x\n\"y\"", "#text": "1 < 2\n"}})),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ns:r a=\"x&#10;&quot;y&quot;\">1 &lt; 2\n</ns:r>"
+        );
+        let refused = |j| write(&v(j)).unwrap_err().0;
+        assert!(refused(serde_json::json!({"r": [1, 2]})).contains("not an array"));
+        assert!(refused(serde_json::json!({"r": "bell\u{7}"})).contains("U+0007"));
+        assert!(refused(serde_json::json!({"a:": 1})).contains("not an XML name"));
+        assert!(refused(serde_json::json!({"a:b:c": 1})).contains("not an XML name"));
+        assert!(refused(serde_json::json!({"a": 1, "b": 2})).contains("exactly one field"));
     }
 }

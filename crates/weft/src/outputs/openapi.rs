@@ -133,6 +133,15 @@ impl Config {
             }
             return Err(err("operation", message));
         };
+        if let Some(broken) = &operation.broken {
+            return Err(err(
+                "operation",
+                format!(
+                    "the document describes `{}` wrongly: {broken}",
+                    operation.id
+                ),
+            ));
+        }
         let server = match (&self.server, document.servers.first()) {
             (Some(s), _) if !self.server_variables.is_empty() => {
                 return Err(err(
@@ -173,10 +182,10 @@ impl Config {
                                 .map_err(|e| err("security", e))?,
                         );
                     }
-                    auth = Some(Arc::new(AuthProfile::all(
-                        alternative.join(" + "),
-                        profiles,
-                    )));
+                    auth = Some(Arc::new(
+                        AuthProfile::all(alternative.join(" + "), profiles)
+                            .map_err(|e| err("security", e))?,
+                    ));
                 }
                 None => {
                     let wanted: Vec<String> =
@@ -418,10 +427,10 @@ pub fn list(path: &str) -> Result<Vec<String>, String> {
         .operations
         .iter()
         .map(|o| {
-            let summary = if o.summary.is_empty() {
-                String::new()
-            } else {
-                format!("  {}", o.summary)
+            let summary = match (&o.broken, o.summary.is_empty()) {
+                (Some(broken), _) => format!("  (cannot be called: {broken})"),
+                (None, true) => String::new(),
+                (None, false) => format!("  {}", o.summary),
             };
             format!("{}  {} {}{summary}", o.id, o.method, o.path)
         })

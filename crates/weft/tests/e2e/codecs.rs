@@ -7,7 +7,13 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_are_decoded_and_bodies_are_written_in_the_chosen_format() {
     let receiver = Receiver::start().await;
-    let (upload, xml_in, csv_in, multi_in) = (free_port(), free_port(), free_port(), free_port());
+    let (upload, xml_in, csv_in, multi_in, raw_in) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
     let config = format!(
         r#"
 flows:
@@ -29,6 +35,13 @@ flows:
       http_server: {{ address: "127.0.0.1:{csv_in}" }}
     output:
       http_client: {{ url: "{csv}", headers: {{ Content-Type: text/csv }} }}
+  raw:
+    input:
+      http_server: {{ address: "127.0.0.1:{raw_in}" }}
+    pipeline:
+      - map: '. = "<note>" + string!(.t) + "</note>"'
+    output:
+      http_client: {{ url: "{raw}", headers: {{ Content-Type: text/xml }} }}
   multi:
     input:
       http_server: {{ address: "127.0.0.1:{multi_in}" }}
@@ -39,6 +52,7 @@ flows:
         xml = receiver.url("/xml"),
         csv = receiver.url("/csv"),
         multi = receiver.url("/multi"),
+        raw = receiver.url("/raw"),
     );
     let weft = Weft::start(&config).await;
 
@@ -128,6 +142,18 @@ flows:
         .unwrap();
     assert_eq!(csv.headers["content-type"], "text/csv");
     assert_eq!(csv.body, "qty,sku,note\n2,A1,\n1,\"B,2\",x\n");
+
+    // A string under a header-chosen format is already written: sent as it is.
+    let (status, _, body) =
+        post_json(&format!("http://127.0.0.1:{raw_in}/"), r#"{"t": "hi"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let raw = receiver
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/raw")
+        .unwrap();
+    assert_eq!(raw.headers["content-type"], "text/xml");
+    assert_eq!(raw.body, "<note>hi</note>");
 
     // Multipart: a text part, a JSON part and a file part, read back by multer.
     let (status, _, body) = post_json(

@@ -106,6 +106,25 @@ async fn a_429_with_retry_after_is_waited_for() {
     // Retry-After: 1 overrides max_backoff (200ms); allow scheduling slack.
     assert!(gap >= Duration::from_millis(950), "waited only {gap:?}");
     assert!(gap < Duration::from_secs(5), "waited {gap:?}");
+
+    // The HTTP-date form (whole seconds): the start of the fourth second from now, so the wait
+    // is over 3 s whatever the fraction of the current one.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let until = std::time::UNIX_EPOCH + Duration::from_secs(now + 4);
+    receiver.script(vec![Reply {
+        status: 429,
+        headers: vec![("retry-after", httpdate::fmt_http_date(until))],
+    }]);
+    let (status, _, body) = post_order(port).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), 4);
+    let gap = seen[3].at - seen[2].at;
+    assert!(gap >= Duration::from_millis(2_500), "waited only {gap:?}");
+    assert!(gap < Duration::from_secs(8), "waited {gap:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

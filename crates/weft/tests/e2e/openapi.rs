@@ -269,6 +269,16 @@ flows:
     assert_eq!(seen[0].headers["authorization"], "Bearer t0ken");
     assert_eq!(seen[0].headers["x-trace"], "t1,t2");
 
+    // Two schemes whose profiles set the same header are refused.
+    std::fs::write(
+        dir.join("twice.yaml"),
+        config.replace("appKey: app", "appKey: lib"),
+    )
+    .unwrap();
+    let (status, _, stderr) = weft_cmd(&["check", "twice.yaml"], &dir);
+    assert!(!status.success());
+    assert!(stderr.contains("both set `authorization`"), "{stderr}");
+
     // A server variable outside its enum is a config error naming the field.
     std::fs::write(
         dir.join("bad.yaml"),
