@@ -1,6 +1,7 @@
 //! Client code per external system, shared by every input and output that talks to it, so an
 //! input and an output of one system never duplicate connection handling. `resources:` in the
-//! config holds what components share by name: auth profiles, rate limits and circuit breakers.
+//! config holds what components share by name: auth profiles, rate limits, circuit breakers and
+//! SQL databases.
 //! OAuth 2.0 tokens (and rotated refresh tokens) are kept in the store when the engine has one,
 //! so a restart neither fetches a token it still holds nor loses the refresh token it was last
 //! given; a profile with a refresh-token grant makes the engine open the store.
@@ -14,6 +15,7 @@ pub mod rate_limit;
 pub mod request;
 pub mod secret;
 pub mod soap;
+pub mod sql;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ pub struct Resources {
     pub auth: HashMap<String, Arc<AuthProfile>>,
     pub rate_limits: HashMap<String, RateLimit>,
     pub circuit_breakers: HashMap<String, Breaker>,
+    pub sql: HashMap<String, Arc<sql::Database>>,
 }
 
 fn unknown<T>(what: &str, section: &str, name: &str, known: &HashMap<String, T>) -> String {
@@ -61,6 +64,13 @@ impl Resources {
             .get(name)
             .cloned()
             .ok_or_else(|| unknown("auth profile", "auth", name, &self.auth))
+    }
+
+    pub fn sql(&self, name: &str) -> Result<Arc<sql::Database>, String> {
+        self.sql
+            .get(name)
+            .cloned()
+            .ok_or_else(|| unknown("database", "sql", name, &self.sql))
     }
 
     pub fn circuit_breaker(&self, name: &str) -> Result<Breaker, String> {

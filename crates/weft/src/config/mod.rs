@@ -538,11 +538,11 @@ impl<'a> Loader<'a> {
             self.errors.push(ctx.error(
                 node.loc,
                 "resources",
-                "`resources` is a mapping with `auth`, `rate_limits` and `circuit_breakers`",
+                "`resources` is a mapping with `auth`, `rate_limits`, `circuit_breakers` and `sql`",
             ));
             return;
         };
-        const KINDS: &[&str] = &["auth", "rate_limits", "circuit_breakers"];
+        const KINDS: &[&str] = &["auth", "rate_limits", "circuit_breakers", "sql"];
         for (key, items) in kinds {
             let kind = match &key.kind {
                 Kind::Str(k) if KINDS.contains(&k.as_str()) => k.as_str(),
@@ -582,6 +582,7 @@ impl<'a> Loader<'a> {
                 let duplicate = match kind {
                     "auth" => self.resources.auth.contains_key(name),
                     "rate_limits" => self.resources.rate_limits.contains_key(name),
+                    "sql" => self.resources.sql.contains_key(name),
                     _ => self.resources.circuit_breakers.contains_key(name),
                 };
                 if duplicate {
@@ -597,6 +598,16 @@ impl<'a> Loader<'a> {
                         Ok(config) => match config.build(name, &self.shared.http) {
                             Ok(profile) => {
                                 self.resources.auth.insert(name.clone(), Arc::new(profile));
+                            }
+                            Err(errs) => self.errors.extend(ctx.build_errors(item, errs)),
+                        },
+                        Err(e) => self.errors.push(ctx.de_error(e, false)),
+                    }
+                } else if kind == "sql" {
+                    match from_node::<crate::clients::sql::Config>(item) {
+                        Ok(config) => match config.build(name) {
+                            Ok(db) => {
+                                self.resources.sql.insert(name.clone(), Arc::new(db));
                             }
                             Err(errs) => self.errors.extend(ctx.build_errors(item, errs)),
                         },

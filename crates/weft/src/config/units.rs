@@ -7,7 +7,7 @@ use std::{fmt, time::Duration};
 use serde::de::{self, Deserialize, Deserializer};
 
 /// A duration written with its unit, e.g. `30s`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dur(pub Duration);
 
 impl<'de> Deserialize<'de> for Dur {

@@ -55,7 +55,6 @@ use crate::clients::http::Truncated;
 use crate::clients::request::{ExchangeError, Parts, RequestSpec, check_uri, origin, with_query};
 use crate::config::BuildError;
 use crate::config::units::Dur;
-use crate::core::durable::now_ms;
 use crate::core::mapping::{Mapping, empty_object, insert, to_text};
 use crate::core::schedule::Schedule;
 use crate::core::{Message, Value, body};
@@ -380,9 +379,6 @@ impl Config {
     }
 }
 
-/// Where the checkpoint of a flow's poller lives in the store.
-const CHECKPOINT_NAMESPACE: &str = "checkpoint";
-
 /// Whether `a` comes after `b` as a watermark: numbers by value, timestamps (or RFC 3339
 /// strings, as a saved timestamp reloads) by time, anything else by its text.
 fn later(a: &Value, b: &Value) -> bool {
@@ -463,18 +459,9 @@ impl HttpPoll {
     }
 
     async fn load_watermark(&self, feed: &Feed) -> Result<Value, String> {
-        let Some((_, initial)) = &self.watermark else {
-            return Ok(Value::Null);
-        };
-        let store = feed.flow.store().ok_or("the flow has no store")?;
-        match store
-            .kv_get(CHECKPOINT_NAMESPACE, &feed.flow.name, now_ms())
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Some(saved) => serde_json::from_slice(&saved)
-                .map_err(|e| format!("the saved watermark is unreadable: {e}")),
-            None => Ok(initial.clone()),
+        match &self.watermark {
+            None => Ok(Value::Null),
+            Some((_, initial)) => Ok(feed.load_checkpoint().await?.unwrap_or(initial.clone())),
         }
     }
 
@@ -631,7 +618,7 @@ impl HttpPoll {
                 ));
             }
             if later(&page_mark, &watermark) {
-                self.save_watermark(feed, &page_mark).await?;
+                feed.save_checkpoint(&page_mark).await?;
                 watermark = page_mark;
             }
             if let Some(stop) = &self.stop
@@ -698,15 +685,6 @@ impl HttpPoll {
             };
         }
         Ok(())
-    }
-
-    async fn save_watermark(&self, feed: &Feed, mark: &Value) -> Result<(), String> {
-        let store = feed.flow.store().ok_or("the flow has no store")?;
-        let text = serde_json::to_vec(mark).map_err(|e| e.to_string())?;
-        store
-            .kv_put(CHECKPOINT_NAMESPACE, &feed.flow.name, &text, None)
-            .await
-            .map_err(|e| format!("could not save the watermark: {e}"))
     }
 }
 

@@ -9,6 +9,7 @@ pub mod file;
 pub mod generate;
 pub mod http_poll;
 pub mod http_server;
+pub mod sql_poll;
 pub mod stdin;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use crate::outputs::Shared;
 pub enum InputConfig {
     HttpServer(http_server::Config),
     HttpPoll(Box<http_poll::Config>),
+    SqlPoll(Box<sql_poll::Config>),
     Generate(generate::Config),
     Stdin(stdin::Config),
     File(file::Config),
@@ -41,6 +43,7 @@ impl InputConfig {
         match self {
             InputConfig::HttpServer(_) => "http_server",
             InputConfig::HttpPoll(_) => "http_poll",
+            InputConfig::SqlPoll(_) => "sql_poll",
             InputConfig::Generate(_) => "generate",
             InputConfig::Stdin(_) => "stdin",
             InputConfig::File(_) => "file",
@@ -54,6 +57,7 @@ impl InputConfig {
             InputConfig::HttpPoll(c) => {
                 Input::HttpPoll(Box::new(c.build(&shared.http, resources)?))
             }
+            InputConfig::SqlPoll(c) => Input::SqlPoll(Box::new(c.build(resources)?)),
             InputConfig::Generate(c) => Input::Generate(c.build()?),
             InputConfig::Stdin(c) => Input::Stdin(c),
             InputConfig::File(c) => Input::File(c),
@@ -66,6 +70,7 @@ pub enum Input {
     /// Served by [`http_server::serve`], together with the other endpoints on its address.
     HttpServer(http_server::Endpoint),
     HttpPoll(Box<http_poll::HttpPoll>),
+    SqlPoll(Box<sql_poll::SqlPoll>),
     Generate(generate::Generate),
     Stdin(stdin::Config),
     File(file::Config),
@@ -77,6 +82,7 @@ impl Input {
         match self {
             Input::HttpServer(endpoint) => endpoint.uses_store(),
             Input::HttpPoll(poll) => poll.uses_store(),
+            Input::SqlPoll(poll) => poll.uses_store(),
             _ => false,
         }
     }
@@ -90,6 +96,10 @@ impl Input {
                 Ok(())
             }
             Input::HttpPoll(p) => {
+                p.run(feed).await;
+                Ok(())
+            }
+            Input::SqlPoll(p) => {
                 p.run(feed).await;
                 Ok(())
             }
@@ -107,7 +117,41 @@ pub struct Feed {
     pub tasks: TaskTracker,
 }
 
+/// Where the checkpoints of polling inputs live in the store (keyed by flow).
+const CHECKPOINT_NAMESPACE: &str = "checkpoint";
+
 impl Feed {
+    /// The checkpoint this flow's input saved last, if any.
+    pub async fn load_checkpoint<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<Option<T>, String> {
+        let store = self.flow.store().ok_or("the flow has no store")?;
+        match store
+            .kv_get(
+                CHECKPOINT_NAMESPACE,
+                &self.flow.name,
+                crate::core::durable::now_ms(),
+            )
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(saved) => serde_json::from_slice(&saved)
+                .map(Some)
+                .map_err(|e| format!("the saved checkpoint is unreadable: {e}")),
+            None => Ok(None),
+        }
+    }
+
+    /// Saves this flow's input checkpoint: call it only once what it covers was accepted.
+    pub async fn save_checkpoint<T: serde::Serialize>(&self, mark: &T) -> Result<(), String> {
+        let store = self.flow.store().ok_or("the flow has no store")?;
+        let text = serde_json::to_vec(mark).map_err(|e| e.to_string())?;
+        store
+            .kv_put(CHECKPOINT_NAMESPACE, &self.flow.name, &text, None)
+            .await
+            .map_err(|e| format!("could not save the checkpoint: {e}"))
+    }
+
     /// Waits for a place in flight, then processes `message` in its own task.
     /// Returns `false` if shutdown came first (the message was not accepted).
     pub async fn push(&self, message: Message) -> bool {

@@ -8,6 +8,7 @@ pub mod graphql;
 mod http_client;
 pub mod openapi;
 pub mod soap;
+mod sql;
 mod stdout;
 
 use serde::Deserialize;
@@ -26,6 +27,7 @@ pub enum OutputConfig {
     Graphql(Box<graphql::Config>),
     Soap(Box<soap::Config>),
     Openapi(Box<openapi::Config>),
+    Sql(Box<sql::Config>),
     Stdout(stdout::Config),
     File(file::Config),
     Drop(drop::Config),
@@ -44,6 +46,7 @@ impl OutputConfig {
             OutputConfig::Graphql(_) => "graphql",
             OutputConfig::Soap(_) => "soap",
             OutputConfig::Openapi(_) => "openapi",
+            OutputConfig::Sql(_) => "sql",
             OutputConfig::Stdout(_) => "stdout",
             OutputConfig::File(_) => "file",
             OutputConfig::Drop(_) => "drop",
@@ -56,6 +59,7 @@ impl OutputConfig {
             OutputConfig::Graphql(c) => RetryPolicy::from(&c.retry),
             OutputConfig::Soap(c) => RetryPolicy::from(&c.retry),
             OutputConfig::Openapi(c) => RetryPolicy::from(&c.retry),
+            OutputConfig::Sql(c) => RetryPolicy::from(&c.retry),
             _ => RetryPolicy::from(&RetryConfig::default()),
         }
     }
@@ -74,6 +78,7 @@ impl OutputConfig {
             OutputConfig::Openapi(c) => {
                 Output::Openapi(Box::new(c.build_output(&shared.http, resources)?))
             }
+            OutputConfig::Sql(c) => Output::Sql(Box::new(c.build(resources)?)),
             OutputConfig::Stdout(c) => Output::Stdout(c.build()),
             OutputConfig::File(c) => Output::File(c.build()?),
             OutputConfig::Drop(_) => Output::Drop,
@@ -86,6 +91,7 @@ pub enum Output {
     Graphql(Box<graphql::GraphqlOutput>),
     Soap(Box<soap::SoapOutput>),
     Openapi(Box<openapi::OpenApiOutput>),
+    Sql(Box<sql::SqlOutput>),
     Stdout(stdout::Stdout),
     File(file::FileOutput),
     Drop,
@@ -98,6 +104,7 @@ impl crate::core::Output for Output {
             Output::Graphql(o) => o.send(message).await,
             Output::Soap(o) => o.send(message).await,
             Output::Openapi(o) => o.send(message).await,
+            Output::Sql(o) => o.send(message).await,
             Output::Stdout(o) => o.send(message).await,
             Output::File(o) => o.send(message).await,
             Output::Drop => Attempt::Delivered,
@@ -110,6 +117,7 @@ impl crate::core::Output for Output {
             Output::Graphql(o) => o.reads_metadata(),
             Output::Soap(o) => o.reads_metadata(),
             Output::Openapi(o) => o.reads_metadata(),
+            Output::Sql(o) => o.reads_metadata(),
             Output::Stdout(_) | Output::File(_) | Output::Drop => false,
         }
     }

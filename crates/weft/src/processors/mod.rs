@@ -9,6 +9,7 @@ mod log;
 mod map;
 mod openapi;
 mod soap;
+mod sql;
 
 use serde::Deserialize;
 
@@ -30,6 +31,7 @@ pub enum ProcessorConfig {
     Graphql(Box<graphql::Config>),
     Soap(Box<soap::Config>),
     Openapi(Box<openapi::Config>),
+    Sql(Box<sql::Config>),
 }
 
 impl ProcessorConfig {
@@ -43,6 +45,7 @@ impl ProcessorConfig {
             ProcessorConfig::Graphql(_) => "graphql",
             ProcessorConfig::Soap(_) => "soap",
             ProcessorConfig::Openapi(_) => "openapi",
+            ProcessorConfig::Sql(_) => "sql",
         }
     }
 
@@ -68,6 +71,7 @@ impl ProcessorConfig {
             ProcessorConfig::Openapi(c) => {
                 Processor::Openapi(Box::new(openapi::build(c, &shared.http, resources)?))
             }
+            ProcessorConfig::Sql(c) => Processor::Sql(Box::new(c.build(resources)?)),
         })
     }
 }
@@ -81,6 +85,7 @@ pub enum Processor {
     Graphql(Box<graphql::Graphql>),
     Soap(Box<soap::Soap>),
     Openapi(Box<openapi::OpenApi>),
+    Sql(Box<sql::Sql>),
 }
 
 impl Processor {
@@ -105,6 +110,7 @@ impl crate::core::Processor for Processor {
             Processor::Graphql(p) => p.process(message).await?,
             Processor::Soap(p) => p.process(message).await?,
             Processor::Openapi(p) => p.process(message).await?,
+            Processor::Sql(p) => p.process(message).await?,
         })
     }
 
@@ -118,6 +124,7 @@ impl crate::core::Processor for Processor {
             Processor::Graphql(p) => p.reads_metadata(),
             Processor::Soap(p) => p.reads_metadata(),
             Processor::Openapi(p) => p.reads_metadata(),
+            Processor::Sql(p) => p.reads_metadata(),
         }
     }
 }

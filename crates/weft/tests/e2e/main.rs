@@ -16,6 +16,7 @@ mod idempotency;
 mod openapi;
 mod peers;
 mod soap;
+mod sql;
 mod support;
 mod tidy;
 mod tls;

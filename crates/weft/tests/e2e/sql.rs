@@ -1,0 +1,253 @@
+//! SQL connectors against the real PostgreSQL and MariaDB of this machine (and SQLite in a
+//! file): the `sql` output inserting and upserting in batches, the `sql` processor looking rows
+//! up, and `sql_poll` reading incrementally by a `(updated_at, id)` watermark that survives a
+//! restart. Each test makes its own table and drops it.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use sqlx::{AssertSqlSafe, Connection};
+
+use crate::support::*;
+
+/// A database the tests can reach, or `None` (said loudly) when its server is not running;
+/// with `WEFT_REQUIRE_SERVICES=1` that is a failure instead.
+async fn reachable(var: &str, default: &str) -> Option<String> {
+    let url = std::env::var(var).unwrap_or_else(|_| default.to_string());
+    let ok = if url.starts_with("postgres") {
+        sqlx::PgConnection::connect(&url).await.map(|_| ()).err()
+    } else {
+        sqlx::MySqlConnection::connect(&url).await.map(|_| ()).err()
+    };
+    match ok {
+        None => Some(url),
+        Some(e) => {
+            let message = format!("{var}: cannot connect to {url}: {e}");
+            if std::env::var("WEFT_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("{message}");
+            }
+            eprintln!("\n!!!! SKIPPED: {message}\n");
+            None
+        }
+    }
+}
+
+/// Runs `sql` (one or more statements) on the database at `url`.
+async fn exec(url: &str, sql: &str) {
+    let sql = AssertSqlSafe(sql.to_string());
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+    } else if url.starts_with("mysql") {
+        let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+    }
+}
+
+struct Dialect {
+    url: String,
+    /// `$1` or `?`.
+    marks: [&'static str; 2],
+    timestamp: &'static str,
+    decimal: &'static str,
+}
+
+async fn round_trip(d: Dialect) {
+    let table = format!("contacts_{}_{}", std::process::id(), fastrand::u32(..));
+    exec(
+        &d.url,
+        &format!(
+            "CREATE TABLE {table} (id INTEGER PRIMARY KEY, email VARCHAR(200) NOT NULL, score {decimal}, updated_at {ts} NOT NULL)",
+            decimal = d.decimal,
+            ts = d.timestamp
+        ),
+    )
+    .await;
+    let receiver = Receiver::start().await;
+    let (ingest, lookup) = (free_port(), free_port());
+    let [m1, m2] = d.marks;
+    let config = format!(
+        r#"
+resources:
+  sql:
+    db: {{ url: "{url}" }}
+flows:
+  ingest:
+    input:
+      http_server: {{ address: "127.0.0.1:{ingest}" }}
+    output:
+      sql:
+        database: db
+        table: {table}
+        columns: {{ id: .id, email: .email, score: .score, updated_at: .at }}
+        upsert_on: [id]
+        batch: {{ count: 50, period: 5ms }}
+  lookup:
+    input:
+      http_server: {{ address: "127.0.0.1:{lookup}" }}
+    pipeline:
+      - sql:
+          database: db
+          query: "SELECT email, score FROM {table} WHERE id = {m1}"
+          args: "[.id]"
+          result: .found = %response.rows[0]
+    output:
+      http_client: {{ url: "{found}" }}
+  changes:
+    concurrency: 1
+    input:
+      sql_poll:
+        database: db
+        query: "SELECT id, email, updated_at FROM {table} WHERE (updated_at, id) > ({m1}, {m2}) ORDER BY updated_at, id LIMIT 2"
+        watermark: {{ columns: [updated_at, id], initial: ["2000-01-01T00:00:00Z", 0] }}
+        interval: 200ms
+    output:
+      http_client: {{ url: "{changes}" }}
+"#,
+        url = d.url,
+        found = receiver.url("/found"),
+        changes = receiver.url("/changes"),
+    );
+    let dir = scratch();
+    let mut weft = Weft::start_in(dir.clone(), &config, &[], Stdio::null()).await;
+
+    // Three contacts, two of them at the same instant, written concurrently (one batch or more).
+    let url = format!("http://127.0.0.1:{ingest}/");
+    let posts = [
+        r#"{"id": 1, "email": "ada@example.com", "score": 17.5, "at": "2024-05-01T10:00:00Z"}"#,
+        r#"{"id": 2, "email": "bob@example.com", "score": null, "at": "2024-05-01T10:00:00Z"}"#,
+        r#"{"id": 3, "email": "cy@example.com", "score": 3, "at": "2024-05-01T11:00:00Z"}"#,
+    ];
+    let answers = futures_util::future::join_all(posts.iter().map(|p| post_json(&url, p))).await;
+    for (status, _, body) in answers {
+        assert_eq!(status, 200, "{body} {}", weft.stderr());
+    }
+    let ids = |path: &str| -> Vec<i64> {
+        receiver
+            .seen()
+            .iter()
+            .filter(|s| s.path == path)
+            .map(|s| s.json()["id"].as_i64().unwrap())
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || ids("/changes").len() == 3).await,
+        "{:?} {}",
+        ids("/changes"),
+        weft.stderr()
+    );
+    // In watermark order; rows sharing a timestamp neither skipped nor repeated.
+    assert_eq!(ids("/changes"), [1, 2, 3]);
+
+    // The lookup merges the row: a decimal as a number, a NULL as null.
+    let lookup_url = format!("http://127.0.0.1:{lookup}/");
+    let (status, _, body) = post_json(&lookup_url, r#"{"id": 1}"#).await;
+    assert_eq!(status, 200, "{body} {}", weft.stderr());
+    let (status, _, body) = post_json(&lookup_url, r#"{"id": 2}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let found: Vec<serde_json::Value> = receiver
+        .seen()
+        .iter()
+        .filter(|s| s.path == "/found")
+        .map(|s| s.json())
+        .collect();
+    assert_eq!(
+        found,
+        [
+            serde_json::json!({"id": 1, "found": {"email": "ada@example.com", "score": 17.5}}),
+            serde_json::json!({"id": 2, "found": {"email": "bob@example.com", "score": null}}),
+        ]
+    );
+
+    // A row the database refuses (NOT NULL) fails its own message only, with the reason.
+    let bad = r#"{"id": 9, "email": null, "score": 1, "at": "2024-05-01T12:00:00Z"}"#;
+    let good = r#"{"id": 4, "email": "dee@example.com", "score": 1, "at": "2024-05-01T12:00:00Z"}"#;
+    let (a, b) = tokio::join!(post_json(&url, bad), post_json(&url, good));
+    assert_eq!(a.0, 502, "{}", a.2);
+    assert!(a.2.contains("database `db`"), "{}", a.2);
+    assert_eq!(b.0, 200, "{}", b.2);
+
+    // Restarted: the watermark is where it was, so only what changed since is read — an
+    // upsert of contact 1 and the new contact 4.
+    weft.terminate();
+    weft.wait(Duration::from_secs(10)).await;
+    let before = ids("/changes").len();
+    let weft = Weft::start_in(dir, &config, &[], Stdio::null()).await;
+    let (status, _, body) = post_json(
+        &url,
+        r#"{"id": 1, "email": "ada@new.example.com", "score": 18, "at": "2024-05-02T09:00:00Z"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        eventually(Duration::from_secs(10), || ids("/changes").len() > before
+            && ids("/changes").last() == Some(&1))
+        .await,
+        "{:?} {}",
+        ids("/changes"),
+        weft.stderr()
+    );
+    let changes = ids("/changes");
+    // Contact 4 was read before or after the restart, once; contact 1 again after its update.
+    assert_eq!(
+        changes.iter().filter(|i| **i == 4).count(),
+        1,
+        "{changes:?}"
+    );
+    assert_eq!(
+        changes.iter().filter(|i| **i == 1).count(),
+        2,
+        "{changes:?}"
+    );
+    assert_eq!(changes.len(), 5, "{changes:?}");
+    drop(weft);
+    exec(&d.url, &format!("DROP TABLE {table}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_insert_upsert_lookup_and_incremental_poll() {
+    let Some(url) = reachable(
+        "WEFT_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    )
+    .await
+    else {
+        return;
+    };
+    round_trip(Dialect {
+        url,
+        marks: ["$1", "$2"],
+        timestamp: "TIMESTAMPTZ",
+        decimal: "NUMERIC(10, 2)",
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_insert_upsert_lookup_and_incremental_poll() {
+    let Some(url) = reachable("WEFT_MYSQL_URL", "mysql://root@127.0.0.1:3306/test").await else {
+        return;
+    };
+    round_trip(Dialect {
+        url,
+        marks: ["?", "?"],
+        timestamp: "DATETIME(6)",
+        decimal: "DECIMAL(10, 2)",
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_insert_upsert_lookup_and_incremental_poll() {
+    let path = scratch().join("crm.db");
+    round_trip(Dialect {
+        url: format!("sqlite://{}?mode=rwc", path.display()),
+        marks: ["?", "?"],
+        timestamp: "TEXT",
+        decimal: "REAL",
+    })
+    .await;
+}
