@@ -246,6 +246,28 @@ impl Database {
         })
     }
 
+    /// A listener on PostgreSQL `channels` (LISTEN/NOTIFY), on a connection of its own.
+    pub async fn listen(
+        &self,
+        channels: &[String],
+    ) -> Result<sqlx::postgres::PgListener, SqlError> {
+        let db = self.name.as_str();
+        let Pool::Postgres(pool) = self.pool() else {
+            return Err(SqlError::Permanent {
+                db: db.to_string(),
+                reason: "LISTEN needs a PostgreSQL database".into(),
+            });
+        };
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+            .await
+            .map_err(|e| classify(db, e))?;
+        listener
+            .listen_all(channels.iter().map(String::as_str))
+            .await
+            .map_err(|e| classify(db, e))?;
+        Ok(listener)
+    }
+
     /// Runs a query and returns its rows as objects.
     pub async fn fetch(&self, sql: &str, args: &[Json]) -> Result<Vec<Json>, SqlError> {
         let db = self.name.as_str();

@@ -9,6 +9,7 @@ pub mod file;
 pub mod generate;
 pub mod http_poll;
 pub mod http_server;
+pub mod postgres_listen;
 pub mod sql_poll;
 pub mod stdin;
 
@@ -33,6 +34,7 @@ pub enum InputConfig {
     HttpServer(http_server::Config),
     HttpPoll(Box<http_poll::Config>),
     SqlPoll(Box<sql_poll::Config>),
+    PostgresListen(postgres_listen::Config),
     Generate(generate::Config),
     Stdin(stdin::Config),
     File(file::Config),
@@ -44,6 +46,7 @@ impl InputConfig {
             InputConfig::HttpServer(_) => "http_server",
             InputConfig::HttpPoll(_) => "http_poll",
             InputConfig::SqlPoll(_) => "sql_poll",
+            InputConfig::PostgresListen(_) => "postgres_listen",
             InputConfig::Generate(_) => "generate",
             InputConfig::Stdin(_) => "stdin",
             InputConfig::File(_) => "file",
@@ -58,6 +61,7 @@ impl InputConfig {
                 Input::HttpPoll(Box::new(c.build(&shared.http, resources)?))
             }
             InputConfig::SqlPoll(c) => Input::SqlPoll(Box::new(c.build(resources)?)),
+            InputConfig::PostgresListen(c) => Input::PostgresListen(c.build(resources)?),
             InputConfig::Generate(c) => Input::Generate(c.build()?),
             InputConfig::Stdin(c) => Input::Stdin(c),
             InputConfig::File(c) => Input::File(c),
@@ -71,6 +75,7 @@ pub enum Input {
     HttpServer(http_server::Endpoint),
     HttpPoll(Box<http_poll::HttpPoll>),
     SqlPoll(Box<sql_poll::SqlPoll>),
+    PostgresListen(postgres_listen::PostgresListen),
     Generate(generate::Generate),
     Stdin(stdin::Config),
     File(file::Config),
@@ -100,6 +105,10 @@ impl Input {
                 Ok(())
             }
             Input::SqlPoll(p) => {
+                p.run(feed).await;
+                Ok(())
+            }
+            Input::PostgresListen(p) => {
                 p.run(feed).await;
                 Ok(())
             }

@@ -251,3 +251,66 @@ async fn sqlite_insert_upsert_lookup_and_incremental_poll() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_notifications_become_messages() {
+    let Some(url) = reachable(
+        "WEFT_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    )
+    .await
+    else {
+        return;
+    };
+    let channel = format!("weft_{}_{}", std::process::id(), fastrand::u32(..));
+    let receiver = Receiver::start().await;
+    let config = format!(
+        r#"
+resources:
+  sql:
+    pg: {{ url: "{url}" }}
+flows:
+  changes:
+    concurrency: 1
+    input:
+      postgres_listen: {{ database: pg, channels: [{channel}] }}
+    pipeline:
+      - map: 'if is_object(.) {{ .channel = %postgres.channel }}'
+    output:
+      http_client: {{ url: "{out}" }}
+"#,
+        out = receiver.url("/changed")
+    );
+    let weft = Weft::start(&config).await;
+    // Notify until the listener is up (what is sent before is lost, as PostgreSQL promises).
+    let notify = |payload: String| {
+        let url = url.clone();
+        let channel = channel.clone();
+        async move {
+            exec(&url, &format!("SELECT pg_notify('{channel}', '{payload}')")).await;
+        }
+    };
+    let mut n = 0;
+    while receiver.seen().is_empty() {
+        assert!(n < 100, "no notification arrived: {}", weft.stderr());
+        notify(format!(r#"{{"warmup": {n}}}"#)).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = receiver.seen().len();
+    notify(r#"{"id": 7, "op": "update"}"#.into()).await;
+    notify("plain text".into()).await;
+    assert!(
+        eventually(Duration::from_secs(5), || receiver.seen().len()
+            >= before + 2)
+        .await,
+        "{}",
+        weft.stderr()
+    );
+    let seen = receiver.seen();
+    assert_eq!(
+        seen[before].json(),
+        serde_json::json!({"id": 7, "op": "update", "channel": channel})
+    );
+    assert_eq!(seen[before + 1].body, "plain text");
+}
