@@ -12,6 +12,7 @@ pub mod graphql;
 pub mod http;
 pub mod openapi;
 pub mod rate_limit;
+pub mod redis;
 pub mod request;
 pub mod secret;
 pub mod soap;

@@ -10,6 +10,9 @@ pub mod generate;
 pub mod http_poll;
 pub mod http_server;
 pub mod postgres_listen;
+pub mod redis_list;
+pub mod redis_pubsub;
+pub mod redis_streams;
 pub mod sql_poll;
 pub mod stdin;
 
@@ -35,6 +38,9 @@ pub enum InputConfig {
     HttpPoll(Box<http_poll::Config>),
     SqlPoll(Box<sql_poll::Config>),
     PostgresListen(postgres_listen::Config),
+    RedisStreams(redis_streams::Config),
+    RedisList(redis_list::Config),
+    RedisPubsub(redis_pubsub::Config),
     Generate(generate::Config),
     Stdin(stdin::Config),
     File(file::Config),
@@ -47,6 +53,9 @@ impl InputConfig {
             InputConfig::HttpPoll(_) => "http_poll",
             InputConfig::SqlPoll(_) => "sql_poll",
             InputConfig::PostgresListen(_) => "postgres_listen",
+            InputConfig::RedisStreams(_) => "redis_streams",
+            InputConfig::RedisList(_) => "redis_list",
+            InputConfig::RedisPubsub(_) => "redis_pubsub",
             InputConfig::Generate(_) => "generate",
             InputConfig::Stdin(_) => "stdin",
             InputConfig::File(_) => "file",
@@ -62,6 +71,9 @@ impl InputConfig {
             }
             InputConfig::SqlPoll(c) => Input::SqlPoll(Box::new(c.build(resources)?)),
             InputConfig::PostgresListen(c) => Input::PostgresListen(c.build(resources)?),
+            InputConfig::RedisStreams(c) => Input::RedisStreams(Box::new(c.build()?)),
+            InputConfig::RedisList(c) => Input::RedisList(Box::new(c.build()?)),
+            InputConfig::RedisPubsub(c) => Input::RedisPubsub(Box::new(c.build()?)),
             InputConfig::Generate(c) => Input::Generate(c.build()?),
             InputConfig::Stdin(c) => Input::Stdin(c),
             InputConfig::File(c) => Input::File(c),
@@ -76,6 +88,9 @@ pub enum Input {
     HttpPoll(Box<http_poll::HttpPoll>),
     SqlPoll(Box<sql_poll::SqlPoll>),
     PostgresListen(postgres_listen::PostgresListen),
+    RedisStreams(Box<redis_streams::RedisStreams>),
+    RedisList(Box<redis_list::RedisList>),
+    RedisPubsub(Box<redis_pubsub::RedisPubsub>),
     Generate(generate::Generate),
     Stdin(stdin::Config),
     File(file::Config),
@@ -109,6 +124,18 @@ impl Input {
                 Ok(())
             }
             Input::PostgresListen(p) => {
+                p.run(feed).await;
+                Ok(())
+            }
+            Input::RedisStreams(p) => {
+                p.run(feed).await;
+                Ok(())
+            }
+            Input::RedisList(p) => {
+                p.run(feed).await;
+                Ok(())
+            }
+            Input::RedisPubsub(p) => {
                 p.run(feed).await;
                 Ok(())
             }
@@ -220,19 +247,32 @@ impl Feed {
     /// (durable) or delivered (direct). `false` if any failed or shutdown came first, so the
     /// caller does not checkpoint past the batch.
     pub async fn push_and_wait(&self, messages: Vec<Message>) -> bool {
+        self.push_each_and_wait(messages)
+            .await
+            .into_iter()
+            .all(|taken| taken)
+    }
+
+    /// [`Feed::push_and_wait`] with each message's own outcome, in order, for sources that
+    /// acknowledge message by message. A message not reached before shutdown is `false`.
+    pub async fn push_each_and_wait(&self, messages: Vec<Message>) -> Vec<bool> {
+        let count = messages.len();
+        let mut outcomes = Vec::with_capacity(count);
         if self.flow.durable().is_some() {
             for message in messages {
                 if !self.push(message).await {
-                    return false;
+                    break;
                 }
+                outcomes.push(true);
             }
-            return true;
+            outcomes.resize(count, false);
+            return outcomes;
         }
-        let mut running = Vec::with_capacity(messages.len());
+        let mut running = Vec::with_capacity(count);
         for message in messages {
             let admission = tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => return false,
+                _ = self.shutdown.cancelled() => break,
                 a = self.flow.admit() => a,
             };
             let flow = self.flow.clone();
@@ -249,11 +289,11 @@ impl Feed {
                 done
             }));
         }
-        let mut all = true;
         for task in running {
-            all &= task.await.unwrap_or(false);
+            outcomes.push(task.await.unwrap_or(false));
         }
-        all
+        outcomes.resize(count, false);
+        outcomes
     }
 }
 

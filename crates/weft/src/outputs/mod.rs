@@ -7,6 +7,9 @@ mod file;
 pub mod graphql;
 mod http_client;
 pub mod openapi;
+mod redis_list;
+mod redis_pubsub;
+mod redis_streams;
 pub mod soap;
 mod sql;
 mod stdout;
@@ -28,6 +31,9 @@ pub enum OutputConfig {
     Soap(Box<soap::Config>),
     Openapi(Box<openapi::Config>),
     Sql(Box<sql::Config>),
+    RedisStreams(Box<redis_streams::Config>),
+    RedisList(Box<redis_list::Config>),
+    RedisPubsub(Box<redis_pubsub::Config>),
     Stdout(stdout::Config),
     File(file::Config),
     Drop(drop::Config),
@@ -47,6 +53,9 @@ impl OutputConfig {
             OutputConfig::Soap(_) => "soap",
             OutputConfig::Openapi(_) => "openapi",
             OutputConfig::Sql(_) => "sql",
+            OutputConfig::RedisStreams(_) => "redis_streams",
+            OutputConfig::RedisList(_) => "redis_list",
+            OutputConfig::RedisPubsub(_) => "redis_pubsub",
             OutputConfig::Stdout(_) => "stdout",
             OutputConfig::File(_) => "file",
             OutputConfig::Drop(_) => "drop",
@@ -60,6 +69,9 @@ impl OutputConfig {
             OutputConfig::Soap(c) => RetryPolicy::from(&c.retry),
             OutputConfig::Openapi(c) => RetryPolicy::from(&c.retry),
             OutputConfig::Sql(c) => RetryPolicy::from(&c.retry),
+            OutputConfig::RedisStreams(c) => RetryPolicy::from(&c.retry),
+            OutputConfig::RedisList(c) => RetryPolicy::from(&c.retry),
+            OutputConfig::RedisPubsub(c) => RetryPolicy::from(&c.retry),
             _ => RetryPolicy::from(&RetryConfig::default()),
         }
     }
@@ -79,6 +91,9 @@ impl OutputConfig {
                 Output::Openapi(Box::new(c.build_output(&shared.http, resources)?))
             }
             OutputConfig::Sql(c) => Output::Sql(Box::new(c.build(resources)?)),
+            OutputConfig::RedisStreams(c) => Output::RedisStreams(Box::new(c.build()?)),
+            OutputConfig::RedisList(c) => Output::RedisList(Box::new(c.build()?)),
+            OutputConfig::RedisPubsub(c) => Output::RedisPubsub(Box::new(c.build()?)),
             OutputConfig::Stdout(c) => Output::Stdout(c.build()),
             OutputConfig::File(c) => Output::File(c.build()?),
             OutputConfig::Drop(_) => Output::Drop,
@@ -92,6 +107,9 @@ pub enum Output {
     Soap(Box<soap::SoapOutput>),
     Openapi(Box<openapi::OpenApiOutput>),
     Sql(Box<sql::SqlOutput>),
+    RedisStreams(Box<redis_streams::RedisStreamsOutput>),
+    RedisList(Box<redis_list::RedisListOutput>),
+    RedisPubsub(Box<redis_pubsub::RedisPubsubOutput>),
     Stdout(stdout::Stdout),
     File(file::FileOutput),
     Drop,
@@ -105,6 +123,9 @@ impl crate::core::Output for Output {
             Output::Soap(o) => o.send(message).await,
             Output::Openapi(o) => o.send(message).await,
             Output::Sql(o) => o.send(message).await,
+            Output::RedisStreams(o) => o.send(message).await,
+            Output::RedisList(o) => o.send(message).await,
+            Output::RedisPubsub(o) => o.send(message).await,
             Output::Stdout(o) => o.send(message).await,
             Output::File(o) => o.send(message).await,
             Output::Drop => Attempt::Delivered,
@@ -118,7 +139,12 @@ impl crate::core::Output for Output {
             Output::Soap(o) => o.reads_metadata(),
             Output::Openapi(o) => o.reads_metadata(),
             Output::Sql(o) => o.reads_metadata(),
-            Output::Stdout(_) | Output::File(_) | Output::Drop => false,
+            Output::RedisStreams(_)
+            | Output::RedisList(_)
+            | Output::RedisPubsub(_)
+            | Output::Stdout(_)
+            | Output::File(_)
+            | Output::Drop => false,
         }
     }
 }

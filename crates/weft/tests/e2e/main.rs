@@ -15,6 +15,7 @@ mod http_processor;
 mod idempotency;
 mod openapi;
 mod peers;
+mod redis;
 mod soap;
 mod sql;
 mod support;

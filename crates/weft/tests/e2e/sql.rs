@@ -22,11 +22,7 @@ async fn reachable(var: &str, default: &str) -> Option<String> {
     match ok {
         None => Some(url),
         Some(e) => {
-            let message = format!("{var}: cannot connect to {url}: {e}");
-            if std::env::var("WEFT_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("{message}");
-            }
-            eprintln!("\n!!!! SKIPPED: {message}\n");
+            service_missing(var, &url, e);
             None
         }
     }

@@ -486,3 +486,13 @@ impl Peer {
         Some(peer)
     }
 }
+
+/// A service of this machine the tests could not reach: said loudly, and a failure under
+/// `WEFT_REQUIRE_SERVICES=1` (as in CI).
+pub fn service_missing(var: &str, url: &str, error: impl std::fmt::Display) {
+    let message = format!("{var}: cannot connect to {url}: {error}");
+    if std::env::var("WEFT_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("{message}");
+    }
+    eprintln!("\n!!!! SKIPPED: {message}\n");
+}

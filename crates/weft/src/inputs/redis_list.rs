@@ -1,0 +1,171 @@
+//! `redis_list`: a Redis list as a reliable work queue. Each item is moved atomically to a
+//! processing list (`BLMOVE`) while its message is delivered, then removed from it; an item
+//! whose message failed goes back to the queue's far end, to be tried again after the others.
+//! Items a crash left in the processing list are delivered first at the next start. The queue
+//! is read from its right end, so producers `LPUSH` (as the `redis_list` output does).
+//!
+//! ```yaml
+//! input:
+//!   redis_list:
+//!     url: redis://127.0.0.1:6379
+//!     list: jobs
+//!     processing_list: jobs:processing   # default: <list>:processing
+//!     workers: 4                         # items in flight at once
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::Feed;
+use crate::clients::redis::{Redis, decode};
+use crate::clients::secret::Secret;
+use crate::config::BuildError;
+use crate::core::Message;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `redis://[:password@]host:port[/db]`.
+    pub url: Secret,
+    pub list: String,
+    /// Where items wait while they are delivered; one per queue and reader.
+    #[serde(default)]
+    pub processing_list: Option<String>,
+    /// Items in flight at once, each on a connection of its own.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+}
+
+fn default_workers() -> usize {
+    4
+}
+
+pub struct RedisList {
+    redis: Redis,
+    list: String,
+    processing: String,
+    workers: usize,
+}
+
+/// How long one `BLMOVE` waits (so shutdown is looked at between).
+const BLOCK_SECONDS: f64 = 1.0;
+/// The pause after a failed delivery, so a message that keeps failing does not spin.
+const FAILURE_PAUSE: Duration = Duration::from_millis(500);
+
+impl Config {
+    pub fn build(self) -> Result<RedisList, Vec<BuildError>> {
+        let redis = Redis::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
+        if self.workers == 0 {
+            return Err(vec![BuildError::new("workers", "at least 1")]);
+        }
+        Ok(RedisList {
+            redis,
+            processing: self
+                .processing_list
+                .clone()
+                .unwrap_or_else(|| format!("{}:processing", self.list)),
+            list: self.list,
+            workers: self.workers,
+        })
+    }
+}
+
+impl RedisList {
+    pub async fn run(&self, feed: Feed) {
+        // What a crash left behind goes first, back onto the queue's reading end.
+        loop {
+            match self.recover().await {
+                Ok(()) => break,
+                Err(e) => {
+                    self.failed(&feed, &e);
+                    tokio::select! {
+                        _ = feed.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(FAILURE_PAUSE) => {}
+                    }
+                }
+            }
+        }
+        let workers = (0..self.workers).map(|_| self.work(&feed));
+        futures_util::future::join_all(workers).await;
+    }
+
+    fn failed(&self, feed: &Feed, e: &redis::RedisError) {
+        tracing::error!(flow = %feed.flow.name, component = "input.redis_list", redis = self.redis.shown(), error = %e, "reading failed; trying again");
+    }
+
+    /// Moves every item of the processing list back to the queue's reading end.
+    async fn recover(&self) -> Result<(), redis::RedisError> {
+        let mut conn = self.redis.shared().await?;
+        loop {
+            let moved: Option<Vec<u8>> = redis::cmd("LMOVE")
+                .arg(&self.processing)
+                .arg(&self.list)
+                .arg("LEFT")
+                .arg("RIGHT")
+                .query_async(&mut conn)
+                .await?;
+            if moved.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn work(&self, feed: &Feed) {
+        loop {
+            let ran = tokio::select! {
+                biased;
+                _ = feed.shutdown.cancelled() => return,
+                r = self.take(feed) => r,
+            };
+            match ran {
+                Ok(()) => return,
+                Err(e) => {
+                    self.failed(feed, &e);
+                    tokio::select! {
+                        _ = feed.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(FAILURE_PAUSE) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn take(&self, feed: &Feed) -> Result<(), redis::RedisError> {
+        let mut blocking = self.redis.dedicated().await?;
+        let mut conn = self.redis.shared().await?;
+        loop {
+            if feed.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let item: Option<Vec<u8>> = redis::cmd("BLMOVE")
+                .arg(&self.list)
+                .arg(&self.processing)
+                .arg("RIGHT")
+                .arg("LEFT")
+                .arg(BLOCK_SECONDS)
+                .query_async(&mut blocking)
+                .await?;
+            let Some(item) = item else { continue };
+            let delivered = feed.push_and_wait(vec![Message::new(decode(&item))]).await;
+            let mut done = redis::pipe();
+            done.atomic()
+                .cmd("LREM")
+                .arg(&self.processing)
+                .arg(1)
+                .arg(&item);
+            if !delivered {
+                // To the far end: tried again once what is waiting went through.
+                done.cmd("LPUSH").arg(&self.list).arg(&item);
+            }
+            done.query_async::<()>(&mut conn).await?;
+            if !delivered {
+                feed.flow.count_rejected();
+                if feed.shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                tokio::time::sleep(FAILURE_PAUSE).await;
+            }
+        }
+    }
+}

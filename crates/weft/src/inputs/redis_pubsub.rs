@@ -1,0 +1,104 @@
+//! `redis_pubsub`: a message per publication on the given Redis channels (`SUBSCRIBE`; a
+//! channel with `*`, `?` or `[` is a pattern, `PSUBSCRIBE`). JSON payloads become values, any
+//! other a string; the channel is in `%redis.channel`. Redis keeps nothing for a subscriber
+//! that is away, so what is published while weft is down or reconnecting is lost; use
+//! `redis_streams` or `redis_list` where every message matters.
+//!
+//! ```yaml
+//! input:
+//!   redis_pubsub:
+//!     url: redis://127.0.0.1:6379
+//!     channels: [orders.created, "audit.*"]
+//! ```
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use super::Feed;
+use crate::clients::redis::{Redis, decode};
+use crate::clients::secret::Secret;
+use crate::config::BuildError;
+use crate::core::Message;
+use crate::core::mapping::{Value, empty_object, insert};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `redis://[:password@]host:port[/db]`.
+    pub url: Secret,
+    /// Channels, or patterns of them.
+    pub channels: Vec<String>,
+}
+
+pub struct RedisPubsub {
+    redis: Redis,
+    channels: Vec<String>,
+}
+
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+impl Config {
+    pub fn build(self) -> Result<RedisPubsub, Vec<BuildError>> {
+        let redis = Redis::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
+        if self.channels.is_empty() {
+            return Err(vec![BuildError::new(
+                "channels",
+                "name at least one channel",
+            )]);
+        }
+        Ok(RedisPubsub {
+            redis,
+            channels: self.channels,
+        })
+    }
+}
+
+impl RedisPubsub {
+    pub async fn run(&self, feed: Feed) {
+        loop {
+            let ran = tokio::select! {
+                biased;
+                _ = feed.shutdown.cancelled() => return,
+                r = self.listen(&feed) => r,
+            };
+            if let Err(e) = ran {
+                tracing::error!(flow = %feed.flow.name, component = "input.redis_pubsub", redis = self.redis.shown(), error = %e, "subscription lost; publications until it is back are lost");
+            }
+            tokio::select! {
+                _ = feed.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(RECONNECT_DELAY) => {}
+            }
+        }
+    }
+
+    async fn listen(&self, feed: &Feed) -> Result<(), redis::RedisError> {
+        let mut pubsub = self.redis.pubsub().await?;
+        for channel in &self.channels {
+            if channel.contains(['*', '?', '[']) {
+                pubsub.psubscribe(channel).await?;
+            } else {
+                pubsub.subscribe(channel).await?;
+            }
+        }
+        let mut messages = pubsub.on_message();
+        while let Some(published) = messages.next().await {
+            let mut message = Message::new(decode(published.get_payload_bytes()));
+            let mut meta = empty_object();
+            insert(
+                &mut meta,
+                "channel",
+                Value::from(published.get_channel_name()),
+            );
+            insert(&mut message.metadata, "redis", meta);
+            if !feed.push(message).await {
+                return Ok(());
+            }
+        }
+        Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "the server closed the subscription",
+        )))
+    }
+}

@@ -1,0 +1,247 @@
+//! `redis_streams`: reads a Redis stream as a member of a consumer group (`XREADGROUP`) and
+//! acknowledges each entry (`XACK`) only once its message was delivered (or, in a durable flow,
+//! committed). An entry whose message failed stays pending and is read again after
+//! `claim_idle`; so are the entries of a consumer that died (`XAUTOCLAIM`), and at start this
+//! consumer first reads what it had taken and not acknowledged. The group is created if it
+//! does not exist (`start: $` reads only new entries, `start: "0"` the whole stream).
+//!
+//! The message is the entry's `body` field (JSON when it parses, else text) or, for an entry
+//! without one, the entry's fields as an object; the entry ID is in `%redis.id`.
+//!
+//! ```yaml
+//! input:
+//!   redis_streams:
+//!     url: redis://127.0.0.1:6379
+//!     stream: orders
+//!     group: weft
+//!     consumer: weft-1             # default: weft
+//!     claim_idle: 1m               # pending this long → read again
+//! ```
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use serde::Deserialize;
+
+use super::Feed;
+use crate::clients::redis::{Redis, decode};
+use crate::clients::secret::Secret;
+use crate::config::BuildError;
+use crate::config::units::Dur;
+use crate::core::Message;
+use crate::core::mapping::{ObjectMap, Value, empty_object, insert};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `redis://[:password@]host:port[/db]`.
+    pub url: Secret,
+    pub stream: String,
+    pub group: String,
+    /// This reader's name in the group; keep it stable across restarts.
+    #[serde(default = "default_consumer")]
+    pub consumer: String,
+    /// Where a group created here starts: `$` (new entries) or `0` (the whole stream).
+    #[serde(default = "default_start")]
+    pub start: String,
+    /// The most entries read at once.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// How long an entry stays pending (failed, or taken by a consumer that died) before it
+    /// is read again.
+    #[serde(default = "default_claim_idle")]
+    pub claim_idle: Dur,
+    /// The entry's field holding the message.
+    #[serde(default = "default_body_field")]
+    pub body_field: String,
+}
+
+fn default_body_field() -> String {
+    "body".into()
+}
+fn default_consumer() -> String {
+    "weft".into()
+}
+fn default_start() -> String {
+    "$".into()
+}
+fn default_batch() -> usize {
+    100
+}
+fn default_claim_idle() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+
+pub struct RedisStreams {
+    redis: Redis,
+    config: Config,
+}
+
+/// How long one read waits for new entries (so shutdown and claims are looked at between).
+const BLOCK_MS: usize = 1000;
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+impl Config {
+    pub fn build(self) -> Result<RedisStreams, Vec<BuildError>> {
+        let redis = Redis::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
+        if self.batch == 0 {
+            return Err(vec![BuildError::new("batch", "at least 1")]);
+        }
+        Ok(RedisStreams {
+            redis,
+            config: self,
+        })
+    }
+}
+
+impl RedisStreams {
+    pub async fn run(&self, feed: Feed) {
+        loop {
+            let ran = tokio::select! {
+                biased;
+                _ = feed.shutdown.cancelled() => return,
+                r = self.consume(&feed) => r,
+            };
+            match ran {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(flow = %feed.flow.name, component = "input.redis_streams", redis = self.redis.shown(), error = %e, "reading failed; connecting again");
+                    tokio::select! {
+                        _ = feed.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(RETRY_DELAY) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn consume(&self, feed: &Feed) -> Result<(), redis::RedisError> {
+        let c = &self.config;
+        let mut conn = self.redis.dedicated().await?;
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&c.stream)
+            .arg(&c.group)
+            .arg(&c.start)
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = created
+            && e.code() != Some("BUSYGROUP")
+        {
+            return Err(e);
+        }
+        // What this consumer took before and did not acknowledge (a crash, a failure).
+        let mut own_pending = true;
+        let mut last_claim = tokio::time::Instant::now();
+        loop {
+            if feed.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let entries = if own_pending {
+                let reply: StreamReadReply = redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(&c.group)
+                    .arg(&c.consumer)
+                    .arg("COUNT")
+                    .arg(c.batch)
+                    .arg("STREAMS")
+                    .arg(&c.stream)
+                    .arg("0")
+                    .query_async(&mut conn)
+                    .await?;
+                let entries = entries_of(reply);
+                own_pending = !entries.is_empty();
+                if !own_pending {
+                    continue;
+                }
+                entries
+            } else if last_claim.elapsed() >= c.claim_idle.0 {
+                last_claim = tokio::time::Instant::now();
+                let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                    .arg(&c.stream)
+                    .arg(&c.group)
+                    .arg(&c.consumer)
+                    .arg(c.claim_idle.0.as_millis() as u64)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(c.batch)
+                    .query_async(&mut conn)
+                    .await?;
+                if reply.claimed.is_empty() {
+                    continue;
+                }
+                reply.claimed
+            } else {
+                let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(&c.group)
+                    .arg(&c.consumer)
+                    .arg("COUNT")
+                    .arg(c.batch)
+                    .arg("BLOCK")
+                    .arg(BLOCK_MS)
+                    .arg("STREAMS")
+                    .arg(&c.stream)
+                    .arg(">")
+                    .query_async(&mut conn)
+                    .await?;
+                match reply.map(entries_of) {
+                    Some(entries) if !entries.is_empty() => entries,
+                    _ => continue,
+                }
+            };
+            let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+            let messages = entries
+                .into_iter()
+                .map(|e| self.message(e))
+                .collect::<Vec<_>>();
+            let outcomes = feed.push_each_and_wait(messages).await;
+            let done: Vec<&String> = ids
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, ok)| **ok)
+                .map(|(id, _)| id)
+                .collect();
+            if !done.is_empty() {
+                redis::cmd("XACK")
+                    .arg(&c.stream)
+                    .arg(&c.group)
+                    .arg(&done)
+                    .query_async::<i64>(&mut conn)
+                    .await?;
+            }
+            if done.len() < ids.len() {
+                feed.flow.count_rejected();
+            }
+        }
+    }
+
+    fn message(&self, entry: StreamId) -> Message {
+        let StreamId { id, map, .. } = entry;
+        let fields: HashMap<String, Vec<u8>> = map
+            .into_iter()
+            .filter_map(|(k, v)| redis::from_redis_value::<Vec<u8>>(v).ok().map(|v| (k, v)))
+            .collect();
+        let value = match fields.get(&self.config.body_field) {
+            Some(body) => decode(body),
+            None => {
+                let mut object = ObjectMap::new();
+                for (k, v) in fields {
+                    object.insert(k.into(), decode(&v));
+                }
+                Value::Object(object)
+            }
+        };
+        let mut message = Message::new(value);
+        let mut meta = empty_object();
+        insert(&mut meta, "id", Value::from(id));
+        insert(&mut message.metadata, "redis", meta);
+        message
+    }
+}
+
+fn entries_of(reply: StreamReadReply) -> Vec<StreamId> {
+    reply.keys.into_iter().flat_map(|k| k.ids).collect()
+}

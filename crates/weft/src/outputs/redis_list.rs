@@ -1,0 +1,59 @@
+//! `redis_list`: pushes each message onto a Redis list (`LPUSH`), the producing end of the
+//! queue that the `redis_list` input consumes: JSON, or a string message's text.
+//!
+//! ```yaml
+//! output:
+//!   redis_list:
+//!     url: redis://127.0.0.1:6379
+//!     list: jobs
+//! ```
+
+use serde::Deserialize;
+
+use crate::clients::redis::Redis;
+use crate::clients::secret::Secret;
+use crate::config::BuildError;
+use crate::core::retry::RetryConfig;
+use crate::core::{Attempt, Message};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `redis://[:password@]host:port[/db]`.
+    pub url: Secret,
+    pub list: String,
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+pub struct RedisListOutput {
+    redis: Redis,
+    list: String,
+}
+
+impl Config {
+    pub fn build(&self) -> Result<RedisListOutput, Vec<BuildError>> {
+        Ok(RedisListOutput {
+            redis: Redis::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?,
+            list: self.list.clone(),
+        })
+    }
+}
+
+impl RedisListOutput {
+    pub async fn send(&self, message: &Message) -> Attempt {
+        let mut conn = match self.redis.shared().await {
+            Ok(c) => c,
+            Err(e) => return self.redis.attempt(e),
+        };
+        let pushed = redis::cmd("LPUSH")
+            .arg(&self.list)
+            .arg(message.body().as_ref())
+            .query_async::<i64>(&mut conn)
+            .await;
+        match pushed {
+            Ok(_) => Attempt::Delivered,
+            Err(e) => self.redis.attempt(e),
+        }
+    }
+}

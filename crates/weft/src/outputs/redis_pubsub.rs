@@ -1,0 +1,60 @@
+//! `redis_pubsub`: publishes each message on a Redis channel (`PUBLISH`): JSON, or a string
+//! message's text. Redis keeps nothing for subscribers that are away; a message counts as
+//! delivered once Redis took it, whoever was listening.
+//!
+//! ```yaml
+//! output:
+//!   redis_pubsub:
+//!     url: redis://127.0.0.1:6379
+//!     channel: orders.created
+//! ```
+
+use serde::Deserialize;
+
+use crate::clients::redis::Redis;
+use crate::clients::secret::Secret;
+use crate::config::BuildError;
+use crate::core::retry::RetryConfig;
+use crate::core::{Attempt, Message};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `redis://[:password@]host:port[/db]`.
+    pub url: Secret,
+    pub channel: String,
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+pub struct RedisPubsubOutput {
+    redis: Redis,
+    channel: String,
+}
+
+impl Config {
+    pub fn build(&self) -> Result<RedisPubsubOutput, Vec<BuildError>> {
+        Ok(RedisPubsubOutput {
+            redis: Redis::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?,
+            channel: self.channel.clone(),
+        })
+    }
+}
+
+impl RedisPubsubOutput {
+    pub async fn send(&self, message: &Message) -> Attempt {
+        let mut conn = match self.redis.shared().await {
+            Ok(c) => c,
+            Err(e) => return self.redis.attempt(e),
+        };
+        let published = redis::cmd("PUBLISH")
+            .arg(&self.channel)
+            .arg(message.body().as_ref())
+            .query_async::<i64>(&mut conn)
+            .await;
+        match published {
+            Ok(_) => Attempt::Delivered,
+            Err(e) => self.redis.attempt(e),
+        }
+    }
+}
