@@ -10,6 +10,7 @@ pub mod auth;
 pub mod circuit;
 pub mod graphql;
 pub mod http;
+pub mod nats;
 pub mod openapi;
 pub mod rate_limit;
 pub mod redis;

@@ -7,14 +7,24 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use tokio::sync::OnceCell;
 
 use super::secret::Secret;
-use crate::core::{Attempt, Value};
+use crate::core::Attempt;
 
-/// A Redis server, by URL (`redis://[:password@]host:port[/db]`, `rediss://` for TLS).
+/// A Redis server, by URL (`redis://[:password@]host:port[/db]`; no TLS yet).
 pub struct Redis {
     client: redis::Client,
     /// The URL without credentials, for messages.
     shown: String,
     shared: OnceCell<ConnectionManager>,
+}
+
+/// This machine's name, for names that must differ between readers yet stay the same across
+/// restarts (a consumer in a group, a processing list).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "weft".into())
 }
 
 impl Redis {
@@ -49,9 +59,15 @@ impl Redis {
             .cloned()
     }
 
-    /// A connection of its own, for blocking commands (`XREADGROUP BLOCK`, `BLMOVE`).
+    /// A connection of its own, for blocking commands (`XREADGROUP BLOCK`, `BLMOVE`): no
+    /// response timeout, since a blocking read answers only when its own wait is over.
     pub async fn dedicated(&self) -> Result<MultiplexedConnection, redis::RedisError> {
-        self.client.get_multiplexed_async_connection().await
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_secs(10)))
+            .set_response_timeout(None);
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
     }
 
     /// A connection for SUBSCRIBE.
@@ -86,10 +102,4 @@ impl Redis {
             }
         }
     }
-}
-
-/// A payload as a message value: JSON when it parses, else the text (or bytes).
-pub fn decode(payload: &[u8]) -> Value {
-    serde_json::from_slice::<Value>(payload)
-        .unwrap_or_else(|_| Value::Bytes(bytes::Bytes::copy_from_slice(payload)))
 }

@@ -6,8 +6,8 @@
 //! Values cross as JSON. Parameters are bound by the driver's own rules: PostgreSQL states each
 //! parameter's type when the statement is prepared, and a value is converted to it (an RFC 3339
 //! string for a `timestamptz`, a number for a `numeric`, an object for `jsonb`); MySQL and
-//! SQLite take values by their JSON type and convert them themselves (MySQL gets an RFC 3339
-//! string as a UTC time, since it reads no offset in one). Rows come back as objects
+//! SQLite take values by their JSON type and convert them themselves (MySQL reads a time
+//! without an offset: `2024-05-01 10:00:00`, as weft writes the times it reads from MySQL). Rows come back as objects
 //! by column name: numbers, strings, booleans, JSON columns as values, times as RFC 3339 text,
 //! `numeric`/`decimal` as numbers (as text beyond what a double holds exactly).
 //!
@@ -26,6 +26,7 @@ use std::time::Duration;
 use rust_decimal::prelude::ToPrimitive;
 use serde::Deserialize;
 use serde_json::Value as Json;
+use sqlx::error::DatabaseError;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
@@ -170,15 +171,21 @@ fn classify(db: &str, e: sqlx::Error) -> SqlError {
         | sqlx::Error::Protocol(_)
         | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(d) => {
-            let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
-            // PostgreSQL SQLSTATE classes 08 (connection), 40 (deadlock, serialization),
-            // 53 (resources), 57 (shutdown); MySQL 1205/1213 (lock wait, deadlock), 1040
-            // (too many connections); SQLite 5/6 (busy, locked).
-            code.starts_with("08")
-                || code.starts_with("40")
-                || code.starts_with("53")
-                || code.starts_with("57")
-                || matches!(code.as_str(), "1205" | "1213" | "1040" | "5" | "6")
+            if let Some(my) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                // Lock wait timeout, deadlock, too many connections, server shutting down.
+                matches!(my.number(), 1205 | 1213 | 1040 | 1053)
+            } else if let Some(lite) = d.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes.
+                let code: i64 = lite.code().and_then(|c| c.parse().ok()).unwrap_or(0);
+                matches!(code & 0xff, 5 | 6)
+            } else {
+                // PostgreSQL SQLSTATE classes 08 (connection), 40 (deadlock, serialization),
+                // 53 (resources), 57 (shutdown).
+                let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
+                ["08", "40", "53", "57"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+            }
         }
         _ => false,
     };
@@ -285,14 +292,14 @@ impl Database {
                 rows.iter().map(|r| pg_row(db, r)).collect()
             }
             Pool::MySql(pool) => {
-                let rows = loose_query::<sqlx::MySql>(sql, args, true)
+                let rows = loose_query::<sqlx::MySql>(sql, args)
                     .fetch_all(pool)
                     .await
                     .map_err(fail)?;
                 rows.iter().map(|r| my_row(db, r)).collect()
             }
             Pool::Sqlite(pool) => {
-                let rows = loose_query::<sqlx::Sqlite>(sql, args, false)
+                let rows = loose_query::<sqlx::Sqlite>(sql, args)
                     .fetch_all(pool)
                     .await
                     .map_err(fail)?;
@@ -324,7 +331,7 @@ impl Database {
             Pool::MySql(pool) => {
                 let mut tx = pool.begin().await.map_err(fail)?;
                 for args in batch {
-                    affected += loose_query::<sqlx::MySql>(sql, args, true)
+                    affected += loose_query::<sqlx::MySql>(sql, args)
                         .execute(&mut *tx)
                         .await
                         .map_err(fail)?
@@ -335,7 +342,7 @@ impl Database {
             Pool::Sqlite(pool) => {
                 let mut tx = pool.begin().await.map_err(fail)?;
                 for args in batch {
-                    affected += loose_query::<sqlx::Sqlite>(sql, args, false)
+                    affected += loose_query::<sqlx::Sqlite>(sql, args)
                         .execute(&mut *tx)
                         .await
                         .map_err(fail)?
@@ -377,11 +384,9 @@ fn sql_str(sql: &str) -> sqlx::SqlStr {
 }
 
 /// A query whose arguments are bound by their JSON type (MySQL and SQLite convert them).
-/// MySQL reads no offset in a time, so there an RFC 3339 string goes as a UTC time.
 fn loose_query<'q, DB>(
     sql: &str,
     args: &[Json],
-    rfc3339_as_time: bool,
 ) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
 where
     DB: sqlx::Database,
@@ -390,7 +395,6 @@ where
     i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     f64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    chrono::DateTime<chrono::Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
     let mut query = sqlx::query::<DB>(sql_str(sql));
     for arg in args {
@@ -401,10 +405,7 @@ where
                 Some(i) => query.bind(i),
                 None => query.bind(n.as_f64().unwrap_or(f64::NAN)),
             },
-            Json::String(s) => match chrono::DateTime::parse_from_rfc3339(s) {
-                Ok(t) if rfc3339_as_time => query.bind(t.with_timezone(&chrono::Utc)),
-                _ => query.bind(s.clone()),
-            },
+            Json::String(s) => query.bind(s.clone()),
             other => query.bind(other.to_string()),
         };
     }
@@ -492,9 +493,11 @@ fn pg_add(a: &mut PgArguments, kind: &str, value: &Json) -> Result<AddResult, St
             .ok_or_else(|| format!("`{kind}` needs an integer"))
     };
     Ok(match kind {
-        "BOOL" => a.add(match value {
-            Json::Bool(b) => *b,
-            _ => matches!(text.as_str(), "true" | "t" | "1"),
+        "BOOL" => a.add(match (value, text.as_str()) {
+            (Json::Bool(b), _) => *b,
+            (_, "true" | "t" | "1") => true,
+            (_, "false" | "f" | "0") => false,
+            _ => return Err(format!("`{kind}` needs true or false")),
         }),
         "INT2" => a.add(i16::try_from(integer()?).map_err(|_| "out of range for int2")?),
         "INT4" => a.add(i32::try_from(integer()?).map_err(|_| "out of range for int4")?),
@@ -523,7 +526,12 @@ fn pg_add(a: &mut PgArguments, kind: &str, value: &Json) -> Result<AddResult, St
         ),
         "UUID" => a.add(uuid::Uuid::from_str(&text).map_err(|_| format!("`{kind}` needs a UUID"))?),
         "BYTEA" => a.add(text.into_bytes()),
-        _ => a.add(text),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CITEXT" | "XML" | "UNKNOWN" => a.add(text),
+        other => {
+            return Err(format!(
+                "weft cannot send a `{other}`; take it as text in the query (`$1::text`, say) and convert it there"
+            ));
+        }
     })
 }
 
@@ -617,9 +625,10 @@ fn my_row(db: &str, row: &sqlx::mysql::MySqlRow) -> Result<Json, SqlError> {
                 "DOUBLE" => row.try_get::<f64, _>(i).map(Json::from),
                 "DECIMAL" => row.try_get::<rust_decimal::Decimal, _>(i).map(decimal),
                 "JSON" => row.try_get::<sqlx::types::Json<Json>, _>(i).map(|j| j.0),
+                // In UTC (sqlx's session time zone), written as MySQL reads it back.
                 "TIMESTAMP" => row
                     .try_get::<chrono::DateTime<chrono::Utc>, _>(i)
-                    .map(|t| Json::from(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))),
+                    .map(|t| Json::from(t.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string())),
                 "DATETIME" => row
                     .try_get::<chrono::NaiveDateTime, _>(i)
                     .map(|t| Json::from(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string())),

@@ -395,6 +395,12 @@ fn write_multipart(value: &Value, boundary: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// A broker's payload as a message value: JSON when it parses, else the text (or bytes).
+pub fn payload(bytes: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(bytes)
+        .unwrap_or_else(|_| Value::Bytes(Bytes::copy_from_slice(bytes)))
+}
+
 fn json(body: &[u8]) -> Result<Value, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err("body is empty; expected JSON".into());

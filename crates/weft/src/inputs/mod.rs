@@ -9,6 +9,8 @@ pub mod file;
 pub mod generate;
 pub mod http_poll;
 pub mod http_server;
+pub mod nats;
+pub mod nats_jetstream;
 pub mod postgres_listen;
 pub mod redis_list;
 pub mod redis_pubsub;
@@ -41,6 +43,8 @@ pub enum InputConfig {
     RedisStreams(redis_streams::Config),
     RedisList(redis_list::Config),
     RedisPubsub(redis_pubsub::Config),
+    Nats(nats::Config),
+    NatsJetstream(nats_jetstream::Config),
     Generate(generate::Config),
     Stdin(stdin::Config),
     File(file::Config),
@@ -56,6 +60,8 @@ impl InputConfig {
             InputConfig::RedisStreams(_) => "redis_streams",
             InputConfig::RedisList(_) => "redis_list",
             InputConfig::RedisPubsub(_) => "redis_pubsub",
+            InputConfig::Nats(_) => "nats",
+            InputConfig::NatsJetstream(_) => "nats_jetstream",
             InputConfig::Generate(_) => "generate",
             InputConfig::Stdin(_) => "stdin",
             InputConfig::File(_) => "file",
@@ -74,6 +80,8 @@ impl InputConfig {
             InputConfig::RedisStreams(c) => Input::RedisStreams(Box::new(c.build()?)),
             InputConfig::RedisList(c) => Input::RedisList(Box::new(c.build()?)),
             InputConfig::RedisPubsub(c) => Input::RedisPubsub(Box::new(c.build()?)),
+            InputConfig::Nats(c) => Input::Nats(Box::new(c.build()?)),
+            InputConfig::NatsJetstream(c) => Input::NatsJetstream(Box::new(c.build()?)),
             InputConfig::Generate(c) => Input::Generate(c.build()?),
             InputConfig::Stdin(c) => Input::Stdin(c),
             InputConfig::File(c) => Input::File(c),
@@ -91,6 +99,8 @@ pub enum Input {
     RedisStreams(Box<redis_streams::RedisStreams>),
     RedisList(Box<redis_list::RedisList>),
     RedisPubsub(Box<redis_pubsub::RedisPubsub>),
+    Nats(Box<nats::NatsInput>),
+    NatsJetstream(Box<nats_jetstream::NatsJetstream>),
     Generate(generate::Generate),
     Stdin(stdin::Config),
     File(file::Config),
@@ -136,6 +146,14 @@ impl Input {
                 Ok(())
             }
             Input::RedisPubsub(p) => {
+                p.run(feed).await;
+                Ok(())
+            }
+            Input::Nats(p) => {
+                p.run(feed).await;
+                Ok(())
+            }
+            Input::NatsJetstream(p) => {
                 p.run(feed).await;
                 Ok(())
             }

@@ -1,7 +1,7 @@
 //! `redis_list`: a Redis list as a reliable work queue. Each item is moved atomically to a
 //! processing list (`BLMOVE`) while its message is delivered, then removed from it; an item
 //! whose message failed goes back to the queue's far end, to be tried again after the others.
-//! Items a crash left in the processing list are delivered first at the next start. The queue
+//! Items a crash left in the processing list are queued again at the next start. The queue
 //! is read from its right end, so producers `LPUSH` (as the `redis_list` output does).
 //!
 //! ```yaml
@@ -9,7 +9,7 @@
 //!   redis_list:
 //!     url: redis://127.0.0.1:6379
 //!     list: jobs
-//!     processing_list: jobs:processing   # default: <list>:processing
+//!     processing_list: jobs:processing   # default: <list>:processing:<host name>
 //!     workers: 4                         # items in flight at once
 //! ```
 
@@ -18,10 +18,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::Feed;
-use crate::clients::redis::{Redis, decode};
+use crate::clients::redis::Redis;
 use crate::clients::secret::Secret;
 use crate::config::BuildError;
 use crate::core::Message;
+use crate::core::body::payload;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,7 +30,8 @@ pub struct Config {
     /// `redis://[:password@]host:port[/db]`.
     pub url: Secret,
     pub list: String,
-    /// Where items wait while they are delivered; one per queue and reader.
+    /// Where items wait while they are delivered (default `<list>:processing:<host name>`);
+    /// one per reader, since a reader starting up queues again what its list holds.
     #[serde(default)]
     pub processing_list: Option<String>,
     /// Items in flight at once, each on a connection of its own.
@@ -61,10 +63,13 @@ impl Config {
         }
         Ok(RedisList {
             redis,
-            processing: self
-                .processing_list
-                .clone()
-                .unwrap_or_else(|| format!("{}:processing", self.list)),
+            processing: self.processing_list.clone().unwrap_or_else(|| {
+                format!(
+                    "{}:processing:{}",
+                    self.list,
+                    crate::clients::redis::host_name()
+                )
+            }),
             list: self.list,
             workers: self.workers,
         })
@@ -113,12 +118,9 @@ impl RedisList {
 
     async fn work(&self, feed: &Feed) {
         loop {
-            let ran = tokio::select! {
-                biased;
-                _ = feed.shutdown.cancelled() => return,
-                r = self.take(feed) => r,
-            };
-            match ran {
+            // Not cancelled from outside: an item under way is finished and removed (`BLMOVE`
+            // waits 1 s at most and shutdown is looked at in between).
+            match self.take(feed).await {
                 Ok(()) => return,
                 Err(e) => {
                     self.failed(feed, &e);
@@ -147,7 +149,7 @@ impl RedisList {
                 .query_async(&mut blocking)
                 .await?;
             let Some(item) = item else { continue };
-            let delivered = feed.push_and_wait(vec![Message::new(decode(&item))]).await;
+            let delivered = feed.push_and_wait(vec![Message::new(payload(&item))]).await;
             let mut done = redis::pipe();
             done.atomic()
                 .cmd("LREM")
@@ -160,7 +162,6 @@ impl RedisList {
             }
             done.query_async::<()>(&mut conn).await?;
             if !delivered {
-                feed.flow.count_rejected();
                 if feed.shutdown.is_cancelled() {
                     return Ok(());
                 }

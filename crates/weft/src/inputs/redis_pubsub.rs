@@ -17,10 +17,11 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::Feed;
-use crate::clients::redis::{Redis, decode};
+use crate::clients::redis::Redis;
 use crate::clients::secret::Secret;
 use crate::config::BuildError;
 use crate::core::Message;
+use crate::core::body::payload;
 use crate::core::mapping::{Value, empty_object, insert};
 
 #[derive(Debug, Deserialize)]
@@ -84,7 +85,7 @@ impl RedisPubsub {
         }
         let mut messages = pubsub.on_message();
         while let Some(published) = messages.next().await {
-            let mut message = Message::new(decode(published.get_payload_bytes()));
+            let mut message = Message::new(payload(published.get_payload_bytes()));
             let mut meta = empty_object();
             insert(
                 &mut meta,

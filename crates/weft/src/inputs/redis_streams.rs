@@ -14,7 +14,7 @@
 //!     url: redis://127.0.0.1:6379
 //!     stream: orders
 //!     group: weft
-//!     consumer: weft-1             # default: weft
+//!     consumer: weft-1             # default: the host name
 //!     claim_idle: 1m               # pending this long → read again
 //! ```
 
@@ -25,11 +25,12 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use serde::Deserialize;
 
 use super::Feed;
-use crate::clients::redis::{Redis, decode};
+use crate::clients::redis::Redis;
 use crate::clients::secret::Secret;
 use crate::config::BuildError;
 use crate::config::units::Dur;
 use crate::core::Message;
+use crate::core::body::payload;
 use crate::core::mapping::{ObjectMap, Value, empty_object, insert};
 
 #[derive(Debug, Deserialize)]
@@ -39,7 +40,8 @@ pub struct Config {
     pub url: Secret,
     pub stream: String,
     pub group: String,
-    /// This reader's name in the group; keep it stable across restarts.
+    /// This reader's name in the group (default: the host name); keep it stable across
+    /// restarts, and different between readers.
     #[serde(default = "default_consumer")]
     pub consumer: String,
     /// Where a group created here starts: `$` (new entries) or `0` (the whole stream).
@@ -61,7 +63,7 @@ fn default_body_field() -> String {
     "body".into()
 }
 fn default_consumer() -> String {
-    "weft".into()
+    crate::clients::redis::host_name()
 }
 fn default_start() -> String {
     "$".into()
@@ -88,6 +90,12 @@ impl Config {
         if self.batch == 0 {
             return Err(vec![BuildError::new("batch", "at least 1")]);
         }
+        if self.claim_idle.0 < Duration::from_millis(100) {
+            return Err(vec![BuildError::new(
+                "claim_idle",
+                "at least 100ms, or a failing entry would be offered again at once, forever",
+            )]);
+        }
         Ok(RedisStreams {
             redis,
             config: self,
@@ -98,12 +106,9 @@ impl Config {
 impl RedisStreams {
     pub async fn run(&self, feed: Feed) {
         loop {
-            let ran = tokio::select! {
-                biased;
-                _ = feed.shutdown.cancelled() => return,
-                r = self.consume(&feed) => r,
-            };
-            match ran {
+            // Not cancelled from outside: a batch under way is finished and acknowledged (the
+            // reads block 1 s at most and look at shutdown in between).
+            match self.consume(&feed).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::error!(flow = %feed.flow.name, component = "input.redis_streams", redis = self.redis.shown(), error = %e, "reading failed; connecting again");
@@ -132,14 +137,17 @@ impl RedisStreams {
         {
             return Err(e);
         }
-        // What this consumer took before and did not acknowledge (a crash, a failure).
-        let mut own_pending = true;
+        // What this consumer took before and did not acknowledge (a crash, a failure), read
+        // once, page by page from this ID; then only claims bring failures back.
+        let mut own_pending = Some("0".to_string());
         let mut last_claim = tokio::time::Instant::now();
+        // Where the next claim starts; past `0-0` while a sweep of the pending list goes on.
+        let mut claim_from = "0-0".to_string();
         loop {
             if feed.shutdown.is_cancelled() {
                 return Ok(());
             }
-            let entries = if own_pending {
+            let entries = if let Some(after) = &own_pending {
                 let reply: StreamReadReply = redis::cmd("XREADGROUP")
                     .arg("GROUP")
                     .arg(&c.group)
@@ -148,27 +156,28 @@ impl RedisStreams {
                     .arg(c.batch)
                     .arg("STREAMS")
                     .arg(&c.stream)
-                    .arg("0")
+                    .arg(after)
                     .query_async(&mut conn)
                     .await?;
                 let entries = entries_of(reply);
-                own_pending = !entries.is_empty();
-                if !own_pending {
+                own_pending = entries.last().map(|e| e.id.clone());
+                if entries.is_empty() {
                     continue;
                 }
                 entries
-            } else if last_claim.elapsed() >= c.claim_idle.0 {
+            } else if claim_from != "0-0" || last_claim.elapsed() >= c.claim_idle.0 {
                 last_claim = tokio::time::Instant::now();
                 let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
                     .arg(&c.stream)
                     .arg(&c.group)
                     .arg(&c.consumer)
                     .arg(c.claim_idle.0.as_millis() as u64)
-                    .arg("0-0")
+                    .arg(&claim_from)
                     .arg("COUNT")
                     .arg(c.batch)
                     .query_async(&mut conn)
                     .await?;
+                claim_from = reply.next_stream_id;
                 if reply.claimed.is_empty() {
                     continue;
                 }
@@ -192,6 +201,19 @@ impl RedisStreams {
                     _ => continue,
                 }
             };
+            // An entry trimmed from the stream while pending comes back without fields:
+            // nothing is left to deliver, so it is acknowledged away.
+            let (entries, gone): (Vec<StreamId>, Vec<StreamId>) =
+                entries.into_iter().partition(|e| !e.map.is_empty());
+            if !gone.is_empty() {
+                let gone: Vec<&String> = gone.iter().map(|e| &e.id).collect();
+                redis::cmd("XACK")
+                    .arg(&c.stream)
+                    .arg(&c.group)
+                    .arg(&gone)
+                    .query_async::<i64>(&mut conn)
+                    .await?;
+            }
             let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
             let messages = entries
                 .into_iter()
@@ -212,9 +234,6 @@ impl RedisStreams {
                     .query_async::<i64>(&mut conn)
                     .await?;
             }
-            if done.len() < ids.len() {
-                feed.flow.count_rejected();
-            }
         }
     }
 
@@ -225,11 +244,11 @@ impl RedisStreams {
             .filter_map(|(k, v)| redis::from_redis_value::<Vec<u8>>(v).ok().map(|v| (k, v)))
             .collect();
         let value = match fields.get(&self.config.body_field) {
-            Some(body) => decode(body),
+            Some(body) => payload(body),
             None => {
                 let mut object = ObjectMap::new();
                 for (k, v) in fields {
-                    object.insert(k.into(), decode(&v));
+                    object.insert(k.into(), payload(&v));
                 }
                 Value::Object(object)
             }

@@ -125,12 +125,11 @@ impl SqlPoll {
             }
             // Pages follow each other until one comes back empty.
             loop {
-                let polled = tokio::select! {
-                    biased;
-                    _ = feed.shutdown.cancelled() => return,
-                    r = self.poll(&feed) => r,
-                };
-                match polled {
+                if feed.shutdown.is_cancelled() {
+                    return;
+                }
+                // Not cancelled from outside: a page under way is finished and checkpointed.
+                match self.poll(&feed).await {
                     Ok(true) if self.watermark.is_some() => continue,
                     Ok(_) => break,
                     Err(error) => {
@@ -144,7 +143,7 @@ impl SqlPoll {
     }
 
     /// One page: its rows handed to the flow and, once all are accepted, the checkpoint moved
-    /// past them. `true` when there were rows.
+    /// past them. `true` when the watermark moved (so another page may follow at once).
     async fn poll(&self, feed: &Feed) -> Result<bool, String> {
         let params = match &self.watermark {
             None => Vec::new(),
@@ -180,9 +179,18 @@ impl SqlPoll {
         if !feed.push_and_wait(messages).await {
             return Err(format!("a message of {count} row(s) was not accepted"));
         }
-        if let Some(mark) = mark {
-            feed.save_checkpoint(&mark).await?;
+        match mark {
+            Some(mark) if mark == params => {
+                // The query gave back rows at its own watermark (`>=` where `>` was meant?):
+                // read again only on schedule, not in a loop.
+                tracing::warn!(flow = %feed.flow.name, component = "input.sql_poll", "the last row's watermark equals the query's parameters; compare with `>` so a page moves it");
+                Ok(false)
+            }
+            Some(mark) => {
+                feed.save_checkpoint(&mark).await?;
+                Ok(true)
+            }
+            None => Ok(true),
         }
-        Ok(true)
     }
 }

@@ -6,6 +6,8 @@ mod drop;
 mod file;
 pub mod graphql;
 mod http_client;
+mod nats;
+mod nats_jetstream;
 pub mod openapi;
 mod redis_list;
 mod redis_pubsub;
@@ -34,6 +36,8 @@ pub enum OutputConfig {
     RedisStreams(Box<redis_streams::Config>),
     RedisList(Box<redis_list::Config>),
     RedisPubsub(Box<redis_pubsub::Config>),
+    Nats(Box<nats::Config>),
+    NatsJetstream(Box<nats_jetstream::Config>),
     Stdout(stdout::Config),
     File(file::Config),
     Drop(drop::Config),
@@ -56,6 +60,8 @@ impl OutputConfig {
             OutputConfig::RedisStreams(_) => "redis_streams",
             OutputConfig::RedisList(_) => "redis_list",
             OutputConfig::RedisPubsub(_) => "redis_pubsub",
+            OutputConfig::Nats(_) => "nats",
+            OutputConfig::NatsJetstream(_) => "nats_jetstream",
             OutputConfig::Stdout(_) => "stdout",
             OutputConfig::File(_) => "file",
             OutputConfig::Drop(_) => "drop",
@@ -72,6 +78,8 @@ impl OutputConfig {
             OutputConfig::RedisStreams(c) => RetryPolicy::from(&c.retry),
             OutputConfig::RedisList(c) => RetryPolicy::from(&c.retry),
             OutputConfig::RedisPubsub(c) => RetryPolicy::from(&c.retry),
+            OutputConfig::Nats(c) => RetryPolicy::from(&c.retry),
+            OutputConfig::NatsJetstream(c) => RetryPolicy::from(&c.retry),
             _ => RetryPolicy::from(&RetryConfig::default()),
         }
     }
@@ -94,6 +102,8 @@ impl OutputConfig {
             OutputConfig::RedisStreams(c) => Output::RedisStreams(Box::new(c.build()?)),
             OutputConfig::RedisList(c) => Output::RedisList(Box::new(c.build()?)),
             OutputConfig::RedisPubsub(c) => Output::RedisPubsub(Box::new(c.build()?)),
+            OutputConfig::Nats(c) => Output::Nats(Box::new(c.build()?)),
+            OutputConfig::NatsJetstream(c) => Output::NatsJetstream(Box::new(c.build()?)),
             OutputConfig::Stdout(c) => Output::Stdout(c.build()),
             OutputConfig::File(c) => Output::File(c.build()?),
             OutputConfig::Drop(_) => Output::Drop,
@@ -110,6 +120,8 @@ pub enum Output {
     RedisStreams(Box<redis_streams::RedisStreamsOutput>),
     RedisList(Box<redis_list::RedisListOutput>),
     RedisPubsub(Box<redis_pubsub::RedisPubsubOutput>),
+    Nats(Box<nats::NatsOutput>),
+    NatsJetstream(Box<nats_jetstream::NatsJetstreamOutput>),
     Stdout(stdout::Stdout),
     File(file::FileOutput),
     Drop,
@@ -126,6 +138,8 @@ impl crate::core::Output for Output {
             Output::RedisStreams(o) => o.send(message).await,
             Output::RedisList(o) => o.send(message).await,
             Output::RedisPubsub(o) => o.send(message).await,
+            Output::Nats(o) => o.send(message).await,
+            Output::NatsJetstream(o) => o.send(message).await,
             Output::Stdout(o) => o.send(message).await,
             Output::File(o) => o.send(message).await,
             Output::Drop => Attempt::Delivered,
@@ -142,6 +156,8 @@ impl crate::core::Output for Output {
             Output::RedisStreams(_)
             | Output::RedisList(_)
             | Output::RedisPubsub(_)
+            | Output::Nats(_)
+            | Output::NatsJetstream(_)
             | Output::Stdout(_)
             | Output::File(_)
             | Output::Drop => false,

@@ -20,7 +20,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -168,10 +168,12 @@ enum Args {
     /// One expression giving the array.
     Array(Option<Box<Mapping>>),
     /// One expression per column.
-    Columns(Vec<Mapping>),
+    Columns(Vec<(String, Mapping)>),
 }
 
 type Reply = oneshot::Sender<Result<(), SqlError>>;
+/// Where a message's parameters go to be written, with where the outcome comes back.
+type Batcher = mpsc::Sender<(Vec<Json>, Reply)>;
 
 pub struct SqlOutput {
     db: Arc<Database>,
@@ -179,8 +181,9 @@ pub struct SqlOutput {
     args: Args,
     batch_count: usize,
     batch_period: Duration,
-    /// Started on first use (it needs the runtime, which `weft check` does not start).
-    batcher: OnceLock<mpsc::Sender<(Vec<Json>, Reply)>>,
+    /// Started on first use (it needs the runtime, which `weft check` does not start), and
+    /// again should it have stopped.
+    batcher: Mutex<Option<Batcher>>,
 }
 
 impl Config {
@@ -244,7 +247,7 @@ impl Config {
                         continue;
                     }
                     if let Some(m) = compile(&format!("columns.{column}"), source, &mut errors) {
-                        mappings.push(m);
+                        mappings.push((column.clone(), m));
                     }
                 }
                 for key in &self.upsert_on {
@@ -274,7 +277,7 @@ impl Config {
             args,
             batch_count: self.batch.count,
             batch_period: self.batch.period.0,
-            batcher: OnceLock::new(),
+            batcher: Mutex::new(None),
         })
     }
 }
@@ -283,7 +286,7 @@ impl SqlOutput {
     pub fn reads_metadata(&self) -> bool {
         match &self.args {
             Args::Array(m) => m.as_deref().is_some_and(Mapping::reads_metadata),
-            Args::Columns(ms) => ms.iter().any(Mapping::reads_metadata),
+            Args::Columns(ms) => ms.iter().any(|(_, m)| m.reads_metadata()),
         }
     }
 
@@ -292,28 +295,41 @@ impl SqlOutput {
             Args::Array(m) => evaluate_args(m.as_deref(), message),
             Args::Columns(ms) => ms
                 .iter()
-                .map(|m| {
+                .map(|(column, m)| {
                     let v = m
                         .eval(&message.value, &message.metadata)
-                        .map_err(|e| e.to_string())?;
-                    serde_json::to_value(v).map_err(|e| e.to_string())
+                        .map_err(|e| format!("columns.{column}: {e}"))?;
+                    serde_json::to_value(v).map_err(|e| format!("columns.{column}: {e}"))
                 })
                 .collect(),
         }
     }
 
-    fn batcher(&self) -> &mpsc::Sender<(Vec<Json>, Reply)> {
-        self.batcher.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(self.batch_count * 2);
-            tokio::spawn(write_batches(
-                self.db.clone(),
-                self.sql.clone(),
-                rx,
-                self.batch_count,
-                self.batch_period,
-            ));
-            tx
-        })
+    fn batcher(&self) -> Batcher {
+        let mut batcher = self.batcher.lock().unwrap_or_else(|e| e.into_inner());
+        match &*batcher {
+            Some(tx) if !tx.is_closed() => tx.clone(),
+            _ => {
+                let (tx, rx) = mpsc::channel(self.batch_count * 2);
+                tokio::spawn(write_batches(
+                    self.db.clone(),
+                    self.sql.clone(),
+                    rx,
+                    self.batch_count,
+                    self.batch_period,
+                ));
+                *batcher = Some(tx.clone());
+                tx
+            }
+        }
+    }
+
+    fn writer_stopped(&self) -> Attempt {
+        Attempt::Retryable {
+            reason: format!("database `{}`: the SQL writer stopped", self.db.name()),
+            retry_after: None,
+            response: None,
+        }
     }
 
     pub async fn send(&self, message: &Message) -> Attempt {
@@ -328,20 +344,12 @@ impl SqlOutput {
         };
         let (reply, answer) = oneshot::channel();
         if self.batcher().send((params, reply)).await.is_err() {
-            return Attempt::Retryable {
-                reason: "the SQL writer stopped".into(),
-                retry_after: None,
-                response: None,
-            };
+            return self.writer_stopped();
         }
         match answer.await {
             Ok(Ok(())) => Attempt::Delivered,
             Ok(Err(e)) => e.attempt(),
-            Err(_) => Attempt::Retryable {
-                reason: "the SQL writer stopped".into(),
-                retry_after: None,
-                response: None,
-            },
+            Err(_) => self.writer_stopped(),
         }
     }
 }

@@ -13,6 +13,7 @@ mod http_input;
 mod http_poll;
 mod http_processor;
 mod idempotency;
+mod nats;
 mod openapi;
 mod peers;
 mod redis;

@@ -49,6 +49,8 @@ struct Dialect {
     marks: [&'static str; 2],
     timestamp: &'static str,
     decimal: &'static str,
+    /// An RFC 3339 UTC time as this database takes it.
+    stamp: fn(&str) -> String,
 }
 
 async fn round_trip(d: Dialect) {
@@ -112,10 +114,20 @@ flows:
 
     // Three contacts, two of them at the same instant, written concurrently (one batch or more).
     let url = format!("http://127.0.0.1:{ingest}/");
+    let at = |t: &str| (d.stamp)(t);
     let posts = [
-        r#"{"id": 1, "email": "ada@example.com", "score": 17.5, "at": "2024-05-01T10:00:00Z"}"#,
-        r#"{"id": 2, "email": "bob@example.com", "score": null, "at": "2024-05-01T10:00:00Z"}"#,
-        r#"{"id": 3, "email": "cy@example.com", "score": 3, "at": "2024-05-01T11:00:00Z"}"#,
+        format!(
+            r#"{{"id": 1, "email": "ada@example.com", "score": 17.5, "at": "{}"}}"#,
+            at("2024-05-01T10:00:00Z")
+        ),
+        format!(
+            r#"{{"id": 2, "email": "bob@example.com", "score": null, "at": "{}"}}"#,
+            at("2024-05-01T10:00:00Z")
+        ),
+        format!(
+            r#"{{"id": 3, "email": "cy@example.com", "score": 3, "at": "{}"}}"#,
+            at("2024-05-01T11:00:00Z")
+        ),
     ];
     let answers = futures_util::future::join_all(posts.iter().map(|p| post_json(&url, p))).await;
     for (status, _, body) in answers {
@@ -159,9 +171,15 @@ flows:
     );
 
     // A row the database refuses (NOT NULL) fails its own message only, with the reason.
-    let bad = r#"{"id": 9, "email": null, "score": 1, "at": "2024-05-01T12:00:00Z"}"#;
-    let good = r#"{"id": 4, "email": "dee@example.com", "score": 1, "at": "2024-05-01T12:00:00Z"}"#;
-    let (a, b) = tokio::join!(post_json(&url, bad), post_json(&url, good));
+    let bad = format!(
+        r#"{{"id": 9, "email": null, "score": 1, "at": "{}"}}"#,
+        at("2024-05-01T12:00:00Z")
+    );
+    let good = format!(
+        r#"{{"id": 4, "email": "dee@example.com", "score": 1, "at": "{}"}}"#,
+        at("2024-05-01T12:00:00Z")
+    );
+    let (a, b) = tokio::join!(post_json(&url, &bad), post_json(&url, &good));
     assert_eq!(a.0, 502, "{}", a.2);
     assert!(a.2.contains("database `db`"), "{}", a.2);
     assert_eq!(b.0, 200, "{}", b.2);
@@ -172,11 +190,11 @@ flows:
     weft.wait(Duration::from_secs(10)).await;
     let before = ids("/changes").len();
     let weft = Weft::start_in(dir, &config, &[], Stdio::null()).await;
-    let (status, _, body) = post_json(
-        &url,
-        r#"{"id": 1, "email": "ada@new.example.com", "score": 18, "at": "2024-05-02T09:00:00Z"}"#,
-    )
-    .await;
+    let update = format!(
+        r#"{{"id": 1, "email": "ada@new.example.com", "score": 18, "at": "{}"}}"#,
+        at("2024-05-02T09:00:00Z")
+    );
+    let (status, _, body) = post_json(&url, &update).await;
     assert_eq!(status, 200, "{body}");
     assert!(
         eventually(Duration::from_secs(10), || ids("/changes").len() > before
@@ -218,6 +236,7 @@ async fn postgres_insert_upsert_lookup_and_incremental_poll() {
         marks: ["$1", "$2"],
         timestamp: "TIMESTAMPTZ",
         decimal: "NUMERIC(10, 2)",
+        stamp: str::to_string,
     })
     .await;
 }
@@ -232,6 +251,8 @@ async fn mariadb_insert_upsert_lookup_and_incremental_poll() {
         marks: ["?", "?"],
         timestamp: "DATETIME(6)",
         decimal: "DECIMAL(10, 2)",
+        // MySQL reads no offset: `2024-05-01 10:00:00`.
+        stamp: |t| t.trim_end_matches('Z').replace('T', " "),
     })
     .await;
 }
@@ -244,6 +265,7 @@ async fn sqlite_insert_upsert_lookup_and_incremental_poll() {
         marks: ["?", "?"],
         timestamp: "TEXT",
         decimal: "REAL",
+        stamp: str::to_string,
     })
     .await;
 }

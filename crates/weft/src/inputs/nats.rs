@@ -1,0 +1,100 @@
+//! `nats`: a message per NATS message on a subject (wildcards allowed), optionally as one of a
+//! queue group that shares the subject's messages. Core NATS has no acknowledgement and keeps
+//! nothing for a subscriber that is away; use `nats_jetstream` where every message matters.
+//! The subject is in `%nats.subject`.
+//!
+//! ```yaml
+//! input:
+//!   nats:
+//!     url: nats://127.0.0.1:4222
+//!     subject: "orders.>"
+//!     queue: weft                 # optional
+//! ```
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use super::Feed;
+use crate::clients::nats::Nats;
+use crate::clients::secret::Secret;
+use crate::config::BuildError;
+use crate::core::Message;
+use crate::core::body::payload;
+use crate::core::mapping::{Value, empty_object, insert};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `nats://[user:password@]host:4222`.
+    pub url: Secret,
+    pub subject: String,
+    /// A queue group: each message goes to one member.
+    #[serde(default)]
+    pub queue: Option<String>,
+}
+
+pub struct NatsInput {
+    nats: Nats,
+    subject: String,
+    queue: Option<String>,
+}
+
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+impl Config {
+    pub fn build(self) -> Result<NatsInput, Vec<BuildError>> {
+        Ok(NatsInput {
+            nats: Nats::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?,
+            subject: self.subject,
+            queue: self.queue,
+        })
+    }
+}
+
+impl NatsInput {
+    pub async fn run(&self, feed: Feed) {
+        loop {
+            let ran = tokio::select! {
+                biased;
+                _ = feed.shutdown.cancelled() => return,
+                r = self.listen(&feed) => r,
+            };
+            match ran {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(flow = %feed.flow.name, component = "input.nats", nats = self.nats.shown(), error = %e, "subscription failed; subscribing again");
+                    tokio::select! {
+                        _ = feed.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(RETRY_DELAY) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn listen(&self, feed: &Feed) -> Result<(), String> {
+        let client = self.nats.client().await.map_err(|e| e.to_string())?;
+        let mut subscriber = match &self.queue {
+            Some(queue) => client
+                .queue_subscribe(self.subject.clone(), queue.clone())
+                .await
+                .map_err(|e| e.to_string())?,
+            None => client
+                .subscribe(self.subject.clone())
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        while let Some(received) = subscriber.next().await {
+            let mut message = Message::new(payload(&received.payload));
+            let mut meta = empty_object();
+            insert(&mut meta, "subject", Value::from(received.subject.as_str()));
+            insert(&mut message.metadata, "nats", meta);
+            if !feed.push(message).await {
+                return Ok(());
+            }
+        }
+        Err("the subscription ended".into())
+    }
+}

@@ -1,0 +1,177 @@
+//! `nats_jetstream`: reads a JetStream stream through a durable pull consumer, acknowledging
+//! each message only once it was delivered (or, in a durable flow, committed). A message whose
+//! delivery failed is refused with a delay (`nak_delay`), so JetStream offers it again then;
+//! one never acknowledged (weft stopped or crashed) comes back after the consumer's ack wait.
+//! The consumer is created if it does not exist; the stream must exist, or is created with
+//! `create_subjects`. The subject is in `%nats.subject`.
+//!
+//! ```yaml
+//! input:
+//!   nats_jetstream:
+//!     url: nats://127.0.0.1:4222
+//!     stream: ORDERS
+//!     consumer: weft                 # durable name
+//!     create_subjects: ["orders.>"]  # create the stream if it is missing
+//!     nak_delay: 5s
+//! ```
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use super::Feed;
+use crate::clients::nats::Nats;
+use crate::clients::secret::Secret;
+use crate::config::BuildError;
+use crate::config::units::Dur;
+use crate::core::Message;
+use crate::core::body::payload;
+use crate::core::mapping::{Value, empty_object, insert};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `nats://[user:password@]host:4222`.
+    pub url: Secret,
+    pub stream: String,
+    /// The durable consumer's name; keep it stable across restarts.
+    #[serde(default = "default_consumer")]
+    pub consumer: String,
+    /// Subjects for the stream, when weft should create it.
+    #[serde(default)]
+    pub create_subjects: Vec<String>,
+    /// The most messages fetched at once.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// How long a message whose delivery failed waits before JetStream offers it again.
+    #[serde(default = "default_nak_delay")]
+    pub nak_delay: Dur,
+    /// How long JetStream waits for an acknowledgement before offering a message again
+    /// (when the consumer is created here).
+    #[serde(default = "default_ack_wait")]
+    pub ack_wait: Dur,
+}
+
+fn default_consumer() -> String {
+    "weft".into()
+}
+fn default_batch() -> usize {
+    100
+}
+fn default_nak_delay() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+fn default_ack_wait() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+
+pub struct NatsJetstream {
+    nats: Nats,
+    config: Config,
+}
+
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How long one fetch waits for messages (so shutdown is looked at between).
+const FETCH_WAIT: Duration = Duration::from_secs(1);
+
+impl Config {
+    pub fn build(self) -> Result<NatsJetstream, Vec<BuildError>> {
+        let nats = Nats::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
+        if self.batch == 0 {
+            return Err(vec![BuildError::new("batch", "at least 1")]);
+        }
+        Ok(NatsJetstream { nats, config: self })
+    }
+}
+
+impl NatsJetstream {
+    pub async fn run(&self, feed: Feed) {
+        loop {
+            // Not cancelled from outside: a batch under way is finished and acknowledged (a
+            // fetch waits 1 s at most and shutdown is looked at in between).
+            match self.consume(&feed).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(flow = %feed.flow.name, component = "input.nats_jetstream", nats = self.nats.shown(), error = %e, "reading failed; trying again");
+                    tokio::select! {
+                        _ = feed.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(RETRY_DELAY) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn consume(&self, feed: &Feed) -> Result<(), String> {
+        let c = &self.config;
+        let client = self.nats.client().await.map_err(|e| e.to_string())?;
+        let context = jetstream::new(client);
+        let stream = if c.create_subjects.is_empty() {
+            context
+                .get_stream(&c.stream)
+                .await
+                .map_err(|e| e.to_string())?
+        } else {
+            context
+                .get_or_create_stream(jetstream::stream::Config {
+                    name: c.stream.clone(),
+                    subjects: c.create_subjects.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &c.consumer,
+                pull::Config {
+                    durable_name: Some(c.consumer.clone()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: c.ack_wait.0,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            if feed.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let mut batch = consumer
+                .fetch()
+                .max_messages(c.batch)
+                .expires(FETCH_WAIT)
+                .messages()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut received = Vec::new();
+            while let Some(m) = batch.next().await {
+                received.push(m.map_err(|e| e.to_string())?);
+            }
+            if received.is_empty() {
+                continue;
+            }
+            let messages = received
+                .iter()
+                .map(|m| {
+                    let mut message = Message::new(payload(&m.payload));
+                    let mut meta = empty_object();
+                    insert(&mut meta, "subject", Value::from(m.subject.as_str()));
+                    insert(&mut message.metadata, "nats", meta);
+                    message
+                })
+                .collect();
+            let outcomes = feed.push_each_and_wait(messages).await;
+            for (m, delivered) in received.iter().zip(outcomes) {
+                let ack = if delivered {
+                    m.ack().await
+                } else {
+                    m.ack_with(AckKind::Nak(Some(c.nak_delay.0))).await
+                };
+                ack.map_err(|e| e.to_string())?;
+            }
+        }
+    }
+}

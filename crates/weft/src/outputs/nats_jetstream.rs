@@ -1,0 +1,63 @@
+//! `nats_jetstream`: publishes each message to a JetStream stream and waits for the stream's
+//! acknowledgement, so a message counts as delivered only once it is stored. The subject must
+//! belong to a stream (a publish nobody stores is retried, as the stream may be on its way).
+//!
+//! ```yaml
+//! output:
+//!   nats_jetstream:
+//!     url: nats://127.0.0.1:4222
+//!     subject: orders.created
+//! ```
+
+use serde::Deserialize;
+
+use crate::clients::nats::Nats;
+use crate::clients::secret::Secret;
+use crate::config::BuildError;
+use crate::core::retry::RetryConfig;
+use crate::core::{Attempt, Message};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `nats://[user:password@]host:4222`.
+    pub url: Secret,
+    pub subject: String,
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+pub struct NatsJetstreamOutput {
+    nats: Nats,
+    subject: String,
+}
+
+impl Config {
+    pub fn build(&self) -> Result<NatsJetstreamOutput, Vec<BuildError>> {
+        Ok(NatsJetstreamOutput {
+            nats: Nats::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?,
+            subject: self.subject.clone(),
+        })
+    }
+}
+
+impl NatsJetstreamOutput {
+    pub async fn send(&self, message: &Message) -> Attempt {
+        let client = match self.nats.client().await {
+            Ok(c) => c,
+            Err(e) => return self.nats.retry(e),
+        };
+        let jetstream = async_nats::jetstream::new(client);
+        let ack = match jetstream
+            .publish(self.subject.clone(), message.body())
+            .await
+        {
+            Ok(ack) => ack,
+            Err(e) => return self.nats.retry(e),
+        };
+        match ack.await {
+            Ok(_) => Attempt::Delivered,
+            Err(e) => self.nats.retry(e),
+        }
+    }
+}
