@@ -6,6 +6,7 @@
 //! so a restart neither fetches a token it still holds nor loses the refresh token it was last
 //! given; a profile with a refresh-token grant makes the engine open the store.
 
+pub mod amqp;
 pub mod auth;
 pub mod circuit;
 pub mod graphql;

@@ -5,6 +5,7 @@
 //! before they read on, which is their backpressure; `http_server` refuses with 503 instead.
 //! An input returns when it has no more to read or when shutdown is signalled.
 
+pub mod amqp;
 pub mod file;
 pub mod generate;
 pub mod http_poll;
@@ -45,6 +46,7 @@ pub enum InputConfig {
     RedisPubsub(redis_pubsub::Config),
     Nats(nats::Config),
     NatsJetstream(nats_jetstream::Config),
+    Amqp(amqp::Config),
     Generate(generate::Config),
     Stdin(stdin::Config),
     File(file::Config),
@@ -62,6 +64,7 @@ impl InputConfig {
             InputConfig::RedisPubsub(_) => "redis_pubsub",
             InputConfig::Nats(_) => "nats",
             InputConfig::NatsJetstream(_) => "nats_jetstream",
+            InputConfig::Amqp(_) => "amqp",
             InputConfig::Generate(_) => "generate",
             InputConfig::Stdin(_) => "stdin",
             InputConfig::File(_) => "file",
@@ -82,6 +85,7 @@ impl InputConfig {
             InputConfig::RedisPubsub(c) => Input::RedisPubsub(Box::new(c.build()?)),
             InputConfig::Nats(c) => Input::Nats(Box::new(c.build()?)),
             InputConfig::NatsJetstream(c) => Input::NatsJetstream(Box::new(c.build()?)),
+            InputConfig::Amqp(c) => Input::Amqp(Box::new(c.build()?)),
             InputConfig::Generate(c) => Input::Generate(c.build()?),
             InputConfig::Stdin(c) => Input::Stdin(c),
             InputConfig::File(c) => Input::File(c),
@@ -101,6 +105,7 @@ pub enum Input {
     RedisPubsub(Box<redis_pubsub::RedisPubsub>),
     Nats(Box<nats::NatsInput>),
     NatsJetstream(Box<nats_jetstream::NatsJetstream>),
+    Amqp(Box<amqp::AmqpInput>),
     Generate(generate::Generate),
     Stdin(stdin::Config),
     File(file::Config),
@@ -154,6 +159,10 @@ impl Input {
                 Ok(())
             }
             Input::NatsJetstream(p) => {
+                p.run(feed).await;
+                Ok(())
+            }
+            Input::Amqp(p) => {
                 p.run(feed).await;
                 Ok(())
             }

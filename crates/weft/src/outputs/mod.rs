@@ -2,6 +2,7 @@
 //! in YAML, one file each. Every output is wrapped in the retry stack (`core::retry`) by the flow,
 //! so an output only reports what one attempt did.
 
+mod amqp;
 mod drop;
 mod file;
 pub mod graphql;
@@ -38,6 +39,7 @@ pub enum OutputConfig {
     RedisPubsub(Box<redis_pubsub::Config>),
     Nats(Box<nats::Config>),
     NatsJetstream(Box<nats_jetstream::Config>),
+    Amqp(Box<amqp::Config>),
     Stdout(stdout::Config),
     File(file::Config),
     Drop(drop::Config),
@@ -62,6 +64,7 @@ impl OutputConfig {
             OutputConfig::RedisPubsub(_) => "redis_pubsub",
             OutputConfig::Nats(_) => "nats",
             OutputConfig::NatsJetstream(_) => "nats_jetstream",
+            OutputConfig::Amqp(_) => "amqp",
             OutputConfig::Stdout(_) => "stdout",
             OutputConfig::File(_) => "file",
             OutputConfig::Drop(_) => "drop",
@@ -80,6 +83,7 @@ impl OutputConfig {
             OutputConfig::RedisPubsub(c) => RetryPolicy::from(&c.retry),
             OutputConfig::Nats(c) => RetryPolicy::from(&c.retry),
             OutputConfig::NatsJetstream(c) => RetryPolicy::from(&c.retry),
+            OutputConfig::Amqp(c) => RetryPolicy::from(&c.retry),
             _ => RetryPolicy::from(&RetryConfig::default()),
         }
     }
@@ -104,6 +108,7 @@ impl OutputConfig {
             OutputConfig::RedisPubsub(c) => Output::RedisPubsub(Box::new(c.build()?)),
             OutputConfig::Nats(c) => Output::Nats(Box::new(c.build()?)),
             OutputConfig::NatsJetstream(c) => Output::NatsJetstream(Box::new(c.build()?)),
+            OutputConfig::Amqp(c) => Output::Amqp(Box::new(c.build()?)),
             OutputConfig::Stdout(c) => Output::Stdout(c.build()),
             OutputConfig::File(c) => Output::File(c.build()?),
             OutputConfig::Drop(_) => Output::Drop,
@@ -122,6 +127,7 @@ pub enum Output {
     RedisPubsub(Box<redis_pubsub::RedisPubsubOutput>),
     Nats(Box<nats::NatsOutput>),
     NatsJetstream(Box<nats_jetstream::NatsJetstreamOutput>),
+    Amqp(Box<amqp::AmqpOutput>),
     Stdout(stdout::Stdout),
     File(file::FileOutput),
     Drop,
@@ -140,6 +146,7 @@ impl crate::core::Output for Output {
             Output::RedisPubsub(o) => o.send(message).await,
             Output::Nats(o) => o.send(message).await,
             Output::NatsJetstream(o) => o.send(message).await,
+            Output::Amqp(o) => o.send(message).await,
             Output::Stdout(o) => o.send(message).await,
             Output::File(o) => o.send(message).await,
             Output::Drop => Attempt::Delivered,
@@ -158,6 +165,7 @@ impl crate::core::Output for Output {
             | Output::RedisPubsub(_)
             | Output::Nats(_)
             | Output::NatsJetstream(_)
+            | Output::Amqp(_)
             | Output::Stdout(_)
             | Output::File(_)
             | Output::Drop => false,

@@ -1,0 +1,190 @@
+//! `amqp`: consumes a RabbitMQ queue with manual acknowledgements: a message is acked only once
+//! it was delivered (or, in a durable flow, committed). At most `prefetch` messages are in
+//! flight. A message whose delivery failed is refused: put back on the queue (`on_failure:
+//! requeue`, the default, after a short pause so a message that keeps failing does not spin)
+//! or dead-lettered (`on_failure: dead_letter`: rejected without requeue, so a queue with a
+//! dead-letter exchange passes it there — and a queue without one drops it). A message never
+//! acked (weft stopped or crashed) is delivered again by the broker. `declare` sets up
+//! exchanges, queues and bindings first. The routing key is in `%amqp.routing_key`.
+//!
+//! ```yaml
+//! input:
+//!   amqp:
+//!     url: amqp://guest:guest@127.0.0.1:5672/%2f
+//!     queue: orders
+//!     prefetch: 32
+//!     on_failure: dead_letter
+//!     declare:
+//!       queues: [{ name: orders, dead_letter_exchange: orders.dlx }]
+//!       bindings: [{ exchange: orders.in, queue: orders, routing_key: "order.*" }]
+//! ```
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use serde::Deserialize;
+
+use super::Feed;
+use crate::clients::amqp::{Amqp, Declare};
+use crate::clients::secret::Secret;
+use crate::config::BuildError;
+use crate::core::Message;
+use crate::core::body::payload;
+use crate::core::mapping::{Value, empty_object, insert};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `amqp://user:password@host:5672/vhost`.
+    pub url: Secret,
+    pub queue: String,
+    /// Messages in flight at most (`basic.qos`).
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// Exchanges, queues and bindings to declare before consuming.
+    #[serde(default)]
+    pub declare: Declare,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Back on the queue, to be delivered again.
+    #[default]
+    Requeue,
+    /// Rejected without requeue: to the queue's dead-letter exchange.
+    DeadLetter,
+}
+
+fn default_prefetch() -> u16 {
+    16
+}
+
+pub struct AmqpInput {
+    amqp: Amqp,
+    config: Config,
+}
+
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// The pause before a failed message is put back, so one that keeps failing does not spin.
+const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
+
+impl Config {
+    pub fn build(self) -> Result<AmqpInput, Vec<BuildError>> {
+        let amqp = Amqp::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
+        self.declare
+            .check()
+            .map_err(|e| vec![BuildError::new("declare", e)])?;
+        if self.prefetch == 0 {
+            return Err(vec![BuildError::new("prefetch", "at least 1")]);
+        }
+        Ok(AmqpInput { amqp, config: self })
+    }
+}
+
+impl AmqpInput {
+    pub async fn run(&self, feed: Feed) {
+        loop {
+            match self.consume(&feed).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(flow = %feed.flow.name, component = "input.amqp", amqp = self.amqp.shown(), error = %e, "consuming failed; connecting again");
+                    tokio::select! {
+                        _ = feed.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(RETRY_DELAY) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn consume(&self, feed: &Feed) -> Result<(), String> {
+        let inflight = tokio_util::task::TaskTracker::new();
+        let consumed = self.deliveries(feed, &inflight).await;
+        // Deliveries in flight finish (and are acked) before the connection goes.
+        inflight.close();
+        inflight.wait().await;
+        consumed
+    }
+
+    async fn deliveries(
+        &self,
+        feed: &Feed,
+        inflight: &tokio_util::task::TaskTracker,
+    ) -> Result<(), String> {
+        let e = |e: lapin::Error| e.to_string();
+        let c = &self.config;
+        let connection = self.amqp.connect().await.map_err(e)?;
+        let channel = connection.create_channel().await.map_err(e)?;
+        c.declare.apply(&channel).await.map_err(e)?;
+        channel
+            .basic_qos(c.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(e)?;
+        let mut consumer = channel
+            .basic_consume(
+                c.queue.as_str().into(),
+                format!("weft-{}", feed.flow.name).as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(e)?;
+        let on_failure = c.on_failure;
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = feed.shutdown.cancelled() => return Ok(()),
+                d = consumer.next() => d,
+            };
+            let Some(delivery) = next else {
+                return Err("the broker ended the consumer".into());
+            };
+            let delivery = delivery.map_err(e)?;
+            let mut message = Message::new(payload(&delivery.data));
+            let mut meta = empty_object();
+            insert(
+                &mut meta,
+                "routing_key",
+                Value::from(delivery.routing_key.as_str()),
+            );
+            insert(
+                &mut meta,
+                "exchange",
+                Value::from(delivery.exchange.as_str()),
+            );
+            insert(
+                &mut meta,
+                "redelivered",
+                Value::Boolean(delivery.redelivered),
+            );
+            insert(&mut message.metadata, "amqp", meta);
+            let feed = feed.clone();
+            // Each delivery on its own: up to `prefetch` are in flight, acked as each ends.
+            inflight.spawn(async move {
+                let acked = if feed.push_and_wait(vec![message]).await {
+                    delivery.ack(Default::default()).await
+                } else {
+                    let requeue = on_failure == OnFailure::Requeue;
+                    if requeue && !feed.shutdown.is_cancelled() {
+                        tokio::time::sleep(REQUEUE_PAUSE).await;
+                    }
+                    delivery
+                        .nack(BasicNackOptions {
+                            requeue,
+                            ..Default::default()
+                        })
+                        .await
+                };
+                if let Err(error) = acked {
+                    // The broker delivers it again once the channel is gone.
+                    tracing::warn!(flow = %feed.flow.name, component = "input.amqp", %error, "could not acknowledge; the broker will deliver it again");
+                }
+            });
+        }
+    }
+}
