@@ -11,6 +11,7 @@ pub mod auth;
 pub mod circuit;
 pub mod graphql;
 pub mod http;
+pub mod mqtt;
 pub mod nats;
 pub mod openapi;
 pub mod rate_limit;

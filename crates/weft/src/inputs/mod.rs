@@ -10,6 +10,7 @@ pub mod file;
 pub mod generate;
 pub mod http_poll;
 pub mod http_server;
+pub mod mqtt;
 pub mod nats;
 pub mod nats_jetstream;
 pub mod postgres_listen;
@@ -47,6 +48,7 @@ pub enum InputConfig {
     Nats(nats::Config),
     NatsJetstream(nats_jetstream::Config),
     Amqp(amqp::Config),
+    Mqtt(mqtt::Config),
     Generate(generate::Config),
     Stdin(stdin::Config),
     File(file::Config),
@@ -65,6 +67,7 @@ impl InputConfig {
             InputConfig::Nats(_) => "nats",
             InputConfig::NatsJetstream(_) => "nats_jetstream",
             InputConfig::Amqp(_) => "amqp",
+            InputConfig::Mqtt(_) => "mqtt",
             InputConfig::Generate(_) => "generate",
             InputConfig::Stdin(_) => "stdin",
             InputConfig::File(_) => "file",
@@ -86,6 +89,7 @@ impl InputConfig {
             InputConfig::Nats(c) => Input::Nats(Box::new(c.build()?)),
             InputConfig::NatsJetstream(c) => Input::NatsJetstream(Box::new(c.build()?)),
             InputConfig::Amqp(c) => Input::Amqp(Box::new(c.build()?)),
+            InputConfig::Mqtt(c) => Input::Mqtt(Box::new(c.build()?)),
             InputConfig::Generate(c) => Input::Generate(c.build()?),
             InputConfig::Stdin(c) => Input::Stdin(c),
             InputConfig::File(c) => Input::File(c),
@@ -106,6 +110,7 @@ pub enum Input {
     Nats(Box<nats::NatsInput>),
     NatsJetstream(Box<nats_jetstream::NatsJetstream>),
     Amqp(Box<amqp::AmqpInput>),
+    Mqtt(Box<mqtt::MqttInput>),
     Generate(generate::Generate),
     Stdin(stdin::Config),
     File(file::Config),
@@ -163,6 +168,10 @@ impl Input {
                 Ok(())
             }
             Input::Amqp(p) => {
+                p.run(feed).await;
+                Ok(())
+            }
+            Input::Mqtt(p) => {
                 p.run(feed).await;
                 Ok(())
             }

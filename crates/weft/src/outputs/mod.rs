@@ -7,6 +7,7 @@ mod drop;
 mod file;
 pub mod graphql;
 mod http_client;
+mod mqtt;
 mod nats;
 mod nats_jetstream;
 pub mod openapi;
@@ -40,6 +41,7 @@ pub enum OutputConfig {
     Nats(Box<nats::Config>),
     NatsJetstream(Box<nats_jetstream::Config>),
     Amqp(Box<amqp::Config>),
+    Mqtt(Box<mqtt::Config>),
     Stdout(stdout::Config),
     File(file::Config),
     Drop(drop::Config),
@@ -65,6 +67,7 @@ impl OutputConfig {
             OutputConfig::Nats(_) => "nats",
             OutputConfig::NatsJetstream(_) => "nats_jetstream",
             OutputConfig::Amqp(_) => "amqp",
+            OutputConfig::Mqtt(_) => "mqtt",
             OutputConfig::Stdout(_) => "stdout",
             OutputConfig::File(_) => "file",
             OutputConfig::Drop(_) => "drop",
@@ -84,6 +87,7 @@ impl OutputConfig {
             OutputConfig::Nats(c) => RetryPolicy::from(&c.retry),
             OutputConfig::NatsJetstream(c) => RetryPolicy::from(&c.retry),
             OutputConfig::Amqp(c) => RetryPolicy::from(&c.retry),
+            OutputConfig::Mqtt(c) => RetryPolicy::from(&c.retry),
             _ => RetryPolicy::from(&RetryConfig::default()),
         }
     }
@@ -109,6 +113,7 @@ impl OutputConfig {
             OutputConfig::Nats(c) => Output::Nats(Box::new(c.build()?)),
             OutputConfig::NatsJetstream(c) => Output::NatsJetstream(Box::new(c.build()?)),
             OutputConfig::Amqp(c) => Output::Amqp(Box::new(c.build()?)),
+            OutputConfig::Mqtt(c) => Output::Mqtt(Box::new(c.build()?)),
             OutputConfig::Stdout(c) => Output::Stdout(c.build()),
             OutputConfig::File(c) => Output::File(c.build()?),
             OutputConfig::Drop(_) => Output::Drop,
@@ -128,6 +133,7 @@ pub enum Output {
     Nats(Box<nats::NatsOutput>),
     NatsJetstream(Box<nats_jetstream::NatsJetstreamOutput>),
     Amqp(Box<amqp::AmqpOutput>),
+    Mqtt(Box<mqtt::MqttOutput>),
     Stdout(stdout::Stdout),
     File(file::FileOutput),
     Drop,
@@ -147,6 +153,7 @@ impl crate::core::Output for Output {
             Output::Nats(o) => o.send(message).await,
             Output::NatsJetstream(o) => o.send(message).await,
             Output::Amqp(o) => o.send(message).await,
+            Output::Mqtt(o) => o.send(message).await,
             Output::Stdout(o) => o.send(message).await,
             Output::File(o) => o.send(message).await,
             Output::Drop => Attempt::Delivered,
@@ -160,6 +167,7 @@ impl crate::core::Output for Output {
             Output::Soap(o) => o.reads_metadata(),
             Output::Openapi(o) => o.reads_metadata(),
             Output::Sql(o) => o.reads_metadata(),
+            Output::Mqtt(o) => o.reads_metadata(),
             Output::RedisStreams(_)
             | Output::RedisList(_)
             | Output::RedisPubsub(_)

@@ -14,6 +14,7 @@ mod http_input;
 mod http_poll;
 mod http_processor;
 mod idempotency;
+mod mqtt;
 mod nats;
 mod openapi;
 mod peers;

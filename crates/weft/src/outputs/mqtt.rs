@@ -1,0 +1,208 @@
+//! `mqtt`: publishes each message on an MQTT topic — `{{ VRL }}` parts allowed — with QoS 0 or
+//! 1: JSON, or a string message's text. With QoS 1 a message counts as delivered only once the
+//! broker acknowledged it (PUBACK); with QoS 0 once it was written to the connection.
+//!
+//! ```yaml
+//! output:
+//!   mqtt:
+//!     url: mqtt://127.0.0.1:1883
+//!     topic: "devices/{{ .device_id }}/commands"
+//!     qos: 1
+//!     retain: false
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use crate::clients::mqtt::{Mqtt, qos};
+use crate::clients::secret::Secret;
+use crate::config::BuildError;
+use crate::core::retry::RetryConfig;
+use crate::core::template::{Escape, Template};
+use crate::core::{Attempt, Message};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `mqtt://[user:password@]host:1883`.
+    pub url: Secret,
+    /// The topic; `{{ expression }}` parts are evaluated per message.
+    pub topic: String,
+    /// 0 (at most once) or 1 (at least once, the default).
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    #[serde(default)]
+    pub retain: bool,
+    /// Default `weft-<random>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+fn default_qos() -> u8 {
+    1
+}
+
+/// Publishes waiting for the event loop: first for their packet id (in the order they were
+/// handed over), then for the broker's acknowledgement of that id.
+#[derive(Default)]
+struct Waiting {
+    unsent: VecDeque<oneshot::Sender<Result<(), String>>>,
+    unacked: HashMap<u16, oneshot::Sender<Result<(), String>>>,
+    /// The connection failed: this client is done, and the next publish starts a new one (so
+    /// nothing handed to the old one can answer for a newer message).
+    dead: bool,
+}
+
+impl Waiting {
+    fn fail_all(&mut self, why: &str) {
+        for tx in self.unsent.drain(..) {
+            let _ = tx.send(Err(why.to_string()));
+        }
+        for (_, tx) in self.unacked.drain() {
+            let _ = tx.send(Err(why.to_string()));
+        }
+    }
+}
+
+pub struct MqttOutput {
+    mqtt: Mqtt,
+    topic: Template,
+    qos: QoS,
+    retain: bool,
+    client_id: String,
+    /// The client and what waits for it, started on first use (the event loop needs the
+    /// runtime). Held while a publish is handed over, so packet ids come back in order.
+    client: tokio::sync::Mutex<Option<(AsyncClient, Arc<Mutex<Waiting>>)>>,
+}
+
+impl Config {
+    pub fn build(&self) -> Result<MqttOutput, Vec<BuildError>> {
+        let mqtt = Mqtt::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
+        let topic = Template::parse(&self.topic, Escape::None)
+            .map_err(|d| BuildError::from_diagnostics("topic", d))?;
+        let level = match self.qos {
+            0 | 1 => qos(self.qos).map_err(|e| vec![BuildError::new("qos", e)])?,
+            _ => return Err(vec![BuildError::new("qos", "0 or 1")]),
+        };
+        Ok(MqttOutput {
+            mqtt,
+            topic,
+            qos: level,
+            retain: self.retain,
+            client_id: self
+                .client_id
+                .clone()
+                .unwrap_or_else(|| format!("weft-{:016x}", fastrand::u64(..))),
+            client: tokio::sync::Mutex::new(None),
+        })
+    }
+}
+
+impl MqttOutput {
+    pub fn reads_metadata(&self) -> bool {
+        self.topic.reads_metadata()
+    }
+
+    fn retry(&self, e: impl std::fmt::Display) -> Attempt {
+        Attempt::Retryable {
+            reason: format!("mqtt {}: {e}", self.mqtt.shown()),
+            retry_after: None,
+            response: None,
+        }
+    }
+
+    /// A client with its event loop running.
+    fn start(&self) -> (AsyncClient, Arc<Mutex<Waiting>>) {
+        let (client, mut events) = AsyncClient::new(self.mqtt.options(&self.client_id, true), 256);
+        let waiting: Arc<Mutex<Waiting>> = Arc::default();
+        let w = waiting.clone();
+        tokio::spawn(async move {
+            loop {
+                let event = events.poll().await;
+                let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+                match event {
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                        if let Some(tx) = w.unsent.pop_front() {
+                            if pkid == 0 {
+                                let _ = tx.send(Ok(()));
+                            } else {
+                                w.unacked.insert(pkid, tx);
+                            }
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        if let Some(tx) = w.unacked.remove(&ack.pkid) {
+                            let _ = tx.send(Ok(()));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        // What was under way may or may not have arrived: it is retried.
+                        w.fail_all(&e.to_string());
+                        w.dead = true;
+                        return;
+                    }
+                }
+            }
+        });
+        (client, waiting)
+    }
+
+    pub async fn send(&self, message: &Message) -> Attempt {
+        let topic = match self.topic.render(&message.value, &message.metadata) {
+            Ok(t) => t,
+            Err(reason) => {
+                return Attempt::Fatal {
+                    reason: format!("topic: {reason}"),
+                    response: None,
+                };
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut current = self.client.lock().await;
+            let alive = current
+                .as_ref()
+                .is_some_and(|(_, w)| !w.lock().unwrap_or_else(|e| e.into_inner()).dead);
+            if !alive {
+                *current = Some(self.start());
+            }
+            let Some((client, waiting)) = current.as_ref() else {
+                return self.retry("no MQTT client");
+            };
+            waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .unsent
+                .push_back(tx);
+            if let Err(e) = client
+                .publish(topic, self.qos, self.retain, message.body().to_vec())
+                .await
+            {
+                // Handed over nothing: take back the place in line.
+                waiting
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .unsent
+                    .pop_back();
+                return Attempt::Fatal {
+                    reason: format!("mqtt {}: {e}", self.mqtt.shown()),
+                    response: None,
+                };
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(30), rx).await {
+            Ok(Ok(Ok(()))) => Attempt::Delivered,
+            Ok(Ok(Err(e))) => self.retry(e),
+            Ok(Err(_)) => self.retry("the MQTT client stopped"),
+            Err(_) => self.retry("no acknowledgement within 30s"),
+        }
+    }
+}
