@@ -6,6 +6,7 @@ mod amqp;
 mod api_auth;
 mod check;
 mod codecs;
+mod conformance;
 mod delivery;
 mod durable;
 mod finite;
