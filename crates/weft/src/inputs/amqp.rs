@@ -26,7 +26,7 @@ use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use serde::Deserialize;
 
-use super::Feed;
+use super::{AtShutdown, Feed};
 use crate::clients::amqp::{Amqp, Declare};
 use crate::clients::secret::Secret;
 use crate::config::BuildError;
@@ -69,7 +69,6 @@ pub struct AmqpInput {
     config: Config,
 }
 
-const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// The pause before a failed message is put back, so one that keeps failing does not spin.
 const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
 
@@ -88,18 +87,12 @@ impl Config {
 
 impl AmqpInput {
     pub async fn run(&self, feed: Feed) {
-        loop {
-            match self.consume(&feed).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::error!(flow = %feed.flow.name, component = "input.amqp", amqp = self.amqp.shown(), error = %e, "consuming failed; connecting again");
-                    tokio::select! {
-                        _ = feed.shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(RETRY_DELAY) => {}
-                    }
-                }
-            }
-        }
+        // Not cancelled from outside: `consume` stops taking deliveries at shutdown and
+        // acknowledges those under way.
+        feed.keep_reading("input.amqp", self.amqp.shown(), AtShutdown::Finish, || {
+            self.consume(&feed)
+        })
+        .await;
     }
 
     async fn consume(&self, feed: &Feed) -> Result<(), String> {

@@ -189,10 +189,58 @@ pub struct Feed {
     pub tasks: TaskTracker,
 }
 
+/// How long a connection-based input waits before it connects again after a failure.
+const RECONNECT_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether a connection-based input's reading may be dropped at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtShutdown {
+    /// Dropped: nothing it holds waits for an acknowledgement (pub/sub).
+    Cancel,
+    /// Left to end by itself, so what is under way is finished and acknowledged.
+    Finish,
+}
+
 /// Where the checkpoints of polling inputs live in the store (keyed by flow).
 const CHECKPOINT_NAMESPACE: &str = "checkpoint";
 
 impl Feed {
+    /// Runs `attempt` — one connection's worth of reading — again and again until it ends by
+    /// itself or shutdown comes. A failure is logged, naming the component and the server
+    /// (never its credentials), and followed by a pause.
+    pub async fn keep_reading<F, Fut, E>(
+        &self,
+        component: &str,
+        server: &str,
+        at_shutdown: AtShutdown,
+        mut attempt: F,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        loop {
+            let ran = match at_shutdown {
+                AtShutdown::Cancel => tokio::select! {
+                    biased;
+                    _ = self.shutdown.cancelled() => return,
+                    r = attempt() => r,
+                },
+                AtShutdown::Finish => attempt().await,
+            };
+            match ran {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::error!(flow = %self.flow.name, component, server, %error, "reading failed; connecting again");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(RECONNECT_DELAY) => {}
+                    }
+                }
+            }
+        }
+    }
+
     /// The checkpoint this flow's input saved last, if any.
     pub async fn load_checkpoint<T: serde::de::DeserializeOwned>(
         &self,

@@ -11,12 +11,10 @@
 //!     queue: weft                 # optional
 //! ```
 
-use std::time::Duration;
-
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::Feed;
+use super::{AtShutdown, Feed};
 use crate::clients::nats::Nats;
 use crate::clients::secret::Secret;
 use crate::config::BuildError;
@@ -41,8 +39,6 @@ pub struct NatsInput {
     queue: Option<String>,
 }
 
-const RETRY_DELAY: Duration = Duration::from_secs(1);
-
 impl Config {
     pub fn build(self) -> Result<NatsInput, Vec<BuildError>> {
         Ok(NatsInput {
@@ -55,23 +51,10 @@ impl Config {
 
 impl NatsInput {
     pub async fn run(&self, feed: Feed) {
-        loop {
-            let ran = tokio::select! {
-                biased;
-                _ = feed.shutdown.cancelled() => return,
-                r = self.listen(&feed) => r,
-            };
-            match ran {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::error!(flow = %feed.flow.name, component = "input.nats", nats = self.nats.shown(), error = %e, "subscription failed; subscribing again");
-                    tokio::select! {
-                        _ = feed.shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(RETRY_DELAY) => {}
-                    }
-                }
-            }
-        }
+        feed.keep_reading("input.nats", self.nats.shown(), AtShutdown::Cancel, || {
+            self.listen(&feed)
+        })
+        .await;
     }
 
     async fn listen(&self, feed: &Feed) -> Result<(), String> {

@@ -21,7 +21,7 @@ use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::Feed;
+use super::{AtShutdown, Feed};
 use crate::clients::nats::Nats;
 use crate::clients::secret::Secret;
 use crate::config::BuildError;
@@ -72,7 +72,6 @@ pub struct NatsJetstream {
     config: Config,
 }
 
-const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// How long one fetch waits for messages (so shutdown is looked at between).
 const FETCH_WAIT: Duration = Duration::from_secs(1);
 
@@ -88,20 +87,15 @@ impl Config {
 
 impl NatsJetstream {
     pub async fn run(&self, feed: Feed) {
-        loop {
-            // Not cancelled from outside: a batch under way is finished and acknowledged (a
-            // fetch waits 1 s at most and shutdown is looked at in between).
-            match self.consume(&feed).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::error!(flow = %feed.flow.name, component = "input.nats_jetstream", nats = self.nats.shown(), error = %e, "reading failed; trying again");
-                    tokio::select! {
-                        _ = feed.shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(RETRY_DELAY) => {}
-                    }
-                }
-            }
-        }
+        // Not cancelled from outside: a batch under way is finished and acknowledged (a
+        // fetch waits 1 s at most and shutdown is looked at in between).
+        feed.keep_reading(
+            "input.nats_jetstream",
+            self.nats.shown(),
+            AtShutdown::Finish,
+            || self.consume(&feed),
+        )
+        .await;
     }
 
     async fn consume(&self, feed: &Feed) -> Result<(), String> {

@@ -11,12 +11,10 @@
 //!     channels: [orders.created, "audit.*"]
 //! ```
 
-use std::time::Duration;
-
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::Feed;
+use super::{AtShutdown, Feed};
 use crate::clients::redis::Redis;
 use crate::clients::secret::Secret;
 use crate::config::BuildError;
@@ -38,8 +36,6 @@ pub struct RedisPubsub {
     channels: Vec<String>,
 }
 
-const RECONNECT_DELAY: Duration = Duration::from_secs(1);
-
 impl Config {
     pub fn build(self) -> Result<RedisPubsub, Vec<BuildError>> {
         let redis = Redis::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
@@ -58,20 +54,14 @@ impl Config {
 
 impl RedisPubsub {
     pub async fn run(&self, feed: Feed) {
-        loop {
-            let ran = tokio::select! {
-                biased;
-                _ = feed.shutdown.cancelled() => return,
-                r = self.listen(&feed) => r,
-            };
-            if let Err(e) = ran {
-                tracing::error!(flow = %feed.flow.name, component = "input.redis_pubsub", redis = self.redis.shown(), error = %e, "subscription lost; publications until it is back are lost");
-            }
-            tokio::select! {
-                _ = feed.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(RECONNECT_DELAY) => {}
-            }
-        }
+        // Publications missed while reconnecting are gone: Redis keeps none.
+        feed.keep_reading(
+            "input.redis_pubsub",
+            self.redis.shown(),
+            AtShutdown::Cancel,
+            || self.listen(&feed),
+        )
+        .await;
     }
 
     async fn listen(&self, feed: &Feed) -> Result<(), redis::RedisError> {

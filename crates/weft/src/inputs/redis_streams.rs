@@ -24,7 +24,7 @@ use std::time::Duration;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use serde::Deserialize;
 
-use super::Feed;
+use super::{AtShutdown, Feed};
 use crate::clients::redis::Redis;
 use crate::clients::secret::Secret;
 use crate::config::BuildError;
@@ -82,7 +82,6 @@ pub struct RedisStreams {
 
 /// How long one read waits for new entries (so shutdown and claims are looked at between).
 const BLOCK_MS: usize = 1000;
-const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 impl Config {
     pub fn build(self) -> Result<RedisStreams, Vec<BuildError>> {
@@ -105,20 +104,15 @@ impl Config {
 
 impl RedisStreams {
     pub async fn run(&self, feed: Feed) {
-        loop {
-            // Not cancelled from outside: a batch under way is finished and acknowledged (the
-            // reads block 1 s at most and look at shutdown in between).
-            match self.consume(&feed).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::error!(flow = %feed.flow.name, component = "input.redis_streams", redis = self.redis.shown(), error = %e, "reading failed; connecting again");
-                    tokio::select! {
-                        _ = feed.shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(RETRY_DELAY) => {}
-                    }
-                }
-            }
-        }
+        // Not cancelled from outside: a batch under way is finished and acknowledged (the
+        // reads block 1 s at most and look at shutdown in between).
+        feed.keep_reading(
+            "input.redis_streams",
+            self.redis.shown(),
+            AtShutdown::Finish,
+            || self.consume(&feed),
+        )
+        .await;
     }
 
     async fn consume(&self, feed: &Feed) -> Result<(), redis::RedisError> {

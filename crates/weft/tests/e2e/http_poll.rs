@@ -239,6 +239,16 @@ async fn a_watermark_survives_a_restart_and_drives_the_next_request() {
     );
     api.changes.lock().unwrap().push((400, "d".into()));
     assert!(eventually(Duration::from_secs(5), || ids(&receiver).len() == 4).await);
+    // A request from 400 is made only once 400 is saved: after it, a kill loses nothing.
+    assert!(
+        eventually(Duration::from_secs(5), || api
+            .requests()
+            .iter()
+            .any(|r| r == "/changes?since=400"))
+        .await,
+        "{:?}",
+        api.requests()
+    );
 
     weft.kill();
     api.requests.lock().unwrap().clear();

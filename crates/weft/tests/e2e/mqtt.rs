@@ -76,21 +76,21 @@ flows:
     let dir = scratch();
     let mut weft = Weft::start_in(dir.clone(), &config, &[], std::process::Stdio::null()).await;
     // Publish until the subscription is up; then three readings.
-    let mut n = 0;
-    while receiver.seen().is_empty() {
-        assert!(n < 100, "nothing arrived: {}", weft.stderr());
-        publisher
-            .publish(
-                &topic,
-                QoS::AtLeastOnce,
-                false,
-                format!(r#"{{"warmup": {n}}}"#),
-            )
-            .await
-            .unwrap();
-        n += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let warmups = warm_up(&receiver, &weft, |k| {
+        let (publisher, topic) = (publisher.clone(), topic.clone());
+        async move {
+            publisher
+                .publish(
+                    &topic,
+                    QoS::AtLeastOnce,
+                    false,
+                    format!(r#"{{"warmup": {k}}}"#),
+                )
+                .await
+                .unwrap();
+        }
+    })
+    .await;
     // The first delivery failed: that message is offered again and arrives.
     let ok = |r: &Receiver| r.seen().iter().filter(|s| s.status == 200).count();
     assert!(
@@ -98,7 +98,6 @@ flows:
         "{}",
         weft.stderr()
     );
-    let warmups = n as usize;
     assert!(eventually(Duration::from_secs(10), || ok(&receiver) == warmups).await);
     for reading in 1..=3 {
         publisher

@@ -158,19 +158,16 @@ flows:
         out = receiver.url("/heard")
     );
     let weft = Weft::start(&config).await;
-    let mut n = 0;
-    while receiver.seen().is_empty() {
-        assert!(n < 100, "nothing heard: {}", weft.stderr());
-        client
-            .publish(
-                format!("{inbound}.warmup"),
-                format!(r#"{{"warmup": {n}}}"#).into(),
-            )
-            .await
-            .unwrap();
-        n += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    warm_up(&receiver, &weft, |k| {
+        let (client, subject) = (client.clone(), format!("{inbound}.warmup"));
+        async move {
+            client
+                .publish(subject, format!(r#"{{"warmup": {k}}}"#).into())
+                .await
+                .unwrap();
+        }
+    })
+    .await;
     let before = receiver.seen().len();
     client
         .publish(format!("{inbound}.created"), r#"{"id": 1}"#.into())

@@ -233,16 +233,16 @@ flows:
     );
     let weft = Weft::start(&config).await;
     // Publish until the subscription is up (Redis keeps nothing for late subscribers).
-    let mut n = 0;
-    while receiver.seen().is_empty() {
-        assert!(n < 100, "nothing heard: {}", weft.stderr());
-        let _: i64 = conn
-            .publish(&inbound, format!(r#"{{"warmup": {n}}}"#))
-            .await
-            .unwrap();
-        n += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    warm_up(&receiver, &weft, |k| {
+        let (mut conn, inbound) = (conn.clone(), inbound.clone());
+        async move {
+            let _: i64 = conn
+                .publish(&inbound, format!(r#"{{"warmup": {k}}}"#))
+                .await
+                .unwrap();
+        }
+    })
+    .await;
     let before = receiver.seen().len();
     let _: i64 = conn.publish(&inbound, r#"{"id": 1}"#).await.unwrap();
     assert!(eventually(Duration::from_secs(5), || receiver.seen().len() > before).await);

@@ -308,13 +308,10 @@ flows:
             exec(&url, &format!("SELECT pg_notify('{channel}', '{payload}')")).await;
         }
     };
-    let mut n = 0;
-    while receiver.seen().is_empty() {
-        assert!(n < 100, "no notification arrived: {}", weft.stderr());
-        notify(format!(r#"{{"warmup": {n}}}"#)).await;
-        n += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    warm_up(&receiver, &weft, |k| {
+        notify(format!(r#"{{"warmup": {k}}}"#))
+    })
+    .await;
     let before = receiver.seen().len();
     notify(r#"{"id": 7, "op": "update"}"#.into()).await;
     notify("plain text".into()).await;

@@ -496,3 +496,21 @@ pub fn service_missing(var: &str, url: &str, error: impl std::fmt::Display) {
     }
     eprintln!("\n!!!! SKIPPED: {message}\n");
 }
+
+/// Sends warm-ups (`send(k)`, a JSON `{"warmup": k}` say) until `receiver` heard one: a
+/// subscription may not be up yet, and what is published before it is gone. Returns how many
+/// were sent.
+pub async fn warm_up<F, Fut>(receiver: &Receiver, weft: &Weft, mut send: F) -> usize
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut sent = 0;
+    while receiver.seen().is_empty() {
+        assert!(sent < 100, "no warm-up arrived: {}", weft.stderr());
+        send(sent).await;
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sent
+}
