@@ -28,10 +28,9 @@ impl Mqtt {
             .to_string();
         let credentials = (!parsed.username().is_empty()).then(|| {
             let decode = |s: &str| {
-                url::form_urlencoded::parse(s.as_bytes())
-                    .map(|(k, _)| k.into_owned())
-                    .next()
-                    .unwrap_or_default()
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
             };
             (
                 decode(parsed.username()),
@@ -53,11 +52,29 @@ impl Mqtt {
         let mut options = MqttOptions::new(client_id, &self.host, self.port);
         options.set_keep_alive(Duration::from_secs(30));
         options.set_clean_session(clean_session);
-        options.set_max_packet_size(16 << 20, 16 << 20);
+        options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
         if let Some((user, password)) = &self.credentials {
             options.set_credentials(user, password.expose());
         }
         options
+    }
+}
+
+/// The largest packet weft sends or takes.
+pub const MAX_PACKET: usize = 16 << 20;
+
+/// Why `topic` cannot be published to, if it cannot.
+pub fn unpublishable(topic: &str) -> Option<&'static str> {
+    if topic.is_empty() {
+        Some("the topic is empty")
+    } else if topic.contains(['+', '#']) {
+        Some("a topic published to cannot hold the wildcards + or #")
+    } else if topic.contains('\0') {
+        Some("the topic holds a NUL character")
+    } else if topic.len() > 65_535 {
+        Some("the topic is longer than 65535 bytes")
+    } else {
+        None
     }
 }
 

@@ -96,24 +96,34 @@ impl AmqpInput {
     }
 
     async fn consume(&self, feed: &Feed) -> Result<(), String> {
+        let e = |e: lapin::Error| e.to_string();
+        let connection = self.amqp.connect().await.map_err(e)?;
+        let channel = connection.create_channel().await.map_err(e)?;
+        let tag = format!("weft-{}", feed.flow.name);
         let inflight = tokio_util::task::TaskTracker::new();
-        let consumed = self.deliveries(feed, &inflight).await;
-        // Deliveries in flight finish (and are acked) before the connection goes.
+        let consumed = self.deliveries(feed, &channel, &tag, &inflight).await;
+        if feed.shutdown.is_cancelled() {
+            // No more deliveries; those under way still need the channel for their acks.
+            let _ = channel
+                .basic_cancel(tag.as_str().into(), Default::default())
+                .await;
+        }
         inflight.close();
         inflight.wait().await;
+        let _ = connection.close(200, "weft stops reading".into()).await;
         consumed
     }
 
     async fn deliveries(
         &self,
         feed: &Feed,
+        channel: &lapin::Channel,
+        tag: &str,
         inflight: &tokio_util::task::TaskTracker,
     ) -> Result<(), String> {
         let e = |e: lapin::Error| e.to_string();
         let c = &self.config;
-        let connection = self.amqp.connect().await.map_err(e)?;
-        let channel = connection.create_channel().await.map_err(e)?;
-        c.declare.apply(&channel).await.map_err(e)?;
+        c.declare.apply(channel).await.map_err(e)?;
         channel
             .basic_qos(c.prefetch, BasicQosOptions::default())
             .await
@@ -121,7 +131,7 @@ impl AmqpInput {
         let mut consumer = channel
             .basic_consume(
                 c.queue.as_str().into(),
-                format!("weft-{}", feed.flow.name).as_str().into(),
+                tag.into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
@@ -173,9 +183,15 @@ impl AmqpInput {
                         })
                         .await
                 };
-                if let Err(error) = acked {
+                match acked {
+                    Ok(true) => {}
                     // The broker delivers it again once the channel is gone.
-                    tracing::warn!(flow = %feed.flow.name, component = "input.amqp", %error, "could not acknowledge; the broker will deliver it again");
+                    Ok(false) => {
+                        tracing::warn!(flow = %feed.flow.name, component = "input.amqp", "the channel closed before the acknowledgement; the broker will deliver it again");
+                    }
+                    Err(error) => {
+                        tracing::warn!(flow = %feed.flow.name, component = "input.amqp", %error, "could not acknowledge; the broker will deliver it again");
+                    }
                 }
             });
         }

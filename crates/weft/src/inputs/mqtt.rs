@@ -78,6 +78,9 @@ impl MqttInput {
         let level = qos(c.qos).unwrap_or(rumqttc::QoS::AtLeastOnce);
         let inflight = tokio_util::task::TaskTracker::new();
         let component = "input.mqtt";
+        // Which connection this is: a message taken on an earlier one is not acknowledged on
+        // this one (its packet id may now name another message; the session resends it).
+        let connection = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         loop {
             let event = tokio::select! {
                 biased;
@@ -87,6 +90,7 @@ impl MqttInput {
             match event {
                 // (Re)subscribed on every new connection: harmless on a kept session.
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    connection.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     tracing::info!(flow = %feed.flow.name, component, mqtt = self.mqtt.shown(), "connected");
                     for topic in &c.topics {
                         if let Err(error) = client.subscribe(topic.clone(), level).await {
@@ -97,6 +101,8 @@ impl MqttInput {
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     let feed = feed.clone();
                     let client = client.clone();
+                    let connection = connection.clone();
+                    let taken_on = connection.load(std::sync::atomic::Ordering::SeqCst);
                     inflight.spawn(async move {
                         let mut pause = Duration::from_millis(500);
                         loop {
@@ -105,6 +111,9 @@ impl MqttInput {
                             insert(&mut meta, "topic", Value::from(publish.topic.as_str()));
                             insert(&mut message.metadata, "mqtt", meta);
                             if feed.push_and_wait(vec![message]).await {
+                                if connection.load(std::sync::atomic::Ordering::SeqCst) != taken_on {
+                                    return;
+                                }
                                 if let Err(error) = client.ack(&publish).await {
                                     tracing::warn!(flow = %feed.flow.name, component, %error, "could not acknowledge; the broker will send it again");
                                 }
@@ -128,17 +137,19 @@ impl MqttInput {
                 }
             }
         }
-        // Let what is under way finish and its acknowledgements go out before disconnecting.
+        // Let what is under way finish, the event loop carrying its acknowledgements out
+        // meanwhile (the engine's shutdown_timeout bounds it), then disconnect.
         inflight.close();
-        let drained = async {
-            inflight.wait().await;
-            let _ = client.disconnect().await;
-            loop {
-                if events.poll().await.is_err() {
-                    break;
-                }
+        loop {
+            tokio::select! {
+                _ = inflight.wait() => break,
+                e = events.poll() => if e.is_err() { break },
             }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
+        }
+        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while events.poll().await.is_ok() {}
+        })
+        .await;
     }
 }

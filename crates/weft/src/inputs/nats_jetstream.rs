@@ -147,24 +147,21 @@ impl NatsJetstream {
             if received.is_empty() {
                 continue;
             }
-            let messages = received
-                .iter()
-                .map(|m| {
-                    let mut message = Message::new(payload(&m.payload));
-                    let mut meta = empty_object();
-                    insert(&mut meta, "subject", Value::from(m.subject.as_str()));
-                    insert(&mut message.metadata, "nats", meta);
-                    message
-                })
-                .collect();
-            let outcomes = feed.push_each_and_wait(messages).await;
-            for (m, delivered) in received.iter().zip(outcomes) {
-                let ack = if delivered {
+            // Each acknowledged as soon as its own delivery ends, so a slow batch does not
+            // outlast `ack_wait` for the messages already done.
+            let done = received.iter().map(|m| async move {
+                let mut message = Message::new(payload(&m.payload));
+                let mut meta = empty_object();
+                insert(&mut meta, "subject", Value::from(m.subject.as_str()));
+                insert(&mut message.metadata, "nats", meta);
+                if feed.push_and_wait(vec![message]).await {
                     m.ack().await
                 } else {
                     m.ack_with(AckKind::Nak(Some(c.nak_delay.0))).await
-                };
-                ack.map_err(|e| e.to_string())?;
+                }
+            });
+            for acked in futures_util::future::join_all(done).await {
+                acked.map_err(|e| e.to_string())?;
             }
         }
     }

@@ -19,7 +19,7 @@ use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use crate::clients::mqtt::{Mqtt, qos};
+use crate::clients::mqtt::{MAX_PACKET, Mqtt, qos, unpublishable};
 use crate::clients::secret::Secret;
 use crate::config::BuildError;
 use crate::core::retry::RetryConfig;
@@ -165,6 +165,22 @@ impl MqttOutput {
                 };
             }
         };
+        if let Some(why) = unpublishable(&topic) {
+            return Attempt::Fatal {
+                reason: format!("topic `{topic}`: {why}"),
+                response: None,
+            };
+        }
+        let body = message.body();
+        if body.len() + topic.len() + 16 > MAX_PACKET {
+            return Attempt::Fatal {
+                reason: format!(
+                    "the message ({} bytes) is larger than an MQTT packet weft sends",
+                    body.len()
+                ),
+                response: None,
+            };
+        }
         let (tx, rx) = oneshot::channel();
         {
             let mut current = self.client.lock().await;
@@ -183,19 +199,15 @@ impl MqttOutput {
                 .unsent
                 .push_back(tx);
             if let Err(e) = client
-                .publish(topic, self.qos, self.retain, message.body().to_vec())
+                .publish(topic, self.qos, self.retain, body.to_vec())
                 .await
             {
-                // Handed over nothing: take back the place in line.
-                waiting
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .unsent
-                    .pop_back();
-                return Attempt::Fatal {
-                    reason: format!("mqtt {}: {e}", self.mqtt.shown()),
-                    response: None,
-                };
+                // The topic was checked above: the event loop is gone. Nothing was handed
+                // over; the next publish starts a new client.
+                let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
+                w.unsent.pop_back();
+                w.dead = true;
+                return self.retry(e);
             }
         }
         match tokio::time::timeout(Duration::from_secs(30), rx).await {

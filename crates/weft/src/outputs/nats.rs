@@ -51,9 +51,12 @@ impl NatsOutput {
         if let Err(e) = client.publish(self.subject.clone(), message.body()).await {
             return self.nats.retry(e);
         }
-        match client.flush().await {
-            Ok(()) => Attempt::Delivered,
-            Err(e) => self.nats.retry(e),
+        match tokio::time::timeout(std::time::Duration::from_secs(10), client.flush()).await {
+            Ok(Ok(())) => Attempt::Delivered,
+            Ok(Err(e)) => self.nats.retry(e),
+            Err(_) => self
+                .nats
+                .retry("the server did not take the message within 10s"),
         }
     }
 }

@@ -98,7 +98,13 @@ flows:
 
     // Killed mid-flow, started again: nothing is lost.
     (case.produce)((50..250).map(body).collect()).await;
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Killed once the second batch is on its way through (a message or more of it out).
+    for _ in 0..400 {
+        if numbers(&(case.collect)().await).len() > 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     weft.kill();
     let mut weft = Weft::start_in(dir, &config, &[], std::process::Stdio::null()).await;
     for _ in 0..200 {

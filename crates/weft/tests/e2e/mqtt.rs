@@ -189,6 +189,14 @@ flows:
         .expect("a publication")
         .unwrap();
     assert_eq!(publish.topic, format!("{base}/d7/commands"));
+    // A topic a message cannot be published to fails it for good, naming why.
+    let (status, _, body) = post_json(
+        &format!("http://127.0.0.1:{port}/"),
+        r#"{"device": "all/#", "cmd": "reboot"}"#,
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("wildcards"), "{body}");
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&publish.payload).unwrap(),
         serde_json::json!({"device": "d7", "cmd": "reboot"})
