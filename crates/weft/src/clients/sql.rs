@@ -631,7 +631,7 @@ fn my_row(db: &str, row: &sqlx::mysql::MySqlRow) -> Result<Json, SqlError> {
                     .map(|t| Json::from(t.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string())),
                 "DATETIME" => row
                     .try_get::<chrono::NaiveDateTime, _>(i)
-                    .map(|t| Json::from(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string())),
+                    .map(|t| Json::from(t.format("%Y-%m-%d %H:%M:%S%.f").to_string())),
                 "DATE" => row
                     .try_get::<chrono::NaiveDate, _>(i)
                     .map(|d| Json::from(d.to_string())),
