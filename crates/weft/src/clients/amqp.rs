@@ -180,3 +180,29 @@ impl Amqp {
         Connection::connect(self.url.expose(), ConnectionProperties::default()).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_stay_out_of_what_is_shown() {
+        let amqp = Amqp::open(&Secret::new("amqp://weft:s3cret@rabbit:5672/%2f")).unwrap();
+        assert!(!amqp.shown().contains("s3cret"), "{}", amqp.shown());
+        assert!(
+            amqp.shown().starts_with("amqp://rabbit:5672/"),
+            "{}",
+            amqp.shown()
+        );
+        let redis =
+            crate::clients::redis::Redis::open(&Secret::new("redis://:s3cret@cache:6380/2"))
+                .ok()
+                .unwrap();
+        assert!(!redis.shown().contains("s3cret"), "{}", redis.shown());
+        let nats = crate::clients::nats::Nats::open(&Secret::new("nats://weft:s3cret@bus:4222"))
+            .ok()
+            .unwrap();
+        assert_eq!(nats.shown(), "nats://bus:4222");
+        assert!(Amqp::open(&Secret::new("http://rabbit")).is_err());
+    }
+}

@@ -86,3 +86,22 @@ pub fn qos(level: u8) -> Result<rumqttc::QoS, String> {
         other => Err(format!("QoS is 0, 1 or 2, not {other}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_credentials_and_topics() {
+        let mqtt = Mqtt::open(&Secret::new("mqtt://us%40er:p%26ss+word@broker:1884")).unwrap();
+        assert_eq!(mqtt.shown(), "mqtt://broker:1884");
+        let (user, password) = mqtt.credentials.as_ref().unwrap();
+        assert_eq!(user, "us@er");
+        assert_eq!(password.expose(), "p&ss+word");
+        assert!(Mqtt::open(&Secret::new("http://broker")).is_err());
+        assert!(unpublishable("a/b").is_none());
+        assert!(unpublishable("a/+/b").is_some());
+        assert!(unpublishable("a/#").is_some());
+        assert!(unpublishable("").is_some());
+    }
+}

@@ -396,3 +396,50 @@ async fn write_batches(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clients::secret::Secret;
+
+    fn db(url: &str) -> Database {
+        crate::clients::sql::Config {
+            url: Secret::new(url),
+            max_connections: 1,
+            connect_timeout: Dur(Duration::from_secs(1)),
+        }
+        .build("db")
+        .ok()
+        .unwrap()
+    }
+
+    #[test]
+    fn inserts_and_upserts_are_written_as_each_database_reads_them() {
+        let columns = ["email", "id", "seen_at"];
+        let upsert = vec!["id".to_string()];
+        assert_eq!(
+            insert_statement(&db("postgres://u@h/d"), "crm.contacts", &columns, &upsert),
+            r#"INSERT INTO "crm"."contacts" ("email", "id", "seen_at") VALUES ($1, $2, $3) ON CONFLICT ("id") DO UPDATE SET "email" = EXCLUDED."email", "seen_at" = EXCLUDED."seen_at""#
+        );
+        assert_eq!(
+            insert_statement(&db("mysql://u@h/d"), "contacts", &columns, &upsert),
+            "INSERT INTO `contacts` (`email`, `id`, `seen_at`) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE `email` = VALUES(`email`), `seen_at` = VALUES(`seen_at`)"
+        );
+        assert_eq!(
+            insert_statement(&db("sqlite://x.db"), "t", &["id"], &upsert),
+            r#"INSERT INTO "t" ("id") VALUES (?) ON CONFLICT ("id") DO NOTHING"#
+        );
+        assert_eq!(
+            insert_statement(&db("mysql://u@h/d"), "t", &["id"], &upsert),
+            "INSERT INTO `t` (`id`) VALUES (?) ON DUPLICATE KEY UPDATE `id` = `id`"
+        );
+        assert_eq!(
+            insert_statement(&db("postgres://u@h/d"), "t", &["a"], &[]),
+            r#"INSERT INTO "t" ("a") VALUES ($1)"#
+        );
+        for bad in ["", "a b", "t;drop", "a.b.c", "1t", "t\"x"] {
+            assert!(!identifier(bad), "{bad}");
+        }
+        assert!(identifier("crm.contacts_2"));
+    }
+}
