@@ -209,6 +209,24 @@ fn classify(db: &str, e: sqlx::Error) -> SqlError {
     }
 }
 
+/// One transaction of [`loose_query`]s (MySQL and SQLite bind alike; sqlx has no generic
+/// `rows_affected`, hence a macro rather than a function).
+macro_rules! loose_batch {
+    ($db:ty, $pool:expr, $sql:expr, $batch:expr, $fail:expr) => {{
+        let mut tx = $pool.begin().await.map_err($fail)?;
+        let mut affected = 0;
+        for args in $batch {
+            affected += loose_query::<$db>($sql, args)
+                .execute(&mut *tx)
+                .await
+                .map_err($fail)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err($fail)?;
+        affected
+    }};
+}
+
 impl Database {
     pub fn name(&self) -> &str {
         &self.name
@@ -312,11 +330,11 @@ impl Database {
     pub async fn execute_all(&self, sql: &str, batch: &[Vec<Json>]) -> Result<u64, SqlError> {
         let db = self.name.as_str();
         let fail = |e| classify(db, e);
-        let mut affected = 0;
-        match self.pool() {
+        Ok(match self.pool() {
             Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await.map_err(fail)?;
                 let statement = (&mut *tx).prepare(sql_str(sql)).await.map_err(fail)?;
+                let mut affected = 0;
                 for args in batch {
                     let arguments = pg_arguments(db, &statement, args)?;
                     affected += statement
@@ -327,31 +345,11 @@ impl Database {
                         .rows_affected();
                 }
                 tx.commit().await.map_err(fail)?;
+                affected
             }
-            Pool::MySql(pool) => {
-                let mut tx = pool.begin().await.map_err(fail)?;
-                for args in batch {
-                    affected += loose_query::<sqlx::MySql>(sql, args)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(fail)?
-                        .rows_affected();
-                }
-                tx.commit().await.map_err(fail)?;
-            }
-            Pool::Sqlite(pool) => {
-                let mut tx = pool.begin().await.map_err(fail)?;
-                for args in batch {
-                    affected += loose_query::<sqlx::Sqlite>(sql, args)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(fail)?
-                        .rows_affected();
-                }
-                tx.commit().await.map_err(fail)?;
-            }
-        }
-        Ok(affected)
+            Pool::MySql(pool) => loose_batch!(sqlx::MySql, pool, sql, batch, fail),
+            Pool::Sqlite(pool) => loose_batch!(sqlx::Sqlite, pool, sql, batch, fail),
+        })
     }
 }
 

@@ -48,7 +48,7 @@ use std::time::Duration;
 use http::{HeaderMap, Uri, header};
 use serde::Deserialize;
 
-use super::Feed;
+use super::{AtShutdown, Feed};
 use crate::clients::Resources;
 use crate::clients::http::HttpClient;
 use crate::clients::http::Truncated;
@@ -439,23 +439,15 @@ impl HttpPoll {
     }
 
     pub async fn run(&self, feed: Feed) {
-        let mut ticker = self.schedule.ticker();
-        loop {
-            tokio::select! {
-                biased;
-                _ = feed.shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-            let polled = tokio::select! {
-                biased;
-                _ = feed.shutdown.cancelled() => return,
-                r = self.poll(&feed) => r,
-            };
-            if let Err(error) = polled {
-                feed.flow.count_rejected();
-                tracing::error!(flow = %feed.flow.name, component = "input.http_poll", %error, "poll ended early; the next poll starts from the last checkpoint");
-            }
-        }
+        // A poll follows its pages itself; one under way at shutdown is dropped (its pages may
+        // each wait for a whole request timeout), and resumes from the last checkpoint.
+        feed.poll_on_schedule(
+            &self.schedule,
+            "input.http_poll",
+            AtShutdown::Cancel,
+            || async { self.poll(&feed).await.map(|()| false) },
+        )
+        .await;
     }
 
     async fn load_watermark(&self, feed: &Feed) -> Result<Value, String> {

@@ -241,6 +241,48 @@ impl Feed {
         }
     }
 
+    /// Runs `poll` on `schedule` until shutdown. A poll answering `Ok(true)` (more pages are
+    /// waiting) is followed at once by the next; a failure is logged and counted, and the next
+    /// poll starts from the last checkpoint.
+    pub async fn poll_on_schedule<F, Fut>(
+        &self,
+        schedule: &crate::core::schedule::Schedule,
+        component: &str,
+        at_shutdown: AtShutdown,
+        mut poll: F,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<bool, String>>,
+    {
+        let mut ticker = schedule.ticker();
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            while !self.shutdown.is_cancelled() {
+                let polled = match at_shutdown {
+                    AtShutdown::Cancel => tokio::select! {
+                        biased;
+                        _ = self.shutdown.cancelled() => return,
+                        r = poll() => r,
+                    },
+                    AtShutdown::Finish => poll().await,
+                };
+                match polled {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(error) => {
+                        self.flow.count_rejected();
+                        tracing::error!(flow = %self.flow.name, component, %error, "poll ended early; the next poll starts from the last checkpoint");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     /// The checkpoint this flow's input saved last, if any.
     pub async fn load_checkpoint<T: serde::de::DeserializeOwned>(
         &self,

@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::Feed;
+use super::{AtShutdown, Feed};
 use crate::clients::Resources;
 use crate::clients::sql::Database;
 use crate::config::BuildError;
@@ -116,34 +116,16 @@ impl SqlPoll {
     }
 
     pub async fn run(&self, feed: Feed) {
-        let mut ticker = self.schedule.ticker();
-        loop {
-            tokio::select! {
-                biased;
-                _ = feed.shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-            // Pages follow each other until one comes back empty.
-            loop {
-                if feed.shutdown.is_cancelled() {
-                    return;
-                }
-                // Not cancelled from outside: a page under way is finished and checkpointed.
-                match self.poll(&feed).await {
-                    Ok(true) if self.watermark.is_some() => continue,
-                    Ok(_) => break,
-                    Err(error) => {
-                        feed.flow.count_rejected();
-                        tracing::error!(flow = %feed.flow.name, component = "input.sql_poll", %error, "poll ended early; the next poll starts from the last checkpoint");
-                        break;
-                    }
-                }
-            }
-        }
+        // Not cancelled from outside: a page under way is finished and checkpointed.
+        feed.poll_on_schedule(&self.schedule, "input.sql_poll", AtShutdown::Finish, || {
+            self.poll(&feed)
+        })
+        .await;
     }
 
     /// One page: its rows handed to the flow and, once all are accepted, the checkpoint moved
-    /// past them. `true` when the watermark moved (so another page may follow at once).
+    /// past them. `true` when the watermark moved (so another page may follow at once); a
+    /// query without a watermark reads everything in one go.
     async fn poll(&self, feed: &Feed) -> Result<bool, String> {
         let params = match &self.watermark {
             None => Vec::new(),
@@ -190,7 +172,7 @@ impl SqlPoll {
                 feed.save_checkpoint(&mark).await?;
                 Ok(true)
             }
-            None => Ok(true),
+            None => Ok(false),
         }
     }
 }
