@@ -386,6 +386,7 @@ impl Store {
         let mut writer = SqliteConnection::connect_with(&options)
             .await
             .map_err(|e| classify(e, path))?;
+        owner_only(path);
         let check: String = sqlx::query_scalar("PRAGMA quick_check")
             .fetch_one(&mut writer)
             .await
@@ -741,6 +742,22 @@ fn truncate(text: &mut String, max: usize) {
             cut -= 1;
         }
         text.truncate(cut);
+    }
+}
+
+/// Makes the store's files readable by their owner only: they hold messages and may hold
+/// tokens. (SQLite gives its -wal and -shm files the database file's mode.) A file system
+/// that has no modes keeps its own.
+fn owner_only(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(name.into());
+    }
+    for file in files.iter().filter(|f| f.exists()) {
+        let _ = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600));
     }
 }
 

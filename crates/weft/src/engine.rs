@@ -5,14 +5,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
 use weft_store::{Store, StoreError};
 
@@ -78,6 +77,7 @@ pub async fn run(
     let store = if loaded.flows.iter().any(FlowSpec::needs_store) || loaded.resources.wants_store()
     {
         let path = options.data_dir.join("weft.db");
+        // A data directory weft creates is its owner's only (the store's files are too).
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -87,17 +87,6 @@ pub async fn run(
                 source,
             })?;
         let store = Store::open_owner(&path, loaded.durability).await?;
-        // Only its owner may read it: it holds messages and may hold tokens. (SQLite gives its
-        // -wal and -shm files the database file's mode.)
-        for file in [
-            path.clone(),
-            path.with_extension("db-wal"),
-            path.with_extension("db-shm"),
-        ] {
-            if file.exists() {
-                let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
-            }
-        }
         tracing::info!(path = %path.display(), durability = ?loaded.durability, "store open");
         loaded.resources.attach_store(&store);
         Some(store)
