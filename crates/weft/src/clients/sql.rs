@@ -7,9 +7,10 @@
 //! parameter's type when the statement is prepared, and a value is converted to it (an RFC 3339
 //! string for a `timestamptz`, a number for a `numeric`, an object for `jsonb`); MySQL and
 //! SQLite take values by their JSON type and convert them themselves (MySQL reads a time
-//! without an offset: `2024-05-01 10:00:00`, as weft writes the times it reads from MySQL). Rows come back as objects
-//! by column name: numbers, strings, booleans, JSON columns as values, times as RFC 3339 text,
-//! `numeric`/`decimal` as numbers (as text beyond what a double holds exactly).
+//! without an offset: `2024-05-01 10:00:00`, as weft writes the times it reads from MySQL).
+//! Rows come back as objects by column name: numbers, strings, booleans, JSON columns as
+//! values, times as text, `numeric`/`decimal` as numbers (as text beyond what a double holds
+//! exactly).
 //!
 //! ```yaml
 //! resources:

@@ -7,7 +7,8 @@
 //! their credentials); `validate_response: true` checks a 2xx JSON answer against the document
 //! too. Parameters are written as their `style` and `explode` say (`form`, `spaceDelimited`,
 //! `pipeDelimited`, `deepObject` in queries; `simple`, `label`, `matrix` in paths), and the
-//! document's server URL takes its `{variables}` from `server_variables` or their defaults. The `openapi` processor takes the same settings plus `result`, a
+//! document's server URL takes its `{variables}` from `server_variables` or their defaults.
+//! The `openapi` processor takes the same settings plus `result`, a
 //! VRL program that merges the answer (`%response.status`, `%response.body`) into the message.
 //! `weft openapi list FILE` shows the operations.
 //!
@@ -182,10 +183,14 @@ impl Config {
                                 .map_err(|e| err("security", e))?,
                         );
                     }
-                    auth = Some(Arc::new(
-                        AuthProfile::all(alternative.join(" + "), profiles)
-                            .map_err(|e| err("security", e))?,
-                    ));
+                    auth = Some(if profiles.len() == 1 {
+                        profiles.remove(0)
+                    } else {
+                        Arc::new(
+                            AuthProfile::all(alternative.join(" + "), profiles)
+                                .map_err(|e| err("security", e))?,
+                        )
+                    });
                 }
                 None => {
                     let wanted: Vec<String> =
