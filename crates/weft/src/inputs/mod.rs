@@ -131,53 +131,21 @@ impl Input {
     pub async fn run(&self, feed: Feed) -> std::io::Result<()> {
         match self {
             Input::HttpServer(_) => unreachable!("http_server endpoints are served by address"),
-            Input::Generate(g) => {
-                g.run(feed).await;
-                Ok(())
-            }
-            Input::HttpPoll(p) => {
-                p.run(feed).await;
-                Ok(())
-            }
-            Input::SqlPoll(p) => {
-                p.run(feed).await;
-                Ok(())
-            }
-            Input::PostgresListen(p) => {
-                p.run(feed).await;
-                Ok(())
-            }
-            Input::RedisStreams(p) => {
-                p.run(feed).await;
-                Ok(())
-            }
-            Input::RedisList(p) => {
-                p.run(feed).await;
-                Ok(())
-            }
-            Input::RedisPubsub(p) => {
-                p.run(feed).await;
-                Ok(())
-            }
-            Input::Nats(p) => {
-                p.run(feed).await;
-                Ok(())
-            }
-            Input::NatsJetstream(p) => {
-                p.run(feed).await;
-                Ok(())
-            }
-            Input::Amqp(p) => {
-                p.run(feed).await;
-                Ok(())
-            }
-            Input::Mqtt(p) => {
-                p.run(feed).await;
-                Ok(())
-            }
-            Input::Stdin(c) => c.run(feed).await,
-            Input::File(c) => c.run(feed).await,
+            Input::Generate(g) => g.run(feed).await,
+            Input::HttpPoll(p) => p.run(feed).await,
+            Input::SqlPoll(p) => p.run(feed).await,
+            Input::PostgresListen(p) => p.run(feed).await,
+            Input::RedisStreams(p) => p.run(feed).await,
+            Input::RedisList(p) => p.run(feed).await,
+            Input::RedisPubsub(p) => p.run(feed).await,
+            Input::Nats(p) => p.run(feed).await,
+            Input::NatsJetstream(p) => p.run(feed).await,
+            Input::Amqp(p) => p.run(feed).await,
+            Input::Mqtt(p) => p.run(feed).await,
+            Input::Stdin(c) => return c.run(feed).await,
+            Input::File(c) => return c.run(feed).await,
         }
+        Ok(())
     }
 }
 
