@@ -558,119 +558,113 @@ fn unreadable(db: &str, column: &str, kind: &str, e: impl std::fmt::Display) -> 
     }
 }
 
-fn pg_row(db: &str, row: &PgRow) -> Result<Json, SqlError> {
+/// A row as an object by column name: NULL as null, any other value as `decode` reads it
+/// (given the type name `kind` tells, the column's or, for SQLite, the value's own).
+fn row_object<R>(
+    db: &str,
+    row: &R,
+    kind: impl Fn(&R, usize) -> String,
+    decode: impl Fn(&R, usize, &str) -> Result<Json, sqlx::Error>,
+) -> Result<Json, SqlError>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+{
     let mut object = serde_json::Map::new();
     for (i, column) in row.columns().iter().enumerate() {
-        let kind = column.type_info().name();
+        let kind = kind(row, i);
         let raw = row
             .try_get_raw(i)
-            .map_err(|e| unreadable(db, column.name(), kind, e))?;
+            .map_err(|e| unreadable(db, column.name(), &kind, e))?;
         let value = if raw.is_null() {
-            Ok(Json::Null)
+            Json::Null
         } else {
-            match kind {
-                "BOOL" => row.try_get::<bool, _>(i).map(Json::from),
-                "INT2" => row.try_get::<i16, _>(i).map(Json::from),
-                "INT4" => row.try_get::<i32, _>(i).map(Json::from),
-                "INT8" => row.try_get::<i64, _>(i).map(Json::from),
-                "FLOAT4" => row.try_get::<f32, _>(i).map(|f| Json::from(f as f64)),
-                "FLOAT8" => row.try_get::<f64, _>(i).map(Json::from),
-                "NUMERIC" => row.try_get::<rust_decimal::Decimal, _>(i).map(decimal),
-                "JSON" | "JSONB" => row.try_get::<sqlx::types::Json<Json>, _>(i).map(|j| j.0),
-                "TIMESTAMPTZ" => row
-                    .try_get::<chrono::DateTime<chrono::Utc>, _>(i)
-                    .map(|t| Json::from(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))),
-                "TIMESTAMP" => row
-                    .try_get::<chrono::NaiveDateTime, _>(i)
-                    .map(|t| Json::from(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string())),
-                "DATE" => row
-                    .try_get::<chrono::NaiveDate, _>(i)
-                    .map(|d| Json::from(d.to_string())),
-                "TIME" => row
-                    .try_get::<chrono::NaiveTime, _>(i)
-                    .map(|t| Json::from(t.to_string())),
-                "UUID" => row
-                    .try_get::<uuid::Uuid, _>(i)
-                    .map(|u| Json::from(u.to_string())),
-                "BYTEA" => row
-                    .try_get::<Vec<u8>, _>(i)
-                    .map(|b| Json::from(String::from_utf8_lossy(&b).into_owned())),
-                _ => row.try_get::<String, _>(i).map(Json::from),
-            }
+            decode(row, i, &kind).map_err(|e| unreadable(db, column.name(), &kind, e))?
         };
-        let value = value.map_err(|e| unreadable(db, column.name(), kind, e))?;
         object.insert(column.name().to_string(), value);
     }
     Ok(Json::Object(object))
+}
+
+fn pg_row(db: &str, row: &PgRow) -> Result<Json, SqlError> {
+    let kind = |row: &PgRow, i: usize| row.columns()[i].type_info().name().to_string();
+    row_object(db, row, kind, |row, i, kind| match kind {
+        "BOOL" => row.try_get::<bool, _>(i).map(Json::from),
+        "INT2" => row.try_get::<i16, _>(i).map(Json::from),
+        "INT4" => row.try_get::<i32, _>(i).map(Json::from),
+        "INT8" => row.try_get::<i64, _>(i).map(Json::from),
+        "FLOAT4" => row.try_get::<f32, _>(i).map(|f| Json::from(f as f64)),
+        "FLOAT8" => row.try_get::<f64, _>(i).map(Json::from),
+        "NUMERIC" => row.try_get::<rust_decimal::Decimal, _>(i).map(decimal),
+        "JSON" | "JSONB" => row.try_get::<sqlx::types::Json<Json>, _>(i).map(|j| j.0),
+        "TIMESTAMPTZ" => row
+            .try_get::<chrono::DateTime<chrono::Utc>, _>(i)
+            .map(|t| Json::from(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))),
+        "TIMESTAMP" => row
+            .try_get::<chrono::NaiveDateTime, _>(i)
+            .map(|t| Json::from(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string())),
+        "DATE" => row
+            .try_get::<chrono::NaiveDate, _>(i)
+            .map(|d| Json::from(d.to_string())),
+        "TIME" => row
+            .try_get::<chrono::NaiveTime, _>(i)
+            .map(|t| Json::from(t.to_string())),
+        "UUID" => row
+            .try_get::<uuid::Uuid, _>(i)
+            .map(|u| Json::from(u.to_string())),
+        "BYTEA" => row
+            .try_get::<Vec<u8>, _>(i)
+            .map(|b| Json::from(String::from_utf8_lossy(&b).into_owned())),
+        _ => row.try_get::<String, _>(i).map(Json::from),
+    })
 }
 
 fn my_row(db: &str, row: &sqlx::mysql::MySqlRow) -> Result<Json, SqlError> {
-    let mut object = serde_json::Map::new();
-    for (i, column) in row.columns().iter().enumerate() {
-        let kind = column.type_info().name();
-        let raw = row
-            .try_get_raw(i)
-            .map_err(|e| unreadable(db, column.name(), kind, e))?;
-        let value = if raw.is_null() {
-            Ok(Json::Null)
-        } else {
-            match kind {
-                "BOOLEAN" => row.try_get::<bool, _>(i).map(Json::from),
-                k if k.ends_with("UNSIGNED") => row.try_get::<u64, _>(i).map(Json::from),
-                "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {
-                    row.try_get::<i64, _>(i).map(Json::from)
-                }
-                "FLOAT" => row.try_get::<f32, _>(i).map(|f| Json::from(f as f64)),
-                "DOUBLE" => row.try_get::<f64, _>(i).map(Json::from),
-                "DECIMAL" => row.try_get::<rust_decimal::Decimal, _>(i).map(decimal),
-                "JSON" => row.try_get::<sqlx::types::Json<Json>, _>(i).map(|j| j.0),
-                // In UTC (sqlx's session time zone), written as MySQL reads it back.
-                "TIMESTAMP" => row
-                    .try_get::<chrono::DateTime<chrono::Utc>, _>(i)
-                    .map(|t| Json::from(t.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string())),
-                "DATETIME" => row
-                    .try_get::<chrono::NaiveDateTime, _>(i)
-                    .map(|t| Json::from(t.format("%Y-%m-%d %H:%M:%S%.f").to_string())),
-                "DATE" => row
-                    .try_get::<chrono::NaiveDate, _>(i)
-                    .map(|d| Json::from(d.to_string())),
-                "TIME" => row
-                    .try_get::<chrono::NaiveTime, _>(i)
-                    .map(|t| Json::from(t.to_string())),
-                "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BINARY" | "VARBINARY" => row
-                    .try_get::<Vec<u8>, _>(i)
-                    .map(|b| Json::from(String::from_utf8_lossy(&b).into_owned())),
-                _ => row.try_get::<String, _>(i).map(Json::from),
-            }
-        };
-        let value = value.map_err(|e| unreadable(db, column.name(), kind, e))?;
-        object.insert(column.name().to_string(), value);
-    }
-    Ok(Json::Object(object))
+    let kind =
+        |row: &sqlx::mysql::MySqlRow, i: usize| row.columns()[i].type_info().name().to_string();
+    row_object(db, row, kind, |row, i, kind| match kind {
+        "BOOLEAN" => row.try_get::<bool, _>(i).map(Json::from),
+        k if k.ends_with("UNSIGNED") => row.try_get::<u64, _>(i).map(Json::from),
+        "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {
+            row.try_get::<i64, _>(i).map(Json::from)
+        }
+        "FLOAT" => row.try_get::<f32, _>(i).map(|f| Json::from(f as f64)),
+        "DOUBLE" => row.try_get::<f64, _>(i).map(Json::from),
+        "DECIMAL" => row.try_get::<rust_decimal::Decimal, _>(i).map(decimal),
+        "JSON" => row.try_get::<sqlx::types::Json<Json>, _>(i).map(|j| j.0),
+        // In UTC (sqlx's session time zone), written as MySQL reads it back.
+        "TIMESTAMP" => row
+            .try_get::<chrono::DateTime<chrono::Utc>, _>(i)
+            .map(|t| Json::from(t.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string())),
+        "DATETIME" => row
+            .try_get::<chrono::NaiveDateTime, _>(i)
+            .map(|t| Json::from(t.format("%Y-%m-%d %H:%M:%S%.f").to_string())),
+        "DATE" => row
+            .try_get::<chrono::NaiveDate, _>(i)
+            .map(|d| Json::from(d.to_string())),
+        "TIME" => row
+            .try_get::<chrono::NaiveTime, _>(i)
+            .map(|t| Json::from(t.to_string())),
+        "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BINARY" | "VARBINARY" => row
+            .try_get::<Vec<u8>, _>(i)
+            .map(|b| Json::from(String::from_utf8_lossy(&b).into_owned())),
+        _ => row.try_get::<String, _>(i).map(Json::from),
+    })
 }
 
 fn lite_row(db: &str, row: &sqlx::sqlite::SqliteRow) -> Result<Json, SqlError> {
-    let mut object = serde_json::Map::new();
-    for (i, column) in row.columns().iter().enumerate() {
-        let raw = row
-            .try_get_raw(i)
-            .map_err(|e| unreadable(db, column.name(), "?", e))?;
-        // SQLite types values, not columns: read what this value is.
-        let kind = raw.type_info().name().to_string();
-        let value = if raw.is_null() {
-            Ok(Json::Null)
-        } else {
-            match kind.as_str() {
-                "INTEGER" => row.try_get_unchecked::<i64, _>(i).map(Json::from),
-                "REAL" => row.try_get_unchecked::<f64, _>(i).map(Json::from),
-                "BLOB" => row
-                    .try_get_unchecked::<Vec<u8>, _>(i)
-                    .map(|b| Json::from(String::from_utf8_lossy(&b).into_owned())),
-                _ => row.try_get_unchecked::<String, _>(i).map(Json::from),
-            }
-        };
-        let value = value.map_err(|e| unreadable(db, column.name(), &kind, e))?;
-        object.insert(column.name().to_string(), value);
-    }
-    Ok(Json::Object(object))
+    // SQLite types values, not columns: read what this value is.
+    let kind = |row: &sqlx::sqlite::SqliteRow, i: usize| {
+        row.try_get_raw(i)
+            .map(|raw| raw.type_info().name().to_string())
+            .unwrap_or_default()
+    };
+    row_object(db, row, kind, |row, i, kind| match kind {
+        "INTEGER" => row.try_get_unchecked::<i64, _>(i).map(Json::from),
+        "REAL" => row.try_get_unchecked::<f64, _>(i).map(Json::from),
+        "BLOB" => row
+            .try_get_unchecked::<Vec<u8>, _>(i)
+            .map(|b| Json::from(String::from_utf8_lossy(&b).into_owned())),
+        _ => row.try_get_unchecked::<String, _>(i).map(Json::from),
+    })
 }
