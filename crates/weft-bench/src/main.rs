@@ -14,6 +14,11 @@
 //!
 //! The same binary is every process of the run: `weft-bench receiver|baseline|load` are the
 //! parts, `weft-bench` alone orchestrates them.
+//!
+//! `weft-bench brokers` measures the broker connectors the same way: weft copying broker →
+//! `map` → broker against a hand-written client doing the same copy (see [`brokers`]).
+
+mod brokers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,6 +77,17 @@ fn main() -> anyhow::Result<()> {
             arg("--address").context("--address")?.parse()?,
             arg("--upstream").context("--upstream")?,
         )),
+        Some("brokers") => brokers::orchestrate(
+            arg("--messages").map_or(Ok(20_000), |n| n.parse())?,
+            arg("--rounds").map_or(Ok(3), |c| c.parse())?,
+            arg("--only"),
+            arg("--weft").map(PathBuf::from),
+        ),
+        Some("copy") => runtime().block_on(brokers::copy(
+            &arg("--broker").context("--broker")?,
+            &arg("--source").context("--source")?,
+            &arg("--target").context("--target")?,
+        )),
         Some("load") => {
             let result = runtime().block_on(load(
                 arg("--url").context("--url")?,
@@ -89,7 +105,9 @@ fn main() -> anyhow::Result<()> {
                 arg("--weft").map(PathBuf::from),
             )
         }
-        Some(other) => bail!("unknown command `{other}`; use run, receiver, baseline or load"),
+        Some(other) => {
+            bail!("unknown command `{other}`; use run, brokers, receiver, baseline, load or copy")
+        }
     }
 }
 
@@ -138,13 +156,7 @@ async fn forward(
     let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body.to_bytes()) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
-    let order_id = value["id"].to_string();
-    let name = format!("{} {}", text(&value, "first"), text(&value, "last"));
-    let email = text(&value, "email").to_lowercase();
-    value["order_id"] = order_id.into();
-    value["name"] = name.into();
-    value["email"] = email.into();
+    map_order(&mut value);
     let out = Request::post(upstream)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(
@@ -162,6 +174,17 @@ async fn forward(
         }
         _ => StatusCode::BAD_GATEWAY.into_response(),
     }
+}
+
+/// The mapping of `BENCH.md`, by hand.
+fn map_order(value: &mut serde_json::Value) {
+    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let order_id = value["id"].to_string();
+    let name = format!("{} {}", text(value, "first"), text(value, "last"));
+    let email = text(value, "email").to_lowercase();
+    value["order_id"] = order_id.into();
+    value["name"] = name.into();
+    value["email"] = email.into();
 }
 
 struct LoadResult {

@@ -3,7 +3,8 @@
 //! message whose delivery failed is offered to the flow again after a pause (doubling up to
 //! 30 s), still unacknowledged, so a broker that loses the connection meanwhile sends it again.
 //! With a stable `client_id` the broker keeps the session while weft is away and delivers what
-//! came meanwhile. The topic is in `%mqtt.topic`.
+//! came meanwhile (under MQTT 5 the session is asked never to expire). The topic is in
+//! `%mqtt.topic`.
 //!
 //! ```yaml
 //! input:
@@ -11,15 +12,15 @@
 //!     url: mqtt://127.0.0.1:1883
 //!     topics: ["sensors/+/temperature"]
 //!     client_id: weft-sensors      # default: weft-<flow>
+//!     version: 5                   # default 3.1.1
 //! ```
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, Packet};
 use serde::Deserialize;
 
 use super::Feed;
-use crate::clients::mqtt::{Mqtt, qos};
+use crate::clients::mqtt::{Happened, Mqtt, Version, check_qos, default_version};
 use crate::clients::secret::Secret;
 use crate::config::BuildError;
 use crate::core::Message;
@@ -39,6 +40,9 @@ pub struct Config {
     /// Subscription QoS: 1 (default) or 0 (no acknowledgements, no redelivery).
     #[serde(default = "default_qos")]
     pub qos: u8,
+    /// The protocol: `3.1.1` (default) or `5`.
+    #[serde(default = "default_version")]
+    pub version: String,
 }
 
 fn default_qos() -> u8 {
@@ -47,6 +51,7 @@ fn default_qos() -> u8 {
 
 pub struct MqttInput {
     mqtt: Mqtt,
+    version: Version,
     config: Config,
 }
 
@@ -58,10 +63,14 @@ impl Config {
         if self.topics.is_empty() {
             return Err(vec![BuildError::new("topics", "name at least one topic")]);
         }
-        if self.qos > 1 {
-            return Err(vec![BuildError::new("qos", "0 or 1")]);
-        }
-        Ok(MqttInput { mqtt, config: self })
+        check_qos(self.qos).map_err(|e| vec![BuildError::new("qos", e)])?;
+        let version =
+            Version::parse(&self.version).map_err(|e| vec![BuildError::new("version", e)])?;
+        Ok(MqttInput {
+            mqtt,
+            version,
+            config: self,
+        })
     }
 }
 
@@ -72,10 +81,7 @@ impl MqttInput {
             .client_id
             .clone()
             .unwrap_or_else(|| format!("weft-{}", feed.flow.name));
-        let mut options = self.mqtt.options(&client_id, false);
-        options.set_manual_acks(true);
-        let (client, mut events) = AsyncClient::new(options, 64);
-        let level = qos(c.qos).unwrap_or(rumqttc::QoS::AtLeastOnce);
+        let (client, mut events) = self.mqtt.connect(self.version, &client_id, false, true, 64);
         let inflight = tokio_util::task::TaskTracker::new();
         let component = "input.mqtt";
         // Which connection this is: a message taken on an earlier one is not acknowledged on
@@ -89,16 +95,16 @@ impl MqttInput {
             };
             match event {
                 // (Re)subscribed on every new connection: harmless on a kept session.
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                Ok(Happened::Connected) => {
                     connection.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     tracing::info!(flow = %feed.flow.name, component, mqtt = self.mqtt.shown(), "connected");
                     for topic in &c.topics {
-                        if let Err(error) = client.subscribe(topic.clone(), level).await {
+                        if let Err(error) = client.subscribe(topic, c.qos).await {
                             tracing::error!(flow = %feed.flow.name, component, %error, "cannot subscribe");
                         }
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                Ok(Happened::Received(publish)) => {
                     let feed = feed.clone();
                     let client = client.clone();
                     let connection = connection.clone();
@@ -106,9 +112,9 @@ impl MqttInput {
                     inflight.spawn(async move {
                         let mut pause = Duration::from_millis(500);
                         loop {
-                            let mut message = Message::new(payload(&publish.payload));
+                            let mut message = Message::new(payload(publish.payload()));
                             let mut meta = empty_object();
-                            insert(&mut meta, "topic", Value::from(publish.topic.as_str()));
+                            insert(&mut meta, "topic", Value::from(publish.topic().as_ref()));
                             insert(&mut message.metadata, "mqtt", meta);
                             if feed.push_and_wait(vec![message]).await {
                                 if connection.load(std::sync::atomic::Ordering::SeqCst) != taken_on {

@@ -9,17 +9,23 @@
 //!     topic: "devices/{{ .device_id }}/commands"
 //!     qos: 1
 //!     retain: false
+//!     version: 5                   # default 3.1.1
 //! ```
+//!
+//! Under MQTT 5 a broker may refuse a publish in its acknowledgement: a refusal that sending
+//! again cannot cure (not authorized, invalid topic or payload format) fails the message for
+//! good, any other is retried.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use crate::clients::mqtt::{MAX_PACKET, Mqtt, qos, unpublishable};
+use crate::clients::mqtt::{
+    Client, Happened, MAX_PACKET, Mqtt, Refused, Version, check_qos, default_version, unpublishable,
+};
 use crate::clients::secret::Secret;
 use crate::config::BuildError;
 use crate::core::retry::RetryConfig;
@@ -41,6 +47,9 @@ pub struct Config {
     /// Default `weft-<random>`.
     #[serde(default)]
     pub client_id: Option<String>,
+    /// The protocol: `3.1.1` (default) or `5`.
+    #[serde(default = "default_version")]
+    pub version: String,
     #[serde(default)]
     pub retry: RetryConfig,
 }
@@ -53,8 +62,8 @@ fn default_qos() -> u8 {
 /// handed over), then for the broker's acknowledgement of that id.
 #[derive(Default)]
 struct Waiting {
-    unsent: VecDeque<oneshot::Sender<Result<(), String>>>,
-    unacked: HashMap<u16, oneshot::Sender<Result<(), String>>>,
+    unsent: VecDeque<oneshot::Sender<Result<(), Refused>>>,
+    unacked: HashMap<u16, oneshot::Sender<Result<(), Refused>>>,
     /// The connection failed: this client is done, and the next publish starts a new one (so
     /// nothing handed to the old one can answer for a newer message).
     dead: bool,
@@ -62,11 +71,17 @@ struct Waiting {
 
 impl Waiting {
     fn fail_all(&mut self, why: &str) {
+        let failed = || {
+            Err(Refused {
+                reason: why.to_string(),
+                permanent: false,
+            })
+        };
         for tx in self.unsent.drain(..) {
-            let _ = tx.send(Err(why.to_string()));
+            let _ = tx.send(failed());
         }
         for (_, tx) in self.unacked.drain() {
-            let _ = tx.send(Err(why.to_string()));
+            let _ = tx.send(failed());
         }
     }
 }
@@ -74,12 +89,13 @@ impl Waiting {
 pub struct MqttOutput {
     mqtt: Mqtt,
     topic: Template,
-    qos: QoS,
+    qos: u8,
     retain: bool,
+    version: Version,
     client_id: String,
     /// The client and what waits for it, started on first use (the event loop needs the
     /// runtime). Held while a publish is handed over, so packet ids come back in order.
-    client: tokio::sync::Mutex<Option<(AsyncClient, Arc<Mutex<Waiting>>)>>,
+    client: tokio::sync::Mutex<Option<(Client, Arc<Mutex<Waiting>>)>>,
 }
 
 impl Config {
@@ -87,15 +103,15 @@ impl Config {
         let mqtt = Mqtt::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
         let topic = Template::parse(&self.topic, Escape::None)
             .map_err(|d| BuildError::from_diagnostics("topic", d))?;
-        let level = match self.qos {
-            0 | 1 => qos(self.qos).map_err(|e| vec![BuildError::new("qos", e)])?,
-            _ => return Err(vec![BuildError::new("qos", "0 or 1")]),
-        };
+        let qos = check_qos(self.qos).map_err(|e| vec![BuildError::new("qos", e)])?;
+        let version =
+            Version::parse(&self.version).map_err(|e| vec![BuildError::new("version", e)])?;
         Ok(MqttOutput {
             mqtt,
             topic,
-            qos: level,
+            qos,
             retain: self.retain,
+            version,
             client_id: self
                 .client_id
                 .clone()
@@ -119,8 +135,10 @@ impl MqttOutput {
     }
 
     /// A client with its event loop running.
-    fn start(&self) -> (AsyncClient, Arc<Mutex<Waiting>>) {
-        let (client, mut events) = AsyncClient::new(self.mqtt.options(&self.client_id, true), 256);
+    fn start(&self) -> (Client, Arc<Mutex<Waiting>>) {
+        let (client, mut events) =
+            self.mqtt
+                .connect(self.version, &self.client_id, true, false, 256);
         let waiting: Arc<Mutex<Waiting>> = Arc::default();
         let w = waiting.clone();
         tokio::spawn(async move {
@@ -128,7 +146,7 @@ impl MqttOutput {
                 let event = events.poll().await;
                 let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
                 match event {
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    Ok(Happened::Sent(pkid)) => {
                         if let Some(tx) = w.unsent.pop_front() {
                             if pkid == 0 {
                                 let _ = tx.send(Ok(()));
@@ -137,15 +155,15 @@ impl MqttOutput {
                             }
                         }
                     }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let Some(tx) = w.unacked.remove(&ack.pkid) {
-                            let _ = tx.send(Ok(()));
+                    Ok(Happened::Acked(pkid, outcome)) => {
+                        if let Some(tx) = w.unacked.remove(&pkid) {
+                            let _ = tx.send(outcome);
                         }
                     }
                     Ok(_) => {}
                     Err(e) => {
                         // What was under way may or may not have arrived: it is retried.
-                        w.fail_all(&e.to_string());
+                        w.fail_all(&e);
                         w.dead = true;
                         return;
                     }
@@ -212,7 +230,11 @@ impl MqttOutput {
         }
         match tokio::time::timeout(Duration::from_secs(30), rx).await {
             Ok(Ok(Ok(()))) => Attempt::Delivered,
-            Ok(Ok(Err(e))) => self.retry(e),
+            Ok(Ok(Err(refused))) if refused.permanent => Attempt::Fatal {
+                reason: format!("mqtt {}: {}", self.mqtt.shown(), refused.reason),
+                response: None,
+            },
+            Ok(Ok(Err(refused))) => self.retry(refused.reason),
             Ok(Err(_)) => self.retry("the MQTT client stopped"),
             Err(_) => self.retry("no acknowledgement within 30s"),
         }

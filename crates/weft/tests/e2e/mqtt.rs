@@ -52,6 +52,17 @@ fn broker() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persistent_session_acks_after_delivery_and_keeps_what_came_while_away() {
+    persistent_session("3.1.1").await;
+}
+
+/// Under MQTT 5 a session ends with the connection unless it asks for an expiry interval: the
+/// readings published while weft is stopped show that weft asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_5_keeps_the_session_too() {
+    persistent_session("5").await;
+}
+
+async fn persistent_session(version: &str) {
     let url = broker();
     let Some((publisher, _)) = client(&url).await else {
         return;
@@ -64,7 +75,7 @@ async fn a_persistent_session_acks_after_delivery_and_keeps_what_came_while_away
 flows:
   readings:
     input:
-      mqtt: {{ url: "{url}", topics: ["{topic}"], client_id: "weft-e2e-{id}" }}
+      mqtt: {{ url: "{url}", topics: ["{topic}"], client_id: "weft-e2e-{id}", version: "{version}" }}
     pipeline:
       - map: 'if is_object(.) {{ .topic = %mqtt.topic }}'
     output:
@@ -156,6 +167,15 @@ flows:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_with_qos_1_to_a_templated_topic() {
+    publishing("3.1.1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_with_mqtt_5() {
+    publishing("5").await;
+}
+
+async fn publishing(version: &str) {
     let url = broker();
     let Some((subscriber, mut heard)) = client(&url).await else {
         return;
@@ -174,7 +194,7 @@ flows:
     input:
       http_server: {{ address: "127.0.0.1:{port}" }}
     output:
-      mqtt: {{ url: "{url}", topic: "{base}/{{{{ .device }}}}/commands", qos: 1 }}
+      mqtt: {{ url: "{url}", topic: "{base}/{{{{ .device }}}}/commands", qos: 1, version: "{version}" }}
 "#
     );
     let weft = Weft::start(&config).await;
