@@ -1,13 +1,14 @@
 //! Client code per external system, shared by every input and output that talks to it, so an
 //! input and an output of one system never duplicate connection handling. `resources:` in the
-//! config holds what components share by name: auth profiles, rate limits, circuit breakers and
-//! SQL databases.
+//! config holds what components share by name: auth profiles, rate limits, circuit breakers,
+//! SQL databases and caches.
 //! OAuth 2.0 tokens (and rotated refresh tokens) are kept in the store when the engine has one,
 //! so a restart neither fetches a token it still holds nor loses the refresh token it was last
 //! given; a profile with a refresh-token grant makes the engine open the store.
 
 pub mod amqp;
 pub mod auth;
+pub mod cache;
 pub mod circuit;
 pub mod graphql;
 pub mod http;
@@ -35,6 +36,7 @@ pub struct Resources {
     pub rate_limits: HashMap<String, RateLimit>,
     pub circuit_breakers: HashMap<String, Breaker>,
     pub sql: HashMap<String, Arc<sql::Database>>,
+    pub caches: HashMap<String, cache::Cache>,
 }
 
 fn unknown<T>(what: &str, section: &str, name: &str, known: &HashMap<String, T>) -> String {
@@ -68,6 +70,13 @@ impl Resources {
             .get(name)
             .cloned()
             .ok_or_else(|| unknown("auth profile", "auth", name, &self.auth))
+    }
+
+    pub fn cache(&self, name: &str) -> Result<cache::Cache, String> {
+        self.caches
+            .get(name)
+            .cloned()
+            .ok_or_else(|| unknown("cache", "caches", name, &self.caches))
     }
 
     pub fn sql(&self, name: &str) -> Result<Arc<sql::Database>, String> {

@@ -44,6 +44,11 @@ pub struct RateLimit(Arc<DefaultDirectRateLimiter>);
 
 impl Config {
     pub fn build(&self) -> Result<RateLimit, Vec<BuildError>> {
+        Ok(RateLimit(Arc::new(RateLimiter::direct(self.quota()?))))
+    }
+
+    /// The quota this config describes (shared with `throttle`).
+    pub fn quota(&self) -> Result<Quota, Vec<BuildError>> {
         let Some(requests) = NonZeroU32::new(self.requests) else {
             return Err(vec![BuildError::new(
                 "requests",
@@ -59,9 +64,7 @@ impl Config {
         let Some(quota) = Quota::with_period(interval) else {
             return Err(vec![BuildError::new("per", "per must be above zero")]);
         };
-        Ok(RateLimit(Arc::new(RateLimiter::direct(
-            quota.allow_burst(burst),
-        ))))
+        Ok(quota.allow_burst(burst))
     }
 }
 

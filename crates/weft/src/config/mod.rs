@@ -538,11 +538,11 @@ impl<'a> Loader<'a> {
             self.errors.push(ctx.error(
                 node.loc,
                 "resources",
-                "`resources` is a mapping with `auth`, `rate_limits`, `circuit_breakers` and `sql`",
+                "`resources` is a mapping with `auth`, `rate_limits`, `circuit_breakers`, `sql` and `caches`",
             ));
             return;
         };
-        const KINDS: &[&str] = &["auth", "rate_limits", "circuit_breakers", "sql"];
+        const KINDS: &[&str] = &["auth", "rate_limits", "circuit_breakers", "sql", "caches"];
         for (key, items) in kinds {
             let kind = match &key.kind {
                 Kind::Str(k) if KINDS.contains(&k.as_str()) => k.as_str(),
@@ -583,6 +583,7 @@ impl<'a> Loader<'a> {
                     "auth" => self.resources.auth.contains_key(name),
                     "rate_limits" => self.resources.rate_limits.contains_key(name),
                     "sql" => self.resources.sql.contains_key(name),
+                    "caches" => self.resources.caches.contains_key(name),
                     _ => self.resources.circuit_breakers.contains_key(name),
                 };
                 if duplicate {
@@ -608,6 +609,16 @@ impl<'a> Loader<'a> {
                         Ok(config) => match config.build(name) {
                             Ok(db) => {
                                 self.resources.sql.insert(name.clone(), Arc::new(db));
+                            }
+                            Err(errs) => self.errors.extend(ctx.build_errors(item, errs)),
+                        },
+                        Err(e) => self.errors.push(ctx.de_error(e, false)),
+                    }
+                } else if kind == "caches" {
+                    match from_node::<crate::clients::cache::Config>(item) {
+                        Ok(config) => match config.build() {
+                            Ok(cache) => {
+                                self.resources.caches.insert(name.clone(), cache);
                             }
                             Err(errs) => self.errors.extend(ctx.build_errors(item, errs)),
                         },

@@ -24,7 +24,7 @@ use weft_store::{Failure, Queued, Store, StoreError};
 
 use super::flow::{Flow, FlowError, Verdict};
 use super::mapping::{Mapping, MappingError, Value, empty_object};
-use super::{Message, Output, Processor};
+use super::{GroupOutcome, Message, Output, Processor, Trail};
 
 /// How long a claimed message stays reserved for one worker. Only matters when a worker dies
 /// without a restart of the process (a restart clears every lease).
@@ -377,16 +377,13 @@ async fn deliver<P: Processor, O: Output>(flow: &Flow<P, O>, queue: &DurableQueu
     let id = message.id;
     // A retry runs the pipeline again: a dedupe key this message took on an earlier attempt is
     // still its own, so it passes. Keys are given back only when the message dead-letters.
-    let mut claims = Vec::new();
-    let message = match flow.transform(message, &mut claims).await {
-        Ok(Some(m)) => m,
-        Ok(None) => {
-            flow.settle(claims, id).await;
-            return queue.ack(&entry).await;
-        }
+    let mut trail = Trail::default();
+    let messages = match flow.transform(message, &mut trail).await {
+        Ok(messages) => messages,
         Err(e @ FlowError::Busy { .. }) => {
             // Not a failed attempt: the message waits for the one holding its key.
-            flow.release(claims, id).await;
+            trail.settle_groups(&GroupOutcome::Retry(BUSY_WAIT));
+            flow.release(trail.claims, id).await;
             let next = now_ms() + BUSY_WAIT.as_millis() as i64;
             if let Err(e) = queue
                 .store
@@ -398,7 +395,8 @@ async fn deliver<P: Processor, O: Output>(flow: &Flow<P, O>, queue: &DurableQueu
             return;
         }
         Err(e) => {
-            flow.release(claims, id).await;
+            trail.settle_groups(&GroupOutcome::Failed(e.to_string()));
+            flow.release(trail.claims, id).await;
             return queue
                 .dead_letter(&entry, attempts, e.to_string().into())
                 .await;
@@ -406,9 +404,23 @@ async fn deliver<P: Processor, O: Output>(flow: &Flow<P, O>, queue: &DurableQueu
     };
     let elapsed =
         Duration::from_millis(now_ms().saturating_sub(entry.enqueued_at_ms).max(0) as u64);
-    match flow.attempt(&message, attempts, elapsed).await {
+    let mut verdict = futures_util::future::join_all(
+        messages
+            .iter()
+            .map(|message| flow.attempt(message, attempts, elapsed)),
+    )
+    .await
+    .into_iter()
+    .fold(Verdict::Delivered, Verdict::and);
+    // The groups this message carries fare as it does; a message taken into a group, as the
+    // group's message does (retried with it, or dead-lettered with it).
+    trail.settle_groups(&verdict.group_outcome());
+    if let Some(outcome) = trail.joined_outcome().await {
+        verdict = verdict.and(Verdict::from_group(outcome));
+    }
+    match verdict {
         Verdict::Delivered => {
-            flow.settle(claims, id).await;
+            flow.settle(trail.claims, id).await;
             queue.ack(&entry).await
         }
         Verdict::Failed { reason, response } => {
@@ -417,7 +429,7 @@ async fn deliver<P: Processor, O: Output>(flow: &Flow<P, O>, queue: &DurableQueu
                 last_status: response.as_ref().map(|r| r.status),
                 response_excerpt: response.map(|r| r.excerpt),
             };
-            flow.release(claims, id).await;
+            flow.release(trail.claims, id).await;
             queue.dead_letter(&entry, attempts, failure).await
         }
         Verdict::Retry { wait, reason } => {

@@ -7,7 +7,14 @@
 //!   input refuse (503) instead of queueing; [`Flow::admit`] lets a reading input wait.
 //! - Fan-out delivers to all outputs concurrently; the message fails if any output fails for
 //!   good (the caller retries, so the other outputs may see it twice: at-least-once).
+//! - A message split into parts is delivered when every part is; a message taken into a group
+//!   (`aggregate`) when the group's message is. Parts of one message run the rest of the
+//!   pipeline concurrently, inside the message's one place in flight.
+//! - A failed step marks the message failed and skips the steps after it up to a `catch`
+//!   ([`Processor::catches`]); a message still failed at the end fails.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,9 +23,13 @@ use ulid::Ulid;
 use weft_store::Store;
 
 use super::durable::DurableQueue;
+use super::mapping::{empty_object, insert};
 use super::metrics::{ComponentMetrics, FlowMetrics};
 use super::retry::{Answer, Decision, Delivered, RetryPolicy, deliver};
-use super::{Attempt, Claim, Context, Message, Output, Processor, StepError};
+use super::{
+    Attempt, Claim, Context, GroupOutcome, Message, Output, Processor, Step, StepError, Trail,
+    Value,
+};
 
 pub struct ProcessorSlot<P> {
     pub id: String,
@@ -35,8 +46,9 @@ pub struct OutputSlot<O> {
 /// What became of a message.
 #[derive(Debug)]
 pub enum Processed {
-    /// Every output accepted it; this is the message as the pipeline left it.
-    Delivered(Message),
+    /// Every output accepted what the pipeline made of it: one message, its parts (`split`),
+    /// or none when it was taken into a group whose message was delivered.
+    Delivered(Vec<Message>),
     /// A processor dropped it on purpose.
     Filtered,
 }
@@ -76,6 +88,152 @@ pub enum Verdict {
         /// The failing output's last answer, when it got one.
         response: Option<Answer>,
     },
+}
+
+impl Verdict {
+    /// The verdict of several messages that stand or fall together: a failure fails them all,
+    /// else a retry retries them all after the longest wait.
+    pub fn and(self, other: Verdict) -> Verdict {
+        match (self, other) {
+            (f @ Verdict::Failed { .. }, _) | (_, f @ Verdict::Failed { .. }) => f,
+            (Verdict::Retry { wait: a, reason }, Verdict::Retry { wait: b, .. }) if a >= b => {
+                Verdict::Retry { wait: a, reason }
+            }
+            (Verdict::Retry { .. }, r @ Verdict::Retry { .. }) => r,
+            (r @ Verdict::Retry { .. }, _) | (_, r @ Verdict::Retry { .. }) => r,
+            (Verdict::Delivered, Verdict::Delivered) => Verdict::Delivered,
+        }
+    }
+
+    pub fn group_outcome(&self) -> GroupOutcome {
+        match self {
+            Verdict::Delivered => GroupOutcome::Delivered,
+            Verdict::Retry { wait, .. } => GroupOutcome::Retry(*wait),
+            Verdict::Failed { reason, .. } => GroupOutcome::Failed(reason.clone()),
+        }
+    }
+
+    pub fn from_group(outcome: GroupOutcome) -> Verdict {
+        match outcome {
+            GroupOutcome::Delivered => Verdict::Delivered,
+            GroupOutcome::Retry(wait) => Verdict::Retry {
+                wait,
+                reason: "the group this message is in was not delivered yet".into(),
+            },
+            GroupOutcome::Failed(reason) => Verdict::Failed {
+                reason: format!("the group this message is in failed: {reason}"),
+                response: None,
+            },
+        }
+    }
+}
+
+/// A step that failed for a message: which one, and why.
+pub struct Failure {
+    pub component: String,
+    pub error: StepError,
+}
+
+impl Failure {
+    /// The failure as seen from outside a nested list of steps: one error naming the step.
+    fn nested(self) -> StepError {
+        match self.error {
+            StepError::Failed(e) => {
+                StepError::Failed(super::MappingError(format!("{}: {}", self.component, e.0)))
+            }
+            busy => busy,
+        }
+    }
+}
+
+type Ran = Vec<Result<Message, Failure>>;
+
+/// Runs `message` through `steps`. A failed step marks the message failed and the steps after
+/// it are skipped up to a `catch`, which gets the message as it was before the failing step,
+/// with `%error`. Parts of a split message run the rest concurrently, each with its own trail.
+fn run<'a, 'b: 'a, P: Processor>(
+    steps: &'a [ProcessorSlot<P>],
+    mut message: Message,
+    mut failed: Option<Failure>,
+    cx: &'a mut Context<'b>,
+) -> Pin<Box<dyn Future<Output = Ran> + Send + 'a>> {
+    Box::pin(async move {
+        for (i, slot) in steps.iter().enumerate() {
+            if failed.is_some() != slot.processor.catches() {
+                continue;
+            }
+            if let Some(f) = failed.take() {
+                let mut error = empty_object();
+                insert(&mut error, "component", Value::from(f.component.as_str()));
+                insert(&mut error, "reason", Value::from(f.error.to_string()));
+                insert(&mut message.metadata, "error", error);
+            }
+            // A catch further on needs the message as it was, should this step fail.
+            let kept = steps[i + 1..]
+                .iter()
+                .any(|s| s.processor.catches())
+                .then(|| message.clone());
+            match slot.processor.process(message, cx).await {
+                Ok(Step::One(next)) => message = next,
+                Ok(Step::Dropped | Step::Absorbed) => return Vec::new(),
+                Ok(Step::Many(parts)) => {
+                    let rest = &steps[i + 1..];
+                    let mut trails: Vec<Trail> = parts.iter().map(|_| Trail::default()).collect();
+                    let (flow, store) = (cx.flow, cx.store);
+                    let ran = futures_util::future::join_all(
+                        parts
+                            .into_iter()
+                            .zip(trails.iter_mut())
+                            .map(|(part, trail)| async move {
+                                let mut cx = Context { flow, store, trail };
+                                run(rest, part, None, &mut cx).await
+                            }),
+                    )
+                    .await;
+                    for trail in trails {
+                        cx.trail.extend(trail);
+                    }
+                    return ran.into_iter().flatten().collect();
+                }
+                Err(error) => {
+                    let failure = Failure {
+                        component: slot.id.clone(),
+                        error,
+                    };
+                    match kept {
+                        Some(before) if !matches!(failure.error, StepError::Busy(_)) => {
+                            message = before;
+                            failed = Some(failure);
+                        }
+                        _ => return vec![Err(failure)],
+                    }
+                }
+            }
+        }
+        match failed {
+            Some(failure) => vec![Err(failure)],
+            None => vec![Ok(message)],
+        }
+    })
+}
+
+/// Runs a nested list of steps (inside `switch`, `try`, `catch`, `enrich`): what they made of
+/// the message, or the first failure, naming the step.
+pub fn run_nested<'a, 'b: 'a, P: Processor>(
+    steps: &'a [ProcessorSlot<P>],
+    message: Message,
+    cx: &'a mut Context<'b>,
+) -> Pin<Box<dyn Future<Output = Result<Vec<Message>, StepError>> + Send + 'a>> {
+    Box::pin(async move {
+        let mut out = Vec::new();
+        for result in run(steps, message, None, cx).await {
+            match result {
+                Ok(m) => out.push(m),
+                Err(failure) => return Err(failure.nested()),
+            }
+        }
+        Ok(out)
+    })
 }
 
 pub struct Flow<P, O> {
@@ -172,43 +330,51 @@ impl<P: Processor, O: Output> Flow<P, O> {
         self.store.as_ref()
     }
 
-    /// Runs the pipeline: `Ok(None)` when a processor dropped the message on purpose. Store
-    /// keys the processors took for the message are added to `claims`.
+    /// Runs the pipeline: what it made of the message (none when a processor dropped it on
+    /// purpose or it was taken into a group). What the message picked up on the way (store
+    /// keys, groups) is added to `trail`.
     pub async fn transform(
         &self,
-        mut message: Message,
-        claims: &mut Vec<Claim>,
-    ) -> Result<Option<Message>, FlowError> {
+        message: Message,
+        trail: &mut Trail,
+    ) -> Result<Vec<Message>, FlowError> {
+        let joined_before = trail.joined.len();
         let mut cx = Context {
             flow: &self.name,
             store: self.store.as_ref(),
-            claims,
+            trail,
         };
-        for slot in &self.processors {
-            match slot.processor.process(message, &mut cx).await {
-                Ok(Some(next)) => message = next,
-                Ok(None) => {
-                    self.metrics.filtered.increment(1);
-                    return Ok(None);
-                }
-                Err(StepError::Failed(e)) => {
+        let mut out = Vec::new();
+        for result in run(&self.processors, message, None, &mut cx).await {
+            match result {
+                Ok(m) => out.push(m),
+                Err(Failure {
+                    component,
+                    error: StepError::Failed(e),
+                }) => {
                     self.metrics.failed.increment(1);
                     return Err(FlowError::Processing {
                         flow: self.name.clone(),
-                        component: slot.id.clone(),
+                        component,
                         reason: e.0,
                     });
                 }
-                Err(StepError::Busy(reason)) => {
+                Err(Failure {
+                    component,
+                    error: StepError::Busy(reason),
+                }) => {
                     return Err(FlowError::Busy {
                         flow: self.name.clone(),
-                        component: slot.id.clone(),
+                        component,
                         reason,
                     });
                 }
             }
         }
-        Ok(Some(message))
+        if out.is_empty() && cx.trail.joined.len() == joined_before {
+            self.metrics.filtered.increment(1);
+        }
+        Ok(out)
     }
 
     /// Gives back the store keys a failed message took, so that its resend is processed rather
@@ -261,35 +427,67 @@ impl<P: Processor, O: Output> Flow<P, O> {
         let start = Instant::now();
         self.count_received();
         let id = message.id;
-        let mut claims = Vec::new();
-        let message = match self.transform(message, &mut claims).await {
-            Ok(Some(message)) => message,
-            Ok(None) => {
-                self.settle(claims, id).await;
-                return Ok(Processed::Filtered);
-            }
+        let mut trail = Trail::default();
+        let messages = match self.transform(message, &mut trail).await {
+            Ok(messages) => messages,
             Err(e) => {
-                self.release(claims, id).await;
+                trail.settle_groups(&GroupOutcome::Failed(e.to_string()));
+                self.release(trail.claims, id).await;
                 return Err(e);
             }
         };
-        let result = match self.outputs.as_slice() {
-            [single] => self.deliver_one(single, &message).await,
-            many => {
-                let all = futures_util::future::join_all(
-                    many.iter().map(|slot| self.deliver_one(slot, &message)),
-                )
-                .await;
-                all.into_iter().find(Result::is_err).unwrap_or(Ok(()))
-            }
+        let mut result = match messages.as_slice() {
+            [] => Ok(()),
+            [one] => self.deliver_all(one).await,
+            many => futures_util::future::join_all(many.iter().map(|m| self.deliver_all(m)))
+                .await
+                .into_iter()
+                .find(Result::is_err)
+                .unwrap_or(Ok(())),
         };
+        trail.settle_groups(&match &result {
+            Ok(()) => GroupOutcome::Delivered,
+            Err(e) => GroupOutcome::Failed(e.to_string()),
+        });
+        let absorbed = !trail.joined.is_empty();
+        if let Some(outcome) = trail.joined_outcome().await
+            && result.is_ok()
+        {
+            result = Err(FlowError::Delivery {
+                flow: self.name.clone(),
+                component: "aggregate".into(),
+                reason: match outcome {
+                    GroupOutcome::Failed(reason) => format!("its group failed: {reason}"),
+                    _ => "its group was not delivered (weft is stopping)".into(),
+                },
+            });
+        }
         self.metrics.latency.record(start.elapsed().as_secs_f64());
         if result.is_ok() {
-            self.settle(claims, id).await;
+            self.settle(trail.claims, id).await;
         } else {
-            self.release(claims, id).await;
+            self.release(trail.claims, id).await;
         }
-        result.map(|()| Processed::Delivered(message))
+        result?;
+        Ok(if messages.is_empty() && !absorbed {
+            Processed::Filtered
+        } else {
+            Processed::Delivered(messages)
+        })
+    }
+
+    /// One message to every output.
+    async fn deliver_all(&self, message: &Message) -> Result<(), FlowError> {
+        match self.outputs.as_slice() {
+            [single] => self.deliver_one(single, message).await,
+            many => futures_util::future::join_all(
+                many.iter().map(|slot| self.deliver_one(slot, message)),
+            )
+            .await
+            .into_iter()
+            .find(Result::is_err)
+            .unwrap_or(Ok(())),
+        }
     }
 
     /// Durable delivery: one attempt at every output, judged by each output's retry policy with

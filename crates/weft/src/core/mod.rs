@@ -28,9 +28,119 @@ pub struct Context<'a> {
     pub flow: &'a str,
     /// The store, when the flow has one (it has when any of its components needs it).
     pub store: Option<&'a Store>,
+    /// What the message picked up on its way, settled once it is delivered or failed.
+    pub trail: &'a mut Trail,
+}
+
+/// What a message picks up in the pipeline that must be settled after its delivery.
+#[derive(Default)]
+pub struct Trail {
     /// Keys taken in the store for this message; the flow gives them back if the message fails,
     /// so that its resend is not mistaken for a duplicate.
-    pub claims: &'a mut Vec<Claim>,
+    pub claims: Vec<Claim>,
+    /// Groups (`aggregate`) whose message this one carries on: told how it fared.
+    pub groups: Vec<Group>,
+    /// Groups this message was taken into: it is done when their message is.
+    pub joined: Vec<Joined>,
+}
+
+impl Trail {
+    pub fn extend(&mut self, other: Trail) {
+        self.claims.extend(other.claims);
+        self.groups.extend(other.groups);
+        self.joined.extend(other.joined);
+    }
+
+    /// Tells the groups this message carried how their message fared.
+    pub fn settle_groups(&mut self, outcome: &GroupOutcome) {
+        for group in self.groups.drain(..) {
+            group.settle(outcome.clone());
+        }
+    }
+
+    /// How the groups this message was taken into fared: the first that did not deliver, or
+    /// `None` when all did. A group whose carrier vanished (shutdown) counts as a retry.
+    pub async fn joined_outcome(&mut self) -> Option<GroupOutcome> {
+        let mut worst = None;
+        for joined in self.joined.drain(..) {
+            match joined.outcome().await {
+                GroupOutcome::Delivered => {}
+                other => {
+                    worst.get_or_insert(other);
+                }
+            }
+        }
+        worst
+    }
+}
+
+/// How a group's message fared, told to every message of the group.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupOutcome {
+    Delivered,
+    Retry(std::time::Duration),
+    Failed(String),
+}
+
+/// The carrier's side of a group: settled once, after its message's delivery.
+#[derive(Clone)]
+pub struct Group(std::sync::Arc<tokio::sync::watch::Sender<Option<GroupOutcome>>>);
+
+impl Group {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Group {
+        Group(std::sync::Arc::new(tokio::sync::watch::Sender::new(None)))
+    }
+
+    /// A member's wait for the outcome.
+    pub fn joined(&self) -> Joined {
+        Joined(self.0.subscribe())
+    }
+
+    pub fn settle(&self, outcome: GroupOutcome) {
+        self.0.send_replace(Some(outcome));
+    }
+}
+
+/// A member's side of a group.
+pub struct Joined(tokio::sync::watch::Receiver<Option<GroupOutcome>>);
+
+impl Joined {
+    pub async fn outcome(mut self) -> GroupOutcome {
+        match self.0.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone().unwrap_or(GroupOutcome::Delivered),
+            Err(_) => GroupOutcome::Retry(std::time::Duration::from_secs(1)),
+        }
+    }
+}
+
+/// What a pipeline step made of a message.
+#[derive(Debug)]
+pub enum Step {
+    /// Passed on, possibly rewritten.
+    One(Message),
+    /// Several messages, each going through the rest of the pipeline on its own (`split`).
+    Many(Vec<Message>),
+    /// Dropped on purpose (a filter said no).
+    Dropped,
+    /// Taken into a group (`aggregate`), recorded in the trail.
+    Absorbed,
+}
+
+impl Step {
+    pub fn from_messages(mut messages: Vec<Message>) -> Step {
+        match messages.len() {
+            0 => Step::Dropped,
+            1 => messages.pop().map_or(Step::Dropped, Step::One),
+            _ => Step::Many(messages),
+        }
+    }
+}
+
+impl From<Option<Message>> for Step {
+    fn from(message: Option<Message>) -> Step {
+        message.map_or(Step::Dropped, Step::One)
+    }
 }
 
 /// A store key held by one message while it is in flight (value `p:<id>`); the flow settles it
@@ -66,17 +176,22 @@ pub enum StepError {
     Busy(String),
 }
 
-/// A pipeline step: keeps, rewrites or drops one message.
+/// A pipeline step: keeps, rewrites, drops, splits or gathers messages.
 pub trait Processor: Send + Sync + 'static {
-    /// `Ok(None)` drops the message on purpose (a filter said no); `Err` fails it.
+    /// `Err` fails the message.
     fn process(
         &self,
         message: Message,
         cx: &mut Context<'_>,
-    ) -> impl Future<Output = Result<Option<Message>, StepError>> + Send;
+    ) -> impl Future<Output = Result<Step, StepError>> + Send;
 
     /// Whether any program of this step reads message metadata (`%…`).
     fn reads_metadata(&self) -> bool;
+
+    /// Whether this step runs only on messages a step before it failed (`catch`).
+    fn catches(&self) -> bool {
+        false
+    }
 }
 
 /// A destination. One call is one delivery attempt; the retry stack in [`retry`] decides what

@@ -4,6 +4,7 @@
 
 mod amqp;
 mod drop;
+mod fallback;
 mod file;
 pub mod graphql;
 mod http_client;
@@ -14,9 +15,15 @@ pub mod openapi;
 mod redis_list;
 mod redis_pubsub;
 mod redis_streams;
+mod round_robin;
 pub mod soap;
 mod sql;
 mod stdout;
+mod switch;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -45,6 +52,9 @@ pub enum OutputConfig {
     Stdout(stdout::Config),
     File(file::Config),
     Drop(drop::Config),
+    Fallback(Box<StrategyConfig>),
+    RoundRobin(Box<StrategyConfig>),
+    Switch(Box<switch::SwitchConfig>),
 }
 
 /// What outputs share: one HTTP connection pool for the whole process.
@@ -71,6 +81,9 @@ impl OutputConfig {
             OutputConfig::Stdout(_) => "stdout",
             OutputConfig::File(_) => "file",
             OutputConfig::Drop(_) => "drop",
+            OutputConfig::Fallback(_) => "fallback",
+            OutputConfig::RoundRobin(_) => "round_robin",
+            OutputConfig::Switch(_) => "switch",
         }
     }
 
@@ -88,6 +101,8 @@ impl OutputConfig {
             OutputConfig::NatsJetstream(c) => RetryPolicy::from(&c.retry),
             OutputConfig::Amqp(c) => RetryPolicy::from(&c.retry),
             OutputConfig::Mqtt(c) => RetryPolicy::from(&c.retry),
+            OutputConfig::Fallback(c) | OutputConfig::RoundRobin(c) => RetryPolicy::from(&c.retry),
+            OutputConfig::Switch(c) => RetryPolicy::from(&c.retry),
             _ => RetryPolicy::from(&RetryConfig::default()),
         }
     }
@@ -117,6 +132,13 @@ impl OutputConfig {
             OutputConfig::Stdout(c) => Output::Stdout(c.build()),
             OutputConfig::File(c) => Output::File(c.build()?),
             OutputConfig::Drop(_) => Output::Drop,
+            OutputConfig::Fallback(c) => {
+                Output::Fallback(Box::new(c.build_fallback(shared, resources)?))
+            }
+            OutputConfig::RoundRobin(c) => {
+                Output::RoundRobin(Box::new(c.build_round_robin(shared, resources)?))
+            }
+            OutputConfig::Switch(c) => Output::Switch(Box::new(c.build(shared, resources)?)),
         })
     }
 }
@@ -137,6 +159,9 @@ pub enum Output {
     Stdout(stdout::Stdout),
     File(file::FileOutput),
     Drop,
+    Fallback(Box<fallback::Fallback>),
+    RoundRobin(Box<round_robin::RoundRobin>),
+    Switch(Box<switch::Switch>),
 }
 
 impl crate::core::Output for Output {
@@ -157,6 +182,9 @@ impl crate::core::Output for Output {
             Output::Stdout(o) => o.send(message).await,
             Output::File(o) => o.send(message).await,
             Output::Drop => Attempt::Delivered,
+            Output::Fallback(o) => o.send(message).await,
+            Output::RoundRobin(o) => o.send(message).await,
+            Output::Switch(o) => o.send(message).await,
         }
     }
 
@@ -168,6 +196,9 @@ impl crate::core::Output for Output {
             Output::Openapi(o) => o.reads_metadata(),
             Output::Sql(o) => o.reads_metadata(),
             Output::Mqtt(o) => o.reads_metadata(),
+            Output::Fallback(o) => o.reads_metadata(),
+            Output::RoundRobin(o) => o.reads_metadata(),
+            Output::Switch(o) => o.reads_metadata(),
             Output::RedisStreams(_)
             | Output::RedisList(_)
             | Output::RedisPubsub(_)
@@ -190,4 +221,108 @@ fn no_result(result: &Option<String>) -> Result<(), Vec<BuildError>> {
             "`result` merges an answer into the message: it belongs to the processor of this name",
         )]),
     }
+}
+
+/// `outputs` and `retry` of an output strategy (`fallback`, `round_robin`): one attempt of the
+/// strategy tries its outputs once as it says, and its own `retry` decides about the next.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrategyConfig {
+    /// The outputs, in order.
+    pub outputs: Vec<OutputConfig>,
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+impl StrategyConfig {
+    /// The strategy's outputs, built, each named `outputs[i].<kind>`.
+    fn build_list(
+        &self,
+        shared: &Shared,
+        resources: &Resources,
+    ) -> Result<Vec<(String, Output)>, Vec<BuildError>> {
+        let mut errors = Vec::new();
+        if self.outputs.len() < 2 {
+            errors.push(BuildError::new("outputs", "name at least two outputs"));
+        }
+        let outputs = build_inner(&self.outputs, "outputs", shared, resources, &mut errors);
+        if errors.is_empty() {
+            Ok(outputs)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Builds a list of inner outputs; `path` is where the list sits (dotted) for error fields.
+fn build_inner(
+    configs: &[OutputConfig],
+    path: &str,
+    shared: &Shared,
+    resources: &Resources,
+    errors: &mut Vec<BuildError>,
+) -> Vec<(String, Output)> {
+    let mut built = Vec::new();
+    for (i, config) in configs.iter().enumerate() {
+        let kind = config.kind();
+        match config.build(shared, resources) {
+            Ok(output) => built.push((format!("{path}[{i}].{kind}"), output)),
+            Err(errs) => errors.extend(errs.into_iter().map(|mut e| {
+                let at = format!("{path}.{i}.{kind}");
+                e.field = if e.field.is_empty() {
+                    at
+                } else {
+                    format!("{at}.{}", e.field)
+                };
+                e
+            })),
+        }
+    }
+    built
+}
+
+type Sending<'a> = Pin<Box<dyn Future<Output = Attempt> + Send + 'a>>;
+
+/// One attempt at an inner output (boxed: outputs nest).
+fn send_inner<'a>(output: &'a Output, message: &'a Message) -> Sending<'a> {
+    Box::pin(crate::core::Output::send(output, message))
+}
+
+/// Several inner attempts seen as one: accepted when all were; otherwise retryable when any
+/// failure was (waiting the longest `Retry-After` asked), else fatal.
+fn combine(outcomes: Vec<(&str, Attempt)>) -> Attempt {
+    let mut retryable = false;
+    let mut wait: Option<Duration> = None;
+    let mut reasons = Vec::new();
+    for (id, outcome) in outcomes {
+        match outcome {
+            Attempt::Delivered | Attempt::Drop { .. } => {}
+            Attempt::Retryable {
+                reason,
+                retry_after,
+                ..
+            } => {
+                retryable = true;
+                wait = wait.max(retry_after);
+                reasons.push(format!("{id}: {reason}"));
+            }
+            Attempt::Fatal { reason, .. } => reasons.push(format!("{id}: {reason}")),
+        }
+    }
+    match (reasons.is_empty(), retryable) {
+        (true, _) => Attempt::Delivered,
+        (false, true) => Attempt::Retryable {
+            reason: reasons.join("; "),
+            retry_after: wait,
+            response: None,
+        },
+        (false, false) => Attempt::Fatal {
+            reason: reasons.join("; "),
+            response: None,
+        },
+    }
+}
+
+fn accepted(outcome: &Attempt) -> bool {
+    matches!(outcome, Attempt::Delivered | Attempt::Drop { .. })
 }

@@ -107,7 +107,7 @@ impl Dedupe {
                 .map_err(store_error)?;
             match holder {
                 None => {
-                    cx.claims.push(Claim {
+                    cx.trail.claims.push(Claim {
                         namespace,
                         key,
                         expires_at_ms: now.saturating_add(self.ttl_ms),

@@ -1,7 +1,12 @@
 //! Processors: the steps of a flow's `pipeline`. This enum is the registry: one variant per
-//! processor, named as in YAML, one file each.
+//! processor, named as in YAML, one file each. `switch`, `try`, `catch` and `enrich` hold
+//! nested lists of processors, built by [`build_steps`] and run by `core::flow::run_nested`.
 
+mod aggregate;
+mod catch;
 mod dedupe;
+mod delay;
+mod enrich;
 mod filter;
 mod graphql;
 mod http;
@@ -9,14 +14,19 @@ mod log;
 mod map;
 mod openapi;
 mod soap;
+mod split;
 mod sql;
+mod switch;
+mod template;
+mod throttle;
 
 use serde::Deserialize;
 
 use crate::clients::Resources;
 use crate::config::BuildError;
+use crate::core::flow::ProcessorSlot;
 use crate::core::mapping::{Mapping, Outcome, insert};
-use crate::core::{Context, Message, StepError, Value};
+use crate::core::{Context, Message, Step, StepError, Value};
 use crate::outputs::Shared;
 
 /// Every processor weft knows, by its YAML name.
@@ -32,6 +42,15 @@ pub enum ProcessorConfig {
     Soap(Box<soap::Config>),
     Openapi(Box<openapi::Config>),
     Sql(Box<sql::Config>),
+    Switch(Box<switch::Config>),
+    Try(Box<catch::Config>),
+    Catch(Box<catch::Config>),
+    Split(split::Config),
+    Aggregate(Box<aggregate::Config>),
+    Enrich(Box<enrich::Config>),
+    Throttle(Box<throttle::Config>),
+    Delay(delay::Config),
+    Template(Box<template::Config>),
 }
 
 impl ProcessorConfig {
@@ -46,6 +65,15 @@ impl ProcessorConfig {
             ProcessorConfig::Soap(_) => "soap",
             ProcessorConfig::Openapi(_) => "openapi",
             ProcessorConfig::Sql(_) => "sql",
+            ProcessorConfig::Switch(_) => "switch",
+            ProcessorConfig::Try(_) => "try",
+            ProcessorConfig::Catch(_) => "catch",
+            ProcessorConfig::Split(_) => "split",
+            ProcessorConfig::Aggregate(_) => "aggregate",
+            ProcessorConfig::Enrich(_) => "enrich",
+            ProcessorConfig::Throttle(_) => "throttle",
+            ProcessorConfig::Delay(_) => "delay",
+            ProcessorConfig::Template(_) => "template",
         }
     }
 
@@ -72,6 +100,15 @@ impl ProcessorConfig {
                 Processor::Openapi(Box::new(openapi::build(c, &shared.http, resources)?))
             }
             ProcessorConfig::Sql(c) => Processor::Sql(Box::new(c.build(resources)?)),
+            ProcessorConfig::Switch(c) => Processor::Switch(Box::new(c.build(shared, resources)?)),
+            ProcessorConfig::Try(c) => Processor::Try(Box::new(c.build(shared, resources)?)),
+            ProcessorConfig::Catch(c) => Processor::Catch(Box::new(c.build(shared, resources)?)),
+            ProcessorConfig::Split(c) => Processor::Split(c.build()?),
+            ProcessorConfig::Aggregate(c) => Processor::Aggregate(Box::new(c.build()?)),
+            ProcessorConfig::Enrich(c) => Processor::Enrich(Box::new(c.build(shared, resources)?)),
+            ProcessorConfig::Throttle(c) => Processor::Throttle(Box::new(c.build()?)),
+            ProcessorConfig::Delay(c) => Processor::Delay(c.build()?),
+            ProcessorConfig::Template(c) => Processor::Template(Box::new(c.build()?)),
         })
     }
 }
@@ -86,32 +123,101 @@ pub enum Processor {
     Soap(Box<soap::Soap>),
     Openapi(Box<openapi::OpenApi>),
     Sql(Box<sql::Sql>),
+    Switch(Box<switch::Switch>),
+    Try(Box<catch::Block>),
+    Catch(Box<catch::Block>),
+    Split(split::Split),
+    Aggregate(Box<aggregate::Aggregate>),
+    Enrich(Box<enrich::Enrich>),
+    Throttle(Box<throttle::Throttle>),
+    Delay(delay::Delay),
+    Template(Box<template::Template>),
 }
 
 impl Processor {
     /// Whether this step keeps state in the store (the engine opens it when any step does).
     pub fn uses_store(&self) -> bool {
-        matches!(self, Processor::Dedupe(_))
+        let nested =
+            |steps: &[ProcessorSlot<Processor>]| steps.iter().any(|s| s.processor.uses_store());
+        match self {
+            Processor::Dedupe(_) => true,
+            Processor::Switch(s) => s.steps().any(nested),
+            Processor::Try(b) | Processor::Catch(b) => nested(b.steps()),
+            Processor::Enrich(e) => nested(e.steps()),
+            _ => false,
+        }
+    }
+}
+
+/// Builds a nested list of processors. `path` is where the list sits in the parent's settings
+/// (dotted, e.g. `0.processors`): each step is named `<path>[i].<kind>` in errors, and its
+/// build errors point at `<path>.i.<kind>.<field>`.
+fn build_steps(
+    configs: &[ProcessorConfig],
+    path: &str,
+    shared: &Shared,
+    resources: &Resources,
+) -> Result<Vec<ProcessorSlot<Processor>>, Vec<BuildError>> {
+    let mut errors = Vec::new();
+    let mut steps = Vec::new();
+    for (i, config) in configs.iter().enumerate() {
+        let kind = config.kind();
+        let at = if path.is_empty() {
+            format!("{i}.{kind}")
+        } else {
+            format!("{path}.{i}.{kind}")
+        };
+        match config.build(shared, resources) {
+            Ok(processor) => steps.push(ProcessorSlot {
+                id: if path.is_empty() {
+                    format!("[{i}].{kind}")
+                } else {
+                    format!("{path}[{i}].{kind}")
+                },
+                processor,
+            }),
+            Err(errs) => errors.extend(errs.into_iter().map(|mut e| {
+                e.field = if e.field.is_empty() {
+                    at.clone()
+                } else {
+                    format!("{at}.{}", e.field)
+                };
+                e
+            })),
+        }
+    }
+    if errors.is_empty() {
+        Ok(steps)
+    } else {
+        Err(errors)
     }
 }
 
 impl crate::core::Processor for Processor {
-    async fn process(
-        &self,
-        message: Message,
-        cx: &mut Context<'_>,
-    ) -> Result<Option<Message>, StepError> {
+    async fn process(&self, message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
         Ok(match self {
-            Processor::Map(p) => p.process(message)?,
-            Processor::Filter(p) => p.process(message)?,
-            Processor::Log(p) => p.process(message)?,
-            Processor::Dedupe(p) => p.process(message, cx).await?,
-            Processor::Http(p) => p.process(message).await?,
-            Processor::Graphql(p) => p.process(message).await?,
-            Processor::Soap(p) => p.process(message).await?,
-            Processor::Openapi(p) => p.process(message).await?,
-            Processor::Sql(p) => p.process(message).await?,
+            Processor::Map(p) => p.process(message)?.into(),
+            Processor::Filter(p) => p.process(message)?.into(),
+            Processor::Log(p) => p.process(message)?.into(),
+            Processor::Dedupe(p) => p.process(message, cx).await?.into(),
+            Processor::Http(p) => p.process(message).await?.into(),
+            Processor::Graphql(p) => p.process(message).await?.into(),
+            Processor::Soap(p) => p.process(message).await?.into(),
+            Processor::Openapi(p) => p.process(message).await?.into(),
+            Processor::Sql(p) => p.process(message).await?.into(),
+            Processor::Switch(p) => p.process(message, cx).await?,
+            Processor::Try(p) | Processor::Catch(p) => p.process(message, cx).await?,
+            Processor::Split(p) => p.process(message)?,
+            Processor::Aggregate(p) => p.process(message, cx).await?,
+            Processor::Enrich(p) => p.process(message, cx).await?,
+            Processor::Throttle(p) => p.process(message).await?.into(),
+            Processor::Delay(p) => p.process(message).await?.into(),
+            Processor::Template(p) => p.process(message)?.into(),
         })
+    }
+
+    fn catches(&self) -> bool {
+        matches!(self, Processor::Catch(_))
     }
 
     fn reads_metadata(&self) -> bool {
@@ -125,6 +231,17 @@ impl crate::core::Processor for Processor {
             Processor::Soap(p) => p.reads_metadata(),
             Processor::Openapi(p) => p.reads_metadata(),
             Processor::Sql(p) => p.reads_metadata(),
+            Processor::Switch(p) => p.reads_metadata(),
+            // `catch` programs read `%error`, which the flow sets: metadata must exist.
+            Processor::Try(p) => p.reads_metadata(),
+            Processor::Catch(_) => true,
+            Processor::Split(p) => p.path.reads_metadata(),
+            Processor::Aggregate(p) => p.reads_metadata(),
+            Processor::Enrich(p) => p.reads_metadata(),
+            Processor::Throttle(p) => p.key.as_ref().is_some_and(Mapping::reads_metadata),
+            Processor::Delay(p) => p.reads_metadata(),
+            // The template may use `meta`.
+            Processor::Template(_) => true,
         }
     }
 }

@@ -18,6 +18,7 @@ mod idempotency;
 mod mqtt;
 mod nats;
 mod openapi;
+mod patterns;
 mod peers;
 mod redis;
 mod soap;

@@ -492,7 +492,15 @@ async fn respond(
     match (result, endpoint.response) {
         (Ok(Processed::Delivered(_)), ResponseMode::Ack) => ack(&id, false),
         (Ok(Processed::Filtered), ResponseMode::Ack) => ack(&id, true),
-        (Ok(Processed::Delivered(m)), ResponseMode::Pipeline) => {
+        (Ok(Processed::Delivered(mut messages)), ResponseMode::Pipeline) => {
+            // One message answers as itself; the parts of a split one as a JSON array.
+            let m = match messages.len() {
+                0 => return StatusCode::NO_CONTENT.into_response(),
+                1 => messages.remove(0),
+                _ => Message::new(crate::core::Value::Array(
+                    messages.into_iter().map(|m| m.value).collect(),
+                )),
+            };
             let content_type = if m.is_json() {
                 "application/json"
             } else {

@@ -1,0 +1,50 @@
+//! `round_robin`: each attempt goes to the next of its outputs in turn, so load is spread and
+//! a retry (by the strategy's own `retry`; an inner output's `retry` is not used) goes to
+//! another output than the one that refused.
+//!
+//! ```yaml
+//! output:
+//!   round_robin:
+//!     outputs:
+//!       - http_client: { url: "http://10.0.0.1/ingest" }
+//!       - http_client: { url: "http://10.0.0.2/ingest" }
+//! ```
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{Output, Shared, StrategyConfig, combine, send_inner};
+use crate::clients::Resources;
+use crate::config::BuildError;
+use crate::core::{Attempt, Message};
+
+impl StrategyConfig {
+    pub fn build_round_robin(
+        &self,
+        shared: &Shared,
+        resources: &Resources,
+    ) -> Result<RoundRobin, Vec<BuildError>> {
+        Ok(RoundRobin {
+            outputs: self.build_list(shared, resources)?,
+            next: AtomicUsize::new(0),
+        })
+    }
+}
+
+pub struct RoundRobin {
+    outputs: Vec<(String, Output)>,
+    next: AtomicUsize,
+}
+
+impl RoundRobin {
+    pub fn reads_metadata(&self) -> bool {
+        self.outputs
+            .iter()
+            .any(|(_, o)| crate::core::Output::reads_metadata(o))
+    }
+
+    pub async fn send(&self, message: &Message) -> Attempt {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.outputs.len();
+        let (id, output) = &self.outputs[turn];
+        combine(vec![(id.as_str(), send_inner(output, message).await)])
+    }
+}

@@ -1,0 +1,439 @@
+//! `aggregate`: gathers messages into groups by a key and passes one message per group on.
+//!
+//! A group completes when it holds `count` messages, when it holds `max_bytes` of JSON, when a
+//! message makes `until` true (that message included), or `period` after its first message
+//! (the time window; 10 s unless set, so no group waits forever). The group's message is the
+//! array of the values in arrival order, or what `reduce` (VRL, run once per value with the
+//! accumulator as `.` and the value as `%item`, starting from `initial`) makes of them; its
+//! metadata is the first message's, with `%aggregate` (`key`, `count`, `partial`).
+//!
+//! `correlate: split` is the gather half of scatter-gather: the parts a `split` made of one
+//! message are grouped by `%split.parent`, put back in `%split.index` order, and the group
+//! completes when all `%split.count` parts are in. A group still short of parts after
+//! `period` goes on with what it has, marked `%aggregate.partial = true`.
+//!
+//! Nothing is acknowledged early: a message taken into a group counts as delivered when the
+//! group's message is (and fails when it fails). Its place in the flow's `concurrency` is held
+//! meanwhile: with `count` above the flow's `concurrency`, groups of separate input messages
+//! can only close by `period`. (The parts of one `split` message share its place.)
+//!
+//! ```yaml
+//! pipeline:
+//!   - aggregate:
+//!       key: .customer_id
+//!       count: 100
+//!       period: 5s
+//! # scatter-gather:
+//!   - split: .lines
+//!   - http: { url: "https://prices.example.com/{{ .sku }}" }
+//!   - aggregate: { correlate: split, period: 30s }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::Notify;
+
+use crate::config::BuildError;
+use crate::config::units::{Dur, Size};
+use crate::core::mapping::{Mapping, Outcome, empty_object, insert};
+use crate::core::{Context, Group, MappingError, Message, Step, StepError, Value};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// A VRL expression giving the group key; default: one group for every message.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Complete a group at this many messages.
+    #[serde(default)]
+    pub count: Option<usize>,
+    /// Complete a group at this many bytes of JSON.
+    #[serde(default)]
+    pub max_bytes: Option<Size>,
+    /// A VRL condition: the message that makes it true completes its group.
+    #[serde(default)]
+    pub until: Option<String>,
+    /// How long after its first message a group completes at the latest.
+    #[serde(default = "default_period")]
+    pub period: Dur,
+    /// A VRL program run once per value: `.` is the accumulator, `%item` the value.
+    #[serde(default)]
+    pub reduce: Option<String>,
+    /// The accumulator's start for `reduce` (JSON); default `{}`.
+    #[serde(default)]
+    pub initial: Option<serde_json::Value>,
+    /// `split`: reassemble the parts of a split message.
+    #[serde(default)]
+    pub correlate: Option<Correlate>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Correlate {
+    Split,
+}
+
+fn default_period() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+/// A group waits at most this long: a durable delivery worker holds the lease of every message
+/// in it meanwhile.
+const MAX_PERIOD: Duration = Duration::from_secs(300);
+
+impl Config {
+    pub fn build(&self) -> Result<Aggregate, Vec<BuildError>> {
+        let mut errors = Vec::new();
+        let mut compile = |field: &str, source: &Option<String>| {
+            source.as_deref().and_then(|s| {
+                Mapping::compile(s)
+                    .map_err(|d| errors.extend(BuildError::from_diagnostics(field, d)))
+                    .ok()
+            })
+        };
+        let key = compile("key", &self.key);
+        let until = compile("until", &self.until);
+        let reduce = compile("reduce", &self.reduce);
+        if self.period.0.is_zero() || self.period.0 > MAX_PERIOD {
+            errors.push(BuildError::new(
+                "period",
+                format!("between 1ms and {MAX_PERIOD:?}"),
+            ));
+        }
+        if self.count == Some(0) {
+            errors.push(BuildError::new("count", "at least 1"));
+        }
+        if self.correlate.is_some() && self.key.is_some() {
+            errors.push(BuildError::new(
+                "key",
+                "`correlate: split` groups by `%split.parent`; drop `key`",
+            ));
+        }
+        if self.initial.is_some() && self.reduce.is_none() {
+            errors.push(BuildError::new("initial", "`initial` starts a `reduce`"));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let initial = match &self.initial {
+            Some(json) => serde_json::from_value(json.clone())
+                .map_err(|e| vec![BuildError::new("initial", e.to_string())])?,
+            None => empty_object(),
+        };
+        Ok(Aggregate {
+            key,
+            count: self.count,
+            max_bytes: self.max_bytes.map(|s| s.0 as usize),
+            until,
+            period: self.period.0,
+            reduce,
+            initial,
+            correlate: self.correlate.is_some(),
+            groups: Mutex::default(),
+        })
+    }
+}
+
+pub struct Aggregate {
+    key: Option<Mapping>,
+    count: Option<usize>,
+    max_bytes: Option<usize>,
+    until: Option<Mapping>,
+    period: Duration,
+    reduce: Option<Mapping>,
+    initial: Value,
+    correlate: bool,
+    /// Open groups by key. A group is removed by whoever completes it, or by its first
+    /// message's task when its period ends.
+    groups: Mutex<HashMap<String, Arc<Open>>>,
+}
+
+/// A group being gathered.
+struct Open {
+    state: Mutex<Gathered>,
+    /// Wakes the first message's task when another message completed the group.
+    complete: Notify,
+    /// Tells every message of the group how the group's message fared.
+    group: Group,
+}
+
+#[derive(Default)]
+struct Gathered {
+    /// (order, value): arrival order, or `%split.index` when correlating.
+    items: Vec<(i64, Value)>,
+    bytes: usize,
+    expected: Option<usize>,
+    complete: bool,
+    /// The first message's task took the items: a message that finds this starts over.
+    taken: bool,
+}
+
+impl Aggregate {
+    pub fn reads_metadata(&self) -> bool {
+        self.correlate
+            || [&self.key, &self.until, &self.reduce]
+                .into_iter()
+                .flatten()
+                .any(Mapping::reads_metadata)
+    }
+
+    fn key_of(&self, message: &Message) -> Result<(String, i64, Option<usize>), MappingError> {
+        if self.correlate {
+            let split = field(&message.metadata, "split").ok_or_else(|| {
+                MappingError("`correlate: split` needs a message from `split` (no %split)".into())
+            })?;
+            let parent = field(split, "parent")
+                .map(crate::core::mapping::to_text)
+                .unwrap_or_default();
+            let index = match field(split, "index") {
+                Some(Value::Integer(i)) => *i,
+                _ => 0,
+            };
+            let count = match field(split, "count") {
+                Some(Value::Integer(c)) => Some((*c).max(0) as usize),
+                _ => None,
+            };
+            return Ok((parent, index, count));
+        }
+        let key = match &self.key {
+            Some(k) => k.key(&message.value, &message.metadata)?,
+            None => String::new(),
+        };
+        Ok((key, 0, self.count))
+    }
+
+    pub async fn process(&self, message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
+        let (key, index, expected) = self.key_of(&message)?;
+        let ends = match &self.until {
+            Some(until) => match until.eval(&message.value, &message.metadata)? {
+                Value::Boolean(b) => b,
+                other => {
+                    return Err(MappingError(format!(
+                        "aggregate `until` must be true or false, got {}",
+                        crate::core::mapping::to_text(&other)
+                    ))
+                    .into());
+                }
+            },
+            None => false,
+        };
+        let bytes = if self.max_bytes.is_some() {
+            serde_json::to_vec(&message.value).map_or(0, |b| b.len())
+        } else {
+            0
+        };
+        let (open, first, complete) = loop {
+            let (open, first) = {
+                let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+                match groups.get(&key) {
+                    Some(open) => (open.clone(), false),
+                    None => {
+                        let open = Arc::new(Open {
+                            state: Mutex::new(Gathered {
+                                expected,
+                                ..Default::default()
+                            }),
+                            complete: Notify::new(),
+                            group: Group::new(),
+                        });
+                        groups.insert(key.clone(), open.clone());
+                        (open, true)
+                    }
+                }
+            };
+            let mut state = open.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.taken {
+                // Closed between the lookup and now: this message belongs to the next group.
+                continue;
+            }
+            let order = if self.correlate {
+                index
+            } else {
+                state.items.len() as i64
+            };
+            state.items.push((order, message.value.clone()));
+            state.bytes += bytes;
+            state.complete = state.complete
+                || ends
+                || state.expected.is_some_and(|n| state.items.len() >= n)
+                || self.max_bytes.is_some_and(|max| state.bytes >= max);
+            let complete = state.complete;
+            drop(state);
+            break (open, first, complete);
+        };
+        if complete {
+            self.close(&key, &open);
+            open.complete.notify_one();
+        }
+        if !first {
+            cx.trail.joined.push(open.group.joined());
+            return Ok(Step::Absorbed);
+        }
+        // The first message's task carries the group's message on; if it is dropped meanwhile
+        // (shutdown), the guard closes the group so later messages start a new one, and the
+        // others' waits end in failure (they are not acknowledged).
+        let guard = Closing {
+            aggregate: self,
+            key: &key,
+            open: &open,
+        };
+        if !complete {
+            let _ = tokio::time::timeout(self.period, open.complete.notified()).await;
+        }
+        drop(guard);
+        let mut state = {
+            let mut state = open.state.lock().unwrap_or_else(|e| e.into_inner());
+            let taken = std::mem::take(&mut *state);
+            state.taken = true;
+            taken
+        };
+        let partial = self.correlate && state.expected.is_some_and(|n| state.items.len() < n);
+        state.items.sort_by_key(|(order, _)| *order);
+        let count = state.items.len();
+        let values = state.items.into_iter().map(|(_, v)| v);
+        let value = match &self.reduce {
+            None => Value::Array(values.collect()),
+            Some(reduce) => {
+                let mut acc = self.initial.clone();
+                for item in values {
+                    let mut meta = message.metadata.clone();
+                    insert(&mut meta, "item", item);
+                    if let Outcome::Aborted = reduce.run(&mut acc, &mut meta)? {
+                        continue;
+                    }
+                }
+                acc
+            }
+        };
+        let mut merged = Message::new(value);
+        merged.metadata = message.metadata;
+        if let Value::Object(meta) = &mut merged.metadata {
+            meta.remove("split");
+        }
+        let mut meta = empty_object();
+        insert(&mut meta, "key", Value::from(key.as_str()));
+        insert(&mut meta, "count", Value::from(count as i64));
+        insert(&mut meta, "partial", Value::Boolean(partial));
+        insert(&mut merged.metadata, "aggregate", meta);
+        cx.trail.groups.push(open.group.clone());
+        Ok(Step::One(merged))
+    }
+
+    /// Takes the group out of the open ones, if it is still there.
+    fn close(&self, key: &str, open: &Arc<Open>) {
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if groups.get(key).is_some_and(|o| Arc::ptr_eq(o, open)) {
+            groups.remove(key);
+        }
+    }
+}
+
+struct Closing<'a> {
+    aggregate: &'a Aggregate,
+    key: &'a str,
+    open: &'a Arc<Open>,
+}
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        self.aggregate.close(self.key, self.open);
+    }
+}
+
+fn field<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
+    match value {
+        Value::Object(map) => map.get(key),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::core::Trail;
+    use crate::core::flow::{ProcessorSlot, run_nested};
+    use crate::processors::{Processor, split};
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[a-zé\"<> ]{0,8}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map("[a-z]{1,4}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn steps() -> Vec<ProcessorSlot<Processor>> {
+        let split = split::Config::Path(".items".into()).build().unwrap();
+        let aggregate = Config {
+            key: None,
+            count: None,
+            max_bytes: None,
+            until: None,
+            period: Dur(Duration::from_secs(5)),
+            reduce: None,
+            initial: None,
+            correlate: Some(Correlate::Split),
+        }
+        .build()
+        .unwrap();
+        vec![
+            ProcessorSlot {
+                id: "split".into(),
+                processor: Processor::Split(split),
+            },
+            ProcessorSlot {
+                id: "aggregate".into(),
+                processor: Processor::Aggregate(Box::new(aggregate)),
+            },
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the arrays, `split` then `aggregate` by correlation gives each one back
+        /// whole and in order, also with several split messages in flight at once.
+        #[test]
+        fn split_then_aggregate_gives_back_the_array(
+            arrays in prop::collection::vec(prop::collection::vec(json_value(), 1..12), 1..4)
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            let steps = steps();
+            let results = runtime.block_on(futures_util::future::join_all(arrays.iter().map(|items| {
+                let steps = &steps;
+                async move {
+                    let value: Value =
+                        serde_json::from_value(serde_json::json!({ "items": items })).unwrap();
+                    let mut trail = Trail::default();
+                    let mut cx = Context { flow: "test", store: None, trail: &mut trail };
+                    let out = run_nested(steps, Message::new(value), &mut cx).await.unwrap();
+                    (out, trail.joined.len())
+                }
+            })));
+            for (items, (out, joined)) in arrays.iter().zip(results) {
+                prop_assert_eq!(out.len(), 1);
+                prop_assert_eq!(joined, items.len() - 1);
+                let back = serde_json::to_value(&out[0].value).unwrap();
+                prop_assert_eq!(&back, &serde_json::Value::from(items.clone()));
+                let partial = field(field(&out[0].metadata, "aggregate").unwrap(), "partial");
+                prop_assert_eq!(partial, Some(&Value::Boolean(false)));
+            }
+        }
+    }
+}

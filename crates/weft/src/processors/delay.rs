@@ -1,0 +1,116 @@
+//! `delay`: holds each message for a fixed time (`delay: 2s`), or until the time a VRL
+//! expression gives (`delay: { until: .send_at }`: a timestamp or RFC 3339 text; a time in the
+//! past does not wait). The wait is capped by `max` (default and at most 5 minutes: a durable
+//! delivery worker holds the message's lease meanwhile). A waiting message holds its place in
+//! the flow's `concurrency`.
+//!
+//! ```yaml
+//! pipeline:
+//!   - delay: 500ms
+//!   - delay: { until: .not_before, max: 1m }
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::BuildError;
+use crate::config::units::Dur;
+use crate::core::mapping::{Mapping, to_text};
+use crate::core::{MappingError, Message, StepError, Value};
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Config {
+    /// A fixed wait.
+    Fixed(Dur),
+    Until {
+        /// A VRL expression giving the time to wait for.
+        until: String,
+        /// The longest wait.
+        #[serde(default = "default_max")]
+        max: Dur,
+    },
+}
+
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+fn default_max() -> Dur {
+    Dur(MAX_WAIT)
+}
+
+impl Config {
+    pub fn build(&self) -> Result<Delay, Vec<BuildError>> {
+        match self {
+            Config::Fixed(d) if d.0 > MAX_WAIT => Err(vec![BuildError::new(
+                "",
+                format!("a delay is at most {MAX_WAIT:?}"),
+            )]),
+            Config::Fixed(d) => Ok(Delay::Fixed(d.0)),
+            Config::Until { max, .. } if max.0 > MAX_WAIT => Err(vec![BuildError::new(
+                "max",
+                format!("a delay is at most {MAX_WAIT:?}"),
+            )]),
+            Config::Until { until, max } => Ok(Delay::Until(
+                Box::new(
+                    Mapping::compile(until)
+                        .map_err(|d| BuildError::from_diagnostics("until", d))?,
+                ),
+                max.0,
+            )),
+        }
+    }
+}
+
+pub enum Delay {
+    Fixed(Duration),
+    Until(Box<Mapping>, Duration),
+}
+
+impl Delay {
+    pub fn reads_metadata(&self) -> bool {
+        matches!(self, Delay::Until(m, _) if m.reads_metadata())
+    }
+
+    pub async fn process(&self, message: Message) -> Result<Option<Message>, StepError> {
+        let wait = match self {
+            Delay::Fixed(d) => *d,
+            Delay::Until(until, max) => {
+                let at = match until.eval(&message.value, &message.metadata)? {
+                    Value::Timestamp(t) => t,
+                    v @ (Value::Bytes(_) | Value::String(_) | Value::Integer(_)) => {
+                        parse_time(&to_text(&v))?
+                    }
+                    other => {
+                        return Err(MappingError(format!(
+                            "delay `until` must give a time, got {}",
+                            to_text(&other)
+                        ))
+                        .into());
+                    }
+                };
+                (at - chrono::Utc::now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    .min(*max)
+            }
+        };
+        tokio::time::sleep(wait).await;
+        Ok(Some(message))
+    }
+}
+
+/// RFC 3339 text, or whole seconds since the epoch.
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, MappingError> {
+    if let Ok(secs) = text.parse::<i64>() {
+        return chrono::DateTime::from_timestamp(secs, 0)
+            .ok_or_else(|| MappingError(format!("delay `until`: {secs} is not a time")));
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| {
+            MappingError(format!(
+                "delay `until`: `{text}` is not an RFC 3339 time ({e})"
+            ))
+        })
+}

@@ -1,0 +1,109 @@
+//! `split`: one message per element of an array, each going through the rest of the pipeline
+//! (and to the outputs) on its own, concurrently. Every part carries `%split` with the `parent`
+//! message's id, its `index` and the `count` of parts, which is what `aggregate` with
+//! `correlate: split` reassembles them by. The parent counts as delivered once every part is;
+//! an empty array leaves nothing to deliver (like a filter).
+//!
+//! ```yaml
+//! pipeline:
+//!   - split: .order.lines        # VRL; default `.`, the message itself
+//! ```
+//!
+//! or, with a limit on untrusted input: `split: { path: .items, max_parts: 1000 }`.
+
+use serde::Deserialize;
+
+use crate::config::BuildError;
+use crate::core::mapping::{Mapping, empty_object, insert, to_text};
+use crate::core::{MappingError, Message, Step, Value};
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Config {
+    /// Just the expression.
+    Path(String),
+    Full {
+        /// A VRL expression giving the array to split, e.g. `.items`.
+        #[serde(default = "default_path")]
+        path: String,
+        /// The most parts one message may become; more fails the message.
+        #[serde(default = "default_max_parts")]
+        max_parts: usize,
+    },
+}
+
+fn default_path() -> String {
+    ".".into()
+}
+
+fn default_max_parts() -> usize {
+    10_000
+}
+
+impl Config {
+    pub fn build(&self) -> Result<Split, Vec<BuildError>> {
+        let (path, max_parts, field) = match self {
+            Config::Path(p) => (p.as_str(), default_max_parts(), ""),
+            Config::Full {
+                path, max_parts, ..
+            } => (path.as_str(), *max_parts, "path"),
+        };
+        if max_parts == 0 {
+            return Err(vec![BuildError::new("max_parts", "at least 1")]);
+        }
+        let path = Mapping::compile(path).map_err(|d| BuildError::from_diagnostics(field, d))?;
+        Ok(Split { path, max_parts })
+    }
+}
+
+pub struct Split {
+    pub(super) path: Mapping,
+    max_parts: usize,
+}
+
+impl Split {
+    pub fn process(&self, message: Message) -> Result<Step, MappingError> {
+        let items = match self.path.eval(&message.value, &message.metadata)? {
+            Value::Array(items) => items,
+            other => {
+                return Err(MappingError(format!(
+                    "split needs an array, got {}",
+                    kind_of(&other)
+                )));
+            }
+        };
+        if items.len() > self.max_parts {
+            return Err(MappingError(format!(
+                "split would make {} parts; max_parts is {}",
+                items.len(),
+                self.max_parts
+            )));
+        }
+        let count = items.len();
+        let parent = Value::from(message.id.to_string());
+        Ok(Step::Many(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(index, value)| {
+                    let mut part = Message::new(value);
+                    part.metadata = message.metadata.clone();
+                    let mut meta = empty_object();
+                    insert(&mut meta, "parent", parent.clone());
+                    insert(&mut meta, "index", Value::from(index as i64));
+                    insert(&mut meta, "count", Value::from(count as i64));
+                    insert(&mut part.metadata, "split", meta);
+                    part
+                })
+                .collect(),
+        ))
+    }
+}
+
+fn kind_of(value: &Value) -> String {
+    match value {
+        Value::Object(_) => "an object".into(),
+        Value::Null => "null".into(),
+        other => format!("`{}`", to_text(other)),
+    }
+}

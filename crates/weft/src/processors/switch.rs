@@ -1,0 +1,148 @@
+//! `switch`: the content-based router. Cases are tried in order; the first whose `check` (VRL)
+//! is true runs its processors, and a case without `check` is the default. `continue: true`
+//! goes on testing the cases after it, with the message as the case left it, so several cases
+//! can apply. A message no case takes goes on unchanged. What the cases' processors make of the
+//! message (rewritten, split, dropped) goes on through the rest of the pipeline.
+//!
+//! ```yaml
+//! pipeline:
+//!   - switch:
+//!       - check: .type == "order"
+//!         processors:
+//!           - map: .kind = "sale"
+//!       - check: .type == "refund"
+//!         processors:
+//!           - map: .amount = -.amount
+//!         continue: true            # the cases after this one are tested too
+//!       - processors:               # default
+//!           - map: .audited = true
+//! ```
+
+use serde::Deserialize;
+
+use super::{Processor, ProcessorConfig, build_steps};
+use crate::clients::Resources;
+use crate::config::BuildError;
+use crate::core::flow::{ProcessorSlot, run_nested};
+use crate::core::mapping::Mapping;
+use crate::core::{Context, MappingError, Message, Step, StepError, Value};
+use crate::outputs::Shared;
+
+/// The cases, in order.
+#[derive(Debug, Deserialize)]
+pub struct Config(pub Vec<CaseConfig>);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseConfig {
+    /// A VRL condition; a case without one always matches (the default case).
+    #[serde(default)]
+    pub check: Option<String>,
+    /// What runs on a message this case takes.
+    #[serde(default)]
+    pub processors: Vec<ProcessorConfig>,
+    /// Go on testing the cases after this one.
+    #[serde(default, rename = "continue")]
+    pub fall_through: bool,
+}
+
+struct Case {
+    check: Option<Mapping>,
+    steps: Vec<ProcessorSlot<Processor>>,
+    fall_through: bool,
+}
+
+pub struct Switch {
+    cases: Vec<Case>,
+}
+
+impl Config {
+    pub fn build(&self, shared: &Shared, resources: &Resources) -> Result<Switch, Vec<BuildError>> {
+        if self.0.is_empty() {
+            return Err(vec![BuildError::new(
+                "",
+                "a switch needs at least one case",
+            )]);
+        }
+        let mut errors = Vec::new();
+        let mut cases = Vec::new();
+        for (i, case) in self.0.iter().enumerate() {
+            let check = case.check.as_deref().and_then(|c| {
+                Mapping::compile(c)
+                    .map_err(|d| {
+                        errors.extend(BuildError::from_diagnostics(&format!("{i}.check"), d))
+                    })
+                    .ok()
+            });
+            let steps = build_steps(
+                &case.processors,
+                &format!("{i}.processors"),
+                shared,
+                resources,
+            )
+            .map_err(|e| errors.extend(e))
+            .unwrap_or_default();
+            cases.push(Case {
+                check,
+                steps,
+                fall_through: case.fall_through,
+            });
+        }
+        if errors.is_empty() {
+            Ok(Switch { cases })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+impl Switch {
+    pub fn steps(&self) -> impl Iterator<Item = &[ProcessorSlot<Processor>]> {
+        self.cases.iter().map(|c| c.steps.as_slice())
+    }
+
+    pub fn reads_metadata(&self) -> bool {
+        self.cases.iter().any(|c| {
+            c.check.as_ref().is_some_and(Mapping::reads_metadata)
+                || c.steps
+                    .iter()
+                    .any(|s| crate::core::Processor::reads_metadata(&s.processor))
+        })
+    }
+
+    pub async fn process(&self, message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
+        let mut messages = vec![message];
+        for (i, case) in self.cases.iter().enumerate() {
+            // Cases after a `continue` are tested on each message the earlier case made.
+            let mut next = Vec::with_capacity(messages.len());
+            let mut taken_any = false;
+            for m in messages {
+                if !self.takes(i, case, &m)? {
+                    next.push(m);
+                    continue;
+                }
+                taken_any = true;
+                next.extend(run_nested(&case.steps, m, cx).await?);
+            }
+            messages = next;
+            if taken_any && !case.fall_through {
+                break;
+            }
+        }
+        Ok(Step::from_messages(messages))
+    }
+
+    fn takes(&self, i: usize, case: &Case, message: &Message) -> Result<bool, StepError> {
+        match &case.check {
+            None => Ok(true),
+            Some(check) => match check.eval(&message.value, &message.metadata)? {
+                Value::Boolean(b) => Ok(b),
+                other => Err(MappingError(format!(
+                    "switch case {i}: the check must be true or false, got {}",
+                    crate::core::mapping::to_text(&other)
+                ))
+                .into()),
+            },
+        }
+    }
+}
