@@ -485,6 +485,51 @@ impl<'de> IntoDeserializer<'de, DeError> for &'de Node {
     }
 }
 
+/// For component configs that have a short form: a bare scalar stands for the config built by
+/// `short` from its text, a mapping is deserialized as `T` (with `T`'s own field checks and
+/// error locations).
+pub fn scalar_or_map<'de, D, T>(
+    deserializer: D,
+    short: impl FnOnce(String) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: de::Deserializer<'de>,
+    T: de::Deserialize<'de>,
+{
+    struct Either<T, F>(Option<F>, std::marker::PhantomData<T>);
+
+    impl<'de, T, F> Visitor<'de> for Either<T, F>
+    where
+        T: de::Deserialize<'de>,
+        F: FnOnce(String) -> Result<T, String>,
+    {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a value or a mapping of settings")
+        }
+
+        fn visit_str<E: de::Error>(mut self, text: &str) -> Result<T, E> {
+            let short = self.0.take().expect("visited once");
+            short(text.to_string()).map_err(E::custom)
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<T, E> {
+            self.visit_str(&n.to_string())
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<T, E> {
+            self.visit_str(&n.to_string())
+        }
+
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+    }
+
+    deserializer.deserialize_any(Either(Some(short), std::marker::PhantomData))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

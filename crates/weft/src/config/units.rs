@@ -10,6 +10,24 @@ use serde::de::{self, Deserialize, Deserializer};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dur(pub Duration);
 
+impl Dur {
+    /// A duration from text written with its unit.
+    pub fn parse(s: &str) -> Result<Dur, String> {
+        if s.trim().parse::<f64>().is_ok() {
+            return Err(format!(
+                "a duration needs a unit: write `{}s` or `{}ms`",
+                s.trim(),
+                s.trim()
+            ));
+        }
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+            format!(
+                "invalid duration `{s}`: {e} (write it with a unit, like `500ms`, `30s` or `5m`)"
+            )
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;

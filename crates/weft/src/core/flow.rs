@@ -173,6 +173,7 @@ fn run<'a, 'b: 'a, P: Processor>(
                 .iter()
                 .any(|s| s.processor.catches())
                 .then(|| message.clone());
+            let groups_before = cx.trail.groups.len();
             match slot.processor.process(message, cx).await {
                 Ok(Step::One(next)) => message = next,
                 Ok(Step::Dropped | Step::Absorbed) => return Vec::new(),
@@ -202,6 +203,12 @@ fn run<'a, 'b: 'a, P: Processor>(
                     };
                     match kept {
                         Some(before) if !matches!(failure.error, StepError::Busy(_)) => {
+                            // The message goes on as it was: groups the failed step took on
+                            // (an aggregate inside a try) will not be delivered by it.
+                            let lost = GroupOutcome::Failed(failure.error.to_string());
+                            for group in cx.trail.groups.drain(groups_before..) {
+                                group.settle(lost.clone());
+                            }
                             message = before;
                             failed = Some(failure);
                         }
@@ -383,8 +390,8 @@ impl<P: Processor, O: Output> Flow<P, O> {
         let Some(store) = self.store.as_ref().filter(|_| !claims.is_empty()) else {
             return;
         };
-        let holder = Claim::pending(id);
         for claim in claims {
+            let holder = Claim::pending(claim.holder);
             if let Err(e) = store
                 .kv_delete(&claim.namespace, &claim.key, Some(holder.as_bytes()))
                 .await
@@ -400,8 +407,8 @@ impl<P: Processor, O: Output> Flow<P, O> {
         let Some(store) = self.store.as_ref().filter(|_| !claims.is_empty()) else {
             return;
         };
-        let (pending, settled) = (Claim::pending(id), Claim::settled(id));
         for claim in claims {
+            let (pending, settled) = (Claim::pending(claim.holder), Claim::settled(claim.holder));
             if let Err(e) = store
                 .kv_replace(
                     &claim.namespace,

@@ -151,6 +151,9 @@ pub struct Claim {
     pub namespace: String,
     pub key: String,
     pub expires_at_ms: i64,
+    /// The id of the message that took it: a part of a split message holds its key by its own
+    /// id, not by the id of the input message it came from.
+    pub holder: ulid::Ulid,
 }
 
 impl Claim {

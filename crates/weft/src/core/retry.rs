@@ -79,7 +79,7 @@ pub enum Decision {
     Drop(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
     pub initial_backoff: Duration,

@@ -1,6 +1,6 @@
 //! `fallback`: tries its outputs in order until one accepts the message. One attempt tries
 //! each once; the fallback's own `retry` (the usual defaults) decides about the next attempt,
-//! and the `retry` of an output inside it is not used. When none accepts, the attempt is
+//! and an output inside it may not set a `retry` of its own. When none accepts, the attempt is
 //! retryable if any refusal was, and names every output's reason.
 //!
 //! ```yaml

@@ -263,8 +263,15 @@ fn build_inner(
     errors: &mut Vec<BuildError>,
 ) -> Vec<(String, Output)> {
     let mut built = Vec::new();
+    let unused = RetryPolicy::from(&RetryConfig::default());
     for (i, config) in configs.iter().enumerate() {
         let kind = config.kind();
+        if config.retry() != unused {
+            errors.push(BuildError::new(
+                &format!("{path}.{i}.{kind}.retry"),
+                "an output inside a strategy makes one attempt per attempt of the strategy: set `retry` on the strategy",
+            ));
+        }
         match config.build(shared, resources) {
             Ok(output) => built.push((format!("{path}[{i}].{kind}"), output)),
             Err(errs) => errors.extend(errs.into_iter().map(|mut e| {

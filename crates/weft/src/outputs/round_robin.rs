@@ -1,6 +1,6 @@
-//! `round_robin`: each attempt goes to the next of its outputs in turn, so load is spread and
-//! a retry (by the strategy's own `retry`; an inner output's `retry` is not used) goes to
-//! another output than the one that refused.
+//! `round_robin`: each attempt goes to the next of its outputs in turn (one turn counter for all
+//! messages), so load is spread and a retry (by the strategy's own `retry`; an inner output may
+//! not set one) usually goes to another output than the one that refused.
 //!
 //! ```yaml
 //! output:

@@ -3,7 +3,7 @@
 //! cases after it, and a case without `check` takes everything that reaches it. A message no
 //! case takes fails (end with a case without `check`, e.g. to `drop`, to let such messages go).
 //! One attempt delivers to every output chosen; the switch's own `retry` decides about the
-//! next (an inner output's `retry` is not used), so an output that already accepted may see
+//! next (an inner output may not set one), so an output that already accepted may see
 //! the message again (at least once).
 //!
 //! ```yaml

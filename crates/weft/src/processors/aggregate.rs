@@ -13,9 +13,10 @@
 //! `period` goes on with what it has, marked `%aggregate.partial = true`.
 //!
 //! Nothing is acknowledged early: a message taken into a group counts as delivered when the
-//! group's message is (and fails when it fails). Its place in the flow's `concurrency` is held
-//! meanwhile: with `count` above the flow's `concurrency`, groups of separate input messages
-//! can only close by `period`. (The parts of one `split` message share its place.)
+//! group's message is (and fails when it fails). Its place in the flow's `concurrency` (a
+//! durable flow's workers) is held meanwhile: with `count` above it, groups of separate input
+//! messages can only close by `period`. (The parts of one `split` message share its place.)
+//! Groups live in memory: a stop before a group closes acks none of its messages.
 //!
 //! ```yaml
 //! pipeline:
@@ -39,7 +40,7 @@ use tokio::sync::Notify;
 use crate::config::BuildError;
 use crate::config::units::{Dur, Size};
 use crate::core::mapping::{Mapping, Outcome, empty_object, insert};
-use crate::core::{Context, Group, MappingError, Message, Step, StepError, Value};
+use crate::core::{Context, Group, GroupOutcome, MappingError, Message, Step, StepError, Value};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +106,12 @@ impl Config {
         }
         if self.count == Some(0) {
             errors.push(BuildError::new("count", "at least 1"));
+        }
+        if self.correlate.is_some() && self.count.is_some() {
+            errors.push(BuildError::new(
+                "count",
+                "`correlate: split` completes a group at `%split.count`; drop `count`",
+            ));
         }
         if self.correlate.is_some() && self.key.is_some() {
             errors.push(BuildError::new(
@@ -270,6 +277,18 @@ impl Aggregate {
         }
         if !first {
             cx.trail.joined.push(open.group.joined());
+            // A group's message taken into another group (two aggregates in a row): the groups
+            // it carried fare as the new group's message does.
+            let carried = std::mem::take(&mut cx.trail.groups);
+            if !carried.is_empty() {
+                let joined = open.group.joined();
+                tokio::spawn(async move {
+                    let outcome = joined.outcome().await;
+                    for group in carried {
+                        group.settle(outcome.clone());
+                    }
+                });
+            }
             return Ok(Step::Absorbed);
         }
         // The first message's task carries the group's message on; if it is dropped meanwhile
@@ -301,14 +320,22 @@ impl Aggregate {
                 for item in values {
                     let mut meta = message.metadata.clone();
                     insert(&mut meta, "item", item);
-                    if let Outcome::Aborted = reduce.run(&mut acc, &mut meta)? {
-                        continue;
+                    match reduce.run(&mut acc, &mut meta) {
+                        Ok(Outcome::Done(_) | Outcome::Aborted) => {}
+                        Err(e) => {
+                            // The members wait for this group: tell them it failed.
+                            open.group
+                                .settle(GroupOutcome::Failed(format!("aggregate reduce: {e}")));
+                            return Err(e.into());
+                        }
                     }
                 }
                 acc
             }
         };
         let mut merged = Message::new(value);
+        // The carrier's id: a retried carrier (durable) makes a message of the same id.
+        merged.id = message.id;
         merged.metadata = message.metadata;
         if let Value::Object(meta) = &mut merged.metadata {
             meta.remove("split");
@@ -376,7 +403,12 @@ mod tests {
     }
 
     fn steps() -> Vec<ProcessorSlot<Processor>> {
-        let split = split::Config::Path(".items".into()).build().unwrap();
+        let split = split::Config {
+            path: ".items".into(),
+            max_parts: 100,
+        }
+        .build()
+        .unwrap();
         let aggregate = Config {
             key: None,
             count: None,

@@ -111,6 +111,7 @@ impl Dedupe {
                         namespace,
                         key,
                         expires_at_ms: now.saturating_add(self.ttl_ms),
+                        holder: message.id,
                     });
                     return Ok(Some(message));
                 }

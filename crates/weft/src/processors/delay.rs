@@ -19,18 +19,31 @@ use crate::config::units::Dur;
 use crate::core::mapping::{Mapping, to_text};
 use crate::core::{MappingError, Message, StepError, Value};
 
+/// `delay: DURATION` (a fixed wait), or the settings as a mapping.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Config {
+#[serde(deny_unknown_fields)]
+pub struct Config {
     /// A fixed wait.
-    Fixed(Dur),
-    Until {
-        /// A VRL expression giving the time to wait for.
-        until: String,
-        /// The longest wait.
-        #[serde(default = "default_max")]
-        max: Dur,
-    },
+    #[serde(default, rename = "for")]
+    pub fixed: Option<Dur>,
+    /// A VRL expression giving the time to wait for.
+    #[serde(default)]
+    pub until: Option<String>,
+    /// The longest wait for `until`.
+    #[serde(default = "default_max")]
+    pub max: Dur,
+}
+
+impl Config {
+    pub fn deserialize_short<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Config, D::Error> {
+        crate::config::de::scalar_or_map(d, |text| {
+            Ok(Config {
+                fixed: Some(Dur::parse(&text)?),
+                until: None,
+                max: default_max(),
+            })
+        })
+    }
 }
 
 const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -41,23 +54,33 @@ fn default_max() -> Dur {
 
 impl Config {
     pub fn build(&self) -> Result<Delay, Vec<BuildError>> {
-        match self {
-            Config::Fixed(d) if d.0 > MAX_WAIT => Err(vec![BuildError::new(
-                "",
+        let too_long = |field: &str| {
+            Err(vec![BuildError::new(
+                field,
                 format!("a delay is at most {MAX_WAIT:?}"),
-            )]),
-            Config::Fixed(d) => Ok(Delay::Fixed(d.0)),
-            Config::Until { max, .. } if max.0 > MAX_WAIT => Err(vec![BuildError::new(
+            )])
+        };
+        if self.fixed.is_some() && self.max != default_max() {
+            return Err(vec![BuildError::new(
                 "max",
-                format!("a delay is at most {MAX_WAIT:?}"),
-            )]),
-            Config::Until { until, max } => Ok(Delay::Until(
+                "`max` caps `until`; a `for` wait is fixed",
+            )]);
+        }
+        match (&self.fixed, &self.until) {
+            (Some(d), None) if d.0 > MAX_WAIT => too_long("for"),
+            (Some(d), None) => Ok(Delay::Fixed(d.0)),
+            (None, Some(_)) if self.max.0 > MAX_WAIT => too_long("max"),
+            (None, Some(until)) => Ok(Delay::Until(
                 Box::new(
                     Mapping::compile(until)
                         .map_err(|d| BuildError::from_diagnostics("until", d))?,
                 ),
-                max.0,
+                self.max.0,
             )),
+            _ => Err(vec![BuildError::new(
+                "",
+                "give a duration (`delay: 2s`), `for`, or `until`",
+            )]),
         }
     }
 }

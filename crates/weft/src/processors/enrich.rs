@@ -95,10 +95,12 @@ impl Enrich {
     }
 
     pub fn reads_metadata(&self) -> bool {
-        // `merge` reads `%enrichment`, which this step sets itself.
-        self.steps
-            .iter()
-            .any(|s| crate::core::Processor::reads_metadata(&s.processor))
+        // `merge` reads `%enrichment` (set by this step), and may read the message's own.
+        self.merge.reads_metadata()
+            || self
+                .steps
+                .iter()
+                .any(|s| crate::core::Processor::reads_metadata(&s.processor))
             || self.cache.as_ref().is_some_and(|(_, k)| k.reads_metadata())
     }
 

@@ -45,11 +45,11 @@ pub enum ProcessorConfig {
     Switch(Box<switch::Config>),
     Try(Box<catch::Config>),
     Catch(Box<catch::Config>),
-    Split(split::Config),
+    Split(#[serde(deserialize_with = "split::Config::deserialize_short")] split::Config),
     Aggregate(Box<aggregate::Config>),
     Enrich(Box<enrich::Config>),
     Throttle(Box<throttle::Config>),
-    Delay(delay::Config),
+    Delay(#[serde(deserialize_with = "delay::Config::deserialize_short")] delay::Config),
     Template(Box<template::Config>),
 }
 

@@ -2,7 +2,8 @@
 //! (and to the outputs) on its own, concurrently. Every part carries `%split` with the `parent`
 //! message's id, its `index` and the `count` of parts, which is what `aggregate` with
 //! `correlate: split` reassembles them by. The parent counts as delivered once every part is;
-//! an empty array leaves nothing to deliver (like a filter).
+//! an empty array leaves nothing to deliver (like a filter). A part's id is derived from its
+//! parent's, so a retried message splits into the same ids.
 //!
 //! ```yaml
 //! pipeline:
@@ -17,19 +18,27 @@ use crate::config::BuildError;
 use crate::core::mapping::{Mapping, empty_object, insert, to_text};
 use crate::core::{MappingError, Message, Step, Value};
 
+/// `split: EXPRESSION`, or the settings as a mapping.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Config {
-    /// Just the expression.
-    Path(String),
-    Full {
-        /// A VRL expression giving the array to split, e.g. `.items`.
-        #[serde(default = "default_path")]
-        path: String,
-        /// The most parts one message may become; more fails the message.
-        #[serde(default = "default_max_parts")]
-        max_parts: usize,
-    },
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// A VRL expression giving the array to split, e.g. `.items`.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// The most parts one message may become; more fails the message.
+    #[serde(default = "default_max_parts")]
+    pub max_parts: usize,
+}
+
+impl Config {
+    pub fn deserialize_short<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Config, D::Error> {
+        crate::config::de::scalar_or_map(d, |path| {
+            Ok(Config {
+                path,
+                max_parts: default_max_parts(),
+            })
+        })
+    }
 }
 
 fn default_path() -> String {
@@ -42,17 +51,16 @@ fn default_max_parts() -> usize {
 
 impl Config {
     pub fn build(&self) -> Result<Split, Vec<BuildError>> {
-        let (path, max_parts, field) = match self {
-            Config::Path(p) => (p.as_str(), default_max_parts(), ""),
-            Config::Full {
-                path, max_parts, ..
-            } => (path.as_str(), *max_parts, "path"),
-        };
-        if max_parts == 0 {
+        if self.max_parts == 0 {
             return Err(vec![BuildError::new("max_parts", "at least 1")]);
         }
-        let path = Mapping::compile(path).map_err(|d| BuildError::from_diagnostics(field, d))?;
-        Ok(Split { path, max_parts })
+        // In the short form there is no `path` key: the error then sits on the value itself.
+        let path =
+            Mapping::compile(&self.path).map_err(|d| BuildError::from_diagnostics("path", d))?;
+        Ok(Split {
+            path,
+            max_parts: self.max_parts,
+        })
     }
 }
 
@@ -87,6 +95,9 @@ impl Split {
                 .enumerate()
                 .map(|(index, value)| {
                     let mut part = Message::new(value);
+                    // Derived from the parent's, so the parts of a message retried (durable)
+                    // keep their ids, and with them the dedupe keys they hold.
+                    part.id = ulid::Ulid(message.id.0.wrapping_add(index as u128 + 1));
                     part.metadata = message.metadata.clone();
                     let mut meta = empty_object();
                     insert(&mut meta, "parent", parent.clone());

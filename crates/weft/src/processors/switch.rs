@@ -25,7 +25,7 @@ use crate::clients::Resources;
 use crate::config::BuildError;
 use crate::core::flow::{ProcessorSlot, run_nested};
 use crate::core::mapping::Mapping;
-use crate::core::{Context, MappingError, Message, Step, StepError, Value};
+use crate::core::{Context, MappingError, Message, Step, StepError, Trail, Value};
 use crate::outputs::Shared;
 
 /// The cases, in order.
@@ -115,14 +115,36 @@ impl Switch {
         for (i, case) in self.cases.iter().enumerate() {
             // Cases after a `continue` are tested on each message the earlier case made.
             let mut next = Vec::with_capacity(messages.len());
-            let mut taken_any = false;
+            let mut taken = Vec::new();
             for m in messages {
-                if !self.takes(i, case, &m)? {
+                if self.takes(i, case, &m)? {
+                    taken.push(m);
+                } else {
                     next.push(m);
-                    continue;
                 }
-                taken_any = true;
-                next.extend(run_nested(&case.steps, m, cx).await?);
+            }
+            let taken_any = !taken.is_empty();
+            if let [_] = taken.as_slice() {
+                next.extend(run_nested(&case.steps, taken.remove(0), cx).await?);
+            } else if taken_any {
+                // Several (parts of a split): concurrently, each with its own trail, as the
+                // pipeline runs parts (an aggregate further on gathers them together).
+                let mut trails: Vec<Trail> = taken.iter().map(|_| Trail::default()).collect();
+                let (flow, store) = (cx.flow, cx.store);
+                let ran =
+                    futures_util::future::join_all(taken.into_iter().zip(trails.iter_mut()).map(
+                        |(m, trail)| async move {
+                            let mut cx = Context { flow, store, trail };
+                            run_nested(&case.steps, m, &mut cx).await
+                        },
+                    ))
+                    .await;
+                for trail in trails {
+                    cx.trail.extend(trail);
+                }
+                for result in ran {
+                    next.extend(result?);
+                }
             }
             messages = next;
             if taken_any && !case.fall_through {

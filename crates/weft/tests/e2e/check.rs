@@ -59,3 +59,44 @@ fn check_passes_the_quickstart() {
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains("2 flow(s) OK"), "{stdout}");
 }
+
+#[test]
+fn pattern_errors_point_into_nested_steps_and_short_forms() {
+    let dir = scratch();
+    std::fs::write(
+        dir.join("bad.yaml"),
+        r#"flows:
+  a:
+    input: { stdin: {} }
+    pipeline:
+      - split: { pathh: .items }
+      - delay: 5
+      - aggregate: { count: 0, correlate: split, key: .k }
+      - switch:
+          - check: .a ==
+            processors: [ { map: ".x = " } ]
+    output:
+      fallback:
+        outputs: [ { drop: {} } ]
+"#,
+    )
+    .unwrap();
+    let (status, _, stderr) = weft_cmd(&["check", "bad.yaml"], &dir);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    for expected in [
+        "bad.yaml:5:18: flow `a`, pipeline[0].split, field `pathh`: unknown field",
+        "did you mean `path`?",
+        "bad.yaml:6:16: flow `a`, pipeline[1].delay",
+        "a duration needs a unit: write `5s` or `5ms`",
+        "pipeline[2].aggregate, field `count`: at least 1",
+        "pipeline[2].aggregate, field `key`: `correlate: split` groups by `%split.parent`",
+        "bad.yaml:9:25: flow `a`, pipeline[3].switch, field `0.check`: syntax error",
+        "bad.yaml:10:39: flow `a`, pipeline[3].switch, field `0.processors.0.map`: syntax error",
+        "output.fallback, field `outputs`: name at least two outputs",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}

@@ -517,3 +517,82 @@ async fn an_output_switch_routes_by_content() {
     assert_eq!(status, 502, "{text}");
     assert!(text.contains("no switch case"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_of_groups_are_acked_only_with_the_outer_group() {
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let config = format!(
+        "flows:{}",
+        flow(
+            "nested",
+            port,
+            "      - aggregate: { count: 2, period: 5s }\n      - aggregate: { count: 2, period: 5s }",
+            &receiver.url("/out"),
+        )
+    );
+    let weft = Weft::start(&config).await;
+    let url = format!("http://127.0.0.1:{port}/in");
+    let send_all = |first: i64| {
+        (first..first + 4)
+            .map(|n| {
+                let url = url.clone();
+                tokio::spawn(async move { post_json(&url, &format!(r#"{{"n": {n}}}"#)).await.0 })
+            })
+            .collect::<Vec<_>>()
+    };
+    for sent in send_all(0) {
+        assert_eq!(sent.await.unwrap(), 200, "{}", weft.stderr());
+    }
+    let out = bodies(&receiver, "/out");
+    assert_eq!(out.len(), 1);
+    let mut all: Vec<i64> = out[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| {
+            g.as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["n"].as_i64().unwrap())
+        })
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, [0, 1, 2, 3]);
+    // The outer group's message refused: all four fail, also those of the inner group whose
+    // message was only taken into the outer one.
+    receiver.script(vec![Reply::status(400)]);
+    for sent in send_all(10) {
+        assert_eq!(sent.await.unwrap(), 502);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedupe_after_split_settles_each_parts_key() {
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let config = format!(
+        "flows:{}",
+        flow(
+            "skus",
+            port,
+            "      - split: .items\n      - dedupe: { key: .sku, ttl: 1h }",
+            &receiver.url("/sku"),
+        )
+    );
+    let weft = Weft::start(&config).await;
+    let url = format!("http://127.0.0.1:{port}/in");
+    let (status, _, text) = post_json(&url, r#"{"items": [{"sku": "a"}, {"sku": "b"}]}"#).await;
+    assert_eq!(status, 200, "{text} {}", weft.stderr());
+    // `a` was delivered and its key settled: the repeat is dropped at once, `c` goes through.
+    let started = Instant::now();
+    let (status, _, text) = post_json(&url, r#"{"items": [{"sku": "a"}, {"sku": "c"}]}"#).await;
+    assert_eq!(status, 200, "{text} {}", weft.stderr());
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let mut skus: Vec<String> = bodies(&receiver, "/sku")
+        .iter()
+        .map(|b| b["sku"].as_str().unwrap().to_string())
+        .collect();
+    skus.sort();
+    assert_eq!(skus, ["a", "b", "c"]);
+}
