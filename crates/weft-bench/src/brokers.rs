@@ -29,7 +29,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use redis::AsyncCommands;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-use crate::{BODY, Killed, cpu_seconds, map_order, pinned};
+use crate::{BODY, Killed, binaries, cpu_seconds, map_order, pinned};
 
 pub const ALL: [&str; 5] = [
     "redis_streams",
@@ -703,14 +703,7 @@ pub fn orchestrate(
     only: Option<String>,
     weft: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let me = std::env::current_exe()?;
-    let weft = weft.unwrap_or_else(|| me.with_file_name("weft"));
-    if !weft.exists() {
-        bail!(
-            "{} not found: run `cargo build --release -p weft -p weft-bench` first, or pass --weft PATH",
-            weft.display()
-        );
-    }
+    let (me, weft) = binaries(weft)?;
     let brokers: Vec<&'static str> = match &only {
         None => ALL.to_vec(),
         Some(list) => list

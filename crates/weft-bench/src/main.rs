@@ -406,12 +406,8 @@ fn measure(
     })
 }
 
-fn orchestrate(
-    seconds: f64,
-    connections: usize,
-    rounds: usize,
-    weft: Option<PathBuf>,
-) -> anyhow::Result<()> {
+/// This binary, and the weft binary beside it (or the one given).
+fn binaries(weft: Option<PathBuf>) -> anyhow::Result<(PathBuf, PathBuf)> {
     let me = std::env::current_exe()?;
     let weft = weft.unwrap_or_else(|| me.with_file_name("weft"));
     if !weft.exists() {
@@ -420,6 +416,16 @@ fn orchestrate(
             weft.display()
         );
     }
+    Ok((me, weft))
+}
+
+fn orchestrate(
+    seconds: f64,
+    connections: usize,
+    rounds: usize,
+    weft: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let (me, weft) = binaries(weft)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
