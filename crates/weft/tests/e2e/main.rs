@@ -26,3 +26,4 @@ mod sql;
 mod support;
 mod tidy;
 mod tls;
+mod webhook_auth;

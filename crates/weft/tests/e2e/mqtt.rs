@@ -109,7 +109,17 @@ flows:
         "{}",
         weft.stderr()
     );
-    assert!(eventually(Duration::from_secs(10), || ok(&receiver) == warmups).await, "{} warmups, seen {:?}\n{}", warmups, receiver.seen().iter().map(|s| (s.status, s.body.clone())).collect::<Vec<_>>(), weft.stderr());
+    assert!(
+        eventually(Duration::from_secs(10), || ok(&receiver) == warmups).await,
+        "{} warmups, seen {:?}\n{}",
+        warmups,
+        receiver
+            .seen()
+            .iter()
+            .map(|s| (s.status, s.body.clone()))
+            .collect::<Vec<_>>(),
+        weft.stderr()
+    );
     for reading in 1..=3 {
         publisher
             .publish(

@@ -8,6 +8,10 @@
 //! delivery failed for good. With `response: pipeline` the caller gets the message as the
 //! pipeline left it (`204` if it was dropped), so a flow is an API endpoint.
 //!
+//! With `auth` (see [`auth`]: API keys, basic auth, HMAC-signed webhooks with presets for
+//! GitHub, Stripe, Slack and Shopify), a request that does not prove itself is answered `401`
+//! and never reaches the flow.
+//!
 //! Refusals: `503` + `Retry-After` when the flow is at its concurrency limit (nothing is queued
 //! without bound), `413` over `max_body_size`, `400` for a body that does not parse (with the
 //! position), `405` for a method not listed, `404` for any other path, `408` when the body is not
@@ -31,6 +35,7 @@
 //!     methods: [POST]
 //!     max_body_size: 1MiB
 //!     response: ack           # or pipeline
+//!     auth: { hmac: { preset: github, secret: "${GH_SECRET}" } }
 //! ```
 
 use std::collections::BTreeMap;
@@ -59,6 +64,7 @@ use crate::core::mapping::{Value, empty_object, insert};
 use crate::core::{Message, body};
 use crate::engine::RunFlow;
 
+pub mod auth;
 pub mod idempotency;
 
 use idempotency::{Begin, Idempotency};
@@ -87,6 +93,9 @@ pub struct Config {
     /// [`idempotency`].
     #[serde(default)]
     pub idempotency: Option<idempotency::Config>,
+    /// How callers prove who they are; see [`auth`].
+    #[serde(default)]
+    pub auth: Option<auth::Config>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -123,6 +132,7 @@ pub struct Endpoint {
     read_timeout: Duration,
     response: ResponseMode,
     idempotency: Option<Idempotency>,
+    auth: Option<Arc<auth::Auth>>,
 }
 
 impl Config {
@@ -173,8 +183,20 @@ impl Config {
                 None
             }
         };
+        let auth = match self.auth.as_ref().map(auth::Config::build) {
+            None => None,
+            Some(Ok(a)) => Some(Arc::new(a)),
+            Some(Err(e)) => {
+                errors.extend(e.into_iter().map(|mut e| {
+                    e.field = format!("auth.{}", e.field);
+                    e
+                }));
+                None
+            }
+        };
         match address {
             Some(address) if errors.is_empty() => Ok(Endpoint {
+                auth,
                 address,
                 path: self.path.clone(),
                 methods,
@@ -313,6 +335,11 @@ async fn handle(route: Arc<Route>, request: Request<Body>) -> Response {
             .insert(header::ALLOW, route.allow.clone());
         return response;
     }
+    if let Some(auth) = &endpoint.auth
+        && let Err(refused) = auth.check_head(request.headers(), request.uri().query())
+    {
+        return unauthorized(&route, auth, refused);
+    }
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -378,6 +405,11 @@ async fn handle(route: Arc<Route>, request: Request<Body>) -> Response {
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
+    if let Some(auth) = &endpoint.auth
+        && let Err(refused) = auth.check_body(&parts.headers, &bytes)
+    {
+        return unauthorized(&route, auth, refused);
+    }
     let ticket = match (&endpoint.idempotency, route.flow.store()) {
         (Some(idempotency), Some(store)) => {
             match idempotency
@@ -441,6 +473,19 @@ async fn handle(route: Arc<Route>, request: Request<Body>) -> Response {
         tracing::error!(error = %e, "a request's task failed");
         error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", None)
     })
+}
+
+/// 401 with the short reason; basic auth also says how to authenticate.
+fn unauthorized(route: &Route, auth: &auth::Auth, refused: auth::Refused) -> Response {
+    tracing::warn!(flow = %route.flow.name, reason = refused.0, "request refused by auth");
+    let mut response = error(StatusCode::UNAUTHORIZED, refused.0, None);
+    if let auth::Auth::Basic(_) = auth {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"weft\""),
+        );
+    }
+    response
 }
 
 fn retry_later(status: StatusCode, message: &str) -> Response {
@@ -585,6 +630,7 @@ mod tests {
             read_timeout: default_read_timeout(),
             response: ResponseMode::Ack,
             idempotency: None,
+            auth: None,
         }
     }
 

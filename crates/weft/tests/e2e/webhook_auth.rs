@@ -1,0 +1,236 @@
+//! Inbound auth on `http_server`: signatures computed the way each sender documents them
+//! (GitHub, Stripe, Slack, Shopify, and a generic scheme), API keys and basic auth. A refused
+//! request is answered 401 and never reaches the flow; a replayed signature is refused.
+
+use base64::Engine;
+use http::Method;
+
+use crate::support::*;
+
+fn hmac_sha256(secret: &str, text: &[u8]) -> Vec<u8> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    ring::hmac::sign(&key, text).as_ref().to_vec()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// One flow per endpoint, all on one port, each delivering to the receiver under its own path.
+fn config(port: u16, receiver: &Receiver, endpoints: &[(&str, &str)]) -> String {
+    let mut flows = String::from("flows:\n");
+    for (name, auth) in endpoints {
+        flows.push_str(&format!(
+            r#"  {name}:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}", path: /{name}, auth: {auth} }}
+    output:
+      http_client: {{ url: "{out}" }}
+"#,
+            out = receiver.url(&format!("/{name}"))
+        ));
+    }
+    flows
+}
+
+async fn post(url: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    let (status, _, text) = request_with(Method::POST, url, &all, body.to_string()).await;
+    (status.as_u16(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_webhooks_from_each_preset_are_verified_and_replays_refused() {
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let secret = "s3cr3t-for-tests";
+    let weft = Weft::start(&config(
+        port,
+        &receiver,
+        &[
+            ("github", &format!(r#"{{ hmac: {{ preset: github, secret: "{secret}" }} }}"#)),
+            ("stripe", &format!(r#"{{ hmac: {{ preset: stripe, secret: "{secret}" }} }}"#)),
+            ("slack", &format!(r#"{{ hmac: {{ preset: slack, secret: "{secret}" }} }}"#)),
+            ("shopify", &format!(r#"{{ hmac: {{ preset: shopify, secret: "{secret}" }} }}"#)),
+            (
+                "generic",
+                &format!(
+                    r#"{{ hmac: {{ secret: "{secret}", header: X-Signature, prefix: "sha512=", algorithm: sha512, encoding: base64, timestamp_header: X-Timestamp, signed: "{{timestamp}}.{{body}}" }} }}"#
+                ),
+            ),
+        ],
+    ))
+    .await;
+    let url = |path: &str| format!("http://127.0.0.1:{port}/{path}");
+    let body = r#"{"action": "opened", "number": 7}"#;
+
+    // GitHub: X-Hub-Signature-256 = "sha256=" + hex HMAC-SHA256 of the raw body.
+    let github = format!("sha256={}", hex(&hmac_sha256(secret, body.as_bytes())));
+    let (status, text) = post(&url("github"), &[("x-hub-signature-256", &github)], body).await;
+    assert_eq!(status, 200, "{text} {}", weft.stderr());
+    let (status, text) = post(&url("github"), &[("x-hub-signature-256", &github)], body).await;
+    assert_eq!((status, text.contains("replay")), (401, true), "{text}");
+    let tampered = body.replace('7', "8");
+    let (status, text) = post(
+        &url("github"),
+        &[("x-hub-signature-256", &github)],
+        &tampered,
+    )
+    .await;
+    assert_eq!(
+        (status, text.contains("invalid signature")),
+        (401, true),
+        "{text}"
+    );
+    let (status, text) = post(&url("github"), &[], body).await;
+    assert_eq!(
+        (status, text.contains("missing signature")),
+        (401, true),
+        "{text}"
+    );
+
+    // Stripe: Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">.
+    let t = now();
+    let v1 = hex(&hmac_sha256(secret, format!("{t}.{body}").as_bytes()));
+    let stripe = format!("t={t},v1={v1}");
+    let (status, text) = post(&url("stripe"), &[("stripe-signature", &stripe)], body).await;
+    assert_eq!(status, 200, "{text}");
+    // Ten minutes old: outside the default five-minute tolerance, even if correctly signed.
+    let old = t - 600;
+    let v1 = hex(&hmac_sha256(secret, format!("{old}.{body}").as_bytes()));
+    let stale = format!("t={old},v1={v1}");
+    let (status, text) = post(&url("stripe"), &[("stripe-signature", &stale)], body).await;
+    assert_eq!((status, text.contains("tolerance")), (401, true), "{text}");
+
+    // Slack: X-Slack-Signature = "v0=" + hex HMAC-SHA256 of "v0:<timestamp>:<body>".
+    let ts = now().to_string();
+    let slack = format!(
+        "v0={}",
+        hex(&hmac_sha256(secret, format!("v0:{ts}:{body}").as_bytes()))
+    );
+    let (status, text) = post(
+        &url("slack"),
+        &[
+            ("x-slack-signature", &slack),
+            ("x-slack-request-timestamp", &ts),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+
+    // Shopify: X-Shopify-Hmac-Sha256 = base64 HMAC-SHA256 of the raw body.
+    let shopify =
+        base64::engine::general_purpose::STANDARD.encode(hmac_sha256(secret, body.as_bytes()));
+    let (status, text) = post(
+        &url("shopify"),
+        &[("x-shopify-hmac-sha256", &shopify)],
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+
+    // Generic: SHA-512, base64, over "<timestamp>.<body>".
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA512, secret.as_bytes());
+    let ts = now().to_string();
+    let generic = format!(
+        "sha512={}",
+        base64::engine::general_purpose::STANDARD
+            .encode(ring::hmac::sign(&key, format!("{ts}.{body}").as_bytes()))
+    );
+    let (status, text) = post(
+        &url("generic"),
+        &[("x-signature", &generic), ("x-timestamp", &ts)],
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+
+    // Only the accepted requests reached the flows.
+    let mut paths: Vec<String> = receiver.seen().iter().map(|s| s.path.clone()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        ["/generic", "/github", "/shopify", "/slack", "/stripe"]
+    );
+    assert!(!weft.stderr().contains(secret), "a secret was printed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_and_basic_auth() {
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let weft = Weft::start(&config(
+        port,
+        &receiver,
+        &[
+            (
+                "keyed",
+                r#"{ api_key: { header: X-Api-Key, keys: ["old-key", "new-key"] } }"#,
+            ),
+            ("query", r#"{ api_key: { query: token, keys: ["q-key"] } }"#),
+            ("basic", r#"{ basic: { users: { partner: "pa55" } } }"#),
+        ],
+    ))
+    .await;
+    let url = |path: &str| format!("http://127.0.0.1:{port}/{path}");
+    for key in ["old-key", "new-key"] {
+        let (status, text) = post(&url("keyed"), &[("x-api-key", key)], "{}").await;
+        assert_eq!(status, 200, "{text} {}", weft.stderr());
+    }
+    let (status, text) = post(&url("keyed"), &[("x-api-key", "new-kez")], "{}").await;
+    assert_eq!(
+        (status, text.contains("invalid API key")),
+        (401, true),
+        "{text}"
+    );
+    let (status, _) = post(&url("keyed"), &[], "{}").await;
+    assert_eq!(status, 401);
+    let (status, _) = post(&format!("{}?token=q-key", url("query")), &[], "{}").await;
+    assert_eq!(status, 200);
+    let (status, _) = post(&format!("{}?token=nope", url("query")), &[], "{}").await;
+    assert_eq!(status, 401);
+
+    let basic = |user: &str, password: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
+    };
+    let (status, _) = post(
+        &url("basic"),
+        &[("authorization", &basic("partner", "pa55"))],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, headers, _) = request_with(
+        Method::POST,
+        &url("basic"),
+        &[("authorization", &basic("partner", "wrong"))],
+        "{}",
+    )
+    .await;
+    assert_eq!(status.as_u16(), 401);
+    assert!(headers.get("www-authenticate").is_some());
+    let (status, _) = post(
+        &url("basic"),
+        &[("authorization", &basic("stranger", "pa55"))],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        receiver.seen().len(),
+        4,
+        "refused requests never reach the flow"
+    );
+}
