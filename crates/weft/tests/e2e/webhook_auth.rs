@@ -32,7 +32,7 @@ fn config(port: u16, receiver: &Receiver, endpoints: &[(&str, &str)]) -> String 
     input:
       http_server: {{ address: "127.0.0.1:{port}", path: /{name}, auth: {auth} }}
     output:
-      http_client: {{ url: "{out}" }}
+      http_client: {{ url: "{out}", retry: {{ max_attempts: 1 }} }}
 "#,
             out = receiver.url(&format!("/{name}"))
         ));
@@ -72,8 +72,13 @@ async fn signed_webhooks_from_each_preset_are_verified_and_replays_refused() {
     let url = |path: &str| format!("http://127.0.0.1:{port}/{path}");
     let body = r#"{"action": "opened", "number": 7}"#;
 
-    // GitHub: X-Hub-Signature-256 = "sha256=" + hex HMAC-SHA256 of the raw body.
+    // GitHub: X-Hub-Signature-256 = "sha256=" + hex HMAC-SHA256 of the raw body. The first
+    // delivery fails downstream: GitHub's redelivery (same body, same signature) is accepted,
+    // and only then is the signature used up.
     let github = format!("sha256={}", hex(&hmac_sha256(secret, body.as_bytes())));
+    receiver.script(vec![Reply::status(500)]);
+    let (status, text) = post(&url("github"), &[("x-hub-signature-256", &github)], body).await;
+    assert_eq!(status, 502, "{text} {}", weft.stderr());
     let (status, text) = post(&url("github"), &[("x-hub-signature-256", &github)], body).await;
     assert_eq!(status, 200, "{text} {}", weft.stderr());
     let (status, text) = post(&url("github"), &[("x-hub-signature-256", &github)], body).await;
@@ -154,12 +159,14 @@ async fn signed_webhooks_from_each_preset_are_verified_and_replays_refused() {
     .await;
     assert_eq!(status, 200, "{text}");
 
-    // Only the accepted requests reached the flows.
+    // Only the requests that passed reached the flows (GitHub's twice: failed, redelivered).
     let mut paths: Vec<String> = receiver.seen().iter().map(|s| s.path.clone()).collect();
     paths.sort();
     assert_eq!(
         paths,
-        ["/generic", "/github", "/shopify", "/slack", "/stripe"]
+        [
+            "/generic", "/github", "/github", "/shopify", "/slack", "/stripe"
+        ]
     );
     assert!(!weft.stderr().contains(secret), "a secret was printed");
 }

@@ -1,15 +1,20 @@
 //! Inbound auth for `http_server`: API keys, basic auth and HMAC-signed webhooks (generic, or
 //! the GitHub, Stripe, Slack and Shopify presets), checked before anything reaches the flow.
 //! A request that fails is answered 401 with a short reason (which never repeats a secret) and
-//! is counted; nothing of it is processed.
+//! logged; nothing of it is processed. The credential (the API key header or query parameter,
+//! the `Authorization` header) is kept out of the message's `%http` metadata.
 //!
 //! - `api_key`: a key in a `header` (default `X-Api-Key`) or `query` parameter; several `keys`
-//!   may be valid at once (rotation). Compared in constant time.
-//! - `basic`: `users` by name with their passwords.
+//!   may be valid at once (rotation). Compared through SHA-256 digests in constant time.
+//! - `basic`: `users` by name with their (non-empty) passwords.
 //! - `hmac`: the signature of the raw body (and, where the sender signs one, its timestamp),
-//!   compared in constant time. A signed timestamp older or newer than `tolerance` (default 5 m)
-//!   is refused, and so is a signature already seen within `tolerance`, so a captured request
-//!   cannot be replayed.
+//!   computed once and compared in constant time. The signature header (and a signed timestamp
+//!   within `tolerance`, default 5 m) must be there before the body is read. A signature is
+//!   used up once its request is accepted: the same one again within twice `tolerance` is a
+//!   replay, and so is a copy arriving while the first is still being handled; a request that
+//!   failed frees it for the sender's retry. Senders that sign no timestamp (GitHub, Shopify)
+//!   are protected against replays only for that window, in this process: pair them with
+//!   `idempotency` keyed on their delivery id (`X-GitHub-Delivery`, `X-Shopify-Webhook-Id`).
 //!
 //! ```yaml
 //! input:
@@ -24,17 +29,16 @@
 //! ```
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use http::HeaderMap;
 use serde::Deserialize;
 
-use crate::clients::cache::Cache;
 use crate::clients::secret::Secret;
 use crate::config::BuildError;
 use crate::config::units::Dur;
-use crate::core::Value;
 
 /// One of the ways a caller proves who it is.
 #[derive(Debug, Deserialize)]
@@ -141,8 +145,20 @@ pub struct Hmac {
     key: ring::hmac::Key,
     scheme: Scheme,
     tolerance: Duration,
-    seen: Cache,
+    seen: Arc<Seen>,
 }
+
+/// Signatures taken (being handled) or used (accepted), by their bytes in base64, each until
+/// it lapses. Bounded: when full, what lapsed goes, then the oldest.
+#[derive(Default)]
+struct Seen {
+    entries: Mutex<HashMap<String, (Instant, bool)>>,
+}
+
+/// The most signatures remembered.
+const MAX_SEEN: usize = 100_000;
+/// The most `v1` signatures one Stripe header may carry (rotation needs two or three).
+const MAX_CANDIDATES: usize = 8;
 
 /// Where the signature and timestamp are, and what was signed.
 enum Scheme {
@@ -196,6 +212,17 @@ impl Config {
                     return Err(vec![BuildError::new(
                         "basic.users",
                         "list at least one user",
+                    )]);
+                }
+                if let Some(user) = c
+                    .users
+                    .iter()
+                    .find(|(u, p)| u.is_empty() || u.contains(':') || p.expose().is_empty())
+                    .map(|(u, _)| u)
+                {
+                    return Err(vec![BuildError::new(
+                        &format!("basic.users.{user}"),
+                        "a user needs a name without `:` and a non-empty password",
                     )]);
                 }
                 Ok(Auth::Basic(c.users.clone()))
@@ -294,17 +321,71 @@ impl HmacConfig {
         if self.tolerance.0.is_zero() {
             return Err(err("tolerance", "above zero"));
         }
-        let seen = crate::clients::cache::Config {
-            ttl: self.tolerance,
-            max_entries: 100_000,
-        }
-        .build()?;
         Ok(Hmac {
             key: ring::hmac::Key::new(algorithm, self.secret.expose().as_bytes()),
             scheme,
             tolerance: self.tolerance.0,
-            seen,
+            seen: Arc::default(),
         })
+    }
+}
+
+/// A valid signature, taken while its request is handled: [`Signature::accept`] uses it up;
+/// dropped without that (the request failed), it is free again for the sender's retry.
+pub struct Signature {
+    key: String,
+    seen: Arc<Seen>,
+    keep: Duration,
+    accepted: bool,
+}
+
+impl Signature {
+    pub fn accept(mut self) {
+        self.accepted = true;
+        let mut entries = self.seen.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert(
+            std::mem::take(&mut self.key),
+            (Instant::now() + self.keep, true),
+        );
+    }
+}
+
+impl Drop for Signature {
+    fn drop(&mut self) {
+        if !self.accepted {
+            let mut entries = self.seen.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if entries.get(&self.key).is_some_and(|(_, used)| !used) {
+                entries.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Signature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signature")
+    }
+}
+
+impl Seen {
+    /// Takes `key` for a request being handled; `false` when it is taken or used already.
+    fn take(&self, key: &str, lapses: Instant) -> bool {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.get(key).is_some_and(|(until, _)| *until > now) {
+            return false;
+        }
+        if entries.len() >= MAX_SEEN {
+            entries.retain(|_, (until, _)| *until > now);
+            if entries.len() >= MAX_SEEN {
+                // Still full of live entries: the ones lapsing first go.
+                let mut ends: Vec<Instant> = entries.values().map(|(until, _)| *until).collect();
+                let cut = *ends.select_nth_unstable(MAX_SEEN / 10).1;
+                entries.retain(|_, (until, _)| *until > cut);
+            }
+        }
+        entries.insert(key.to_string(), (lapses, false));
+        true
     }
 }
 
@@ -312,18 +393,25 @@ impl HmacConfig {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Refused(pub &'static str);
 
-/// `a == b` in time that depends only on the lengths.
+/// `a == b` in time that depends on neither (both are hashed first, so not even the length
+/// shows).
 fn same(a: &[u8], b: &[u8]) -> bool {
+    let (a, b) = (
+        ring::digest::digest(&ring::digest::SHA256, a),
+        ring::digest::digest(&ring::digest::SHA256, b),
+    );
+    equal_tags(a.as_ref(), b.as_ref())
+}
+
+/// Two byte strings compared in time that depends only on their lengths.
+fn equal_tags(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Auth {
-    /// Whether the check needs the body (signatures); the others run before it is read.
-    pub fn needs_body(&self) -> bool {
-        matches!(self, Auth::Hmac(_))
-    }
-
-    /// The check of what comes before the body.
+    /// The check of what comes before the body: the whole check for keys and basic auth; for
+    /// signatures, that the signature (and a signed timestamp within tolerance) is there, so
+    /// no unsigned request holds a place while its body is read.
     pub fn check_head(&self, headers: &HeaderMap, query: Option<&str>) -> Result<(), Refused> {
         match self {
             Auth::ApiKey {
@@ -358,7 +446,9 @@ impl Auth {
                 let Some(value) = headers
                     .get(http::header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Basic "))
+                    .and_then(|v| v.split_once(' '))
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+                    .map(|(_, credentials)| credentials)
                 else {
                     return Err(Refused("missing basic credentials"));
                 };
@@ -380,16 +470,39 @@ impl Auth {
                     Err(Refused("invalid credentials"))
                 }
             }
-            Auth::Hmac(_) => Ok(()),
+            Auth::Hmac(h) => h.parse(headers, chrono::Utc::now().timestamp()).map(|_| ()),
         }
     }
 
-    /// The check of a signature over the raw body (signatures only).
-    pub fn check_body(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), Refused> {
+    /// The check of a signature over the raw body (signatures only). The signature is taken
+    /// while the request is handled: [`Signature::accept`] it once the request is accepted.
+    pub fn check_body(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Option<Signature>, Refused> {
         let Auth::Hmac(h) = self else {
-            return Ok(());
+            return Ok(None);
         };
         h.verify(headers, body, chrono::Utc::now().timestamp())
+            .map(Some)
+    }
+
+    /// The header that carries the credential, kept out of the message's metadata.
+    pub fn secret_header(&self) -> Option<&http::HeaderName> {
+        match self {
+            Auth::ApiKey { header, .. } => header.as_ref(),
+            Auth::Basic(_) => Some(&http::header::AUTHORIZATION),
+            Auth::Hmac(_) => None,
+        }
+    }
+
+    /// The query parameter that carries the credential, kept out of the message's metadata.
+    pub fn secret_query(&self) -> Option<&str> {
+        match self {
+            Auth::ApiKey { query, .. } => query.as_deref(),
+            _ => None,
+        }
     }
 }
 
@@ -397,18 +510,23 @@ fn header_text<'h>(headers: &'h HeaderMap, name: &http::HeaderName) -> Option<&'
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// What a signed request's headers say: candidate signatures, and the signed timestamp as
+/// written (it is signed as the text it was sent as).
+struct Claimed<'h> {
+    signatures: Vec<Vec<u8>>,
+    timestamp: Option<&'h str>,
+}
+
 impl Hmac {
-    fn verify(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), Refused> {
-        // (timestamp, candidate signatures as bytes, what was signed)
-        let (timestamp, signatures, signed): (Option<i64>, Vec<Vec<u8>>, Vec<u8>) = match &self
-            .scheme
-        {
+    /// Reads the signature headers, and checks a signed timestamp against the tolerance.
+    fn parse<'h>(&self, headers: &'h HeaderMap, now: i64) -> Result<Claimed<'h>, Refused> {
+        let claimed = match &self.scheme {
             Scheme::Generic {
                 header,
                 prefix,
                 encoding,
                 timestamp,
-                signed,
+                ..
             } => {
                 let value =
                     header_text(headers, header).ok_or(Refused("missing signature header"))?;
@@ -417,69 +535,103 @@ impl Hmac {
                     .strip_prefix(prefix.as_str())
                     .ok_or(Refused("malformed signature"))?;
                 let signature = decode(value, *encoding).ok_or(Refused("malformed signature"))?;
-                let ts = match timestamp {
+                let timestamp = match timestamp {
                     Some(name) => Some(
                         header_text(headers, name)
-                            .and_then(|t| t.trim().parse::<i64>().ok())
+                            .map(str::trim)
                             .ok_or(Refused("missing or malformed signature timestamp"))?,
                     ),
                     None => None,
                 };
-                let mut text = Vec::with_capacity(body.len() + 32);
-                let layout = signed.as_str();
-                let (before, after) = layout.split_once("{body}").unwrap_or((layout, ""));
-                let fill = |part: &str| {
-                    part.replace(
-                        "{timestamp}",
-                        &ts.map(|t| t.to_string()).unwrap_or_default(),
-                    )
-                };
-                text.extend_from_slice(fill(before).as_bytes());
-                text.extend_from_slice(body);
-                text.extend_from_slice(fill(after).as_bytes());
-                (ts, vec![signature], text)
+                Claimed {
+                    signatures: vec![signature],
+                    timestamp,
+                }
             }
             Scheme::Stripe => {
                 let value =
                     header_text(headers, &http::HeaderName::from_static("stripe-signature"))
                         .ok_or(Refused("missing signature header"))?;
-                let mut ts = None;
+                let mut timestamp = None;
                 let mut signatures = Vec::new();
                 for item in value.split(',') {
                     match item.trim().split_once('=') {
-                        Some(("t", t)) => ts = t.parse::<i64>().ok(),
-                        Some(("v1", s)) => signatures
-                            .push(decode(s, Encoding::Hex).ok_or(Refused("malformed signature"))?),
+                        Some(("t", t)) => timestamp = Some(t),
+                        Some(("v1", s)) => {
+                            if signatures.len() == MAX_CANDIDATES {
+                                return Err(Refused("too many signatures"));
+                            }
+                            signatures.push(
+                                decode(s, Encoding::Hex).ok_or(Refused("malformed signature"))?,
+                            );
+                        }
                         _ => {}
                     }
                 }
-                let ts = ts.ok_or(Refused("missing or malformed signature timestamp"))?;
                 if signatures.is_empty() {
                     return Err(Refused("missing signature"));
                 }
-                let mut text = format!("{ts}.").into_bytes();
-                text.extend_from_slice(body);
-                (Some(ts), signatures, text)
+                Claimed {
+                    signatures,
+                    timestamp: Some(
+                        timestamp.ok_or(Refused("missing or malformed signature timestamp"))?,
+                    ),
+                }
             }
         };
-        if let Some(ts) = timestamp
-            && now.abs_diff(ts) > self.tolerance.as_secs()
-        {
-            return Err(Refused("signature timestamp outside the tolerance"));
+        if let Some(text) = claimed.timestamp {
+            let ts = text
+                .parse::<i64>()
+                .map_err(|_| Refused("missing or malformed signature timestamp"))?;
+            if now.abs_diff(ts) > self.tolerance.as_secs() {
+                return Err(Refused("signature timestamp outside the tolerance"));
+            }
         }
-        let valid = signatures
+        Ok(claimed)
+    }
+
+    fn verify(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<Signature, Refused> {
+        let claimed = self.parse(headers, now)?;
+        let stamp = claimed.timestamp.unwrap_or("");
+        let mut signed = Vec::with_capacity(body.len() + 32);
+        match &self.scheme {
+            Scheme::Generic { signed: layout, .. } => {
+                let (before, after) = layout.split_once("{body}").unwrap_or((layout, ""));
+                signed.extend_from_slice(before.replace("{timestamp}", stamp).as_bytes());
+                signed.extend_from_slice(body);
+                signed.extend_from_slice(after.replace("{timestamp}", stamp).as_bytes());
+            }
+            Scheme::Stripe => {
+                signed.extend_from_slice(stamp.as_bytes());
+                signed.push(b'.');
+                signed.extend_from_slice(body);
+            }
+        }
+        // The tag is computed once, whatever the number of candidates.
+        let tag = ring::hmac::sign(&self.key, &signed);
+        let valid = claimed
+            .signatures
             .iter()
-            .find(|s| ring::hmac::verify(&self.key, &signed, s).is_ok());
+            .fold(None, |found, s| match found {
+                None if equal_tags(tag.as_ref(), s) => Some(s),
+                other => other,
+            });
         let Some(valid) = valid else {
             return Err(Refused("invalid signature"));
         };
-        // Replay: the same signature (so the same timestamp and body) twice within tolerance.
+        // Keyed by the decoded bytes, so a re-encoding is the same signature. Kept twice the
+        // tolerance: a timestamp may be up to `tolerance` ahead of this clock.
         let key = base64::engine::general_purpose::STANDARD.encode(valid);
-        if self.seen.get(&key).is_some() {
+        let keep = self.tolerance * 2;
+        if !self.seen.take(&key, Instant::now() + keep) {
             return Err(Refused("signature already used (replay)"));
         }
-        self.seen.put(key, Value::Boolean(true));
-        Ok(())
+        Ok(Signature {
+            key,
+            seen: self.seen.clone(),
+            keep,
+            accepted: false,
+        })
     }
 }
 
@@ -551,26 +703,42 @@ mod tests {
         // Several v1 signatures (secret rotation): one valid is enough.
         let value = format!("t={now},v1={},v1={good},v0=ignored", "00".repeat(32));
         let ok = headers(&[("stripe-signature", value.clone())]);
-        assert_eq!(h.verify(&ok, body, now + 10), Ok(()));
+        // Taken while handled: a copy meanwhile is refused; failed (dropped), it is free for
+        // the sender's retry; accepted, it is used up.
+        let first = h.verify(&ok, body, now + 10).unwrap();
         assert_eq!(
-            h.verify(&ok, body, now + 10),
-            Err(Refused("signature already used (replay)"))
+            h.verify(&ok, body, now + 10).err(),
+            Some(Refused("signature already used (replay)"))
+        );
+        drop(first);
+        h.verify(&ok, body, now + 10).unwrap().accept();
+        let refused =
+            |headers: &HeaderMap, body: &[u8], now: i64| h.verify(headers, body, now).err();
+        assert_eq!(
+            refused(&ok, body, now + 10),
+            Some(Refused("signature already used (replay)"))
         );
         assert_eq!(
-            h.verify(&ok, body, now + 301),
-            Err(Refused("signature timestamp outside the tolerance"))
+            refused(&ok, body, now + 301),
+            Some(Refused("signature timestamp outside the tolerance"))
         );
         assert_eq!(
-            h.verify(&ok, b"{\"id\":\"evt_2\"}", now),
-            Err(Refused("invalid signature"))
+            refused(&ok, b"{\"id\":\"evt_2\"}", now),
+            Some(Refused("invalid signature"))
         );
         assert_eq!(
-            h.verify(
+            refused(
                 &headers(&[("stripe-signature", format!("v1={good}"))]),
                 body,
                 now
             ),
-            Err(Refused("missing or malformed signature timestamp"))
+            Some(Refused("missing or malformed signature timestamp"))
+        );
+        // A flood of candidates costs one HMAC, and more than a handful is refused.
+        let flood = format!("t={now},{}", ["v1=00"; 9].join(","));
+        assert_eq!(
+            refused(&headers(&[("stripe-signature", flood)]), body, now),
+            Some(Refused("too many signatures"))
         );
     }
 

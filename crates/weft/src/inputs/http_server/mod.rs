@@ -323,6 +323,24 @@ fn error(status: StatusCode, message: &str, id: Option<&str>) -> Response {
 }
 
 async fn handle(route: Arc<Route>, request: Request<Body>) -> Response {
+    let mut signature = None;
+    let response = answer(&route, request, &mut signature).await;
+    // A signature counts as used once its request was accepted: a sender retrying after a
+    // failure (GitHub and Shopify resend the same signature) is not taken for a replay.
+    if let Some(signature) = signature
+        && response.status().is_success()
+    {
+        signature.accept();
+    }
+    response
+}
+
+async fn answer(
+    route: &Arc<Route>,
+    request: Request<Body>,
+    signature: &mut Option<auth::Signature>,
+) -> Response {
+    let route = route.clone();
     let endpoint = &route.endpoint;
     if !endpoint.methods.contains(request.method()) {
         let mut response = error(
@@ -405,10 +423,11 @@ async fn handle(route: Arc<Route>, request: Request<Body>) -> Response {
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
-    if let Some(auth) = &endpoint.auth
-        && let Err(refused) = auth.check_body(&parts.headers, &bytes)
-    {
-        return unauthorized(&route, auth, refused);
+    if let Some(auth) = &endpoint.auth {
+        match auth.check_body(&parts.headers, &bytes) {
+            Ok(seen) => *signature = seen,
+            Err(refused) => return unauthorized(&route, auth, refused),
+        }
     }
     let ticket = match (&endpoint.idempotency, route.flow.store()) {
         (Some(idempotency), Some(store)) => {
@@ -450,7 +469,7 @@ async fn handle(route: Arc<Route>, request: Request<Body>) -> Response {
     };
     let mut message = Message::new(value);
     if route.flow.reads_metadata() {
-        message.metadata = metadata(&parts);
+        message.metadata = metadata(&parts, endpoint.auth.as_deref());
     }
     if route.flow.store().is_none() {
         // Nothing to settle: a caller hanging up may cancel the delivery, which it never saw
@@ -591,9 +610,14 @@ fn ack(id: &str, filtered: bool) -> Response {
         .into_response()
 }
 
-fn metadata(parts: &http::request::Parts) -> Value {
+/// `%http`; the credential `auth` checked (its header or query parameter) is left out.
+fn metadata(parts: &http::request::Parts, auth: Option<&auth::Auth>) -> Value {
+    let hidden = auth.and_then(auth::Auth::secret_header);
     let mut headers = BTreeMap::new();
     for (name, value) in &parts.headers {
+        if Some(name) == hidden {
+            continue;
+        }
         headers.insert(
             name.as_str().into(),
             Value::Bytes(Bytes::copy_from_slice(value.as_bytes())),
@@ -602,11 +626,14 @@ fn metadata(parts: &http::request::Parts) -> Value {
     let mut http = empty_object();
     insert(&mut http, "method", Value::from(parts.method.as_str()));
     insert(&mut http, "path", Value::from(parts.uri.path()));
-    insert(
-        &mut http,
-        "query",
-        Value::from(parts.uri.query().unwrap_or("")),
-    );
+    let query = parts.uri.query().unwrap_or("");
+    let query = match auth.and_then(auth::Auth::secret_query) {
+        Some(secret) => form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k != secret))
+            .finish(),
+        None => query.to_string(),
+    };
+    insert(&mut http, "query", Value::from(query));
     insert(
         &mut http,
         "headers",
