@@ -40,6 +40,10 @@ pub enum EngineError {
         component: String,
         source: std::io::Error,
     },
+    #[error(
+        "the admin endpoint on {0} would be reachable from other machines without a token: set `admin.token` (or --admin-token / WEFT_ADMIN_TOKEN), or bind it to 127.0.0.1"
+    )]
+    AdminUnprotected(SocketAddr),
     #[error("an input task panicked: {0}")]
     Panicked(String),
     #[error("data directory {path}: {source}")]
@@ -62,6 +66,8 @@ pub struct Summary {
 /// Where the engine listens and keeps its data.
 pub struct Options {
     pub admin_address: SocketAddr,
+    /// The bearer token admin requests must carry; required when the address is not loopback.
+    pub admin_token: Option<crate::clients::secret::Secret>,
     /// The store file `weft.db` lives here; created when a flow is `durable`.
     pub data_dir: PathBuf,
 }
@@ -72,6 +78,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Summary, EngineError> {
     let admin_address = options.admin_address;
+    // An empty token would let every request through.
+    let admin_token = options
+        .admin_token
+        .clone()
+        .filter(|t| !t.expose().is_empty());
+    if !admin_address.ip().is_loopback() && admin_token.is_none() {
+        return Err(EngineError::AdminUnprotected(admin_address));
+    }
     // Installed before any flow registers its metric handles, which would otherwise be no-ops.
     let handle = metrics::install();
     let store = if loaded.flows.iter().any(FlowSpec::needs_store) || loaded.resources.wants_store()
@@ -189,7 +203,7 @@ pub async fn run(
     });
     let admin_task = tokio::spawn({
         let stop = admin_stop.clone();
-        let router = crate::admin::router(handle, store.clone());
+        let router = crate::admin::router(handle, store.clone(), admin_token);
         async move {
             axum::serve(admin, router)
                 .with_graceful_shutdown(stop.cancelled_owned())

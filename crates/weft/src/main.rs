@@ -30,6 +30,10 @@ enum Command {
         /// Admin endpoint (`/metrics`, `/health`); overrides `admin.address` in the config.
         #[arg(long, env = "WEFT_ADMIN_ADDRESS")]
         admin_address: Option<String>,
+        /// Bearer token for the admin endpoint (required when it is not on loopback); overrides
+        /// `admin.token`.
+        #[arg(long, env = "WEFT_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
         /// Where durable flows keep their store (`weft.db`).
         #[arg(long, env = "WEFT_DATA_DIR", default_value = "./weft-data")]
         data_dir: PathBuf,
@@ -135,13 +139,14 @@ fn main() -> ExitCode {
         Command::Run {
             files,
             admin_address,
+            admin_token,
             data_dir,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .expect("the tokio runtime starts");
-            let result = runtime.block_on(run(files, admin_address, data_dir));
+            let result = runtime.block_on(run(files, admin_address, admin_token, data_dir));
             // A blocking read of stdin cannot be cancelled; do not wait for it after the drain.
             runtime.shutdown_timeout(std::time::Duration::from_millis(200));
             match result {
@@ -209,6 +214,7 @@ fn report(errors: &[ConfigError]) -> ExitCode {
 async fn run(
     files: Vec<PathBuf>,
     admin_flag: Option<String>,
+    admin_token: Option<String>,
     data_dir: PathBuf,
 ) -> anyhow::Result<ExitCode> {
     let loaded = match config::load(&files, &Shared::default()) {
@@ -227,8 +233,13 @@ async fn run(
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
+    let admin_token = admin_token
+        .filter(|t| !t.is_empty())
+        .map(weft::clients::secret::Secret::new)
+        .or(loaded.admin_token.clone());
     let options = weft::engine::Options {
         admin_address: admin,
+        admin_token,
         data_dir,
     };
     let summary = weft::engine::run(loaded, options, shutdown).await?;

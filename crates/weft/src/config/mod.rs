@@ -121,6 +121,8 @@ impl FlowSpec {
 pub struct Loaded {
     pub flows: Vec<FlowSpec>,
     pub admin_address: Option<std::net::SocketAddr>,
+    /// `admin.token`: the bearer token the admin endpoint asks for.
+    pub admin_token: Option<crate::clients::secret::Secret>,
     pub shutdown_timeout: Duration,
     pub durability: Durability,
     pub resources: Resources,
@@ -157,8 +159,12 @@ struct OrderingConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AdminConfig {
-    /// `host:port` of the admin endpoint (`/metrics`, `/health`).
-    address: String,
+    /// `host:port` of the admin endpoint (`/metrics`, `/health`, the DLQ API).
+    #[serde(default)]
+    address: Option<String>,
+    /// The bearer token every admin request must carry; required off loopback.
+    #[serde(default)]
+    token: Option<crate::clients::secret::Secret>,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -233,6 +239,8 @@ struct Loader<'a> {
     errors: Vec<ConfigError>,
     flows: Vec<FlowSpec>,
     admin_address: Option<std::net::SocketAddr>,
+    admin_token: Option<crate::clients::secret::Secret>,
+    admin_seen: bool,
     shutdown_timeout: Option<Duration>,
     durability: Option<Durability>,
     seen_flows: HashMap<String, String>,
@@ -385,6 +393,8 @@ impl<'a> Loader<'a> {
             errors: Vec::new(),
             flows: Vec::new(),
             admin_address: None,
+            admin_token: None,
+            admin_seen: false,
             shutdown_timeout: None,
             durability: None,
             seen_flows: HashMap::new(),
@@ -401,6 +411,7 @@ impl<'a> Loader<'a> {
         Ok(Loaded {
             flows: self.flows,
             admin_address: self.admin_address,
+            admin_token: self.admin_token,
             shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
             durability: self.durability.unwrap_or_default(),
             resources: self.resources,
@@ -448,24 +459,29 @@ impl<'a> Loader<'a> {
                 // Built by `resources`, before any flow.
                 "resources" => {}
                 "admin" => match from_node::<AdminConfig>(value) {
-                    Ok(_) if self.admin_address.is_some() => {
+                    Ok(_) if self.admin_seen => {
                         self.errors.push(ctx.error(
                             key.loc,
                             "admin",
                             "`admin` is set in more than one file",
                         ));
                     }
-                    Ok(admin) => match admin.address.parse() {
-                        Ok(address) => self.admin_address = Some(address),
-                        Err(_) => self.errors.push(ctx.error(
-                            find(value, "address").unwrap_or(value).loc,
-                            "admin.address",
-                            format!(
-                                "`{}` is not an `ip:port` address like 127.0.0.1:9464",
-                                admin.address
-                            ),
-                        )),
-                    },
+                    Ok(admin) => {
+                        self.admin_seen = true;
+                        self.admin_token = admin.token;
+                        match admin.address.as_deref().map(str::parse) {
+                            None => {}
+                            Some(Ok(address)) => self.admin_address = Some(address),
+                            Some(Err(_)) => self.errors.push(ctx.error(
+                                find(value, "address").unwrap_or(value).loc,
+                                "admin.address",
+                                format!(
+                                    "`{}` is not an `ip:port` address like 127.0.0.1:9464",
+                                    admin.address.as_deref().unwrap_or_default()
+                                ),
+                            )),
+                        }
+                    }
                     Err(e) => {
                         let mut err = ctx.de_error(e, false);
                         err.field = format!("admin.{}", err.field)
