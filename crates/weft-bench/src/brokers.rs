@@ -423,20 +423,7 @@ impl Run {
                 format!(r#"mqtt: {{ url: "{}", topic: "{t}", qos: 1 }}"#, mqtt_url()),
             ),
         };
-        format!(
-            r#"flows:
-  copy:
-    input:
-      {input}
-    pipeline:
-      - map: |
-          .order_id = to_string!(.id)
-          .name = string!(.first) + " " + string!(.last)
-          .email = downcase!(.email)
-    output:
-      {output}
-"#
-        )
+        crate::mapping_flow("", &input, &output)
     }
 
     /// Puts `n` messages in the source before the copier starts (not for MQTT).

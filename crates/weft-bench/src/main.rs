@@ -40,20 +40,24 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 /// The request body: 303 bytes, as in `BENCH.md`.
 const BODY: &str = r#"{"id":12345,"first":"Ada","last":"Lovelace","email":"Ada.Lovelace@Example.COM","company":"Analytical Engines Ltd","street":"12 St James's Square","city":"London","zip":"SW1Y 4JH","country":"GB","phone":"+44 20 7946 0018","tags":["vip","newsletter","early-adopter"],"notes":"first programmer; prefers email","x":1}"#;
 
-const WEFT_FLOW: &str = r#"
-flows:
+/// A flow `bench`: `input` → the mapping of `BENCH.md` → `output` (one-line YAML each), with
+/// `settings` (indented flow keys) before them. The baselines do the mapping by hand.
+fn mapping_flow(settings: &str, input: &str, output: &str) -> String {
+    format!(
+        r#"flows:
   bench:
-    concurrency: 4096
-    input:
-      http_server: { address: "ADDRESS", path: /orders }
+{settings}    input:
+      {input}
     pipeline:
       - map: |
           .order_id = to_string!(.id)
           .name = string!(.first) + " " + string!(.last)
           .email = downcase!(.email)
     output:
-      http_client: { url: "UPSTREAM" }
-"#;
+      {output}
+"#
+    )
+}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -460,9 +464,11 @@ fn orchestrate(
     let mut servers = vec![("baseline", base_addr.clone(), base)];
     for (name, top) in modes {
         let address = format!("127.0.0.1:{}", free_port()?);
-        let mut flow = WEFT_FLOW
-            .replace("ADDRESS", &address)
-            .replace("UPSTREAM", &upstream);
+        let mut flow = mapping_flow(
+            "    concurrency: 4096\n",
+            &format!(r#"http_server: {{ address: "{address}", path: /orders }}"#),
+            &format!(r#"http_client: {{ url: "{upstream}" }}"#),
+        );
         if name != "weft" {
             flow = flow
                 .replace(
