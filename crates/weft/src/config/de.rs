@@ -485,6 +485,33 @@ impl<'de> IntoDeserializer<'de, DeError> for &'de Node {
     }
 }
 
+/// A field that takes one string or a list of them.
+pub fn one_or_many<'de, D: de::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Strings;
+
+    impl<'de> Visitor<'de> for Strings {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<String>, E> {
+            Ok(vec![text.to_string()])
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut all = Vec::new();
+            while let Some(s) = seq.next_element::<String>()? {
+                all.push(s);
+            }
+            Ok(all)
+        }
+    }
+
+    d.deserialize_any(Strings)
+}
+
 /// For component configs that have a short form: a bare scalar stands for the config built by
 /// `short` from its text, a mapping is deserialized as `T` (with `T`'s own field checks and
 /// error locations).

@@ -1,4 +1,5 @@
-//! `${VAR}` and `${VAR:-default}` substitution inside parsed YAML scalars.
+//! `${VAR}` and `${VAR:-default}` substitution inside parsed YAML scalars, and `${file:/path}`:
+//! the contents of a file (a mounted secret), without its final line break.
 //!
 //! Substitution runs on the tree, never on the raw text: a value cannot break the YAML's quoting,
 //! columns in error messages stay true, and a secret never appears in a syntax-error snippet.
@@ -24,13 +25,11 @@ fn walk(node: &mut Node, lookup: &dyn Fn(&str) -> Option<String>, errors: &mut V
     match &mut node.kind {
         Kind::Str(s) if s.contains('$') => {
             let before = errors.len();
-            let (out, missing) = expand(s, lookup);
-            for name in missing {
+            let (out, problems) = expand(s, lookup);
+            for message in problems {
                 errors.push(EnvError {
                     loc: node.loc,
-                    message: format!(
-                        "environment variable `{name}` is not set and has no default (write `${{{name}:-default}}` to give one)"
-                    ),
+                    message,
                 });
             }
             // With a variable missing, keep the text a string: re-typing it would add a second,
@@ -49,7 +48,8 @@ fn walk(node: &mut Node, lookup: &dyn Fn(&str) -> Option<String>, errors: &mut V
     }
 }
 
-/// Expands references in one string; returns the result and the names that were unset.
+/// Expands references in one string; returns the result and what could not be expanded (an
+/// unset variable, an unreadable file), said without any value.
 pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (String, Vec<String>) {
     let mut out = String::with_capacity(s.len());
     let mut missing = Vec::new();
@@ -69,10 +69,21 @@ pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (String, Vec<
                 Some((n, d)) => (n, Some(d)),
                 None => (reference, None),
             };
-            match (lookup(name), default) {
-                (Some(v), _) => out.push_str(&v),
-                (None, Some(d)) => out.push_str(d),
-                (None, None) => missing.push(name.to_string()),
+            let found = match name.strip_prefix("file:") {
+                Some(path) => std::fs::read_to_string(path)
+                    .map(|text| {
+                        let text = text.strip_suffix('\n').unwrap_or(&text);
+                        text.strip_suffix('\r').unwrap_or(text).to_string()
+                    })
+                    .map_err(|e| format!("secret file `{path}` cannot be read: {}", e.kind())),
+                None => lookup(name).ok_or_else(|| format!(
+                    "environment variable `{name}` is not set and has no default (write `${{{name}:-default}}` to give one)"
+                )),
+            };
+            match (found, default) {
+                (Ok(v), _) => out.push_str(&v),
+                (Err(_), Some(d)) => out.push_str(d),
+                (Err(problem), None) => missing.push(problem),
             }
             rest = &body[end + 1..];
         } else {
@@ -86,6 +97,9 @@ pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (String, Vec<
 
 fn is_reference(s: &str) -> bool {
     let name = s.split_once(":-").map_or(s, |(n, _)| n);
+    if let Some(path) = name.strip_prefix("file:") {
+        return !path.is_empty();
+    }
     !name.is_empty()
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && !name.as_bytes()[0].is_ascii_digit()
@@ -104,7 +118,19 @@ mod tests {
         assert_eq!(expand("http://${HOST}/x", &env).0, "http://example.com/x");
         assert_eq!(expand("${PORT:-8080}", &env).0, "8080");
         assert_eq!(expand("$${HOST} costs $5", &env).0, "${HOST} costs $5");
-        assert_eq!(expand("${NOPE}", &env).1, vec!["NOPE".to_string()]);
+        assert!(expand("${NOPE}", &env).1[0].contains("`NOPE` is not set"));
+    }
+
+    #[test]
+    fn file_references_read_the_file_without_its_last_line_break() {
+        let path = std::env::temp_dir().join(format!("weft-secret-{}", std::process::id()));
+        std::fs::write(&path, "s3cret value\n").unwrap();
+        let text = format!("key=${{file:{}}};", path.display());
+        assert_eq!(expand(&text, &env), ("key=s3cret value;".to_string(), vec![]));
+        std::fs::remove_file(&path).unwrap();
+        let (_, problems) = expand(&text, &env);
+        assert!(problems[0].contains("cannot be read: entity not found"), "{problems:?}");
+        assert_eq!(expand(&format!("${{file:{}:-none}}", path.display()), &env).0, "none");
     }
 
     #[test]

@@ -77,7 +77,7 @@ impl InputConfig {
     /// Compiles what can be compiled and checks what can be checked without running.
     pub fn build(self, shared: &Shared, resources: &Resources) -> Result<Input, Vec<BuildError>> {
         Ok(match self {
-            InputConfig::HttpServer(c) => Input::HttpServer(c.build()?),
+            InputConfig::HttpServer(c) => Input::HttpServer(c.build(&shared.http)?),
             InputConfig::HttpPoll(c) => {
                 Input::HttpPoll(Box::new(c.build(&shared.http, resources)?))
             }

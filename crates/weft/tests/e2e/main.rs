@@ -15,6 +15,7 @@ mod http_input;
 mod http_poll;
 mod http_processor;
 mod idempotency;
+mod jwt_auth;
 mod mqtt;
 mod nats;
 mod openapi;

@@ -1,6 +1,6 @@
-//! Inbound auth for `http_server`: API keys, basic auth and HMAC-signed webhooks (generic, or
-//! the GitHub, Stripe, Slack and Shopify presets), checked before anything reaches the flow.
-//! A request that fails is answered 401 with a short reason (which never repeats a secret) and
+//! Inbound auth for `http_server`: API keys, basic auth, HMAC-signed webhooks (generic, or
+//! the GitHub, Stripe, Slack and Shopify presets) and JWT bearer tokens (see [`super::jwt`]),
+//! checked before anything reaches the flow. A request that fails is answered 401 with a short reason (which never repeats a secret) and
 //! logged; nothing of it is processed. The credential (the API key header or query parameter,
 //! the `Authorization` header) is kept out of the message's `%http` metadata.
 //!
@@ -24,6 +24,7 @@
 //!     auth: { hmac: { preset: github, secret: "${GH_SECRET}" } }
 //! # auth: { api_key: { header: X-Api-Key, keys: ["${K1}", "${K2}"] } }
 //! # auth: { basic: { users: { partner: "${PARTNER_PASSWORD}" } } }
+//! # auth: { jwt: { jwks_url: "https://login.example.com/.well-known/jwks.json", audience: orders-api } }
 //! # auth: { hmac: { secret: "${S}", header: X-Signature, prefix: "sha256=", encoding: hex,
 //! #                 algorithm: sha256, timestamp_header: X-Timestamp, signed: "{timestamp}.{body}" } }
 //! ```
@@ -36,6 +37,7 @@ use base64::Engine;
 use http::HeaderMap;
 use serde::Deserialize;
 
+use crate::clients::http::HttpClient;
 use crate::clients::secret::Secret;
 use crate::config::BuildError;
 use crate::config::units::Dur;
@@ -47,6 +49,7 @@ pub enum Config {
     ApiKey(ApiKeyConfig),
     Basic(BasicConfig),
     Hmac(HmacConfig),
+    Jwt(Box<super::jwt::JwtConfig>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +131,7 @@ pub enum Auth {
     },
     Basic(HashMap<String, Secret>),
     Hmac(Box<Hmac>),
+    Jwt(Box<super::jwt::Jwt>),
 }
 
 impl std::fmt::Debug for Auth {
@@ -137,6 +141,7 @@ impl std::fmt::Debug for Auth {
             Auth::ApiKey { .. } => "Auth::ApiKey",
             Auth::Basic(_) => "Auth::Basic",
             Auth::Hmac(_) => "Auth::Hmac",
+            Auth::Jwt(_) => "Auth::Jwt",
         })
     }
 }
@@ -175,7 +180,7 @@ enum Scheme {
 }
 
 impl Config {
-    pub fn build(&self) -> Result<Auth, Vec<BuildError>> {
+    pub fn build(&self, http: &HttpClient) -> Result<Auth, Vec<BuildError>> {
         match self {
             Config::ApiKey(c) => {
                 if c.keys.is_empty() || c.keys.iter().any(|k| k.expose().is_empty()) {
@@ -228,6 +233,7 @@ impl Config {
                 Ok(Auth::Basic(c.users.clone()))
             }
             Config::Hmac(c) => c.build().map(|h| Auth::Hmac(Box::new(h))),
+            Config::Jwt(c) => c.build(http).map(|j| Auth::Jwt(Box::new(j))),
         }
     }
 }
@@ -389,9 +395,29 @@ impl Seen {
     }
 }
 
-/// Why a request was refused: said to the caller as it is.
+/// Why a request was refused: said to the caller as it is, with its status (401, or 503 when
+/// weft itself cannot check, e.g. a key set it could not fetch).
 #[derive(Debug, PartialEq, Eq)]
-pub struct Refused(pub &'static str);
+pub struct Refused {
+    pub reason: &'static str,
+    pub status: http::StatusCode,
+}
+
+impl Refused {
+    pub fn new(reason: &'static str) -> Refused {
+        Refused {
+            reason,
+            status: http::StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    pub fn unavailable(reason: &'static str) -> Refused {
+        Refused {
+            reason,
+            status: http::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
 
 /// Two byte strings compared in time that depends only on their lengths.
 fn equal_tags(a: &[u8], b: &[u8]) -> bool {
@@ -401,8 +427,12 @@ fn equal_tags(a: &[u8], b: &[u8]) -> bool {
 impl Auth {
     /// The check of what comes before the body: the whole check for keys and basic auth; for
     /// signatures, that the signature (and a signed timestamp within tolerance) is there, so
-    /// no unsigned request holds a place while its body is read.
-    pub fn check_head(&self, headers: &HeaderMap, query: Option<&str>) -> Result<(), Refused> {
+    /// no unsigned request holds a place while its body is read. A valid JWT's claims.
+    pub async fn check_head(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Option<vrl::value::Value>, Refused> {
         match self {
             Auth::ApiKey {
                 header,
@@ -419,7 +449,7 @@ impl Auth {
                     (None, None) => None,
                 };
                 let Some(given) = given else {
-                    return Err(Refused("missing API key"));
+                    return Err(Refused::new("missing API key"));
                 };
                 // Every key is compared, so the time taken does not tell which one is close.
                 let mut ok = false;
@@ -427,9 +457,9 @@ impl Auth {
                     ok |= key.matches(&given);
                 }
                 if ok {
-                    Ok(())
+                    Ok(None)
                 } else {
-                    Err(Refused("invalid API key"))
+                    Err(Refused::new("invalid API key"))
                 }
             }
             Auth::Basic(users) => {
@@ -440,16 +470,16 @@ impl Auth {
                     .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
                     .map(|(_, credentials)| credentials)
                 else {
-                    return Err(Refused("missing basic credentials"));
+                    return Err(Refused::new("missing basic credentials"));
                 };
                 let decoded = base64::engine::general_purpose::STANDARD
                     .decode(value.trim())
                     .ok()
                     .and_then(|d| String::from_utf8(d).ok())
-                    .ok_or(Refused("malformed basic credentials"))?;
+                    .ok_or(Refused::new("malformed basic credentials"))?;
                 let (user, password) = decoded
                     .split_once(':')
-                    .ok_or(Refused("malformed basic credentials"))?;
+                    .ok_or(Refused::new("malformed basic credentials"))?;
                 let ok = match users.get(user) {
                     Some(expected) => expected.matches(password.as_bytes()),
                     None => {
@@ -460,12 +490,15 @@ impl Auth {
                     }
                 };
                 if ok {
-                    Ok(())
+                    Ok(None)
                 } else {
-                    Err(Refused("invalid credentials"))
+                    Err(Refused::new("invalid credentials"))
                 }
             }
-            Auth::Hmac(h) => h.parse(headers, chrono::Utc::now().timestamp()).map(|_| ()),
+            Auth::Hmac(h) => h
+                .parse(headers, chrono::Utc::now().timestamp())
+                .map(|_| None),
+            Auth::Jwt(j) => j.check(headers).await.map(Some),
         }
     }
 
@@ -487,7 +520,7 @@ impl Auth {
     pub fn secret_header(&self) -> Option<&http::HeaderName> {
         match self {
             Auth::ApiKey { header, .. } => header.as_ref(),
-            Auth::Basic(_) => Some(&http::header::AUTHORIZATION),
+            Auth::Basic(_) | Auth::Jwt(_) => Some(&http::header::AUTHORIZATION),
             Auth::Hmac(_) => None,
         }
     }
@@ -524,17 +557,18 @@ impl Hmac {
                 ..
             } => {
                 let value =
-                    header_text(headers, header).ok_or(Refused("missing signature header"))?;
+                    header_text(headers, header).ok_or(Refused::new("missing signature header"))?;
                 let value = value
                     .trim()
                     .strip_prefix(prefix.as_str())
-                    .ok_or(Refused("malformed signature"))?;
-                let signature = decode(value, *encoding).ok_or(Refused("malformed signature"))?;
+                    .ok_or(Refused::new("malformed signature"))?;
+                let signature =
+                    decode(value, *encoding).ok_or(Refused::new("malformed signature"))?;
                 let timestamp = match timestamp {
                     Some(name) => Some(
                         header_text(headers, name)
                             .map(str::trim)
-                            .ok_or(Refused("missing or malformed signature timestamp"))?,
+                            .ok_or(Refused::new("missing or malformed signature timestamp"))?,
                     ),
                     None => None,
                 };
@@ -546,7 +580,7 @@ impl Hmac {
             Scheme::Stripe => {
                 let value =
                     header_text(headers, &http::HeaderName::from_static("stripe-signature"))
-                        .ok_or(Refused("missing signature header"))?;
+                        .ok_or(Refused::new("missing signature header"))?;
                 let mut timestamp = None;
                 let mut signatures = Vec::new();
                 for item in value.split(',') {
@@ -554,22 +588,24 @@ impl Hmac {
                         Some(("t", t)) => timestamp = Some(t),
                         Some(("v1", s)) => {
                             if signatures.len() == MAX_CANDIDATES {
-                                return Err(Refused("too many signatures"));
+                                return Err(Refused::new("too many signatures"));
                             }
                             signatures.push(
-                                decode(s, Encoding::Hex).ok_or(Refused("malformed signature"))?,
+                                decode(s, Encoding::Hex)
+                                    .ok_or(Refused::new("malformed signature"))?,
                             );
                         }
                         _ => {}
                     }
                 }
                 if signatures.is_empty() {
-                    return Err(Refused("missing signature"));
+                    return Err(Refused::new("missing signature"));
                 }
                 Claimed {
                     signatures,
                     timestamp: Some(
-                        timestamp.ok_or(Refused("missing or malformed signature timestamp"))?,
+                        timestamp
+                            .ok_or(Refused::new("missing or malformed signature timestamp"))?,
                     ),
                 }
             }
@@ -577,9 +613,9 @@ impl Hmac {
         if let Some(text) = claimed.timestamp {
             let ts = text
                 .parse::<i64>()
-                .map_err(|_| Refused("missing or malformed signature timestamp"))?;
+                .map_err(|_| Refused::new("missing or malformed signature timestamp"))?;
             if now.abs_diff(ts) > self.tolerance.as_secs() {
-                return Err(Refused("signature timestamp outside the tolerance"));
+                return Err(Refused::new("signature timestamp outside the tolerance"));
             }
         }
         Ok(claimed)
@@ -612,14 +648,14 @@ impl Hmac {
                 other => other,
             });
         let Some(valid) = valid else {
-            return Err(Refused("invalid signature"));
+            return Err(Refused::new("invalid signature"));
         };
         // Keyed by the decoded bytes, so a re-encoding is the same signature. Kept twice the
         // tolerance: a timestamp may be up to `tolerance` ahead of this clock.
         let key = base64::engine::general_purpose::STANDARD.encode(valid);
         let keep = self.tolerance * 2;
         if !self.seen.take(&key, Instant::now() + keep) {
-            return Err(Refused("signature already used (replay)"));
+            return Err(Refused::new("signature already used (replay)"));
         }
         Ok(Signature {
             key,
@@ -703,7 +739,7 @@ mod tests {
         let first = h.verify(&ok, body, now + 10).unwrap();
         assert_eq!(
             h.verify(&ok, body, now + 10).err(),
-            Some(Refused("signature already used (replay)"))
+            Some(Refused::new("signature already used (replay)"))
         );
         drop(first);
         h.verify(&ok, body, now + 10).unwrap().accept();
@@ -711,15 +747,15 @@ mod tests {
             |headers: &HeaderMap, body: &[u8], now: i64| h.verify(headers, body, now).err();
         assert_eq!(
             refused(&ok, body, now + 10),
-            Some(Refused("signature already used (replay)"))
+            Some(Refused::new("signature already used (replay)"))
         );
         assert_eq!(
             refused(&ok, body, now + 301),
-            Some(Refused("signature timestamp outside the tolerance"))
+            Some(Refused::new("signature timestamp outside the tolerance"))
         );
         assert_eq!(
             refused(&ok, b"{\"id\":\"evt_2\"}", now),
-            Some(Refused("invalid signature"))
+            Some(Refused::new("invalid signature"))
         );
         assert_eq!(
             refused(
@@ -727,13 +763,13 @@ mod tests {
                 body,
                 now
             ),
-            Some(Refused("missing or malformed signature timestamp"))
+            Some(Refused::new("missing or malformed signature timestamp"))
         );
         // A flood of candidates costs one HMAC, and more than a handful is refused.
         let flood = format!("t={now},{}", ["v1=00"; 9].join(","));
         assert_eq!(
             refused(&headers(&[("stripe-signature", flood)]), body, now),
-            Some(Refused("too many signatures"))
+            Some(Refused::new("too many signatures"))
         );
     }
 

@@ -56,6 +56,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clients::http::HttpClient;
 use crate::config::BuildError;
 use crate::config::units::{Dur, Size};
 use crate::core::durable::{AcceptError, Reservation};
@@ -66,6 +67,7 @@ use crate::engine::RunFlow;
 
 pub mod auth;
 pub mod idempotency;
+pub mod jwt;
 
 use idempotency::{Begin, Idempotency};
 
@@ -136,7 +138,7 @@ pub struct Endpoint {
 }
 
 impl Config {
-    pub fn build(&self) -> Result<Endpoint, Vec<BuildError>> {
+    pub fn build(&self, http: &HttpClient) -> Result<Endpoint, Vec<BuildError>> {
         let mut errors = Vec::new();
         let address = self
             .address
@@ -183,7 +185,7 @@ impl Config {
                 None
             }
         };
-        let auth = match self.auth.as_ref().map(auth::Config::build) {
+        let auth = match self.auth.as_ref().map(|a| a.build(http)) {
             None => None,
             Some(Ok(a)) => Some(Arc::new(a)),
             Some(Err(e)) => {
@@ -353,11 +355,16 @@ async fn answer(
             .insert(header::ALLOW, route.allow.clone());
         return response;
     }
-    if let Some(auth) = &endpoint.auth
-        && let Err(refused) = auth.check_head(request.headers(), request.uri().query())
-    {
-        return unauthorized(&route, auth, refused);
-    }
+    let claims = match &endpoint.auth {
+        Some(auth) => match auth
+            .check_head(request.headers(), request.uri().query())
+            .await
+        {
+            Ok(claims) => claims,
+            Err(refused) => return unauthorized(&route, auth, refused),
+        },
+        None => None,
+    };
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -469,7 +476,7 @@ async fn answer(
     };
     let mut message = Message::new(value);
     if route.flow.reads_metadata() {
-        message.metadata = metadata(&parts, endpoint.auth.as_deref());
+        message.metadata = metadata(&parts, endpoint.auth.as_deref(), claims);
     }
     if route.flow.store().is_none() {
         // Nothing to settle: a caller hanging up may cancel the delivery, which it never saw
@@ -494,14 +501,23 @@ async fn answer(
     })
 }
 
-/// 401 with the short reason; basic auth also says how to authenticate.
+/// 401 with the short reason (basic auth and JWT also say how to authenticate), or 503 when
+/// weft could not check.
 fn unauthorized(route: &Route, auth: &auth::Auth, refused: auth::Refused) -> Response {
-    tracing::warn!(flow = %route.flow.name, reason = refused.0, "request refused by auth");
-    let mut response = error(StatusCode::UNAUTHORIZED, refused.0, None);
-    if let auth::Auth::Basic(_) = auth {
+    tracing::warn!(flow = %route.flow.name, reason = refused.reason, "request refused by auth");
+    if refused.status != StatusCode::UNAUTHORIZED {
+        return retry_later(refused.status, refused.reason);
+    }
+    let mut response = error(refused.status, refused.reason, None);
+    let challenge = match auth {
+        auth::Auth::Basic(_) => Some("Basic realm=\"weft\""),
+        auth::Auth::Jwt(_) => Some("Bearer realm=\"weft\""),
+        _ => None,
+    };
+    if let Some(challenge) = challenge {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"weft\""),
+            HeaderValue::from_static(challenge),
         );
     }
     response
@@ -611,7 +627,11 @@ fn ack(id: &str, filtered: bool) -> Response {
 }
 
 /// `%http`; the credential `auth` checked (its header or query parameter) is left out.
-fn metadata(parts: &http::request::Parts, auth: Option<&auth::Auth>) -> Value {
+fn metadata(
+    parts: &http::request::Parts,
+    auth: Option<&auth::Auth>,
+    claims: Option<Value>,
+) -> Value {
     let hidden = auth.and_then(auth::Auth::secret_header);
     let mut headers = BTreeMap::new();
     for (name, value) in &parts.headers {
@@ -641,6 +661,9 @@ fn metadata(parts: &http::request::Parts, auth: Option<&auth::Auth>) -> Value {
     );
     let mut meta = empty_object();
     insert(&mut meta, "http", http);
+    if let Some(claims) = claims {
+        insert(&mut meta, "jwt", claims);
+    }
     meta
 }
 
@@ -663,9 +686,9 @@ mod tests {
 
     #[test]
     fn paths_the_router_would_reject_are_config_errors() {
-        assert!(config("/hooks/orders").build().is_ok());
+        assert!(config("/hooks/orders").build(&HttpClient::new()).is_ok());
         for bad in ["/hooks/{id}", "/hooks/:id", "/files/*rest", "hooks"] {
-            assert!(config(bad).build().is_err(), "{bad}");
+            assert!(config(bad).build(&HttpClient::new()).is_err(), "{bad}");
         }
     }
 }
