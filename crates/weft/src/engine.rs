@@ -68,6 +68,8 @@ pub struct Options {
     pub admin_address: SocketAddr,
     /// The bearer token admin requests must carry; required when the address is not loopback.
     pub admin_token: Option<crate::clients::secret::Secret>,
+    /// Serve the admin endpoint over HTTPS.
+    pub admin_tls: Option<Arc<crate::server::tls::Tls>>,
     /// The store file `weft.db` lives here; created when a flow is `durable`.
     pub data_dir: PathBuf,
 }
@@ -204,11 +206,11 @@ pub async fn run(
     let admin_task = tokio::spawn({
         let stop = admin_stop.clone();
         let router = crate::admin::router(handle, store.clone(), admin_token);
-        async move {
-            axum::serve(admin, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
+        let tls = options.admin_tls.clone();
+        if let Some(tls) = &tls {
+            tokio::spawn(tls.clone().watch("admin".into(), stop.clone()));
         }
+        crate::server::serve(admin, router, tls, crate::server::Limits::default(), stop)
     });
     tracing::info!(address = %admin_address, "admin endpoint: /metrics, /health");
 

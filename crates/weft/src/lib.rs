@@ -11,6 +11,7 @@
 //! - [`clients`]: per-system client code shared by inputs and outputs (HTTP).
 //! - [`engine`]: starts flows, serves HTTP inputs by address, drains on shutdown.
 //! - [`admin`]: `/metrics` and `/health`.
+//! - [`server`]: the HTTP server loop of `http_server` and the admin endpoint: TLS, limits.
 
 pub mod admin;
 pub mod clients;
@@ -20,3 +21,4 @@ pub mod engine;
 pub mod inputs;
 pub mod outputs;
 pub mod processors;
+pub mod server;

@@ -240,6 +240,7 @@ async fn run(
     let options = weft::engine::Options {
         admin_address: admin,
         admin_token,
+        admin_tls: loaded.admin_tls.clone(),
         data_dir,
     };
     let summary = weft::engine::run(loaded, options, shutdown).await?;
@@ -250,9 +251,17 @@ async fn run(
     })
 }
 
-/// First SIGTERM/SIGINT: drain and stop. Second: stop now.
+/// First SIGTERM/SIGINT: drain and stop. Second: stop now. SIGHUP reloads TLS certificates
+/// (each server's watcher listens for it too) and never stops weft.
 async fn signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
+    if let Ok(mut hangup) = signal(SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: TLS certificates are read again");
+            }
+        });
+    }
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }

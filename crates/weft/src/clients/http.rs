@@ -95,6 +95,22 @@ fn tcp(connect_timeout: Duration) -> HttpConnector {
     http
 }
 
+/// The TLS versions from a `min_tls` setting (`"1.2"`, the default, or `"1.3"`).
+pub fn tls_versions(
+    min_tls: Option<&str>,
+) -> Result<&'static [&'static rustls::SupportedProtocolVersion], String> {
+    static BOTH: [&rustls::SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS13, &rustls::version::TLS12];
+    static ONLY_13: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    match min_tls {
+        None | Some("1.2") => Ok(&BOTH),
+        Some("1.3") => Ok(&ONLY_13),
+        Some(other) => Err(format!(
+            "`{other}` is not a TLS version weft speaks; use \"1.2\" or \"1.3\""
+        )),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("request timed out after {0:?}")]
@@ -151,17 +167,8 @@ impl HttpClient {
             return Ok(shared.clone());
         }
         let err = |field: &str, message: String| vec![BuildError::new(field, message)];
-        let versions: &[&'static rustls::SupportedProtocolVersion] = match config.min_tls.as_deref()
-        {
-            None | Some("1.2") => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            Some("1.3") => &[&rustls::version::TLS13],
-            Some(other) => {
-                return Err(err(
-                    "client.min_tls",
-                    format!("`{other}` is not a TLS version weft speaks; use \"1.2\" or \"1.3\""),
-                ));
-            }
-        };
+        let versions =
+            tls_versions(config.min_tls.as_deref()).map_err(|m| err("client.min_tls", m))?;
         let mut roots = rustls::RootCertStore::empty();
         match &config.ca_file {
             Some(path) => {

@@ -126,11 +126,20 @@ mod tests {
         let path = std::env::temp_dir().join(format!("weft-secret-{}", std::process::id()));
         std::fs::write(&path, "s3cret value\n").unwrap();
         let text = format!("key=${{file:{}}};", path.display());
-        assert_eq!(expand(&text, &env), ("key=s3cret value;".to_string(), vec![]));
+        assert_eq!(
+            expand(&text, &env),
+            ("key=s3cret value;".to_string(), vec![])
+        );
         std::fs::remove_file(&path).unwrap();
         let (_, problems) = expand(&text, &env);
-        assert!(problems[0].contains("cannot be read: entity not found"), "{problems:?}");
-        assert_eq!(expand(&format!("${{file:{}:-none}}", path.display()), &env).0, "none");
+        assert!(
+            problems[0].contains("cannot be read: entity not found"),
+            "{problems:?}"
+        );
+        assert_eq!(
+            expand(&format!("${{file:{}:-none}}", path.display()), &env).0,
+            "none"
+        );
     }
 
     #[test]

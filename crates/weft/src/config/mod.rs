@@ -117,12 +117,17 @@ impl FlowSpec {
     }
 }
 
+/// What flows sharing an `http_server` address must agree on.
+type ListenerSettings = (Option<crate::server::tls::TlsConfig>, crate::server::Limits);
+
 /// Everything `weft run` needs.
 pub struct Loaded {
     pub flows: Vec<FlowSpec>,
     pub admin_address: Option<std::net::SocketAddr>,
     /// `admin.token`: the bearer token the admin endpoint asks for.
     pub admin_token: Option<crate::clients::secret::Secret>,
+    /// `admin.tls`, its files read.
+    pub admin_tls: Option<std::sync::Arc<crate::server::tls::Tls>>,
     pub shutdown_timeout: Duration,
     pub durability: Durability,
     pub resources: Resources,
@@ -165,6 +170,9 @@ struct AdminConfig {
     /// The bearer token every admin request must carry; required off loopback.
     #[serde(default)]
     token: Option<crate::clients::secret::Secret>,
+    /// Serve the admin endpoint over HTTPS; see [`crate::server::tls`].
+    #[serde(default)]
+    tls: Option<crate::server::tls::TlsConfig>,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -240,11 +248,14 @@ struct Loader<'a> {
     flows: Vec<FlowSpec>,
     admin_address: Option<std::net::SocketAddr>,
     admin_token: Option<crate::clients::secret::Secret>,
+    admin_tls: Option<std::sync::Arc<crate::server::tls::Tls>>,
     admin_seen: bool,
     shutdown_timeout: Option<Duration>,
     durability: Option<Durability>,
     seen_flows: HashMap<String, String>,
     endpoints: HashMap<(std::net::SocketAddr, String), String>,
+    /// Per address: the first flow on it, and its TLS and limits (which every flow there shares).
+    listeners: HashMap<std::net::SocketAddr, (String, ListenerSettings)>,
     shared: &'a Shared,
     resources: Resources,
 }
@@ -394,11 +405,13 @@ impl<'a> Loader<'a> {
             flows: Vec::new(),
             admin_address: None,
             admin_token: None,
+            admin_tls: None,
             admin_seen: false,
             shutdown_timeout: None,
             durability: None,
             seen_flows: HashMap::new(),
             endpoints: HashMap::new(),
+            listeners: HashMap::new(),
             shared,
             resources: Resources::default(),
         }
@@ -412,6 +425,7 @@ impl<'a> Loader<'a> {
             flows: self.flows,
             admin_address: self.admin_address,
             admin_token: self.admin_token,
+            admin_tls: self.admin_tls,
             shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
             durability: self.durability.unwrap_or_default(),
             resources: self.resources,
@@ -469,6 +483,21 @@ impl<'a> Loader<'a> {
                     Ok(admin) => {
                         self.admin_seen = true;
                         self.admin_token = admin.token;
+                        match admin.tls.as_ref().map(|t| t.load()) {
+                            None => {}
+                            Some(Ok(tls)) => self.admin_tls = Some(std::sync::Arc::new(tls)),
+                            Some(Err(errors)) => {
+                                let at = find(value, "tls").unwrap_or(value);
+                                for e in errors {
+                                    let field = e.field.trim_start_matches("tls.").to_string();
+                                    self.errors.push(ctx.error(
+                                        find(at, &field).unwrap_or(at).loc,
+                                        &format!("admin.{}", e.field),
+                                        e.message,
+                                    ));
+                                }
+                            }
+                        }
                         match admin.address.as_deref().map(str::parse) {
                             None => {}
                             Some(Ok(address)) => self.admin_address = Some(address),
@@ -926,6 +955,36 @@ impl<'a> Loader<'a> {
                 if let Input::HttpServer(endpoint) = &input {
                     let key = (endpoint.address, endpoint.path.clone());
                     let flow = ctx.flow.clone().unwrap_or_default();
+                    let shared = (
+                        endpoint.tls.as_ref().map(|t| t.config().clone()),
+                        endpoint.limits.clone(),
+                    );
+                    match self.listeners.get(&endpoint.address) {
+                        Some((other, theirs)) if *theirs != shared => {
+                            let field = if theirs.0 != shared.0 {
+                                "tls"
+                            } else {
+                                "limits"
+                            };
+                            let loc = find(settings(node), field)
+                                .or_else(|| find(settings(node), "address"))
+                                .unwrap_or(node)
+                                .loc;
+                            self.errors.push(ctx.error(
+                                loc,
+                                field,
+                                format!(
+                                    "flow `{other}` serves {} with other `{field}` settings; flows sharing an address share its `tls` and `limits`",
+                                    endpoint.address
+                                ),
+                            ));
+                        }
+                        Some(_) => {}
+                        None => {
+                            self.listeners
+                                .insert(endpoint.address, (flow.clone(), shared));
+                        }
+                    }
                     if let Some(other) = self.endpoints.insert(key, flow) {
                         let loc = find(settings(node), "path").unwrap_or(node).loc;
                         self.errors.push(ctx.error(

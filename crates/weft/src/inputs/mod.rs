@@ -38,7 +38,7 @@ use crate::outputs::Shared;
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InputConfig {
-    HttpServer(http_server::Config),
+    HttpServer(Box<http_server::Config>),
     HttpPoll(Box<http_poll::Config>),
     SqlPoll(Box<sql_poll::Config>),
     PostgresListen(postgres_listen::Config),

@@ -100,3 +100,55 @@ fn pattern_errors_point_into_nested_steps_and_short_forms() {
         );
     }
 }
+
+#[test]
+fn server_settings_are_checked_and_shared_per_address() {
+    let dir = scratch();
+    std::fs::write(
+        dir.join("bad.yaml"),
+        r#"flows:
+  a:
+    input:
+      http_server:
+        address: 127.0.0.1:8443
+        path: /a
+        tls: { cert_file: /nonexistent/server.pem, key_file: /nonexistent/server.key }
+    output: { drop: {} }
+  b:
+    input:
+      http_server:
+        address: 127.0.0.1:8080
+        path: /b
+        limits: { max_connections: 10 }
+    output: { drop: {} }
+  c:
+    input:
+      http_server:
+        address: 127.0.0.1:8080
+        path: /c
+        limits: { max_connections: 20 }
+    output: { drop: {} }
+  d:
+    input:
+      http_server:
+        address: 127.0.0.1:9090
+        limits: { max_header_size: 1KiB }
+        auth: { jwt: { jwks_url: "https://login.example.com/jwks" } }
+    output: { drop: {} }
+"#,
+    )
+    .unwrap();
+    let (status, _, stderr) = weft_cmd(&["check", "bad.yaml"], &dir);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    for expected in [
+        "bad.yaml:7:27: flow `a`, input.http_server, field `tls.cert_file`: /nonexistent/server.pem",
+        "flow `d`, input.http_server, field `limits.max_header_size`: at least 8192 bytes",
+        "bad.yaml:21:17: flow `c`, input.http_server, field `limits`: flow `b` serves 127.0.0.1:8080 with other `limits` settings",
+        "field `auth.jwt.audience`: with `jwks_url`, name the `audience`",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}

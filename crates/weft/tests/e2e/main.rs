@@ -22,6 +22,7 @@ mod openapi;
 mod patterns;
 mod peers;
 mod redis;
+mod server_tls;
 mod soap;
 mod sql;
 mod support;

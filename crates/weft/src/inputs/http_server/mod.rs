@@ -50,8 +50,6 @@ use axum::routing::any;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -64,6 +62,8 @@ use crate::core::flow::{Admission, FlowError, Processed};
 use crate::core::mapping::{Value, empty_object, insert};
 use crate::core::{Message, body};
 use crate::engine::RunFlow;
+use crate::server::Limits;
+use crate::server::tls::{Tls, TlsConfig};
 
 pub mod auth;
 pub mod idempotency;
@@ -98,6 +98,12 @@ pub struct Config {
     /// How callers prove who they are; see [`auth`].
     #[serde(default)]
     pub auth: Option<auth::Config>,
+    /// Serve HTTPS (and optionally require client certificates); see [`crate::server::tls`].
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Connection limits of the address (shared by every flow on it); see [`Limits`].
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -107,9 +113,6 @@ pub enum ResponseMode {
     Ack,
     Pipeline,
 }
-
-/// Time a client has to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn default_path() -> String {
     "/".into()
@@ -135,6 +138,8 @@ pub struct Endpoint {
     response: ResponseMode,
     idempotency: Option<Idempotency>,
     auth: Option<Arc<auth::Auth>>,
+    pub tls: Option<Arc<Tls>>,
+    pub limits: Limits,
 }
 
 impl Config {
@@ -196,9 +201,23 @@ impl Config {
                 None
             }
         };
+        let tls = match self.tls.as_ref().map(TlsConfig::load) {
+            None => None,
+            Some(Ok(tls)) => Some(Arc::new(tls)),
+            Some(Err(e)) => {
+                errors.extend(e);
+                None
+            }
+        };
+        errors.extend(self.limits.check().into_iter().map(|mut e| {
+            e.field = format!("limits.{}", e.field);
+            e
+        }));
         match address {
             Some(address) if errors.is_empty() => Ok(Endpoint {
                 auth,
+                tls,
+                limits: self.limits.clone(),
                 address,
                 path: self.path.clone(),
                 methods,
@@ -239,6 +258,12 @@ pub async fn serve(
     endpoints: Vec<(Endpoint, Arc<RunFlow>)>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // Flows sharing an address share its TLS and limits (the config loader checks they agree).
+    let (tls, limits) = endpoints
+        .first()
+        .map(|(e, _)| (e.tls.clone(), e.limits.clone()))
+        .unwrap_or_default();
+    let address = listener.local_addr()?;
     let mut router = Router::new();
     let work = TaskTracker::new();
     for (endpoint, flow) in endpoints {
@@ -262,49 +287,13 @@ pub async fn serve(
     }
     let router = router
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no flow listens on this path", None) });
-    // Our own accept loop rather than `axum::serve`: it sets a header read timeout (a client that
-    // trickles its headers is cut off instead of holding a connection and blocking shutdown).
-    let connections = TaskTracker::new();
-    loop {
-        let (stream, _) = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let shutdown = shutdown.clone();
-        connections.spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = shutdown.cancelled() => {
-                    // Finish the request in progress, then close.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+    if let Some(tls) = &tls {
+        tokio::spawn(
+            tls.clone()
+                .watch(format!("http_server {address}"), shutdown.clone()),
+        );
     }
-    drop(listener);
-    connections.close();
-    connections.wait().await;
+    crate::server::serve(listener, router, tls, limits, shutdown).await;
     // Messages whose callers hung up are still finishing.
     work.close();
     work.wait().await;
@@ -681,6 +670,8 @@ mod tests {
             response: ResponseMode::Ack,
             idempotency: None,
             auth: None,
+            tls: None,
+            limits: Limits::default(),
         }
     }
 

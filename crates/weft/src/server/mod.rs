@@ -1,0 +1,180 @@
+//! weft's HTTP server loop, shared by the `http_server` inputs and the admin endpoint: HTTP/1.1
+//! over plain TCP or TLS ([`tls`]), with limits on what a client can hold: connections at once,
+//! header count and size, and the time to send the headers (a slow client is cut off). Request
+//! bodies are limited by their handlers.
+
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::units::{Dur, Size};
+
+/// The limits one listening address applies to its clients.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Connections served at once; more wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Headers one request may carry (more is answered 431).
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Bytes the request line and headers may take together (more is answered 431).
+    #[serde(default = "default_max_header_size")]
+    pub max_header_size: Size,
+    /// Time a client has to complete the TLS handshake and send a request's headers.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Dur,
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_max_header_size() -> Size {
+    Size(16 * 1024)
+}
+fn default_header_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: default_max_connections(),
+            max_headers: default_max_headers(),
+            max_header_size: default_max_header_size(),
+            header_timeout: default_header_timeout(),
+        }
+    }
+}
+
+/// hyper's smallest read buffer; header limits below it cannot be enforced.
+const MIN_HEADER_SIZE: u64 = 8192;
+
+impl Limits {
+    /// The problems with these limits, by field.
+    pub fn check(&self) -> Vec<crate::config::BuildError> {
+        let mut errors = Vec::new();
+        if self.max_connections == 0 {
+            errors.push(crate::config::BuildError::new(
+                "max_connections",
+                "allow at least one connection",
+            ));
+        }
+        if self.max_headers == 0 {
+            errors.push(crate::config::BuildError::new(
+                "max_headers",
+                "allow at least one header",
+            ));
+        }
+        if self.max_header_size.0 < MIN_HEADER_SIZE {
+            errors.push(crate::config::BuildError::new(
+                "max_header_size",
+                format!("at least {MIN_HEADER_SIZE} bytes"),
+            ));
+        }
+        if self.header_timeout.0.is_zero() {
+            errors.push(crate::config::BuildError::new(
+                "header_timeout",
+                "give the client some time",
+            ));
+        }
+        errors
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown`, then lets the requests in progress finish
+/// (their callers get their real answer) and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: Option<Arc<tls::Tls>>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let connections = TaskTracker::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    loop {
+        // A client beyond `max_connections` waits in the listen backlog until one closes.
+        let slot = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let (stream, _) = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let shutdown = shutdown.clone();
+        let limits = limits.clone();
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
+        connections.spawn(async move {
+            let _slot = slot;
+            match acceptor {
+                None => connection(stream, router, &limits, shutdown).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_timeout.0, acceptor.accept(stream))
+                            .await;
+                    match handshake {
+                        Ok(Ok(stream)) => connection(stream, router, &limits, shutdown).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
+
+async fn connection<S>(stream: S, router: Router, limits: &Limits, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let service = TowerToHyperService::new(router);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout.0)
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_header_size.0 as usize);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            // Finish the request in progress, then close.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
