@@ -21,6 +21,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 
+use super::outbound::{Denied, Guard, Guarded};
 use crate::config::BuildError;
 use crate::config::units::Dur;
 
@@ -117,6 +118,9 @@ pub enum ClientError {
     Timeout(Duration),
     #[error("{0}")]
     Connect(String),
+    /// The outbound guard refused the destination: trying again would not help.
+    #[error("{0}")]
+    Denied(String),
 }
 
 /// Marks an answer whose body was cut short: over the size limit, broken off, or past the
@@ -127,12 +131,14 @@ pub struct Truncated;
 #[derive(Clone)]
 pub struct HttpClient {
     inner: Inner,
+    /// The outbound guard's rules, shared by every client made from this one.
+    guard: Guard,
 }
 
 #[derive(Clone)]
 enum Inner {
-    Direct(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
-    Tunneled(Client<HttpsConnector<Tunnel<HttpConnector>>, Full<Bytes>>),
+    Direct(Client<HttpsConnector<Guarded<HttpConnector>>, Full<Bytes>>),
+    Tunneled(Client<HttpsConnector<Guarded<Tunnel<HttpConnector>>>, Full<Bytes>>),
 }
 
 impl Default for HttpClient {
@@ -143,18 +149,30 @@ impl Default for HttpClient {
 
 impl HttpClient {
     pub fn new() -> HttpClient {
+        let guard = Guard::default();
         let https = HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
             .expect("ring supports the default protocol versions")
             .https_or_http()
             .enable_all_versions()
-            .wrap_connector(tcp(DEFAULT_CONNECT_TIMEOUT));
+            .wrap_connector(Guarded::new(
+                tcp(DEFAULT_CONNECT_TIMEOUT),
+                guard.clone(),
+                true,
+            ));
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(https);
         HttpClient {
             inner: Inner::Direct(inner),
+            guard,
         }
+    }
+
+    /// Puts the config's `outbound` rules in force for this client and every client made from
+    /// it (see [`super::outbound`]).
+    pub fn set_outbound(&self, rules: super::outbound::Outbound) {
+        self.guard.set(rules);
     }
 
     /// The shared client when `config` asks for nothing special, else a client of its own.
@@ -227,14 +245,23 @@ impl HttpClient {
         if let Some(idle) = config.pool_max_idle_per_host {
             builder.pool_max_idle_per_host(idle);
         }
+        let guard = shared.guard.clone();
         let inner = match &config.proxy {
-            None => Inner::Direct(builder.build(https.wrap_connector(connect))),
+            None => Inner::Direct(builder.build(https.wrap_connector(Guarded::new(
+                connect,
+                guard.clone(),
+                true,
+            )))),
             Some(proxy) => {
                 let tunnel = tunnel(proxy.expose(), connect).map_err(|e| err("client.proxy", e))?;
-                Inner::Tunneled(builder.build(https.wrap_connector(tunnel)))
+                Inner::Tunneled(builder.build(https.wrap_connector(Guarded::new(
+                    tunnel,
+                    guard.clone(),
+                    false,
+                ))))
             }
         };
-        Ok(HttpClient { inner })
+        Ok(HttpClient { inner, guard })
     }
 
     /// Sends `request` and reads at most `body_limit` bytes of the answer, all within `timeout`.
@@ -258,6 +285,9 @@ impl HttpClient {
                 let mut text = e.to_string();
                 let mut source = std::error::Error::source(&e);
                 while let Some(s) = source {
+                    if let Some(denied) = s.downcast_ref::<Denied>() {
+                        return ClientError::Denied(denied.to_string());
+                    }
                     text = format!("{text}: {s}");
                     source = s.source();
                 }

@@ -15,6 +15,7 @@ pub mod http;
 pub mod mqtt;
 pub mod nats;
 pub mod openapi;
+pub mod outbound;
 pub mod rate_limit;
 pub mod redis;
 pub mod request;

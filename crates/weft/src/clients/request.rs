@@ -455,6 +455,10 @@ pub fn attempt_of(error: ExchangeError, method: &Method, shown: &str) -> Attempt
             retry_after: None,
             response: None,
         },
+        ExchangeError::Transport(e @ ClientError::Denied(_)) => Attempt::Fatal {
+            reason: format!("{method} {shown}: {e}"),
+            response: None,
+        },
         ExchangeError::Transport(e) => Attempt::Retryable {
             reason: format!("{method} {shown}: {e}"),
             retry_after: None,

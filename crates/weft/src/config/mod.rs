@@ -181,6 +181,7 @@ const TOP_KEYS: &[&str] = &[
     "shutdown_timeout",
     "durability",
     "resources",
+    "outbound",
 ];
 const FLOW_KEYS: &[&str] = &[
     "input",
@@ -250,6 +251,7 @@ struct Loader<'a> {
     admin_token: Option<crate::clients::secret::Secret>,
     admin_tls: Option<std::sync::Arc<crate::server::tls::Tls>>,
     admin_seen: bool,
+    outbound_seen: bool,
     shutdown_timeout: Option<Duration>,
     durability: Option<Durability>,
     seen_flows: HashMap<String, String>,
@@ -407,6 +409,7 @@ impl<'a> Loader<'a> {
             admin_token: None,
             admin_tls: None,
             admin_seen: false,
+            outbound_seen: false,
             shutdown_timeout: None,
             durability: None,
             seen_flows: HashMap::new(),
@@ -514,6 +517,39 @@ impl<'a> Loader<'a> {
                     Err(e) => {
                         let mut err = ctx.de_error(e, false);
                         err.field = format!("admin.{}", err.field)
+                            .trim_end_matches('.')
+                            .to_string();
+                        self.errors.push(err);
+                    }
+                },
+                "outbound" => match from_node::<crate::clients::outbound::OutboundConfig>(value) {
+                    Ok(_) if self.outbound_seen => {
+                        self.errors.push(ctx.error(
+                            key.loc,
+                            "outbound",
+                            "`outbound` is set in more than one file",
+                        ));
+                    }
+                    Ok(outbound) => {
+                        self.outbound_seen = true;
+                        match outbound.build() {
+                            Ok(rules) => self.shared.http.set_outbound(rules),
+                            Err(errors) => self.errors.extend(errors.into_iter().map(|e| {
+                                let (list, index) =
+                                    e.field.split_once('.').unwrap_or((&e.field, ""));
+                                let at = find(value, list)
+                                    .and_then(|l| match (&l.kind, index.parse::<usize>()) {
+                                        (Kind::Seq(items), Ok(i)) => items.get(i),
+                                        _ => None,
+                                    })
+                                    .unwrap_or(value);
+                                ctx.error(at.loc, &format!("outbound.{}", e.field), e.message)
+                            })),
+                        }
+                    }
+                    Err(e) => {
+                        let mut err = ctx.de_error(e, false);
+                        err.field = format!("outbound.{}", err.field)
                             .trim_end_matches('.')
                             .to_string();
                         self.errors.push(err);

@@ -50,7 +50,7 @@ use serde::Deserialize;
 
 use crate::clients::Resources;
 use crate::clients::auth::AuthError;
-use crate::clients::http::HttpClient;
+use crate::clients::http::{ClientError, HttpClient};
 use crate::clients::request::{ExchangeError, Parts, RequestSpec, check_uri, retry_after};
 use crate::config::BuildError;
 use crate::config::units::Dur;
@@ -307,6 +307,12 @@ impl HttpClientOutput {
                     return Attempt::Retryable {
                         reason: e.to_string(),
                         retry_after: Some(wait),
+                        response: None,
+                    };
+                }
+                Err(ExchangeError::Transport(e @ ClientError::Denied(_))) => {
+                    return Attempt::Fatal {
+                        reason: format!("{method} {}: {e}", shown()),
                         response: None,
                     };
                 }

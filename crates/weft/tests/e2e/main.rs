@@ -19,6 +19,7 @@ mod jwt_auth;
 mod mqtt;
 mod nats;
 mod openapi;
+mod outbound;
 mod patterns;
 mod peers;
 mod redis;

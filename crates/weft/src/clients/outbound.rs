@@ -1,0 +1,332 @@
+//! The outbound guard (against server-side request forgery): which hosts and addresses weft's
+//! HTTP client may connect to. A URL built from message data (`{{ .callback_url }}`) must not
+//! reach the cloud metadata service or an internal admin port.
+//!
+//! The check runs when a connection is made, on the addresses the name resolved to, so a name
+//! that resolves to a denied address is refused however it is spelt (and weft connects to the
+//! address it checked, so a second lookup cannot give another). Cloud metadata addresses
+//! (169.254.169.254, 169.254.170.2, fd00:ec2::254, 100.100.100.200) are denied unless
+//! `allow_metadata: true`. With an `allow` list, only what it names is reached; `deny` wins
+//! over `allow`. Entries are host names (`api.example.com`), wildcards (`*.example.com`) or
+//! addresses and CIDR blocks (`10.0.0.0/8`, `::1`). Behind a `client.proxy` the proxy resolves
+//! names, so only host names and literal addresses are checked there.
+//!
+//! ```yaml
+//! outbound:
+//!   deny: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 127.0.0.0/8, "::1"]
+//!   allow: ["*.example.com", api.partner.net, 203.0.113.0/24]
+//! ```
+//!
+//! It guards every HTTP client weft makes (outputs, processors, polls, token and key-set
+//! fetches); database and broker connections go to addresses the config names, not messages.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use http::Uri;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::config::BuildError;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Only these hosts, wildcards, addresses and CIDR blocks may be reached (default: any).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// These may never be reached; wins over `allow`.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Let the cloud metadata addresses be reached (denied by default).
+    #[serde(default)]
+    pub allow_metadata: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Rule {
+    Host(String),
+    /// `*.example.com`: the suffix `.example.com`.
+    Suffix(String),
+    Net(IpNet),
+}
+
+/// The built rules.
+#[derive(Debug, Default)]
+pub struct Outbound {
+    allow: Vec<Rule>,
+    deny: Vec<Rule>,
+    allow_metadata: bool,
+}
+
+/// AWS, GCP and Azure (169.254.169.254), AWS ECS (169.254.170.2), AWS over IPv6, Alibaba.
+static METADATA: std::sync::LazyLock<[IpAddr; 4]> = std::sync::LazyLock::new(|| {
+    ["169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200"]
+        .map(|a| a.parse().expect("a valid address"))
+});
+
+fn rule(text: &str) -> Result<Rule, String> {
+    let text = text.trim().to_ascii_lowercase();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(Rule::Net(net.trunc()));
+    }
+    if let Ok(ip) = text.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Ok(Rule::Net(IpNet::from(ip)));
+    }
+    let host = text.strip_prefix("*.");
+    let name = host.unwrap_or(&text);
+    let valid = !name.is_empty()
+        && name
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if !valid {
+        return Err(format!(
+            "`{text}` is not a host name, `*.domain`, address or CIDR block"
+        ));
+    }
+    Ok(match host {
+        Some(suffix) => Rule::Suffix(format!(".{suffix}")),
+        None => Rule::Host(text),
+    })
+}
+
+impl OutboundConfig {
+    pub fn build(&self) -> Result<Outbound, Vec<BuildError>> {
+        let mut errors = Vec::new();
+        let mut list = |field: &str, entries: &[String]| {
+            let mut rules = Vec::new();
+            for (i, e) in entries.iter().enumerate() {
+                match rule(e) {
+                    Ok(r) => rules.push(r),
+                    Err(m) => errors.push(BuildError::new(&format!("{field}.{i}"), m)),
+                }
+            }
+            rules
+        };
+        let allow = list("allow", &self.allow);
+        let deny = list("deny", &self.deny);
+        if errors.is_empty() {
+            Ok(Outbound {
+                allow,
+                deny,
+                allow_metadata: self.allow_metadata,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+impl Rule {
+    fn matches(&self, host: &str, ip: Option<IpAddr>) -> bool {
+        match self {
+            Rule::Host(h) => h == host,
+            Rule::Suffix(s) => host.ends_with(s.as_str()),
+            Rule::Net(net) => ip.is_some_and(|ip| net.contains(&ip)),
+        }
+    }
+}
+
+impl Outbound {
+    /// Whether `host` may be reached at `ip` (`None`: not known here, behind a proxy).
+    pub fn permits(&self, host: &str, ip: Option<IpAddr>) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        // `::ffff:169.254.169.254` is 169.254.169.254.
+        let ip = ip.map(|ip| ip.to_canonical());
+        if self.deny.iter().any(|r| r.matches(&host, ip)) {
+            return false;
+        }
+        if !self.allow_metadata
+            && let Some(ip) = ip
+            && METADATA.contains(&ip)
+        {
+            return false;
+        }
+        self.allow.is_empty() || self.allow.iter().any(|r| r.matches(&host, ip))
+    }
+}
+
+/// The rules in force, shared by every client; replaced when a config is loaded.
+#[derive(Clone, Default)]
+pub struct Guard(Arc<RwLock<Arc<Outbound>>>);
+
+impl Guard {
+    pub fn set(&self, rules: Outbound) {
+        *self.0.write().expect("guard lock") = Arc::new(rules);
+    }
+
+    fn current(&self) -> Arc<Outbound> {
+        self.0.read().expect("guard lock").clone()
+    }
+}
+
+/// A connection the guard refused; found in a client error's sources.
+#[derive(Debug)]
+pub struct Denied(pub String);
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the outbound guard refused {}", self.0)
+    }
+}
+
+impl std::error::Error for Denied {}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A connector that checks the guard first. `resolve`: look the name up here and connect to an
+/// address that passed (direct connections); otherwise check the name and literal addresses
+/// only (connections through a proxy, which resolves names itself).
+#[derive(Clone)]
+pub struct Guarded<C> {
+    inner: C,
+    guard: Guard,
+    resolve: bool,
+}
+
+impl<C> Guarded<C> {
+    pub fn new(inner: C, guard: Guard, resolve: bool) -> Guarded<C> {
+        Guarded {
+            inner,
+            guard,
+            resolve,
+        }
+    }
+}
+
+impl<C> tower_service::Service<Uri> for Guarded<C>
+where
+    C: tower_service::Service<Uri> + Clone + Send + 'static,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let rules = self.guard.current();
+        let mut inner = self.inner.clone();
+        let resolve = self.resolve;
+        Box::pin(async move {
+            let host = uri.host().unwrap_or_default().to_string();
+            let bare = host.trim_matches(['[', ']']);
+            let literal = bare.parse::<IpAddr>().ok();
+            if !resolve || literal.is_some() {
+                if !rules.permits(bare, literal) {
+                    return Err(Denied(format!("`{host}`")).into());
+                }
+                std::future::poll_fn(|cx| inner.poll_ready(cx))
+                    .await
+                    .map_err(Into::into)?;
+                return inner.call(uri).await.map_err(Into::into);
+            }
+            let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+                Some("https") => 443,
+                _ => 80,
+            });
+            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
+                .await
+                .map_err(|e| format!("could not resolve `{host}`: {e}"))?
+                .collect();
+            let permitted: Vec<SocketAddr> = addresses
+                .iter()
+                .copied()
+                .filter(|a| rules.permits(bare, Some(a.ip())))
+                .collect();
+            if permitted.is_empty() {
+                let shown: Vec<String> = addresses.iter().map(|a| a.ip().to_string()).collect();
+                return Err(Denied(format!("`{host}` ({})", shown.join(", "))).into());
+            }
+            // Connect to the addresses checked, in order, rather than let the connector look
+            // the name up again.
+            let mut last: Option<BoxError> = None;
+            for address in permitted {
+                let target: Uri = format!("http://{address}")
+                    .parse()
+                    .expect("a socket address is a valid authority");
+                std::future::poll_fn(|cx| inner.poll_ready(cx))
+                    .await
+                    .map_err(Into::into)?;
+                match inner.call(target).await {
+                    Ok(connection) => return Ok(connection),
+                    Err(e) => last = Some(e.into()),
+                }
+            }
+            Err(last.unwrap_or_else(|| "no address to connect to".into()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbound(allow: &[&str], deny: &[&str]) -> Outbound {
+        OutboundConfig {
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            deny: deny.iter().map(|s| s.to_string()).collect(),
+            allow_metadata: false,
+        }
+        .build()
+        .unwrap()
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn metadata_is_denied_by_default_in_every_spelling() {
+        let open = Outbound::default();
+        assert!(open.permits("api.example.com", ip("93.184.216.34")));
+        assert!(!open.permits("169.254.169.254", ip("169.254.169.254")));
+        assert!(!open.permits("evil.example", ip("::ffff:169.254.169.254")));
+        assert!(!open.permits("x", ip("fd00:ec2::254")));
+        let allowed = OutboundConfig {
+            allow_metadata: true,
+            ..Default::default()
+        }
+        .build()
+        .unwrap();
+        assert!(allowed.permits("x", ip("169.254.169.254")));
+    }
+
+    #[test]
+    fn deny_wins_and_allow_narrows() {
+        let rules = outbound(
+            &["*.example.com", "203.0.113.0/24"],
+            &["internal.example.com", "10.0.0.0/8"],
+        );
+        assert!(rules.permits("api.example.com", ip("93.184.216.34")));
+        assert!(rules.permits("API.Example.com.", ip("93.184.216.34")));
+        assert!(!rules.permits("example.com.evil.net", ip("93.184.216.34")));
+        assert!(!rules.permits("internal.example.com", ip("93.184.216.34")));
+        assert!(!rules.permits("api.example.com", ip("10.1.2.3")));
+        assert!(rules.permits("anything", ip("203.0.113.9")));
+        assert!(!rules.permits("anything", ip("198.51.100.1")));
+        // Behind a proxy the address is unknown: names decide.
+        assert!(rules.permits("api.example.com", None));
+        assert!(!rules.permits("other.net", None));
+    }
+
+    #[test]
+    fn bad_entries_name_their_field() {
+        let errors = OutboundConfig {
+            allow: vec!["ok.example".into(), "not a host".into()],
+            deny: vec!["10.0.0.0/33".into()],
+            allow_metadata: false,
+        }
+        .build()
+        .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["allow.1", "deny.0"]);
+    }
+}
