@@ -64,8 +64,13 @@ pub struct Outbound {
 
 /// AWS, GCP and Azure (169.254.169.254), AWS ECS (169.254.170.2), AWS over IPv6, Alibaba.
 static METADATA: std::sync::LazyLock<[IpAddr; 4]> = std::sync::LazyLock::new(|| {
-    ["169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200"]
-        .map(|a| a.parse().expect("a valid address"))
+    [
+        "169.254.169.254",
+        "169.254.170.2",
+        "fd00:ec2::254",
+        "100.100.100.200",
+    ]
+    .map(|a| a.parse().expect("a valid address"))
 });
 
 fn rule(text: &str) -> Result<Rule, String> {

@@ -23,6 +23,7 @@ mod outbound;
 mod patterns;
 mod peers;
 mod redis;
+mod secrets;
 mod server_tls;
 mod soap;
 mod sql;
