@@ -4,6 +4,7 @@
 mod admin;
 mod amqp;
 mod api_auth;
+mod bad_input;
 mod check;
 mod codecs;
 mod conformance;
