@@ -4,12 +4,15 @@
 //!
 //! The check runs when a connection is made, on the addresses the name resolved to, so a name
 //! that resolves to a denied address is refused however it is spelt (and weft connects to the
-//! address it checked, so a second lookup cannot give another). Cloud metadata addresses
-//! (169.254.169.254, 169.254.170.2, fd00:ec2::254, 100.100.100.200) are denied unless
-//! `allow_metadata: true`. With an `allow` list, only what it names is reached; `deny` wins
-//! over `allow`. Entries are host names (`api.example.com`), wildcards (`*.example.com`) or
-//! addresses and CIDR blocks (`10.0.0.0/8`, `::1`). Behind a `client.proxy` the proxy resolves
-//! names, so only host names and literal addresses are checked there.
+//! address it checked, so a second lookup cannot give another). Cloud metadata and host
+//! service addresses (link-local 169.254.0.0/16 and fe80::/10, fd00:ec2::/32,
+//! 100.100.100.200, 168.63.129.16, 192.0.0.192) are denied unless `allow_metadata: true`;
+//! "this host" (0.0.0.0/8, `::`) always is. An IPv6 form of an IPv4 address (mapped,
+//! compatible, NAT64, 6to4) is checked as that address too. With an `allow` list, only what it
+//! names is reached; `deny` wins over `allow`. Entries are host names (`api.example.com`),
+//! wildcards (`*.example.com`) or addresses and CIDR blocks (`10.0.0.0/8`, `::1`). Behind a
+//! `client.proxy` the proxy resolves names, so only host names and literal addresses (in every
+//! spelling a resolver takes, `0xa9fea9fe` too) are checked there.
 //!
 //! ```yaml
 //! outbound:
@@ -62,16 +65,95 @@ pub struct Outbound {
     allow_metadata: bool,
 }
 
-/// AWS, GCP and Azure (169.254.169.254), AWS ECS (169.254.170.2), AWS over IPv6, Alibaba.
-static METADATA: std::sync::LazyLock<[IpAddr; 4]> = std::sync::LazyLock::new(|| {
+/// Cloud metadata and host services: link-local (AWS, GCP, Azure, ECS and EKS at 169.254.x,
+/// AWS over IPv6 in fd00:ec2::/32), Alibaba, Azure's WireServer, Oracle Cloud.
+static METADATA: std::sync::LazyLock<Vec<IpNet>> = std::sync::LazyLock::new(|| {
     [
-        "169.254.169.254",
-        "169.254.170.2",
-        "fd00:ec2::254",
-        "100.100.100.200",
+        "169.254.0.0/16",
+        "fe80::/10",
+        "fd00:ec2::/32",
+        "100.100.100.200/32",
+        "168.63.129.16/32",
+        "192.0.0.192/32",
     ]
-    .map(|a| a.parse().expect("a valid address"))
+    .iter()
+    .map(|a| a.parse().expect("a valid block"))
+    .collect()
 });
+
+/// "This host": connecting to 0.0.0.0 or `::` reaches local listeners, so it is never allowed.
+fn unspecified(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.octets()[0] == 0,
+        IpAddr::V6(v6) => v6.is_unspecified(),
+    }
+}
+
+/// The address and the IPv4 address it carries, if any: IPv4-mapped (`::ffff:a.b.c.d`),
+/// IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`) and 6to4 (`2002::/16`) forms all reach
+/// an IPv4 host, so rules about that host apply to them too.
+fn forms(ip: IpAddr) -> Vec<IpAddr> {
+    let ip = ip.to_canonical();
+    let mut all = vec![ip];
+    if let IpAddr::V6(v6) = ip {
+        let s = v6.segments();
+        let o = v6.octets();
+        let tail = std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+        let compatible =
+            s[..6].iter().all(|x| *x == 0) && !v6.is_loopback() && !v6.is_unspecified();
+        let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|x| *x == 0);
+        if compatible || nat64 {
+            all.push(IpAddr::V4(tail));
+        }
+        if s[0] == 0x2002 {
+            all.push(IpAddr::V4(std::net::Ipv4Addr::new(o[2], o[3], o[4], o[5])));
+        }
+    }
+    all
+}
+
+/// A host written as an address, including the spellings `inet_aton` takes and a proxy's
+/// resolver may too: `2852039166`, `0xa9fea9fe`, `0251.0376.0251.0376`, `169.254.43518`.
+pub fn literal_address(host: &str) -> Option<IpAddr> {
+    let host = host.trim_matches(['[', ']']);
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    let parts: Vec<&str> = host.trim_end_matches('.').split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut numbers = Vec::with_capacity(4);
+    for part in &parts {
+        let (digits, radix) = if let Some(hex) = part.strip_prefix("0x").or(part.strip_prefix("0X"))
+        {
+            (hex, 16)
+        } else if part.len() > 1 && part.starts_with('0') {
+            (&part[1..], 8)
+        } else {
+            (*part, 10)
+        };
+        if digits.is_empty() && radix != 16 {
+            return None;
+        }
+        numbers
+            .push(u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, radix).ok()?);
+    }
+    // The last part fills the bytes the others leave.
+    let (last, head) = numbers.split_last()?;
+    if head.iter().any(|n| *n > 255) {
+        return None;
+    }
+    let room = 8 * (4 - head.len() as u32);
+    if room < 32 && *last >= 1 << room {
+        return None;
+    }
+    let mut value: u32 = *last;
+    for (i, n) in head.iter().enumerate() {
+        value |= n << (24 - 8 * i as u32);
+    }
+    Some(IpAddr::V4(std::net::Ipv4Addr::from(value)))
+}
 
 fn rule(text: &str) -> Result<Rule, String> {
     let text = text.trim().to_ascii_lowercase();
@@ -139,18 +221,27 @@ impl Outbound {
     /// Whether `host` may be reached at `ip` (`None`: not known here, behind a proxy).
     pub fn permits(&self, host: &str, ip: Option<IpAddr>) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        // `::ffff:169.254.169.254` is 169.254.169.254.
-        let ip = ip.map(|ip| ip.to_canonical());
-        if self.deny.iter().any(|r| r.matches(&host, ip)) {
+        // Every form the address takes (`::ffff:169.254.169.254` is 169.254.169.254).
+        let forms = ip.map(forms).unwrap_or_default();
+        if forms.iter().any(|ip| unspecified(*ip)) {
+            return false;
+        }
+        let denied = |ip: Option<IpAddr>| self.deny.iter().any(|r| r.matches(&host, ip));
+        if denied(None) || forms.iter().any(|ip| denied(Some(*ip))) {
             return false;
         }
         if !self.allow_metadata
-            && let Some(ip) = ip
-            && METADATA.contains(&ip)
+            && forms
+                .iter()
+                .any(|ip| METADATA.iter().any(|n| n.contains(ip)))
         {
             return false;
         }
-        self.allow.is_empty() || self.allow.iter().any(|r| r.matches(&host, ip))
+        self.allow.is_empty()
+            || self.allow.iter().any(|r| {
+                r.matches(&host, None)
+                    || forms.first().is_some_and(|ip| r.matches(&host, Some(*ip)))
+            })
     }
 }
 
@@ -223,7 +314,7 @@ where
         Box::pin(async move {
             let host = uri.host().unwrap_or_default().to_string();
             let bare = host.trim_matches(['[', ']']);
-            let literal = bare.parse::<IpAddr>().ok();
+            let literal = literal_address(bare);
             if !resolve || literal.is_some() {
                 if !rules.permits(bare, literal) {
                     return Err(Denied(format!("`{host}`")).into());
@@ -302,6 +393,53 @@ mod tests {
         .build()
         .unwrap();
         assert!(allowed.permits("x", ip("169.254.169.254")));
+    }
+
+    #[test]
+    fn this_host_and_transition_forms_are_caught() {
+        let rules = outbound(&[], &["10.0.0.0/8", "127.0.0.0/8"]);
+        for denied in [
+            "0.0.0.0",
+            "0.1.2.3",
+            "::",
+            "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a00:1::",
+            "fe80::1",
+            "169.254.170.23",
+            "fd00:ec2::23",
+            "168.63.129.16",
+        ] {
+            assert!(!rules.permits("x", ip(denied)), "{denied}");
+        }
+        assert!(rules.permits("x", ip("2001:db8::1")));
+    }
+
+    #[test]
+    fn numeric_host_spellings_are_addresses() {
+        let metadata = ip("169.254.169.254");
+        for spelling in [
+            "169.254.169.254",
+            "2852039166",
+            "0xa9fea9fe",
+            "0251.0376.0251.0376",
+            "169.254.43518",
+            "0xA9.0xFE.0xA9.0xFE",
+        ] {
+            assert_eq!(literal_address(spelling), metadata, "{spelling}");
+        }
+        for name in [
+            "example.com",
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "08.1.1.1",
+            "1e5",
+            "x1",
+        ] {
+            assert_eq!(literal_address(name), None, "{name}");
+        }
+        assert_eq!(literal_address("[::1]"), ip("::1"));
     }
 
     #[test]

@@ -34,11 +34,13 @@ fn walk(node: &mut Node, lookup: &dyn Fn(&str) -> Option<String>, errors: &mut V
             }
             // With a variable missing, keep the text a string: re-typing it would add a second,
             // misleading error ("expected a string, found null") to the one reported here.
-            node.kind = if node.style == Style::Plain && errors.len() == before {
-                resolve_plain(&out)
-            } else {
-                Kind::Str(out)
-            };
+            // A file's contents (a secret) stay text: a numeric key must not become a number.
+            node.kind =
+                if node.style == Style::Plain && errors.len() == before && !s.contains("${file:") {
+                    resolve_plain(&out)
+                } else {
+                    Kind::Str(out)
+                };
         }
         Kind::Seq(items) => items.iter_mut().for_each(|n| walk(n, lookup, errors)),
         Kind::Map(entries) => entries
@@ -70,12 +72,10 @@ pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (String, Vec<
                 None => (reference, None),
             };
             let found = match name.strip_prefix("file:") {
-                Some(path) => std::fs::read_to_string(path)
-                    .map(|text| {
-                        let text = text.strip_suffix('\n').unwrap_or(&text);
-                        text.strip_suffix('\r').unwrap_or(text).to_string()
-                    })
-                    .map_err(|e| format!("secret file `{path}` cannot be read: {}", e.kind())),
+                Some(path) => read_secret_file(path).map(|text| {
+                    let text = text.strip_suffix('\n').unwrap_or(&text);
+                    text.strip_suffix('\r').unwrap_or(text).to_string()
+                }),
                 None => lookup(name).ok_or_else(|| format!(
                     "environment variable `{name}` is not set and has no default (write `${{{name}:-default}}` to give one)"
                 )),
@@ -93,6 +93,29 @@ pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (String, Vec<
     }
     out.push_str(rest);
     (out, missing)
+}
+
+/// The largest file `${file:}` reads: secrets are small, and a device or a log file named by
+/// mistake must not be read whole.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// A regular file's text, bounded; errors name the file, never its contents.
+fn read_secret_file(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let fail = |why: String| format!("secret file `{path}` cannot be read: {why}");
+    let file = std::fs::File::open(path).map_err(|e| fail(e.kind().to_string()))?;
+    let meta = file.metadata().map_err(|e| fail(e.kind().to_string()))?;
+    if !meta.is_file() {
+        return Err(fail("not a regular file".into()));
+    }
+    let mut text = String::new();
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| fail(e.kind().to_string()))?;
+    if text.len() as u64 > MAX_SECRET_FILE {
+        return Err(fail(format!("larger than {MAX_SECRET_FILE} bytes")));
+    }
+    Ok(text)
 }
 
 fn is_reference(s: &str) -> bool {
@@ -140,6 +163,20 @@ mod tests {
             expand(&format!("${{file:{}:-none}}", path.display()), &env).0,
             "none"
         );
+        let (_, problems) = expand("${file:/dev/zero}", &env);
+        assert!(problems[0].contains("not a regular file"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_file_secret_is_never_retyped() {
+        let path = std::env::temp_dir().join(format!("weft-numeric-{}", std::process::id()));
+        let digits = "12345678901234567890123456789012345678901";
+        std::fs::write(&path, digits).unwrap();
+        let mut node =
+            crate::config::yaml::parse(&format!("k: ${{file:{}}}\n", path.display())).unwrap();
+        assert!(substitute(&mut node, &env).is_empty());
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(&node.get("k").unwrap().kind, Kind::Str(s) if s == digits));
     }
 
     #[test]

@@ -1,18 +1,23 @@
 //! weft's HTTP server loop, shared by the `http_server` inputs and the admin endpoint: HTTP/1.1
 //! over plain TCP or TLS ([`tls`]), with limits on what a client can hold: connections at once,
-//! header count and size, and the time to send the headers (a slow client is cut off). Request
-//! bodies are limited by their handlers.
+//! header count and size, the time to send the headers (between requests too, so an idle
+//! keep-alive connection is closed) and the time an answer may wait for a client that stopped
+//! reading it. Request bodies are limited by their handlers.
 
 pub mod tls;
 
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,6 +39,10 @@ pub struct Limits {
     /// Time a client has to complete the TLS handshake and send a request's headers.
     #[serde(default = "default_header_timeout")]
     pub header_timeout: Dur,
+    /// Time an answer may wait for a client that stopped reading it; then the connection is
+    /// closed.
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout: Dur,
 }
 
 fn default_max_connections() -> usize {
@@ -48,6 +57,9 @@ fn default_max_header_size() -> Size {
 fn default_header_timeout() -> Dur {
     Dur(Duration::from_secs(10))
 }
+fn default_write_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -56,6 +68,7 @@ impl Default for Limits {
             max_headers: default_max_headers(),
             max_header_size: default_max_header_size(),
             header_timeout: default_header_timeout(),
+            write_timeout: default_write_timeout(),
         }
     }
 }
@@ -85,11 +98,16 @@ impl Limits {
                 format!("at least {MIN_HEADER_SIZE} bytes"),
             ));
         }
-        if self.header_timeout.0.is_zero() {
-            errors.push(crate::config::BuildError::new(
-                "header_timeout",
-                "give the client some time",
-            ));
+        for (field, time) in [
+            ("header_timeout", self.header_timeout),
+            ("write_timeout", self.write_timeout),
+        ] {
+            if time.0.is_zero() {
+                errors.push(crate::config::BuildError::new(
+                    field,
+                    "give the client some time",
+                ));
+            }
         }
         errors
     }
@@ -127,6 +145,7 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let stream = WriteDeadline::new(stream, limits.write_timeout.0);
         let router = router.clone();
         let shutdown = shutdown.clone();
         let limits = limits.clone();
@@ -151,6 +170,101 @@ pub async fn serve(
     drop(listener);
     connections.close();
     connections.wait().await;
+}
+
+/// A stream whose writes may not stall longer than `limit`: a client that stops reading its
+/// answer (a zero TCP window) is cut off instead of holding its connection, and its place,
+/// for ever. Reads are bounded by hyper's header timeout and the handlers' body timeouts.
+struct WriteDeadline<S> {
+    inner: S,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        WriteDeadline {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// After an operation came back pending: an error once it has been pending for `limit`.
+    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let limit = self.limit;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading its answer",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn done<T>(&mut self, result: io::Result<T>) -> Poll<io::Result<T>> {
+        self.stalled = None;
+        Poll::Ready(result)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(result) => this.done(result),
+            Poll::Pending => this.pending(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(result) => this.done(result),
+            Poll::Pending => this.pending(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Ready(result) => this.done(result),
+            Poll::Pending => this.pending(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_shutdown(cx) {
+            Poll::Ready(result) => this.done(result),
+            Poll::Pending => this.pending(cx),
+        }
+    }
 }
 
 async fn connection<S>(stream: S, router: Router, limits: &Limits, shutdown: CancellationToken)

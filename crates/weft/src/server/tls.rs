@@ -4,7 +4,8 @@
 //! handshake).
 //!
 //! The files are read when the config is loaded (so `weft check` reports a bad one), then
-//! watched: a change to any of them, or SIGHUP, reads them again. A new certificate is used for
+//! watched: a change to any of them (by content), or SIGHUP, reads them again. Connections
+//! already open keep the settings they were accepted with. A new certificate is used for
 //! the connections accepted after it; a file that does not load keeps the one in use, and says
 //! why in the log.
 //!
@@ -17,7 +18,7 @@
 //! ```
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -48,8 +49,8 @@ const WATCH_EVERY: Duration = Duration::from_secs(2);
 pub struct Tls {
     config: TlsConfig,
     current: RwLock<Arc<rustls::ServerConfig>>,
-    /// What the files looked like when last read.
-    stamp: Mutex<Vec<Option<(SystemTime, u64)>>>,
+    /// The files' digests when last read.
+    stamp: Mutex<Vec<Option<ring::digest::Digest>>>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -81,12 +82,13 @@ impl TlsConfig {
         files
     }
 
-    fn stamp(&self) -> Vec<Option<(SystemTime, u64)>> {
+    /// The files' contents, by digest: a copy that keeps the time and size (`cp -p`) is seen.
+    fn stamp(&self) -> Vec<Option<ring::digest::Digest>> {
         self.files()
             .into_iter()
             .map(|f| {
-                let meta = std::fs::metadata(f).ok()?;
-                Some((meta.modified().ok()?, meta.len()))
+                let bytes = std::fs::read(f).ok()?;
+                Some(ring::digest::digest(&ring::digest::SHA256, &bytes))
             })
             .collect()
     }
@@ -157,7 +159,13 @@ impl Tls {
         let stamp = self.config.stamp();
         {
             let mut seen = self.stamp.lock().expect("tls lock");
-            if !forced && *seen == stamp {
+            let same = seen.len() == stamp.len()
+                && seen.iter().zip(&stamp).all(|(a, b)| match (a, b) {
+                    (Some(a), Some(b)) => a.as_ref() == b.as_ref(),
+                    (None, None) => true,
+                    _ => false,
+                });
+            if !forced && same {
                 return Ok(false);
             }
             // A broken file is reported once per change, not on every look.

@@ -326,3 +326,50 @@ async fn connection_limits_protect_the_server() {
     drop(idle_b);
     assert_eq!(receiver.seen().len(), 2, "{}", weft.stderr());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_loses_its_connection() {
+    let port = free_port();
+    let weft = Weft::start(&format!(
+        r#"flows:
+  echo:
+    input:
+      http_server:
+        address: "127.0.0.1:{port}"
+        response: pipeline
+        max_body_size: 16MiB
+        limits: {{ max_connections: 1, write_timeout: 1s }}
+    output: {{ drop: {{}} }}
+"#
+    ))
+    .await;
+    // A request whose 8 MB answer (the echoed message) the client never reads, on a socket
+    // with a small receive buffer: it holds the only connection place until the write stalls
+    // for `write_timeout`.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    let body = format!(r#"{{"s": "{}"}}"#, "a".repeat(8 << 20));
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(body.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = std::time::Instant::now();
+    let small = "POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+    let answer = raw(port, small.as_bytes(), Duration::from_secs(10)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{answer} {}",
+        weft.stderr()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "the stalled client held its place for {:?}",
+        started.elapsed()
+    );
+    drop(stalled);
+}

@@ -6,12 +6,15 @@
 //!   kind); `none` and algorithms of another key kind are refused, so a public key can never be
 //!   used as an HMAC secret. Keys a token carries itself (`jwk`, `jku`) are never used.
 //! - `exp` is required; `nbf`, and `iss`/`aud` when `issuer`/`audience` are set (then they are
-//!   required too), are checked with `leeway` for clock skew. With a `jwks_url`, `audience` is
-//!   required: an identity provider's keys sign the tokens of every application it serves.
-//! - The key set is fetched when first needed and again once it is older than `refresh`
-//!   (default 10 m); a token naming a key id the set lacks (the provider rotated) fetches it
-//!   again at once, at most once a second. A failed fetch keeps the keys already known; with
-//!   none, callers get 503.
+//!   required too), are checked with `leeway` for clock skew. With a `jwks_url`, `issuer` and
+//!   `audience` are required: a provider's keys sign the tokens of every application and every
+//!   tenant it serves.
+//! - The key set is fetched when first needed, and in the background once it is older than
+//!   `refresh` (default 10 m) while the known keys keep serving. A token naming a key id the
+//!   set lacks (the provider rotated) fetches it again at once, but never within 10 s (or
+//!   `refresh`) of the last try, so made-up key ids cannot make weft hammer the provider. A
+//!   failed fetch keeps the keys already known; a token no known key matches while the
+//!   provider is unreachable gets 503, not 401.
 //! - A valid token's claims are the message's `%jwt` metadata.
 //!
 //! ```yaml
@@ -94,11 +97,12 @@ fn default_refresh() -> Dur {
 const MAX_TOKEN: usize = 16 * 1024;
 /// The largest key set document read.
 const MAX_JWKS: usize = 1 << 20;
-/// A token with an unknown key id fetches the set again at most this often.
-const REFETCH_COOLDOWN: Duration = Duration::from_secs(1);
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// The most keys tried for a token that names none.
-const MAX_CANDIDATES: usize = 4;
+/// Tokens with unknown key ids fetch the set again at most this often (or every `refresh`, if
+/// shorter).
+const REFETCH_COOLDOWN: Duration = Duration::from_secs(10);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most keys tried for a token that names none (a provider publishes a handful).
+const MAX_CANDIDATES: usize = 16;
 
 pub struct Jwt {
     keys: Keys,
@@ -165,6 +169,12 @@ impl JwtConfig {
                 return Err(err(
                     "audience",
                     "with `jwks_url`, name the `audience` your tokens are issued for: the provider's keys sign every application's tokens".into(),
+                ));
+            }
+            if self.issuer.is_empty() {
+                return Err(err(
+                    "issuer",
+                    "with `jwks_url`, name the `issuer`: a multi-tenant provider signs every tenant's tokens with the same keys".into(),
                 ));
             }
             if self.refresh.0 < Duration::from_secs(1) {
@@ -281,7 +291,10 @@ impl Jwt {
                     set = jwks.current(true).await;
                     candidates = set.candidates(header.alg, header.kid.as_deref());
                 }
-                if set.keys.is_empty() && set.fetched.is_none() {
+                // No key for the token, and the provider did not answer the last fetch: weft
+                // cannot tell a rotated key from a forged one.
+                let last_failed = set.tried.is_some() && set.tried != set.fetched;
+                if candidates.is_empty() && (set.fetched.is_none() || last_failed) {
                     return Err(Refused::unavailable(
                         "signing keys unavailable; retry later",
                     ));
@@ -354,20 +367,38 @@ impl KeySet {
 }
 
 impl Jwks {
-    /// The key set, fetched again first when it is stale or (`missing_key`) lacks a key.
-    async fn current(&self, missing_key: bool) -> Arc<KeySet> {
-        let due = |set: &KeySet| match (set.fetched, set.tried) {
-            (_, Some(tried)) if tried.elapsed() < REFETCH_COOLDOWN => false,
-            (Some(fetched), _) => missing_key || fetched.elapsed() >= self.refresh,
-            (None, _) => true,
-        };
+    /// The fewest seconds between two fetches: a token naming an unknown key id fetches the
+    /// set again no more often than this, however many such tokens come.
+    fn cooldown(&self) -> Duration {
+        self.refresh.min(REFETCH_COOLDOWN)
+    }
+
+    /// The key set. Never fetched: fetched now. Stale: fetched again in the background while
+    /// the keys known keep serving. `missing_key`: a token named a key id the set lacks, so it
+    /// is fetched now, unless the last try was within the cooldown.
+    async fn current(self: &Arc<Self>, missing_key: bool) -> Arc<KeySet> {
         let set = self.current.read().expect("key set lock").clone();
-        if !due(&set) {
-            return set;
+        let recently_tried = set.tried.is_some_and(|t| t.elapsed() < self.cooldown());
+        match set.fetched {
+            None if !recently_tried => self.refetch().await,
+            Some(_) if missing_key && !recently_tried => self.refetch().await,
+            Some(fetched) if fetched.elapsed() >= self.refresh && !recently_tried => {
+                let jwks = self.clone();
+                tokio::spawn(async move {
+                    jwks.refetch().await;
+                });
+                set
+            }
+            _ => set,
         }
+    }
+
+    /// Fetches the set, one fetch at a time (those who waited for one use its result).
+    async fn refetch(&self) -> Arc<KeySet> {
+        let started = Instant::now();
         let _one = self.fetching.lock().await;
         let set = self.current.read().expect("key set lock").clone();
-        if !due(&set) {
+        if set.tried.is_some_and(|t| t >= started) {
             return set;
         }
         let now = Instant::now();
@@ -439,10 +470,14 @@ impl Jwks {
             if key.family() == AlgorithmFamily::Hmac {
                 continue;
             }
-            let alg = jwk
-                .common
-                .key_algorithm
-                .and_then(|a| Algorithm::from_str(&format!("{a:?}")).ok());
+            // A key for something other than signatures (`RSA-OAEP`, say) is not used at all.
+            let alg = match jwk.common.key_algorithm {
+                None => None,
+                Some(a) => match Algorithm::from_str(&format!("{a:?}")) {
+                    Ok(alg) => Some(alg),
+                    Err(_) => continue,
+                },
+            };
             keys.push((jwk.common.key_id.clone(), alg, key));
         }
         if keys.is_empty() {
