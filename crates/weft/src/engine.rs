@@ -323,7 +323,8 @@ pub async fn run(
     .await;
     tracing::info!("all flows drained");
     admin_stop.cancel();
-    let _ = admin_task.await;
+    // A scrape in progress gets a moment to finish; the admin endpoint holds no messages.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), admin_task).await;
     Ok(summary)
 }
 

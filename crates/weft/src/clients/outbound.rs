@@ -119,7 +119,7 @@ pub fn literal_address(host: &str) -> Option<IpAddr> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Some(ip);
     }
-    let parts: Vec<&str> = host.trim_end_matches('.').split('.').collect();
+    let parts: Vec<&str> = host.strip_suffix('.').unwrap_or(host).split('.').collect();
     if parts.is_empty() || parts.len() > 4 {
         return None;
     }
@@ -133,7 +133,7 @@ pub fn literal_address(host: &str) -> Option<IpAddr> {
         } else {
             (*part, 10)
         };
-        if digits.is_empty() && radix != 16 {
+        if (digits.is_empty() && radix != 16) || !digits.chars().all(|c| c.is_digit(radix)) {
             return None;
         }
         numbers
@@ -158,10 +158,10 @@ pub fn literal_address(host: &str) -> Option<IpAddr> {
 fn rule(text: &str) -> Result<Rule, String> {
     let text = text.trim().to_ascii_lowercase();
     if let Ok(net) = text.parse::<IpNet>() {
-        return Ok(Rule::Net(net.trunc()));
+        return Ok(Rule::Net(canonical(net.trunc())));
     }
     if let Ok(ip) = text.trim_matches(['[', ']']).parse::<IpAddr>() {
-        return Ok(Rule::Net(IpNet::from(ip)));
+        return Ok(Rule::Net(canonical(IpNet::from(ip))));
     }
     let host = text.strip_prefix("*.");
     let name = host.unwrap_or(&text);
@@ -178,6 +178,29 @@ fn rule(text: &str) -> Result<Rule, String> {
         Some(suffix) => Rule::Suffix(format!(".{suffix}")),
         None => Rule::Host(text),
     })
+}
+
+/// An IPv4-mapped block (`::ffff:10.0.0.0/104`) as the IPv4 block it means, since addresses
+/// are compared in their IPv4 form.
+fn canonical(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
+/// Whether a URL's host is spelt as a name or an address can be: letters, digits, `-`, `_`,
+/// `.`, and `:` inside brackets. Anything else (`%`-escapes a proxy might decode) is refused.
+fn plain_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'[' | b']' | b':')
+        })
 }
 
 impl OutboundConfig {
@@ -313,9 +336,12 @@ where
         let resolve = self.resolve;
         Box::pin(async move {
             let host = uri.host().unwrap_or_default().to_string();
+            if !plain_host(&host) {
+                return Err(Denied(format!("`{host}` (not a plain host name)")).into());
+            }
             let bare = host.trim_matches(['[', ']']);
             let literal = literal_address(bare);
-            if !resolve || literal.is_some() {
+            if !resolve {
                 if !rules.permits(bare, literal) {
                     return Err(Denied(format!("`{host}`")).into());
                 }
@@ -328,10 +354,14 @@ where
                 Some("https") => 443,
                 _ => 80,
             });
-            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
-                .await
-                .map_err(|e| format!("could not resolve `{host}`: {e}"))?
-                .collect();
+            // An address is connected to as read here, never handed to another parser.
+            let addresses: Vec<SocketAddr> = match literal {
+                Some(ip) => vec![SocketAddr::new(ip, port)],
+                None => tokio::net::lookup_host((bare, port))
+                    .await
+                    .map_err(|e| format!("could not resolve `{host}`: {e}"))?
+                    .collect(),
+            };
             let permitted: Vec<SocketAddr> = addresses
                 .iter()
                 .copied()
@@ -414,6 +444,10 @@ mod tests {
             assert!(!rules.permits("x", ip(denied)), "{denied}");
         }
         assert!(rules.permits("x", ip("2001:db8::1")));
+        let mapped = outbound(&[], &["::ffff:10.0.0.0/104"]);
+        assert!(!mapped.permits("x", ip("10.1.2.3")));
+        assert!(!plain_host("%31%36%39.254.169.254"));
+        assert!(plain_host("[::1]") && plain_host("api-1.example_x.com"));
     }
 
     #[test]
@@ -434,6 +468,8 @@ mod tests {
             "1.2.3.4.5",
             "256.1.1.1",
             "08.1.1.1",
+            "+10.+0.+0.+5",
+            "1.2.3.4..",
             "1e5",
             "x1",
         ] {

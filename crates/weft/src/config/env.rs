@@ -103,19 +103,20 @@ const MAX_SECRET_FILE: u64 = 64 * 1024;
 fn read_secret_file(path: &str) -> Result<String, String> {
     use std::io::Read;
     let fail = |why: String| format!("secret file `{path}` cannot be read: {why}");
-    let file = std::fs::File::open(path).map_err(|e| fail(e.kind().to_string()))?;
-    let meta = file.metadata().map_err(|e| fail(e.kind().to_string()))?;
+    // Looked at before it is opened: opening a FIFO would wait for a writer.
+    let meta = std::fs::metadata(path).map_err(|e| fail(e.kind().to_string()))?;
     if !meta.is_file() {
         return Err(fail("not a regular file".into()));
     }
-    let mut text = String::new();
+    let file = std::fs::File::open(path).map_err(|e| fail(e.kind().to_string()))?;
+    let mut bytes = Vec::new();
     file.take(MAX_SECRET_FILE + 1)
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .map_err(|e| fail(e.kind().to_string()))?;
-    if text.len() as u64 > MAX_SECRET_FILE {
+    if bytes.len() as u64 > MAX_SECRET_FILE {
         return Err(fail(format!("larger than {MAX_SECRET_FILE} bytes")));
     }
-    Ok(text)
+    String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".into()))
 }
 
 fn is_reference(s: &str) -> bool {

@@ -172,14 +172,20 @@ pub async fn serve(
     connections.wait().await;
 }
 
-/// A stream whose writes may not stall longer than `limit`: a client that stops reading its
-/// answer (a zero TCP window) is cut off instead of holding its connection, and its place,
-/// for ever. Reads are bounded by hyper's header timeout and the handlers' body timeouts.
+/// A stream whose writes may not stall: once a write has to wait, the client must take
+/// [`MIN_PROGRESS`] bytes within `limit`, or the connection is cut. A client that stops reading
+/// its answer (a zero TCP window), or reads it a few bytes at a time, cannot hold its
+/// connection, and its place, for ever. Reads are bounded by hyper's header timeout and the
+/// handlers' body timeouts.
 struct WriteDeadline<S> {
     inner: S,
     limit: Duration,
-    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Armed at the first write that had to wait; with the bytes written since.
+    stalled: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
 }
+
+/// What a client must read per `write_timeout` once it has made weft wait.
+const MIN_PROGRESS: usize = 16 * 1024;
 
 impl<S> WriteDeadline<S> {
     fn new(inner: S, limit: Duration) -> Self {
@@ -193,9 +199,9 @@ impl<S> WriteDeadline<S> {
     /// After an operation came back pending: an error once it has been pending for `limit`.
     fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
         let limit = self.limit;
-        let sleep = self
+        let (sleep, _) = self
             .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+            .get_or_insert_with(|| (Box::pin(tokio::time::sleep(limit)), 0));
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -205,8 +211,23 @@ impl<S> WriteDeadline<S> {
         }
     }
 
-    fn done<T>(&mut self, result: io::Result<T>) -> Poll<io::Result<T>> {
-        self.stalled = None;
+    /// After a write completed having written `written` bytes: a stall is over once the
+    /// client took enough since it began.
+    fn done<T>(&mut self, result: io::Result<T>, written: usize) -> Poll<io::Result<T>> {
+        if let Some((_, progress)) = &mut self.stalled {
+            *progress += written;
+            if *progress >= MIN_PROGRESS {
+                self.stalled = None;
+            }
+        }
+        Poll::Ready(result)
+    }
+
+    /// After a flush or shutdown completed: everything written was taken, no stall is left.
+    fn caught_up<T>(&mut self, result: io::Result<T>) -> Poll<io::Result<T>> {
+        if result.is_ok() {
+            self.stalled = None;
+        }
         Poll::Ready(result)
     }
 }
@@ -229,7 +250,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(result) => this.done(result),
+            Poll::Ready(result) => {
+                let n = *result.as_ref().unwrap_or(&0);
+                this.done(result, n)
+            }
             Poll::Pending => this.pending(cx),
         }
     }
@@ -241,7 +265,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(result) => this.done(result),
+            Poll::Ready(result) => {
+                let n = *result.as_ref().unwrap_or(&0);
+                this.done(result, n)
+            }
             Poll::Pending => this.pending(cx),
         }
     }
@@ -253,7 +280,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Ready(result) => this.done(result),
+            Poll::Ready(result) => this.caught_up(result),
             Poll::Pending => this.pending(cx),
         }
     }
@@ -261,7 +288,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_shutdown(cx) {
-            Poll::Ready(result) => this.done(result),
+            Poll::Ready(result) => this.caught_up(result),
             Poll::Pending => this.pending(cx),
         }
     }

@@ -42,6 +42,9 @@ pub struct TlsConfig {
     pub min_tls: Option<String>,
 }
 
+/// The largest certificate, key or CA file looked at for changes.
+const MAX_PEM_FILE: u64 = 4 << 20;
+
 /// How often the files are looked at for a change.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
 
@@ -83,10 +86,15 @@ impl TlsConfig {
     }
 
     /// The files' contents, by digest: a copy that keeps the time and size (`cp -p`) is seen.
+    /// Only regular files of a sane size are read.
     fn stamp(&self) -> Vec<Option<ring::digest::Digest>> {
         self.files()
             .into_iter()
             .map(|f| {
+                let meta = std::fs::metadata(f).ok()?;
+                if !meta.is_file() || meta.len() > MAX_PEM_FILE {
+                    return None;
+                }
                 let bytes = std::fs::read(f).ok()?;
                 Some(ring::digest::digest(&ring::digest::SHA256, &bytes))
             })
@@ -196,7 +204,12 @@ impl Tls {
                     }
                 } => true,
             };
-            match self.reload(forced) {
+            // File reads stay off the runtime's workers.
+            let tls = self.clone();
+            let reloaded = tokio::task::spawn_blocking(move || tls.reload(forced))
+                .await
+                .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
+            match reloaded {
                 Ok(true) => {
                     tracing::info!(server = %what, cert = %self.config.cert_file, "TLS certificate reloaded")
                 }

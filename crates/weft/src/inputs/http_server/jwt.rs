@@ -102,7 +102,7 @@ const MAX_JWKS: usize = 1 << 20;
 const REFETCH_COOLDOWN: Duration = Duration::from_secs(10);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most keys tried for a token that names none (a provider publishes a handful).
-const MAX_CANDIDATES: usize = 16;
+const MAX_CANDIDATES: usize = 8;
 
 pub struct Jwt {
     keys: Keys,
@@ -195,6 +195,7 @@ impl JwtConfig {
                     refresh: self.refresh.0,
                     current: RwLock::new(Arc::new(KeySet::default())),
                     fetching: tokio::sync::Mutex::new(()),
+                    refreshing: std::sync::atomic::AtomicBool::new(false),
                 })),
                 vec![
                     AlgorithmFamily::Rsa,
@@ -339,6 +340,8 @@ struct Jwks {
     current: RwLock<Arc<KeySet>>,
     /// One fetch at a time; those waiting use its result.
     fetching: tokio::sync::Mutex<()>,
+    /// A background refresh is under way (at most one is ever spawned).
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -383,10 +386,18 @@ impl Jwks {
             None if !recently_tried => self.refetch().await,
             Some(_) if missing_key && !recently_tried => self.refetch().await,
             Some(fetched) if fetched.elapsed() >= self.refresh && !recently_tried => {
-                let jwks = self.clone();
-                tokio::spawn(async move {
-                    jwks.refetch().await;
-                });
+                use std::sync::atomic::Ordering;
+                if self
+                    .refreshing
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    let jwks = self.clone();
+                    tokio::spawn(async move {
+                        jwks.refetch().await;
+                        jwks.refreshing.store(false, Ordering::Release);
+                    });
+                }
                 set
             }
             _ => set,
@@ -401,8 +412,11 @@ impl Jwks {
         if set.tried.is_some_and(|t| t >= started) {
             return set;
         }
+        let fetched = self.fetch().await;
+        // The end of the fetch: whoever started waiting before it uses its result, and the
+        // cooldown counts from here.
         let now = Instant::now();
-        let next = match self.fetch().await {
+        let next = match fetched {
             Ok(keys) => {
                 tracing::info!(url = %self.uri, keys = keys.len(), "fetched the JWT key set");
                 KeySet {
