@@ -10,7 +10,7 @@ use weft::core::mapping::{Mapping, empty_object, insert};
 
 static PROGRAMS: LazyLock<Vec<Mapping>> = LazyLock::new(|| {
     [
-        ".copy = .; .n = length(.) ?? 0",
+        ".copy = .; .n = length(.)",
         ".parsed = parse_json(string(.raw) ?? \"\") ?? null",
         ".parts = split(string(.raw) ?? \"\", \",\")",
         ".lower = downcase(string(.raw) ?? \"\"); .up = upcase(.lower)",

@@ -1,11 +1,12 @@
-//! The `weft` command: `run` and `check`. The only place `anyhow` appears.
+//! The `weft` command: `run`, `check`, `dlq`, `openapi`, `completions`. The only place
+//! `anyhow` appears.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use weft::config::{self, ConfigError};
 use weft::outputs::Shared;
@@ -14,16 +15,38 @@ use weft::outputs::Shared;
 #[command(
     name = "weft",
     version,
-    about = "API integration engine: runs declarative flows between APIs"
+    about = "API integration engine: runs declarative flows between APIs",
+    after_help = "Examples:
+  weft run examples/quickstart.yaml            run flows until SIGTERM/SIGINT
+  weft check flows/*.yaml                      report every config error, run nothing
+  weft dlq list --flow orders                  dead letters of a durable flow
+  weft completions bash > ~/.local/share/bash-completion/completions/weft
+
+Docs: docs/flows.md"
 )]
 struct Cli {
+    /// How log lines are written to stderr: `human` or `json` (one object per line).
+    #[arg(long, global = true, env = "WEFT_LOG_FORMAT", default_value = "human")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run every flow in the files until SIGTERM/SIGINT, or until all inputs are finite and drained.
+    #[command(after_help = "Examples:
+  weft run examples/quickstart.yaml
+  weft run flows/*.yaml --admin-address 0.0.0.0:9464 --admin-token \"$TOKEN\"
+  WEFT_LOG=debug weft run flow.yaml --log-format json
+
+SIGTERM/SIGINT drains (a second one stops at once); SIGHUP reloads TLS certificates.")]
     Run {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -39,20 +62,37 @@ enum Command {
         data_dir: PathBuf,
     },
     /// Validate the files without running anything; every error is reported. Exit 1 on any.
+    #[command(after_help = "Example:
+  weft check flows/*.yaml
+  flows/orders.yaml:12:9: flow `orders`, output.http_client, field `retyr`: unknown field
+      help: did you mean `retry`?")]
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// Inspect, replay or purge dead letters; works while weft runs or when it is stopped.
+    #[command(after_help = "Examples:
+  weft dlq list                                  every flow's dead letters, oldest first
+  weft dlq show --id 01J8Z3…                     one in full, with its attempts
+  weft dlq replay --flow orders --since 1h       back on the queue
+  weft dlq purge --flow orders")]
     Dlq {
         #[command(subcommand)]
         action: DlqAction,
     },
     /// Look into an OpenAPI document, as the `openapi` output reads it.
+    #[command(after_help = "Example:
+  weft openapi list petstore.yaml")]
     Openapi {
         #[command(subcommand)]
         action: OpenapiAction,
     },
+    /// Print a shell completion script to standard output.
+    #[command(after_help = "Examples:
+  weft completions bash > ~/.local/share/bash-completion/completions/weft
+  weft completions zsh > \"${fpath[1]}/_weft\"
+  weft completions fish > ~/.config/fish/completions/weft.fish")]
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -90,18 +130,28 @@ struct DlqArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Human => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     // One crypto provider for the whole binary (see DEPS.md): ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     match cli.command {
+        Command::Completions { shell } => {
+            // Written in one go: a reader that stops early (`| head`) is not an error.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "weft", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            ExitCode::SUCCESS
+        }
         Command::Check { files } => match config::load(&files, &Shared::default()) {
             Ok(loaded) => {
                 println!("{} flow(s) OK", loaded.flows.len());

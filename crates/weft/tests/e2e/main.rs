@@ -6,6 +6,7 @@ mod amqp;
 mod api_auth;
 mod bad_input;
 mod check;
+mod cli;
 mod codecs;
 mod conformance;
 mod delivery;
