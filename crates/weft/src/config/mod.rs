@@ -475,86 +475,61 @@ impl<'a> Loader<'a> {
                 }
                 // Built by `resources`, before any flow.
                 "resources" => {}
-                "admin" => match from_node::<AdminConfig>(value) {
-                    Ok(_) if self.admin_seen => {
-                        self.errors.push(ctx.error(
-                            key.loc,
-                            "admin",
-                            "`admin` is set in more than one file",
-                        ));
-                    }
-                    Ok(admin) => {
-                        self.admin_seen = true;
-                        self.admin_token = admin.token;
-                        match admin.tls.as_ref().map(|t| t.load()) {
-                            None => {}
-                            Some(Ok(tls)) => self.admin_tls = Some(std::sync::Arc::new(tls)),
-                            Some(Err(errors)) => {
-                                let at = find(value, "tls").unwrap_or(value);
-                                for e in errors {
-                                    let field = e.field.trim_start_matches("tls.").to_string();
-                                    self.errors.push(ctx.error(
-                                        find(at, &field).unwrap_or(at).loc,
-                                        &format!("admin.{}", e.field),
-                                        e.message,
-                                    ));
-                                }
+                "admin" => {
+                    let seen = std::mem::replace(&mut self.admin_seen, true);
+                    let Some(admin) = self.once::<AdminConfig>(&ctx, key, value, seen) else {
+                        continue;
+                    };
+                    self.admin_token = admin.token;
+                    match admin.tls.as_ref().map(|t| t.load()) {
+                        None => {}
+                        Some(Ok(tls)) => self.admin_tls = Some(std::sync::Arc::new(tls)),
+                        Some(Err(errors)) => {
+                            let at = find(value, "tls").unwrap_or(value);
+                            for e in errors {
+                                let field = e.field.trim_start_matches("tls.").to_string();
+                                self.errors.push(ctx.error(
+                                    find(at, &field).unwrap_or(at).loc,
+                                    &format!("admin.{}", e.field),
+                                    e.message,
+                                ));
                             }
                         }
-                        match admin.address.as_deref().map(str::parse) {
-                            None => {}
-                            Some(Ok(address)) => self.admin_address = Some(address),
-                            Some(Err(_)) => self.errors.push(ctx.error(
-                                find(value, "address").unwrap_or(value).loc,
-                                "admin.address",
-                                format!(
-                                    "`{}` is not an `ip:port` address like 127.0.0.1:9464",
-                                    admin.address.as_deref().unwrap_or_default()
-                                ),
-                            )),
-                        }
                     }
-                    Err(e) => {
-                        let mut err = ctx.de_error(e, false);
-                        err.field = format!("admin.{}", err.field)
-                            .trim_end_matches('.')
-                            .to_string();
-                        self.errors.push(err);
+                    match admin.address.as_deref().map(str::parse) {
+                        None => {}
+                        Some(Ok(address)) => self.admin_address = Some(address),
+                        Some(Err(_)) => self.errors.push(ctx.error(
+                            find(value, "address").unwrap_or(value).loc,
+                            "admin.address",
+                            format!(
+                                "`{}` is not an `ip:port` address like 127.0.0.1:9464",
+                                admin.address.as_deref().unwrap_or_default()
+                            ),
+                        )),
                     }
-                },
-                "outbound" => match from_node::<crate::clients::outbound::OutboundConfig>(value) {
-                    Ok(_) if self.outbound_seen => {
-                        self.errors.push(ctx.error(
-                            key.loc,
-                            "outbound",
-                            "`outbound` is set in more than one file",
-                        ));
+                }
+                "outbound" => {
+                    let seen = std::mem::replace(&mut self.outbound_seen, true);
+                    let Some(outbound) = self
+                        .once::<crate::clients::outbound::OutboundConfig>(&ctx, key, value, seen)
+                    else {
+                        continue;
+                    };
+                    match outbound.build() {
+                        Ok(rules) => self.shared.http.set_outbound(rules),
+                        Err(errors) => self.errors.extend(errors.into_iter().map(|e| {
+                            let (list, index) = e.field.split_once('.').unwrap_or((&e.field, ""));
+                            let at = find(value, list)
+                                .and_then(|l| match (&l.kind, index.parse::<usize>()) {
+                                    (Kind::Seq(items), Ok(i)) => items.get(i),
+                                    _ => None,
+                                })
+                                .unwrap_or(value);
+                            ctx.error(at.loc, &format!("outbound.{}", e.field), e.message)
+                        })),
                     }
-                    Ok(outbound) => {
-                        self.outbound_seen = true;
-                        match outbound.build() {
-                            Ok(rules) => self.shared.http.set_outbound(rules),
-                            Err(errors) => self.errors.extend(errors.into_iter().map(|e| {
-                                let (list, index) =
-                                    e.field.split_once('.').unwrap_or((&e.field, ""));
-                                let at = find(value, list)
-                                    .and_then(|l| match (&l.kind, index.parse::<usize>()) {
-                                        (Kind::Seq(items), Ok(i)) => items.get(i),
-                                        _ => None,
-                                    })
-                                    .unwrap_or(value);
-                                ctx.error(at.loc, &format!("outbound.{}", e.field), e.message)
-                            })),
-                        }
-                    }
-                    Err(e) => {
-                        let mut err = ctx.de_error(e, false);
-                        err.field = format!("outbound.{}", err.field)
-                            .trim_end_matches('.')
-                            .to_string();
-                        self.errors.push(err);
-                    }
-                },
+                }
                 "durability" => match from_node::<DurabilityConfig>(value) {
                     Ok(d) => {
                         self.durability = Some(match d {
@@ -976,6 +951,40 @@ impl<'a> Loader<'a> {
         })
     }
 
+    /// A top-level block that only one file may set (`admin`, `outbound`): its config, or
+    /// `None` with the errors reported (its own, or that another file set it already).
+    fn once<T: for<'de> serde::Deserialize<'de>>(
+        &mut self,
+        ctx: &Ctx,
+        key: &Node,
+        value: &Node,
+        seen: bool,
+    ) -> Option<T> {
+        let name = match &key.kind {
+            Kind::Str(s) => s.as_str(),
+            _ => "",
+        };
+        if seen {
+            self.errors.push(ctx.error(
+                key.loc,
+                name,
+                format!("`{name}` is set in more than one file"),
+            ));
+            return None;
+        }
+        match from_node::<T>(value) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                let mut err = ctx.de_error(e, false);
+                err.field = format!("{name}.{}", err.field)
+                    .trim_end_matches('.')
+                    .to_string();
+                self.errors.push(err);
+                None
+            }
+        }
+    }
+
     fn input(&mut self, ctx: &mut Ctx, node: &Node) -> Option<(String, Input)> {
         let id = format!("input.{}", component_kind(node));
         ctx.component = Some(id.clone());
@@ -1125,6 +1134,52 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(errors) => errors.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn admin_and_outbound_are_set_once_and_their_errors_located() {
+        let dir = std::env::temp_dir().join(format!("weft-once-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let flow = "flows:\n  f:\n    input: { stdin: {} }\n    output: { drop: {} }\n";
+        let (a, b) = (dir.join("a.yaml"), dir.join("b.yaml"));
+        std::fs::write(
+            &a,
+            format!(
+                "admin: {{ address: 127.0.0.1:1 }}\noutbound: {{ deny: [10.0.0.0/8] }}\n{flow}"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            &b,
+            "admin: { address: 127.0.0.1:2 }\noutbound:\n  deny: [ok.example, \"not a host\"]\n",
+        )
+        .unwrap();
+        let errors: Vec<String> = match load(&[&a, &b], &Shared::default()) {
+            Ok(_) => panic!("loaded"),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        };
+        std::fs::remove_dir_all(&dir).unwrap();
+        // (and that b.yaml has no `flows:`)
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(
+            errors[0].contains("b.yaml:1:1: field `admin`: `admin` is set in more than one file"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1]
+                .contains("b.yaml:2:1: field `outbound`: `outbound` is set in more than one file"),
+            "{errors:#?}"
+        );
+        let errors = check(&format!(
+            "outbound:\n  deny: [ok.example, \"not a host\"]\n{flow}"
+        ));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].starts_with(
+                "f.yaml:2:22: field `outbound.deny.1`: `not a host` is not a host name"
+            ),
+            "{errors:#?}"
+        );
     }
 
     #[test]
