@@ -87,6 +87,12 @@ SIGTERM/SIGINT drains (a second one stops at once); SIGHUP reloads TLS certifica
         #[command(subcommand)]
         action: OpenapiAction,
     },
+    /// Print the JSON Schema of the config file (for editors: see the modeline in `examples/`).
+    #[command(after_help = "Example:
+  weft schema > weft.schema.json
+  # then, at the top of a flow file:
+  # yaml-language-server: $schema=./weft.schema.json")]
+    Schema,
     /// Print a shell completion script to standard output.
     #[command(after_help = "Examples:
   weft completions bash > ~/.local/share/bash-completion/completions/weft
@@ -145,6 +151,13 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     match cli.command {
+        Command::Schema => {
+            let _ = std::io::Write::write_all(
+                &mut std::io::stdout(),
+                config::schema::generate().as_bytes(),
+            );
+            ExitCode::SUCCESS
+        }
         Command::Completions { shell } => {
             // Written in one go: a reader that stops early (`| head`) is not an error.
             let mut script = Vec::new();

@@ -59,7 +59,7 @@ pub fn parse_since(text: &str) -> Result<i64, String> {
         .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor a duration like `1h`"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct Select {
     id: Option<String>,
     since: Option<String>,

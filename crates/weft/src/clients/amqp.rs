@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::secret::Secret;
 
 /// What to declare before use.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Declare {
     #[serde(default)]
@@ -24,7 +24,7 @@ pub struct Declare {
     pub bindings: Vec<BindingConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeConfig {
     pub name: String,
@@ -35,7 +35,7 @@ pub struct ExchangeConfig {
     pub durable: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     pub name: String,
@@ -49,7 +49,7 @@ pub struct QueueConfig {
     pub arguments: BTreeMap<String, serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BindingConfig {
     pub exchange: String,

@@ -55,7 +55,7 @@ use crate::config::BuildError;
 use weft_store::Store;
 
 /// One profile, by kind.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Config {
     Basic(BasicConfig),
@@ -67,7 +67,7 @@ pub enum Config {
 }
 
 /// Request signing with a shared secret.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HmacConfig {
     pub secret: Secret,
@@ -101,14 +101,14 @@ fn default_hmac_signed() -> String {
     "{body}".into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BasicConfig {
     pub username: String,
     pub password: Secret,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     /// Send the key in this header…
@@ -120,7 +120,7 @@ pub struct ApiKeyConfig {
     pub value: Secret,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuth2Config {
     /// The authorization server's token endpoint.
@@ -141,7 +141,7 @@ pub struct OAuth2Config {
     pub client_auth: ClientAuth,
 }
 
-#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
     /// HTTP Basic with the client id and secret (RFC 6749 §2.3.1).
@@ -626,7 +626,7 @@ fn identity(o: &OAuth2Config) -> String {
 }
 
 /// A token as saved in the store.
-#[derive(serde::Serialize, Deserialize)]
+#[derive(serde::Serialize, Deserialize, schemars::JsonSchema)]
 struct Saved {
     identity: String,
     access: String,

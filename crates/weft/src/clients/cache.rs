@@ -17,7 +17,7 @@ use crate::config::BuildError;
 use crate::config::units::Dur;
 use crate::core::Value;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// How long an entry is used.

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use crate::config::BuildError;
 use crate::config::units::Dur;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Consecutive failures that open a target's circuit.

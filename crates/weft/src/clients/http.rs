@@ -27,7 +27,7 @@ use crate::config::units::Dur;
 
 /// `client:` on an HTTP component: how it connects. Left out, the component shares the
 /// process's one client (public roots, TLS 1.2+, 10 s to connect).
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     /// PEM file of the CA certificates to trust, instead of the public roots.

@@ -35,7 +35,7 @@ use serde::Deserialize;
 
 use crate::config::BuildError;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutboundConfig {
     /// Only these hosts, wildcards, addresses and CIDR blocks may be reached (default: any).

@@ -52,6 +52,20 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+impl schemars::JsonSchema for Secret {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Secret".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A secret; write it as `${VAR}` or `${file:/path}` rather than in the file.",
+            "writeOnly": true
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use crate::core::mapping::to_text;
 use crate::core::retry::Answer;
 use crate::core::{Attempt, Message, Value, xml};
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub enum SoapVersion {
     #[default]
     #[serde(rename = "1.1")]

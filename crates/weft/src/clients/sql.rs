@@ -37,7 +37,7 @@ use super::secret::Secret;
 use crate::config::BuildError;
 use crate::config::units::Dur;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `postgres://user:password@host:5432/db`, `mysql://user:password@host:3306/db` or

@@ -562,7 +562,7 @@ mod tests {
     use super::*;
     use serde::Deserialize;
 
-    #[derive(Deserialize, Debug)]
+    #[derive(Deserialize, Debug, schemars::JsonSchema)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Server {
@@ -571,7 +571,7 @@ mod tests {
         max_body: Option<u32>,
     }
 
-    #[derive(Deserialize, Debug)]
+    #[derive(Deserialize, Debug, schemars::JsonSchema)]
     #[serde(rename_all = "snake_case")]
     #[allow(dead_code)]
     enum Input {

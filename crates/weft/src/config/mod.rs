@@ -8,6 +8,7 @@
 
 pub mod de;
 pub mod env;
+pub mod schema;
 pub mod units;
 pub mod yaml;
 
@@ -134,7 +135,7 @@ pub struct Loaded {
 }
 
 /// `delivery:` on a flow.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum DeliveryMode {
     /// In memory; the input is acked after every output accepted.
@@ -145,7 +146,7 @@ enum DeliveryMode {
 }
 
 /// `durability:` at the top level: what a commit to the store survives.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum DurabilityConfig {
     Process,
@@ -153,7 +154,7 @@ enum DurabilityConfig {
 }
 
 /// `ordering:` on a flow.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct OrderingConfig {
     /// A VRL expression over the incoming message: messages with the same key are delivered
@@ -161,7 +162,7 @@ struct OrderingConfig {
     by_key: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct AdminConfig {
     /// `host:port` of the admin endpoint (`/metrics`, `/health`, the DLQ API).

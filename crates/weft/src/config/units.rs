@@ -120,6 +120,36 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
+impl schemars::JsonSchema for Dur {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A duration with its unit: `250ms`, `30s`, `5m`, `1h 30m`.",
+            "pattern": "^\\s*[0-9]",
+            "examples": ["500ms", "30s", "5m"]
+        })
+    }
+}
+
+impl schemars::JsonSchema for Size {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A size with its unit: B, KB, MB, GB, KiB, MiB or GiB (`512KiB`, `1MiB`).",
+            "pattern": "^\\s*[0-9.]+\\s*(B|KB|kB|MB|GB|KiB|MiB|GiB)\\s*$",
+            "examples": ["512KiB", "1MiB"]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,7 +134,7 @@ fn multipart(content_type: &str, body: Bytes) -> Result<Value, String> {
 }
 
 /// How a component writes a message as a request body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// The message as JSON.

@@ -18,7 +18,7 @@ use super::{Message, Output, metrics::ComponentMetrics};
 use crate::config::units::Dur;
 
 /// `retry:` on an output.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Attempts in all, the first one included. `1` turns retries off.

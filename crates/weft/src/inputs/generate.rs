@@ -23,7 +23,7 @@ use crate::core::Message;
 use crate::core::mapping::{Mapping, Outcome, empty_object};
 use crate::core::schedule::Schedule;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// VRL program that builds each message.

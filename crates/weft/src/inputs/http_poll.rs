@@ -59,7 +59,7 @@ use crate::core::mapping::{Mapping, empty_object, insert, to_text};
 use crate::core::schedule::Schedule;
 use crate::core::{Message, Value, body};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The first page's URL; may contain `{{ expression }}` parts (`%watermark`).
@@ -108,7 +108,7 @@ pub struct Config {
     pub max_body_size: crate::config::units::Size,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaginationConfig {
     #[serde(default)]
@@ -127,7 +127,7 @@ pub struct PaginationConfig {
     pub stop: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CursorConfig {
     /// VRL over the body giving the next cursor; null or empty ends the paging.
@@ -140,7 +140,7 @@ pub struct CursorConfig {
     pub variable: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GraphqlPollConfig {
     /// The query document, sent as a POST with `{"query", "variables"}`.
@@ -150,7 +150,7 @@ pub struct GraphqlPollConfig {
     pub variables: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PageConfig {
     #[serde(default = "default_page_param")]
@@ -159,7 +159,7 @@ pub struct PageConfig {
     pub start: u64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OffsetConfig {
     #[serde(default = "default_offset_param")]
@@ -171,7 +171,7 @@ pub struct OffsetConfig {
     pub limit_param: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WatermarkConfig {
     /// VRL over each record giving its watermark value (a timestamp, a number or a string).

@@ -35,7 +35,7 @@ use crate::engine::RunFlow;
 use crate::outputs::Shared;
 
 /// Every input weft knows, by its YAML name.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InputConfig {
     HttpServer(Box<http_server::Config>),
@@ -392,7 +392,7 @@ impl Feed {
 }
 
 /// How a reading input splits its bytes into messages.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Codec {
     /// One JSON document per line.

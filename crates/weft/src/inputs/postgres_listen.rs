@@ -25,7 +25,7 @@ use crate::config::BuildError;
 use crate::core::Message;
 use crate::core::mapping::{Value, empty_object, insert};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The database, by its name in `resources.sql` (PostgreSQL).

@@ -24,7 +24,7 @@ use crate::config::BuildError;
 use crate::core::Message;
 use crate::core::body::payload;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `redis://[:password@]host:port[/db]`.

@@ -33,7 +33,7 @@ use crate::core::Message;
 use crate::core::body::payload;
 use crate::core::mapping::{ObjectMap, Value, empty_object, insert};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `redis://[:password@]host:port[/db]`.

@@ -33,7 +33,7 @@ use crate::config::units::Dur;
 use crate::core::Message;
 use crate::core::schedule::Schedule;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The database, by its name in `resources.sql`.
@@ -50,7 +50,7 @@ pub struct Config {
     pub cron: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WatermarkConfig {
     /// The columns whose values in the last row read are the next poll's parameters.

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::{Codec, Feed, read_lines};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "default_codec")]

@@ -25,7 +25,7 @@ use crate::config::BuildError;
 use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `amqp://user:password@host:5672/vhost`.

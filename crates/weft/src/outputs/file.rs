@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use crate::config::BuildError;
 use crate::core::{Attempt, Message};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The file to append to.

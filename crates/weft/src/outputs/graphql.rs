@@ -26,7 +26,7 @@ use crate::config::units::Dur;
 use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The GraphQL endpoint.

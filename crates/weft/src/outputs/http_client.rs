@@ -62,7 +62,7 @@ use crate::core::{Attempt, Message};
 const RESPONSE_LIMIT: usize = 64 * 1024;
 const MAX_REDIRECTS: usize = 10;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Destination; may contain `{{ expression }}` parts.
@@ -157,6 +157,20 @@ impl StatusSpec {
             }
             _ => Err(bad()),
         }
+    }
+}
+
+impl schemars::JsonSchema for StatusSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StatusSpec".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["integer", "string"],
+            "description": "An HTTP status (`404`) or a range (`500-599`).",
+            "pattern": "^[1-5][0-9][0-9](\\s*-\\s*[1-5][0-9][0-9])?$"
+        })
     }
 }
 

@@ -34,7 +34,7 @@ use crate::core::retry::{RetryConfig, RetryPolicy};
 use crate::core::{Attempt, Message};
 
 /// Every output weft knows, by its YAML name.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputConfig {
     HttpClient(Box<http_client::Config>),
@@ -225,7 +225,7 @@ fn no_result(result: &Option<String>) -> Result<(), Vec<BuildError>> {
 
 /// `outputs` and `retry` of an output strategy (`fallback`, `round_robin`): one attempt of the
 /// strategy tries its outputs once as it says, and its own `retry` decides about the next.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StrategyConfig {
     /// The outputs, in order.

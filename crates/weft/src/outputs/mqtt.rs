@@ -32,7 +32,7 @@ use crate::core::retry::RetryConfig;
 use crate::core::template::{Escape, Template};
 use crate::core::{Attempt, Message};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `mqtt://[user:password@]host:1883`.

@@ -18,7 +18,7 @@ use crate::config::BuildError;
 use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `nats://[user:password@]host:4222`.

@@ -42,7 +42,7 @@ use crate::core::mapping::Mapping;
 use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message, Value};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The OpenAPI document (YAML or JSON file).

@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::core::{Attempt, Message};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {}
 

@@ -27,7 +27,7 @@ use crate::core::mapping::{Mapping, to_text};
 use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message, Value};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchConfig {
     pub cases: Vec<CaseConfig>,
@@ -35,7 +35,7 @@ pub struct SwitchConfig {
     pub retry: RetryConfig,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaseConfig {
     /// A VRL condition; a case without one takes every message that reaches it.

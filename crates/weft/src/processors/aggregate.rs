@@ -42,7 +42,7 @@ use crate::config::units::{Dur, Size};
 use crate::core::mapping::{Mapping, Outcome, empty_object, insert};
 use crate::core::{Context, Group, GroupOutcome, MappingError, Message, Step, StepError, Value};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// A VRL expression giving the group key; default: one group for every message.
@@ -71,7 +71,7 @@ pub struct Config {
     pub correlate: Option<Correlate>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Correlate {
     Split,

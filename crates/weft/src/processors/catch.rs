@@ -29,7 +29,7 @@ use crate::core::{Context, Message, Step, StepError};
 use crate::outputs::Shared;
 
 /// The processors of the block, in order.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct Config(pub Vec<ProcessorConfig>);
 
 pub struct Block {

@@ -28,7 +28,7 @@ use crate::core::durable::now_ms;
 use crate::core::mapping::Mapping;
 use crate::core::{Claim, Context, MappingError, Message, StepError};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// A VRL expression giving the key that identifies a message, e.g. `.event_id`.

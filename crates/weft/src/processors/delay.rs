@@ -20,7 +20,7 @@ use crate::core::mapping::{Mapping, to_text};
 use crate::core::{MappingError, Message, StepError, Value};
 
 /// `delay: DURATION` (a fixed wait), or the settings as a mapping.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// A fixed wait.

@@ -30,7 +30,7 @@ use crate::core::mapping::{Mapping, Outcome, insert};
 use crate::core::{Context, Message, Step, StepError, Value};
 use crate::outputs::Shared;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The lookup, run on a copy of the message.
@@ -41,7 +41,7 @@ pub struct Config {
     pub cache: Option<CacheConfig>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// A cache of `resources.caches`.

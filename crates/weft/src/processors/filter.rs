@@ -13,7 +13,7 @@ use crate::core::mapping::Mapping;
 use crate::core::{MappingError, Message, Value};
 
 /// The VRL condition.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct Config(pub String);
 
 impl Config {

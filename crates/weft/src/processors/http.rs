@@ -33,7 +33,7 @@ use crate::core::mapping::{empty_object, insert};
 use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message, StepError, Value};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The URL; may contain `{{ expression }}` parts.

@@ -13,7 +13,7 @@ use crate::config::BuildError;
 use crate::core::mapping::{Mapping, to_text};
 use crate::core::{MappingError, Message};
 
-#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Trace,
@@ -24,7 +24,7 @@ pub enum Level {
     Error,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]

@@ -16,7 +16,7 @@ use crate::core::mapping::{Mapping, Outcome};
 use crate::core::{MappingError, Message};
 
 /// The VRL program.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct Config(pub String);
 
 impl Config {

@@ -30,7 +30,7 @@ use crate::core::{Context, Message, Step, StepError, Value};
 use crate::outputs::Shared;
 
 /// Every processor weft knows, by its YAML name.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProcessorConfig {
     Map(map::Config),
@@ -45,11 +45,19 @@ pub enum ProcessorConfig {
     Switch(Box<switch::Config>),
     Try(Box<catch::Config>),
     Catch(Box<catch::Config>),
-    Split(#[serde(deserialize_with = "split::Config::deserialize_short")] split::Config),
+    Split(
+        #[serde(deserialize_with = "split::Config::deserialize_short")]
+        #[schemars(with = "crate::config::schema::ShortOr<split::Config>")]
+        split::Config,
+    ),
     Aggregate(Box<aggregate::Config>),
     Enrich(Box<enrich::Config>),
     Throttle(Box<throttle::Config>),
-    Delay(#[serde(deserialize_with = "delay::Config::deserialize_short")] delay::Config),
+    Delay(
+        #[serde(deserialize_with = "delay::Config::deserialize_short")]
+        #[schemars(with = "crate::config::schema::ShortOr<delay::Config>")]
+        delay::Config,
+    ),
     Template(Box<template::Config>),
 }
 

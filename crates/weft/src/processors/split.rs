@@ -19,7 +19,7 @@ use crate::core::mapping::{Mapping, empty_object, insert, to_text};
 use crate::core::{MappingError, Message, Step, Value};
 
 /// `split: EXPRESSION`, or the settings as a mapping.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// A VRL expression giving the array to split, e.g. `.items`.

@@ -25,7 +25,7 @@ use crate::core::mapping::{Mapping, empty_object, insert};
 use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message, StepError, Value};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The database, by its name in `resources.sql`.

@@ -29,10 +29,10 @@ use crate::core::{Context, MappingError, Message, Step, StepError, Trail, Value}
 use crate::outputs::Shared;
 
 /// The cases, in order.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct Config(pub Vec<CaseConfig>);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaseConfig {
     /// A VRL condition; a case without one always matches (the default case).

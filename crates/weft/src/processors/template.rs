@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::config::BuildError;
 use crate::core::{MappingError, Message, Value};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The MiniJinja template.
@@ -27,7 +27,7 @@ pub struct Config {
     pub escape: Escape,
 }
 
-#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Escape {
     #[default]

@@ -20,7 +20,7 @@ use crate::config::BuildError;
 use crate::core::mapping::Mapping;
 use crate::core::{Message, StepError};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(flatten)]

@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::units::{Dur, Size};
 
 /// The limits one listening address applies to its clients.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Connections served at once; more wait to be accepted.

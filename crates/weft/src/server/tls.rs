@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::BuildError;
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM file of the server's certificate chain, leaf first.

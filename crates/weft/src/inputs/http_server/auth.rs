@@ -43,7 +43,7 @@ use crate::config::BuildError;
 use crate::config::units::Dur;
 
 /// One of the ways a caller proves who it is.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Config {
     ApiKey(ApiKeyConfig),
@@ -52,7 +52,7 @@ pub enum Config {
     Jwt(Box<super::jwt::JwtConfig>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     /// The header that carries the key (default `X-Api-Key`).
@@ -65,14 +65,14 @@ pub struct ApiKeyConfig {
     pub keys: Vec<Secret>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BasicConfig {
     /// Passwords by user name.
     pub users: HashMap<String, Secret>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HmacConfig {
     /// `github`, `stripe`, `slack` or `shopify`: the sender's documented scheme.
@@ -102,7 +102,7 @@ pub struct HmacConfig {
     pub tolerance: Dur,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Preset {
     Github,
@@ -111,7 +111,7 @@ pub enum Preset {
     Shopify,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Encoding {
     Hex,

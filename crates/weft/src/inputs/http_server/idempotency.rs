@@ -33,7 +33,7 @@ use crate::config::BuildError;
 use crate::config::units::Dur;
 use crate::core::durable::now_ms;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The request header that carries the key.
@@ -87,7 +87,7 @@ pub struct Idempotency {
 }
 
 /// What a key's record says. Stored as this JSON, a newline, then the answer's body bytes.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 struct Record {
     fingerprint: String,
     /// `None` while the first request is in progress.

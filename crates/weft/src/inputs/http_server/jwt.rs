@@ -54,7 +54,7 @@ use crate::clients::secret::Secret;
 use crate::config::BuildError;
 use crate::config::units::Dur;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     /// URL of the identity provider's JSON Web Key Set.
@@ -71,9 +71,11 @@ pub struct JwtConfig {
     pub algorithms: Vec<String>,
     /// Accepted `iss` values (one or a list); when set, tokens must carry `iss`.
     #[serde(default, deserialize_with = "crate::config::de::one_or_many")]
+    #[schemars(with = "crate::config::schema::OneOrMany")]
     pub issuer: Vec<String>,
     /// Accepted `aud` values (one or a list); when set, tokens must carry `aud`.
     #[serde(default, deserialize_with = "crate::config::de::one_or_many")]
+    #[schemars(with = "crate::config::schema::OneOrMany")]
     pub audience: Vec<String>,
     /// Clock skew allowed on `exp` and `nbf`.
     #[serde(default = "default_leeway")]

@@ -71,7 +71,7 @@ pub mod jwt;
 
 use idempotency::{Begin, Idempotency};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `host:port` to listen on.
@@ -106,7 +106,7 @@ pub struct Config {
     pub limits: Limits,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResponseMode {
     #[default]
