@@ -49,7 +49,10 @@ const NAMES: &[&str] = &[
 /// Polls a future that never waits (none of these checks does I/O) to its end.
 fn now<F: Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(out) => out,
         Poll::Pending => panic!("an auth check without a key set waited"),
     }

@@ -1,5 +1,5 @@
-//! The `weft` command: `run`, `check`, `dlq`, `openapi`, `completions`. The only place
-//! `anyhow` appears.
+//! The `weft` command: `run`, `check`, `dlq`, `openapi`, `schema`, `completions`. The only
+//! place `anyhow` appears.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -321,7 +321,7 @@ async fn signals(shutdown: CancellationToken) {
     if let Ok(mut hangup) = signal(SignalKind::hangup()) {
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
-                tracing::info!("SIGHUP: TLS certificates are read again");
+                tracing::info!("SIGHUP received: TLS certificate files, if any, are read again");
             }
         });
     }

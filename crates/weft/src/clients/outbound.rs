@@ -375,9 +375,10 @@ where
             // the name up again.
             let mut last: Option<BoxError> = None;
             for address in permitted {
-                let target: Uri = format!("http://{address}")
-                    .parse()
-                    .expect("a socket address is a valid authority");
+                // A scoped IPv6 address (`fe80::1%2`) has no URI form: not one to connect to.
+                let Ok(target) = format!("http://{address}").parse::<Uri>() else {
+                    continue;
+                };
                 std::future::poll_fn(|cx| inner.poll_ready(cx))
                     .await
                     .map_err(Into::into)?;

@@ -91,11 +91,7 @@ impl TlsConfig {
         self.files()
             .into_iter()
             .map(|f| {
-                let meta = std::fs::metadata(f).ok()?;
-                if !meta.is_file() || meta.len() > MAX_PEM_FILE {
-                    return None;
-                }
-                let bytes = std::fs::read(f).ok()?;
+                let bytes = read_pem(f).ok()?;
                 Some(ring::digest::digest(&ring::digest::SHA256, &bytes))
             })
             .collect()
@@ -105,8 +101,9 @@ impl TlsConfig {
         let versions = crate::clients::http::tls_versions(self.min_tls.as_deref())
             .map_err(|m| ("min_tls", m))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let chain = CertificateDer::pem_file_iter(&self.cert_file)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        let cert_pem = read_pem(&self.cert_file).map_err(|m| ("cert_file", m))?;
+        let chain = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ("cert_file", format!("{}: {e}", self.cert_file)))?;
         if chain.is_empty() {
             return Err((
@@ -114,7 +111,8 @@ impl TlsConfig {
                 format!("{}: no certificate in it", self.cert_file),
             ));
         }
-        let key = PrivateKeyDer::from_pem_file(&self.key_file)
+        let key_pem = read_pem(&self.key_file).map_err(|m| ("key_file", m))?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem)
             .map_err(|e| ("key_file", format!("{}: {e}", self.key_file)))?;
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
@@ -123,8 +121,9 @@ impl TlsConfig {
             None => builder.with_no_client_auth(),
             Some(path) => {
                 let mut roots = rustls::RootCertStore::empty();
-                let certs = CertificateDer::pem_file_iter(path)
-                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                let ca_pem = read_pem(path).map_err(|m| ("client_ca_file", m))?;
+                let certs = CertificateDer::pem_slice_iter(&ca_pem)
+                    .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| ("client_ca_file", format!("{path}: {e}")))?;
                 for cert in certs {
                     roots
@@ -149,6 +148,19 @@ impl TlsConfig {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(config)
     }
+}
+
+/// A PEM file's bytes: a regular file of a sane size (a device or a FIFO named by mistake
+/// must not hang the loader or the watcher).
+fn read_pem(path: &str) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{path}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{path}: not a regular file"));
+    }
+    if meta.len() > MAX_PEM_FILE {
+        return Err(format!("{path}: larger than {MAX_PEM_FILE} bytes"));
+    }
+    std::fs::read(path).map_err(|e| format!("{path}: {e}"))
 }
 
 impl Tls {

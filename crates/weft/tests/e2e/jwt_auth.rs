@@ -1,7 +1,8 @@
 //! JWT bearer tokens on `http_server`, signed here with ring the way an identity provider
-//! would: RS256, ES256 and EdDSA keys published by a local JWKS server (which rotates its
-//! keys and goes down; the keys known keep working), and HS256 with a shared secret. Expired, early, foreign, tampered,
-//! `none` and algorithm-confused tokens are refused with 401 and never reach the flow.
+//! would: RS256, ES256 and EdDSA keys published by a local JWKS server (which rotates its keys
+//! and goes down; the keys known keep working), and HS256 with a shared secret. Expired,
+//! early, foreign, tampered, `none` and algorithm-confused tokens are refused with 401 and
+//! never reach the flow; a token weft cannot check (no key set) gets 503.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -227,7 +228,7 @@ async fn bearer_tokens_are_checked_against_a_rotating_key_set_and_a_secret() {
         address: "127.0.0.1:{port}"
         path: /idp
         auth:
-          jwt: {{ jwks_url: "{jwks_url}", issuer: "https://issuer.test/", audience: [orders, billing], leeway: 0s, refresh: 2s }}
+          jwt: {{ jwks_url: "{jwks_url}", issuer: "https://issuer.test/", audience: [orders, billing], leeway: 0s, refresh: 5s }}
     pipeline:
       - map: |
           .sub = %jwt.sub
@@ -354,18 +355,18 @@ async fn bearer_tokens_are_checked_against_a_rotating_key_set_and_a_secret() {
     // once (its unknown key id fetches the set again); the retired key's tokens are refused.
     let ec2 = Signer::ec("ec-2");
     jwks.publish(&[&rsa, &ec2, &ed]);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5100)).await;
     let before = jwks.fetches();
     let (status, text, _) = call(&url("idp"), Some(&ec2.token(claims("billing", 300)))).await;
     assert_eq!(status, 200, "rotated key: {text} {}", weft.stderr());
     // The kid-miss fetch (and perhaps the stale set's background one, which it joins).
     assert!((before + 1..=before + 2).contains(&jwks.fetches()));
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5100)).await;
     let (status, text, _) = call(&url("idp"), Some(&ec.token(claims("orders", 300)))).await;
     refused("retired key", status, &text, "no key");
 
     // Tokens naming made-up key ids cannot make weft hammer the provider: no fetch within the
-    // cooldown of the last (here `refresh`, 2 s).
+    // cooldown of the last (here `refresh`, 5 s).
     let before = jwks.fetches();
     for i in 0..30 {
         let token = ec.token_with(
@@ -383,7 +384,7 @@ async fn bearer_tokens_are_checked_against_a_rotating_key_set_and_a_secret() {
 
     // The provider goes down: the keys already known keep working.
     jwks.down.store(true, Ordering::SeqCst);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5100)).await;
     let (status, text, _) = call(&url("idp"), Some(&ec.token(claims("orders", 300)))).await;
     assert_eq!(
         (status, text.contains("unavailable")),

@@ -38,7 +38,7 @@ flows:
     output:
       http_client:
         url: "{{{{ .url }}}}"
-        retry: {{ max_attempts: 5, initial_backoff: 1s }}
+        retry: {{ max_attempts: 5, initial_backoff: 5s }}
 "#
     ))
     .await;
@@ -69,7 +69,7 @@ flows:
         assert!(status >= 400, "{url}: {status} {text}");
         assert!(text.contains("outbound guard refused"), "{url}: {text}");
         assert!(
-            took < std::time::Duration::from_millis(900),
+            took < std::time::Duration::from_secs(3),
             "{url} was retried: {took:?}"
         );
     }

@@ -195,20 +195,24 @@ flows:
     );
 
     // A broken file is reported and the certificate in use is kept.
+    let failures = |w: &Weft| w.stderr().matches("TLS files did not load").count();
+    let failed = failures(&weft);
     std::fs::write(dir.join("server.pem"), "not a certificate").unwrap();
-    let reported = eventually(Duration::from_secs(10), || {
-        weft.stderr().contains("TLS files did not load")
-    })
-    .await;
+    let reported = eventually(Duration::from_secs(10), || failures(&weft) > failed).await;
     assert!(reported, "{}", weft.stderr());
     let (status, served) = https(port, &ours.der, Some(&partner), "POST", "/")
         .await
         .unwrap();
     assert_eq!((status, served), (200, second));
 
-    // SIGHUP reads the files again at once, and weft keeps running.
-    install(&dir, &cert_pem, &key_pem);
+    // SIGHUP reads the files again, changed or not, and weft keeps running. The good files go
+    // back first, and the watchers' own reloads of them are let settle, so only SIGHUP can
+    // log another.
     let reloads = |w: &Weft| w.stderr().matches("TLS certificate reloaded").count();
+    let settled = reloads(&weft);
+    install(&dir, &cert_pem, &key_pem);
+    assert!(eventually(Duration::from_secs(10), || reloads(&weft) > settled).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let before = reloads(&weft);
     let hup = std::process::Command::new("kill")
         .args(["-HUP", &weft.child.id().to_string()])
@@ -316,9 +320,10 @@ async fn connection_limits_protect_the_server() {
         Duration::from_secs(8),
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        !third.is_finished(),
-        "a third connection was served at once"
+    assert_eq!(
+        receiver.seen().len(),
+        1,
+        "a third connection was served while two held both places"
     );
     drop(idle_a);
     let answer = third.await.unwrap();
@@ -338,7 +343,7 @@ async fn a_client_that_stops_reading_loses_its_connection() {
         address: "127.0.0.1:{port}"
         response: pipeline
         max_body_size: 16MiB
-        limits: {{ max_connections: 1, write_timeout: 1s }}
+        limits: {{ max_connections: 1, write_timeout: 1s, header_timeout: 2s }}
     output: {{ drop: {{}} }}
 "#
     ))

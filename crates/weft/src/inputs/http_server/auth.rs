@@ -1,7 +1,8 @@
 //! Inbound auth for `http_server`: API keys, basic auth, HMAC-signed webhooks (generic, or
 //! the GitHub, Stripe, Slack and Shopify presets) and JWT bearer tokens (see [`super::jwt`]),
-//! checked before anything reaches the flow. A request that fails is answered 401 with a short reason (which never repeats a secret) and
-//! logged; nothing of it is processed. The credential (the API key header or query parameter,
+//! checked before anything reaches the flow. A request that fails is answered 401 with a short
+//! reason (which never repeats a secret), or 503 when weft cannot check it (a JWT key set it
+//! could not fetch), and logged; nothing of it is processed. The credential (the API key header or query parameter,
 //! the `Authorization` header) is kept out of the message's `%http` metadata.
 //!
 //! - `api_key`: a key in a `header` (default `X-Api-Key`) or `query` parameter; several `keys`
@@ -24,7 +25,8 @@
 //!     auth: { hmac: { preset: github, secret: "${GH_SECRET}" } }
 //! # auth: { api_key: { header: X-Api-Key, keys: ["${K1}", "${K2}"] } }
 //! # auth: { basic: { users: { partner: "${PARTNER_PASSWORD}" } } }
-//! # auth: { jwt: { jwks_url: "https://login.example.com/.well-known/jwks.json", audience: orders-api } }
+//! # auth: { jwt: { jwks_url: "https://login.example.com/jwks.json",
+//! #                issuer: "https://login.example.com/", audience: orders-api } }
 //! # auth: { hmac: { secret: "${S}", header: X-Signature, prefix: "sha256=", encoding: hex,
 //! #                 algorithm: sha256, timestamp_header: X-Timestamp, signed: "{timestamp}.{body}" } }
 //! ```

@@ -385,8 +385,8 @@ impl Jwks {
         let set = self.current.read().expect("key set lock").clone();
         let recently_tried = set.tried.is_some_and(|t| t.elapsed() < self.cooldown());
         match set.fetched {
-            None if !recently_tried => self.refetch().await,
-            Some(_) if missing_key && !recently_tried => self.refetch().await,
+            None if !recently_tried => self.refetch_detached(set).await,
+            Some(_) if missing_key && !recently_tried => self.refetch_detached(set).await,
             Some(fetched) if fetched.elapsed() >= self.refresh && !recently_tried => {
                 use std::sync::atomic::Ordering;
                 if self
@@ -404,6 +404,16 @@ impl Jwks {
             }
             _ => set,
         }
+    }
+
+    /// Fetches the set in a task of its own and waits for it: a caller that hangs up cannot
+    /// cancel a fetch before its try is recorded (which would let made-up key ids skip the
+    /// cooldown).
+    async fn refetch_detached(self: &Arc<Self>, known: Arc<KeySet>) -> Arc<KeySet> {
+        let jwks = self.clone();
+        tokio::spawn(async move { jwks.refetch().await })
+            .await
+            .unwrap_or(known)
     }
 
     /// Fetches the set, one fetch at a time (those who waited for one use its result).

@@ -9,15 +9,18 @@
 //! pipeline left it (`204` if it was dropped), so a flow is an API endpoint.
 //!
 //! With `auth` (see [`auth`]: API keys, basic auth, HMAC-signed webhooks with presets for
-//! GitHub, Stripe, Slack and Shopify), a request that does not prove itself is answered `401`
-//! and never reaches the flow.
+//! GitHub, Stripe, Slack and Shopify, JWT bearer tokens), a request that does not prove itself
+//! is answered `401` (`503` when its JWT cannot be checked: no key set) and never reaches the
+//! flow. `tls` serves HTTPS (mutual TLS with `client_ca_file`) and `limits` bounds what a
+//! client may hold; see [`crate::server`].
 //!
 //! Refusals: `503` + `Retry-After` when the flow is at its concurrency limit (nothing is queued
 //! without bound), `413` over `max_body_size`, `400` for a body that does not parse (with the
 //! position), `405` for a method not listed, `404` for any other path, `408` when the body is not
 //! read within `read_timeout`, `422` when a processor fails on the message (or a durable flow's
 //! ordering key is null), `409` + `Retry-After` when a message with the same dedupe key is still
-//! being delivered. With `idempotency`, see [`idempotency`] for its `409`, `422` and `400`.
+//! being delivered, `431` for too many or too large headers (`limits`). With `idempotency`, see
+//! [`idempotency`] for its `409`, `422` and `400`.
 //!
 //! Bodies by content type (`core::body`): JSON (also without a content type), forms (an object
 //! of strings; a "form" starting with `{` or `[` is JSON, as `curl -d` sends it), XML (DTDs
