@@ -101,21 +101,8 @@ const MAX_SECRET_FILE: u64 = 64 * 1024;
 
 /// A regular file's text, bounded; errors name the file, never its contents.
 fn read_secret_file(path: &str) -> Result<String, String> {
-    use std::io::Read;
     let fail = |why: String| format!("secret file `{path}` cannot be read: {why}");
-    // Looked at before it is opened: opening a FIFO would wait for a writer.
-    let meta = std::fs::metadata(path).map_err(|e| fail(e.kind().to_string()))?;
-    if !meta.is_file() {
-        return Err(fail("not a regular file".into()));
-    }
-    let file = std::fs::File::open(path).map_err(|e| fail(e.kind().to_string()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_SECRET_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| fail(e.kind().to_string()))?;
-    if bytes.len() as u64 > MAX_SECRET_FILE {
-        return Err(fail(format!("larger than {MAX_SECRET_FILE} bytes")));
-    }
+    let bytes = super::read_bounded(path, MAX_SECRET_FILE).map_err(fail)?;
     String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".into()))
 }
 

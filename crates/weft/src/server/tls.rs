@@ -153,14 +153,7 @@ impl TlsConfig {
 /// A PEM file's bytes: a regular file of a sane size (a device or a FIFO named by mistake
 /// must not hang the loader or the watcher).
 fn read_pem(path: &str) -> Result<Vec<u8>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{path}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("{path}: not a regular file"));
-    }
-    if meta.len() > MAX_PEM_FILE {
-        return Err(format!("{path}: larger than {MAX_PEM_FILE} bytes"));
-    }
-    std::fs::read(path).map_err(|e| format!("{path}: {e}"))
+    crate::config::read_bounded(path, MAX_PEM_FILE).map_err(|why| format!("{path}: {why}"))
 }
 
 impl Tls {

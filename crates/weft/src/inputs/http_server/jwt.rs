@@ -108,10 +108,9 @@ const MAX_CANDIDATES: usize = 8;
 
 pub struct Jwt {
     keys: Keys,
-    /// Every algorithm accepted.
-    algorithms: Vec<Algorithm>,
-    /// The checks, one per key family (jsonwebtoken wants one family per validation).
-    validations: Vec<(AlgorithmFamily, Validation)>,
+    /// The checks, one per key family (jsonwebtoken wants one family per validation), holding
+    /// between them every algorithm accepted.
+    validations: Vec<Validation>,
 }
 
 enum Keys {
@@ -248,15 +247,11 @@ impl JwtConfig {
                     .copied()
                     .filter(|a| a.family() == *family)
                     .collect();
-                (*family, v)
+                v
             })
-            .filter(|(_, v)| !v.algorithms.is_empty())
+            .filter(|v| !v.algorithms.is_empty())
             .collect();
-        Ok(Jwt {
-            keys,
-            algorithms,
-            validations,
-        })
+        Ok(Jwt { keys, validations })
     }
 }
 
@@ -275,14 +270,10 @@ impl Jwt {
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| Refused::new("malformed token or unsupported algorithm"))?;
-        if !self.algorithms.contains(&header.alg) {
-            return Err(Refused::new("token algorithm not allowed"));
-        }
         let validation = self
             .validations
             .iter()
-            .find(|(family, _)| *family == header.alg.family())
-            .map(|(_, v)| v)
+            .find(|v| v.algorithms.contains(&header.alg))
             .ok_or(Refused::new("token algorithm not allowed"))?;
         match &self.keys {
             Keys::Fixed(key) => decode(token, key, validation),
