@@ -104,19 +104,24 @@ flows:
     );
     let dir = scratch();
     let mut weft = Weft::start_in(dir.clone(), &config, &[], std::process::Stdio::null()).await;
-    // weft declares the queues; publish once they exist.
+    // weft declares the queues (each flow its own, concurrently); publish once all exist, or a
+    // message to a queue not yet declared is dropped as unroutable.
     let mut ready = false;
     for _ in 0..100 {
         let passive = QueueDeclareOptions {
             passive: true,
             ..Default::default()
         };
-        let probe = connection.create_channel().await.unwrap();
-        if probe
-            .queue_declare(dead.as_str().into(), passive, FieldTable::default())
-            .await
-            .is_ok()
-        {
+        let mut all = true;
+        for queue in [&orders, &dead] {
+            // A failed passive declare closes its channel: one probe channel per queue.
+            let probe = connection.create_channel().await.unwrap();
+            all &= probe
+                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                .await
+                .is_ok();
+        }
+        if all {
             ready = true;
             break;
         }
