@@ -114,52 +114,21 @@ pub async fn run(
         HashMap::new();
     let mut readers = Vec::new();
     for spec in loaded.flows {
-        let name: Arc<str> = spec.name.as_str().into();
-        let processors = spec
-            .processors
-            .into_iter()
-            .map(|(id, processor)| ProcessorSlot { id, processor })
-            .collect();
-        let outputs = spec
-            .outputs
-            .into_iter()
-            .map(|(id, output, retry)| OutputSlot {
-                metrics: ComponentMetrics::new(&name, &id),
-                id,
-                output,
-                retry,
-            })
-            .collect();
-        let durable = match (spec.durable, &store) {
-            (Some(limits), Some(store)) => Some(Arc::new(
-                DurableQueue::open(store.clone(), name.clone(), limits, spec.order_by).await?,
-            )),
-            _ => None,
-        };
-        // A durable flow's `concurrency` is its delivery workers; intake has its own bound.
-        let in_flight = if durable.is_some() {
-            durable::INTAKE_LIMIT
-        } else {
-            spec.concurrency
-        };
-        let flow = Arc::new(Flow::new(
-            name,
-            &spec.input_id,
-            in_flight,
-            processors,
-            outputs,
-            durable,
-            store.clone(),
-        ));
+        let Assembled {
+            flow,
+            input,
+            input_id,
+            workers,
+        } = assemble(spec, store.as_ref()).await?;
         if flow.durable().is_some() {
-            durable_flows.push((flow.clone(), spec.concurrency));
+            durable_flows.push((flow.clone(), workers));
         }
-        match spec.input {
+        match input {
             Input::HttpServer(endpoint) => servers
                 .entry(endpoint.address)
                 .or_default()
                 .push((endpoint, flow)),
-            other => readers.push((other, spec.input_id, flow)),
+            other => readers.push((other, input_id, flow)),
         }
     }
 
@@ -326,6 +295,63 @@ pub async fn run(
     // A scrape in progress gets a moment to finish; the admin endpoint holds no messages.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), admin_task).await;
     Ok(summary)
+}
+
+/// A flow built from its spec; its input is still to be run.
+pub struct Assembled {
+    pub flow: Arc<RunFlow>,
+    pub input: Input,
+    pub input_id: String,
+    /// A durable flow's delivery workers (its `concurrency`).
+    pub workers: u32,
+}
+
+/// Builds the runtime flow of `spec`, opening its store queue when it is durable (`store` is
+/// then required).
+pub async fn assemble(spec: FlowSpec, store: Option<&Store>) -> Result<Assembled, EngineError> {
+    let name: Arc<str> = spec.name.as_str().into();
+    let processors = spec
+        .processors
+        .into_iter()
+        .map(|(id, processor)| ProcessorSlot { id, processor })
+        .collect();
+    let outputs = spec
+        .outputs
+        .into_iter()
+        .map(|(id, output, retry)| OutputSlot {
+            metrics: ComponentMetrics::new(&name, &id),
+            id,
+            output,
+            retry,
+        })
+        .collect();
+    let durable = match (spec.durable, store) {
+        (Some(limits), Some(store)) => Some(Arc::new(
+            DurableQueue::open(store.clone(), name.clone(), limits, spec.order_by).await?,
+        )),
+        _ => None,
+    };
+    // A durable flow's `concurrency` is its delivery workers; intake has its own bound.
+    let in_flight = if durable.is_some() {
+        durable::INTAKE_LIMIT
+    } else {
+        spec.concurrency
+    };
+    let flow = Arc::new(Flow::new(
+        name,
+        &spec.input_id,
+        in_flight,
+        processors,
+        outputs,
+        durable,
+        store.cloned(),
+    ));
+    Ok(Assembled {
+        flow,
+        input: spec.input,
+        input_id: spec.input_id,
+        workers: spec.concurrency,
+    })
 }
 
 /// Gives back the space of expired dedupe and idempotency keys now and then (they already read

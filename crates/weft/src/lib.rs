@@ -22,3 +22,4 @@ pub mod inputs;
 pub mod outputs;
 pub mod processors;
 pub mod server;
+pub mod testing;

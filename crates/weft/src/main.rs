@@ -1,5 +1,5 @@
-//! The `weft` command: `run`, `check`, `dlq`, `openapi`, `schema`, `completions`. The only
-//! place `anyhow` appears.
+//! The `weft` command: `run`, `check`, `test`, `init`, `dlq`, `openapi`, `schema`,
+//! `completions`. The only place `anyhow` appears.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,6 +19,8 @@ use weft::outputs::Shared;
     after_help = "Examples:
   weft run examples/quickstart.yaml            run flows until SIGTERM/SIGINT
   weft check flows/*.yaml                      report every config error, run nothing
+  weft test                                    run every *_test.yaml under this directory
+  weft init                                    write a starter flow and its test
   weft dlq list --flow orders                  dead letters of a durable flow
   weft completions bash > ~/.local/share/bash-completion/completions/weft
 
@@ -69,6 +71,46 @@ SIGTERM/SIGINT drains (a second one stops at once); SIGHUP reloads TLS certifica
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Run the tests of flows (`*_test.yaml`): messages or requests in, outputs and HTTP calls
+    /// mocked, assertions on what came out. Exit 1 on any failure.
+    #[command(after_help = "Examples:
+  weft test                                    every *_test.yaml under this directory
+  weft test examples/ flows/orders.yaml        a directory, and the test of one flow
+  weft test flows/ --filter refund             only tests whose name contains `refund`
+  weft test flows/orders_test.yaml --record    call the real APIs, write the tests' fixtures
+
+A test file:
+  tests:
+    - name: an order is mapped
+      flow: orders
+      messages:
+        - value: { id: 42 }
+      expect:
+        outputs:
+          output.http_client:
+            messages:
+              - includes: { order_id: \"42\" }")]
+    Test {
+        /// Test files, flow files (their `_test.yaml` beside them) or directories; default `.`.
+        paths: Vec<PathBuf>,
+        /// Send HTTP calls no declared mock answers to the network, and write the answers to
+        /// each test's `fixtures` file.
+        #[arg(long)]
+        record: bool,
+        /// Run only the tests whose name contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Write a starter flow and its test into a directory (default `.`).
+    #[command(after_help = "Example:
+  weft init flows --name orders && weft test flows")]
+    Init {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The flow's name (snake_case): the files are NAME.yaml and NAME_test.yaml.
+        #[arg(long, default_value = "hello")]
+        name: String,
     },
     /// Inspect, replay or purge dead letters; works while weft runs or when it is stopped.
     #[command(after_help = "Examples:
@@ -136,8 +178,10 @@ struct DlqArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A test's expected failures are reported by the test, not logged beside it.
+    let quiet = matches!(cli.command, Command::Test { .. });
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if quiet { "off" } else { "info" }));
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
@@ -171,6 +215,50 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(errors) => report(&errors),
+        },
+        Command::Test {
+            paths,
+            record,
+            filter,
+        } => {
+            let files = match weft::testing::discover(&paths) {
+                Ok(files) if files.is_empty() => {
+                    eprintln!("error: no *_test.yaml file found");
+                    return ExitCode::FAILURE;
+                }
+                Ok(files) => files,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("the tokio runtime starts");
+            let options = weft::testing::Options { record, filter };
+            let mut out = std::io::stdout();
+            match runtime.block_on(weft::testing::run(&files, &options, &mut out)) {
+                Ok(summary) if summary.failed == 0 => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Init { dir, name } => match weft::testing::init(&dir, &name) {
+            Ok(written) => {
+                for path in written {
+                    println!("wrote {}", path.display());
+                }
+                println!("next: weft test {}", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
         },
         Command::Openapi {
             action: OpenapiAction::List { spec },

@@ -56,6 +56,7 @@ use weft_store::Store;
 
 /// One profile, by kind.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "AuthProfile")]
 #[serde(rename_all = "snake_case")]
 pub enum Config {
     Basic(BasicConfig),

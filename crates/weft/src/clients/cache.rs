@@ -18,6 +18,7 @@ use crate::config::units::Dur;
 use crate::core::Value;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "Cache")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// How long an entry is used.

@@ -21,6 +21,7 @@ use crate::config::BuildError;
 use crate::config::units::Dur;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "CircuitBreaker")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Consecutive failures that open a target's circuit.

@@ -133,7 +133,30 @@ pub struct HttpClient {
     inner: Inner,
     /// The outbound guard's rules, shared by every client made from this one.
     guard: Guard,
+    /// Answers requests instead of the network (`weft test`), shared like the guard.
+    intercept: Intercept,
 }
+
+/// What an [`Interceptor`] does with a request.
+pub enum Intercepted {
+    /// Answer it with this response; nothing goes out.
+    Answer(Response<Bytes>),
+    /// Fail it for good with this reason; nothing goes out.
+    Refuse(String),
+    /// Send it; the answer is shown to [`Interceptor::observe`].
+    Pass,
+}
+
+/// Stands between a client and the network: `weft test` answers HTTP calls from declared or
+/// recorded responses through it.
+pub trait Interceptor: Send + Sync {
+    fn intercept(&self, method: &http::Method, uri: &Uri, body: &Bytes) -> Intercepted;
+    /// Sees the answer to a request it let through.
+    fn observe(&self, method: &http::Method, uri: &Uri, body: &Bytes, response: &Response<Bytes>);
+}
+
+#[derive(Clone, Default)]
+struct Intercept(Arc<std::sync::RwLock<Option<Arc<dyn Interceptor>>>>);
 
 #[derive(Clone)]
 enum Inner {
@@ -166,7 +189,14 @@ impl HttpClient {
         HttpClient {
             inner: Inner::Direct(inner),
             guard,
+            intercept: Intercept::default(),
         }
+    }
+
+    /// Routes every request of this client, and of every client made from it, through
+    /// `interceptor` (`weft test`).
+    pub fn set_interceptor(&self, interceptor: Arc<dyn Interceptor>) {
+        *self.intercept.0.write().expect("intercept lock") = Some(interceptor);
     }
 
     /// Puts the config's `outbound` rules in force for this client and every client made from
@@ -261,11 +291,53 @@ impl HttpClient {
                 ))))
             }
         };
-        Ok(HttpClient { inner, guard })
+        Ok(HttpClient {
+            inner,
+            guard,
+            intercept: shared.intercept.clone(),
+        })
     }
 
     /// Sends `request` and reads at most `body_limit` bytes of the answer, all within `timeout`.
     pub async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        timeout: Duration,
+        body_limit: usize,
+    ) -> Result<Response<Bytes>, ClientError> {
+        let interceptor = self.intercept.0.read().expect("intercept lock").clone();
+        let Some(interceptor) = interceptor else {
+            return self.send_out(request, timeout, body_limit).await;
+        };
+        let (parts, body) = request.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        match interceptor.intercept(&parts.method, &parts.uri, &body) {
+            Intercepted::Answer(response) => {
+                let (mut parts, body) = response.into_parts();
+                if body.len() > body_limit {
+                    parts.extensions.insert(Truncated);
+                }
+                Ok(Response::from_parts(
+                    parts,
+                    body.slice(..body.len().min(body_limit)),
+                ))
+            }
+            Intercepted::Refuse(reason) => Err(ClientError::Denied(reason)),
+            Intercepted::Pass => {
+                let (method, uri) = (parts.method.clone(), parts.uri.clone());
+                let request = Request::from_parts(parts, Full::new(body.clone()));
+                let response = self.send_out(request, timeout, body_limit).await?;
+                interceptor.observe(&method, &uri, &body, &response);
+                Ok(response)
+            }
+        }
+    }
+
+    async fn send_out(
         &self,
         request: Request<Full<Bytes>>,
         timeout: Duration,

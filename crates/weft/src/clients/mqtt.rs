@@ -36,6 +36,11 @@ pub fn default_version() -> String {
     "3.1.1".into()
 }
 
+/// The JSON Schema of a `version` field: YAML makes a number of a bare `5`, which is as good.
+pub fn version_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "enum": ["3.1.1", "3", "4", "5", "5.0", 3, 4, 5] })
+}
+
 /// A broker, by URL.
 pub struct Mqtt {
     host: String,

@@ -22,6 +22,7 @@ use crate::config::BuildError;
 use crate::config::units::Dur;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "RateLimit")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Requests allowed per `per`.

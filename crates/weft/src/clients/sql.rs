@@ -38,6 +38,7 @@ use crate::config::BuildError;
 use crate::config::units::Dur;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "SqlDatabase")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `postgres://user:password@host:5432/db`, `mysql://user:password@host:3306/db` or

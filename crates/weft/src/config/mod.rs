@@ -6,6 +6,8 @@
 //! wrong and in which field ([`BuildError`]); this module adds *where* (`file:line:col`, flow,
 //! component, field path) and a "did you mean". `weft check` is this module and nothing else.
 
+#[cfg(test)]
+mod component_docs;
 pub mod de;
 pub mod env;
 pub mod schema;
@@ -203,7 +205,15 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Loads and builds every flow in `paths`, or returns every error found.
 pub fn load(paths: &[impl AsRef<Path>], shared: &Shared) -> Result<Loaded, Vec<ConfigError>> {
-    let lookup = |name: &str| std::env::var(name).ok();
+    load_with(paths, &|name: &str| std::env::var(name).ok(), shared)
+}
+
+/// [`load`] with `${VAR}` looked up through `lookup` (`weft test` adds a test file's `env`).
+pub fn load_with(
+    paths: &[impl AsRef<Path>],
+    lookup: &dyn Fn(&str) -> Option<String>,
+    shared: &Shared,
+) -> Result<Loaded, Vec<ConfigError>> {
     let mut loader = Loader::new(shared);
     let mut texts = Vec::new();
     for path in paths {
@@ -224,10 +234,10 @@ pub fn load(paths: &[impl AsRef<Path>], shared: &Shared) -> Result<Loaded, Vec<C
     }
     // Resources first, from every file: a flow may name one defined in another file.
     for (file, text) in &texts {
-        loader.resources(file, text, &lookup);
+        loader.resources(file, text, lookup);
     }
     for (file, text) in &texts {
-        loader.file(file, text, &lookup);
+        loader.file(file, text, lookup);
     }
     loader.finish()
 }

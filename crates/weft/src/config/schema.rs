@@ -77,6 +77,7 @@ pub enum OneOrMany {
 
 /// A component with a short form: a bare value, or its settings.
 #[derive(JsonSchema)]
+#[schemars(rename = "ShortOr{T}")]
 #[serde(untagged)]
 #[allow(dead_code)]
 pub enum ShortOr<T> {
@@ -121,7 +122,10 @@ mod tests {
         let mut seen = 0;
         for entry in std::fs::read_dir(root().join("examples")).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "yaml") {
+            // `*_test.yaml` files are tests of flows (`weft test`), not flows.
+            if path.extension().is_none_or(|e| e != "yaml")
+                || path.to_string_lossy().ends_with("_test.yaml")
+            {
                 continue;
             }
             seen += 1;
@@ -162,6 +166,20 @@ mod tests {
                 .collect();
             assert!(errors.is_empty(), "{good}: {errors:#?}");
         }
+    }
+
+    #[test]
+    fn every_definition_has_a_name_of_its_own() {
+        // schemars numbers a name it has seen (`Config2`): name such a type with
+        // `#[schemars(rename = "…")]`, as the component configs are (`HttpPollInput`).
+        let schema: serde_json::Value = serde_json::from_str(&generate()).unwrap();
+        let numbered: Vec<&String> = schema["$defs"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|name| name.ends_with(|c: char| c.is_ascii_digit()) || *name == "Config")
+            .collect();
+        assert!(numbered.is_empty(), "unnamed schema types: {numbered:?}");
     }
 
     #[test]

@@ -120,6 +120,65 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
+/// Written as it is read, in hours at most (`30s`, `1m 30s`, `24h`), so a default shows in the
+/// JSON Schema.
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.0.subsec_nanos().is_multiple_of(1_000_000) {
+            return write!(f, "{}", humantime::format_duration(self.0));
+        }
+        let ms = self.0.as_millis();
+        let parts = [
+            (ms / 3_600_000, "h"),
+            (ms / 60_000 % 60, "m"),
+            (ms / 1000 % 60, "s"),
+            (ms % 1000, "ms"),
+        ];
+        let mut written = false;
+        for (n, unit) in parts.into_iter().filter(|(n, _)| *n > 0) {
+            write!(f, "{}{n}{unit}", if written { " " } else { "" })?;
+            written = true;
+        }
+        if !written {
+            f.write_str("0s")?;
+        }
+        Ok(())
+    }
+}
+
+impl serde::Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Written in the largest unit that divides it (`5MiB`, `1MB`, `100B`).
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(u64, &str); 6] = [
+            (1 << 30, "GiB"),
+            (1 << 20, "MiB"),
+            (1 << 10, "KiB"),
+            (1_000_000_000, "GB"),
+            (1_000_000, "MB"),
+            (1_000, "KB"),
+        ];
+        match UNITS
+            .iter()
+            .find(|(unit, _)| self.0 > 0 && self.0.is_multiple_of(*unit))
+        {
+            Some((unit, name)) => write!(f, "{}{name}", self.0 / unit),
+            None => write!(f, "{}B", self.0),
+        }
+    }
+}
+
+impl serde::Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl schemars::JsonSchema for Dur {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "Duration".into()
@@ -164,5 +223,19 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown size unit")
         );
+    }
+
+    #[test]
+    fn sizes_and_durations_print_as_they_are_read() {
+        for text in ["5MiB", "1MB", "1KiB", "100B", "0B", "3GiB"] {
+            assert_eq!(Size::parse(text).unwrap().to_string(), text);
+        }
+        for text in ["30s", "500ms", "1m 30s", "5m", "24h"] {
+            let dur = Dur::parse(text).unwrap();
+            assert_eq!(Dur::parse(&dur.to_string()).unwrap(), dur);
+        }
+        assert_eq!(Dur(Duration::from_secs(90)).to_string(), "1m 30s");
+        assert_eq!(Dur(Duration::from_secs(86_400)).to_string(), "24h");
+        assert_eq!(Dur(Duration::ZERO).to_string(), "0s");
     }
 }

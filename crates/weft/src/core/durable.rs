@@ -89,7 +89,8 @@ fn encode_value(value: &Value) -> Result<Vec<u8>, AcceptError> {
     Ok(out)
 }
 
-fn decode_value(stored: &[u8]) -> Result<Value, String> {
+/// A stored payload back as a value (raw bytes or JSON, as it was stored).
+pub fn decode_value(stored: &[u8]) -> Result<Value, String> {
     match stored.split_first() {
         Some((b'b', raw)) => Ok(Value::Bytes(bytes::Bytes::copy_from_slice(raw))),
         Some((b'j', json)) => serde_json::from_slice(json).map_err(|e| e.to_string()),

@@ -10,6 +10,7 @@
 //! A `Retry-After` from the destination replaces the computed wait (and may exceed
 //! `max_backoff`), but a retry that would end after `max_elapsed` fails at once instead.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -87,13 +88,27 @@ pub struct RetryPolicy {
     pub max_elapsed: Duration,
 }
 
+/// How many times faster than configured every retry wait and deadline runs: 1, except under
+/// `weft test`, which runs the same attempts in a thousandth of the time.
+static TIME_SCALE: AtomicU32 = AtomicU32::new(1);
+
+/// Sets [`TIME_SCALE`] for retry policies built from now on (process-wide: `weft test` only).
+pub fn set_time_scale(scale: u32) {
+    TIME_SCALE.store(scale.max(1), Ordering::Relaxed);
+}
+
+fn time_scale() -> u32 {
+    TIME_SCALE.load(Ordering::Relaxed)
+}
+
 impl From<&RetryConfig> for RetryPolicy {
     fn from(c: &RetryConfig) -> Self {
+        let scale = time_scale();
         RetryPolicy {
             max_attempts: c.max_attempts.max(1),
-            initial_backoff: c.initial_backoff.0,
-            max_backoff: c.max_backoff.0,
-            max_elapsed: c.max_elapsed.0,
+            initial_backoff: c.initial_backoff.0 / scale,
+            max_backoff: c.max_backoff.0 / scale,
+            max_elapsed: c.max_elapsed.0 / scale,
         }
     }
 }
@@ -121,7 +136,7 @@ impl RetryPolicy {
             return Decision::Fail(format!("{reason} (gave up after {attempts} attempts)"));
         }
         let wait = match retry_after {
-            Some(wait) => *wait,
+            Some(wait) => *wait / time_scale(),
             None => {
                 let exp = 2u32.saturating_pow(attempts.saturating_sub(1).min(31));
                 let base = self

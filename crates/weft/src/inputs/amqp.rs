@@ -35,6 +35,7 @@ use crate::core::body::payload;
 use crate::core::mapping::{Value, empty_object, insert};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "AmqpInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `amqp://user:password@host:5672/vhost`.

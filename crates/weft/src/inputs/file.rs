@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::{Codec, Feed, read_lines};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "FileInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub path: PathBuf,

@@ -24,6 +24,7 @@ use crate::core::mapping::{Mapping, Outcome, empty_object};
 use crate::core::schedule::Schedule;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "GenerateInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// VRL program that builds each message.

@@ -60,6 +60,7 @@ use crate::core::schedule::Schedule;
 use crate::core::{Message, Value, body};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "HttpPollInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The first page's URL; may contain `{{ expression }}` parts (`%watermark`).
@@ -172,6 +173,7 @@ pub struct OffsetConfig {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "HttpPollWatermark")]
 #[serde(deny_unknown_fields)]
 pub struct WatermarkConfig {
     /// VRL over each record giving its watermark value (a timestamp, a number or a string).

@@ -28,6 +28,7 @@ use crate::core::body::payload;
 use crate::core::mapping::{Value, empty_object, insert};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "MqttInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `mqtt://[user:password@]host:1883`.
@@ -42,6 +43,7 @@ pub struct Config {
     pub qos: u8,
     /// The protocol: `3.1.1` (default) or `5`.
     #[serde(default = "default_version")]
+    #[schemars(schema_with = "crate::clients::mqtt::version_schema")]
     pub version: String,
 }
 

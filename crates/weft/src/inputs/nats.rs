@@ -23,6 +23,7 @@ use crate::core::body::payload;
 use crate::core::mapping::{Value, empty_object, insert};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "NatsInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `nats://[user:password@]host:4222`.

@@ -31,6 +31,7 @@ use crate::core::body::payload;
 use crate::core::mapping::{Value, empty_object, insert};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "NatsJetstreamInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `nats://[user:password@]host:4222`.

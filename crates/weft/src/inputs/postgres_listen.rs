@@ -26,6 +26,7 @@ use crate::core::Message;
 use crate::core::mapping::{Value, empty_object, insert};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "PostgresListenInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The database, by its name in `resources.sql` (PostgreSQL).

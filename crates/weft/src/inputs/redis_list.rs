@@ -25,6 +25,7 @@ use crate::core::Message;
 use crate::core::body::payload;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "RedisListInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `redis://[:password@]host:port[/db]`.

@@ -23,6 +23,7 @@ use crate::core::body::payload;
 use crate::core::mapping::{Value, empty_object, insert};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "RedisPubsubInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `redis://[:password@]host:port[/db]`.

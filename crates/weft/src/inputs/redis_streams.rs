@@ -34,6 +34,7 @@ use crate::core::body::payload;
 use crate::core::mapping::{ObjectMap, Value, empty_object, insert};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "RedisStreamsInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `redis://[:password@]host:port[/db]`.

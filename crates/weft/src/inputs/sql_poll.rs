@@ -34,6 +34,7 @@ use crate::core::Message;
 use crate::core::schedule::Schedule;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "SqlPollInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The database, by its name in `resources.sql`.
@@ -51,6 +52,7 @@ pub struct Config {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "SqlPollWatermark")]
 #[serde(deny_unknown_fields)]
 pub struct WatermarkConfig {
     /// The columns whose values in the last row read are the next poll's parameters.

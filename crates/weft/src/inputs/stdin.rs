@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::{Codec, Feed, read_lines};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "StdinInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "default_codec")]

@@ -26,6 +26,7 @@ use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "AmqpOutput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `amqp://user:password@host:5672/vhost`.

@@ -9,5 +9,6 @@
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "DropOutput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {}

@@ -12,7 +12,7 @@
 //!     retry: { max_attempts: 3 }
 //! ```
 
-use super::{Output, Shared, StrategyConfig, accepted, combine, send_inner};
+use super::{Output, Shared, StrategyConfig, accepted, combine, send_boxed};
 use crate::clients::Resources;
 use crate::config::BuildError;
 use crate::core::{Attempt, Message};
@@ -43,7 +43,7 @@ impl Fallback {
     pub async fn send(&self, message: &Message) -> Attempt {
         let mut failures = Vec::new();
         for (id, output) in &self.outputs {
-            let outcome = send_inner(output, message).await;
+            let outcome = send_boxed(output, message).await;
             if accepted(&outcome) {
                 if !failures.is_empty() {
                     tracing::warn!(component = id, id = %message.id, "delivered to a fallback output");

@@ -17,6 +17,7 @@ use crate::config::BuildError;
 use crate::core::{Attempt, Message};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "FileOutput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The file to append to.

@@ -63,6 +63,7 @@ const RESPONSE_LIMIT: usize = 64 * 1024;
 const MAX_REDIRECTS: usize = 10;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "HttpClientOutput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Destination; may contain `{{ expression }}` parts.

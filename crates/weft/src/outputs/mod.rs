@@ -162,6 +162,8 @@ pub enum Output {
     Fallback(Box<fallback::Fallback>),
     RoundRobin(Box<round_robin::RoundRobin>),
     Switch(Box<switch::Switch>),
+    /// `weft test`'s stand-in for a configured output (never built from YAML).
+    Mock(Box<crate::testing::mock::MockOutput>),
 }
 
 impl crate::core::Output for Output {
@@ -185,6 +187,7 @@ impl crate::core::Output for Output {
             Output::Fallback(o) => o.send(message).await,
             Output::RoundRobin(o) => o.send(message).await,
             Output::Switch(o) => o.send(message).await,
+            Output::Mock(o) => o.send(message).await,
         }
     }
 
@@ -199,6 +202,7 @@ impl crate::core::Output for Output {
             Output::Fallback(o) => o.reads_metadata(),
             Output::RoundRobin(o) => o.reads_metadata(),
             Output::Switch(o) => o.reads_metadata(),
+            Output::Mock(o) => o.reads_metadata(),
             Output::RedisStreams(_)
             | Output::RedisList(_)
             | Output::RedisPubsub(_)
@@ -226,6 +230,7 @@ fn no_result(result: &Option<String>) -> Result<(), Vec<BuildError>> {
 /// `outputs` and `retry` of an output strategy (`fallback`, `round_robin`): one attempt of the
 /// strategy tries its outputs once as it says, and its own `retry` decides about the next.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "StrategyOutput")]
 #[serde(deny_unknown_fields)]
 pub struct StrategyConfig {
     /// The outputs, in order.
@@ -291,7 +296,7 @@ fn build_inner(
 type Sending<'a> = Pin<Box<dyn Future<Output = Attempt> + Send + 'a>>;
 
 /// One attempt at an inner output (boxed: outputs nest).
-fn send_inner<'a>(output: &'a Output, message: &'a Message) -> Sending<'a> {
+pub(crate) fn send_boxed<'a>(output: &'a Output, message: &'a Message) -> Sending<'a> {
     Box::pin(crate::core::Output::send(output, message))
 }
 

@@ -2,6 +2,10 @@
 //! 1: JSON, or a string message's text. With QoS 1 a message counts as delivered only once the
 //! broker acknowledged it (PUBACK); with QoS 0 once it was written to the connection.
 //!
+//! Under MQTT 5 a broker may refuse a publish in its acknowledgement: a refusal that sending
+//! again cannot cure (not authorized, invalid topic or payload format) fails the message for
+//! good, any other is retried.
+//!
 //! ```yaml
 //! output:
 //!   mqtt:
@@ -11,10 +15,6 @@
 //!     retain: false
 //!     version: 5                   # default 3.1.1
 //! ```
-//!
-//! Under MQTT 5 a broker may refuse a publish in its acknowledgement: a refusal that sending
-//! again cannot cure (not authorized, invalid topic or payload format) fails the message for
-//! good, any other is retried.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -33,6 +33,7 @@ use crate::core::template::{Escape, Template};
 use crate::core::{Attempt, Message};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "MqttOutput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `mqtt://[user:password@]host:1883`.
@@ -49,6 +50,7 @@ pub struct Config {
     pub client_id: Option<String>,
     /// The protocol: `3.1.1` (default) or `5`.
     #[serde(default = "default_version")]
+    #[schemars(schema_with = "crate::clients::mqtt::version_schema")]
     pub version: String,
     #[serde(default)]
     pub retry: RetryConfig,

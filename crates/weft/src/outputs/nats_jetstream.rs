@@ -18,6 +18,7 @@ use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "NatsJetstreamOutput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `nats://[user:password@]host:4222`.

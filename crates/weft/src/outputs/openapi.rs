@@ -43,6 +43,7 @@ use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message, Value};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "OpenapiCall")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The OpenAPI document (YAML or JSON file).

@@ -17,6 +17,7 @@ use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "RedisListOutput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `redis://[:password@]host:port[/db]`.

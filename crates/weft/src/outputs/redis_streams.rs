@@ -20,6 +20,7 @@ use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "RedisStreamsOutput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `redis://[:password@]host:port[/db]`.

@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Output, Shared, StrategyConfig, combine, send_inner};
+use super::{Output, Shared, StrategyConfig, combine, send_boxed};
 use crate::clients::Resources;
 use crate::config::BuildError;
 use crate::core::{Attempt, Message};
@@ -45,6 +45,6 @@ impl RoundRobin {
     pub async fn send(&self, message: &Message) -> Attempt {
         let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.outputs.len();
         let (id, output) = &self.outputs[turn];
-        combine(vec![(id.as_str(), send_inner(output, message).await)])
+        combine(vec![(id.as_str(), send_boxed(output, message).await)])
     }
 }

@@ -27,6 +27,7 @@ use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "SoapCall")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub url: String,

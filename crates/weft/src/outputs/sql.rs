@@ -36,6 +36,7 @@ use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "SqlOutput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The database, by its name in `resources.sql`.

@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 use crate::core::{Attempt, Message};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "StdoutOutput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {}
 

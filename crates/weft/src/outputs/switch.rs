@@ -10,7 +10,7 @@
 //! output:
 //!   switch:
 //!     cases:
-//!       - check: .amount > 1000
+//!       - check: (to_float(.amount) ?? 0) > 1000
 //!         output: { http_client: { url: "https://audit.example.com/large" } }
 //!         continue: true
 //!       - check: .country == "DE"
@@ -20,7 +20,7 @@
 
 use serde::Deserialize;
 
-use super::{Output, OutputConfig, Shared, build_inner, combine, send_inner};
+use super::{Output, OutputConfig, Shared, build_inner, combine, send_boxed};
 use crate::clients::Resources;
 use crate::config::BuildError;
 use crate::core::mapping::{Mapping, to_text};
@@ -28,6 +28,7 @@ use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message, Value};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "SwitchOutput")]
 #[serde(deny_unknown_fields)]
 pub struct SwitchConfig {
     pub cases: Vec<CaseConfig>,
@@ -36,6 +37,7 @@ pub struct SwitchConfig {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "SwitchOutputCase")]
 #[serde(deny_unknown_fields)]
 pub struct CaseConfig {
     /// A VRL condition; a case without one takes every message that reaches it.
@@ -156,7 +158,7 @@ impl Switch {
         }
         let outcomes =
             futures_util::future::join_all(chosen.iter().map(|(id, output)| async move {
-                (id.as_str(), send_inner(output, message).await)
+                (id.as_str(), send_boxed(output, message).await)
             }))
             .await;
         combine(outcomes)

@@ -43,6 +43,7 @@ use crate::core::mapping::{Mapping, Outcome, empty_object, insert};
 use crate::core::{Context, Group, GroupOutcome, MappingError, Message, Step, StepError, Value};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "AggregateProcessor")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// A VRL expression giving the group key; default: one group for every message.

@@ -30,6 +30,7 @@ use crate::outputs::Shared;
 
 /// The processors of the block, in order.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "ProcessorBlock")]
 pub struct Config(pub Vec<ProcessorConfig>);
 
 pub struct Block {

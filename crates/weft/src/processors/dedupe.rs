@@ -29,6 +29,7 @@ use crate::core::mapping::Mapping;
 use crate::core::{Claim, Context, MappingError, Message, StepError};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "DedupeProcessor")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// A VRL expression giving the key that identifies a message, e.g. `.event_id`.

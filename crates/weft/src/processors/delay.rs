@@ -21,6 +21,7 @@ use crate::core::{MappingError, Message, StepError, Value};
 
 /// `delay: DURATION` (a fixed wait), or the settings as a mapping.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "DelayProcessor")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// A fixed wait.

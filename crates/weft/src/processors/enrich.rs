@@ -31,6 +31,7 @@ use crate::core::{Context, Message, Step, StepError, Value};
 use crate::outputs::Shared;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "EnrichProcessor")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The lookup, run on a copy of the message.

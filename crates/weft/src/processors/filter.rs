@@ -14,6 +14,7 @@ use crate::core::{MappingError, Message, Value};
 
 /// The VRL condition.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "FilterProcessor")]
 pub struct Config(pub String);
 
 impl Config {

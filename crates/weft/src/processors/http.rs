@@ -34,6 +34,7 @@ use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message, StepError, Value};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "HttpProcessor")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The URL; may contain `{{ expression }}` parts.

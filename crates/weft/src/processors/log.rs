@@ -25,6 +25,7 @@ pub enum Level {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "LogProcessor")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]

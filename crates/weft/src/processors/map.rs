@@ -17,6 +17,7 @@ use crate::core::{MappingError, Message};
 
 /// The VRL program.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "MapProcessor")]
 pub struct Config(pub String);
 
 impl Config {

@@ -20,6 +20,7 @@ use crate::core::{MappingError, Message, Step, Value};
 
 /// `split: EXPRESSION`, or the settings as a mapping.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "SplitProcessor")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// A VRL expression giving the array to split, e.g. `.items`.

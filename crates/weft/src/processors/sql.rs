@@ -26,6 +26,7 @@ use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message, StepError, Value};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "SqlProcessor")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The database, by its name in `resources.sql`.

@@ -12,7 +12,7 @@
 //!           - map: .kind = "sale"
 //!       - check: .type == "refund"
 //!         processors:
-//!           - map: .amount = -.amount
+//!           - map: .amount = 0 - to_float!(.amount)
 //!         continue: true            # the cases after this one are tested too
 //!       - processors:               # default
 //!           - map: .audited = true
@@ -30,9 +30,11 @@ use crate::outputs::Shared;
 
 /// The cases, in order.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "SwitchProcessor")]
 pub struct Config(pub Vec<CaseConfig>);
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "SwitchProcessorCase")]
 #[serde(deny_unknown_fields)]
 pub struct CaseConfig {
     /// A VRL condition; a case without one always matches (the default case).

@@ -18,6 +18,7 @@ use crate::config::BuildError;
 use crate::core::{MappingError, Message, Value};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "TemplateProcessor")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The MiniJinja template.

@@ -21,6 +21,7 @@ use crate::core::mapping::Mapping;
 use crate::core::{Message, StepError};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "ThrottleProcessor")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(flatten)]

@@ -12,6 +12,7 @@ mod conformance;
 mod delivery;
 mod durable;
 mod finite;
+mod flow_tests;
 mod graphql;
 mod http_input;
 mod http_poll;

@@ -46,6 +46,7 @@ use crate::config::units::Dur;
 
 /// One of the ways a caller proves who it is.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "InboundAuth")]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Config {
     ApiKey(ApiKeyConfig),
@@ -55,6 +56,7 @@ pub enum Config {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "InboundApiKey")]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     /// The header that carries the key (default `X-Api-Key`).
@@ -68,6 +70,7 @@ pub struct ApiKeyConfig {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "InboundBasic")]
 #[serde(deny_unknown_fields)]
 pub struct BasicConfig {
     /// Passwords by user name.
@@ -75,6 +78,7 @@ pub struct BasicConfig {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "InboundHmac")]
 #[serde(deny_unknown_fields)]
 pub struct HmacConfig {
     /// `github`, `stripe`, `slack` or `shopify`: the sender's documented scheme.

@@ -34,6 +34,7 @@ use crate::config::units::Dur;
 use crate::core::durable::now_ms;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "IdempotencyConfig")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The request header that carries the key.

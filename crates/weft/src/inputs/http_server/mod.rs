@@ -75,6 +75,7 @@ pub mod jwt;
 use idempotency::{Begin, Idempotency};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "HttpServerInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `host:port` to listen on.

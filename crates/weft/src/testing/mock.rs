@@ -1,0 +1,352 @@
+//! The stand-ins `weft test` puts around a flow: [`MockOutput`] in place of each output (it
+//! records what the output accepted and answers as the test says), and [`HttpMocks`] between
+//! every HTTP client and the network (declared answers, recorded fixtures, and recording).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Method, Response, Uri};
+use serde::{Deserialize, Serialize};
+
+use crate::clients::http::{Intercepted, Interceptor};
+use crate::core::{Attempt, Message};
+use crate::outputs::Output;
+
+/// How much faster than configured retry waits and deadlines run in `weft test`
+/// ([`crate::core::retry::set_time_scale`]): the same attempts, in a thousandth of the time.
+pub const TIME_SCALE: u32 = 1000;
+
+/// What a mocked output answers to one attempt.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    /// Accepted (the default).
+    Accept,
+    /// The real output runs; its HTTP calls go to the test's HTTP mocks.
+    Live,
+    /// Fails for good with this reason.
+    Fail(String),
+    /// Fails with this reason, worth trying again.
+    Retry(String),
+}
+
+/// What an output was given during a test.
+#[derive(Default)]
+pub struct OutputLog {
+    attempts: AtomicUsize,
+    accepted: Mutex<Vec<Message>>,
+}
+
+impl OutputLog {
+    pub fn attempts(&self) -> usize {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// The messages the output accepted, in the order it accepted them.
+    pub fn accepted(&self) -> Vec<Message> {
+        self.accepted.lock().expect("output log lock").clone()
+    }
+}
+
+/// An output as a test sees it: the answers are used in turn, the last one repeating.
+pub struct MockOutput {
+    answers: Vec<Answer>,
+    real: Output,
+    log: Arc<OutputLog>,
+}
+
+impl MockOutput {
+    pub fn new(answers: Vec<Answer>, real: Output, log: Arc<OutputLog>) -> MockOutput {
+        MockOutput { answers, real, log }
+    }
+
+    pub fn reads_metadata(&self) -> bool {
+        // Metadata is kept for the test's assertions even when nothing in the flow reads it.
+        true
+    }
+
+    pub async fn send(&self, message: &Message) -> Attempt {
+        let n = self.log.attempts.fetch_add(1, Ordering::Relaxed);
+        let answer = self
+            .answers
+            .get(n)
+            .or(self.answers.last())
+            .unwrap_or(&Answer::Accept);
+        let outcome = match answer {
+            Answer::Accept => Attempt::Delivered,
+            Answer::Fail(reason) => Attempt::Fatal {
+                reason: reason.clone(),
+                response: None,
+            },
+            Answer::Retry(reason) => Attempt::Retryable {
+                reason: reason.clone(),
+                retry_after: None,
+                response: None,
+            },
+            Answer::Live => crate::outputs::send_boxed(&self.real, message).await,
+        };
+        if outcome == Attempt::Delivered {
+            self.log
+                .accepted
+                .lock()
+                .expect("output log lock")
+                .push(message.clone());
+        }
+        outcome
+    }
+}
+
+/// A declared answer to HTTP calls: `http:` in a test.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRule {
+    /// Matches any method when left out.
+    pub method: Option<String>,
+    /// The whole URL, query included; `*` stands for any run of characters.
+    pub url: String,
+    #[serde(default = "ok")]
+    pub status: u16,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A string is sent as it is; anything else as JSON (with `content-type: application/json`
+    /// unless the headers say otherwise).
+    pub body: Option<serde_json::Value>,
+    /// When given, exactly this many calls must match.
+    pub times: Option<u32>,
+}
+
+fn ok() -> u16 {
+    200
+}
+
+/// One recorded exchange of a fixture file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exchange {
+    pub method: String,
+    pub url: String,
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// The answer's body as JSON, when it was JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<serde_json::Value>,
+    /// The answer's body as text, when it was not JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// Answers a test's HTTP calls: declared rules first, then the fixture's recorded exchanges
+/// (each used once, in order; the last one of a URL repeats). With `record`, a call neither
+/// answers goes out, and its answer is recorded.
+pub struct HttpMocks {
+    rules: Vec<(HttpRule, AtomicU32)>,
+    fixtures: Mutex<Vec<(Exchange, bool)>>,
+    record: bool,
+    recorded: Mutex<Vec<Exchange>>,
+    unmatched: Mutex<Vec<String>>,
+}
+
+impl HttpMocks {
+    pub fn new(rules: Vec<HttpRule>, fixtures: Vec<Exchange>, record: bool) -> HttpMocks {
+        HttpMocks {
+            rules: rules.into_iter().map(|r| (r, AtomicU32::new(0))).collect(),
+            fixtures: Mutex::new(fixtures.into_iter().map(|e| (e, false)).collect()),
+            record,
+            recorded: Mutex::new(Vec::new()),
+            unmatched: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Calls nothing answered, as `METHOD url`.
+    pub fn unmatched(&self) -> Vec<String> {
+        self.unmatched.lock().expect("mock lock").clone()
+    }
+
+    /// The exchanges recorded so far.
+    pub fn recorded(&self) -> Vec<Exchange> {
+        self.recorded.lock().expect("mock lock").clone()
+    }
+
+    /// Rules whose `times` did not come true, as messages.
+    pub fn unmet(&self) -> Vec<String> {
+        self.rules
+            .iter()
+            .filter_map(|(rule, calls)| {
+                let calls = calls.load(Ordering::Relaxed);
+                let times = rule.times?;
+                (calls != times).then(|| {
+                    format!(
+                        "http mock {} {}: expected {times} call(s), got {calls}",
+                        rule.method.as_deref().unwrap_or("*"),
+                        rule.url
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn declared(&self, method: &Method, url: &str) -> Option<Response<Bytes>> {
+        let (rule, calls) = self.rules.iter().find(|(rule, _)| {
+            rule.method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
+                && glob(&rule.url, url)
+        })?;
+        calls.fetch_add(1, Ordering::Relaxed);
+        let (body, json) = match &rule.body {
+            None => (Bytes::new(), false),
+            Some(serde_json::Value::String(s)) => (Bytes::from(s.clone()), false),
+            Some(other) => (Bytes::from(other.to_string()), true),
+        };
+        Some(response(rule.status, &rule.headers, body, json))
+    }
+
+    fn replayed(&self, method: &Method, url: &str) -> Option<Response<Bytes>> {
+        let mut fixtures = self.fixtures.lock().expect("mock lock");
+        let same = |e: &Exchange| e.method.eq_ignore_ascii_case(method.as_str()) && e.url == url;
+        let index = fixtures
+            .iter()
+            .position(|(e, used)| !used && same(e))
+            .or_else(|| fixtures.iter().rposition(|(e, _)| same(e)))?;
+        fixtures[index].1 = true;
+        let exchange = &fixtures[index].0;
+        let (body, json) = match (&exchange.json, &exchange.body) {
+            (Some(json), _) => (Bytes::from(json.to_string()), true),
+            (None, Some(text)) => (Bytes::from(text.clone()), false),
+            (None, None) => (Bytes::new(), false),
+        };
+        Some(response(exchange.status, &exchange.headers, body, json))
+    }
+}
+
+fn response(
+    status: u16,
+    headers: &BTreeMap<String, String>,
+    body: Bytes,
+    json: bool,
+) -> Response<Bytes> {
+    let mut builder = Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    if json
+        && !headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("content-type"))
+    {
+        builder = builder.header("content-type", "application/json");
+    }
+    builder.body(body).unwrap_or_else(|e| {
+        Response::builder()
+            .status(500)
+            .body(Bytes::from(format!(
+                "the test's mocked answer is invalid: {e}"
+            )))
+            .expect("a plain 500 builds")
+    })
+}
+
+impl Interceptor for HttpMocks {
+    fn intercept(&self, method: &Method, uri: &Uri, _body: &Bytes) -> Intercepted {
+        let url = uri.to_string();
+        if let Some(answer) = self
+            .declared(method, &url)
+            .or_else(|| self.replayed(method, &url))
+        {
+            return Intercepted::Answer(answer);
+        }
+        if self.record {
+            return Intercepted::Pass;
+        }
+        self.unmatched
+            .lock()
+            .expect("mock lock")
+            .push(format!("{method} {url}"));
+        Intercepted::Refuse(format!(
+            "no mock answers {method} {url}: declare it under `http:` in the test, or record it with `weft test --record`"
+        ))
+    }
+
+    fn observe(&self, method: &Method, uri: &Uri, _body: &Bytes, answer: &Response<Bytes>) {
+        let headers = answer
+            .headers()
+            .iter()
+            // A recording is replayed at another time, by another client.
+            .filter(|(name, _)| {
+                !matches!(
+                    name.as_str(),
+                    "date"
+                        | "set-cookie"
+                        | "connection"
+                        | "transfer-encoding"
+                        | "content-length"
+                        | "keep-alive"
+                )
+            })
+            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+            .collect();
+        let json = serde_json::from_slice::<serde_json::Value>(answer.body()).ok();
+        let body = match json {
+            Some(_) => None,
+            None if answer.body().is_empty() => None,
+            None => Some(String::from_utf8_lossy(answer.body()).into_owned()),
+        };
+        self.recorded.lock().expect("mock lock").push(Exchange {
+            method: method.to_string(),
+            url: uri.to_string(),
+            status: answer.status().as_u16(),
+            headers,
+            json,
+            body,
+        });
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` stands for any run of characters.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globs_match_runs_of_characters() {
+        assert!(glob(
+            "https://api.test/users/42",
+            "https://api.test/users/42"
+        ));
+        assert!(!glob(
+            "https://api.test/users/42",
+            "https://api.test/users/421"
+        ));
+        assert!(glob(
+            "https://api.test/users/*",
+            "https://api.test/users/42?x=1"
+        ));
+        assert!(glob("*/users/*/orders", "http://h/users/7/orders"));
+        assert!(!glob("*/users/*/orders", "http://h/users/7/order"));
+        assert!(glob("a*b*b", "abb"));
+        assert!(!glob("a*bb*b", "abb"));
+        assert!(glob("*", ""));
+    }
+}

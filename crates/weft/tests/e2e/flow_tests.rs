@@ -1,0 +1,272 @@
+//! `weft test` and `weft init`: flows tested like code, through the binary.
+
+use crate::support::*;
+
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// How many tests a `test result:` line says passed and failed.
+fn tally(stdout: &str) -> (usize, usize) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("test result:"))
+        .unwrap_or_else(|| panic!("no test result line:\n{stdout}"));
+    let number = |word: &str| -> usize {
+        let before = line.split(&format!(" {word}")).next().unwrap();
+        before.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    (number("passed"), number("failed"))
+}
+
+#[test]
+fn every_example_has_a_test_and_they_pass() {
+    let examples = repo_root().join("examples");
+    let mut flows = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".yaml") || name.ends_with("_test.yaml") {
+            continue;
+        }
+        flows += 1;
+        let test = examples.join(name.replace(".yaml", "_test.yaml"));
+        assert!(test.is_file(), "{name} has no test ({})", test.display());
+    }
+    assert!(flows >= 2);
+    let (status, stdout, stderr) = weft_cmd(&["test", "examples"], &repo_root());
+    assert!(status.success(), "{stdout}\n{stderr}");
+    let (passed, failed) = tally(&stdout);
+    assert_eq!(failed, 0, "{stdout}");
+    assert!(passed >= 8, "{stdout}");
+    assert!(
+        stdout
+            .contains("test contacts › a contact the CRM refuses is dead-lettered at once ... ok"),
+        "{stdout}"
+    );
+}
+
+const FLOW: &str = r#"
+flows:
+  orders:
+    input:
+      http_server: { address: "127.0.0.1:1", path: /orders }
+    pipeline:
+      - filter: exists(.id)
+      - map: |
+          .id = to_string!(.id)
+      - http:
+          url: "${API}/customers/{{ .id }}"
+          result: |
+            .customer = %response.body
+    outputs:
+      - http_client: { url: "${API}/orders", retry: { max_attempts: 3 } }
+      - stdout: {}
+"#;
+
+#[test]
+fn failures_read_like_cargo_test_and_exit_1() {
+    let dir = scratch();
+    std::fs::write(dir.join("orders.yaml"), FLOW).unwrap();
+    std::fs::write(
+        dir.join("orders_test.yaml"),
+        r#"
+env: { API: "https://api.test" }
+tests:
+  - name: passes
+    flow: orders
+    messages:
+      - value: { id: 1 }
+    outputs:
+      outputs[0].http_client: live
+    http:
+      - { method: GET, url: "https://api.test/customers/*", body: { name: Ada } }
+      - { method: POST, url: https://api.test/orders, status: 201, times: 1 }
+    expect:
+      outputs:
+        outputs[0].http_client:
+          messages:
+            - value: { id: "1", customer: { name: Ada } }
+        outputs[1].stdout: { count: 1 }
+
+  - name: wrong value and count
+    flow: orders
+    messages:
+      - value: { id: 2 }
+    http:
+      - { url: "https://api.test/customers/2", body: { name: Bob } }
+    expect:
+      outputs:
+        outputs[0].http_client:
+          count: 2
+          messages:
+            - includes: { customer: { name: Eve } }
+
+  - name: an unmocked call and an unmet mock
+    flow: orders
+    messages:
+      - value: { id: 3 }
+    http:
+      - { url: "https://api.test/never", times: 1 }
+
+  - name: a request answered 502 and a false condition
+    flow: orders
+    outputs:
+      outputs[0].http_client: { fail: "the API said no" }
+    http:
+      - { url: "https://api.test/customers/4", body: { name: Dan } }
+    requests:
+      - body: { id: 4 }
+        expect: { status: 200 }
+    expect:
+      outputs:
+        outputs[1].stdout:
+          messages:
+            - condition: .customer.name == "Zed"
+
+  - name: retries are counted, and fast
+    flow: orders
+    outputs:
+      outputs[0].http_client: { retry: "503" }
+    http:
+      - { url: "https://api.test/customers/5", body: {} }
+    messages:
+      - value: { id: 5 }
+    expect:
+      failed: 1
+      outputs:
+        outputs[0].http_client: { count: 0, attempts: 3 }
+"#,
+    )
+    .unwrap();
+    let (status, stdout, _) = weft_cmd(&["test", "orders.yaml"], &dir);
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert_eq!(tally(&stdout), (2, 3), "{stdout}");
+    for expected in [
+        "test orders › passes ... ok",
+        "test orders › wrong value and count ... FAILED",
+        "test orders › retries are counted, and fast ... ok",
+        "---- orders_test.yaml: orders › wrong value and count ----",
+        "output `outputs[0].http_client`: expected 2 message(s), got 1",
+        "output `outputs[0].http_client`, message 0: does not include",
+        "HTTP call without a mock: GET https://api.test/customers/3",
+        "http mock * https://api.test/never: expected 1 call(s), got 0",
+        "a message failed: flow `orders`",
+        "request 0 (POST /orders): expected status 200, got 502",
+        "the API said no",
+        "output `outputs[1].stdout`, message 0: the condition `.customer.name == \"Zed\"` gave false",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing `{expected}` in:\n{stdout}"
+        );
+    }
+
+    // A misspelt key is reported where it is, with a suggestion.
+    std::fs::write(
+        dir.join("typo_test.yaml"),
+        "flows: [orders.yaml]\ntests:\n  - name: x\n    flow: orders\n    expcet: {}\n",
+    )
+    .unwrap();
+    let (status, stdout, _) = weft_cmd(&["test", "typo_test.yaml"], &dir);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stdout.contains("typo_test.yaml:5:5:") && stdout.contains("did you mean `expect`"),
+        "{stdout}"
+    );
+    // A flow without a test is an error, not a silent pass.
+    std::fs::write(dir.join("lonely.yaml"), FLOW).unwrap();
+    let (status, _, stderr) = weft_cmd(&["test", "lonely.yaml"], &dir);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("lonely.yaml has no test"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixtures_are_recorded_from_the_real_api_then_replayed() {
+    let api = Receiver::start().await;
+    api.set_default(Reply {
+        status: 200,
+        headers: vec![("x-quota", "41".into())],
+    });
+    let dir = scratch();
+    std::fs::write(dir.join("orders.yaml"), FLOW).unwrap();
+    std::fs::write(
+        dir.join("orders_test.yaml"),
+        format!(
+            r#"
+env: {{ API: "{}" }}
+tests:
+  - name: the customer comes from the API
+    flow: orders
+    fixtures: orders.fixtures.json
+    messages:
+      - value: {{ id: 7 }}
+      - value: {{ id: 8 }}
+    expect:
+      outputs:
+        outputs[1].stdout:
+          messages:
+            - includes: {{ id: "7", customer: receiver says hi }}
+            - includes: {{ id: "8", customer: receiver says hi }}
+"#,
+            api.url("")
+        ),
+    )
+    .unwrap();
+    let run = |args: &'static [&'static str]| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || weft_cmd(args, &dir))
+    };
+
+    // Without the recording, the test says how to make it.
+    let (status, stdout, _) = run(&["test"]).await.unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stdout.contains("record them with `weft test --record`"),
+        "{stdout}"
+    );
+    assert!(api.seen().is_empty());
+
+    let (status, stdout, _) = run(&["test", "--record"]).await.unwrap();
+    assert!(status.success(), "{stdout}");
+    let seen: Vec<String> = api.seen().iter().map(|s| s.path.clone()).collect();
+    assert_eq!(seen, ["/customers/7", "/customers/8"]);
+    let recorded: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("orders.fixtures.json")).unwrap())
+            .unwrap();
+    assert_eq!(recorded.as_array().unwrap().len(), 2, "{recorded:#}");
+    assert_eq!(recorded[0]["method"], "GET");
+    assert_eq!(recorded[0]["url"], api.url("/customers/7"));
+    assert_eq!(recorded[0]["status"], 200);
+    assert_eq!(recorded[0]["headers"]["x-quota"], "41");
+    assert_eq!(recorded[0]["body"], "receiver says hi");
+
+    // Replayed: the API is not called again.
+    let (status, stdout, _) = run(&["test"]).await.unwrap();
+    assert!(status.success(), "{stdout}");
+    assert_eq!(api.seen().len(), 2);
+}
+
+#[test]
+fn init_writes_a_flow_that_passes_its_own_test() {
+    let dir = scratch();
+    let (status, stdout, stderr) = weft_cmd(&["init", "flows", "--name", "contacts"], &dir);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("next: weft test flows"), "{stdout}");
+    let flows = dir.join("flows");
+    for file in ["contacts.yaml", "contacts_test.yaml", "weft.schema.json"] {
+        assert!(flows.join(file).is_file(), "{file}");
+    }
+    let (status, _, stderr) = weft_cmd(&["check", "flows/contacts.yaml"], &dir);
+    assert!(status.success(), "{stderr}");
+    let (status, stdout, _) = weft_cmd(&["test", "flows"], &dir);
+    assert!(status.success(), "{stdout}");
+    assert_eq!(tally(&stdout), (3, 0), "{stdout}");
+
+    let (status, _, stderr) = weft_cmd(&["init", "flows", "--name", "contacts"], &dir);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("exists; not overwriting it"), "{stderr}");
+    let (status, _, stderr) = weft_cmd(&["init", "--name", "Bad-Name"], &dir);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("snake_case"), "{stderr}");
+}
