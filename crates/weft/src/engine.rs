@@ -113,6 +113,7 @@ pub async fn run(
     let mut servers: HashMap<SocketAddr, Vec<(http_server::Endpoint, Arc<RunFlow>)>> =
         HashMap::new();
     let mut readers = Vec::new();
+    let mut all_flows = std::collections::BTreeMap::new();
     for spec in loaded.flows {
         let Assembled {
             flow,
@@ -120,6 +121,7 @@ pub async fn run(
             input_id,
             workers,
         } = assemble(spec, store.as_ref()).await?;
+        all_flows.insert(flow.name.to_string(), flow.clone());
         if flow.durable().is_some() {
             durable_flows.push((flow.clone(), workers));
         }
@@ -174,7 +176,7 @@ pub async fn run(
     });
     let admin_task = tokio::spawn({
         let stop = admin_stop.clone();
-        let router = crate::admin::router(handle, store.clone(), admin_token);
+        let router = crate::admin::router(handle, store.clone(), admin_token, Arc::new(all_flows));
         let tls = options.admin_tls.clone();
         if let Some(tls) = &tls {
             tokio::spawn(tls.clone().watch("admin".into(), stop.clone()));

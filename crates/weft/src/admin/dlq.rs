@@ -1,23 +1,28 @@
-//! The dead-letter queue as JSON, shared by the admin API (`/api/v1/flows/{flow}/dlq…`) and
-//! the `weft dlq` command, so both show and select dead letters the same way.
+//! The dead-letter queue as JSON, shared by the admin API and the `weft dlq` command, so both
+//! show and select dead letters the same way.
 //!
 //! ```text
-//! GET  /api/v1/flows/{flow}/dlq?id=…&since=…&limit=…   list (oldest failure first)
+//! GET  /api/v1/dlq?flow=…&id=…&since=…&limit=…         list, every flow or one (oldest failure first)
+//! POST /api/v1/dlq/replay?flow=…&id=…&since=…          back onto their flows' queues
+//! POST /api/v1/dlq/purge?flow=…&id=…&since=…           delete
+//! GET  /api/v1/flows/{flow}/dlq?id=…&since=…&limit=…   one flow's, likewise
 //! GET  /api/v1/flows/{flow}/dlq/{id}                   one, with metadata and history
-//! POST /api/v1/flows/{flow}/dlq/replay?id=…&since=…    back onto the flow's queue
-//! POST /api/v1/flows/{flow}/dlq/purge?id=…&since=…     delete
+//! POST /api/v1/flows/{flow}/dlq/replay?id=…&since=…
+//! POST /api/v1/flows/{flow}/dlq/purge?id=…&since=…
 //! ```
 //! `since` is an RFC 3339 time or a duration ago (`1h`).
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use http::{StatusCode, header};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use axum::response::Response;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use weft_store::{DeadLetter, DlqFilter, Store};
 
+use super::{ApiError, ErrorBody, json_response};
 use crate::core::durable::now_ms;
 
 /// A stored byte string as JSON when it is JSON, else as text.
@@ -25,28 +30,232 @@ fn bytes_as_json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap_or_else(|_| Value::from(String::from_utf8_lossy(bytes)))
 }
 
-fn time(ms: i64) -> Value {
-    chrono::DateTime::from_timestamp_millis(ms).map_or(Value::Null, |t| Value::from(t.to_rfc3339()))
+fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(String::new, |t| t.to_rfc3339())
+}
+
+/// A dead letter as the API and `weft dlq` show it.
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetterView {
+    pub id: String,
+    pub flow: String,
+    /// When it was first accepted (RFC 3339).
+    pub enqueued_at: String,
+    /// When it failed for good.
+    pub failed_at: String,
+    pub attempts: u32,
+    /// Why it failed: the failing component and its error.
+    pub reason: String,
+    /// The destination's last HTTP status, when it answered.
+    pub last_status: Option<u16>,
+    /// The message (JSON, or text when it is not JSON).
+    #[schema(value_type = Object)]
+    pub message: Value,
+    /// Shown in full only: the message's metadata.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    /// Shown in full only: what happened to it, attempt by attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<String>>,
+    /// Shown in full only: the start of the last answer's body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_excerpt: Option<String>,
+}
+
+impl DeadLetterView {
+    /// `full` adds metadata, history and the answer's excerpt.
+    pub fn of(dead: &DeadLetter, full: bool) -> DeadLetterView {
+        DeadLetterView {
+            id: dead.id.clone(),
+            flow: dead.flow.clone(),
+            enqueued_at: time(dead.enqueued_at_ms),
+            failed_at: time(dead.failed_at_ms),
+            attempts: dead.attempts,
+            reason: dead.failure.reason.clone(),
+            last_status: dead.failure.last_status,
+            message: bytes_as_json(&dead.payload),
+            metadata: full.then(|| bytes_as_json(&dead.metadata)),
+            history: full.then(|| dead.history.clone()),
+            response_excerpt: if full {
+                dead.failure.response_excerpt.clone()
+            } else {
+                None
+            },
+        }
+    }
 }
 
 /// One dead letter as JSON; `full` adds metadata and history.
 pub fn to_json(dead: &DeadLetter, full: bool) -> Value {
-    let mut v = json!({
-        "id": dead.id,
-        "flow": dead.flow,
-        "enqueued_at": time(dead.enqueued_at_ms),
-        "failed_at": time(dead.failed_at_ms),
-        "attempts": dead.attempts,
-        "reason": dead.failure.reason,
-        "last_status": dead.failure.last_status,
-        "message": bytes_as_json(&dead.payload),
-    });
-    if full {
-        v["metadata"] = bytes_as_json(&dead.metadata);
-        v["history"] = json!(dead.history);
-        v["response_excerpt"] = json!(dead.failure.response_excerpt);
+    serde_json::to_value(DeadLetterView::of(dead, full)).unwrap_or_default()
+}
+
+/// Which dead letters (every given field must match).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct Select {
+    /// One flow's (`/api/v1/dlq` only; every flow's when left out).
+    flow: Option<String>,
+    /// One dead letter.
+    id: Option<String>,
+    /// Failed since: an RFC 3339 time or a duration ago (`1h`).
+    since: Option<String>,
+    /// At most this many (lists; default 100).
+    limit: Option<u32>,
+}
+
+impl Select {
+    fn filter(&self, flow: Option<String>) -> Result<DlqFilter, ApiError> {
+        let since_ms = match &self.since {
+            Some(s) => Some(parse_since(s).map_err(ApiError::BadRequest)?),
+            None => None,
+        };
+        Ok(DlqFilter {
+            flow: flow.or_else(|| self.flow.clone()),
+            id: self.id.clone(),
+            since_ms,
+        })
     }
-    v
+}
+
+#[derive(Serialize, ToSchema)]
+struct Replayed {
+    replayed: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Purged {
+    purged: u64,
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// The store, when weft has one: without, there are no dead letters.
+#[derive(Clone)]
+struct Dlq(Option<Store>);
+
+pub(super) fn routes(store: Option<Store>) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(list_all))
+        .routes(routes!(replay_all))
+        .routes(routes!(purge_all))
+        .routes(routes!(list))
+        .routes(routes!(replay))
+        .routes(routes!(purge))
+        .routes(routes!(show))
+        .with_state(Dlq(store))
+}
+
+async fn listed(store: &Dlq, filter: DlqFilter, limit: Option<u32>) -> ApiResult {
+    let dead = match &store.0 {
+        Some(store) => store.dead_letters(&filter, limit.unwrap_or(100)).await?,
+        None => Vec::new(),
+    };
+    let views: Vec<DeadLetterView> = dead.iter().map(|d| DeadLetterView::of(d, false)).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_value(views).unwrap_or_default(),
+    ))
+}
+
+async fn replayed(store: &Dlq, filter: DlqFilter) -> ApiResult {
+    let replayed = match &store.0 {
+        Some(store) => store.replay(filter, now_ms()).await?,
+        None => 0,
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_value(Replayed { replayed }).unwrap_or_default(),
+    ))
+}
+
+async fn purged(store: &Dlq, filter: DlqFilter) -> ApiResult {
+    let purged = match &store.0 {
+        Some(store) => store.purge(filter).await?,
+        None => 0,
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_value(Purged { purged }).unwrap_or_default(),
+    ))
+}
+
+/// Dead letters of every flow, or of `flow`, oldest failure first.
+#[utoipa::path(get, path = "/api/v1/dlq", tag = "dlq", operation_id = "list_dlq", params(Select),
+    responses((status = 200, body = Vec<DeadLetterView>), (status = 400, body = ErrorBody)))]
+async fn list_all(State(store): State<Dlq>, Query(select): Query<Select>) -> ApiResult {
+    listed(&store, select.filter(None)?, select.limit).await
+}
+
+/// Puts the selected dead letters back on their flows' queues, attempts reset, history kept.
+#[utoipa::path(post, path = "/api/v1/dlq/replay", tag = "dlq", operation_id = "replay_dlq", params(Select),
+    responses((status = 200, body = Replayed), (status = 400, body = ErrorBody)))]
+async fn replay_all(State(store): State<Dlq>, Query(select): Query<Select>) -> ApiResult {
+    replayed(&store, select.filter(None)?).await
+}
+
+/// Deletes the selected dead letters.
+#[utoipa::path(post, path = "/api/v1/dlq/purge", tag = "dlq", operation_id = "purge_dlq", params(Select),
+    responses((status = 200, body = Purged), (status = 400, body = ErrorBody)))]
+async fn purge_all(State(store): State<Dlq>, Query(select): Query<Select>) -> ApiResult {
+    purged(&store, select.filter(None)?).await
+}
+
+/// One flow's dead letters, oldest failure first.
+#[utoipa::path(get, path = "/api/v1/flows/{flow}/dlq", tag = "dlq", operation_id = "list_flow_dlq",
+    params(("flow" = String, Path, description = "The flow's name"), Select),
+    responses((status = 200, body = Vec<DeadLetterView>), (status = 400, body = ErrorBody)))]
+async fn list(
+    State(store): State<Dlq>,
+    Path(flow): Path<String>,
+    Query(select): Query<Select>,
+) -> ApiResult {
+    listed(&store, select.filter(Some(flow))?, select.limit).await
+}
+
+/// One dead letter in full: metadata, history, the start of the last answer.
+#[utoipa::path(get, path = "/api/v1/flows/{flow}/dlq/{id}", tag = "dlq", operation_id = "show_dead_letter",
+    params(("flow" = String, Path, description = "The flow's name"), ("id" = String, Path, description = "The dead letter's id")),
+    responses((status = 200, body = DeadLetterView), (status = 404, body = ErrorBody)))]
+async fn show(State(store): State<Dlq>, Path((flow, id)): Path<(String, String)>) -> ApiResult {
+    let filter = DlqFilter {
+        flow: Some(flow),
+        id: Some(id),
+        since_ms: None,
+    };
+    let Some(store) = &store.0 else {
+        return Err(ApiError::NotFound("no such dead letter".into()));
+    };
+    let dead = store.dead_letters(&filter, 1).await?;
+    let dead = dead
+        .first()
+        .ok_or_else(|| ApiError::NotFound("no such dead letter".into()))?;
+    Ok(json_response(StatusCode::OK, to_json(dead, true)))
+}
+
+/// Puts one flow's selected dead letters back on its queue.
+#[utoipa::path(post, path = "/api/v1/flows/{flow}/dlq/replay", tag = "dlq", operation_id = "replay_flow_dlq",
+    params(("flow" = String, Path, description = "The flow's name"), Select),
+    responses((status = 200, body = Replayed), (status = 400, body = ErrorBody)))]
+async fn replay(
+    State(store): State<Dlq>,
+    Path(flow): Path<String>,
+    Query(select): Query<Select>,
+) -> ApiResult {
+    replayed(&store, select.filter(Some(flow))?).await
+}
+
+/// Deletes one flow's selected dead letters.
+#[utoipa::path(post, path = "/api/v1/flows/{flow}/dlq/purge", tag = "dlq", operation_id = "purge_flow_dlq",
+    params(("flow" = String, Path, description = "The flow's name"), Select),
+    responses((status = 200, body = Purged), (status = 400, body = ErrorBody)))]
+async fn purge(
+    State(store): State<Dlq>,
+    Path(flow): Path<String>,
+    Query(select): Query<Select>,
+) -> ApiResult {
+    purged(&store, select.filter(Some(flow))?).await
 }
 
 /// Parses `since`: an RFC 3339 time, or a duration ago such as `90m`.
@@ -57,115 +266,4 @@ pub fn parse_since(text: &str) -> Result<i64, String> {
     humantime::parse_duration(text)
         .map(|d| now_ms() - d.as_millis() as i64)
         .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor a duration like `1h`"))
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-struct Select {
-    id: Option<String>,
-    since: Option<String>,
-    limit: Option<u32>,
-}
-
-impl Select {
-    fn filter(&self, flow: String) -> Result<DlqFilter, String> {
-        let since_ms = match &self.since {
-            Some(s) => Some(parse_since(s)?),
-            None => None,
-        };
-        Ok(DlqFilter {
-            flow: Some(flow),
-            id: self.id.clone(),
-            since_ms,
-        })
-    }
-}
-
-fn json_response(status: StatusCode, body: Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-/// Why an API call failed, as the HTTP answer it becomes.
-enum ApiError {
-    BadRequest(String),
-    NotFound,
-    Store(weft_store::StoreError),
-}
-
-impl From<weft_store::StoreError> for ApiError {
-    fn from(e: weft_store::StoreError) -> Self {
-        ApiError::Store(e)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, message) = match self {
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "no such dead letter".into()),
-            ApiError::Store(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        };
-        json_response(status, json!({ "error": message }))
-    }
-}
-
-type ApiResult = Result<Response, ApiError>;
-
-pub fn router(store: Store) -> Router {
-    Router::new()
-        .route("/api/v1/flows/{flow}/dlq", get(list))
-        .route("/api/v1/flows/{flow}/dlq/replay", post(replay))
-        .route("/api/v1/flows/{flow}/dlq/purge", post(purge))
-        .route("/api/v1/flows/{flow}/dlq/{id}", get(show))
-        .with_state(store)
-}
-
-async fn list(
-    State(store): State<Store>,
-    Path(flow): Path<String>,
-    Query(select): Query<Select>,
-) -> ApiResult {
-    let filter = select.filter(flow).map_err(ApiError::BadRequest)?;
-    let dead = store
-        .dead_letters(&filter, select.limit.unwrap_or(100))
-        .await?;
-    Ok(json_response(
-        StatusCode::OK,
-        Value::Array(dead.iter().map(|d| to_json(d, false)).collect()),
-    ))
-}
-
-async fn show(State(store): State<Store>, Path((flow, id)): Path<(String, String)>) -> ApiResult {
-    let filter = DlqFilter {
-        flow: Some(flow),
-        id: Some(id),
-        since_ms: None,
-    };
-    let dead = store.dead_letters(&filter, 1).await?;
-    let dead = dead.first().ok_or(ApiError::NotFound)?;
-    Ok(json_response(StatusCode::OK, to_json(dead, true)))
-}
-
-async fn replay(
-    State(store): State<Store>,
-    Path(flow): Path<String>,
-    Query(select): Query<Select>,
-) -> ApiResult {
-    let filter = select.filter(flow).map_err(ApiError::BadRequest)?;
-    let n = store.replay(filter, now_ms()).await?;
-    Ok(json_response(StatusCode::OK, json!({ "replayed": n })))
-}
-
-async fn purge(
-    State(store): State<Store>,
-    Path(flow): Path<String>,
-    Query(select): Query<Select>,
-) -> ApiResult {
-    let filter = select.filter(flow).map_err(ApiError::BadRequest)?;
-    let n = store.purge(filter).await?;
-    Ok(json_response(StatusCode::OK, json!({ "purged": n })))
 }

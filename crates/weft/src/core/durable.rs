@@ -326,6 +326,11 @@ pub async fn work<P: Processor, O: Output>(
     let slots = Arc::new(Semaphore::new(workers.max(1) as usize));
     let tasks = TaskTracker::new();
     while !shutdown.is_cancelled() {
+        // A paused flow keeps its queue; delivery picks up where it stopped on resume.
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = flow.running() => {}
+        }
         let first = tokio::select! {
             _ = shutdown.cancelled() => break,
             permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
@@ -369,11 +374,18 @@ pub async fn work<P: Processor, O: Output>(
     tasks.wait().await;
 }
 
-async fn deliver<P: Processor, O: Output>(flow: &Flow<P, O>, queue: &DurableQueue, entry: Queued) {
+async fn deliver<P: Processor, O: Output>(
+    flow: &Flow<P, O>,
+    queue: &Arc<DurableQueue>,
+    entry: Queued,
+) {
     let attempts = entry.attempts + 1;
     let message = match decode(&entry) {
         Ok(m) => m,
-        Err(reason) => return queue.dead_letter(&entry, attempts, reason.into()).await,
+        Err(reason) => {
+            flow.count_failed();
+            return queue.dead_letter(&entry, attempts, reason.into()).await;
+        }
     };
     let id = message.id;
     // A retry runs the pipeline again: a dedupe key this message took on an earlier attempt is
@@ -398,6 +410,7 @@ async fn deliver<P: Processor, O: Output>(flow: &Flow<P, O>, queue: &DurableQueu
         Err(e) => {
             trail.settle_groups(&GroupOutcome::Failed(e.to_string()));
             flow.release(trail.claims, id).await;
+            flow.count_failed();
             return queue
                 .dead_letter(&entry, attempts, e.to_string().into())
                 .await;
@@ -422,6 +435,7 @@ async fn deliver<P: Processor, O: Output>(flow: &Flow<P, O>, queue: &DurableQueu
     match verdict {
         Verdict::Delivered => {
             flow.settle(trail.claims, id).await;
+            flow.count_delivered();
             queue.ack(&entry).await
         }
         Verdict::Failed { reason, response } => {
@@ -431,6 +445,7 @@ async fn deliver<P: Processor, O: Output>(flow: &Flow<P, O>, queue: &DurableQueu
                 response_excerpt: response.map(|r| r.excerpt),
             };
             flow.release(trail.claims, id).await;
+            flow.count_failed();
             queue.dead_letter(&entry, attempts, failure).await
         }
         Verdict::Retry { wait, reason } => {
@@ -441,6 +456,13 @@ async fn deliver<P: Processor, O: Output>(flow: &Flow<P, O>, queue: &DurableQueu
                 .await
             {
                 tracing::error!(flow = %queue.flow, id = entry.id, error = %e, "could not persist the retry; the lease will lapse and the message be retried");
+            } else if wait < IDLE_POLL {
+                // An idle worker looks again only every IDLE_POLL: wake one when it is due.
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    queue.wake.notify_one();
+                });
             }
         }
     }

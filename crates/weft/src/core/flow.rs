@@ -16,6 +16,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -26,6 +27,7 @@ use super::durable::DurableQueue;
 use super::mapping::{empty_object, insert};
 use super::metrics::{ComponentMetrics, FlowMetrics};
 use super::retry::{Answer, Decision, Delivered, RetryPolicy, deliver};
+use super::tap::Tap;
 use super::{
     Attempt, Claim, Context, GroupOutcome, Message, Output, Processor, Step, StepError, Trail,
     Value,
@@ -175,18 +177,33 @@ fn run<'a, 'b: 'a, P: Processor>(
                 .then(|| message.clone());
             let groups_before = cx.trail.groups.len();
             match slot.processor.process(message, cx).await {
-                Ok(Step::One(next)) => message = next,
+                Ok(Step::One(next)) => {
+                    message = next;
+                    if let Some(tap) = cx.tap {
+                        tap.observe(&slot.id, &message);
+                    }
+                }
                 Ok(Step::Dropped | Step::Absorbed) => return Vec::new(),
                 Ok(Step::Many(parts)) => {
                     let rest = &steps[i + 1..];
                     let mut trails: Vec<Trail> = parts.iter().map(|_| Trail::default()).collect();
-                    let (flow, store) = (cx.flow, cx.store);
+                    let (flow, store, tap) = (cx.flow, cx.store, cx.tap);
+                    if let Some(tap) = tap {
+                        for part in &parts {
+                            tap.observe(&slot.id, part);
+                        }
+                    }
                     let ran = futures_util::future::join_all(
                         parts
                             .into_iter()
                             .zip(trails.iter_mut())
                             .map(|(part, trail)| async move {
-                                let mut cx = Context { flow, store, trail };
+                                let mut cx = Context {
+                                    flow,
+                                    store,
+                                    trail,
+                                    tap,
+                                };
                                 run(rest, part, None, &mut cx).await
                             }),
                     )
@@ -245,13 +262,46 @@ pub fn run_nested<'a, 'b: 'a, P: Processor>(
 
 pub struct Flow<P, O> {
     pub name: Arc<str>,
+    /// The input's id (`input.http_server`).
+    pub input_id: String,
     processors: Vec<ProcessorSlot<P>>,
     outputs: Vec<OutputSlot<O>>,
     limit: Arc<Semaphore>,
+    concurrency: u32,
     reads_metadata: bool,
     durable: Option<Arc<DurableQueue>>,
     store: Option<Store>,
     metrics: FlowMetrics,
+    stats: FlowStats,
+    /// Copies of messages for listeners (`weft tap`).
+    pub tap: Tap,
+    /// `true` while paused (admin API): inputs take nothing in, delivery workers wait.
+    paused: tokio::sync::watch::Sender<bool>,
+}
+
+/// What a flow has done since it started, for the admin API (the Prometheus metrics say the
+/// same, but cannot be read back).
+#[derive(Default)]
+struct FlowStats {
+    received: AtomicU64,
+    delivered: AtomicU64,
+    filtered: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A flow's counters at one moment.
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+pub struct Counters {
+    /// Messages taken in.
+    pub received: u64,
+    /// Messages every output accepted.
+    pub delivered: u64,
+    /// Messages a step dropped on purpose.
+    pub filtered: u64,
+    /// Messages that failed for good (in a durable flow: dead-lettered).
+    pub failed: u64,
+    /// Messages in the pipeline or with the outputs now.
+    pub in_flight: u64,
 }
 
 /// A place in the flow's concurrency budget, held while a message is in flight.
@@ -284,11 +334,71 @@ impl<P: Processor, O: Output> Flow<P, O> {
             store,
             reads_metadata,
             metrics: FlowMetrics::new(&name, input_id),
+            input_id: input_id.to_string(),
             name,
             processors,
             outputs,
             limit: Arc::new(Semaphore::new(concurrency.max(1) as usize)),
+            concurrency: concurrency.max(1),
+            stats: FlowStats::default(),
+            tap: Tap::default(),
+            paused: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// The stages a tap can listen to, in order: `input`, each step, `output`.
+    pub fn stages(&self) -> Vec<String> {
+        std::iter::once("input".to_string())
+            .chain(self.processors.iter().map(|p| p.id.clone()))
+            .chain(std::iter::once("output".to_string()))
+            .collect()
+    }
+
+    /// The output ids, in order.
+    pub fn output_ids(&self) -> Vec<String> {
+        self.outputs.iter().map(|o| o.id.clone()).collect()
+    }
+
+    pub fn counters(&self) -> Counters {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counters {
+            received: load(&self.stats.received),
+            delivered: load(&self.stats.delivered),
+            filtered: load(&self.stats.filtered),
+            failed: load(&self.stats.failed),
+            in_flight: u64::from(self.concurrency)
+                .saturating_sub(self.limit.available_permits() as u64),
+        }
+    }
+
+    /// Counts a message every output accepted (durable delivery counts here).
+    pub fn count_delivered(&self) {
+        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a message that failed for good (durable: dead-lettered).
+    pub fn count_failed(&self) {
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Pauses the flow: `true` if it was running.
+    pub fn pause(&self) -> bool {
+        !self.paused.send_replace(true)
+    }
+
+    /// Resumes the flow: `true` if it was paused.
+    pub fn resume(&self) -> bool {
+        self.paused.send_replace(false)
+    }
+
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// Returns once the flow is not paused.
+    pub async fn running(&self) {
+        let mut paused = self.paused.subscribe();
+        let _ = paused.wait_for(|paused| !paused).await;
     }
 
     fn admitted(&self, permit: OwnedSemaphorePermit) -> Admission {
@@ -310,14 +420,18 @@ impl<P: Processor, O: Output> Flow<P, O> {
         self.reads_metadata
     }
 
-    /// A place in flight now, or `None` when the flow is saturated.
+    /// A place in flight now, or `None` when the flow is saturated (or paused).
     pub fn try_admit(&self) -> Option<Admission> {
+        if self.is_paused() {
+            return None;
+        }
         let permit = self.limit.clone().try_acquire_owned().ok()?;
         Some(self.admitted(permit))
     }
 
-    /// Waits for a place in flight.
+    /// Waits for a place in flight (and, while paused, for the flow to resume).
     pub async fn admit(&self) -> Admission {
+        self.running().await;
         let permit = self
             .limit
             .clone()
@@ -330,6 +444,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
     /// Counts a message that the input could not turn into a message (e.g. a bad JSON line).
     pub fn count_rejected(&self) {
         self.metrics.failed.increment(1);
+        self.count_failed();
     }
 
     /// The store, when the flow has one (durable delivery, dedupe, idempotency keys).
@@ -346,10 +461,12 @@ impl<P: Processor, O: Output> Flow<P, O> {
         trail: &mut Trail,
     ) -> Result<Vec<Message>, FlowError> {
         let joined_before = trail.joined.len();
+        self.tap.observe("input", &message);
         let mut cx = Context {
             flow: &self.name,
             store: self.store.as_ref(),
             trail,
+            tap: Some(&self.tap),
         };
         let mut out = Vec::new();
         for result in run(&self.processors, message, None, &mut cx).await {
@@ -380,6 +497,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
         }
         if out.is_empty() && cx.trail.joined.len() == joined_before {
             self.metrics.filtered.increment(1);
+            self.stats.filtered.fetch_add(1, Ordering::Relaxed);
         }
         Ok(out)
     }
@@ -427,6 +545,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
     /// Counts a message taken in by the input.
     pub fn count_received(&self) {
         self.metrics.received.increment(1);
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Direct delivery: the pipeline, then every output with in-memory retries.
@@ -440,6 +559,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
             Err(e) => {
                 trail.settle_groups(&GroupOutcome::Failed(e.to_string()));
                 self.release(trail.claims, id).await;
+                self.count_failed();
                 return Err(e);
             }
         };
@@ -472,8 +592,12 @@ impl<P: Processor, O: Output> Flow<P, O> {
         self.metrics.latency.record(start.elapsed().as_secs_f64());
         if result.is_ok() {
             self.settle(trail.claims, id).await;
+            if !messages.is_empty() || absorbed {
+                self.count_delivered();
+            }
         } else {
             self.release(trail.claims, id).await;
+            self.count_failed();
         }
         result?;
         Ok(if messages.is_empty() && !absorbed {
@@ -485,6 +609,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
 
     /// One message to every output.
     async fn deliver_all(&self, message: &Message) -> Result<(), FlowError> {
+        self.tap.observe("output", message);
         match self.outputs.as_slice() {
             [single] => self.deliver_one(single, message).await,
             many => futures_util::future::join_all(
@@ -503,6 +628,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
     /// it see it again: at-least-once), after the longest wait asked for.
     pub async fn attempt(&self, message: &Message, attempts: u32, elapsed: Duration) -> Verdict {
         let start = Instant::now();
+        self.tap.observe("output", message);
         let outcomes = futures_util::future::join_all(self.outputs.iter().map(|slot| async move {
             let outcome = slot.output.send(message).await;
             let decision = slot

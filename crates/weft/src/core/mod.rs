@@ -12,6 +12,7 @@ pub mod message;
 pub mod metrics;
 pub mod retry;
 pub mod schedule;
+pub mod tap;
 pub mod template;
 pub mod xml;
 
@@ -30,6 +31,8 @@ pub struct Context<'a> {
     pub store: Option<&'a Store>,
     /// What the message picked up on its way, settled once it is delivered or failed.
     pub trail: &'a mut Trail,
+    /// Where each step's result is shown to listeners (`weft tap`), when the flow has one.
+    pub tap: Option<&'a tap::Tap>,
 }
 
 /// What a message picks up in the pipeline that must be settled after its delivery.

@@ -286,6 +286,10 @@ impl Feed {
     /// Returns `false` if shutdown came first (the message was not accepted).
     pub async fn push(&self, message: Message) -> bool {
         if let Some(queue) = self.flow.durable() {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                _ = self.flow.running() => {}
+            }
             // Wait for room, then for the commit: that is this input's backpressure.
             loop {
                 let reservation = loop {

@@ -454,7 +454,7 @@ mod tests {
                     let value: Value =
                         serde_json::from_value(serde_json::json!({ "items": items })).unwrap();
                     let mut trail = Trail::default();
-                    let mut cx = Context { flow: "test", store: None, trail: &mut trail };
+                    let mut cx = Context { flow: "test", store: None, trail: &mut trail, tap: None };
                     let out = run_nested(steps, Message::new(value), &mut cx).await.unwrap();
                     (out, trail.joined.len())
                 }

@@ -145,15 +145,26 @@ pub enum Processor {
 impl Processor {
     /// Whether this step keeps state in the store (the engine opens it when any step does).
     pub fn uses_store(&self) -> bool {
+        self.any(&|p| matches!(p, Processor::Dedupe(_)))
+    }
+
+    /// Whether it, or a step inside it, gathers messages into groups (`aggregate`): a message
+    /// may then wait for others.
+    pub fn gathers(&self) -> bool {
+        self.any(&|p| matches!(p, Processor::Aggregate(_)))
+    }
+
+    /// Whether `test` holds for it or for a step nested inside it.
+    fn any(&self, test: &dyn Fn(&Processor) -> bool) -> bool {
         let nested =
-            |steps: &[ProcessorSlot<Processor>]| steps.iter().any(|s| s.processor.uses_store());
-        match self {
-            Processor::Dedupe(_) => true,
-            Processor::Switch(s) => s.steps().any(nested),
-            Processor::Try(b) | Processor::Catch(b) => nested(b.steps()),
-            Processor::Enrich(e) => nested(e.steps()),
-            _ => false,
-        }
+            |steps: &[ProcessorSlot<Processor>]| steps.iter().any(|s| s.processor.any(test));
+        test(self)
+            || match self {
+                Processor::Switch(s) => s.steps().any(nested),
+                Processor::Try(b) | Processor::Catch(b) => nested(b.steps()),
+                Processor::Enrich(e) => nested(e.steps()),
+                _ => false,
+            }
     }
 }
 

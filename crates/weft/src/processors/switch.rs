@@ -132,11 +132,16 @@ impl Switch {
                 // Several (parts of a split): concurrently, each with its own trail, as the
                 // pipeline runs parts (an aggregate further on gathers them together).
                 let mut trails: Vec<Trail> = taken.iter().map(|_| Trail::default()).collect();
-                let (flow, store) = (cx.flow, cx.store);
+                let (flow, store, tap) = (cx.flow, cx.store, cx.tap);
                 let ran =
                     futures_util::future::join_all(taken.into_iter().zip(trails.iter_mut()).map(
                         |(m, trail)| async move {
-                            let mut cx = Context { flow, store, trail };
+                            let mut cx = Context {
+                                flow,
+                                store,
+                                trail,
+                                tap,
+                            };
                             run_nested(&case.steps, m, &mut cx).await
                         },
                     ))

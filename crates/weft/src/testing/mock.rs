@@ -113,7 +113,8 @@ pub struct HttpRule {
     /// A string is sent as it is; anything else as JSON (with `content-type: application/json`
     /// unless the headers say otherwise).
     pub body: Option<serde_json::Value>,
-    /// When given, exactly this many calls must match.
+    /// When given, the rule answers this many calls, then lets the rules after it answer
+    /// (503 twice, then 200); the test fails if fewer calls came.
     pub times: Option<u32>,
 }
 
@@ -177,7 +178,7 @@ impl HttpMocks {
             .filter_map(|(rule, calls)| {
                 let calls = calls.load(Ordering::Relaxed);
                 let times = rule.times?;
-                (calls != times).then(|| {
+                (calls < times).then(|| {
                     format!(
                         "http mock {} {}: expected {times} call(s), got {calls}",
                         rule.method.as_deref().unwrap_or("*"),
@@ -189,13 +190,20 @@ impl HttpMocks {
     }
 
     fn declared(&self, method: &Method, url: &str) -> Option<Response<Bytes>> {
-        let (rule, calls) = self.rules.iter().find(|(rule, _)| {
-            rule.method
+        let (rule, _) = self.rules.iter().find(|(rule, calls)| {
+            let matches = rule
+                .method
                 .as_deref()
                 .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
-                && glob(&rule.url, url)
+                && glob(&rule.url, url);
+            // Takes a call; a rule whose calls are used up leaves it to the rules after it.
+            matches
+                && calls
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        rule.times.is_none_or(|times| n < times).then_some(n + 1)
+                    })
+                    .is_ok()
         })?;
-        calls.fetch_add(1, Ordering::Relaxed);
         let (body, json) = match &rule.body {
             None => (Bytes::new(), false),
             Some(serde_json::Value::String(s)) => (Bytes::from(s.clone()), false),
@@ -266,7 +274,7 @@ impl Interceptor for HttpMocks {
             .expect("mock lock")
             .push(format!("{method} {url}"));
         Intercepted::Refuse(format!(
-            "no mock answers {method} {url}: declare it under `http:` in the test, or record it with `weft test --record`"
+            "no mock answers {method} {url}: declare it under `http:` in the test, or name a `fixtures` file and record it with `weft test --record`"
         ))
     }
 
@@ -288,7 +296,9 @@ impl Interceptor for HttpMocks {
             })
             .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
             .collect();
-        let json = serde_json::from_slice::<serde_json::Value>(answer.body()).ok();
+        let json = serde_json::from_slice::<serde_json::Value>(answer.body())
+            .ok()
+            .map(redact);
         let body = match json {
             Some(_) => None,
             None if answer.body().is_empty() => None,
@@ -303,6 +313,22 @@ impl Interceptor for HttpMocks {
             body,
         });
     }
+}
+
+/// Credentials an answer may carry (OAuth 2.0 token responses) are not written to a fixture:
+/// the replayed token works as well, since mocks do not check credentials.
+fn redact(mut json: serde_json::Value) -> serde_json::Value {
+    if let serde_json::Value::Object(map) = &mut json {
+        for (key, value) in map.iter_mut() {
+            if matches!(
+                key.as_str(),
+                "access_token" | "refresh_token" | "id_token" | "client_secret" | "password"
+            ) {
+                *value = serde_json::Value::from("[redacted]");
+            }
+        }
+    }
+    json
 }
 
 /// Whether `text` matches `pattern`, where `*` stands for any run of characters.

@@ -59,7 +59,6 @@ use crate::core::{Message, durable};
 use crate::engine::{self, Assembled};
 use crate::inputs::{Input, http_server};
 use crate::outputs::{Output, Shared};
-use crate::processors::Processor;
 use mock::{Answer, Exchange, HttpMocks, HttpRule, MockOutput, OutputLog, TIME_SCALE};
 
 /// A `*_test.yaml` file.
@@ -307,7 +306,8 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
             return Err(format!("{}: no such file or directory", path.display()));
         }
     }
-    found.dedup();
+    let mut seen = std::collections::HashSet::new();
+    found.retain(|path| seen.insert(path.canonicalize().unwrap_or_else(|_| path.clone())));
     Ok(found)
 }
 
@@ -358,6 +358,7 @@ pub async fn run(
     let start = Instant::now();
     let mut summary = Summary::default();
     let mut failures: Vec<(String, Vec<String>)> = Vec::new();
+    let mut recordings = Vec::new();
     for file in files {
         let shown = file.display().to_string();
         let parsed = match read(file) {
@@ -406,7 +407,11 @@ pub async fn run(
                 .timeout
                 .as_ref()
                 .map_or(Duration::from_secs(30), |d| d.0);
-            let result = match tokio::time::timeout(limit, run_case(&setting, case, options)).await
+            let result = match tokio::time::timeout(
+                limit,
+                run_case(&setting, case, options, &mut recordings),
+            )
+            .await
             {
                 Ok(result) => result,
                 Err(_) => Err(vec![format!(
@@ -424,6 +429,29 @@ pub async fn run(
                     writeln!(out, "FAILED ({took} ms)")?;
                     failures.push((format!("{shown}: {label}"), errors));
                 }
+            }
+        }
+    }
+    // Tests sharing a fixture file each add their exchanges to it, in the order they ran.
+    let mut files_written: BTreeMap<PathBuf, Vec<Exchange>> = BTreeMap::new();
+    for (path, exchanges) in recordings {
+        files_written.entry(path).or_default().extend(exchanges);
+    }
+    for (path, exchanges) in files_written {
+        let text = serde_json::to_string_pretty(&exchanges).unwrap_or_default();
+        match std::fs::write(&path, text + "\n") {
+            Ok(()) => writeln!(
+                out,
+                "recorded {} exchange(s) in {}",
+                exchanges.len(),
+                path.display()
+            )?,
+            Err(e) => {
+                summary.failed += 1;
+                failures.push((
+                    path.display().to_string(),
+                    vec![format!("cannot write the fixtures: {e}")],
+                ));
             }
         }
     }
@@ -500,7 +528,13 @@ impl Drop for Scratch {
     }
 }
 
-async fn run_case(setting: &Setting, mut case: Case, options: &Options) -> Result<(), Vec<String>> {
+/// Runs one test; exchanges recorded for its fixture file are added to `recordings`.
+async fn run_case(
+    setting: &Setting,
+    mut case: Case,
+    options: &Options,
+    recordings: &mut Vec<(PathBuf, Vec<Exchange>)>,
+) -> Result<(), Vec<String>> {
     let one = |e: String| vec![e];
     let fixtures = case.fixtures.as_ref().map(|f| setting.dir.join(f));
     let recorded = match (&fixtures, options.record) {
@@ -590,10 +624,7 @@ async fn run_case(setting: &Setting, mut case: Case, options: &Options) -> Resul
     } else {
         None
     };
-    let gathers = spec
-        .processors
-        .iter()
-        .any(|(_, p)| matches!(p, Processor::Aggregate(_)));
+    let gathers = spec.processors.iter().any(|(_, p)| p.gathers());
     let Assembled {
         flow,
         input,
@@ -658,10 +689,12 @@ async fn run_case(setting: &Setting, mut case: Case, options: &Options) -> Resul
             .map_err(|e| one(format!("cannot listen on loopback: {e}")))?;
         let address = listener.local_addr().map_err(|e| one(e.to_string()))?;
         let path = endpoint.path.clone();
+        // The server stops after the requests; a durable flow's workers go on delivering.
+        let server_stop = stop.child_token();
         let server = tokio::spawn(http_server::serve(
             listener,
             vec![(endpoint, flow.clone())],
-            stop.clone(),
+            server_stop.clone(),
         ));
         let client = HttpClient::new();
         for (i, request) in case.requests.into_iter().enumerate() {
@@ -683,7 +716,7 @@ async fn run_case(setting: &Setting, mut case: Case, options: &Options) -> Resul
                 Err(e) => errors.push(format!("{what}: {e}")),
             }
         }
-        stop.cancel();
+        server_stop.cancel();
         let _ = server.await;
     }
 
@@ -698,7 +731,7 @@ async fn run_case(setting: &Setting, mut case: Case, options: &Options) -> Resul
     }
 
     errors.extend(mocks.unmatched().into_iter().map(|call| {
-        format!("HTTP call without a mock: {call} (declare it under `http:`, or record it with `weft test --record`)")
+        format!("HTTP call without a mock: {call} (declare it under `http:`, or name a `fixtures` file and record it with `weft test --record`)")
     }));
     errors.extend(mocks.unmet());
     match case.expect.failed {
@@ -746,80 +779,110 @@ async fn run_case(setting: &Setting, mut case: Case, options: &Options) -> Resul
                     &message.metadata,
                     None,
                 )),
-                None if count.is_some() => {}
                 None => errors.push(format!("{what}: there is none")),
             }
         }
     }
-    if let Some(expect) = &case.expect.dlq {
-        match (&store, flow.durable()) {
-            (Some(store), Some(_)) => {
-                let filter = weft_store::DlqFilter {
-                    flow: Some(case.flow.clone()),
-                    id: None,
-                    since_ms: None,
-                };
-                match store.dead_letters(&filter, 10_000).await {
-                    Ok(dead) => {
-                        let count = expect.count.or((!expect.entries.is_empty()).then_some(expect.entries.len()));
-                        if let Some(count) = count
-                            && count != dead.len()
-                        {
-                            errors.push(format!(
-                                "dlq: expected {count} dead letter(s), got {}{}",
-                                dead.len(),
-                                dead.iter().map(|d| format!("\n{}", d.failure.reason)).collect::<String>()
-                            ));
-                        }
-                        for (i, check) in expect.entries.iter().enumerate() {
-                            let what = format!("dlq entry {i}");
-                            let Some(dead) = dead.get(i) else {
-                                if count.is_none() {
-                                    errors.push(format!("{what}: there is none"));
-                                }
-                                continue;
-                            };
-                            let value = durable::decode_value(&dead.payload)
-                                .unwrap_or_else(Value::from);
-                            let mut metadata = to_value(bytes_json(&dead.metadata));
-                            if !matches!(metadata, Value::Object(_)) {
-                                metadata = crate::core::mapping::empty_object();
-                            }
-                            crate::core::mapping::insert(
-                                &mut metadata,
-                                "dlq",
-                                to_value(serde_json::json!({
-                                    "reason": dead.failure.reason,
-                                    "attempts": dead.attempts,
-                                    "last_status": dead.failure.last_status,
-                                })),
-                            );
-                            errors.extend(check_message(&what, check, &value, &metadata, Some((&dead.failure.reason, dead.attempts))));
-                        }
-                    }
-                    Err(e) => errors.push(format!("dlq: cannot read the store: {e}")),
-                }
-            }
-            _ => errors.push(format!(
-                "flow `{}` is not durable: a message that fails is answered or logged, not dead-lettered (expect `failed` instead)",
+    if flow.durable().is_some() {
+        if case.expect.failed.is_some() {
+            errors.push(format!(
+                "flow `{}` is durable: a message that fails is dead-lettered; expect `dlq` instead of `failed`",
                 case.flow
-            )),
+            ));
         }
+        if let Some(store) = &store {
+            errors.extend(check_dead_letters(store, &case.flow, case.expect.dlq.as_ref()).await);
+            let dead = store
+                .count_dead_letters(&weft_store::DlqFilter {
+                    flow: Some(case.flow.clone()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_or(0);
+            // A message the queue refused (its ordering key could not be computed) is counted
+            // as failed without a dead letter.
+            let refused = flow.counters().failed.saturating_sub(dead);
+            if refused > 0 {
+                errors.push(format!(
+                    "{refused} message(s) were refused by the queue (their `ordering.by_key` could not be computed)"
+                ));
+            }
+        }
+    } else if case.expect.dlq.is_some() {
+        errors.push(format!(
+            "flow `{}` is not durable: a message that fails is answered or logged, not dead-lettered (expect `failed` instead)",
+            case.flow
+        ));
     }
 
     if let Some(path) = fixtures
         && options.record
     {
-        let text = serde_json::to_string_pretty(&mocks.recorded()).unwrap_or_default();
-        if let Err(e) = std::fs::write(&path, text + "\n") {
-            errors.push(format!("fixtures {}: cannot write: {e}", path.display()));
-        }
+        recordings.push((path, mocks.recorded()));
     }
     if errors.is_empty() {
         Ok(())
     } else {
         Err(errors)
     }
+}
+
+/// Checks a durable flow's dead letters; without `expect`, there must be none.
+async fn check_dead_letters(
+    store: &weft_store::Store,
+    flow: &str,
+    expect: Option<&DlqExpect>,
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    let filter = weft_store::DlqFilter {
+        flow: Some(flow.to_string()),
+        ..Default::default()
+    };
+    let dead = match store.dead_letters(&filter, 10_000).await {
+        Ok(dead) => dead,
+        Err(e) => return vec![format!("dlq: cannot read the store: {e}")],
+    };
+    let count = match expect {
+        None => Some(0),
+        Some(expect) => expect
+            .count
+            .or((!expect.entries.is_empty()).then_some(expect.entries.len())),
+    };
+    if let Some(count) = count
+        && count != dead.len()
+    {
+        errors.push(format!(
+            "dlq: expected {count} dead letter(s), got {}{}",
+            dead.len(),
+            dead.iter()
+                .map(|d| format!("\n{}", d.failure.reason))
+                .collect::<String>()
+        ));
+    }
+    for (i, check) in expect.iter().flat_map(|e| e.entries.iter()).enumerate() {
+        let what = format!("dlq entry {i}");
+        let Some(dead) = dead.get(i) else {
+            errors.push(format!("{what}: there is none"));
+            continue;
+        };
+        let value = durable::decode_value(&dead.payload).unwrap_or_else(Value::from);
+        let mut metadata = to_value(bytes_json(&dead.metadata));
+        if !matches!(metadata, Value::Object(_)) {
+            metadata = crate::core::mapping::empty_object();
+        }
+        crate::core::mapping::insert(
+            &mut metadata,
+            "dlq",
+            to_value(serde_json::json!({
+                "reason": dead.failure.reason,
+                "attempts": dead.attempts,
+                "last_status": dead.failure.last_status,
+            })),
+        );
+        let dead_letter = Some((dead.failure.reason.as_str(), dead.attempts));
+        errors.extend(check_message(&what, check, &value, &metadata, dead_letter));
+    }
+    errors
 }
 
 fn shown_list(paths: &[PathBuf]) -> String {
@@ -894,7 +957,7 @@ fn check_response(
         _ => {}
     }
     if let Some(want) = &expect.body
-        && want != &json
+        && !same(want, &json)
     {
         errors.push(format!(
             "{what}: expected the body\n{}\ngot\n{}",
@@ -934,7 +997,7 @@ fn check_message(
     let mut errors = Vec::new();
     let json = to_json(value);
     if let Some(want) = &check.value
-        && want != &json
+        && !same(want, &json)
     {
         errors.push(format!(
             "{what}: expected\n{}\ngot\n{}",
@@ -1023,6 +1086,22 @@ fn includes(want: &Json, got: &Json) -> bool {
             .all(|(k, v)| g.get(k).is_some_and(|gv| includes(v, gv))),
         (Json::Array(w), Json::Array(g)) => {
             w.len() == g.len() && w.iter().zip(g).all(|(a, b)| includes(a, b))
+        }
+        (Json::Number(a), Json::Number(b)) => a.as_f64() == b.as_f64(),
+        _ => want == got,
+    }
+}
+
+/// Whether two values are equal, numbers compared by value (1 and 1.0 are equal).
+fn same(want: &Json, got: &Json) -> bool {
+    match (want, got) {
+        (Json::Object(w), Json::Object(g)) => {
+            w.len() == g.len()
+                && w.iter()
+                    .all(|(k, v)| g.get(k).is_some_and(|gv| same(v, gv)))
+        }
+        (Json::Array(w), Json::Array(g)) => {
+            w.len() == g.len() && w.iter().zip(g).all(|(a, b)| same(a, b))
         }
         (Json::Number(a), Json::Number(b)) => a.as_f64() == b.as_f64(),
         _ => want == got,

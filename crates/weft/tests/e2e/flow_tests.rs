@@ -124,6 +124,34 @@ tests:
           messages:
             - condition: .customer.name == "Zed"
 
+  - name: a rule with times answers that many calls, then the next rule answers
+    flow: orders
+    outputs:
+      outputs[0].http_client: live
+    http:
+      - { url: "https://api.test/customers/*", body: {} }
+      - { method: POST, url: https://api.test/orders, status: 503, times: 2 }
+      - { method: POST, url: https://api.test/orders, status: 201 }
+    messages:
+      - value: { id: 6 }
+    expect:
+      outputs:
+        outputs[0].http_client: { count: 1, attempts: 3 }
+
+  - name: checks beyond the count still run
+    flow: orders
+    http:
+      - { url: "https://api.test/customers/*", body: {} }
+    messages:
+      - value: { id: 7 }
+    expect:
+      outputs:
+        outputs[1].stdout:
+          count: 1
+          messages:
+            - includes: { id: "7" }
+            - includes: { id: "8" }
+
   - name: retries are counted, and fast
     flow: orders
     outputs:
@@ -141,11 +169,13 @@ tests:
     .unwrap();
     let (status, stdout, _) = weft_cmd(&["test", "orders.yaml"], &dir);
     assert_eq!(status.code(), Some(1), "{stdout}");
-    assert_eq!(tally(&stdout), (2, 3), "{stdout}");
+    assert_eq!(tally(&stdout), (3, 4), "{stdout}");
     for expected in [
         "test orders › passes ... ok",
         "test orders › wrong value and count ... FAILED",
         "test orders › retries are counted, and fast ... ok",
+        "test orders › a rule with times answers that many calls, then the next rule answers ... ok",
+        "output `outputs[1].stdout`, message 1: there is none",
         "---- orders_test.yaml: orders › wrong value and count ----",
         "output `outputs[0].http_client`: expected 2 message(s), got 1",
         "output `outputs[0].http_client`, message 0: does not include",

@@ -2,6 +2,7 @@
 //! One test binary with one module per area (linking one binary is much cheaper than many).
 
 mod admin;
+mod admin_api;
 mod amqp;
 mod api_auth;
 mod bad_input;

@@ -375,6 +375,12 @@ async fn answer(
     if declared.is_some_and(|len| len > endpoint.max_body_size) {
         return too_large();
     }
+    if route.flow.is_paused() {
+        return retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "flow is paused; retry later",
+        );
+    }
     // Durable flows are bounded by their store queue (a place is reserved before the body is
     // read), direct flows by their concurrency; both by the requests in progress.
     let durable = route.flow.durable();

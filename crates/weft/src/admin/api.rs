@@ -1,0 +1,239 @@
+//! The flows API under `/api/v1`: each flow's state and counters, pause and resume, and the tap
+//! (a server-sent-events stream of the messages passing a stage). Documented by `utoipa` from
+//! these handlers; the document is served at `/api/v1/openapi.json`.
+//!
+//! ```text
+//! GET  /api/v1/flows                          every flow
+//! GET  /api/v1/flows/{flow}                   one
+//! POST /api/v1/flows/{flow}/pause             inputs take nothing in, delivery waits
+//! POST /api/v1/flows/{flow}/resume
+//! GET  /api/v1/flows/{flow}/tap?stage=…&sample=…&limit=…   text/event-stream
+//! ```
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiError, json_response};
+use crate::core::flow::Counters;
+use crate::engine::RunFlow;
+
+/// The flows the API shows, by name.
+pub type Flows = Arc<BTreeMap<String, Arc<RunFlow>>>;
+
+#[derive(Clone)]
+struct ApiState {
+    flows: Flows,
+    store: Option<weft_store::Store>,
+}
+
+/// A flow as the API shows it.
+#[derive(Serialize, ToSchema)]
+pub struct FlowInfo {
+    pub name: String,
+    /// `running` or `paused`.
+    pub state: String,
+    /// The input's id, e.g. `input.http_server`.
+    pub input: String,
+    pub outputs: Vec<String>,
+    /// `direct` or `durable`.
+    pub delivery: String,
+    /// What a tap can listen to: `input`, each step's id, `output`.
+    pub stages: Vec<String>,
+    pub counters: Counters,
+    /// Durable flows: what the store holds for the flow.
+    pub queue: Option<QueueInfo>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct QueueInfo {
+    /// Messages waiting for delivery (or being delivered).
+    pub depth: u64,
+    /// Dead letters.
+    pub dead_letters: u64,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct TapQuery {
+    /// The stage to listen to (see the flow's `stages`); every stage when left out.
+    stage: Option<String>,
+    /// The share of messages sent, in (0, 1]; default 1.
+    sample: Option<f64>,
+    /// Messages sent before the stream ends; default 100, at most 100000.
+    limit: Option<usize>,
+}
+
+pub(super) fn routes(flows: Flows, store: Option<weft_store::Store>) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(list_flows))
+        .routes(routes!(get_flow))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(tap))
+        .with_state(ApiState { flows, store })
+}
+
+impl ApiState {
+    fn flow(&self, name: &str) -> Result<&Arc<RunFlow>, ApiError> {
+        self.flows
+            .get(name)
+            .ok_or_else(|| ApiError::NotFound(format!("no flow `{name}`")))
+    }
+
+    async fn info(&self, flow: &RunFlow) -> FlowInfo {
+        let queue = match (flow.durable(), &self.store) {
+            (Some(_), Some(store)) => {
+                let depth = store.depth(&flow.name).await.map_or(0, |d| d.messages);
+                let filter = weft_store::DlqFilter {
+                    flow: Some(flow.name.to_string()),
+                    ..Default::default()
+                };
+                let dead_letters = store.count_dead_letters(&filter).await.unwrap_or(0);
+                Some(QueueInfo {
+                    depth,
+                    dead_letters,
+                })
+            }
+            _ => None,
+        };
+        FlowInfo {
+            name: flow.name.to_string(),
+            state: if flow.is_paused() {
+                "paused"
+            } else {
+                "running"
+            }
+            .into(),
+            input: flow.input_id.clone(),
+            outputs: flow.output_ids(),
+            delivery: if flow.durable().is_some() {
+                "durable"
+            } else {
+                "direct"
+            }
+            .into(),
+            stages: flow.stages(),
+            counters: flow.counters(),
+            queue,
+        }
+    }
+}
+
+fn ok<T: Serialize>(body: &T) -> Response {
+    json_response(
+        StatusCode::OK,
+        serde_json::to_value(body).unwrap_or_default(),
+    )
+}
+
+/// Every flow, with its state and counters.
+#[utoipa::path(get, path = "/api/v1/flows", tag = "flows",
+    responses((status = 200, body = Vec<FlowInfo>)))]
+async fn list_flows(State(api): State<ApiState>) -> Response {
+    let mut out = Vec::new();
+    for flow in api.flows.values() {
+        out.push(api.info(flow).await);
+    }
+    ok(&out)
+}
+
+/// One flow.
+#[utoipa::path(get, path = "/api/v1/flows/{flow}", tag = "flows",
+    params(("flow" = String, Path, description = "The flow's name")),
+    responses((status = 200, body = FlowInfo), (status = 404, body = super::ErrorBody)))]
+async fn get_flow(
+    State(api): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let flow = api.flow(&name)?;
+    Ok(ok(&api.info(flow).await))
+}
+
+/// Pauses a flow: its inputs take nothing in (`http_server` answers 503 with `Retry-After`,
+/// reading inputs wait) and a durable flow's delivery waits; messages in flight finish.
+#[utoipa::path(post, path = "/api/v1/flows/{flow}/pause", tag = "flows",
+    params(("flow" = String, Path, description = "The flow's name")),
+    responses((status = 200, body = FlowInfo), (status = 404, body = super::ErrorBody)))]
+async fn pause(
+    State(api): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let flow = api.flow(&name)?;
+    if flow.pause() {
+        tracing::info!(flow = %flow.name, "paused");
+    }
+    Ok(ok(&api.info(flow).await))
+}
+
+/// Resumes a paused flow.
+#[utoipa::path(post, path = "/api/v1/flows/{flow}/resume", tag = "flows",
+    params(("flow" = String, Path, description = "The flow's name")),
+    responses((status = 200, body = FlowInfo), (status = 404, body = super::ErrorBody)))]
+async fn resume(
+    State(api): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let flow = api.flow(&name)?;
+    if flow.resume() {
+        tracing::info!(flow = %flow.name, "resumed");
+    }
+    Ok(ok(&api.info(flow).await))
+}
+
+/// The messages passing a stage of a flow, as server-sent events (`event: message`, the data
+/// one JSON object), until `limit` were sent. A listener that reads too slowly misses messages;
+/// the flow never waits for it.
+#[utoipa::path(get, path = "/api/v1/flows/{flow}/tap", tag = "flows",
+    params(("flow" = String, Path, description = "The flow's name"), TapQuery),
+    responses(
+        (status = 200, description = "A stream of tapped messages", content_type = "text/event-stream", body = crate::core::tap::Tapped),
+        (status = 400, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody)))]
+async fn tap(
+    State(api): State<ApiState>,
+    Path(name): Path<String>,
+    Query(query): Query<TapQuery>,
+) -> Result<Response, ApiError> {
+    let flow = api.flow(&name)?;
+    if let Some(stage) = &query.stage {
+        let stages = flow.stages();
+        if !stages.contains(stage) {
+            return Err(ApiError::BadRequest(format!(
+                "flow `{name}` has no stage `{stage}`; its stages are: {}",
+                stages.join(", ")
+            )));
+        }
+    }
+    let sample = query.sample.unwrap_or(1.0);
+    if !(sample > 0.0 && sample <= 1.0) {
+        return Err(ApiError::BadRequest(
+            "`sample` is a share of the messages, in (0, 1]".into(),
+        ));
+    }
+    let limit = query.limit.unwrap_or(100).min(100_000);
+    let receiver = flow.tap.listen(query.stage, sample, 256);
+    let events =
+        futures_util::stream::unfold((receiver, limit), |(mut receiver, left)| async move {
+            if left == 0 {
+                return None;
+            }
+            let tapped = receiver.recv().await?;
+            let event = Event::default()
+                .event("message")
+                .data(serde_json::to_string(&tapped).unwrap_or_default());
+            Some((Ok::<_, Infallible>(event), (receiver, left - 1)))
+        });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
