@@ -2,14 +2,25 @@
 //! drains: inputs stop accepting, messages in flight finish (within `shutdown_timeout`), and
 //! only then does [`run`] return. A message whose input was acked is never abandoned by a
 //! drain; one that is abandoned at the timeout was never acked, so its sender still holds it.
+//!
+//! Hot reload: a new, already validated config ([`Options::reloads`]) replaces only the flows
+//! whose settings changed (or every flow, when `resources` or `outbound` changed). An
+//! `http_server` flow is swapped in its address's routing table at once: requests in progress
+//! finish with the old flow, the next ones reach the new one. A reading input is stopped and
+//! drained (what it took in is finished and acked) before the new one starts, so a source is
+//! never read twice at a time. A durable flow's queue stays in the store; its old delivery
+//! workers finish the messages in their hands while the new ones start. Untouched flows keep
+//! running, their counters and state included.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -72,231 +83,8 @@ pub struct Options {
     pub admin_tls: Option<Arc<crate::server::tls::Tls>>,
     /// The store file `weft.db` lives here; created when a flow is `durable`.
     pub data_dir: PathBuf,
-}
-
-pub async fn run(
-    loaded: Loaded,
-    options: Options,
-    shutdown: CancellationToken,
-) -> Result<Summary, EngineError> {
-    let admin_address = options.admin_address;
-    // An empty token would let every request through.
-    let admin_token = options
-        .admin_token
-        .clone()
-        .filter(|t| !t.expose().is_empty());
-    if !admin_address.ip().is_loopback() && admin_token.is_none() {
-        return Err(EngineError::AdminUnprotected(admin_address));
-    }
-    // Installed before any flow registers its metric handles, which would otherwise be no-ops.
-    let handle = metrics::install();
-    let store = if loaded.flows.iter().any(FlowSpec::needs_store) || loaded.resources.wants_store()
-    {
-        let path = options.data_dir.join("weft.db");
-        // A data directory weft creates is its owner's only (the store's files are too).
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&options.data_dir)
-            .map_err(|source| EngineError::DataDir {
-                path: options.data_dir.clone(),
-                source,
-            })?;
-        let store = Store::open_owner(&path, loaded.durability).await?;
-        tracing::info!(path = %path.display(), durability = ?loaded.durability, "store open");
-        loaded.resources.attach_store(&store);
-        Some(store)
-    } else {
-        None
-    };
-    let mut durable_flows = Vec::new();
-    let mut servers: HashMap<SocketAddr, Vec<(http_server::Endpoint, Arc<RunFlow>)>> =
-        HashMap::new();
-    let mut readers = Vec::new();
-    let mut all_flows = std::collections::BTreeMap::new();
-    for spec in loaded.flows {
-        let Assembled {
-            flow,
-            input,
-            input_id,
-            workers,
-        } = assemble(spec, store.as_ref()).await?;
-        all_flows.insert(flow.name.to_string(), flow.clone());
-        if flow.durable().is_some() {
-            durable_flows.push((flow.clone(), workers));
-        }
-        match input {
-            Input::HttpServer(endpoint) => servers
-                .entry(endpoint.address)
-                .or_default()
-                .push((endpoint, flow)),
-            other => readers.push((other, input_id, flow)),
-        }
-    }
-
-    // Every listener is bound before the admin endpoint answers, so `/health` means "ready".
-    let mut listeners = Vec::new();
-    for (address, endpoints) in servers {
-        let what = endpoints
-            .iter()
-            .map(|(e, f)| format!("flow `{}` {}", f.name, e.path))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|source| EngineError::Bind {
-                address,
-                what: what.clone(),
-                source,
-            })?;
-        tracing::info!(%address, endpoints = %what, "listening");
-        listeners.push((listener, endpoints));
-    }
-    let admin = tokio::net::TcpListener::bind(admin_address)
-        .await
-        .map_err(|source| EngineError::Bind {
-            address: admin_address,
-            what: "admin endpoint".into(),
-            source,
-        })?;
-    let admin_stop = CancellationToken::new();
-    // Histogram samples pile up in memory until folded in; fold them whether or not anyone scrapes.
-    tokio::spawn({
-        let handle = handle.clone();
-        let stop = admin_stop.clone();
-        async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = every.tick() => handle.run_upkeep(),
-                }
-            }
-        }
-    });
-    let admin_task = tokio::spawn({
-        let stop = admin_stop.clone();
-        let router = crate::admin::router(handle, store.clone(), admin_token, Arc::new(all_flows));
-        let tls = options.admin_tls.clone();
-        if let Some(tls) = &tls {
-            tokio::spawn(tls.clone().watch("admin".into(), stop.clone()));
-        }
-        crate::server::serve(admin, router, tls, crate::server::Limits::default(), stop)
-    });
-    tracing::info!(address = %admin_address, "admin endpoint: /metrics, /health");
-
-    let worker_stop = CancellationToken::new();
-    let mut workers = JoinSet::new();
-    for (flow, _) in &durable_flows {
-        if let Some(queue) = flow.durable() {
-            workers.spawn(durable::upkeep(queue.clone(), worker_stop.clone()));
-        }
-    }
-    for (flow, count) in &durable_flows {
-        workers.spawn(durable::work(flow.clone(), *count, worker_stop.clone()));
-    }
-    if let Some(store) = &store {
-        workers.spawn(sweep_expired_keys(store.clone(), worker_stop.clone()));
-    }
-
-    let tasks = TaskTracker::new();
-    let mut inputs = JoinSet::new();
-    for (listener, endpoints) in listeners {
-        let shutdown = shutdown.clone();
-        let flow = endpoints[0].1.name.to_string();
-        inputs.spawn(async move {
-            http_server::serve(listener, endpoints, shutdown)
-                .await
-                .map_err(|source| EngineError::Input {
-                    flow,
-                    component: "input.http_server".into(),
-                    source,
-                })
-        });
-    }
-    for (input, component, flow) in readers {
-        let feed = Feed {
-            flow: flow.clone(),
-            shutdown: shutdown.clone(),
-            tasks: tasks.clone(),
-        };
-        inputs.spawn(async move {
-            input.run(feed).await.map_err(|source| EngineError::Input {
-                flow: flow.name.to_string(),
-                component,
-                source,
-            })
-        });
-    }
-
-    let drained = async {
-        let mut summary = Summary::default();
-        while let Some(result) = inputs.join_next().await {
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "input stopped");
-                    summary.input_errors.push(e);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "input task panicked");
-                    summary
-                        .input_errors
-                        .push(EngineError::Panicked(e.to_string()));
-                }
-            }
-        }
-        tasks.close();
-        tasks.wait().await;
-        summary
-    };
-    tokio::pin!(drained);
-    let finished = tokio::select! {
-        summary = &mut drained => Some(summary),
-        _ = shutdown.cancelled() => None,
-    };
-    let summary = match finished {
-        Some(summary) => {
-            // The inputs ended by themselves: deliver what the store queues hold before
-            // stopping, unless told to stop first (it stays stored for the next run).
-            let queues_empty = async {
-                for (flow, _) in &durable_flows {
-                    while let Some(queue) = flow.durable()
-                        && !queue.is_drained().await
-                    {
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
-                }
-            };
-            tokio::select! {
-                _ = queues_empty => {}
-                _ = shutdown.cancelled() => {}
-            }
-            summary
-        }
-        None => {
-            tracing::info!(timeout = ?loaded.shutdown_timeout, "shutting down: no new messages accepted; draining those in flight");
-            match tokio::time::timeout(loaded.shutdown_timeout, &mut drained).await {
-                Ok(summary) => summary,
-                Err(_) => {
-                    admin_stop.cancel();
-                    return Err(EngineError::DrainTimeout);
-                }
-            }
-        }
-    };
-    worker_stop.cancel();
-    // A worker finishes the message in its hands; one that does not in time leaves it leased,
-    // and the next start delivers it again.
-    let _ = tokio::time::timeout(loaded.shutdown_timeout, async {
-        while workers.join_next().await.is_some() {}
-    })
-    .await;
-    tracing::info!("all flows drained");
-    admin_stop.cancel();
-    // A scrape in progress gets a moment to finish; the admin endpoint holds no messages.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), admin_task).await;
-    Ok(summary)
+    /// New configs to switch to while running (hot reload), each already validated.
+    pub reloads: Option<mpsc::Receiver<Loaded>>,
 }
 
 /// A flow built from its spec; its input is still to be run.
@@ -356,13 +144,653 @@ pub async fn assemble(spec: FlowSpec, store: Option<&Store>) -> Result<Assembled
     })
 }
 
+/// A flow built for [`Engine::start`].
+struct Built {
+    flow: Arc<RunFlow>,
+    /// A reading input; `None` for `http_server` flows, which are `served`.
+    input: Option<Input>,
+    input_id: String,
+    workers: u32,
+    served: Option<http_server::Endpoint>,
+    fingerprint: String,
+}
+
+/// A reading input's task.
+struct Reader {
+    id: u64,
+    stop: CancellationToken,
+    /// Its messages in flight.
+    tasks: TaskTracker,
+    handle: JoinHandle<()>,
+}
+
+/// A durable flow's delivery workers and queue upkeep.
+struct Workers {
+    stop: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+/// A flow that runs.
+struct Running {
+    fingerprint: String,
+    flow: Arc<RunFlow>,
+    /// `http_server` flows: the address and endpoint they are served at.
+    served: Option<(SocketAddr, http_server::Endpoint)>,
+    reader: Option<Reader>,
+    workers: Option<Workers>,
+}
+
+/// One address `http_server` flows are served at.
+struct Listener {
+    id: u64,
+    table: http_server::Table,
+    stop: CancellationToken,
+    handle: JoinHandle<()>,
+    /// What the address was started with; a reload cannot change these without a restart.
+    tls: bool,
+    limits: crate::server::Limits,
+}
+
+/// What an input task reports when it ends.
+type Ended = (u64, Result<(), EngineError>);
+
+struct Engine {
+    flows: BTreeMap<String, Running>,
+    listeners: HashMap<SocketAddr, Listener>,
+    /// The flows the admin API shows.
+    registry: crate::admin::api::Flows,
+    store: Option<Store>,
+    /// The same store, for the admin API.
+    store_cell: crate::admin::StoreCell,
+    durability: weft_store::Durability,
+    data_dir: PathBuf,
+    shared: String,
+    shutdown: CancellationToken,
+    shutdown_timeout: Duration,
+    /// Reading inputs still running, by id.
+    live: HashSet<u64>,
+    /// Inputs and listeners a reload stopped, by id.
+    retired: HashSet<u64>,
+    next_id: u64,
+    ended: mpsc::UnboundedSender<Ended>,
+    /// Stops the store's upkeep (expired keys).
+    store_stop: CancellationToken,
+    summary: Summary,
+}
+
+pub async fn run(
+    loaded: Loaded,
+    mut options: Options,
+    shutdown: CancellationToken,
+) -> Result<Summary, EngineError> {
+    let admin_address = options.admin_address;
+    // An empty token would let every request through.
+    let admin_token = options
+        .admin_token
+        .clone()
+        .filter(|t| !t.expose().is_empty());
+    if !admin_address.ip().is_loopback() && admin_token.is_none() {
+        return Err(EngineError::AdminUnprotected(admin_address));
+    }
+    // Installed before any flow registers its metric handles, which would otherwise be no-ops.
+    let handle = metrics::install();
+    let (ended, mut ended_rx) = mpsc::unbounded_channel();
+    let mut engine = Engine {
+        flows: BTreeMap::new(),
+        listeners: HashMap::new(),
+        registry: crate::admin::api::Flows::default(),
+        store: None,
+        store_cell: crate::admin::StoreCell::default(),
+        durability: loaded.durability,
+        data_dir: options.data_dir.clone(),
+        shared: loaded.shared.clone(),
+        shutdown: shutdown.clone(),
+        shutdown_timeout: loaded.shutdown_timeout,
+        live: HashSet::new(),
+        retired: HashSet::new(),
+        next_id: 0,
+        ended,
+        store_stop: CancellationToken::new(),
+        summary: Summary::default(),
+    };
+    engine.open_store(&loaded).await?;
+    // Every listener is bound before the admin endpoint answers, so `/health` means "ready".
+    let mut built = Vec::new();
+    for spec in loaded.flows {
+        built.push(engine.build(spec).await?);
+    }
+    engine.bind_all(&built).await?;
+    for flow in built {
+        engine.start(flow);
+    }
+    engine.publish();
+
+    let admin = tokio::net::TcpListener::bind(admin_address)
+        .await
+        .map_err(|source| EngineError::Bind {
+            address: admin_address,
+            what: "admin endpoint".into(),
+            source,
+        })?;
+    let admin_stop = CancellationToken::new();
+    // Histogram samples pile up in memory until folded in; fold them whether or not anyone scrapes.
+    tokio::spawn({
+        let handle = handle.clone();
+        let stop = admin_stop.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = every.tick() => handle.run_upkeep(),
+                }
+            }
+        }
+    });
+    let admin_task = tokio::spawn({
+        let stop = admin_stop.clone();
+        let router = crate::admin::router(
+            handle,
+            engine.store_cell.clone(),
+            admin_token,
+            engine.registry.clone(),
+        );
+        let tls = options.admin_tls.clone();
+        if let Some(tls) = &tls {
+            tokio::spawn(tls.clone().watch("admin".into(), stop.clone()));
+        }
+        crate::server::serve(admin, router, tls, crate::server::Limits::default(), stop)
+    });
+    tracing::info!(address = %admin_address, "admin endpoint: /metrics, /health, /api/v1");
+
+    // Until shutdown, or until every input ended by itself (finite inputs, no server).
+    let finished = loop {
+        if engine.live.is_empty() && engine.listeners.is_empty() {
+            break true;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break false,
+            Some((id, result)) = ended_rx.recv() => engine.input_ended(id, result),
+            Some(next) = async {
+                match options.reloads.as_mut() {
+                    Some(reloads) => reloads.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => engine.reload(next).await,
+        }
+    };
+
+    let result = if finished {
+        engine.finish().await;
+        Ok(())
+    } else {
+        tracing::info!(timeout = ?engine.shutdown_timeout, "shutting down: no new messages accepted; draining those in flight");
+        engine.drain().await
+    };
+    admin_stop.cancel();
+    if result.is_ok() {
+        // A scrape in progress gets a moment to finish; the admin endpoint holds no messages.
+        let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
+    }
+    result.map(|()| engine.summary)
+}
+
+impl Engine {
+    /// Opens the store when a flow or resource of `loaded` needs it and it is not open yet.
+    async fn open_store(&mut self, loaded: &Loaded) -> Result<(), EngineError> {
+        let needed =
+            loaded.flows.iter().any(FlowSpec::needs_store) || loaded.resources.wants_store();
+        if needed && self.store.is_none() {
+            let path = self.data_dir.join("weft.db");
+            // A data directory weft creates is its owner's only (the store's files are too).
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.data_dir)
+                .map_err(|source| EngineError::DataDir {
+                    path: self.data_dir.clone(),
+                    source,
+                })?;
+            let store = Store::open_owner(&path, self.durability).await?;
+            tracing::info!(path = %path.display(), durability = ?self.durability, "store open");
+            tokio::spawn(sweep_expired_keys(store.clone(), self.store_stop.clone()));
+            let _ = self.store_cell.set(store.clone());
+            self.store = Some(store);
+        }
+        if let Some(store) = &self.store {
+            loaded.resources.attach_store(store);
+        }
+        Ok(())
+    }
+
+    /// Builds a flow; an `http_server` flow's endpoint is set apart for its address.
+    async fn build(&self, spec: FlowSpec) -> Result<Built, EngineError> {
+        let fingerprint = spec.fingerprint.clone();
+        let Assembled {
+            flow,
+            input,
+            input_id,
+            workers,
+        } = assemble(spec, self.store.as_ref()).await?;
+        let (input, served) = match input {
+            Input::HttpServer(endpoint) => (None, Some(endpoint)),
+            other => (Some(other), None),
+        };
+        Ok(Built {
+            flow,
+            input,
+            input_id,
+            workers,
+            served,
+            fingerprint,
+        })
+    }
+
+    /// Binds every address the flows are served at (at start: a failure stops weft).
+    async fn bind_all(&mut self, built: &[Built]) -> Result<(), EngineError> {
+        let mut by_address: BTreeMap<SocketAddr, Vec<(http_server::Endpoint, Arc<RunFlow>)>> =
+            BTreeMap::new();
+        for flow in built {
+            if let Some(endpoint) = &flow.served {
+                by_address
+                    .entry(endpoint.address)
+                    .or_default()
+                    .push((endpoint.clone(), flow.flow.clone()));
+            }
+        }
+        for (address, endpoints) in by_address {
+            self.listen(address, endpoints).await?;
+        }
+        Ok(())
+    }
+
+    async fn listen(
+        &mut self,
+        address: SocketAddr,
+        endpoints: Vec<(http_server::Endpoint, Arc<RunFlow>)>,
+    ) -> Result<(), EngineError> {
+        let what = endpoints
+            .iter()
+            .map(|(e, f)| format!("flow `{}` {}", f.name, e.path))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| EngineError::Bind {
+                address,
+                what: what.clone(),
+                source,
+            })?;
+        tracing::info!(%address, endpoints = %what, "listening");
+        // Flows sharing an address share its TLS and limits (the config loader checks they agree).
+        let (tls, limits) = endpoints
+            .first()
+            .map(|(e, _)| (e.tls.clone(), e.limits.clone()))
+            .unwrap_or_default();
+        let table = http_server::Table::new(endpoints);
+        let stop = self.shutdown.child_token();
+        let (id, ended) = (self.take_id(), self.ended.clone());
+        let flow = what.clone();
+        let handle = tokio::spawn({
+            let (table, stop, tls, limits) =
+                (table.clone(), stop.clone(), tls.clone(), limits.clone());
+            async move {
+                let result = http_server::serve_table(listener, table, tls, limits, stop)
+                    .await
+                    .map_err(|source| EngineError::Input {
+                        flow,
+                        component: "input.http_server".into(),
+                        source,
+                    });
+                let _ = ended.send((id, result));
+            }
+        });
+        self.listeners.insert(
+            address,
+            Listener {
+                id,
+                table,
+                stop,
+                handle,
+                tls: tls.is_some(),
+                limits,
+            },
+        );
+        Ok(())
+    }
+
+    fn take_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Starts a built flow: its reading input and, when durable, its delivery workers. An
+    /// `http_server` flow's listener is the caller's business.
+    fn start(&mut self, built: Built) {
+        let Built {
+            flow,
+            input,
+            input_id,
+            workers,
+            served,
+            fingerprint,
+        } = built;
+        let workers = flow.durable().map(|queue| {
+            let stop = CancellationToken::new();
+            let mut set = JoinSet::new();
+            set.spawn(durable::upkeep(queue.clone(), stop.clone()));
+            set.spawn(durable::work(flow.clone(), workers, stop.clone()));
+            Workers {
+                stop,
+                handle: tokio::spawn(async move { while set.join_next().await.is_some() {} }),
+            }
+        });
+        let reader = input.map(|input| {
+            let id = self.take_id();
+            let stop = self.shutdown.child_token();
+            let tasks = TaskTracker::new();
+            let feed = Feed {
+                flow: flow.clone(),
+                shutdown: stop.clone(),
+                tasks: tasks.clone(),
+            };
+            let ended = self.ended.clone();
+            let name = flow.name.to_string();
+            let handle = tokio::spawn(async move {
+                let result = input.run(feed).await.map_err(|source| EngineError::Input {
+                    flow: name,
+                    component: input_id,
+                    source,
+                });
+                let _ = ended.send((id, result));
+            });
+            self.live.insert(id);
+            Reader {
+                id,
+                stop,
+                tasks,
+                handle,
+            }
+        });
+        let name = flow.name.to_string();
+        self.flows.insert(
+            name,
+            Running {
+                fingerprint,
+                served: served.map(|e| (e.address, e)),
+                flow,
+                reader,
+                workers,
+            },
+        );
+    }
+
+    /// Shows the running flows to the admin API.
+    fn publish(&self) {
+        let flows = self
+            .flows
+            .iter()
+            .map(|(name, r)| (name.clone(), r.flow.clone()))
+            .collect();
+        *self.registry.write().expect("registry lock") = flows;
+    }
+
+    fn input_ended(&mut self, id: u64, result: Result<(), EngineError>) {
+        self.live.remove(&id);
+        let retired = self.retired.remove(&id);
+        if let Err(e) = result {
+            tracing::error!(error = %e, "input stopped");
+            // One a reload stopped was replaced; its error is not the run's.
+            if !retired {
+                self.summary.input_errors.push(e);
+            }
+        }
+    }
+
+    /// The endpoints an address serves now.
+    fn endpoints_at(&self, address: SocketAddr) -> Vec<(http_server::Endpoint, Arc<RunFlow>)> {
+        self.flows
+            .values()
+            .filter_map(|r| {
+                let (at, endpoint) = r.served.as_ref()?;
+                (*at == address).then(|| (endpoint.clone(), r.flow.clone()))
+            })
+            .collect()
+    }
+
+    /// Switches to `next`: only changed, added and removed flows are touched.
+    async fn reload(&mut self, next: Loaded) {
+        if next.durability != self.durability && self.store.is_some() {
+            tracing::warn!("`durability` changed: it takes effect when weft restarts");
+        }
+        if let Err(e) = self.open_store(&next).await {
+            tracing::error!(error = %e, "config reload refused: the store cannot be opened; the running flows go on");
+            return;
+        }
+        self.shutdown_timeout = next.shutdown_timeout;
+        let everything = next.shared != self.shared;
+        self.shared = next.shared.clone();
+        let mut incoming: BTreeMap<String, FlowSpec> = next
+            .flows
+            .into_iter()
+            .map(|f| (f.name.clone(), f))
+            .collect();
+        let removed: Vec<String> = self
+            .flows
+            .keys()
+            .filter(|name| !incoming.contains_key(*name))
+            .cloned()
+            .collect();
+        let changed: Vec<String> = self
+            .flows
+            .iter()
+            .filter(|(name, running)| {
+                incoming
+                    .get(*name)
+                    .is_some_and(|spec| everything || spec.fingerprint != running.fingerprint)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        incoming.retain(|name, _| !self.flows.contains_key(name) || changed.contains(name));
+        let unchanged = self.flows.len() - removed.len() - changed.len();
+        if removed.is_empty() && incoming.is_empty() {
+            tracing::info!("config reloaded: no flow changed");
+            return;
+        }
+
+        // Build the new flows first: one that cannot be built leaves its old one running.
+        let mut built = Vec::new();
+        for (name, spec) in incoming {
+            match self.build(spec).await {
+                Ok(b) => built.push(b),
+                Err(e) => {
+                    tracing::error!(flow = %name, error = %e, "flow not reloaded; its old version goes on")
+                }
+            }
+        }
+        let replaced: HashSet<String> = built.iter().map(|b| b.flow.name.to_string()).collect();
+
+        // Take the old versions out: readers stopped and drained before their successors
+        // start; servers' routes swapped below; workers finish what they hold.
+        let mut retiring = Vec::new();
+        for name in removed
+            .iter()
+            .chain(changed.iter().filter(|n| replaced.contains(*n)))
+        {
+            if let Some(old) = self.flows.remove(name) {
+                retiring.push(old);
+            }
+        }
+        let mut touched_addresses: HashSet<SocketAddr> = HashSet::new();
+        let mut drains = Vec::new();
+        for old in retiring {
+            if let Some((address, _)) = &old.served {
+                touched_addresses.insert(*address);
+            }
+            if let Some(reader) = &old.reader {
+                self.live.remove(&reader.id);
+                self.retired.insert(reader.id);
+            }
+            drains.push(retire_reader(old.flow.name.to_string(), old.reader));
+            if let Some(workers) = old.workers {
+                // The messages in their hands stay leased to them until they finish; the
+                // rest of the queue waits in the store for the new workers.
+                workers.stop.cancel();
+                tokio::spawn(async move {
+                    let _ = workers.handle.await;
+                });
+            }
+        }
+        if tokio::time::timeout(
+            self.shutdown_timeout,
+            futures_util::future::join_all(drains),
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!(timeout = ?self.shutdown_timeout, "reload: old inputs did not finish in time; their unacked messages will be read again");
+        }
+
+        for flow in built {
+            if let Some(endpoint) = &flow.served {
+                touched_addresses.insert(endpoint.address);
+            }
+            self.start(flow);
+        }
+        // Each address gets its new routing table in one swap; an address no flow uses any
+        // more stops, a new one is bound.
+        for address in touched_addresses {
+            let endpoints = self.endpoints_at(address);
+            match (self.listeners.get(&address), endpoints.is_empty()) {
+                (Some(listener), false) => {
+                    let (tls, limits) =
+                        (endpoints[0].0.tls.is_some(), endpoints[0].0.limits.clone());
+                    if tls != listener.tls || limits != listener.limits {
+                        tracing::warn!(%address, "`tls` or `limits` of this address changed: that takes effect when weft restarts");
+                    }
+                    listener.table.set(endpoints);
+                }
+                (Some(_), true) => {
+                    if let Some(listener) = self.listeners.remove(&address) {
+                        tracing::info!(%address, "no flow listens here any more; closing");
+                        self.retired.insert(listener.id);
+                        listener.stop.cancel();
+                        tokio::spawn(async move {
+                            let _ = listener.handle.await;
+                        });
+                    }
+                }
+                (None, false) => {
+                    if let Err(e) = self.listen(address, endpoints).await {
+                        tracing::error!(error = %e, "reload: cannot serve the flows of this address");
+                    }
+                }
+                (None, true) => {}
+            }
+        }
+        self.publish();
+        tracing::info!(
+            changed = changed.len(),
+            added = replaced.len().saturating_sub(changed.len()),
+            removed = removed.len(),
+            unchanged,
+            "config reloaded"
+        );
+    }
+
+    /// Every input ended by itself: finish what is in flight, deliver what the store queues
+    /// hold (unless told to stop first: it stays stored for the next run), then stop.
+    async fn finish(&mut self) {
+        for running in self.flows.values() {
+            if let Some(reader) = &running.reader {
+                reader.tasks.close();
+                reader.tasks.wait().await;
+            }
+        }
+        let queues_empty = async {
+            for running in self.flows.values() {
+                while let Some(queue) = running.flow.durable()
+                    && !queue.is_drained().await
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = queues_empty => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+        self.stop_workers().await;
+        tracing::info!("all flows drained");
+    }
+
+    /// Shutdown: inputs stop (they were told by the shutdown token), messages in flight finish
+    /// within `shutdown_timeout`, then the delivery workers stop.
+    async fn drain(&mut self) -> Result<(), EngineError> {
+        let mut waits = Vec::new();
+        for (_, listener) in self.listeners.drain() {
+            waits.push(tokio::spawn(async move {
+                let _ = listener.handle.await;
+            }));
+        }
+        for running in self.flows.values_mut() {
+            if let Some(reader) = running.reader.take() {
+                waits.push(tokio::spawn(retire_reader(
+                    running.flow.name.to_string(),
+                    Some(reader),
+                )));
+            }
+        }
+        let drained =
+            tokio::time::timeout(self.shutdown_timeout, futures_util::future::join_all(waits))
+                .await;
+        if drained.is_err() {
+            return Err(EngineError::DrainTimeout);
+        }
+        self.stop_workers().await;
+        tracing::info!("all flows drained");
+        Ok(())
+    }
+
+    async fn stop_workers(&mut self) {
+        let mut handles = Vec::new();
+        for running in self.flows.values_mut() {
+            if let Some(workers) = running.workers.take() {
+                workers.stop.cancel();
+                handles.push(workers.handle);
+            }
+        }
+        self.store_stop.cancel();
+        // A worker finishes the message in its hands; one that does not in time leaves it
+        // leased, and the next start delivers it again.
+        let _ = tokio::time::timeout(
+            self.shutdown_timeout,
+            futures_util::future::join_all(handles),
+        )
+        .await;
+    }
+}
+
+/// Stops a reading input and waits until what it took in is finished.
+async fn retire_reader(flow: String, reader: Option<Reader>) {
+    let Some(reader) = reader else {
+        return;
+    };
+    reader.stop.cancel();
+    if let Err(e) = reader.handle.await {
+        tracing::error!(%flow, error = %e, "input task panicked");
+    }
+    reader.tasks.close();
+    reader.tasks.wait().await;
+}
+
 /// Gives back the space of expired dedupe and idempotency keys now and then (they already read
 /// as absent the moment they expire).
 async fn sweep_expired_keys(store: Store, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
         match store.kv_expire(durable::now_ms()).await {
             Ok(0) => {}

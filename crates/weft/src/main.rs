@@ -48,7 +48,9 @@ enum Command {
   weft run flows/*.yaml --admin-address 0.0.0.0:9464 --admin-token \"$TOKEN\"
   WEFT_LOG=debug weft run flow.yaml --log-format json
 
-SIGTERM/SIGINT drains (a second one stops at once); SIGHUP reloads TLS certificates.")]
+SIGTERM/SIGINT drains (a second one stops at once). A changed config file, or SIGHUP,
+reloads the config: only the flows that changed restart; an invalid config is logged and the
+running flows go on. SIGHUP also reloads TLS certificates.")]
     Run {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -543,11 +545,14 @@ async fn run(
         .filter(|t| !t.is_empty())
         .map(weft::clients::secret::Secret::new)
         .or(loaded.admin_token.clone());
+    let (reloads, reloaded) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(watch_config(files, reloads));
     let options = weft::engine::Options {
         admin_address: admin,
         admin_token,
         admin_tls: loaded.admin_tls.clone(),
         data_dir,
+        reloads: Some(reloaded),
     };
     let summary = weft::engine::run(loaded, options, shutdown).await?;
     Ok(if summary.input_errors.is_empty() {
@@ -557,14 +562,70 @@ async fn run(
     })
 }
 
+/// Hot reload: when a config file's content changes (looked at every 2 s) or on SIGHUP, the
+/// files are loaded again; a valid config goes to the engine, which restarts only the flows
+/// that changed, and an invalid one is logged while the running flows go on.
+async fn watch_config(files: Vec<PathBuf>, reloads: tokio::sync::mpsc::Sender<config::Loaded>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let read = |files: &[PathBuf]| -> Vec<Option<Vec<u8>>> {
+        files.iter().map(|f| std::fs::read(f).ok()).collect()
+    };
+    let mut seen = read(&files);
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(2));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let why = tokio::select! {
+            _ = every.tick() => {
+                let now = read(&files);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "a config file changed"
+            }
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => "SIGHUP",
+        };
+        tracing::info!(reason = why, "reloading the config");
+        let paths = files.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || config::load(&paths, &Shared::default())).await;
+        match loaded {
+            Ok(Ok(loaded)) => {
+                if reloads.send(loaded).await.is_err() {
+                    return; // the engine stopped
+                }
+            }
+            Ok(Err(errors)) => {
+                for e in &errors {
+                    tracing::error!(error = %e, "config error");
+                }
+                tracing::error!(
+                    errors = errors.len(),
+                    "config reload refused: the running flows go on unchanged"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "config reload failed"),
+        }
+    }
+}
+
 /// First SIGTERM/SIGINT: drain and stop. Second: stop now. SIGHUP reloads TLS certificates
-/// (each server's watcher listens for it too) and never stops weft.
+/// (each server's watcher listens for it too) and the config ([`watch_config`]); it never
+/// stops weft.
 async fn signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     if let Ok(mut hangup) = signal(SignalKind::hangup()) {
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
-                tracing::info!("SIGHUP received: TLS certificate files, if any, are read again");
+                tracing::info!(
+                    "SIGHUP received: the config and TLS certificate files are read again"
+                );
             }
         });
     }

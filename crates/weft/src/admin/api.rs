@@ -27,13 +27,13 @@ use super::{ApiError, json_response};
 use crate::core::flow::Counters;
 use crate::engine::RunFlow;
 
-/// The flows the API shows, by name.
-pub type Flows = Arc<BTreeMap<String, Arc<RunFlow>>>;
+/// The flows the API shows, by name; the engine replaces them on a reload.
+pub type Flows = Arc<std::sync::RwLock<BTreeMap<String, Arc<RunFlow>>>>;
 
 #[derive(Clone)]
 struct ApiState {
     flows: Flows,
-    store: Option<weft_store::Store>,
+    store: super::StoreCell,
 }
 
 /// A flow as the API shows it.
@@ -50,6 +50,8 @@ pub struct FlowInfo {
     /// What a tap can listen to: `input`, each step's id, `output`.
     pub stages: Vec<String>,
     pub counters: Counters,
+    /// When this version of the flow started (a reload that changes a flow restarts it).
+    pub started_at: String,
     /// Durable flows: what the store holds for the flow.
     pub queue: Option<QueueInfo>,
 }
@@ -73,7 +75,7 @@ struct TapQuery {
     limit: Option<usize>,
 }
 
-pub(super) fn routes(flows: Flows, store: Option<weft_store::Store>) -> OpenApiRouter {
+pub(super) fn routes(flows: Flows, store: super::StoreCell) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(list_flows))
         .routes(routes!(get_flow))
@@ -84,14 +86,26 @@ pub(super) fn routes(flows: Flows, store: Option<weft_store::Store>) -> OpenApiR
 }
 
 impl ApiState {
-    fn flow(&self, name: &str) -> Result<&Arc<RunFlow>, ApiError> {
+    fn flow(&self, name: &str) -> Result<Arc<RunFlow>, ApiError> {
         self.flows
+            .read()
+            .expect("registry lock")
             .get(name)
+            .cloned()
             .ok_or_else(|| ApiError::NotFound(format!("no flow `{name}`")))
     }
 
+    fn all(&self) -> Vec<Arc<RunFlow>> {
+        self.flows
+            .read()
+            .expect("registry lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
     async fn info(&self, flow: &RunFlow) -> FlowInfo {
-        let queue = match (flow.durable(), &self.store) {
+        let queue = match (flow.durable(), self.store.get()) {
             (Some(_), Some(store)) => {
                 let depth = store.depth(&flow.name).await.map_or(0, |d| d.messages);
                 let filter = weft_store::DlqFilter {
@@ -124,6 +138,7 @@ impl ApiState {
             .into(),
             stages: flow.stages(),
             counters: flow.counters(),
+            started_at: chrono::DateTime::<chrono::Utc>::from(flow.started_at).to_rfc3339(),
             queue,
         }
     }
@@ -141,8 +156,8 @@ fn ok<T: Serialize>(body: &T) -> Response {
     responses((status = 200, body = Vec<FlowInfo>)))]
 async fn list_flows(State(api): State<ApiState>) -> Response {
     let mut out = Vec::new();
-    for flow in api.flows.values() {
-        out.push(api.info(flow).await);
+    for flow in api.all() {
+        out.push(api.info(&flow).await);
     }
     ok(&out)
 }
@@ -156,7 +171,7 @@ async fn get_flow(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let flow = api.flow(&name)?;
-    Ok(ok(&api.info(flow).await))
+    Ok(ok(&api.info(&flow).await))
 }
 
 /// Pauses a flow: its inputs take nothing in (`http_server` answers 503 with `Retry-After`,
@@ -172,7 +187,7 @@ async fn pause(
     if flow.pause() {
         tracing::info!(flow = %flow.name, "paused");
     }
-    Ok(ok(&api.info(flow).await))
+    Ok(ok(&api.info(&flow).await))
 }
 
 /// Resumes a paused flow.
@@ -187,7 +202,7 @@ async fn resume(
     if flow.resume() {
         tracing::info!(flow = %flow.name, "resumed");
     }
-    Ok(ok(&api.info(flow).await))
+    Ok(ok(&api.info(&flow).await))
 }
 
 /// The messages passing a stage of a flow, as server-sent events (`event: message`, the data

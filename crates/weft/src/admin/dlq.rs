@@ -20,7 +20,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use weft_store::{DeadLetter, DlqFilter, Store};
+use weft_store::{DeadLetter, DlqFilter};
 
 use super::{ApiError, ErrorBody, json_response};
 use crate::core::durable::now_ms;
@@ -131,11 +131,11 @@ struct Purged {
 
 type ApiResult = Result<Response, ApiError>;
 
-/// The store, when weft has one: without, there are no dead letters.
+/// The store, once weft has one (a reload may open it): without, there are no dead letters.
 #[derive(Clone)]
-struct Dlq(Option<Store>);
+struct Dlq(super::StoreCell);
 
-pub(super) fn routes(store: Option<Store>) -> OpenApiRouter {
+pub(super) fn routes(store: super::StoreCell) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(list_all))
         .routes(routes!(replay_all))
@@ -148,7 +148,7 @@ pub(super) fn routes(store: Option<Store>) -> OpenApiRouter {
 }
 
 async fn listed(store: &Dlq, filter: DlqFilter, limit: Option<u32>) -> ApiResult {
-    let dead = match &store.0 {
+    let dead = match store.0.get() {
         Some(store) => store.dead_letters(&filter, limit.unwrap_or(100)).await?,
         None => Vec::new(),
     };
@@ -160,7 +160,7 @@ async fn listed(store: &Dlq, filter: DlqFilter, limit: Option<u32>) -> ApiResult
 }
 
 async fn replayed(store: &Dlq, filter: DlqFilter) -> ApiResult {
-    let replayed = match &store.0 {
+    let replayed = match store.0.get() {
         Some(store) => store.replay(filter, now_ms()).await?,
         None => 0,
     };
@@ -171,7 +171,7 @@ async fn replayed(store: &Dlq, filter: DlqFilter) -> ApiResult {
 }
 
 async fn purged(store: &Dlq, filter: DlqFilter) -> ApiResult {
-    let purged = match &store.0 {
+    let purged = match store.0.get() {
         Some(store) => store.purge(filter).await?,
         None => 0,
     };
@@ -224,7 +224,7 @@ async fn show(State(store): State<Dlq>, Path((flow, id)): Path<(String, String)>
         id: Some(id),
         since_ms: None,
     };
-    let Some(store) = &store.0 else {
+    let Some(store) = store.0.get() else {
         return Err(ApiError::NotFound("no such dead letter".into()));
     };
     let dead = store.dead_letters(&filter, 1).await?;

@@ -19,9 +19,12 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9464";
 
+/// The store, set once weft opens it (at start, or by a reload that brings a durable flow).
+pub type StoreCell = std::sync::Arc<std::sync::OnceLock<weft_store::Store>>;
+
 pub fn router(
     metrics: PrometheusHandle,
-    store: Option<weft_store::Store>,
+    store: StoreCell,
     token: Option<crate::clients::secret::Secret>,
     flows: api::Flows,
 ) -> Router {
@@ -56,12 +59,12 @@ pub fn router(
 
 /// The admin API's OpenAPI document: what `/api/v1/openapi.json` serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented(api::Flows::default(), None).into_openapi()
+    documented(api::Flows::default(), StoreCell::default()).into_openapi()
 }
 
 /// The documented routes: the flows API, and the DLQ API when there is a store. The document
 /// lists the DLQ paths either way.
-fn documented(flows: api::Flows, store: Option<weft_store::Store>) -> OpenApiRouter {
+fn documented(flows: api::Flows, store: StoreCell) -> OpenApiRouter {
     let mut info = utoipa::openapi::Info::new("weft admin API", env!("CARGO_PKG_VERSION"));
     info.description = Some(
         "Flows, pause and resume, tap, and dead letters of a running weft. With `admin.token`, every request needs `Authorization: Bearer <token>`.".into(),
@@ -73,11 +76,7 @@ fn documented(flows: api::Flows, store: Option<weft_store::Store>) -> OpenApiRou
         .merge(dlq::routes(store))
 }
 
-fn routes(
-    metrics: PrometheusHandle,
-    store: Option<weft_store::Store>,
-    flows: api::Flows,
-) -> Router {
+fn routes(metrics: PrometheusHandle, store: StoreCell, flows: api::Flows) -> Router {
     let (router, document) = documented(flows, store).split_for_parts();
     let document = std::sync::Arc::new(document.to_pretty_json().unwrap_or_default());
     router

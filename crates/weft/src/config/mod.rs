@@ -109,6 +109,9 @@ pub struct FlowSpec {
     pub durable: Option<Limits>,
     /// `ordering: { by_key: … }`: the key whose messages are delivered one at a time, in order.
     pub order_by: Option<Mapping>,
+    /// The flow's settings (after `${…}` substitution), as [`yaml::Node::canonical`] writes
+    /// them: a reload restarts the flow only when this, or [`Loaded::shared`], changed.
+    pub fingerprint: String,
 }
 
 impl FlowSpec {
@@ -134,6 +137,9 @@ pub struct Loaded {
     pub shutdown_timeout: Duration,
     pub durability: Durability,
     pub resources: Resources,
+    /// What every flow depends on (`resources`, `outbound`), as [`yaml::Node::canonical`]
+    /// writes it: when it changed, a reload restarts every flow.
+    pub shared: String,
 }
 
 /// `delivery:` on a flow.
@@ -291,6 +297,8 @@ struct Loader<'a> {
     listeners: HashMap<std::net::SocketAddr, (String, ListenerSettings)>,
     shared: &'a Shared,
     resources: Resources,
+    /// What every flow depends on, canonical (see [`Loaded::shared`]).
+    shared_settings: String,
 }
 
 /// Error context within one file.
@@ -448,6 +456,7 @@ impl<'a> Loader<'a> {
             listeners: HashMap::new(),
             shared,
             resources: Resources::default(),
+            shared_settings: String::new(),
         }
     }
 
@@ -463,6 +472,7 @@ impl<'a> Loader<'a> {
             shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
             durability: self.durability.unwrap_or_default(),
             resources: self.resources,
+            shared: self.shared_settings,
         })
     }
 
@@ -505,7 +515,9 @@ impl<'a> Loader<'a> {
                     self.flows_node(&mut ctx, value);
                 }
                 // Built by `resources`, before any flow.
-                "resources" => {}
+                "resources" => self
+                    .shared_settings
+                    .push_str(&format!("resources:{}\n", value.canonical())),
                 "admin" => {
                     let seen = std::mem::replace(&mut self.admin_seen, true);
                     let Some(admin) = self.once::<AdminConfig>(&ctx, key, value, seen) else {
@@ -541,6 +553,8 @@ impl<'a> Loader<'a> {
                     }
                 }
                 "outbound" => {
+                    self.shared_settings
+                        .push_str(&format!("outbound:{}\n", value.canonical()));
                     let seen = std::mem::replace(&mut self.outbound_seen, true);
                     let Some(outbound) = self
                         .once::<crate::clients::outbound::OutboundConfig>(&ctx, key, value, seen)
@@ -979,6 +993,7 @@ impl<'a> Loader<'a> {
             outputs,
             durable,
             order_by,
+            fingerprint: node.canonical(),
         })
     }
 

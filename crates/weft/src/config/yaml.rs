@@ -54,6 +54,51 @@ impl Node {
         }
     }
 
+    /// The node's content without positions or styles, so that a file edited elsewhere, or a
+    /// value written another way, gives the same text: what hot reload compares.
+    pub fn canonical(&self) -> String {
+        let mut out = String::new();
+        self.write_canonical(&mut out);
+        out
+    }
+
+    fn write_canonical(&self, out: &mut String) {
+        use std::fmt::Write;
+        match &self.kind {
+            Kind::Null => out.push('~'),
+            Kind::Bool(b) => {
+                let _ = write!(out, "{b}");
+            }
+            Kind::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Kind::Float(f) => {
+                let _ = write!(out, "{f:?}");
+            }
+            Kind::Str(s) => {
+                let _ = write!(out, "{s:?}");
+            }
+            Kind::Seq(items) => {
+                out.push('[');
+                for item in items {
+                    item.write_canonical(out);
+                    out.push(',');
+                }
+                out.push(']');
+            }
+            Kind::Map(entries) => {
+                out.push('{');
+                for (key, value) in entries {
+                    key.write_canonical(out);
+                    out.push(':');
+                    value.write_canonical(out);
+                    out.push(',');
+                }
+                out.push('}');
+            }
+        }
+    }
+
     /// Short description of the node's type for error messages.
     pub fn type_name(&self) -> &'static str {
         match self.kind {

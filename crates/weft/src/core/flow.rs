@@ -277,6 +277,7 @@ pub struct Flow<P, O> {
     pub tap: Tap,
     /// `true` while paused (admin API): inputs take nothing in, delivery workers wait.
     paused: tokio::sync::watch::Sender<bool>,
+    pub started_at: std::time::SystemTime,
 }
 
 /// What a flow has done since it started, for the admin API (the Prometheus metrics say the
@@ -343,6 +344,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
             stats: FlowStats::default(),
             tap: Tap::default(),
             paused: tokio::sync::watch::channel(false).0,
+            started_at: std::time::SystemTime::now(),
         }
     }
 

@@ -15,6 +15,7 @@ mod durable;
 mod finite;
 mod flow_tests;
 mod graphql;
+mod hot_reload;
 mod http_input;
 mod http_poll;
 mod http_processor;

@@ -255,21 +255,33 @@ struct Route {
     work: TaskTracker,
 }
 
-/// Serves every endpoint that shares one address until `shutdown`, then finishes the requests
-/// in flight (their callers get their real answer) and returns.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    endpoints: Vec<(Endpoint, Arc<RunFlow>)>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    // Flows sharing an address share its TLS and limits (the config loader checks they agree).
-    let (tls, limits) = endpoints
-        .first()
-        .map(|(e, _)| (e.tls.clone(), e.limits.clone()))
-        .unwrap_or_default();
-    let address = listener.local_addr()?;
+/// The endpoints one address serves. A reload replaces them whole ([`Table::set`]); a request
+/// already in progress finishes with the flow it started with.
+#[derive(Clone)]
+pub struct Table {
+    router: Arc<std::sync::RwLock<Router>>,
+    /// Messages being handed to the flows; waited for when the address stops.
+    work: TaskTracker,
+}
+
+impl Table {
+    pub fn new(endpoints: Vec<(Endpoint, Arc<RunFlow>)>) -> Table {
+        let work = TaskTracker::new();
+        Table {
+            router: Arc::new(std::sync::RwLock::new(routes(endpoints, &work))),
+            work,
+        }
+    }
+
+    /// Serves these endpoints from the next request on.
+    pub fn set(&self, endpoints: Vec<(Endpoint, Arc<RunFlow>)>) {
+        let router = routes(endpoints, &self.work);
+        *self.router.write().expect("routing table lock") = router;
+    }
+}
+
+fn routes(endpoints: Vec<(Endpoint, Arc<RunFlow>)>, work: &TaskTracker) -> Router {
     let mut router = Router::new();
-    let work = TaskTracker::new();
     for (endpoint, flow) in endpoints {
         let allow = endpoint
             .methods
@@ -289,8 +301,43 @@ pub async fn serve(
             any(move |request: Request<Body>| handle(route.clone(), request)),
         );
     }
-    let router = router
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no flow listens on this path", None) });
+    router.fallback(|| async { error(StatusCode::NOT_FOUND, "no flow listens on this path", None) })
+}
+
+/// Serves every endpoint that shares one address until `shutdown`, then finishes the requests
+/// in flight (their callers get their real answer) and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    endpoints: Vec<(Endpoint, Arc<RunFlow>)>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    // Flows sharing an address share its TLS and limits (the config loader checks they agree).
+    let (tls, limits) = endpoints
+        .first()
+        .map(|(e, _)| (e.tls.clone(), e.limits.clone()))
+        .unwrap_or_default();
+    serve_table(listener, Table::new(endpoints), tls, limits, shutdown).await
+}
+
+/// [`serve`] from a table the caller may change while it runs.
+pub async fn serve_table(
+    listener: tokio::net::TcpListener,
+    table: Table,
+    tls: Option<Arc<Tls>>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let address = listener.local_addr()?;
+    let current = table.router.clone();
+    let router = Router::new().fallback(move |request: Request<Body>| {
+        let mut router = current.read().expect("routing table lock").clone();
+        async move {
+            match tower_service::Service::call(&mut router, request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    });
     if let Some(tls) = &tls {
         tokio::spawn(
             tls.clone()
@@ -299,8 +346,8 @@ pub async fn serve(
     }
     crate::server::serve(listener, router, tls, limits, shutdown).await;
     // Messages whose callers hung up are still finishing.
-    work.close();
-    work.wait().await;
+    table.work.close();
+    table.work.wait().await;
     Ok(())
 }
 
