@@ -127,15 +127,18 @@ pub async fn assemble(spec: FlowSpec, store: Option<&Store>) -> Result<Assembled
     } else {
         spec.concurrency
     };
-    let flow = Arc::new(Flow::new(
-        name,
-        &spec.input_id,
-        in_flight,
-        processors,
-        outputs,
-        durable,
-        store.cloned(),
-    ));
+    let flow = Arc::new(
+        Flow::new(
+            name,
+            &spec.input_id,
+            in_flight,
+            processors,
+            outputs,
+            durable,
+            store.cloned(),
+        )
+        .with_log_level(spec.log_level),
+    );
     Ok(Assembled {
         flow,
         input: spec.input,
@@ -162,6 +165,8 @@ struct Reader {
     /// Its messages in flight.
     tasks: TaskTracker,
     handle: JoinHandle<()>,
+    /// Stops the reading itself, should it not end when told.
+    abort: tokio::task::AbortHandle,
 }
 
 /// A durable flow's delivery workers and queue upkeep.
@@ -215,6 +220,8 @@ struct Engine {
     ended: mpsc::UnboundedSender<Ended>,
     /// Stops the store's upkeep (expired keys).
     store_stop: CancellationToken,
+    /// What reloads stopped and that may still be finishing: waited for before weft stops.
+    retiring: Vec<TaskTracker>,
     summary: Summary,
 }
 
@@ -251,6 +258,7 @@ pub async fn run(
         next_id: 0,
         ended,
         store_stop: CancellationToken::new(),
+        retiring: Vec::new(),
         summary: Summary::default(),
     };
     engine.open_store(&loaded).await?;
@@ -409,18 +417,19 @@ impl Engine {
         address: SocketAddr,
         endpoints: Vec<(http_server::Endpoint, Arc<RunFlow>)>,
     ) -> Result<(), EngineError> {
-        let what = endpoints
-            .iter()
-            .map(|(e, f)| format!("flow `{}` {}", f.name, e.path))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|source| EngineError::Bind {
-                address,
-                what: what.clone(),
-                source,
-            })?;
+        let listener = bind(address, &endpoints).await?;
+        self.serve_at(listener, address, endpoints);
+        Ok(())
+    }
+
+    /// Serves `endpoints` on a bound `listener`.
+    fn serve_at(
+        &mut self,
+        listener: tokio::net::TcpListener,
+        address: SocketAddr,
+        endpoints: Vec<(http_server::Endpoint, Arc<RunFlow>)>,
+    ) {
+        let what = described(&endpoints);
         tracing::info!(%address, endpoints = %what, "listening");
         // Flows sharing an address share its TLS and limits (the config loader checks they agree).
         let (tls, limits) = endpoints
@@ -431,19 +440,23 @@ impl Engine {
         let stop = self.shutdown.child_token();
         let (id, ended) = (self.take_id(), self.ended.clone());
         let flow = what.clone();
-        let handle = tokio::spawn({
-            let (table, stop, tls, limits) =
-                (table.clone(), stop.clone(), tls.clone(), limits.clone());
-            async move {
-                let result = http_server::serve_table(listener, table, tls, limits, stop)
-                    .await
-                    .map_err(|source| EngineError::Input {
-                        flow,
-                        component: "input.http_server".into(),
-                        source,
-                    });
-                let _ = ended.send((id, result));
-            }
+        let serving = tokio::spawn(http_server::serve_table(
+            listener,
+            table.clone(),
+            tls.clone(),
+            limits.clone(),
+            stop.clone(),
+        ));
+        let handle = tokio::spawn(async move {
+            let result = match serving.await {
+                Ok(result) => result.map_err(|source| EngineError::Input {
+                    flow,
+                    component: "input.http_server".into(),
+                    source,
+                }),
+                Err(e) => Err(EngineError::Panicked(e.to_string())),
+            };
+            let _ = ended.send((id, result));
         });
         self.listeners.insert(
             address,
@@ -456,7 +469,6 @@ impl Engine {
                 limits,
             },
         );
-        Ok(())
     }
 
     fn take_id(&mut self) -> u64 {
@@ -496,12 +508,18 @@ impl Engine {
             };
             let ended = self.ended.clone();
             let name = flow.name.to_string();
+            let reading = tokio::spawn(async move { input.run(feed).await });
+            let abort = reading.abort_handle();
             let handle = tokio::spawn(async move {
-                let result = input.run(feed).await.map_err(|source| EngineError::Input {
-                    flow: name,
-                    component: input_id,
-                    source,
-                });
+                let result = match reading.await {
+                    Ok(result) => result.map_err(|source| EngineError::Input {
+                        flow: name,
+                        component: input_id,
+                        source,
+                    }),
+                    Err(e) if e.is_cancelled() => Ok(()),
+                    Err(e) => Err(EngineError::Panicked(e.to_string())),
+                };
                 let _ = ended.send((id, result));
             });
             self.live.insert(id);
@@ -510,6 +528,7 @@ impl Engine {
                 stop,
                 tasks,
                 handle,
+                abort,
             }
         });
         let name = flow.name.to_string();
@@ -525,8 +544,13 @@ impl Engine {
         );
     }
 
-    /// Shows the running flows to the admin API.
+    /// Shows the running flows to the admin API, and their log levels to the log filter.
     fn publish(&self) {
+        crate::telemetry::set_flow_levels(
+            self.flows
+                .iter()
+                .filter_map(|(name, r)| r.flow.log_level().map(|level| (name.clone(), level))),
+        );
         let flows = self
             .flows
             .iter()
@@ -560,7 +584,9 @@ impl Engine {
 
     /// Switches to `next`: only changed, added and removed flows are touched.
     async fn reload(&mut self, next: Loaded) {
-        if next.durability != self.durability && self.store.is_some() {
+        if self.store.is_none() {
+            self.durability = next.durability;
+        } else if next.durability != self.durability {
             tracing::warn!("`durability` changed: it takes effect when weft restarts");
         }
         if let Err(e) = self.open_store(&next).await {
@@ -569,7 +595,6 @@ impl Engine {
         }
         self.shutdown_timeout = next.shutdown_timeout;
         let everything = next.shared != self.shared;
-        self.shared = next.shared.clone();
         let mut incoming: BTreeMap<String, FlowSpec> = next
             .flows
             .into_iter()
@@ -592,13 +617,15 @@ impl Engine {
             .map(|(name, _)| name.clone())
             .collect();
         incoming.retain(|name, _| !self.flows.contains_key(name) || changed.contains(name));
-        let unchanged = self.flows.len() - removed.len() - changed.len();
         if removed.is_empty() && incoming.is_empty() {
+            self.shared = next.shared;
             tracing::info!("config reloaded: no flow changed");
             return;
         }
 
-        // Build the new flows first: one that cannot be built leaves its old one running.
+        // Build the new flows, and bind the addresses that are new, before anything old is
+        // stopped: a flow that cannot be built or served leaves its old version running (and
+        // its old settings, so the next reload tries again).
         let mut built = Vec::new();
         for (name, spec) in incoming {
             match self.build(spec).await {
@@ -608,59 +635,113 @@ impl Engine {
                 }
             }
         }
+        let mut bound = HashMap::new();
+        let mut unbindable = HashSet::new();
+        for flow in &built {
+            let Some(endpoint) = &flow.served else {
+                continue;
+            };
+            let address = endpoint.address;
+            if self.listeners.contains_key(&address)
+                || bound.contains_key(&address)
+                || unbindable.contains(&address)
+            {
+                continue;
+            }
+            let endpoints = [(endpoint.clone(), flow.flow.clone())];
+            match bind(address, &endpoints).await {
+                Ok(listener) => {
+                    bound.insert(address, listener);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "flow not reloaded; its old version goes on");
+                    unbindable.insert(address);
+                }
+            }
+        }
+        built.retain(|b| {
+            b.served
+                .as_ref()
+                .is_none_or(|e| !unbindable.contains(&e.address))
+        });
+        if !unbindable.is_empty() {
+            // Some flows kept their old version: a reload of the same config retries them.
+            tracing::warn!("config partly reloaded; the flows above keep running as they were");
+        } else {
+            self.shared = next.shared;
+        }
         let replaced: HashSet<String> = built.iter().map(|b| b.flow.name.to_string()).collect();
 
         // Take the old versions out: readers stopped and drained before their successors
         // start; servers' routes swapped below; workers finish what they hold.
-        let mut retiring = Vec::new();
+        let mut paused = HashSet::new();
+        let mut touched_addresses: HashSet<SocketAddr> = HashSet::new();
+        let retiring = TaskTracker::new();
+        let mut aborts = Vec::new();
         for name in removed
             .iter()
-            .chain(changed.iter().filter(|n| replaced.contains(*n)))
+            .chain(changed.iter())
+            .filter(|n| replaced.contains(*n) || removed.contains(*n))
         {
-            if let Some(old) = self.flows.remove(name) {
-                retiring.push(old);
+            let Some(old) = self.flows.remove(name) else {
+                continue;
+            };
+            if old.flow.is_paused() {
+                paused.insert(name.clone());
             }
-        }
-        let mut touched_addresses: HashSet<SocketAddr> = HashSet::new();
-        let mut drains = Vec::new();
-        for old in retiring {
             if let Some((address, _)) = &old.served {
                 touched_addresses.insert(*address);
             }
             if let Some(reader) = &old.reader {
                 self.live.remove(&reader.id);
                 self.retired.insert(reader.id);
+                aborts.push(reader.abort.clone());
             }
-            drains.push(retire_reader(old.flow.name.to_string(), old.reader));
+            retiring.spawn(retire_reader(old.flow.name.to_string(), old.reader));
             if let Some(workers) = old.workers {
                 // The messages in their hands stay leased to them until they finish; the
                 // rest of the queue waits in the store for the new workers.
                 workers.stop.cancel();
-                tokio::spawn(async move {
+                retiring.spawn(async move {
                     let _ = workers.handle.await;
                 });
             }
         }
-        if tokio::time::timeout(
-            self.shutdown_timeout,
-            futures_util::future::join_all(drains),
-        )
-        .await
-        .is_err()
-        {
-            tracing::warn!(timeout = ?self.shutdown_timeout, "reload: old inputs did not finish in time; their unacked messages will be read again");
+        retiring.close();
+        self.retiring.push(retiring.clone());
+        let readers_done =
+            async { tokio::time::timeout(self.shutdown_timeout, retiring.wait()).await };
+        tokio::select! {
+            waited = readers_done => if waited.is_err() {
+                tracing::warn!(timeout = ?self.shutdown_timeout, "reload: old inputs did not finish in time; stopped (their unacked messages will be read again)");
+                for abort in aborts {
+                    abort.abort();
+                }
+            },
+            _ = self.shutdown.cancelled() => {
+                // Shutting down: the new versions are not started; the drain takes over.
+                self.publish();
+                return;
+            }
         }
 
         for flow in built {
             if let Some(endpoint) = &flow.served {
                 touched_addresses.insert(endpoint.address);
             }
+            if paused.contains(&*flow.flow.name) {
+                flow.flow.pause();
+            }
             self.start(flow);
         }
         // Each address gets its new routing table in one swap; an address no flow uses any
-        // more stops, a new one is bound.
+        // more stops, a new one is served.
         for address in touched_addresses {
             let endpoints = self.endpoints_at(address);
+            if let Some(listener) = bound.remove(&address) {
+                self.serve_at(listener, address, endpoints);
+                continue;
+            }
             match (self.listeners.get(&address), endpoints.is_empty()) {
                 (Some(listener), false) => {
                     let (tls, limits) =
@@ -675,25 +756,23 @@ impl Engine {
                         tracing::info!(%address, "no flow listens here any more; closing");
                         self.retired.insert(listener.id);
                         listener.stop.cancel();
-                        tokio::spawn(async move {
+                        let closing = TaskTracker::new();
+                        closing.spawn(async move {
                             let _ = listener.handle.await;
                         });
+                        closing.close();
+                        self.retiring.push(closing);
                     }
                 }
-                (None, false) => {
-                    if let Err(e) = self.listen(address, endpoints).await {
-                        tracing::error!(error = %e, "reload: cannot serve the flows of this address");
-                    }
-                }
-                (None, true) => {}
+                (None, _) => {}
             }
         }
         self.publish();
         tracing::info!(
-            changed = changed.len(),
-            added = replaced.len().saturating_sub(changed.len()),
+            changed = changed.iter().filter(|n| replaced.contains(*n)).count(),
+            added = replaced.iter().filter(|n| !changed.contains(n)).count(),
             removed = removed.len(),
-            unchanged,
+            unchanged = self.flows.len() - replaced.len(),
             "config reloaded"
         );
     }
@@ -701,6 +780,9 @@ impl Engine {
     /// Every input ended by itself: finish what is in flight, deliver what the store queues
     /// hold (unless told to stop first: it stays stored for the next run), then stop.
     async fn finish(&mut self) {
+        for retiring in &self.retiring {
+            retiring.wait().await;
+        }
         for running in self.flows.values() {
             if let Some(reader) = &running.reader {
                 reader.tasks.close();
@@ -782,6 +864,28 @@ async fn retire_reader(flow: String, reader: Option<Reader>) {
     }
     reader.tasks.close();
     reader.tasks.wait().await;
+}
+
+/// Binds an address for `endpoints`.
+async fn bind(
+    address: SocketAddr,
+    endpoints: &[(http_server::Endpoint, Arc<RunFlow>)],
+) -> Result<tokio::net::TcpListener, EngineError> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| EngineError::Bind {
+            address,
+            what: described(endpoints),
+            source,
+        })
+}
+
+fn described(endpoints: &[(http_server::Endpoint, Arc<RunFlow>)]) -> String {
+    endpoints
+        .iter()
+        .map(|(e, f)| format!("flow `{}` {}", f.name, e.path))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Gives back the space of expired dedupe and idempotency keys now and then (they already read

@@ -22,4 +22,5 @@ pub mod inputs;
 pub mod outputs;
 pub mod processors;
 pub mod server;
+pub mod telemetry;
 pub mod testing;

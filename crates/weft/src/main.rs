@@ -210,16 +210,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // A test's expected failures are reported by the test, not logged beside it.
     let quiet = matches!(cli.command, Command::Test { .. });
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if quiet { "off" } else { "info" }));
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    match cli.log_format {
-        LogFormat::Human => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => logs.json().flatten_event(true).init(),
+    // `run` sets logging up once its config is read: it may export spans.
+    if !matches!(cli.command, Command::Run { .. }) {
+        init_logging(cli.log_format, quiet, None);
     }
     // One crypto provider for the whole binary (see DEPS.md): ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -355,7 +348,13 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("the tokio runtime starts");
-            let result = runtime.block_on(run(files, admin_address, admin_token, data_dir));
+            let result = runtime.block_on(run(
+                files,
+                admin_address,
+                admin_token,
+                data_dir,
+                cli.log_format,
+            ));
             // A blocking read of stdin cannot be cancelled; do not wait for it after the drain.
             runtime.shutdown_timeout(std::time::Duration::from_millis(200));
             match result {
@@ -478,6 +477,7 @@ impl Tap {
         }
         // Events are `data:` lines ending at an empty line; keep-alive comments start with `:`.
         let mut pending = Vec::new();
+        let mut printed = 0;
         let mut out = std::io::stdout();
         while let Some(frame) = body.frame().await {
             let Ok(data) = frame?.into_data() else {
@@ -492,8 +492,15 @@ impl Tap {
                     if writeln!(out, "{}", data.trim_start()).is_err() {
                         return Ok(()); // the reader went away (`| head`)
                     }
+                    printed += 1;
                 }
             }
+        }
+        if printed < self.limit {
+            eprintln!(
+                "the stream ended after {printed} of {} messages: the flow was reloaded or removed, or weft stopped",
+                self.limit
+            );
         }
         Ok(())
     }
@@ -519,15 +526,61 @@ fn report(errors: &[ConfigError]) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Logs to stderr (human or JSON lines) at `WEFT_LOG`'s level, flows' own `log_level`s
+/// applied; `export` adds the OpenTelemetry layer.
+fn init_logging(
+    format: LogFormat,
+    quiet: bool,
+    export: Option<Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>>,
+) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if quiet { "off" } else { "info" }));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt: Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync> = match format {
+        LogFormat::Human => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(weft::telemetry::FlowLevels::new(filter))
+            .boxed(),
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_filter(weft::telemetry::FlowLevels::new(filter))
+            .boxed(),
+    };
+    let layers: Vec<_> = export.into_iter().chain(std::iter::once(fmt)).collect();
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+}
+
 async fn run(
     files: Vec<PathBuf>,
     admin_flag: Option<String>,
     admin_token: Option<String>,
     data_dir: PathBuf,
+    log_format: LogFormat,
 ) -> anyhow::Result<ExitCode> {
+    // What the watcher compares with: the bytes this load read.
+    let read_at_start: Vec<Option<Vec<u8>>> = files.iter().map(|f| std::fs::read(f).ok()).collect();
     let loaded = match config::load(&files, &Shared::default()) {
         Ok(loaded) => loaded,
-        Err(errors) => return Ok(report(&errors)),
+        Err(errors) => {
+            init_logging(log_format, false, None);
+            return Ok(report(&errors));
+        }
+    };
+    let export = match loaded.tracing.export() {
+        None => {
+            init_logging(log_format, false, None);
+            None
+        }
+        Some(otlp) => {
+            let (layer, export) = weft::telemetry::export_layer(&otlp)?;
+            init_logging(log_format, false, Some(Box::new(layer)));
+            tracing::info!(endpoint = %otlp.endpoint, "exporting spans over OTLP/HTTP");
+            Some(export)
+        }
     };
     let admin: SocketAddr = match admin_flag {
         Some(flag) => flag
@@ -546,7 +599,13 @@ async fn run(
         .map(weft::clients::secret::Secret::new)
         .or(loaded.admin_token.clone());
     let (reloads, reloaded) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(watch_config(files, reloads));
+    tokio::spawn(watch_config(
+        files,
+        read_at_start,
+        reloads,
+        AdminSettings::of(&loaded),
+        (loaded.resources_text.clone(), loaded.resources.clone()),
+    ));
     let options = weft::engine::Options {
         admin_address: admin,
         admin_token,
@@ -554,7 +613,14 @@ async fn run(
         data_dir,
         reloads: Some(reloaded),
     };
-    let summary = weft::engine::run(loaded, options, shutdown).await?;
+    let summary = weft::engine::run(loaded, options, shutdown).await;
+    if let Some(export) = export {
+        // Flushes what is buffered; the batch processor blocks its caller while it does.
+        tokio::task::spawn_blocking(move || export.shutdown())
+            .await
+            .ok();
+    }
+    let summary = summary?;
     Ok(if summary.input_errors.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -562,26 +628,37 @@ async fn run(
     })
 }
 
-/// Hot reload: when a config file's content changes (looked at every 2 s) or on SIGHUP, the
-/// files are loaded again; a valid config goes to the engine, which restarts only the flows
-/// that changed, and an invalid one is logged while the running flows go on.
-async fn watch_config(files: Vec<PathBuf>, reloads: tokio::sync::mpsc::Sender<config::Loaded>) {
+/// Hot reload: when a config file's content changes (looked at every second, and taken once
+/// it reads the same twice in a row, so a file being written is not loaded half done) or on
+/// SIGHUP, the files are loaded again; a valid config goes to the engine, which restarts only
+/// the flows that changed, and an invalid one is logged while the running flows go on.
+async fn watch_config(
+    files: Vec<PathBuf>,
+    mut applied: Vec<Option<Vec<u8>>>,
+    reloads: tokio::sync::mpsc::Sender<config::Loaded>,
+    admin: AdminSettings,
+    mut resources: (String, weft::clients::Resources),
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let read = |files: &[PathBuf]| -> Vec<Option<Vec<u8>>> {
         files.iter().map(|f| std::fs::read(f).ok()).collect()
     };
-    let mut seen = read(&files);
+    let mut pending: Option<Vec<Option<Vec<u8>>>> = None;
     let mut hangup = signal(SignalKind::hangup()).ok();
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(2));
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let why = tokio::select! {
             _ = every.tick() => {
                 let now = read(&files);
-                if now == seen {
+                if now == applied {
+                    pending = None;
                     continue;
                 }
-                seen = now;
+                if pending.as_ref() != Some(&now) {
+                    pending = Some(now); // changed: wait for it to settle
+                    continue;
+                }
                 "a config file changed"
             }
             Some(()) = async {
@@ -591,12 +668,30 @@ async fn watch_config(files: Vec<PathBuf>, reloads: tokio::sync::mpsc::Sender<co
                 }
             } => "SIGHUP",
         };
+        pending = None;
+        applied = read(&files);
         tracing::info!(reason = why, "reloading the config");
         let paths = files.clone();
-        let loaded =
-            tokio::task::spawn_blocking(move || config::load(&paths, &Shared::default())).await;
+        let previous = resources.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let lookup = |name: &str| std::env::var(name).ok();
+            config::load_reusing(
+                &paths,
+                &lookup,
+                &Shared::default(),
+                Some((&previous.0, &previous.1)),
+            )
+        })
+        .await;
         match loaded {
+            Ok(Ok(loaded)) if loaded.flows.is_empty() => {
+                tracing::error!("config reload refused: it has no flow; the running flows go on");
+            }
             Ok(Ok(loaded)) => {
+                if AdminSettings::of(&loaded) != admin {
+                    tracing::warn!("`admin` settings changed: they take effect when weft restarts");
+                }
+                resources = (loaded.resources_text.clone(), loaded.resources.clone());
                 if reloads.send(loaded).await.is_err() {
                     return; // the engine stopped
                 }
@@ -611,6 +706,24 @@ async fn watch_config(files: Vec<PathBuf>, reloads: tokio::sync::mpsc::Sender<co
                 );
             }
             Err(e) => tracing::error!(error = %e, "config reload failed"),
+        }
+    }
+}
+
+/// The `admin` settings a reload cannot change (the endpoint is bound once).
+#[derive(PartialEq)]
+struct AdminSettings {
+    address: Option<SocketAddr>,
+    token: Option<String>,
+    tls: bool,
+}
+
+impl AdminSettings {
+    fn of(loaded: &config::Loaded) -> AdminSettings {
+        AdminSettings {
+            address: loaded.admin_address,
+            token: loaded.admin_token.as_ref().map(|t| t.expose().to_string()),
+            tls: loaded.admin_tls.is_some(),
         }
     }
 }

@@ -69,8 +69,20 @@ fn documented(flows: api::Flows, store: StoreCell) -> OpenApiRouter {
     info.description = Some(
         "Flows, pause and resume, tap, and dead letters of a running weft. With `admin.token`, every request needs `Authorization: Bearer <token>`.".into(),
     );
+    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
     let mut document = utoipa::openapi::OpenApi::new(info, utoipa::openapi::Paths::new());
-    document.components = Some(utoipa::openapi::Components::new());
+    let mut components = utoipa::openapi::Components::new();
+    components.add_security_scheme(
+        "admin_token",
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+    );
+    document.components = Some(components);
+    // The token is asked for only when one is configured (always, off loopback): a request
+    // without it is then answered 401.
+    document.security = Some(vec![
+        SecurityRequirement::default(),
+        SecurityRequirement::new("admin_token", Vec::<String>::new()),
+    ]);
     OpenApiRouter::with_openapi(document)
         .merge(api::routes(flows, store.clone()))
         .merge(dlq::routes(store))

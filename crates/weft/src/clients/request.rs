@@ -423,6 +423,11 @@ impl RequestSpec {
         for (name, header_value) in extra {
             builder = builder.header(name, header_value.clone());
         }
+        if let Some(traceparent) = crate::telemetry::outbound_traceparent()
+            && let Ok(value) = HeaderValue::from_str(&traceparent)
+        {
+            builder = builder.header("traceparent", value);
+        }
         if !self.has_content_type
             && !body.is_empty()
             && let Some(content_type) = content_type

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tracing::level_filters::LevelFilter;
 
 use crate::clients::Resources;
 use crate::core::durable::Limits;
@@ -109,6 +110,8 @@ pub struct FlowSpec {
     pub durable: Option<Limits>,
     /// `ordering: { by_key: … }`: the key whose messages are delivered one at a time, in order.
     pub order_by: Option<Mapping>,
+    /// `log_level`: the level of the log lines written while its messages are handled.
+    pub log_level: Option<LevelFilter>,
     /// The flow's settings (after `${…}` substitution), as [`yaml::Node::canonical`] writes
     /// them: a reload restarts the flow only when this, or [`Loaded::shared`], changed.
     pub fingerprint: String,
@@ -140,6 +143,11 @@ pub struct Loaded {
     /// What every flow depends on (`resources`, `outbound`), as [`yaml::Node::canonical`]
     /// writes it: when it changed, a reload restarts every flow.
     pub shared: String,
+    /// `tracing:`: span export.
+    pub tracing: crate::telemetry::TracingConfig,
+    /// The `resources` sections, canonical: a reload keeps the built resources when it is the
+    /// same ([`load_reusing`]).
+    pub resources_text: String,
 }
 
 /// `delivery:` on a flow.
@@ -191,6 +199,7 @@ const TOP_KEYS: &[&str] = &[
     "durability",
     "resources",
     "outbound",
+    "tracing",
 ];
 const FLOW_KEYS: &[&str] = &[
     "input",
@@ -202,6 +211,7 @@ const FLOW_KEYS: &[&str] = &[
     "max_queued",
     "max_queued_bytes",
     "ordering",
+    "log_level",
 ];
 const DEFAULT_MAX_QUEUED: u64 = 100_000;
 const DEFAULT_MAX_QUEUED_BYTES: u64 = 256 << 20;
@@ -219,6 +229,18 @@ pub fn load_with(
     paths: &[impl AsRef<Path>],
     lookup: &dyn Fn(&str) -> Option<String>,
     shared: &Shared,
+) -> Result<Loaded, Vec<ConfigError>> {
+    load_reusing(paths, lookup, shared, None)
+}
+
+/// [`load_with`] for a reload: when `resources` read exactly as they did in `previous`, its
+/// built resources are kept — one rate limit, breaker, cache, pool and OAuth 2.0 token for
+/// old and new flows alike — instead of being built again.
+pub fn load_reusing(
+    paths: &[impl AsRef<Path>],
+    lookup: &dyn Fn(&str) -> Option<String>,
+    shared: &Shared,
+    previous: Option<(&str, &Resources)>,
 ) -> Result<Loaded, Vec<ConfigError>> {
     let mut loader = Loader::new(shared);
     let mut texts = Vec::new();
@@ -239,9 +261,25 @@ pub fn load_with(
         }
     }
     // Resources first, from every file: a flow may name one defined in another file.
-    for (file, text) in &texts {
-        loader.resources(file, text, lookup);
+    let mut resources_text = String::new();
+    for (_, text) in &texts {
+        if let Ok(mut root) = yaml::parse(text) {
+            let _ = env::substitute(&mut root, lookup);
+            if let Some(node) = root.get("resources") {
+                resources_text.push_str(&node.canonical());
+                resources_text.push('\n');
+            }
+        }
     }
+    match previous.filter(|(text, _)| *text == resources_text) {
+        Some((_, resources)) => loader.resources = resources.clone(),
+        None => {
+            for (file, text) in &texts {
+                loader.resources(file, text, lookup);
+            }
+        }
+    }
+    loader.resources_text = resources_text;
     for (file, text) in &texts {
         loader.file(file, text, lookup);
     }
@@ -299,6 +337,9 @@ struct Loader<'a> {
     resources: Resources,
     /// What every flow depends on, canonical (see [`Loaded::shared`]).
     shared_settings: String,
+    tracing: Option<crate::telemetry::TracingConfig>,
+    tracing_seen: bool,
+    resources_text: String,
 }
 
 /// Error context within one file.
@@ -457,6 +498,9 @@ impl<'a> Loader<'a> {
             shared,
             resources: Resources::default(),
             shared_settings: String::new(),
+            tracing: None,
+            tracing_seen: false,
+            resources_text: String::new(),
         }
     }
 
@@ -473,6 +517,8 @@ impl<'a> Loader<'a> {
             durability: self.durability.unwrap_or_default(),
             resources: self.resources,
             shared: self.shared_settings,
+            tracing: self.tracing.unwrap_or_default(),
+            resources_text: self.resources_text,
         })
     }
 
@@ -550,6 +596,14 @@ impl<'a> Loader<'a> {
                                 admin.address.as_deref().unwrap_or_default()
                             ),
                         )),
+                    }
+                }
+                "tracing" => {
+                    let seen = std::mem::replace(&mut self.tracing_seen, true);
+                    if let Some(tracing) =
+                        self.once::<crate::telemetry::TracingConfig>(&ctx, key, value, seen)
+                    {
+                        self.tracing = Some(tracing);
                     }
                 }
                 "outbound" => {
@@ -857,6 +911,23 @@ impl<'a> Loader<'a> {
             },
         };
 
+        let log_level = node.get("log_level").and_then(|n| {
+            match from_node::<String>(n)
+                .ok()
+                .and_then(|l| l.parse::<LevelFilter>().ok())
+            {
+                Some(level) => Some(level),
+                None => {
+                    self.errors.push(ctx.error(
+                        n.loc,
+                        "log_level",
+                        "log_level is one of error, warn, info, debug, trace, off",
+                    ));
+                    None
+                }
+            }
+        });
+
         let order_by = node.get("ordering").and_then(|n| {
             let config = from_node::<OrderingConfig>(n)
                 .map_err(|e| {
@@ -993,6 +1064,7 @@ impl<'a> Loader<'a> {
             outputs,
             durable,
             order_by,
+            log_level,
             fingerprint: node.canonical(),
         })
     }

@@ -29,6 +29,8 @@ struct File {
     resources: Option<Resources>,
     /// Where HTTP calls may go (the outbound guard).
     outbound: Option<crate::clients::outbound::OutboundConfig>,
+    /// Traces: span export over OTLP/HTTP.
+    tracing: Option<crate::telemetry::TracingConfig>,
 }
 
 /// One flow: an input, a pipeline of processors, one or more outputs.
@@ -52,6 +54,22 @@ struct Flow {
     max_queued_bytes: Option<Size>,
     /// Deliver messages with the same key one at a time, in order.
     ordering: Option<super::OrderingConfig>,
+    /// The level of the log lines written while this flow's messages are handled (`error`,
+    /// `warn`, `info`, `debug`, `trace`, `off`), instead of `WEFT_LOG`'s.
+    log_level: Option<LogLevel>,
+}
+
+/// A log level.
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+    Off,
 }
 
 /// `resources:`: definitions shared by name.

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use weft_store::{Failure, Queued, Store, StoreError};
 
 use super::flow::{Flow, FlowError, Verdict};
-use super::mapping::{Mapping, MappingError, Value, empty_object};
+use super::mapping::{Mapping, MappingError, Value, empty_object, insert};
 use super::{GroupOutcome, Message, Output, Processor, Trail};
 
 /// How long a claimed message stays reserved for one worker. Only matters when a worker dies
@@ -214,7 +214,20 @@ impl DurableQueue {
             None => None,
         };
         let payload = encode_value(&message.value)?;
-        let metadata = serde_json::to_vec(&message.metadata).map_err(AcceptError::Encode)?;
+        // The caller's trace context is kept with the message, under a key of weft's own.
+        let metadata = match &message.traceparent {
+            Some(traceparent) if matches!(message.metadata, Value::Object(_)) => {
+                let mut metadata = message.metadata.clone();
+                insert(
+                    &mut metadata,
+                    TRACEPARENT_KEY,
+                    Value::from(traceparent.as_ref()),
+                );
+                serde_json::to_vec(&metadata)
+            }
+            _ => serde_json::to_vec(&message.metadata),
+        }
+        .map_err(AcceptError::Encode)?;
         let size = (payload.len() + metadata.len()) as u64;
         let id = message.id.to_string();
         let enqueue = self.store.enqueue(
@@ -281,11 +294,19 @@ fn decode(entry: &Queued) -> Result<Message, String> {
     };
     let mut message = Message::new(value);
     message.metadata = metadata;
+    if let Value::Object(map) = &mut message.metadata
+        && let Some(Value::Bytes(traceparent)) = map.remove(TRACEPARENT_KEY)
+    {
+        message.traceparent = Some(String::from_utf8_lossy(&traceparent).into());
+    }
     if let Ok(id) = entry.id.parse() {
         message.id = id;
     }
     Ok(message)
 }
+
+/// Where a stored message keeps the `traceparent` it came with.
+const TRACEPARENT_KEY: &str = "weft_traceparent";
 
 /// Re-reads the queue's depth from the store now and then: replays from `weft dlq` or another
 /// process change it behind this process's counters. Also keeps the age gauge current.
@@ -387,6 +408,20 @@ async fn deliver<P: Processor, O: Output>(
             return queue.dead_letter(&entry, attempts, reason.into()).await;
         }
     };
+    let span = flow.span(&message);
+    let caller = message.traceparent.clone();
+    let attempt = deliver_message(flow, queue, entry, message, attempts);
+    crate::telemetry::with_caller(caller, tracing::Instrument::instrument(attempt, span)).await;
+}
+
+/// One delivery attempt of a stored message (in its span).
+async fn deliver_message<P: Processor, O: Output>(
+    flow: &Flow<P, O>,
+    queue: &Arc<DurableQueue>,
+    entry: Queued,
+    message: Message,
+    attempts: u32,
+) {
     let id = message.id;
     // A retry runs the pipeline again: a dedupe key this message took on an earlier attempt is
     // still its own, so it passes. Keys are given back only when the message dead-letters.
@@ -429,13 +464,17 @@ async fn deliver<P: Processor, O: Output>(
     // The groups this message carries fare as it does; a message taken into a group, as the
     // group's message does (retried with it, or dead-lettered with it).
     trail.settle_groups(&verdict.group_outcome());
+    // A message dropped on purpose was counted as filtered, not delivered.
+    let delivered_any = !messages.is_empty() || !trail.joined.is_empty();
     if let Some(outcome) = trail.joined_outcome().await {
         verdict = verdict.and(Verdict::from_group(outcome));
     }
     match verdict {
         Verdict::Delivered => {
             flow.settle(trail.claims, id).await;
-            flow.count_delivered();
+            if delivered_any {
+                flow.count_delivered();
+            }
             queue.ack(&entry).await
         }
         Verdict::Failed { reason, response } => {

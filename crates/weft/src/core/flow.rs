@@ -176,7 +176,8 @@ fn run<'a, 'b: 'a, P: Processor>(
                 .any(|s| s.processor.catches())
                 .then(|| message.clone());
             let groups_before = cx.trail.groups.len();
-            match slot.processor.process(message, cx).await {
+            let step = crate::telemetry::step_span("step", &slot.id);
+            match tracing::Instrument::instrument(slot.processor.process(message, cx), step).await {
                 Ok(Step::One(next)) => {
                     message = next;
                     if let Some(tap) = cx.tap {
@@ -278,6 +279,8 @@ pub struct Flow<P, O> {
     /// `true` while paused (admin API): inputs take nothing in, delivery workers wait.
     paused: tokio::sync::watch::Sender<bool>,
     pub started_at: std::time::SystemTime,
+    /// `log_level` on the flow: its messages get a span, for the level filter.
+    log_level: Option<tracing::level_filters::LevelFilter>,
 }
 
 /// What a flow has done since it started, for the admin API (the Prometheus metrics say the
@@ -345,7 +348,24 @@ impl<P: Processor, O: Output> Flow<P, O> {
             tap: Tap::default(),
             paused: tokio::sync::watch::channel(false).0,
             started_at: std::time::SystemTime::now(),
+            log_level: None,
         }
+    }
+
+    /// Gives the flow a log level of its own (`log_level`).
+    pub fn with_log_level(mut self, level: Option<tracing::level_filters::LevelFilter>) -> Self {
+        self.log_level = level;
+        self
+    }
+
+    pub fn log_level(&self) -> Option<tracing::level_filters::LevelFilter> {
+        self.log_level
+    }
+
+    /// The span `message` is handled in (none when neither export nor a flow log level wants
+    /// one).
+    pub fn span(&self, message: &Message) -> tracing::Span {
+        crate::telemetry::message_span(&self.name, self.log_level.is_some(), message)
     }
 
     /// The stages a tap can listen to, in order: `input`, each step, `output`.
@@ -552,6 +572,13 @@ impl<P: Processor, O: Output> Flow<P, O> {
 
     /// Direct delivery: the pipeline, then every output with in-memory retries.
     pub async fn process(&self, message: Message) -> Result<Processed, FlowError> {
+        use tracing::Instrument;
+        let span = self.span(&message);
+        let caller = message.traceparent.clone();
+        crate::telemetry::with_caller(caller, self.process_in_span(message).instrument(span)).await
+    }
+
+    async fn process_in_span(&self, message: Message) -> Result<Processed, FlowError> {
         let start = Instant::now();
         self.count_received();
         let id = message.id;
@@ -632,7 +659,8 @@ impl<P: Processor, O: Output> Flow<P, O> {
         let start = Instant::now();
         self.tap.observe("output", message);
         let outcomes = futures_util::future::join_all(self.outputs.iter().map(|slot| async move {
-            let outcome = slot.output.send(message).await;
+            let span = crate::telemetry::step_span("output", &slot.id);
+            let outcome = tracing::Instrument::instrument(slot.output.send(message), span).await;
             let decision = slot
                 .retry
                 .decide(attempts, elapsed, &outcome, fastrand::f64());
@@ -680,7 +708,9 @@ impl<P: Processor, O: Output> Flow<P, O> {
     }
 
     async fn deliver_one(&self, slot: &OutputSlot<O>, message: &Message) -> Result<(), FlowError> {
-        match deliver(&slot.output, &slot.retry, &slot.metrics, &slot.id, message).await {
+        let span = crate::telemetry::step_span("output", &slot.id);
+        let delivery = deliver(&slot.output, &slot.retry, &slot.metrics, &slot.id, message);
+        match tracing::Instrument::instrument(delivery, span).await {
             Ok(Delivered::Accepted | Delivered::Dropped) => Ok(()),
             Err(reason) => Err(FlowError::Delivery {
                 flow: self.name.clone(),

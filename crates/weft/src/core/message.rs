@@ -16,6 +16,8 @@ pub struct Message {
     pub id: Ulid,
     pub value: Value,
     pub metadata: Value,
+    /// The W3C `traceparent` the message came with (an `http_server` request's header).
+    pub traceparent: Option<std::sync::Arc<str>>,
 }
 
 impl Message {
@@ -24,6 +26,7 @@ impl Message {
             id: Ulid::new(),
             value,
             metadata: empty_object(),
+            traceparent: None,
         }
     }
 

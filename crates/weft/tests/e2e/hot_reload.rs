@@ -227,3 +227,66 @@ flows:
     .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_cannot_serve_keeps_the_old_flow_and_a_changed_flow_stays_paused() {
+    let (port, taken) = (
+        free_port(),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    let taken_port = taken.local_addr().unwrap().port();
+    let config = |port: u16, step: &str| {
+        format!(
+            "flows:\n  hooks:\n    input: {{ http_server: {{ address: \"127.0.0.1:{port}\" }} }}\n    pipeline: [ {{ map: '{step}' }} ]\n    output: {{ drop: {{}} }}\n"
+        )
+    };
+    let dir = scratch();
+    let weft = Weft::start_in(
+        dir.clone(),
+        &config(port, ".a = 1"),
+        &[],
+        std::process::Stdio::null(),
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let api = format!("http://{}/api/v1/flows/hooks", weft.admin);
+    request(Method::POST, &format!("{api}/pause"), None, "").await;
+
+    // Moving to a port another process holds: the old version goes on where it was.
+    std::fs::write(dir.join("flows.yaml"), config(taken_port, ".a = 1")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || weft
+            .stderr()
+            .contains("flow not reloaded"))
+        .await,
+        "{}",
+        weft.stderr()
+    );
+    let (status, _, body) = post_json(&url, "{}").await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "still paused, still here: {body}"
+    );
+
+    // A change it can serve: the new version starts paused, as the old one was.
+    let started_before = flow_info(&weft, "hooks").await["started_at"].clone();
+    std::fs::write(dir.join("flows.yaml"), config(port, ".a = 2")).unwrap();
+    let mut restarted = false;
+    for _ in 0..200 {
+        if flow_info(&weft, "hooks").await["started_at"] != started_before {
+            restarted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(restarted, "{}", weft.stderr());
+    assert_eq!(flow_info(&weft, "hooks").await["state"], "paused");
+    assert_eq!(
+        post_json(&url, "{}").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    request(Method::POST, &format!("{api}/resume"), None, "").await;
+    assert_eq!(post_json(&url, "{}").await.0, StatusCode::OK);
+    drop(taken);
+}

@@ -35,4 +35,5 @@ mod sql;
 mod support;
 mod tidy;
 mod tls;
+mod tracing;
 mod webhook_auth;

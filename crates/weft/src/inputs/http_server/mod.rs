@@ -524,6 +524,12 @@ async fn answer(
     if route.flow.reads_metadata() {
         message.metadata = metadata(&parts, endpoint.auth.as_deref(), claims);
     }
+    message.traceparent = parts
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|tp| crate::telemetry::parse_traceparent(tp).is_some())
+        .map(Into::into);
     if route.flow.store().is_none() {
         // Nothing to settle: a caller hanging up may cancel the delivery, which it never saw
         // acknowledged (at least once still holds).

@@ -1,0 +1,527 @@
+//! Traces and the per-flow log level.
+//!
+//! With `tracing.otlp` configured (or `OTEL_EXPORTER_OTLP_ENDPOINT` set), every message gets a
+//! span (`message`, with its flow and id) and a child span per step and per output attempt,
+//! exported over OTLP/HTTP (protobuf or JSON) by `opentelemetry`'s batch processor. A message
+//! that came with a W3C `traceparent` (an `http_server` request's header) continues the
+//! caller's trace, and every outbound HTTP call carries the `traceparent` of the span it is
+//! made in — or, with no export configured, the caller's own `traceparent` unchanged, so a
+//! trace crosses weft either way.
+//!
+//! `log_level` on a flow sets the level of the log lines written while one of its messages is
+//! handled (its `message` span is entered), above or below the process's `WEFT_LOG`. Without
+//! export and without any flow `log_level`, no span is made: the hot path pays one check.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use tracing::Span;
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::layer::{Context, Filter};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::clients::secret::Secret;
+use crate::core::Message;
+
+/// `tracing:` at the top level of a config file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "TracingSettings")]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Export spans over OTLP/HTTP (without it, `OTEL_EXPORTER_OTLP_ENDPOINT` turns export on).
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// Where and how spans are exported.
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "OtlpExport")]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's OTLP/HTTP traces URL, e.g. `http://localhost:4318/v1/traces`.
+    pub endpoint: String,
+    /// `http/protobuf` (the default) or `http/json`.
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// Headers sent with every export, e.g. a vendor's API key.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// The share of traces weft starts that are recorded, in [0, 1] (default 1). A trace a
+    /// caller started is recorded as its `traceparent` says.
+    #[serde(default = "all")]
+    pub sample: f64,
+    /// The spans' `service.name` (default `weft`).
+    pub service_name: Option<String>,
+}
+
+fn all() -> f64 {
+    1.0
+}
+
+/// The OTLP encoding over HTTP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+pub enum OtlpProtocol {
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    Protobuf,
+    #[serde(rename = "http/json")]
+    Json,
+}
+
+impl TracingConfig {
+    /// The export settings: the config's, else the standard `OTEL_EXPORTER_OTLP_*` variables.
+    pub fn export(&self) -> Option<OtlpConfig> {
+        if let Some(otlp) = &self.otlp {
+            return Some(otlp.clone());
+        }
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| {
+            var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
+        })?;
+        Some(OtlpConfig {
+            endpoint,
+            protocol: match var("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
+                Some("http/json") => OtlpProtocol::Json,
+                _ => OtlpProtocol::Protobuf,
+            },
+            headers: BTreeMap::new(),
+            sample: 1.0,
+            service_name: var("OTEL_SERVICE_NAME"),
+        })
+    }
+}
+
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported (then every message has spans).
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// The exporting half of tracing: keep it until the end, then [`Export::shutdown`] flushes
+/// what is buffered.
+pub struct Export {
+    provider: opentelemetry_sdk::trace::SdkTracerProvider,
+}
+
+impl Export {
+    pub fn shutdown(&self) {
+        if let Err(e) = self.provider.shutdown_with_timeout(Duration::from_secs(5)) {
+            tracing::warn!(error = %e, "could not flush the last spans");
+        }
+    }
+}
+
+/// Errors setting up export.
+#[derive(Debug, thiserror::Error)]
+#[error("tracing.otlp: {0}")]
+pub struct ExportError(String);
+
+/// Builds the OpenTelemetry layer for `config`; call from inside the tokio runtime (exports
+/// are sent by its tasks).
+pub fn export_layer<S>(
+    config: &OtlpConfig,
+) -> Result<(impl tracing_subscriber::Layer<S>, Export), ExportError>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    let headers = config
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.expose().to_string()))
+        .collect::<HashMap<_, _>>();
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(TokioClient::new())
+        .with_endpoint(config.endpoint.clone())
+        .with_protocol(match config.protocol {
+            OtlpProtocol::Protobuf => opentelemetry_otlp::Protocol::HttpBinary,
+            OtlpProtocol::Json => opentelemetry_otlp::Protocol::HttpJson,
+        })
+        .with_headers(headers)
+        .with_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| ExportError(e.to_string()))?;
+    let sampler = opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+        opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(config.sample.clamp(0.0, 1.0)),
+    ));
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(config.service_name.clone().unwrap_or_else(|| "weft".into()))
+        .build();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(sampler)
+        .with_resource(resource)
+        .build();
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("weft"))
+        .with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target("weft::flow", tracing::Level::TRACE),
+        );
+    EXPORTING.store(true, Ordering::Relaxed);
+    Ok((layer, Export { provider }))
+}
+
+use tracing_subscriber::Layer as _;
+
+/// Sends the exporter's requests on the tokio runtime it was made in: the batch processor runs
+/// on a thread of its own, which has no reactor.
+#[derive(Debug)]
+struct TokioClient {
+    runtime: tokio::runtime::Handle,
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        http_body_util::Full<Bytes>,
+    >,
+}
+
+impl TokioClient {
+    fn new() -> TokioClient {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .build();
+        TokioClient {
+            runtime: tokio::runtime::Handle::current(),
+            client: hyper_util::client::legacy::Client::builder(
+                hyper_util::rt::TokioExecutor::new(),
+            )
+            .build(https),
+        }
+    }
+}
+
+impl opentelemetry_http::HttpClient for TokioClient {
+    fn send_bytes<'a, 'b>(
+        &'a self,
+        request: http::Request<Bytes>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<http::Response<Bytes>, opentelemetry_http::HttpError>,
+                > + Send
+                + 'b,
+        >,
+    >
+    where
+        'a: 'b,
+    {
+        let client = self.client.clone();
+        let task = self.runtime.spawn(async move {
+            use http_body_util::BodyExt;
+            let (parts, body) = request.into_parts();
+            let request = http::Request::from_parts(parts, http_body_util::Full::new(body));
+            let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+                .await
+                .map_err(|_| "the collector did not answer in 10 s".to_string())?
+                .map_err(|e| e.to_string())?;
+            let (parts, body) = response.into_parts();
+            let body = http_body_util::Limited::new(body, 4 << 20)
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>(http::Response::from_parts(parts, body))
+        });
+        Box::pin(async move {
+            match task.await {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(e)) => Err(e.into()),
+                Err(e) => Err(e.to_string().into()),
+            }
+        })
+    }
+}
+
+/// The span a message is handled in (none when nothing wants it).
+pub fn message_span(flow: &str, traced: bool, message: &Message) -> Span {
+    if !(traced || exporting()) {
+        return Span::none();
+    }
+    let span = tracing::info_span!(target: "weft::flow", "message", flow, id = %message.id);
+    if exporting()
+        && let Some(parent) = message.traceparent.as_deref().and_then(remote_parent)
+    {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// The span of one step or output attempt, inside the message's (only when exporting).
+pub fn step_span(kind: &'static str, component: &str) -> Span {
+    if exporting() {
+        tracing::info_span!(target: "weft::flow", "step", otel.name = component, kind)
+    } else {
+        Span::none()
+    }
+}
+
+fn remote_parent(traceparent: &str) -> Option<opentelemetry::Context> {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    let (trace_id, span_id, flags) = parse_traceparent(traceparent)?;
+    let context = SpanContext::new(
+        TraceId::from_bytes(trace_id),
+        SpanId::from_bytes(span_id),
+        TraceFlags::new(flags),
+        true,
+        TraceState::default(),
+    );
+    Some(opentelemetry::Context::new().with_remote_span_context(context))
+}
+
+/// The parts of a W3C `traceparent` (version 00): trace id, parent span id, flags.
+pub fn parse_traceparent(text: &str) -> Option<([u8; 16], [u8; 8], u8)> {
+    let mut parts = text.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if version.len() != 2
+        || version == "ff"
+        || trace.len() != 32
+        || span.len() != 16
+        || flags.len() != 2
+    {
+        return None;
+    }
+    // Version 00 has exactly four parts; later versions may add more.
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
+    let hex = |s: &str, out: &mut [u8]| -> Option<()> {
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(())
+    };
+    let (mut trace_id, mut span_id, mut flag) = ([0u8; 16], [0u8; 8], [0u8; 1]);
+    hex(trace, &mut trace_id)?;
+    hex(span, &mut span_id)?;
+    hex(flags, &mut flag)?;
+    if trace_id == [0; 16] || span_id == [0; 8] {
+        return None;
+    }
+    Some((trace_id, span_id, flag[0]))
+}
+
+/// The `traceparent` an outbound call made now carries: the current span's when exporting,
+/// else the caller's, passed on unchanged.
+pub fn outbound_traceparent() -> Option<String> {
+    if exporting() {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let context = Span::current().context();
+        let span = context.span();
+        let span = span.span_context();
+        if span.is_valid() {
+            return Some(format!(
+                "00-{}-{}-{:02x}",
+                span.trace_id(),
+                span.span_id(),
+                span.trace_flags().to_u8()
+            ));
+        }
+    }
+    CALLER
+        .try_with(|t| t.as_deref().map(str::to_string))
+        .ok()
+        .flatten()
+}
+
+tokio::task_local! {
+    /// The `traceparent` the message being handled came with.
+    static CALLER: Option<Arc<str>>;
+}
+
+/// Runs `work` with `traceparent` (the message's) as the one outbound calls pass on.
+pub async fn with_caller<F: std::future::Future>(
+    traceparent: Option<Arc<str>>,
+    work: F,
+) -> F::Output {
+    match traceparent {
+        None => work.await,
+        Some(tp) => CALLER.scope(Some(tp), work).await,
+    }
+}
+
+static FLOW_LEVELS: RwLock<Option<HashMap<String, LevelFilter>>> = RwLock::new(None);
+
+/// Sets the flows' own log levels (`log_level`); the others follow `WEFT_LOG`.
+pub fn set_flow_levels(levels: impl IntoIterator<Item = (String, LevelFilter)>) {
+    let levels: HashMap<String, LevelFilter> = levels.into_iter().collect();
+    *FLOW_LEVELS.write().expect("levels lock") = (!levels.is_empty()).then_some(levels);
+    // Callsites decided "never" under the old levels are asked again.
+    tracing::callsite::rebuild_interest_cache();
+}
+
+/// The flow's name, kept on its `message` span for the level filter.
+struct FlowName(String);
+
+/// `WEFT_LOG` (an `EnvFilter`), except inside a `message` span of a flow with a `log_level`,
+/// where that level decides.
+pub struct FlowLevels {
+    env: tracing_subscriber::EnvFilter,
+}
+
+impl FlowLevels {
+    pub fn new(env: tracing_subscriber::EnvFilter) -> FlowLevels {
+        FlowLevels { env }
+    }
+
+    fn most_verbose() -> Option<LevelFilter> {
+        FLOW_LEVELS
+            .read()
+            .expect("levels lock")
+            .as_ref()
+            .and_then(|levels| levels.values().max().copied())
+    }
+
+    /// The level of the flow whose message span is current, if it has one.
+    fn flow_level<S: tracing::Subscriber + for<'a> LookupSpan<'a>>(
+        cx: &Context<'_, S>,
+    ) -> Option<LevelFilter> {
+        let levels = FLOW_LEVELS.read().expect("levels lock");
+        let levels = levels.as_ref()?;
+        let span = cx.lookup_current()?;
+        span.scope().find_map(|span| {
+            let extensions = span.extensions();
+            let name = extensions.get::<FlowName>()?;
+            levels.get(&name.0).copied()
+        })
+    }
+}
+
+impl<S> Filter<S> for FlowLevels
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn enabled(&self, meta: &tracing::Metadata<'_>, cx: &Context<'_, S>) -> bool {
+        if meta.is_span() && meta.target() == "weft::flow" {
+            return true;
+        }
+        Filter::<S>::enabled(&self.env, meta, cx)
+            || Self::most_verbose().is_some_and(|max| *meta.level() <= max)
+    }
+
+    fn event_enabled(&self, event: &tracing::Event<'_>, cx: &Context<'_, S>) -> bool {
+        match Self::flow_level(cx) {
+            Some(level) => *event.metadata().level() <= level,
+            None => Filter::<S>::enabled(&self.env, event.metadata(), cx),
+        }
+    }
+
+    fn callsite_enabled(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if Self::most_verbose().is_some_and(|max| *meta.level() <= max)
+            || (meta.is_span() && meta.target() == "weft::flow")
+        {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            Filter::<S>::callsite_enabled(&self.env, meta)
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        let env = Filter::<S>::max_level_hint(&self.env);
+        match (env, Self::most_verbose()) {
+            (Some(env), Some(flow)) => Some(env.max(flow)),
+            (_, None) => env,
+            (None, Some(_)) => None,
+        }
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        cx: Context<'_, S>,
+    ) {
+        if attrs.metadata().name() == "message" && attrs.metadata().target() == "weft::flow" {
+            struct Find(Option<String>);
+            impl tracing::field::Visit for Find {
+                fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                    if field.name() == "flow" {
+                        self.0 = Some(value.to_string());
+                    }
+                }
+                fn record_debug(
+                    &mut self,
+                    field: &tracing::field::Field,
+                    value: &dyn std::fmt::Debug,
+                ) {
+                    if field.name() == "flow" {
+                        self.0 = Some(format!("{value:?}"));
+                    }
+                }
+            }
+            let mut find = Find(None);
+            attrs.record(&mut find);
+            if let (Some(name), Some(span)) = (find.0, cx.span(id)) {
+                span.extensions_mut().insert(FlowName(name));
+            }
+        }
+        Filter::<S>::on_new_span(&self.env, attrs, id, cx);
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        cx: Context<'_, S>,
+    ) {
+        Filter::<S>::on_record(&self.env, id, values, cx);
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, cx: Context<'_, S>) {
+        Filter::<S>::on_enter(&self.env, id, cx);
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, cx: Context<'_, S>) {
+        Filter::<S>::on_exit(&self.env, id, cx);
+    }
+
+    fn on_close(&self, id: tracing::span::Id, cx: Context<'_, S>) {
+        Filter::<S>::on_close(&self.env, id, cx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_traceparent;
+
+    #[test]
+    fn traceparents_are_read_as_w3c_says() {
+        let (trace, span, flags) =
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(trace[0], 0x4b);
+        assert_eq!(span[7], 0xb7);
+        assert_eq!(flags, 1);
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad}");
+        }
+        // A later version may carry more parts.
+        assert!(
+            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x")
+                .is_some()
+        );
+    }
+}
