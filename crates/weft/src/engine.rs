@@ -627,11 +627,13 @@ impl Engine {
         // stopped: a flow that cannot be built or served leaves its old version running (and
         // its old settings, so the next reload tries again).
         let mut built = Vec::new();
+        let mut all_built = true;
         for (name, spec) in incoming {
             match self.build(spec).await {
                 Ok(b) => built.push(b),
                 Err(e) => {
-                    tracing::error!(flow = %name, error = %e, "flow not reloaded; its old version goes on")
+                    all_built = false;
+                    tracing::error!(flow = %name, error = %e, "flow not reloaded; its old version goes on");
                 }
             }
         }
@@ -664,7 +666,7 @@ impl Engine {
                 .as_ref()
                 .is_none_or(|e| !unbindable.contains(&e.address))
         });
-        if !unbindable.is_empty() {
+        if !unbindable.is_empty() || !all_built {
             // Some flows kept their old version: a reload of the same config retries them.
             tracing::warn!("config partly reloaded; the flows above keep running as they were");
         } else {
@@ -708,6 +710,8 @@ impl Engine {
             }
         }
         retiring.close();
+        // Trackers of earlier reloads that are done are dropped: the list stays short.
+        self.retiring.retain(|t| !t.is_empty());
         self.retiring.push(retiring.clone());
         let readers_done =
             async { tokio::time::timeout(self.shutdown_timeout, retiring.wait()).await };
@@ -822,6 +826,9 @@ impl Engine {
                     Some(reader),
                 )));
             }
+        }
+        for retiring in self.retiring.drain(..) {
+            waits.push(tokio::spawn(async move { retiring.wait().await }));
         }
         let drained =
             tokio::time::timeout(self.shutdown_timeout, futures_util::future::join_all(waits))

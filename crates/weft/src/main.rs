@@ -526,12 +526,16 @@ fn report(errors: &[ConfigError]) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// What the output layers of logging sit on: the level filter over the registry.
+type LogBase =
+    tracing_subscriber::layer::Layered<weft::telemetry::FlowLevels, tracing_subscriber::Registry>;
+
 /// Logs to stderr (human or JSON lines) at `WEFT_LOG`'s level, flows' own `log_level`s
 /// applied; `export` adds the OpenTelemetry layer.
 fn init_logging(
     format: LogFormat,
     quiet: bool,
-    export: Option<Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>>,
+    export: Option<Box<dyn tracing_subscriber::Layer<LogBase> + Send + Sync>>,
 ) {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
@@ -539,19 +543,17 @@ fn init_logging(
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if quiet { "off" } else { "info" }));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let fmt: Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync> = match format {
+    let fmt: Box<dyn Layer<LogBase> + Send + Sync> = match format {
         LogFormat::Human => fmt
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_filter(weft::telemetry::FlowLevels::new(filter))
             .boxed(),
-        LogFormat::Json => fmt
-            .json()
-            .flatten_event(true)
-            .with_filter(weft::telemetry::FlowLevels::new(filter))
-            .boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
     let layers: Vec<_> = export.into_iter().chain(std::iter::once(fmt)).collect();
-    let _ = tracing_subscriber::registry().with(layers).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(weft::telemetry::FlowLevels::new(filter))
+        .with(layers)
+        .try_init();
 }
 
 async fn run(
@@ -689,7 +691,9 @@ async fn watch_config(
             }
             Ok(Ok(loaded)) => {
                 if AdminSettings::of(&loaded) != admin {
-                    tracing::warn!("`admin` settings changed: they take effect when weft restarts");
+                    tracing::warn!(
+                        "`admin` or `tracing` settings changed: they take effect when weft restarts"
+                    );
                 }
                 resources = (loaded.resources_text.clone(), loaded.resources.clone());
                 if reloads.send(loaded).await.is_err() {
@@ -716,6 +720,8 @@ struct AdminSettings {
     address: Option<SocketAddr>,
     token: Option<String>,
     tls: bool,
+    /// Not `admin`, but likewise set up once: span export.
+    tracing: weft::telemetry::TracingConfig,
 }
 
 impl AdminSettings {
@@ -724,6 +730,7 @@ impl AdminSettings {
             address: loaded.admin_address,
             token: loaded.admin_token.as_ref().map(|t| t.expose().to_string()),
             tls: loaded.admin_tls.is_some(),
+            tracing: loaded.tracing.clone(),
         }
     }
 }

@@ -1,10 +1,10 @@
 //! Traces and the per-flow log level.
 //!
 //! With `tracing.otlp` configured (or `OTEL_EXPORTER_OTLP_ENDPOINT` set), every message gets a
-//! span (`message`, with its flow and id) and a child span per step and per output attempt,
+//! span (`message`, with its flow and id) and a child span per step and per output,
 //! exported over OTLP/HTTP (protobuf or JSON) by `opentelemetry`'s batch processor. A message
 //! that came with a W3C `traceparent` (an `http_server` request's header) continues the
-//! caller's trace, and every outbound HTTP call carries the `traceparent` of the span it is
+//! caller's trace, and every HTTP call of a step or output carries the `traceparent` of the span it is
 //! made in — or, with no export configured, the caller's own `traceparent` unchanged, so a
 //! trace crosses weft either way.
 //!
@@ -21,7 +21,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tracing::Span;
 use tracing::level_filters::LevelFilter;
-use tracing_subscriber::layer::{Context, Filter};
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::clients::secret::Secret;
@@ -219,17 +219,19 @@ impl opentelemetry_http::HttpClient for TokioClient {
             use http_body_util::BodyExt;
             let (parts, body) = request.into_parts();
             let request = http::Request::from_parts(parts, http_body_util::Full::new(body));
-            let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+            let exchange = async {
+                let response = client.request(request).await.map_err(|e| e.to_string())?;
+                let (parts, body) = response.into_parts();
+                let body = http_body_util::Limited::new(body, 4 << 20)
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .to_bytes();
+                Ok::<_, String>(http::Response::from_parts(parts, body))
+            };
+            tokio::time::timeout(Duration::from_secs(10), exchange)
                 .await
                 .map_err(|_| "the collector did not answer in 10 s".to_string())?
-                .map_err(|e| e.to_string())?;
-            let (parts, body) = response.into_parts();
-            let body = http_body_util::Limited::new(body, 4 << 20)
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok::<_, String>(http::Response::from_parts(parts, body))
         });
         Box::pin(async move {
             match task.await {
@@ -246,7 +248,8 @@ pub fn message_span(flow: &str, traced: bool, message: &Message) -> Span {
     if !(traced || exporting()) {
         return Span::none();
     }
-    let span = tracing::info_span!(target: "weft::flow", "message", flow, id = %message.id);
+    // At ERROR level, so that no `WEFT_LOG` level switches it off: it carries the flow's own.
+    let span = tracing::error_span!(target: "weft::flow", "message", flow, id = %message.id);
     if exporting()
         && let Some(parent) = message.traceparent.as_deref().and_then(remote_parent)
     {
@@ -259,7 +262,7 @@ pub fn message_span(flow: &str, traced: bool, message: &Message) -> Span {
 /// The span of one step or output attempt, inside the message's (only when exporting).
 pub fn step_span(kind: &'static str, component: &str) -> Span {
     if exporting() {
-        tracing::info_span!(target: "weft::flow", "step", otel.name = component, kind)
+        tracing::error_span!(target: "weft::flow", "step", otel.name = component, kind)
     } else {
         Span::none()
     }
@@ -400,40 +403,46 @@ impl FlowLevels {
     }
 }
 
-impl<S> Filter<S> for FlowLevels
+// A layer rather than a per-layer filter: a per-layer filter that refuses an event in
+// `event_enabled` trips tracing-subscriber's bookkeeping; a layer filters for every layer.
+impl<S> tracing_subscriber::Layer<S> for FlowLevels
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
-    fn enabled(&self, meta: &tracing::Metadata<'_>, cx: &Context<'_, S>) -> bool {
+    fn enabled(&self, meta: &tracing::Metadata<'_>, cx: Context<'_, S>) -> bool {
         if meta.is_span() && meta.target() == "weft::flow" {
             return true;
         }
-        Filter::<S>::enabled(&self.env, meta, cx)
-            || Self::most_verbose().is_some_and(|max| *meta.level() <= max)
+        // Other spans follow `WEFT_LOG`; events may be let through by a flow's level, which
+        // `event_enabled` then checks against the flow they are in.
+        tracing_subscriber::Layer::<S>::enabled(&self.env, meta, cx)
+            || (meta.is_event() && Self::most_verbose().is_some_and(|max| *meta.level() <= max))
     }
 
-    fn event_enabled(&self, event: &tracing::Event<'_>, cx: &Context<'_, S>) -> bool {
-        match Self::flow_level(cx) {
+    fn event_enabled(&self, event: &tracing::Event<'_>, cx: Context<'_, S>) -> bool {
+        match Self::flow_level(&cx) {
             Some(level) => *event.metadata().level() <= level,
-            None => Filter::<S>::enabled(&self.env, event.metadata(), cx),
+            None => tracing_subscriber::Layer::<S>::enabled(&self.env, event.metadata(), cx),
         }
     }
 
-    fn callsite_enabled(
+    fn register_callsite(
         &self,
         meta: &'static tracing::Metadata<'static>,
     ) -> tracing::subscriber::Interest {
-        if Self::most_verbose().is_some_and(|max| *meta.level() <= max)
-            || (meta.is_span() && meta.target() == "weft::flow")
-        {
+        // Asked first, so that its span directives (`[message{flow=x}]=debug`) still apply.
+        let env = tracing_subscriber::Layer::<S>::register_callsite(&self.env, meta);
+        let ours = (meta.is_span() && meta.target() == "weft::flow")
+            || (meta.is_event() && Self::most_verbose().is_some_and(|max| *meta.level() <= max));
+        if ours && !env.is_always() {
             tracing::subscriber::Interest::sometimes()
         } else {
-            Filter::<S>::callsite_enabled(&self.env, meta)
+            env
         }
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
-        let env = Filter::<S>::max_level_hint(&self.env);
+        let env = tracing_subscriber::Layer::<S>::max_level_hint(&self.env);
         match (env, Self::most_verbose()) {
             (Some(env), Some(flow)) => Some(env.max(flow)),
             (_, None) => env,
@@ -471,7 +480,7 @@ where
                 span.extensions_mut().insert(FlowName(name));
             }
         }
-        Filter::<S>::on_new_span(&self.env, attrs, id, cx);
+        tracing_subscriber::Layer::<S>::on_new_span(&self.env, attrs, id, cx);
     }
 
     fn on_record(
@@ -480,19 +489,19 @@ where
         values: &tracing::span::Record<'_>,
         cx: Context<'_, S>,
     ) {
-        Filter::<S>::on_record(&self.env, id, values, cx);
+        tracing_subscriber::Layer::<S>::on_record(&self.env, id, values, cx);
     }
 
     fn on_enter(&self, id: &tracing::span::Id, cx: Context<'_, S>) {
-        Filter::<S>::on_enter(&self.env, id, cx);
+        tracing_subscriber::Layer::<S>::on_enter(&self.env, id, cx);
     }
 
     fn on_exit(&self, id: &tracing::span::Id, cx: Context<'_, S>) {
-        Filter::<S>::on_exit(&self.env, id, cx);
+        tracing_subscriber::Layer::<S>::on_exit(&self.env, id, cx);
     }
 
     fn on_close(&self, id: tracing::span::Id, cx: Context<'_, S>) {
-        Filter::<S>::on_close(&self.env, id, cx);
+        tracing_subscriber::Layer::<S>::on_close(&self.env, id, cx);
     }
 }
 

@@ -75,7 +75,13 @@ impl DeadLetterView {
             reason: dead.failure.reason.clone(),
             last_status: dead.failure.last_status,
             message: bytes_as_json(&dead.payload),
-            metadata: full.then(|| bytes_as_json(&dead.metadata)),
+            metadata: full.then(|| {
+                let mut metadata = bytes_as_json(&dead.metadata);
+                if let Value::Object(map) = &mut metadata {
+                    map.remove(crate::core::durable::TRACEPARENT_KEY);
+                }
+                metadata
+            }),
             history: full.then(|| dead.history.clone()),
             response_excerpt: if full {
                 dead.failure.response_excerpt.clone()

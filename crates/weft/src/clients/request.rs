@@ -425,8 +425,10 @@ impl RequestSpec {
         }
         if let Some(traceparent) = crate::telemetry::outbound_traceparent()
             && let Ok(value) = HeaderValue::from_str(&traceparent)
+            && let Some(headers) = builder.headers_mut()
         {
-            builder = builder.header("traceparent", value);
+            // Replaces one the config set: a request carries one trace context.
+            headers.insert("traceparent", value);
         }
         if !self.has_content_type
             && !body.is_empty()

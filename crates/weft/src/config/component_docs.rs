@@ -611,7 +611,7 @@ fn article(noun: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{env, yaml};
+    use crate::config::{FLOW_KEYS, env, yaml};
 
     fn schema() -> Value {
         serde_json::from_str(&super::super::schema::generate()).expect("the schema is JSON")
@@ -679,18 +679,6 @@ mod tests {
         "circuit_breakers": { "crm": {} },
         "sql": { "crm": { "url": "postgres://weft@127.0.0.1/crm" } }
     }"#;
-
-    const FLOW_KEYS: &[&str] = &[
-        "input",
-        "pipeline",
-        "output",
-        "outputs",
-        "concurrency",
-        "delivery",
-        "max_queued",
-        "max_queued_bytes",
-        "ordering",
-    ];
 
     /// An example as a whole file: a fragment (`input:`, `pipeline:`, `output:`…) becomes a flow,
     /// given a `stdin` input and a `drop` output where it has none.

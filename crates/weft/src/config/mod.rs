@@ -265,9 +265,13 @@ pub fn load_reusing(
     for (_, text) in &texts {
         if let Ok(mut root) = yaml::parse(text) {
             let _ = env::substitute(&mut root, lookup);
-            if let Some(node) = root.get("resources") {
-                resources_text.push_str(&node.canonical());
-                resources_text.push('\n');
+            // `outbound` too: resources hold HTTP clients (token fetches) under its rules.
+            for key in ["resources", "outbound"] {
+                if let Some(node) = root.get(key) {
+                    resources_text.push_str(key);
+                    resources_text.push_str(&node.canonical());
+                    resources_text.push('\n');
+                }
             }
         }
     }

@@ -306,7 +306,7 @@ fn decode(entry: &Queued) -> Result<Message, String> {
 }
 
 /// Where a stored message keeps the `traceparent` it came with.
-const TRACEPARENT_KEY: &str = "weft_traceparent";
+pub const TRACEPARENT_KEY: &str = "weft_traceparent";
 
 /// Re-reads the queue's depth from the store now and then: replays from `weft dlq` or another
 /// process change it behind this process's counters. Also keeps the age gauge current.

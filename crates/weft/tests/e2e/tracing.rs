@@ -172,7 +172,7 @@ async fn without_export_the_callers_traceparent_is_passed_on_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flow_log_level_applies_to_its_own_messages_only() {
-    let ports = [free_port(), free_port(), free_port()];
+    let ports = [free_port(), free_port(), free_port(), free_port()];
     let flow = |name: &str, port: u16, level: Option<&str>, line: &str| {
         format!(
             "  {name}:\n    input: {{ http_server: {{ address: \"127.0.0.1:{port}\" }} }}\n{}    pipeline:\n      - log: {{ {line} }}\n    output: {{ drop: {{}} }}\n",
@@ -182,7 +182,7 @@ async fn a_flow_log_level_applies_to_its_own_messages_only() {
         )
     };
     let config = format!(
-        "flows:\n{}{}{}",
+        "flows:\n{}{}{}{}",
         flow(
             "chatty",
             ports[0],
@@ -198,20 +198,26 @@ async fn a_flow_log_level_applies_to_its_own_messages_only() {
         flow(
             "hushed",
             ports[2],
-            Some("warn"),
-            r#"level: info, message: '"hushed says " + string!(.word)'"#
+            Some("error"),
+            r#"level: warn, message: '"hushed says " + string!(.word)'"#
+        ),
+        flow(
+            "loud",
+            ports[3],
+            Some("info"),
+            r#"level: info, message: '"loud says " + string!(.word)'"#
         ),
     );
     let weft = Weft::start_with(
         &config,
-        &[("WEFT_LOG", "info")],
+        &[("WEFT_LOG", "warn")],
         std::process::Stdio::null(),
     )
     .await;
     for port in ports {
         let (status, _, body) =
             post_json(&format!("http://127.0.0.1:{port}/"), r#"{"word": "hello"}"#).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(status, StatusCode::OK, "{body}\n{}", weft.stderr());
     }
     assert!(
         eventually(Duration::from_secs(5), || weft
@@ -222,8 +228,10 @@ async fn a_flow_log_level_applies_to_its_own_messages_only() {
         weft.stderr()
     );
     let stderr = weft.stderr();
+    // A flow's level is above or below WEFT_LOG (warn), for its own lines only.
+    assert!(stderr.contains("loud says hello"), "{stderr}");
     assert!(!stderr.contains("plain says"), "{stderr}");
     assert!(!stderr.contains("hushed says"), "{stderr}");
-    // Lines of other components still follow WEFT_LOG.
-    assert!(stderr.contains("listening"), "{stderr}");
+    // Lines outside the flows follow WEFT_LOG: `listening` is info.
+    assert!(!stderr.contains("listening"), "{stderr}");
 }
