@@ -204,9 +204,8 @@ struct Engine {
     listeners: HashMap<SocketAddr, Listener>,
     /// The flows the admin API shows.
     registry: crate::admin::api::Flows,
-    store: Option<Store>,
-    /// The same store, for the admin API.
-    store_cell: crate::admin::StoreCell,
+    /// The store, once a flow or resource needed it (shared with the admin API).
+    store: crate::admin::StoreCell,
     durability: weft_store::Durability,
     data_dir: PathBuf,
     shared: String,
@@ -246,8 +245,7 @@ pub async fn run(
         flows: BTreeMap::new(),
         listeners: HashMap::new(),
         registry: crate::admin::api::Flows::default(),
-        store: None,
-        store_cell: crate::admin::StoreCell::default(),
+        store: crate::admin::StoreCell::default(),
         durability: loaded.durability,
         data_dir: options.data_dir.clone(),
         shared: loaded.shared.clone(),
@@ -299,7 +297,7 @@ pub async fn run(
         let stop = admin_stop.clone();
         let router = crate::admin::router(
             handle,
-            engine.store_cell.clone(),
+            engine.store.clone(),
             admin_token,
             engine.registry.clone(),
         );
@@ -348,7 +346,7 @@ impl Engine {
     async fn open_store(&mut self, loaded: &Loaded) -> Result<(), EngineError> {
         let needed =
             loaded.flows.iter().any(FlowSpec::needs_store) || loaded.resources.wants_store();
-        if needed && self.store.is_none() {
+        if needed && self.store.get().is_none() {
             let path = self.data_dir.join("weft.db");
             // A data directory weft creates is its owner's only (the store's files are too).
             std::fs::DirBuilder::new()
@@ -362,10 +360,9 @@ impl Engine {
             let store = Store::open_owner(&path, self.durability).await?;
             tracing::info!(path = %path.display(), durability = ?self.durability, "store open");
             tokio::spawn(sweep_expired_keys(store.clone(), self.store_stop.clone()));
-            let _ = self.store_cell.set(store.clone());
-            self.store = Some(store);
+            let _ = self.store.set(store);
         }
-        if let Some(store) = &self.store {
+        if let Some(store) = self.store.get() {
             loaded.resources.attach_store(store);
         }
         Ok(())
@@ -379,7 +376,7 @@ impl Engine {
             input,
             input_id,
             workers,
-        } = assemble(spec, self.store.as_ref()).await?;
+        } = assemble(spec, self.store.get()).await?;
         let (input, served) = match input {
             Input::HttpServer(endpoint) => (None, Some(endpoint)),
             other => (Some(other), None),
@@ -584,7 +581,7 @@ impl Engine {
 
     /// Switches to `next`: only changed, added and removed flows are touched.
     async fn reload(&mut self, next: Loaded) {
-        if self.store.is_none() {
+        if self.store.get().is_none() {
             self.durability = next.durability;
         } else if next.durability != self.durability {
             tracing::warn!("`durability` changed: it takes effect when weft restarts");

@@ -134,24 +134,7 @@ A test file:
 
 Stages are `input`, each step's id (`pipeline[0].filter`) and `output`;
 `curl localhost:9464/api/v1/flows/orders` lists them.")]
-    Tap {
-        flow: String,
-        /// The stage to listen to; every stage when left out.
-        #[arg(long)]
-        stage: Option<String>,
-        /// The share of messages shown, in (0, 1].
-        #[arg(long, default_value_t = 1.0)]
-        sample: f64,
-        /// Stop after this many messages.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        /// The admin endpoint: `ip:port` (plain HTTP) or a URL.
-        #[arg(long, env = "WEFT_ADMIN_ADDRESS", default_value = weft::admin::DEFAULT_ADDRESS)]
-        admin: String,
-        /// Bearer token of the admin endpoint.
-        #[arg(long, env = "WEFT_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: Option<String>,
-    },
+    Tap(Tap),
     /// Look into an OpenAPI document, as the `openapi` output reads it.
     #[command(after_help = "Example:
   weft openapi list petstore.yaml")]
@@ -297,26 +280,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Tap {
-            flow,
-            stage,
-            sample,
-            limit,
-            admin,
-            admin_token,
-        } => {
+        Command::Tap(tap) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("the tokio runtime starts");
-            let tap = Tap {
-                flow,
-                stage,
-                sample,
-                limit,
-                admin,
-                admin_token,
-            };
             match runtime.block_on(tap.run()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -411,12 +379,23 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(clap::Args)]
 struct Tap {
     flow: String,
+    /// The stage to listen to; every stage when left out.
+    #[arg(long)]
     stage: Option<String>,
+    /// The share of messages shown, in (0, 1].
+    #[arg(long, default_value_t = 1.0)]
     sample: f64,
+    /// Stop after this many messages.
+    #[arg(long, default_value_t = 100)]
     limit: usize,
+    /// The admin endpoint: `ip:port` (plain HTTP) or a URL.
+    #[arg(long, env = "WEFT_ADMIN_ADDRESS", default_value = weft::admin::DEFAULT_ADDRESS)]
     admin: String,
+    /// Bearer token of the admin endpoint.
+    #[arg(long, env = "WEFT_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
 }
 

@@ -357,10 +357,13 @@ pub async fn with_caller<F: std::future::Future>(
 }
 
 static FLOW_LEVELS: RwLock<Option<HashMap<String, LevelFilter>>> = RwLock::new(None);
+/// Whether any flow has a level: checked before the lock, on every log line.
+static ANY_FLOW_LEVEL: AtomicBool = AtomicBool::new(false);
 
 /// Sets the flows' own log levels (`log_level`); the others follow `WEFT_LOG`.
 pub fn set_flow_levels(levels: impl IntoIterator<Item = (String, LevelFilter)>) {
     let levels: HashMap<String, LevelFilter> = levels.into_iter().collect();
+    ANY_FLOW_LEVEL.store(!levels.is_empty(), Ordering::Relaxed);
     *FLOW_LEVELS.write().expect("levels lock") = (!levels.is_empty()).then_some(levels);
     // Callsites decided "never" under the old levels are asked again.
     tracing::callsite::rebuild_interest_cache();
@@ -381,6 +384,9 @@ impl FlowLevels {
     }
 
     fn most_verbose() -> Option<LevelFilter> {
+        if !ANY_FLOW_LEVEL.load(Ordering::Relaxed) {
+            return None;
+        }
         FLOW_LEVELS
             .read()
             .expect("levels lock")
@@ -392,6 +398,9 @@ impl FlowLevels {
     fn flow_level<S: tracing::Subscriber + for<'a> LookupSpan<'a>>(
         cx: &Context<'_, S>,
     ) -> Option<LevelFilter> {
+        if !ANY_FLOW_LEVEL.load(Ordering::Relaxed) {
+            return None;
+        }
         let levels = FLOW_LEVELS.read().expect("levels lock");
         let levels = levels.as_ref()?;
         let span = cx.lookup_current()?;

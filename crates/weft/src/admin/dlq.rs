@@ -25,8 +25,8 @@ use weft_store::{DeadLetter, DlqFilter};
 use super::{ApiError, ErrorBody, json_response};
 use crate::core::durable::now_ms;
 
-/// A stored byte string as JSON when it is JSON, else as text.
-fn bytes_as_json(bytes: &[u8]) -> Value {
+/// A stored byte string (or a body) as JSON when it is JSON, else as text.
+pub fn bytes_as_json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap_or_else(|_| Value::from(String::from_utf8_lossy(bytes)))
 }
 

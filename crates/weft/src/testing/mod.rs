@@ -866,7 +866,7 @@ async fn check_dead_letters(
             continue;
         };
         let value = durable::decode_value(&dead.payload).unwrap_or_else(Value::from);
-        let mut metadata = to_value(bytes_json(&dead.metadata));
+        let mut metadata = to_value(crate::admin::dlq::bytes_as_json(&dead.metadata));
         if !matches!(metadata, Value::Object(_)) {
             metadata = crate::core::mapping::empty_object();
         }
@@ -946,7 +946,7 @@ fn check_response(
 ) -> Vec<String> {
     let mut errors = Vec::new();
     let text = String::from_utf8_lossy(body);
-    let json = bytes_json(body);
+    let json = crate::admin::dlq::bytes_as_json(body);
     match expect.status {
         Some(want) if want != status => errors.push(format!(
             "{what}: expected status {want}, got {status}: {text}"
@@ -1114,12 +1114,6 @@ fn to_value(json: Json) -> Value {
 
 fn to_json(value: &Value) -> Json {
     serde_json::to_value(value).unwrap_or(Json::Null)
-}
-
-/// A body or stored payload as JSON when it is JSON, else as a string.
-fn bytes_json(bytes: &[u8]) -> Json {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| Json::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 fn pretty(json: &Json) -> String {

@@ -9,10 +9,7 @@ use http::{Method, StatusCode};
 use crate::support::*;
 
 async fn api(weft: &Weft, method: Method, path: &str) -> (StatusCode, serde_json::Value) {
-    let (status, _, body) =
-        request(method, &format!("http://{}{path}", weft.admin), None, "").await;
-    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
-    (status, json)
+    weft.admin_json(method, path).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

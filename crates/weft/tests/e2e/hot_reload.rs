@@ -12,9 +12,11 @@ use http::{Method, StatusCode};
 use crate::support::*;
 
 async fn flow_info(weft: &Weft, name: &str) -> serde_json::Value {
-    let (status, _, body) = get(&format!("http://{}/api/v1/flows/{name}", weft.admin)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    serde_json::from_str(&body).unwrap()
+    let (status, flow) = weft
+        .admin_json(Method::GET, &format!("/api/v1/flows/{name}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{flow}");
+    flow
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,6 +111,14 @@ impl Weft {
         Weft { child, dir, admin }
     }
 
+    /// A request to the admin endpoint, its answer as JSON.
+    pub async fn admin_json(&self, method: Method, path: &str) -> (StatusCode, serde_json::Value) {
+        let (status, _, body) =
+            request(method, &format!("http://{}{path}", self.admin), None, "").await;
+        let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        (status, json)
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
     }
