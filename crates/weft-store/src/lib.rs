@@ -27,6 +27,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -54,6 +55,108 @@ pub enum StoreError {
     Closed,
     #[error("store lock {path}: {detail}")]
     Locked { path: PathBuf, detail: String },
+    /// A write was not committed because the store cannot write now: nothing of it is stored.
+    /// The store keeps trying and writes again by itself once the cause is gone.
+    #[error("store cannot write ({cause}): {detail}")]
+    Unavailable { cause: Cause, detail: String },
+}
+
+/// Why the store cannot write, as an operator would act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The file system holding the store is full.
+    DiskFull,
+    /// The file system or the file is read-only.
+    ReadOnly,
+    /// The operating system reported an I/O error.
+    Io,
+    /// Another process held the write lock for longer than the busy timeout.
+    Busy,
+    /// The file is damaged.
+    Damaged,
+    /// Anything else SQLite refused.
+    Other,
+}
+
+impl Cause {
+    /// What an operator can do about it.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Cause::DiskFull => {
+                "free space on the file system holding the data directory; weft writes again by itself once there is room"
+            }
+            Cause::ReadOnly => {
+                "make the data directory writable again; weft writes again by itself once it can"
+            }
+            Cause::Io => {
+                "check the disk holding the data directory (kernel log); weft retries by itself"
+            }
+            Cause::Busy => {
+                "another process holds the store's write lock (a long `weft dlq` command?); weft retries by itself"
+            }
+            Cause::Damaged => {
+                "the store file is damaged: stop weft, move the file aside and restart (messages in it are lost)"
+            }
+            Cause::Other => "weft retries by itself; if it persists, report it",
+        }
+    }
+
+    fn of(e: &sqlx::Error) -> Cause {
+        let Some(code) = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .and_then(|c| c.parse::<i64>().ok())
+        else {
+            return Cause::Other;
+        };
+        // Extended codes keep the primary code in their low byte.
+        match code & 0xff {
+            13 => Cause::DiskFull,
+            8 => Cause::ReadOnly,
+            10 => Cause::Io,
+            5 | 6 => Cause::Busy,
+            11 | 26 => Cause::Damaged,
+            _ => Cause::Other,
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Cause::DiskFull => "disk full",
+            Cause::ReadOnly => "read-only",
+            Cause::Io => "I/O error",
+            Cause::Busy => "busy",
+            Cause::Damaged => "damaged",
+            Cause::Other => "write failed",
+        })
+    }
+}
+
+/// Whether the store is writing, as `/health` and the admin API report it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Set while writes fail: since when, why.
+    pub failing: Option<Failing>,
+    /// Groups of writes whose commit failed since the store was opened (each answered with
+    /// an error, none of them stored).
+    pub failed_commits: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failing {
+    pub cause: Cause,
+    pub detail: String,
+    pub since: std::time::SystemTime,
+}
+
+/// The writer's health, shared with every handle.
+#[derive(Default)]
+struct HealthCell {
+    failing: std::sync::Mutex<Option<Failing>>,
+    failing_now: std::sync::atomic::AtomicBool,
+    failed_commits: std::sync::atomic::AtomicU64,
 }
 
 /// How much a committed write survives.
@@ -255,6 +358,7 @@ enum Write {
 pub struct Store {
     writes: mpsc::Sender<Write>,
     reads: SqlitePool,
+    health: Arc<HealthCell>,
     /// Held for the life of an owner's handles; the OS releases it if the process dies.
     _lock: Option<Arc<std::fs::File>>,
 }
@@ -409,18 +513,30 @@ impl Store {
             // Leases from a previous run have no worker left.
             sqlx::query("UPDATE queue SET lease_until = 0 WHERE lease_until != 0")
                 .execute(&mut writer)
-                .await?;
+                .await
+                .map_err(|e| unavailable(&e))?;
+            // The process that delivers must be able to write: refuse to start rather than
+            // answer every message with an error.
+            probe(&mut writer).await.map_err(|e| unavailable(&e))?;
         }
         let reads = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await
             .map_err(open_err)?;
         let (writes, rx) = mpsc::channel(4 * GROUP_MAX);
-        tokio::spawn(writer_loop(writer, rx));
+        let health = Arc::new(HealthCell::default());
+        let writer = Writer {
+            conn: Some(writer),
+            options,
+            path: path.to_path_buf(),
+            health: health.clone(),
+        };
+        tokio::spawn(writer.run(rx));
         Ok(Store {
             writes,
             reads,
+            health,
             _lock: lock,
         })
     }
@@ -435,6 +551,19 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Whether writes are committing now, and how many groups failed so far.
+    pub fn health(&self) -> Health {
+        Health {
+            failing: self
+                .health
+                .failing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            failed_commits: self.health.failed_commits.load(Ordering::Relaxed),
+        }
     }
 
     /// Appends a message to `flow`'s queue, due now. Returns its sequence number. Messages
@@ -789,20 +918,141 @@ fn classify(e: sqlx::Error, path: &Path) -> StoreError {
     }
 }
 
-async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Write>) {
-    let mut batch = Vec::with_capacity(GROUP_MAX);
-    while rx.recv_many(&mut batch, GROUP_MAX).await > 0 {
-        let mut tx = match conn.begin().await {
-            Ok(tx) => tx,
-            Err(e) => {
-                let text = e.to_string();
-                for w in batch.drain(..) {
-                    fail(w, &text);
+/// How often a failing writer tries a small write when nothing else asks it to write.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// The one connection that writes, and what it takes to open it again.
+struct Writer {
+    /// `None` after a failure left it in a state it could not be brought back from.
+    conn: Option<SqliteConnection>,
+    options: SqliteConnectOptions,
+    path: PathBuf,
+    health: Arc<HealthCell>,
+}
+
+/// A store error for a write that was not committed.
+fn unavailable(e: &sqlx::Error) -> StoreError {
+    WriteFailure::of(e).error()
+}
+
+/// A write of a few KiB, removed again: whether the file system takes writes at all. Run
+/// outside any transaction of the writer's.
+async fn probe(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(
+        "INSERT OR REPLACE INTO kv (namespace, key, value) VALUES ('weft', 'probe', zeroblob(8192));
+         DELETE FROM kv WHERE namespace = 'weft' AND key = 'probe';",
+    )
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// What the writer learns from the connection's own state (the SQLite C API, through the
+/// handle sqlx lends).
+struct State {
+    in_transaction: bool,
+    /// Rows changed by this connection since it was opened.
+    changes: i64,
+}
+
+async fn state(conn: &mut SqliteConnection) -> Result<State, sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let raw = handle.as_raw_handle().as_ptr();
+    // SAFETY: the locked handle gives exclusive use of a live connection while it is held;
+    // both calls only read the connection's state.
+    let (autocommit, changes) = unsafe {
+        (
+            libsqlite3_sys::sqlite3_get_autocommit(raw),
+            libsqlite3_sys::sqlite3_total_changes64(raw),
+        )
+    };
+    Ok(State {
+        in_transaction: autocommit == 0,
+        changes,
+    })
+}
+
+/// Whether `conn` is inside a transaction. SQLite may end a transaction on its own when a
+/// statement fails (a full disk, an I/O error, no memory), after which every statement would
+/// commit alone: the writer must know, not assume.
+async fn in_transaction(conn: &mut SqliteConnection) -> Option<bool> {
+    state(conn).await.ok().map(|s| s.in_transaction)
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Write>) {
+        let mut batch = Vec::with_capacity(GROUP_MAX);
+        loop {
+            let got = if self.health.failing_now.load(Ordering::Relaxed) {
+                // While failing, find out by itself when writing works again, so that
+                // `/health` recovers without waiting for traffic.
+                match tokio::time::timeout(PROBE_EVERY, rx.recv_many(&mut batch, GROUP_MAX)).await {
+                    Ok(got) => got,
+                    Err(_) => {
+                        self.probe().await;
+                        continue;
+                    }
                 }
-                continue;
+            } else {
+                rx.recv_many(&mut batch, GROUP_MAX).await
+            };
+            if got == 0 {
+                return;
+            }
+            self.group(&mut batch).await;
+        }
+    }
+
+    /// The connection, opened again if a failure made the writer drop it.
+    async fn connection(&mut self) -> Result<&mut SqliteConnection, WriteFailure> {
+        if self.conn.is_none() {
+            let conn = SqliteConnection::connect_with(&self.options)
+                .await
+                .map_err(|e| WriteFailure::of(&e))?;
+            tracing::info!(path = %self.path.display(), "store: writer connection opened again");
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("just set"))
+    }
+
+    async fn probe(&mut self) {
+        let result = match self.connection().await {
+            Ok(conn) => probe(conn).await.map_err(|e| WriteFailure::of(&e)),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => self.succeeded(),
+            Err(e) => {
+                self.settle(&e).await;
+                self.failed(&e, false);
+            }
+        }
+    }
+
+    /// Applies `batch` in one transaction and answers every write of it: with its result once
+    /// the commit succeeded, or with the commit's error (nothing of the group stored).
+    async fn group(&mut self, batch: &mut Vec<Write>) {
+        // While failing, only a commit that wrote something shows the disk takes writes again.
+        let failing = self.health.failing_now.load(Ordering::Relaxed);
+        let conn = match self.connection().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                batch.drain(..).for_each(|w| fail(w, &e));
+                self.failed(&e, true);
+                return;
             }
         };
-        let mut replies = Vec::with_capacity(batch.len());
+        let changes_before = match failing {
+            true => state(conn).await.map_or(i64::MAX, |s| s.changes),
+            false => 0,
+        };
+        if let Err(e) = sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await {
+            let e = WriteFailure::of(&e);
+            batch.drain(..).for_each(|w| fail(w, &e));
+            self.settle(&e).await;
+            self.failed(&e, true);
+            return;
+        }
         // Enqueues and acks, the bulk of the traffic, go in one statement each per group;
         // every other write in arrival order after them. Reordering is safe: a claim can only
         // see more, and an ack names a message committed by an earlier group.
@@ -816,22 +1066,126 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Write>) 
                 w => others.push(w),
             }
         }
-        if !enqueues.is_empty() {
-            enqueue_all(&mut tx, enqueues, &mut replies).await;
-        }
-        if !acks.is_empty() {
-            ack_all(&mut tx, acks, &mut replies).await;
-        }
-        for w in others {
-            replies.push(apply(&mut tx, w).await);
-        }
-        match tx.commit().await {
-            // Answers go out only now: nothing is reported written before its commit.
-            Ok(()) => replies.into_iter().for_each(Reply::send),
-            Err(e) => {
-                let text = e.to_string();
-                replies.into_iter().for_each(|r| r.fail(&text));
+        let mut replies = Vec::with_capacity(enqueues.len() + acks.len() + others.len());
+        let mut others = others.into_iter();
+        // A failed statement usually fails alone (the savepoint of its write, or its chunk of
+        // enqueues or acks); but if it took the transaction with it, nothing before it can be
+        // committed and nothing after it may run, or it would commit alone.
+        let mut lost = None;
+        'writes: {
+            if !enqueues.is_empty()
+                && let Some(e) = enqueue_all(conn, enqueues, &mut replies).await
+                && in_transaction(conn).await != Some(true)
+            {
+                lost = Some(e);
+                break 'writes;
             }
+            if !acks.is_empty()
+                && let Some(e) = ack_all(conn, acks, &mut replies).await
+                && in_transaction(conn).await != Some(true)
+            {
+                lost = Some(e);
+                break 'writes;
+            }
+            for w in others.by_ref() {
+                let reply = apply(conn, w).await;
+                let error = reply.error();
+                replies.push(reply);
+                if let Some(e) = error
+                    && in_transaction(conn).await != Some(true)
+                {
+                    lost = Some(e);
+                    break 'writes;
+                }
+            }
+        }
+        let result = match lost {
+            Some(e) => Err(e),
+            None => sqlx::raw_sql("COMMIT")
+                .execute(&mut *conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| WriteFailure::of(&e)),
+        };
+        match result {
+            // Answers go out only now: nothing is reported written before its commit.
+            Ok(()) => {
+                replies.into_iter().for_each(Reply::send);
+                if failing && state(conn).await.is_ok_and(|s| s.changes > changes_before) {
+                    self.succeeded();
+                }
+            }
+            Err(e) => {
+                replies.into_iter().for_each(|r| r.fail(&e));
+                others.for_each(|w| fail(w, &e));
+                self.settle(&e).await;
+                self.failed(&e, true);
+            }
+        }
+    }
+
+    /// After a failure: rolls back whatever is left of the transaction and makes sure the
+    /// connection is back in autocommit, or drops it to be opened again. (A transaction
+    /// believed open when SQLite had already ended it would turn every later group into a
+    /// savepoint of a transaction that never commits.)
+    async fn settle(&mut self, cause: &WriteFailure) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if in_transaction(conn).await == Some(false) {
+            return;
+        }
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        if in_transaction(conn).await != Some(false) {
+            tracing::warn!(path = %self.path.display(), error = %cause.detail, "store: the writer connection could not roll back; opening it again");
+            self.conn = None;
+        }
+    }
+
+    fn failed(&self, e: &WriteFailure, commit: bool) {
+        if commit {
+            self.health.failed_commits.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut failing = self
+            .health
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if failing.as_ref().is_none_or(|f| f.cause != e.cause) {
+            tracing::error!(
+                path = %self.path.display(),
+                error = %e.detail,
+                "store cannot write ({}): {}. Until it can, nothing new is acknowledged (HTTP intake answers 503, reading inputs wait).",
+                e.cause,
+                e.cause.advice()
+            );
+            *failing = Some(Failing {
+                cause: e.cause,
+                detail: e.detail.clone(),
+                since: std::time::SystemTime::now(),
+            });
+        }
+        self.health.failing_now.store(true, Ordering::Relaxed);
+    }
+
+    fn succeeded(&self) {
+        if !self.health.failing_now.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let was = self
+            .health
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(was) = was {
+            let down = was.since.elapsed().unwrap_or_default();
+            tracing::warn!(
+                path = %self.path.display(),
+                "store writes again (it could not for {:.1} s: {})",
+                down.as_secs_f64(),
+                was.cause
+            );
         }
     }
 }
@@ -841,7 +1195,11 @@ const ROWS_PER_STATEMENT: usize = 256;
 
 /// Inserts every enqueue of a group with one statement per [`ROWS_PER_STATEMENT`]; they
 /// succeed or fail together.
-async fn enqueue_all(tx: &mut Tx<'_>, writes: Vec<Write>, replies: &mut Vec<Reply>) {
+async fn enqueue_all(
+    tx: &mut SqliteConnection,
+    writes: Vec<Write>,
+    replies: &mut Vec<Reply>,
+) -> Option<WriteFailure> {
     let mut writes = writes.into_iter().peekable();
     while writes.peek().is_some() {
         let chunk: Vec<Write> = writes.by_ref().take(ROWS_PER_STATEMENT).collect();
@@ -877,29 +1235,38 @@ async fn enqueue_all(tx: &mut Tx<'_>, writes: Vec<Write>, replies: &mut Vec<Repl
                     .bind(order_key.as_deref());
             }
         }
-        let inserted = query.execute(&mut **tx).await;
+        let inserted = query.execute(&mut *tx).await;
         let n = chunk.len() as i64;
-        for (i, w) in chunk.into_iter().enumerate() {
-            let Write::Enqueue { reply, .. } = w else {
-                continue;
-            };
-            // One writer and AUTOINCREMENT: the rows of one statement get consecutive numbers in
-            // the order of their VALUES, ending at the last insert rowid.
-            let r = match &inserted {
-                Ok(done) => Ok(done.last_insert_rowid() - n + 1 + i as i64),
-                Err(e) => Err(StoreError::Sql(sqlx::Error::Protocol(e.to_string()))),
-            };
-            replies.push(Reply::Seq(reply, r));
+        match inserted {
+            Ok(done) => {
+                for (i, w) in chunk.into_iter().enumerate() {
+                    // One writer and AUTOINCREMENT: the rows of one statement get consecutive
+                    // numbers in the order of their VALUES, ending at the last insert rowid.
+                    replies.push(Reply::Seq(
+                        w.into_enqueue_reply(),
+                        Ok(done.last_insert_rowid() - n + 1 + i as i64),
+                    ));
+                }
+            }
+            Err(e) => {
+                // The rest of the group's enqueues fail with this chunk.
+                let failure = WriteFailure::of(&e);
+                for w in chunk.into_iter().chain(writes) {
+                    replies.push(Reply::Seq(w.into_enqueue_reply(), Err(failure.error())));
+                }
+                return Some(failure);
+            }
         }
     }
+    None
 }
 
 /// Deletes every acked message of a group with one statement per [`ROWS_PER_STATEMENT`].
 async fn ack_all(
-    tx: &mut Tx<'_>,
+    tx: &mut SqliteConnection,
     acks: Vec<(i64, oneshot::Sender<Result<bool, StoreError>>)>,
     replies: &mut Vec<Reply>,
-) {
+) -> Option<WriteFailure> {
     let mut acks = acks.into_iter().peekable();
     while acks.peek().is_some() {
         let chunk: Vec<_> = acks.by_ref().take(ROWS_PER_STATEMENT).collect();
@@ -909,17 +1276,53 @@ async fn ack_all(
         for (seq, _) in &chunk {
             query = query.bind(*seq);
         }
-        let deleted: Result<HashSet<i64>, String> = query
-            .fetch_all(&mut **tx)
-            .await
-            .map(|rows| rows.into_iter().collect())
-            .map_err(|e| e.to_string());
-        for (seq, reply) in chunk {
-            let r = match &deleted {
-                Ok(gone) => Ok(gone.contains(&seq)),
-                Err(e) => Err(StoreError::Sql(sqlx::Error::Protocol(e.clone()))),
-            };
-            replies.push(Reply::Done(reply, r));
+        match query.fetch_all(&mut *tx).await {
+            Ok(rows) => {
+                let gone: HashSet<i64> = rows.into_iter().collect();
+                for (seq, reply) in chunk {
+                    replies.push(Reply::Done(reply, Ok(gone.contains(&seq))));
+                }
+            }
+            Err(e) => {
+                let failure = WriteFailure::of(&e);
+                for (_, reply) in chunk.into_iter().chain(acks) {
+                    replies.push(Reply::Done(reply, Err(failure.error())));
+                }
+                return Some(failure);
+            }
+        }
+    }
+    None
+}
+
+/// Why a write failed, kept apart from the error each caller gets (sqlx's errors do not clone).
+#[derive(Debug, Clone)]
+struct WriteFailure {
+    cause: Cause,
+    detail: String,
+}
+
+impl WriteFailure {
+    fn of(e: &sqlx::Error) -> WriteFailure {
+        WriteFailure {
+            cause: Cause::of(e),
+            detail: e.to_string(),
+        }
+    }
+
+    fn error(&self) -> StoreError {
+        StoreError::Unavailable {
+            cause: self.cause,
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+impl Write {
+    fn into_enqueue_reply(self) -> oneshot::Sender<Result<i64, StoreError>> {
+        match self {
+            Write::Enqueue { reply, .. } => reply,
+            _ => unreachable!("only enqueues are batched as enqueues"),
         }
     }
 }
@@ -959,8 +1362,31 @@ impl Reply {
         }
     }
 
-    fn fail(self, text: &str) {
-        let err = || StoreError::Sql(sqlx::Error::Protocol(format!("commit failed: {text}")));
+    /// The write's own error, if it failed alone.
+    fn error(&self) -> Option<WriteFailure> {
+        let failure = |e: &StoreError| match e {
+            StoreError::Sql(e) => WriteFailure::of(e),
+            StoreError::Unavailable { cause, detail } => WriteFailure {
+                cause: *cause,
+                detail: detail.clone(),
+            },
+            other => WriteFailure {
+                cause: Cause::Other,
+                detail: other.to_string(),
+            },
+        };
+        match self {
+            Reply::Seq(_, Err(e))
+            | Reply::Claimed(_, Err(e))
+            | Reply::Done(_, Err(e))
+            | Reply::Count(_, Err(e))
+            | Reply::Value(_, Err(e)) => Some(failure(e)),
+            _ => None,
+        }
+    }
+
+    fn fail(self, failure: &WriteFailure) {
+        let err = || failure.error();
         match self {
             Reply::Seq(s, _) => drop(s.send(Err(err()))),
             Reply::Claimed(s, _) => drop(s.send(Err(err()))),
@@ -971,7 +1397,7 @@ impl Reply {
     }
 }
 
-fn fail(w: Write, text: &str) {
+fn fail(w: Write, failure: &WriteFailure) {
     let reply = match w {
         Write::Enqueue { reply, .. } => Reply::Seq(reply, Ok(0)),
         Write::Claim { reply, .. } => Reply::Claimed(reply, Ok(Vec::new())),
@@ -986,12 +1412,10 @@ fn fail(w: Write, text: &str) {
         | Write::Purge { reply, .. }
         | Write::KvExpire { reply, .. } => Reply::Count(reply, Ok(0)),
     };
-    reply.fail(text);
+    reply.fail(failure);
 }
 
-type Tx<'c> = sqlx::Transaction<'c, sqlx::Sqlite>;
-
-async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
+async fn apply(tx: &mut SqliteConnection, w: Write) -> Reply {
     match w {
         // The writer batches these (see `writer_loop`); one alone is a batch of one.
         w @ Write::Enqueue { .. } => {
@@ -1025,7 +1449,7 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
             .bind(next_attempt_ms)
             .bind(error)
             .bind(seq)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await
             .map(|d| d.rows_affected() == 1)
             .map_err(StoreError::from);
@@ -1042,7 +1466,7 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
                 // Two statements, one effect: a savepoint makes them all or nothing even when a
                 // later write in the same group commit fails.
                 sqlx::query("SAVEPOINT dead_letter")
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await?;
                 let inserted = sqlx::query(
                     "INSERT OR REPLACE INTO dead_letters
@@ -1055,11 +1479,11 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
                 .bind(failure.last_status.map(i64::from))
                 .bind(&failure.response_excerpt)
                 .bind(seq)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
                 sqlx::query("DELETE FROM queue WHERE seq = ?")
                     .bind(seq)
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await?;
                 Ok(inserted.rows_affected() == 1)
             };
@@ -1072,7 +1496,7 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
             reply,
         } => {
             let replayed = async {
-                sqlx::query("SAVEPOINT replay").execute(&mut **tx).await?;
+                sqlx::query("SAVEPOINT replay").execute(&mut *tx).await?;
                 let sql = format!(
                     "INSERT INTO queue (flow, id, payload, metadata, enqueued_at, next_attempt_at, order_key, history)
                      SELECT flow, id, payload, metadata, ?, ?, order_key,
@@ -1086,7 +1510,7 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
                         .bind(now_ms),
                     filter
                 )
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
                 delete_dead(tx, &filter).await?;
                 Ok(moved.rows_affected())
@@ -1112,7 +1536,7 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
                 .bind(key)
                 .bind(value)
                 .bind(expires_at_ms)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await
                 .map(|_| true),
                 Some(now_ms) => sqlx::query(
@@ -1125,7 +1549,7 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
                 .bind(value)
                 .bind(expires_at_ms)
                 .bind(now_ms)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await
                 .map(|d| d.rows_affected() == 1),
             };
@@ -1158,7 +1582,7 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
             .bind(namespace)
             .bind(key)
             .bind(expected)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await
             .map(|d| d.rows_affected() == 1)
             .map_err(StoreError::from);
@@ -1176,7 +1600,7 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
             .bind(namespace)
             .bind(key)
             .bind(only_if_value)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await
             .map(|d| d.rows_affected() == 1)
             .map_err(StoreError::from);
@@ -1185,7 +1609,7 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
         Write::KvExpire { now_ms, reply } => {
             let r = sqlx::query("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?")
                 .bind(now_ms)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await
                 .map(|d| d.rows_affected())
                 .map_err(StoreError::from);
@@ -1195,7 +1619,7 @@ async fn apply(tx: &mut Tx<'_>, w: Write) -> Reply {
 }
 
 async fn kv_claim(
-    tx: &mut Tx<'_>,
+    tx: &mut SqliteConnection,
     namespace: &str,
     key: &str,
     holder: &[u8],
@@ -1212,7 +1636,7 @@ async fn kv_claim(
     .bind(holder)
     .bind(expires_at_ms)
     .bind(now_ms)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?
     .rows_affected()
         == 1;
@@ -1224,14 +1648,14 @@ async fn kv_claim(
         sqlx::query_scalar("SELECT value FROM kv WHERE namespace = ? AND key = ?")
             .bind(namespace)
             .bind(key)
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *tx)
             .await?,
     ))
 }
 
 /// Releases a savepoint after success, or rolls back to it after a failure.
 async fn finish_savepoint<T>(
-    tx: &mut Tx<'_>,
+    tx: &mut SqliteConnection,
     name: &str,
     result: Result<T, StoreError>,
 ) -> Result<T, StoreError> {
@@ -1241,7 +1665,7 @@ async fn finish_savepoint<T>(
         format!("ROLLBACK TO {name}; RELEASE {name}")
     };
     let ended = sqlx::raw_sql(sqlx::AssertSqlSafe(end))
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await;
     match (result, ended) {
         (Ok(v), Ok(_)) => Ok(v),
@@ -1251,7 +1675,7 @@ async fn finish_savepoint<T>(
 }
 
 async fn claim(
-    tx: &mut Tx<'_>,
+    tx: &mut SqliteConnection,
     flow: &str,
     now_ms: i64,
     limit: u32,
@@ -1272,7 +1696,7 @@ async fn claim(
     .bind(lease_ms)
     .bind(flow)
     .bind(limit)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await?;
     let mut claimed: Vec<Queued> = rows
         .into_iter()
@@ -1294,10 +1718,10 @@ async fn claim(
     Ok(claimed)
 }
 
-async fn delete_dead(tx: &mut Tx<'_>, filter: &DlqFilter) -> Result<u64, StoreError> {
+async fn delete_dead(tx: &mut SqliteConnection, filter: &DlqFilter) -> Result<u64, StoreError> {
     let sql = format!("DELETE FROM dead_letters WHERE {}", dlq_match(filter));
     Ok(bind_filter!(sqlx::query(sqlx::AssertSqlSafe(sql)), filter)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?
         .rows_affected())
 }

@@ -60,6 +60,17 @@ pub struct FlowInfo {
 pub struct QueueInfo {
     /// Messages waiting for delivery (or being delivered).
     pub depth: u64,
+    /// Their size in the store (payload and metadata).
+    pub bytes: u64,
+    /// How long the oldest of them has waited; 0 when the queue is empty.
+    pub oldest_age_seconds: f64,
+    /// Messages per second leaving the queue (delivered, dropped or dead-lettered) over the
+    /// last minute. Below the intake rate, the backlog grows.
+    pub drain_per_second: f64,
+    /// The bounds at which intake is refused (HTTP 429) or waits: `max_queued`.
+    pub max_queued: u64,
+    /// `max_queued_bytes`.
+    pub max_queued_bytes: u64,
     /// Dead letters.
     pub dead_letters: u64,
 }
@@ -106,15 +117,23 @@ impl ApiState {
 
     async fn info(&self, flow: &RunFlow) -> FlowInfo {
         let queue = match (flow.durable(), self.store.get()) {
-            (Some(_), Some(store)) => {
-                let depth = store.depth(&flow.name).await.map_or(0, |d| d.messages);
+            (Some(queue), Some(store)) => {
+                let depth = store.depth(&flow.name).await.unwrap_or_default();
+                let oldest_age_seconds = depth.oldest_enqueued_at_ms.map_or(0.0, |t| {
+                    (crate::core::durable::now_ms() - t).max(0) as f64 / 1000.0
+                });
                 let filter = weft_store::DlqFilter {
                     flow: Some(flow.name.to_string()),
                     ..Default::default()
                 };
                 let dead_letters = store.count_dead_letters(&filter).await.unwrap_or(0);
                 Some(QueueInfo {
-                    depth,
+                    depth: depth.messages,
+                    bytes: depth.bytes,
+                    oldest_age_seconds,
+                    drain_per_second: queue.drain_rate(),
+                    max_queued: queue.limits().max_messages,
+                    max_queued_bytes: queue.limits().max_bytes,
                     dead_letters,
                 })
             }

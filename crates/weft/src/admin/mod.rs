@@ -89,6 +89,7 @@ fn documented(flows: api::Flows, store: StoreCell) -> OpenApiRouter {
 }
 
 fn routes(metrics: PrometheusHandle, store: StoreCell, flows: api::Flows) -> Router {
+    let (metrics_store, health_store) = (store.clone(), store.clone());
     let (router, document) = documented(flows, store).split_for_parts();
     let document = std::sync::Arc::new(document.to_pretty_json().unwrap_or_default());
     router
@@ -108,7 +109,11 @@ fn routes(metrics: PrometheusHandle, store: StoreCell, flows: api::Flows) -> Rou
             "/metrics",
             get(move || {
                 let metrics = metrics.clone();
+                let store = metrics_store.clone();
                 async move {
+                    if let Some(store) = store.get() {
+                        crate::core::metrics::store_health(&store.health());
+                    }
                     metrics.run_upkeep();
                     (
                         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -119,13 +124,43 @@ fn routes(metrics: PrometheusHandle, store: StoreCell, flows: api::Flows) -> Rou
         )
         .route(
             "/health",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    r#"{"status":"ok"}"#,
-                )
+            get(move || {
+                let store = health_store.clone();
+                async move { health(store.get()) }
             }),
         )
+}
+
+/// `/health`: 200 while weft can do its work, 503 while the store cannot write (durable
+/// intake is refused meanwhile), with why and what to do.
+fn health(store: Option<&weft_store::Store>) -> Response {
+    let Some(store) = store else {
+        return json_response(StatusCode::OK, json!({ "status": "ok" }));
+    };
+    let health = store.health();
+    match &health.failing {
+        None => json_response(
+            StatusCode::OK,
+            json!({
+                "status": "ok",
+                "store": { "status": "ok", "failed_commits": health.failed_commits },
+            }),
+        ),
+        Some(failing) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "status": "failing",
+                "store": {
+                    "status": "failing",
+                    "cause": failing.cause.to_string(),
+                    "detail": failing.detail,
+                    "advice": failing.cause.advice(),
+                    "since": chrono::DateTime::<chrono::Utc>::from(failing.since).to_rfc3339(),
+                    "failed_commits": health.failed_commits,
+                },
+            }),
+        ),
+    }
 }
 
 pub(crate) fn json_response(status: StatusCode, body: Value) -> Response {

@@ -1003,6 +1003,7 @@ impl<'a> Loader<'a> {
         }
 
         let mut outputs = Vec::new();
+        let durable = mode == DeliveryMode::Durable;
         match (node.get("output"), node.get("outputs")) {
             (Some(_), Some(n)) => self.errors.push(ctx.error(
                 n.loc,
@@ -1015,14 +1016,14 @@ impl<'a> Loader<'a> {
                 "a flow needs an `output` (or a list of `outputs`)",
             )),
             (Some(n), None) => {
-                if let Some(o) = self.output(ctx, n, "output".into()) {
+                if let Some(o) = self.output(ctx, n, "output".into(), durable) {
                     outputs.push(o);
                 }
             }
             (None, Some(n)) => match &n.kind {
                 Kind::Seq(items) if !items.is_empty() => {
                     for (i, item) in items.iter().enumerate() {
-                        if let Some(o) = self.output(ctx, item, format!("outputs[{i}]")) {
+                        if let Some(o) = self.output(ctx, item, format!("outputs[{i}]"), durable) {
                             outputs.push(o);
                         }
                     }
@@ -1178,6 +1179,7 @@ impl<'a> Loader<'a> {
         ctx: &mut Ctx,
         node: &Node,
         slot: String,
+        durable: bool,
     ) -> Option<(String, Output, RetryPolicy)> {
         let id = format!("{slot}.{}", component_kind(node));
         ctx.component = Some(id.clone());
@@ -1189,7 +1191,7 @@ impl<'a> Loader<'a> {
             }
         };
         match config.build(self.shared, &self.resources) {
-            Ok(output) => Some((id, output, config.retry())),
+            Ok(output) => Some((id, output, config.retry(durable))),
             Err(errs) => {
                 self.errors.extend(ctx.build_errors(settings(node), errs));
                 None

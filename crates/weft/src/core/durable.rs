@@ -98,6 +98,14 @@ pub fn decode_value(stored: &[u8]) -> Result<Value, String> {
     }
 }
 
+impl AcceptError {
+    /// The store cannot write now (disk full, read-only…): it logs that once itself, so each
+    /// refused message need not.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, AcceptError::Store(StoreError::Unavailable { .. }))
+    }
+}
+
 /// Per-flow bounds of the store queue.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -115,7 +123,14 @@ pub struct DurableQueue {
     wake: Notify,
     depth: Gauge,
     dead: Gauge,
+    /// Messages that left the queue (delivered, dropped or dead-lettered) since the start,
+    /// and samples of it over the last [`RATE_WINDOW`], for the drain rate.
+    left: AtomicU64,
+    samples: std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, u64)>>,
 }
+
+/// How far back the drain rate looks.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 impl DurableQueue {
     /// Opens `flow`'s queue, counting what a previous run left in it. With `order_by`, messages
@@ -137,6 +152,8 @@ impl DurableQueue {
             messages: AtomicU64::new(depth.messages),
             bytes: AtomicU64::new(depth.bytes),
             wake: Notify::new(),
+            left: AtomicU64::new(0),
+            samples: Default::default(),
         };
         queue.depth.set(depth.messages as f64);
         queue.count_dead().await;
@@ -251,34 +268,117 @@ impl DurableQueue {
     fn left(&self, entry: &Queued) {
         self.release((entry.payload.len() + entry.metadata.len()) as u64);
         self.depth.decrement(1.0);
+        self.left.fetch_add(1, Ordering::Relaxed);
     }
 
-    async fn dead_letter(&self, entry: &Queued, attempts: u32, failure: Failure) {
-        tracing::error!(flow = %self.flow, id = entry.id, attempts, reason = %failure.reason, "message moved to the dead-letter queue");
-        match self
-            .store
-            .dead_letter(entry.seq, attempts, failure, now_ms())
-            .await
-        {
-            Ok(true) => {
-                self.left(entry);
-                self.dead.increment(1.0);
+    /// The queue's bounds.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Messages per second that left the queue over the last minute (fewer seconds just
+    /// after the start).
+    pub fn drain_rate(&self) -> f64 {
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        match (samples.front(), samples.back()) {
+            (Some((t0, n0)), Some((t1, n1))) if t1 > t0 => {
+                (n1 - n0) as f64 / t1.duration_since(*t0).as_secs_f64()
             }
-            // Already gone (another process replayed or purged it): nothing to count.
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(flow = %self.flow, id = entry.id, error = %e, "could not dead-letter; the message will be delivered again")
-            }
+            _ => 0.0,
         }
     }
 
-    async fn ack(&self, entry: &Queued) {
-        match self.store.ack(entry.seq).await {
-            Ok(true) => self.left(entry),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(flow = %self.flow, id = entry.id, error = %e, "could not ack; the message will be delivered again")
+    fn sample_rate(&self) -> f64 {
+        let now = std::time::Instant::now();
+        {
+            let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+            samples.push_back((now, self.left.load(Ordering::Relaxed)));
+            while samples
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
+            {
+                samples.pop_front();
             }
+        }
+        self.drain_rate()
+    }
+
+    async fn dead_letter(
+        &self,
+        entry: &Queued,
+        attempts: u32,
+        failure: Failure,
+        stop: &CancellationToken,
+    ) {
+        tracing::error!(flow = %self.flow, id = entry.id, attempts, reason = %failure.reason, "message moved to the dead-letter queue");
+        let moved = self
+            .persist(entry, "move it to the dead-letter queue", stop, || {
+                self.store
+                    .dead_letter(entry.seq, attempts, failure.clone(), now_ms())
+            })
+            .await;
+        // `Some(false)`: already gone (another process replayed or purged it).
+        if moved == Some(true) {
+            self.left(entry);
+            self.dead.increment(1.0);
+        }
+    }
+
+    async fn ack(&self, entry: &Queued, stop: &CancellationToken) {
+        if let Some(true) = self
+            .persist(entry, "ack it", stop, || self.store.ack(entry.seq))
+            .await
+        {
+            self.left(entry);
+        }
+    }
+
+    async fn reschedule(
+        &self,
+        entry: &Queued,
+        attempts: u32,
+        next_ms: i64,
+        reason: &str,
+        stop: &CancellationToken,
+    ) -> bool {
+        self.persist(entry, "record its retry", stop, || {
+            self.store.reschedule(entry.seq, attempts, next_ms, reason)
+        })
+        .await
+        .is_some()
+    }
+
+    /// A store write that settles a delivery (ack, retry schedule, dead-letter move), tried
+    /// again while the store cannot write: a full disk delays the verdict rather than leaving
+    /// the message leased for [`LEASE`]. `None` if it gave up (another error, or shutdown);
+    /// the message stays queued and is delivered again (a restart releases its lease).
+    async fn persist<T, F>(
+        &self,
+        entry: &Queued,
+        what: &str,
+        stop: &CancellationToken,
+        mut write: impl FnMut() -> F,
+    ) -> Option<T>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let error = match write().await {
+                Ok(done) => return Some(done),
+                Err(error) => error,
+            };
+            if !matches!(error, StoreError::Unavailable { .. }) || stop.is_cancelled() {
+                tracing::error!(flow = %self.flow, id = entry.id, %error, "could not {what}; the message will be delivered again");
+                return None;
+            }
+            // The store reports the outage itself, once.
+            tracing::debug!(flow = %self.flow, id = entry.id, %error, "could not {what} yet; retrying");
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
         }
     }
 }
@@ -312,15 +412,20 @@ pub const TRACEPARENT_KEY: &str = "weft_traceparent";
 /// process change it behind this process's counters. Also keeps the age gauge current.
 pub async fn upkeep(queue: Arc<DurableQueue>, stop: CancellationToken) {
     let age = metrics::gauge!("weft_queue_oldest_age_seconds", "flow" => queue.flow.to_string());
+    let rate = metrics::gauge!("weft_queue_drain_per_second", "flow" => queue.flow.to_string());
+    let bytes = metrics::gauge!("weft_queue_bytes", "flow" => queue.flow.to_string());
+    queue.sample_rate();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
+        rate.set(queue.sample_rate());
         if let Ok(depth) = queue.store.depth(&queue.flow).await {
             queue.messages.store(depth.messages, Ordering::Relaxed);
             queue.bytes.store(depth.bytes, Ordering::Relaxed);
             queue.depth.set(depth.messages as f64);
+            bytes.set(depth.bytes as f64);
             let oldest = depth
                 .oldest_enqueued_at_ms
                 .map_or(0, |t| (now_ms() - t).max(0));
@@ -367,7 +472,12 @@ pub async fn work<P: Processor, O: Output>(
         {
             Ok(claimed) => claimed,
             Err(e) => {
-                tracing::error!(flow = %queue.flow, error = %e, "cannot read the store queue; retrying");
+                // The store reports an outage itself, once; anything else is news.
+                if matches!(e, StoreError::Unavailable { .. }) {
+                    tracing::debug!(flow = %queue.flow, error = %e, "cannot claim from the store queue; retrying");
+                } else {
+                    tracing::error!(flow = %queue.flow, error = %e, "cannot read the store queue; retrying");
+                }
                 drop(permits);
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
@@ -385,8 +495,9 @@ pub async fn work<P: Processor, O: Output>(
         for (entry, permit) in claimed.into_iter().zip(permits) {
             let flow = flow.clone();
             let queue = queue.clone();
+            let stop = shutdown.clone();
             tasks.spawn(async move {
-                deliver(&flow, &queue, entry).await;
+                deliver(&flow, &queue, entry, &stop).await;
                 drop(permit);
             });
         }
@@ -399,18 +510,21 @@ async fn deliver<P: Processor, O: Output>(
     flow: &Flow<P, O>,
     queue: &Arc<DurableQueue>,
     entry: Queued,
+    stop: &CancellationToken,
 ) {
     let attempts = entry.attempts + 1;
     let message = match decode(&entry) {
         Ok(m) => m,
         Err(reason) => {
             flow.count_failed();
-            return queue.dead_letter(&entry, attempts, reason.into()).await;
+            return queue
+                .dead_letter(&entry, attempts, reason.into(), stop)
+                .await;
         }
     };
     let span = flow.span(&message);
     let caller = message.traceparent.clone();
-    let attempt = deliver_message(flow, queue, entry, message, attempts);
+    let attempt = deliver_message(flow, queue, entry, message, attempts, stop);
     crate::telemetry::with_caller(caller, tracing::Instrument::instrument(attempt, span)).await;
 }
 
@@ -421,6 +535,7 @@ async fn deliver_message<P: Processor, O: Output>(
     entry: Queued,
     message: Message,
     attempts: u32,
+    stop: &CancellationToken,
 ) {
     let id = message.id;
     // A retry runs the pipeline again: a dedupe key this message took on an earlier attempt is
@@ -433,13 +548,9 @@ async fn deliver_message<P: Processor, O: Output>(
             trail.settle_groups(&GroupOutcome::Retry(BUSY_WAIT));
             flow.release(trail.claims, id).await;
             let next = now_ms() + BUSY_WAIT.as_millis() as i64;
-            if let Err(e) = queue
-                .store
-                .reschedule(entry.seq, entry.attempts, next, &e.to_string())
-                .await
-            {
-                tracing::error!(flow = %queue.flow, id = entry.id, error = %e, "could not persist the wait; the lease will lapse and the message be retried");
-            }
+            queue
+                .reschedule(&entry, entry.attempts, next, &e.to_string(), stop)
+                .await;
             return;
         }
         Err(e) => {
@@ -447,7 +558,7 @@ async fn deliver_message<P: Processor, O: Output>(
             flow.release(trail.claims, id).await;
             flow.count_failed();
             return queue
-                .dead_letter(&entry, attempts, e.to_string().into())
+                .dead_letter(&entry, attempts, e.to_string().into(), stop)
                 .await;
         }
     };
@@ -475,7 +586,7 @@ async fn deliver_message<P: Processor, O: Output>(
             if delivered_any {
                 flow.count_delivered();
             }
-            queue.ack(&entry).await
+            queue.ack(&entry, stop).await
         }
         Verdict::Failed { reason, response } => {
             let failure = Failure {
@@ -485,17 +596,15 @@ async fn deliver_message<P: Processor, O: Output>(
             };
             flow.release(trail.claims, id).await;
             flow.count_failed();
-            queue.dead_letter(&entry, attempts, failure).await
+            queue.dead_letter(&entry, attempts, failure, stop).await
         }
         Verdict::Retry { wait, reason } => {
             let next = now_ms() + wait.as_millis() as i64;
-            if let Err(e) = queue
-                .store
-                .reschedule(entry.seq, attempts, next, &reason)
+            if queue
+                .reschedule(&entry, attempts, next, &reason, stop)
                 .await
+                && wait < IDLE_POLL
             {
-                tracing::error!(flow = %queue.flow, id = entry.id, error = %e, "could not persist the retry; the lease will lapse and the message be retried");
-            } else if wait < IDLE_POLL {
                 // An idle worker looks again only every IDLE_POLL: wake one when it is due.
                 let queue = queue.clone();
                 tokio::spawn(async move {

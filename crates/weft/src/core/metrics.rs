@@ -70,3 +70,9 @@ impl ComponentMetrics {
         }
     }
 }
+
+/// The store's write health, set when `/metrics` is scraped (the store counts; this copies).
+pub fn store_health(health: &weft_store::Health) {
+    counter!("weft_store_commit_failures_total").absolute(health.failed_commits);
+    gauge!("weft_store_writable").set(if health.failing.is_some() { 0.0 } else { 1.0 });
+}

@@ -18,30 +18,123 @@ use serde::Deserialize;
 use super::{Message, Output, metrics::ComponentMetrics};
 use crate::config::units::Dur;
 
-/// `retry:` on an output.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+/// `retry:` on an output. Every field left out takes the default of the flow's delivery mode:
+/// a direct flow's caller is waiting, so it gives up within minutes; a durable flow has stored
+/// the message, so it rides out an outage of hours.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
-    /// Attempts in all, the first one included. `1` turns retries off.
-    pub max_attempts: u32,
-    /// Wait before the first retry.
-    pub initial_backoff: Dur,
-    /// Longest computed wait between attempts (a `Retry-After` may be longer).
-    pub max_backoff: Dur,
-    /// No retry starts later than this after the first attempt.
-    pub max_elapsed: Dur,
+    /// Attempts in all, the first one included; `1` turns retries off. Default: `5` in a
+    /// direct flow; unlimited in a durable one (`max_elapsed` bounds it).
+    pub max_attempts: Option<u32>,
+    /// Wait before the first retry. Default: `200ms` direct, `1s` durable.
+    pub initial_backoff: Option<Dur>,
+    /// Longest computed wait between attempts (a `Retry-After` may be longer). Default: `30s`
+    /// direct, `5m` durable.
+    pub max_backoff: Option<Dur>,
+    /// No retry starts later than this after the first attempt; `forever` never gives up.
+    /// Default: `2m` direct, `24h` durable.
+    pub max_elapsed: Option<Elapsed>,
 }
 
-impl Default for RetryConfig {
-    fn default() -> Self {
-        RetryConfig {
-            max_attempts: 5,
-            initial_backoff: Dur(Duration::from_millis(200)),
-            max_backoff: Dur(Duration::from_secs(30)),
-            max_elapsed: Dur(Duration::from_secs(120)),
+/// How long retries may go on: a duration, or `forever`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Elapsed {
+    Within(Dur),
+    Forever,
+}
+
+impl Elapsed {
+    fn duration(self) -> Duration {
+        match self {
+            Elapsed::Within(d) => d.0,
+            Elapsed::Forever => Duration::MAX,
         }
     }
 }
+
+impl<'de> Deserialize<'de> for Elapsed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Elapsed;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration with its unit, like `30m` or `24h`, or `forever`")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Elapsed, E> {
+                if s.trim() == "forever" {
+                    return Ok(Elapsed::Forever);
+                }
+                Dur::parse(s).map(Elapsed::Within).map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Elapsed, E> {
+                self.visit_str(&n.to_string())
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Elapsed, E> {
+                self.visit_str(&n.to_string())
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Elapsed, E> {
+                self.visit_str(&n.to_string())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl schemars::JsonSchema for Elapsed {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DurationOrForever".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A duration with its unit (`30m`, `24h`), or `forever`.",
+            "pattern": "^\\s*([0-9]|forever\\s*$)",
+            "examples": ["2m", "24h", "forever"]
+        })
+    }
+}
+
+impl RetryConfig {
+    /// The policy this config gives in a durable (`true`) or direct flow.
+    pub fn policy(&self, durable: bool) -> RetryPolicy {
+        let (attempts, initial, max, elapsed) = if durable {
+            (
+                u32::MAX,
+                Duration::from_secs(1),
+                Duration::from_secs(300),
+                DAY,
+            )
+        } else {
+            (
+                5,
+                Duration::from_millis(200),
+                Duration::from_secs(30),
+                Duration::from_secs(120),
+            )
+        };
+        let scale = time_scale();
+        RetryPolicy {
+            max_attempts: self.max_attempts.unwrap_or(attempts).max(1),
+            initial_backoff: self.initial_backoff.map_or(initial, |d| d.0) / scale,
+            max_backoff: self.max_backoff.map_or(max, |d| d.0) / scale,
+            max_elapsed: self.max_elapsed.map_or(elapsed, Elapsed::duration) / scale,
+        }
+    }
+
+    /// Whether any field is set.
+    pub fn is_set(&self) -> bool {
+        *self != RetryConfig::default()
+    }
+
+    /// The longest retries may go on, when set.
+    pub fn max_elapsed(&self) -> Option<Duration> {
+        self.max_elapsed.map(Elapsed::duration)
+    }
+}
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// What the destination answered, kept with a dead letter.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,18 +192,6 @@ pub fn set_time_scale(scale: u32) {
 
 fn time_scale() -> u32 {
     TIME_SCALE.load(Ordering::Relaxed)
-}
-
-impl From<&RetryConfig> for RetryPolicy {
-    fn from(c: &RetryConfig) -> Self {
-        let scale = time_scale();
-        RetryPolicy {
-            max_attempts: c.max_attempts.max(1),
-            initial_backoff: c.initial_backoff.0 / scale,
-            max_backoff: c.max_backoff.0 / scale,
-            max_elapsed: c.max_elapsed.0 / scale,
-        }
-    }
 }
 
 impl RetryPolicy {

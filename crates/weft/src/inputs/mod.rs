@@ -313,7 +313,11 @@ impl Feed {
                         return true;
                     }
                     Err(error) => {
-                        tracing::error!(flow = %self.flow.name, %error, "could not store a message; retrying");
+                        if error.is_outage() {
+                            tracing::debug!(flow = %self.flow.name, %error, "could not store a message; retrying");
+                        } else {
+                            tracing::error!(flow = %self.flow.name, %error, "could not store a message; retrying");
+                        }
                         tokio::select! {
                             _ = self.shutdown.cancelled() => return false,
                             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}

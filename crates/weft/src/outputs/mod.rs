@@ -87,24 +87,33 @@ impl OutputConfig {
         }
     }
 
-    pub fn retry(&self) -> RetryPolicy {
-        match self {
-            OutputConfig::HttpClient(c) => RetryPolicy::from(&c.retry),
-            OutputConfig::Graphql(c) => RetryPolicy::from(&c.retry),
-            OutputConfig::Soap(c) => RetryPolicy::from(&c.retry),
-            OutputConfig::Openapi(c) => RetryPolicy::from(&c.retry),
-            OutputConfig::Sql(c) => RetryPolicy::from(&c.retry),
-            OutputConfig::RedisStreams(c) => RetryPolicy::from(&c.retry),
-            OutputConfig::RedisList(c) => RetryPolicy::from(&c.retry),
-            OutputConfig::RedisPubsub(c) => RetryPolicy::from(&c.retry),
-            OutputConfig::Nats(c) => RetryPolicy::from(&c.retry),
-            OutputConfig::NatsJetstream(c) => RetryPolicy::from(&c.retry),
-            OutputConfig::Amqp(c) => RetryPolicy::from(&c.retry),
-            OutputConfig::Mqtt(c) => RetryPolicy::from(&c.retry),
-            OutputConfig::Fallback(c) | OutputConfig::RoundRobin(c) => RetryPolicy::from(&c.retry),
-            OutputConfig::Switch(c) => RetryPolicy::from(&c.retry),
-            _ => RetryPolicy::from(&RetryConfig::default()),
-        }
+    /// The output's `retry:` settings, for the outputs that have them.
+    pub fn retry_config(&self) -> Option<&RetryConfig> {
+        Some(match self {
+            OutputConfig::HttpClient(c) => &c.retry,
+            OutputConfig::Graphql(c) => &c.retry,
+            OutputConfig::Soap(c) => &c.retry,
+            OutputConfig::Openapi(c) => &c.retry,
+            OutputConfig::Sql(c) => &c.retry,
+            OutputConfig::RedisStreams(c) => &c.retry,
+            OutputConfig::RedisList(c) => &c.retry,
+            OutputConfig::RedisPubsub(c) => &c.retry,
+            OutputConfig::Nats(c) => &c.retry,
+            OutputConfig::NatsJetstream(c) => &c.retry,
+            OutputConfig::Amqp(c) => &c.retry,
+            OutputConfig::Mqtt(c) => &c.retry,
+            OutputConfig::Fallback(c) | OutputConfig::RoundRobin(c) => &c.retry,
+            OutputConfig::Switch(c) => &c.retry,
+            _ => return None,
+        })
+    }
+
+    /// The output's retry policy in a durable (`true`) or direct flow.
+    pub fn retry(&self, durable: bool) -> RetryPolicy {
+        self.retry_config()
+            .cloned()
+            .unwrap_or_default()
+            .policy(durable)
     }
 
     pub fn build(&self, shared: &Shared, resources: &Resources) -> Result<Output, Vec<BuildError>> {
@@ -268,10 +277,9 @@ fn build_inner(
     errors: &mut Vec<BuildError>,
 ) -> Vec<(String, Output)> {
     let mut built = Vec::new();
-    let unused = RetryPolicy::from(&RetryConfig::default());
     for (i, config) in configs.iter().enumerate() {
         let kind = config.kind();
-        if config.retry() != unused {
+        if config.retry_config().is_some_and(RetryConfig::is_set) {
             errors.push(BuildError::new(
                 &format!("{path}.{i}.{kind}.retry"),
                 "an output inside a strategy makes one attempt per attempt of the strategy: set `retry` on the strategy",

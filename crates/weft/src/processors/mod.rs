@@ -315,7 +315,7 @@ fn in_place_policy(
     config: &crate::core::retry::RetryConfig,
     errors: &mut Vec<BuildError>,
 ) -> Option<crate::core::retry::RetryPolicy> {
-    if config.max_elapsed.0 > MAX_IN_PLACE {
+    if config.max_elapsed().is_some_and(|e| e > MAX_IN_PLACE) {
         errors.push(BuildError::new(
             "retry.max_elapsed",
             format!(
@@ -324,7 +324,8 @@ fn in_place_policy(
         ));
         return None;
     }
-    Some(crate::core::retry::RetryPolicy::from(config))
+    // A step retries in place while the message waits, whatever the flow's delivery mode.
+    Some(config.policy(false))
 }
 
 /// What every step that calls an API has besides its call: in-place retries and `result`.

@@ -6,6 +6,8 @@ use std::collections::HashSet;
 use std::process::Stdio;
 use std::time::Duration;
 
+use http::Method;
+
 use weft_store::{DlqFilter, Durability, Store};
 
 use crate::support::*;
@@ -505,4 +507,109 @@ async fn ordering_by_key_keeps_each_keys_order_through_retries() {
     let (status, _, body) = post_json(&url, r#"{"n": 0}"#).await;
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("ordering key"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_default_retries_a_durable_flow_rides_out_a_minute_long_outage() {
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(503));
+    let port = free_port();
+    let dir = scratch();
+    let config = format!(
+        r#"
+flows:
+  orders:
+    delivery: durable
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    output:
+      http_client: {{ url: "{url}", timeout: 500ms }}
+"#,
+        url = receiver.url("/in")
+    );
+    let weft = Weft::start_in(dir.clone(), &config, &[], Stdio::null()).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    for n in 0..100 {
+        let (status, _, _) = post_json(&url, &format!(r#"{{"n": {n}}}"#)).await;
+        assert_eq!(status, 202);
+    }
+    // Down for a minute: with the direct defaults every message would be dead by now.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(dead_letters(&dir, 0).await.is_empty(), "{}", weft.stderr());
+    receiver.set_default(Reply::status(200));
+    let delivered = || -> HashSet<i64> {
+        receiver
+            .seen()
+            .iter()
+            .filter(|s| s.status == 200)
+            .filter_map(|s| s.json()["n"].as_i64())
+            .collect()
+    };
+    // The longest wait (doubling from 1 s, jittered) after a minute's attempts is under 70 s.
+    assert!(
+        eventually(Duration::from_secs(120), || delivered().len() == 100).await,
+        "{} of 100 delivered after the outage\n{}",
+        delivered().len(),
+        weft.stderr()
+    );
+    assert!(dead_letters(&dir, 0).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_its_age_and_the_drain_rate_are_on_the_api_and_metrics() {
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(503));
+    let port = free_port();
+    let config = durable_flow(
+        port,
+        &receiver.url("/in"),
+        "    max_queued: 30\n    max_queued_bytes: 1MiB",
+        "{ initial_backoff: 50ms, max_backoff: 100ms }",
+    );
+    let weft = Weft::start(&config).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    for n in 0..30 {
+        let (status, _, _) = post_json(&url, &format!(r#"{{"n": {n}}}"#)).await;
+        assert_eq!(status, 202);
+    }
+    // The bound answers before the disk does.
+    let (status, headers, _) = post_json(&url, r#"{"n": 30}"#).await;
+    assert_eq!(status, 429);
+    assert!(headers.contains_key("retry-after"));
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (_, flow) = weft.admin_json(Method::GET, "/api/v1/flows/orders").await;
+    let queue = &flow["queue"];
+    assert_eq!(queue["depth"], 30, "{flow}");
+    assert!(queue["bytes"].as_u64().unwrap() > 30 * 8, "{flow}");
+    assert!(
+        queue["oldest_age_seconds"].as_f64().unwrap() >= 1.0,
+        "{flow}"
+    );
+    assert_eq!(queue["max_queued"], 30);
+    assert_eq!(queue["max_queued_bytes"], 1024 * 1024);
+    assert_eq!(queue["drain_per_second"], 0.0, "{flow}");
+    weft.metric_eventually(r#"weft_queue_oldest_age_seconds{flow="orders"}"#)
+        .await
+        .unwrap();
+    weft.metric_eventually(r#"weft_queue_bytes{flow="orders"}"#)
+        .await
+        .unwrap();
+
+    receiver.set_default(Reply::status(200));
+    let mut drained = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (_, flow) = weft.admin_json(Method::GET, "/api/v1/flows/orders").await;
+        if flow["queue"]["depth"] == 0 && flow["queue"]["drain_per_second"].as_f64() > Some(0.0) {
+            drained = flow;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(drained["queue"]["oldest_age_seconds"], 0.0, "{drained}");
+    let metrics = weft.metrics().await;
+    let rate = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"weft_queue_drain_per_second{flow="orders"} "#))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(rate > Some(0.0), "{metrics}");
 }

@@ -11,6 +11,7 @@ mod cli;
 mod codecs;
 mod conformance;
 mod delivery;
+mod disk_full;
 mod durable;
 mod finite;
 mod flow_tests;

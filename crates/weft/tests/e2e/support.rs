@@ -522,3 +522,62 @@ where
     }
     sent
 }
+
+/// A small tmpfs mounted at `dir` for one test (a disk that fills up), unmounted when
+/// dropped. `None` after a loud message where this machine will not mount one; a failure
+/// under `WEFT_REQUIRE_SERVICES=1`.
+pub struct TinyFs {
+    pub dir: PathBuf,
+}
+
+impl TinyFs {
+    pub fn mount(dir: &Path, size: &str) -> Option<TinyFs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(TinyFs {
+                dir: dir.to_path_buf(),
+            }),
+            Ok(out) => {
+                service_missing("tmpfs", "mount", String::from_utf8_lossy(&out.stderr));
+                None
+            }
+            Err(e) => {
+                service_missing("tmpfs", "mount", e);
+                None
+            }
+        }
+    }
+
+    /// Fills the file system with a ballast file, leaving `leave` bytes free.
+    pub fn fill(&self, leave: u64) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.dir.join("ballast")).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        let mut written = 0u64;
+        while let Ok(n @ 1..) = file.write(&chunk) {
+            written += n as u64;
+        }
+        file.set_len(written.saturating_sub(leave)).unwrap();
+    }
+
+    /// Gives the ballast's space back.
+    pub fn free(&self) {
+        std::fs::remove_file(self.dir.join("ballast")).unwrap();
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}

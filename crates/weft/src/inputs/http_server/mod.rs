@@ -611,7 +611,11 @@ async fn respond(
                 error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string(), None)
             }
             Err(e) => {
-                tracing::error!(%id, error = %e, "could not store the message; the caller was answered 503");
+                if e.is_outage() {
+                    tracing::debug!(%id, error = %e, "could not store the message; the caller was answered 503");
+                } else {
+                    tracing::error!(%id, error = %e, "could not store the message; the caller was answered 503");
+                }
                 retry_later(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the store is unavailable; retry later",
