@@ -76,6 +76,9 @@ pub enum Cause {
     Damaged,
     /// Anything else SQLite refused.
     Other,
+    /// Less free space than the store's floor ([`Store::watch_free_space`]): new messages are
+    /// refused so that delivery, which also writes, can go on and drain the queue.
+    LowSpace,
 }
 
 impl Cause {
@@ -98,6 +101,9 @@ impl Cause {
                 "the store file is damaged: stop weft, move the file aside and restart (messages in it are lost)"
             }
             Cause::Other => "weft retries by itself; if it persists, report it",
+            Cause::LowSpace => {
+                "free space on the file system holding the data directory (or lower `disk_free_limit`); delivery goes on meanwhile and intake resumes by itself"
+            }
         }
     }
 
@@ -130,6 +136,7 @@ impl std::fmt::Display for Cause {
             Cause::Busy => "busy",
             Cause::Damaged => "damaged",
             Cause::Other => "write failed",
+            Cause::LowSpace => "disk nearly full",
         })
     }
 }
@@ -142,6 +149,17 @@ pub struct Health {
     /// Groups of writes whose commit failed since the store was opened (each answered with
     /// an error, none of them stored).
     pub failed_commits: u64,
+    /// Set while free space is under the floor: new messages are refused meanwhile.
+    pub low_space: Option<LowSpace>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LowSpace {
+    /// Bytes the store can still use: free on the file system plus free pages in its file.
+    pub available: u64,
+    /// The floor.
+    pub limit: u64,
+    pub since: std::time::SystemTime,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +175,68 @@ struct HealthCell {
     failing: std::sync::Mutex<Option<Failing>>,
     failing_now: std::sync::atomic::AtomicBool,
     failed_commits: std::sync::atomic::AtomicU64,
+    low_space: std::sync::Mutex<Option<LowSpace>>,
+    low_now: std::sync::atomic::AtomicBool,
+    /// Between two measures of the free space: the last measure less what was enqueued
+    /// since (twice: the log, then the file), so a burst cannot overshoot the floor.
+    room: std::sync::atomic::AtomicI64,
+    floor: std::sync::atomic::AtomicU64,
+    path: PathBuf,
+}
+
+impl HealthCell {
+    fn new(path: &Path) -> HealthCell {
+        HealthCell {
+            room: std::sync::atomic::AtomicI64::new(i64::MAX),
+            path: path.to_path_buf(),
+            ..Default::default()
+        }
+    }
+
+    /// Enters the low-space state (and says so, once).
+    fn low(&self, available: u64, floor: u64) {
+        let mut low = self.low_space.lock().unwrap_or_else(|p| p.into_inner());
+        if low.is_some() {
+            return;
+        }
+        tracing::error!(
+            path = %self.path.display(),
+            "store has {} KiB left, under its floor of {} KiB: new messages are refused (HTTP intake answers 503, reading inputs wait) while delivery goes on. {}",
+            available / 1024,
+            floor / 1024,
+            Cause::LowSpace.advice()
+        );
+        *low = Some(LowSpace {
+            available,
+            limit: floor,
+            since: std::time::SystemTime::now(),
+        });
+        self.low_now.store(true, Ordering::Relaxed);
+    }
+
+    /// Leaves it once there is a quarter of the floor more than the floor, so that it does
+    /// not flap at the edge.
+    fn measured(&self, available: u64, floor: u64) {
+        if available < floor {
+            return self.low(available, floor);
+        }
+        let mut low = self.low_space.lock().unwrap_or_else(|p| p.into_inner());
+        match low.as_mut() {
+            Some(state) if available >= floor.saturating_add(floor / 4) => {
+                let down = state.since.elapsed().unwrap_or_default();
+                tracing::warn!(
+                    path = %self.path.display(),
+                    "store has {} KiB free again: new messages are accepted (they were refused for {:.1} s)",
+                    available / 1024,
+                    down.as_secs_f64()
+                );
+                *low = None;
+                self.low_now.store(false, Ordering::Relaxed);
+            }
+            Some(state) => state.available = available,
+            None => {}
+        }
+    }
 }
 
 /// How much a committed write survives.
@@ -525,7 +605,7 @@ impl Store {
             .await
             .map_err(open_err)?;
         let (writes, rx) = mpsc::channel(4 * GROUP_MAX);
-        let health = Arc::new(HealthCell::default());
+        let health = Arc::new(HealthCell::new(path));
         let writer = Writer {
             conn: Some(writer),
             options,
@@ -563,7 +643,54 @@ impl Store {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             failed_commits: self.health.failed_commits.load(Ordering::Relaxed),
+            low_space: self
+                .health
+                .low_space
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
+    }
+
+    /// Keeps a floor of free space: while what the store can still use (free space on its file
+    /// system plus free pages inside its file) is under `limit`, [`Store::enqueue`] refuses
+    /// with [`Cause::LowSpace`] and every other write goes on, so delivery can drain the queue
+    /// (deleting a row needs room in the log too: a queue that filled the disk could never
+    /// drain). `None` is 5 % of the file system, at most 64 MiB; `Some(0)` turns it off.
+    /// Measured every [`SPACE_EVERY`] for as long as a handle to the store lives, and
+    /// estimated in between from what was enqueued.
+    pub fn watch_free_space(&self, limit: Option<u64>) {
+        let health = Arc::downgrade(&self.health);
+        let reads = self.reads.clone();
+        let dir = self
+            .health
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        tokio::spawn(async move {
+            loop {
+                let Some(health) = health.upgrade() else {
+                    return;
+                };
+                match room(&dir, &reads).await {
+                    Ok((available, total)) => {
+                        let floor = limit.unwrap_or((total / 20).min(64 << 20));
+                        health.floor.store(floor, Ordering::Relaxed);
+                        health
+                            .room
+                            .store(available.min(i64::MAX as u64) as i64, Ordering::Relaxed);
+                        health.measured(available, floor);
+                    }
+                    Err(e) => {
+                        tracing::debug!(path = %health.path.display(), error = %e, "store: cannot read the free space")
+                    }
+                }
+                drop(health);
+                tokio::time::sleep(SPACE_EVERY).await;
+            }
+        });
     }
 
     /// Appends a message to `flow`'s queue, due now. Returns its sequence number. Messages
@@ -579,6 +706,25 @@ impl Store {
         order_key: Option<&str>,
         now_ms: i64,
     ) -> Result<i64, StoreError> {
+        let size = 2 * (payload.len() + metadata.len() + id.len() + 64) as i64;
+        let room = self.health.room.fetch_sub(size, Ordering::Relaxed) - size;
+        let floor = self.health.floor.load(Ordering::Relaxed);
+        if room < floor as i64 {
+            self.health.low(room.max(0) as u64, floor);
+        }
+        if self.health.low_now.load(Ordering::Relaxed) {
+            let low = self.health().low_space;
+            return Err(StoreError::Unavailable {
+                cause: Cause::LowSpace,
+                detail: low.map_or_else(String::new, |l| {
+                    format!(
+                        "{} KiB left for the store, under the floor of {} KiB",
+                        l.available / 1024,
+                        l.limit / 1024
+                    )
+                }),
+            });
+        }
         self.write(|reply| Write::Enqueue {
             flow: flow.into(),
             id: id.into(),
@@ -917,6 +1063,46 @@ fn classify(e: sqlx::Error, path: &Path) -> StoreError {
         }
     }
 }
+
+/// Bytes the store can still use in `dir` (free on its file system, for an unprivileged
+/// user, plus free pages inside the store file), and the file system's size.
+async fn room(dir: &Path, reads: &SqlitePool) -> Result<(u64, u64), String> {
+    let (free, total) = {
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || statvfs(&dir))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    let row = sqlx::query(
+        "SELECT freelist_count, page_size FROM pragma_freelist_count, pragma_page_size",
+    )
+    .fetch_one(reads)
+    .await
+    .map_err(|e| e.to_string())?;
+    let pages: i64 = row.get(0);
+    let page_size: i64 = row.get(1);
+    Ok((free + (pages.max(0) * page_size.max(0)) as u64, total))
+}
+
+fn statvfs(dir: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut out = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a valid C string and `out` a buffer of the right type, which
+    // statvfs fills completely when it returns 0.
+    if unsafe { libc::statvfs(path.as_ptr(), out.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: filled by the successful call above.
+    let out = unsafe { out.assume_init() };
+    let block = out.f_frsize;
+    Ok((out.f_bavail * block, out.f_blocks * block))
+}
+
+/// How often the free space is measured (a `statvfs` and a pragma: cheap).
+const SPACE_EVERY: Duration = Duration::from_millis(250);
 
 /// How often a failing writer tries a small write when nothing else asks it to write.
 const PROBE_EVERY: Duration = Duration::from_secs(1);

@@ -277,3 +277,44 @@ async fn the_delivering_process_refuses_a_store_it_cannot_write() {
     // A tool that only reads the DLQ still opens it.
     assert!(Store::open(&path, Durability::Process).await.is_ok());
 }
+
+#[tokio::test]
+async fn under_the_free_space_floor_intake_is_refused_and_everything_else_goes_on() {
+    let dir = std::env::temp_dir().join(format!("weft-store-floor-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("weft.db");
+    let store = Store::open_owner(&path, Durability::Process).await.unwrap();
+    let seq = store.enqueue("f", "a", b"1", b"", None, 1).await.unwrap();
+    // A floor no disk has: the next check finds the store under it.
+    store.watch_free_space(Some(u64::MAX / 4));
+    let mut refused = None;
+    for _ in 0..50 {
+        match store.enqueue("f", "b", b"2", b"", None, 1).await {
+            Err(
+                e @ StoreError::Unavailable {
+                    cause: Cause::LowSpace,
+                    ..
+                },
+            ) => {
+                refused = Some(e);
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let refused = refused.expect("intake was never refused under the floor");
+    assert!(refused.to_string().contains("floor"), "{refused}");
+    let low = store.health().low_space.expect("health shows the floor");
+    assert!(low.available < low.limit);
+    // What drains the queue still writes.
+    let claimed = store
+        .claim("f", 2, 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(!claimed.is_empty());
+    assert!(store.ack(seq).await.unwrap());
+    store.kv_put("ns", "k", b"v", None).await.unwrap();
+    assert!(store.health().failing.is_none());
+}

@@ -358,6 +358,8 @@ impl Engine {
                     source,
                 })?;
             let store = Store::open_owner(&path, self.durability).await?;
+            // Read when the store opens: a reload that changes it takes effect on restart.
+            store.watch_free_space(loaded.disk_free_limit);
             tracing::info!(path = %path.display(), durability = ?self.durability, "store open");
             tokio::spawn(sweep_expired_keys(store.clone(), self.store_stop.clone()));
             let _ = self.store.set(store);

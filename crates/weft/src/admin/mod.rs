@@ -138,7 +138,19 @@ fn health(store: Option<&weft_store::Store>) -> Response {
         return json_response(StatusCode::OK, json!({ "status": "ok" }));
     };
     let health = store.health();
-    match &health.failing {
+    // A full floor is reported like a failing write: intake is refused either way.
+    let failing = health.failing.clone().or_else(|| {
+        health.low_space.as_ref().map(|low| weft_store::Failing {
+            cause: weft_store::Cause::LowSpace,
+            detail: format!(
+                "{} KiB left for the store, under the floor of {} KiB (disk_free_limit)",
+                low.available / 1024,
+                low.limit / 1024
+            ),
+            since: low.since,
+        })
+    });
+    match &failing {
         None => json_response(
             StatusCode::OK,
             json!({

@@ -139,6 +139,8 @@ pub struct Loaded {
     pub admin_tls: Option<std::sync::Arc<crate::server::tls::Tls>>,
     pub shutdown_timeout: Duration,
     pub durability: Durability,
+    /// `disk_free_limit`: the store's floor of free space (`None`: its default).
+    pub disk_free_limit: Option<u64>,
     pub resources: Resources,
     /// What every flow depends on (`resources`, `outbound`), as [`yaml::Node::canonical`]
     /// writes it: when it changed, a reload restarts every flow.
@@ -197,6 +199,7 @@ const TOP_KEYS: &[&str] = &[
     "admin",
     "shutdown_timeout",
     "durability",
+    "disk_free_limit",
     "resources",
     "outbound",
     "tracing",
@@ -333,6 +336,7 @@ struct Loader<'a> {
     outbound_seen: bool,
     shutdown_timeout: Option<Duration>,
     durability: Option<Durability>,
+    disk_free_limit: Option<u64>,
     seen_flows: HashMap<String, String>,
     endpoints: HashMap<(std::net::SocketAddr, String), String>,
     /// Per address: the first flow on it, and its TLS and limits (which every flow there shares).
@@ -496,6 +500,7 @@ impl<'a> Loader<'a> {
             outbound_seen: false,
             shutdown_timeout: None,
             durability: None,
+            disk_free_limit: None,
             seen_flows: HashMap::new(),
             endpoints: HashMap::new(),
             listeners: HashMap::new(),
@@ -519,6 +524,7 @@ impl<'a> Loader<'a> {
             admin_tls: self.admin_tls,
             shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
             durability: self.durability.unwrap_or_default(),
+            disk_free_limit: self.disk_free_limit,
             resources: self.resources,
             shared: self.shared_settings,
             tracing: self.tracing.unwrap_or_default(),
@@ -645,6 +651,12 @@ impl<'a> Loader<'a> {
                         "durability",
                         format!("{} (use `process` or `power`)", e.message),
                     )),
+                },
+                "disk_free_limit" => match from_node::<units::Size>(value) {
+                    Ok(size) => self.disk_free_limit = Some(size.0),
+                    Err(e) => self
+                        .errors
+                        .push(ctx.error(value.loc, "disk_free_limit", e.message)),
                 },
                 "shutdown_timeout" => match from_node::<Dur>(value) {
                     Ok(d) => self.shutdown_timeout = Some(d.0),

@@ -25,6 +25,10 @@ struct File {
     shutdown_timeout: Option<Dur>,
     /// What a commit to the store survives: `process` (default) or `power`.
     durability: Option<super::DurabilityConfig>,
+    /// The free space the store keeps: under it, durable flows refuse new messages (HTTP
+    /// 503) while delivery goes on and drains their queues. Default: 5 % of the data
+    /// directory's file system, at most `64MiB`; `0B` turns it off.
+    disk_free_limit: Option<Size>,
     /// Definitions components share by name.
     resources: Option<Resources>,
     /// Where HTTP calls may go (the outbound guard).

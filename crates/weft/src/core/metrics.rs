@@ -75,4 +75,5 @@ impl ComponentMetrics {
 pub fn store_health(health: &weft_store::Health) {
     counter!("weft_store_commit_failures_total").absolute(health.failed_commits);
     gauge!("weft_store_writable").set(if health.failing.is_some() { 0.0 } else { 1.0 });
+    gauge!("weft_store_low_space").set(if health.low_space.is_some() { 1.0 } else { 0.0 });
 }

@@ -72,6 +72,8 @@ async fn a_full_disk_gets_503s_not_lost_messages_and_weft_resumes_when_space_ret
         "{ max_attempts: 10000, initial_backoff: 50ms, max_backoff: 200ms, max_elapsed: 1h }";
     let config = format!(
         r#"
+# Off, so the disk really fills: the floor that keeps it from filling is tested below.
+disk_free_limit: 0B
 resources:
   sql:
     source: {{ url: "{source_url}" }}
@@ -282,4 +284,89 @@ flows:
         accepted.len(),
         rejected_ok.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_that_fills_the_disk_stops_intake_at_the_floor_and_drains_by_itself() {
+    let dir = scratch();
+    let Some(_disk) = TinyFs::mount(&dir.join("data"), "16m") else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(503));
+    let port = free_port();
+    // The default floor: 5 % of 16 MiB.
+    let config = format!(
+        r#"
+flows:
+  orders:
+    delivery: durable
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    output:
+      http_client: {{ url: "{url}", timeout: 500ms, retry: {{ initial_backoff: 50ms, max_backoff: 200ms }} }}
+"#,
+        url = receiver.url("/in")
+    );
+    let weft = Weft::start_in(dir.clone(), &config, &[], Stdio::null()).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let pad = "x".repeat(32 * 1024);
+    let mut accepted = BTreeSet::new();
+    let mut refused = 0;
+    // The receiver is down: the queue grows until the floor stops intake.
+    for seq in 0..2_000i64 {
+        let (status, _, body) =
+            post_json(&url, &format!(r#"{{"seq": {seq}, "pad": "{pad}"}}"#)).await;
+        match status.as_u16() {
+            202 => {
+                accepted.insert(seq);
+            }
+            503 => {
+                refused += 1;
+                if refused == 5 {
+                    break;
+                }
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(
+        refused,
+        5,
+        "the floor never stopped intake ({} accepted)",
+        accepted.len()
+    );
+    assert!(accepted.len() > 100, "{} accepted", accepted.len());
+    let (status, health) = weft.admin_json(Method::GET, "/health").await;
+    assert_eq!(status, 503);
+    assert_eq!(health["store"]["cause"], "disk nearly full", "{health}");
+    assert!(weft.metrics().await.contains("weft_store_low_space 1"));
+    // Nothing failed to commit: the floor came first.
+    assert!(
+        !weft.stderr().contains("store cannot write"),
+        "{}",
+        weft.stderr()
+    );
+
+    // The receiver is back: delivery drains the queue, which frees room in the store, and
+    // intake resumes with nobody freeing anything.
+    receiver.set_default(Reply::status(200));
+    let mut resumed = false;
+    for _ in 0..300 {
+        let (status, _, _) = post_json(&url, r#"{"seq": -1}"#).await;
+        if status == 202 {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(resumed, "intake did not resume: {}", weft.stderr());
+    let delivered = || seqs(&receiver.seen());
+    assert!(
+        eventually(Duration::from_secs(30), || accepted.is_subset(&delivered())).await,
+        "{} of {} delivered",
+        delivered().len(),
+        accepted.len()
+    );
+    assert_eq!(weft.admin_json(Method::GET, "/health").await.0, 200);
 }
