@@ -64,6 +64,14 @@ pub enum EngineError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "the store at {path} cannot be written ({cause}: {detail}); weft does not start on a store where it could accept nothing"
+    )]
+    StoreUnwritable {
+        path: PathBuf,
+        cause: weft_store::Cause,
+        detail: String,
+    },
     #[error("shutdown timed out with messages still in flight (none of them had been acked)")]
     DrainTimeout,
 }
@@ -357,7 +365,16 @@ impl Engine {
                     path: self.data_dir.clone(),
                     source,
                 })?;
-            let store = Store::open_owner(&path, self.durability).await?;
+            let store = Store::open_owner(&path, self.durability)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Unavailable { cause, detail } => EngineError::StoreUnwritable {
+                        path: path.clone(),
+                        cause,
+                        detail,
+                    },
+                    e => e.into(),
+                })?;
             // Read when the store opens: a reload that changes it takes effect on restart.
             store.watch_free_space(loaded.disk_free_limit);
             tracing::info!(path = %path.display(), durability = ?self.durability, "store open");

@@ -18,6 +18,8 @@ pub mod clients;
 pub mod config;
 pub mod core;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inputs;
 pub mod outputs;
 pub mod processors;

@@ -367,10 +367,15 @@ fn validator(schema: &Json, v31: bool) -> Result<jsonschema::Validator, String> 
 impl Spec {
     pub fn load(path: &str) -> Result<Spec, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        Self::parse(path, &text)
+    }
+
+    /// A document's text (JSON or YAML) into its operations; `path` names it in errors.
+    pub fn parse(path: &str, text: &str) -> Result<Spec, String> {
         let doc: Json = if text.trim_start().starts_with('{') {
-            serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?
+            serde_json::from_str(text).map_err(|e| format!("{path}: {e}"))?
         } else {
-            to_json(&yaml::parse(&text).map_err(|e| format!("{path}: {}", e.message))?)
+            to_json(&yaml::parse(text).map_err(|e| format!("{path}: {}", e.message))?)
         };
         let version = doc.get("openapi").and_then(Json::as_str).unwrap_or("");
         if !version.starts_with("3.") {

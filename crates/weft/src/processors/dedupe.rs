@@ -87,7 +87,14 @@ impl Dedupe {
         let store = cx
             .store
             .ok_or_else(|| MappingError("dedupe: the flow has no store".into()))?;
-        let store_error = |e: weft_store::StoreError| MappingError(format!("dedupe: {e}"));
+        // A store that cannot write now is a reason to try again later, not a failed message
+        // (a durable flow reschedules it, http_server answers 503).
+        let store_error = |e: weft_store::StoreError| match e {
+            e @ weft_store::StoreError::Unavailable { .. } => {
+                StepError::Busy(format!("dedupe: {e}"))
+            }
+            e => MappingError(format!("dedupe: {e}")).into(),
+        };
         let namespace = format!("dedupe/{}", self.namespace.as_deref().unwrap_or(cx.flow));
         let pending = Claim::pending(message.id);
         let settled = Claim::settled(message.id);

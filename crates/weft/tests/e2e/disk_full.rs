@@ -370,3 +370,32 @@ flows:
     );
     assert_eq!(weft.admin_json(Method::GET, "/health").await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weft_refuses_to_start_on_a_store_it_cannot_write() {
+    let dir = scratch();
+    let Some(disk) = TinyFs::mount(&dir.join("data"), "1m") else {
+        return;
+    };
+    let config = format!(
+        r#"
+flows:
+  orders:
+    delivery: durable
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    output:
+      drop: {{}}
+"#,
+        port = free_port()
+    );
+    let first = Weft::start_in(dir.clone(), &config, &[], Stdio::null()).await;
+    first.terminate();
+    drop(first);
+    disk.fill(0);
+    let mut weft = Weft::spawn_in(dir.clone(), &config, &[], Stdio::null());
+    let status = weft.wait(Duration::from_secs(20)).await;
+    assert!(!status.success());
+    let stderr = weft.stderr();
+    assert!(stderr.contains("cannot be written (disk full"), "{stderr}");
+}

@@ -239,7 +239,8 @@ async fn sigkill_at_random_moments_loses_no_accepted_message() {
         Some(Reply::status(200)),
         Some(Reply::status(200)),
     ];
-    for (round, phase) in phases.iter().enumerate() {
+    // Three times through the phases: twelve kills, each at a random moment.
+    for (round, phase) in phases.iter().cycle().take(12).enumerate() {
         match phase {
             Some(reply) => {
                 receiver.set_delay(Duration::ZERO);
