@@ -1168,24 +1168,28 @@ async fn in_transaction(conn: &mut SqliteConnection) -> Option<bool> {
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Write>) {
         let mut batch = Vec::with_capacity(GROUP_MAX);
+        let mut probed = tokio::time::Instant::now();
         loop {
-            let got = if self.health.failing_now.load(Ordering::Relaxed) {
-                // While failing, find out by itself when writing works again, so that
-                // `/health` recovers without waiting for traffic.
-                match tokio::time::timeout(PROBE_EVERY, rx.recv_many(&mut batch, GROUP_MAX)).await {
-                    Ok(got) => got,
-                    Err(_) => {
-                        self.probe().await;
-                        continue;
-                    }
-                }
+            // While failing, find out every PROBE_EVERY whether writing works again, so that
+            // `/health` recovers with no traffic, or with only claims that write nothing.
+            let failing = self.health.failing_now.load(Ordering::Relaxed);
+            let got = if failing {
+                let next = probed + PROBE_EVERY;
+                tokio::time::timeout_at(next, rx.recv_many(&mut batch, GROUP_MAX))
+                    .await
+                    .ok()
             } else {
-                rx.recv_many(&mut batch, GROUP_MAX).await
+                Some(rx.recv_many(&mut batch, GROUP_MAX).await)
             };
-            if got == 0 {
-                return;
+            if failing && probed.elapsed() >= PROBE_EVERY {
+                self.probe().await;
+                probed = tokio::time::Instant::now();
             }
-            self.group(&mut batch).await;
+            match got {
+                Some(0) => return,
+                Some(_) => self.group(&mut batch).await,
+                None => {}
+            }
         }
     }
 

@@ -168,8 +168,20 @@ async fn a_full_disk_fails_writes_loudly_and_the_store_writes_again_when_space_r
     let (ok, _) = enqueue_many(&store, "still-full", 160).await;
     accepted.extend(ok);
 
-    // Space comes back: writes succeed again, with no reopen, and health recovers by itself.
+    // Space comes back: health recovers by itself, with no write but claims (which write
+    // nothing on an empty due list) asking for it...
     std::fs::remove_file(fs.path("ballast")).unwrap();
+    let mut recovered = false;
+    for _ in 0..40 {
+        let _ = store.claim("none", 1, 10, Duration::from_secs(1)).await;
+        if store.health().failing.is_none() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "health did not recover: {:?}", store.health());
+    // ...and writes succeed again, with no reopen.
     let (ok, refused) = enqueue_many(&store, "after", 160).await;
     assert_eq!(refused, 0, "writes still refused after space returned");
     accepted.extend(ok);
