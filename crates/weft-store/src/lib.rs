@@ -182,6 +182,10 @@ struct HealthCell {
     room: std::sync::atomic::AtomicI64,
     floor: std::sync::atomic::AtomicU64,
     path: PathBuf,
+    /// An enqueue was refused on the estimate since the last measure.
+    estimate_refused: std::sync::atomic::AtomicBool,
+    /// The last outage that ended, and when: see [`FLAP`].
+    recovered: std::sync::Mutex<Option<(std::time::Instant, Failing)>>,
 }
 
 impl HealthCell {
@@ -196,7 +200,8 @@ impl HealthCell {
     /// Enters the low-space state (and says so, once).
     fn low(&self, available: u64, floor: u64) {
         let mut low = self.low_space.lock().unwrap_or_else(|p| p.into_inner());
-        if low.is_some() {
+        if let Some(state) = low.as_mut() {
+            state.available = available;
             return;
         }
         tracing::error!(
@@ -217,7 +222,11 @@ impl HealthCell {
     /// Leaves it once there is a quarter of the floor more than the floor, so that it does
     /// not flap at the edge.
     fn measured(&self, available: u64, floor: u64) {
-        if available < floor {
+        // Intake refused on the estimate while the measure is inside the band that would not
+        // clear a low state: it is one (or intake would creep towards the floor for ever,
+        // each measure letting a little more in).
+        let refused = self.estimate_refused.swap(false, Ordering::Relaxed);
+        if available < floor || (refused && available < floor.saturating_add(floor / 4)) {
             return self.low(available, floor);
         }
         let mut low = self.low_space.lock().unwrap_or_else(|p| p.into_inner());
@@ -684,6 +693,8 @@ impl Store {
                         health.measured(available, floor);
                     }
                     Err(e) => {
+                        // No measure, no estimate: never refuse on a guess.
+                        health.room.store(i64::MAX, Ordering::Relaxed);
                         tracing::debug!(path = %health.path.display(), error = %e, "store: cannot read the free space")
                     }
                 }
@@ -706,24 +717,31 @@ impl Store {
         order_key: Option<&str>,
         now_ms: i64,
     ) -> Result<i64, StoreError> {
-        let size = 2 * (payload.len() + metadata.len() + id.len() + 64) as i64;
-        let room = self.health.room.fetch_sub(size, Ordering::Relaxed) - size;
-        let floor = self.health.floor.load(Ordering::Relaxed);
-        if room < floor as i64 {
-            self.health.low(room.max(0) as u64, floor);
+        let low_space = |available: u64, limit: u64| StoreError::Unavailable {
+            cause: Cause::LowSpace,
+            detail: format!(
+                "{} KiB left for the store, under the floor of {} KiB",
+                available / 1024,
+                limit / 1024
+            ),
+        };
+        if self.health.low_now.load(Ordering::Relaxed)
+            && let Some(low) = self.health().low_space
+        {
+            return Err(low_space(low.available, low.limit));
         }
-        if self.health.low_now.load(Ordering::Relaxed) {
-            let low = self.health().low_space;
-            return Err(StoreError::Unavailable {
-                cause: Cause::LowSpace,
-                detail: low.map_or_else(String::new, |l| {
-                    format!(
-                        "{} KiB left for the store, under the floor of {} KiB",
-                        l.available / 1024,
-                        l.limit / 1024
-                    )
-                }),
-            });
+        // Between measures, what this message will take (in the log, then in the file) is
+        // counted against the last one: a refusal here lasts until the next measure, which
+        // decides whether the store is low on space (see `HealthCell::measured`).
+        let floor = self.health.floor.load(Ordering::Relaxed);
+        if floor > 0 {
+            let size = 2 * (payload.len() + metadata.len() + id.len() + 64) as i64;
+            let room = self.health.room.fetch_sub(size, Ordering::Relaxed) - size;
+            if room < floor as i64 {
+                self.health.room.fetch_add(size, Ordering::Relaxed);
+                self.health.estimate_refused.store(true, Ordering::Relaxed);
+                return Err(low_space(room.max(0) as u64, floor));
+            }
         }
         self.write(|reply| Write::Enqueue {
             flow: flow.into(),
@@ -1082,7 +1100,8 @@ async fn room(dir: &Path, reads: &SqlitePool) -> Result<(u64, u64), String> {
     .map_err(|e| e.to_string())?;
     let pages: i64 = row.get(0);
     let page_size: i64 = row.get(1);
-    Ok((free + (pages.max(0) * page_size.max(0)) as u64, total))
+    let inside = (pages.max(0) as u64).saturating_mul(page_size.max(0) as u64);
+    Ok((free.saturating_add(inside), total))
 }
 
 fn statvfs(dir: &Path) -> std::io::Result<(u64, u64)> {
@@ -1097,8 +1116,14 @@ fn statvfs(dir: &Path) -> std::io::Result<(u64, u64)> {
     }
     // SAFETY: filled by the successful call above.
     let out = unsafe { out.assume_init() };
-    let block = out.f_frsize;
-    Ok((out.f_bavail * block, out.f_blocks * block))
+    // The field types differ between platforms (u32 or u64).
+    #[allow(clippy::unnecessary_cast)]
+    let (block, free, total) = (
+        out.f_frsize as u64,
+        out.f_bavail as u64,
+        out.f_blocks as u64,
+    );
+    Ok((free.saturating_mul(block), total.saturating_mul(block)))
 }
 
 /// How often the free space is measured (a `statvfs` and a pragma: cheap).
@@ -1262,30 +1287,38 @@ impl Writer {
         // enqueues or acks); but if it took the transaction with it, nothing before it can be
         // committed and nothing after it may run, or it would commit alone.
         let mut lost = None;
+        // A write that failed alone for a reason of the disk's: the store is not healthy, even
+        // if the rest of the group commits.
+        let mut alone: Option<WriteFailure> = None;
         'writes: {
             if !enqueues.is_empty()
                 && let Some(e) = enqueue_all(conn, enqueues, &mut replies).await
-                && in_transaction(conn).await != Some(true)
             {
-                lost = Some(e);
-                break 'writes;
+                if in_transaction(conn).await != Some(true) {
+                    lost = Some(e);
+                    break 'writes;
+                }
+                alone.get_or_insert(e);
             }
             if !acks.is_empty()
-                && let Some(e) = ack_all(conn, acks, &mut replies).await
-                && in_transaction(conn).await != Some(true)
+                && let Some(e) = ack_all(conn, std::mem::take(&mut acks), &mut replies).await
             {
-                lost = Some(e);
-                break 'writes;
+                if in_transaction(conn).await != Some(true) {
+                    lost = Some(e);
+                    break 'writes;
+                }
+                alone.get_or_insert(e);
             }
             for w in others.by_ref() {
                 let reply = apply(conn, w).await;
                 let error = reply.error();
                 replies.push(reply);
-                if let Some(e) = error
-                    && in_transaction(conn).await != Some(true)
-                {
-                    lost = Some(e);
-                    break 'writes;
+                if let Some(e) = error {
+                    if in_transaction(conn).await != Some(true) {
+                        lost = Some(e);
+                        break 'writes;
+                    }
+                    alone.get_or_insert(e);
                 }
             }
         }
@@ -1301,12 +1334,20 @@ impl Writer {
             // Answers go out only now: nothing is reported written before its commit.
             Ok(()) => {
                 replies.into_iter().for_each(Reply::send);
-                if failing && state(conn).await.is_ok_and(|s| s.changes > changes_before) {
-                    self.succeeded();
+                match alone.filter(|e| e.cause != Cause::Other) {
+                    Some(e) => self.failed(&e, false),
+                    None if failing
+                        && state(conn).await.is_ok_and(|s| s.changes > changes_before) =>
+                    {
+                        self.succeeded()
+                    }
+                    None => {}
                 }
             }
             Err(e) => {
                 replies.into_iter().for_each(|r| r.fail(&e));
+                acks.into_iter()
+                    .for_each(|(_, reply)| drop(reply.send(Err(e.error()))));
                 others.for_each(|w| fail(w, &e));
                 self.settle(&e).await;
                 self.failed(&e, true);
@@ -1342,17 +1383,35 @@ impl Writer {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if failing.as_ref().is_none_or(|f| f.cause != e.cause) {
-            tracing::error!(
-                path = %self.path.display(),
-                error = %e.detail,
-                "store cannot write ({}): {}. Until it can, nothing new is acknowledged (HTTP intake answers 503, reading inputs wait).",
-                e.cause,
-                e.cause.advice()
-            );
+            // A small probe can fit where real groups do not: an outage that "ended" moments
+            // ago and fails again for the same cause is the same outage (same start, no new
+            // ERROR line).
+            let recovered = self
+                .health
+                .recovered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            let since = match recovered {
+                Some((at, was)) if at.elapsed() < FLAP && was.cause == e.cause => {
+                    tracing::debug!(path = %self.path.display(), error = %e.detail, "store cannot write again ({})", e.cause);
+                    was.since
+                }
+                _ => {
+                    tracing::error!(
+                        path = %self.path.display(),
+                        error = %e.detail,
+                        "store cannot write ({}): {}. Until it can, nothing new is acknowledged (HTTP intake answers 503, reading inputs wait).",
+                        e.cause,
+                        e.cause.advice()
+                    );
+                    std::time::SystemTime::now()
+                }
+            };
             *failing = Some(Failing {
                 cause: e.cause,
                 detail: e.detail.clone(),
-                since: std::time::SystemTime::now(),
+                since,
             });
         }
         self.health.failing_now.store(true, Ordering::Relaxed);
@@ -1368,7 +1427,19 @@ impl Writer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(was) = was {
+        let Some(was) = was else {
+            return;
+        };
+        let mut recovered = self
+            .health
+            .recovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Said once per outage, not once per flap of one.
+        if recovered
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= FLAP)
+        {
             let down = was.since.elapsed().unwrap_or_default();
             tracing::warn!(
                 path = %self.path.display(),
@@ -1377,8 +1448,12 @@ impl Writer {
                 was.cause
             );
         }
+        *recovered = Some((std::time::Instant::now(), was));
     }
 }
+
+/// How soon after a recovery a failure for the same cause counts as the same outage.
+const FLAP: Duration = Duration::from_secs(10);
 
 /// Rows per multi-row statement; well under SQLite's limit of 32766 bound parameters.
 const ROWS_PER_STATEMENT: usize = 256;

@@ -254,6 +254,10 @@ mod tests {
                     weft_store::Durability::Process,
                 ));
                 assert!(opened.is_ok(), "{:?}", opened.err());
+                drop(opened);
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
             }
             let rounds = if *name == "store" { 20 } else { 200 };
             for seed in &seeds {

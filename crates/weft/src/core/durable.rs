@@ -363,12 +363,18 @@ impl DurableQueue {
         F: Future<Output = Result<T, StoreError>>,
     {
         let mut wait = Duration::from_millis(100);
+        let started = std::time::Instant::now();
         loop {
             let error = match write().await {
                 Ok(done) => return Some(done),
                 Err(error) => error,
             };
-            if !matches!(error, StoreError::Unavailable { .. }) || stop.is_cancelled() {
+            // Past half the lease another worker may claim the message again: a verdict
+            // written late would then overwrite that worker's, so leave it to the lease.
+            if !matches!(error, StoreError::Unavailable { .. })
+                || stop.is_cancelled()
+                || started.elapsed() > LEASE / 2
+            {
                 tracing::error!(flow = %self.flow, id = entry.id, %error, "could not {what}; the message will be delivered again");
                 return None;
             }
@@ -599,7 +605,7 @@ async fn deliver_message<P: Processor, O: Output>(
             queue.dead_letter(&entry, attempts, failure, stop).await
         }
         Verdict::Retry { wait, reason } => {
-            let next = now_ms() + wait.as_millis() as i64;
+            let next = now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
             if queue
                 .reschedule(&entry, attempts, next, &reason, stop)
                 .await

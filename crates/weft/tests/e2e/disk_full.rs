@@ -313,32 +313,32 @@ flows:
     let pad = "x".repeat(32 * 1024);
     let mut accepted = BTreeSet::new();
     let mut refused = 0;
+    let mut health = serde_json::Value::Null;
     // The receiver is down: the queue grows until the floor stops intake.
-    for seq in 0..2_000i64 {
+    for seq in 0..3_000i64 {
         let (status, _, body) =
             post_json(&url, &format!(r#"{{"seq": {seq}, "pad": "{pad}"}}"#)).await;
         match status.as_u16() {
             202 => {
                 accepted.insert(seq);
             }
-            503 => {
-                refused += 1;
-                if refused == 5 {
-                    break;
-                }
-            }
+            503 => refused += 1,
             other => panic!("{other}: {body}"),
         }
+        if refused > 0 && seq % 10 == 0 {
+            let (status, body) = weft.admin_json(Method::GET, "/health").await;
+            if status == 503 {
+                health = body;
+                break;
+            }
+        }
     }
-    assert_eq!(
-        refused,
-        5,
+    assert!(
+        refused > 0,
         "the floor never stopped intake ({} accepted)",
         accepted.len()
     );
     assert!(accepted.len() > 100, "{} accepted", accepted.len());
-    let (status, health) = weft.admin_json(Method::GET, "/health").await;
-    assert_eq!(status, 503);
     assert_eq!(health["store"]["cause"], "disk nearly full", "{health}");
     assert!(weft.metrics().await.contains("weft_store_low_space 1"));
     // Nothing failed to commit: the floor came first.
