@@ -587,6 +587,16 @@ impl Store {
         if check != "ok" {
             return Err(corrupt(check));
         }
+        // quick_check reads the schema's text as bytes; sqlx panics on a declared type or a
+        // name that is not UTF-8 (found by the `store` fuzz target), so read it as bytes first.
+        let schema: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT CAST(sql AS BLOB) FROM sqlite_master WHERE sql IS NOT NULL")
+                .fetch_all(&mut writer)
+                .await
+                .map_err(|e| classify(e, path))?;
+        if schema.iter().any(|sql| std::str::from_utf8(sql).is_err()) {
+            return Err(corrupt("its schema holds text that is not UTF-8".into()));
+        }
         sqlx::raw_sql(SCHEMA)
             .execute(&mut writer)
             .await

@@ -455,6 +455,24 @@ async fn a_damaged_file_is_refused_with_a_clear_error() {
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
 }
 
+#[tokio::test]
+async fn a_schema_with_text_that_is_not_utf8_is_refused_as_damaged() {
+    // Found by the `store` fuzz target: a declared column type with bytes that are not UTF-8
+    // passes SQLite's quick_check, and made sqlx's connection thread panic on the first query.
+    let path = scratch();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/non_utf8_schema.db"),
+        &path,
+    )
+    .unwrap();
+    let err = Store::open(&path, Durability::Process)
+        .await
+        .err()
+        .expect("refused");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("UTF-8"), "{err}");
+}
+
 /// What the store should hold, in memory.
 #[derive(Default)]
 struct Model {
