@@ -977,9 +977,9 @@ impl Store {
         .fetch_one(&self.reads)
         .await?;
         Ok(Depth {
-            messages: row.get::<i64, _>(0) as u64,
-            bytes: row.get::<i64, _>(1) as u64,
-            oldest_enqueued_at_ms: row.get(2),
+            messages: row.try_get::<i64, _>(0)? as u64,
+            bytes: row.try_get::<i64, _>(1)? as u64,
+            oldest_enqueued_at_ms: row.try_get(2)?,
         })
     }
 
@@ -1010,24 +1010,26 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.reads)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| DeadLetter {
-                id: r.get(0),
-                flow: r.get(1),
-                payload: r.get(2),
-                metadata: r.get(3),
-                enqueued_at_ms: r.get(4),
-                failed_at_ms: r.get(5),
-                attempts: r.get::<i64, _>(6) as u32,
-                failure: Failure {
-                    reason: r.get(7),
-                    last_status: r.get::<Option<i64>, _>(8).map(|s| s as u16),
-                    response_excerpt: r.get(9),
-                },
-                history: split_history(&r.get::<String, _>(10)),
+        // A row that does not decode (a damaged or hand-edited file) is an error, not a panic.
+        rows.into_iter()
+            .map(|r| -> Result<DeadLetter, StoreError> {
+                Ok(DeadLetter {
+                    id: r.try_get(0)?,
+                    flow: r.try_get(1)?,
+                    payload: r.try_get(2)?,
+                    metadata: r.try_get(3)?,
+                    enqueued_at_ms: r.try_get(4)?,
+                    failed_at_ms: r.try_get(5)?,
+                    attempts: r.try_get::<i64, _>(6)? as u32,
+                    failure: Failure {
+                        reason: r.try_get(7)?,
+                        last_status: r.try_get::<Option<i64>, _>(8)?.map(|s| s as u16),
+                        response_excerpt: r.try_get(9)?,
+                    },
+                    history: split_history(&r.try_get::<String, _>(10)?),
+                })
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -1108,8 +1110,8 @@ async fn room(dir: &Path, reads: &SqlitePool) -> Result<(u64, u64), String> {
     .fetch_one(reads)
     .await
     .map_err(|e| e.to_string())?;
-    let pages: i64 = row.get(0);
-    let page_size: i64 = row.get(1);
+    let pages: i64 = row.try_get(0).map_err(|e| e.to_string())?;
+    let page_size: i64 = row.try_get(1).map_err(|e| e.to_string())?;
     let inside = (pages.max(0) as u64).saturating_mul(page_size.max(0) as u64);
     Ok((free.saturating_add(inside), total))
 }
@@ -1973,20 +1975,22 @@ async fn claim(
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
-    let mut claimed: Vec<Queued> = rows
+    let mut claimed = rows
         .into_iter()
-        .map(|r| Queued {
-            seq: r.get(0),
-            flow: r.get(1),
-            id: r.get(2),
-            payload: r.get(3),
-            metadata: r.get(4),
-            enqueued_at_ms: r.get(5),
-            attempts: r.get::<i64, _>(6) as u32,
-            last_error: r.get(7),
-            history: split_history(&r.get::<String, _>(8)),
+        .map(|r| -> Result<Queued, StoreError> {
+            Ok(Queued {
+                seq: r.try_get(0)?,
+                flow: r.try_get(1)?,
+                id: r.try_get(2)?,
+                payload: r.try_get(3)?,
+                metadata: r.try_get(4)?,
+                enqueued_at_ms: r.try_get(5)?,
+                attempts: r.try_get::<i64, _>(6)? as u32,
+                last_error: r.try_get(7)?,
+                history: split_history(&r.try_get::<String, _>(8)?),
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, _>>()?;
     // RETURNING gives no order guarantee. (Due order is next attempt time, then arrival; the
     // order by (next_attempt_at, seq) walks the `queue_due` index and stops at the limit.)
     claimed.sort_by_key(|q| q.seq);

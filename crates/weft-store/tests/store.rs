@@ -473,6 +473,25 @@ async fn a_schema_with_text_that_is_not_utf8_is_refused_as_damaged() {
     assert!(err.to_string().contains("UTF-8"), "{err}");
 }
 
+#[tokio::test]
+async fn a_row_with_text_that_is_not_utf8_is_an_error_not_a_panic() {
+    // Found by the `store` fuzz target: a dead letter whose history is not UTF-8 panicked
+    // where rows were read (`dead_letters`, and a claim in the writer task would have taken
+    // every later write with it).
+    let path = scratch();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/non_utf8_row.db"),
+        &path,
+    )
+    .unwrap();
+    let store = Store::open(&path, Durability::Process).await.unwrap();
+    let listed = store.dead_letters(&DlqFilter::default(), 10).await;
+    assert!(listed.is_err(), "{listed:?}");
+    let _ = store.claim("f", 1 << 50, 10, LEASE).await;
+    // The writer lives on.
+    store.kv_put("ns", "k", b"v", None).await.unwrap();
+}
+
 /// What the store should hold, in memory.
 #[derive(Default)]
 struct Model {
