@@ -1,7 +1,10 @@
 //! The store's group commit as durable intake and delivery use it: each iteration enqueues
 //! `BATCH` messages from concurrent tasks (they share commits), claims them and acks each,
 //! on a SQLite file in `durability: process` mode. Compare commits by running the same file
-//! on both (`cargo bench -p weft-store --bench commit`); the figure is time per message.
+//! on both (`cargo bench -p weft-store --bench commit`); an iteration is `BATCH` messages.
+//! 2026-12-03, three alternating runs each on an idle 2-core VM: 4.02 ms per 256 messages
+//! (≈ 15.7 µs each) before the writer checked SQLite's transaction state itself, 4.06 ms
+//! after (medians; 1.01×, within the runs' spread of ±10 %).
 
 use std::time::Duration;
 
