@@ -108,11 +108,7 @@ impl Cause {
     }
 
     fn of(e: &sqlx::Error) -> Cause {
-        let Some(code) = e
-            .as_database_error()
-            .and_then(|d| d.code())
-            .and_then(|c| c.parse::<i64>().ok())
-        else {
+        let Some(code) = sqlite_code(e) else {
             return Cause::Other;
         };
         // Extended codes keep the primary code in their low byte.
@@ -1069,15 +1065,9 @@ fn owner_only(path: &Path) {
 /// Tells a damaged file from other open errors: SQLite's "corrupt" (11), "not a database" (26)
 /// and a short read (522, a file cut off in the middle of a page) all mean the file is damaged.
 fn classify(e: sqlx::Error, path: &Path) -> StoreError {
-    let code = e
-        .as_database_error()
-        .and_then(|d| d.code())
-        .map(|c| c.into_owned());
     let text = e.to_string();
-    // Extended codes keep the primary code in their low byte (e.g. 267 = CORRUPT_VTAB).
-    let primary = code.as_deref().and_then(|c| c.parse::<i64>().ok());
-    let damaged = matches!(primary.map(|c| c & 0xff), Some(11 | 26))
-        || primary == Some(522)
+    let damaged = Cause::of(&e) == Cause::Damaged
+        || sqlite_code(&e) == Some(522)
         || text.contains("not a database")
         || text.contains("malformed")
         || text.contains("corrupt");
@@ -1092,6 +1082,11 @@ fn classify(e: sqlx::Error, path: &Path) -> StoreError {
             source: e,
         }
     }
+}
+
+/// SQLite's (extended) result code of a database error.
+fn sqlite_code(e: &sqlx::Error) -> Option<i64> {
+    e.as_database_error()?.code()?.parse().ok()
 }
 
 /// Bytes the store can still use in `dir` (free on its file system, for an unprivileged
