@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value as Json, json};
+use weft::clients::Shared;
 use weft::core::Message;
 use weft::core::flow::{Flow, OutputSlot, ProcessorSlot};
 use weft::core::mapping::Value;
 use weft::core::metrics::ComponentMetrics;
-use weft::outputs::{Output, Shared};
+use weft::outputs::Output;
 use weft::processors::Processor;
 
 /// The 303-byte order of `BENCH.md`.
@@ -27,7 +28,7 @@ fn flow(pipeline: &str) -> Flow<Processor, Output> {
     let text = format!(
         "flows:\n  bench:\n    input: {{ stdin: {{}} }}\n    pipeline:\n{pipeline}\n    output: {{ drop: {{}} }}\n"
     );
-    let loaded = weft::config::load_str("bench.yaml", &text, &|_| None, &Shared::default())
+    let loaded = weft::load::load_str("bench.yaml", &text, &|_| None, &Shared::default())
         .unwrap_or_else(|e| panic!("{e:?}"));
     let spec = loaded.flows.into_iter().next().expect("one flow");
     let name: Arc<str> = "bench".into();

@@ -26,16 +26,11 @@ use tokio_util::task::TaskTracker;
 
 use weft_store::{Store, StoreError};
 
-use crate::config::{FlowSpec, Loaded};
 use crate::core::durable::{self, DurableQueue};
 use crate::core::flow::{Flow, OutputSlot, ProcessorSlot};
 use crate::core::metrics::{self, ComponentMetrics};
 use crate::inputs::{Feed, Input, http_server};
-use crate::outputs::Output;
-use crate::processors::Processor;
-
-/// A flow of weft's own components.
-pub type RunFlow = Flow<Processor, Output>;
+use crate::load::{FlowSpec, Loaded, RunFlow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -86,7 +81,7 @@ pub struct Summary {
 pub struct Options {
     pub admin_address: SocketAddr,
     /// The bearer token admin requests must carry; required when the address is not loopback.
-    pub admin_token: Option<crate::clients::secret::Secret>,
+    pub admin_token: Option<crate::config::Secret>,
     /// Serve the admin endpoint over HTTPS.
     pub admin_tls: Option<Arc<crate::server::tls::Tls>>,
     /// The store file `weft.db` lives here; created when a flow is `durable`.

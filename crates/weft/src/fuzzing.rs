@@ -33,8 +33,8 @@ pub fn config(data: &[u8]) {
     // No environment: a `${VAR}` is defaulted or an error. Files named in the text (`${file:}`,
     // TLS files) are read, but only regular files of a bounded size.
     let lookup = |_: &str| None;
-    let shared = crate::outputs::Shared::default();
-    let _ = crate::config::load_str("fuzz.yaml", &text, &lookup, &shared);
+    let shared = crate::clients::Shared::default();
+    let _ = crate::load::load_str("fuzz.yaml", &text, &lookup, &shared);
 }
 
 const CONTENT_TYPES: &[Option<&str>] = &[

@@ -1,4 +1,4 @@
-//! The `weft` command: `run`, `check`, `test`, `init`, `dlq`, `openapi`, `schema`,
+//! The `weft` command: `run`, `check`, `test`, `init`, `dlq`, `tap`, `openapi`, `schema`,
 //! `completions`. The only place `anyhow` appears.
 
 use std::net::SocketAddr;
@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use weft::config::{self, ConfigError};
-use weft::outputs::Shared;
+use weft::clients::Shared;
+use weft::config::ConfigError;
+use weft::load;
 
 #[derive(Parser)]
 #[command(
@@ -204,7 +205,7 @@ fn main() -> ExitCode {
         Command::Schema => {
             let _ = std::io::Write::write_all(
                 &mut std::io::stdout(),
-                config::schema::generate().as_bytes(),
+                load::schema::generate().as_bytes(),
             );
             ExitCode::SUCCESS
         }
@@ -215,7 +216,7 @@ fn main() -> ExitCode {
             let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
             ExitCode::SUCCESS
         }
-        Command::Check { files } => match config::load(&files, &Shared::default()) {
+        Command::Check { files } => match load::load(&files, &Shared::default()) {
             Ok(loaded) => {
                 println!("{} flow(s) OK", loaded.flows.len());
                 ExitCode::SUCCESS
@@ -544,7 +545,7 @@ async fn run(
 ) -> anyhow::Result<ExitCode> {
     // What the watcher compares with: the bytes this load read.
     let read_at_start: Vec<Option<Vec<u8>>> = files.iter().map(|f| std::fs::read(f).ok()).collect();
-    let loaded = match config::load(&files, &Shared::default()) {
+    let loaded = match load::load(&files, &Shared::default()) {
         Ok(loaded) => loaded,
         Err(errors) => {
             init_logging(log_format, false, None);
@@ -577,7 +578,7 @@ async fn run(
     tokio::spawn(signals(shutdown.clone()));
     let admin_token = admin_token
         .filter(|t| !t.is_empty())
-        .map(weft::clients::secret::Secret::new)
+        .map(weft::config::Secret::new)
         .or(loaded.admin_token.clone());
     let (reloads, reloaded) = tokio::sync::mpsc::channel(1);
     tokio::spawn(watch_config(
@@ -616,7 +617,7 @@ async fn run(
 async fn watch_config(
     files: Vec<PathBuf>,
     mut applied: Vec<Option<Vec<u8>>>,
-    reloads: tokio::sync::mpsc::Sender<config::Loaded>,
+    reloads: tokio::sync::mpsc::Sender<load::Loaded>,
     admin: AdminSettings,
     mut resources: (String, weft::clients::Resources),
 ) {
@@ -656,7 +657,7 @@ async fn watch_config(
         let previous = resources.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             let lookup = |name: &str| std::env::var(name).ok();
-            config::load_reusing(
+            load::load_reusing(
                 &paths,
                 &lookup,
                 &Shared::default(),
@@ -704,7 +705,7 @@ struct AdminSettings {
 }
 
 impl AdminSettings {
-    fn of(loaded: &config::Loaded) -> AdminSettings {
+    fn of(loaded: &load::Loaded) -> AdminSettings {
         AdminSettings {
             address: loaded.admin_address,
             token: loaded.admin_token.as_ref().map(|t| t.expose().to_string()),

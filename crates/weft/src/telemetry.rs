@@ -11,21 +11,22 @@
 //! `log_level` on a flow sets the level of the log lines written while one of its messages is
 //! handled (its `message` span is entered), above or below the process's `WEFT_LOG`. Without
 //! export and without any flow `log_level`, no span is made: the hot path pays one check.
+//!
+//! This module sets export and the log filter up; the spans and trace context made per message
+//! are `crate::core::trace`'s.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Deserialize;
-use tracing::Span;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::clients::secret::Secret;
-use crate::core::Message;
+use crate::config::Secret;
 
 /// `tracing:` at the top level of a config file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
@@ -95,13 +96,6 @@ impl TracingConfig {
     }
 }
 
-static EXPORTING: AtomicBool = AtomicBool::new(false);
-
-/// Whether spans are exported (then every message has spans).
-pub fn exporting() -> bool {
-    EXPORTING.load(Ordering::Relaxed)
-}
-
 /// The exporting half of tracing: keep it until the end, then [`Export::shutdown`] flushes
 /// what is buffered.
 pub struct Export {
@@ -165,7 +159,7 @@ where
             tracing_subscriber::filter::Targets::new()
                 .with_target("weft::flow", tracing::Level::TRACE),
         );
-    EXPORTING.store(true, Ordering::Relaxed);
+    crate::core::trace::set_exporting();
     Ok((layer, Export { provider }))
 }
 
@@ -240,119 +234,6 @@ impl opentelemetry_http::HttpClient for TokioClient {
                 Err(e) => Err(e.to_string().into()),
             }
         })
-    }
-}
-
-/// The span a message is handled in (none when nothing wants it).
-pub fn message_span(flow: &str, traced: bool, message: &Message) -> Span {
-    if !(traced || exporting()) {
-        return Span::none();
-    }
-    // At ERROR level, so that no `WEFT_LOG` level switches it off: it carries the flow's own.
-    let span = tracing::error_span!(target: "weft::flow", "message", flow, id = %message.id);
-    if exporting()
-        && let Some(parent) = message.traceparent.as_deref().and_then(remote_parent)
-    {
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let _ = span.set_parent(parent);
-    }
-    span
-}
-
-/// The span of one step or output attempt, inside the message's (only when exporting).
-pub fn step_span(kind: &'static str, component: &str) -> Span {
-    if exporting() {
-        tracing::error_span!(target: "weft::flow", "step", otel.name = component, kind)
-    } else {
-        Span::none()
-    }
-}
-
-fn remote_parent(traceparent: &str) -> Option<opentelemetry::Context> {
-    use opentelemetry::trace::{
-        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-    };
-    let (trace_id, span_id, flags) = parse_traceparent(traceparent)?;
-    let context = SpanContext::new(
-        TraceId::from_bytes(trace_id),
-        SpanId::from_bytes(span_id),
-        TraceFlags::new(flags),
-        true,
-        TraceState::default(),
-    );
-    Some(opentelemetry::Context::new().with_remote_span_context(context))
-}
-
-/// The parts of a W3C `traceparent` (version 00): trace id, parent span id, flags.
-pub fn parse_traceparent(text: &str) -> Option<([u8; 16], [u8; 8], u8)> {
-    let mut parts = text.trim().split('-');
-    let (version, trace, span, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if version.len() != 2
-        || version == "ff"
-        || trace.len() != 32
-        || span.len() != 16
-        || flags.len() != 2
-    {
-        return None;
-    }
-    // Version 00 has exactly four parts; later versions may add more.
-    if version == "00" && parts.next().is_some() {
-        return None;
-    }
-    let hex = |s: &str, out: &mut [u8]| -> Option<()> {
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(())
-    };
-    let (mut trace_id, mut span_id, mut flag) = ([0u8; 16], [0u8; 8], [0u8; 1]);
-    hex(trace, &mut trace_id)?;
-    hex(span, &mut span_id)?;
-    hex(flags, &mut flag)?;
-    if trace_id == [0; 16] || span_id == [0; 8] {
-        return None;
-    }
-    Some((trace_id, span_id, flag[0]))
-}
-
-/// The `traceparent` an outbound call made now carries: the current span's when exporting,
-/// else the caller's, passed on unchanged.
-pub fn outbound_traceparent() -> Option<String> {
-    if exporting() {
-        use opentelemetry::trace::TraceContextExt;
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let context = Span::current().context();
-        let span = context.span();
-        let span = span.span_context();
-        if span.is_valid() {
-            return Some(format!(
-                "00-{}-{}-{:02x}",
-                span.trace_id(),
-                span.span_id(),
-                span.trace_flags().to_u8()
-            ));
-        }
-    }
-    CALLER
-        .try_with(|t| t.as_deref().map(str::to_string))
-        .ok()
-        .flatten()
-}
-
-tokio::task_local! {
-    /// The `traceparent` the message being handled came with.
-    static CALLER: Option<Arc<str>>;
-}
-
-/// Runs `work` with `traceparent` (the message's) as the one outbound calls pass on.
-pub async fn with_caller<F: std::future::Future>(
-    traceparent: Option<Arc<str>>,
-    work: F,
-) -> F::Output {
-    match traceparent {
-        None => work.await,
-        Some(tp) => CALLER.scope(Some(tp), work).await,
     }
 }
 
@@ -511,35 +392,5 @@ where
 
     fn on_close(&self, id: tracing::span::Id, cx: Context<'_, S>) {
         tracing_subscriber::Layer::<S>::on_close(&self.env, id, cx);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_traceparent;
-
-    #[test]
-    fn traceparents_are_read_as_w3c_says() {
-        let (trace, span, flags) =
-            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        assert_eq!(trace[0], 0x4b);
-        assert_eq!(span[7], 0xb7);
-        assert_eq!(flags, 1);
-        for bad in [
-            "",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-        ] {
-            assert!(parse_traceparent(bad).is_none(), "{bad}");
-        }
-        // A later version may carry more parts.
-        assert!(
-            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x")
-                .is_some()
-        );
     }
 }

@@ -25,7 +25,7 @@ use utoipa_axum::routes;
 
 use super::{ApiError, json_response};
 use crate::core::flow::Counters;
-use crate::engine::RunFlow;
+use crate::load::RunFlow;
 
 /// The flows the API shows, by name; the engine replaces them on a reload.
 pub type Flows = Arc<std::sync::RwLock<BTreeMap<String, Arc<RunFlow>>>>;

@@ -25,7 +25,7 @@ pub type StoreCell = std::sync::Arc<std::sync::OnceLock<weft_store::Store>>;
 pub fn router(
     metrics: PrometheusHandle,
     store: StoreCell,
-    token: Option<crate::clients::secret::Secret>,
+    token: Option<crate::config::Secret>,
     flows: api::Flows,
 ) -> Router {
     let routes = routes(metrics, store, flows);

@@ -10,7 +10,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde::Deserialize;
 
-use super::secret::Secret;
+use crate::config::Secret;
 
 /// What to declare before use.
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]

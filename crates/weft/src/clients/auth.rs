@@ -50,8 +50,8 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::http::HttpClient;
-use super::secret::Secret;
 use crate::config::BuildError;
+use crate::config::Secret;
 use weft_store::Store;
 
 /// One profile, by kind.

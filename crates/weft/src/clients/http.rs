@@ -51,7 +51,7 @@ pub struct ClientConfig {
     /// An HTTP proxy (`http://[user:password@]host:port`) to tunnel every connection through
     /// (HTTP CONNECT); its credentials go in `Proxy-Authorization`.
     #[serde(default)]
-    pub proxy: Option<crate::clients::secret::Secret>,
+    pub proxy: Option<crate::config::Secret>,
 }
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -19,7 +19,6 @@ pub mod outbound;
 pub mod rate_limit;
 pub mod redis;
 pub mod request;
-pub mod secret;
 pub mod soap;
 pub mod sql;
 
@@ -29,6 +28,13 @@ use std::sync::Arc;
 use auth::AuthProfile;
 use circuit::Breaker;
 use rate_limit::RateLimit;
+
+/// What every component shares whether or not the config names it: one HTTP connection pool
+/// for the whole process.
+#[derive(Clone, Default)]
+pub struct Shared {
+    pub http: http::HttpClient,
+}
 
 /// Built resources, by name.
 #[derive(Clone, Default)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::{Outgoing, v5};
 
-use super::secret::Secret;
+use crate::config::Secret;
 
 /// The protocol spoken with the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 
 use tokio::sync::OnceCell;
 
-use super::secret::Secret;
+use crate::config::Secret;
 use crate::core::Attempt;
 
 /// A NATS server, by URL (`nats://[user:password@]host:4222`, several comma-separated).

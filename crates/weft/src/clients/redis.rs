@@ -6,7 +6,7 @@
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use tokio::sync::OnceCell;
 
-use super::secret::Secret;
+use crate::config::Secret;
 use crate::core::Attempt;
 
 /// A Redis server, by URL (`redis://[:password@]host:port[/db]`; no TLS yet).

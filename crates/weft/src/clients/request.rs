@@ -423,7 +423,7 @@ impl RequestSpec {
         for (name, header_value) in extra {
             builder = builder.header(name, header_value.clone());
         }
-        if let Some(traceparent) = crate::telemetry::outbound_traceparent()
+        if let Some(traceparent) = crate::core::trace::outbound_traceparent()
             && let Ok(value) = HeaderValue::from_str(&traceparent)
             && let Some(headers) = builder.headers_mut()
         {

@@ -33,8 +33,8 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{Arguments, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
 
-use super::secret::Secret;
 use crate::config::BuildError;
+use crate::config::Secret;
 use crate::config::units::Dur;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

@@ -102,7 +102,7 @@ const MAX_SECRET_FILE: u64 = 64 * 1024;
 /// A regular file's text, bounded; errors name the file, never its contents.
 fn read_secret_file(path: &str) -> Result<String, String> {
     let fail = |why: String| format!("secret file `{path}` cannot be read: {why}");
-    let bytes = super::read_bounded(path, MAX_SECRET_FILE).map_err(fail)?;
+    let bytes = super::files::read_bounded(path, MAX_SECRET_FILE).map_err(fail)?;
     String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".into()))
 }
 

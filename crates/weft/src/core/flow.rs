@@ -176,7 +176,7 @@ fn run<'a, 'b: 'a, P: Processor>(
                 .any(|s| s.processor.catches())
                 .then(|| message.clone());
             let groups_before = cx.trail.groups.len();
-            let step = crate::telemetry::step_span("step", &slot.id);
+            let step = crate::core::trace::step_span("step", &slot.id);
             match tracing::Instrument::instrument(slot.processor.process(message, cx), step).await {
                 Ok(Step::One(next)) => {
                     message = next;
@@ -365,7 +365,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
     /// The span `message` is handled in (none when neither export nor a flow log level wants
     /// one).
     pub fn span(&self, message: &Message) -> tracing::Span {
-        crate::telemetry::message_span(&self.name, self.log_level.is_some(), message)
+        crate::core::trace::message_span(&self.name, self.log_level.is_some(), message)
     }
 
     /// The stages a tap can listen to, in order: `input`, each step, `output`.
@@ -575,7 +575,8 @@ impl<P: Processor, O: Output> Flow<P, O> {
         use tracing::Instrument;
         let span = self.span(&message);
         let caller = message.traceparent.clone();
-        crate::telemetry::with_caller(caller, self.process_in_span(message).instrument(span)).await
+        crate::core::trace::with_caller(caller, self.process_in_span(message).instrument(span))
+            .await
     }
 
     async fn process_in_span(&self, message: Message) -> Result<Processed, FlowError> {
@@ -659,7 +660,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
         let start = Instant::now();
         self.tap.observe("output", message);
         let outcomes = futures_util::future::join_all(self.outputs.iter().map(|slot| async move {
-            let span = crate::telemetry::step_span("output", &slot.id);
+            let span = crate::core::trace::step_span("output", &slot.id);
             let outcome = tracing::Instrument::instrument(slot.output.send(message), span).await;
             let decision = slot
                 .retry
@@ -708,7 +709,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
     }
 
     async fn deliver_one(&self, slot: &OutputSlot<O>, message: &Message) -> Result<(), FlowError> {
-        let span = crate::telemetry::step_span("output", &slot.id);
+        let span = crate::core::trace::step_span("output", &slot.id);
         let delivery = deliver(&slot.output, &slot.retry, &slot.metrics, &slot.id, message);
         match tracing::Instrument::instrument(delivery, span).await {
             Ok(Delivered::Accepted | Delivered::Dropped) => Ok(()),

@@ -5,7 +5,6 @@
 //! types stay in this file (and in [`Value`], the structured message value it re-exports); a jq
 //! or Rhai step could be added beside it without touching the flow runtime.
 
-use std::ops::Range;
 use std::sync::OnceLock;
 
 use vrl::compiler::{
@@ -21,12 +20,7 @@ fn functions() -> &'static [Box<dyn Function>] {
     FUNCTIONS.get_or_init(vrl::stdlib::all)
 }
 
-/// One compile-time problem, with the byte range of the source it points at.
-#[derive(Debug, Clone)]
-pub struct Diagnostic {
-    pub message: String,
-    pub span: Option<Range<usize>>,
-}
+pub use crate::config::Diagnostic;
 
 /// A run-time failure of a program on one message.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod durable;
+pub mod feed;
 pub mod flow;
 pub mod mapping;
 pub mod message;
@@ -14,6 +15,7 @@ pub mod retry;
 pub mod schedule;
 pub mod tap;
 pub mod template;
+pub mod trace;
 pub mod xml;
 
 use std::future::Future;

@@ -28,11 +28,12 @@ use serde::Deserialize;
 
 use super::{AtShutdown, Feed};
 use crate::clients::amqp::{Amqp, Declare};
-use crate::clients::secret::Secret;
 use crate::config::BuildError;
+use crate::config::Secret;
 use crate::core::Message;
 use crate::core::body::payload;
 use crate::core::mapping::{Value, empty_object, insert};
+use crate::core::{Output, Processor};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "AmqpInput")]
@@ -87,7 +88,7 @@ impl Config {
 }
 
 impl AmqpInput {
-    pub async fn run(&self, feed: Feed) {
+    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
         // Not cancelled from outside: `consume` stops taking deliveries at shutdown and
         // acknowledges those under way.
         feed.keep_reading("input.amqp", self.amqp.shown(), AtShutdown::Finish, || {
@@ -96,7 +97,7 @@ impl AmqpInput {
         .await;
     }
 
-    async fn consume(&self, feed: &Feed) -> Result<(), String> {
+    async fn consume(&self, feed: &Feed<impl Processor, impl Output>) -> Result<(), String> {
         let e = |e: lapin::Error| e.to_string();
         let connection = self.amqp.connect().await.map_err(e)?;
         let channel = connection.create_channel().await.map_err(e)?;
@@ -117,7 +118,7 @@ impl AmqpInput {
 
     async fn deliveries(
         &self,
-        feed: &Feed,
+        feed: &Feed<impl Processor, impl Output>,
         channel: &lapin::Channel,
         tag: &str,
         inflight: &tokio_util::task::TaskTracker,

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{Codec, Feed, read_lines};
+use crate::core::{Output, Processor};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "FileInput")]
@@ -23,7 +24,7 @@ pub struct Config {
 }
 
 impl Config {
-    pub async fn run(&self, feed: Feed) -> std::io::Result<()> {
+    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) -> std::io::Result<()> {
         let file = tokio::fs::File::open(&self.path)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;

@@ -22,6 +22,7 @@ use crate::config::units::Dur;
 use crate::core::Message;
 use crate::core::mapping::{Mapping, Outcome, empty_object};
 use crate::core::schedule::Schedule;
+use crate::core::{Output, Processor};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "GenerateInput")]
@@ -71,7 +72,7 @@ impl Config {
 }
 
 impl Generate {
-    pub async fn run(&self, feed: Feed) {
+    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
         let mut made = 0u64;
         let mut ticker = self.schedule.ticker();
         while self.count.is_none_or(|n| made < n) {

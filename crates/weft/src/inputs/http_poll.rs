@@ -58,6 +58,7 @@ use crate::config::units::Dur;
 use crate::core::mapping::{Mapping, empty_object, insert, to_text};
 use crate::core::schedule::Schedule;
 use crate::core::{Message, Value, body};
+use crate::core::{Output, Processor};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "HttpPollInput")]
@@ -440,7 +441,7 @@ impl HttpPoll {
         self.watermark.is_some()
     }
 
-    pub async fn run(&self, feed: Feed) {
+    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
         // A poll follows its pages itself; one under way at shutdown is dropped (its pages may
         // each wait for a whole request timeout), and resumes from the last checkpoint.
         feed.poll_on_schedule(
@@ -452,7 +453,10 @@ impl HttpPoll {
         .await;
     }
 
-    async fn load_watermark(&self, feed: &Feed) -> Result<Value, String> {
+    async fn load_watermark(
+        &self,
+        feed: &Feed<impl Processor, impl Output>,
+    ) -> Result<Value, String> {
         match &self.watermark {
             None => Ok(Value::Null),
             Some((_, initial)) => Ok(feed.load_checkpoint().await?.unwrap_or(initial.clone())),
@@ -460,7 +464,7 @@ impl HttpPoll {
     }
 
     /// One poll: every page from the first, until paging ends or a page fails.
-    async fn poll(&self, feed: &Feed) -> Result<(), String> {
+    async fn poll(&self, feed: &Feed<impl Processor, impl Output>) -> Result<(), String> {
         let mut watermark = self.load_watermark(feed).await?;
         let mut metadata = empty_object();
         insert(&mut metadata, "watermark", watermark.clone());

@@ -21,11 +21,12 @@ use serde::Deserialize;
 
 use super::Feed;
 use crate::clients::mqtt::{Happened, Mqtt, Version, check_qos, default_version};
-use crate::clients::secret::Secret;
 use crate::config::BuildError;
+use crate::config::Secret;
 use crate::core::Message;
 use crate::core::body::payload;
 use crate::core::mapping::{Value, empty_object, insert};
+use crate::core::{Output, Processor};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "MqttInput")]
@@ -77,7 +78,7 @@ impl Config {
 }
 
 impl MqttInput {
-    pub async fn run(&self, feed: Feed) {
+    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
         let c = &self.config;
         let client_id = c
             .client_id

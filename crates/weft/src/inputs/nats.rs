@@ -16,11 +16,12 @@ use serde::Deserialize;
 
 use super::{AtShutdown, Feed};
 use crate::clients::nats::Nats;
-use crate::clients::secret::Secret;
 use crate::config::BuildError;
+use crate::config::Secret;
 use crate::core::Message;
 use crate::core::body::payload;
 use crate::core::mapping::{Value, empty_object, insert};
+use crate::core::{Output, Processor};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "NatsInput")]
@@ -51,14 +52,14 @@ impl Config {
 }
 
 impl NatsInput {
-    pub async fn run(&self, feed: Feed) {
+    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
         feed.keep_reading("input.nats", self.nats.shown(), AtShutdown::Cancel, || {
             self.listen(&feed)
         })
         .await;
     }
 
-    async fn listen(&self, feed: &Feed) -> Result<(), String> {
+    async fn listen(&self, feed: &Feed<impl Processor, impl Output>) -> Result<(), String> {
         let client = self.nats.client().await.map_err(|e| e.to_string())?;
         let mut subscriber = match &self.queue {
             Some(queue) => client

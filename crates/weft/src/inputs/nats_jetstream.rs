@@ -23,12 +23,13 @@ use serde::Deserialize;
 
 use super::{AtShutdown, Feed};
 use crate::clients::nats::Nats;
-use crate::clients::secret::Secret;
 use crate::config::BuildError;
+use crate::config::Secret;
 use crate::config::units::Dur;
 use crate::core::Message;
 use crate::core::body::payload;
 use crate::core::mapping::{Value, empty_object, insert};
+use crate::core::{Output, Processor};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "NatsJetstreamInput")]
@@ -87,7 +88,7 @@ impl Config {
 }
 
 impl NatsJetstream {
-    pub async fn run(&self, feed: Feed) {
+    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
         // Not cancelled from outside: a batch under way is finished and acknowledged (a
         // fetch waits 1 s at most and shutdown is looked at in between).
         feed.keep_reading(
@@ -99,7 +100,7 @@ impl NatsJetstream {
         .await;
     }
 
-    async fn consume(&self, feed: &Feed) -> Result<(), String> {
+    async fn consume(&self, feed: &Feed<impl Processor, impl Output>) -> Result<(), String> {
         let c = &self.config;
         let client = self.nats.client().await.map_err(|e| e.to_string())?;
         let context = jetstream::new(client);

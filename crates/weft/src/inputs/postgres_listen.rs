@@ -24,6 +24,7 @@ use crate::clients::sql::{Database, Driver};
 use crate::config::BuildError;
 use crate::core::Message;
 use crate::core::mapping::{Value, empty_object, insert};
+use crate::core::{Output, Processor};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "PostgresListenInput")]
@@ -68,7 +69,7 @@ impl Config {
 }
 
 impl PostgresListen {
-    pub async fn run(&self, feed: Feed) {
+    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
         let component = "input.postgres_listen";
         loop {
             let listening = tokio::select! {

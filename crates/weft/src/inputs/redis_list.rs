@@ -19,10 +19,11 @@ use serde::Deserialize;
 
 use super::Feed;
 use crate::clients::redis::Redis;
-use crate::clients::secret::Secret;
 use crate::config::BuildError;
+use crate::config::Secret;
 use crate::core::Message;
 use crate::core::body::payload;
+use crate::core::{Output, Processor};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "RedisListInput")]
@@ -78,7 +79,7 @@ impl Config {
 }
 
 impl RedisList {
-    pub async fn run(&self, feed: Feed) {
+    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
         // What a crash left behind goes first, back onto the queue's reading end.
         loop {
             match self.recover().await {
@@ -96,7 +97,7 @@ impl RedisList {
         futures_util::future::join_all(workers).await;
     }
 
-    fn failed(&self, feed: &Feed, e: &redis::RedisError) {
+    fn failed(&self, feed: &Feed<impl Processor, impl Output>, e: &redis::RedisError) {
         tracing::error!(flow = %feed.flow.name, component = "input.redis_list", redis = self.redis.shown(), error = %e, "reading failed; trying again");
     }
 
@@ -117,7 +118,7 @@ impl RedisList {
         }
     }
 
-    async fn work(&self, feed: &Feed) {
+    async fn work(&self, feed: &Feed<impl Processor, impl Output>) {
         loop {
             // Not cancelled from outside: an item under way is finished and removed (`BLMOVE`
             // waits 1 s at most and shutdown is looked at in between).
@@ -134,7 +135,10 @@ impl RedisList {
         }
     }
 
-    async fn take(&self, feed: &Feed) -> Result<(), redis::RedisError> {
+    async fn take(
+        &self,
+        feed: &Feed<impl Processor, impl Output>,
+    ) -> Result<(), redis::RedisError> {
         let mut blocking = self.redis.dedicated().await?;
         let mut conn = self.redis.shared().await?;
         loop {

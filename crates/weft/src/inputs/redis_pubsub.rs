@@ -16,11 +16,12 @@ use serde::Deserialize;
 
 use super::{AtShutdown, Feed};
 use crate::clients::redis::Redis;
-use crate::clients::secret::Secret;
 use crate::config::BuildError;
+use crate::config::Secret;
 use crate::core::Message;
 use crate::core::body::payload;
 use crate::core::mapping::{Value, empty_object, insert};
+use crate::core::{Output, Processor};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "RedisPubsubInput")]
@@ -54,7 +55,7 @@ impl Config {
 }
 
 impl RedisPubsub {
-    pub async fn run(&self, feed: Feed) {
+    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
         // Publications missed while reconnecting are gone: Redis keeps none.
         feed.keep_reading(
             "input.redis_pubsub",
@@ -65,7 +66,10 @@ impl RedisPubsub {
         .await;
     }
 
-    async fn listen(&self, feed: &Feed) -> Result<(), redis::RedisError> {
+    async fn listen(
+        &self,
+        feed: &Feed<impl Processor, impl Output>,
+    ) -> Result<(), redis::RedisError> {
         let mut pubsub = self.redis.pubsub().await?;
         for channel in &self.channels {
             if channel.contains(['*', '?', '[']) {

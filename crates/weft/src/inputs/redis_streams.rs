@@ -26,12 +26,13 @@ use serde::Deserialize;
 
 use super::{AtShutdown, Feed};
 use crate::clients::redis::Redis;
-use crate::clients::secret::Secret;
 use crate::config::BuildError;
+use crate::config::Secret;
 use crate::config::units::Dur;
 use crate::core::Message;
 use crate::core::body::payload;
 use crate::core::mapping::{ObjectMap, Value, empty_object, insert};
+use crate::core::{Output, Processor};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "RedisStreamsInput")]
@@ -104,7 +105,7 @@ impl Config {
 }
 
 impl RedisStreams {
-    pub async fn run(&self, feed: Feed) {
+    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
         // Not cancelled from outside: a batch under way is finished and acknowledged (the
         // reads block 1 s at most and look at shutdown in between).
         feed.keep_reading(
@@ -116,7 +117,10 @@ impl RedisStreams {
         .await;
     }
 
-    async fn consume(&self, feed: &Feed) -> Result<(), redis::RedisError> {
+    async fn consume(
+        &self,
+        feed: &Feed<impl Processor, impl Output>,
+    ) -> Result<(), redis::RedisError> {
         let c = &self.config;
         let mut conn = self.redis.dedicated().await?;
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")

@@ -32,6 +32,7 @@ use crate::config::BuildError;
 use crate::config::units::Dur;
 use crate::core::Message;
 use crate::core::schedule::Schedule;
+use crate::core::{Output, Processor};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "SqlPollInput")]
@@ -117,7 +118,7 @@ impl SqlPoll {
         self.watermark.is_some()
     }
 
-    pub async fn run(&self, feed: Feed) {
+    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
         // Not cancelled from outside: a page under way is finished and checkpointed.
         feed.poll_on_schedule(&self.schedule, "input.sql_poll", AtShutdown::Finish, || {
             self.poll(&feed)
@@ -128,7 +129,7 @@ impl SqlPoll {
     /// One page: its rows handed to the flow and, once all are accepted, the checkpoint moved
     /// past them. `true` when the watermark moved (so another page may follow at once); a
     /// query without a watermark reads everything in one go.
-    async fn poll(&self, feed: &Feed) -> Result<bool, String> {
+    async fn poll(&self, feed: &Feed<impl Processor, impl Output>) -> Result<bool, String> {
         let params = match &self.watermark {
             None => Vec::new(),
             Some((_, initial)) => feed.load_checkpoint().await?.unwrap_or(initial.clone()),

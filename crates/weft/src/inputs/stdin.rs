@@ -9,6 +9,7 @@
 use serde::Deserialize;
 
 use super::{Codec, Feed, read_lines};
+use crate::core::{Output, Processor};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "StdinInput")]
@@ -23,7 +24,7 @@ fn default_codec() -> Codec {
 }
 
 impl Config {
-    pub async fn run(&self, feed: Feed) -> std::io::Result<()> {
+    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) -> std::io::Result<()> {
         let reader = tokio::io::BufReader::new(tokio::io::stdin());
         read_lines(reader, self.codec, "stdin", &feed).await
     }

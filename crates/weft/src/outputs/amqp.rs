@@ -20,8 +20,8 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::clients::amqp::{Amqp, Declare};
-use crate::clients::secret::Secret;
 use crate::config::BuildError;
+use crate::config::Secret;
 use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 

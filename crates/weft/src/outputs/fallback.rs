@@ -12,8 +12,9 @@
 //!     retry: { max_attempts: 3 }
 //! ```
 
-use super::{Output, Shared, StrategyConfig, accepted, combine, send_boxed};
+use super::{Output, StrategyConfig, accepted, combine, send_boxed};
 use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::config::BuildError;
 use crate::core::{Attempt, Message};
 

@@ -26,8 +26,8 @@ use tokio::sync::oneshot;
 use crate::clients::mqtt::{
     Client, Happened, MAX_PACKET, Mqtt, Refused, Version, check_qos, default_version, unpublishable,
 };
-use crate::clients::secret::Secret;
 use crate::config::BuildError;
+use crate::config::Secret;
 use crate::core::retry::RetryConfig;
 use crate::core::template::{Escape, Template};
 use crate::core::{Attempt, Message};

@@ -12,8 +12,8 @@
 use serde::Deserialize;
 
 use crate::clients::nats::Nats;
-use crate::clients::secret::Secret;
 use crate::config::BuildError;
+use crate::config::Secret;
 use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 

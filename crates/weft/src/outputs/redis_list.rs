@@ -11,8 +11,8 @@
 use serde::Deserialize;
 
 use crate::clients::redis::Redis;
-use crate::clients::secret::Secret;
 use crate::config::BuildError;
+use crate::config::Secret;
 use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 

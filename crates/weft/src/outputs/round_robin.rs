@@ -12,8 +12,9 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Output, Shared, StrategyConfig, combine, send_boxed};
+use super::{Output, StrategyConfig, combine, send_boxed};
 use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::config::BuildError;
 use crate::core::{Attempt, Message};
 

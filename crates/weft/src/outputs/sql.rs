@@ -401,7 +401,7 @@ async fn write_batches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clients::secret::Secret;
+    use crate::config::Secret;
 
     fn db(url: &str) -> Database {
         crate::clients::sql::Config {

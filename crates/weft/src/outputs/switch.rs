@@ -20,8 +20,9 @@
 
 use serde::Deserialize;
 
-use super::{Output, OutputConfig, Shared, build_inner, combine, send_boxed};
+use super::{Output, OutputConfig, build_inner, combine, send_boxed};
 use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::config::BuildError;
 use crate::core::mapping::{Mapping, to_text};
 use crate::core::retry::RetryConfig;

@@ -23,10 +23,10 @@ use serde::Deserialize;
 
 use super::{Processor, ProcessorConfig, build_steps};
 use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::config::BuildError;
 use crate::core::flow::{ProcessorSlot, run_nested};
 use crate::core::{Context, Message, Step, StepError};
-use crate::outputs::Shared;
 
 /// The processors of the block, in order.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

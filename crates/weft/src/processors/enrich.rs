@@ -23,12 +23,12 @@ use serde::Deserialize;
 
 use super::{Processor, ProcessorConfig, build_steps};
 use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::cache::Cache;
 use crate::config::BuildError;
 use crate::core::flow::{ProcessorSlot, run_nested};
 use crate::core::mapping::{Mapping, Outcome, insert};
 use crate::core::{Context, Message, Step, StepError, Value};
-use crate::outputs::Shared;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "EnrichProcessor")]

@@ -23,11 +23,11 @@ mod throttle;
 use serde::Deserialize;
 
 use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::config::BuildError;
 use crate::core::flow::ProcessorSlot;
 use crate::core::mapping::{Mapping, Outcome, insert};
 use crate::core::{Context, Message, Step, StepError, Value};
-use crate::outputs::Shared;
 
 /// Every processor weft knows, by its YAML name.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -47,7 +47,7 @@ pub enum ProcessorConfig {
     Catch(Box<catch::Config>),
     Split(
         #[serde(deserialize_with = "split::Config::deserialize_short")]
-        #[schemars(with = "crate::config::schema::ShortOr<split::Config>")]
+        #[schemars(with = "crate::config::schema_types::ShortOr<split::Config>")]
         split::Config,
     ),
     Aggregate(Box<aggregate::Config>),
@@ -55,7 +55,7 @@ pub enum ProcessorConfig {
     Throttle(Box<throttle::Config>),
     Delay(
         #[serde(deserialize_with = "delay::Config::deserialize_short")]
-        #[schemars(with = "crate::config::schema::ShortOr<delay::Config>")]
+        #[schemars(with = "crate::config::schema_types::ShortOr<delay::Config>")]
         delay::Config,
     ),
     Template(Box<template::Config>),

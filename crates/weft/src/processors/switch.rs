@@ -22,11 +22,11 @@ use serde::Deserialize;
 
 use super::{Processor, ProcessorConfig, build_steps};
 use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::config::BuildError;
 use crate::core::flow::{ProcessorSlot, run_nested};
 use crate::core::mapping::Mapping;
 use crate::core::{Context, MappingError, Message, Step, StepError, Trail, Value};
-use crate::outputs::Shared;
 
 /// The cases, in order.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

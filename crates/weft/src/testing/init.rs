@@ -89,7 +89,7 @@ pub fn init(dir: &Path, name: &str) -> Result<Vec<PathBuf>, String> {
         ),
         (
             dir.join("weft.schema.json"),
-            crate::config::schema::generate(),
+            crate::load::schema::generate(),
         ),
     ];
     for (path, _) in &files[..2] {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clients::http::{Intercepted, Interceptor};
 use crate::core::{Attempt, Message};
-use crate::outputs::Output;
+use crate::outputs::{Output, Sending, StandIn};
 
 /// How much faster than configured retry waits and deadlines run in `weft test`
 /// ([`crate::core::retry::set_time_scale`]): the same attempts, in a thousandth of the time.
@@ -62,12 +62,7 @@ impl MockOutput {
         MockOutput { answers, real, log }
     }
 
-    pub fn reads_metadata(&self) -> bool {
-        // Metadata is kept for the test's assertions even when nothing in the flow reads it.
-        true
-    }
-
-    pub async fn send(&self, message: &Message) -> Attempt {
+    async fn attempt(&self, message: &Message) -> Attempt {
         let n = self.log.attempts.fetch_add(1, Ordering::Relaxed);
         let answer = self
             .answers
@@ -95,6 +90,17 @@ impl MockOutput {
                 .push(message.clone());
         }
         outcome
+    }
+}
+
+impl StandIn for MockOutput {
+    fn send<'a>(&'a self, message: &'a Message) -> Sending<'a> {
+        Box::pin(self.attempt(message))
+    }
+
+    fn reads_metadata(&self) -> bool {
+        // Metadata is kept for the test's assertions even when nothing in the flow reads it.
+        true
     }
 }
 

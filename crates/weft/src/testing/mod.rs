@@ -52,13 +52,14 @@ use serde::de::{self, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visi
 use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
 
+use crate::clients::Shared;
 use crate::clients::http::HttpClient;
 use crate::config::{self, units::Dur, yaml};
 use crate::core::mapping::{Mapping, Value};
 use crate::core::{Message, durable};
 use crate::engine::{self, Assembled};
 use crate::inputs::{Input, http_server};
-use crate::outputs::{Output, Shared};
+use crate::outputs::Output;
 use mock::{Answer, Exchange, HttpMocks, HttpRule, MockOutput, OutputLog, TIME_SCALE};
 
 /// A `*_test.yaml` file.
@@ -564,7 +565,7 @@ async fn run_case(
             .cloned()
             .or_else(|| std::env::var(name).ok())
     };
-    let loaded = config::load_with(&setting.flows, &lookup, &shared)
+    let loaded = crate::load::load_with(&setting.flows, &lookup, &shared)
         .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     let names: Vec<String> = loaded.flows.iter().map(|f| f.name.clone()).collect();
     let resources = loaded.resources;
@@ -651,7 +652,7 @@ async fn run_case(
         .map_err(one)?
         .into_iter();
     if flow.durable().is_some() {
-        let feed = crate::inputs::Feed {
+        let feed = crate::core::feed::Feed {
             flow: flow.clone(),
             shutdown: stop.clone(),
             tasks: tokio_util::task::TaskTracker::new(),

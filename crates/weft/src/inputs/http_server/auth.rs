@@ -40,8 +40,8 @@ use http::HeaderMap;
 use serde::Deserialize;
 
 use crate::clients::http::HttpClient;
-use crate::clients::secret::Secret;
 use crate::config::BuildError;
+use crate::config::Secret;
 use crate::config::units::Dur;
 
 /// One of the ways a caller proves who it is.

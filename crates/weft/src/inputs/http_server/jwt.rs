@@ -50,8 +50,8 @@ use vrl::value::Value;
 
 use super::auth::Refused;
 use crate::clients::http::{ClientConfig, HttpClient};
-use crate::clients::secret::Secret;
 use crate::config::BuildError;
+use crate::config::Secret;
 use crate::config::units::Dur;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -71,11 +71,11 @@ pub struct JwtConfig {
     pub algorithms: Vec<String>,
     /// Accepted `iss` values (one or a list); when set, tokens must carry `iss`.
     #[serde(default, deserialize_with = "crate::config::de::one_or_many")]
-    #[schemars(with = "crate::config::schema::OneOrMany")]
+    #[schemars(with = "crate::config::schema_types::OneOrMany")]
     pub issuer: Vec<String>,
     /// Accepted `aud` values (one or a list); when set, tokens must carry `aud`.
     #[serde(default, deserialize_with = "crate::config::de::one_or_many")]
-    #[schemars(with = "crate::config::schema::OneOrMany")]
+    #[schemars(with = "crate::config::schema_types::OneOrMany")]
     pub audience: Vec<String>,
     /// Clock skew allowed on `exp` and `nbf`.
     #[serde(default = "default_leeway")]

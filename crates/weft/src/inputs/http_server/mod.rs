@@ -61,10 +61,9 @@ use crate::clients::http::HttpClient;
 use crate::config::BuildError;
 use crate::config::units::{Dur, Size};
 use crate::core::durable::{AcceptError, Reservation};
-use crate::core::flow::{Admission, FlowError, Processed};
+use crate::core::flow::{Admission, Flow, FlowError, Processed};
 use crate::core::mapping::{Value, empty_object, insert};
-use crate::core::{Message, body};
-use crate::engine::RunFlow;
+use crate::core::{Message, Output, Processor, body};
 use crate::server::Limits;
 use crate::server::tls::{Tls, TlsConfig};
 
@@ -247,9 +246,9 @@ impl Endpoint {
     }
 }
 
-struct Route {
+struct Route<P, O> {
     endpoint: Endpoint,
-    flow: Arc<RunFlow>,
+    flow: Arc<Flow<P, O>>,
     allow: HeaderValue,
     /// Messages being handed to the flow; waited for at shutdown.
     work: TaskTracker,
@@ -265,7 +264,7 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn new(endpoints: Vec<(Endpoint, Arc<RunFlow>)>) -> Table {
+    pub fn new<P: Processor, O: Output>(endpoints: Vec<(Endpoint, Arc<Flow<P, O>>)>) -> Table {
         let work = TaskTracker::new();
         Table {
             router: Arc::new(std::sync::RwLock::new(routes(endpoints, &work))),
@@ -274,13 +273,16 @@ impl Table {
     }
 
     /// Serves these endpoints from the next request on.
-    pub fn set(&self, endpoints: Vec<(Endpoint, Arc<RunFlow>)>) {
+    pub fn set<P: Processor, O: Output>(&self, endpoints: Vec<(Endpoint, Arc<Flow<P, O>>)>) {
         let router = routes(endpoints, &self.work);
         *self.router.write().expect("routing table lock") = router;
     }
 }
 
-fn routes(endpoints: Vec<(Endpoint, Arc<RunFlow>)>, work: &TaskTracker) -> Router {
+fn routes<P: Processor, O: Output>(
+    endpoints: Vec<(Endpoint, Arc<Flow<P, O>>)>,
+    work: &TaskTracker,
+) -> Router {
     let mut router = Router::new();
     for (endpoint, flow) in endpoints {
         let allow = endpoint
@@ -306,9 +308,9 @@ fn routes(endpoints: Vec<(Endpoint, Arc<RunFlow>)>, work: &TaskTracker) -> Route
 
 /// Serves every endpoint that shares one address until `shutdown`, then finishes the requests
 /// in flight (their callers get their real answer) and returns.
-pub async fn serve(
+pub async fn serve<P: Processor, O: Output>(
     listener: tokio::net::TcpListener,
-    endpoints: Vec<(Endpoint, Arc<RunFlow>)>,
+    endpoints: Vec<(Endpoint, Arc<Flow<P, O>>)>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     // Flows sharing an address share its TLS and limits (the config loader checks they agree).
@@ -364,7 +366,10 @@ fn error(status: StatusCode, message: &str, id: Option<&str>) -> Response {
         .into_response()
 }
 
-async fn handle(route: Arc<Route>, request: Request<Body>) -> Response {
+async fn handle<P: Processor, O: Output>(
+    route: Arc<Route<P, O>>,
+    request: Request<Body>,
+) -> Response {
     let mut signature = None;
     let response = answer(&route, request, &mut signature).await;
     // A signature counts as used once its request was accepted: a sender retrying after a
@@ -377,8 +382,8 @@ async fn handle(route: Arc<Route>, request: Request<Body>) -> Response {
     response
 }
 
-async fn answer(
-    route: &Arc<Route>,
+async fn answer<P: Processor, O: Output>(
+    route: &Arc<Route<P, O>>,
     request: Request<Body>,
     signature: &mut Option<auth::Signature>,
 ) -> Response {
@@ -528,7 +533,7 @@ async fn answer(
         .headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .filter(|tp| crate::telemetry::parse_traceparent(tp).is_some())
+        .filter(|tp| crate::core::trace::parse_traceparent(tp).is_some())
         .map(Into::into);
     if route.flow.store().is_none() {
         // Nothing to settle: a caller hanging up may cancel the delivery, which it never saw
@@ -555,7 +560,11 @@ async fn answer(
 
 /// 401 with the short reason (basic auth and JWT also say how to authenticate), or 503 when
 /// weft could not check.
-fn unauthorized(route: &Route, auth: &auth::Auth, refused: auth::Refused) -> Response {
+fn unauthorized<P: Processor, O: Output>(
+    route: &Route<P, O>,
+    auth: &auth::Auth,
+    refused: auth::Refused,
+) -> Response {
     tracing::warn!(flow = %route.flow.name, reason = refused.reason, "request refused by auth");
     if refused.status != StatusCode::UNAUTHORIZED {
         return retry_later(refused.status, refused.reason);
@@ -585,8 +594,8 @@ fn retry_later(status: StatusCode, message: &str) -> Response {
 
 /// Hands the message to the flow and answers the caller: once it is stored (durable), or once
 /// it is delivered (direct).
-async fn respond(
-    route: &Route,
+async fn respond<P: Processor, O: Output>(
+    route: &Route<P, O>,
     message: Message,
     reservation: Option<Reservation>,
     admission: Admission,

@@ -611,7 +611,8 @@ fn article(noun: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{FLOW_KEYS, env, yaml};
+    use crate::config::{env, yaml};
+    use crate::load::FLOW_KEYS;
 
     fn schema() -> Value {
         serde_json::from_str(&super::super::schema::generate()).expect("the schema is JSON")
@@ -753,8 +754,8 @@ mod tests {
             }
             let text = serde_json::to_string_pretty(&file).unwrap();
             let lookup = |_: &str| Some("example".to_string());
-            let shared = crate::outputs::Shared::default();
-            if let Err(errors) = crate::config::load_str(&c.name, &text, &lookup, &shared) {
+            let shared = crate::clients::Shared::default();
+            if let Err(errors) = crate::load::load_str(&c.name, &text, &lookup, &shared) {
                 for error in errors.iter().filter(|e| !needs_a_file(e)) {
                     problems.push(format!("{} `{}`: {error}", c.kind.noun, c.name));
                 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 
-use super::units::{Dur, Size};
+use crate::config::units::{Dur, Size};
 use crate::inputs::InputConfig;
 use crate::outputs::OutputConfig;
 use crate::processors::ProcessorConfig;
@@ -86,25 +86,6 @@ struct Resources {
     circuit_breakers: Option<BTreeMap<String, crate::clients::circuit::Config>>,
     sql: Option<BTreeMap<String, crate::clients::sql::Config>>,
     caches: Option<BTreeMap<String, crate::clients::cache::Config>>,
-}
-
-/// A field that takes one string or a list of them.
-#[derive(JsonSchema)]
-#[serde(untagged)]
-#[allow(dead_code)]
-pub enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// A component with a short form: a bare value, or its settings.
-#[derive(JsonSchema)]
-#[schemars(rename = "ShortOr{T}")]
-#[serde(untagged)]
-#[allow(dead_code)]
-pub enum ShortOr<T> {
-    Short(String),
-    Full(T),
 }
 
 /// The schema, as pretty JSON.

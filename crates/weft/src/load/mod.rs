@@ -1,0 +1,1373 @@
+//! Config files → built flows, collecting every error on the way.
+//!
+//! The stages: YAML text → [`yaml::Node`] tree with locations → `${VAR}` substitution in the
+//! tree → each component deserialized on its own (so one bad component does not hide the next)
+//! → each component built (VRL compiled, URLs and methods parsed). Components say only *what* is
+//! wrong and in which field ([`BuildError`]); this module adds *where* (`file:line:col`, flow,
+//! component, field path) and a "did you mean". `weft check` is this module and nothing else.
+
+#[cfg(test)]
+mod component_docs;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tracing::level_filters::LevelFilter;
+
+use crate::clients::Resources;
+use crate::clients::Shared;
+use crate::config::de::{self, did_you_mean, from_node};
+use crate::config::units::{self, Dur};
+use crate::config::yaml::{self, Kind, Loc, Node, Style};
+use crate::config::{BuildError, ConfigError, env};
+use crate::core::durable::Limits;
+use crate::core::mapping::Mapping;
+use crate::core::retry::RetryPolicy;
+use crate::inputs::{Input, InputConfig};
+use crate::outputs::{Output, OutputConfig};
+use crate::processors::{Processor, ProcessorConfig};
+pub use weft_store::Durability;
+
+/// A flow of weft's own components, as the engine runs it.
+pub type RunFlow = crate::core::flow::Flow<Processor, Output>;
+
+/// A flow, built and ready to run.
+pub struct FlowSpec {
+    pub name: String,
+    pub concurrency: u32,
+    pub input_id: String,
+    pub input: Input,
+    pub processors: Vec<(String, Processor)>,
+    pub outputs: Vec<(String, Output, RetryPolicy)>,
+    /// `None` for direct delivery; the store queue's bounds for `delivery: durable`.
+    pub durable: Option<Limits>,
+    /// `ordering: { by_key: … }`: the key whose messages are delivered one at a time, in order.
+    pub order_by: Option<Mapping>,
+    /// `log_level`: the level of the log lines written while its messages are handled.
+    pub log_level: Option<LevelFilter>,
+    /// The flow's settings (after `${…}` substitution), as [`yaml::Node::canonical`] writes
+    /// them: a reload restarts the flow only when this, or [`Loaded::shared`], changed.
+    pub fingerprint: String,
+}
+
+impl FlowSpec {
+    /// Whether the flow keeps anything in the store (its queue, dedupe keys, idempotency keys).
+    pub fn needs_store(&self) -> bool {
+        self.durable.is_some()
+            || self.processors.iter().any(|(_, p)| p.uses_store())
+            || self.input.uses_store()
+    }
+}
+
+/// What flows sharing an `http_server` address must agree on.
+type ListenerSettings = (Option<crate::server::tls::TlsConfig>, crate::server::Limits);
+
+/// Everything `weft run` needs.
+pub struct Loaded {
+    pub flows: Vec<FlowSpec>,
+    pub admin_address: Option<std::net::SocketAddr>,
+    /// `admin.token`: the bearer token the admin endpoint asks for.
+    pub admin_token: Option<crate::config::Secret>,
+    /// `admin.tls`, its files read.
+    pub admin_tls: Option<std::sync::Arc<crate::server::tls::Tls>>,
+    pub shutdown_timeout: Duration,
+    pub durability: Durability,
+    /// `disk_free_limit`: the store's floor of free space (`None`: its default).
+    pub disk_free_limit: Option<u64>,
+    pub resources: Resources,
+    /// What every flow depends on (`resources`, `outbound`), as [`yaml::Node::canonical`]
+    /// writes it: when it changed, a reload restarts every flow.
+    pub shared: String,
+    /// `tracing:`: span export.
+    pub tracing: crate::telemetry::TracingConfig,
+    /// The `resources` sections, canonical: a reload keeps the built resources when it is the
+    /// same ([`load_reusing`]).
+    pub resources_text: String,
+}
+
+/// `delivery:` on a flow.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum DeliveryMode {
+    /// In memory; the input is acked after every output accepted.
+    #[default]
+    Direct,
+    /// Through the store; the input is acked once the message is committed.
+    Durable,
+}
+
+/// `durability:` at the top level: what a commit to the store survives.
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum DurabilityConfig {
+    Process,
+    Power,
+}
+
+/// `ordering:` on a flow.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct OrderingConfig {
+    /// A VRL expression over the incoming message: messages with the same key are delivered
+    /// one at a time, in the order they were accepted.
+    by_key: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct AdminConfig {
+    /// `host:port` of the admin endpoint (`/metrics`, `/health`, the DLQ API).
+    #[serde(default)]
+    address: Option<String>,
+    /// The bearer token every admin request must carry; required off loopback.
+    #[serde(default)]
+    token: Option<crate::config::Secret>,
+    /// Serve the admin endpoint over HTTPS; see [`crate::server::tls`].
+    #[serde(default)]
+    tls: Option<crate::server::tls::TlsConfig>,
+}
+
+const TOP_KEYS: &[&str] = &[
+    "flows",
+    "admin",
+    "shutdown_timeout",
+    "durability",
+    "disk_free_limit",
+    "resources",
+    "outbound",
+    "tracing",
+];
+const FLOW_KEYS: &[&str] = &[
+    "input",
+    "pipeline",
+    "output",
+    "outputs",
+    "concurrency",
+    "delivery",
+    "max_queued",
+    "max_queued_bytes",
+    "ordering",
+    "log_level",
+];
+const DEFAULT_MAX_QUEUED: u64 = 100_000;
+const DEFAULT_MAX_QUEUED_BYTES: u64 = 256 << 20;
+const DEFAULT_CONCURRENCY: u32 = 256;
+const DEFAULT_WORKERS: u32 = 16;
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Loads and builds every flow in `paths`, or returns every error found.
+pub fn load(paths: &[impl AsRef<Path>], shared: &Shared) -> Result<Loaded, Vec<ConfigError>> {
+    load_with(paths, &|name: &str| std::env::var(name).ok(), shared)
+}
+
+/// [`load`] with `${VAR}` looked up through `lookup` (`weft test` adds a test file's `env`).
+pub fn load_with(
+    paths: &[impl AsRef<Path>],
+    lookup: &dyn Fn(&str) -> Option<String>,
+    shared: &Shared,
+) -> Result<Loaded, Vec<ConfigError>> {
+    load_reusing(paths, lookup, shared, None)
+}
+
+/// [`load_with`] for a reload: when `resources` read exactly as they did in `previous`, its
+/// built resources are kept — one rate limit, breaker, cache, pool and OAuth 2.0 token for
+/// old and new flows alike — instead of being built again.
+pub fn load_reusing(
+    paths: &[impl AsRef<Path>],
+    lookup: &dyn Fn(&str) -> Option<String>,
+    shared: &Shared,
+    previous: Option<(&str, &Resources)>,
+) -> Result<Loaded, Vec<ConfigError>> {
+    let mut loader = Loader::new(shared);
+    let mut texts = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => texts.push((file, text)),
+            Err(e) => loader.errors.push(ConfigError {
+                file,
+                loc: Loc { line: 0, col: 0 },
+                flow: None,
+                component: None,
+                field: String::new(),
+                message: format!("cannot read: {e}"),
+                suggestion: None,
+            }),
+        }
+    }
+    // Resources first, from every file: a flow may name one defined in another file.
+    let mut resources_text = String::new();
+    for (_, text) in &texts {
+        if let Ok(mut root) = yaml::parse(text) {
+            let _ = env::substitute(&mut root, lookup);
+            // `outbound` too: resources hold HTTP clients (token fetches) under its rules.
+            for key in ["resources", "outbound"] {
+                if let Some(node) = root.get(key) {
+                    resources_text.push_str(key);
+                    resources_text.push_str(&node.canonical());
+                    resources_text.push('\n');
+                }
+            }
+        }
+    }
+    match previous.filter(|(text, _)| *text == resources_text) {
+        Some((_, resources)) => loader.resources = resources.clone(),
+        None => {
+            for (file, text) in &texts {
+                loader.resources(file, text, lookup);
+            }
+        }
+    }
+    loader.resources_text = resources_text;
+    for (file, text) in &texts {
+        loader.file(file, text, lookup);
+    }
+    loader.finish()
+}
+
+/// Loads one config text (for tests and embedding); `name` stands in for the file name.
+pub fn load_str(
+    name: &str,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    shared: &Shared,
+) -> Result<Loaded, Vec<ConfigError>> {
+    let mut loader = Loader::new(shared);
+    loader.resources(name, text, lookup);
+    loader.file(name, text, lookup);
+    loader.finish()
+}
+
+struct Loader<'a> {
+    errors: Vec<ConfigError>,
+    flows: Vec<FlowSpec>,
+    admin_address: Option<std::net::SocketAddr>,
+    admin_token: Option<crate::config::Secret>,
+    admin_tls: Option<std::sync::Arc<crate::server::tls::Tls>>,
+    admin_seen: bool,
+    outbound_seen: bool,
+    shutdown_timeout: Option<Duration>,
+    durability: Option<Durability>,
+    disk_free_limit: Option<u64>,
+    seen_flows: HashMap<String, String>,
+    endpoints: HashMap<(std::net::SocketAddr, String), String>,
+    /// Per address: the first flow on it, and its TLS and limits (which every flow there shares).
+    listeners: HashMap<std::net::SocketAddr, (String, ListenerSettings)>,
+    shared: &'a Shared,
+    resources: Resources,
+    /// What every flow depends on, canonical (see [`Loaded::shared`]).
+    shared_settings: String,
+    tracing: Option<crate::telemetry::TracingConfig>,
+    tracing_seen: bool,
+    resources_text: String,
+}
+
+/// Error context within one file.
+struct Ctx<'t> {
+    file: &'t str,
+    text: &'t str,
+    flow: Option<String>,
+    component: Option<String>,
+}
+
+impl Ctx<'_> {
+    fn error(&self, loc: Loc, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            loc,
+            flow: self.flow.clone(),
+            component: self.component.clone(),
+            field: field.to_string(),
+            message: message.into(),
+            suggestion: None,
+        }
+    }
+
+    fn de_error(&self, e: de::DeError, skip_variant: bool) -> ConfigError {
+        let path = if skip_variant && !e.path.is_empty() {
+            &e.path[1..]
+        } else {
+            &e.path[..]
+        };
+        let mut err = self.error(e.loc.unwrap_or_default(), &join_path(path), e.message);
+        err.suggestion = e.suggestion;
+        err
+    }
+
+    /// Locates each build error in the component's settings node.
+    fn build_errors(&self, settings: &Node, errors: Vec<BuildError>) -> Vec<ConfigError> {
+        errors
+            .into_iter()
+            .map(|e| {
+                let node = find(settings, &e.field).unwrap_or(settings);
+                let loc = match &e.span {
+                    Some(span) => locate_in_scalar(self.text, node, span.start),
+                    None => node.loc,
+                };
+                self.error(loc, &e.field, e.message)
+            })
+            .collect()
+    }
+}
+
+fn join_path(path: &[String]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        if !seg.starts_with('[') && !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(seg);
+    }
+    out
+}
+
+/// Walks a dotted field path (`headers.Authorization`, `methods.0`) from `node`.
+fn find<'n>(node: &'n Node, field: &str) -> Option<&'n Node> {
+    if field.is_empty() {
+        return Some(node);
+    }
+    let mut current = node;
+    for seg in field.split('.') {
+        current = match &current.kind {
+            Kind::Map(_) => current.get(seg)?,
+            Kind::Seq(items) => items.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(current)
+}
+
+/// Maps a byte offset inside a scalar's value back to `line:col` in the file.
+fn locate_in_scalar(text: &str, node: &Node, offset: usize) -> Loc {
+    let Kind::Str(value) = &node.kind else {
+        return node.loc;
+    };
+    // An error at the very end ("unexpected end of program") belongs on the last line written.
+    let mut offset = offset.min(value.len());
+    while offset > 0 && offset == value.len() && value[..offset].ends_with('\n') {
+        offset -= 1;
+    }
+    let before = &value[..offset];
+    let line_in_value = before.matches('\n').count() as u32;
+    let col_in_line = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32;
+    match node.style {
+        Style::Block => {
+            // The parser places a block scalar at its first content line; columns count from
+            // the block's indentation.
+            let first_content_line = node.loc.line;
+            let indent = text
+                .lines()
+                .skip(first_content_line as usize - 1)
+                .find(|l| !l.trim().is_empty())
+                .map_or(0, |l| l.len() - l.trim_start().len()) as u32;
+            Loc {
+                line: first_content_line + line_in_value,
+                col: indent + col_in_line + 1,
+            }
+        }
+        Style::Quoted if line_in_value == 0 => Loc {
+            line: node.loc.line,
+            col: node.loc.col + 1 + col_in_line,
+        },
+        Style::Plain if line_in_value == 0 => Loc {
+            line: node.loc.line,
+            col: node.loc.col + col_in_line,
+        },
+        _ => Loc {
+            line: node.loc.line + line_in_value,
+            col: node.loc.col,
+        },
+    }
+}
+
+/// The name of a single-key component node, for messages about it.
+fn component_kind(node: &Node) -> String {
+    match &node.kind {
+        Kind::Map(entries) if entries.len() == 1 => match &entries[0].0.kind {
+            Kind::Str(s) => s.clone(),
+            _ => "?".into(),
+        },
+        Kind::Str(s) => s.clone(),
+        _ => "?".into(),
+    }
+}
+
+/// The settings node of a single-key component node (`http_server: {…}` → `{…}`).
+fn settings(node: &Node) -> &Node {
+    match &node.kind {
+        Kind::Map(entries) if entries.len() == 1 => &entries[0].1,
+        _ => node,
+    }
+}
+
+impl<'a> Loader<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        Loader {
+            errors: Vec::new(),
+            flows: Vec::new(),
+            admin_address: None,
+            admin_token: None,
+            admin_tls: None,
+            admin_seen: false,
+            outbound_seen: false,
+            shutdown_timeout: None,
+            durability: None,
+            disk_free_limit: None,
+            seen_flows: HashMap::new(),
+            endpoints: HashMap::new(),
+            listeners: HashMap::new(),
+            shared,
+            resources: Resources::default(),
+            shared_settings: String::new(),
+            tracing: None,
+            tracing_seen: false,
+            resources_text: String::new(),
+        }
+    }
+
+    fn finish(self) -> Result<Loaded, Vec<ConfigError>> {
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        Ok(Loaded {
+            flows: self.flows,
+            admin_address: self.admin_address,
+            admin_token: self.admin_token,
+            admin_tls: self.admin_tls,
+            shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            durability: self.durability.unwrap_or_default(),
+            disk_free_limit: self.disk_free_limit,
+            resources: self.resources,
+            shared: self.shared_settings,
+            tracing: self.tracing.unwrap_or_default(),
+            resources_text: self.resources_text,
+        })
+    }
+
+    fn file(&mut self, file: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) {
+        let mut ctx = Ctx {
+            file,
+            text,
+            flow: None,
+            component: None,
+        };
+        let mut root = match yaml::parse(text) {
+            Ok(root) => root,
+            Err(e) => {
+                self.errors
+                    .push(ctx.error(e.loc, "", format!("YAML syntax: {}", e.message)));
+                return;
+            }
+        };
+        for e in env::substitute(&mut root, lookup) {
+            // `annotate_env_errors` adds the flow and component once the tree has been walked.
+            self.errors.push(ctx.error(e.loc, "", e.message));
+        }
+        let Kind::Map(entries) = &root.kind else {
+            self.errors.push(ctx.error(
+                root.loc,
+                "",
+                "a config file is a mapping with a `flows:` key",
+            ));
+            return;
+        };
+        let mut has_flows = false;
+        for (key, value) in entries {
+            let name = match &key.kind {
+                Kind::Str(s) => s.as_str(),
+                _ => "",
+            };
+            match name {
+                "flows" => {
+                    has_flows = true;
+                    self.flows_node(&mut ctx, value);
+                }
+                // Built by `resources`, before any flow.
+                "resources" => self
+                    .shared_settings
+                    .push_str(&format!("resources:{}\n", value.canonical())),
+                "admin" => {
+                    let seen = std::mem::replace(&mut self.admin_seen, true);
+                    let Some(admin) = self.once::<AdminConfig>(&ctx, key, value, seen) else {
+                        continue;
+                    };
+                    self.admin_token = admin.token;
+                    match admin.tls.as_ref().map(|t| t.load()) {
+                        None => {}
+                        Some(Ok(tls)) => self.admin_tls = Some(std::sync::Arc::new(tls)),
+                        Some(Err(errors)) => {
+                            let at = find(value, "tls").unwrap_or(value);
+                            for e in errors {
+                                let field = e.field.trim_start_matches("tls.").to_string();
+                                self.errors.push(ctx.error(
+                                    find(at, &field).unwrap_or(at).loc,
+                                    &format!("admin.{}", e.field),
+                                    e.message,
+                                ));
+                            }
+                        }
+                    }
+                    match admin.address.as_deref().map(str::parse) {
+                        None => {}
+                        Some(Ok(address)) => self.admin_address = Some(address),
+                        Some(Err(_)) => self.errors.push(ctx.error(
+                            find(value, "address").unwrap_or(value).loc,
+                            "admin.address",
+                            format!(
+                                "`{}` is not an `ip:port` address like 127.0.0.1:9464",
+                                admin.address.as_deref().unwrap_or_default()
+                            ),
+                        )),
+                    }
+                }
+                "tracing" => {
+                    let seen = std::mem::replace(&mut self.tracing_seen, true);
+                    if let Some(tracing) =
+                        self.once::<crate::telemetry::TracingConfig>(&ctx, key, value, seen)
+                    {
+                        self.tracing = Some(tracing);
+                    }
+                }
+                "outbound" => {
+                    self.shared_settings
+                        .push_str(&format!("outbound:{}\n", value.canonical()));
+                    let seen = std::mem::replace(&mut self.outbound_seen, true);
+                    let Some(outbound) = self
+                        .once::<crate::clients::outbound::OutboundConfig>(&ctx, key, value, seen)
+                    else {
+                        continue;
+                    };
+                    match outbound.build() {
+                        Ok(rules) => self.shared.http.set_outbound(rules),
+                        Err(errors) => self.errors.extend(errors.into_iter().map(|e| {
+                            let (list, index) = e.field.split_once('.').unwrap_or((&e.field, ""));
+                            let at = find(value, list)
+                                .and_then(|l| match (&l.kind, index.parse::<usize>()) {
+                                    (Kind::Seq(items), Ok(i)) => items.get(i),
+                                    _ => None,
+                                })
+                                .unwrap_or(value);
+                            ctx.error(at.loc, &format!("outbound.{}", e.field), e.message)
+                        })),
+                    }
+                }
+                "durability" => match from_node::<DurabilityConfig>(value) {
+                    Ok(d) => {
+                        self.durability = Some(match d {
+                            DurabilityConfig::Process => Durability::Process,
+                            DurabilityConfig::Power => Durability::Power,
+                        })
+                    }
+                    Err(e) => self.errors.push(ctx.error(
+                        value.loc,
+                        "durability",
+                        format!("{} (use `process` or `power`)", e.message),
+                    )),
+                },
+                "disk_free_limit" => match from_node::<units::Size>(value) {
+                    Ok(size) => self.disk_free_limit = Some(size.0),
+                    Err(e) => self
+                        .errors
+                        .push(ctx.error(value.loc, "disk_free_limit", e.message)),
+                },
+                "shutdown_timeout" => match from_node::<Dur>(value) {
+                    Ok(d) => self.shutdown_timeout = Some(d.0),
+                    Err(e) => self
+                        .errors
+                        .push(ctx.error(value.loc, "shutdown_timeout", e.message)),
+                },
+                other => {
+                    let mut err = ctx.error(
+                        key.loc,
+                        other,
+                        format!(
+                            "unknown top-level key `{other}`; expected one of: {}",
+                            TOP_KEYS.join(", ")
+                        ),
+                    );
+                    err.suggestion = did_you_mean(other, TOP_KEYS.iter().copied());
+                    self.errors.push(err);
+                }
+            }
+        }
+        if !has_flows {
+            self.errors.push(ctx.error(
+                root.loc,
+                "flows",
+                "no `flows:` key; a config file defines its flows under `flows:`",
+            ));
+        }
+        // Reference env errors to flows: re-walk is cheap and keeps substitution simple.
+        annotate_env_errors(&mut self.errors, file, &root);
+    }
+
+    /// Builds the `resources:` of one file. Variables are substituted as for flows; their
+    /// errors are reported once, by [`Loader::file`].
+    fn resources(&mut self, file: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) {
+        let Ok(mut root) = yaml::parse(text) else {
+            return;
+        };
+        let _ = env::substitute(&mut root, lookup);
+        let Some(node) = root.get("resources") else {
+            return;
+        };
+        let ctx = Ctx {
+            file,
+            text,
+            flow: None,
+            component: None,
+        };
+        let Kind::Map(kinds) = &node.kind else {
+            self.errors.push(ctx.error(
+                node.loc,
+                "resources",
+                "`resources` is a mapping with `auth`, `rate_limits`, `circuit_breakers`, `sql` and `caches`",
+            ));
+            return;
+        };
+        const KINDS: &[&str] = &["auth", "rate_limits", "circuit_breakers", "sql", "caches"];
+        for (key, items) in kinds {
+            let kind = match &key.kind {
+                Kind::Str(k) if KINDS.contains(&k.as_str()) => k.as_str(),
+                Kind::Str(k) => {
+                    let mut err = ctx.error(
+                        key.loc,
+                        &format!("resources.{k}"),
+                        format!(
+                            "unknown resource kind `{k}`; expected one of: {}",
+                            KINDS.join(", ")
+                        ),
+                    );
+                    err.suggestion = did_you_mean(k, KINDS.iter().copied());
+                    self.errors.push(err);
+                    continue;
+                }
+                _ => continue,
+            };
+            let Kind::Map(entries) = &items.kind else {
+                self.errors.push(ctx.error(
+                    items.loc,
+                    &format!("resources.{kind}"),
+                    format!("`resources.{kind}` is a mapping of names to definitions"),
+                ));
+                continue;
+            };
+            for (name, item) in entries {
+                let Kind::Str(name) = &name.kind else {
+                    continue;
+                };
+                let mut ctx = Ctx {
+                    file,
+                    text,
+                    flow: None,
+                    component: Some(format!("resources.{kind}.{name}")),
+                };
+                let duplicate = match kind {
+                    "auth" => self.resources.auth.contains_key(name),
+                    "rate_limits" => self.resources.rate_limits.contains_key(name),
+                    "sql" => self.resources.sql.contains_key(name),
+                    "caches" => self.resources.caches.contains_key(name),
+                    _ => self.resources.circuit_breakers.contains_key(name),
+                };
+                if duplicate {
+                    self.errors.push(ctx.error(
+                        item.loc,
+                        "",
+                        format!("`{name}` is defined more than once in `resources.{kind}`"),
+                    ));
+                    continue;
+                }
+                if kind == "auth" {
+                    match from_node::<crate::clients::auth::Config>(item) {
+                        Ok(config) => match config.build(name, &self.shared.http) {
+                            Ok(profile) => {
+                                self.resources.auth.insert(name.clone(), Arc::new(profile));
+                            }
+                            Err(errs) => self.errors.extend(ctx.build_errors(item, errs)),
+                        },
+                        Err(e) => self.errors.push(ctx.de_error(e, false)),
+                    }
+                } else if kind == "sql" {
+                    match from_node::<crate::clients::sql::Config>(item) {
+                        Ok(config) => match config.build(name) {
+                            Ok(db) => {
+                                self.resources.sql.insert(name.clone(), Arc::new(db));
+                            }
+                            Err(errs) => self.errors.extend(ctx.build_errors(item, errs)),
+                        },
+                        Err(e) => self.errors.push(ctx.de_error(e, false)),
+                    }
+                } else if kind == "caches" {
+                    match from_node::<crate::clients::cache::Config>(item) {
+                        Ok(config) => match config.build() {
+                            Ok(cache) => {
+                                self.resources.caches.insert(name.clone(), cache);
+                            }
+                            Err(errs) => self.errors.extend(ctx.build_errors(item, errs)),
+                        },
+                        Err(e) => self.errors.push(ctx.de_error(e, false)),
+                    }
+                } else if kind == "circuit_breakers" {
+                    match from_node::<crate::clients::circuit::Config>(item) {
+                        Ok(config) => match config.build(name) {
+                            Ok(breaker) => {
+                                self.resources
+                                    .circuit_breakers
+                                    .insert(name.clone(), breaker);
+                            }
+                            Err(errs) => self.errors.extend(ctx.build_errors(item, errs)),
+                        },
+                        Err(e) => self.errors.push(ctx.de_error(e, false)),
+                    }
+                } else {
+                    match from_node::<crate::clients::rate_limit::Config>(item) {
+                        Ok(config) => match config.build() {
+                            Ok(limit) => {
+                                self.resources.rate_limits.insert(name.clone(), limit);
+                            }
+                            Err(errs) => self.errors.extend(ctx.build_errors(item, errs)),
+                        },
+                        Err(e) => self.errors.push(ctx.de_error(e, false)),
+                    }
+                }
+                ctx.component = None;
+            }
+        }
+    }
+
+    fn flows_node(&mut self, ctx: &mut Ctx, node: &Node) {
+        let Kind::Map(flows) = &node.kind else {
+            self.errors.push(ctx.error(
+                node.loc,
+                "flows",
+                "`flows` is a mapping of flow names to flows",
+            ));
+            return;
+        };
+        for (key, flow) in flows {
+            let Kind::Str(name) = &key.kind else {
+                self.errors
+                    .push(ctx.error(key.loc, "flows", "a flow name is a string"));
+                continue;
+            };
+            ctx.flow = Some(name.clone());
+            ctx.component = None;
+            if let Some(first) = self.seen_flows.insert(name.clone(), ctx.file.to_string()) {
+                self.errors.push(ctx.error(
+                    key.loc,
+                    "",
+                    format!("a flow with this name is already defined in {first}"),
+                ));
+                continue;
+            }
+            if let Some(spec) = self.flow(ctx, name, flow) {
+                self.flows.push(spec);
+            }
+        }
+        ctx.flow = None;
+    }
+
+    fn flow(&mut self, ctx: &mut Ctx, name: &str, node: &Node) -> Option<FlowSpec> {
+        let Kind::Map(entries) = &node.kind else {
+            self.errors.push(ctx.error(
+                node.loc,
+                "",
+                "a flow is a mapping with `input`, `pipeline` and `output`",
+            ));
+            return None;
+        };
+        let before = self.errors.len();
+        for (key, _) in entries {
+            if let Kind::Str(k) = &key.kind
+                && !FLOW_KEYS.contains(&k.as_str())
+            {
+                let mut err = ctx.error(
+                    key.loc,
+                    k,
+                    format!(
+                        "unknown flow key `{k}`; expected one of: {}",
+                        FLOW_KEYS.join(", ")
+                    ),
+                );
+                err.suggestion = did_you_mean(k, FLOW_KEYS.iter().copied());
+                self.errors.push(err);
+            }
+        }
+        let mode = match node.get("delivery") {
+            None => DeliveryMode::Direct,
+            Some(n) => from_node::<DeliveryMode>(n).unwrap_or_else(|e| {
+                self.errors.push(ctx.error(
+                    n.loc,
+                    "delivery",
+                    format!("{} (use `direct` or `durable`)", e.message),
+                ));
+                DeliveryMode::Direct
+            }),
+        };
+        let max_queued = match node.get("max_queued") {
+            None => DEFAULT_MAX_QUEUED,
+            Some(n) => from_node::<u64>(n).unwrap_or_else(|e| {
+                self.errors.push(ctx.error(n.loc, "max_queued", e.message));
+                DEFAULT_MAX_QUEUED
+            }),
+        };
+        let max_queued_bytes = match node.get("max_queued_bytes") {
+            None => DEFAULT_MAX_QUEUED_BYTES,
+            Some(n) => match from_node::<units::Size>(n) {
+                Ok(s) => s.0,
+                Err(e) => {
+                    self.errors
+                        .push(ctx.error(n.loc, "max_queued_bytes", e.message));
+                    DEFAULT_MAX_QUEUED_BYTES
+                }
+            },
+        };
+        let concurrency = match node.get("concurrency") {
+            // Direct: messages in flight at once. Durable: delivery workers.
+            None if mode == DeliveryMode::Durable => DEFAULT_WORKERS,
+            None => DEFAULT_CONCURRENCY,
+            Some(n) => match from_node::<u32>(n) {
+                Ok(c) if c > 0 => c,
+                _ => {
+                    self.errors.push(ctx.error(
+                        n.loc,
+                        "concurrency",
+                        "concurrency is a whole number above zero",
+                    ));
+                    DEFAULT_CONCURRENCY
+                }
+            },
+        };
+
+        let log_level = node.get("log_level").and_then(|n| {
+            match from_node::<String>(n)
+                .ok()
+                .and_then(|l| l.parse::<LevelFilter>().ok())
+            {
+                Some(level) => Some(level),
+                None => {
+                    self.errors.push(ctx.error(
+                        n.loc,
+                        "log_level",
+                        "log_level is one of error, warn, info, debug, trace, off",
+                    ));
+                    None
+                }
+            }
+        });
+
+        let order_by = node.get("ordering").and_then(|n| {
+            let config = from_node::<OrderingConfig>(n)
+                .map_err(|e| {
+                    let field = join_path(&e.path);
+                    let field = if field.is_empty() {
+                        "ordering".to_string()
+                    } else {
+                        format!("ordering.{field}")
+                    };
+                    let mut err = ctx.error(
+                        e.loc.unwrap_or(n.loc),
+                        &field,
+                        format!("{} (write `ordering: {{ by_key: <VRL expression> }}`)", e.message),
+                    );
+                    err.suggestion = e.suggestion;
+                    self.errors.push(err);
+                })
+                .ok()?;
+            if mode != DeliveryMode::Durable {
+                self.errors.push(ctx.error(
+                    n.loc,
+                    "ordering",
+                    "`ordering` needs `delivery: durable` (a direct flow keeps its input's order only with `concurrency: 1`)",
+                ));
+                return None;
+            }
+            Mapping::compile(&config.by_key)
+                .map_err(|d| {
+                    let errs = BuildError::from_diagnostics("ordering.by_key", d);
+                    self.errors.extend(ctx.build_errors(node, errs));
+                })
+                .ok()
+        });
+
+        let input = match node.get("input") {
+            None => {
+                self.errors
+                    .push(ctx.error(node.loc, "input", "a flow needs an `input`"));
+                None
+            }
+            Some(n) => self.input(ctx, n),
+        };
+
+        let mut processors = Vec::new();
+        if let Some(pipeline) = node.get("pipeline") {
+            match &pipeline.kind {
+                Kind::Seq(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let id = format!("pipeline[{i}].{}", component_kind(item));
+                        ctx.component = Some(id.clone());
+                        match from_node::<ProcessorConfig>(item) {
+                            Ok(config) => match config.build(self.shared, &self.resources) {
+                                Ok(p) => processors.push((id, p)),
+                                Err(errs) => {
+                                    self.errors.extend(ctx.build_errors(settings(item), errs))
+                                }
+                            },
+                            Err(e) => self.errors.push(ctx.de_error(e, true)),
+                        }
+                    }
+                }
+                Kind::Null => {}
+                _ => self.errors.push(ctx.error(
+                    pipeline.loc,
+                    "pipeline",
+                    "`pipeline` is a list of processors",
+                )),
+            }
+        }
+
+        let mut outputs = Vec::new();
+        let durable = mode == DeliveryMode::Durable;
+        match (node.get("output"), node.get("outputs")) {
+            (Some(_), Some(n)) => self.errors.push(ctx.error(
+                n.loc,
+                "outputs",
+                "give either `output` or `outputs`, not both",
+            )),
+            (None, None) => self.errors.push(ctx.error(
+                node.loc,
+                "output",
+                "a flow needs an `output` (or a list of `outputs`)",
+            )),
+            (Some(n), None) => {
+                if let Some(o) = self.output(ctx, n, "output".into(), durable) {
+                    outputs.push(o);
+                }
+            }
+            (None, Some(n)) => match &n.kind {
+                Kind::Seq(items) if !items.is_empty() => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(o) = self.output(ctx, item, format!("outputs[{i}]"), durable) {
+                            outputs.push(o);
+                        }
+                    }
+                }
+                _ => self.errors.push(ctx.error(
+                    n.loc,
+                    "outputs",
+                    "`outputs` is a non-empty list of outputs",
+                )),
+            },
+        }
+        ctx.component = None;
+        let (input_id, input) = input?;
+        if self.errors.len() > before {
+            return None;
+        }
+        let durable = (mode == DeliveryMode::Durable).then_some(Limits {
+            max_messages: max_queued,
+            max_bytes: max_queued_bytes,
+        });
+        if durable.is_some()
+            && let Input::HttpServer(endpoint) = &input
+            && endpoint.replies_with_pipeline()
+        {
+            let input_node = node.get("input").expect("the input was built from it");
+            let loc = find(settings(input_node), "response")
+                .unwrap_or(input_node)
+                .loc;
+            ctx.component = Some(input_id.clone());
+            self.errors.push(ctx.error(
+                loc,
+                "response",
+                "`response: pipeline` needs `delivery: direct`: with `durable` the caller is answered once the message is stored, before the pipeline runs",
+            ));
+            return None;
+        }
+        Some(FlowSpec {
+            name: name.to_string(),
+            concurrency,
+            input_id,
+            input,
+            processors,
+            outputs,
+            durable,
+            order_by,
+            log_level,
+            fingerprint: node.canonical(),
+        })
+    }
+
+    /// A top-level block that only one file may set (`admin`, `outbound`): its config, or
+    /// `None` with the errors reported (its own, or that another file set it already).
+    fn once<T: for<'de> serde::Deserialize<'de>>(
+        &mut self,
+        ctx: &Ctx,
+        key: &Node,
+        value: &Node,
+        seen: bool,
+    ) -> Option<T> {
+        let name = match &key.kind {
+            Kind::Str(s) => s.as_str(),
+            _ => "",
+        };
+        if seen {
+            self.errors.push(ctx.error(
+                key.loc,
+                name,
+                format!("`{name}` is set in more than one file"),
+            ));
+            return None;
+        }
+        match from_node::<T>(value) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                let mut err = ctx.de_error(e, false);
+                err.field = format!("{name}.{}", err.field)
+                    .trim_end_matches('.')
+                    .to_string();
+                self.errors.push(err);
+                None
+            }
+        }
+    }
+
+    fn input(&mut self, ctx: &mut Ctx, node: &Node) -> Option<(String, Input)> {
+        let id = format!("input.{}", component_kind(node));
+        ctx.component = Some(id.clone());
+        let config = match from_node::<InputConfig>(node) {
+            Ok(c) => c,
+            Err(e) => {
+                self.errors.push(ctx.de_error(e, true));
+                return None;
+            }
+        };
+        match config.build(self.shared, &self.resources) {
+            Ok(input) => {
+                if let Input::HttpServer(endpoint) = &input {
+                    let key = (endpoint.address, endpoint.path.clone());
+                    let flow = ctx.flow.clone().unwrap_or_default();
+                    let shared = (
+                        endpoint.tls.as_ref().map(|t| t.config().clone()),
+                        endpoint.limits.clone(),
+                    );
+                    match self.listeners.get(&endpoint.address) {
+                        Some((other, theirs)) if *theirs != shared => {
+                            let field = if theirs.0 != shared.0 {
+                                "tls"
+                            } else {
+                                "limits"
+                            };
+                            let loc = find(settings(node), field)
+                                .or_else(|| find(settings(node), "address"))
+                                .unwrap_or(node)
+                                .loc;
+                            self.errors.push(ctx.error(
+                                loc,
+                                field,
+                                format!(
+                                    "flow `{other}` serves {} with other `{field}` settings; flows sharing an address share its `tls` and `limits`",
+                                    endpoint.address
+                                ),
+                            ));
+                        }
+                        Some(_) => {}
+                        None => {
+                            self.listeners
+                                .insert(endpoint.address, (flow.clone(), shared));
+                        }
+                    }
+                    if let Some(other) = self.endpoints.insert(key, flow) {
+                        let loc = find(settings(node), "path").unwrap_or(node).loc;
+                        self.errors.push(ctx.error(
+                            loc,
+                            "path",
+                            format!(
+                                "flow `{other}` already serves {} on {}",
+                                endpoint.path, endpoint.address
+                            ),
+                        ));
+                    }
+                }
+                Some((id, input))
+            }
+            Err(errs) => {
+                self.errors.extend(ctx.build_errors(settings(node), errs));
+                None
+            }
+        }
+    }
+
+    fn output(
+        &mut self,
+        ctx: &mut Ctx,
+        node: &Node,
+        slot: String,
+        durable: bool,
+    ) -> Option<(String, Output, RetryPolicy)> {
+        let id = format!("{slot}.{}", component_kind(node));
+        ctx.component = Some(id.clone());
+        let config = match from_node::<OutputConfig>(node) {
+            Ok(c) => c,
+            Err(e) => {
+                self.errors.push(ctx.de_error(e, true));
+                return None;
+            }
+        };
+        match config.build(self.shared, &self.resources) {
+            Ok(output) => Some((id, output, config.retry(durable))),
+            Err(errs) => {
+                self.errors.extend(ctx.build_errors(settings(node), errs));
+                None
+            }
+        }
+    }
+}
+
+/// Gives errors that only have a location (unset variables) the flow and component they sit in.
+fn annotate_env_errors(errors: &mut [ConfigError], file: &str, root: &Node) {
+    let Some(Kind::Map(flows)) = root.get("flows").map(|n| &n.kind) else {
+        return;
+    };
+    for err in errors
+        .iter_mut()
+        .filter(|e| e.file == file && e.flow.is_none() && e.field.is_empty())
+    {
+        for (name, flow) in flows {
+            let Kind::Str(name) = &name.kind else {
+                continue;
+            };
+            let Kind::Map(parts) = &flow.kind else {
+                continue;
+            };
+            for (key, part) in parts {
+                let Kind::Str(key) = &key.kind else { continue };
+                let candidates: Vec<(String, &Node)> = match &part.kind {
+                    Kind::Seq(items) => items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| (format!("{key}[{i}].{}", component_kind(n)), n))
+                        .collect(),
+                    _ => vec![(format!("{key}.{}", component_kind(part)), part)],
+                };
+                for (id, n) in candidates {
+                    if contains(n, err.loc) {
+                        err.flow = Some(name.clone());
+                        err.component = Some(id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn contains(node: &Node, loc: Loc) -> bool {
+    if node.loc == loc {
+        return true;
+    }
+    match &node.kind {
+        Kind::Seq(items) => items.iter().any(|n| contains(n, loc)),
+        Kind::Map(entries) => entries.iter().any(|(_, v)| contains(v, loc)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Vec<String> {
+        let env = |name: &str| (name == "SET").then(|| "value".to_string());
+        match load_str("f.yaml", text, &env, &Shared::default()) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn admin_and_outbound_are_set_once_and_their_errors_located() {
+        let dir = std::env::temp_dir().join(format!("weft-once-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let flow = "flows:\n  f:\n    input: { stdin: {} }\n    output: { drop: {} }\n";
+        let (a, b) = (dir.join("a.yaml"), dir.join("b.yaml"));
+        std::fs::write(
+            &a,
+            format!(
+                "admin: {{ address: 127.0.0.1:1 }}\noutbound: {{ deny: [10.0.0.0/8] }}\n{flow}"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            &b,
+            "admin: { address: 127.0.0.1:2 }\noutbound:\n  deny: [ok.example, \"not a host\"]\n",
+        )
+        .unwrap();
+        let errors: Vec<String> = match load(&[&a, &b], &Shared::default()) {
+            Ok(_) => panic!("loaded"),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        };
+        std::fs::remove_dir_all(&dir).unwrap();
+        // (and that b.yaml has no `flows:`)
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(
+            errors[0].contains("b.yaml:1:1: field `admin`: `admin` is set in more than one file"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1]
+                .contains("b.yaml:2:1: field `outbound`: `outbound` is set in more than one file"),
+            "{errors:#?}"
+        );
+        let errors = check(&format!(
+            "outbound:\n  deny: [ok.example, \"not a host\"]\n{flow}"
+        ));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].starts_with(
+                "f.yaml:2:22: field `outbound.deny.1`: `not a host` is not a host name"
+            ),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn a_good_config_loads() {
+        let errors = check(
+            "flows:\n  a:\n    input:\n      generate: {mapping: '.x = 1', count: 1}\n    pipeline:\n      - map: .y = 2\n    output: {drop: {}}\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_place() {
+        let text = "\
+flows:
+  a:
+    input:
+      http_server:
+        address: 127.0.0.1:1
+        max_bdy_size: 1MiB
+    pipeline:
+      - mapp: .x = 1
+      - map: |
+          .a = 1
+          .b = upcase(
+    output:
+      http_client:
+        url: http://h/${UNSET_VAR}
+  b:
+    inptu: {stdin: {}}
+    output: {drop: {}}
+";
+        let errors = check(text);
+        let all = errors.join("\n");
+        assert!(
+            all.contains(
+                "f.yaml:6:9: flow `a`, input.http_server, field `max_bdy_size`: unknown field"
+            ),
+            "{all}"
+        );
+        assert!(all.contains("did you mean `max_body_size`?"), "{all}");
+        assert!(
+            all.contains("f.yaml:8:9: flow `a`, pipeline[0].mapp, "),
+            "{all}"
+        );
+        assert!(all.contains("did you mean `map`?"), "{all}");
+        assert!(
+            all.contains("f.yaml:11:23: flow `a`, pipeline[1].map, syntax error"),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "f.yaml:14:14: flow `a`, output.http_client, environment variable `UNSET_VAR`"
+            ),
+            "{all}"
+        );
+        assert!(all.contains("flow `b`, field `inptu`"), "{all}");
+        assert!(all.contains("did you mean `input`?"), "{all}");
+    }
+
+    #[test]
+    fn request_reply_needs_direct_delivery() {
+        let errors = check(
+            "flows:\n  a:\n    delivery: durable\n    input:\n      http_server:\n        address: 127.0.0.1:1\n        response: pipeline\n    output: {drop: {}}\n",
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("f.yaml:7:19: flow `a`, input.http_server, field `response`: `response: pipeline` needs `delivery: direct`"),
+            "{errors:?}"
+        );
+        let errors = check(
+            "flows:\n  a:\n    delivery: durabel\n    input: {stdin: {}}\n    output: {drop: {}}\n",
+        );
+        assert!(
+            errors[0].contains("use `direct` or `durable`"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn vrl_errors_point_into_single_line_values() {
+        let errors = check(
+            "flows:\n  a:\n    input: {stdin: {}}\n    pipeline:\n      - filter: .a ==\n    output: {drop: {}}\n",
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("f.yaml:5:"), "{errors:?}");
+    }
+
+    #[test]
+    fn ordering_is_checked_where_it_is_written() {
+        let errors = check(
+            "flows:\n  a:\n    ordering: { by_key: .customer }\n    input: {stdin: {}}\n    output: {drop: {}}\n",
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "f.yaml:3:15: flow `a`, field `ordering`: `ordering` needs `delivery: durable`"
+            ),
+            "{errors:?}"
+        );
+        let errors = check(
+            "flows:\n  a:\n    delivery: durable\n    ordering: { by_kye: .customer }\n    input: {stdin: {}}\n    output: {drop: {}}\n",
+        );
+        assert!(errors[0].contains("field `ordering.by_kye`"), "{errors:?}");
+        assert!(errors[0].contains("did you mean `by_key`?"), "{errors:?}");
+        let errors = check(
+            "flows:\n  a:\n    delivery: durable\n    ordering: { by_key: .customer + }\n    input: {stdin: {}}\n    output: {drop: {}}\n",
+        );
+        assert!(
+            errors[0].starts_with("f.yaml:4:") && errors[0].contains("field `ordering.by_key`"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn resources_are_checked_and_names_resolved() {
+        let errors = check(
+            "resources:\n  auth:\n    crm: { bearr: t }\n  rate_limits:\n    api: { requests: 0 }\nflows:\n  a:\n    input: {stdin: {}}\n    output:\n      http_client: { url: \"http://x/\", auth: crn, rate_limit: api }\n",
+        );
+        let all = errors.join("\n");
+        assert!(
+            all.contains("f.yaml:3:12: resources.auth.crm, unknown component `bearr`"),
+            "{all}"
+        );
+        assert!(all.contains("did you mean `bearer`?"), "{all}");
+        assert!(
+            all.contains(
+                "resources.rate_limits.api, field `requests`: requests must be above zero"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "f.yaml:10:46: flow `a`, output.http_client, field `auth`: no auth profile `crn`"
+            ),
+            "{all}"
+        );
+    }
+}
