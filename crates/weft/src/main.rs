@@ -269,7 +269,7 @@ fn main() -> ExitCode {
         },
         Command::Openapi {
             action: OpenapiAction::List { spec },
-        } => match weft::outputs::openapi::list(&spec.display().to_string()) {
+        } => match weft::clients::openapi::call::list(&spec.display().to_string()) {
             Ok(lines) => {
                 for line in lines {
                     println!("{line}");

@@ -16,10 +16,13 @@ use crate::config::Secret;
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Declare {
+    /// Exchanges to declare (an existing one must match what is declared here).
     #[serde(default)]
     pub exchanges: Vec<ExchangeConfig>,
+    /// Queues to declare.
     #[serde(default)]
     pub queues: Vec<QueueConfig>,
+    /// Bindings of queues to exchanges, declared after both.
     #[serde(default)]
     pub bindings: Vec<BindingConfig>,
 }
@@ -27,10 +30,12 @@ pub struct Declare {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeConfig {
+    /// The exchange's name.
     pub name: String,
     /// `direct`, `fanout`, `topic` or `headers`.
     #[serde(default = "default_kind")]
     pub kind: String,
+    /// Kept across broker restarts.
     #[serde(default = "yes")]
     pub durable: bool,
 }
@@ -38,7 +43,9 @@ pub struct ExchangeConfig {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
+    /// The queue's name.
     pub name: String,
+    /// Kept across broker restarts (its persistent messages too).
     #[serde(default = "yes")]
     pub durable: bool,
     /// Where refused messages go (`x-dead-letter-exchange`).
@@ -52,8 +59,11 @@ pub struct QueueConfig {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BindingConfig {
+    /// The exchange that routes.
     pub exchange: String,
+    /// The queue that receives.
     pub queue: String,
+    /// The key (or pattern, for a `topic` exchange) the binding matches.
     #[serde(default)]
     pub routing_key: String,
 }

@@ -5,13 +5,11 @@
 //! `RATE_LIMITED`, …), final otherwise; other answers are judged as any HTTP answer (5xx
 //! retried, 4xx failed).
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::Method;
 
 use super::Resources;
+use super::call::CallSettings;
 use super::http::HttpClient;
 use super::request::{Parts, RequestSpec};
 use crate::config::BuildError;
@@ -19,17 +17,55 @@ use crate::core::mapping::Mapping;
 use crate::core::retry::Answer;
 use crate::core::{Attempt, Message, Value};
 
+/// Declares the config struct of a component that makes GraphQL calls: the endpoint, the query
+/// and the variables, with `auth` and the shared call settings ([`super::call::call_config!`]),
+/// plus `fn graphql(&self) -> GraphqlParts<'_>`. The output and the processor each declare
+/// theirs (`with { retry }`, `with { retry, result }`), so neither offers a field it refuses.
+macro_rules! graphql_config {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {}
+        with { $($flag:ident),* $(,)? }
+    ) => {
+        $crate::clients::call::call_config! {
+            $(#[$meta])*
+            pub struct $name {
+                /// The GraphQL endpoint.
+                pub url: String,
+                /// The query document.
+                pub query: String,
+                /// A VRL expression giving the variables object; default: the message (when
+                /// an object).
+                #[serde(default)]
+                pub variables: Option<String>,
+            }
+            with { auth, $($flag),* }
+        }
+
+        impl $name {
+            /// What the call is built from.
+            pub fn graphql(&self) -> $crate::clients::graphql::GraphqlParts<'_> {
+                $crate::clients::graphql::GraphqlParts {
+                    url: &self.url,
+                    query: &self.query,
+                    variables: self.variables.as_deref(),
+                    auth: self.auth.as_deref(),
+                    call: self.call(),
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use graphql_config;
+
 /// The configured parts of a GraphQL call.
 pub struct GraphqlParts<'a> {
     pub url: &'a str,
     pub query: &'a str,
     pub variables: Option<&'a str>,
-    pub headers: &'a BTreeMap<String, String>,
-    pub timeout: Duration,
     pub auth: Option<&'a str>,
-    pub rate_limit: Option<&'a str>,
-    pub circuit_breaker: Option<&'a str>,
-    pub client: &'a super::http::ClientConfig,
+    pub call: CallSettings<'a>,
 }
 
 pub struct GraphqlCall {
@@ -57,19 +93,14 @@ impl GraphqlCall {
         parts: GraphqlParts<'_>,
     ) -> Result<GraphqlCall, Vec<BuildError>> {
         let mut errors = Vec::new();
-        let headers = parts.headers;
         let spec = RequestSpec::build(
             client,
             resources,
             Parts {
                 url: parts.url,
                 method: "POST",
-                headers,
-                timeout: parts.timeout,
                 auth: parts.auth,
-                rate_limit: parts.rate_limit,
-                circuit_breaker: parts.circuit_breaker,
-                client: parts.client,
+                call: parts.call,
             },
         )
         .map_err(|e| errors.extend(e))

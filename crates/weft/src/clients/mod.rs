@@ -9,6 +9,7 @@
 pub mod amqp;
 pub mod auth;
 pub mod cache;
+pub mod call;
 pub mod circuit;
 pub mod graphql;
 pub mod http;

@@ -5,7 +5,6 @@
 //! sends, tells the circuit how it went, and after a 401 renews OAuth 2.0 credentials and sends
 //! once more. What an answer means is the component's business.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use http_body_util::Full;
 
 use super::Resources;
 use super::auth::{AuthError, AuthProfile, Credentials, Signed};
+use super::call::CallSettings;
 use super::circuit::Breaker;
 use super::http::{ClientError, HttpClient};
 use super::rate_limit::RateLimit;
@@ -27,13 +27,8 @@ use crate::core::{Attempt, Value};
 pub struct Parts<'a> {
     pub url: &'a str,
     pub method: &'a str,
-    pub headers: &'a BTreeMap<String, String>,
-    pub timeout: Duration,
     pub auth: Option<&'a str>,
-    pub rate_limit: Option<&'a str>,
-    pub circuit_breaker: Option<&'a str>,
-    /// How to connect; the shared client unless it asks for something of its own.
-    pub client: &'a super::http::ClientConfig,
+    pub call: CallSettings<'a>,
 }
 
 pub struct RequestSpec {
@@ -104,7 +99,7 @@ impl RequestSpec {
         parts: Parts<'_>,
     ) -> Result<RequestSpec, Vec<BuildError>> {
         let mut errors = Vec::new();
-        let client = HttpClient::configured(client, parts.client)
+        let client = HttpClient::configured(client, parts.call.client)
             .map_err(|e| errors.extend(e))
             .ok();
         let url = Template::parse(parts.url, Escape::Url)
@@ -126,7 +121,7 @@ impl RequestSpec {
             })
             .ok();
         let mut headers = Vec::new();
-        for (name, value) in parts.headers {
+        for (name, value) in parts.call.headers {
             let field = format!("headers.{name}");
             let Ok(header_name) = HeaderName::from_bytes(name.as_bytes()) else {
                 errors.push(BuildError::new(
@@ -168,7 +163,7 @@ impl RequestSpec {
                 "with `auth`, the URL must start with a fixed scheme and host (`https://api.example.com/{{ … }}`), so that no message can send the credentials elsewhere",
             ));
         }
-        let rate_limit = match parts.rate_limit.map(|n| resources.rate_limit(n)) {
+        let rate_limit = match parts.call.rate_limit.map(|n| resources.rate_limit(n)) {
             None => None,
             Some(Ok(limit)) => Some(limit),
             Some(Err(e)) => {
@@ -176,7 +171,11 @@ impl RequestSpec {
                 None
             }
         };
-        let breaker = match parts.circuit_breaker.map(|n| resources.circuit_breaker(n)) {
+        let breaker = match parts
+            .call
+            .circuit_breaker
+            .map(|n| resources.circuit_breaker(n))
+        {
             None => None,
             Some(Ok(b)) => Some(b),
             Some(Err(e)) => {
@@ -192,7 +191,7 @@ impl RequestSpec {
                 method,
                 has_content_type: headers.iter().any(|(n, _, _)| n == header::CONTENT_TYPE),
                 headers,
-                timeout: parts.timeout,
+                timeout: parts.call.timeout,
                 auth,
                 auth_origin,
                 rate_limit,

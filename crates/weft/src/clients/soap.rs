@@ -8,13 +8,13 @@
 //! call with its code and reason: a `Server` / `Receiver` fault is retried, any other is not.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
 use serde::Deserialize;
 
 use super::Resources;
+use super::call::CallSettings;
 use super::http::HttpClient;
 use super::request::{Parts, RequestSpec, attempt_of, attempt_of_status, cut_short};
 use crate::config::BuildError;
@@ -31,18 +31,59 @@ pub enum SoapVersion {
     V12,
 }
 
+/// Declares the config struct of a component that calls SOAP operations: endpoint, version,
+/// action and the Body's template, with `auth` and the shared call settings
+/// ([`super::call::call_config!`]), plus `fn soap(&self) -> SoapParts<'_>`. The output and the
+/// processor each declare theirs, so neither offers a field it refuses.
+macro_rules! soap_config {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {}
+        with { $($flag:ident),* $(,)? }
+    ) => {
+        $crate::clients::call::call_config! {
+            $(#[$meta])*
+            pub struct $name {
+                /// The service's endpoint.
+                pub url: String,
+                /// `"1.1"` (default) or `"1.2"`.
+                #[serde(default)]
+                pub version: $crate::clients::soap::SoapVersion,
+                /// The operation's action (SOAPAction).
+                #[serde(default)]
+                pub action: Option<String>,
+                /// MiniJinja template of the Body's content.
+                pub body: String,
+            }
+            with { auth, $($flag),* }
+        }
+
+        impl $name {
+            /// What the call is built from.
+            pub fn soap(&self) -> $crate::clients::soap::SoapParts<'_> {
+                $crate::clients::soap::SoapParts {
+                    url: &self.url,
+                    version: self.version,
+                    action: self.action.as_deref(),
+                    body: &self.body,
+                    auth: self.auth.as_deref(),
+                    call: self.call(),
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use soap_config;
+
 /// The configured parts of a SOAP call.
 pub struct SoapParts<'a> {
     pub url: &'a str,
     pub version: SoapVersion,
     pub action: Option<&'a str>,
     pub body: &'a str,
-    pub headers: &'a BTreeMap<String, String>,
-    pub timeout: Duration,
     pub auth: Option<&'a str>,
-    pub rate_limit: Option<&'a str>,
-    pub circuit_breaker: Option<&'a str>,
-    pub client: &'a super::http::ClientConfig,
+    pub call: CallSettings<'a>,
 }
 
 pub struct SoapCall {
@@ -61,7 +102,7 @@ impl SoapCall {
         parts: SoapParts<'_>,
     ) -> Result<SoapCall, Vec<BuildError>> {
         let mut errors = Vec::new();
-        let mut headers = parts.headers.clone();
+        let mut headers = parts.call.headers.clone();
         let action = parts.action.unwrap_or("");
         if action.contains(['"', '\r', '\n']) {
             errors.push(BuildError::new(
@@ -88,12 +129,11 @@ impl SoapCall {
             Parts {
                 url: parts.url,
                 method: "POST",
-                headers: &headers,
-                timeout: parts.timeout,
                 auth: parts.auth,
-                rate_limit: parts.rate_limit,
-                circuit_breaker: parts.circuit_breaker,
-                client: parts.client,
+                call: CallSettings {
+                    headers: &headers,
+                    ..parts.call
+                },
             },
         )
         .map_err(|e| errors.extend(e))

@@ -41,10 +41,13 @@ use crate::core::{Output, Processor};
 pub struct Config {
     /// `amqp://user:password@host:5672/vhost`.
     pub url: Secret,
+    /// The queue to consume.
     pub queue: String,
     /// Messages in flight at most (`basic.qos`).
     #[serde(default = "default_prefetch")]
     pub prefetch: u16,
+    /// What happens to a message whose delivery failed for good: `requeue` (delivered again)
+    /// or `dead_letter` (rejected, to the queue's dead-letter exchange).
     #[serde(default)]
     pub on_failure: OnFailure,
     /// Exchanges, queues and bindings to declare before consuming.

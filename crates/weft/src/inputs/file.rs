@@ -18,6 +18,7 @@ use crate::core::{Output, Processor};
 #[schemars(rename = "FileInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The file to read, from its start to its end.
     pub path: PathBuf,
     #[serde(default)]
     pub codec: Codec,

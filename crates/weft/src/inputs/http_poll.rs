@@ -42,7 +42,6 @@
 //!     watermark: { value: .updated_at, initial: "1970-01-01T00:00:00Z" }
 //! ```
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use http::{HeaderMap, Uri, header};
@@ -60,65 +59,54 @@ use crate::core::schedule::Schedule;
 use crate::core::{Message, Value, body};
 use crate::core::{Output, Processor};
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[schemars(rename = "HttpPollInput")]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The first page's URL; may contain `{{ expression }}` parts (`%watermark`).
-    pub url: String,
-    #[serde(default = "default_method")]
-    pub method: String,
-    /// Request headers; values may contain `{{ expression }}` parts.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Time for one page, connection to last byte.
-    #[serde(default = "default_timeout")]
-    pub timeout: Dur,
-    /// Time between polls; the first is made at once. Default 1m when no `cron` is given.
-    #[serde(default)]
-    pub interval: Option<Dur>,
-    /// A cron schedule instead of `interval`.
-    #[serde(default)]
-    pub cron: Option<String>,
-    /// An auth profile from `resources.auth`.
-    #[serde(default)]
-    pub auth: Option<String>,
-    /// A rate limit from `resources.rate_limits`.
-    #[serde(default)]
-    pub rate_limit: Option<String>,
-    /// A circuit breaker from `resources.circuit_breakers`.
-    #[serde(default)]
-    pub circuit_breaker: Option<String>,
-    /// How to connect: CA file, client certificate (mTLS), lowest TLS version, timeouts, pool.
-    #[serde(default)]
-    pub client: crate::clients::http::ClientConfig,
-    /// VRL over the body giving the page's records (an array).
-    #[serde(default)]
-    pub records: Option<String>,
-    #[serde(default)]
-    pub pagination: Option<PaginationConfig>,
-    #[serde(default)]
-    pub watermark: Option<WatermarkConfig>,
-    /// Poll a GraphQL API: the query is POSTed; `errors` in an answer fail the page.
-    #[serde(default)]
-    pub graphql: Option<GraphqlPollConfig>,
-    /// The most pages one poll follows.
-    #[serde(default = "default_max_pages")]
-    pub max_pages: u32,
-    /// The largest page body read.
-    #[serde(default = "default_max_body")]
-    pub max_body_size: crate::config::units::Size,
+crate::clients::call::call_config! {
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[schemars(rename = "HttpPollInput")]
+    #[serde(deny_unknown_fields)]
+    pub struct Config {
+        /// The first page's URL; may contain `{{ expression }}` parts (`%watermark`).
+        pub url: String,
+        /// Time between polls; the first is made at once. Default 1m when no `cron` is given.
+        #[serde(default)]
+        pub interval: Option<Dur>,
+        /// A cron schedule instead of `interval`.
+        #[serde(default)]
+        pub cron: Option<String>,
+        /// VRL over the body giving the page's records (an array).
+        #[serde(default)]
+        pub records: Option<String>,
+        #[serde(default)]
+        pub pagination: Option<PaginationConfig>,
+        #[serde(default)]
+        pub watermark: Option<WatermarkConfig>,
+        /// Poll a GraphQL API: the query is POSTed; `errors` in an answer fail the page.
+        #[serde(default)]
+        pub graphql: Option<GraphqlPollConfig>,
+        /// The most pages one poll follows.
+        #[serde(default = "default_max_pages")]
+        pub max_pages: u32,
+        /// The largest page body read.
+        #[serde(default = "default_max_body")]
+        pub max_body_size: crate::config::units::Size,
+    }
+    with { method, auth }
 }
 
+/// How one poll follows the pages of an answer: by cursor, page number, offset, the `Link`
+/// header or a URL the body gives, up to `max_pages`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaginationConfig {
+    /// The next page is asked for with a cursor the body gives.
     #[serde(default)]
     pub cursor: Option<CursorConfig>,
+    /// The next page is asked for by its number.
     #[serde(default)]
     pub page: Option<PageConfig>,
+    /// The next page is asked for by the offset of its first record.
     #[serde(default)]
     pub offset: Option<OffsetConfig>,
+    /// The next page is the `rel="next"` URL of the answer's `Link` header (RFC 8288).
     #[serde(default)]
     pub link_header: bool,
     /// VRL over the body giving the next page's URL.
@@ -155,8 +143,10 @@ pub struct GraphqlPollConfig {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PageConfig {
+    /// The query parameter that carries the page number.
     #[serde(default = "default_page_param")]
     pub param: String,
+    /// The first page's number.
     #[serde(default = "default_page_start")]
     pub start: u64,
 }
@@ -164,6 +154,7 @@ pub struct PageConfig {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OffsetConfig {
+    /// The query parameter that carries the offset.
     #[serde(default = "default_offset_param")]
     pub param: String,
     /// Page size.
@@ -173,6 +164,9 @@ pub struct OffsetConfig {
     pub limit_param: Option<String>,
 }
 
+/// Incremental sync: the highest value seen is kept (in the store, across restarts) and
+/// offered to the next poll's URL and variables as `%watermark`, so each poll asks only for
+/// what changed.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "HttpPollWatermark")]
 #[serde(deny_unknown_fields)]
@@ -266,12 +260,8 @@ impl Config {
                 } else {
                     &self.method
                 },
-                headers: &self.headers,
-                timeout: self.timeout.0,
                 auth: self.auth.as_deref(),
-                rate_limit: self.rate_limit.as_deref(),
-                circuit_breaker: self.circuit_breaker.as_deref(),
-                client: &self.client,
+                call: self.call(),
             },
         )
         .map_err(|e| errors.extend(e))

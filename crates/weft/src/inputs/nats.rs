@@ -29,6 +29,7 @@ use crate::core::{Output, Processor};
 pub struct Config {
     /// `nats://[user:password@]host:4222`.
     pub url: Secret,
+    /// The subject to subscribe to; `*` and `>` wildcards allowed.
     pub subject: String,
     /// A queue group: each message goes to one member.
     #[serde(default)]

@@ -37,6 +37,7 @@ use crate::core::{Output, Processor};
 pub struct Config {
     /// `nats://[user:password@]host:4222`.
     pub url: Secret,
+    /// The stream to read.
     pub stream: String,
     /// The durable consumer's name; keep it stable across restarts.
     #[serde(default = "default_consumer")]

@@ -31,6 +31,7 @@ use crate::core::{Output, Processor};
 pub struct Config {
     /// `redis://[:password@]host:port[/db]`.
     pub url: Secret,
+    /// The list to take messages from.
     pub list: String,
     /// Where items wait while they are delivered (default `<list>:processing:<host name>`);
     /// one per reader, since a reader starting up queues again what its list holds.

@@ -40,7 +40,10 @@ use crate::core::{Output, Processor};
 pub struct Config {
     /// `redis://[:password@]host:port[/db]`.
     pub url: Secret,
+    /// The stream to read.
     pub stream: String,
+    /// The consumer group this flow reads as (created if missing); entries are acknowledged
+    /// to it after delivery.
     pub group: String,
     /// This reader's name in the group (default: the host name); keep it stable across
     /// restarts, and different between readers.

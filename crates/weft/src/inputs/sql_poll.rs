@@ -52,6 +52,8 @@ pub struct Config {
     pub cron: Option<String>,
 }
 
+/// Incremental sync: the last row's values of these columns are kept (in the store, across
+/// restarts) and bound as the next poll's query parameters, so each poll reads only newer rows.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "SqlPollWatermark")]
 #[serde(deny_unknown_fields)]

@@ -436,9 +436,27 @@ impl<'a> Page<'a> {
                 } else {
                     "no"
                 },
-                cell(&described(schema).unwrap_or_default()),
+                cell(&self.field_description(schema)),
             );
         }
+    }
+
+    /// A field's own description, else the first sentence of the type it names (`retry:`
+    /// reads as what a `RetryConfig` is, without each output saying it again).
+    fn field_description(&self, schema: &Value) -> String {
+        if let Some(own) = described(schema) {
+            return own;
+        }
+        let named = reference(schema).or_else(|| {
+            schema["anyOf"]
+                .as_array()?
+                .iter()
+                .find_map(|alternative| reference(alternative))
+        });
+        named
+            .and_then(|name| described(&self.defs[name]))
+            .map(|d| first_sentence(&d))
+            .unwrap_or_default()
     }
 
     /// A schema as a readable type; definitions it names are queued for explaining.
@@ -518,6 +536,14 @@ impl<'a> Page<'a> {
             self.queued.push_back(name.to_string());
         }
         format!("[{name}](#{})", name.to_lowercase())
+    }
+}
+
+/// Up to the first full stop that ends a sentence.
+fn first_sentence(text: &str) -> String {
+    match text.find(". ") {
+        Some(end) => text[..=end].to_string(),
+        None => text.to_string(),
     }
 }
 
@@ -636,6 +662,31 @@ mod tests {
                 into.insert(path);
             }
         }
+    }
+
+    #[test]
+    fn every_setting_is_described() {
+        let mut undescribed = Vec::new();
+        for (path, text) in &pages() {
+            let mut section = "Settings";
+            for line in text.lines() {
+                if let Some(heading) = line.strip_prefix("### ") {
+                    section = heading;
+                }
+                if let Some(row) = line.strip_prefix("| `") {
+                    let description = row.trim_end_matches('|').rsplit('|').next().unwrap();
+                    if description.trim().is_empty() {
+                        let field = row.split('`').next().unwrap();
+                        undescribed.push(format!("{path}: {section}: `{field}`"));
+                    }
+                }
+            }
+        }
+        assert!(
+            undescribed.is_empty(),
+            "settings without a description (a `///` on the field or its type):\n{}",
+            undescribed.join("\n")
+        );
     }
 
     #[test]

@@ -1293,6 +1293,46 @@ flows:
     }
 
     #[test]
+    fn shared_call_settings_are_checked_as_the_component_own() {
+        // `circuit_breaker` and `timeout` come from `clients::call::call_config!`; `result` is
+        // a processor's, not an output's.
+        let text = "\
+flows:
+  a:
+    input: {stdin: {}}
+    pipeline:
+      - graphql:
+          url: http://h/graphql
+          query: '{ a }'
+          timout: 5s
+          result: .a = %response.data
+    output:
+      graphql:
+        url: http://h/graphql
+        query: '{ a }'
+        circuit_breakr: x
+  b:
+    input: {stdin: {}}
+    output:
+      soap: {url: http://h/soap, body: '<a/>', result: .a = 1}
+";
+        let all = check(text).join("\n");
+        for expected in [
+            "f.yaml:8:11: flow `a`, pipeline[0].graphql, field `timout`: unknown field",
+            "did you mean `timeout`?",
+            "f.yaml:14:9: flow `a`, output.graphql, field `circuit_breakr`: unknown field",
+            "did you mean `circuit_breaker`?",
+            "f.yaml:18:48: flow `b`, output.soap, field `result`: unknown field",
+        ] {
+            assert!(all.contains(expected), "{expected}\n{all}");
+        }
+        assert!(
+            !all.contains("pipeline[0].graphql, field `result`"),
+            "{all}"
+        );
+    }
+
+    #[test]
     fn request_reply_needs_direct_delivery() {
         let errors = check(
             "flows:\n  a:\n    delivery: durable\n    input:\n      http_server:\n        address: 127.0.0.1:1\n        response: pipeline\n    output: {drop: {}}\n",

@@ -34,6 +34,8 @@ pub struct Config {
     /// The exchange; `""` is the default one, which routes by queue name.
     #[serde(default)]
     pub exchange: String,
+    /// The routing key each message is published with (the queue's name for the default
+    /// exchange).
     #[serde(default)]
     pub routing_key: String,
     /// Exchanges, queues and bindings to declare before publishing.

@@ -13,48 +13,23 @@
 //!     variables: '{ "input": { "email": .email, "name": .name } }'
 //! ```
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::clients::Resources;
-use crate::clients::graphql::{GraphqlCall, GraphqlParts};
+use crate::clients::graphql::{GraphqlCall, graphql_config};
 use crate::clients::http::HttpClient;
 use crate::config::BuildError;
 use crate::config::units::Dur;
-use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[schemars(rename = "GraphqlCall")]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The GraphQL endpoint.
-    pub url: String,
-    /// The query document.
-    pub query: String,
-    /// A VRL expression giving the variables object; default: the message (when an object).
-    #[serde(default)]
-    pub variables: Option<String>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default = "default_timeout")]
-    pub timeout: Dur,
-    #[serde(default)]
-    pub retry: RetryConfig,
-    #[serde(default)]
-    pub auth: Option<String>,
-    #[serde(default)]
-    pub rate_limit: Option<String>,
-    #[serde(default)]
-    pub circuit_breaker: Option<String>,
-    /// How to connect: CA file, client certificate (mTLS), lowest TLS version, timeouts, pool.
-    #[serde(default)]
-    pub client: crate::clients::http::ClientConfig,
-    /// Processor only: VRL program merging the answer (`%response`) into the message.
-    #[serde(default)]
-    pub result: Option<String>,
+graphql_config! {
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[schemars(rename = "GraphqlOutput")]
+    #[serde(deny_unknown_fields)]
+    pub struct Config {}
+    with { retry }
 }
 
 fn default_timeout() -> Dur {
@@ -62,40 +37,16 @@ fn default_timeout() -> Dur {
 }
 
 impl Config {
-    /// As an output: `result` has nothing to merge into.
-    pub fn build_output(
-        &self,
-        client: &HttpClient,
-        resources: &Resources,
-    ) -> Result<GraphqlOutput, Vec<BuildError>> {
-        super::no_result(&self.result)?;
-        self.build(client, resources)
-    }
-
     pub fn build(
         &self,
         client: &HttpClient,
         resources: &Resources,
     ) -> Result<GraphqlOutput, Vec<BuildError>> {
-        Ok(GraphqlOutput(GraphqlCall::build(
-            client,
-            resources,
-            GraphqlParts {
-                url: &self.url,
-                query: &self.query,
-                variables: self.variables.as_deref(),
-                headers: &self.headers,
-                timeout: self.timeout.0,
-                auth: self.auth.as_deref(),
-                rate_limit: self.rate_limit.as_deref(),
-                circuit_breaker: self.circuit_breaker.as_deref(),
-                client: &self.client,
-            },
-        )?))
+        GraphqlCall::build(client, resources, self.graphql()).map(GraphqlOutput)
     }
 }
 
-pub struct GraphqlOutput(pub GraphqlCall);
+pub struct GraphqlOutput(GraphqlCall);
 
 impl GraphqlOutput {
     pub fn reads_metadata(&self) -> bool {

@@ -42,7 +42,6 @@
 //!     retry: { max_attempts: 8, initial_backoff: 200ms, max_backoff: 30s, max_elapsed: 5m }
 //! ```
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use http::{Method, StatusCode, header};
@@ -54,61 +53,36 @@ use crate::clients::http::{ClientError, HttpClient};
 use crate::clients::request::{ExchangeError, Parts, RequestSpec, check_uri, retry_after};
 use crate::config::BuildError;
 use crate::config::units::Dur;
-use crate::core::body::{Encoding, Format};
-use crate::core::retry::{Answer, RetryConfig};
+use crate::core::body::Encoding;
+use crate::core::retry::Answer;
 use crate::core::{Attempt, Message};
 
 /// The most of an answer kept, for error messages.
 const RESPONSE_LIMIT: usize = 64 * 1024;
 const MAX_REDIRECTS: usize = 10;
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[schemars(rename = "HttpClientOutput")]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Destination; may contain `{{ expression }}` parts.
-    pub url: String,
-    /// HTTP method.
-    #[serde(default = "default_method")]
-    pub method: String,
-    /// Request headers; values may contain `{{ expression }}` parts.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Time for one attempt, connection to last byte of the answer.
-    #[serde(default = "default_timeout")]
-    pub timeout: Dur,
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// Follow 3xx answers (up to 10). Off by default: a redirected POST must not turn into a
-    /// GET whose 200 would count as delivered.
-    #[serde(default)]
-    pub follow_redirects: bool,
-    /// Statuses to retry besides the defaults, e.g. `[404]` or `["4xx"]`.
-    #[serde(default)]
-    pub retry_on: Vec<StatusSpec>,
-    /// Statuses that fail the message at once.
-    #[serde(default)]
-    pub fail_on: Vec<StatusSpec>,
-    /// Statuses that count the message as done without delivering it.
-    #[serde(default)]
-    pub drop_on: Vec<StatusSpec>,
-    /// An auth profile from `resources.auth`.
-    #[serde(default)]
-    pub auth: Option<String>,
-    /// A rate limit from `resources.rate_limits`, shared with every component that names it.
-    #[serde(default)]
-    pub rate_limit: Option<String>,
-    /// A circuit breaker from `resources.circuit_breakers`.
-    #[serde(default)]
-    pub circuit_breaker: Option<String>,
-    /// How to connect: CA file, client certificate (mTLS), lowest TLS version, timeouts, pool.
-    #[serde(default)]
-    pub client: crate::clients::http::ClientConfig,
-    /// How the message is written as the body: `json`, `form`, `multipart`, `xml`, `csv` or
-    /// `text`; by default as a `Content-Type` header given here says, else JSON (a string
-    /// message as its raw text).
-    #[serde(default)]
-    pub format: Option<Format>,
+crate::clients::call::call_config! {
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[schemars(rename = "HttpClientOutput")]
+    #[serde(deny_unknown_fields)]
+    pub struct Config {
+        /// Destination; may contain `{{ expression }}` parts.
+        pub url: String,
+        /// Follow 3xx answers (up to 10). Off by default: a redirected POST must not turn into a
+        /// GET whose 200 would count as delivered.
+        #[serde(default)]
+        pub follow_redirects: bool,
+        /// Statuses to retry besides the defaults, e.g. `[404]` or `["4xx"]`.
+        #[serde(default)]
+        pub retry_on: Vec<StatusSpec>,
+        /// Statuses that fail the message at once.
+        #[serde(default)]
+        pub fail_on: Vec<StatusSpec>,
+        /// Statuses that count the message as done without delivering it.
+        #[serde(default)]
+        pub drop_on: Vec<StatusSpec>,
+    }
+    with { method, format, auth, retry }
 }
 
 fn default_method() -> String {
@@ -195,12 +169,8 @@ impl Config {
             Parts {
                 url: &self.url,
                 method: &self.method,
-                headers: &self.headers,
-                timeout: self.timeout.0,
                 auth: self.auth.as_deref(),
-                rate_limit: self.rate_limit.as_deref(),
-                circuit_breaker: self.circuit_breaker.as_deref(),
-                client: &self.client,
+                call: self.call(),
             },
         )?;
         let encoding = Encoding::configured(self.format, &self.headers)
@@ -444,9 +414,9 @@ mod tests {
         let out = Config {
             url: "http://127.0.0.1:1/".into(),
             method: "post".into(),
-            headers: BTreeMap::new(),
+            headers: Default::default(),
             timeout: default_timeout(),
-            retry: RetryConfig::default(),
+            retry: Default::default(),
             follow_redirects: false,
             retry_on: vec![],
             fail_on: vec![],

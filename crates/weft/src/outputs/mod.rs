@@ -116,13 +116,11 @@ impl OutputConfig {
                 Output::HttpClient(Box::new(c.build(&shared.http, resources)?))
             }
             OutputConfig::Graphql(c) => {
-                Output::Graphql(Box::new(c.build_output(&shared.http, resources)?))
+                Output::Graphql(Box::new(c.build(&shared.http, resources)?))
             }
-            OutputConfig::Soap(c) => {
-                Output::Soap(Box::new(c.build_output(&shared.http, resources)?))
-            }
+            OutputConfig::Soap(c) => Output::Soap(Box::new(c.build(&shared.http, resources)?)),
             OutputConfig::Openapi(c) => {
-                Output::Openapi(Box::new(c.build_output(&shared.http, resources)?))
+                Output::Openapi(Box::new(c.build(&shared.http, resources)?))
             }
             OutputConfig::Sql(c) => Output::Sql(Box::new(c.build(resources)?)),
             OutputConfig::RedisStreams(c) => Output::RedisStreams(Box::new(c.build()?)),
@@ -216,17 +214,6 @@ impl crate::core::Output for Output {
             | Output::File(_)
             | Output::Drop => false,
         }
-    }
-}
-
-/// An output that shares its settings with a processor refuses the processor's `result`.
-fn no_result(result: &Option<String>) -> Result<(), Vec<BuildError>> {
-    match result {
-        None => Ok(()),
-        Some(_) => Err(vec![BuildError::new(
-            "result",
-            "`result` merges an answer into the message: it belongs to the processor of this name",
-        )]),
     }
 }
 

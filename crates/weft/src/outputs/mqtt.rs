@@ -43,6 +43,7 @@ pub struct Config {
     /// 0 (at most once) or 1 (at least once, the default).
     #[serde(default = "default_qos")]
     pub qos: u8,
+    /// Publish as the topic's retained message, given to every later subscriber.
     #[serde(default)]
     pub retain: bool,
     /// Default `weft-<random>`.

@@ -24,6 +24,7 @@ use crate::core::{Attempt, Message};
 pub struct Config {
     /// `nats://[user:password@]host:4222`.
     pub url: Secret,
+    /// The subject to publish on.
     pub subject: String,
     #[serde(default)]
     pub retry: RetryConfig,

@@ -22,6 +22,7 @@ use crate::core::{Attempt, Message};
 pub struct Config {
     /// `redis://[:password@]host:port[/db]`.
     pub url: Secret,
+    /// The list each message is pushed onto.
     pub list: String,
     #[serde(default)]
     pub retry: RetryConfig,

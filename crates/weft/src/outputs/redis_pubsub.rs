@@ -23,6 +23,7 @@ use crate::core::{Attempt, Message};
 pub struct Config {
     /// `redis://[:password@]host:port[/db]`.
     pub url: Secret,
+    /// The channel to publish on.
     pub channel: String,
     #[serde(default)]
     pub retry: RetryConfig,

@@ -25,6 +25,7 @@ use crate::core::{Attempt, Message};
 pub struct Config {
     /// `redis://[:password@]host:port[/db]`.
     pub url: Secret,
+    /// The stream each message is added to.
     pub stream: String,
     /// The entry's field that holds the message.
     #[serde(default = "default_field")]

@@ -62,6 +62,7 @@ pub struct Config {
     pub retry: RetryConfig,
 }
 
+/// Messages written together, in one transaction.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {

@@ -32,6 +32,7 @@ use crate::core::{Attempt, Message, Value};
 #[schemars(rename = "SwitchOutput")]
 #[serde(deny_unknown_fields)]
 pub struct SwitchConfig {
+    /// The cases, tried in order: a message goes to the first whose `check` it passes.
     pub cases: Vec<CaseConfig>,
     #[serde(default)]
     pub retry: RetryConfig,
@@ -44,6 +45,7 @@ pub struct CaseConfig {
     /// A VRL condition; a case without one takes every message that reaches it.
     #[serde(default)]
     pub check: Option<String>,
+    /// The output for this case.
     #[serde(default)]
     pub output: Option<OutputConfig>,
     /// Several outputs for this case: all must accept.

@@ -42,6 +42,7 @@ pub struct Config {
     pub cache: Option<CacheConfig>,
 }
 
+/// Answers kept in a cache of `resources.caches`, by key, so a repeated lookup makes no call.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {

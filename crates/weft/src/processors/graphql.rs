@@ -12,17 +12,31 @@
 //!       result: .customer = %response.data.customer
 //! ```
 
+use std::time::Duration;
+
+use serde::Deserialize;
+
 use crate::clients::Resources;
+use crate::clients::graphql::{GraphqlCall, graphql_config};
 use crate::clients::http::HttpClient;
 use crate::config::BuildError;
+use crate::config::units::Dur;
 use crate::core::mapping::{empty_object, insert};
 use crate::core::{Message, StepError};
-use crate::outputs::graphql::GraphqlOutput;
 
-/// The `graphql` output's settings, `result` included.
-pub type Config = crate::outputs::graphql::Config;
+graphql_config! {
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[schemars(rename = "GraphqlProcessor")]
+    #[serde(deny_unknown_fields)]
+    pub struct Config {}
+    with { retry, result }
+}
 
-pub struct Graphql(super::ApiStep<GraphqlOutput>);
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+pub struct Graphql(super::ApiStep<GraphqlCall>);
 
 pub fn build(
     config: &Config,
@@ -30,7 +44,7 @@ pub fn build(
     resources: &Resources,
 ) -> Result<Graphql, Vec<BuildError>> {
     super::ApiStep::build(
-        config.build(client, resources),
+        GraphqlCall::build(client, resources, config.graphql()),
         &config.retry,
         config.result.as_deref(),
     )
@@ -43,7 +57,7 @@ impl Graphql {
     }
 
     pub async fn process(&self, message: Message) -> Result<Option<Message>, StepError> {
-        let data = self.0.ask(|| self.0.call.0.call(&message)).await?;
+        let data = self.0.ask(|| self.0.call.call(&message)).await?;
         let mut response = empty_object();
         insert(&mut response, "data", data.clone());
         self.0.merge(message, response, data)

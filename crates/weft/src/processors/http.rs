@@ -17,7 +17,6 @@
 //!         .customer = %response.body
 //! ```
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use http::Method;
@@ -28,47 +27,22 @@ use crate::clients::http::HttpClient;
 use crate::clients::request::{Parts, RequestSpec};
 use crate::config::BuildError;
 use crate::config::units::{Dur, Size};
-use crate::core::body::{Encoding, Format};
+use crate::core::body::Encoding;
 use crate::core::mapping::{empty_object, insert};
-use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message, StepError, Value};
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[schemars(rename = "HttpProcessor")]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The URL; may contain `{{ expression }}` parts.
-    pub url: String,
-    #[serde(default = "default_method")]
-    pub method: String,
-    /// Request headers; values may contain `{{ expression }}` parts.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Time for one call.
-    #[serde(default = "default_timeout")]
-    pub timeout: Dur,
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// VRL program merging the answer (`%response.status`, `%response.body`) into the message.
-    #[serde(default)]
-    pub result: Option<String>,
-    /// The largest answer read.
-    #[serde(default = "default_max_body")]
-    pub max_body_size: Size,
-    #[serde(default)]
-    pub auth: Option<String>,
-    #[serde(default)]
-    pub rate_limit: Option<String>,
-    #[serde(default)]
-    pub circuit_breaker: Option<String>,
-    /// How to connect: CA file, client certificate (mTLS), lowest TLS version, timeouts, pool.
-    #[serde(default)]
-    pub client: crate::clients::http::ClientConfig,
-    /// How the message is written as the body: `json`, `form`, `multipart`, `xml`, `csv` or
-    /// `text`; by default as a `Content-Type` header given here says, else JSON (a string
-    /// message as its raw text).
-    #[serde(default)]
-    pub format: Option<Format>,
+crate::clients::call::call_config! {
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[schemars(rename = "HttpProcessor")]
+    #[serde(deny_unknown_fields)]
+    pub struct Config {
+        /// The URL; may contain `{{ expression }}` parts.
+        pub url: String,
+        /// The largest answer read.
+        #[serde(default = "default_max_body")]
+        pub max_body_size: Size,
+    }
+    with { method, format, auth, retry, result }
 }
 
 fn default_method() -> String {
@@ -104,12 +78,8 @@ impl Config {
             Parts {
                 url: &self.url,
                 method: &self.method,
-                headers: &self.headers,
-                timeout: self.timeout.0,
                 auth: self.auth.as_deref(),
-                rate_limit: self.rate_limit.as_deref(),
-                circuit_breaker: self.circuit_breaker.as_deref(),
-                client: &self.client,
+                call: self.call(),
             },
         )
         .map(|spec| Call {

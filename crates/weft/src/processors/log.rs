@@ -13,6 +13,7 @@ use crate::config::BuildError;
 use crate::core::mapping::{Mapping, to_text};
 use crate::core::{MappingError, Message};
 
+/// The level the line is logged at.
 #[derive(Debug, Default, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {

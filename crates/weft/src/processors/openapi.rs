@@ -14,17 +14,31 @@
 //!       result: .contact = %response.body
 //! ```
 
+use std::time::Duration;
+
+use serde::Deserialize;
+
 use crate::clients::Resources;
 use crate::clients::http::HttpClient;
+use crate::clients::openapi::call::{OpenApiCall, openapi_config};
 use crate::config::BuildError;
+use crate::config::units::Dur;
 use crate::core::mapping::{empty_object, insert};
 use crate::core::{Message, StepError, Value};
-use crate::outputs::openapi::OpenApiOutput;
 
-/// The `openapi` output's settings, `result` included.
-pub type Config = crate::outputs::openapi::Config;
+openapi_config! {
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[schemars(rename = "OpenapiProcessor")]
+    #[serde(deny_unknown_fields)]
+    pub struct Config {}
+    with { retry, result }
+}
 
-pub struct OpenApi(super::ApiStep<OpenApiOutput>);
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+pub struct OpenApi(super::ApiStep<OpenApiCall>);
 
 pub fn build(
     config: &Config,
@@ -32,7 +46,7 @@ pub fn build(
     resources: &Resources,
 ) -> Result<OpenApi, Vec<BuildError>> {
     super::ApiStep::build(
-        config.build(client, resources),
+        OpenApiCall::build(client, resources, config.openapi()),
         &config.retry,
         config.result.as_deref(),
     )

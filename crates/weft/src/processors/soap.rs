@@ -12,17 +12,31 @@
 //!       result: .customer = %response.body.GetCustomerResponse.Customer
 //! ```
 
+use std::time::Duration;
+
+use serde::Deserialize;
+
 use crate::clients::Resources;
 use crate::clients::http::HttpClient;
+use crate::clients::soap::{SoapCall, soap_config};
 use crate::config::BuildError;
+use crate::config::units::Dur;
 use crate::core::mapping::{empty_object, insert};
 use crate::core::{Message, StepError};
-use crate::outputs::soap::SoapOutput;
 
-/// The `soap` output's settings, `result` included.
-pub type Config = crate::outputs::soap::Config;
+soap_config! {
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[schemars(rename = "SoapProcessor")]
+    #[serde(deny_unknown_fields)]
+    pub struct Config {}
+    with { retry, result }
+}
 
-pub struct Soap(super::ApiStep<SoapOutput>);
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+pub struct Soap(super::ApiStep<SoapCall>);
 
 pub fn build(
     config: &Config,
@@ -30,7 +44,7 @@ pub fn build(
     resources: &Resources,
 ) -> Result<Soap, Vec<BuildError>> {
     super::ApiStep::build(
-        config.build(client, resources),
+        SoapCall::build(client, resources, config.soap()),
         &config.retry,
         config.result.as_deref(),
     )
@@ -43,7 +57,7 @@ impl Soap {
     }
 
     pub async fn process(&self, message: Message) -> Result<Option<Message>, StepError> {
-        let body = self.0.ask(|| self.0.call.0.call(&message)).await?;
+        let body = self.0.ask(|| self.0.call.call(&message)).await?;
         let mut response = empty_object();
         insert(&mut response, "body", body.clone());
         self.0.merge(message, response, body)

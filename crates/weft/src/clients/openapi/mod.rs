@@ -4,6 +4,8 @@
 //! into a `null` type), so a request that does not match the document's schemas is refused
 //! before it is sent. Error messages name where and which rule, never the value.
 
+pub mod call;
+
 use std::collections::BTreeMap;
 
 use http::Method;
