@@ -392,7 +392,7 @@ impl Engine {
             workers,
         } = assemble(spec, self.store.get()).await?;
         let (input, served) = match input {
-            Input::HttpServer(endpoint) => (None, Some(endpoint)),
+            Input::HttpServer(endpoint) => (None, Some(*endpoint)),
             other => (Some(other), None),
         };
         Ok(Built {

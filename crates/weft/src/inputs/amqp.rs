@@ -27,6 +27,8 @@ use lapin::types::FieldTable;
 use serde::Deserialize;
 
 use super::{AtShutdown, Feed};
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::amqp::{Amqp, Declare};
 use crate::config::BuildError;
 use crate::config::Secret;
@@ -77,8 +79,10 @@ pub struct AmqpInput {
 /// The pause before a failed message is put back, so one that keeps failing does not spin.
 const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
 
-impl Config {
-    pub fn build(self) -> Result<AmqpInput, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = AmqpInput;
+
+    fn build(self, _shared: &Shared, _resources: &Resources) -> Result<AmqpInput, Vec<BuildError>> {
         let amqp = Amqp::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
         self.declare
             .check()
@@ -91,15 +95,6 @@ impl Config {
 }
 
 impl AmqpInput {
-    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
-        // Not cancelled from outside: `consume` stops taking deliveries at shutdown and
-        // acknowledges those under way.
-        feed.keep_reading("input.amqp", self.amqp.shown(), AtShutdown::Finish, || {
-            self.consume(&feed)
-        })
-        .await;
-    }
-
     async fn consume(&self, feed: &Feed<impl Processor, impl Output>) -> Result<(), String> {
         let e = |e: lapin::Error| e.to_string();
         let connection = self.amqp.connect().await.map_err(e)?;
@@ -200,5 +195,21 @@ impl AmqpInput {
                 }
             });
         }
+    }
+}
+
+impl super::Source for AmqpInput {
+    fn uses_store(&self) -> bool {
+        false
+    }
+
+    async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
+        // Not cancelled from outside: `consume` stops taking deliveries at shutdown and
+        // acknowledges those under way.
+        feed.keep_reading("input.amqp", self.amqp.shown(), AtShutdown::Finish, || {
+            self.consume(&feed)
+        })
+        .await;
+        Ok(())
     }
 }

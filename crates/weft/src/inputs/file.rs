@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{Codec, Feed, read_lines};
+use crate::clients::{Resources, Shared};
+use crate::config::BuildError;
 use crate::core::{Output, Processor};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -24,8 +26,20 @@ pub struct Config {
     pub codec: Codec,
 }
 
-impl Config {
-    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) -> std::io::Result<()> {
+impl super::Spec for Config {
+    type Built = Config;
+
+    fn build(self, _shared: &Shared, _resources: &Resources) -> Result<Config, Vec<BuildError>> {
+        Ok(self)
+    }
+}
+
+impl super::Source for Config {
+    fn uses_store(&self) -> bool {
+        false
+    }
+
+    async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
         let file = tokio::fs::File::open(&self.path)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;

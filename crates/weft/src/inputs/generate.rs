@@ -17,6 +17,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::Feed;
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::config::BuildError;
 use crate::config::units::Dur;
 use crate::core::Message;
@@ -47,8 +49,10 @@ pub struct Generate {
     count: Option<u64>,
 }
 
-impl Config {
-    pub fn build(&self) -> Result<Generate, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = Generate;
+
+    fn build(self, _shared: &Shared, _resources: &Resources) -> Result<Generate, Vec<BuildError>> {
         let mut errors = Vec::new();
         let mapping = Mapping::compile(&self.mapping)
             .map_err(|d| errors.extend(BuildError::from_diagnostics("mapping", d)))
@@ -71,14 +75,18 @@ impl Config {
     }
 }
 
-impl Generate {
-    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
+impl super::Source for Generate {
+    fn uses_store(&self) -> bool {
+        false
+    }
+
+    async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
         let mut made = 0u64;
         let mut ticker = self.schedule.ticker();
         while self.count.is_none_or(|n| made < n) {
             tokio::select! {
                 biased;
-                _ = feed.shutdown.cancelled() => return,
+                _ = feed.shutdown.cancelled() => return Ok(()),
                 _ = ticker.tick() => {}
             }
             made += 1;
@@ -89,7 +97,7 @@ impl Generate {
                     let mut message = Message::new(value);
                     message.metadata = metadata;
                     if !feed.push(message).await {
-                        return;
+                        return Ok(());
                     }
                 }
                 Ok(Outcome::Aborted) => {}
@@ -99,5 +107,6 @@ impl Generate {
                 }
             }
         }
+        Ok(())
     }
 }

@@ -49,7 +49,7 @@ use serde::Deserialize;
 
 use super::{AtShutdown, Feed};
 use crate::clients::Resources;
-use crate::clients::http::HttpClient;
+use crate::clients::Shared;
 use crate::clients::http::Truncated;
 use crate::clients::request::{ExchangeError, Parts, RequestSpec, check_uri, origin, with_query};
 use crate::config::BuildError;
@@ -243,12 +243,11 @@ fn compile(field: &str, source: &str, errors: &mut Vec<BuildError>) -> Option<Ma
         .ok()
 }
 
-impl Config {
-    pub fn build(
-        &self,
-        client: &HttpClient,
-        resources: &Resources,
-    ) -> Result<HttpPoll, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = HttpPoll;
+
+    fn build(self, shared: &Shared, resources: &Resources) -> Result<HttpPoll, Vec<BuildError>> {
+        let client = &shared.http;
         let mut errors = Vec::new();
         let spec = RequestSpec::build(
             client,
@@ -427,22 +426,6 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
 }
 
 impl HttpPoll {
-    pub fn uses_store(&self) -> bool {
-        self.watermark.is_some()
-    }
-
-    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
-        // A poll follows its pages itself; one under way at shutdown is dropped (its pages may
-        // each wait for a whole request timeout), and resumes from the last checkpoint.
-        feed.poll_on_schedule(
-            &self.schedule,
-            "input.http_poll",
-            AtShutdown::Cancel,
-            || async { self.poll(&feed).await.map(|()| false) },
-        )
-        .await;
-    }
-
     async fn load_watermark(
         &self,
         feed: &Feed<impl Processor, impl Output>,
@@ -672,6 +655,25 @@ impl HttpPoll {
                 }
             };
         }
+        Ok(())
+    }
+}
+
+impl super::Source for HttpPoll {
+    fn uses_store(&self) -> bool {
+        self.watermark.is_some()
+    }
+
+    async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
+        // A poll follows its pages itself; one under way at shutdown is dropped (its pages may
+        // each wait for a whole request timeout), and resumes from the last checkpoint.
+        feed.poll_on_schedule(
+            &self.schedule,
+            "input.http_poll",
+            AtShutdown::Cancel,
+            || async { self.poll(&feed).await.map(|()| false) },
+        )
+        .await;
         Ok(())
     }
 }

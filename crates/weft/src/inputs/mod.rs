@@ -1,5 +1,6 @@
-//! Inputs: where a flow's messages come from. This enum is the registry: one variant per input,
-//! named as in YAML, one file each.
+//! Inputs: where a flow's messages come from. One file per input; `registry!` below lists them,
+//! one line each, and writes the enums and matches; [`Spec`] is what each input's `Config`
+//! provides and [`Source`] what it builds.
 //!
 //! Reading inputs (`generate`, `stdin`, `file`) wait for a place in the flow's concurrency budget
 //! before they read on, which is their backpressure; `http_server` refuses with 503 instead.
@@ -28,119 +29,100 @@ pub use crate::core::feed::{AtShutdown, Feed};
 use crate::core::mapping::Value;
 use crate::core::{Message, Output, Processor};
 
-/// Every input weft knows, by its YAML name.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum InputConfig {
-    HttpServer(Box<http_server::Config>),
-    HttpPoll(Box<http_poll::Config>),
-    SqlPoll(Box<sql_poll::Config>),
-    PostgresListen(postgres_listen::Config),
-    RedisStreams(redis_streams::Config),
-    RedisList(redis_list::Config),
-    RedisPubsub(redis_pubsub::Config),
-    Nats(nats::Config),
-    NatsJetstream(nats_jetstream::Config),
-    Amqp(amqp::Config),
-    Mqtt(mqtt::Config),
-    Generate(generate::Config),
-    Stdin(stdin::Config),
-    File(file::Config),
-}
-
-impl InputConfig {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            InputConfig::HttpServer(_) => "http_server",
-            InputConfig::HttpPoll(_) => "http_poll",
-            InputConfig::SqlPoll(_) => "sql_poll",
-            InputConfig::PostgresListen(_) => "postgres_listen",
-            InputConfig::RedisStreams(_) => "redis_streams",
-            InputConfig::RedisList(_) => "redis_list",
-            InputConfig::RedisPubsub(_) => "redis_pubsub",
-            InputConfig::Nats(_) => "nats",
-            InputConfig::NatsJetstream(_) => "nats_jetstream",
-            InputConfig::Amqp(_) => "amqp",
-            InputConfig::Mqtt(_) => "mqtt",
-            InputConfig::Generate(_) => "generate",
-            InputConfig::Stdin(_) => "stdin",
-            InputConfig::File(_) => "file",
-        }
-    }
+/// What the registry asks of an input's config struct (`Config` in the input's file).
+pub trait Spec {
+    /// The built input.
+    type Built: Source;
 
     /// Compiles what can be compiled and checks what can be checked without running.
-    pub fn build(self, shared: &Shared, resources: &Resources) -> Result<Input, Vec<BuildError>> {
-        Ok(match self {
-            InputConfig::HttpServer(c) => Input::HttpServer(c.build(&shared.http)?),
-            InputConfig::HttpPoll(c) => {
-                Input::HttpPoll(Box::new(c.build(&shared.http, resources)?))
+    fn build(self, shared: &Shared, resources: &Resources) -> Result<Self::Built, Vec<BuildError>>;
+}
+
+/// What the engine asks of a built input.
+pub trait Source: Send + Sync + 'static {
+    /// Whether the input keeps anything in the store (checkpoints, idempotency keys), so the
+    /// engine opens one for its flow. Deliberately without a default: an input that forgot to
+    /// say so would fail at run time with "the flow has no store".
+    fn uses_store(&self) -> bool;
+
+    /// Reads to the end (or shutdown), handing each message to `feed`.
+    fn run<P: Processor, O: Output>(
+        &self,
+        feed: Feed<P, O>,
+    ) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+/// Writes the registry from one line per input (`yaml_name: Variant`, the module being
+/// `yaml_name`): the config and built enums and every match over them. The `pub mod` lines
+/// stay outside the macro: rustfmt does not follow a module declared inside one.
+macro_rules! registry {
+    ($($name:ident: $variant:ident),* $(,)?) => {
+        /// Every input weft knows, by its YAML name.
+        #[derive(Debug, Deserialize, schemars::JsonSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum InputConfig {
+            $($variant(Box<$name::Config>),)*
+        }
+
+        /// The YAML names, in the registry's order.
+        pub const NAMES: &[&str] = &[$(stringify!($name)),*];
+
+        impl InputConfig {
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(InputConfig::$variant(_) => stringify!($name),)*
+                }
             }
-            InputConfig::SqlPoll(c) => Input::SqlPoll(Box::new(c.build(resources)?)),
-            InputConfig::PostgresListen(c) => Input::PostgresListen(c.build(resources)?),
-            InputConfig::RedisStreams(c) => Input::RedisStreams(Box::new(c.build()?)),
-            InputConfig::RedisList(c) => Input::RedisList(Box::new(c.build()?)),
-            InputConfig::RedisPubsub(c) => Input::RedisPubsub(Box::new(c.build()?)),
-            InputConfig::Nats(c) => Input::Nats(Box::new(c.build()?)),
-            InputConfig::NatsJetstream(c) => Input::NatsJetstream(Box::new(c.build()?)),
-            InputConfig::Amqp(c) => Input::Amqp(Box::new(c.build()?)),
-            InputConfig::Mqtt(c) => Input::Mqtt(Box::new(c.build()?)),
-            InputConfig::Generate(c) => Input::Generate(c.build()?),
-            InputConfig::Stdin(c) => Input::Stdin(c),
-            InputConfig::File(c) => Input::File(c),
-        })
-    }
+
+            /// Compiles what can be compiled and checks what can be checked without running.
+            pub fn build(self, shared: &Shared, resources: &Resources) -> Result<Input, Vec<BuildError>> {
+                Ok(match self {
+                    $(InputConfig::$variant(c) => {
+                        Input::$variant(Box::new(Spec::build(*c, shared, resources)?))
+                    })*
+                })
+            }
+        }
+
+        /// A built input.
+        pub enum Input {
+            $($variant(Box<<$name::Config as Spec>::Built>),)*
+        }
+
+        impl Input {
+            /// Whether the input keeps anything in the store.
+            pub fn uses_store(&self) -> bool {
+                match self {
+                    $(Input::$variant(i) => Source::uses_store(&**i),)*
+                }
+            }
+
+            /// Runs a reading input to its end (or shutdown). `http_server` endpoints are
+            /// served by address instead (`http_server::serve`).
+            pub async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
+                match self {
+                    $(Input::$variant(i) => Source::run(&**i, feed).await,)*
+                }
+            }
+        }
+    };
 }
 
-/// A built input.
-pub enum Input {
-    /// Served by [`http_server::serve`], together with the other endpoints on its address.
-    HttpServer(http_server::Endpoint),
-    HttpPoll(Box<http_poll::HttpPoll>),
-    SqlPoll(Box<sql_poll::SqlPoll>),
-    PostgresListen(postgres_listen::PostgresListen),
-    RedisStreams(Box<redis_streams::RedisStreams>),
-    RedisList(Box<redis_list::RedisList>),
-    RedisPubsub(Box<redis_pubsub::RedisPubsub>),
-    Nats(Box<nats::NatsInput>),
-    NatsJetstream(Box<nats_jetstream::NatsJetstream>),
-    Amqp(Box<amqp::AmqpInput>),
-    Mqtt(Box<mqtt::MqttInput>),
-    Generate(generate::Generate),
-    Stdin(stdin::Config),
-    File(file::Config),
-}
-
-impl Input {
-    /// Whether the input keeps anything in the store.
-    pub fn uses_store(&self) -> bool {
-        match self {
-            Input::HttpServer(endpoint) => endpoint.uses_store(),
-            Input::HttpPoll(poll) => poll.uses_store(),
-            Input::SqlPoll(poll) => poll.uses_store(),
-            _ => false,
-        }
-    }
-
-    /// Runs a reading input to its end (or shutdown).
-    pub async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
-        match self {
-            Input::HttpServer(_) => unreachable!("http_server endpoints are served by address"),
-            Input::Generate(g) => g.run(feed).await,
-            Input::HttpPoll(p) => p.run(feed).await,
-            Input::SqlPoll(p) => p.run(feed).await,
-            Input::PostgresListen(p) => p.run(feed).await,
-            Input::RedisStreams(p) => p.run(feed).await,
-            Input::RedisList(p) => p.run(feed).await,
-            Input::RedisPubsub(p) => p.run(feed).await,
-            Input::Nats(p) => p.run(feed).await,
-            Input::NatsJetstream(p) => p.run(feed).await,
-            Input::Amqp(p) => p.run(feed).await,
-            Input::Mqtt(p) => p.run(feed).await,
-            Input::Stdin(c) => return c.run(feed).await,
-            Input::File(c) => return c.run(feed).await,
-        }
-        Ok(())
-    }
+registry! {
+    http_server: HttpServer,
+    http_poll: HttpPoll,
+    sql_poll: SqlPoll,
+    postgres_listen: PostgresListen,
+    redis_streams: RedisStreams,
+    redis_list: RedisList,
+    redis_pubsub: RedisPubsub,
+    nats: Nats,
+    nats_jetstream: NatsJetstream,
+    amqp: Amqp,
+    mqtt: Mqtt,
+    generate: Generate,
+    stdin: Stdin,
+    file: File,
 }
 
 /// How a reading input splits its bytes into messages.

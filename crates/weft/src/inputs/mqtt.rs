@@ -20,6 +20,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::Feed;
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::mqtt::{Happened, Mqtt, Version, check_qos, default_version};
 use crate::config::BuildError;
 use crate::config::Secret;
@@ -60,8 +62,10 @@ pub struct MqttInput {
 
 const MAX_PAUSE: Duration = Duration::from_secs(30);
 
-impl Config {
-    pub fn build(self) -> Result<MqttInput, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = MqttInput;
+
+    fn build(self, _shared: &Shared, _resources: &Resources) -> Result<MqttInput, Vec<BuildError>> {
         let mqtt = Mqtt::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
         if self.topics.is_empty() {
             return Err(vec![BuildError::new("topics", "name at least one topic")]);
@@ -77,8 +81,12 @@ impl Config {
     }
 }
 
-impl MqttInput {
-    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
+impl super::Source for MqttInput {
+    fn uses_store(&self) -> bool {
+        false
+    }
+
+    async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
         let c = &self.config;
         let client_id = c
             .client_id
@@ -160,5 +168,6 @@ impl MqttInput {
             while events.poll().await.is_ok() {}
         })
         .await;
+        Ok(())
     }
 }

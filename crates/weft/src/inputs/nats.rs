@@ -15,6 +15,8 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::{AtShutdown, Feed};
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::nats::Nats;
 use crate::config::BuildError;
 use crate::config::Secret;
@@ -42,8 +44,10 @@ pub struct NatsInput {
     queue: Option<String>,
 }
 
-impl Config {
-    pub fn build(self) -> Result<NatsInput, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = NatsInput;
+
+    fn build(self, _shared: &Shared, _resources: &Resources) -> Result<NatsInput, Vec<BuildError>> {
         Ok(NatsInput {
             nats: Nats::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?,
             subject: self.subject,
@@ -53,13 +57,6 @@ impl Config {
 }
 
 impl NatsInput {
-    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
-        feed.keep_reading("input.nats", self.nats.shown(), AtShutdown::Cancel, || {
-            self.listen(&feed)
-        })
-        .await;
-    }
-
     async fn listen(&self, feed: &Feed<impl Processor, impl Output>) -> Result<(), String> {
         let client = self.nats.client().await.map_err(|e| e.to_string())?;
         let mut subscriber = match &self.queue {
@@ -82,5 +79,19 @@ impl NatsInput {
             }
         }
         Err("the subscription ended".into())
+    }
+}
+
+impl super::Source for NatsInput {
+    fn uses_store(&self) -> bool {
+        false
+    }
+
+    async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
+        feed.keep_reading("input.nats", self.nats.shown(), AtShutdown::Cancel, || {
+            self.listen(&feed)
+        })
+        .await;
+        Ok(())
     }
 }

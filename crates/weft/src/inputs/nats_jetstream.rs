@@ -22,6 +22,8 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::{AtShutdown, Feed};
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::nats::Nats;
 use crate::config::BuildError;
 use crate::config::Secret;
@@ -78,8 +80,14 @@ pub struct NatsJetstream {
 /// How long one fetch waits for messages (so shutdown is looked at between).
 const FETCH_WAIT: Duration = Duration::from_secs(1);
 
-impl Config {
-    pub fn build(self) -> Result<NatsJetstream, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = NatsJetstream;
+
+    fn build(
+        self,
+        _shared: &Shared,
+        _resources: &Resources,
+    ) -> Result<NatsJetstream, Vec<BuildError>> {
         let nats = Nats::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
         if self.batch == 0 {
             return Err(vec![BuildError::new("batch", "at least 1")]);
@@ -89,18 +97,6 @@ impl Config {
 }
 
 impl NatsJetstream {
-    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
-        // Not cancelled from outside: a batch under way is finished and acknowledged (a
-        // fetch waits 1 s at most and shutdown is looked at in between).
-        feed.keep_reading(
-            "input.nats_jetstream",
-            self.nats.shown(),
-            AtShutdown::Finish,
-            || self.consume(&feed),
-        )
-        .await;
-    }
-
     async fn consume(&self, feed: &Feed<impl Processor, impl Output>) -> Result<(), String> {
         let c = &self.config;
         let client = self.nats.client().await.map_err(|e| e.to_string())?;
@@ -167,5 +163,24 @@ impl NatsJetstream {
                 acked.map_err(|e| e.to_string())?;
             }
         }
+    }
+}
+
+impl super::Source for NatsJetstream {
+    fn uses_store(&self) -> bool {
+        false
+    }
+
+    async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
+        // Not cancelled from outside: a batch under way is finished and acknowledged (a
+        // fetch waits 1 s at most and shutdown is looked at in between).
+        feed.keep_reading(
+            "input.nats_jetstream",
+            self.nats.shown(),
+            AtShutdown::Finish,
+            || self.consume(&feed),
+        )
+        .await;
+        Ok(())
     }
 }

@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use super::Feed;
 use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::sql::{Database, Driver};
 use crate::config::BuildError;
 use crate::core::Message;
@@ -44,8 +45,14 @@ pub struct PostgresListen {
 /// How long to wait before connecting again after a failure.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
-impl Config {
-    pub fn build(&self, resources: &Resources) -> Result<PostgresListen, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = PostgresListen;
+
+    fn build(
+        self,
+        _shared: &Shared,
+        resources: &Resources,
+    ) -> Result<PostgresListen, Vec<BuildError>> {
         let db = resources
             .sql(&self.database)
             .map_err(|e| vec![BuildError::new("database", e)])?;
@@ -68,13 +75,17 @@ impl Config {
     }
 }
 
-impl PostgresListen {
-    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
+impl super::Source for PostgresListen {
+    fn uses_store(&self) -> bool {
+        false
+    }
+
+    async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
         let component = "input.postgres_listen";
         loop {
             let listening = tokio::select! {
                 biased;
-                _ = feed.shutdown.cancelled() => return,
+                _ = feed.shutdown.cancelled() => return Ok(()),
                 l = self.db.listen(&self.channels) => l,
             };
             let mut listener = match listening {
@@ -82,7 +93,7 @@ impl PostgresListen {
                 Err(error) => {
                     tracing::error!(flow = %feed.flow.name, component, %error, "cannot listen; trying again");
                     tokio::select! {
-                        _ = feed.shutdown.cancelled() => return,
+                        _ = feed.shutdown.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(RECONNECT_DELAY) => continue,
                     }
                 }
@@ -91,7 +102,7 @@ impl PostgresListen {
             loop {
                 let received = tokio::select! {
                     biased;
-                    _ = feed.shutdown.cancelled() => return,
+                    _ = feed.shutdown.cancelled() => return Ok(()),
                     n = listener.try_recv() => n,
                 };
                 match received {
@@ -108,7 +119,7 @@ impl PostgresListen {
                         );
                         insert(&mut message.metadata, "postgres", postgres);
                         if !feed.push(message).await {
-                            return;
+                            return Ok(());
                         }
                     }
                     Ok(None) => {

@@ -18,6 +18,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::Feed;
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::redis::Redis;
 use crate::config::BuildError;
 use crate::config::Secret;
@@ -58,8 +60,10 @@ const BLOCK_SECONDS: f64 = 1.0;
 /// The pause after a failed delivery, so a message that keeps failing does not spin.
 const FAILURE_PAUSE: Duration = Duration::from_millis(500);
 
-impl Config {
-    pub fn build(self) -> Result<RedisList, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = RedisList;
+
+    fn build(self, _shared: &Shared, _resources: &Resources) -> Result<RedisList, Vec<BuildError>> {
         let redis = Redis::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
         if self.workers == 0 {
             return Err(vec![BuildError::new("workers", "at least 1")]);
@@ -80,24 +84,6 @@ impl Config {
 }
 
 impl RedisList {
-    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
-        // What a crash left behind goes first, back onto the queue's reading end.
-        loop {
-            match self.recover().await {
-                Ok(()) => break,
-                Err(e) => {
-                    self.failed(&feed, &e);
-                    tokio::select! {
-                        _ = feed.shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(FAILURE_PAUSE) => {}
-                    }
-                }
-            }
-        }
-        let workers = (0..self.workers).map(|_| self.work(&feed));
-        futures_util::future::join_all(workers).await;
-    }
-
     fn failed(&self, feed: &Feed<impl Processor, impl Output>, e: &redis::RedisError) {
         tracing::error!(flow = %feed.flow.name, component = "input.redis_list", redis = self.redis.shown(), error = %e, "reading failed; trying again");
     }
@@ -174,5 +160,30 @@ impl RedisList {
                 tokio::time::sleep(FAILURE_PAUSE).await;
             }
         }
+    }
+}
+
+impl super::Source for RedisList {
+    fn uses_store(&self) -> bool {
+        false
+    }
+
+    async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
+        // What a crash left behind goes first, back onto the queue's reading end.
+        loop {
+            match self.recover().await {
+                Ok(()) => break,
+                Err(e) => {
+                    self.failed(&feed, &e);
+                    tokio::select! {
+                        _ = feed.shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(FAILURE_PAUSE) => {}
+                    }
+                }
+            }
+        }
+        let workers = (0..self.workers).map(|_| self.work(&feed));
+        futures_util::future::join_all(workers).await;
+        Ok(())
     }
 }

@@ -15,6 +15,8 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::{AtShutdown, Feed};
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::redis::Redis;
 use crate::config::BuildError;
 use crate::config::Secret;
@@ -38,8 +40,14 @@ pub struct RedisPubsub {
     channels: Vec<String>,
 }
 
-impl Config {
-    pub fn build(self) -> Result<RedisPubsub, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = RedisPubsub;
+
+    fn build(
+        self,
+        _shared: &Shared,
+        _resources: &Resources,
+    ) -> Result<RedisPubsub, Vec<BuildError>> {
         let redis = Redis::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
         if self.channels.is_empty() {
             return Err(vec![BuildError::new(
@@ -55,17 +63,6 @@ impl Config {
 }
 
 impl RedisPubsub {
-    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
-        // Publications missed while reconnecting are gone: Redis keeps none.
-        feed.keep_reading(
-            "input.redis_pubsub",
-            self.redis.shown(),
-            AtShutdown::Cancel,
-            || self.listen(&feed),
-        )
-        .await;
-    }
-
     async fn listen(
         &self,
         feed: &Feed<impl Processor, impl Output>,
@@ -96,5 +93,23 @@ impl RedisPubsub {
             std::io::ErrorKind::ConnectionAborted,
             "the server closed the subscription",
         )))
+    }
+}
+
+impl super::Source for RedisPubsub {
+    fn uses_store(&self) -> bool {
+        false
+    }
+
+    async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
+        // Publications missed while reconnecting are gone: Redis keeps none.
+        feed.keep_reading(
+            "input.redis_pubsub",
+            self.redis.shown(),
+            AtShutdown::Cancel,
+            || self.listen(&feed),
+        )
+        .await;
+        Ok(())
     }
 }

@@ -25,6 +25,8 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use serde::Deserialize;
 
 use super::{AtShutdown, Feed};
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::redis::Redis;
 use crate::config::BuildError;
 use crate::config::Secret;
@@ -88,8 +90,14 @@ pub struct RedisStreams {
 /// How long one read waits for new entries (so shutdown and claims are looked at between).
 const BLOCK_MS: usize = 1000;
 
-impl Config {
-    pub fn build(self) -> Result<RedisStreams, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = RedisStreams;
+
+    fn build(
+        self,
+        _shared: &Shared,
+        _resources: &Resources,
+    ) -> Result<RedisStreams, Vec<BuildError>> {
         let redis = Redis::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
         if self.batch == 0 {
             return Err(vec![BuildError::new("batch", "at least 1")]);
@@ -108,18 +116,6 @@ impl Config {
 }
 
 impl RedisStreams {
-    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
-        // Not cancelled from outside: a batch under way is finished and acknowledged (the
-        // reads block 1 s at most and look at shutdown in between).
-        feed.keep_reading(
-            "input.redis_streams",
-            self.redis.shown(),
-            AtShutdown::Finish,
-            || self.consume(&feed),
-        )
-        .await;
-    }
-
     async fn consume(
         &self,
         feed: &Feed<impl Processor, impl Output>,
@@ -260,6 +256,25 @@ impl RedisStreams {
         insert(&mut meta, "id", Value::from(id));
         insert(&mut message.metadata, "redis", meta);
         message
+    }
+}
+
+impl super::Source for RedisStreams {
+    fn uses_store(&self) -> bool {
+        false
+    }
+
+    async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
+        // Not cancelled from outside: a batch under way is finished and acknowledged (the
+        // reads block 1 s at most and look at shutdown in between).
+        feed.keep_reading(
+            "input.redis_streams",
+            self.redis.shown(),
+            AtShutdown::Finish,
+            || self.consume(&feed),
+        )
+        .await;
+        Ok(())
     }
 }
 

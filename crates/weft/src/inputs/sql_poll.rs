@@ -27,6 +27,7 @@ use serde_json::Value as Json;
 
 use super::{AtShutdown, Feed};
 use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::sql::Database;
 use crate::config::BuildError;
 use crate::config::units::Dur;
@@ -71,8 +72,10 @@ pub struct SqlPoll {
     schedule: Schedule,
 }
 
-impl Config {
-    pub fn build(&self, resources: &Resources) -> Result<SqlPoll, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = SqlPoll;
+
+    fn build(self, _shared: &Shared, resources: &Resources) -> Result<SqlPoll, Vec<BuildError>> {
         let mut errors = Vec::new();
         let db = resources
             .sql(&self.database)
@@ -116,18 +119,6 @@ impl Config {
 }
 
 impl SqlPoll {
-    pub fn uses_store(&self) -> bool {
-        self.watermark.is_some()
-    }
-
-    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) {
-        // Not cancelled from outside: a page under way is finished and checkpointed.
-        feed.poll_on_schedule(&self.schedule, "input.sql_poll", AtShutdown::Finish, || {
-            self.poll(&feed)
-        })
-        .await;
-    }
-
     /// One page: its rows handed to the flow and, once all are accepted, the checkpoint moved
     /// past them. `true` when the watermark moved (so another page may follow at once); a
     /// query without a watermark reads everything in one go.
@@ -179,5 +170,20 @@ impl SqlPoll {
             }
             None => Ok(false),
         }
+    }
+}
+
+impl super::Source for SqlPoll {
+    fn uses_store(&self) -> bool {
+        self.watermark.is_some()
+    }
+
+    async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
+        // Not cancelled from outside: a page under way is finished and checkpointed.
+        feed.poll_on_schedule(&self.schedule, "input.sql_poll", AtShutdown::Finish, || {
+            self.poll(&feed)
+        })
+        .await;
+        Ok(())
     }
 }

@@ -9,6 +9,8 @@
 use serde::Deserialize;
 
 use super::{Codec, Feed, read_lines};
+use crate::clients::{Resources, Shared};
+use crate::config::BuildError;
 use crate::core::{Output, Processor};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -23,8 +25,20 @@ fn default_codec() -> Codec {
     Codec::Lines
 }
 
-impl Config {
-    pub async fn run(&self, feed: Feed<impl Processor, impl Output>) -> std::io::Result<()> {
+impl super::Spec for Config {
+    type Built = Config;
+
+    fn build(self, _shared: &Shared, _resources: &Resources) -> Result<Config, Vec<BuildError>> {
+        Ok(self)
+    }
+}
+
+impl super::Source for Config {
+    fn uses_store(&self) -> bool {
+        false
+    }
+
+    async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
         let reader = tokio::io::BufReader::new(tokio::io::stdin());
         read_lines(reader, self.codec, "stdin", &feed).await
     }

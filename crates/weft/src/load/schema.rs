@@ -98,6 +98,26 @@ pub fn generate() -> String {
 
 #[cfg(test)]
 mod tests {
+    /// `kind()` names a component as its registry line does; serde names it by its variant.
+    /// They must agree, or errors and docs would name a component its users cannot write.
+    #[test]
+    fn the_registry_names_are_the_yaml_names() {
+        let schema: serde_json::Value = serde_json::from_str(&super::generate()).unwrap();
+        for (registry, names) in [
+            ("InputConfig", crate::inputs::NAMES),
+            ("ProcessorConfig", crate::processors::NAMES),
+            ("OutputConfig", crate::outputs::NAMES),
+        ] {
+            let yaml: Vec<&str> = schema["$defs"][registry]["oneOf"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["required"][0].as_str().unwrap())
+                .collect();
+            assert_eq!(yaml, names, "{registry}");
+        }
+    }
+
     use std::path::Path;
 
     use super::*;

@@ -19,6 +19,8 @@ use lapin::{BasicProperties, Channel, Connection};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::amqp::{Amqp, Declare};
 use crate::config::BuildError;
 use crate::config::Secret;
@@ -63,8 +65,18 @@ pub struct AmqpOutput {
     open: Mutex<Option<(Connection, Channel)>>,
 }
 
-impl Config {
-    pub fn build(&self) -> Result<AmqpOutput, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = AmqpOutput;
+
+    fn retry_config(&self) -> Option<&RetryConfig> {
+        Some(&self.retry)
+    }
+
+    fn build(
+        &self,
+        _shared: &Shared,
+        _resources: &Resources,
+    ) -> Result<AmqpOutput, Vec<BuildError>> {
         let amqp = Amqp::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
         self.declare
             .check()
@@ -106,8 +118,10 @@ impl AmqpOutput {
         *open = Some((connection, channel.clone()));
         Ok(channel)
     }
+}
 
-    pub async fn send(&self, message: &Message) -> Attempt {
+impl crate::core::Output for AmqpOutput {
+    async fn send(&self, message: &Message) -> Attempt {
         let channel = match self.channel().await {
             Ok(c) => c,
             Err(e) => return self.retry(e),
@@ -158,5 +172,9 @@ impl AmqpOutput {
                 self.retry(e)
             }
         }
+    }
+
+    fn reads_metadata(&self) -> bool {
+        false
     }
 }

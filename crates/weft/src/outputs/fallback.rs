@@ -13,19 +13,30 @@
 //! ```
 
 use super::{Output, StrategyConfig, accepted, combine, send_boxed};
+use serde::Deserialize;
+
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::config::BuildError;
+use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 
-impl StrategyConfig {
-    pub fn build_fallback(
-        &self,
-        shared: &Shared,
-        resources: &Resources,
-    ) -> Result<Fallback, Vec<BuildError>> {
+// `outputs` and `retry`, as every strategy has them (no `///`: a described newtype would be a
+// schema definition of its own).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct Config(pub StrategyConfig);
+
+impl super::Spec for Config {
+    type Built = Fallback;
+
+    fn retry_config(&self) -> Option<&RetryConfig> {
+        Some(&self.0.retry)
+    }
+
+    fn build(&self, shared: &Shared, resources: &Resources) -> Result<Fallback, Vec<BuildError>> {
         Ok(Fallback {
-            outputs: self.build_list(shared, resources)?,
+            outputs: self.0.build_list(shared, resources)?,
         })
     }
 }
@@ -34,14 +45,14 @@ pub struct Fallback {
     outputs: Vec<(String, Output)>,
 }
 
-impl Fallback {
-    pub fn reads_metadata(&self) -> bool {
+impl crate::core::Output for Fallback {
+    fn reads_metadata(&self) -> bool {
         self.outputs
             .iter()
             .any(|(_, o)| crate::core::Output::reads_metadata(o))
     }
 
-    pub async fn send(&self, message: &Message) -> Attempt {
+    async fn send(&self, message: &Message) -> Attempt {
         let mut failures = Vec::new();
         for (id, output) in &self.outputs {
             let outcome = send_boxed(output, message).await;

@@ -13,7 +13,10 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::config::BuildError;
+use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -24,8 +27,18 @@ pub struct Config {
     pub path: PathBuf,
 }
 
-impl Config {
-    pub fn build(&self) -> Result<FileOutput, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = FileOutput;
+
+    fn retry_config(&self) -> Option<&RetryConfig> {
+        None
+    }
+
+    fn build(
+        &self,
+        _shared: &Shared,
+        _resources: &Resources,
+    ) -> Result<FileOutput, Vec<BuildError>> {
         if self.path.as_os_str().is_empty() {
             return Err(vec![BuildError::new("path", "path is empty")]);
         }
@@ -42,8 +55,8 @@ pub struct FileOutput {
     file: tokio::sync::Mutex<Option<tokio::fs::File>>,
 }
 
-impl FileOutput {
-    pub async fn send(&self, message: &Message) -> Attempt {
+impl crate::core::Output for FileOutput {
+    async fn send(&self, message: &Message) -> Attempt {
         // Always JSON, so a string holding a newline cannot break the one-message-per-line framing.
         let mut line = message.json().to_vec();
         line.push(b'\n');
@@ -82,5 +95,9 @@ impl FileOutput {
                 }
             }
         }
+    }
+
+    fn reads_metadata(&self) -> bool {
+        false
     }
 }

@@ -18,10 +18,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::graphql::{GraphqlCall, graphql_config};
-use crate::clients::http::HttpClient;
 use crate::config::BuildError;
 use crate::config::units::Dur;
+use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 
 graphql_config! {
@@ -36,27 +37,34 @@ fn default_timeout() -> Dur {
     Dur(Duration::from_secs(30))
 }
 
-impl Config {
-    pub fn build(
+impl super::Spec for Config {
+    type Built = GraphqlOutput;
+
+    fn retry_config(&self) -> Option<&RetryConfig> {
+        Some(&self.retry)
+    }
+
+    fn build(
         &self,
-        client: &HttpClient,
+        shared: &Shared,
         resources: &Resources,
     ) -> Result<GraphqlOutput, Vec<BuildError>> {
+        let client = &shared.http;
         GraphqlCall::build(client, resources, self.graphql()).map(GraphqlOutput)
     }
 }
 
 pub struct GraphqlOutput(GraphqlCall);
 
-impl GraphqlOutput {
-    pub fn reads_metadata(&self) -> bool {
-        self.0.reads_metadata()
-    }
-
-    pub async fn send(&self, message: &Message) -> Attempt {
+impl crate::core::Output for GraphqlOutput {
+    async fn send(&self, message: &Message) -> Attempt {
         match self.0.call(message).await {
             Ok(_) => Attempt::Delivered,
             Err(failed) => failed,
         }
+    }
+
+    fn reads_metadata(&self) -> bool {
+        self.0.reads_metadata()
     }
 }

@@ -48,13 +48,15 @@ use http::{Method, StatusCode, header};
 use serde::Deserialize;
 
 use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::auth::AuthError;
-use crate::clients::http::{ClientError, HttpClient};
+use crate::clients::http::ClientError;
 use crate::clients::request::{ExchangeError, Parts, RequestSpec, check_uri, retry_after};
 use crate::config::BuildError;
 use crate::config::units::Dur;
 use crate::core::body::Encoding;
 use crate::core::retry::Answer;
+use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 
 /// The most of an answer kept, for error messages.
@@ -157,12 +159,19 @@ impl<'de> Deserialize<'de> for StatusSpec {
     }
 }
 
-impl Config {
-    pub fn build(
+impl super::Spec for Config {
+    type Built = HttpClientOutput;
+
+    fn retry_config(&self) -> Option<&RetryConfig> {
+        Some(&self.retry)
+    }
+
+    fn build(
         &self,
-        client: &HttpClient,
+        shared: &Shared,
         resources: &Resources,
     ) -> Result<HttpClientOutput, Vec<BuildError>> {
+        let client = &shared.http;
         let spec = RequestSpec::build(
             client,
             resources,
@@ -223,12 +232,10 @@ impl HttpClientOutput {
             Class::Fail
         }
     }
+}
 
-    pub fn reads_metadata(&self) -> bool {
-        self.spec.reads_metadata()
-    }
-
-    pub async fn send(&self, message: &Message) -> Attempt {
+impl crate::core::Output for HttpClientOutput {
+    async fn send(&self, message: &Message) -> Attempt {
         let mut uri = match self.spec.uri(&message.value, &message.metadata) {
             Ok(uri) => uri,
             Err(reason) => {
@@ -375,12 +382,16 @@ impl HttpClientOutput {
             response: None,
         }
     }
+
+    fn reads_metadata(&self) -> bool {
+        self.spec.reads_metadata()
+    }
 }
 
-/// `Retry-After` as a wait: delay-seconds or an HTTP-date (a date in the past means now).
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outputs::Spec as _;
     use http::HeaderValue;
 
     #[test]
@@ -427,7 +438,7 @@ mod tests {
             client: Default::default(),
             format: None,
         }
-        .build(&HttpClient::new(), &Resources::default())
+        .build(&Shared::default(), &Resources::default())
         .ok()
         .unwrap();
         let class = |c: u16| out.classify(StatusCode::from_u16(c).unwrap());

@@ -1,22 +1,22 @@
-//! Outputs: where a flow delivers. This enum is the registry: one variant per output, named as
-//! in YAML, one file each. Every output is wrapped in the retry stack (`core::retry`) by the flow,
+//! Outputs: where a flow delivers. One file per output; `registry!` below lists them, one line
+//! each, and writes the enums and matches; [`Spec`] is what each output's `Config` provides. Every output is wrapped in the retry stack (`core::retry`) by the flow,
 //! so an output only reports what one attempt did.
 
 mod amqp;
 mod drop;
 mod fallback;
 mod file;
-pub mod graphql;
+mod graphql;
 mod http_client;
 mod mqtt;
 mod nats;
 mod nats_jetstream;
-pub mod openapi;
+mod openapi;
 mod redis_list;
 mod redis_pubsub;
 mod redis_streams;
 mod round_robin;
-pub mod soap;
+mod soap;
 mod sql;
 mod stdout;
 mod switch;
@@ -33,187 +33,116 @@ use crate::config::BuildError;
 use crate::core::retry::{RetryConfig, RetryPolicy};
 use crate::core::{Attempt, Message};
 
-/// Every output weft knows, by its YAML name.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OutputConfig {
-    HttpClient(Box<http_client::Config>),
-    Graphql(Box<graphql::Config>),
-    Soap(Box<soap::Config>),
-    Openapi(Box<openapi::Config>),
-    Sql(Box<sql::Config>),
-    RedisStreams(Box<redis_streams::Config>),
-    RedisList(Box<redis_list::Config>),
-    RedisPubsub(Box<redis_pubsub::Config>),
-    Nats(Box<nats::Config>),
-    NatsJetstream(Box<nats_jetstream::Config>),
-    Amqp(Box<amqp::Config>),
-    Mqtt(Box<mqtt::Config>),
-    Stdout(stdout::Config),
-    File(file::Config),
-    Drop(drop::Config),
-    Fallback(Box<StrategyConfig>),
-    RoundRobin(Box<StrategyConfig>),
-    Switch(Box<switch::SwitchConfig>),
+/// What the registry asks of an output's config struct (`Config` in the output's file).
+/// Deliberately without defaults: an output with `retry:` that did not hand it over here would
+/// ignore it, so each one says what it has.
+pub trait Spec {
+    /// The built output.
+    type Built: crate::core::Output;
+
+    /// The output's `retry:` settings; `None` for an output that is never retried.
+    fn retry_config(&self) -> Option<&RetryConfig>;
+
+    /// Compiles what can be compiled and checks what can be checked without running.
+    fn build(&self, shared: &Shared, resources: &Resources)
+    -> Result<Self::Built, Vec<BuildError>>;
+}
+
+/// Writes the registry from one line per output (`yaml_name: Variant`, the module being
+/// `yaml_name`): the config and built enums and every match over them. The `mod` lines stay
+/// outside the macro: rustfmt does not follow a module declared inside one.
+macro_rules! registry {
+    ($($name:ident: $variant:ident),* $(,)?) => {
+        /// Every output weft knows, by its YAML name.
+        #[derive(Debug, Deserialize, schemars::JsonSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum OutputConfig {
+            $($variant(Box<$name::Config>),)*
+        }
+
+        /// The YAML names, in the registry's order.
+        pub const NAMES: &[&str] = &[$(stringify!($name)),*];
+
+        impl OutputConfig {
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(OutputConfig::$variant(_) => stringify!($name),)*
+                }
+            }
+
+            /// The output's `retry:` settings, for the outputs that have them.
+            pub fn retry_config(&self) -> Option<&RetryConfig> {
+                match self {
+                    $(OutputConfig::$variant(c) => Spec::retry_config(&**c),)*
+                }
+            }
+
+            pub fn build(
+                &self,
+                shared: &Shared,
+                resources: &Resources,
+            ) -> Result<Output, Vec<BuildError>> {
+                Ok(match self {
+                    $(OutputConfig::$variant(c) => {
+                        Output::$variant(Box::new(Spec::build(&**c, shared, resources)?))
+                    })*
+                })
+            }
+        }
+
+        /// A built output.
+        pub enum Output {
+            $($variant(Box<<$name::Config as Spec>::Built>),)*
+            /// `weft test`'s stand-in for a configured output (never built from YAML).
+            Mock(Box<dyn StandIn>),
+        }
+
+        impl crate::core::Output for Output {
+            async fn send(&self, message: &Message) -> Attempt {
+                match self {
+                    $(Output::$variant(o) => crate::core::Output::send(&**o, message).await,)*
+                    Output::Mock(o) => StandIn::send(&**o, message).await,
+                }
+            }
+
+            fn reads_metadata(&self) -> bool {
+                match self {
+                    $(Output::$variant(o) => crate::core::Output::reads_metadata(&**o),)*
+                    Output::Mock(o) => StandIn::reads_metadata(&**o),
+                }
+            }
+        }
+    };
+}
+
+registry! {
+    http_client: HttpClient,
+    graphql: Graphql,
+    soap: Soap,
+    openapi: Openapi,
+    sql: Sql,
+    redis_streams: RedisStreams,
+    redis_list: RedisList,
+    redis_pubsub: RedisPubsub,
+    nats: Nats,
+    nats_jetstream: NatsJetstream,
+    amqp: Amqp,
+    mqtt: Mqtt,
+    stdout: Stdout,
+    file: File,
+    drop: Drop,
+    fallback: Fallback,
+    round_robin: RoundRobin,
+    switch: Switch,
 }
 
 impl OutputConfig {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            OutputConfig::HttpClient(_) => "http_client",
-            OutputConfig::Graphql(_) => "graphql",
-            OutputConfig::Soap(_) => "soap",
-            OutputConfig::Openapi(_) => "openapi",
-            OutputConfig::Sql(_) => "sql",
-            OutputConfig::RedisStreams(_) => "redis_streams",
-            OutputConfig::RedisList(_) => "redis_list",
-            OutputConfig::RedisPubsub(_) => "redis_pubsub",
-            OutputConfig::Nats(_) => "nats",
-            OutputConfig::NatsJetstream(_) => "nats_jetstream",
-            OutputConfig::Amqp(_) => "amqp",
-            OutputConfig::Mqtt(_) => "mqtt",
-            OutputConfig::Stdout(_) => "stdout",
-            OutputConfig::File(_) => "file",
-            OutputConfig::Drop(_) => "drop",
-            OutputConfig::Fallback(_) => "fallback",
-            OutputConfig::RoundRobin(_) => "round_robin",
-            OutputConfig::Switch(_) => "switch",
-        }
-    }
-
-    /// The output's `retry:` settings, for the outputs that have them.
-    pub fn retry_config(&self) -> Option<&RetryConfig> {
-        Some(match self {
-            OutputConfig::HttpClient(c) => &c.retry,
-            OutputConfig::Graphql(c) => &c.retry,
-            OutputConfig::Soap(c) => &c.retry,
-            OutputConfig::Openapi(c) => &c.retry,
-            OutputConfig::Sql(c) => &c.retry,
-            OutputConfig::RedisStreams(c) => &c.retry,
-            OutputConfig::RedisList(c) => &c.retry,
-            OutputConfig::RedisPubsub(c) => &c.retry,
-            OutputConfig::Nats(c) => &c.retry,
-            OutputConfig::NatsJetstream(c) => &c.retry,
-            OutputConfig::Amqp(c) => &c.retry,
-            OutputConfig::Mqtt(c) => &c.retry,
-            OutputConfig::Fallback(c) | OutputConfig::RoundRobin(c) => &c.retry,
-            OutputConfig::Switch(c) => &c.retry,
-            _ => return None,
-        })
-    }
-
     /// The output's retry policy in a durable (`true`) or direct flow.
     pub fn retry(&self, durable: bool) -> RetryPolicy {
         self.retry_config()
             .cloned()
             .unwrap_or_default()
             .policy(durable)
-    }
-
-    pub fn build(&self, shared: &Shared, resources: &Resources) -> Result<Output, Vec<BuildError>> {
-        Ok(match self {
-            OutputConfig::HttpClient(c) => {
-                Output::HttpClient(Box::new(c.build(&shared.http, resources)?))
-            }
-            OutputConfig::Graphql(c) => {
-                Output::Graphql(Box::new(c.build(&shared.http, resources)?))
-            }
-            OutputConfig::Soap(c) => Output::Soap(Box::new(c.build(&shared.http, resources)?)),
-            OutputConfig::Openapi(c) => {
-                Output::Openapi(Box::new(c.build(&shared.http, resources)?))
-            }
-            OutputConfig::Sql(c) => Output::Sql(Box::new(c.build(resources)?)),
-            OutputConfig::RedisStreams(c) => Output::RedisStreams(Box::new(c.build()?)),
-            OutputConfig::RedisList(c) => Output::RedisList(Box::new(c.build()?)),
-            OutputConfig::RedisPubsub(c) => Output::RedisPubsub(Box::new(c.build()?)),
-            OutputConfig::Nats(c) => Output::Nats(Box::new(c.build()?)),
-            OutputConfig::NatsJetstream(c) => Output::NatsJetstream(Box::new(c.build()?)),
-            OutputConfig::Amqp(c) => Output::Amqp(Box::new(c.build()?)),
-            OutputConfig::Mqtt(c) => Output::Mqtt(Box::new(c.build()?)),
-            OutputConfig::Stdout(c) => Output::Stdout(c.build()),
-            OutputConfig::File(c) => Output::File(c.build()?),
-            OutputConfig::Drop(_) => Output::Drop,
-            OutputConfig::Fallback(c) => {
-                Output::Fallback(Box::new(c.build_fallback(shared, resources)?))
-            }
-            OutputConfig::RoundRobin(c) => {
-                Output::RoundRobin(Box::new(c.build_round_robin(shared, resources)?))
-            }
-            OutputConfig::Switch(c) => Output::Switch(Box::new(c.build(shared, resources)?)),
-        })
-    }
-}
-
-pub enum Output {
-    HttpClient(Box<http_client::HttpClientOutput>),
-    Graphql(Box<graphql::GraphqlOutput>),
-    Soap(Box<soap::SoapOutput>),
-    Openapi(Box<openapi::OpenApiOutput>),
-    Sql(Box<sql::SqlOutput>),
-    RedisStreams(Box<redis_streams::RedisStreamsOutput>),
-    RedisList(Box<redis_list::RedisListOutput>),
-    RedisPubsub(Box<redis_pubsub::RedisPubsubOutput>),
-    Nats(Box<nats::NatsOutput>),
-    NatsJetstream(Box<nats_jetstream::NatsJetstreamOutput>),
-    Amqp(Box<amqp::AmqpOutput>),
-    Mqtt(Box<mqtt::MqttOutput>),
-    Stdout(stdout::Stdout),
-    File(file::FileOutput),
-    Drop,
-    Fallback(Box<fallback::Fallback>),
-    RoundRobin(Box<round_robin::RoundRobin>),
-    Switch(Box<switch::Switch>),
-    /// `weft test`'s stand-in for a configured output (never built from YAML).
-    Mock(Box<dyn StandIn>),
-}
-
-impl crate::core::Output for Output {
-    async fn send(&self, message: &Message) -> Attempt {
-        match self {
-            Output::HttpClient(o) => o.send(message).await,
-            Output::Graphql(o) => o.send(message).await,
-            Output::Soap(o) => o.send(message).await,
-            Output::Openapi(o) => o.send(message).await,
-            Output::Sql(o) => o.send(message).await,
-            Output::RedisStreams(o) => o.send(message).await,
-            Output::RedisList(o) => o.send(message).await,
-            Output::RedisPubsub(o) => o.send(message).await,
-            Output::Nats(o) => o.send(message).await,
-            Output::NatsJetstream(o) => o.send(message).await,
-            Output::Amqp(o) => o.send(message).await,
-            Output::Mqtt(o) => o.send(message).await,
-            Output::Stdout(o) => o.send(message).await,
-            Output::File(o) => o.send(message).await,
-            Output::Drop => Attempt::Delivered,
-            Output::Fallback(o) => o.send(message).await,
-            Output::RoundRobin(o) => o.send(message).await,
-            Output::Switch(o) => o.send(message).await,
-            Output::Mock(o) => o.send(message).await,
-        }
-    }
-
-    fn reads_metadata(&self) -> bool {
-        match self {
-            Output::HttpClient(o) => o.reads_metadata(),
-            Output::Graphql(o) => o.reads_metadata(),
-            Output::Soap(o) => o.reads_metadata(),
-            Output::Openapi(o) => o.reads_metadata(),
-            Output::Sql(o) => o.reads_metadata(),
-            Output::Mqtt(o) => o.reads_metadata(),
-            Output::Fallback(o) => o.reads_metadata(),
-            Output::RoundRobin(o) => o.reads_metadata(),
-            Output::Switch(o) => o.reads_metadata(),
-            Output::Mock(o) => o.reads_metadata(),
-            Output::RedisStreams(_)
-            | Output::RedisList(_)
-            | Output::RedisPubsub(_)
-            | Output::Nats(_)
-            | Output::NatsJetstream(_)
-            | Output::Amqp(_)
-            | Output::Stdout(_)
-            | Output::File(_)
-            | Output::Drop => false,
-        }
     }
 }
 

@@ -23,6 +23,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::mqtt::{
     Client, Happened, MAX_PACKET, Mqtt, Refused, Version, check_qos, default_version, unpublishable,
 };
@@ -101,8 +103,18 @@ pub struct MqttOutput {
     client: tokio::sync::Mutex<Option<(Client, Arc<Mutex<Waiting>>)>>,
 }
 
-impl Config {
-    pub fn build(&self) -> Result<MqttOutput, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = MqttOutput;
+
+    fn retry_config(&self) -> Option<&RetryConfig> {
+        Some(&self.retry)
+    }
+
+    fn build(
+        &self,
+        _shared: &Shared,
+        _resources: &Resources,
+    ) -> Result<MqttOutput, Vec<BuildError>> {
         let mqtt = Mqtt::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
         let topic = Template::parse(&self.topic, Escape::None)
             .map_err(|d| BuildError::from_diagnostics("topic", d))?;
@@ -125,10 +137,6 @@ impl Config {
 }
 
 impl MqttOutput {
-    pub fn reads_metadata(&self) -> bool {
-        self.topic.reads_metadata()
-    }
-
     fn retry(&self, e: impl std::fmt::Display) -> Attempt {
         Attempt::Retryable {
             reason: format!("mqtt {}: {e}", self.mqtt.shown()),
@@ -175,8 +183,10 @@ impl MqttOutput {
         });
         (client, waiting)
     }
+}
 
-    pub async fn send(&self, message: &Message) -> Attempt {
+impl crate::core::Output for MqttOutput {
+    async fn send(&self, message: &Message) -> Attempt {
         let topic = match self.topic.render(&message.value, &message.metadata) {
             Ok(t) => t,
             Err(reason) => {
@@ -241,5 +251,9 @@ impl MqttOutput {
             Ok(Err(_)) => self.retry("the MQTT client stopped"),
             Err(_) => self.retry("no acknowledgement within 30s"),
         }
+    }
+
+    fn reads_metadata(&self) -> bool {
+        self.topic.reads_metadata()
     }
 }

@@ -12,6 +12,8 @@
 
 use serde::Deserialize;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::nats::Nats;
 use crate::config::BuildError;
 use crate::config::Secret;
@@ -35,8 +37,18 @@ pub struct NatsOutput {
     subject: String,
 }
 
-impl Config {
-    pub fn build(&self) -> Result<NatsOutput, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = NatsOutput;
+
+    fn retry_config(&self) -> Option<&RetryConfig> {
+        Some(&self.retry)
+    }
+
+    fn build(
+        &self,
+        _shared: &Shared,
+        _resources: &Resources,
+    ) -> Result<NatsOutput, Vec<BuildError>> {
         Ok(NatsOutput {
             nats: Nats::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?,
             subject: self.subject.clone(),
@@ -44,8 +56,8 @@ impl Config {
     }
 }
 
-impl NatsOutput {
-    pub async fn send(&self, message: &Message) -> Attempt {
+impl crate::core::Output for NatsOutput {
+    async fn send(&self, message: &Message) -> Attempt {
         let client = match self.nats.client().await {
             Ok(c) => c,
             Err(e) => return self.nats.retry(e),
@@ -60,5 +72,9 @@ impl NatsOutput {
                 .nats
                 .retry("the server did not take the message within 10s"),
         }
+    }
+
+    fn reads_metadata(&self) -> bool {
+        false
     }
 }

@@ -11,6 +11,8 @@
 
 use serde::Deserialize;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::nats::Nats;
 use crate::config::BuildError;
 use crate::config::Secret;
@@ -34,8 +36,18 @@ pub struct NatsJetstreamOutput {
     subject: String,
 }
 
-impl Config {
-    pub fn build(&self) -> Result<NatsJetstreamOutput, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = NatsJetstreamOutput;
+
+    fn retry_config(&self) -> Option<&RetryConfig> {
+        Some(&self.retry)
+    }
+
+    fn build(
+        &self,
+        _shared: &Shared,
+        _resources: &Resources,
+    ) -> Result<NatsJetstreamOutput, Vec<BuildError>> {
         Ok(NatsJetstreamOutput {
             nats: Nats::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?,
             subject: self.subject.clone(),
@@ -43,8 +55,8 @@ impl Config {
     }
 }
 
-impl NatsJetstreamOutput {
-    pub async fn send(&self, message: &Message) -> Attempt {
+impl crate::core::Output for NatsJetstreamOutput {
+    async fn send(&self, message: &Message) -> Attempt {
         let client = match self.nats.client().await {
             Ok(c) => c,
             Err(e) => return self.nats.retry(e),
@@ -61,5 +73,9 @@ impl NatsJetstreamOutput {
             Ok(_) => Attempt::Delivered,
             Err(e) => self.nats.retry(e),
         }
+    }
+
+    fn reads_metadata(&self) -> bool {
+        false
     }
 }

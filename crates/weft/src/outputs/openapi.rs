@@ -28,10 +28,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::clients::Resources;
-use crate::clients::http::HttpClient;
+use crate::clients::Shared;
 use crate::clients::openapi::call::{OpenApiCall, openapi_config};
 use crate::config::BuildError;
 use crate::config::units::Dur;
+use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 
 openapi_config! {
@@ -46,27 +47,34 @@ fn default_timeout() -> Dur {
     Dur(Duration::from_secs(30))
 }
 
-impl Config {
-    pub fn build(
+impl super::Spec for Config {
+    type Built = OpenApiOutput;
+
+    fn retry_config(&self) -> Option<&RetryConfig> {
+        Some(&self.retry)
+    }
+
+    fn build(
         &self,
-        client: &HttpClient,
+        shared: &Shared,
         resources: &Resources,
     ) -> Result<OpenApiOutput, Vec<BuildError>> {
+        let client = &shared.http;
         OpenApiCall::build(client, resources, self.openapi()).map(OpenApiOutput)
     }
 }
 
 pub struct OpenApiOutput(OpenApiCall);
 
-impl OpenApiOutput {
-    pub fn reads_metadata(&self) -> bool {
-        self.0.reads_metadata()
-    }
-
-    pub async fn send(&self, message: &Message) -> Attempt {
+impl crate::core::Output for OpenApiOutput {
+    async fn send(&self, message: &Message) -> Attempt {
         match self.0.call(message).await {
             Ok(_) => Attempt::Delivered,
             Err(failed) => failed,
         }
+    }
+
+    fn reads_metadata(&self) -> bool {
+        self.0.reads_metadata()
     }
 }

@@ -10,6 +10,8 @@
 
 use serde::Deserialize;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::redis::Redis;
 use crate::config::BuildError;
 use crate::config::Secret;
@@ -33,8 +35,18 @@ pub struct RedisListOutput {
     list: String,
 }
 
-impl Config {
-    pub fn build(&self) -> Result<RedisListOutput, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = RedisListOutput;
+
+    fn retry_config(&self) -> Option<&RetryConfig> {
+        Some(&self.retry)
+    }
+
+    fn build(
+        &self,
+        _shared: &Shared,
+        _resources: &Resources,
+    ) -> Result<RedisListOutput, Vec<BuildError>> {
         Ok(RedisListOutput {
             redis: Redis::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?,
             list: self.list.clone(),
@@ -42,8 +54,8 @@ impl Config {
     }
 }
 
-impl RedisListOutput {
-    pub async fn send(&self, message: &Message) -> Attempt {
+impl crate::core::Output for RedisListOutput {
+    async fn send(&self, message: &Message) -> Attempt {
         let mut conn = match self.redis.shared().await {
             Ok(c) => c,
             Err(e) => return self.redis.attempt(e),
@@ -57,5 +69,9 @@ impl RedisListOutput {
             Ok(_) => Attempt::Delivered,
             Err(e) => self.redis.attempt(e),
         }
+    }
+
+    fn reads_metadata(&self) -> bool {
+        false
     }
 }

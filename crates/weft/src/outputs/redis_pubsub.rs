@@ -11,6 +11,8 @@
 
 use serde::Deserialize;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::redis::Redis;
 use crate::config::BuildError;
 use crate::config::Secret;
@@ -34,8 +36,18 @@ pub struct RedisPubsubOutput {
     channel: String,
 }
 
-impl Config {
-    pub fn build(&self) -> Result<RedisPubsubOutput, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = RedisPubsubOutput;
+
+    fn retry_config(&self) -> Option<&RetryConfig> {
+        Some(&self.retry)
+    }
+
+    fn build(
+        &self,
+        _shared: &Shared,
+        _resources: &Resources,
+    ) -> Result<RedisPubsubOutput, Vec<BuildError>> {
         Ok(RedisPubsubOutput {
             redis: Redis::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?,
             channel: self.channel.clone(),
@@ -43,8 +55,8 @@ impl Config {
     }
 }
 
-impl RedisPubsubOutput {
-    pub async fn send(&self, message: &Message) -> Attempt {
+impl crate::core::Output for RedisPubsubOutput {
+    async fn send(&self, message: &Message) -> Attempt {
         let mut conn = match self.redis.shared().await {
             Ok(c) => c,
             Err(e) => return self.redis.attempt(e),
@@ -58,5 +70,9 @@ impl RedisPubsubOutput {
             Ok(_) => Attempt::Delivered,
             Err(e) => self.redis.attempt(e),
         }
+    }
+
+    fn reads_metadata(&self) -> bool {
+        false
     }
 }

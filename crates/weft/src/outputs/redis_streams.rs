@@ -13,6 +13,8 @@
 
 use serde::Deserialize;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::redis::Redis;
 use crate::config::BuildError;
 use crate::config::Secret;
@@ -48,8 +50,18 @@ pub struct RedisStreamsOutput {
     max_len: Option<u64>,
 }
 
-impl Config {
-    pub fn build(&self) -> Result<RedisStreamsOutput, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = RedisStreamsOutput;
+
+    fn retry_config(&self) -> Option<&RetryConfig> {
+        Some(&self.retry)
+    }
+
+    fn build(
+        &self,
+        _shared: &Shared,
+        _resources: &Resources,
+    ) -> Result<RedisStreamsOutput, Vec<BuildError>> {
         Ok(RedisStreamsOutput {
             redis: Redis::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?,
             stream: self.stream.clone(),
@@ -59,8 +71,8 @@ impl Config {
     }
 }
 
-impl RedisStreamsOutput {
-    pub async fn send(&self, message: &Message) -> Attempt {
+impl crate::core::Output for RedisStreamsOutput {
+    async fn send(&self, message: &Message) -> Attempt {
         let mut conn = match self.redis.shared().await {
             Ok(c) => c,
             Err(e) => return self.redis.attempt(e),
@@ -75,5 +87,9 @@ impl RedisStreamsOutput {
             Ok(_) => Attempt::Delivered,
             Err(e) => self.redis.attempt(e),
         }
+    }
+
+    fn reads_metadata(&self) -> bool {
+        false
     }
 }

@@ -13,19 +13,30 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Output, StrategyConfig, combine, send_boxed};
+use serde::Deserialize;
+
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::config::BuildError;
+use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 
-impl StrategyConfig {
-    pub fn build_round_robin(
-        &self,
-        shared: &Shared,
-        resources: &Resources,
-    ) -> Result<RoundRobin, Vec<BuildError>> {
+// `outputs` and `retry`, as every strategy has them (no `///`: a described newtype would be a
+// schema definition of its own).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct Config(pub StrategyConfig);
+
+impl super::Spec for Config {
+    type Built = RoundRobin;
+
+    fn retry_config(&self) -> Option<&RetryConfig> {
+        Some(&self.0.retry)
+    }
+
+    fn build(&self, shared: &Shared, resources: &Resources) -> Result<RoundRobin, Vec<BuildError>> {
         Ok(RoundRobin {
-            outputs: self.build_list(shared, resources)?,
+            outputs: self.0.build_list(shared, resources)?,
             next: AtomicUsize::new(0),
         })
     }
@@ -36,14 +47,14 @@ pub struct RoundRobin {
     next: AtomicUsize,
 }
 
-impl RoundRobin {
-    pub fn reads_metadata(&self) -> bool {
+impl crate::core::Output for RoundRobin {
+    fn reads_metadata(&self) -> bool {
         self.outputs
             .iter()
             .any(|(_, o)| crate::core::Output::reads_metadata(o))
     }
 
-    pub async fn send(&self, message: &Message) -> Attempt {
+    async fn send(&self, message: &Message) -> Attempt {
         let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.outputs.len();
         let (id, output) = &self.outputs[turn];
         combine(vec![(id.as_str(), send_boxed(output, message).await)])

@@ -18,10 +18,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::clients::Resources;
-use crate::clients::http::HttpClient;
+use crate::clients::Shared;
 use crate::clients::soap::{SoapCall, soap_config};
 use crate::config::BuildError;
 use crate::config::units::Dur;
+use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 
 soap_config! {
@@ -36,27 +37,30 @@ fn default_timeout() -> Dur {
     Dur(Duration::from_secs(30))
 }
 
-impl Config {
-    pub fn build(
-        &self,
-        client: &HttpClient,
-        resources: &Resources,
-    ) -> Result<SoapOutput, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = SoapOutput;
+
+    fn retry_config(&self) -> Option<&RetryConfig> {
+        Some(&self.retry)
+    }
+
+    fn build(&self, shared: &Shared, resources: &Resources) -> Result<SoapOutput, Vec<BuildError>> {
+        let client = &shared.http;
         SoapCall::build(client, resources, self.soap()).map(SoapOutput)
     }
 }
 
 pub struct SoapOutput(SoapCall);
 
-impl SoapOutput {
-    pub fn reads_metadata(&self) -> bool {
-        self.0.reads_metadata()
-    }
-
-    pub async fn send(&self, message: &Message) -> Attempt {
+impl crate::core::Output for SoapOutput {
+    async fn send(&self, message: &Message) -> Attempt {
         match self.0.call(message).await {
             Ok(_) => Attempt::Delivered,
             Err(failed) => failed,
         }
+    }
+
+    fn reads_metadata(&self) -> bool {
+        self.0.reads_metadata()
     }
 }

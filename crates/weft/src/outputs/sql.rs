@@ -28,6 +28,7 @@ use serde_json::Value as Json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::sql::{Database, Driver, SqlError, evaluate_args};
 use crate::config::BuildError;
 use crate::config::units::Dur;
@@ -188,8 +189,14 @@ pub struct SqlOutput {
     batcher: Mutex<Option<Batcher>>,
 }
 
-impl Config {
-    pub fn build(&self, resources: &Resources) -> Result<SqlOutput, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = SqlOutput;
+
+    fn retry_config(&self) -> Option<&RetryConfig> {
+        Some(&self.retry)
+    }
+
+    fn build(&self, _shared: &Shared, resources: &Resources) -> Result<SqlOutput, Vec<BuildError>> {
         let err = |field: &str, m: String| vec![BuildError::new(field, m)];
         let db = resources
             .sql(&self.database)
@@ -285,13 +292,6 @@ impl Config {
 }
 
 impl SqlOutput {
-    pub fn reads_metadata(&self) -> bool {
-        match &self.args {
-            Args::Array(m) => m.as_deref().is_some_and(Mapping::reads_metadata),
-            Args::Columns(ms) => ms.iter().any(|(_, m)| m.reads_metadata()),
-        }
-    }
-
     fn parameters(&self, message: &Message) -> Result<Vec<Json>, String> {
         match &self.args {
             Args::Array(m) => evaluate_args(m.as_deref(), message),
@@ -333,8 +333,10 @@ impl SqlOutput {
             response: None,
         }
     }
+}
 
-    pub async fn send(&self, message: &Message) -> Attempt {
+impl crate::core::Output for SqlOutput {
+    async fn send(&self, message: &Message) -> Attempt {
         let params = match self.parameters(message) {
             Ok(p) => p,
             Err(reason) => {
@@ -352,6 +354,13 @@ impl SqlOutput {
             Ok(Ok(())) => Attempt::Delivered,
             Ok(Err(e)) => e.attempt(),
             Err(_) => self.writer_stopped(),
+        }
+    }
+
+    fn reads_metadata(&self) -> bool {
+        match &self.args {
+            Args::Array(m) => m.as_deref().is_some_and(Mapping::reads_metadata),
+            Args::Columns(ms) => ms.iter().any(|(_, m)| m.reads_metadata()),
         }
     }
 }

@@ -9,6 +9,10 @@
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
+use crate::config::BuildError;
+use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -16,11 +20,17 @@ use crate::core::{Attempt, Message};
 #[serde(deny_unknown_fields)]
 pub struct Config {}
 
-impl Config {
-    pub fn build(&self) -> Stdout {
-        Stdout {
+impl super::Spec for Config {
+    type Built = Stdout;
+
+    fn retry_config(&self) -> Option<&RetryConfig> {
+        None
+    }
+
+    fn build(&self, _shared: &Shared, _resources: &Resources) -> Result<Stdout, Vec<BuildError>> {
+        Ok(Stdout {
             out: tokio::sync::Mutex::new(tokio::io::stdout()),
-        }
+        })
     }
 }
 
@@ -28,8 +38,8 @@ pub struct Stdout {
     out: tokio::sync::Mutex<tokio::io::Stdout>,
 }
 
-impl Stdout {
-    pub async fn send(&self, message: &Message) -> Attempt {
+impl crate::core::Output for Stdout {
+    async fn send(&self, message: &Message) -> Attempt {
         let mut line = message.body().to_vec();
         line.push(b'\n');
         let mut out = self.out.lock().await;
@@ -48,5 +58,9 @@ impl Stdout {
                 response: None,
             },
         }
+    }
+
+    fn reads_metadata(&self) -> bool {
+        false
     }
 }

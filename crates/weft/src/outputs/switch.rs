@@ -31,7 +31,7 @@ use crate::core::{Attempt, Message, Value};
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "SwitchOutput")]
 #[serde(deny_unknown_fields)]
-pub struct SwitchConfig {
+pub struct Config {
     /// The cases, tried in order: a message goes to the first whose `check` it passes.
     pub cases: Vec<CaseConfig>,
     #[serde(default)]
@@ -56,8 +56,14 @@ pub struct CaseConfig {
     pub go_on: bool,
 }
 
-impl SwitchConfig {
-    pub fn build(&self, shared: &Shared, resources: &Resources) -> Result<Switch, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = Switch;
+
+    fn retry_config(&self) -> Option<&RetryConfig> {
+        Some(&self.retry)
+    }
+
+    fn build(&self, shared: &Shared, resources: &Resources) -> Result<Switch, Vec<BuildError>> {
         let mut errors = Vec::new();
         if self.cases.is_empty() {
             errors.push(BuildError::new("cases", "name at least one case"));
@@ -112,17 +118,8 @@ pub struct Switch {
     cases: Vec<Case>,
 }
 
-impl Switch {
-    pub fn reads_metadata(&self) -> bool {
-        self.cases.iter().any(|c| {
-            c.check.as_ref().is_some_and(Mapping::reads_metadata)
-                || c.outputs
-                    .iter()
-                    .any(|(_, o)| crate::core::Output::reads_metadata(o))
-        })
-    }
-
-    pub async fn send(&self, message: &Message) -> Attempt {
+impl crate::core::Output for Switch {
+    async fn send(&self, message: &Message) -> Attempt {
         let mut chosen = Vec::new();
         for (i, case) in self.cases.iter().enumerate() {
             let taken = match &case.check {
@@ -165,5 +162,14 @@ impl Switch {
             }))
             .await;
         combine(outcomes)
+    }
+
+    fn reads_metadata(&self) -> bool {
+        self.cases.iter().any(|c| {
+            c.check.as_ref().is_some_and(Mapping::reads_metadata)
+                || c.outputs
+                    .iter()
+                    .any(|(_, o)| crate::core::Output::reads_metadata(o))
+        })
     }
 }

@@ -37,6 +37,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::Notify;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::config::BuildError;
 use crate::config::units::{Dur, Size};
 use crate::core::mapping::{Mapping, Outcome, empty_object, insert};
@@ -86,8 +88,14 @@ fn default_period() -> Dur {
 /// in it meanwhile.
 const MAX_PERIOD: Duration = Duration::from_secs(300);
 
-impl Config {
-    pub fn build(&self) -> Result<Aggregate, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = Aggregate;
+
+    fn build(
+        &self,
+        _shared: &Shared,
+        _resources: &Resources,
+    ) -> Result<Aggregate, Vec<BuildError>> {
         let mut errors = Vec::new();
         let mut compile = |field: &str, source: &Option<String>| {
             source.as_deref().and_then(|s| {
@@ -180,14 +188,6 @@ struct Gathered {
 }
 
 impl Aggregate {
-    pub fn reads_metadata(&self) -> bool {
-        self.correlate
-            || [&self.key, &self.until, &self.reduce]
-                .into_iter()
-                .flatten()
-                .any(Mapping::reads_metadata)
-    }
-
     fn key_of(&self, message: &Message) -> Result<(String, i64, Option<usize>), MappingError> {
         if self.correlate {
             let split = field(&message.metadata, "split").ok_or_else(|| {
@@ -213,7 +213,17 @@ impl Aggregate {
         Ok((key, 0, self.count))
     }
 
-    pub async fn process(&self, message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
+    /// Takes the group out of the open ones, if it is still there.
+    fn close(&self, key: &str, open: &Arc<Open>) {
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if groups.get(key).is_some_and(|o| Arc::ptr_eq(o, open)) {
+            groups.remove(key);
+        }
+    }
+}
+
+impl crate::core::Processor for Aggregate {
+    async fn process(&self, message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
         let (key, index, expected) = self.key_of(&message)?;
         let ends = match &self.until {
             Some(until) => match until.eval(&message.value, &message.metadata)? {
@@ -350,12 +360,12 @@ impl Aggregate {
         Ok(Step::One(merged))
     }
 
-    /// Takes the group out of the open ones, if it is still there.
-    fn close(&self, key: &str, open: &Arc<Open>) {
-        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        if groups.get(key).is_some_and(|o| Arc::ptr_eq(o, open)) {
-            groups.remove(key);
-        }
+    fn reads_metadata(&self) -> bool {
+        self.correlate
+            || [&self.key, &self.until, &self.reduce]
+                .into_iter()
+                .flatten()
+                .any(Mapping::reads_metadata)
     }
 }
 
@@ -385,7 +395,7 @@ mod tests {
     use super::*;
     use crate::core::Trail;
     use crate::core::flow::{ProcessorSlot, run_nested};
-    use crate::processors::{Processor, split};
+    use crate::processors::{Processor, Spec as _, split};
 
     fn json_value() -> impl Strategy<Value = serde_json::Value> {
         let leaf = prop_oneof![
@@ -408,7 +418,7 @@ mod tests {
             path: ".items".into(),
             max_parts: 100,
         }
-        .build()
+        .build(&Shared::default(), &Resources::default())
         .unwrap();
         let aggregate = Config {
             key: None,
@@ -420,12 +430,12 @@ mod tests {
             initial: None,
             correlate: Some(Correlate::Split),
         }
-        .build()
+        .build(&Shared::default(), &Resources::default())
         .unwrap();
         vec![
             ProcessorSlot {
                 id: "split".into(),
-                processor: Processor::Split(split),
+                processor: Processor::Split(Box::new(split)),
             },
             ProcessorSlot {
                 id: "aggregate".into(),

@@ -33,12 +33,22 @@ use crate::core::{Context, Message, Step, StepError};
 #[schemars(rename = "ProcessorBlock")]
 pub struct Config(pub Vec<ProcessorConfig>);
 
+// `try` and `catch` take the same block. (No `///` on these: a described newtype would be a
+// schema definition of its own.)
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct TryConfig(pub Config);
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct CatchConfig(pub Config);
+
 pub struct Block {
     steps: Vec<ProcessorSlot<Processor>>,
 }
 
 impl Config {
-    pub fn build(&self, shared: &Shared, resources: &Resources) -> Result<Block, Vec<BuildError>> {
+    fn build(&self, shared: &Shared, resources: &Resources) -> Result<Block, Vec<BuildError>> {
         Ok(Block {
             steps: build_steps(&self.0, "", shared, resources)?,
         })
@@ -46,19 +56,67 @@ impl Config {
 }
 
 impl Block {
-    pub fn steps(&self) -> &[ProcessorSlot<Processor>] {
-        &self.steps
-    }
-
-    pub fn reads_metadata(&self) -> bool {
-        self.steps
-            .iter()
-            .any(|s| crate::core::Processor::reads_metadata(&s.processor))
-    }
-
-    pub async fn process(&self, message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
+    async fn run(&self, message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
         Ok(Step::from_messages(
             run_nested(&self.steps, message, cx).await?,
         ))
+    }
+}
+
+/// `try`: its steps, stopping at the first failure.
+pub struct Try(Block);
+
+/// `catch`: its steps, on a failed message only.
+pub struct Catch(Block);
+
+impl super::Spec for TryConfig {
+    type Built = Try;
+
+    fn build(&self, shared: &Shared, resources: &Resources) -> Result<Try, Vec<BuildError>> {
+        self.0.build(shared, resources).map(Try)
+    }
+
+    fn nested(built: &Try) -> Vec<&[ProcessorSlot<Processor>]> {
+        vec![&built.0.steps]
+    }
+}
+
+impl super::Spec for CatchConfig {
+    type Built = Catch;
+
+    fn build(&self, shared: &Shared, resources: &Resources) -> Result<Catch, Vec<BuildError>> {
+        self.0.build(shared, resources).map(Catch)
+    }
+
+    fn nested(built: &Catch) -> Vec<&[ProcessorSlot<Processor>]> {
+        vec![&built.0.steps]
+    }
+}
+
+impl crate::core::Processor for Try {
+    async fn process(&self, message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
+        self.0.run(message, cx).await
+    }
+
+    fn reads_metadata(&self) -> bool {
+        self.0
+            .steps
+            .iter()
+            .any(|s| crate::core::Processor::reads_metadata(&s.processor))
+    }
+}
+
+impl crate::core::Processor for Catch {
+    async fn process(&self, message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
+        self.0.run(message, cx).await
+    }
+
+    // Its programs read `%error`, which the flow sets: metadata must exist.
+    fn reads_metadata(&self) -> bool {
+        true
+    }
+
+    fn catches(&self) -> bool {
+        true
     }
 }

@@ -22,8 +22,11 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::config::BuildError;
 use crate::config::units::Dur;
+use crate::core::Step;
 use crate::core::durable::now_ms;
 use crate::core::mapping::Mapping;
 use crate::core::{Claim, Context, MappingError, Message, StepError};
@@ -53,8 +56,10 @@ fn default_ttl() -> Dur {
     Dur(Duration::from_secs(24 * 3600))
 }
 
-impl Config {
-    pub fn build(&self) -> Result<Dedupe, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = Dedupe;
+
+    fn build(&self, _shared: &Shared, _resources: &Resources) -> Result<Dedupe, Vec<BuildError>> {
         let key =
             Mapping::compile(&self.key).map_err(|d| BuildError::from_diagnostics("key", d))?;
         if self.ttl.0.is_zero() {
@@ -75,7 +80,7 @@ pub struct Dedupe {
 }
 
 impl Dedupe {
-    pub async fn process(
+    async fn apply(
         &self,
         message: Message,
         cx: &mut Context<'_>,
@@ -142,5 +147,15 @@ impl Dedupe {
                 }
             }
         }
+    }
+}
+
+impl crate::core::Processor for Dedupe {
+    async fn process(&self, message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
+        Ok(self.apply(message, cx).await?.into())
+    }
+
+    fn reads_metadata(&self) -> bool {
+        self.key.reads_metadata()
     }
 }

@@ -14,8 +14,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::config::BuildError;
 use crate::config::units::Dur;
+use crate::core::Context;
+use crate::core::Step;
 use crate::core::mapping::{Mapping, to_text};
 use crate::core::{MappingError, Message, StepError, Value};
 
@@ -36,7 +40,9 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn deserialize_short<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Config, D::Error> {
+    pub fn deserialize_short<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Box<Config>, D::Error> {
         crate::config::de::scalar_or_map(d, |text| {
             Ok(Config {
                 fixed: Some(Dur::parse(&text)?),
@@ -44,6 +50,7 @@ impl Config {
                 max: default_max(),
             })
         })
+        .map(Box::new)
     }
 }
 
@@ -53,8 +60,10 @@ fn default_max() -> Dur {
     Dur(MAX_WAIT)
 }
 
-impl Config {
-    pub fn build(&self) -> Result<Delay, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = Delay;
+
+    fn build(&self, _shared: &Shared, _resources: &Resources) -> Result<Delay, Vec<BuildError>> {
         let too_long = |field: &str| {
             Err(vec![BuildError::new(
                 field,
@@ -92,11 +101,7 @@ pub enum Delay {
 }
 
 impl Delay {
-    pub fn reads_metadata(&self) -> bool {
-        matches!(self, Delay::Until(m, _) if m.reads_metadata())
-    }
-
-    pub async fn process(&self, message: Message) -> Result<Option<Message>, StepError> {
+    async fn apply(&self, message: Message) -> Result<Option<Message>, StepError> {
         let wait = match self {
             Delay::Fixed(d) => *d,
             Delay::Until(until, max) => {
@@ -121,6 +126,16 @@ impl Delay {
         };
         tokio::time::sleep(wait).await;
         Ok(Some(message))
+    }
+}
+
+impl crate::core::Processor for Delay {
+    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+        Ok(self.apply(message).await?.into())
+    }
+
+    fn reads_metadata(&self) -> bool {
+        matches!(self, Delay::Until(m, _) if m.reads_metadata())
     }
 }
 

@@ -58,8 +58,10 @@ pub struct Enrich {
     cache: Option<(Cache, Mapping)>,
 }
 
-impl Config {
-    pub fn build(&self, shared: &Shared, resources: &Resources) -> Result<Enrich, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = Enrich;
+
+    fn build(&self, shared: &Shared, resources: &Resources) -> Result<Enrich, Vec<BuildError>> {
         let mut errors = Vec::new();
         if self.processors.is_empty() {
             errors.push(BuildError::new("processors", "name the lookup to run"));
@@ -89,28 +91,16 @@ impl Config {
             _ => Err(errors),
         }
     }
+
+    fn nested(built: &Enrich) -> Vec<&[ProcessorSlot<Processor>]> {
+        vec![&built.steps]
+    }
 }
 
-impl Enrich {
-    pub fn steps(&self) -> &[ProcessorSlot<Processor>] {
-        &self.steps
-    }
+impl Enrich {}
 
-    pub fn reads_metadata(&self) -> bool {
-        // `merge` reads `%enrichment` (set by this step), and may read the message's own.
-        self.merge.reads_metadata()
-            || self
-                .steps
-                .iter()
-                .any(|s| crate::core::Processor::reads_metadata(&s.processor))
-            || self.cache.as_ref().is_some_and(|(_, k)| k.reads_metadata())
-    }
-
-    pub async fn process(
-        &self,
-        mut message: Message,
-        cx: &mut Context<'_>,
-    ) -> Result<Step, StepError> {
+impl crate::core::Processor for Enrich {
+    async fn process(&self, mut message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
         let key = match &self.cache {
             Some((_, key)) => Some(key.key(&message.value, &message.metadata)?),
             None => None,
@@ -151,5 +141,15 @@ impl Enrich {
             Outcome::Done(_) => Step::One(message),
             Outcome::Aborted => Step::Dropped,
         })
+    }
+
+    fn reads_metadata(&self) -> bool {
+        // `merge` reads `%enrichment` (set by this step), and may read the message's own.
+        self.merge.reads_metadata()
+            || self
+                .steps
+                .iter()
+                .any(|s| crate::core::Processor::reads_metadata(&s.processor))
+            || self.cache.as_ref().is_some_and(|(_, k)| k.reads_metadata())
     }
 }

@@ -8,7 +8,12 @@
 
 use serde::Deserialize;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::config::BuildError;
+use crate::core::Context;
+use crate::core::Step;
+use crate::core::StepError;
 use crate::core::mapping::Mapping;
 use crate::core::{MappingError, Message, Value};
 
@@ -17,8 +22,10 @@ use crate::core::{MappingError, Message, Value};
 #[schemars(rename = "FilterProcessor")]
 pub struct Config(pub String);
 
-impl Config {
-    pub fn build(&self) -> Result<Filter, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = Filter;
+
+    fn build(&self, _shared: &Shared, _resources: &Resources) -> Result<Filter, Vec<BuildError>> {
         Mapping::compile(&self.0)
             .map(|condition| Filter { condition })
             .map_err(|d| BuildError::from_diagnostics("", d))
@@ -30,7 +37,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn process(&self, message: Message) -> Result<Option<Message>, MappingError> {
+    fn apply(&self, message: Message) -> Result<Option<Message>, MappingError> {
         match self.condition.eval(&message.value, &message.metadata)? {
             Value::Boolean(true) => Ok(Some(message)),
             Value::Boolean(false) => Ok(None),
@@ -39,5 +46,15 @@ impl Filter {
                 crate::core::mapping::to_text(&other)
             ))),
         }
+    }
+}
+
+impl crate::core::Processor for Filter {
+    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+        Ok(self.apply(message)?.into())
+    }
+
+    fn reads_metadata(&self) -> bool {
+        self.condition.reads_metadata()
     }
 }

@@ -17,10 +17,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::graphql::{GraphqlCall, graphql_config};
-use crate::clients::http::HttpClient;
 use crate::config::BuildError;
 use crate::config::units::Dur;
+use crate::core::Context;
+use crate::core::Step;
 use crate::core::mapping::{empty_object, insert};
 use crate::core::{Message, StepError};
 
@@ -38,28 +40,35 @@ fn default_timeout() -> Dur {
 
 pub struct Graphql(super::ApiStep<GraphqlCall>);
 
-pub fn build(
-    config: &Config,
-    client: &HttpClient,
-    resources: &Resources,
-) -> Result<Graphql, Vec<BuildError>> {
-    super::ApiStep::build(
-        GraphqlCall::build(client, resources, config.graphql()),
-        &config.retry,
-        config.result.as_deref(),
-    )
-    .map(Graphql)
+impl super::Spec for Config {
+    type Built = Graphql;
+
+    fn build(&self, shared: &Shared, resources: &Resources) -> Result<Graphql, Vec<BuildError>> {
+        let client = &shared.http;
+        super::ApiStep::build(
+            GraphqlCall::build(client, resources, self.graphql()),
+            &self.retry,
+            self.result.as_deref(),
+        )
+        .map(Graphql)
+    }
 }
 
 impl Graphql {
-    pub fn reads_metadata(&self) -> bool {
-        self.0.call.reads_metadata() || self.0.result_reads_metadata()
-    }
-
-    pub async fn process(&self, message: Message) -> Result<Option<Message>, StepError> {
+    async fn apply(&self, message: Message) -> Result<Option<Message>, StepError> {
         let data = self.0.ask(|| self.0.call.call(&message)).await?;
         let mut response = empty_object();
         insert(&mut response, "data", data.clone());
         self.0.merge(message, response, data)
+    }
+}
+
+impl crate::core::Processor for Graphql {
+    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+        Ok(self.apply(message).await?.into())
+    }
+
+    fn reads_metadata(&self) -> bool {
+        self.0.call.reads_metadata() || self.0.result_reads_metadata()
     }
 }

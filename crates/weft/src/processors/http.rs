@@ -23,10 +23,12 @@ use http::Method;
 use serde::Deserialize;
 
 use crate::clients::Resources;
-use crate::clients::http::HttpClient;
+use crate::clients::Shared;
 use crate::clients::request::{Parts, RequestSpec};
 use crate::config::BuildError;
 use crate::config::units::{Dur, Size};
+use crate::core::Context;
+use crate::core::Step;
 use crate::core::body::Encoding;
 use crate::core::mapping::{empty_object, insert};
 use crate::core::{Attempt, Message, StepError, Value};
@@ -64,12 +66,11 @@ struct Call {
     max_body: usize,
 }
 
-impl Config {
-    pub fn build(
-        &self,
-        client: &HttpClient,
-        resources: &Resources,
-    ) -> Result<Http, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = Http;
+
+    fn build(&self, shared: &Shared, resources: &Resources) -> Result<Http, Vec<BuildError>> {
+        let client = &shared.http;
         let encoding = Encoding::configured(self.format, &self.headers)
             .map_err(|e| vec![BuildError::new("format", e)])?;
         let call = RequestSpec::build(
@@ -92,16 +93,22 @@ impl Config {
 }
 
 impl Http {
-    pub fn reads_metadata(&self) -> bool {
-        self.0.call.spec.reads_metadata() || self.0.result_reads_metadata()
-    }
-
-    pub async fn process(&self, message: Message) -> Result<Option<Message>, StepError> {
+    async fn apply(&self, message: Message) -> Result<Option<Message>, StepError> {
         let (status, body) = self.0.ask(|| self.0.call.call(&message)).await?;
         let mut response = empty_object();
         insert(&mut response, "status", Value::Integer(i64::from(status)));
         insert(&mut response, "body", body.clone());
         self.0.merge(message, response, body)
+    }
+}
+
+impl crate::core::Processor for Http {
+    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+        Ok(self.apply(message).await?.into())
+    }
+
+    fn reads_metadata(&self) -> bool {
+        self.0.call.spec.reads_metadata() || self.0.result_reads_metadata()
     }
 }
 

@@ -9,7 +9,12 @@
 
 use serde::Deserialize;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::config::BuildError;
+use crate::core::Context;
+use crate::core::Step;
+use crate::core::StepError;
 use crate::core::mapping::{Mapping, to_text};
 use crate::core::{MappingError, Message};
 
@@ -35,8 +40,10 @@ pub struct Config {
     pub message: String,
 }
 
-impl Config {
-    pub fn build(&self) -> Result<Log, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = Log;
+
+    fn build(&self, _shared: &Shared, _resources: &Resources) -> Result<Log, Vec<BuildError>> {
         let message = Mapping::compile(&self.message)
             .map_err(|d| BuildError::from_diagnostics("message", d))?;
         Ok(Log {
@@ -52,7 +59,7 @@ pub struct Log {
 }
 
 impl Log {
-    pub fn process(&self, message: Message) -> Result<Option<Message>, MappingError> {
+    fn apply(&self, message: Message) -> Result<Option<Message>, MappingError> {
         let text = to_text(&self.message.eval(&message.value, &message.metadata)?);
         let id = message.id;
         match self.level {
@@ -63,5 +70,15 @@ impl Log {
             Level::Error => tracing::error!(target: "weft::log", %id, "{text}"),
         }
         Ok(Some(message))
+    }
+}
+
+impl crate::core::Processor for Log {
+    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+        Ok(self.apply(message)?.into())
+    }
+
+    fn reads_metadata(&self) -> bool {
+        self.message.reads_metadata()
     }
 }

@@ -11,7 +11,12 @@
 
 use serde::Deserialize;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::config::BuildError;
+use crate::core::Context;
+use crate::core::Step;
+use crate::core::StepError;
 use crate::core::mapping::{Mapping, Outcome};
 use crate::core::{MappingError, Message};
 
@@ -20,8 +25,10 @@ use crate::core::{MappingError, Message};
 #[schemars(rename = "MapProcessor")]
 pub struct Config(pub String);
 
-impl Config {
-    pub fn build(&self) -> Result<Map, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = Map;
+
+    fn build(&self, _shared: &Shared, _resources: &Resources) -> Result<Map, Vec<BuildError>> {
         Mapping::compile(&self.0)
             .map(|program| Map { program })
             .map_err(|d| BuildError::from_diagnostics("", d))
@@ -33,7 +40,7 @@ pub struct Map {
 }
 
 impl Map {
-    pub fn process(&self, mut message: Message) -> Result<Option<Message>, MappingError> {
+    fn apply(&self, mut message: Message) -> Result<Option<Message>, MappingError> {
         match self
             .program
             .run(&mut message.value, &mut message.metadata)?
@@ -41,5 +48,15 @@ impl Map {
             Outcome::Done(_) => Ok(Some(message)),
             Outcome::Aborted => Ok(None),
         }
+    }
+}
+
+impl crate::core::Processor for Map {
+    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+        Ok(self.apply(message)?.into())
+    }
+
+    fn reads_metadata(&self) -> bool {
+        self.program.reads_metadata()
     }
 }

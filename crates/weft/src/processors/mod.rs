@@ -1,5 +1,6 @@
-//! Processors: the steps of a flow's `pipeline`. This enum is the registry: one variant per
-//! processor, named as in YAML, one file each. `switch`, `try`, `catch` and `enrich` hold
+//! Processors: the steps of a flow's `pipeline`. One file per processor; `registry!` below
+//! lists them, one line each, and writes the enums and matches; [`Spec`] is what each
+//! processor's `Config` provides. `switch`, `try`, `catch` and `enrich` hold
 //! nested lists of processors, built by [`build_steps`] and run by `core::flow::run_nested`.
 
 mod aggregate;
@@ -29,117 +30,123 @@ use crate::core::flow::ProcessorSlot;
 use crate::core::mapping::{Mapping, Outcome, insert};
 use crate::core::{Context, Message, Step, StepError, Value};
 
-/// Every processor weft knows, by its YAML name.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ProcessorConfig {
-    Map(map::Config),
-    Filter(filter::Config),
-    Log(log::Config),
-    Dedupe(dedupe::Config),
-    Http(Box<http::Config>),
-    Graphql(Box<graphql::Config>),
-    Soap(Box<soap::Config>),
-    Openapi(Box<openapi::Config>),
-    Sql(Box<sql::Config>),
-    Switch(Box<switch::Config>),
-    Try(Box<catch::Config>),
-    Catch(Box<catch::Config>),
-    Split(
-        #[serde(deserialize_with = "split::Config::deserialize_short")]
-        #[schemars(with = "crate::config::schema_types::ShortOr<split::Config>")]
-        split::Config,
-    ),
-    Aggregate(Box<aggregate::Config>),
-    Enrich(Box<enrich::Config>),
-    Throttle(Box<throttle::Config>),
-    Delay(
-        #[serde(deserialize_with = "delay::Config::deserialize_short")]
-        #[schemars(with = "crate::config::schema_types::ShortOr<delay::Config>")]
-        delay::Config,
-    ),
-    Template(Box<template::Config>),
+/// What the registry asks of a processor's config struct (`Config` in the processor's file).
+pub trait Spec {
+    /// The built processor.
+    type Built: crate::core::Processor;
+
+    /// Compiles what can be compiled and checks what can be checked without running.
+    fn build(&self, shared: &Shared, resources: &Resources)
+    -> Result<Self::Built, Vec<BuildError>>;
+
+    /// The step lists a built processor holds (`switch`, `try`, `catch`, `enrich`), looked
+    /// into to find a `dedupe` or an `aggregate` wherever it sits.
+    fn nested(_built: &Self::Built) -> Vec<&[ProcessorSlot<Processor>]> {
+        Vec::new()
+    }
 }
 
-impl ProcessorConfig {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ProcessorConfig::Map(_) => "map",
-            ProcessorConfig::Filter(_) => "filter",
-            ProcessorConfig::Log(_) => "log",
-            ProcessorConfig::Dedupe(_) => "dedupe",
-            ProcessorConfig::Http(_) => "http",
-            ProcessorConfig::Graphql(_) => "graphql",
-            ProcessorConfig::Soap(_) => "soap",
-            ProcessorConfig::Openapi(_) => "openapi",
-            ProcessorConfig::Sql(_) => "sql",
-            ProcessorConfig::Switch(_) => "switch",
-            ProcessorConfig::Try(_) => "try",
-            ProcessorConfig::Catch(_) => "catch",
-            ProcessorConfig::Split(_) => "split",
-            ProcessorConfig::Aggregate(_) => "aggregate",
-            ProcessorConfig::Enrich(_) => "enrich",
-            ProcessorConfig::Throttle(_) => "throttle",
-            ProcessorConfig::Delay(_) => "delay",
-            ProcessorConfig::Template(_) => "template",
+/// Writes the registry from one line per processor (`"yaml_name" => Variant(config type)`,
+/// with the variant's serde attributes above it where it has a short form): the config and
+/// built enums and every match over them. The `mod` lines stay outside the macro: rustfmt
+/// does not follow a module declared inside one.
+macro_rules! registry {
+    ($($(#[$attr:meta])* $name:literal => $variant:ident($config:ty)),* $(,)?) => {
+        /// Every processor weft knows, by its YAML name.
+        #[derive(Debug, Deserialize, schemars::JsonSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ProcessorConfig {
+            $($(#[$attr])* $variant(Box<$config>),)*
         }
-    }
 
-    pub fn build(
-        &self,
-        shared: &Shared,
-        resources: &Resources,
-    ) -> Result<Processor, Vec<BuildError>> {
-        Ok(match self {
-            ProcessorConfig::Map(c) => Processor::Map(c.build()?),
-            ProcessorConfig::Filter(c) => Processor::Filter(c.build()?),
-            ProcessorConfig::Log(c) => Processor::Log(c.build()?),
-            ProcessorConfig::Dedupe(c) => Processor::Dedupe(c.build()?),
-            ProcessorConfig::Http(c) => {
-                Processor::Http(Box::new(c.build(&shared.http, resources)?))
+        /// The YAML names, in the registry's order.
+        pub const NAMES: &[&str] = &[$($name),*];
+
+        impl ProcessorConfig {
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(ProcessorConfig::$variant(_) => $name,)*
+                }
             }
-            ProcessorConfig::Graphql(c) => {
-                Processor::Graphql(Box::new(graphql::build(c, &shared.http, resources)?))
+
+            pub fn build(
+                &self,
+                shared: &Shared,
+                resources: &Resources,
+            ) -> Result<Processor, Vec<BuildError>> {
+                Ok(match self {
+                    $(ProcessorConfig::$variant(c) => {
+                        Processor::$variant(Box::new(Spec::build(&**c, shared, resources)?))
+                    })*
+                })
             }
-            ProcessorConfig::Soap(c) => {
-                Processor::Soap(Box::new(soap::build(c, &shared.http, resources)?))
+        }
+
+        /// A built processor.
+        pub enum Processor {
+            $($variant(Box<<$config as Spec>::Built>),)*
+        }
+
+        impl Processor {
+            /// The step lists it holds.
+            fn nested(&self) -> Vec<&[ProcessorSlot<Processor>]> {
+                match self {
+                    $(Processor::$variant(p) => <$config as Spec>::nested(p),)*
+                }
             }
-            ProcessorConfig::Openapi(c) => {
-                Processor::Openapi(Box::new(openapi::build(c, &shared.http, resources)?))
+        }
+
+        impl crate::core::Processor for Processor {
+            async fn process(
+                &self,
+                message: Message,
+                cx: &mut Context<'_>,
+            ) -> Result<Step, StepError> {
+                match self {
+                    $(Processor::$variant(p) => {
+                        crate::core::Processor::process(&**p, message, cx).await
+                    })*
+                }
             }
-            ProcessorConfig::Sql(c) => Processor::Sql(Box::new(c.build(resources)?)),
-            ProcessorConfig::Switch(c) => Processor::Switch(Box::new(c.build(shared, resources)?)),
-            ProcessorConfig::Try(c) => Processor::Try(Box::new(c.build(shared, resources)?)),
-            ProcessorConfig::Catch(c) => Processor::Catch(Box::new(c.build(shared, resources)?)),
-            ProcessorConfig::Split(c) => Processor::Split(c.build()?),
-            ProcessorConfig::Aggregate(c) => Processor::Aggregate(Box::new(c.build()?)),
-            ProcessorConfig::Enrich(c) => Processor::Enrich(Box::new(c.build(shared, resources)?)),
-            ProcessorConfig::Throttle(c) => Processor::Throttle(Box::new(c.build()?)),
-            ProcessorConfig::Delay(c) => Processor::Delay(c.build()?),
-            ProcessorConfig::Template(c) => Processor::Template(Box::new(c.build()?)),
-        })
-    }
+
+            fn reads_metadata(&self) -> bool {
+                match self {
+                    $(Processor::$variant(p) => crate::core::Processor::reads_metadata(&**p),)*
+                }
+            }
+
+            fn catches(&self) -> bool {
+                match self {
+                    $(Processor::$variant(p) => crate::core::Processor::catches(&**p),)*
+                }
+            }
+        }
+    };
 }
 
-pub enum Processor {
-    Map(map::Map),
-    Filter(filter::Filter),
-    Log(log::Log),
-    Dedupe(dedupe::Dedupe),
-    Http(Box<http::Http>),
-    Graphql(Box<graphql::Graphql>),
-    Soap(Box<soap::Soap>),
-    Openapi(Box<openapi::OpenApi>),
-    Sql(Box<sql::Sql>),
-    Switch(Box<switch::Switch>),
-    Try(Box<catch::Block>),
-    Catch(Box<catch::Block>),
-    Split(split::Split),
-    Aggregate(Box<aggregate::Aggregate>),
-    Enrich(Box<enrich::Enrich>),
-    Throttle(Box<throttle::Throttle>),
-    Delay(delay::Delay),
-    Template(Box<template::Template>),
+registry! {
+    "map" => Map(map::Config),
+    "filter" => Filter(filter::Config),
+    "log" => Log(log::Config),
+    "dedupe" => Dedupe(dedupe::Config),
+    "http" => Http(http::Config),
+    "graphql" => Graphql(graphql::Config),
+    "soap" => Soap(soap::Config),
+    "openapi" => Openapi(openapi::Config),
+    "sql" => Sql(sql::Config),
+    "switch" => Switch(switch::Config),
+    "try" => Try(catch::TryConfig),
+    "catch" => Catch(catch::CatchConfig),
+    #[serde(deserialize_with = "split::Config::deserialize_short")]
+    #[schemars(with = "crate::config::schema_types::ShortOr<split::Config>")]
+    "split" => Split(split::Config),
+    "aggregate" => Aggregate(aggregate::Config),
+    "enrich" => Enrich(enrich::Config),
+    "throttle" => Throttle(throttle::Config),
+    #[serde(deserialize_with = "delay::Config::deserialize_short")]
+    #[schemars(with = "crate::config::schema_types::ShortOr<delay::Config>")]
+    "delay" => Delay(delay::Config),
+    "template" => Template(template::Config),
 }
 
 impl Processor {
@@ -156,15 +163,11 @@ impl Processor {
 
     /// Whether `test` holds for it or for a step nested inside it.
     fn any(&self, test: &dyn Fn(&Processor) -> bool) -> bool {
-        let nested =
-            |steps: &[ProcessorSlot<Processor>]| steps.iter().any(|s| s.processor.any(test));
         test(self)
-            || match self {
-                Processor::Switch(s) => s.steps().any(nested),
-                Processor::Try(b) | Processor::Catch(b) => nested(b.steps()),
-                Processor::Enrich(e) => nested(e.steps()),
-                _ => false,
-            }
+            || self
+                .nested()
+                .into_iter()
+                .any(|steps| steps.iter().any(|s| s.processor.any(test)))
     }
 }
 
@@ -209,59 +212,6 @@ fn build_steps(
         Ok(steps)
     } else {
         Err(errors)
-    }
-}
-
-impl crate::core::Processor for Processor {
-    async fn process(&self, message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
-        Ok(match self {
-            Processor::Map(p) => p.process(message)?.into(),
-            Processor::Filter(p) => p.process(message)?.into(),
-            Processor::Log(p) => p.process(message)?.into(),
-            Processor::Dedupe(p) => p.process(message, cx).await?.into(),
-            Processor::Http(p) => p.process(message).await?.into(),
-            Processor::Graphql(p) => p.process(message).await?.into(),
-            Processor::Soap(p) => p.process(message).await?.into(),
-            Processor::Openapi(p) => p.process(message).await?.into(),
-            Processor::Sql(p) => p.process(message).await?.into(),
-            Processor::Switch(p) => p.process(message, cx).await?,
-            Processor::Try(p) | Processor::Catch(p) => p.process(message, cx).await?,
-            Processor::Split(p) => p.process(message)?,
-            Processor::Aggregate(p) => p.process(message, cx).await?,
-            Processor::Enrich(p) => p.process(message, cx).await?,
-            Processor::Throttle(p) => p.process(message).await?.into(),
-            Processor::Delay(p) => p.process(message).await?.into(),
-            Processor::Template(p) => p.process(message)?.into(),
-        })
-    }
-
-    fn catches(&self) -> bool {
-        matches!(self, Processor::Catch(_))
-    }
-
-    fn reads_metadata(&self) -> bool {
-        match self {
-            Processor::Map(p) => p.program.reads_metadata(),
-            Processor::Filter(p) => p.condition.reads_metadata(),
-            Processor::Log(p) => p.message.reads_metadata(),
-            Processor::Dedupe(p) => p.key.reads_metadata(),
-            Processor::Http(p) => p.reads_metadata(),
-            Processor::Graphql(p) => p.reads_metadata(),
-            Processor::Soap(p) => p.reads_metadata(),
-            Processor::Openapi(p) => p.reads_metadata(),
-            Processor::Sql(p) => p.reads_metadata(),
-            Processor::Switch(p) => p.reads_metadata(),
-            // `catch` programs read `%error`, which the flow sets: metadata must exist.
-            Processor::Try(p) => p.reads_metadata(),
-            Processor::Catch(_) => true,
-            Processor::Split(p) => p.path.reads_metadata(),
-            Processor::Aggregate(p) => p.reads_metadata(),
-            Processor::Enrich(p) => p.reads_metadata(),
-            Processor::Throttle(p) => p.key.as_ref().is_some_and(Mapping::reads_metadata),
-            Processor::Delay(p) => p.reads_metadata(),
-            // The template may use `meta`.
-            Processor::Template(_) => true,
-        }
     }
 }
 

@@ -19,10 +19,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::clients::Resources;
-use crate::clients::http::HttpClient;
+use crate::clients::Shared;
 use crate::clients::openapi::call::{OpenApiCall, openapi_config};
 use crate::config::BuildError;
 use crate::config::units::Dur;
+use crate::core::Context;
+use crate::core::Step;
 use crate::core::mapping::{empty_object, insert};
 use crate::core::{Message, StepError, Value};
 
@@ -40,29 +42,36 @@ fn default_timeout() -> Dur {
 
 pub struct OpenApi(super::ApiStep<OpenApiCall>);
 
-pub fn build(
-    config: &Config,
-    client: &HttpClient,
-    resources: &Resources,
-) -> Result<OpenApi, Vec<BuildError>> {
-    super::ApiStep::build(
-        OpenApiCall::build(client, resources, config.openapi()),
-        &config.retry,
-        config.result.as_deref(),
-    )
-    .map(OpenApi)
+impl super::Spec for Config {
+    type Built = OpenApi;
+
+    fn build(&self, shared: &Shared, resources: &Resources) -> Result<OpenApi, Vec<BuildError>> {
+        let client = &shared.http;
+        super::ApiStep::build(
+            OpenApiCall::build(client, resources, self.openapi()),
+            &self.retry,
+            self.result.as_deref(),
+        )
+        .map(OpenApi)
+    }
 }
 
 impl OpenApi {
-    pub fn reads_metadata(&self) -> bool {
-        self.0.call.reads_metadata() || self.0.result_reads_metadata()
-    }
-
-    pub async fn process(&self, message: Message) -> Result<Option<Message>, StepError> {
+    async fn apply(&self, message: Message) -> Result<Option<Message>, StepError> {
         let (status, body) = self.0.ask(|| self.0.call.call(&message)).await?;
         let mut response = empty_object();
         insert(&mut response, "status", Value::Integer(i64::from(status)));
         insert(&mut response, "body", body.clone());
         self.0.merge(message, response, body)
+    }
+}
+
+impl crate::core::Processor for OpenApi {
+    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+        Ok(self.apply(message).await?.into())
+    }
+
+    fn reads_metadata(&self) -> bool {
+        self.0.call.reads_metadata() || self.0.result_reads_metadata()
     }
 }

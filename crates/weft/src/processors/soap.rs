@@ -17,10 +17,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::clients::Resources;
-use crate::clients::http::HttpClient;
+use crate::clients::Shared;
 use crate::clients::soap::{SoapCall, soap_config};
 use crate::config::BuildError;
 use crate::config::units::Dur;
+use crate::core::Context;
+use crate::core::Step;
 use crate::core::mapping::{empty_object, insert};
 use crate::core::{Message, StepError};
 
@@ -38,28 +40,35 @@ fn default_timeout() -> Dur {
 
 pub struct Soap(super::ApiStep<SoapCall>);
 
-pub fn build(
-    config: &Config,
-    client: &HttpClient,
-    resources: &Resources,
-) -> Result<Soap, Vec<BuildError>> {
-    super::ApiStep::build(
-        SoapCall::build(client, resources, config.soap()),
-        &config.retry,
-        config.result.as_deref(),
-    )
-    .map(Soap)
+impl super::Spec for Config {
+    type Built = Soap;
+
+    fn build(&self, shared: &Shared, resources: &Resources) -> Result<Soap, Vec<BuildError>> {
+        let client = &shared.http;
+        super::ApiStep::build(
+            SoapCall::build(client, resources, self.soap()),
+            &self.retry,
+            self.result.as_deref(),
+        )
+        .map(Soap)
+    }
 }
 
 impl Soap {
-    pub fn reads_metadata(&self) -> bool {
-        self.0.call.reads_metadata() || self.0.result_reads_metadata()
-    }
-
-    pub async fn process(&self, message: Message) -> Result<Option<Message>, StepError> {
+    async fn apply(&self, message: Message) -> Result<Option<Message>, StepError> {
         let body = self.0.ask(|| self.0.call.call(&message)).await?;
         let mut response = empty_object();
         insert(&mut response, "body", body.clone());
         self.0.merge(message, response, body)
+    }
+}
+
+impl crate::core::Processor for Soap {
+    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+        Ok(self.apply(message).await?.into())
+    }
+
+    fn reads_metadata(&self) -> bool {
+        self.0.call.reads_metadata() || self.0.result_reads_metadata()
     }
 }

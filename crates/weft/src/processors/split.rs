@@ -14,7 +14,11 @@
 
 use serde::Deserialize;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::config::BuildError;
+use crate::core::Context;
+use crate::core::StepError;
 use crate::core::mapping::{Mapping, empty_object, insert, to_text};
 use crate::core::{MappingError, Message, Step, Value};
 
@@ -32,13 +36,16 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn deserialize_short<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Config, D::Error> {
+    pub fn deserialize_short<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Box<Config>, D::Error> {
         crate::config::de::scalar_or_map(d, |path| {
             Ok(Config {
                 path,
                 max_parts: default_max_parts(),
             })
         })
+        .map(Box::new)
     }
 }
 
@@ -50,8 +57,10 @@ fn default_max_parts() -> usize {
     10_000
 }
 
-impl Config {
-    pub fn build(&self) -> Result<Split, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = Split;
+
+    fn build(&self, _shared: &Shared, _resources: &Resources) -> Result<Split, Vec<BuildError>> {
         if self.max_parts == 0 {
             return Err(vec![BuildError::new("max_parts", "at least 1")]);
         }
@@ -71,7 +80,7 @@ pub struct Split {
 }
 
 impl Split {
-    pub fn process(&self, message: Message) -> Result<Step, MappingError> {
+    fn apply(&self, message: Message) -> Result<Step, MappingError> {
         let items = match self.path.eval(&message.value, &message.metadata)? {
             Value::Array(items) => items,
             other => {
@@ -109,6 +118,16 @@ impl Split {
                 })
                 .collect(),
         ))
+    }
+}
+
+impl crate::core::Processor for Split {
+    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+        Ok(self.apply(message)?)
+    }
+
+    fn reads_metadata(&self) -> bool {
+        self.path.reads_metadata()
     }
 }
 

@@ -19,8 +19,11 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::sql::{Database, evaluate_args};
 use crate::config::BuildError;
+use crate::core::Context;
+use crate::core::Step;
 use crate::core::mapping::{Mapping, empty_object, insert};
 use crate::core::retry::RetryConfig;
 use crate::core::{Attempt, Message, StepError, Value};
@@ -51,8 +54,10 @@ pub struct Lookup {
     args: Option<Mapping>,
 }
 
-impl Config {
-    pub fn build(&self, resources: &Resources) -> Result<Sql, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = Sql;
+
+    fn build(&self, _shared: &Shared, resources: &Resources) -> Result<Sql, Vec<BuildError>> {
         let lookup = (|| {
             let db = resources
                 .sql(&self.database)
@@ -75,20 +80,26 @@ impl Config {
 }
 
 impl Sql {
-    pub fn reads_metadata(&self) -> bool {
+    async fn apply(&self, message: Message) -> Result<Option<Message>, StepError> {
+        let rows = self.0.ask(|| self.0.call.rows(&message)).await?;
+        let mut response = empty_object();
+        insert(&mut response, "rows", rows.clone());
+        self.0.merge(message, response, rows)
+    }
+}
+
+impl crate::core::Processor for Sql {
+    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+        Ok(self.apply(message).await?.into())
+    }
+
+    fn reads_metadata(&self) -> bool {
         self.0
             .call
             .args
             .as_ref()
             .is_some_and(Mapping::reads_metadata)
             || self.0.result_reads_metadata()
-    }
-
-    pub async fn process(&self, message: Message) -> Result<Option<Message>, StepError> {
-        let rows = self.0.ask(|| self.0.call.rows(&message)).await?;
-        let mut response = empty_object();
-        insert(&mut response, "rows", rows.clone());
-        self.0.merge(message, response, rows)
     }
 }
 

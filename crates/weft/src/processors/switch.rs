@@ -58,8 +58,10 @@ pub struct Switch {
     cases: Vec<Case>,
 }
 
-impl Config {
-    pub fn build(&self, shared: &Shared, resources: &Resources) -> Result<Switch, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = Switch;
+
+    fn build(&self, shared: &Shared, resources: &Resources) -> Result<Switch, Vec<BuildError>> {
         if self.0.is_empty() {
             return Err(vec![BuildError::new(
                 "",
@@ -96,23 +98,30 @@ impl Config {
             Err(errors)
         }
     }
+
+    fn nested(built: &Switch) -> Vec<&[ProcessorSlot<Processor>]> {
+        built.cases.iter().map(|c| c.steps.as_slice()).collect()
+    }
 }
 
 impl Switch {
-    pub fn steps(&self) -> impl Iterator<Item = &[ProcessorSlot<Processor>]> {
-        self.cases.iter().map(|c| c.steps.as_slice())
+    fn takes(&self, i: usize, case: &Case, message: &Message) -> Result<bool, StepError> {
+        match &case.check {
+            None => Ok(true),
+            Some(check) => match check.eval(&message.value, &message.metadata)? {
+                Value::Boolean(b) => Ok(b),
+                other => Err(MappingError(format!(
+                    "switch case {i}: the check must be true or false, got {}",
+                    crate::core::mapping::to_text(&other)
+                ))
+                .into()),
+            },
+        }
     }
+}
 
-    pub fn reads_metadata(&self) -> bool {
-        self.cases.iter().any(|c| {
-            c.check.as_ref().is_some_and(Mapping::reads_metadata)
-                || c.steps
-                    .iter()
-                    .any(|s| crate::core::Processor::reads_metadata(&s.processor))
-        })
-    }
-
-    pub async fn process(&self, message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
+impl crate::core::Processor for Switch {
+    async fn process(&self, message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
         let mut messages = vec![message];
         for (i, case) in self.cases.iter().enumerate() {
             // Cases after a `continue` are tested on each message the earlier case made.
@@ -161,17 +170,12 @@ impl Switch {
         Ok(Step::from_messages(messages))
     }
 
-    fn takes(&self, i: usize, case: &Case, message: &Message) -> Result<bool, StepError> {
-        match &case.check {
-            None => Ok(true),
-            Some(check) => match check.eval(&message.value, &message.metadata)? {
-                Value::Boolean(b) => Ok(b),
-                other => Err(MappingError(format!(
-                    "switch case {i}: the check must be true or false, got {}",
-                    crate::core::mapping::to_text(&other)
-                ))
-                .into()),
-            },
-        }
+    fn reads_metadata(&self) -> bool {
+        self.cases.iter().any(|c| {
+            c.check.as_ref().is_some_and(Mapping::reads_metadata)
+                || c.steps
+                    .iter()
+                    .any(|s| crate::core::Processor::reads_metadata(&s.processor))
+        })
     }
 }

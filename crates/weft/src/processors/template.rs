@@ -14,7 +14,12 @@
 
 use serde::Deserialize;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::config::BuildError;
+use crate::core::Context;
+use crate::core::Step;
+use crate::core::StepError;
 use crate::core::{MappingError, Message, Value};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -37,8 +42,10 @@ pub enum Escape {
     Html,
 }
 
-impl Config {
-    pub fn build(&self) -> Result<Template, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = Template;
+
+    fn build(&self, _shared: &Shared, _resources: &Resources) -> Result<Template, Vec<BuildError>> {
         let mut env = minijinja::Environment::new();
         let escape = self.escape;
         env.set_auto_escape_callback(move |_| match escape {
@@ -58,7 +65,7 @@ pub struct Template {
 }
 
 impl Template {
-    pub fn process(&self, mut message: Message) -> Result<Option<Message>, MappingError> {
+    fn apply(&self, mut message: Message) -> Result<Option<Message>, MappingError> {
         let template = self
             .env
             .get_template("template")
@@ -81,5 +88,15 @@ impl Template {
             .map_err(|e| MappingError(format!("template: {e}")))?;
         message.value = Value::from(text);
         Ok(Some(message))
+    }
+}
+
+impl crate::core::Processor for Template {
+    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+        Ok(self.apply(message)?.into())
+    }
+
+    fn reads_metadata(&self) -> bool {
+        true
     }
 }

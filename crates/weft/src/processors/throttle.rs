@@ -15,8 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use governor::{DefaultKeyedRateLimiter, RateLimiter};
 use serde::Deserialize;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
 use crate::clients::rate_limit;
 use crate::config::BuildError;
+use crate::core::Context;
+use crate::core::Step;
 use crate::core::mapping::Mapping;
 use crate::core::{Message, StepError};
 
@@ -31,8 +35,10 @@ pub struct Config {
     pub key: Option<String>,
 }
 
-impl Config {
-    pub fn build(&self) -> Result<Throttle, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = Throttle;
+
+    fn build(&self, _shared: &Shared, _resources: &Resources) -> Result<Throttle, Vec<BuildError>> {
         let quota = self.rate.quota()?;
         let key = self
             .key
@@ -58,7 +64,7 @@ pub struct Throttle {
 const SWEEP_EVERY: u64 = 4096;
 
 impl Throttle {
-    pub async fn process(&self, message: Message) -> Result<Option<Message>, StepError> {
+    async fn apply(&self, message: Message) -> Result<Option<Message>, StepError> {
         let key = match &self.key {
             Some(k) => {
                 // Keys are kept as hashes: a budget per key costs a few bytes, whatever the key.
@@ -73,5 +79,15 @@ impl Throttle {
         }
         self.limiter.until_key_ready(&key).await;
         Ok(Some(message))
+    }
+}
+
+impl crate::core::Processor for Throttle {
+    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+        Ok(self.apply(message).await?.into())
+    }
+
+    fn reads_metadata(&self) -> bool {
+        self.key.as_ref().is_some_and(Mapping::reads_metadata)
     }
 }

@@ -694,7 +694,7 @@ async fn run_case(
         let server_stop = stop.child_token();
         let server = tokio::spawn(http_server::serve(
             listener,
-            vec![(endpoint, flow.clone())],
+            vec![(*endpoint, flow.clone())],
             server_stop.clone(),
         ));
         let client = HttpClient::new();

@@ -57,7 +57,6 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clients::http::HttpClient;
 use crate::config::BuildError;
 use crate::config::units::{Dur, Size};
 use crate::core::durable::{AcceptError, Reservation};
@@ -71,6 +70,9 @@ pub mod auth;
 pub mod idempotency;
 pub mod jwt;
 
+use crate::clients::Resources;
+use crate::clients::Shared;
+use crate::core::feed::Feed;
 use idempotency::{Begin, Idempotency};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -145,8 +147,11 @@ pub struct Endpoint {
     pub limits: Limits,
 }
 
-impl Config {
-    pub fn build(&self, http: &HttpClient) -> Result<Endpoint, Vec<BuildError>> {
+impl super::Spec for Config {
+    type Built = Endpoint;
+
+    fn build(self, shared: &Shared, _resources: &Resources) -> Result<Endpoint, Vec<BuildError>> {
+        let http = &shared.http;
         let mut errors = Vec::new();
         let address = self
             .address
@@ -239,10 +244,19 @@ impl Endpoint {
     pub fn replies_with_pipeline(&self) -> bool {
         self.response == ResponseMode::Pipeline
     }
+}
 
+impl super::Source for Endpoint {
     /// Whether the endpoint keeps idempotency keys (in the store).
-    pub fn uses_store(&self) -> bool {
+    fn uses_store(&self) -> bool {
         self.idempotency.is_some()
+    }
+
+    /// Never called: the engine serves every endpoint of an address together ([`serve`]).
+    async fn run<P: Processor, O: Output>(&self, _feed: Feed<P, O>) -> std::io::Result<()> {
+        Err(std::io::Error::other(
+            "http_server endpoints are served by address, not run one by one",
+        ))
     }
 }
 
@@ -735,6 +749,7 @@ fn metadata(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inputs::Spec as _;
 
     fn config(path: &str) -> Config {
         Config {
@@ -753,9 +768,18 @@ mod tests {
 
     #[test]
     fn paths_the_router_would_reject_are_config_errors() {
-        assert!(config("/hooks/orders").build(&HttpClient::new()).is_ok());
+        assert!(
+            config("/hooks/orders")
+                .build(&Shared::default(), &Resources::default())
+                .is_ok()
+        );
         for bad in ["/hooks/{id}", "/hooks/:id", "/files/*rest", "hooks"] {
-            assert!(config(bad).build(&HttpClient::new()).is_err(), "{bad}");
+            assert!(
+                config(bad)
+                    .build(&Shared::default(), &Resources::default())
+                    .is_err(),
+                "{bad}"
+            );
         }
     }
 }
