@@ -15,6 +15,8 @@ pub mod retry;
 pub mod schedule;
 pub mod tap;
 pub mod template;
+#[cfg(test)]
+mod tests;
 pub mod trace;
 pub mod xml;
 

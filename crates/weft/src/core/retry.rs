@@ -11,9 +11,11 @@
 //! `max_backoff`), but a retry that would end after `max_elapsed` fails at once instead.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
+// tokio's clock, not std's: the same in production, and paused time moves it in tests.
+use tokio::time::Instant;
 
 use super::{Message, Output, metrics::ComponentMetrics};
 use crate::config::units::Dur;

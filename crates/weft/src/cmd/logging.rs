@@ -1,0 +1,34 @@
+//! Logging of every subcommand: stderr, human or JSON lines, `WEFT_LOG`'s level with flows'
+//! own `log_level`s applied, and the OpenTelemetry layer when `run` exports spans.
+
+use crate::LogFormat;
+
+/// What the output layers of logging sit on: the level filter over the registry.
+pub type LogBase =
+    tracing_subscriber::layer::Layered<weft::telemetry::FlowLevels, tracing_subscriber::Registry>;
+
+/// Logs to stderr (human or JSON lines) at `WEFT_LOG`'s level, flows' own `log_level`s
+/// applied; `export` adds the OpenTelemetry layer.
+pub fn init_logging(
+    format: LogFormat,
+    quiet: bool,
+    export: Option<Box<dyn tracing_subscriber::Layer<LogBase> + Send + Sync>>,
+) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if quiet { "off" } else { "info" }));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt: Box<dyn Layer<LogBase> + Send + Sync> = match format {
+        LogFormat::Human => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+    };
+    let layers: Vec<_> = export.into_iter().chain(std::iter::once(fmt)).collect();
+    let _ = tracing_subscriber::registry()
+        .with(weft::telemetry::FlowLevels::new(filter))
+        .with(layers)
+        .try_init();
+}

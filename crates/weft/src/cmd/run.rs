@@ -1,0 +1,217 @@
+//! `weft run`: loads the config, starts the engine and the admin endpoint, reloads when a
+//! config file changes or on SIGHUP, and drains on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use weft::clients::Shared;
+use weft::load;
+
+use super::logging::init_logging;
+use crate::{LogFormat, report};
+
+pub async fn run(
+    files: Vec<PathBuf>,
+    admin_flag: Option<String>,
+    admin_token: Option<String>,
+    data_dir: PathBuf,
+    log_format: LogFormat,
+) -> anyhow::Result<ExitCode> {
+    // What the watcher compares with: the bytes this load read.
+    let read_at_start: Vec<Option<Vec<u8>>> = files.iter().map(|f| std::fs::read(f).ok()).collect();
+    let loaded = match load::load(&files, &Shared::default()) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            init_logging(log_format, false, None);
+            return Ok(report(&errors));
+        }
+    };
+    let export = match loaded.tracing.export() {
+        None => {
+            init_logging(log_format, false, None);
+            None
+        }
+        Some(otlp) => {
+            let (layer, export) = weft::telemetry::export_layer(&otlp)?;
+            init_logging(log_format, false, Some(Box::new(layer)));
+            tracing::info!(endpoint = %otlp.endpoint, "exporting spans over OTLP/HTTP");
+            Some(export)
+        }
+    };
+    let admin: SocketAddr = match admin_flag {
+        Some(flag) => flag
+            .parse()
+            .context("--admin-address / WEFT_ADMIN_ADDRESS must be ip:port, like 127.0.0.1:9464")?,
+        None => loaded.admin_address.unwrap_or_else(|| {
+            weft::admin::DEFAULT_ADDRESS
+                .parse()
+                .expect("the default admin address parses")
+        }),
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals(shutdown.clone()));
+    let admin_token = admin_token
+        .filter(|t| !t.is_empty())
+        .map(weft::config::Secret::new)
+        .or(loaded.admin_token.clone());
+    let (reloads, reloaded) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(watch_config(
+        files,
+        read_at_start,
+        reloads,
+        AdminSettings::of(&loaded),
+        (loaded.resources_text.clone(), loaded.resources.clone()),
+    ));
+    let options = weft::engine::Options {
+        admin_address: admin,
+        admin_token,
+        admin_tls: loaded.admin_tls.clone(),
+        data_dir,
+        reloads: Some(reloaded),
+    };
+    let summary = weft::engine::run(loaded, options, shutdown).await;
+    if let Some(export) = export {
+        // Flushes what is buffered; the batch processor blocks its caller while it does.
+        tokio::task::spawn_blocking(move || export.shutdown())
+            .await
+            .ok();
+    }
+    let summary = summary?;
+    Ok(if summary.input_errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Hot reload: when a config file's content changes (looked at every second, and taken once
+/// it reads the same twice in a row, so a file being written is not loaded half done) or on
+/// SIGHUP, the files are loaded again; a valid config goes to the engine, which restarts only
+/// the flows that changed, and an invalid one is logged while the running flows go on.
+pub async fn watch_config(
+    files: Vec<PathBuf>,
+    mut applied: Vec<Option<Vec<u8>>>,
+    reloads: tokio::sync::mpsc::Sender<load::Loaded>,
+    admin: AdminSettings,
+    mut resources: (String, weft::clients::Resources),
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let read = |files: &[PathBuf]| -> Vec<Option<Vec<u8>>> {
+        files.iter().map(|f| std::fs::read(f).ok()).collect()
+    };
+    let mut pending: Option<Vec<Option<Vec<u8>>>> = None;
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let why = tokio::select! {
+            _ = every.tick() => {
+                let now = read(&files);
+                if now == applied {
+                    pending = None;
+                    continue;
+                }
+                if pending.as_ref() != Some(&now) {
+                    pending = Some(now); // changed: wait for it to settle
+                    continue;
+                }
+                "a config file changed"
+            }
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => "SIGHUP",
+        };
+        pending = None;
+        applied = read(&files);
+        tracing::info!(reason = why, "reloading the config");
+        let paths = files.clone();
+        let previous = resources.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let lookup = |name: &str| std::env::var(name).ok();
+            load::load_reusing(
+                &paths,
+                &lookup,
+                &Shared::default(),
+                Some((&previous.0, &previous.1)),
+            )
+        })
+        .await;
+        match loaded {
+            Ok(Ok(loaded)) if loaded.flows.is_empty() => {
+                tracing::error!("config reload refused: it has no flow; the running flows go on");
+            }
+            Ok(Ok(loaded)) => {
+                if AdminSettings::of(&loaded) != admin {
+                    tracing::warn!(
+                        "`admin` or `tracing` settings changed: they take effect when weft restarts"
+                    );
+                }
+                resources = (loaded.resources_text.clone(), loaded.resources.clone());
+                if reloads.send(loaded).await.is_err() {
+                    return; // the engine stopped
+                }
+            }
+            Ok(Err(errors)) => {
+                for e in &errors {
+                    tracing::error!(error = %e, "config error");
+                }
+                tracing::error!(
+                    errors = errors.len(),
+                    "config reload refused: the running flows go on unchanged"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "config reload failed"),
+        }
+    }
+}
+
+/// The `admin` settings a reload cannot change (the endpoint is bound once).
+#[derive(PartialEq)]
+pub struct AdminSettings {
+    address: Option<SocketAddr>,
+    token: Option<String>,
+    tls: bool,
+    /// Not `admin`, but likewise set up once: span export.
+    tracing: weft::telemetry::TracingConfig,
+}
+
+impl AdminSettings {
+    fn of(loaded: &load::Loaded) -> AdminSettings {
+        AdminSettings {
+            address: loaded.admin_address,
+            token: loaded.admin_token.as_ref().map(|t| t.expose().to_string()),
+            tls: loaded.admin_tls.is_some(),
+            tracing: loaded.tracing.clone(),
+        }
+    }
+}
+
+/// First SIGTERM/SIGINT: drain and stop. Second: stop now. SIGHUP reloads TLS certificates
+/// (each server's watcher listens for it too) and the config ([`watch_config`]); it never
+/// stops weft.
+pub async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    if let Ok(mut hangup) = signal(SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!(
+                    "SIGHUP received: the config and TLS certificate files are read again"
+                );
+            }
+        });
+    }
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!("signal received; draining (send it again to stop at once)");
+    shutdown.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::warn!("second signal: exiting without waiting for messages in flight");
+    std::process::exit(130);
+}
