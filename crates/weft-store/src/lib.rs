@@ -9,8 +9,8 @@
 //!   fsync) instead of paying one each. The group's enqueues share one multi-row statement, and
 //!   so do its acks; they fail together. Any other write that fails fails alone (a savepoint
 //!   where it has several statements); the rest of the group commits.
-//! - A queued message is never removed except by [`Store::ack`] (delivered) or
-//!   [`Store::dead_letter`] (moved, in the same transaction, to the DLQ). A claim only leases
+//! - A queued message is never removed except by [`Backend::ack`] (delivered) or
+//!   [`Backend::dead_letter`] (moved, in the same transaction, to the DLQ). A claim only leases
 //!   it; a lease that is not acked in time (a crashed worker) lapses and the message is claimed
 //!   again: at-least-once.
 //! - Time is a parameter (`now_ms`, Unix milliseconds), never read inside, so schedules are
@@ -76,7 +76,7 @@ pub enum Cause {
     Damaged,
     /// Anything else SQLite refused.
     Other,
-    /// Less free space than the store's floor ([`Store::watch_free_space`]): new messages are
+    /// Less free space than the store's floor ([`Backend::watch_free_space`]): new messages are
     /// refused so that delivery, which also writes, can go on and drain the queue.
     LowSpace,
 }
@@ -438,9 +438,9 @@ enum Write {
     },
 }
 
-/// A handle to the store; cheap to clone, shared by every flow.
+/// The SQLite backend: one writer task that group-commits, readers on a small read-only pool.
 #[derive(Clone)]
-pub struct Store {
+struct Sqlite {
     writes: mpsc::Sender<Write>,
     reads: SqlitePool,
     health: Arc<HealthCell>,
@@ -515,26 +515,386 @@ async fn add_missing_columns(conn: &mut SqliteConnection) -> Result<(), sqlx::Er
     Ok(())
 }
 
+/// A boxed future, as the methods of [`Backend`] return (it is used as a trait object).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What a durable store does: per-flow queues with leases and retry times, the dead-letter
+/// queue, and a key/value table with expiry. SQLite ([`Store::open`]) is the first backend;
+/// another implements this trait and passes the conformance suite in `tests/store.rs`. Time is
+/// always a parameter (`now_ms`), never read from a clock.
+pub trait Backend: Send + Sync + 'static {
+    /// Whether writes are committing now, and how many groups failed so far.
+    fn health(&self) -> Health;
+
+    /// Keeps a floor of free space: while what the store can still use (free space on its file
+    /// system plus free pages inside its file) is under `limit`, [`Backend::enqueue`] refuses
+    /// with [`Cause::LowSpace`] and every other write goes on, so delivery can drain the queue
+    /// (deleting a row needs room in the log too: a queue that filled the disk could never
+    /// drain). `None` is 5 % of the file system, at most 64 MiB; `Some(0)` turns it off.
+    /// Measured every [`SPACE_EVERY`] for as long as a handle to the store lives, and
+    /// estimated in between from what was enqueued.
+    fn watch_free_space(&self, limit: Option<u64>);
+
+    /// Appends a message to `flow`'s queue, due now. Returns its sequence number. Messages
+    /// with the same `order_key` are claimed one at a time, in the order they were enqueued: a
+    /// message is not claimed while an earlier one with its key is still queued (leased, or
+    /// waiting for a retry).
+    fn enqueue<'a>(
+        &'a self,
+        flow: &'a str,
+        id: &'a str,
+        payload: &'a [u8],
+        metadata: &'a [u8],
+        order_key: Option<&'a str>,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<i64, StoreError>>;
+
+    /// Leases up to `limit` due messages of `flow` for `lease`: earliest due first, then by
+    /// arrival; returned in arrival order.
+    fn claim<'a>(
+        &'a self,
+        flow: &'a str,
+        now_ms: i64,
+        limit: u32,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Queued>, StoreError>>;
+
+    /// The message was delivered: remove it. `false` if it was not queued.
+    fn ack<'a>(&'a self, seq: i64) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Records a failed attempt and when to try next; releases the lease.
+    fn reschedule<'a>(
+        &'a self,
+        seq: i64,
+        attempts: u32,
+        next_attempt_ms: i64,
+        error: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Moves a queued message to the dead-letter queue, in one transaction.
+    fn dead_letter<'a>(
+        &'a self,
+        seq: i64,
+        attempts: u32,
+        failure: Failure,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Puts matching dead letters back on their flows' queues with attempts reset and their
+    /// failure kept in the history. Returns how many.
+    fn replay<'a>(
+        &'a self,
+        filter: DlqFilter,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Deletes matching dead letters. Returns how many.
+    fn purge<'a>(&'a self, filter: DlqFilter) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Sets `key` in `namespace`, with an optional expiry.
+    fn kv_put<'a>(
+        &'a self,
+        namespace: &'a str,
+        key: &'a str,
+        value: &'a [u8],
+        expires_at_ms: Option<i64>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Sets `key` only if it is absent (or expired) at `now_ms`; `true` if it was set. The
+    /// building block of dedupe: the first writer of a key wins.
+    fn kv_put_if_absent<'a>(
+        &'a self,
+        namespace: &'a str,
+        key: &'a str,
+        value: &'a [u8],
+        expires_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Takes `key` for `holder` unless someone else holds it: sets it when it is absent,
+    /// expired at `now_ms`, or already `holder`'s (then only its expiry moves). Returns `None`
+    /// when `holder` has it now, or the other holder's value. One write, so two claimants can
+    /// never both win, and a loser always learns who won.
+    fn kv_claim<'a>(
+        &'a self,
+        namespace: &'a str,
+        key: &'a str,
+        holder: &'a [u8],
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
+
+    /// Sets `key` to `value` only if its value is `expected` now; `true` if it was replaced.
+    fn kv_replace<'a>(
+        &'a self,
+        namespace: &'a str,
+        key: &'a str,
+        expected: &'a [u8],
+        value: &'a [u8],
+        expires_at_ms: Option<i64>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Removes `key`, only if its value is `only_if_value` when given (so that a holder
+    /// releases only what it still holds). `true` if it was removed.
+    fn kv_delete<'a>(
+        &'a self,
+        namespace: &'a str,
+        key: &'a str,
+        only_if_value: Option<&'a [u8]>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Deletes every key that expired by `now_ms`; returns how many. Expired keys already read
+    /// as absent; this only gives their space back.
+    fn kv_expire<'a>(&'a self, now_ms: i64) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// The value of `key` unless it expired by `now_ms`.
+    fn kv_get<'a>(
+        &'a self,
+        namespace: &'a str,
+        key: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
+
+    /// Messages waiting in `flow`'s queue, their bytes and the oldest one's age.
+    fn depth<'a>(&'a self, flow: &'a str) -> BoxFuture<'a, Result<Depth, StoreError>>;
+
+    /// How many dead letters match `filter`.
+    fn count_dead_letters<'a>(
+        &'a self,
+        filter: &'a DlqFilter,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Dead letters matching `filter`, oldest failure first, at most `limit`.
+    fn dead_letters<'a>(
+        &'a self,
+        filter: &'a DlqFilter,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<DeadLetter>, StoreError>>;
+}
+
+impl Backend for Sqlite {
+    fn health(&self) -> Health {
+        Sqlite::health(self)
+    }
+
+    fn watch_free_space(&self, limit: Option<u64>) {
+        Sqlite::watch_free_space(self, limit)
+    }
+
+    fn enqueue<'a>(
+        &'a self,
+        flow: &'a str,
+        id: &'a str,
+        payload: &'a [u8],
+        metadata: &'a [u8],
+        order_key: Option<&'a str>,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<i64, StoreError>> {
+        Box::pin(Sqlite::enqueue(
+            self, flow, id, payload, metadata, order_key, now_ms,
+        ))
+    }
+
+    fn claim<'a>(
+        &'a self,
+        flow: &'a str,
+        now_ms: i64,
+        limit: u32,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Queued>, StoreError>> {
+        Box::pin(Sqlite::claim(self, flow, now_ms, limit, lease))
+    }
+
+    fn ack<'a>(&'a self, seq: i64) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(Sqlite::ack(self, seq))
+    }
+
+    fn reschedule<'a>(
+        &'a self,
+        seq: i64,
+        attempts: u32,
+        next_attempt_ms: i64,
+        error: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(Sqlite::reschedule(
+            self,
+            seq,
+            attempts,
+            next_attempt_ms,
+            error,
+        ))
+    }
+
+    fn dead_letter<'a>(
+        &'a self,
+        seq: i64,
+        attempts: u32,
+        failure: Failure,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(Sqlite::dead_letter(self, seq, attempts, failure, now_ms))
+    }
+
+    fn replay<'a>(
+        &'a self,
+        filter: DlqFilter,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(Sqlite::replay(self, filter, now_ms))
+    }
+
+    fn purge<'a>(&'a self, filter: DlqFilter) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(Sqlite::purge(self, filter))
+    }
+
+    fn kv_put<'a>(
+        &'a self,
+        namespace: &'a str,
+        key: &'a str,
+        value: &'a [u8],
+        expires_at_ms: Option<i64>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Sqlite::kv_put(self, namespace, key, value, expires_at_ms))
+    }
+
+    fn kv_put_if_absent<'a>(
+        &'a self,
+        namespace: &'a str,
+        key: &'a str,
+        value: &'a [u8],
+        expires_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(Sqlite::kv_put_if_absent(
+            self,
+            namespace,
+            key,
+            value,
+            expires_at_ms,
+            now_ms,
+        ))
+    }
+
+    fn kv_claim<'a>(
+        &'a self,
+        namespace: &'a str,
+        key: &'a str,
+        holder: &'a [u8],
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        Box::pin(Sqlite::kv_claim(
+            self,
+            namespace,
+            key,
+            holder,
+            expires_at_ms,
+            now_ms,
+        ))
+    }
+
+    fn kv_replace<'a>(
+        &'a self,
+        namespace: &'a str,
+        key: &'a str,
+        expected: &'a [u8],
+        value: &'a [u8],
+        expires_at_ms: Option<i64>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(Sqlite::kv_replace(
+            self,
+            namespace,
+            key,
+            expected,
+            value,
+            expires_at_ms,
+        ))
+    }
+
+    fn kv_delete<'a>(
+        &'a self,
+        namespace: &'a str,
+        key: &'a str,
+        only_if_value: Option<&'a [u8]>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(Sqlite::kv_delete(self, namespace, key, only_if_value))
+    }
+
+    fn kv_expire<'a>(&'a self, now_ms: i64) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(Sqlite::kv_expire(self, now_ms))
+    }
+
+    fn kv_get<'a>(
+        &'a self,
+        namespace: &'a str,
+        key: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        Box::pin(Sqlite::kv_get(self, namespace, key, now_ms))
+    }
+
+    fn depth<'a>(&'a self, flow: &'a str) -> BoxFuture<'a, Result<Depth, StoreError>> {
+        Box::pin(Sqlite::depth(self, flow))
+    }
+
+    fn count_dead_letters<'a>(
+        &'a self,
+        filter: &'a DlqFilter,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(Sqlite::count_dead_letters(self, filter))
+    }
+
+    fn dead_letters<'a>(
+        &'a self,
+        filter: &'a DlqFilter,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<DeadLetter>, StoreError>> {
+        Box::pin(Sqlite::dead_letters(self, filter, limit))
+    }
+}
+
+/// A handle to the store; cheap to clone, shared by every flow. Its operations are those of
+/// [`Backend`], reached through `Deref`.
+#[derive(Clone)]
+pub struct Store(Arc<dyn Backend>);
+
+impl std::ops::Deref for Store {
+    type Target = dyn Backend;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
 impl Store {
-    /// Opens (creating if needed) the store file at `path`. A damaged file is an error, never
-    /// silently replaced.
+    /// Opens (creating if needed) the SQLite store file at `path`. A damaged file is an error,
+    /// never silently replaced.
     pub async fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
-        Self::open_as(path, durability, false).await
+        Sqlite::open_as(path, durability, false)
+            .await
+            .map(Store::of)
     }
 
-    /// Opens the store as the one process that delivers from it: takes an exclusive lock on
-    /// `<path>.lock` (a second `weft run` on the same data is refused) and releases the leases a
-    /// previous run left, since no worker of that run is left to finish them. Tools that only
-    /// inspect or edit the DLQ use [`Store::open`], which leaves leases alone.
+    /// Opens the SQLite store as the one process that delivers from it: takes an exclusive lock
+    /// on `<path>.lock` (a second `weft run` on the same data is refused) and releases the
+    /// leases a previous run left, since no worker of that run is left to finish them. Tools
+    /// that only inspect or edit the DLQ use [`Store::open`], which leaves leases alone.
     pub async fn open_owner(path: &Path, durability: Durability) -> Result<Store, StoreError> {
-        Self::open_as(path, durability, true).await
+        Sqlite::open_as(path, durability, true).await.map(Store::of)
     }
 
+    /// A store on any backend.
+    pub fn of(backend: impl Backend) -> Store {
+        Store(Arc::new(backend))
+    }
+}
+
+impl Sqlite {
     async fn open_as(
         path: &Path,
         durability: Durability,
         owner: bool,
-    ) -> Result<Store, StoreError> {
+    ) -> Result<Sqlite, StoreError> {
         let lock = if owner {
             let lock_path = path.with_extension("db.lock");
             let file = std::fs::OpenOptions::new()
@@ -628,7 +988,7 @@ impl Store {
             health: health.clone(),
         };
         tokio::spawn(writer.run(rx));
-        Ok(Store {
+        Ok(Sqlite {
             writes,
             reads,
             health,
@@ -648,7 +1008,6 @@ impl Store {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Whether writes are committing now, and how many groups failed so far.
     pub fn health(&self) -> Health {
         Health {
             failing: self
@@ -667,13 +1026,6 @@ impl Store {
         }
     }
 
-    /// Keeps a floor of free space: while what the store can still use (free space on its file
-    /// system plus free pages inside its file) is under `limit`, [`Store::enqueue`] refuses
-    /// with [`Cause::LowSpace`] and every other write goes on, so delivery can drain the queue
-    /// (deleting a row needs room in the log too: a queue that filled the disk could never
-    /// drain). `None` is 5 % of the file system, at most 64 MiB; `Some(0)` turns it off.
-    /// Measured every [`SPACE_EVERY`] for as long as a handle to the store lives, and
-    /// estimated in between from what was enqueued.
     pub fn watch_free_space(&self, limit: Option<u64>) {
         let health = Arc::downgrade(&self.health);
         let reads = self.reads.clone();
@@ -710,10 +1062,6 @@ impl Store {
         });
     }
 
-    /// Appends a message to `flow`'s queue, due now. Returns its sequence number. Messages
-    /// with the same `order_key` are claimed one at a time, in the order they were enqueued: a
-    /// message is not claimed while an earlier one with its key is still queued (leased, or
-    /// waiting for a retry).
     pub async fn enqueue(
         &self,
         flow: &str,
@@ -761,8 +1109,6 @@ impl Store {
         .await
     }
 
-    /// Leases up to `limit` due messages of `flow` for `lease`: earliest due first, then by
-    /// arrival; returned in arrival order.
     pub async fn claim(
         &self,
         flow: &str,
@@ -780,12 +1126,10 @@ impl Store {
         .await
     }
 
-    /// The message was delivered: remove it. `false` if it was not queued.
     pub async fn ack(&self, seq: i64) -> Result<bool, StoreError> {
         self.write(|reply| Write::Ack { seq, reply }).await
     }
 
-    /// Records a failed attempt and when to try next; releases the lease.
     pub async fn reschedule(
         &self,
         seq: i64,
@@ -803,7 +1147,6 @@ impl Store {
         .await
     }
 
-    /// Moves a queued message to the dead-letter queue, in one transaction.
     pub async fn dead_letter(
         &self,
         seq: i64,
@@ -824,8 +1167,6 @@ impl Store {
         .await
     }
 
-    /// Puts matching dead letters back on their flows' queues with attempts reset and their
-    /// failure kept in the history. Returns how many.
     pub async fn replay(&self, filter: DlqFilter, now_ms: i64) -> Result<u64, StoreError> {
         self.write(|reply| Write::Replay {
             filter,
@@ -835,12 +1176,10 @@ impl Store {
         .await
     }
 
-    /// Deletes matching dead letters. Returns how many.
     pub async fn purge(&self, filter: DlqFilter) -> Result<u64, StoreError> {
         self.write(|reply| Write::Purge { filter, reply }).await
     }
 
-    /// Sets `key` in `namespace`, with an optional expiry.
     pub async fn kv_put(
         &self,
         namespace: &str,
@@ -860,8 +1199,6 @@ impl Store {
         .map(|_| ())
     }
 
-    /// Sets `key` only if it is absent (or expired) at `now_ms`; `true` if it was set. The
-    /// building block of dedupe: the first writer of a key wins.
     pub async fn kv_put_if_absent(
         &self,
         namespace: &str,
@@ -881,10 +1218,6 @@ impl Store {
         .await
     }
 
-    /// Takes `key` for `holder` unless someone else holds it: sets it when it is absent,
-    /// expired at `now_ms`, or already `holder`'s (then only its expiry moves). Returns `None`
-    /// when `holder` has it now, or the other holder's value. One write, so two claimants can
-    /// never both win, and a loser always learns who won.
     pub async fn kv_claim(
         &self,
         namespace: &str,
@@ -904,7 +1237,6 @@ impl Store {
         .await
     }
 
-    /// Sets `key` to `value` only if its value is `expected` now; `true` if it was replaced.
     pub async fn kv_replace(
         &self,
         namespace: &str,
@@ -924,8 +1256,6 @@ impl Store {
         .await
     }
 
-    /// Removes `key`, only if its value is `only_if_value` when given (so that a holder
-    /// releases only what it still holds). `true` if it was removed.
     pub async fn kv_delete(
         &self,
         namespace: &str,
@@ -941,13 +1271,10 @@ impl Store {
         .await
     }
 
-    /// Deletes every key that expired by `now_ms`; returns how many. Expired keys already read
-    /// as absent; this only gives their space back.
     pub async fn kv_expire(&self, now_ms: i64) -> Result<u64, StoreError> {
         self.write(|reply| Write::KvExpire { now_ms, reply }).await
     }
 
-    /// The value of `key` unless it expired by `now_ms`.
     pub async fn kv_get(
         &self,
         namespace: &str,
@@ -964,7 +1291,6 @@ impl Store {
         .await?)
     }
 
-    /// Messages waiting in `flow`'s queue, their bytes and the oldest one's age.
     pub async fn depth(&self, flow: &str) -> Result<Depth, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(metadata)), 0), MIN(enqueued_at) FROM queue WHERE flow = ?",
@@ -979,7 +1305,6 @@ impl Store {
         })
     }
 
-    /// How many dead letters match `filter`.
     pub async fn count_dead_letters(&self, filter: &DlqFilter) -> Result<u64, StoreError> {
         let sql = format!(
             "SELECT COUNT(*) FROM dead_letters WHERE {}",
@@ -991,7 +1316,6 @@ impl Store {
         Ok(n as u64)
     }
 
-    /// Dead letters matching `filter`, oldest failure first, at most `limit`.
     pub async fn dead_letters(
         &self,
         filter: &DlqFilter,

@@ -1,6 +1,10 @@
 //! The store against its promises: lifecycle, persistence across reopen, group commit under
 //! concurrency, damaged files refused with a clear error, and random operations checked against
 //! an in-memory model.
+//!
+//! The conformance suite is the part that speaks only through `weft_store::Backend`: every
+//! backend runs it, one `conformance!` line each, naming how to get a fresh, empty store. The
+//! other tests are SQLite's own (files, locks, upgrades).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -23,9 +27,56 @@ fn scratch() -> PathBuf {
 
 const LEASE: Duration = Duration::from_secs(30);
 
-#[tokio::test]
-async fn queue_lifecycle_leases_schedules_and_acks() {
-    let store = Store::open(&scratch(), Durability::Process).await.unwrap();
+/// The conformance suite for one backend: each test on a fresh, empty store from `$fresh`.
+macro_rules! conformance {
+    ($backend:ident, $fresh:path) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn queue_lifecycle_leases_schedules_and_acks() {
+                super::super::queue_lifecycle_leases_schedules_and_acks($fresh().await).await
+            }
+
+            #[tokio::test]
+            async fn dead_letters_keep_their_failure_and_replay_with_history() {
+                super::super::dead_letters_keep_their_failure_and_replay_with_history($fresh().await).await
+            }
+
+            #[tokio::test]
+            async fn key_values_expire_and_the_first_writer_wins() {
+                super::super::key_values_expire_and_the_first_writer_wins($fresh().await).await
+            }
+
+            #[tokio::test]
+            async fn key_values_are_released_only_by_their_holder_and_expired_ones_are_swept() {
+                super::super::key_values_are_released_only_by_their_holder_and_expired_ones_are_swept($fresh().await).await
+            }
+
+            #[tokio::test]
+            async fn messages_sharing_an_order_key_are_claimed_one_at_a_time_in_order() {
+                super::super::messages_sharing_an_order_key_are_claimed_one_at_a_time_in_order($fresh().await).await
+            }
+
+            #[tokio::test]
+            async fn random_operations_match_an_in_memory_model() {
+                super::super::random_operations_match_an_in_memory_model($fresh().await).await
+            }
+        }
+    };
+}
+
+mod conformance {
+    use super::*;
+
+    async fn sqlite() -> Store {
+        Store::open(&scratch(), Durability::Process).await.unwrap()
+    }
+
+    conformance!(on_sqlite, sqlite);
+}
+
+async fn queue_lifecycle_leases_schedules_and_acks(store: Store) {
     let a = store
         .enqueue("f", "a", b"{\"n\":1}", b"{}", None, 1_000)
         .await
@@ -72,9 +123,7 @@ async fn queue_lifecycle_leases_schedules_and_acks() {
     assert_eq!(depth.bytes, 9);
 }
 
-#[tokio::test]
-async fn dead_letters_keep_their_failure_and_replay_with_history() {
-    let store = Store::open(&scratch(), Durability::Process).await.unwrap();
+async fn dead_letters_keep_their_failure_and_replay_with_history(store: Store) {
     let seq = store
         .enqueue("f", "m1", b"body", b"meta", None, 1)
         .await
@@ -157,9 +206,7 @@ async fn dead_letters_keep_their_failure_and_replay_with_history() {
     assert_eq!(store.purge(by_id).await.unwrap(), 1);
 }
 
-#[tokio::test]
-async fn key_values_expire_and_the_first_writer_wins() {
-    let store = Store::open(&scratch(), Durability::Process).await.unwrap();
+async fn key_values_expire_and_the_first_writer_wins(store: Store) {
     store
         .kv_put("tokens", "crm", b"abc", Some(100))
         .await
@@ -199,9 +246,7 @@ async fn key_values_expire_and_the_first_writer_wins() {
     );
 }
 
-#[tokio::test]
-async fn key_values_are_released_only_by_their_holder_and_expired_ones_are_swept() {
-    let store = Store::open(&scratch(), Durability::Process).await.unwrap();
+async fn key_values_are_released_only_by_their_holder_and_expired_ones_are_swept(store: Store) {
     store
         .kv_put("dedupe", "k", b"holder", Some(5_000))
         .await
@@ -276,9 +321,7 @@ async fn key_values_are_released_only_by_their_holder_and_expired_ones_are_swept
     assert!(store.kv_delete("a", "forever", None).await.unwrap());
 }
 
-#[tokio::test]
-async fn messages_sharing_an_order_key_are_claimed_one_at_a_time_in_order() {
-    let store = Store::open(&scratch(), Durability::Process).await.unwrap();
+async fn messages_sharing_an_order_key_are_claimed_one_at_a_time_in_order(store: Store) {
     let a1 = store
         .enqueue("f", "a1", b"", b"", Some("a"), 1)
         .await
@@ -501,9 +544,7 @@ struct Model {
     max_seq: i64,
 }
 
-#[tokio::test]
-async fn random_operations_match_an_in_memory_model() {
-    let store = Store::open(&scratch(), Durability::Process).await.unwrap();
+async fn random_operations_match_an_in_memory_model(store: Store) {
     let mut model = Model::default();
     let mut rng = fastrand::Rng::with_seed(7);
     let flows = ["a", "b"];
