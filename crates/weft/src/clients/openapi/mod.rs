@@ -5,156 +5,20 @@
 //! before it is sent. Error messages name where and which rule, never the value.
 
 pub mod call;
+mod params;
+mod schema;
+
+use params::value_text;
+pub use params::{In, Param, Style};
+pub use schema::problems;
+use schema::{MAX_INLINED, inline, to_json, validator};
 
 use std::collections::BTreeMap;
 
 use http::Method;
 use serde_json::Value as Json;
 
-use crate::config::yaml::{self, Kind, Node};
-
-/// Where a parameter goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum In {
-    Path,
-    Query,
-    Header,
-}
-
-/// How a parameter's value is written (OpenAPI's `style`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
-    Simple,
-    Label,
-    Matrix,
-    Form,
-    SpaceDelimited,
-    PipeDelimited,
-    DeepObject,
-}
-
-impl Style {
-    fn parse(text: Option<&str>, location: In) -> Result<Style, String> {
-        let style = match text {
-            None if location == In::Query => return Ok(Style::Form),
-            None => return Ok(Style::Simple),
-            Some("simple") => Style::Simple,
-            Some("label") => Style::Label,
-            Some("matrix") => Style::Matrix,
-            Some("form") => Style::Form,
-            Some("spaceDelimited") => Style::SpaceDelimited,
-            Some("pipeDelimited") => Style::PipeDelimited,
-            Some("deepObject") => Style::DeepObject,
-            Some(other) => return Err(format!("unknown style `{other}`")),
-        };
-        let allowed = match location {
-            In::Path => matches!(style, Style::Simple | Style::Label | Style::Matrix),
-            In::Query => matches!(
-                style,
-                Style::Form | Style::SpaceDelimited | Style::PipeDelimited | Style::DeepObject
-            ),
-            In::Header => style == Style::Simple,
-        };
-        if allowed {
-            Ok(style)
-        } else {
-            Err(format!(
-                "style `{}` is not allowed here",
-                text.unwrap_or("")
-            ))
-        }
-    }
-}
-
-pub struct Param {
-    pub name: String,
-    pub location: In,
-    pub required: bool,
-    pub style: Style,
-    pub explode: bool,
-    /// Described by `content` rather than `schema`: sent as JSON text.
-    pub json: bool,
-    pub validator: Option<jsonschema::Validator>,
-}
-
-/// A value's text inside a parameter.
-fn value_text(value: &Json) -> String {
-    match value {
-        Json::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Percent-encoded for a path segment or a query component (a space as `%20`).
-fn encoded(text: &str) -> String {
-    url::form_urlencoded::byte_serialize(text.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
-}
-
-impl Param {
-    /// The parameter as it is sent, by its `style` and `explode`: for a path, what replaces
-    /// `{name}`; for a query, its `name=value` pairs joined by `&` (empty when there are none);
-    /// for a header, the value. Path and query text is percent-encoded, delimiters are not.
-    pub fn serialize(&self, value: &Json) -> String {
-        let enc = |t: &str| {
-            if self.location == In::Header {
-                t.to_string()
-            } else {
-                encoded(t)
-            }
-        };
-        let name = enc(&self.name);
-        if self.json {
-            let text = enc(&value.to_string());
-            return match self.location {
-                In::Query => format!("{name}={text}"),
-                In::Path | In::Header => text,
-            };
-        }
-        // The value as items: one for a primitive, the elements of an array, and for an object
-        // either `key=value` items (exploded) or keys and values in turn.
-        let exploded_object = matches!(value, Json::Object(_)) && self.explode;
-        let items: Vec<String> = match value {
-            Json::Array(values) => values.iter().map(|v| enc(&value_text(v))).collect(),
-            Json::Object(fields) if self.explode || self.style == Style::DeepObject => fields
-                .iter()
-                .map(|(k, v)| match self.style {
-                    Style::DeepObject => format!("{name}%5B{}%5D={}", enc(k), enc(&value_text(v))),
-                    _ => format!("{}={}", enc(k), enc(&value_text(v))),
-                })
-                .collect(),
-            Json::Object(fields) => fields
-                .iter()
-                .flat_map(|(k, v)| [enc(k), enc(&value_text(v))])
-                .collect(),
-            primitive => vec![enc(&value_text(primitive))],
-        };
-        let array = matches!(value, Json::Array(_));
-        match self.style {
-            Style::Simple => items.join(","),
-            Style::Label if self.explode => format!(".{}", items.join(".")),
-            Style::Label => format!(".{}", items.join(",")),
-            Style::Matrix if items.is_empty() => format!(";{name}"),
-            Style::Matrix if exploded_object => items.iter().map(|i| format!(";{i}")).collect(),
-            Style::Matrix if self.explode && array => {
-                items.iter().map(|i| format!(";{name}={i}")).collect()
-            }
-            Style::Matrix => format!(";{name}={}", items.join(",")),
-            Style::Form if exploded_object => items.join("&"),
-            Style::DeepObject if matches!(value, Json::Object(_)) => items.join("&"),
-            Style::Form if !self.explode => format!("{name}={}", items.join(",")),
-            Style::SpaceDelimited if !self.explode => format!("{name}={}", items.join("%20")),
-            Style::PipeDelimited if !self.explode => format!("{name}={}", items.join("%7C")),
-            // deepObject is defined for objects only; anything else is written as exploded form.
-            Style::Form | Style::DeepObject | Style::SpaceDelimited | Style::PipeDelimited => items
-                .iter()
-                .map(|i| format!("{name}={i}"))
-                .collect::<Vec<_>>()
-                .join("&"),
-        }
-    }
-}
+use crate::config::yaml::{self};
 
 pub struct Operation {
     pub id: String,
@@ -234,136 +98,6 @@ impl Server {
 pub struct Spec {
     pub servers: Vec<Server>,
     pub operations: Vec<Operation>,
-}
-
-/// How deep `$ref`s are followed (a recursive schema is cut there, accepting anything below).
-const MAX_REF_DEPTH: usize = 16;
-
-fn to_json(node: &Node) -> Json {
-    match &node.kind {
-        Kind::Null => Json::Null,
-        Kind::Bool(b) => Json::Bool(*b),
-        Kind::Int(i) => Json::from(*i),
-        Kind::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
-        Kind::Str(s) => Json::String(s.clone()),
-        Kind::Seq(items) => Json::Array(items.iter().map(to_json).collect()),
-        Kind::Map(entries) => Json::Object(
-            entries
-                .iter()
-                .map(|(k, v)| {
-                    let key = match &k.kind {
-                        Kind::Str(s) => s.clone(),
-                        Kind::Int(i) => i.to_string(),
-                        _ => String::new(),
-                    };
-                    (key, to_json(v))
-                })
-                .collect(),
-        ),
-    }
-}
-
-/// The most schema nodes inlining may produce, so a document that reuses schemas heavily
-/// cannot blow up at load.
-const MAX_INLINED: usize = 200_000;
-
-/// `value` with every local `$ref` replaced by what it points at. A `$ref` that comes back on
-/// its own chain (a recursive schema) is cut there and accepts anything below; one that points
-/// nowhere is an error.
-fn inline(
-    doc: &Json,
-    value: &Json,
-    chain: &mut Vec<String>,
-    budget: &mut usize,
-) -> Result<Json, String> {
-    if *budget == 0 {
-        return Err("the document's schemas expand too far to inline".into());
-    }
-    *budget -= 1;
-    Ok(match value {
-        Json::Object(map) => {
-            if let Some(Json::String(target)) = map.get("$ref") {
-                let Some(pointer) = target.strip_prefix('#') else {
-                    return Err(format!(
-                        "`$ref: {target}`: only references inside the document are followed"
-                    ));
-                };
-                if chain.iter().any(|t| t == target) || chain.len() >= MAX_REF_DEPTH {
-                    return Ok(Json::Object(Default::default()));
-                }
-                let found = doc
-                    .pointer(pointer)
-                    .ok_or_else(|| format!("`$ref: {target}` points at nothing"))?;
-                chain.push(target.clone());
-                let inlined = inline(doc, found, chain, budget);
-                chain.pop();
-                return inlined;
-            }
-            let mut out = serde_json::Map::new();
-            for (k, v) in map {
-                out.insert(k.clone(), inline(doc, v, chain, budget)?);
-            }
-            Json::Object(out)
-        }
-        Json::Array(items) => Json::Array(
-            items
-                .iter()
-                .map(|i| inline(doc, i, chain, budget))
-                .collect::<Result<_, _>>()?,
-        ),
-        other => other.clone(),
-    })
-}
-
-/// 3.0's `nullable: true` as JSON Schema says it: `null` among the types. Walks schemas only,
-/// so a property that happens to be called `nullable` is left alone.
-fn nullable_to_type(schema: &mut Json) {
-    let Json::Object(map) = schema else { return };
-    if map.get("nullable") == Some(&Json::Bool(true)) {
-        map.remove("nullable");
-        match map.get("type").cloned() {
-            Some(Json::String(t)) => {
-                map.insert("type".into(), serde_json::json!([t, "null"]));
-            }
-            _ => {
-                if let Some(Json::Array(options)) = map.get_mut("enum") {
-                    options.push(Json::Null);
-                }
-            }
-        }
-    } else if map.get("nullable") == Some(&Json::Bool(false)) {
-        map.remove("nullable");
-    }
-    for (key, value) in map.iter_mut() {
-        match key.as_str() {
-            "properties" | "patternProperties" | "definitions" | "$defs" => {
-                if let Json::Object(schemas) = value {
-                    schemas.values_mut().for_each(nullable_to_type);
-                }
-            }
-            "items" | "not" | "additionalProperties" | "contains" => nullable_to_type(value),
-            "allOf" | "anyOf" | "oneOf" | "prefixItems" => {
-                if let Json::Array(schemas) = value {
-                    schemas.iter_mut().for_each(nullable_to_type);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-fn validator(schema: &Json, v31: bool) -> Result<jsonschema::Validator, String> {
-    let mut schema = schema.clone();
-    let draft = if v31 {
-        jsonschema::Draft::Draft202012
-    } else {
-        nullable_to_type(&mut schema);
-        jsonschema::Draft::Draft4
-    };
-    jsonschema::options()
-        .with_draft(draft)
-        .build(&schema)
-        .map_err(|e| e.to_string())
 }
 
 impl Spec {
@@ -584,29 +318,6 @@ impl Spec {
             operations,
         })
     }
-}
-
-/// Where and which rule a failed validation broke — never the value itself, which may be a
-/// secret or personal data bound for a log or a dead letter.
-pub fn problems(validator: &jsonschema::Validator, instance: &Json) -> Vec<String> {
-    validator
-        .iter_errors(instance)
-        .map(|e| {
-            let at = e.instance_path().to_string();
-            let rule = e.schema_path().to_string();
-            let keyword = rule.rsplit('/').next().unwrap_or("");
-            let what = match keyword {
-                "required" => "a required property is missing".to_string(),
-                "" => "does not match".to_string(),
-                k => format!("breaks `{k}`"),
-            };
-            if at.is_empty() {
-                format!("{what} (schema {rule})")
-            } else {
-                format!("{at}: {what} (schema {rule})")
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
