@@ -394,7 +394,7 @@ mod tests {
 
     use super::*;
     use crate::core::Trail;
-    use crate::core::flow::{ProcessorSlot, run_nested};
+    use crate::core::flow::{Flow, Processed, ProcessorSlot, run_nested};
     use crate::processors::{Processor, Spec as _, split};
 
     fn json_value() -> impl Strategy<Value = serde_json::Value> {
@@ -478,5 +478,110 @@ mod tests {
                 prop_assert_eq!(partial, Some(&Value::Boolean(false)));
             }
         }
+    }
+
+    /// Records what it is given and accepts it.
+    struct Recorder(std::sync::Mutex<Vec<Message>>);
+
+    impl crate::core::Output for Arc<Recorder> {
+        async fn send(&self, message: &Message) -> crate::core::Attempt {
+            self.0.lock().unwrap().push(message.clone());
+            crate::core::Attempt::Delivered
+        }
+
+        fn reads_metadata(&self) -> bool {
+            true
+        }
+    }
+
+    /// A flow of one `aggregate` (one group for everything) into a recorder.
+    fn grouping(count: Option<usize>) -> (Arc<Flow<Processor, Arc<Recorder>>>, Arc<Recorder>) {
+        let aggregate = Config {
+            key: None,
+            count,
+            max_bytes: None,
+            until: None,
+            period: Dur(Duration::from_secs(5)),
+            reduce: None,
+            initial: None,
+            correlate: None,
+        }
+        .build(&Shared::default(), &Resources::default())
+        .unwrap();
+        let recorder = Arc::new(Recorder(Default::default()));
+        let flow = Flow::new(
+            "test".into(),
+            "input.test",
+            16,
+            vec![ProcessorSlot {
+                id: "[0].aggregate".into(),
+                processor: Processor::Aggregate(Box::new(aggregate)),
+            }],
+            vec![crate::core::flow::OutputSlot {
+                id: "output".into(),
+                output: recorder.clone(),
+                retry: crate::core::retry::RetryConfig::default().policy(false),
+                metrics: crate::core::metrics::ComponentMetrics::new("test", "output"),
+            }],
+            None,
+            None,
+        );
+        (Arc::new(flow), recorder)
+    }
+
+    /// Three messages in at once; every one's `process` answers only when the group was
+    /// delivered, and how long that takes is returned with what the output was given.
+    async fn three_in(count: Option<usize>) -> (Duration, Vec<Message>) {
+        let (flow, recorder) = grouping(count);
+        let started = tokio::time::Instant::now();
+        let members: Vec<_> = (0..3)
+            .map(|n| {
+                let flow = flow.clone();
+                tokio::spawn(async move {
+                    let value = serde_json::from_value(serde_json::json!({ "n": n })).unwrap();
+                    flow.process(Message::new(value)).await
+                })
+            })
+            .collect();
+        for member in members {
+            let processed = member.await.unwrap().unwrap();
+            assert!(matches!(processed, Processed::Delivered(_)));
+        }
+        let sent = recorder.0.lock().unwrap().clone();
+        (started.elapsed(), sent)
+    }
+
+    fn ns(group: &Message) -> Vec<i64> {
+        let Value::Array(items) = &group.value else {
+            panic!("not an array: {:?}", group.value);
+        };
+        let mut ns: Vec<i64> = items
+            .iter()
+            .map(|item| match item {
+                Value::Object(fields) => match fields["n"] {
+                    Value::Integer(n) => n,
+                    _ => panic!("no n"),
+                },
+                _ => panic!("not an object"),
+            })
+            .collect();
+        ns.sort();
+        ns
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_group_short_of_its_count_closes_after_its_period() {
+        let (waited, sent) = three_in(Some(10)).await;
+        assert_eq!(waited, Duration::from_secs(5));
+        assert_eq!(sent.len(), 1, "one message for the group");
+        assert_eq!(ns(&sent[0]), [0, 1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_group_closes_at_once() {
+        let (waited, sent) = three_in(Some(3)).await;
+        assert_eq!(waited, Duration::ZERO);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(ns(&sent[0]), [0, 1, 2]);
     }
 }
