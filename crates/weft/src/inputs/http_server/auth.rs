@@ -438,7 +438,7 @@ impl Auth {
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
-    ) -> Result<Option<vrl::value::Value>, Refused> {
+    ) -> Result<Option<crate::core::mapping::Value>, Refused> {
         match self {
             Auth::ApiKey {
                 header,

@@ -46,7 +46,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind, Validation};
 use serde::Deserialize;
-use vrl::value::Value;
+use crate::core::mapping::Value;
 
 use super::auth::Refused;
 use crate::clients::http::{ClientConfig, HttpClient};
