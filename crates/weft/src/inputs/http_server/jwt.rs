@@ -46,13 +46,13 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind, Validation};
 use serde::Deserialize;
-use crate::core::mapping::Value;
 
 use super::auth::Refused;
 use crate::clients::http::{ClientConfig, HttpClient};
 use crate::config::BuildError;
 use crate::config::Secret;
 use crate::config::units::Dur;
+use crate::core::mapping::Value;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
