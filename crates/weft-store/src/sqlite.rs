@@ -210,11 +210,57 @@ async fn add_missing_columns(conn: &mut SqliteConnection) -> Result<(), sqlx::Er
 
 impl Backend for Sqlite {
     fn health(&self) -> Health {
-        Sqlite::health(self)
+        Health {
+            failing: self
+                .health
+                .failing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            failed_commits: self.health.failed_commits.load(Ordering::Relaxed),
+            low_space: self
+                .health
+                .low_space
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
     }
 
     fn watch_free_space(&self, limit: Option<u64>) {
-        Sqlite::watch_free_space(self, limit)
+        let health = Arc::downgrade(&self.health);
+        let reads = self.reads.clone();
+        let dir = self
+            .health
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        tokio::spawn(async move {
+            loop {
+                let Some(health) = health.upgrade() else {
+                    return;
+                };
+                match room(&dir, &reads).await {
+                    Ok((available, total)) => {
+                        let floor = limit.unwrap_or((total / 20).min(64 << 20));
+                        health.floor.store(floor, Ordering::Relaxed);
+                        health
+                            .room
+                            .store(available.min(i64::MAX as u64) as i64, Ordering::Relaxed);
+                        health.measured(available, floor);
+                    }
+                    Err(e) => {
+                        // No measure, no estimate: never refuse on a guess.
+                        health.room.store(i64::MAX, Ordering::Relaxed);
+                        tracing::debug!(path = %health.path.display(), error = %e, "store: cannot read the free space")
+                    }
+                }
+                drop(health);
+                tokio::time::sleep(SPACE_EVERY).await;
+            }
+        });
     }
 
     fn enqueue<'a>(
@@ -226,9 +272,44 @@ impl Backend for Sqlite {
         order_key: Option<&'a str>,
         now_ms: i64,
     ) -> BoxFuture<'a, Result<i64, StoreError>> {
-        Box::pin(Sqlite::enqueue(
-            self, flow, id, payload, metadata, order_key, now_ms,
-        ))
+        Box::pin(async move {
+            let low_space = |available: u64, limit: u64| StoreError::Unavailable {
+                cause: Cause::LowSpace,
+                detail: format!(
+                    "{} KiB left for the store, under the floor of {} KiB",
+                    available / 1024,
+                    limit / 1024
+                ),
+            };
+            if self.health.low_now.load(Ordering::Relaxed)
+                && let Some(low) = self.health().low_space
+            {
+                return Err(low_space(low.available, low.limit));
+            }
+            // Between measures, what this message will take (in the log, then in the file) is
+            // counted against the last one: a refusal here lasts until the next measure, which
+            // decides whether the store is low on space (see `HealthCell::measured`).
+            let floor = self.health.floor.load(Ordering::Relaxed);
+            if floor > 0 {
+                let size = 2 * (payload.len() + metadata.len() + id.len() + 64) as i64;
+                let room = self.health.room.fetch_sub(size, Ordering::Relaxed) - size;
+                if room < floor as i64 {
+                    self.health.room.fetch_add(size, Ordering::Relaxed);
+                    self.health.estimate_refused.store(true, Ordering::Relaxed);
+                    return Err(low_space(room.max(0) as u64, floor));
+                }
+            }
+            self.write(|reply| Write::Enqueue {
+                flow: flow.into(),
+                id: id.into(),
+                payload: payload.into(),
+                metadata: metadata.into(),
+                order_key: order_key.map(Into::into),
+                now_ms,
+                reply,
+            })
+            .await
+        })
     }
 
     fn claim<'a>(
@@ -238,11 +319,20 @@ impl Backend for Sqlite {
         limit: u32,
         lease: Duration,
     ) -> BoxFuture<'a, Result<Vec<Queued>, StoreError>> {
-        Box::pin(Sqlite::claim(self, flow, now_ms, limit, lease))
+        Box::pin(async move {
+            self.write(|reply| Write::Claim {
+                flow: flow.into(),
+                now_ms,
+                limit,
+                lease_ms: lease.as_millis() as i64,
+                reply,
+            })
+            .await
+        })
     }
 
     fn ack<'a>(&'a self, seq: i64) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(Sqlite::ack(self, seq))
+        Box::pin(async move { self.write(|reply| Write::Ack { seq, reply }).await })
     }
 
     fn reschedule<'a>(
@@ -252,13 +342,16 @@ impl Backend for Sqlite {
         next_attempt_ms: i64,
         error: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(Sqlite::reschedule(
-            self,
-            seq,
-            attempts,
-            next_attempt_ms,
-            error,
-        ))
+        Box::pin(async move {
+            self.write(|reply| Write::Reschedule {
+                seq,
+                attempts,
+                next_attempt_ms,
+                error: error.into(),
+                reply,
+            })
+            .await
+        })
     }
 
     fn dead_letter<'a>(
@@ -268,7 +361,20 @@ impl Backend for Sqlite {
         failure: Failure,
         now_ms: i64,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(Sqlite::dead_letter(self, seq, attempts, failure, now_ms))
+        Box::pin(async move {
+            let mut failure = failure;
+            if let Some(excerpt) = &mut failure.response_excerpt {
+                truncate(excerpt, EXCERPT_MAX);
+            }
+            self.write(|reply| Write::DeadLetter {
+                seq,
+                attempts,
+                failure,
+                now_ms,
+                reply,
+            })
+            .await
+        })
     }
 
     fn replay<'a>(
@@ -276,11 +382,18 @@ impl Backend for Sqlite {
         filter: DlqFilter,
         now_ms: i64,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(Sqlite::replay(self, filter, now_ms))
+        Box::pin(async move {
+            self.write(|reply| Write::Replay {
+                filter,
+                now_ms,
+                reply,
+            })
+            .await
+        })
     }
 
     fn purge<'a>(&'a self, filter: DlqFilter) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(Sqlite::purge(self, filter))
+        Box::pin(async move { self.write(|reply| Write::Purge { filter, reply }).await })
     }
 
     fn kv_put<'a>(
@@ -290,7 +403,18 @@ impl Backend for Sqlite {
         value: &'a [u8],
         expires_at_ms: Option<i64>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(Sqlite::kv_put(self, namespace, key, value, expires_at_ms))
+        Box::pin(async move {
+            self.write(|reply| Write::KvPut {
+                namespace: namespace.into(),
+                key: key.into(),
+                value: value.into(),
+                expires_at_ms,
+                only_if_absent_at: None,
+                reply,
+            })
+            .await
+            .map(|_| ())
+        })
     }
 
     fn kv_put_if_absent<'a>(
@@ -301,14 +425,17 @@ impl Backend for Sqlite {
         expires_at_ms: Option<i64>,
         now_ms: i64,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(Sqlite::kv_put_if_absent(
-            self,
-            namespace,
-            key,
-            value,
-            expires_at_ms,
-            now_ms,
-        ))
+        Box::pin(async move {
+            self.write(|reply| Write::KvPut {
+                namespace: namespace.into(),
+                key: key.into(),
+                value: value.into(),
+                expires_at_ms,
+                only_if_absent_at: Some(now_ms),
+                reply,
+            })
+            .await
+        })
     }
 
     fn kv_claim<'a>(
@@ -319,14 +446,17 @@ impl Backend for Sqlite {
         expires_at_ms: i64,
         now_ms: i64,
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
-        Box::pin(Sqlite::kv_claim(
-            self,
-            namespace,
-            key,
-            holder,
-            expires_at_ms,
-            now_ms,
-        ))
+        Box::pin(async move {
+            self.write(|reply| Write::KvClaim {
+                namespace: namespace.into(),
+                key: key.into(),
+                holder: holder.into(),
+                expires_at_ms,
+                now_ms,
+                reply,
+            })
+            .await
+        })
     }
 
     fn kv_replace<'a>(
@@ -337,14 +467,17 @@ impl Backend for Sqlite {
         value: &'a [u8],
         expires_at_ms: Option<i64>,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(Sqlite::kv_replace(
-            self,
-            namespace,
-            key,
-            expected,
-            value,
-            expires_at_ms,
-        ))
+        Box::pin(async move {
+            self.write(|reply| Write::KvReplace {
+                namespace: namespace.into(),
+                key: key.into(),
+                expected: expected.into(),
+                value: value.into(),
+                expires_at_ms,
+                reply,
+            })
+            .await
+        })
     }
 
     fn kv_delete<'a>(
@@ -353,11 +486,19 @@ impl Backend for Sqlite {
         key: &'a str,
         only_if_value: Option<&'a [u8]>,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(Sqlite::kv_delete(self, namespace, key, only_if_value))
+        Box::pin(async move {
+            self.write(|reply| Write::KvDelete {
+                namespace: namespace.into(),
+                key: key.into(),
+                only_if_value: only_if_value.map(Into::into),
+                reply,
+            })
+            .await
+        })
     }
 
     fn kv_expire<'a>(&'a self, now_ms: i64) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(Sqlite::kv_expire(self, now_ms))
+        Box::pin(async move { self.write(|reply| Write::KvExpire { now_ms, reply }).await })
     }
 
     fn kv_get<'a>(
@@ -366,18 +507,48 @@ impl Backend for Sqlite {
         key: &'a str,
         now_ms: i64,
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
-        Box::pin(Sqlite::kv_get(self, namespace, key, now_ms))
+        Box::pin(async move {
+            Ok(sqlx::query_scalar(
+                "SELECT value FROM kv WHERE namespace = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)",
+            )
+            .bind(namespace)
+            .bind(key)
+            .bind(now_ms)
+            .fetch_optional(&self.reads)
+            .await?)
+        })
     }
 
     fn depth<'a>(&'a self, flow: &'a str) -> BoxFuture<'a, Result<Depth, StoreError>> {
-        Box::pin(Sqlite::depth(self, flow))
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(metadata)), 0), MIN(enqueued_at) FROM queue WHERE flow = ?",
+            )
+            .bind(flow)
+            .fetch_one(&self.reads)
+            .await?;
+            Ok(Depth {
+                messages: row.try_get::<i64, _>(0)? as u64,
+                bytes: row.try_get::<i64, _>(1)? as u64,
+                oldest_enqueued_at_ms: row.try_get(2)?,
+            })
+        })
     }
 
     fn count_dead_letters<'a>(
         &'a self,
         filter: &'a DlqFilter,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(Sqlite::count_dead_letters(self, filter))
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT COUNT(*) FROM dead_letters WHERE {}",
+                dlq_match(filter)
+            );
+            let n: i64 = bind_filter!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), filter)
+                .fetch_one(&self.reads)
+                .await?;
+            Ok(n as u64)
+        })
     }
 
     fn dead_letters<'a>(
@@ -385,7 +556,37 @@ impl Backend for Sqlite {
         filter: &'a DlqFilter,
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<DeadLetter>, StoreError>> {
-        Box::pin(Sqlite::dead_letters(self, filter, limit))
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT id, flow, payload, metadata, enqueued_at, failed_at, attempts, reason, last_status, response_excerpt, history
+                 FROM dead_letters WHERE {} ORDER BY failed_at, id LIMIT ?",
+                dlq_match(filter)
+            );
+            let rows = bind_filter!(sqlx::query(sqlx::AssertSqlSafe(sql)), filter)
+                .bind(limit)
+                .fetch_all(&self.reads)
+                .await?;
+            // A row that does not decode (a damaged or hand-edited file) is an error, not a panic.
+            rows.into_iter()
+                .map(|r| -> Result<DeadLetter, StoreError> {
+                    Ok(DeadLetter {
+                        id: r.try_get(0)?,
+                        flow: r.try_get(1)?,
+                        payload: r.try_get(2)?,
+                        metadata: r.try_get(3)?,
+                        enqueued_at_ms: r.try_get(4)?,
+                        failed_at_ms: r.try_get(5)?,
+                        attempts: r.try_get::<i64, _>(6)? as u32,
+                        failure: Failure {
+                            reason: r.try_get(7)?,
+                            last_status: r.try_get::<Option<i64>, _>(8)?.map(|s| s as u16),
+                            response_excerpt: r.try_get(9)?,
+                        },
+                        history: split_history(&r.try_get::<String, _>(10)?),
+                    })
+                })
+                .collect()
+        })
     }
 }
 
@@ -506,350 +707,6 @@ impl Sqlite {
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
-    }
-
-    pub fn health(&self) -> Health {
-        Health {
-            failing: self
-                .health
-                .failing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            failed_commits: self.health.failed_commits.load(Ordering::Relaxed),
-            low_space: self
-                .health
-                .low_space
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        }
-    }
-
-    pub fn watch_free_space(&self, limit: Option<u64>) {
-        let health = Arc::downgrade(&self.health);
-        let reads = self.reads.clone();
-        let dir = self
-            .health
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        tokio::spawn(async move {
-            loop {
-                let Some(health) = health.upgrade() else {
-                    return;
-                };
-                match room(&dir, &reads).await {
-                    Ok((available, total)) => {
-                        let floor = limit.unwrap_or((total / 20).min(64 << 20));
-                        health.floor.store(floor, Ordering::Relaxed);
-                        health
-                            .room
-                            .store(available.min(i64::MAX as u64) as i64, Ordering::Relaxed);
-                        health.measured(available, floor);
-                    }
-                    Err(e) => {
-                        // No measure, no estimate: never refuse on a guess.
-                        health.room.store(i64::MAX, Ordering::Relaxed);
-                        tracing::debug!(path = %health.path.display(), error = %e, "store: cannot read the free space")
-                    }
-                }
-                drop(health);
-                tokio::time::sleep(SPACE_EVERY).await;
-            }
-        });
-    }
-
-    pub async fn enqueue(
-        &self,
-        flow: &str,
-        id: &str,
-        payload: &[u8],
-        metadata: &[u8],
-        order_key: Option<&str>,
-        now_ms: i64,
-    ) -> Result<i64, StoreError> {
-        let low_space = |available: u64, limit: u64| StoreError::Unavailable {
-            cause: Cause::LowSpace,
-            detail: format!(
-                "{} KiB left for the store, under the floor of {} KiB",
-                available / 1024,
-                limit / 1024
-            ),
-        };
-        if self.health.low_now.load(Ordering::Relaxed)
-            && let Some(low) = self.health().low_space
-        {
-            return Err(low_space(low.available, low.limit));
-        }
-        // Between measures, what this message will take (in the log, then in the file) is
-        // counted against the last one: a refusal here lasts until the next measure, which
-        // decides whether the store is low on space (see `HealthCell::measured`).
-        let floor = self.health.floor.load(Ordering::Relaxed);
-        if floor > 0 {
-            let size = 2 * (payload.len() + metadata.len() + id.len() + 64) as i64;
-            let room = self.health.room.fetch_sub(size, Ordering::Relaxed) - size;
-            if room < floor as i64 {
-                self.health.room.fetch_add(size, Ordering::Relaxed);
-                self.health.estimate_refused.store(true, Ordering::Relaxed);
-                return Err(low_space(room.max(0) as u64, floor));
-            }
-        }
-        self.write(|reply| Write::Enqueue {
-            flow: flow.into(),
-            id: id.into(),
-            payload: payload.into(),
-            metadata: metadata.into(),
-            order_key: order_key.map(Into::into),
-            now_ms,
-            reply,
-        })
-        .await
-    }
-
-    pub async fn claim(
-        &self,
-        flow: &str,
-        now_ms: i64,
-        limit: u32,
-        lease: Duration,
-    ) -> Result<Vec<Queued>, StoreError> {
-        self.write(|reply| Write::Claim {
-            flow: flow.into(),
-            now_ms,
-            limit,
-            lease_ms: lease.as_millis() as i64,
-            reply,
-        })
-        .await
-    }
-
-    pub async fn ack(&self, seq: i64) -> Result<bool, StoreError> {
-        self.write(|reply| Write::Ack { seq, reply }).await
-    }
-
-    pub async fn reschedule(
-        &self,
-        seq: i64,
-        attempts: u32,
-        next_attempt_ms: i64,
-        error: &str,
-    ) -> Result<bool, StoreError> {
-        self.write(|reply| Write::Reschedule {
-            seq,
-            attempts,
-            next_attempt_ms,
-            error: error.into(),
-            reply,
-        })
-        .await
-    }
-
-    pub async fn dead_letter(
-        &self,
-        seq: i64,
-        attempts: u32,
-        mut failure: Failure,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        if let Some(excerpt) = &mut failure.response_excerpt {
-            truncate(excerpt, EXCERPT_MAX);
-        }
-        self.write(|reply| Write::DeadLetter {
-            seq,
-            attempts,
-            failure,
-            now_ms,
-            reply,
-        })
-        .await
-    }
-
-    pub async fn replay(&self, filter: DlqFilter, now_ms: i64) -> Result<u64, StoreError> {
-        self.write(|reply| Write::Replay {
-            filter,
-            now_ms,
-            reply,
-        })
-        .await
-    }
-
-    pub async fn purge(&self, filter: DlqFilter) -> Result<u64, StoreError> {
-        self.write(|reply| Write::Purge { filter, reply }).await
-    }
-
-    pub async fn kv_put(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: &[u8],
-        expires_at_ms: Option<i64>,
-    ) -> Result<(), StoreError> {
-        self.write(|reply| Write::KvPut {
-            namespace: namespace.into(),
-            key: key.into(),
-            value: value.into(),
-            expires_at_ms,
-            only_if_absent_at: None,
-            reply,
-        })
-        .await
-        .map(|_| ())
-    }
-
-    pub async fn kv_put_if_absent(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: &[u8],
-        expires_at_ms: Option<i64>,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        self.write(|reply| Write::KvPut {
-            namespace: namespace.into(),
-            key: key.into(),
-            value: value.into(),
-            expires_at_ms,
-            only_if_absent_at: Some(now_ms),
-            reply,
-        })
-        .await
-    }
-
-    pub async fn kv_claim(
-        &self,
-        namespace: &str,
-        key: &str,
-        holder: &[u8],
-        expires_at_ms: i64,
-        now_ms: i64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.write(|reply| Write::KvClaim {
-            namespace: namespace.into(),
-            key: key.into(),
-            holder: holder.into(),
-            expires_at_ms,
-            now_ms,
-            reply,
-        })
-        .await
-    }
-
-    pub async fn kv_replace(
-        &self,
-        namespace: &str,
-        key: &str,
-        expected: &[u8],
-        value: &[u8],
-        expires_at_ms: Option<i64>,
-    ) -> Result<bool, StoreError> {
-        self.write(|reply| Write::KvReplace {
-            namespace: namespace.into(),
-            key: key.into(),
-            expected: expected.into(),
-            value: value.into(),
-            expires_at_ms,
-            reply,
-        })
-        .await
-    }
-
-    pub async fn kv_delete(
-        &self,
-        namespace: &str,
-        key: &str,
-        only_if_value: Option<&[u8]>,
-    ) -> Result<bool, StoreError> {
-        self.write(|reply| Write::KvDelete {
-            namespace: namespace.into(),
-            key: key.into(),
-            only_if_value: only_if_value.map(Into::into),
-            reply,
-        })
-        .await
-    }
-
-    pub async fn kv_expire(&self, now_ms: i64) -> Result<u64, StoreError> {
-        self.write(|reply| Write::KvExpire { now_ms, reply }).await
-    }
-
-    pub async fn kv_get(
-        &self,
-        namespace: &str,
-        key: &str,
-        now_ms: i64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT value FROM kv WHERE namespace = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)",
-        )
-        .bind(namespace)
-        .bind(key)
-        .bind(now_ms)
-        .fetch_optional(&self.reads)
-        .await?)
-    }
-
-    pub async fn depth(&self, flow: &str) -> Result<Depth, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(metadata)), 0), MIN(enqueued_at) FROM queue WHERE flow = ?",
-        )
-        .bind(flow)
-        .fetch_one(&self.reads)
-        .await?;
-        Ok(Depth {
-            messages: row.try_get::<i64, _>(0)? as u64,
-            bytes: row.try_get::<i64, _>(1)? as u64,
-            oldest_enqueued_at_ms: row.try_get(2)?,
-        })
-    }
-
-    pub async fn count_dead_letters(&self, filter: &DlqFilter) -> Result<u64, StoreError> {
-        let sql = format!(
-            "SELECT COUNT(*) FROM dead_letters WHERE {}",
-            dlq_match(filter)
-        );
-        let n: i64 = bind_filter!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), filter)
-            .fetch_one(&self.reads)
-            .await?;
-        Ok(n as u64)
-    }
-
-    pub async fn dead_letters(
-        &self,
-        filter: &DlqFilter,
-        limit: u32,
-    ) -> Result<Vec<DeadLetter>, StoreError> {
-        let sql = format!(
-            "SELECT id, flow, payload, metadata, enqueued_at, failed_at, attempts, reason, last_status, response_excerpt, history
-             FROM dead_letters WHERE {} ORDER BY failed_at, id LIMIT ?",
-            dlq_match(filter)
-        );
-        let rows = bind_filter!(sqlx::query(sqlx::AssertSqlSafe(sql)), filter)
-            .bind(limit)
-            .fetch_all(&self.reads)
-            .await?;
-        // A row that does not decode (a damaged or hand-edited file) is an error, not a panic.
-        rows.into_iter()
-            .map(|r| -> Result<DeadLetter, StoreError> {
-                Ok(DeadLetter {
-                    id: r.try_get(0)?,
-                    flow: r.try_get(1)?,
-                    payload: r.try_get(2)?,
-                    metadata: r.try_get(3)?,
-                    enqueued_at_ms: r.try_get(4)?,
-                    failed_at_ms: r.try_get(5)?,
-                    attempts: r.try_get::<i64, _>(6)? as u32,
-                    failure: Failure {
-                        reason: r.try_get(7)?,
-                        last_status: r.try_get::<Option<i64>, _>(8)?.map(|s| s as u16),
-                        response_excerpt: r.try_get(9)?,
-                    },
-                    history: split_history(&r.try_get::<String, _>(10)?),
-                })
-            })
-            .collect()
     }
 }
 
