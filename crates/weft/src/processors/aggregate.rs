@@ -263,8 +263,13 @@ impl crate::core::Processor for Aggregate {
                 }
             };
             let mut state = open.state.lock().unwrap_or_else(|e| e.into_inner());
-            if state.taken {
-                // Closed between the lookup and now: this message belongs to the next group.
+            if state.taken || state.complete {
+                // Closed between the lookup and now, or complete and about to be taken out of
+                // the open ones by the message that completed it: this message belongs to the
+                // next group. (Joining a complete group would make it one too big and leave the
+                // next one short, waiting for its period.)
+                drop(state);
+                self.close(&key, &open);
                 continue;
             }
             let order = if self.correlate {
@@ -494,9 +499,9 @@ mod tests {
         }
     }
 
-    /// A flow of one `aggregate` (one group for everything) into a recorder.
-    fn grouping(count: Option<usize>) -> (Arc<Flow<Processor, Arc<Recorder>>>, Arc<Recorder>) {
-        let aggregate = Config {
+    /// One group for everything, closed at `count` or after 5 s.
+    fn one_group(count: Option<usize>) -> Aggregate {
+        Config {
             key: None,
             count,
             max_bytes: None,
@@ -507,7 +512,12 @@ mod tests {
             correlate: None,
         }
         .build(&Shared::default(), &Resources::default())
-        .unwrap();
+        .unwrap()
+    }
+
+    /// A flow of one `aggregate` (one group for everything) into a recorder.
+    fn grouping(count: Option<usize>) -> (Arc<Flow<Processor, Arc<Recorder>>>, Arc<Recorder>) {
+        let aggregate = one_group(count);
         let recorder = Arc::new(Recorder(Default::default()));
         let flow = Flow::new(
             "test".into(),
@@ -583,5 +593,43 @@ mod tests {
         assert_eq!(waited, Duration::ZERO);
         assert_eq!(sent.len(), 1);
         assert_eq!(ns(&sent[0]), [0, 1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_never_joins_a_group_already_complete() {
+        let aggregate = one_group(Some(2));
+        let n =
+            |n: i64| -> Value { serde_json::from_value(serde_json::json!({ "n": n })).unwrap() };
+        // The moment between a message completing a group and taking it out of the open ones.
+        let full = Arc::new(Open {
+            state: Mutex::new(Gathered {
+                items: vec![(0, n(0)), (1, n(1))],
+                expected: Some(2),
+                complete: true,
+                ..Default::default()
+            }),
+            complete: Notify::new(),
+            group: Group::new(),
+        });
+        aggregate
+            .groups
+            .lock()
+            .unwrap()
+            .insert(String::new(), full.clone());
+        let mut trail = Trail::default();
+        let mut cx = Context {
+            flow: "test",
+            store: None,
+            trail: &mut trail,
+            tap: None,
+        };
+        let step = crate::core::Processor::process(&aggregate, Message::new(n(2)), &mut cx)
+            .await
+            .unwrap();
+        let Step::One(next) = step else {
+            panic!("the message joined the complete group instead of starting the next one");
+        };
+        assert_eq!(ns(&next), [2]);
+        assert_eq!(full.state.lock().unwrap().items.len(), 2);
     }
 }
