@@ -19,6 +19,9 @@ pub struct DeError {
     /// Field path from the deserialized root, innermost last.
     pub path: Vec<String>,
     pub suggestion: Option<String>,
+    /// For an unknown variant: the known ones, so a plain value (`delivery: durabel`) can be
+    /// told apart from a component kind in the message.
+    variants: Option<&'static [&'static str]>,
 }
 
 impl DeError {
@@ -51,6 +54,7 @@ impl de::Error for DeError {
             loc: None,
             path: Vec::new(),
             suggestion: None,
+            variants: None,
         }
     }
 
@@ -69,6 +73,7 @@ impl de::Error for DeError {
             expected.join(", ")
         ));
         e.suggestion = did_you_mean(variant, expected.iter().copied());
+        e.variants = Some(expected);
         e
     }
 }
@@ -80,6 +85,16 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c.to_string())
+}
+
+/// `` `a`, `b` or `c` ``.
+fn alternatives(words: &[&str]) -> String {
+    let quoted: Vec<String> = words.iter().map(|w| format!("`{w}`")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => "nothing".into(),
+    }
 }
 
 /// Deserializes `T` from `node`, attaching location and path to any error.
@@ -405,7 +420,13 @@ impl<'de> de::EnumAccess<'de> for EnumDe<'de> {
         let name = NodeDe(self.variant).scalar_string().unwrap_or_default();
         let variant = seed
             .deserialize(NodeDe(self.variant))
-            .map_err(|e| e.at(self.variant.loc))?;
+            .map_err(|mut e| {
+                // A bare word names a value (`delivery: durable`), not a component with settings.
+                if let (None, Some(expected)) = (self.value, e.variants) {
+                    e.message = format!("unknown value `{name}`; use {}", alternatives(expected));
+                }
+                e.at(self.variant.loc)
+            })?;
         Ok((
             variant,
             VariantDe {

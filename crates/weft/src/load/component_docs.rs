@@ -638,7 +638,6 @@ fn article(noun: &str) -> &'static str {
 mod tests {
     use super::*;
     use crate::config::{env, yaml};
-    use crate::load::FLOW_KEYS;
 
     fn schema() -> Value {
         serde_json::from_str(&super::super::schema::generate()).expect("the schema is JSON")
@@ -743,9 +742,13 @@ mod tests {
             panic!("the example is not a mapping");
         };
         if !top.contains_key("flows") {
-            let flow: Map<String, Value> = FLOW_KEYS
-                .iter()
-                .filter_map(|k| top.remove(*k).map(|v| (k.to_string(), v)))
+            let flow_keys = schema()["$defs"]["Flow"]["properties"]
+                .as_object()
+                .expect("the schema describes a flow")
+                .clone();
+            let flow: Map<String, Value> = flow_keys
+                .keys()
+                .filter_map(|k| top.remove(k).map(|v| (k.clone(), v)))
                 .collect();
             top.insert(
                 "flows".into(),

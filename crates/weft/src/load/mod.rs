@@ -9,6 +9,7 @@
 #[cfg(test)]
 mod component_docs;
 pub mod schema;
+mod shape;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,10 +19,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use tracing::level_filters::LevelFilter;
 
-use crate::clients::Resources;
-use crate::clients::Shared;
-use crate::config::de::{self, did_you_mean, from_node};
-use crate::config::units::{self, Dur};
+use crate::clients::{self, Resources, Shared};
+use crate::config::de::{self, from_node};
 use crate::config::yaml::{self, Kind, Loc, Node, Style};
 use crate::config::{BuildError, ConfigError, env};
 use crate::core::durable::Limits;
@@ -89,70 +88,6 @@ pub struct Loaded {
     pub resources_text: String,
 }
 
-/// `delivery:` on a flow.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-enum DeliveryMode {
-    /// In memory; the input is acked after every output accepted.
-    #[default]
-    Direct,
-    /// Through the store; the input is acked once the message is committed.
-    Durable,
-}
-
-/// `durability:` at the top level: what a commit to the store survives.
-#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-enum DurabilityConfig {
-    Process,
-    Power,
-}
-
-/// `ordering:` on a flow.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct OrderingConfig {
-    /// A VRL expression over the incoming message: messages with the same key are delivered
-    /// one at a time, in the order they were accepted.
-    by_key: String,
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct AdminConfig {
-    /// `host:port` of the admin endpoint (`/metrics`, `/health`, the DLQ API).
-    #[serde(default)]
-    address: Option<String>,
-    /// The bearer token every admin request must carry; required off loopback.
-    #[serde(default)]
-    token: Option<crate::config::Secret>,
-    /// Serve the admin endpoint over HTTPS; see [`crate::server::tls`].
-    #[serde(default)]
-    tls: Option<crate::server::tls::TlsConfig>,
-}
-
-const TOP_KEYS: &[&str] = &[
-    "flows",
-    "admin",
-    "shutdown_timeout",
-    "durability",
-    "disk_free_limit",
-    "resources",
-    "outbound",
-    "tracing",
-];
-const FLOW_KEYS: &[&str] = &[
-    "input",
-    "pipeline",
-    "output",
-    "outputs",
-    "concurrency",
-    "delivery",
-    "max_queued",
-    "max_queued_bytes",
-    "ordering",
-    "log_level",
-];
 const DEFAULT_MAX_QUEUED: u64 = 100_000;
 const DEFAULT_MAX_QUEUED_BYTES: u64 = 256 << 20;
 const DEFAULT_CONCURRENCY: u32 = 256;
@@ -249,8 +184,8 @@ struct Loader<'a> {
     admin_address: Option<std::net::SocketAddr>,
     admin_token: Option<crate::config::Secret>,
     admin_tls: Option<std::sync::Arc<crate::server::tls::Tls>>,
-    admin_seen: bool,
-    outbound_seen: bool,
+    /// The top-level keys one file may set (`admin`, `outbound`, `tracing`) set so far.
+    set_once: std::collections::HashSet<String>,
     shutdown_timeout: Option<Duration>,
     durability: Option<Durability>,
     disk_free_limit: Option<u64>,
@@ -263,7 +198,6 @@ struct Loader<'a> {
     /// What every flow depends on, canonical (see [`Loaded::shared`]).
     shared_settings: String,
     tracing: Option<crate::telemetry::TracingConfig>,
-    tracing_seen: bool,
     resources_text: String,
 }
 
@@ -413,8 +347,7 @@ impl<'a> Loader<'a> {
             admin_address: None,
             admin_token: None,
             admin_tls: None,
-            admin_seen: false,
-            outbound_seen: false,
+            set_once: Default::default(),
             shutdown_timeout: None,
             durability: None,
             disk_free_limit: None,
@@ -425,7 +358,6 @@ impl<'a> Loader<'a> {
             resources: Resources::default(),
             shared_settings: String::new(),
             tracing: None,
-            tracing_seen: false,
             resources_text: String::new(),
         }
     }
@@ -468,142 +400,125 @@ impl<'a> Loader<'a> {
             // `annotate_env_errors` adds the flow and component once the tree has been walked.
             self.errors.push(ctx.error(e.loc, "", e.message));
         }
-        let Kind::Map(entries) = &root.kind else {
+        if !matches!(root.kind, Kind::Map(_)) {
             self.errors.push(ctx.error(
                 root.loc,
                 "",
                 "a config file is a mapping with a `flows:` key",
             ));
             return;
-        };
-        let mut has_flows = false;
-        for (key, value) in entries {
-            let name = match &key.kind {
-                Kind::Str(s) => s.as_str(),
-                _ => "",
-            };
-            match name {
-                "flows" => {
-                    has_flows = true;
-                    self.flows_node(&mut ctx, value);
-                }
-                // Built by `resources`, before any flow.
-                "resources" => self
-                    .shared_settings
-                    .push_str(&format!("resources:{}\n", value.canonical())),
-                "admin" => {
-                    let seen = std::mem::replace(&mut self.admin_seen, true);
-                    let Some(admin) = self.once::<AdminConfig>(&ctx, key, value, seen) else {
-                        continue;
-                    };
-                    self.admin_token = admin.token;
-                    match admin.tls.as_ref().map(|t| t.load()) {
-                        None => {}
-                        Some(Ok(tls)) => self.admin_tls = Some(std::sync::Arc::new(tls)),
-                        Some(Err(errors)) => {
-                            let at = find(value, "tls").unwrap_or(value);
-                            for e in errors {
-                                let field = e.field.trim_start_matches("tls.").to_string();
-                                self.errors.push(ctx.error(
-                                    find(at, &field).unwrap_or(at).loc,
-                                    &format!("admin.{}", e.field),
-                                    e.message,
-                                ));
-                            }
-                        }
-                    }
-                    match admin.address.as_deref().map(str::parse) {
-                        None => {}
-                        Some(Ok(address)) => self.admin_address = Some(address),
-                        Some(Err(_)) => self.errors.push(ctx.error(
-                            find(value, "address").unwrap_or(value).loc,
-                            "admin.address",
-                            format!(
-                                "`{}` is not an `ip:port` address like 127.0.0.1:9464",
-                                admin.address.as_deref().unwrap_or_default()
-                            ),
-                        )),
-                    }
-                }
-                "tracing" => {
-                    let seen = std::mem::replace(&mut self.tracing_seen, true);
-                    if let Some(tracing) =
-                        self.once::<crate::telemetry::TracingConfig>(&ctx, key, value, seen)
-                    {
-                        self.tracing = Some(tracing);
-                    }
-                }
-                "outbound" => {
-                    self.shared_settings
-                        .push_str(&format!("outbound:{}\n", value.canonical()));
-                    let seen = std::mem::replace(&mut self.outbound_seen, true);
-                    let Some(outbound) = self
-                        .once::<crate::clients::outbound::OutboundConfig>(&ctx, key, value, seen)
-                    else {
-                        continue;
-                    };
-                    match outbound.build() {
-                        Ok(rules) => self.shared.http.set_outbound(rules),
-                        Err(errors) => self.errors.extend(errors.into_iter().map(|e| {
-                            let (list, index) = e.field.split_once('.').unwrap_or((&e.field, ""));
-                            let at = find(value, list)
-                                .and_then(|l| match (&l.kind, index.parse::<usize>()) {
-                                    (Kind::Seq(items), Ok(i)) => items.get(i),
-                                    _ => None,
-                                })
-                                .unwrap_or(value);
-                            ctx.error(at.loc, &format!("outbound.{}", e.field), e.message)
-                        })),
-                    }
-                }
-                "durability" => match from_node::<DurabilityConfig>(value) {
-                    Ok(d) => {
-                        self.durability = Some(match d {
-                            DurabilityConfig::Process => Durability::Process,
-                            DurabilityConfig::Power => Durability::Power,
-                        })
-                    }
-                    Err(e) => self.errors.push(ctx.error(
-                        value.loc,
-                        "durability",
-                        format!("{} (use `process` or `power`)", e.message),
-                    )),
-                },
-                "disk_free_limit" => match from_node::<units::Size>(value) {
-                    Ok(size) => self.disk_free_limit = Some(size.0),
-                    Err(e) => self
-                        .errors
-                        .push(ctx.error(value.loc, "disk_free_limit", e.message)),
-                },
-                "shutdown_timeout" => match from_node::<Dur>(value) {
-                    Ok(d) => self.shutdown_timeout = Some(d.0),
-                    Err(e) => self
-                        .errors
-                        .push(ctx.error(value.loc, "shutdown_timeout", e.message)),
-                },
-                other => {
-                    let mut err = ctx.error(
-                        key.loc,
-                        other,
-                        format!(
-                            "unknown top-level key `{other}`; expected one of: {}",
-                            TOP_KEYS.join(", ")
-                        ),
-                    );
-                    err.suggestion = did_you_mean(other, TOP_KEYS.iter().copied());
-                    self.errors.push(err);
-                }
+        }
+        // `resources` are built by [`Loader::resources`], before any flow.
+        for key in ["resources", "outbound"] {
+            if let Some(value) = root.get(key) {
+                let line = format!("{key}:{}\n", value.canonical());
+                self.shared_settings.push_str(&line);
             }
         }
-        if !has_flows {
-            self.errors.push(ctx.error(
+        match from_node::<shape::File>(&root) {
+            Ok(shape) => self.top_level(&ctx, &root, shape),
+            Err(e) => self.errors.push(ctx.de_error(e, false)),
+        }
+        match root.get("flows") {
+            Some(flows) => self.flows_node(&mut ctx, flows),
+            None => self.errors.push(ctx.error(
                 root.loc,
                 "flows",
                 "no `flows:` key; a config file defines its flows under `flows:`",
-            ));
+            )),
         }
         // Reference env errors to flows: re-walk is cheap and keeps substitution simple.
         annotate_env_errors(&mut self.errors, file, &root);
+    }
+
+    /// The file's settings besides its flows and resources.
+    fn top_level(&mut self, ctx: &Ctx, root: &Node, shape: shape::File) {
+        if let Some(admin) = shape.admin
+            && self.first_to_set(ctx, root, "admin")
+        {
+            let value = root.get("admin").expect("deserialized from it");
+            self.admin_token = admin.token;
+            match admin.tls.as_ref().map(|t| t.load()) {
+                None => {}
+                Some(Ok(tls)) => self.admin_tls = Some(std::sync::Arc::new(tls)),
+                Some(Err(errors)) => {
+                    let at = find(value, "tls").unwrap_or(value);
+                    for e in errors {
+                        let field = e.field.trim_start_matches("tls.").to_string();
+                        self.errors.push(ctx.error(
+                            find(at, &field).unwrap_or(at).loc,
+                            &format!("admin.{}", e.field),
+                            e.message,
+                        ));
+                    }
+                }
+            }
+            match admin.address.as_deref().map(str::parse) {
+                None => {}
+                Some(Ok(address)) => self.admin_address = Some(address),
+                Some(Err(_)) => self.errors.push(ctx.error(
+                    find(value, "address").unwrap_or(value).loc,
+                    "admin.address",
+                    format!(
+                        "`{}` is not an `ip:port` address like 127.0.0.1:9464",
+                        admin.address.as_deref().unwrap_or_default()
+                    ),
+                )),
+            }
+        }
+        if let Some(tracing) = shape.tracing
+            && self.first_to_set(ctx, root, "tracing")
+        {
+            self.tracing = Some(tracing);
+        }
+        if let Some(outbound) = shape.outbound
+            && self.first_to_set(ctx, root, "outbound")
+        {
+            let value = root.get("outbound").expect("deserialized from it");
+            match outbound.build() {
+                Ok(rules) => self.shared.http.set_outbound(rules),
+                Err(errors) => self.errors.extend(errors.into_iter().map(|e| {
+                    let (list, index) = e.field.split_once('.').unwrap_or((&e.field, ""));
+                    let at = find(value, list)
+                        .and_then(|l| match (&l.kind, index.parse::<usize>()) {
+                            (Kind::Seq(items), Ok(i)) => items.get(i),
+                            _ => None,
+                        })
+                        .unwrap_or(value);
+                    ctx.error(at.loc, &format!("outbound.{}", e.field), e.message)
+                })),
+            }
+        }
+        if let Some(durability) = shape.durability {
+            self.durability = Some(durability.into());
+        }
+        if let Some(limit) = shape.disk_free_limit {
+            self.disk_free_limit = Some(limit.0);
+        }
+        if let Some(timeout) = shape.shutdown_timeout {
+            self.shutdown_timeout = Some(timeout.0);
+        }
+    }
+
+    /// Whether this is the first file to set `key` (`admin`, `outbound`, `tracing`: one file
+    /// sets each); if not, that is reported at the key.
+    fn first_to_set(&mut self, ctx: &Ctx, root: &Node, key: &str) -> bool {
+        if self.set_once.insert(key.to_string()) {
+            return true;
+        }
+        let loc = match &root.kind {
+            Kind::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| matches!(&k.kind, Kind::Str(s) if s == key))
+                .map_or(root.loc, |(k, _)| k.loc),
+            _ => root.loc,
+        };
+        self.errors.push(ctx.error(
+            loc,
+            key,
+            format!("`{key}` is set in more than one file"),
+        ));
+        false
     }
 
     /// Builds the `resources:` of one file. Variables are substituted as for flows; their
@@ -622,57 +537,39 @@ impl<'a> Loader<'a> {
             flow: None,
             component: None,
         };
+        if let Err(e) = from_node::<shape::Resources>(node) {
+            let mut err = ctx.de_error(e, false);
+            err.field = format!("resources.{}", err.field)
+                .trim_end_matches('.')
+                .to_string();
+            self.errors.push(err);
+            return;
+        }
         let Kind::Map(kinds) = &node.kind else {
-            self.errors.push(ctx.error(
-                node.loc,
-                "resources",
-                "`resources` is a mapping with `auth`, `rate_limits`, `circuit_breakers`, `sql` and `caches`",
-            ));
             return;
         };
-        const KINDS: &[&str] = &["auth", "rate_limits", "circuit_breakers", "sql", "caches"];
-        for (key, items) in kinds {
-            let kind = match &key.kind {
-                Kind::Str(k) if KINDS.contains(&k.as_str()) => k.as_str(),
-                Kind::Str(k) => {
-                    let mut err = ctx.error(
-                        key.loc,
-                        &format!("resources.{k}"),
-                        format!(
-                            "unknown resource kind `{k}`; expected one of: {}",
-                            KINDS.join(", ")
-                        ),
-                    );
-                    err.suggestion = did_you_mean(k, KINDS.iter().copied());
-                    self.errors.push(err);
-                    continue;
-                }
-                _ => continue,
-            };
-            let Kind::Map(entries) = &items.kind else {
-                self.errors.push(ctx.error(
-                    items.loc,
-                    &format!("resources.{kind}"),
-                    format!("`resources.{kind}` is a mapping of names to definitions"),
-                ));
+        let shared = self.shared;
+        for (kind, items) in kinds {
+            let (Kind::Str(kind), Kind::Map(entries)) = (&kind.kind, &items.kind) else {
                 continue;
             };
             for (name, item) in entries {
                 let Kind::Str(name) = &name.kind else {
                     continue;
                 };
-                let mut ctx = Ctx {
+                let ctx = Ctx {
                     file,
                     text,
                     flow: None,
                     component: Some(format!("resources.{kind}.{name}")),
                 };
-                let duplicate = match kind {
-                    "auth" => self.resources.auth.contains_key(name),
-                    "rate_limits" => self.resources.rate_limits.contains_key(name),
-                    "sql" => self.resources.sql.contains_key(name),
-                    "caches" => self.resources.caches.contains_key(name),
-                    _ => self.resources.circuit_breakers.contains_key(name),
+                let resources = &self.resources;
+                let duplicate = match kind.as_str() {
+                    "auth" => resources.auth.contains_key(name),
+                    "rate_limits" => resources.rate_limits.contains_key(name),
+                    "sql" => resources.sql.contains_key(name),
+                    "caches" => resources.caches.contains_key(name),
+                    _ => resources.circuit_breakers.contains_key(name),
                 };
                 if duplicate {
                     self.errors.push(ctx.error(
@@ -682,60 +579,65 @@ impl<'a> Loader<'a> {
                     ));
                     continue;
                 }
-                if kind == "auth" {
-                    match from_node::<crate::clients::auth::Config>(item) {
-                        Ok(config) => match config.build(name, &self.shared.http) {
-                            Ok(profile) => {
-                                self.resources.auth.insert(name.clone(), Arc::new(profile));
-                            }
-                            Err(errs) => self.errors.extend(ctx.build_errors(item, errs)),
-                        },
-                        Err(e) => self.errors.push(ctx.de_error(e, false)),
+                let name = name.clone();
+                match kind.as_str() {
+                    "auth" => {
+                        let built = self.resource(&ctx, item, |c: clients::auth::Config| {
+                            c.build(&name, &shared.http)
+                        });
+                        if let Some(profile) = built {
+                            self.resources.auth.insert(name, Arc::new(profile));
+                        }
                     }
-                } else if kind == "sql" {
-                    match from_node::<crate::clients::sql::Config>(item) {
-                        Ok(config) => match config.build(name) {
-                            Ok(db) => {
-                                self.resources.sql.insert(name.clone(), Arc::new(db));
-                            }
-                            Err(errs) => self.errors.extend(ctx.build_errors(item, errs)),
-                        },
-                        Err(e) => self.errors.push(ctx.de_error(e, false)),
+                    "sql" => {
+                        let built = self.resource(&ctx, item, |c: clients::sql::Config| {
+                            c.build(&name)
+                        });
+                        if let Some(db) = built {
+                            self.resources.sql.insert(name, Arc::new(db));
+                        }
                     }
-                } else if kind == "caches" {
-                    match from_node::<crate::clients::cache::Config>(item) {
-                        Ok(config) => match config.build() {
-                            Ok(cache) => {
-                                self.resources.caches.insert(name.clone(), cache);
-                            }
-                            Err(errs) => self.errors.extend(ctx.build_errors(item, errs)),
-                        },
-                        Err(e) => self.errors.push(ctx.de_error(e, false)),
+                    "caches" => {
+                        let built =
+                            self.resource(&ctx, item, |c: clients::cache::Config| c.build());
+                        if let Some(cache) = built {
+                            self.resources.caches.insert(name, cache);
+                        }
                     }
-                } else if kind == "circuit_breakers" {
-                    match from_node::<crate::clients::circuit::Config>(item) {
-                        Ok(config) => match config.build(name) {
-                            Ok(breaker) => {
-                                self.resources
-                                    .circuit_breakers
-                                    .insert(name.clone(), breaker);
-                            }
-                            Err(errs) => self.errors.extend(ctx.build_errors(item, errs)),
-                        },
-                        Err(e) => self.errors.push(ctx.de_error(e, false)),
+                    "circuit_breakers" => {
+                        let built = self.resource(&ctx, item, |c: clients::circuit::Config| {
+                            c.build(&name)
+                        });
+                        if let Some(breaker) = built {
+                            self.resources.circuit_breakers.insert(name, breaker);
+                        }
                     }
-                } else {
-                    match from_node::<crate::clients::rate_limit::Config>(item) {
-                        Ok(config) => match config.build() {
-                            Ok(limit) => {
-                                self.resources.rate_limits.insert(name.clone(), limit);
-                            }
-                            Err(errs) => self.errors.extend(ctx.build_errors(item, errs)),
-                        },
-                        Err(e) => self.errors.push(ctx.de_error(e, false)),
+                    _ => {
+                        let built =
+                            self.resource(&ctx, item, |c: clients::rate_limit::Config| c.build());
+                        if let Some(limit) = built {
+                            self.resources.rate_limits.insert(name, limit);
+                        }
                     }
                 }
-                ctx.component = None;
+            }
+        }
+    }
+
+    /// One resource definition, deserialized and built, or `None` with its errors reported.
+    fn resource<C: for<'de> Deserialize<'de>, R>(
+        &mut self,
+        ctx: &Ctx,
+        item: &Node,
+        build: impl FnOnce(C) -> Result<R, Vec<BuildError>>,
+    ) -> Option<R> {
+        match from_node::<C>(item) {
+            Ok(config) => build(config)
+                .map_err(|errs| self.errors.extend(ctx.build_errors(item, errs)))
+                .ok(),
+            Err(e) => {
+                self.errors.push(ctx.de_error(e, false));
+                None
             }
         }
     }
@@ -773,121 +675,47 @@ impl<'a> Loader<'a> {
     }
 
     fn flow(&mut self, ctx: &mut Ctx, name: &str, node: &Node) -> Option<FlowSpec> {
-        let Kind::Map(entries) = &node.kind else {
+        if !matches!(node.kind, Kind::Map(_)) {
             self.errors.push(ctx.error(
                 node.loc,
                 "",
                 "a flow is a mapping with `input`, `pipeline` and `output`",
             ));
             return None;
-        };
-        let before = self.errors.len();
-        for (key, _) in entries {
-            if let Kind::Str(k) = &key.kind
-                && !FLOW_KEYS.contains(&k.as_str())
-            {
-                let mut err = ctx.error(
-                    key.loc,
-                    k,
-                    format!(
-                        "unknown flow key `{k}`; expected one of: {}",
-                        FLOW_KEYS.join(", ")
-                    ),
-                );
-                err.suggestion = did_you_mean(k, FLOW_KEYS.iter().copied());
-                self.errors.push(err);
-            }
         }
-        let mode = match node.get("delivery") {
-            None => DeliveryMode::Direct,
-            Some(n) => from_node::<DeliveryMode>(n).unwrap_or_else(|e| {
-                self.errors.push(ctx.error(
-                    n.loc,
-                    "delivery",
-                    format!("{} (use `direct` or `durable`)", e.message),
-                ));
-                DeliveryMode::Direct
-            }),
-        };
-        let max_queued = match node.get("max_queued") {
-            None => DEFAULT_MAX_QUEUED,
-            Some(n) => from_node::<u64>(n).unwrap_or_else(|e| {
-                self.errors.push(ctx.error(n.loc, "max_queued", e.message));
-                DEFAULT_MAX_QUEUED
-            }),
-        };
-        let max_queued_bytes = match node.get("max_queued_bytes") {
-            None => DEFAULT_MAX_QUEUED_BYTES,
-            Some(n) => match from_node::<units::Size>(n) {
-                Ok(s) => s.0,
-                Err(e) => {
-                    self.errors
-                        .push(ctx.error(n.loc, "max_queued_bytes", e.message));
-                    DEFAULT_MAX_QUEUED_BYTES
-                }
-            },
-        };
-        let concurrency = match node.get("concurrency") {
-            // Direct: messages in flight at once. Durable: delivery workers.
-            None if mode == DeliveryMode::Durable => DEFAULT_WORKERS,
-            None => DEFAULT_CONCURRENCY,
-            Some(n) => match from_node::<u32>(n) {
-                Ok(c) if c > 0 => c,
-                _ => {
-                    self.errors.push(ctx.error(
-                        n.loc,
-                        "concurrency",
-                        "concurrency is a whole number above zero",
-                    ));
-                    DEFAULT_CONCURRENCY
-                }
-            },
-        };
-
-        let log_level = node.get("log_level").and_then(|n| {
-            match from_node::<String>(n)
-                .ok()
-                .and_then(|l| l.parse::<LevelFilter>().ok())
-            {
-                Some(level) => Some(level),
-                None => {
-                    self.errors.push(ctx.error(
-                        n.loc,
-                        "log_level",
-                        "log_level is one of error, warn, info, debug, trace, off",
-                    ));
-                    None
-                }
-            }
+        let before = self.errors.len();
+        // A flow whose own settings are wrong still has its components checked.
+        let shape = from_node::<shape::Flow>(node).unwrap_or_else(|e| {
+            self.errors.push(ctx.de_error(e, false));
+            shape::Flow::default()
         });
-
-        let order_by = node.get("ordering").and_then(|n| {
-            let config = from_node::<OrderingConfig>(n)
-                .map_err(|e| {
-                    let field = join_path(&e.path);
-                    let field = if field.is_empty() {
-                        "ordering".to_string()
-                    } else {
-                        format!("ordering.{field}")
-                    };
-                    let mut err = ctx.error(
-                        e.loc.unwrap_or(n.loc),
-                        &field,
-                        format!("{} (write `ordering: {{ by_key: <VRL expression> }}`)", e.message),
-                    );
-                    err.suggestion = e.suggestion;
-                    self.errors.push(err);
-                })
-                .ok()?;
-            if mode != DeliveryMode::Durable {
+        let durable = shape.delivery == shape::Delivery::Durable;
+        let concurrency = match shape.concurrency {
+            // Direct: messages in flight at once. Durable: delivery workers.
+            None if durable => DEFAULT_WORKERS,
+            None => DEFAULT_CONCURRENCY,
+            Some(0) => {
+                let at = find(node, "concurrency").unwrap_or(node);
                 self.errors.push(ctx.error(
-                    n.loc,
+                    at.loc,
+                    "concurrency",
+                    "concurrency is a whole number above zero",
+                ));
+                DEFAULT_CONCURRENCY
+            }
+            Some(c) => c,
+        };
+        let order_by = shape.ordering.and_then(|ordering| {
+            if !durable {
+                let at = find(node, "ordering").unwrap_or(node);
+                self.errors.push(ctx.error(
+                    at.loc,
                     "ordering",
                     "`ordering` needs `delivery: durable` (a direct flow keeps its input's order only with `concurrency: 1`)",
                 ));
                 return None;
             }
-            Mapping::compile(&config.by_key)
+            Mapping::compile(&ordering.by_key)
                 .map_err(|d| {
                     let errs = BuildError::from_diagnostics("ordering.by_key", d);
                     self.errors.extend(ctx.build_errors(node, errs));
@@ -905,34 +733,21 @@ impl<'a> Loader<'a> {
         };
 
         let mut processors = Vec::new();
-        if let Some(pipeline) = node.get("pipeline") {
-            match &pipeline.kind {
-                Kind::Seq(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        let id = format!("pipeline[{i}].{}", component_kind(item));
-                        ctx.component = Some(id.clone());
-                        match from_node::<ProcessorConfig>(item) {
-                            Ok(config) => match config.build(self.shared, &self.resources) {
-                                Ok(p) => processors.push((id, p)),
-                                Err(errs) => {
-                                    self.errors.extend(ctx.build_errors(settings(item), errs))
-                                }
-                            },
-                            Err(e) => self.errors.push(ctx.de_error(e, true)),
-                        }
-                    }
+        if let Some(Kind::Seq(items)) = node.get("pipeline").map(|p| &p.kind) {
+            for (i, item) in items.iter().enumerate() {
+                let id = format!("pipeline[{i}].{}", component_kind(item));
+                ctx.component = Some(id.clone());
+                match from_node::<ProcessorConfig>(item) {
+                    Ok(config) => match config.build(self.shared, &self.resources) {
+                        Ok(p) => processors.push((id, p)),
+                        Err(errs) => self.errors.extend(ctx.build_errors(settings(item), errs)),
+                    },
+                    Err(e) => self.errors.push(ctx.de_error(e, true)),
                 }
-                Kind::Null => {}
-                _ => self.errors.push(ctx.error(
-                    pipeline.loc,
-                    "pipeline",
-                    "`pipeline` is a list of processors",
-                )),
             }
         }
 
         let mut outputs = Vec::new();
-        let durable = mode == DeliveryMode::Durable;
         match (node.get("output"), node.get("outputs")) {
             (Some(_), Some(n)) => self.errors.push(ctx.error(
                 n.loc,
@@ -957,11 +772,13 @@ impl<'a> Loader<'a> {
                         }
                     }
                 }
-                _ => self.errors.push(ctx.error(
+                // Not a list: the flow's shape said so already.
+                Kind::Seq(_) => self.errors.push(ctx.error(
                     n.loc,
                     "outputs",
                     "`outputs` is a non-empty list of outputs",
                 )),
+                _ => {}
             },
         }
         ctx.component = None;
@@ -969,9 +786,11 @@ impl<'a> Loader<'a> {
         if self.errors.len() > before {
             return None;
         }
-        let durable = (mode == DeliveryMode::Durable).then_some(Limits {
-            max_messages: max_queued,
-            max_bytes: max_queued_bytes,
+        let durable = durable.then_some(Limits {
+            max_messages: shape.max_queued.unwrap_or(DEFAULT_MAX_QUEUED),
+            max_bytes: shape
+                .max_queued_bytes
+                .map_or(DEFAULT_MAX_QUEUED_BYTES, |s| s.0),
         });
         if durable.is_some()
             && let Input::HttpServer(endpoint) = &input
@@ -998,43 +817,9 @@ impl<'a> Loader<'a> {
             outputs,
             durable,
             order_by,
-            log_level,
+            log_level: shape.log_level.map(LevelFilter::from),
             fingerprint: node.canonical(),
         })
-    }
-
-    /// A top-level block that only one file may set (`admin`, `outbound`): its config, or
-    /// `None` with the errors reported (its own, or that another file set it already).
-    fn once<T: for<'de> serde::Deserialize<'de>>(
-        &mut self,
-        ctx: &Ctx,
-        key: &Node,
-        value: &Node,
-        seen: bool,
-    ) -> Option<T> {
-        let name = match &key.kind {
-            Kind::Str(s) => s.as_str(),
-            _ => "",
-        };
-        if seen {
-            self.errors.push(ctx.error(
-                key.loc,
-                name,
-                format!("`{name}` is set in more than one file"),
-            ));
-            return None;
-        }
-        match from_node::<T>(value) {
-            Ok(config) => Some(config),
-            Err(e) => {
-                let mut err = ctx.de_error(e, false);
-                err.field = format!("{name}.{}", err.field)
-                    .trim_end_matches('.')
-                    .to_string();
-                self.errors.push(err);
-                None
-            }
-        }
     }
 
     fn input(&mut self, ctx: &mut Ctx, node: &Node) -> Option<(String, Input)> {
@@ -1348,6 +1133,40 @@ flows:
         assert!(
             errors[0].contains("use `direct` or `durable`"),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn the_file_and_flow_shapes_are_checked_like_components() {
+        let errors = check(
+            "flows:\n  a:\n    delivery: durabel\n    concurrency: 0\n    input: {stdin: {}}\n    pipeline:\n      - mapp: .x = 1\n    output: {drop: {}}\n  b:\n    log_level: loud\n    input: {stdin: {}}\n    output: {drop: {}}\nshutdown_timeot: 5s\n",
+        );
+        let all = errors.join("\n");
+        assert!(
+            all.contains("f.yaml:13:1: field `shutdown_timeot`: unknown field"),
+            "{all}"
+        );
+        assert!(all.contains("did you mean `shutdown_timeout`?"), "{all}");
+        assert!(
+            all.contains("f.yaml:3:15: flow `a`, field `delivery`: unknown value `durabel`; use `direct` or `durable`"),
+            "{all}"
+        );
+        // The flow's own settings being wrong hides neither its components' errors nor the
+        // next flow's.
+        assert!(
+            all.contains("f.yaml:7:9: flow `a`, pipeline[0].mapp, "),
+            "{all}"
+        );
+        assert!(
+            all.contains("flow `b`, field `log_level`: unknown value `loud`; use `error`, `warn`, `info`, `debug`, `trace` or `off`"),
+            "{all}"
+        );
+        let errors = check(
+            "flows:\n  a:\n    concurrency: 0\n    input: {stdin: {}}\n    output: {drop: {}}\n",
+        );
+        assert_eq!(
+            errors,
+            ["f.yaml:3:18: flow `a`, field `concurrency`: concurrency is a whole number above zero"]
         );
     }
 

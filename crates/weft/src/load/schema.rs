@@ -1,98 +1,13 @@
-//! The JSON Schema of a config file (`weft schema`), generated from the component config
-//! structs (`schemars`), their doc comments becoming descriptions. The loader reads a file key
-//! by key to locate its errors; the structs here only describe that shape for the schema, so
-//! editors (through the `yaml-language-server` modeline) can complete and check flows.
-
-use std::collections::BTreeMap;
-
-use schemars::JsonSchema;
-
-use crate::config::units::{Dur, Size};
-use crate::inputs::InputConfig;
-use crate::outputs::OutputConfig;
-use crate::processors::ProcessorConfig;
-
-/// A weft config file.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields, title = "weft config")]
-#[allow(dead_code)]
-struct File {
-    /// The flows, by name (snake_case, unique across all files).
-    flows: BTreeMap<String, Flow>,
-    /// The admin endpoint: `/metrics`, `/health` and the DLQ API.
-    admin: Option<super::AdminConfig>,
-    /// How long a drain may take after SIGTERM/SIGINT (default 30s).
-    shutdown_timeout: Option<Dur>,
-    /// What a commit to the store survives: `process` (default) or `power`.
-    durability: Option<super::DurabilityConfig>,
-    /// The free space the store keeps: under it, durable flows refuse new messages (HTTP
-    /// 503) while delivery goes on and drains their queues. Default: 5 % of the data
-    /// directory's file system, at most `64MiB`; `0B` turns it off.
-    disk_free_limit: Option<Size>,
-    /// Definitions components share by name.
-    resources: Option<Resources>,
-    /// Where HTTP calls may go (the outbound guard).
-    outbound: Option<crate::clients::outbound::OutboundConfig>,
-    /// Traces: span export over OTLP/HTTP.
-    tracing: Option<crate::telemetry::TracingConfig>,
-}
-
-/// One flow: an input, a pipeline of processors, one or more outputs.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-#[allow(dead_code)]
-struct Flow {
-    input: InputConfig,
-    /// Processors, run in order.
-    pipeline: Option<Vec<ProcessorConfig>>,
-    /// The output (or `outputs:`, every one of which must accept).
-    output: Option<OutputConfig>,
-    outputs: Option<Vec<OutputConfig>>,
-    /// Messages in flight at once (direct), or delivery workers (durable).
-    concurrency: Option<u32>,
-    /// `direct` (default: acked after every output accepted) or `durable` (acked once stored).
-    delivery: Option<super::DeliveryMode>,
-    /// Messages a durable flow may hold before it refuses more.
-    max_queued: Option<u64>,
-    /// Bytes a durable flow may hold before it refuses more.
-    max_queued_bytes: Option<Size>,
-    /// Deliver messages with the same key one at a time, in order.
-    ordering: Option<super::OrderingConfig>,
-    /// The level of the log lines written while this flow's messages are handled (`error`,
-    /// `warn`, `info`, `debug`, `trace`, `off`), instead of `WEFT_LOG`'s.
-    log_level: Option<LogLevel>,
-}
-
-/// A log level.
-#[derive(JsonSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
-enum LogLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-    Off,
-}
-
-/// `resources:`: definitions shared by name.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-#[allow(dead_code)]
-struct Resources {
-    auth: Option<BTreeMap<String, crate::clients::auth::Config>>,
-    rate_limits: Option<BTreeMap<String, crate::clients::rate_limit::Config>>,
-    circuit_breakers: Option<BTreeMap<String, crate::clients::circuit::Config>>,
-    sql: Option<BTreeMap<String, crate::clients::sql::Config>>,
-    caches: Option<BTreeMap<String, crate::clients::cache::Config>>,
-}
+//! The JSON Schema of a config file (`weft schema`), generated (`schemars`) from the structs
+//! the loader deserializes: the file's shape ([`super::shape`]) and every component's config,
+//! their doc comments becoming descriptions, so editors (through the `yaml-language-server`
+//! modeline) can complete and check flows.
 
 /// The schema, as pretty JSON.
 pub fn generate() -> String {
     let schema = schemars::generate::SchemaSettings::draft2020_12()
         .into_generator()
-        .into_root_schema_for::<File>();
+        .into_root_schema_for::<super::shape::File>();
     serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
 }
 
