@@ -120,7 +120,7 @@ impl ApiState {
             (Some(queue), Some(store)) => {
                 let depth = store.depth(&flow.name).await.unwrap_or_default();
                 let oldest_age_seconds = depth.oldest_enqueued_at_ms.map_or(0.0, |t| {
-                    (crate::core::durable::now_ms() - t).max(0) as f64 / 1000.0
+                    (crate::core::clock::now_ms() - t).max(0) as f64 / 1000.0
                 });
                 let filter = weft_store::DlqFilter {
                     flow: Some(flow.name.to_string()),

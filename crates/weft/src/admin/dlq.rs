@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 use weft_store::{DeadLetter, DlqFilter};
 
 use super::{ApiError, ErrorBody, json_response};
-use crate::core::durable::now_ms;
+use crate::core::clock::now_ms;
 
 /// A stored byte string (or a body) as JSON when it is JSON, else as text.
 pub fn bytes_as_json(bytes: &[u8]) -> Value {

@@ -57,7 +57,7 @@ pub async fn dlq(action: DlqAction) -> anyhow::Result<()> {
         id: args.id.clone(),
         since_ms,
     };
-    let now = weft::core::durable::now_ms();
+    let now = weft::core::clock::now_ms();
     match verb {
         "list" => {
             for dead in store.dead_letters(&filter, args.limit).await? {

@@ -418,15 +418,13 @@ impl<'de> de::EnumAccess<'de> for EnumDe<'de> {
         seed: V,
     ) -> Result<(V::Value, VariantDe<'de>), DeError> {
         let name = NodeDe(self.variant).scalar_string().unwrap_or_default();
-        let variant = seed
-            .deserialize(NodeDe(self.variant))
-            .map_err(|mut e| {
-                // A bare word names a value (`delivery: durable`), not a component with settings.
-                if let (None, Some(expected)) = (self.value, e.variants) {
-                    e.message = format!("unknown value `{name}`; use {}", alternatives(expected));
-                }
-                e.at(self.variant.loc)
-            })?;
+        let variant = seed.deserialize(NodeDe(self.variant)).map_err(|mut e| {
+            // A bare word names a value (`delivery: durable`), not a component with settings.
+            if let (None, Some(expected)) = (self.value, e.variants) {
+                e.message = format!("unknown value `{name}`; use {}", alternatives(expected));
+            }
+            e.at(self.variant.loc)
+        })?;
         Ok((
             variant,
             VariantDe {

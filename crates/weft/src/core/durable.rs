@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use metrics::Gauge;
 use tokio::sync::{Notify, Semaphore};
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weft_store::{Failure, Queued, Store, StoreError};
 
+use super::clock::Clock;
 use super::flow::{Flow, FlowError, Verdict};
 use super::mapping::{Mapping, MappingError, Value, empty_object, insert};
 use super::{GroupOutcome, Message, Output, Processor, Trail};
@@ -31,12 +32,6 @@ use super::{GroupOutcome, Message, Output, Processor, Trail};
 const LEASE: Duration = Duration::from_secs(600);
 /// How often an idle worker looks for retries that came due.
 const IDLE_POLL: Duration = Duration::from_millis(200);
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// How long a message waits when a step is busy (another message holds its dedupe key).
 const BUSY_WAIT: Duration = Duration::from_secs(1);
@@ -127,6 +122,8 @@ pub struct DurableQueue {
     /// and samples of it over the last [`RATE_WINDOW`], for the drain rate.
     left: AtomicU64,
     samples: std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, u64)>>,
+    /// The time written to and compared with the store's.
+    clock: Clock,
 }
 
 /// How far back the drain rate looks.
@@ -154,10 +151,18 @@ impl DurableQueue {
             wake: Notify::new(),
             left: AtomicU64::new(0),
             samples: Default::default(),
+            clock: Clock::default(),
         };
         queue.depth.set(depth.messages as f64);
         queue.count_dead().await;
         Ok(queue)
+    }
+
+    /// The queue on `clock` instead of the wall clock.
+    #[cfg(test)]
+    pub(crate) fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Whether the ordering key reads metadata.
@@ -253,7 +258,7 @@ impl DurableQueue {
             &payload,
             &metadata,
             order_key.as_deref(),
-            now_ms(),
+            self.clock.now_ms(),
         );
         tokio::time::timeout(ACCEPT_TIMEOUT, enqueue)
             .await
@@ -314,7 +319,7 @@ impl DurableQueue {
         let moved = self
             .persist(entry, "move it to the dead-letter queue", stop, || {
                 self.store
-                    .dead_letter(entry.seq, attempts, failure.clone(), now_ms())
+                    .dead_letter(entry.seq, attempts, failure.clone(), self.clock.now_ms())
             })
             .await;
         // `Some(false)`: already gone (another process replayed or purged it).
@@ -434,7 +439,7 @@ pub async fn upkeep(queue: Arc<DurableQueue>, stop: CancellationToken) {
             bytes.set(depth.bytes as f64);
             let oldest = depth
                 .oldest_enqueued_at_ms
-                .map_or(0, |t| (now_ms() - t).max(0));
+                .map_or(0, |t| (queue.clock.now_ms() - t).max(0));
             age.set(oldest as f64 / 1000.0);
             if depth.messages > 0 {
                 queue.wake.notify_one();
@@ -473,7 +478,12 @@ pub async fn work<P: Processor, O: Output>(
         }
         let claimed = match queue
             .store
-            .claim(&queue.flow, now_ms(), permits.len() as u32, LEASE)
+            .claim(
+                &queue.flow,
+                queue.clock.now_ms(),
+                permits.len() as u32,
+                LEASE,
+            )
             .await
         {
             Ok(claimed) => claimed,
@@ -553,7 +563,7 @@ async fn deliver_message<P: Processor, O: Output>(
             // Not a failed attempt: the message waits for the one holding its key.
             trail.settle_groups(&GroupOutcome::Retry(BUSY_WAIT));
             flow.release(trail.claims, id).await;
-            let next = now_ms() + BUSY_WAIT.as_millis() as i64;
+            let next = queue.clock.now_ms() + BUSY_WAIT.as_millis() as i64;
             queue
                 .reschedule(&entry, entry.attempts, next, &e.to_string(), stop)
                 .await;
@@ -568,8 +578,13 @@ async fn deliver_message<P: Processor, O: Output>(
                 .await;
         }
     };
-    let elapsed =
-        Duration::from_millis(now_ms().saturating_sub(entry.enqueued_at_ms).max(0) as u64);
+    let elapsed = Duration::from_millis(
+        queue
+            .clock
+            .now_ms()
+            .saturating_sub(entry.enqueued_at_ms)
+            .max(0) as u64,
+    );
     let mut verdict = futures_util::future::join_all(
         messages
             .iter()
@@ -605,7 +620,10 @@ async fn deliver_message<P: Processor, O: Output>(
             queue.dead_letter(&entry, attempts, failure, stop).await
         }
         Verdict::Retry { wait, reason } => {
-            let next = now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+            let next = queue
+                .clock
+                .now_ms()
+                .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
             if queue
                 .reschedule(&entry, attempts, next, &reason, stop)
                 .await

@@ -132,7 +132,7 @@ impl<P: Processor, O: Output> Feed<P, O> {
             .kv_get(
                 CHECKPOINT_NAMESPACE,
                 &self.flow.name,
-                crate::core::durable::now_ms(),
+                crate::core::clock::now_ms(),
             )
             .await
             .map_err(|e| e.to_string())?

@@ -1,7 +1,8 @@
-//! In-process tests of the async core with paused time (`tokio::time::pause`): the flow
-//! runner, the retry loop and fan-out, on stand-in steps and outputs, in milliseconds of real
-//! time whatever the backoffs say. The end-to-end tests run the same behaviour through the
-//! binary; these pin it down where it is decided.
+//! In-process tests of the async core: the flow runner, the retry loop and fan-out with paused
+//! time (`tokio::time::pause`), and the durable dispatcher on a real SQLite store with a
+//! [`Clock`] the test moves, on stand-in steps and outputs, in milliseconds of real time
+//! whatever the backoffs say. The end-to-end tests run the same behaviour through the binary;
+//! these pin it down where it is decided.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -10,6 +11,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::clock::Clock;
+use super::durable::{DurableQueue, Limits};
 use super::flow::{Flow, FlowError, OutputSlot, Processed, ProcessorSlot};
 use super::mapping::Value;
 use super::metrics::ComponentMetrics;
@@ -101,6 +104,15 @@ fn policy(max_attempts: u32, max_elapsed: Duration) -> RetryPolicy {
 }
 
 fn flow(outputs: Vec<(&str, Arc<Scripted>, RetryPolicy)>) -> Flow<Double, Arc<Scripted>> {
+    flow_on(outputs, None)
+}
+
+/// [`flow`], durable on `queue` when given.
+fn flow_on(
+    outputs: Vec<(&str, Arc<Scripted>, RetryPolicy)>,
+    queue: Option<(Arc<DurableQueue>, weft_store::Store)>,
+) -> Flow<Double, Arc<Scripted>> {
+    let (durable, store) = queue.unzip();
     Flow::new(
         "test".into(),
         "input.test",
@@ -118,8 +130,8 @@ fn flow(outputs: Vec<(&str, Arc<Scripted>, RetryPolicy)>) -> Flow<Double, Arc<Sc
                 metrics: ComponentMetrics::new("test", id),
             })
             .collect(),
-        None,
-        None,
+        durable,
+        store,
     )
 }
 
@@ -260,4 +272,188 @@ async fn a_failing_step_or_a_refusing_output_fails_the_message() {
         Ok(Processed::Filtered)
     ));
     assert_eq!(output.attempts(), 1);
+}
+
+/// A durable flow of `Double` into `output` on a fresh SQLite store, its clock standing still
+/// until the test moves it; its delivery workers running until the returned token is
+/// cancelled.
+struct Durable {
+    flow: Arc<Flow<Double, Arc<Scripted>>>,
+    queue: Arc<DurableQueue>,
+    store: weft_store::Store,
+    clock: Clock,
+    stop: tokio_util::sync::CancellationToken,
+    dir: std::path::PathBuf,
+}
+
+impl Durable {
+    async fn open(name: &str, output: Arc<Scripted>, retry: RetryPolicy) -> Durable {
+        let dir = std::env::temp_dir().join(format!("weft-core-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = weft_store::Store::open_owner(&dir.join("weft.db"), Default::default())
+            .await
+            .unwrap();
+        let clock = Clock::manual(1_700_000_000_000);
+        let limits = Limits {
+            max_messages: 100,
+            max_bytes: 1 << 20,
+        };
+        let queue = DurableQueue::open(store.clone(), "test".into(), limits, None)
+            .await
+            .unwrap()
+            .with_clock(clock.clone());
+        let queue = Arc::new(queue);
+        let flow = flow_on(
+            vec![("output", output, retry)],
+            Some((queue.clone(), store.clone())),
+        );
+        Durable {
+            flow: Arc::new(flow),
+            queue,
+            store,
+            clock,
+            stop: Default::default(),
+            dir,
+        }
+    }
+
+    async fn accept(&self, n: i64) {
+        let place = self.queue.reserve().expect("room in the queue");
+        self.queue.accept(place, &message(n)).await.unwrap();
+    }
+
+    fn start(&self) {
+        tokio::spawn(super::durable::work(
+            self.flow.clone(),
+            2,
+            self.stop.clone(),
+        ));
+    }
+
+    async fn dead_letters(&self) -> Vec<weft_store::DeadLetter> {
+        self.store
+            .dead_letters(&Default::default(), 10)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits (in real time: the store answers on its own thread) until `done` holds.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Longer than a worker's idle poll: what has not happened by then is not due.
+async fn a_while() {
+    tokio::time::sleep(Duration::from_millis(600)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_retry_waits_for_its_time_in_the_store_then_delivers() {
+    let output = Scripted::new(vec![
+        unavailable(None),
+        unavailable(Some(30)),
+        Attempt::Delivered,
+    ]);
+    let durable = Durable::open("retry", output.clone(), policy(5, Duration::from_secs(300))).await;
+    durable.accept(1).await;
+    durable.start();
+    eventually("the first attempt", || output.attempts() == 1).await;
+    a_while().await;
+    assert_eq!(
+        output.attempts(),
+        1,
+        "retried before its backoff (≤ 1 s) passed"
+    );
+    durable.clock.advance(Duration::from_secs(1));
+    eventually("the second attempt", || output.attempts() == 2).await;
+    // The second answer asked for 30 s.
+    durable.clock.advance(Duration::from_secs(29));
+    a_while().await;
+    assert_eq!(output.attempts(), 2, "retried before Retry-After passed");
+    durable.clock.advance(Duration::from_secs(1));
+    eventually("the third attempt", || output.attempts() == 3).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !durable.queue.is_drained().await {
+        assert!(std::time::Instant::now() < deadline, "never acked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(durable.dead_letters().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_message_out_of_attempts_is_a_dead_letter_with_its_count() {
+    let output = Scripted::new(vec![unavailable(None)]);
+    let durable = Durable::open(
+        "attempts",
+        output.clone(),
+        policy(3, Duration::from_secs(300)),
+    )
+    .await;
+    durable.accept(1).await;
+    durable.start();
+    for attempt in 1..=3 {
+        eventually("the next attempt", || output.attempts() == attempt).await;
+        durable.clock.advance(Duration::from_secs(60));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let dead = loop {
+        let dead = durable.dead_letters().await;
+        if !dead.is_empty() {
+            break dead;
+        }
+        assert!(std::time::Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 3);
+    assert!(
+        dead[0].failure.reason.contains("503"),
+        "{:?}",
+        dead[0].failure
+    );
+    assert!(durable.queue.is_drained().await);
+    a_while().await;
+    assert_eq!(output.attempts(), 3, "a dead letter is not delivered again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_elapsed_counts_from_when_the_message_was_accepted() {
+    // Accepted, then 20 s pass before any worker runs (a restart, a long queue): with
+    // `max_elapsed: 10s` the first failed attempt is also the last.
+    let output = Scripted::new(vec![unavailable(None)]);
+    let durable = Durable::open(
+        "elapsed",
+        output.clone(),
+        policy(100, Duration::from_secs(10)),
+    )
+    .await;
+    durable.accept(1).await;
+    durable.clock.advance(Duration::from_secs(20));
+    durable.start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while durable.dead_letters().await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(output.attempts(), 1);
+    let dead = durable.dead_letters().await;
+    assert_eq!(dead[0].attempts, 1);
+    assert!(
+        dead[0].failure.reason.contains("max_elapsed"),
+        "{:?}",
+        dead[0].failure
+    );
 }

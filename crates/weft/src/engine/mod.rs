@@ -717,7 +717,7 @@ async fn sweep_expired_keys(store: Store, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
-        match store.kv_expire(durable::now_ms()).await {
+        match store.kv_expire(crate::core::clock::now_ms()).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(keys = n, "expired keys removed"),
             Err(e) => tracing::warn!(error = %e, "could not remove expired keys"),

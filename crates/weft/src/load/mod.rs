@@ -513,11 +513,8 @@ impl<'a> Loader<'a> {
                 .map_or(root.loc, |(k, _)| k.loc),
             _ => root.loc,
         };
-        self.errors.push(ctx.error(
-            loc,
-            key,
-            format!("`{key}` is set in more than one file"),
-        ));
+        self.errors
+            .push(ctx.error(loc, key, format!("`{key}` is set in more than one file")));
         false
     }
 
@@ -590,9 +587,8 @@ impl<'a> Loader<'a> {
                         }
                     }
                     "sql" => {
-                        let built = self.resource(&ctx, item, |c: clients::sql::Config| {
-                            c.build(&name)
-                        });
+                        let built =
+                            self.resource(&ctx, item, |c: clients::sql::Config| c.build(&name));
                         if let Some(db) = built {
                             self.resources.sql.insert(name, Arc::new(db));
                         }
@@ -605,9 +601,8 @@ impl<'a> Loader<'a> {
                         }
                     }
                     "circuit_breakers" => {
-                        let built = self.resource(&ctx, item, |c: clients::circuit::Config| {
-                            c.build(&name)
-                        });
+                        let built =
+                            self.resource(&ctx, item, |c: clients::circuit::Config| c.build(&name));
                         if let Some(breaker) = built {
                             self.resources.circuit_breakers.insert(name, breaker);
                         }
@@ -1166,7 +1161,9 @@ flows:
         );
         assert_eq!(
             errors,
-            ["f.yaml:3:18: flow `a`, field `concurrency`: concurrency is a whole number above zero"]
+            [
+                "f.yaml:3:18: flow `a`, field `concurrency`: concurrency is a whole number above zero"
+            ]
         );
     }
 

@@ -22,7 +22,10 @@ use crate::processors::ProcessorConfig;
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "weft config")]
-#[expect(dead_code, reason = "the places of components: the loader reads each from its own node")]
+#[expect(
+    dead_code,
+    reason = "the places of components: the loader reads each from its own node"
+)]
 pub(super) struct File {
     /// The flows, by name (snake_case, unique across all files).
     #[schemars(with = "BTreeMap<String, Flow>")]
@@ -49,7 +52,10 @@ pub(super) struct File {
 /// One flow: an input, a pipeline of processors, one or more outputs.
 #[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[expect(dead_code, reason = "the places of components: the loader reads each from its own node")]
+#[expect(
+    dead_code,
+    reason = "the places of components: the loader reads each from its own node"
+)]
 pub(super) struct Flow {
     #[schemars(with = "InputConfig")]
     pub input: Option<IgnoredAny>,
@@ -161,7 +167,10 @@ impl From<LogLevel> for LevelFilter {
 /// `resources:`: definitions shared by name.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[expect(dead_code, reason = "the places of components: the loader reads each from its own node")]
+#[expect(
+    dead_code,
+    reason = "the places of components: the loader reads each from its own node"
+)]
 pub(super) struct Resources {
     #[schemars(with = "Option<BTreeMap<String, crate::clients::auth::Config>>")]
     pub auth: Option<BTreeMap<String, IgnoredAny>>,

@@ -27,7 +27,7 @@ use crate::clients::Shared;
 use crate::config::BuildError;
 use crate::config::units::Dur;
 use crate::core::Step;
-use crate::core::durable::now_ms;
+use crate::core::clock::now_ms;
 use crate::core::mapping::Mapping;
 use crate::core::{Claim, Context, MappingError, Message, StepError};
 

@@ -236,7 +236,7 @@ impl OAuth2 {
         if let (Some(refresh), Some(_)) = (saved.refresh, &cache.refresh_token) {
             cache.refresh_token = Some(Secret::new(refresh));
         }
-        let left = saved.expires_at_ms - crate::core::durable::now_ms();
+        let left = saved.expires_at_ms - crate::core::clock::now_ms();
         if left > 0 {
             let left = Duration::from_millis(left as u64);
             if left > early(left) {
@@ -262,7 +262,7 @@ impl OAuth2 {
         let saved = Saved {
             identity: self.identity.clone(),
             access: access.expose().to_string(),
-            expires_at_ms: crate::core::durable::now_ms() + lifetime.as_millis() as i64,
+            expires_at_ms: crate::core::clock::now_ms() + lifetime.as_millis() as i64,
             refresh: refresh.map(|r| r.expose().to_string()),
         };
         let bytes = serde_json::to_vec(&saved).unwrap_or_default();

@@ -31,7 +31,7 @@ use weft_store::{Store, StoreError};
 
 use crate::config::BuildError;
 use crate::config::units::Dur;
-use crate::core::durable::now_ms;
+use crate::core::clock::now_ms;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "IdempotencyConfig")]
