@@ -13,6 +13,7 @@ pub mod call;
 pub mod circuit;
 pub mod graphql;
 pub mod http;
+pub mod json_schema;
 pub mod mqtt;
 pub mod nats;
 pub mod openapi;

@@ -111,7 +111,7 @@ flows:
         "does not match operation `createContact`",
         "parameter `X-Request-Id` is required",
         "parameter `notify`",
-        "body a required property is missing (schema /required)",
+        "body `email` is required (schema /required)",
         "body /age: breaks `minimum`",
     ] {
         assert!(body.contains(expected), "{expected} in {body}");

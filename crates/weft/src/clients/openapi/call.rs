@@ -9,11 +9,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
-use super::{In, Operation, Spec, problems};
+use super::{In, Operation, Spec};
 use crate::clients::Resources;
 use crate::clients::auth::AuthProfile;
 use crate::clients::call::CallSettings;
 use crate::clients::http::HttpClient;
+use crate::clients::json_schema::problems;
 use crate::clients::request::{Parts, RequestSpec, check_uri};
 use crate::config::BuildError;
 use crate::core::mapping::Mapping;

@@ -10,7 +10,6 @@ mod schema;
 
 use params::value_text;
 pub use params::{In, Param, Style};
-pub use schema::problems;
 use schema::{MAX_INLINED, inline, to_json, validator};
 
 use std::collections::BTreeMap;
@@ -323,6 +322,7 @@ impl Spec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clients::json_schema::problems;
 
     fn load(doc: serde_json::Value) -> Result<Spec, String> {
         let path = std::env::temp_dir().join(format!(

@@ -135,26 +135,3 @@ pub(super) fn validator(schema: &Json, v31: bool) -> Result<jsonschema::Validato
         .build(&schema)
         .map_err(|e| e.to_string())
 }
-
-/// Where and which rule a failed validation broke — never the value itself, which may be a
-/// secret or personal data bound for a log or a dead letter.
-pub fn problems(validator: &jsonschema::Validator, instance: &Json) -> Vec<String> {
-    validator
-        .iter_errors(instance)
-        .map(|e| {
-            let at = e.instance_path().to_string();
-            let rule = e.schema_path().to_string();
-            let keyword = rule.rsplit('/').next().unwrap_or("");
-            let what = match keyword {
-                "required" => "a required property is missing".to_string(),
-                "" => "does not match".to_string(),
-                k => format!("breaks `{k}`"),
-            };
-            if at.is_empty() {
-                format!("{what} (schema {rule})")
-            } else {
-                format!("{at}: {what} (schema {rule})")
-            }
-        })
-        .collect()
-}
