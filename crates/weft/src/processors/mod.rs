@@ -20,6 +20,7 @@ mod sql;
 mod switch;
 mod template;
 mod throttle;
+mod validate;
 
 use serde::Deserialize;
 
@@ -147,6 +148,7 @@ registry! {
     #[schemars(with = "crate::config::schema_types::ShortOr<delay::Config>")]
     "delay" => Delay(delay::Config),
     "template" => Template(template::Config),
+    "validate" => Validate(validate::Config),
 }
 
 impl Processor {

@@ -37,4 +37,5 @@ mod support;
 mod tidy;
 mod tls;
 mod tracing;
+mod validate;
 mod webhook_auth;
