@@ -331,6 +331,15 @@ impl Durable {
         ));
     }
 
+    /// The first dead letter, once there is one.
+    async fn first_dead_letter(&self) -> weft_store::DeadLetter {
+        eventually("a dead letter", || async {
+            !self.dead_letters().await.is_empty()
+        })
+        .await;
+        self.dead_letters().await.remove(0)
+    }
+
     async fn dead_letters(&self) -> Vec<weft_store::DeadLetter> {
         self.store
             .dead_letters(&Default::default(), 10)
@@ -347,9 +356,9 @@ impl Drop for Durable {
 }
 
 /// Waits (in real time: the store answers on its own thread) until `done` holds.
-async fn eventually(what: &str, done: impl Fn() -> bool) {
+async fn eventually<F: Future<Output = bool>>(what: &str, done: impl Fn() -> F) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !done() {
+    while !done().await {
         assert!(std::time::Instant::now() < deadline, "never: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -370,7 +379,7 @@ async fn a_durable_retry_waits_for_its_time_in_the_store_then_delivers() {
     let durable = Durable::open("retry", output.clone(), policy(5, Duration::from_secs(300))).await;
     durable.accept(1).await;
     durable.start();
-    eventually("the first attempt", || output.attempts() == 1).await;
+    eventually("the first attempt", || async { output.attempts() == 1 }).await;
     a_while().await;
     assert_eq!(
         output.attempts(),
@@ -378,18 +387,14 @@ async fn a_durable_retry_waits_for_its_time_in_the_store_then_delivers() {
         "retried before its backoff (≤ 1 s) passed"
     );
     durable.clock.advance(Duration::from_secs(1));
-    eventually("the second attempt", || output.attempts() == 2).await;
+    eventually("the second attempt", || async { output.attempts() == 2 }).await;
     // The second answer asked for 30 s.
     durable.clock.advance(Duration::from_secs(29));
     a_while().await;
     assert_eq!(output.attempts(), 2, "retried before Retry-After passed");
     durable.clock.advance(Duration::from_secs(1));
-    eventually("the third attempt", || output.attempts() == 3).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !durable.queue.is_drained().await {
-        assert!(std::time::Instant::now() < deadline, "never acked");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the third attempt", || async { output.attempts() == 3 }).await;
+    eventually("the ack", || durable.queue.is_drained()).await;
     assert!(durable.dead_letters().await.is_empty());
 }
 
@@ -405,25 +410,16 @@ async fn a_durable_message_out_of_attempts_is_a_dead_letter_with_its_count() {
     durable.accept(1).await;
     durable.start();
     for attempt in 1..=3 {
-        eventually("the next attempt", || output.attempts() == attempt).await;
+        eventually("the next attempt", || async {
+            output.attempts() == attempt
+        })
+        .await;
         durable.clock.advance(Duration::from_secs(60));
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let dead = loop {
-        let dead = durable.dead_letters().await;
-        if !dead.is_empty() {
-            break dead;
-        }
-        assert!(std::time::Instant::now() < deadline, "never dead-lettered");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].attempts, 3);
-    assert!(
-        dead[0].failure.reason.contains("503"),
-        "{:?}",
-        dead[0].failure
-    );
+    let dead = durable.first_dead_letter().await;
+    assert_eq!(durable.dead_letters().await.len(), 1);
+    assert_eq!(dead.attempts, 3);
+    assert!(dead.failure.reason.contains("503"), "{:?}", dead.failure);
     assert!(durable.queue.is_drained().await);
     a_while().await;
     assert_eq!(output.attempts(), 3, "a dead letter is not delivered again");
@@ -443,17 +439,12 @@ async fn max_elapsed_counts_from_when_the_message_was_accepted() {
     durable.accept(1).await;
     durable.clock.advance(Duration::from_secs(20));
     durable.start();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while durable.dead_letters().await.is_empty() {
-        assert!(std::time::Instant::now() < deadline, "never dead-lettered");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let dead = durable.first_dead_letter().await;
     assert_eq!(output.attempts(), 1);
-    let dead = durable.dead_letters().await;
-    assert_eq!(dead[0].attempts, 1);
+    assert_eq!(dead.attempts, 1);
     assert!(
-        dead[0].failure.reason.contains("max_elapsed"),
+        dead.failure.reason.contains("max_elapsed"),
         "{:?}",
-        dead[0].failure
+        dead.failure
     );
 }
