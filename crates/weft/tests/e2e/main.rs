@@ -21,6 +21,7 @@ mod http_input;
 mod http_poll;
 mod http_processor;
 mod idempotency;
+mod instructions;
 mod jwt_auth;
 mod mqtt;
 mod nats;
