@@ -383,6 +383,11 @@ pub trait Backend: Send + Sync + 'static {
         now_ms: i64,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
+    /// Writes a dead letter for a message that was never queued: a direct flow's reading input
+    /// gave up on it. A dead letter with the same id is replaced; replaying it queues it on
+    /// its flow like any other.
+    fn bury<'a>(&'a self, letter: DeadLetter) -> BoxFuture<'a, Result<(), StoreError>>;
+
     /// Puts matching dead letters back on their flows' queues with attempts reset and their
     /// failure kept in the history. Returns how many.
     fn replay<'a>(

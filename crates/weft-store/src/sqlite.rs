@@ -86,6 +86,10 @@ enum Write {
         now_ms: i64,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+    Bury {
+        letter: DeadLetter,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
     Replay {
         filter: DlqFilter,
         now_ms: i64,
@@ -374,6 +378,18 @@ impl Backend for Sqlite {
                 reply,
             })
             .await
+        })
+    }
+
+    fn bury<'a>(&'a self, letter: DeadLetter) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut letter = letter;
+            if let Some(excerpt) = &mut letter.failure.response_excerpt {
+                truncate(excerpt, EXCERPT_MAX);
+            }
+            self.write(|reply| Write::Bury { letter, reply })
+                .await
+                .map(|_| ())
         })
     }
 
@@ -1357,6 +1373,7 @@ fn fail(w: Write, failure: &WriteFailure) {
         Write::Ack { reply, .. }
         | Write::Reschedule { reply, .. }
         | Write::DeadLetter { reply, .. }
+        | Write::Bury { reply, .. }
         | Write::KvPut { reply, .. }
         | Write::KvReplace { reply, .. }
         | Write::KvDelete { reply, .. } => Reply::Done(reply, Ok(false)),
@@ -1442,6 +1459,34 @@ async fn apply(tx: &mut SqliteConnection, w: Write) -> Reply {
             };
             let result = moved.await;
             Reply::Done(reply, finish_savepoint(tx, "dead_letter", result).await)
+        }
+        Write::Bury { letter, reply } => {
+            let history: String = letter
+                .history
+                .iter()
+                .map(|line| format!("{}\n", line.replace('\n', " ")))
+                .collect();
+            let r = sqlx::query(
+                "INSERT OR REPLACE INTO dead_letters
+                   (id, flow, payload, metadata, enqueued_at, failed_at, attempts, reason, last_status, response_excerpt, history)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&letter.id)
+            .bind(&letter.flow)
+            .bind(&letter.payload)
+            .bind(&letter.metadata)
+            .bind(letter.enqueued_at_ms)
+            .bind(letter.failed_at_ms)
+            .bind(letter.attempts)
+            .bind(&letter.failure.reason)
+            .bind(letter.failure.last_status.map(i64::from))
+            .bind(&letter.failure.response_excerpt)
+            .bind(history)
+            .execute(&mut *tx)
+            .await
+            .map(|_| true)
+            .map_err(StoreError::from);
+            Reply::Done(reply, r)
         }
         Write::Replay {
             filter,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use weft_store::{DlqFilter, Durability, Failure, Store, StoreError};
+use weft_store::{DeadLetter, DlqFilter, Durability, Failure, Store, StoreError};
 
 fn scratch() -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -41,6 +41,11 @@ macro_rules! conformance {
             #[tokio::test]
             async fn dead_letters_keep_their_failure_and_replay_with_history() {
                 super::super::dead_letters_keep_their_failure_and_replay_with_history($fresh().await).await
+            }
+
+            #[tokio::test]
+            async fn a_message_never_queued_can_be_buried_and_replayed() {
+                super::super::a_message_never_queued_can_be_buried_and_replayed($fresh().await).await
             }
 
             #[tokio::test]
@@ -121,6 +126,47 @@ async fn queue_lifecycle_leases_schedules_and_acks(store: Store) {
         (1, Some(1_001))
     );
     assert_eq!(depth.bytes, 9);
+}
+
+async fn a_message_never_queued_can_be_buried_and_replayed(store: Store) {
+    let letter = DeadLetter {
+        id: "m9".into(),
+        flow: "direct".into(),
+        payload: b"jpoison".to_vec(),
+        metadata: b"{}".to_vec(),
+        enqueued_at_ms: 10,
+        failed_at_ms: 40,
+        attempts: 3,
+        failure: Failure {
+            reason: "pipeline[0].map: no\nsuch field".into(),
+            last_status: None,
+            response_excerpt: Some("x".repeat(5_000)),
+        },
+        history: vec!["attempt 1 failed".into(), "attempt 2\nfailed".into()],
+    };
+    store.bury(letter.clone()).await.unwrap();
+    // The same id again replaces it: a redelivered message is kept once.
+    store.bury(letter).await.unwrap();
+    let dead = store.dead_letters(&DlqFilter::default(), 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    assert_eq!(
+        (d.id.as_str(), d.flow.as_str(), d.attempts, d.payload.as_slice()),
+        ("m9", "direct", 3, b"jpoison".as_slice())
+    );
+    assert_eq!((d.enqueued_at_ms, d.failed_at_ms), (10, 40));
+    assert_eq!(
+        d.failure.response_excerpt.as_ref().unwrap().len(),
+        weft_store::EXCERPT_MAX
+    );
+    assert_eq!(d.history, ["attempt 1 failed", "attempt 2 failed"]);
+    assert_eq!(store.depth("direct").await.unwrap().messages, 0);
+
+    assert_eq!(store.replay(DlqFilter::default(), 50).await.unwrap(), 1);
+    let back = store.claim("direct", 50, 10, LEASE).await.unwrap();
+    assert_eq!((back[0].id.as_str(), back[0].attempts), ("m9", 0));
+    assert_eq!(back[0].history.len(), 3, "{:?}", back[0].history);
+    assert!(back[0].history[2].contains("no such field"));
 }
 
 async fn dead_letters_keep_their_failure_and_replay_with_history(store: Store) {
