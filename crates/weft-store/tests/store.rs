@@ -151,7 +151,12 @@ async fn a_message_never_queued_can_be_buried_and_replayed(store: Store) {
     assert_eq!(dead.len(), 1);
     let d = &dead[0];
     assert_eq!(
-        (d.id.as_str(), d.flow.as_str(), d.attempts, d.payload.as_slice()),
+        (
+            d.id.as_str(),
+            d.flow.as_str(),
+            d.attempts,
+            d.payload.as_slice()
+        ),
         ("m9", "direct", 3, b"jpoison".as_slice())
     );
     assert_eq!((d.enqueued_at_ms, d.failed_at_ms), (10, 40));

@@ -74,7 +74,7 @@ impl DeadLetterView {
             attempts: dead.attempts,
             reason: dead.failure.reason.clone(),
             last_status: dead.failure.last_status,
-            message: bytes_as_json(&dead.payload),
+            message: stored_message(&dead.payload),
             metadata: full.then(|| {
                 let mut metadata = bytes_as_json(&dead.metadata);
                 if let Value::Object(map) = &mut metadata {
@@ -89,6 +89,18 @@ impl DeadLetterView {
                 None
             },
         }
+    }
+}
+
+/// A stored payload as the message arrived: its JSON, or its text (bytes that are not UTF-8
+/// shown lossily).
+fn stored_message(payload: &[u8]) -> Value {
+    match crate::core::durable::decode_value(payload) {
+        Ok(crate::core::mapping::Value::Bytes(bytes)) => {
+            Value::from(String::from_utf8_lossy(&bytes))
+        }
+        Ok(value) => serde_json::to_value(&value).unwrap_or_else(|_| bytes_as_json(payload)),
+        Err(_) => bytes_as_json(payload),
     }
 }
 

@@ -84,6 +84,26 @@ fn encode_value(value: &Value) -> Result<Vec<u8>, AcceptError> {
     Ok(out)
 }
 
+/// A message as the store keeps it: its tagged payload, and its metadata as JSON with the
+/// caller's trace context under a key of weft's own.
+pub fn encode(message: &Message) -> Result<(Vec<u8>, Vec<u8>), AcceptError> {
+    let payload = encode_value(&message.value)?;
+    let metadata = match &message.traceparent {
+        Some(traceparent) if matches!(message.metadata, Value::Object(_)) => {
+            let mut metadata = message.metadata.clone();
+            insert(
+                &mut metadata,
+                TRACEPARENT_KEY,
+                Value::from(traceparent.as_ref()),
+            );
+            serde_json::to_vec(&metadata)
+        }
+        _ => serde_json::to_vec(&message.metadata),
+    }
+    .map_err(AcceptError::Encode)?;
+    Ok((payload, metadata))
+}
+
 /// A stored payload back as a value (raw bytes or JSON, as it was stored).
 pub fn decode_value(stored: &[u8]) -> Result<Value, String> {
     match stored.split_first() {
@@ -235,21 +255,7 @@ impl DurableQueue {
             ),
             None => None,
         };
-        let payload = encode_value(&message.value)?;
-        // The caller's trace context is kept with the message, under a key of weft's own.
-        let metadata = match &message.traceparent {
-            Some(traceparent) if matches!(message.metadata, Value::Object(_)) => {
-                let mut metadata = message.metadata.clone();
-                insert(
-                    &mut metadata,
-                    TRACEPARENT_KEY,
-                    Value::from(traceparent.as_ref()),
-                );
-                serde_json::to_vec(&metadata)
-            }
-            _ => serde_json::to_vec(&message.metadata),
-        }
-        .map_err(AcceptError::Encode)?;
+        let (payload, metadata) = encode(message)?;
         let size = (payload.len() + metadata.len()) as u64;
         let id = message.id.to_string();
         let enqueue = self.store.enqueue(
@@ -313,6 +319,7 @@ impl DurableQueue {
         entry: &Queued,
         attempts: u32,
         failure: Failure,
+        stage: &'static str,
         stop: &CancellationToken,
     ) {
         tracing::error!(flow = %self.flow, id = entry.id, attempts, reason = %failure.reason, "message moved to the dead-letter queue");
@@ -326,6 +333,7 @@ impl DurableQueue {
         if moved == Some(true) {
             self.left(entry);
             self.dead.increment(1.0);
+            super::metrics::dead_lettered(&self.flow, stage);
         }
     }
 
@@ -534,7 +542,7 @@ async fn deliver<P: Processor, O: Output>(
         Err(reason) => {
             flow.count_failed();
             return queue
-                .dead_letter(&entry, attempts, reason.into(), stop)
+                .dead_letter(&entry, attempts, reason.into(), "unreadable", stop)
                 .await;
         }
     };
@@ -574,7 +582,7 @@ async fn deliver_message<P: Processor, O: Output>(
             flow.release(trail.claims, id).await;
             flow.count_failed();
             return queue
-                .dead_letter(&entry, attempts, e.to_string().into(), stop)
+                .dead_letter(&entry, attempts, e.to_string().into(), e.stage(), stop)
                 .await;
         }
     };
@@ -617,7 +625,9 @@ async fn deliver_message<P: Processor, O: Output>(
             };
             flow.release(trail.claims, id).await;
             flow.count_failed();
-            queue.dead_letter(&entry, attempts, failure, stop).await
+            queue
+                .dead_letter(&entry, attempts, failure, "output", stop)
+                .await
         }
         Verdict::Retry { wait, reason } => {
             let next = queue
@@ -636,6 +646,89 @@ async fn deliver_message<P: Processor, O: Output>(
                     queue.wake.notify_one();
                 });
             }
+        }
+    }
+}
+
+/// How often a direct flow looks for replayed dead letters.
+const REPLAY_POLL: Duration = Duration::from_secs(1);
+
+/// Delivers what `weft dlq replay` put back on a direct flow's store queue. A direct flow has
+/// no delivery workers, so its replayed dead letters are claimed here, one at a time, and go
+/// through the pipeline as a direct message does (its outputs' retries included); one that
+/// fails again goes back to the dead-letter queue with its history.
+pub async fn replays<P: Processor, O: Output>(flow: Arc<Flow<P, O>>, shutdown: CancellationToken) {
+    let Some(store) = flow.store().cloned() else {
+        return;
+    };
+    let clock = Clock::default();
+    while !shutdown.is_cancelled() {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = flow.running() => {}
+        }
+        // A read first: a claim is a write, and replays are rare.
+        let waiting = store
+            .depth(&flow.name)
+            .await
+            .is_ok_and(|depth| depth.messages > 0);
+        let claimed = if waiting {
+            store
+                .claim(&flow.name, clock.now_ms(), 1, LEASE)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::debug!(flow = %flow.name, error = %e, "cannot claim a replayed message yet");
+                    Vec::new()
+                })
+        } else {
+            Vec::new()
+        };
+        if claimed.is_empty() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(REPLAY_POLL) => {}
+            }
+        }
+        for entry in claimed {
+            redeliver(&flow, &store, entry, &clock).await;
+        }
+    }
+}
+
+/// One replayed message of a direct flow: delivered and acked, or dead-lettered again. A store
+/// write that fails leaves it leased; it is delivered again when the lease runs out.
+async fn redeliver<P: Processor, O: Output>(
+    flow: &Flow<P, O>,
+    store: &Store,
+    entry: Queued,
+    clock: &Clock,
+) {
+    let attempts = entry.attempts + 1;
+    let (failure, stage) = match decode(&entry) {
+        Ok(message) => {
+            let admission = flow.admit().await;
+            let result = flow.process(message).await;
+            drop(admission);
+            match result {
+                Ok(_) => {
+                    if let Err(e) = store.ack(entry.seq).await {
+                        tracing::error!(flow = %flow.name, id = entry.id, error = %e, "could not ack a replayed message; it will be delivered again");
+                    }
+                    return;
+                }
+                Err(e) => (Failure::from(e.to_string()), e.stage()),
+            }
+        }
+        Err(reason) => (Failure::from(reason), "unreadable"),
+    };
+    tracing::error!(flow = %flow.name, id = entry.id, attempts, reason = %failure.reason, "replayed message failed again; moved to the dead-letter queue");
+    match store
+        .dead_letter(entry.seq, attempts, failure, clock.now_ms())
+        .await
+    {
+        Ok(_) => super::metrics::dead_lettered(&flow.name, stage),
+        Err(e) => {
+            tracing::error!(flow = %flow.name, id = entry.id, error = %e, "could not move a replayed message to the dead-letter queue; it will be delivered again")
         }
     }
 }

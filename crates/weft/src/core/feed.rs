@@ -2,14 +2,22 @@
 //! and the task tracker, with the ways to hand messages over (one at a time, or a batch whose
 //! acknowledgements wait for delivery), reconnect loops and polling schedules, and checkpoints.
 //! Generic over the flow's processors and outputs, so the inputs name neither registry.
+//!
+//! A broker input of a direct flow hands each message over with [`Feed::deliver`]: it is tried
+//! up to [`Redelivery::max_deliveries`] times with a growing pause, then kept in the flow's
+//! dead-letter queue and acknowledged, so one message that can never be delivered neither
+//! spins nor holds the broker's in-flight window for ever.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::flow::{Flow, Processed};
+use super::flow::{Flow, FlowError, Processed};
 use super::{Message, Output, Processor};
+use crate::config::units::Dur;
 
 /// What a reading input needs to hand messages to its flow.
 pub struct Feed<P, O> {
@@ -40,6 +48,89 @@ pub enum AtShutdown {
     /// Left to end by itself, so what is under way is finished and acknowledged.
     Finish,
 }
+
+/// How a broker input of a direct flow gives up on a message that keeps failing. (A durable
+/// flow acknowledges a message once it is stored; its outputs' `retry` takes over from there.)
+///
+/// ```yaml
+/// redelivery: { max_deliveries: 5, backoff: 1s, max_backoff: 30s }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Redelivery {
+    /// Deliveries in all, the first included; then the message goes to the flow's dead-letter
+    /// queue (`weft dlq`) and is acknowledged. `0` tries for ever. Default `5`.
+    #[serde(default = "default_max_deliveries")]
+    pub max_deliveries: u32,
+    /// Pause before the second delivery, doubling after each. Default `1s`.
+    #[serde(default = "default_backoff")]
+    pub backoff: Dur,
+    /// Longest pause between deliveries. Default `30s`.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: Dur,
+}
+
+impl Default for Redelivery {
+    fn default() -> Self {
+        Redelivery {
+            max_deliveries: default_max_deliveries(),
+            backoff: default_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+impl Redelivery {
+    /// The pause after the `delivered`-th delivery failed: `backoff`, doubling, at most
+    /// `max_backoff` (a thousand times shorter under `weft test`).
+    pub fn pause(&self, delivered: u32) -> Duration {
+        let doubled = self
+            .backoff
+            .0
+            .saturating_mul(1u32 << delivered.saturating_sub(1).min(20));
+        doubled.min(self.max_backoff.0) / crate::core::retry::time_scale()
+    }
+}
+
+fn default_max_deliveries() -> u32 {
+    5
+}
+
+fn default_backoff() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+
+fn default_max_backoff() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+/// What became of a message handed over with [`Feed::deliver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered (direct) or stored (durable): acknowledge it.
+    Taken,
+    /// Failed `max_deliveries` times and was given up on: kept in the flow's dead-letter queue
+    /// ([`GiveUp::Store`]: acknowledge it), or left to the broker's own dead-letter route
+    /// ([`GiveUp::Broker`]: refuse it without requeueing).
+    GivenUp,
+    /// Shutdown came first: leave it unacknowledged, so the broker offers it again.
+    Left,
+    /// Failed ([`Feed::attempt`] only): have the broker offer it again after this pause.
+    Again(Duration),
+}
+
+/// Where a message given up on goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// The flow's dead-letter queue in weft's store.
+    Store,
+    /// The broker's own dead-letter mechanism (the input refuses the message).
+    Broker,
+}
+
+/// Earlier failures kept with a message until it is given up on (for ever-redelivered
+/// messages, only the first ones).
+const HISTORY_KEPT: usize = 20;
 
 /// Where the checkpoints of polling inputs live in the store (keyed by flow).
 const CHECKPOINT_NAMESPACE: &str = "checkpoint";
@@ -217,6 +308,175 @@ impl<P: Processor, O: Output> Feed<P, O> {
 }
 
 impl<P: Processor, O: Output> Feed<P, O> {
+    /// Hands one message a broker read to the flow and waits for what became of it: stored
+    /// (durable), or delivered, or given up on after `redelivery.max_deliveries` (direct),
+    /// offering it again in between here, after a growing pause in which it gives its place in
+    /// flight back. For brokers that redeliver one message while the others go on.
+    pub async fn deliver(
+        &self,
+        message: Message,
+        redelivery: &Redelivery,
+        give_up: GiveUp,
+    ) -> Outcome {
+        let first_ms = crate::core::clock::now_ms();
+        let mut history = Vec::new();
+        let mut delivered = 0u32;
+        loop {
+            delivered += 1;
+            let pause = match self
+                .try_once(
+                    &message,
+                    delivered,
+                    redelivery,
+                    give_up,
+                    &mut history,
+                    first_ms,
+                )
+                .await
+            {
+                Outcome::Again(pause) => pause,
+                done => return done,
+            };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Outcome::Left,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// One delivery of a message the broker has now delivered `delivered` times (its own
+    /// count): [`Outcome::Again`] asks the broker to offer it again after the pause, and the
+    /// delivery that reaches `redelivery.max_deliveries` gives up. For brokers that keep the
+    /// count and the pause themselves (JetStream, Redis streams).
+    pub async fn attempt(
+        &self,
+        message: Message,
+        delivered: u32,
+        redelivery: &Redelivery,
+        give_up: GiveUp,
+    ) -> Outcome {
+        let first_ms = crate::core::clock::now_ms();
+        let mut history = Vec::new();
+        self.try_once(
+            &message,
+            delivered.max(1),
+            redelivery,
+            give_up,
+            &mut history,
+            first_ms,
+        )
+        .await
+    }
+
+    async fn try_once(
+        &self,
+        message: &Message,
+        delivered: u32,
+        redelivery: &Redelivery,
+        give_up: GiveUp,
+        history: &mut Vec<String>,
+        first_ms: i64,
+    ) -> Outcome {
+        if self.flow.durable().is_some() {
+            return if self.push(message.clone()).await {
+                Outcome::Taken
+            } else {
+                Outcome::Left
+            };
+        }
+        let admission = tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => return Outcome::Left,
+            a = self.flow.admit() => a,
+        };
+        let result = self.flow.process(message.clone()).await;
+        drop(admission);
+        let error = match result {
+            Ok(_) => return Outcome::Taken,
+            Err(error) => error,
+        };
+        if redelivery.max_deliveries != 0 && delivered >= redelivery.max_deliveries {
+            let history = std::mem::take(history);
+            return self
+                .give_up(message, delivered, &error, history, first_ms, give_up)
+                .await;
+        }
+        let pause = redelivery.pause(delivered);
+        tracing::warn!(flow = %self.flow.name, id = %message.id, delivered, %error, "delivery failed; offering it again in {pause:?}");
+        if history.len() < HISTORY_KEPT {
+            history.push(format!(
+                "attempts={delivered} failed_at={} {error}",
+                crate::core::clock::now_ms()
+            ));
+        }
+        Outcome::Again(pause)
+    }
+
+    /// The last delivery failed: keep the message as a dead letter (trying the store again
+    /// while it cannot write), or leave it to the broker.
+    async fn give_up(
+        &self,
+        message: &Message,
+        attempts: u32,
+        error: &FlowError,
+        history: Vec<String>,
+        first_ms: i64,
+        give_up: GiveUp,
+    ) -> Outcome {
+        let flow = &self.flow.name;
+        if give_up == GiveUp::Broker {
+            crate::core::metrics::dead_lettered(flow, error.stage());
+            tracing::error!(%flow, id = %message.id, attempts, %error, "given up on; refused to the broker's dead-letter route");
+            return Outcome::GivenUp;
+        }
+        let Some(store) = self.flow.store() else {
+            // The engine opens a store for every flow whose input can give up; without one
+            // the message stays with the broker.
+            tracing::error!(%flow, id = %message.id, %error, "given up on, but the flow has no store for dead letters; left to the broker");
+            return Outcome::Left;
+        };
+        let (payload, metadata) = match crate::core::durable::encode(message) {
+            Ok(encoded) => encoded,
+            Err(e) => (
+                format!(
+                    "j{}",
+                    serde_json::Value::String(format!("(not storable: {e})"))
+                )
+                .into_bytes(),
+                b"{}".to_vec(),
+            ),
+        };
+        let letter = weft_store::DeadLetter {
+            id: message.id.to_string(),
+            flow: flow.to_string(),
+            payload,
+            metadata,
+            enqueued_at_ms: first_ms,
+            failed_at_ms: crate::core::clock::now_ms(),
+            attempts,
+            failure: error.to_string().into(),
+            history,
+        };
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match store.bury(letter.clone()).await {
+                Ok(()) => {
+                    crate::core::metrics::dead_lettered(flow, error.stage());
+                    tracing::error!(%flow, id = %message.id, attempts, %error, "message moved to the dead-letter queue");
+                    return Outcome::GivenUp;
+                }
+                Err(e) => {
+                    tracing::warn!(%flow, id = %message.id, error = %e, "could not keep the dead letter yet; retrying");
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Outcome::Left,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    }
+
     /// Hands a batch to the flow and waits until every message of it is taken: committed
     /// (durable) or delivered (direct). `false` if any failed or shutdown came first, so the
     /// caller does not checkpoint past the batch.
@@ -268,5 +528,23 @@ impl<P: Processor, O: Output> Feed<P, O> {
         }
         outcomes.resize(count, false);
         outcomes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_between_deliveries_doubles_up_to_its_cap() {
+        let r = Redelivery {
+            max_deliveries: 0,
+            backoff: Dur(Duration::from_millis(100)),
+            max_backoff: Dur(Duration::from_millis(500)),
+        };
+        let pauses: Vec<u128> = (1..=6).map(|n| r.pause(n).as_millis()).collect();
+        assert_eq!(pauses, [100, 200, 400, 500, 500, 500]);
+        // A count far past any cap neither overflows nor panics.
+        assert_eq!(r.pause(u32::MAX).as_millis(), 500);
     }
 }

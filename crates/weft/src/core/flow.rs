@@ -77,6 +77,16 @@ pub enum FlowError {
     },
 }
 
+impl FlowError {
+    /// Where the message failed, as the dead-letter counter names it.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            FlowError::Processing { .. } | FlowError::Busy { .. } => "pipeline",
+            FlowError::Delivery { .. } => "output",
+        }
+    }
+}
+
 /// What one durable delivery attempt of a whole message came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {

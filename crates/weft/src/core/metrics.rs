@@ -71,6 +71,14 @@ impl ComponentMetrics {
     }
 }
 
+/// Counts a message given up on and kept as a dead letter, by the stage that failed it:
+/// `pipeline` (a processor), `output`, or `unreadable` (a stored message that no longer decodes).
+/// Rare, so the handle is looked up each time.
+pub fn dead_lettered(flow: &str, stage: &'static str) {
+    counter!("weft_messages_dead_lettered_total", "flow" => flow.to_string(), "stage" => stage)
+        .increment(1);
+}
+
 /// The store's write health, set when `/metrics` is scraped (the store counts; this copies).
 pub fn store_health(health: &weft_store::Health) {
     counter!("weft_store_commit_failures_total").absolute(health.failed_commits);

@@ -192,7 +192,7 @@ pub fn set_time_scale(scale: u32) {
     TIME_SCALE.store(scale.max(1), Ordering::Relaxed);
 }
 
-fn time_scale() -> u32 {
+pub(crate) fn time_scale() -> u32 {
     TIME_SCALE.load(Ordering::Relaxed)
 }
 

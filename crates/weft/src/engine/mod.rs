@@ -500,15 +500,18 @@ impl Engine {
             served,
             fingerprint,
         } = built;
-        let workers = flow.durable().map(|queue| {
-            let stop = CancellationToken::new();
-            let mut set = JoinSet::new();
+        let mut set = JoinSet::new();
+        let stop = CancellationToken::new();
+        if let Some(queue) = flow.durable() {
             set.spawn(durable::upkeep(queue.clone(), stop.clone()));
             set.spawn(durable::work(flow.clone(), workers, stop.clone()));
-            Workers {
-                stop,
-                handle: tokio::spawn(async move { while set.join_next().await.is_some() {} }),
-            }
+        } else if flow.store().is_some() && input.as_ref().is_some_and(Input::uses_store) {
+            // A direct flow whose input keeps dead letters delivers their replays.
+            set.spawn(durable::replays(flow.clone(), stop.clone()));
+        }
+        let workers = (!set.is_empty()).then(|| Workers {
+            stop,
+            handle: tokio::spawn(async move { while set.join_next().await.is_some() {} }),
         });
         let reader = input.map(|input| {
             let id = self.take_id();

@@ -1,11 +1,12 @@
 //! `amqp`: consumes a RabbitMQ queue with manual acknowledgements: a message is acked only once
 //! it was delivered (or, in a durable flow, committed). At most `prefetch` messages are in
-//! flight. A message whose delivery failed is refused: put back on the queue (`on_failure:
-//! requeue`, the default, after a short pause so a message that keeps failing does not spin)
-//! or dead-lettered (`on_failure: dead_letter`: rejected without requeue, so a queue with a
-//! dead-letter exchange passes it there — and a queue without one drops it). A message never
-//! acked (weft stopped or crashed) is delivered again by the broker. `declare` sets up
-//! exchanges, queues and bindings first. The routing key is in `%amqp.routing_key`.
+//! flight. A message whose delivery failed is offered to the flow again after a pause, up to
+//! `redelivery.max_deliveries` times; then it is given up on: kept in the flow's dead-letter
+//! queue and acked (`on_failure: store`, the default), or rejected without requeue
+//! (`on_failure: dead_letter`), so a queue with a dead-letter exchange passes it there — and a
+//! queue without one drops it. A message never acked (weft stopped or crashed) is delivered
+//! again by the broker. `declare` sets up exchanges, queues and bindings first. The routing
+//! key is in `%amqp.routing_key`.
 //!
 //! ```yaml
 //! input:
@@ -14,19 +15,18 @@
 //!     queue: orders
 //!     prefetch: 32
 //!     on_failure: dead_letter
+//!     redelivery: { max_deliveries: 3, backoff: 2s }
 //!     declare:
 //!       queues: [{ name: orders, dead_letter_exchange: orders.dlx }]
 //!       bindings: [{ exchange: orders.in, queue: orders, routing_key: "order.*" }]
 //! ```
-
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use serde::Deserialize;
 
-use super::{AtShutdown, Feed};
+use super::{AtShutdown, Feed, GiveUp, Outcome, Redelivery};
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::clients::amqp::{Amqp, Declare};
@@ -48,10 +48,13 @@ pub struct Config {
     /// Messages in flight at most (`basic.qos`).
     #[serde(default = "default_prefetch")]
     pub prefetch: u16,
-    /// What happens to a message whose delivery failed for good: `requeue` (delivered again)
+    /// Where a message given up on goes: `store` (the flow's dead-letter queue, `weft dlq`)
     /// or `dead_letter` (rejected, to the queue's dead-letter exchange).
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// How often a failing message is offered again before it is given up on.
+    #[serde(default)]
+    pub redelivery: Redelivery,
     /// Exchanges, queues and bindings to declare before consuming.
     #[serde(default)]
     pub declare: Declare,
@@ -60,9 +63,9 @@ pub struct Config {
 #[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnFailure {
-    /// Back on the queue, to be delivered again.
+    /// Kept in the flow's dead-letter queue, then acked.
     #[default]
-    Requeue,
+    Store,
     /// Rejected without requeue: to the queue's dead-letter exchange.
     DeadLetter,
 }
@@ -75,9 +78,6 @@ pub struct AmqpInput {
     amqp: Amqp,
     config: Config,
 }
-
-/// The pause before a failed message is put back, so one that keeps failing does not spin.
-const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
 
 impl super::Spec for Config {
     type Built = AmqpInput;
@@ -137,7 +137,10 @@ impl AmqpInput {
             )
             .await
             .map_err(e)?;
-        let on_failure = c.on_failure;
+        let give_up = match c.on_failure {
+            OnFailure::Store => GiveUp::Store,
+            OnFailure::DeadLetter => GiveUp::Broker,
+        };
         loop {
             let next = tokio::select! {
                 biased;
@@ -168,20 +171,31 @@ impl AmqpInput {
             insert(&mut message.metadata, "amqp", meta);
             let feed = feed.clone();
             // Each delivery on its own: up to `prefetch` are in flight, acked as each ends.
+            let redelivery = c.redelivery.clone();
             inflight.spawn(async move {
-                let acked = if feed.push_and_wait(vec![message]).await {
-                    delivery.ack(Default::default()).await
-                } else {
-                    let requeue = on_failure == OnFailure::Requeue;
-                    if requeue && !feed.shutdown.is_cancelled() {
-                        tokio::time::sleep(REQUEUE_PAUSE).await;
+                let acked = match feed.deliver(message, &redelivery, give_up).await {
+                    Outcome::Taken => delivery.ack(Default::default()).await,
+                    Outcome::GivenUp if give_up == GiveUp::Store => {
+                        delivery.ack(Default::default()).await
                     }
-                    delivery
-                        .nack(BasicNackOptions {
-                            requeue,
-                            ..Default::default()
-                        })
-                        .await
+                    // To the queue's dead-letter exchange, if it has one.
+                    Outcome::GivenUp => {
+                        delivery
+                            .nack(BasicNackOptions {
+                                requeue: false,
+                                ..Default::default()
+                            })
+                            .await
+                    }
+                    // Shutdown: back on the queue at once.
+                    Outcome::Left | Outcome::Again(_) => {
+                        delivery
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            })
+                            .await
+                    }
                 };
                 match acked {
                     Ok(true) => {}
@@ -200,7 +214,7 @@ impl AmqpInput {
 
 impl super::Source for AmqpInput {
     fn uses_store(&self) -> bool {
-        false
+        self.config.on_failure == OnFailure::Store
     }
 
     async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {

@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use crate::clients::{Resources, Shared};
 use crate::config::BuildError;
-pub use crate::core::feed::{AtShutdown, Feed};
+pub use crate::core::feed::{AtShutdown, Feed, GiveUp, Outcome, Redelivery};
 use crate::core::mapping::Value;
 use crate::core::{Message, Output, Processor};
 

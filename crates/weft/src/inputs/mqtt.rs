@@ -1,7 +1,9 @@
 //! `mqtt`: subscribes to MQTT topic filters with QoS 1 in a persistent session and acknowledges
 //! each message (PUBACK) only once it was delivered (or, in a durable flow, committed). A
-//! message whose delivery failed is offered to the flow again after a pause (doubling up to
-//! 30 s), still unacknowledged, so a broker that loses the connection meanwhile sends it again.
+//! message whose delivery failed is offered to the flow again after a pause, still
+//! unacknowledged (a broker that loses the connection meanwhile sends it again), up to
+//! `redelivery.max_deliveries` times; then it is kept in the flow's dead-letter queue and
+//! acknowledged, so failing messages never fill the broker's in-flight window.
 //! With a stable `client_id` the broker keeps the session while weft is away and delivers what
 //! came meanwhile (under MQTT 5 the session is asked never to expire). The topic is in
 //! `%mqtt.topic`.
@@ -13,13 +15,14 @@
 //!     topics: ["sensors/+/temperature"]
 //!     client_id: weft-sensors      # default: weft-<flow>
 //!     version: 5                   # default 3.1.1
+//!     redelivery: { max_deliveries: 5, backoff: 1s }
 //! ```
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Feed;
+use super::{Feed, GiveUp, Outcome, Redelivery};
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::clients::mqtt::{Happened, Mqtt, Version, check_qos, default_version};
@@ -48,6 +51,9 @@ pub struct Config {
     #[serde(default = "default_version")]
     #[schemars(schema_with = "crate::clients::mqtt::version_schema")]
     pub version: String,
+    /// How often a failing message is offered again before it is dead-lettered.
+    #[serde(default)]
+    pub redelivery: Redelivery,
 }
 
 fn default_qos() -> u8 {
@@ -59,8 +65,6 @@ pub struct MqttInput {
     version: Version,
     config: Config,
 }
-
-const MAX_PAUSE: Duration = Duration::from_secs(30);
 
 impl super::Spec for Config {
     type Built = MqttInput;
@@ -83,7 +87,7 @@ impl super::Spec for Config {
 
 impl super::Source for MqttInput {
     fn uses_store(&self) -> bool {
-        false
+        true // dead letters
     }
 
     async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
@@ -120,27 +124,20 @@ impl super::Source for MqttInput {
                     let client = client.clone();
                     let connection = connection.clone();
                     let taken_on = connection.load(std::sync::atomic::Ordering::SeqCst);
+                    let redelivery = c.redelivery.clone();
                     inflight.spawn(async move {
-                        let mut pause = Duration::from_millis(500);
-                        loop {
-                            let mut message = Message::new(payload(publish.payload()));
-                            let mut meta = empty_object();
-                            insert(&mut meta, "topic", Value::from(publish.topic().as_ref()));
-                            insert(&mut message.metadata, "mqtt", meta);
-                            if feed.push_and_wait(vec![message]).await {
-                                if connection.load(std::sync::atomic::Ordering::SeqCst) != taken_on {
-                                    return;
-                                }
-                                if let Err(error) = client.ack(&publish).await {
-                                    tracing::warn!(flow = %feed.flow.name, component, %error, "could not acknowledge; the broker will send it again");
-                                }
-                                return;
-                            }
-                            tokio::select! {
-                                _ = feed.shutdown.cancelled() => return,
-                                _ = tokio::time::sleep(pause) => {}
-                            }
-                            pause = (pause * 2).min(MAX_PAUSE);
+                        let mut message = Message::new(payload(publish.payload()));
+                        let mut meta = empty_object();
+                        insert(&mut meta, "topic", Value::from(publish.topic().as_ref()));
+                        insert(&mut message.metadata, "mqtt", meta);
+                        let outcome = feed.deliver(message, &redelivery, GiveUp::Store).await;
+                        if matches!(outcome, Outcome::Left | Outcome::Again(_))
+                            || connection.load(std::sync::atomic::Ordering::SeqCst) != taken_on
+                        {
+                            return;
+                        }
+                        if let Err(error) = client.ack(&publish).await {
+                            tracing::warn!(flow = %feed.flow.name, component, %error, "could not acknowledge; the broker will send it again");
                         }
                     });
                 }

@@ -1,7 +1,11 @@
 //! `nats_jetstream`: reads a JetStream stream through a durable pull consumer, acknowledging
 //! each message only once it was delivered (or, in a durable flow, committed). A message whose
-//! delivery failed is refused with a delay (`nak_delay`), so JetStream offers it again then;
-//! one never acknowledged (weft stopped or crashed) comes back after the consumer's ack wait.
+//! delivery failed is refused with a delay (`redelivery.backoff`, doubling), so JetStream
+//! offers it again then while the others go on; the delivery that reaches
+//! `redelivery.max_deliveries` (JetStream's own count) keeps it in the flow's dead-letter queue
+//! and terminates it (`term`, which JetStream announces as an advisory). One never acknowledged
+//! (weft stopped or crashed) comes back after the consumer's ack wait; a long delivery tells
+//! JetStream it is still at work, so it is not offered twice meanwhile.
 //! The consumer is created if it does not exist; the stream must exist, or is created with
 //! `create_subjects`. The subject is in `%nats.subject`.
 //!
@@ -12,7 +16,7 @@
 //!     stream: ORDERS
 //!     consumer: weft                 # durable name
 //!     create_subjects: ["orders.>"]  # create the stream if it is missing
-//!     nak_delay: 5s
+//!     redelivery: { max_deliveries: 5, backoff: 5s }
 //! ```
 
 use std::time::Duration;
@@ -21,7 +25,7 @@ use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::{AtShutdown, Feed};
+use super::{AtShutdown, Feed, GiveUp, Outcome, Redelivery};
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::clients::nats::Nats;
@@ -50,9 +54,9 @@ pub struct Config {
     /// The most messages fetched at once.
     #[serde(default = "default_batch")]
     pub batch: usize,
-    /// How long a message whose delivery failed waits before JetStream offers it again.
-    #[serde(default = "default_nak_delay")]
-    pub nak_delay: Dur,
+    /// How often a failing message is offered again before it is dead-lettered.
+    #[serde(default)]
+    pub redelivery: Redelivery,
     /// How long JetStream waits for an acknowledgement before offering a message again
     /// (when the consumer is created here).
     #[serde(default = "default_ack_wait")]
@@ -64,9 +68,6 @@ fn default_consumer() -> String {
 }
 fn default_batch() -> usize {
     100
-}
-fn default_nak_delay() -> Dur {
-    Dur(Duration::from_secs(5))
 }
 fn default_ack_wait() -> Dur {
     Dur(Duration::from_secs(60))
@@ -153,11 +154,17 @@ impl NatsJetstream {
                 let mut meta = empty_object();
                 insert(&mut meta, "subject", Value::from(m.subject.as_str()));
                 insert(&mut message.metadata, "nats", meta);
-                if feed.push_and_wait(vec![message]).await {
-                    m.ack().await
-                } else {
-                    m.ack_with(AckKind::Nak(Some(c.nak_delay.0))).await
-                }
+                let delivered = m.info().map_or(1, |info| info.delivered.max(1) as u32);
+                let attempt = feed.attempt(message, delivered, &c.redelivery, GiveUp::Store);
+                let outcome = working(attempt, m, c.ack_wait.0).await;
+                m.ack_with(match outcome {
+                    Outcome::Taken => AckKind::Ack,
+                    Outcome::GivenUp => AckKind::Term,
+                    Outcome::Again(pause) => AckKind::Nak(Some(pause)),
+                    // Shutdown: to another consumer at once.
+                    Outcome::Left => AckKind::Nak(None),
+                })
+                .await
             });
             for acked in futures_util::future::join_all(done).await {
                 acked.map_err(|e| e.to_string())?;
@@ -166,9 +173,28 @@ impl NatsJetstream {
     }
 }
 
+/// Waits for `attempt`, telling JetStream every half `ack_wait` that `message` is still being
+/// worked on, so it is not offered again meanwhile.
+async fn working(
+    attempt: impl Future<Output = Outcome>,
+    message: &jetstream::Message,
+    ack_wait: Duration,
+) -> Outcome {
+    let mut attempt = std::pin::pin!(attempt);
+    let every = (ack_wait / 2).max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            outcome = &mut attempt => return outcome,
+            _ = tokio::time::sleep(every) => {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        }
+    }
+}
+
 impl super::Source for NatsJetstream {
     fn uses_store(&self) -> bool {
-        false
+        true // dead letters
     }
 
     async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {

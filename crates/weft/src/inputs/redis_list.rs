@@ -1,7 +1,9 @@
 //! `redis_list`: a Redis list as a reliable work queue. Each item is moved atomically to a
-//! processing list (`BLMOVE`) while its message is delivered, then removed from it; an item
-//! whose message failed goes back to the queue's far end, to be tried again after the others.
-//! Items a crash left in the processing list are queued again at the next start. The queue
+//! processing list (`BLMOVE`) while its message is delivered, then removed from it. A message
+//! that failed is offered to the flow again after a pause, up to `redelivery.max_deliveries`
+//! times (its worker waits meanwhile; the others go on), then kept in the flow's dead-letter
+//! queue and removed. Items a crash left in the processing list are queued again at the next
+//! start. The queue
 //! is read from its right end, so producers `LPUSH` (as the `redis_list` output does).
 //!
 //! ```yaml
@@ -11,13 +13,14 @@
 //!     list: jobs
 //!     processing_list: jobs:processing   # default: <list>:processing:<host name>
 //!     workers: 4                         # items in flight at once
+//!     redelivery: { max_deliveries: 5, backoff: 1s }
 //! ```
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Feed;
+use super::{Feed, GiveUp, Outcome, Redelivery};
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::clients::redis::Redis;
@@ -42,6 +45,9 @@ pub struct Config {
     /// Items in flight at once, each on a connection of its own.
     #[serde(default = "default_workers")]
     pub workers: usize,
+    /// How often a failing message is offered again before it is dead-lettered.
+    #[serde(default)]
+    pub redelivery: Redelivery,
 }
 
 fn default_workers() -> usize {
@@ -53,11 +59,12 @@ pub struct RedisList {
     list: String,
     processing: String,
     workers: usize,
+    redelivery: Redelivery,
 }
 
 /// How long one `BLMOVE` waits (so shutdown is looked at between).
 const BLOCK_SECONDS: f64 = 1.0;
-/// The pause after a failed delivery, so a message that keeps failing does not spin.
+/// The pause after Redis failed, before reading again.
 const FAILURE_PAUSE: Duration = Duration::from_millis(500);
 
 impl super::Spec for Config {
@@ -79,6 +86,7 @@ impl super::Spec for Config {
             }),
             list: self.list,
             workers: self.workers,
+            redelivery: self.redelivery,
         })
     }
 }
@@ -141,23 +149,18 @@ impl RedisList {
                 .query_async(&mut blocking)
                 .await?;
             let Some(item) = item else { continue };
-            let delivered = feed.push_and_wait(vec![Message::new(payload(&item))]).await;
-            let mut done = redis::pipe();
-            done.atomic()
-                .cmd("LREM")
-                .arg(&self.processing)
-                .arg(1)
-                .arg(&item);
-            if !delivered {
-                // To the far end: tried again once what is waiting went through.
-                done.cmd("LPUSH").arg(&self.list).arg(&item);
-            }
-            done.query_async::<()>(&mut conn).await?;
-            if !delivered {
-                if feed.shutdown.is_cancelled() {
-                    return Ok(());
+            let message = Message::new(payload(&item));
+            match feed.deliver(message, &self.redelivery, GiveUp::Store).await {
+                Outcome::Taken | Outcome::GivenUp => {
+                    redis::cmd("LREM")
+                        .arg(&self.processing)
+                        .arg(1)
+                        .arg(&item)
+                        .query_async::<()>(&mut conn)
+                        .await?;
                 }
-                tokio::time::sleep(FAILURE_PAUSE).await;
+                // Shutdown: left in the processing list, queued again at the next start.
+                Outcome::Left | Outcome::Again(_) => return Ok(()),
             }
         }
     }
@@ -165,7 +168,7 @@ impl RedisList {
 
 impl super::Source for RedisList {
     fn uses_store(&self) -> bool {
-        false
+        true // dead letters
     }
 
     async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {

@@ -2,7 +2,10 @@
 //! acknowledges each entry (`XACK`) only once its message was delivered (or, in a durable flow,
 //! committed). An entry whose message failed stays pending and is read again after
 //! `claim_idle`; so are the entries of a consumer that died (`XAUTOCLAIM`), and at start this
-//! consumer first reads what it had taken and not acknowledged. The group is created if it
+//! consumer first reads what it had taken and not acknowledged. The delivery that reaches
+//! `redelivery.max_deliveries` (the group's own count) keeps the message in the flow's
+//! dead-letter queue and acknowledges the entry (here `claim_idle` is the pause between
+//! deliveries, not `redelivery.backoff`). The group is created if it
 //! does not exist (`start: $` reads only new entries, `start: "0"` the whole stream).
 //!
 //! The message is the entry's `body` field (JSON when it parses, else text) or, for an entry
@@ -16,6 +19,7 @@
 //!     group: weft
 //!     consumer: weft-1             # default: the host name
 //!     claim_idle: 1m               # pending this long → read again
+//!     redelivery: { max_deliveries: 5 }
 //! ```
 
 use std::collections::HashMap;
@@ -24,7 +28,7 @@ use std::time::Duration;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use serde::Deserialize;
 
-use super::{AtShutdown, Feed};
+use super::{AtShutdown, Feed, GiveUp, Outcome, Redelivery};
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::clients::redis::Redis;
@@ -64,6 +68,9 @@ pub struct Config {
     /// The entry's field holding the message.
     #[serde(default = "default_body_field")]
     pub body_field: String,
+    /// How often a failing message is read again before it is dead-lettered.
+    #[serde(default)]
+    pub redelivery: Redelivery,
 }
 
 fn default_body_field() -> String {
@@ -145,6 +152,8 @@ impl RedisStreams {
             if feed.shutdown.is_cancelled() {
                 return Ok(());
             }
+            // Entries read before (pending, or claimed): their delivery counts are asked for.
+            let mut again = true;
             let entries = if let Some(after) = &own_pending {
                 let reply: StreamReadReply = redis::cmd("XREADGROUP")
                     .arg("GROUP")
@@ -194,6 +203,7 @@ impl RedisStreams {
                     .arg(">")
                     .query_async(&mut conn)
                     .await?;
+                again = false;
                 match reply.map(entries_of) {
                     Some(entries) if !entries.is_empty() => entries,
                     _ => continue,
@@ -212,16 +222,32 @@ impl RedisStreams {
                     .query_async::<i64>(&mut conn)
                     .await?;
             }
+            let counts = if again {
+                self.delivery_counts(&mut conn, &entries).await?
+            } else {
+                HashMap::new()
+            };
             let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
-            let messages = entries
-                .into_iter()
-                .map(|e| self.message(e))
-                .collect::<Vec<_>>();
-            let outcomes = feed.push_each_and_wait(messages).await;
+            let outcomes: Vec<Outcome> = if feed.flow.durable().is_some() {
+                // Stored one after the other, in stream order.
+                let messages = entries.into_iter().map(|e| self.message(e)).collect();
+                let stored = feed.push_each_and_wait(messages).await;
+                stored
+                    .into_iter()
+                    .map(|taken| if taken { Outcome::Taken } else { Outcome::Left })
+                    .collect()
+            } else {
+                let attempts = entries.into_iter().map(|e| {
+                    let delivered = counts.get(&e.id).copied().unwrap_or(1);
+                    feed.attempt(self.message(e), delivered, &c.redelivery, GiveUp::Store)
+                });
+                futures_util::future::join_all(attempts).await
+            };
+            // Failed ones stay pending, to be claimed again after `claim_idle`.
             let done: Vec<&String> = ids
                 .iter()
                 .zip(&outcomes)
-                .filter(|(_, ok)| **ok)
+                .filter(|(_, o)| matches!(o, Outcome::Taken | Outcome::GivenUp))
                 .map(|(id, _)| id)
                 .collect();
             if !done.is_empty() {
@@ -233,6 +259,38 @@ impl RedisStreams {
                     .await?;
             }
         }
+    }
+
+    /// How many times the group has delivered each of `entries` (read before, so pending).
+    async fn delivery_counts(
+        &self,
+        conn: &mut (impl redis::aio::ConnectionLike + Send),
+        entries: &[StreamId],
+    ) -> Result<HashMap<String, u32>, redis::RedisError> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(HashMap::new());
+        };
+        let c = &self.config;
+        // Claimed entries are not in stream order: ask for the whole span they cover.
+        let (low, high) = entries.iter().fold((&first.id, &last.id), |(lo, hi), e| {
+            (
+                if stream_id_lt(&e.id, lo) { &e.id } else { lo },
+                if stream_id_lt(hi, &e.id) { &e.id } else { hi },
+            )
+        });
+        let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(&c.stream)
+            .arg(&c.group)
+            .arg(low)
+            .arg(high)
+            .arg(entries.len().max(c.batch))
+            .arg(&c.consumer)
+            .query_async(conn)
+            .await?;
+        Ok(pending
+            .into_iter()
+            .map(|(id, _, _, count)| (id, u32::try_from(count).unwrap_or(u32::MAX)))
+            .collect())
     }
 
     fn message(&self, entry: StreamId) -> Message {
@@ -261,7 +319,7 @@ impl RedisStreams {
 
 impl super::Source for RedisStreams {
     fn uses_store(&self) -> bool {
-        false
+        true // dead letters
     }
 
     async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
@@ -276,6 +334,18 @@ impl super::Source for RedisStreams {
         .await;
         Ok(())
     }
+}
+
+/// Whether stream id `a` (`ms-seq`) comes before `b`.
+fn stream_id_lt(a: &str, b: &str) -> bool {
+    let parse = |id: &str| {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (
+            ms.parse::<u64>().unwrap_or(0),
+            seq.parse::<u64>().unwrap_or(0),
+        )
+    };
+    parse(a) < parse(b)
 }
 
 fn entries_of(reply: StreamReadReply) -> Vec<StreamId> {

@@ -14,7 +14,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 use crate::support::*;
 
-async fn broker() -> Option<(String, Connection, Channel)> {
+pub(crate) async fn broker() -> Option<(String, Connection, Channel)> {
     let url = std::env::var("WEFT_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let connected = async {
@@ -31,11 +31,11 @@ async fn broker() -> Option<(String, Connection, Channel)> {
     }
 }
 
-fn unique(what: &str) -> String {
+pub(crate) fn unique(what: &str) -> String {
     format!("weft.{what}.{}.{}", std::process::id(), fastrand::u32(..))
 }
 
-async fn publish(channel: &Channel, queue: &str, body: &str) {
+pub(crate) async fn publish(channel: &Channel, queue: &str, body: &str) {
     channel
         .basic_publish(
             "".into(),
@@ -90,6 +90,7 @@ flows:
         url: "{url}"
         queue: "{strict}"
         on_failure: dead_letter
+        redelivery: {{ max_deliveries: 1 }}
         declare:
           exchanges: [{{ name: "{dlx}", kind: fanout, durable: false }}]
           queues:

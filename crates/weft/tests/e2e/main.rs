@@ -29,6 +29,7 @@ mod openapi;
 mod outbound;
 mod patterns;
 mod peers;
+mod poison;
 mod redis;
 mod secrets;
 mod server_tls;

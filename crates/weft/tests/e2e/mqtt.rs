@@ -10,7 +10,7 @@ use crate::support::*;
 
 /// A test client with its event loop polled in the background; incoming publishes on the
 /// channel.
-async fn client(
+pub(crate) async fn client(
     url: &str,
 ) -> Option<(
     AsyncClient,
@@ -46,7 +46,7 @@ async fn client(
     Some((client, rx))
 }
 
-fn broker() -> String {
+pub(crate) fn broker() -> String {
     std::env::var("WEFT_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
 }
 

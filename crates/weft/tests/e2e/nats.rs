@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 
 use crate::support::*;
 
-async fn nats() -> Option<(String, async_nats::Client)> {
+pub(crate) async fn nats() -> Option<(String, async_nats::Client)> {
     let url = std::env::var("WEFT_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     match async_nats::connect(&url).await {
         Ok(client) => Some((url, client)),
@@ -21,7 +21,7 @@ async fn nats() -> Option<(String, async_nats::Client)> {
     }
 }
 
-fn unique(what: &str) -> String {
+pub(crate) fn unique(what: &str) -> String {
     format!("weft_{what}_{}_{}", std::process::id(), fastrand::u32(..))
 }
 
@@ -53,7 +53,7 @@ flows:
         url: "{url}"
         stream: "{stream}"
         create_subjects: ["{subject}"]
-        nak_delay: 200ms
+        redelivery: {{ backoff: 200ms }}
         ack_wait: 2s
     output:
       http_client: {{ url: "{out}", retry: {{ max_attempts: 1 }} }}

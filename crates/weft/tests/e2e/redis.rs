@@ -9,7 +9,7 @@ use redis::AsyncCommands;
 
 use crate::support::*;
 
-async fn redis() -> Option<(String, redis::aio::MultiplexedConnection)> {
+pub(crate) async fn redis() -> Option<(String, redis::aio::MultiplexedConnection)> {
     let url = std::env::var("WEFT_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let connected = async {
         let client = redis::Client::open(url.as_str())?;
@@ -26,11 +26,11 @@ async fn redis() -> Option<(String, redis::aio::MultiplexedConnection)> {
     }
 }
 
-fn key(what: &str) -> String {
+pub(crate) fn key(what: &str) -> String {
     format!("weft:{what}:{}:{}", std::process::id(), fastrand::u32(..))
 }
 
-async fn pending(conn: &mut redis::aio::MultiplexedConnection, stream: &str) -> i64 {
+pub(crate) async fn pending(conn: &mut redis::aio::MultiplexedConnection, stream: &str) -> i64 {
     let summary: redis::Value = redis::cmd("XPENDING")
         .arg(stream)
         .arg("weft")
