@@ -264,7 +264,7 @@ pub struct Queued {
     /// Delivery attempts made so far.
     pub attempts: u32,
     pub last_error: Option<String>,
-    /// Earlier failures, oldest first, kept across replays.
+    /// Earlier failures, oldest first, kept across replays: one line each (see [`DeadLetter`]).
     pub history: Vec<String>,
 }
 
@@ -286,6 +286,12 @@ impl From<String> for Failure {
     }
 }
 
+/// A message given up on. Its `history` holds one line per earlier event, oldest first: the
+/// notes of failed attempts ([`Backend::reschedule`], [`Backend::bury`]) as the engine wrote
+/// them, and for every replay two lines the store writes, JSON objects like the engine's:
+/// `{"at": ms, "attempt": n, "outcome": "dead_lettered", "status": 400, "error": "…"}` (the
+/// failure the replay undid) and `{"at": ms, "outcome": "replayed"}`. The last failure itself
+/// is in `attempts`, `failed_at_ms` and `failure`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
     pub id: String,
@@ -305,6 +311,10 @@ pub struct DlqFilter {
     pub flow: Option<String>,
     pub id: Option<String>,
     pub since_ms: Option<i64>,
+    /// Failures whose reason contains this text.
+    pub reason: Option<String>,
+    /// Failures whose last answer had this status.
+    pub status: Option<u16>,
 }
 
 /// How much a flow has waiting.
@@ -365,13 +375,15 @@ pub trait Backend: Send + Sync + 'static {
     /// The message was delivered: remove it. `false` if it was not queued.
     fn ack<'a>(&'a self, seq: i64) -> BoxFuture<'a, Result<bool, StoreError>>;
 
-    /// Records a failed attempt and when to try next; releases the lease.
+    /// Records a failed attempt and when to try next; releases the lease. `note` (one line; its
+    /// newlines become spaces) is appended to the message's history and kept as its last
+    /// error; an empty one (a wait that was no attempt) leaves the history as it is.
     fn reschedule<'a>(
         &'a self,
         seq: i64,
         attempts: u32,
         next_attempt_ms: i64,
-        error: &'a str,
+        note: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     /// Moves a queued message to the dead-letter queue, in one transaction.
@@ -395,6 +407,17 @@ pub trait Backend: Send + Sync + 'static {
         filter: DlqFilter,
         now_ms: i64,
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Puts dead letter `id` back on its flow's queue as [`Backend::replay`] does, with
+    /// `payload` in place of its own and `note` (one line, which should keep what was
+    /// replaced) as the history's replay line. `false` if there is no such dead letter.
+    fn replay_edited<'a>(
+        &'a self,
+        id: &'a str,
+        payload: &'a [u8],
+        note: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     /// Deletes matching dead letters. Returns how many.
     fn purge<'a>(&'a self, filter: DlqFilter) -> BoxFuture<'a, Result<u64, StoreError>>;

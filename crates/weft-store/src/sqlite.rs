@@ -25,6 +25,12 @@ fn dlq_match(filter: &DlqFilter) -> String {
     if filter.since_ms.is_some() {
         conditions.push("failed_at >= ?");
     }
+    if filter.reason.is_some() {
+        conditions.push("instr(reason, ?) > 0");
+    }
+    if filter.status.is_some() {
+        conditions.push("last_status = ?");
+    }
     if conditions.is_empty() {
         "1".into()
     } else {
@@ -43,6 +49,12 @@ macro_rules! bind_filter {
         }
         if let Some(since) = $filter.since_ms {
             query = query.bind(since);
+        }
+        if let Some(reason) = &$filter.reason {
+            query = query.bind(reason.clone());
+        }
+        if let Some(status) = $filter.status {
+            query = query.bind(i64::from(status));
         }
         query
     }};
@@ -76,7 +88,7 @@ enum Write {
         seq: i64,
         attempts: u32,
         next_attempt_ms: i64,
-        error: String,
+        note: String,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     DeadLetter {
@@ -93,6 +105,8 @@ enum Write {
     Replay {
         filter: DlqFilter,
         now_ms: i64,
+        /// One dead letter replayed with a new payload, and the history line saying so.
+        edit: Option<(Vec<u8>, String)>,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
     Purge {
@@ -344,14 +358,14 @@ impl Backend for Sqlite {
         seq: i64,
         attempts: u32,
         next_attempt_ms: i64,
-        error: &'a str,
+        note: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
             self.write(|reply| Write::Reschedule {
                 seq,
                 attempts,
                 next_attempt_ms,
-                error: error.into(),
+                note: note.replace('\n', " "),
                 reply,
             })
             .await
@@ -402,9 +416,34 @@ impl Backend for Sqlite {
             self.write(|reply| Write::Replay {
                 filter,
                 now_ms,
+                edit: None,
                 reply,
             })
             .await
+        })
+    }
+
+    fn replay_edited<'a>(
+        &'a self,
+        id: &'a str,
+        payload: &'a [u8],
+        note: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let filter = DlqFilter {
+                id: Some(id.into()),
+                ..Default::default()
+            };
+            let edit = Some((payload.to_vec(), note.replace('\n', " ")));
+            self.write(|reply| Write::Replay {
+                filter,
+                now_ms,
+                edit,
+                reply,
+            })
+            .await
+            .map(|n| n == 1)
         })
     }
 
@@ -1409,15 +1448,18 @@ async fn apply(tx: &mut SqliteConnection, w: Write) -> Reply {
             seq,
             attempts,
             next_attempt_ms,
-            error,
+            note,
             reply,
         } => {
             let r = sqlx::query(
-                "UPDATE queue SET attempts = ?, next_attempt_at = ?, last_error = ?, lease_until = 0 WHERE seq = ?",
+                "UPDATE queue SET attempts = ?1, next_attempt_at = ?2, last_error = ?3,
+                        history = history || CASE WHEN ?3 = '' THEN '' ELSE ?3 || char(10) END,
+                        lease_until = 0
+                 WHERE seq = ?4",
             )
             .bind(attempts)
             .bind(next_attempt_ms)
-            .bind(error)
+            .bind(note)
             .bind(seq)
             .execute(&mut *tx)
             .await
@@ -1491,20 +1533,29 @@ async fn apply(tx: &mut SqliteConnection, w: Write) -> Reply {
         Write::Replay {
             filter,
             now_ms,
+            edit,
             reply,
         } => {
             let replayed = async {
                 sqlx::query("SAVEPOINT replay").execute(&mut *tx).await?;
                 let sql = format!(
                     "INSERT INTO queue (flow, id, payload, metadata, enqueued_at, next_attempt_at, order_key, history)
-                     SELECT flow, id, payload, metadata, ?, ?, order_key,
-                            history || 'attempts=' || attempts || ' failed_at=' || failed_at || ' ' || replace(reason, char(10), ' ') || char(10)
+                     SELECT flow, id, COALESCE(?, payload), metadata, ?, ?, order_key,
+                            history
+                            || json_object('at', failed_at, 'attempt', attempts, 'outcome', 'dead_lettered',
+                                           'status', last_status, 'error', replace(reason, char(10), ' '))
+                            || char(10)
+                            || COALESCE(?, json_object('at', ?, 'outcome', 'replayed')) || char(10)
                      FROM dead_letters WHERE {} ORDER BY failed_at, id",
                     dlq_match(&filter)
                 );
+                let (payload, note) = edit.unzip();
                 let moved = bind_filter!(
                     sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(payload)
                         .bind(now_ms)
+                        .bind(now_ms)
+                        .bind(note)
                         .bind(now_ms),
                     filter
                 )

@@ -167,11 +167,63 @@ async fn a_message_never_queued_can_be_buried_and_replayed(store: Store) {
     assert_eq!(d.history, ["attempt 1 failed", "attempt 2 failed"]);
     assert_eq!(store.depth("direct").await.unwrap().messages, 0);
 
+    // Selected by what the reason says and by status.
+    let by = |reason: Option<&str>, status: Option<u16>| DlqFilter {
+        reason: reason.map(str::to_string),
+        status,
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .count_dead_letters(&by(Some("no"), None))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .count_dead_letters(&by(Some("zzz"), None))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .count_dead_letters(&by(None, Some(500)))
+            .await
+            .unwrap(),
+        0
+    );
+
     assert_eq!(store.replay(DlqFilter::default(), 50).await.unwrap(), 1);
     let back = store.claim("direct", 50, 10, LEASE).await.unwrap();
     assert_eq!((back[0].id.as_str(), back[0].attempts), ("m9", 0));
-    assert_eq!(back[0].history.len(), 3, "{:?}", back[0].history);
+    assert_eq!(back[0].history.len(), 4, "{:?}", back[0].history);
     assert!(back[0].history[2].contains("no such field"));
+
+    // Failed again, then replayed with a new payload: the note takes the replay's place.
+    store
+        .dead_letter(back[0].seq, 1, Failure::from("again".to_string()), 60)
+        .await
+        .unwrap();
+    assert!(!store.replay_edited("nope", b"jx", "n", 70).await.unwrap());
+    assert!(
+        store
+            .replay_edited("m9", b"jfixed", "edited\nby hand", 70)
+            .await
+            .unwrap()
+    );
+    let back = store.claim("direct", 70, 10, LEASE).await.unwrap();
+    assert_eq!(back[0].payload, b"jfixed");
+    assert_eq!(back[0].history.len(), 6, "{:?}", back[0].history);
+    assert_eq!(back[0].history[5], "edited by hand");
+    assert!(
+        store
+            .dead_letters(&DlqFilter::default(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn dead_letters_keep_their_failure_and_replay_with_history(store: Store) {
@@ -183,6 +235,14 @@ async fn dead_letters_keep_their_failure_and_replay_with_history(store: Store) {
         .enqueue("g", "m2", b"other", b"", None, 2)
         .await
         .unwrap();
+    // A failed attempt's note joins the history; a wait that was no attempt adds nothing.
+    assert!(
+        store
+            .reschedule(seq, 1, 1, "attempt one\n503")
+            .await
+            .unwrap()
+    );
+    assert!(store.reschedule(seq, 1, 1, "").await.unwrap());
     let failure = Failure {
         reason: "POST http://x answered 400".into(),
         last_status: Some(400),
@@ -228,12 +288,14 @@ async fn dead_letters_keep_their_failure_and_replay_with_history(store: Store) {
     let back = store.claim("f", 60, 10, LEASE).await.unwrap();
     assert_eq!((back[0].id.as_str(), back[0].attempts), ("m1", 0));
     assert_eq!(back[0].payload, b"body");
-    assert_eq!(back[0].history.len(), 1);
-    assert!(
-        back[0].history[0].contains("answered 400"),
-        "{:?}",
-        back[0].history
+    // The note, then the failure the replay undid and the replay, as JSON objects.
+    assert_eq!(back[0].history.len(), 3, "{:?}", back[0].history);
+    assert_eq!(back[0].history[0], "attempt one 503");
+    assert_eq!(
+        back[0].history[1],
+        r#"{"at":50,"attempt":3,"outcome":"dead_lettered","status":400,"error":"POST http://x answered 400"}"#
     );
+    assert_eq!(back[0].history[2], r#"{"at":60,"outcome":"replayed"}"#);
 
     // Fail it again: the history travels into the DLQ; then purge by id.
     store
@@ -249,7 +311,7 @@ async fn dead_letters_keep_their_failure_and_replay_with_history(store: Store) {
         .await
         .unwrap();
     let dead = store.dead_letters(&DlqFilter::default(), 10).await.unwrap();
-    assert_eq!(dead[0].history.len(), 1);
+    assert_eq!(dead[0].history.len(), 3);
     let by_id = DlqFilter {
         id: Some("m1".into()),
         ..Default::default()

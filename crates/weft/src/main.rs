@@ -145,7 +145,9 @@ A test file:
     #[command(after_help = "Examples:
   weft dlq list                                  every flow's dead letters, oldest first
   weft dlq show --id 01J8Z3…                     one in full, with its attempts
-  weft dlq replay --flow orders --since 1h       back on the queue
+  weft dlq replay --flow orders --since 1h       back on the queue (asks first)
+  weft dlq replay --flow orders --status 503 -y  those whose last answer was 503
+  weft dlq replay --id 01J8Z3… --edit            fix the message in $EDITOR, then replay
   weft dlq purge --flow orders")]
     Dlq {
         #[command(subcommand)]

@@ -55,9 +55,12 @@ pub struct DeadLetterView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
-    /// Shown in full only: what happened to it, attempt by attempt.
+    /// Shown in full only: what happened to it, oldest first: every failed attempt (`at`,
+    /// `attempt`, `outcome`: `retry` or `dead_lettered`, `status`, `error`, `duration_ms`)
+    /// and every replay, the last failure included.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub history: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub history: Option<Vec<Value>>,
     /// Shown in full only: the start of the last answer's body.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_excerpt: Option<String>,
@@ -82,7 +85,7 @@ impl DeadLetterView {
                 }
                 metadata
             }),
-            history: full.then(|| dead.history.clone()),
+            history: full.then(|| history(dead)),
             response_excerpt: if full {
                 dead.failure.response_excerpt.clone()
             } else {
@@ -90,6 +93,36 @@ impl DeadLetterView {
             },
         }
     }
+}
+
+/// A dead letter's history as JSON objects with RFC 3339 times, its last failure at the end.
+/// Lines from before the history was structured are shown as `{"note": …}`.
+fn history(dead: &DeadLetter) -> Vec<Value> {
+    let shown = |mut entry: Value| {
+        if let Some(at) = entry.get("at").and_then(Value::as_i64) {
+            entry["at"] = time(at).into();
+        }
+        entry
+    };
+    let mut entries: Vec<Value> = dead
+        .history
+        .iter()
+        .map(|line| match serde_json::from_str::<Value>(line) {
+            Ok(entry @ Value::Object(_)) => shown(entry),
+            _ => serde_json::json!({ "note": line }),
+        })
+        .collect();
+    let mut last = serde_json::json!({
+        "at": dead.failed_at_ms,
+        "attempt": dead.attempts,
+        "outcome": "dead_lettered",
+        "error": dead.failure.reason,
+    });
+    if let Some(status) = dead.failure.last_status {
+        last["status"] = status.into();
+    }
+    entries.push(shown(last));
+    entries
 }
 
 /// A stored payload as the message arrived: its JSON, or its text (bytes that are not UTF-8
@@ -119,8 +152,14 @@ struct Select {
     id: Option<String>,
     /// Failed since: an RFC 3339 time or a duration ago (`1h`).
     since: Option<String>,
+    /// Failures whose reason contains this text.
+    reason: Option<String>,
+    /// Failures whose last answer had this HTTP status.
+    status: Option<u16>,
     /// At most this many (lists; default 100).
     limit: Option<u32>,
+    /// Replay and purge: only count what matches, and do nothing.
+    dry_run: Option<bool>,
 }
 
 impl Select {
@@ -133,18 +172,59 @@ impl Select {
             flow: flow.or_else(|| self.flow.clone()),
             id: self.id.clone(),
             since_ms,
+            reason: self.reason.clone(),
+            status: self.status,
         })
     }
 }
 
+/// What a replay did; with `dry_run`, only `matched` (what it would replay).
 #[derive(Serialize, ToSchema)]
 struct Replayed {
-    replayed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replayed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    matched: Option<u64>,
 }
 
+/// What a purge did; with `dry_run`, only `matched` (what it would delete).
 #[derive(Serialize, ToSchema)]
 struct Purged {
-    purged: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    purged: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    matched: Option<u64>,
+}
+
+/// Puts dead letter `id` (of `flow`, when given) back on its flow's queue with `replacement`
+/// as its message; the history's replay line keeps the message it replaced. `false` if there
+/// is no such dead letter.
+pub async fn replay_edited(
+    store: &weft_store::Store,
+    flow: Option<String>,
+    id: &str,
+    replacement: &Value,
+) -> Result<bool, weft_store::StoreError> {
+    let filter = DlqFilter {
+        flow,
+        id: Some(id.to_string()),
+        ..Default::default()
+    };
+    let Some(dead) = store.dead_letters(&filter, 1).await?.into_iter().next() else {
+        return Ok(false);
+    };
+    let now = now_ms();
+    let note = serde_json::json!({
+        "at": now,
+        "outcome": "replayed",
+        "edited": true,
+        "original": stored_message(&dead.payload),
+    });
+    let mut payload = vec![b'j'];
+    payload.extend_from_slice(replacement.to_string().as_bytes());
+    store
+        .replay_edited(id, &payload, &note.to_string(), now)
+        .await
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -162,6 +242,7 @@ pub(super) fn routes(store: super::StoreCell) -> OpenApiRouter {
         .routes(routes!(replay))
         .routes(routes!(purge))
         .routes(routes!(show))
+        .routes(routes!(replay_one))
         .with_state(Dlq(store))
 }
 
@@ -177,25 +258,53 @@ async fn listed(store: &Dlq, filter: DlqFilter, limit: Option<u32>) -> ApiResult
     ))
 }
 
-async fn replayed(store: &Dlq, filter: DlqFilter) -> ApiResult {
-    let replayed = match store.0.get() {
-        Some(store) => store.replay(filter, now_ms()).await?,
-        None => 0,
+async fn replayed(store: &Dlq, filter: DlqFilter, dry_run: Option<bool>) -> ApiResult {
+    let answer = match (store.0.get(), dry_run.unwrap_or(false)) {
+        (None, true) => Replayed {
+            replayed: None,
+            matched: Some(0),
+        },
+        (None, false) => Replayed {
+            replayed: Some(0),
+            matched: None,
+        },
+        (Some(store), true) => Replayed {
+            replayed: None,
+            matched: Some(store.count_dead_letters(&filter).await?),
+        },
+        (Some(store), false) => Replayed {
+            replayed: Some(store.replay(filter, now_ms()).await?),
+            matched: None,
+        },
     };
     Ok(json_response(
         StatusCode::OK,
-        serde_json::to_value(Replayed { replayed }).unwrap_or_default(),
+        serde_json::to_value(answer).unwrap_or_default(),
     ))
 }
 
-async fn purged(store: &Dlq, filter: DlqFilter) -> ApiResult {
-    let purged = match store.0.get() {
-        Some(store) => store.purge(filter).await?,
-        None => 0,
+async fn purged(store: &Dlq, filter: DlqFilter, dry_run: Option<bool>) -> ApiResult {
+    let answer = match (store.0.get(), dry_run.unwrap_or(false)) {
+        (None, true) => Purged {
+            purged: None,
+            matched: Some(0),
+        },
+        (None, false) => Purged {
+            purged: Some(0),
+            matched: None,
+        },
+        (Some(store), true) => Purged {
+            purged: None,
+            matched: Some(store.count_dead_letters(&filter).await?),
+        },
+        (Some(store), false) => Purged {
+            purged: Some(store.purge(filter).await?),
+            matched: None,
+        },
     };
     Ok(json_response(
         StatusCode::OK,
-        serde_json::to_value(Purged { purged }).unwrap_or_default(),
+        serde_json::to_value(answer).unwrap_or_default(),
     ))
 }
 
@@ -210,14 +319,14 @@ async fn list_all(State(store): State<Dlq>, Query(select): Query<Select>) -> Api
 #[utoipa::path(post, path = "/api/v1/dlq/replay", tag = "dlq", operation_id = "replay_dlq", params(Select),
     responses((status = 200, body = Replayed), (status = 400, body = ErrorBody)))]
 async fn replay_all(State(store): State<Dlq>, Query(select): Query<Select>) -> ApiResult {
-    replayed(&store, select.filter(None)?).await
+    replayed(&store, select.filter(None)?, select.dry_run).await
 }
 
 /// Deletes the selected dead letters.
 #[utoipa::path(post, path = "/api/v1/dlq/purge", tag = "dlq", operation_id = "purge_dlq", params(Select),
     responses((status = 200, body = Purged), (status = 400, body = ErrorBody)))]
 async fn purge_all(State(store): State<Dlq>, Query(select): Query<Select>) -> ApiResult {
-    purged(&store, select.filter(None)?).await
+    purged(&store, select.filter(None)?, select.dry_run).await
 }
 
 /// One flow's dead letters, oldest failure first.
@@ -240,7 +349,7 @@ async fn show(State(store): State<Dlq>, Path((flow, id)): Path<(String, String)>
     let filter = DlqFilter {
         flow: Some(flow),
         id: Some(id),
-        since_ms: None,
+        ..Default::default()
     };
     let Some(store) = store.0.get() else {
         return Err(ApiError::NotFound("no such dead letter".into()));
@@ -261,7 +370,7 @@ async fn replay(
     Path(flow): Path<String>,
     Query(select): Query<Select>,
 ) -> ApiResult {
-    replayed(&store, select.filter(Some(flow))?).await
+    replayed(&store, select.filter(Some(flow))?, select.dry_run).await
 }
 
 /// Deletes one flow's selected dead letters.
@@ -273,7 +382,7 @@ async fn purge(
     Path(flow): Path<String>,
     Query(select): Query<Select>,
 ) -> ApiResult {
-    purged(&store, select.filter(Some(flow))?).await
+    purged(&store, select.filter(Some(flow))?, select.dry_run).await
 }
 
 /// Parses `since`: an RFC 3339 time, or a duration ago such as `90m`.
@@ -284,4 +393,43 @@ pub fn parse_since(text: &str) -> Result<i64, String> {
     humantime::parse_duration(text)
         .map(|d| now_ms() - d.as_millis() as i64)
         .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor a duration like `1h`"))
+}
+
+/// Puts one dead letter back on its flow's queue; a JSON body replaces its message (the
+/// history keeps the one it replaced), an empty body replays it as it is.
+#[utoipa::path(post, path = "/api/v1/flows/{flow}/dlq/{id}/replay", tag = "dlq", operation_id = "replay_dead_letter",
+    params(("flow" = String, Path, description = "The flow's name"), ("id" = String, Path, description = "The dead letter's id")),
+    request_body(content = Object, description = "The message to deliver instead (optional)", content_type = "application/json"),
+    responses((status = 200, body = Replayed), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn replay_one(
+    State(store): State<Dlq>,
+    Path((flow, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let missing = || ApiError::NotFound("no such dead letter".into());
+    let store = store.0.get().ok_or_else(missing)?;
+    let replayed = if body.iter().all(u8::is_ascii_whitespace) {
+        let filter = DlqFilter {
+            flow: Some(flow),
+            id: Some(id),
+            ..Default::default()
+        };
+        store.replay(filter, now_ms()).await? == 1
+    } else {
+        let replacement: Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!("the replacement message is not JSON: {e}"))
+        })?;
+        replay_edited(store, Some(flow), &id, &replacement).await?
+    };
+    if !replayed {
+        return Err(missing());
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_value(Replayed {
+            replayed: Some(1),
+            matched: None,
+        })
+        .unwrap_or_default(),
+    ))
 }

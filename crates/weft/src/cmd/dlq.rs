@@ -1,6 +1,9 @@
 //! `weft dlq`: lists, shows, replays and purges dead letters in the store directly (the same
-//! functions the admin API's `/dlq` routes call).
+//! functions the admin API's `/dlq` routes call). A replay or purge of more than one dead
+//! letter says how many match before it acts, and acts only when confirmed (`--yes`, or `y`
+//! at the prompt). `replay --edit` opens the message in `$EDITOR` and delivers what was saved.
 
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -27,8 +30,20 @@ pub struct DlqArgs {
     /// RFC 3339 time or a duration ago (`1h`).
     #[arg(long)]
     since: Option<String>,
+    /// Only failures whose reason contains this text.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only failures whose last answer had this HTTP status.
+    #[arg(long)]
+    status: Option<u16>,
     #[arg(long, default_value_t = 1000)]
     limit: u32,
+    /// Replay or purge what matches without asking.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Replay: edit the message (needs --id) in $EDITOR first; the history keeps the original.
+    #[arg(long)]
+    edit: bool,
     #[arg(long, env = "WEFT_DATA_DIR", default_value = "./weft-data")]
     data_dir: PathBuf,
 }
@@ -41,10 +56,14 @@ pub async fn dlq(action: DlqAction) -> anyhow::Result<()> {
         DlqAction::Replay(a) => (a, "replay"),
         DlqAction::Purge(a) => (a, "purge"),
     };
+    anyhow::ensure!(
+        !args.edit || verb == "replay",
+        "--edit goes with `weft dlq replay`"
+    );
     let path = args.data_dir.join("weft.db");
     anyhow::ensure!(
         path.exists(),
-        "no store at {} (no durable flow has run with this --data-dir)",
+        "no store at {} (no flow that keeps dead letters has run with this --data-dir or WEFT_DATA_DIR)",
         path.display()
     );
     let store = weft_store::Store::open(&path, weft_store::Durability::Process).await?;
@@ -56,7 +75,12 @@ pub async fn dlq(action: DlqAction) -> anyhow::Result<()> {
         flow: args.flow.clone(),
         id: args.id.clone(),
         since_ms,
+        reason: args.reason.clone(),
+        status: args.status,
     };
+    if let Some(flow) = &args.flow {
+        known_flow(&store, flow).await?;
+    }
     let now = weft::core::clock::now_ms();
     match verb {
         "list" => {
@@ -70,8 +94,109 @@ pub async fn dlq(action: DlqAction) -> anyhow::Result<()> {
             let dead = dead.first().context("no such dead letter")?;
             println!("{:#}", to_json(dead, true));
         }
-        "replay" => println!("replayed {}", store.replay(filter, now).await?),
-        _ => println!("purged {}", store.purge(filter).await?),
+        "replay" if args.edit => {
+            let id = args.id.as_deref().context("`--edit` needs --id")?;
+            let dead = store.dead_letters(&filter, 1).await?;
+            let dead = dead.first().context("no such dead letter")?;
+            let replacement = edited(&to_json(dead, false)["message"])?;
+            anyhow::ensure!(
+                weft::admin::dlq::replay_edited(&store, args.flow.clone(), id, &replacement)
+                    .await?,
+                "the dead letter was replayed or purged meanwhile"
+            );
+            println!("replayed 1 (edited)");
+        }
+        "replay" | "purge" => {
+            let matched = store.count_dead_letters(&filter).await?;
+            if matched == 0 {
+                println!("no dead letter matches");
+                return Ok(());
+            }
+            if args.id.is_none() && !args.yes {
+                confirm(verb, matched)?;
+            }
+            if verb == "replay" {
+                println!("replayed {}", store.replay(filter, now).await?);
+            } else {
+                println!("purged {}", store.purge(filter).await?);
+            }
+        }
+        _ => unreachable!("every verb is matched above"),
     }
     Ok(())
+}
+
+/// Refuses a flow the store has never kept anything of, naming the flows it has.
+async fn known_flow(store: &weft_store::Store, flow: &str) -> anyhow::Result<()> {
+    let of_flow = weft_store::DlqFilter {
+        flow: Some(flow.to_string()),
+        ..Default::default()
+    };
+    if store.count_dead_letters(&of_flow).await? > 0 || store.depth(flow).await?.messages > 0 {
+        return Ok(());
+    }
+    let mut flows: Vec<String> = store
+        .dead_letters(&weft_store::DlqFilter::default(), 10_000)
+        .await?
+        .into_iter()
+        .map(|d| d.flow)
+        .collect();
+    flows.sort();
+    flows.dedup();
+    anyhow::bail!(
+        "flow `{flow}` has no dead letters and nothing queued in this store{}",
+        if flows.is_empty() {
+            String::new()
+        } else {
+            format!("; flows with dead letters: {}", flows.join(", "))
+        }
+    )
+}
+
+/// Says how many match and asks; without a terminal to ask on, `--yes` is needed.
+fn confirm(verb: &str, matched: u64) -> anyhow::Result<()> {
+    let noun = if matched == 1 {
+        "dead letter matches"
+    } else {
+        "dead letters match"
+    };
+    anyhow::ensure!(
+        std::io::stdin().is_terminal(),
+        "{matched} {noun}; run again with --yes to {verb} them"
+    );
+    print!("{matched} {noun}. {verb} them? [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    anyhow::ensure!(matches!(answer.trim(), "y" | "Y" | "yes"), "nothing done");
+    Ok(())
+}
+
+/// Opens `message` (pretty JSON) in `$EDITOR` (or `$VISUAL`, else `vi`) and reads back what
+/// was saved.
+fn edited(message: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    let dir = std::env::temp_dir().join(format!("weft-dlq-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("message.json");
+    std::fs::write(&file, format!("{message:#}\n"))?;
+    // Through the shell, as git does, so an editor with arguments works.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(&file)
+        .status()
+        .with_context(|| format!("cannot start the editor `{editor}`"))?;
+    let text = std::fs::read_to_string(&file);
+    let _ = std::fs::remove_dir_all(&dir);
+    anyhow::ensure!(
+        status.success(),
+        "the editor `{editor}` failed ({status}); nothing replayed"
+    );
+    let text = text?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("the edited message is not JSON; nothing replayed:\n{text}"))
 }

@@ -562,6 +562,7 @@ async fn deliver_message<P: Processor, O: Output>(
     stop: &CancellationToken,
 ) {
     let id = message.id;
+    let started = std::time::Instant::now();
     // A retry runs the pipeline again: a dedupe key this message took on an earlier attempt is
     // still its own, so it passes. Keys are given back only when the message dead-letters.
     let mut trail = Trail::default();
@@ -572,8 +573,9 @@ async fn deliver_message<P: Processor, O: Output>(
             trail.settle_groups(&GroupOutcome::Retry(BUSY_WAIT));
             flow.release(trail.claims, id).await;
             let next = queue.clock.now_ms() + BUSY_WAIT.as_millis() as i64;
+            tracing::debug!(flow = %flow.name, %id, error = %e, "waiting for the message holding its key");
             queue
-                .reschedule(&entry, entry.attempts, next, &e.to_string(), stop)
+                .reschedule(&entry, entry.attempts, next, "", stop)
                 .await;
             return;
         }
@@ -629,16 +631,15 @@ async fn deliver_message<P: Processor, O: Output>(
                 .dead_letter(&entry, attempts, failure, "output", stop)
                 .await
         }
-        Verdict::Retry { wait, reason } => {
-            let next = queue
-                .clock
-                .now_ms()
-                .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
-            if queue
-                .reschedule(&entry, attempts, next, &reason, stop)
-                .await
-                && wait < IDLE_POLL
-            {
+        Verdict::Retry {
+            wait,
+            reason,
+            status,
+        } => {
+            let now = queue.clock.now_ms();
+            let next = now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+            let note = attempt_note(now, attempts, status, &reason, started.elapsed());
+            if queue.reschedule(&entry, attempts, next, &note, stop).await && wait < IDLE_POLL {
                 // An idle worker looks again only every IDLE_POLL: wake one when it is due.
                 let queue = queue.clone();
                 tokio::spawn(async move {
@@ -648,6 +649,28 @@ async fn deliver_message<P: Processor, O: Output>(
             }
         }
     }
+}
+
+/// A failed attempt that will be retried, as a line of the message's history (the format
+/// `weft_store::DeadLetter` describes; `admin::dlq` shows it).
+pub fn attempt_note(
+    at_ms: i64,
+    attempt: u32,
+    status: Option<u16>,
+    error: &str,
+    took: Duration,
+) -> String {
+    let mut note = serde_json::json!({
+        "at": at_ms,
+        "attempt": attempt,
+        "outcome": "retry",
+        "error": error,
+        "duration_ms": u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+    });
+    if let Some(status) = status {
+        note["status"] = status.into();
+    }
+    note.to_string()
 }
 
 /// How often a direct flow looks for replayed dead letters.

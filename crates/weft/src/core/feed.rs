@@ -389,6 +389,7 @@ impl<P: Processor, O: Output> Feed<P, O> {
             _ = self.shutdown.cancelled() => return Outcome::Left,
             a = self.flow.admit() => a,
         };
+        let started = std::time::Instant::now();
         let result = self.flow.process(message.clone()).await;
         drop(admission);
         let error = match result {
@@ -404,9 +405,12 @@ impl<P: Processor, O: Output> Feed<P, O> {
         let pause = redelivery.pause(delivered);
         tracing::warn!(flow = %self.flow.name, id = %message.id, delivered, %error, "delivery failed; offering it again in {pause:?}");
         if history.len() < HISTORY_KEPT {
-            history.push(format!(
-                "attempts={delivered} failed_at={} {error}",
-                crate::core::clock::now_ms()
+            history.push(crate::core::durable::attempt_note(
+                crate::core::clock::now_ms(),
+                delivered,
+                None,
+                &error.to_string(),
+                started.elapsed(),
             ));
         }
         Outcome::Again(pause)

@@ -94,6 +94,8 @@ pub enum Verdict {
     Retry {
         wait: Duration,
         reason: String,
+        /// The retried output's last HTTP status, when it answered.
+        status: Option<u16>,
     },
     Failed {
         reason: String,
@@ -108,9 +110,18 @@ impl Verdict {
     pub fn and(self, other: Verdict) -> Verdict {
         match (self, other) {
             (f @ Verdict::Failed { .. }, _) | (_, f @ Verdict::Failed { .. }) => f,
-            (Verdict::Retry { wait: a, reason }, Verdict::Retry { wait: b, .. }) if a >= b => {
-                Verdict::Retry { wait: a, reason }
-            }
+            (
+                Verdict::Retry {
+                    wait: a,
+                    reason,
+                    status,
+                },
+                Verdict::Retry { wait: b, .. },
+            ) if a >= b => Verdict::Retry {
+                wait: a,
+                reason,
+                status,
+            },
             (Verdict::Retry { .. }, r @ Verdict::Retry { .. }) => r,
             (r @ Verdict::Retry { .. }, _) | (_, r @ Verdict::Retry { .. }) => r,
             (Verdict::Delivered, Verdict::Delivered) => Verdict::Delivered,
@@ -131,6 +142,7 @@ impl Verdict {
             GroupOutcome::Retry(wait) => Verdict::Retry {
                 wait,
                 reason: "the group this message is in was not delivered yet".into(),
+                status: None,
             },
             GroupOutcome::Failed(reason) => Verdict::Failed {
                 reason: format!("the group this message is in failed: {reason}"),
@@ -686,7 +698,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
         .await;
         self.metrics.latency.record(start.elapsed().as_secs_f64());
         let mut failed = None;
-        let mut retry: Option<(Duration, String)> = None;
+        let mut retry: Option<(Duration, String, Option<u16>)> = None;
         for (slot, outcome, decision) in outcomes {
             match decision {
                 Decision::Fail(reason) => {
@@ -699,13 +711,15 @@ impl<P: Processor, O: Output> Flow<P, O> {
                     failed.get_or_insert_with(|| (format!("{}: {reason}", slot.id), response));
                 }
                 Decision::RetryIn(wait) => {
-                    let reason = match outcome {
-                        Attempt::Retryable { reason, .. } => reason,
-                        _ => String::new(),
+                    let (reason, status) = match outcome {
+                        Attempt::Retryable {
+                            reason, response, ..
+                        } => (reason, response.map(|r| r.status)),
+                        _ => (String::new(), None),
                     };
                     tracing::warn!(flow = %self.name, component = slot.id, id = %message.id, attempt = attempts, ?wait, error = %reason, "delivery failed; retry scheduled");
-                    if retry.as_ref().is_none_or(|(longest, _)| wait > *longest) {
-                        retry = Some((wait, format!("{}: {reason}", slot.id)));
+                    if retry.as_ref().is_none_or(|(longest, ..)| wait > *longest) {
+                        retry = Some((wait, format!("{}: {reason}", slot.id), status));
                     }
                 }
                 Decision::Done | Decision::Drop(_) => {}
@@ -713,7 +727,11 @@ impl<P: Processor, O: Output> Flow<P, O> {
         }
         match (failed, retry) {
             (Some((reason, response)), _) => Verdict::Failed { reason, response },
-            (None, Some((wait, reason))) => Verdict::Retry { wait, reason },
+            (None, Some((wait, reason, status))) => Verdict::Retry {
+                wait,
+                reason,
+                status,
+            },
             (None, None) => Verdict::Delivered,
         }
     }

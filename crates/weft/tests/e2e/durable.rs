@@ -347,12 +347,20 @@ async fn dead_letters_survive_restart_and_are_listed_replayed_and_purged() {
     let (status, _, body) = get(&format!("{api}/{first_id}")).await;
     assert_eq!(status, 200, "{body}");
     let one: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(
-        one["message"]["stored"],
-        serde_json::Value::Null,
-        "the message as it arrived"
+    assert!(
+        [serde_json::json!({"n": 1}), serde_json::json!({"n": 2})].contains(&one["message"]),
+        "the message as it arrived: {one}"
     );
-    assert!(one["history"].as_array().unwrap().is_empty());
+    // Refused for good at once: its one attempt is the whole history.
+    let history = one["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{one}");
+    assert_eq!(history[0]["outcome"], "dead_lettered");
+    assert_eq!(history[0]["status"], 400);
+    assert_eq!(history[0]["attempt"], 1);
+    assert!(
+        history[0]["at"].as_str().unwrap().starts_with("20"),
+        "{one}"
+    );
     assert_eq!(one["last_status"], 400);
     assert_eq!(one["response_excerpt"], "receiver says hi");
     assert_eq!(get(&format!("{api}/nope")).await.0, 404);
@@ -613,4 +621,161 @@ async fn the_backlog_its_age_and_the_drain_rate_are_on_the_api_and_metrics() {
         .find_map(|l| l.strip_prefix(r#"weft_queue_drain_per_second{flow="orders"} "#))
         .and_then(|v| v.parse::<f64>().ok());
     assert!(rate > Some(0.0), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_reads_as_sent_with_every_attempt_and_is_replayed_edited() {
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(503));
+    let port = free_port();
+    let dir = scratch();
+    let config = durable_flow(
+        port,
+        &receiver.url("/in"),
+        "",
+        "{ max_attempts: 3, initial_backoff: 50ms }",
+    );
+    let weft = Weft::start_in(dir.clone(), &config, &[], Stdio::null()).await;
+    let sent = serde_json::json!({"order": {"id": 7, "lines": [1, 2]}, "note": "ünïcode"});
+    for body in [sent.to_string(), r#"{"n": 1}"#.to_string()] {
+        let (status, _, _) = post_json(&format!("http://127.0.0.1:{port}/"), &body).await;
+        assert_eq!(status, 202);
+    }
+    weft.metric_eventually(r#"weft_dead_letters{flow="orders"} 2"#)
+        .await
+        .unwrap();
+    let (_, list) = weft
+        .admin_json(Method::GET, "/api/v1/flows/orders/dlq")
+        .await;
+    let id_of = |message: &serde_json::Value| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|d| &d["message"] == message)
+            .unwrap_or_else(|| panic!("{message} in {list}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (order, other) = (id_of(&sent), id_of(&serde_json::json!({"n": 1})));
+
+    // As sent, with all three attempts: two retries, then the failure for good.
+    let (_, full) = weft
+        .admin_json(Method::GET, &format!("/api/v1/flows/orders/dlq/{order}"))
+        .await;
+    assert_eq!(full["message"], sent, "{full}");
+    let history = full["history"].as_array().unwrap();
+    let outcomes: Vec<&str> = history
+        .iter()
+        .map(|h| h["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["retry", "retry", "dead_lettered"], "{full}");
+    for (n, h) in history.iter().enumerate() {
+        assert_eq!(h["attempt"], n + 1, "{full}");
+        assert_eq!(h["status"], 503, "{full}");
+        assert!(h["at"].as_str().unwrap().contains('T'), "{full}");
+        assert!(h["error"].as_str().unwrap().contains("503"), "{full}");
+    }
+    assert!(history[0]["duration_ms"].is_u64(), "{full}");
+
+    // Bulk operations count first: the API's dry run, the CLI's refusal without --yes.
+    let (_, matched) = weft
+        .admin_json(
+            Method::POST,
+            "/api/v1/flows/orders/dlq/replay?dry_run=true&status=503",
+        )
+        .await;
+    assert_eq!(matched, serde_json::json!({"matched": 2}));
+    let (_, matched) = weft
+        .admin_json(
+            Method::POST,
+            "/api/v1/flows/orders/dlq/purge?dry_run=true&reason=nothing-like-this",
+        )
+        .await;
+    assert_eq!(matched, serde_json::json!({"matched": 0}));
+    let data = dir.join("data");
+    let data = data.to_str().unwrap();
+    let (status, _, stderr) = weft_cmd(
+        &["dlq", "purge", "--flow", "orders", "--data-dir", data],
+        &dir,
+    );
+    assert!(!status.success());
+    assert!(
+        stderr.contains("2 dead letters match; run again with --yes to purge them"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = weft_cmd(
+        &["dlq", "list", "--flow", "nosuch", "--data-dir", data],
+        &dir,
+    );
+    assert!(!status.success());
+    assert!(
+        stderr.contains("flow `nosuch` has no dead letters") && stderr.contains("orders"),
+        "{stderr}"
+    );
+
+    // Edited in $EDITOR, then replayed into the running flow: delivered once, as edited.
+    receiver.set_default(Reply::status(200));
+    let out = std::process::Command::new(weft_bin())
+        .args([
+            "dlq",
+            "replay",
+            "--id",
+            &order,
+            "--edit",
+            "--data-dir",
+            data,
+        ])
+        .env("EDITOR", "sed -i s/ünïcode/edited/")
+        .env_remove("VISUAL")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "replayed 1 (edited)"
+    );
+    // And the other through the API, with a replacement body.
+    let (status, _, body) = request(
+        Method::POST,
+        &format!(
+            "http://{}/api/v1/flows/orders/dlq/{other}/replay",
+            weft.admin
+        ),
+        None,
+        r#"{"n": 99}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let delivered = |r: &Receiver| -> Vec<serde_json::Value> {
+        r.seen()
+            .iter()
+            .filter(|s| s.status == 200)
+            .map(|s| s.json())
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || delivered(&receiver).len() == 2).await,
+        "{}",
+        weft.stderr()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut got = delivered(&receiver);
+    got.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        got,
+        [
+            serde_json::json!({"n": 99, "stored": true}),
+            serde_json::json!({"order": {"id": 7, "lines": [1, 2]}, "note": "edited", "stored": true}),
+        ]
+    );
+    let (_, list) = weft
+        .admin_json(Method::GET, "/api/v1/flows/orders/dlq")
+        .await;
+    assert_eq!(list, serde_json::json!([]));
 }
