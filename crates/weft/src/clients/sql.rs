@@ -273,6 +273,50 @@ impl Database {
         })
     }
 
+    /// With no connection open, one direct connection first: a database that is down then
+    /// answers at once with its reason (connection refused, name not resolved, TLS), where
+    /// the pool would try again until its acquire timeout and report only that it timed out.
+    async fn ready(&self) -> Result<(), SqlError> {
+        use sqlx::Connection;
+        let db = self.name.as_str();
+        let open = match self.pool() {
+            Pool::Postgres(p) => p.size(),
+            Pool::MySql(p) => p.size(),
+            // A file: nothing to be down.
+            Pool::Sqlite(_) => return Ok(()),
+        };
+        if open > 0 {
+            return Ok(());
+        }
+        let probe = async {
+            match &self.options {
+                Options::Postgres(o) => sqlx::PgConnection::connect_with(o).await?.close().await,
+                Options::MySql(o) => sqlx::MySqlConnection::connect_with(o).await?.close().await,
+                Options::Sqlite(_) => Ok(()),
+            }
+        };
+        match tokio::time::timeout(self.connect_timeout, probe).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(match classify(db, e) {
+                SqlError::Transient { db, reason } => SqlError::Transient {
+                    db,
+                    reason: format!("cannot connect: {reason}"),
+                },
+                SqlError::Permanent { db, reason } => SqlError::Permanent {
+                    db,
+                    reason: format!("cannot connect: {reason}"),
+                },
+            }),
+            Err(_) => Err(SqlError::Transient {
+                db: db.to_string(),
+                reason: format!(
+                    "cannot connect: no answer within {:?}",
+                    self.connect_timeout
+                ),
+            }),
+        }
+    }
+
     /// A listener on PostgreSQL `channels` (LISTEN/NOTIFY), on a connection of its own.
     pub async fn listen(
         &self,
@@ -297,6 +341,7 @@ impl Database {
 
     /// Runs a query and returns its rows as objects.
     pub async fn fetch(&self, sql: &str, args: &[Json]) -> Result<Vec<Json>, SqlError> {
+        self.ready().await?;
         let db = self.name.as_str();
         let fail = |e| classify(db, e);
         match self.pool() {
@@ -330,6 +375,7 @@ impl Database {
 
     /// Runs `sql` once per argument list, all in one transaction: every row is written or none.
     pub async fn execute_all(&self, sql: &str, batch: &[Vec<Json>]) -> Result<u64, SqlError> {
+        self.ready().await?;
         let db = self.name.as_str();
         let fail = |e| classify(db, e);
         Ok(match self.pool() {

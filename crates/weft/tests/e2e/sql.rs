@@ -329,3 +329,47 @@ flows:
     );
     assert_eq!(seen[before + 1].body, "plain text");
 }
+
+/// A database that is down is reported with its cause, at once: not as the pool's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_is_down_is_reported_with_its_cause_at_once() {
+    let (port, down) = (free_port(), free_port());
+    let config = format!(
+        r#"
+resources:
+  sql:
+    db: {{ url: "postgres://weft@127.0.0.1:{down}/test", connect_timeout: 10s }}
+flows:
+  ingest:
+    delivery: durable
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    output:
+      sql:
+        database: db
+        table: anything
+        columns: {{ id: .id }}
+        retry: {{ max_attempts: 1 }}
+"#
+    );
+    let weft = Weft::start(&config).await;
+    let started = std::time::Instant::now();
+    let (status, _, _) = post_json(&format!("http://127.0.0.1:{port}/"), r#"{"id": 1}"#).await;
+    assert_eq!(status, 202);
+    weft.metric_eventually(r#"weft_dead_letters{flow="ingest"} 1"#)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not the pool's 10 s timeout: {:?}",
+        started.elapsed()
+    );
+    let (_, list) = weft
+        .admin_json(http::Method::GET, "/api/v1/flows/ingest/dlq")
+        .await;
+    let reason = list[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("cannot connect") && reason.contains("refused"),
+        "{reason}"
+    );
+}
