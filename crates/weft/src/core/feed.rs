@@ -193,6 +193,12 @@ impl<P: Processor, O: Output> Feed<P, O> {
                 _ = ticker.tick() => {}
             }
             while !self.shutdown.is_cancelled() {
+                // A paused flow does not poll (nor hold a page it could not hand over).
+                tokio::select! {
+                    biased;
+                    _ = self.shutdown.cancelled() => return,
+                    _ = self.flow.running() => {}
+                }
                 let polled = match at_shutdown {
                     AtShutdown::Cancel => tokio::select! {
                         biased;
@@ -342,6 +348,25 @@ impl<P: Processor, O: Output> Feed<P, O> {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+    }
+
+    /// Hands a page of messages a poller read to the flow and waits until each is taken:
+    /// stored, in order (durable), or delivered or given up on as [`Feed::deliver`] does
+    /// (direct), so one record that cannot be delivered does not stall the sync. `false` if
+    /// shutdown came first, so the caller does not checkpoint past the page.
+    pub async fn deliver_all(&self, messages: Vec<Message>, redelivery: &Redelivery) -> bool {
+        if self.flow.durable().is_some() {
+            return self.push_and_wait(messages).await;
+        }
+        let outcomes = futures_util::future::join_all(
+            messages
+                .into_iter()
+                .map(|m| self.deliver(m, redelivery, GiveUp::Store)),
+        )
+        .await;
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Outcome::Taken | Outcome::GivenUp))
     }
 
     /// One delivery of a message the broker has now delivered `delivered` times (its own

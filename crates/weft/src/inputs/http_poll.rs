@@ -27,9 +27,14 @@
 //! next poll's URL as `%watermark`. It is committed after each page, and only once every message
 //! of the page was accepted (committed to the queue, or delivered in a direct flow): a crash
 //! re-reads at most one page and never skips one. For that, the API must return records in
-//! watermark order. Pages are JSON, XML or CSV (by their content type, see `core::body`). A
-//! failing page (an error answer, a broken or cut-short body, a message that failed) ends
-//! the poll without a checkpoint; the next poll starts again from the last one.
+//! watermark order. Pages are JSON, XML or CSV (by their content type, see `core::body`).
+//!
+//! A page request that fails is tried again as `retry` says (429, 503 and other 5xx, 408, no
+//! answer; a `Retry-After` is honoured), resuming at that page; one that fails for good ends
+//! the poll without a checkpoint, and the next poll starts again from the last one. In a
+//! direct flow a record whose delivery keeps failing is offered again as `redelivery` says,
+//! then kept in the flow's dead-letter queue, and the sync moves on. A paused flow does not
+//! poll.
 //!
 //! ```yaml
 //! input:
@@ -40,6 +45,7 @@
 //!     records: .orders
 //!     pagination: { cursor: { from: .next_cursor, param: cursor } }
 //!     watermark: { value: .updated_at, initial: "1970-01-01T00:00:00Z" }
+//!     retry: { max_attempts: 8, max_elapsed: 10m }
 //! ```
 
 use std::time::Duration;
@@ -47,14 +53,16 @@ use std::time::Duration;
 use http::{HeaderMap, Uri, header};
 use serde::Deserialize;
 
-use super::{AtShutdown, Feed};
+use super::{AtShutdown, Feed, Redelivery};
 use crate::clients::Resources;
 use crate::clients::Shared;
-use crate::clients::http::Truncated;
-use crate::clients::request::{ExchangeError, Parts, RequestSpec, check_uri, origin, with_query};
+use crate::clients::request::{
+    Parts, RequestSpec, attempt_of, attempt_of_status, check_uri, cut_short, origin, with_query,
+};
 use crate::config::BuildError;
 use crate::config::units::Dur;
 use crate::core::mapping::{Mapping, empty_object, insert, to_text};
+use crate::core::retry::{Decision, RetryPolicy};
 use crate::core::schedule::Schedule;
 use crate::core::{Message, Value, body};
 use crate::core::{Output, Processor};
@@ -88,8 +96,12 @@ crate::clients::call::call_config! {
         /// The largest page body read.
         #[serde(default = "default_max_body")]
         pub max_body_size: crate::config::units::Size,
+        /// Direct flows: how often a record whose delivery fails is offered again before it is
+        /// dead-lettered.
+        #[serde(default)]
+        pub redelivery: Redelivery,
     }
-    with { method, auth }
+    with { method, auth, retry }
 }
 
 /// How one poll follows the pages of an answer: by cursor, page number, offset, the `Link`
@@ -235,6 +247,8 @@ pub struct HttpPoll {
     watermark: Option<(Mapping, Value)>,
     max_pages: u32,
     max_body: usize,
+    retry: RetryPolicy,
+    redelivery: Redelivery,
 }
 
 fn compile(field: &str, source: &str, errors: &mut Vec<BuildError>) -> Option<Mapping> {
@@ -365,6 +379,8 @@ impl super::Spec for Config {
                 watermark,
                 max_pages: self.max_pages,
                 max_body: self.max_body_size.0 as usize,
+                retry: self.retry.policy(false),
+                redelivery: self.redelivery,
             }),
             _ => Err(errors),
         }
@@ -426,6 +442,68 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
 }
 
 impl HttpPoll {
+    /// One page request, tried again as `retry` says (honouring `Retry-After`); the answer
+    /// once it is a 2xx with its whole body, or why it failed for good.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_page(
+        &self,
+        feed: &Feed<impl Processor, impl Output>,
+        uri: &Uri,
+        shown: &str,
+        metadata: &Value,
+        request_body: bytes::Bytes,
+        content_type: Option<&str>,
+        same_origin: bool,
+    ) -> Result<http::Response<bytes::Bytes>, String> {
+        let method = &self.spec.method;
+        let started = std::time::Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let answer = self
+                .spec
+                .exchange(
+                    uri,
+                    method,
+                    &empty_object(),
+                    metadata,
+                    request_body.clone(),
+                    content_type,
+                    same_origin,
+                    self.max_body,
+                )
+                .await;
+            let attempt = match answer {
+                Ok(response) if response.status().is_success() => {
+                    match cut_short(&response, method, || shown.to_string()) {
+                        Some(attempt) => attempt,
+                        None => return Ok(response),
+                    }
+                }
+                Ok(response) => attempt_of_status(&response, method, shown),
+                Err(e) => attempt_of(e, method, shown),
+            };
+            match self
+                .retry
+                .decide(attempts, started.elapsed(), &attempt, fastrand::f64())
+            {
+                Decision::RetryIn(wait) => {
+                    let error = match &attempt {
+                        crate::core::Attempt::Retryable { reason, .. } => reason.as_str(),
+                        _ => "",
+                    };
+                    tracing::warn!(flow = %feed.flow.name, component = "input.http_poll", attempt = attempts, ?wait, error, "page request failed; trying it again");
+                    tokio::select! {
+                        _ = feed.shutdown.cancelled() => return Err("weft is stopping".into()),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Decision::Fail(reason) | Decision::Drop(reason) => return Err(reason),
+                Decision::Done => unreachable!("a failed page is never done"),
+            }
+        }
+    }
+
     async fn load_watermark(
         &self,
         feed: &Feed<impl Processor, impl Output>,
@@ -501,34 +579,19 @@ impl HttpPoll {
                 }
                 None => (bytes::Bytes::new(), None),
             };
+            // A paused flow reads no further page until it resumes.
+            feed.flow.running().await;
             let response = self
-                .spec
-                .exchange(
+                .fetch_page(
+                    feed,
                     &uri,
-                    &self.spec.method,
-                    &empty_object(),
+                    &shown,
                     &metadata,
                     request_body,
                     content_type,
                     origin(&uri) == origin(&first),
-                    self.max_body,
                 )
-                .await
-                .map_err(|e: ExchangeError| format!("{} {shown}: {e}", self.spec.method))?;
-            let status = response.status();
-            if !status.is_success() {
-                let body = response.body();
-                return Err(format!(
-                    "{} {shown} answered {status}: {}",
-                    self.spec.method,
-                    String::from_utf8_lossy(&body[..body.len().min(300)])
-                ));
-            }
-            if response.extensions().get::<Truncated>().is_some() {
-                return Err(format!(
-                    "{shown}: the page was cut short (larger than max_body_size, or broken off)"
-                ));
-            }
+                .await?;
             let content_type = response
                 .headers()
                 .get(header::CONTENT_TYPE)
@@ -583,7 +646,7 @@ impl HttpPoll {
                 }
             }
             let messages = records.into_iter().map(Message::new).collect();
-            if !feed.push_and_wait(messages).await {
+            if !feed.deliver_all(messages, &self.redelivery).await {
                 return Err(format!(
                     "a message of page {page_number} ({shown}) was not accepted"
                 ));
@@ -661,7 +724,7 @@ impl HttpPoll {
 
 impl super::Source for HttpPoll {
     fn uses_store(&self) -> bool {
-        self.watermark.is_some()
+        true // the watermark, dead letters
     }
 
     async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {

@@ -4,7 +4,9 @@
 //! `WHERE (updated_at, id) > ($1, $2) ORDER BY updated_at, id LIMIT 500` — and after a page's
 //! messages were all accepted, the last row's values of those columns are saved in the store as
 //! the next poll's parameters. A page that came back full is followed at once by the next; an
-//! empty one waits for the schedule. A crash re-reads at most the page in flight.
+//! empty one waits for the schedule. A crash re-reads at most the page in flight. In a direct
+//! flow a row whose delivery keeps failing is offered again as `redelivery` says, then kept in
+//! the flow's dead-letter queue, and the sync moves on. A paused flow does not poll.
 //!
 //! ```yaml
 //! input:
@@ -25,7 +27,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::{AtShutdown, Feed};
+use super::{AtShutdown, Feed, Redelivery};
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::clients::sql::Database;
@@ -51,6 +53,10 @@ pub struct Config {
     /// A cron schedule instead of `interval`.
     #[serde(default)]
     pub cron: Option<String>,
+    /// Direct flows: how often a row whose delivery fails is offered again before it is
+    /// dead-lettered.
+    #[serde(default)]
+    pub redelivery: Redelivery,
 }
 
 /// Incremental sync: the last row's values of these columns are kept (in the store, across
@@ -68,6 +74,7 @@ pub struct WatermarkConfig {
 pub struct SqlPoll {
     db: Arc<Database>,
     query: String,
+    redelivery: Redelivery,
     watermark: Option<(Vec<String>, Vec<Json>)>,
     schedule: Schedule,
 }
@@ -107,6 +114,7 @@ impl super::Spec for Config {
             (Some(db), Some(schedule)) if errors.is_empty() => Ok(SqlPoll {
                 db,
                 query: self.query.clone(),
+                redelivery: self.redelivery.clone(),
                 watermark: self
                     .watermark
                     .as_ref()
@@ -154,7 +162,7 @@ impl SqlPoll {
             .map(|row| serde_json::from_value(row).map(Message::new))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
-        if !feed.push_and_wait(messages).await {
+        if !feed.deliver_all(messages, &self.redelivery).await {
             return Err(format!("a message of {count} row(s) was not accepted"));
         }
         match mark {
@@ -175,7 +183,7 @@ impl SqlPoll {
 
 impl super::Source for SqlPoll {
     fn uses_store(&self) -> bool {
-        self.watermark.is_some()
+        true // the watermark, dead letters
     }
 
     async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {

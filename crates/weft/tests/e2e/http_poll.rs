@@ -20,6 +20,8 @@ struct Api {
     /// Records for `/changes`: (updated_at, id).
     changes: Arc<Mutex<Vec<(u64, String)>>>,
     base: Arc<Mutex<String>>,
+    /// When each `/limited` request came.
+    limited: Arc<Mutex<Vec<std::time::Instant>>>,
 }
 
 impl Api {
@@ -95,6 +97,29 @@ impl Api {
                 "n,name\n1,Ada\n2,\"Grace, H.\"\n",
             )
                 .into_response(),
+            // Rate limited at first: 429 with `Retry-After: 2`, then the records.
+            "/limited" => {
+                let mut seen = self.limited.lock().unwrap();
+                seen.push(std::time::Instant::now());
+                if seen.len() == 1 {
+                    (
+                        http::StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", "2")],
+                        "slow down",
+                    )
+                        .into_response()
+                } else {
+                    json(serde_json::json!([{"n": 1}, {"n": 2}]))
+                }
+            }
+            // A record the flow cannot deliver in the middle of the first page.
+            "/poison" => json(match query.get("cursor").map(String::as_str) {
+                None => serde_json::json!({
+                    "items": [{"n": 1}, {"n": 2, "bad": true}, {"n": 3}],
+                    "next": "b"
+                }),
+                _ => serde_json::json!({"items": [{"n": 4}], "next": null}),
+            }),
             "/loop" => json(serde_json::json!({"items": [{"n": 1}], "next": "same"})),
             "/hop" => {
                 let mut response = json(serde_json::json!([{"n": 1}]));
@@ -393,5 +418,93 @@ async fn csv_pages_and_xml_or_csv_requests_become_records() {
     assert_eq!(
         receiver.seen()[3].json(),
         serde_json::json!([{"a": "1", "b": "2"}])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_page_is_retried_after_its_retry_after() {
+    let api = Api::start().await;
+    let receiver = Receiver::start().await;
+    let config = poll_flow(
+        free_port(),
+        &api.url("/limited"),
+        &receiver.url("/in"),
+        "",
+        "1h",
+    );
+    let weft = Weft::start(&config).await;
+    assert!(
+        eventually(Duration::from_secs(10), || receiver.seen().len() == 2).await,
+        "{:?} {}",
+        api.requests(),
+        weft.stderr()
+    );
+    assert_eq!(numbers(&receiver), [1, 2]);
+    let times = api.limited.lock().unwrap().clone();
+    assert_eq!(times.len(), 2, "one 429, then the page, in the same poll");
+    let waited = times[1] - times[0];
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4),
+        "Retry-After: 2 honoured: {waited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_is_dead_lettered_the_sync_moves_on_and_pause_stops_polling() {
+    let api = Api::start().await;
+    let receiver = Receiver::start().await;
+    let config = format!(
+        r#"
+flows:
+  poll:
+    concurrency: 1
+    input:
+      http_poll:
+        url: "{url}"
+        interval: 200ms
+        records: .items
+        pagination: {{ cursor: {{ from: .next, param: cursor }} }}
+        redelivery: {{ max_deliveries: 2, backoff: 50ms }}
+    pipeline:
+      - map: 'assert!(.bad != true, "a bad record")'
+    output:
+      http_client: {{ url: "{out}" }}
+"#,
+        url = api.url("/poison"),
+        out = receiver.url("/in"),
+    );
+    let weft = Weft::start(&config).await;
+    // Every poll reads both pages: 1, 3 and 4 arrive each time; 2 never does.
+    assert!(
+        eventually(Duration::from_secs(10), || numbers(&receiver).contains(&4)).await,
+        "{:?} {}",
+        api.requests(),
+        weft.stderr()
+    );
+    assert!(!numbers(&receiver).contains(&2));
+    let (_, dead) = weft
+        .admin_json(http::Method::GET, "/api/v1/flows/poll/dlq")
+        .await;
+    let dead = dead.as_array().unwrap();
+    assert!(!dead.is_empty(), "{}", weft.stderr());
+    assert_eq!(dead[0]["message"], serde_json::json!({"n": 2, "bad": true}));
+    assert_eq!(dead[0]["attempts"], 2);
+
+    // Paused: no request at all until it resumes.
+    let (status, _) = weft
+        .admin_json(http::Method::POST, "/api/v1/flows/poll/pause")
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = api.requests().len();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(api.requests().len(), before, "{:?}", api.requests());
+    let (status, _) = weft
+        .admin_json(http::Method::POST, "/api/v1/flows/poll/resume")
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        eventually(Duration::from_secs(5), || api.requests().len() > before).await,
+        "polling resumes"
     );
 }
