@@ -328,6 +328,9 @@ pub struct Depth {
 /// Longest excerpt of a response kept with a dead letter.
 pub const EXCERPT_MAX: usize = 2048;
 
+/// A key and its value, as [`Backend::kv_list`] gives them.
+pub type KeyValue = (String, Vec<u8>);
+
 /// A boxed future, as the methods of [`Backend`] return (it is used as a trait object).
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
@@ -485,6 +488,15 @@ pub trait Backend: Send + Sync + 'static {
         key: &'a str,
         now_ms: i64,
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
+
+    /// Every key of `namespace` not expired by `now_ms`, with its value, by key; at most
+    /// `limit`.
+    fn kv_list<'a>(
+        &'a self,
+        namespace: &'a str,
+        now_ms: i64,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<KeyValue>, StoreError>>;
 
     /// Messages waiting in `flow`'s queue, their bytes and the oldest one's age.
     fn depth<'a>(&'a self, flow: &'a str) -> BoxFuture<'a, Result<Depth, StoreError>>;

@@ -574,6 +574,28 @@ impl Backend for Sqlite {
         })
     }
 
+    fn kv_list<'a>(
+        &'a self,
+        namespace: &'a str,
+        now_ms: i64,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<KeyValue>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT key, value FROM kv WHERE namespace = ? AND (expires_at IS NULL OR expires_at > ?)
+                 ORDER BY key LIMIT ?",
+            )
+            .bind(namespace)
+            .bind(now_ms)
+            .bind(limit)
+            .fetch_all(&self.reads)
+            .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<Vec<u8>, _>(1)?)))
+                .collect()
+        })
+    }
+
     fn depth<'a>(&'a self, flow: &'a str) -> BoxFuture<'a, Result<Depth, StoreError>> {
         Box::pin(async move {
             let row = sqlx::query(

@@ -357,6 +357,21 @@ async fn key_values_expire_and_the_first_writer_wins(store: Store) {
         store.kv_get("dedupe", "k", 1_001).await.unwrap().as_deref(),
         Some(&b"3"[..])
     );
+
+    // Listed by namespace and key, expired ones left out.
+    store.kv_put("list", "b", b"2", None).await.unwrap();
+    store.kv_put("list", "a", b"1", Some(10)).await.unwrap();
+    store.kv_put("list", "c", b"3", Some(1_000)).await.unwrap();
+    store.kv_put("other", "z", b"9", None).await.unwrap();
+    let listed = store.kv_list("list", 100, 10).await.unwrap();
+    assert_eq!(
+        listed,
+        [
+            ("b".to_string(), b"2".to_vec()),
+            ("c".to_string(), b"3".to_vec())
+        ]
+    );
+    assert_eq!(store.kv_list("list", 100, 1).await.unwrap().len(), 1);
 }
 
 async fn key_values_are_released_only_by_their_holder_and_expired_ones_are_swept(store: Store) {

@@ -1,5 +1,5 @@
-//! The `weft` command: `run`, `check`, `test`, `init`, `dlq`, `tap`, `openapi`, `schema`,
-//! `completions`. The only place `anyhow` appears.
+//! The `weft` command: `run`, `check`, `test`, `init`, `dlq`, `checkpoint`, `tap`, `openapi`,
+//! `schema`, `completions`. The only place `anyhow` appears.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +11,7 @@ use weft::load;
 
 mod cmd;
 
+use cmd::checkpoint::{CheckpointAction, checkpoint};
 use cmd::dlq::{DlqAction, dlq};
 use cmd::logging::init_logging;
 use cmd::run::run;
@@ -152,6 +153,17 @@ A test file:
     Dlq {
         #[command(subcommand)]
         action: DlqAction,
+    },
+    /// Show, set or reset the watermarks of polling inputs; works while weft runs or when it
+    /// is stopped.
+    #[command(after_help = "Examples:
+  weft checkpoint list                              every watermark, one JSON line each
+  weft checkpoint show crm_sync                     one (the key is the flow's name by default)
+  weft checkpoint set crm_sync '\"2026-11-01T00:00:00Z\"'
+  weft checkpoint reset crm_sync                    re-import from the input's `initial`")]
+    Checkpoint {
+        #[command(subcommand)]
+        action: CheckpointAction,
     },
     /// Print the messages passing a flow's stage, one JSON object per line, from a running
     /// weft's admin endpoint (`/api/v1/flows/FLOW/tap`).
@@ -295,19 +307,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Dlq { action } => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("the tokio runtime starts");
-            match runtime.block_on(dlq(action)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Dlq { action } => on_store(dlq(action)),
+        Command::Checkpoint { action } => on_store(checkpoint(action)),
         Command::Run {
             files,
             admin_address,
@@ -344,4 +345,19 @@ fn report(errors: &[ConfigError]) -> ExitCode {
     }
     eprintln!("{} error(s)", errors.len());
     ExitCode::FAILURE
+}
+
+/// Runs a command on the store (`dlq`, `checkpoint`) and reports its error.
+fn on_store(command: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -54,6 +54,22 @@ pub struct FlowInfo {
     pub started_at: String,
     /// Durable flows: what the store holds for the flow.
     pub queue: Option<QueueInfo>,
+    /// Polling flows with a watermark: where they are.
+    pub checkpoint: Option<CheckpointInfo>,
+}
+
+/// A polling flow's watermark (`weft checkpoint` shows and changes it).
+#[derive(Serialize, ToSchema)]
+pub struct CheckpointInfo {
+    /// Where it is kept in the store (`checkpoint_key`).
+    pub key: String,
+    /// The watermark the next poll starts after; null before any was saved.
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+    /// When it was saved (RFC 3339).
+    pub saved_at: Option<String>,
+    /// When the last poll ended without a failure (RFC 3339).
+    pub last_poll_at: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -159,7 +175,37 @@ impl ApiState {
             counters: flow.counters(),
             started_at: chrono::DateTime::<chrono::Utc>::from(flow.started_at).to_rfc3339(),
             queue,
+            checkpoint: self.checkpoint(flow).await,
         }
+    }
+}
+
+impl ApiState {
+    async fn checkpoint(&self, flow: &RunFlow) -> Option<CheckpointInfo> {
+        use std::sync::atomic::Ordering;
+        let polling = flow.polling()?;
+        let saved = match self.store.get() {
+            Some(store) => crate::core::checkpoint::load(store, &polling.checkpoint_key)
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let time = |ms: i64| {
+            (ms > 0).then(|| {
+                chrono::DateTime::from_timestamp_millis(ms)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+            })
+        };
+        Some(CheckpointInfo {
+            key: polling.checkpoint_key.clone(),
+            value: saved
+                .as_ref()
+                .map_or(serde_json::Value::Null, |s| s.value.clone()),
+            saved_at: saved.and_then(|s| s.saved_at).and_then(time),
+            last_poll_at: time(polling.polled_ms.load(Ordering::Relaxed)),
+        })
     }
 }
 

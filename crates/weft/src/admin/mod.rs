@@ -90,6 +90,7 @@ fn documented(flows: api::Flows, store: StoreCell) -> OpenApiRouter {
 
 fn routes(metrics: PrometheusHandle, store: StoreCell, flows: api::Flows) -> Router {
     let (metrics_store, health_store) = (store.clone(), store.clone());
+    let metrics_flows = flows.clone();
     let (router, document) = documented(flows, store).split_for_parts();
     let document = std::sync::Arc::new(document.to_pretty_json().unwrap_or_default());
     router
@@ -110,9 +111,22 @@ fn routes(metrics: PrometheusHandle, store: StoreCell, flows: api::Flows) -> Rou
             get(move || {
                 let metrics = metrics.clone();
                 let store = metrics_store.clone();
+                let flows = metrics_flows.clone();
                 async move {
                     if let Some(store) = store.get() {
                         crate::core::metrics::store_health(&store.health());
+                    }
+                    let now = crate::core::clock::now_ms();
+                    for flow in flows.read().expect("registry lock").values() {
+                        if let Some(p) = flow.polling() {
+                            use std::sync::atomic::Ordering::Relaxed;
+                            crate::core::metrics::polling(
+                                &flow.name,
+                                p.saved_ms.load(Relaxed),
+                                p.polled_ms.load(Relaxed),
+                                now,
+                            );
+                        }
                     }
                     metrics.run_upkeep();
                     (

@@ -1,5 +1,6 @@
 //! The subcommands that are more than a call into the library, one module each.
 
+pub mod checkpoint;
 pub mod dlq;
 pub mod logging;
 pub mod run;

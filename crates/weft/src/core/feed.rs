@@ -132,9 +132,6 @@ pub enum GiveUp {
 /// messages, only the first ones).
 const HISTORY_KEPT: usize = 20;
 
-/// Where the checkpoints of polling inputs live in the store (keyed by flow).
-const CHECKPOINT_NAMESPACE: &str = "checkpoint";
-
 impl<P: Processor, O: Output> Feed<P, O> {
     /// Runs `attempt` — one connection's worth of reading — again and again until it ends by
     /// itself or shutdown comes. A failure is logged, naming the component and the server
@@ -209,7 +206,15 @@ impl<P: Processor, O: Output> Feed<P, O> {
                 };
                 match polled {
                     Ok(true) => {}
-                    Ok(false) => break,
+                    Ok(false) => {
+                        if let Some(polling) = self.flow.polling() {
+                            polling.polled_ms.store(
+                                crate::core::clock::now_ms(),
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                        }
+                        break;
+                    }
                     Err(error) => {
                         self.flow.count_rejected();
                         tracing::error!(flow = %self.flow.name, component, %error, "poll ended early; the next poll starts from the last checkpoint");
@@ -220,35 +225,42 @@ impl<P: Processor, O: Output> Feed<P, O> {
         }
     }
 
+    /// Where this flow's input keeps its checkpoint: its `checkpoint_key`, else the flow name.
+    fn checkpoint_key(&self) -> &str {
+        self.flow
+            .polling()
+            .map_or(&*self.flow.name, |p| p.checkpoint_key.as_str())
+    }
+
     /// The checkpoint this flow's input saved last, if any.
     pub async fn load_checkpoint<T: serde::de::DeserializeOwned>(
         &self,
     ) -> Result<Option<T>, String> {
         let store = self.flow.store().ok_or("the flow has no store")?;
-        match store
-            .kv_get(
-                CHECKPOINT_NAMESPACE,
-                &self.flow.name,
-                crate::core::clock::now_ms(),
-            )
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Some(saved) => serde_json::from_slice(&saved)
-                .map(Some)
-                .map_err(|e| format!("the saved checkpoint is unreadable: {e}")),
-            None => Ok(None),
+        let Some(saved) = crate::core::checkpoint::load(store, self.checkpoint_key()).await? else {
+            return Ok(None);
+        };
+        if let (Some(polling), Some(at)) = (self.flow.polling(), saved.saved_at) {
+            polling
+                .saved_ms
+                .store(at, std::sync::atomic::Ordering::Relaxed);
         }
+        serde_json::from_value(saved.value)
+            .map(Some)
+            .map_err(|e| format!("the saved checkpoint is unreadable: {e}"))
     }
 
     /// Saves this flow's input checkpoint: call it only once what it covers was accepted.
     pub async fn save_checkpoint<T: serde::Serialize>(&self, mark: &T) -> Result<(), String> {
         let store = self.flow.store().ok_or("the flow has no store")?;
-        let text = serde_json::to_vec(mark).map_err(|e| e.to_string())?;
-        store
-            .kv_put(CHECKPOINT_NAMESPACE, &self.flow.name, &text, None)
-            .await
-            .map_err(|e| format!("could not save the checkpoint: {e}"))
+        let value = serde_json::to_value(mark).map_err(|e| e.to_string())?;
+        let at = crate::core::checkpoint::save(store, self.checkpoint_key(), value).await?;
+        if let Some(polling) = self.flow.polling() {
+            polling
+                .saved_ms
+                .store(at, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Waits for a place in flight, then processes `message` in its own task.

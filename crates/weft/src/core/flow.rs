@@ -303,6 +303,16 @@ pub struct Flow<P, O> {
     pub started_at: std::time::SystemTime,
     /// `log_level` on the flow: its messages get a span, for the level filter.
     log_level: Option<tracing::level_filters::LevelFilter>,
+    /// A polling input's: where its checkpoint is kept, when and what it polled last.
+    polling: Option<Polling>,
+}
+
+/// A polling flow's checkpoint key, and when its checkpoint was saved and its last poll ended
+/// (milliseconds since the epoch; 0: not yet), for the admin API and `/metrics`.
+pub struct Polling {
+    pub checkpoint_key: String,
+    pub saved_ms: std::sync::atomic::AtomicI64,
+    pub polled_ms: std::sync::atomic::AtomicI64,
 }
 
 /// What a flow has done since it started, for the admin API (the Prometheus metrics say the
@@ -371,7 +381,23 @@ impl<P: Processor, O: Output> Flow<P, O> {
             paused: tokio::sync::watch::channel(false).0,
             started_at: std::time::SystemTime::now(),
             log_level: None,
+            polling: None,
         }
+    }
+
+    /// Marks the flow as polling, its checkpoint kept under `checkpoint_key`.
+    pub fn with_checkpoint_key(mut self, checkpoint_key: Option<String>) -> Self {
+        self.polling = checkpoint_key.map(|checkpoint_key| Polling {
+            checkpoint_key,
+            saved_ms: Default::default(),
+            polled_ms: Default::default(),
+        });
+        self
+    }
+
+    /// Where the flow's polling input keeps its checkpoint, and when it saved it and polled.
+    pub fn polling(&self) -> Option<&Polling> {
+        self.polling.as_ref()
     }
 
     /// Gives the flow a log level of its own (`log_level`).

@@ -79,6 +79,17 @@ pub fn dead_lettered(flow: &str, stage: &'static str) {
         .increment(1);
 }
 
+/// A polling flow's progress, set when `/metrics` is scraped: how old its saved checkpoint is,
+/// and when its last poll ended without a failure (0 before either happened).
+pub fn polling(flow: &str, saved_ms: i64, polled_ms: i64, now_ms: i64) {
+    if saved_ms > 0 {
+        gauge!("weft_checkpoint_age_seconds", "flow" => flow.to_string())
+            .set((now_ms - saved_ms).max(0) as f64 / 1000.0);
+    }
+    gauge!("weft_last_poll_timestamp_seconds", "flow" => flow.to_string())
+        .set(polled_ms as f64 / 1000.0);
+}
+
 /// The store's write health, set when `/metrics` is scraped (the store counts; this copies).
 pub fn store_health(health: &weft_store::Health) {
     counter!("weft_store_commit_failures_total").absolute(health.failed_commits);

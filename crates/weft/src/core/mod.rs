@@ -5,6 +5,7 @@
 //! `outputs` are the only places that list them.
 
 pub mod body;
+pub mod checkpoint;
 pub mod clock;
 pub mod durable;
 pub mod feed;

@@ -142,7 +142,8 @@ pub async fn assemble(spec: FlowSpec, store: Option<&Store>) -> Result<Assembled
             durable,
             store.cloned(),
         )
-        .with_log_level(spec.log_level),
+        .with_log_level(spec.log_level)
+        .with_checkpoint_key(spec.input.checkpoint_key(&spec.name)),
     );
     Ok(Assembled {
         flow,

@@ -100,6 +100,10 @@ crate::clients::call::call_config! {
         /// dead-lettered.
         #[serde(default)]
         pub redelivery: Redelivery,
+        /// Where the watermark is kept in the store (default: the flow's name). Set it to keep the
+        /// watermark when the flow is renamed (`weft checkpoint list` shows the keys in use).
+        #[serde(default)]
+        pub checkpoint_key: Option<String>,
     }
     with { method, auth, retry }
 }
@@ -249,6 +253,7 @@ pub struct HttpPoll {
     max_body: usize,
     retry: RetryPolicy,
     redelivery: Redelivery,
+    checkpoint_key: Option<String>,
 }
 
 fn compile(field: &str, source: &str, errors: &mut Vec<BuildError>) -> Option<Mapping> {
@@ -381,6 +386,7 @@ impl super::Spec for Config {
                 max_body: self.max_body_size.0 as usize,
                 retry: self.retry.policy(false),
                 redelivery: self.redelivery,
+                checkpoint_key: self.checkpoint_key,
             }),
             _ => Err(errors),
         }
@@ -442,6 +448,16 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
 }
 
 impl HttpPoll {
+    /// Where the watermark is kept, when there is one.
+    pub fn checkpoint_key(&self, flow: &str) -> Option<String> {
+        self.watermark.as_ref()?;
+        Some(
+            self.checkpoint_key
+                .clone()
+                .unwrap_or_else(|| flow.to_string()),
+        )
+    }
+
     /// One page request, tried again as `retry` says (honouring `Retry-After`); the answer
     /// once it is a 2xx with its whole body, or why it failed for good.
     #[allow(clippy::too_many_arguments)]

@@ -125,6 +125,18 @@ registry! {
     file: File,
 }
 
+impl Input {
+    /// Where a polling input keeps its watermark (`checkpoint_key`, else `flow`); `None` for
+    /// inputs that keep none.
+    pub fn checkpoint_key(&self, flow: &str) -> Option<String> {
+        match self {
+            Input::HttpPoll(poll) => poll.checkpoint_key(flow),
+            Input::SqlPoll(poll) => poll.checkpoint_key(flow),
+            _ => None,
+        }
+    }
+}
+
 /// How a reading input splits its bytes into messages.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]

@@ -57,6 +57,10 @@ pub struct Config {
     /// dead-lettered.
     #[serde(default)]
     pub redelivery: Redelivery,
+    /// Where the watermark is kept in the store (default: the flow's name). Set it to keep the
+    /// watermark when the flow is renamed (`weft checkpoint list` shows the keys in use).
+    #[serde(default)]
+    pub checkpoint_key: Option<String>,
 }
 
 /// Incremental sync: the last row's values of these columns are kept (in the store, across
@@ -75,6 +79,7 @@ pub struct SqlPoll {
     db: Arc<Database>,
     query: String,
     redelivery: Redelivery,
+    checkpoint_key: Option<String>,
     watermark: Option<(Vec<String>, Vec<Json>)>,
     schedule: Schedule,
 }
@@ -115,6 +120,7 @@ impl super::Spec for Config {
                 db,
                 query: self.query.clone(),
                 redelivery: self.redelivery.clone(),
+                checkpoint_key: self.checkpoint_key.clone(),
                 watermark: self
                     .watermark
                     .as_ref()
@@ -127,6 +133,16 @@ impl super::Spec for Config {
 }
 
 impl SqlPoll {
+    /// Where the watermark is kept, when there is one.
+    pub fn checkpoint_key(&self, flow: &str) -> Option<String> {
+        self.watermark.as_ref()?;
+        Some(
+            self.checkpoint_key
+                .clone()
+                .unwrap_or_else(|| flow.to_string()),
+        )
+    }
+
     /// One page: its rows handed to the flow and, once all are accepted, the checkpoint moved
     /// past them. `true` when the watermark moved (so another page may follow at once); a
     /// query without a watermark reads everything in one go.

@@ -508,3 +508,110 @@ flows:
         "polling resumes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watermark_is_shown_kept_across_a_rename_and_reset_to_import_again() {
+    let api = Api::start().await;
+    *api.changes.lock().unwrap() = vec![(100, "a".into()), (200, "b".into()), (300, "c".into())];
+    let receiver = Receiver::start().await;
+    let dir = scratch();
+    let flow = |name: &str| {
+        format!(
+            r#"
+flows:
+  {name}:
+    concurrency: 1
+    input:
+      http_poll:
+        url: "{url}"
+        interval: 200ms
+        records: .rows
+        pagination: {{ next_url: 'if length!(.rows) == 0 {{ null }} else {{ "?since=" + to_string!(.rows[-1].updated_at) }}' }}
+        watermark: {{ value: .updated_at, initial: 0 }}
+        checkpoint_key: orders_sync
+    output:
+      http_client: {{ url: "{out}" }}
+"#,
+            url = api.url("/changes?since={{ %watermark }}"),
+            out = receiver.url("/in"),
+        )
+    };
+    let ids = |r: &Receiver| -> Vec<String> {
+        r.seen()
+            .iter()
+            .map(|s| s.json()["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut weft = Weft::start_in(dir.clone(), &flow("sync"), &[], Stdio::null()).await;
+    assert!(
+        eventually(Duration::from_secs(10), || ids(&receiver).len() == 3).await,
+        "{}",
+        weft.stderr()
+    );
+    // Shown by the API and on /metrics.
+    let mut shown = serde_json::Value::Null;
+    for _ in 0..100 {
+        shown = weft
+            .admin_json(http::Method::GET, "/api/v1/flows/sync")
+            .await
+            .1;
+        if shown["checkpoint"]["value"] == 300 && shown["checkpoint"]["last_poll_at"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let checkpoint = &shown["checkpoint"];
+    assert_eq!(checkpoint["key"], "orders_sync", "{shown}");
+    assert_eq!(checkpoint["value"], 300, "{shown}");
+    assert!(
+        checkpoint["saved_at"].as_str().unwrap().contains('T'),
+        "{shown}"
+    );
+    weft.metric_eventually(r#"weft_checkpoint_age_seconds{flow="sync"}"#)
+        .await
+        .unwrap();
+    weft.kill();
+
+    // The CLI lists it; renamed, the flow keeps its place by its checkpoint_key.
+    let data = dir.join("data");
+    let data = data.to_str().unwrap();
+    let (status, stdout, stderr) = weft_cmd(&["checkpoint", "list", "--data-dir", data], &dir);
+    assert!(status.success(), "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        (&listed["key"], &listed["value"]),
+        (&"orders_sync".into(), &300.into())
+    );
+    api.requests.lock().unwrap().clear();
+    let weft = Weft::start_in(dir.clone(), &flow("sync_renamed"), &[], Stdio::null()).await;
+    assert!(eventually(Duration::from_secs(5), || !api.requests().is_empty()).await);
+    assert_eq!(
+        api.requests()[0],
+        "/changes?since=300",
+        "{:?}",
+        api.requests()
+    );
+
+    // Reset while it runs: the next poll imports everything again.
+    let (status, stdout, stderr) = weft_cmd(
+        &["checkpoint", "reset", "orders_sync", "--data-dir", data],
+        &dir,
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("reset `orders_sync`"), "{stdout}");
+    assert!(
+        eventually(Duration::from_secs(10), || ids(&receiver).len() == 6).await,
+        "{:?} {}",
+        api.requests(),
+        weft.stderr()
+    );
+    assert_eq!(ids(&receiver)[3..], ["a", "b", "c"]);
+    let (status, _, stderr) = weft_cmd(
+        &["checkpoint", "show", "nothing_here", "--data-dir", data],
+        &dir,
+    );
+    assert!(
+        !status.success() && stderr.contains("no checkpoint `nothing_here`"),
+        "{stderr}"
+    );
+}
