@@ -21,6 +21,7 @@
 //! ```
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -86,6 +87,20 @@ pub struct Database {
     max_connections: u32,
     connect_timeout: Duration,
     pool: OnceLock<Pool>,
+    /// MySQL: each table's column types, asked for once (`information_schema`).
+    column_types: tokio::sync::Mutex<std::collections::HashMap<String, Arc<ColumnTypes>>>,
+}
+
+/// A table's columns and their types (lower case), as the database states them.
+type ColumnTypes = std::collections::HashMap<String, String>;
+
+/// Where a statement's parameters go, in order: the columns of a table (the `sql` output's
+/// `columns` mode). Values are then converted for each column's type, and a value that does
+/// not fit is reported by its column's name.
+#[derive(Debug, Clone)]
+pub struct Columns {
+    pub table: String,
+    pub names: Vec<String>,
 }
 
 /// A failed statement: worth retrying (connection lost, deadlock, pool exhausted) or not
@@ -159,6 +174,7 @@ impl Config {
             max_connections: self.max_connections,
             connect_timeout: self.connect_timeout.0,
             pool: OnceLock::new(),
+            column_types: Default::default(),
         })
     }
 }
@@ -348,7 +364,7 @@ impl Database {
             Pool::Postgres(pool) => {
                 let mut conn = pool.acquire().await.map_err(fail)?;
                 let statement = conn.prepare(sql_str(sql)).await.map_err(fail)?;
-                let arguments = pg_arguments(db, &statement, args)?;
+                let arguments = pg_arguments(db, &statement, args, &[])?;
                 let rows = statement
                     .query_with(arguments)
                     .fetch_all(&mut *conn)
@@ -374,17 +390,23 @@ impl Database {
     }
 
     /// Runs `sql` once per argument list, all in one transaction: every row is written or none.
-    pub async fn execute_all(&self, sql: &str, batch: &[Vec<Json>]) -> Result<u64, SqlError> {
+    pub async fn execute_all(
+        &self,
+        sql: &str,
+        batch: &[Vec<Json>],
+        columns: Option<&Columns>,
+    ) -> Result<u64, SqlError> {
         self.ready().await?;
         let db = self.name.as_str();
         let fail = |e| classify(db, e);
+        let names = columns.map_or(&[][..], |c| c.names.as_slice());
         Ok(match self.pool() {
             Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await.map_err(fail)?;
                 let statement = (&mut *tx).prepare(sql_str(sql)).await.map_err(fail)?;
                 let mut affected = 0;
                 for args in batch {
-                    let arguments = pg_arguments(db, &statement, args)?;
+                    let arguments = pg_arguments(db, &statement, args, names)?;
                     affected += statement
                         .query_with(arguments)
                         .execute(&mut *tx)
@@ -395,9 +417,78 @@ impl Database {
                 tx.commit().await.map_err(fail)?;
                 affected
             }
-            Pool::MySql(pool) => loose_batch!(sqlx::MySql, pool, sql, batch, fail),
+            Pool::MySql(pool) => match columns {
+                Some(columns) => {
+                    let types = self.mysql_types(pool, &columns.table).await;
+                    let fitted: Vec<Vec<Json>> = batch
+                        .iter()
+                        .map(|row| {
+                            row.iter()
+                                .zip(&columns.names)
+                                .map(|(value, name)| match types.get(&name.to_lowercase()) {
+                                    Some(kind) => my_fit(kind, value),
+                                    None => value.clone(),
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    loose_batch!(sqlx::MySql, pool, sql, &fitted, fail)
+                }
+                None => loose_batch!(sqlx::MySql, pool, sql, batch, fail),
+            },
             Pool::Sqlite(pool) => loose_batch!(sqlx::Sqlite, pool, sql, batch, fail),
         })
+    }
+
+    /// A MySQL table's column types, asked for on first use. A table the question fails for
+    /// gets no conversions (the insert itself then says what is wrong), and is asked again.
+    async fn mysql_types(&self, pool: &MySqlPool, table: &str) -> Arc<ColumnTypes> {
+        let mut known = self.column_types.lock().await;
+        if let Some(types) = known.get(table) {
+            return types.clone();
+        }
+        let (schema, name) = match table.split_once('.') {
+            Some((schema, name)) => (Some(schema.trim_matches('`')), name),
+            None => (None, table),
+        };
+        let asked: Result<Vec<(String, String)>, sqlx::Error> = sqlx::query_as(
+            "SELECT CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR) FROM information_schema.COLUMNS
+             WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
+        )
+        .bind(schema)
+        .bind(name.trim_matches('`'))
+        .fetch_all(pool)
+        .await;
+        match asked {
+            Ok(rows) if !rows.is_empty() => {
+                let types: Arc<ColumnTypes> = Arc::new(
+                    rows.into_iter()
+                        .map(|(c, t)| (c.to_lowercase(), t.to_lowercase()))
+                        .collect(),
+                );
+                known.insert(table.to_string(), types.clone());
+                types
+            }
+            _ => Arc::default(),
+        }
+    }
+}
+
+/// A value as a MySQL column of type `kind` takes it: an RFC 3339 time (a VRL timestamp
+/// arrives as one) written as the `YYYY-MM-DD hh:mm:ss.ffffff` in UTC that `DATETIME` and
+/// `TIMESTAMP` read, or its date for `DATE`. Anything else as it is.
+fn my_fit(kind: &str, value: &Json) -> Json {
+    let Json::String(text) = value else {
+        return value.clone();
+    };
+    let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) else {
+        return value.clone();
+    };
+    let utc = time.naive_utc();
+    match kind {
+        "datetime" | "timestamp" => Json::String(utc.format("%Y-%m-%d %H:%M:%S%.6f").to_string()),
+        "date" => Json::String(utc.format("%Y-%m-%d").to_string()),
+        _ => value.clone(),
     }
 }
 
@@ -472,6 +563,7 @@ fn pg_arguments(
     db: &str,
     statement: &sqlx::postgres::PgStatement,
     args: &[Json],
+    names: &[String],
 ) -> Result<PgArguments, SqlError> {
     let types: Vec<String> = match statement.parameters() {
         Some(sqlx::Either::Left(types)) => types.iter().map(|t| t.name().to_string()).collect(),
@@ -491,7 +583,10 @@ fn pg_arguments(
     for (i, (value, kind)) in args.iter().zip(&types).enumerate() {
         let wrong = |why: String| SqlError::Permanent {
             db: db.to_string(),
-            reason: format!("parameter ${}: {why}", i + 1),
+            reason: match names.get(i) {
+                Some(column) => format!("column `{column}`: {why}"),
+                None => format!("parameter ${}: {why}", i + 1),
+            },
         };
         let added = if value.is_null() {
             pg_null(&mut arguments, kind)
@@ -572,7 +667,9 @@ fn pg_add(a: &mut PgArguments, kind: &str, value: &Json) -> Result<AddResult, St
         ),
         "UUID" => a.add(uuid::Uuid::from_str(&text).map_err(|_| format!("`{kind}` needs a UUID"))?),
         "BYTEA" => a.add(text.into_bytes()),
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CITEXT" | "XML" | "UNKNOWN" => a.add(text),
+        // `CHAR` is how sqlx names `char(n)` (bpchar); `"CHAR"` is the one-byte `"char"`.
+        "TEXT" | "VARCHAR" | "BPCHAR" | "CHAR" | "\"CHAR\"" | "NAME" | "CITEXT" | "XML"
+        | "UNKNOWN" => a.add(text),
         other => {
             return Err(format!(
                 "weft cannot send a `{other}`; take it as text in the query (`$1::text`, say) and convert it there"

@@ -181,6 +181,8 @@ type Batcher = mpsc::Sender<(Vec<Json>, Reply)>;
 pub struct SqlOutput {
     db: Arc<Database>,
     sql: Arc<str>,
+    /// `columns` mode: the table and columns the parameters go to.
+    columns: Option<Arc<crate::clients::sql::Columns>>,
     args: Args,
     batch_count: usize,
     batch_period: Duration,
@@ -207,6 +209,7 @@ impl super::Spec for Config {
                 .map_err(|d| errors.extend(BuildError::from_diagnostics(field, d)))
                 .ok()
         };
+        let mut target = None;
         let (sql, args) = match (&self.query, &self.table) {
             (Some(_), Some(_)) => {
                 return Err(err("query", "give `query` or `table`, not both".into()));
@@ -268,6 +271,10 @@ impl super::Spec for Config {
                     }
                 }
                 let names: Vec<&str> = self.columns.keys().map(String::as_str).collect();
+                target = Some(Arc::new(crate::clients::sql::Columns {
+                    table: table.clone(),
+                    names: names.iter().map(|n| n.to_string()).collect(),
+                }));
                 (
                     insert_statement(&db, table, &names, &self.upsert_on),
                     Args::Columns(mappings),
@@ -283,6 +290,7 @@ impl super::Spec for Config {
         Ok(SqlOutput {
             db,
             sql: sql.into(),
+            columns: target,
             args,
             batch_count: self.batch.count,
             batch_period: self.batch.period.0,
@@ -316,6 +324,7 @@ impl SqlOutput {
                 tokio::spawn(write_batches(
                     self.db.clone(),
                     self.sql.clone(),
+                    self.columns.clone(),
                     rx,
                     self.batch_count,
                     self.batch_period,
@@ -370,6 +379,7 @@ impl crate::core::Output for SqlOutput {
 async fn write_batches(
     db: Arc<Database>,
     sql: Arc<str>,
+    columns: Option<Arc<crate::clients::sql::Columns>>,
     mut rx: mpsc::Receiver<(Vec<Json>, Reply)>,
     count: usize,
     period: Duration,
@@ -388,7 +398,8 @@ async fn write_batches(
             }
         }
         let rows: Vec<Vec<Json>> = batch.iter().map(|(params, _)| params.clone()).collect();
-        match db.execute_all(&sql, &rows).await {
+        let columns = columns.as_deref();
+        match db.execute_all(&sql, &rows, columns).await {
             Ok(_) => {
                 for (_, reply) in batch {
                     let _ = reply.send(Ok(()));
@@ -396,7 +407,7 @@ async fn write_batches(
             }
             Err(e) if batch.len() > 1 && !e.is_transient() => {
                 for (params, reply) in batch {
-                    let _ = reply.send(db.execute_all(&sql, &[params]).await.map(|_| ()));
+                    let _ = reply.send(db.execute_all(&sql, &[params], columns).await.map(|_| ()));
                 }
             }
             Err(e) => {

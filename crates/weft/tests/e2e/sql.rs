@@ -373,3 +373,103 @@ flows:
         "{reason}"
     );
 }
+
+/// In `columns` mode values follow the column: text into PostgreSQL `char(n)`, an RFC 3339
+/// time (a VRL timestamp) into MariaDB `DATETIME`; a value that fits no column is reported by
+/// the column's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_follow_their_column_types() {
+    let Some(pg) = reachable(
+        "WEFT_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    )
+    .await
+    else {
+        return;
+    };
+    let Some(my) = reachable("WEFT_MYSQL_URL", "mysql://root@127.0.0.1:3306/test").await else {
+        return;
+    };
+    let suffix = format!("{}_{}", std::process::id(), fastrand::u32(..));
+    let (codes, visits) = (format!("codes_{suffix}"), format!("visits_{suffix}"));
+    exec(
+        &pg,
+        &format!("CREATE TABLE {codes} (id INTEGER PRIMARY KEY, code CHAR(3) NOT NULL)"),
+    )
+    .await;
+    exec(
+        &my,
+        &format!("CREATE TABLE {visits} (id INTEGER PRIMARY KEY, seen_at DATETIME(3) NOT NULL)"),
+    )
+    .await;
+    let (a, b) = (free_port(), free_port());
+    let config = format!(
+        r#"
+resources:
+  sql:
+    pg: {{ url: "{pg}" }}
+    my: {{ url: "{my}" }}
+flows:
+  codes:
+    input:
+      http_server: {{ address: "127.0.0.1:{a}" }}
+    output:
+      sql: {{ database: pg, table: {codes}, columns: {{ id: .id, code: .code }}, upsert_on: [id], retry: {{ max_attempts: 1 }} }}
+  visits:
+    input:
+      http_server: {{ address: "127.0.0.1:{b}" }}
+    output:
+      sql:
+        database: my
+        table: {visits}
+        columns: {{ id: .id, seen_at: 'parse_timestamp!(.at, "%+")' }}
+        upsert_on: [id]
+"#
+    );
+    let weft = Weft::start(&config).await;
+    for body in [r#"{"id": 1, "code": "abc"}"#, r#"{"id": 1, "code": "xyz"}"#] {
+        let (status, _, text) = post_json(&format!("http://127.0.0.1:{a}/"), body).await;
+        assert_eq!(status, 200, "{text} {}", weft.stderr());
+    }
+    for body in [
+        r#"{"id": 7, "at": "2024-05-01T10:00:00.250Z"}"#,
+        r#"{"id": 7, "at": "2024-05-01T12:30:00+02:00"}"#,
+    ] {
+        let (status, _, text) = post_json(&format!("http://127.0.0.1:{b}/"), body).await;
+        assert_eq!(status, 200, "{text} {}", weft.stderr());
+    }
+    let mut c = sqlx::PgConnection::connect(&pg).await.unwrap();
+    let code: String = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT code FROM {codes} WHERE id = 1"
+    )))
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(code, "xyz");
+    let mut c = sqlx::MySqlConnection::connect(&my).await.unwrap();
+    let seen: String = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT CAST(seen_at AS CHAR) FROM {visits} WHERE id = 7"
+    )))
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(seen, "2024-05-01 10:30:00.000", "the second time, in UTC");
+
+    // A value no column of that type takes: named by its column.
+    let (status, _, _) = post_json(
+        &format!("http://127.0.0.1:{a}/"),
+        r#"{"id": "seven", "code": "abc"}"#,
+    )
+    .await;
+    assert!(status.is_server_error() || status.is_client_error());
+    assert!(
+        eventually(Duration::from_secs(5), || weft
+            .stderr()
+            .contains("column `id`: `INT4` needs an integer"))
+        .await,
+        "{}",
+        weft.stderr()
+    );
+    exec(&pg, &format!("DROP TABLE {codes}")).await;
+    exec(&my, &format!("DROP TABLE {visits}")).await;
+}
