@@ -216,18 +216,30 @@ fn run<'a, 'b: 'a, P: Processor>(
                             tap.observe(&slot.id, part);
                         }
                     }
+                    let siblings = Arc::new(crate::core::SplitParts::default());
                     let ran = futures_util::future::join_all(
                         parts
                             .into_iter()
                             .zip(trails.iter_mut())
-                            .map(|(part, trail)| async move {
-                                let mut cx = Context {
-                                    flow,
-                                    store,
-                                    trail,
-                                    tap,
-                                };
-                                run(rest, part, None, &mut cx).await
+                            .map(|(part, trail)| {
+                                let siblings = siblings.clone();
+                                async move {
+                                    let mut cx = Context {
+                                        flow,
+                                        store,
+                                        trail,
+                                        tap,
+                                        split: Some(siblings.clone()),
+                                    };
+                                    let ran = run(rest, part, None, &mut cx).await;
+                                    // Nothing of it came out and no group took it: dropped
+                                    // on purpose, so a group gathering the parts need not
+                                    // wait for it.
+                                    if ran.is_empty() && cx.trail.joined.is_empty() {
+                                        siblings.drop_one();
+                                    }
+                                    ran
+                                }
                             }),
                     )
                     .await;
@@ -537,6 +549,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
             store: self.store.as_ref(),
             trail,
             tap: Some(&self.tap),
+            split: None,
         };
         let mut out = Vec::new();
         for result in run(&self.processors, message, None, &mut cx).await {

@@ -39,6 +39,40 @@ pub struct Context<'a> {
     pub trail: &'a mut Trail,
     /// Where each step's result is shown to listeners (`weft tap`), when the flow has one.
     pub tap: Option<&'a tap::Tap>,
+    /// A part of a split message: what became of its sibling parts.
+    pub split: Option<std::sync::Arc<SplitParts>>,
+}
+
+/// The parts of one split message as they go on: how many were dropped on purpose on their
+/// way (a filter), so that an `aggregate` gathering them completes without waiting for them.
+#[derive(Debug)]
+pub struct SplitParts {
+    dropped: tokio::sync::watch::Sender<usize>,
+}
+
+impl Default for SplitParts {
+    fn default() -> Self {
+        SplitParts {
+            dropped: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl SplitParts {
+    /// A part was dropped before it reached a group.
+    pub fn drop_one(&self) {
+        self.dropped.send_modify(|n| *n += 1);
+    }
+
+    /// How many parts were dropped so far.
+    pub fn dropped(&self) -> usize {
+        *self.dropped.borrow()
+    }
+
+    /// Changes as parts are dropped.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.dropped.subscribe()
+    }
 }
 
 /// What a message picks up in the pipeline that must be settled after its delivery.

@@ -9,8 +9,9 @@
 //!
 //! `correlate: split` is the gather half of scatter-gather: the parts a `split` made of one
 //! message are grouped by `%split.parent`, put back in `%split.index` order, and the group
-//! completes when all `%split.count` parts are in. A group still short of parts after
-//! `period` goes on with what it has, marked `%aggregate.partial = true`.
+//! completes when all `%split.count` parts are accounted for: in the group, or dropped on
+//! purpose on their way (a `filter`). A group still short of parts after `period` goes on with
+//! what it has, marked `%aggregate.partial = true`.
 //!
 //! Nothing is acknowledged early: a message taken into a group counts as delivered when the
 //! group's message is (and fails when it fails). Its place in the flow's `concurrency` (a
@@ -174,6 +175,8 @@ struct Open {
     complete: Notify,
     /// Tells every message of the group how the group's message fared.
     group: Group,
+    /// `correlate: split`: the parts of the split message, some of which may be dropped.
+    parts: Option<Arc<crate::core::SplitParts>>,
 }
 
 #[derive(Default)]
@@ -211,6 +214,38 @@ impl Aggregate {
             None => String::new(),
         };
         Ok((key, 0, self.count))
+    }
+
+    /// The first message's wait: until another message completes the group, or the last
+    /// missing parts are dropped on their way, or `period` ends.
+    async fn wait(&self, key: &str, open: &Arc<Open>) {
+        let deadline = tokio::time::Instant::now() + self.period;
+        let mut drops = open.parts.as_ref().map(|p| p.watch());
+        loop {
+            let dropped = async {
+                match &mut drops {
+                    Some(rx) => {
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = open.complete.notified() => return,
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = dropped => {
+                    let mut state = open.state.lock().unwrap_or_else(|e| e.into_inner());
+                    if all_in(&state, open.parts.as_deref()) {
+                        state.complete = true;
+                        drop(state);
+                        self.close(key, open);
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// Takes the group out of the open ones, if it is still there.
@@ -256,6 +291,11 @@ impl crate::core::Processor for Aggregate {
                             }),
                             complete: Notify::new(),
                             group: Group::new(),
+                            parts: if self.correlate {
+                                cx.split.clone()
+                            } else {
+                                None
+                            },
                         });
                         groups.insert(key.clone(), open.clone());
                         (open, true)
@@ -281,7 +321,7 @@ impl crate::core::Processor for Aggregate {
             state.bytes += bytes;
             state.complete = state.complete
                 || ends
-                || state.expected.is_some_and(|n| state.items.len() >= n)
+                || all_in(&state, open.parts.as_deref())
                 || self.max_bytes.is_some_and(|max| state.bytes >= max);
             let complete = state.complete;
             drop(state);
@@ -316,7 +356,7 @@ impl crate::core::Processor for Aggregate {
             open: &open,
         };
         if !complete {
-            let _ = tokio::time::timeout(self.period, open.complete.notified()).await;
+            self.wait(&key, &open).await;
         }
         drop(guard);
         let mut state = {
@@ -325,7 +365,7 @@ impl crate::core::Processor for Aggregate {
             state.taken = true;
             taken
         };
-        let partial = self.correlate && state.expected.is_some_and(|n| state.items.len() < n);
+        let partial = self.correlate && !all_in(&state, open.parts.as_deref());
         state.items.sort_by_key(|(order, _)| *order);
         let count = state.items.len();
         let values = state.items.into_iter().map(|(_, v)| v);
@@ -384,6 +424,14 @@ impl Drop for Closing<'_> {
     fn drop(&mut self) {
         self.aggregate.close(self.key, self.open);
     }
+}
+
+/// Whether the group holds its `expected` messages, counting the parts dropped on their way.
+fn all_in(state: &Gathered, parts: Option<&crate::core::SplitParts>) -> bool {
+    let dropped = parts.map_or(0, crate::core::SplitParts::dropped);
+    state
+        .expected
+        .is_some_and(|n| state.items.len() + dropped >= n)
 }
 
 fn field<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
@@ -469,7 +517,7 @@ mod tests {
                     let value: Value =
                         serde_json::from_value(serde_json::json!({ "items": items })).unwrap();
                     let mut trail = Trail::default();
-                    let mut cx = Context { flow: "test", store: None, trail: &mut trail, tap: None };
+                    let mut cx = Context { flow: "test", store: None, trail: &mut trail, tap: None, split: None };
                     let out = run_nested(steps, Message::new(value), &mut cx).await.unwrap();
                     (out, trail.joined.len())
                 }
@@ -610,6 +658,7 @@ mod tests {
             }),
             complete: Notify::new(),
             group: Group::new(),
+            parts: None,
         });
         aggregate
             .groups
@@ -622,6 +671,7 @@ mod tests {
             store: None,
             trail: &mut trail,
             tap: None,
+            split: None,
         };
         let step = crate::core::Processor::process(&aggregate, Message::new(n(2)), &mut cx)
             .await

@@ -142,6 +142,7 @@ impl crate::core::Processor for Switch {
                 // pipeline runs parts (an aggregate further on gathers them together).
                 let mut trails: Vec<Trail> = taken.iter().map(|_| Trail::default()).collect();
                 let (flow, store, tap) = (cx.flow, cx.store, cx.tap);
+                let split = &cx.split;
                 let ran =
                     futures_util::future::join_all(taken.into_iter().zip(trails.iter_mut()).map(
                         |(m, trail)| async move {
@@ -150,6 +151,7 @@ impl crate::core::Processor for Switch {
                                 store,
                                 trail,
                                 tap,
+                                split: split.clone(),
                             };
                             run_nested(&case.steps, m, &mut cx).await
                         },

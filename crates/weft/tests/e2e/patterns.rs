@@ -119,7 +119,8 @@ async fn split_delivers_each_part_with_its_correlation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scatter_gather_reassembles_in_order_and_a_short_group_closes_on_time() {
+async fn scatter_gather_reassembles_in_order_counts_filtered_parts_and_a_short_group_closes_on_time()
+ {
     let receiver = Receiver::start().await;
     let port = free_port();
     let config = format!(
@@ -129,6 +130,10 @@ async fn scatter_gather_reassembles_in_order_and_a_short_group_closes_on_time() 
             port,
             r#"      - split: .items
       - filter: .n != 13
+      - switch:
+          - check: .n == 99
+            processors:
+              - delay: 2s
       - map: .double = int!(.n) * 2
       - aggregate: { correlate: split, period: 400ms }
       - map: '. = { "items": ., "partial": %aggregate.partial, "count": %aggregate.count }'"#,
@@ -151,14 +156,31 @@ async fn scatter_gather_reassembles_in_order_and_a_short_group_closes_on_time() 
                 "partial": false, "count": 3})
         ]
     );
-    // A part filtered out never arrives: the group closes when its period ends, marked partial.
+    // A part filtered out is accounted for: the group is complete without it, at once.
     let started = Instant::now();
-    let (status, _, text) = post_json(&url, r#"{"items": [{"n": 13}, {"n": 5}]}"#).await;
+    let (status, _, text) = post_json(&url, r#"{"items": [{"n": 13}, {"n": 5}, {"n": 13}]}"#).await;
     assert_eq!(status, 200, "{text}");
-    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "filtered parts are not waited for: {:?}",
+        started.elapsed()
+    );
     assert_eq!(
         bodies(&receiver, "/gathered")[1],
-        json!({"items": [{"n": 5, "double": 10}], "partial": true, "count": 1})
+        json!({"items": [{"n": 5, "double": 10}], "partial": false, "count": 1})
+    );
+    // A part still on its way when the period ends: the group goes on without it, partial,
+    // and the late part makes a group of its own (both delivered once every part is done).
+    let (status, _, text) = post_json(&url, r#"{"items": [{"n": 99}, {"n": 7}]}"#).await;
+    assert_eq!(status, 200, "{text}");
+    let mut late = bodies(&receiver, "/gathered")[2..].to_vec();
+    late.sort_by_key(|b| b["items"][0]["n"].as_i64());
+    assert_eq!(
+        late,
+        [
+            json!({"items": [{"n": 7, "double": 14}], "partial": true, "count": 1}),
+            json!({"items": [{"n": 99, "double": 198}], "partial": true, "count": 1})
+        ]
     );
 }
 
