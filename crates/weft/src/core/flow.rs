@@ -162,10 +162,26 @@ impl Failure {
     /// The failure as seen from outside a nested list of steps: one error naming the step.
     fn nested(self) -> StepError {
         match self.error {
-            StepError::Failed(e) => {
-                StepError::Failed(super::MappingError(format!("{}: {}", self.component, e.0)))
-            }
+            StepError::Failed(reason) => StepError::Inside {
+                at: self.component,
+                reason,
+            },
+            StepError::Inside { at, reason } => StepError::Inside {
+                at: super::step_path(&self.component, &at),
+                reason,
+            },
             busy => busy,
+        }
+    }
+
+    /// The failing step's whole path and its own message.
+    fn located(&self) -> (String, String) {
+        match &self.error {
+            StepError::Inside { at, reason } => {
+                (super::step_path(&self.component, at), reason.0.clone())
+            }
+            StepError::Failed(reason) => (self.component.clone(), reason.0.clone()),
+            StepError::Busy(reason) => (self.component.clone(), reason.clone()),
         }
     }
 }
@@ -187,9 +203,10 @@ fn run<'a, 'b: 'a, P: Processor>(
                 continue;
             }
             if let Some(f) = failed.take() {
+                let (component, reason) = f.located();
                 let mut error = empty_object();
-                insert(&mut error, "component", Value::from(f.component.as_str()));
-                insert(&mut error, "reason", Value::from(f.error.to_string()));
+                insert(&mut error, "component", Value::from(component));
+                insert(&mut error, "reason", Value::from(reason));
                 insert(&mut message.metadata, "error", error);
             }
             // A catch further on needs the message as it was, should this step fail.
@@ -555,15 +572,18 @@ impl<P: Processor, O: Output> Flow<P, O> {
         for result in run(&self.processors, message, None, &mut cx).await {
             match result {
                 Ok(m) => out.push(m),
-                Err(Failure {
-                    component,
-                    error: StepError::Failed(e),
-                }) => {
+                Err(
+                    failure @ Failure {
+                        error: StepError::Failed(_) | StepError::Inside { .. },
+                        ..
+                    },
+                ) => {
                     self.metrics.failed.increment(1);
+                    let (component, reason) = failure.located();
                     return Err(FlowError::Processing {
                         flow: self.name.clone(),
                         component,
-                        reason: e.0,
+                        reason,
                     });
                 }
                 Err(Failure {

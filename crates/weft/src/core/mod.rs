@@ -157,6 +157,19 @@ impl Joined {
     }
 }
 
+/// A path below a step, joined to the step's own: `pipeline[0].try` and `[1].map` give
+/// `pipeline[0].try[1].map`; `pipeline[1].enrich` and `processors[0].http` give
+/// `pipeline[1].enrich.processors[0].http`.
+pub fn step_path(step: &str, below: &str) -> String {
+    if below.is_empty() {
+        step.to_string()
+    } else if below.starts_with('[') || step.is_empty() {
+        format!("{step}{below}")
+    } else {
+        format!("{step}.{below}")
+    }
+}
+
 /// What a pipeline step made of a message.
 #[derive(Debug)]
 pub enum Step {
@@ -217,6 +230,10 @@ pub enum StepError {
     /// The message failed (a mapping error, a bad key): it will fail again the same way.
     #[error(transparent)]
     Failed(#[from] MappingError),
+    /// A step inside this one failed (`try`, `switch`, `enrich`…): its path below this step
+    /// and its own message.
+    #[error("{at}: {reason}")]
+    Inside { at: String, reason: MappingError },
     /// Not now: another message holds what this one needs; try again shortly.
     #[error("{0}")]
     Busy(String),

@@ -251,7 +251,7 @@ impl Ctx<'_> {
 
 fn join_path(path: &[String]) -> String {
     let mut out = String::new();
-    for seg in path {
+    for seg in path.iter().filter(|seg| !seg.is_empty()) {
         if !seg.starts_with('[') && !out.is_empty() {
             out.push('.');
         }
@@ -260,13 +260,32 @@ fn join_path(path: &[String]) -> String {
     out
 }
 
-/// Walks a dotted field path (`headers.Authorization`, `methods.0`) from `node`.
+/// Walks a field path (`headers.Authorization`, `methods.0`, `[0].processors[1].map`) from
+/// `node`.
 fn find<'n>(node: &'n Node, field: &str) -> Option<&'n Node> {
     if field.is_empty() {
         return Some(node);
     }
+    let mut segments = Vec::new();
+    for piece in field.split('.') {
+        let mut rest = piece;
+        if let Some(open) = rest.find('[') {
+            if open > 0 {
+                segments.push(&rest[..open]);
+            }
+            rest = &rest[open..];
+            while let Some(inner) = rest.strip_prefix('[') {
+                let close = inner.find(']')?;
+                segments.push(&inner[..close]);
+                rest = &inner[close + 1..];
+            }
+        }
+        if !rest.is_empty() {
+            segments.push(rest);
+        }
+    }
     let mut current = node;
-    for seg in field.split('.') {
+    for seg in segments {
         current = match &current.kind {
             Kind::Map(_) => current.get(seg)?,
             Kind::Seq(items) => items.get(seg.parse::<usize>().ok()?)?,

@@ -470,6 +470,7 @@ mod tests {
         let split = split::Config {
             path: ".items".into(),
             max_parts: 100,
+            keep: None,
         }
         .build(&Shared::default(), &Resources::default())
         .unwrap();

@@ -186,26 +186,15 @@ fn build_steps(
     let mut steps = Vec::new();
     for (i, config) in configs.iter().enumerate() {
         let kind = config.kind();
-        let at = if path.is_empty() {
-            format!("{i}.{kind}")
-        } else {
-            format!("{path}.{i}.{kind}")
-        };
+        // One spelling for a step, in `weft check` and at run time (`%error.component`).
+        let at = format!("{path}[{i}].{kind}");
         match config.build(shared, resources) {
             Ok(processor) => steps.push(ProcessorSlot {
-                id: if path.is_empty() {
-                    format!("[{i}].{kind}")
-                } else {
-                    format!("{path}[{i}].{kind}")
-                },
+                id: at.clone(),
                 processor,
             }),
             Err(errs) => errors.extend(errs.into_iter().map(|mut e| {
-                e.field = if e.field.is_empty() {
-                    at.clone()
-                } else {
-                    format!("{at}.{}", e.field)
-                };
+                e.field = crate::core::step_path(&at, &e.field);
                 e
             })),
         }

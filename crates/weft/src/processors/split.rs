@@ -11,6 +11,16 @@
 //! ```
 //!
 //! or, with a limit on untrusted input: `split: { path: .items, max_parts: 1000 }`.
+//!
+//! `keep` hands each part what it needs of the message being split, as `%split.message`, so
+//! the order's fields stay at hand for every line without copying the whole order (the lines
+//! included) into each part:
+//!
+//! ```yaml
+//! pipeline:
+//!   - split: { path: .lines, keep: '{ "order_id": .id, "customer": .customer }' }
+//!   - map: '.order_id = %split.message.order_id'
+//! ```
 
 use serde::Deserialize;
 
@@ -33,6 +43,10 @@ pub struct Config {
     /// The most parts one message may become; more fails the message.
     #[serde(default = "default_max_parts")]
     pub max_parts: usize,
+    /// A VRL expression over the message being split, evaluated once; every part carries its
+    /// value as `%split.message`.
+    #[serde(default)]
+    pub keep: Option<String>,
 }
 
 impl Config {
@@ -43,6 +57,7 @@ impl Config {
             Ok(Config {
                 path,
                 max_parts: default_max_parts(),
+                keep: None,
             })
         })
         .map(Box::new)
@@ -67,8 +82,15 @@ impl super::Spec for Config {
         // In the short form there is no `path` key: the error then sits on the value itself.
         let path =
             Mapping::compile(&self.path).map_err(|d| BuildError::from_diagnostics("path", d))?;
+        let keep = match &self.keep {
+            Some(keep) => {
+                Some(Mapping::compile(keep).map_err(|d| BuildError::from_diagnostics("keep", d))?)
+            }
+            None => None,
+        };
         Ok(Split {
             path,
+            keep,
             max_parts: self.max_parts,
         })
     }
@@ -76,6 +98,7 @@ impl super::Spec for Config {
 
 pub struct Split {
     pub(super) path: Mapping,
+    keep: Option<Mapping>,
     max_parts: usize,
 }
 
@@ -99,6 +122,10 @@ impl Split {
         }
         let count = items.len();
         let parent = Value::from(message.id.to_string());
+        let kept = match &self.keep {
+            Some(keep) => Some(keep.eval(&message.value, &message.metadata)?),
+            None => None,
+        };
         Ok(Step::Many(
             items
                 .into_iter()
@@ -113,6 +140,9 @@ impl Split {
                     insert(&mut meta, "parent", parent.clone());
                     insert(&mut meta, "index", Value::from(index as i64));
                     insert(&mut meta, "count", Value::from(count as i64));
+                    if let Some(kept) = &kept {
+                        insert(&mut meta, "message", kept.clone());
+                    }
                     insert(&mut part.metadata, "split", meta);
                     part
                 })
@@ -127,7 +157,7 @@ impl crate::core::Processor for Split {
     }
 
     fn reads_metadata(&self) -> bool {
-        self.path.reads_metadata()
+        self.path.reads_metadata() || self.keep.as_ref().is_some_and(Mapping::reads_metadata)
     }
 }
 

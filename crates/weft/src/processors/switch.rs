@@ -74,13 +74,13 @@ impl super::Spec for Config {
             let check = case.check.as_deref().and_then(|c| {
                 Mapping::compile(c)
                     .map_err(|d| {
-                        errors.extend(BuildError::from_diagnostics(&format!("{i}.check"), d))
+                        errors.extend(BuildError::from_diagnostics(&format!("[{i}].check"), d))
                     })
                     .ok()
             });
             let steps = build_steps(
                 &case.processors,
-                &format!("{i}.processors"),
+                &format!("[{i}].processors"),
                 shared,
                 resources,
             )

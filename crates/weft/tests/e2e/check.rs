@@ -90,8 +90,8 @@ fn pattern_errors_point_into_nested_steps_and_short_forms() {
         "a duration needs a unit: write `5s` or `5ms`",
         "pipeline[2].aggregate, field `count`: at least 1",
         "pipeline[2].aggregate, field `key`: `correlate: split` groups by `%split.parent`",
-        "bad.yaml:9:25: flow `a`, pipeline[3].switch, field `0.check`: syntax error",
-        "bad.yaml:10:39: flow `a`, pipeline[3].switch, field `0.processors.0.map`: syntax error",
+        "bad.yaml:9:25: flow `a`, pipeline[3].switch, field `[0].check`: syntax error",
+        "bad.yaml:10:39: flow `a`, pipeline[3].switch, field `[0].processors[0].map`: syntax error",
         "output.fallback, field `outputs`: name at least two outputs",
     ] {
         assert!(

@@ -83,18 +83,20 @@ async fn split_delivers_each_part_with_its_correlation() {
         flow(
             "lines",
             port,
-            r#"      - split: .lines
+            r#"      - split: { path: .lines, keep: '{ "order": .order, "customer": .customer }' }
       - map: |
           .parent = %split.parent
           .index = %split.index
-          .count = %split.count"#,
+          .count = %split.count
+          .order = %split.message.order
+          .customer = %split.message.customer"#,
             &receiver.url("/line"),
         )
     );
     let weft = Weft::start(&config).await;
     let (status, _, text) = post_json(
         &format!("http://127.0.0.1:{port}/in"),
-        r#"{"lines": [{"sku": "a"}, {"sku": "b"}, {"sku": "c"}]}"#,
+        r#"{"order": 42, "customer": "ada", "lines": [{"sku": "a"}, {"sku": "b"}, {"sku": "c"}]}"#,
     )
     .await;
     assert_eq!(status, 200, "{text} {}", weft.stderr());
@@ -107,6 +109,11 @@ async fn split_delivers_each_part_with_its_correlation() {
         assert_eq!(parts[i]["index"], json!(i));
         assert_eq!(parts[i]["count"], json!(3));
         assert_eq!(parts[i]["parent"], id);
+        // What the split kept of the order, without the other lines.
+        assert_eq!(
+            (&parts[i]["order"], &parts[i]["customer"]),
+            (&json!(42), &json!("ada"))
+        );
     }
     // One part failing fails the message (the caller may send it again).
     receiver.script(vec![Reply::status(200), Reply::status(400)]);
@@ -278,9 +285,11 @@ async fn try_stops_at_a_failure_and_catch_shapes_the_failed_message() {
     // The failed message skipped the rest of the try and the step after it; catch got it as
     // it was before the try.
     assert_eq!(out[1]["maybe"], json!("four"));
-    assert_eq!(out[1]["failed_in"], json!("pipeline[0].try"));
+    // Named as `weft check` names the step; the reason is the step's own.
+    assert_eq!(out[1]["failed_in"], json!("pipeline[0].try[1].map"));
+    let reason = out[1]["error"].as_str().unwrap();
     assert!(
-        out[1]["error"].as_str().unwrap().contains("[1].map"),
+        reason.contains("int") && !reason.contains("[1].map") && !reason.contains("pipeline"),
         "{}",
         out[1]
     );
