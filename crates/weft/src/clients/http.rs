@@ -150,7 +150,8 @@ pub enum Intercepted {
 /// Stands between a client and the network: `weft test` answers HTTP calls from declared or
 /// recorded responses through it.
 pub trait Interceptor: Send + Sync {
-    fn intercept(&self, method: &http::Method, uri: &Uri, body: &Bytes) -> Intercepted;
+    /// Sees a request (method, URL, headers) and its body before it goes out.
+    fn intercept(&self, request: &http::request::Parts, body: &Bytes) -> Intercepted;
     /// Sees the answer to a request it let through.
     fn observe(&self, method: &http::Method, uri: &Uri, body: &Bytes, response: &Response<Bytes>);
 }
@@ -315,7 +316,7 @@ impl HttpClient {
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        match interceptor.intercept(&parts.method, &parts.uri, &body) {
+        match interceptor.intercept(&parts, &body) {
             Intercepted::Answer(response) => {
                 let (mut parts, body) = response.into_parts();
                 if body.len() > body_limit {

@@ -530,6 +530,11 @@ impl HttpPoll {
         }
     }
 
+    /// One poll, as its schedule would make it.
+    pub async fn poll_once(&self, feed: &Feed<impl Processor, impl Output>) -> Result<(), String> {
+        self.poll(feed).await
+    }
+
     /// One poll: every page from the first, until paging ends or a page fails.
     async fn poll(&self, feed: &Feed<impl Processor, impl Output>) -> Result<(), String> {
         let mut watermark = self.load_watermark(feed).await?;

@@ -126,6 +126,19 @@ registry! {
 }
 
 impl Input {
+    /// One poll of a polling input, every page of it, as its schedule would make it (for
+    /// `weft test`); `None` for an input that does not poll.
+    pub async fn poll_once<P: Processor, O: Output>(
+        &self,
+        feed: &Feed<P, O>,
+    ) -> Option<Result<(), String>> {
+        Some(match self {
+            Input::HttpPoll(poll) => poll.poll_once(feed).await,
+            Input::SqlPoll(poll) => poll.poll_once(feed).await,
+            _ => return None,
+        })
+    }
+
     /// Where a polling input keeps its watermark (`checkpoint_key`, else `flow`); `None` for
     /// inputs that keep none.
     pub fn checkpoint_key(&self, flow: &str) -> Option<String> {

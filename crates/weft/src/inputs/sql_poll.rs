@@ -143,6 +143,12 @@ impl SqlPoll {
         )
     }
 
+    /// Every page, one after the other, as one scheduled poll reads them.
+    pub async fn poll_once(&self, feed: &Feed<impl Processor, impl Output>) -> Result<(), String> {
+        while self.poll(feed).await? {}
+        Ok(())
+    }
+
     /// One page: its rows handed to the flow and, once all are accepted, the checkpoint moved
     /// past them. `true` when the watermark moved (so another page may follow at once); a
     /// query without a watermark reads everything in one go.

@@ -29,6 +29,10 @@ pub(super) struct Case {
     /// Requests to the flow's `http_server` endpoint, one at a time, in order.
     #[serde(default)]
     pub(super) requests: Vec<TestRequest>,
+    /// Polls of the flow's `http_poll` or `sql_poll` input, one after the other, each reading
+    /// every page (its HTTP calls answered by `http:` or `fixtures`); its schedule is not
+    /// waited for.
+    pub(super) polls: Option<u32>,
     /// How each output answers, by its id (`output.http_client`, `outputs[1].sql`); an output
     /// left out accepts everything.
     #[serde(default)]
@@ -131,6 +135,8 @@ pub(super) struct Expect {
     pub(super) dlq: Option<DlqExpect>,
     /// Messages that fail for good in a direct flow (default 0).
     pub(super) failed: Option<usize>,
+    /// The watermark a polling input saved at the end.
+    pub(super) checkpoint: Option<Json>,
 }
 
 #[derive(Deserialize)]

@@ -122,6 +122,87 @@ pub struct HttpRule {
     /// When given, the rule answers this many calls, then lets the rules after it answer
     /// (503 twice, then 200); the test fails if fewer calls came.
     pub times: Option<u32>,
+    /// What a call must send for this rule to answer it: a call to the same URL that sends
+    /// something else goes to the rules after it, and fails the test, saying why, if none
+    /// answers it.
+    #[serde(default)]
+    pub request: RequestCheck,
+}
+
+/// Checks of a request's body, headers and query; every one given must hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestCheck {
+    /// The whole body: compared as JSON when it is JSON, else as text.
+    pub body: Option<serde_json::Value>,
+    /// Keys the JSON body must have, with these values (nested objects likewise).
+    pub includes: Option<serde_json::Value>,
+    /// Text the body must contain (a SOAP operation's element, say).
+    pub contains: Option<String>,
+    /// Headers it must carry, with these values.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Query parameters it must carry, with these values.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+}
+
+impl RequestCheck {
+    /// Why `request` fails the checks, if it does.
+    fn mismatch(&self, request: &http::request::Parts, body: &Bytes) -> Option<String> {
+        let json = serde_json::from_slice::<serde_json::Value>(body).ok();
+        let text = String::from_utf8_lossy(body);
+        if let Some(want) = &self.body {
+            let same = match (want, &json) {
+                (serde_json::Value::String(s), _) => *s == text,
+                (want, Some(got)) => super::check::same(want, got),
+                (_, None) => false,
+            };
+            if !same {
+                return Some(format!("its body is {text}, not {want}"));
+            }
+        }
+        if let Some(want) = &self.includes
+            && !json
+                .as_ref()
+                .is_some_and(|got| super::check::includes(want, got))
+        {
+            return Some(format!("its body {text} does not include {want}"));
+        }
+        if let Some(want) = &self.contains
+            && !text.contains(want.as_str())
+        {
+            return Some(format!("its body does not contain `{want}`"));
+        }
+        for (name, want) in &self.headers {
+            let got = request
+                .headers
+                .get(name.as_str())
+                .and_then(|v| v.to_str().ok());
+            if got != Some(want.as_str()) {
+                return Some(format!(
+                    "header `{name}` is {}, not `{want}`",
+                    got.map_or("missing".to_string(), |g| format!("`{g}`"))
+                ));
+            }
+        }
+        let query: BTreeMap<String, String> = request
+            .uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        for (name, want) in &self.query {
+            if query.get(name) != Some(want) {
+                return Some(format!(
+                    "query parameter `{name}` is {}, not `{want}`",
+                    query
+                        .get(name)
+                        .map_or("missing".to_string(), |g| format!("`{g}`"))
+                ));
+            }
+        }
+        None
+    }
 }
 
 fn ok() -> u16 {
@@ -143,6 +224,10 @@ pub struct Exchange {
     /// The answer's body as text, when it was not JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// The request's body as it was recorded: replayed only to a call sending the same
+    /// (so calls to one URL that differ by body, SOAP operations say, are told apart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 /// Answers a test's HTTP calls: declared rules first, then the fixture's recorded exchanges
@@ -155,6 +240,54 @@ pub struct HttpMocks {
     recorded: Mutex<Vec<Exchange>>,
     unmatched: Mutex<Vec<String>>,
 }
+
+/// A request body as a fixture keeps it, and as a call is compared with it: compact JSON, or
+/// a form, with credentials redacted (a token request's `client_secret` is never written to
+/// a file), else its text.
+fn fixture_body(body: &Bytes) -> Option<String> {
+    if body.is_empty() {
+        return None;
+    }
+    if let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) {
+        return Some(redact(json, REQUEST_SECRETS).to_string());
+    }
+    let text = String::from_utf8_lossy(body);
+    let form = !text.contains([' ', '\n', '<', '{']) && text.contains('=');
+    if !form {
+        return Some(text.into_owned());
+    }
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in form_urlencoded::parse(body) {
+        if REQUEST_SECRETS.contains(&key.as_ref()) {
+            out.append_pair(&key, "[redacted]");
+        } else {
+            out.append_pair(&key, &value);
+        }
+    }
+    Some(out.finish())
+}
+
+/// Fields of an answer that carry credentials (OAuth 2.0 token responses).
+const ANSWER_SECRETS: &[&str] = &[
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "client_secret",
+    "password",
+];
+
+/// Fields of a request that carry credentials (token requests, logins).
+const REQUEST_SECRETS: &[&str] = &[
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "client_secret",
+    "password",
+    "code",
+    "code_verifier",
+    "assertion",
+    "client_assertion",
+];
 
 impl HttpMocks {
     pub fn new(rules: Vec<HttpRule>, fixtures: Vec<Exchange>, record: bool) -> HttpMocks {
@@ -195,13 +328,32 @@ impl HttpMocks {
             .collect()
     }
 
-    fn declared(&self, method: &Method, url: &str) -> Option<Response<Bytes>> {
-        let (rule, _) = self.rules.iter().find(|(rule, calls)| {
+    /// The first rule that answers the call, or why the rules for its URL did not.
+    fn declared(
+        &self,
+        request: &http::request::Parts,
+        body: &Bytes,
+    ) -> Result<Response<Bytes>, Vec<String>> {
+        let (method, url) = (&request.method, request.uri.to_string());
+        let mut why_not = Vec::new();
+        let found = self.rules.iter().find(|(rule, calls)| {
             let matches = rule
                 .method
                 .as_deref()
                 .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
-                && glob(&rule.url, url);
+                && glob(&rule.url, &url);
+            let matches = matches
+                && match rule.request.mismatch(request, body) {
+                    Some(why) => {
+                        why_not.push(format!(
+                            "the mock for {} {} did not answer: {why}",
+                            rule.method.as_deref().unwrap_or("*"),
+                            rule.url
+                        ));
+                        false
+                    }
+                    None => true,
+                };
             // Takes a call; a rule whose calls are used up leaves it to the rules after it.
             matches
                 && calls
@@ -209,18 +361,26 @@ impl HttpMocks {
                         rule.times.is_none_or(|times| n < times).then_some(n + 1)
                     })
                     .is_ok()
-        })?;
+        });
+        let Some((rule, _)) = found else {
+            return Err(why_not);
+        };
         let (body, json) = match &rule.body {
             None => (Bytes::new(), false),
             Some(serde_json::Value::String(s)) => (Bytes::from(s.clone()), false),
             Some(other) => (Bytes::from(other.to_string()), true),
         };
-        Some(response(rule.status, &rule.headers, body, json))
+        Ok(response(rule.status, &rule.headers, body, json))
     }
 
-    fn replayed(&self, method: &Method, url: &str) -> Option<Response<Bytes>> {
+    fn replayed(&self, method: &Method, url: &str, body: &Bytes) -> Option<Response<Bytes>> {
         let mut fixtures = self.fixtures.lock().expect("mock lock");
-        let same = |e: &Exchange| e.method.eq_ignore_ascii_case(method.as_str()) && e.url == url;
+        let sent = fixture_body(body);
+        let same = |e: &Exchange| {
+            e.method.eq_ignore_ascii_case(method.as_str())
+                && e.url == url
+                && (e.request.is_none() || e.request == sent)
+        };
         let index = fixtures
             .iter()
             .position(|(e, used)| !used && same(e))
@@ -264,27 +424,29 @@ fn response(
 }
 
 impl Interceptor for HttpMocks {
-    fn intercept(&self, method: &Method, uri: &Uri, _body: &Bytes) -> Intercepted {
-        let url = uri.to_string();
-        if let Some(answer) = self
-            .declared(method, &url)
-            .or_else(|| self.replayed(method, &url))
-        {
+    fn intercept(&self, request: &http::request::Parts, body: &Bytes) -> Intercepted {
+        let (method, url) = (&request.method, request.uri.to_string());
+        let why_not = match self.declared(request, body) {
+            Ok(answer) => return Intercepted::Answer(answer),
+            Err(why_not) => why_not,
+        };
+        if let Some(answer) = self.replayed(method, &url, body) {
             return Intercepted::Answer(answer);
         }
         if self.record {
             return Intercepted::Pass;
         }
-        self.unmatched
-            .lock()
-            .expect("mock lock")
-            .push(format!("{method} {url}"));
+        let mut call = format!("{method} {url}");
+        for why in why_not {
+            call.push_str(&format!("; {why}"));
+        }
+        self.unmatched.lock().expect("mock lock").push(call);
         Intercepted::Refuse(format!(
             "no mock answers {method} {url}: declare it under `http:` in the test, or name a `fixtures` file and record it with `weft test --record`"
         ))
     }
 
-    fn observe(&self, method: &Method, uri: &Uri, _body: &Bytes, answer: &Response<Bytes>) {
+    fn observe(&self, method: &Method, uri: &Uri, sent: &Bytes, answer: &Response<Bytes>) {
         let headers = answer
             .headers()
             .iter()
@@ -304,7 +466,7 @@ impl Interceptor for HttpMocks {
             .collect();
         let json = serde_json::from_slice::<serde_json::Value>(answer.body())
             .ok()
-            .map(redact);
+            .map(|json| redact(json, ANSWER_SECRETS));
         let body = match json {
             Some(_) => None,
             None if answer.body().is_empty() => None,
@@ -317,19 +479,17 @@ impl Interceptor for HttpMocks {
             headers,
             json,
             body,
+            request: fixture_body(sent),
         });
     }
 }
 
 /// Credentials an answer may carry (OAuth 2.0 token responses) are not written to a fixture:
 /// the replayed token works as well, since mocks do not check credentials.
-fn redact(mut json: serde_json::Value) -> serde_json::Value {
+fn redact(mut json: serde_json::Value, secrets: &[&str]) -> serde_json::Value {
     if let serde_json::Value::Object(map) = &mut json {
         for (key, value) in map.iter_mut() {
-            if matches!(
-                key.as_str(),
-                "access_token" | "refresh_token" | "id_token" | "client_secret" | "password"
-            ) {
+            if secrets.contains(&key.as_str()) {
                 *value = serde_json::Value::from("[redacted]");
             }
         }

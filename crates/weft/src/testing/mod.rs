@@ -483,6 +483,26 @@ async fn run_case(
         }
     }
 
+    if let Some(polls) = case.polls {
+        let feed = crate::core::feed::Feed {
+            flow: flow.clone(),
+            shutdown: stop.clone(),
+            tasks: tokio_util::task::TaskTracker::new(),
+        };
+        for n in 1..=polls {
+            match input.poll_once(&feed).await {
+                None => {
+                    return Err(one(format!(
+                        "`polls` run a polling input (`http_poll`, `sql_poll`); flow `{}` has `{input_id}`",
+                        case.flow
+                    )));
+                }
+                Some(Err(e)) => errors.push(format!("poll {n}: {e}")),
+                Some(Ok(())) => {}
+            }
+        }
+    }
+
     if !case.requests.is_empty() {
         let Input::HttpServer(mut endpoint) = input else {
             return Err(one(format!(
@@ -542,6 +562,29 @@ async fn run_case(
         format!("HTTP call without a mock: {call} (declare it under `http:`, or name a `fixtures` file and record it with `weft test --record`)")
     }));
     errors.extend(mocks.unmet());
+    if let Some(want) = &case.expect.checkpoint {
+        let saved = match (flow.polling(), &store) {
+            (Some(polling), Some(store)) => {
+                crate::core::checkpoint::load(store, &polling.checkpoint_key)
+                    .await
+                    .map_err(one)?
+                    .map(|saved| saved.value)
+            }
+            _ => None,
+        };
+        match saved {
+            Some(got) if same(want, &got) => {}
+            Some(got) => errors.push(format!(
+                "expected the checkpoint {}, got {}",
+                pretty(want),
+                pretty(&got)
+            )),
+            None => errors.push(format!(
+                "expected the checkpoint {}, but none was saved (does the input have a `watermark`?)",
+                pretty(want)
+            )),
+        }
+    }
     match case.expect.failed {
         Some(n) if n != failed.len() => errors.push(format!(
             "expected {n} failed message(s), got {}{}",

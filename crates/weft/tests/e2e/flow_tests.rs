@@ -300,3 +300,96 @@ fn init_writes_a_flow_that_passes_its_own_test() {
     assert_eq!(status.code(), Some(1));
     assert!(stderr.contains("snake_case"), "{stderr}");
 }
+
+/// `weft test` runs a polling input against mocked pages, checks what each call sent, and
+/// tells calls to one URL apart by their bodies (SOAP operations).
+#[test]
+fn a_poll_is_tested_with_mocked_pages_and_calls_are_told_apart_by_what_they_send() {
+    let dir = scratch();
+    std::fs::write(
+        dir.join("sync.yaml"),
+        r#"
+flows:
+  sync:
+    input:
+      http_poll:
+        url: "https://crm.test/contacts?since={{ %watermark }}"
+        headers: { X-Api-Key: k1 }
+        records: .items
+        pagination: { cursor: { from: .next, param: cursor } }
+        watermark: { value: .updated, initial: 0 }
+    output:
+      drop: {}
+  soap:
+    input:
+      http_server: { address: "127.0.0.1:1" }
+    pipeline:
+      - http: { url: "https://erp.test/service", method: POST, format: text, result: '.answer = %response.body' }
+    output:
+      drop: {}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("answers.json"),
+        r#"[
+  {"method": "POST", "url": "https://erp.test/service", "status": 200, "body": "created", "request": "<CreateOrder/>"},
+  {"method": "POST", "url": "https://erp.test/service", "status": 200, "body": "cancelled", "request": "<CancelOrder/>"}
+]"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sync_test.yaml"),
+        r#"
+tests:
+  - name: two pages then the watermark
+    flow: sync
+    polls: 1
+    http:
+      - url: "https://crm.test/contacts?since=0&cursor=b"
+        request: { headers: { x-api-key: k1 } }
+        body: { items: [{ id: 3, updated: 300 }], next: null }
+      - url: "https://crm.test/contacts?since=0"
+        request: { headers: { x-api-key: k1 }, query: { since: "0" } }
+        body: { items: [{ id: 1, updated: 100 }, { id: 2, updated: 200 }], next: b }
+    expect:
+      outputs:
+        output.drop: { count: 3, messages: [{ includes: { id: 1 } }, { includes: { id: 2 } }, { includes: { id: 3 } }] }
+      checkpoint: 300
+
+  - name: a call that sends the wrong key is not answered
+    flow: sync
+    polls: 1
+    http:
+      - url: "https://crm.test/contacts*"
+        request: { headers: { x-api-key: k2 } }
+        body: { items: [] }
+
+  - name: fixtures answer by what was sent
+    flow: soap
+    fixtures: answers.json
+    messages:
+      - value: "<CancelOrder/>"
+      - value: "<CreateOrder/>"
+    expect:
+      outputs:
+        output.drop:
+          messages:
+            - includes: { answer: cancelled }
+            - includes: { answer: created }
+"#,
+    )
+    .unwrap();
+    let (status, stdout, stderr) = weft_cmd(&["test", "sync_test.yaml"], &dir);
+    assert!(!status.success(), "{stdout}\n{stderr}");
+    assert_eq!(tally(&stdout), (2, 1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("two pages then the watermark ... ok")
+            && stdout.contains("fixtures answer by what was sent ... ok"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("header `x-api-key` is `k1`, not `k2`"),
+        "{stdout}"
+    );
+}
