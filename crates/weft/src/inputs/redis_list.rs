@@ -2,8 +2,8 @@
 //! processing list (`BLMOVE`) while its message is delivered, then removed from it. A message
 //! that failed is offered to the flow again after a pause, up to `redelivery.max_deliveries`
 //! times (its worker waits meanwhile; the others go on), then kept in the flow's dead-letter
-//! queue and removed. Items a crash left in the processing list are queued again at the next
-//! start. The queue
+//! queue and removed — or, with `dead_letter_list`, moved to that list (as it was) instead.
+//! Items a crash left in the processing list are queued again at the next start. The queue
 //! is read from its right end, so producers `LPUSH` (as the `redis_list` output does).
 //!
 //! ```yaml
@@ -48,6 +48,10 @@ pub struct Config {
     /// How often a failing message is offered again before it is dead-lettered.
     #[serde(default)]
     pub redelivery: Redelivery,
+    /// A list of Redis to move given-up items to (`LPUSH`, as they were), instead of weft's
+    /// dead-letter queue.
+    #[serde(default)]
+    pub dead_letter_list: Option<String>,
 }
 
 fn default_workers() -> usize {
@@ -60,6 +64,7 @@ pub struct RedisList {
     processing: String,
     workers: usize,
     redelivery: Redelivery,
+    dead_letter_list: Option<String>,
 }
 
 /// How long one `BLMOVE` waits (so shutdown is looked at between).
@@ -87,6 +92,7 @@ impl super::Spec for Config {
             list: self.list,
             workers: self.workers,
             redelivery: self.redelivery,
+            dead_letter_list: self.dead_letter_list,
         })
     }
 }
@@ -150,7 +156,25 @@ impl RedisList {
                 .await?;
             let Some(item) = item else { continue };
             let message = Message::new(payload(&item));
-            match feed.deliver(message, &self.redelivery, GiveUp::Store).await {
+            let give_up = if self.dead_letter_list.is_some() {
+                GiveUp::Broker
+            } else {
+                GiveUp::Store
+            };
+            match feed.deliver(message, &self.redelivery, give_up).await {
+                Outcome::GivenUp if let Some(dead) = &self.dead_letter_list => {
+                    redis::pipe()
+                        .atomic()
+                        .cmd("LREM")
+                        .arg(&self.processing)
+                        .arg(1)
+                        .arg(&item)
+                        .cmd("LPUSH")
+                        .arg(dead)
+                        .arg(&item)
+                        .query_async::<()>(&mut conn)
+                        .await?;
+                }
                 Outcome::Taken | Outcome::GivenUp => {
                     redis::cmd("LREM")
                         .arg(&self.processing)
@@ -168,7 +192,7 @@ impl RedisList {
 
 impl super::Source for RedisList {
     fn uses_store(&self) -> bool {
-        true // dead letters
+        self.dead_letter_list.is_none()
     }
 
     async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {

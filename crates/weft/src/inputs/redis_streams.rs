@@ -4,8 +4,9 @@
 //! `claim_idle`; so are the entries of a consumer that died (`XAUTOCLAIM`), and at start this
 //! consumer first reads what it had taken and not acknowledged. The delivery that reaches
 //! `redelivery.max_deliveries` (the group's own count) keeps the message in the flow's
-//! dead-letter queue and acknowledges the entry (here `claim_idle` is the pause between
-//! deliveries, not `redelivery.backoff`). The group is created if it
+//! dead-letter queue — or, with `dead_letter_stream`, adds the entry's fields to that stream
+//! (with `weft_source_id`, the entry's ID) — and acknowledges the entry (here `claim_idle` is
+//! the pause between deliveries, not `redelivery.backoff`). The group is created if it
 //! does not exist (`start: $` reads only new entries, `start: "0"` the whole stream).
 //!
 //! The message is the entry's `body` field (JSON when it parses, else text) or, for an entry
@@ -71,6 +72,10 @@ pub struct Config {
     /// How often a failing message is read again before it is dead-lettered.
     #[serde(default)]
     pub redelivery: Redelivery,
+    /// A stream to add given-up entries to (their fields, and `weft_source_id`), instead of
+    /// weft's dead-letter queue.
+    #[serde(default)]
+    pub dead_letter_stream: Option<String>,
 }
 
 fn default_body_field() -> String {
@@ -228,6 +233,17 @@ impl RedisStreams {
                 HashMap::new()
             };
             let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+            // Kept as they came, for the dead-letter stream.
+            let raw: Vec<HashMap<String, redis::Value>> = if c.dead_letter_stream.is_some() {
+                entries.iter().map(|e| e.map.clone()).collect()
+            } else {
+                Vec::new()
+            };
+            let give_up = if c.dead_letter_stream.is_some() {
+                GiveUp::Broker
+            } else {
+                GiveUp::Store
+            };
             let outcomes: Vec<Outcome> = if feed.flow.durable().is_some() {
                 // Stored one after the other, in stream order.
                 let messages = entries.into_iter().map(|e| self.message(e)).collect();
@@ -239,10 +255,25 @@ impl RedisStreams {
             } else {
                 let attempts = entries.into_iter().map(|e| {
                     let delivered = counts.get(&e.id).copied().unwrap_or(1);
-                    feed.attempt(self.message(e), delivered, &c.redelivery, GiveUp::Store)
+                    feed.attempt(self.message(e), delivered, &c.redelivery, give_up)
                 });
                 futures_util::future::join_all(attempts).await
             };
+            if let Some(dead) = &c.dead_letter_stream {
+                for ((id, outcome), fields) in ids.iter().zip(&outcomes).zip(&raw) {
+                    if *outcome != Outcome::GivenUp {
+                        continue;
+                    }
+                    let mut add = redis::cmd("XADD");
+                    add.arg(dead).arg("*").arg("weft_source_id").arg(id);
+                    for (name, value) in fields {
+                        if let Ok(bytes) = redis::from_redis_value_ref::<Vec<u8>>(value) {
+                            add.arg(name).arg(bytes);
+                        }
+                    }
+                    add.query_async::<String>(&mut conn).await?;
+                }
+            }
             // Failed ones stay pending, to be claimed again after `claim_idle`.
             let done: Vec<&String> = ids
                 .iter()
@@ -319,7 +350,7 @@ impl RedisStreams {
 
 impl super::Source for RedisStreams {
     fn uses_store(&self) -> bool {
-        true // dead letters
+        self.config.dead_letter_stream.is_none()
     }
 
     async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {

@@ -283,3 +283,100 @@ flows:
         .queue_delete(queue.as_str().into(), Default::default())
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_inputs_can_give_up_to_a_dead_letter_list_or_stream_of_redis() {
+    let Some((redis_url, mut redis)) = crate::redis::redis().await else {
+        return;
+    };
+    let (stream, dead_stream) = (crate::redis::key("in"), crate::redis::key("dead"));
+    let (list, dead_list) = (crate::redis::key("jobs"), crate::redis::key("deadjobs"));
+    for body in [POISON, r#"{"n": 1}"#] {
+        redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("body")
+            .arg(body)
+            .query_async::<String>(&mut redis)
+            .await
+            .unwrap();
+        redis::cmd("LPUSH")
+            .arg(&list)
+            .arg(body)
+            .query_async::<i64>(&mut redis)
+            .await
+            .unwrap();
+    }
+    let receiver = Receiver::start().await;
+    let config = format!(
+        r#"
+flows:
+  streams:
+    input:
+      redis_streams: {{ url: "{redis_url}", stream: "{stream}", group: weft, start: "0", claim_idle: 100ms, redelivery: {{ max_deliveries: 2 }}, dead_letter_stream: "{dead_stream}" }}
+    pipeline: {check}
+    output:
+      http_client: {{ url: "{out}/streams", retry: {{ max_attempts: 1 }} }}
+  list:
+    input:
+      redis_list: {{ url: "{redis_url}", list: "{list}", redelivery: {{ max_deliveries: 2, backoff: 50ms }}, dead_letter_list: "{dead_list}" }}
+    pipeline: {check}
+    output:
+      http_client: {{ url: "{out}/list", retry: {{ max_attempts: 1 }} }}
+"#,
+        out = receiver.url("").trim_end_matches('/'),
+        check = r#"[{ map: 'assert!(.poison != true, "poisoned")' }]"#,
+    );
+    let weft = Weft::start(&config).await;
+    let mut dead_items = Vec::new();
+    let mut dead_entries = 0;
+    for _ in 0..100 {
+        dead_items = redis::cmd("LRANGE")
+            .arg(&dead_list)
+            .arg(0)
+            .arg(-1)
+            .query_async::<Vec<String>>(&mut redis)
+            .await
+            .unwrap();
+        dead_entries = redis::cmd("XLEN")
+            .arg(&dead_stream)
+            .query_async::<i64>(&mut redis)
+            .await
+            .unwrap();
+        if !dead_items.is_empty() && dead_entries == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dead_items, [POISON], "{}", weft.stderr());
+    assert_eq!(dead_entries, 1, "{}", weft.stderr());
+    let entry: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&dead_stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let fields = &entry.ids[0].map;
+    assert_eq!(
+        redis::from_redis_value_ref::<String>(&fields["body"]).unwrap(),
+        POISON
+    );
+    assert!(fields.contains_key("weft_source_id"));
+    assert!(
+        eventually(Duration::from_secs(5), || good_at(&receiver, "/streams")
+            .len()
+            == 1
+            && good_at(&receiver, "/list").len() == 1)
+        .await
+    );
+    assert_eq!(crate::redis::pending(&mut redis, &stream).await, 0);
+    let _: () = redis::cmd("DEL")
+        .arg(&stream)
+        .arg(&dead_stream)
+        .arg(&list)
+        .arg(&dead_list)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+}
