@@ -336,6 +336,40 @@ impl<P: Processor, O: Output> Feed<P, O> {
         redelivery: &Redelivery,
         give_up: GiveUp,
     ) -> Outcome {
+        self.deliver_admitted(message, redelivery, give_up, None)
+            .await
+    }
+
+    /// [`Feed::push`] for sources that cannot offer a message again (pub/sub): waits for a
+    /// place in flight, then delivers the message in its own task as [`Feed::deliver`] does
+    /// (offered again here, then kept in the flow's dead-letter queue). `false` if shutdown
+    /// came first.
+    pub async fn push_kept(&self, message: Message, redelivery: &Redelivery) -> bool {
+        if self.flow.durable().is_some() {
+            return self.push(message).await;
+        }
+        let admission = tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => return false,
+            a = self.flow.admit() => a,
+        };
+        let feed = self.clone();
+        let redelivery = redelivery.clone();
+        self.tasks.spawn(async move {
+            feed.deliver_admitted(message, &redelivery, GiveUp::Store, Some(admission))
+                .await
+        });
+        true
+    }
+
+    /// [`Feed::deliver`], its first delivery in the place in flight `admitted` holds, if any.
+    async fn deliver_admitted(
+        &self,
+        message: Message,
+        redelivery: &Redelivery,
+        give_up: GiveUp,
+        mut admitted: Option<super::flow::Admission>,
+    ) -> Outcome {
         let first_ms = crate::core::clock::now_ms();
         let mut history = Vec::new();
         let mut delivered = 0u32;
@@ -349,6 +383,7 @@ impl<P: Processor, O: Output> Feed<P, O> {
                     give_up,
                     &mut history,
                     first_ms,
+                    admitted.take(),
                 )
                 .await
             {
@@ -401,10 +436,12 @@ impl<P: Processor, O: Output> Feed<P, O> {
             give_up,
             &mut history,
             first_ms,
+            None,
         )
         .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn try_once(
         &self,
         message: &Message,
@@ -413,6 +450,7 @@ impl<P: Processor, O: Output> Feed<P, O> {
         give_up: GiveUp,
         history: &mut Vec<String>,
         first_ms: i64,
+        admitted: Option<super::flow::Admission>,
     ) -> Outcome {
         if self.flow.durable().is_some() {
             return if self.push(message.clone()).await {
@@ -421,10 +459,13 @@ impl<P: Processor, O: Output> Feed<P, O> {
                 Outcome::Left
             };
         }
-        let admission = tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => return Outcome::Left,
-            a = self.flow.admit() => a,
+        let admission = match admitted {
+            Some(admission) => admission,
+            None => tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return Outcome::Left,
+                a = self.flow.admit() => a,
+            },
         };
         let started = std::time::Instant::now();
         let result = self.flow.process(message.clone()).await;

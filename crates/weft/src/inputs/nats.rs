@@ -14,7 +14,7 @@
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::{AtShutdown, Feed};
+use super::{AtShutdown, Feed, Redelivery};
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::clients::nats::Nats;
@@ -36,12 +36,17 @@ pub struct Config {
     /// A queue group: each message goes to one member.
     #[serde(default)]
     pub queue: Option<String>,
+    /// How often a failing message is offered again (by weft: NATS keeps nothing) before it
+    /// is dead-lettered.
+    #[serde(default)]
+    pub redelivery: Redelivery,
 }
 
 pub struct NatsInput {
     nats: Nats,
     subject: String,
     queue: Option<String>,
+    redelivery: Redelivery,
 }
 
 impl super::Spec for Config {
@@ -52,6 +57,7 @@ impl super::Spec for Config {
             nats: Nats::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?,
             subject: self.subject,
             queue: self.queue,
+            redelivery: self.redelivery,
         })
     }
 }
@@ -74,7 +80,7 @@ impl NatsInput {
             let mut meta = empty_object();
             insert(&mut meta, "subject", Value::from(received.subject.as_str()));
             insert(&mut message.metadata, "nats", meta);
-            if !feed.push(message).await {
+            if !feed.push_kept(message, &self.redelivery).await {
                 return Ok(());
             }
         }
@@ -84,7 +90,7 @@ impl NatsInput {
 
 impl super::Source for NatsInput {
     fn uses_store(&self) -> bool {
-        false
+        true // dead letters
     }
 
     async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Feed;
+use super::{Feed, Redelivery};
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::clients::sql::{Database, Driver};
@@ -35,11 +35,16 @@ pub struct Config {
     pub database: String,
     /// The channels to listen on.
     pub channels: Vec<String>,
+    /// How often a failing message is offered again (by weft: the source keeps nothing)
+    /// before it is dead-lettered.
+    #[serde(default)]
+    pub redelivery: Redelivery,
 }
 
 pub struct PostgresListen {
     db: Arc<Database>,
     channels: Vec<String>,
+    redelivery: Redelivery,
 }
 
 /// How long to wait before connecting again after a failure.
@@ -71,13 +76,14 @@ impl super::Spec for Config {
         Ok(PostgresListen {
             db,
             channels: self.channels.clone(),
+            redelivery: self.redelivery,
         })
     }
 }
 
 impl super::Source for PostgresListen {
     fn uses_store(&self) -> bool {
-        false
+        true // dead letters
     }
 
     async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
@@ -118,7 +124,7 @@ impl super::Source for PostgresListen {
                             Value::from(notification.channel()),
                         );
                         insert(&mut message.metadata, "postgres", postgres);
-                        if !feed.push(message).await {
+                        if !feed.push_kept(message, &self.redelivery).await {
                             return Ok(());
                         }
                     }

@@ -14,7 +14,7 @@
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::{AtShutdown, Feed};
+use super::{AtShutdown, Feed, Redelivery};
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::clients::redis::Redis;
@@ -33,11 +33,16 @@ pub struct Config {
     pub url: Secret,
     /// Channels, or patterns of them.
     pub channels: Vec<String>,
+    /// How often a failing message is offered again (by weft: the source keeps nothing)
+    /// before it is dead-lettered.
+    #[serde(default)]
+    pub redelivery: Redelivery,
 }
 
 pub struct RedisPubsub {
     redis: Redis,
     channels: Vec<String>,
+    redelivery: Redelivery,
 }
 
 impl super::Spec for Config {
@@ -58,6 +63,7 @@ impl super::Spec for Config {
         Ok(RedisPubsub {
             redis,
             channels: self.channels,
+            redelivery: self.redelivery,
         })
     }
 }
@@ -85,7 +91,7 @@ impl RedisPubsub {
                 Value::from(published.get_channel_name()),
             );
             insert(&mut message.metadata, "redis", meta);
-            if !feed.push(message).await {
+            if !feed.push_kept(message, &self.redelivery).await {
                 return Ok(());
             }
         }
@@ -98,7 +104,7 @@ impl RedisPubsub {
 
 impl super::Source for RedisPubsub {
     fn uses_store(&self) -> bool {
-        false
+        true // dead letters
     }
 
     async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {

@@ -380,3 +380,54 @@ flows:
         .await
         .unwrap();
 }
+
+/// A source that keeps nothing (pub/sub) gets the same give-up path: weft offers the message
+/// again itself, then keeps it as a dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pubsub_message_that_keeps_failing_is_kept_as_a_dead_letter() {
+    let Some((redis_url, mut redis)) = crate::redis::redis().await else {
+        return;
+    };
+    let channel = crate::redis::key("events");
+    let receiver = Receiver::start().await;
+    let config = format!(
+        r#"
+flows:
+  events:
+    input:
+      redis_pubsub: {{ url: "{redis_url}", channels: ["{channel}"], redelivery: {{ max_deliveries: 2, backoff: 50ms }} }}
+    pipeline: [{{ map: 'assert!(.poison != true, "poisoned")' }}]
+    output:
+      http_client: {{ url: "{out}", retry: {{ max_attempts: 1 }} }}
+"#,
+        out = receiver.url("/events"),
+    );
+    let weft = Weft::start(&config).await;
+    // Published until the subscription is up (Redis keeps nothing for late subscribers).
+    let publish = |body: &'static str| {
+        let mut redis = redis.clone();
+        let channel = channel.clone();
+        async move {
+            redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(body)
+                .query_async::<i64>(&mut redis)
+                .await
+                .unwrap();
+        }
+    };
+    warm_up(&receiver, &weft, |_| publish(r#"{"warmup": true}"#)).await;
+    publish(POISON).await;
+    let dead = dead_letters_eventually(&weft, "events", 1).await;
+    assert_eq!(
+        dead[0]["message"],
+        serde_json::json!({"poison": true, "n": 0})
+    );
+    assert_eq!(dead[0]["attempts"], 2);
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(&channel)
+        .arg("{}")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+}
