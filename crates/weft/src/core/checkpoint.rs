@@ -13,6 +13,12 @@ use super::clock::now_ms;
 /// The store namespace of checkpoints.
 pub const NAMESPACE: &str = "checkpoint";
 
+/// Where an input keeps its checkpoint: its `checkpoint_key`, else its flow's name; `None`
+/// for an input without a watermark.
+pub fn key(has_watermark: bool, configured: Option<&str>, flow: &str) -> Option<String> {
+    has_watermark.then(|| configured.unwrap_or(flow).to_string())
+}
+
 /// A saved checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Saved {

@@ -450,11 +450,10 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
 impl HttpPoll {
     /// Where the watermark is kept, when there is one.
     pub fn checkpoint_key(&self, flow: &str) -> Option<String> {
-        self.watermark.as_ref()?;
-        Some(
-            self.checkpoint_key
-                .clone()
-                .unwrap_or_else(|| flow.to_string()),
+        crate::core::checkpoint::key(
+            self.watermark.is_some(),
+            self.checkpoint_key.as_deref(),
+            flow,
         )
     }
 

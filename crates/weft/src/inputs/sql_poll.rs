@@ -135,11 +135,10 @@ impl super::Spec for Config {
 impl SqlPoll {
     /// Where the watermark is kept, when there is one.
     pub fn checkpoint_key(&self, flow: &str) -> Option<String> {
-        self.watermark.as_ref()?;
-        Some(
-            self.checkpoint_key
-                .clone()
-                .unwrap_or_else(|| flow.to_string()),
+        crate::core::checkpoint::key(
+            self.watermark.is_some(),
+            self.checkpoint_key.as_deref(),
+            flow,
         )
     }
 
