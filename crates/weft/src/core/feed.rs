@@ -370,6 +370,9 @@ impl<P: Processor, O: Output> Feed<P, O> {
         give_up: GiveUp,
         mut admitted: Option<super::flow::Admission>,
     ) -> Outcome {
+        if self.flow.durable().is_some() {
+            return self.stored(message).await;
+        }
         let first_ms = crate::core::clock::now_ms();
         let mut history = Vec::new();
         let mut delivered = 0u32;
@@ -427,6 +430,9 @@ impl<P: Processor, O: Output> Feed<P, O> {
         redelivery: &Redelivery,
         give_up: GiveUp,
     ) -> Outcome {
+        if self.flow.durable().is_some() {
+            return self.stored(message).await;
+        }
         let first_ms = crate::core::clock::now_ms();
         let mut history = Vec::new();
         self.try_once(
@@ -441,6 +447,15 @@ impl<P: Processor, O: Output> Feed<P, O> {
         .await
     }
 
+    /// A durable flow takes a message by storing it; the store's queue retries it from there.
+    async fn stored(&self, message: Message) -> Outcome {
+        if self.push(message).await {
+            Outcome::Taken
+        } else {
+            Outcome::Left
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn try_once(
         &self,
@@ -452,13 +467,6 @@ impl<P: Processor, O: Output> Feed<P, O> {
         first_ms: i64,
         admitted: Option<super::flow::Admission>,
     ) -> Outcome {
-        if self.flow.durable().is_some() {
-            return if self.push(message.clone()).await {
-                Outcome::Taken
-            } else {
-                Outcome::Left
-            };
-        }
         let admission = match admitted {
             Some(admission) => admission,
             None => tokio::select! {
