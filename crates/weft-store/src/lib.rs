@@ -109,6 +109,10 @@ impl Cause {
         let Some(code) = sqlite_code(e) else {
             return Cause::Other;
         };
+        // SQLITE_IOERR_SHMSIZE: the WAL index could not grow, "usually out of space".
+        if code == 4874 {
+            return Cause::DiskFull;
+        }
         // Extended codes keep the primary code in their low byte.
         match code & 0xff {
             13 => Cause::DiskFull,

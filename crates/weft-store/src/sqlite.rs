@@ -834,6 +834,12 @@ fn classify(e: sqlx::Error, path: &Path) -> StoreError {
             path: path.to_path_buf(),
             detail: text,
         }
+    } else if let cause @ (Cause::DiskFull | Cause::ReadOnly) = Cause::of(&e) {
+        // Opening can already need room (the WAL index): say so as a write would.
+        StoreError::Unavailable {
+            cause,
+            detail: text,
+        }
     } else {
         StoreError::Open {
             path: path.to_path_buf(),
@@ -1474,7 +1480,8 @@ async fn apply(tx: &mut SqliteConnection, w: Write) -> Reply {
             reply,
         } => {
             let r = sqlx::query(
-                "UPDATE queue SET attempts = ?1, next_attempt_at = ?2, last_error = ?3,
+                "UPDATE queue SET attempts = ?1, next_attempt_at = ?2,
+                        last_error = CASE WHEN ?3 = '' THEN last_error ELSE ?3 END,
                         history = history || CASE WHEN ?3 = '' THEN '' ELSE ?3 || char(10) END,
                         lease_until = 0
                  WHERE seq = ?4",

@@ -476,7 +476,7 @@ impl Database {
 
 /// A value as a MySQL column of type `kind` takes it: an RFC 3339 time (a VRL timestamp
 /// arrives as one) written as the `YYYY-MM-DD hh:mm:ss.ffffff` in UTC that `DATETIME` and
-/// `TIMESTAMP` read, or its date for `DATE`. Anything else as it is.
+/// `TIMESTAMP` read, or its own date (in its offset) for `DATE`. Anything else as it is.
 fn my_fit(kind: &str, value: &Json) -> Json {
     let Json::String(text) = value else {
         return value.clone();
@@ -484,10 +484,12 @@ fn my_fit(kind: &str, value: &Json) -> Json {
     let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) else {
         return value.clone();
     };
-    let utc = time.naive_utc();
     match kind {
-        "datetime" | "timestamp" => Json::String(utc.format("%Y-%m-%d %H:%M:%S%.6f").to_string()),
-        "date" => Json::String(utc.format("%Y-%m-%d").to_string()),
+        "datetime" | "timestamp" => {
+            Json::String(time.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string())
+        }
+        // The date the time names where it was written, not in UTC.
+        "date" => Json::String(time.date_naive().format("%Y-%m-%d").to_string()),
         _ => value.clone(),
     }
 }

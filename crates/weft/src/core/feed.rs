@@ -128,6 +128,9 @@ pub enum GiveUp {
     Broker,
 }
 
+/// How long a message waits when another one holds its dedupe key.
+const BUSY_PAUSE: Duration = Duration::from_secs(1);
+
 /// Earlier failures kept with a message until it is given up on (for ever-redelivered
 /// messages, only the first ones).
 const HISTORY_KEPT: usize = 20;
@@ -362,13 +365,14 @@ impl<P: Processor, O: Output> Feed<P, O> {
         true
     }
 
-    /// [`Feed::deliver`], its first delivery in the place in flight `admitted` holds, if any.
+    /// [`Feed::deliver`]; with `held`, every delivery and pause in that place in flight, so a
+    /// source that cannot wait (pub/sub) is not read further while its messages retry.
     async fn deliver_admitted(
         &self,
         message: Message,
         redelivery: &Redelivery,
         give_up: GiveUp,
-        mut admitted: Option<super::flow::Admission>,
+        held: Option<super::flow::Admission>,
     ) -> Outcome {
         if self.flow.durable().is_some() {
             return self.stored(message).await;
@@ -386,7 +390,7 @@ impl<P: Processor, O: Output> Feed<P, O> {
                     give_up,
                     &mut history,
                     first_ms,
-                    admitted.take(),
+                    held.is_some(),
                 )
                 .await
             {
@@ -442,7 +446,7 @@ impl<P: Processor, O: Output> Feed<P, O> {
             give_up,
             &mut history,
             first_ms,
-            None,
+            false,
         )
         .await
     }
@@ -465,22 +469,32 @@ impl<P: Processor, O: Output> Feed<P, O> {
         give_up: GiveUp,
         history: &mut Vec<String>,
         first_ms: i64,
-        admitted: Option<super::flow::Admission>,
+        held: bool,
     ) -> Outcome {
-        let admission = match admitted {
-            Some(admission) => admission,
-            None => tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => return Outcome::Left,
-                a = self.flow.admit() => a,
-            },
-        };
-        let started = std::time::Instant::now();
-        let result = self.flow.process(message.clone()).await;
-        drop(admission);
-        let error = match result {
-            Ok(_) => return Outcome::Taken,
-            Err(error) => error,
+        let (started, error) = loop {
+            let admission = if held {
+                None
+            } else {
+                Some(tokio::select! {
+                    biased;
+                    _ = self.shutdown.cancelled() => return Outcome::Left,
+                    a = self.flow.admit() => a,
+                })
+            };
+            let started = std::time::Instant::now();
+            let result = self.flow.process(message.clone()).await;
+            drop(admission);
+            match result {
+                Ok(_) => return Outcome::Taken,
+                // Another message holds its key (dedupe): a wait, not a failed delivery.
+                Err(FlowError::Busy { .. }) => {
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return Outcome::Left,
+                        _ = tokio::time::sleep(BUSY_PAUSE / crate::core::retry::time_scale()) => {}
+                    }
+                }
+                Err(error) => break (started, error),
+            }
         };
         if redelivery.max_deliveries != 0 && delivered >= redelivery.max_deliveries {
             let history = std::mem::take(history);

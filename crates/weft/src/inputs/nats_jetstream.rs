@@ -129,6 +129,8 @@ impl NatsJetstream {
             )
             .await
             .map_err(|e| e.to_string())?;
+        // The consumer's own, which may predate this config.
+        let ack_wait = consumer.cached_info().config.ack_wait;
         loop {
             if feed.shutdown.is_cancelled() {
                 return Ok(());
@@ -156,7 +158,7 @@ impl NatsJetstream {
                 insert(&mut message.metadata, "nats", meta);
                 let delivered = m.info().map_or(1, |info| info.delivered.max(1) as u32);
                 let attempt = feed.attempt(message, delivered, &c.redelivery, GiveUp::Store);
-                let outcome = working(attempt, m, c.ack_wait.0).await;
+                let outcome = working(attempt, m, ack_wait).await;
                 m.ack_with(match outcome {
                     Outcome::Taken => AckKind::Ack,
                     Outcome::GivenUp => AckKind::Term,

@@ -298,28 +298,27 @@ impl RedisStreams {
         conn: &mut (impl redis::aio::ConnectionLike + Send),
         entries: &[StreamId],
     ) -> Result<HashMap<String, u32>, redis::RedisError> {
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        if entries.is_empty() {
             return Ok(HashMap::new());
-        };
+        }
         let c = &self.config;
-        // Claimed entries are not in stream order: ask for the whole span they cover.
-        let (low, high) = entries.iter().fold((&first.id, &last.id), |(lo, hi), e| {
-            (
-                if stream_id_lt(&e.id, lo) { &e.id } else { lo },
-                if stream_id_lt(hi, &e.id) { &e.id } else { hi },
-            )
-        });
-        let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-            .arg(&c.stream)
-            .arg(&c.group)
-            .arg(low)
-            .arg(high)
-            .arg(entries.len().max(c.batch))
-            .arg(&c.consumer)
-            .query_async(conn)
-            .await?;
-        Ok(pending
+        // One exact question per entry, in one round trip: a range could hold other pending
+        // entries and be cut short by its count.
+        let mut asked = redis::pipe();
+        for entry in entries {
+            asked
+                .cmd("XPENDING")
+                .arg(&c.stream)
+                .arg(&c.group)
+                .arg(&entry.id)
+                .arg(&entry.id)
+                .arg(1)
+                .arg(&c.consumer);
+        }
+        let answers: Vec<Vec<(String, String, u64, u64)>> = asked.query_async(conn).await?;
+        Ok(answers
             .into_iter()
+            .flatten()
             .map(|(id, _, _, count)| (id, u32::try_from(count).unwrap_or(u32::MAX)))
             .collect())
     }
@@ -365,18 +364,6 @@ impl super::Source for RedisStreams {
         .await;
         Ok(())
     }
-}
-
-/// Whether stream id `a` (`ms-seq`) comes before `b`.
-fn stream_id_lt(a: &str, b: &str) -> bool {
-    let parse = |id: &str| {
-        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-        (
-            ms.parse::<u64>().unwrap_or(0),
-            seq.parse::<u64>().unwrap_or(0),
-        )
-    };
-    parse(a) < parse(b)
 }
 
 fn entries_of(reply: StreamReadReply) -> Vec<StreamId> {

@@ -221,6 +221,16 @@ impl Aggregate {
     async fn wait(&self, key: &str, open: &Arc<Open>) {
         let deadline = tokio::time::Instant::now() + self.period;
         let mut drops = open.parts.as_ref().map(|p| p.watch());
+        // A part dropped before the watch began is seen here, not missed.
+        if open.parts.is_some() {
+            let mut state = open.state.lock().unwrap_or_else(|e| e.into_inner());
+            if all_in(&state, open.parts.as_deref()) {
+                state.complete = true;
+                drop(state);
+                self.close(key, open);
+                return;
+            }
+        }
         loop {
             let dropped = async {
                 match &mut drops {
