@@ -258,53 +258,52 @@ async fn listed(store: &Dlq, filter: DlqFilter, limit: Option<u32>) -> ApiResult
     ))
 }
 
-async fn replayed(store: &Dlq, filter: DlqFilter, dry_run: Option<bool>) -> ApiResult {
-    let answer = match (store.0.get(), dry_run.unwrap_or(false)) {
-        (None, true) => Replayed {
-            replayed: None,
-            matched: Some(0),
-        },
-        (None, false) => Replayed {
-            replayed: Some(0),
-            matched: None,
-        },
-        (Some(store), true) => Replayed {
-            replayed: None,
-            matched: Some(store.count_dead_letters(&filter).await?),
-        },
-        (Some(store), false) => Replayed {
-            replayed: Some(store.replay(filter, now_ms()).await?),
-            matched: None,
-        },
+/// What a bulk replay or purge does to the selected dead letters.
+#[derive(Clone, Copy)]
+enum Act {
+    Replay,
+    Purge,
+}
+
+/// Acts on the selected dead letters: how many it acted on, or with `dry_run` only how many
+/// match (`(done, matched)`, one of them set).
+async fn act(
+    store: &Dlq,
+    filter: DlqFilter,
+    dry_run: Option<bool>,
+    act: Act,
+) -> Result<(Option<u64>, Option<u64>), ApiError> {
+    let dry_run = dry_run.unwrap_or(false);
+    let Some(store) = store.0.get() else {
+        return Ok(if dry_run {
+            (None, Some(0))
+        } else {
+            (Some(0), None)
+        });
     };
+    if dry_run {
+        return Ok((None, Some(store.count_dead_letters(&filter).await?)));
+    }
+    let done = match act {
+        Act::Replay => store.replay(filter, now_ms()).await?,
+        Act::Purge => store.purge(filter).await?,
+    };
+    Ok((Some(done), None))
+}
+
+async fn replayed(store: &Dlq, filter: DlqFilter, dry_run: Option<bool>) -> ApiResult {
+    let (replayed, matched) = act(store, filter, dry_run, Act::Replay).await?;
     Ok(json_response(
         StatusCode::OK,
-        serde_json::to_value(answer).unwrap_or_default(),
+        serde_json::to_value(Replayed { replayed, matched }).unwrap_or_default(),
     ))
 }
 
 async fn purged(store: &Dlq, filter: DlqFilter, dry_run: Option<bool>) -> ApiResult {
-    let answer = match (store.0.get(), dry_run.unwrap_or(false)) {
-        (None, true) => Purged {
-            purged: None,
-            matched: Some(0),
-        },
-        (None, false) => Purged {
-            purged: Some(0),
-            matched: None,
-        },
-        (Some(store), true) => Purged {
-            purged: None,
-            matched: Some(store.count_dead_letters(&filter).await?),
-        },
-        (Some(store), false) => Purged {
-            purged: Some(store.purge(filter).await?),
-            matched: None,
-        },
-    };
+    let (purged, matched) = act(store, filter, dry_run, Act::Purge).await?;
     Ok(json_response(
         StatusCode::OK,
-        serde_json::to_value(answer).unwrap_or_default(),
+        serde_json::to_value(Purged { purged, matched }).unwrap_or_default(),
     ))
 }
 

@@ -1,6 +1,7 @@
 //! What a reading input is handed: [`Feed`], its flow (never the topology), the shutdown signal
-//! and the task tracker, with the ways to hand messages over (one at a time, or a batch whose
-//! acknowledgements wait for delivery), reconnect loops and polling schedules, and checkpoints.
+//! and the task tracker, with the ways to hand messages over (one at a time, with or without
+//! waiting for what became of it, or a poller's page), reconnect loops and polling schedules,
+//! and checkpoints.
 //! Generic over the flow's processors and outputs, so the inputs name neither registry.
 //!
 //! A broker input of a direct flow hands each message over with [`Feed::deliver`]: it is tried
@@ -410,7 +411,11 @@ impl<P: Processor, O: Output> Feed<P, O> {
     /// shutdown came first, so the caller does not checkpoint past the page.
     pub async fn deliver_all(&self, messages: Vec<Message>, redelivery: &Redelivery) -> bool {
         if self.flow.durable().is_some() {
-            return self.push_and_wait(messages).await;
+            return self
+                .store_each(messages)
+                .await
+                .into_iter()
+                .all(|taken| taken);
         }
         let outcomes = futures_util::future::join_all(
             messages
@@ -581,54 +586,16 @@ impl<P: Processor, O: Output> Feed<P, O> {
         }
     }
 
-    /// Hands a batch to the flow and waits until every message of it is taken: committed
-    /// (durable) or delivered (direct). `false` if any failed or shutdown came first, so the
-    /// caller does not checkpoint past the batch.
-    pub async fn push_and_wait(&self, messages: Vec<Message>) -> bool {
-        self.push_each_and_wait(messages)
-            .await
-            .into_iter()
-            .all(|taken| taken)
-    }
-
-    /// [`Feed::push_and_wait`] with each message's own outcome, in order, for sources that
-    /// acknowledge message by message. A message not reached before shutdown is `false`.
-    pub async fn push_each_and_wait(&self, messages: Vec<Message>) -> Vec<bool> {
+    /// A durable flow's batch, stored one message after the other, in order: each message's
+    /// outcome (`false`: shutdown came first, and it was not stored).
+    pub async fn store_each(&self, messages: Vec<Message>) -> Vec<bool> {
         let count = messages.len();
         let mut outcomes = Vec::with_capacity(count);
-        if self.flow.durable().is_some() {
-            for message in messages {
-                if !self.push(message).await {
-                    break;
-                }
-                outcomes.push(true);
-            }
-            outcomes.resize(count, false);
-            return outcomes;
-        }
-        let mut running = Vec::with_capacity(count);
         for message in messages {
-            let admission = tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => break,
-                a = self.flow.admit() => a,
-            };
-            let flow = self.flow.clone();
-            running.push(self.tasks.spawn(async move {
-                let id = message.id;
-                let done = match flow.process(message).await {
-                    Ok(_) => true,
-                    Err(error) => {
-                        tracing::error!(%id, %error, "message failed");
-                        false
-                    }
-                };
-                drop(admission);
-                done
-            }));
-        }
-        for task in running {
-            outcomes.push(task.await.unwrap_or(false));
+            if !self.push(message).await {
+                break;
+            }
+            outcomes.push(true);
         }
         outcomes.resize(count, false);
         outcomes

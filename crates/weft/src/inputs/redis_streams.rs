@@ -247,7 +247,7 @@ impl RedisStreams {
             let outcomes: Vec<Outcome> = if feed.flow.durable().is_some() {
                 // Stored one after the other, in stream order.
                 let messages = entries.into_iter().map(|e| self.message(e)).collect();
-                let stored = feed.push_each_and_wait(messages).await;
+                let stored = feed.store_each(messages).await;
                 stored
                     .into_iter()
                     .map(|taken| if taken { Outcome::Taken } else { Outcome::Left })

@@ -221,17 +221,17 @@ impl Aggregate {
     async fn wait(&self, key: &str, open: &Arc<Open>) {
         let deadline = tokio::time::Instant::now() + self.period;
         let mut drops = open.parts.as_ref().map(|p| p.watch());
-        // A part dropped before the watch began is seen here, not missed.
-        if open.parts.is_some() {
-            let mut state = open.state.lock().unwrap_or_else(|e| e.into_inner());
-            if all_in(&state, open.parts.as_deref()) {
-                state.complete = true;
-                drop(state);
-                self.close(key, open);
-                return;
-            }
-        }
         loop {
+            // Checked after the watch began, so a part dropped just before is not missed.
+            if open.parts.is_some() {
+                let mut state = open.state.lock().unwrap_or_else(|e| e.into_inner());
+                if all_in(&state, open.parts.as_deref()) {
+                    state.complete = true;
+                    drop(state);
+                    self.close(key, open);
+                    return;
+                }
+            }
             let dropped = async {
                 match &mut drops {
                     Some(rx) => {
@@ -245,15 +245,7 @@ impl Aggregate {
             tokio::select! {
                 _ = open.complete.notified() => return,
                 _ = tokio::time::sleep_until(deadline) => return,
-                _ = dropped => {
-                    let mut state = open.state.lock().unwrap_or_else(|e| e.into_inner());
-                    if all_in(&state, open.parts.as_deref()) {
-                        state.complete = true;
-                        drop(state);
-                        self.close(key, open);
-                        return;
-                    }
-                }
+                _ = dropped => {}
             }
         }
     }
