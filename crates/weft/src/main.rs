@@ -341,7 +341,7 @@ fn main() -> ExitCode {
 
 fn report(errors: &[ConfigError]) -> ExitCode {
     for e in errors {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", weft::config::secret::redact(&e.to_string()));
     }
     eprintln!("{} error(s)", errors.len());
     ExitCode::FAILURE

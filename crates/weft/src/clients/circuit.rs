@@ -105,6 +105,8 @@ impl Breaker {
     fn set(&self, target: &str, circuits: &mut HashMap<String, State>, state: State) {
         let before = circuits.insert(target.to_string(), state);
         if before.is_none_or(|b| b.gauge() != state.gauge()) {
+            let target = crate::config::secret::redact_url(target);
+            let target = target.as_str();
             metrics::gauge!("weft_circuit_state", "breaker" => self.0.name.clone(), "target" => target.to_string())
                 .set(state.gauge());
             if state.gauge() != 0.0 || before.is_some() {

@@ -19,6 +19,7 @@ use super::circuit::Breaker;
 use super::http::{ClientError, HttpClient};
 use super::rate_limit::RateLimit;
 use crate::config::BuildError;
+use crate::config::secret::redact_url;
 use crate::core::retry::Answer;
 use crate::core::template::{Escape, Template};
 use crate::core::{Attempt, Value};
@@ -84,7 +85,10 @@ pub enum ExchangeError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Transport(#[from] ClientError),
-    #[error("circuit breaker `{breaker}`: the circuit to {target} is open; next try in {wait:?}")]
+    #[error(
+        "circuit breaker `{breaker}`: the circuit to {} is open; next try in {wait:?}",
+        redact_url(target)
+    )]
     CircuitOpen {
         breaker: String,
         target: String,
@@ -547,7 +551,7 @@ impl RequestSpec {
         {
             shown = without_query(&shown, name);
         }
-        shown.to_string()
+        redact_url(&shown.to_string())
     }
 }
 
@@ -607,11 +611,12 @@ pub fn with_query(uri: &Uri, name: &str, value: &str) -> Result<Uri, String> {
 pub fn check_uri(text: &str) -> Result<Uri, String> {
     let uri: Uri = text
         .parse()
-        .map_err(|e| format!("invalid URL `{text}`: {e}"))?;
+        .map_err(|e| format!("invalid URL `{}`: {e}", redact_url(text)))?;
     match uri.scheme_str() {
         Some("http" | "https") if uri.host().is_some() => Ok(uri),
         _ => Err(format!(
-            "invalid URL `{text}`: it needs http:// or https:// and a host"
+            "invalid URL `{}`: it needs http:// or https:// and a host",
+            redact_url(text)
         )),
     }
 }

@@ -19,7 +19,7 @@ pub fn init_logging(
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if quiet { "off" } else { "info" }));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(|| Redacting);
     let fmt: Box<dyn Layer<LogBase> + Send + Sync> = match format {
         LogFormat::Human => fmt
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -31,4 +31,24 @@ pub fn init_logging(
         .with(weft::telemetry::FlowLevels::new(filter))
         .with(layers)
         .try_init();
+}
+
+/// stderr, with every credential of a configured URL taken out of each line: what libraries log
+/// (a NATS client's connect options, a pool's key) is covered as well as weft's own lines.
+struct Redacting;
+
+impl std::io::Write for Redacting {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The formatter writes each event whole, so a value is never split across writes.
+        let mut err = std::io::stderr().lock();
+        match std::str::from_utf8(buf) {
+            Ok(text) => err.write_all(weft::config::secret::redact(text).as_bytes())?,
+            Err(_) => err.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }

@@ -25,7 +25,11 @@ fn walk(node: &mut Node, lookup: &dyn Fn(&str) -> Option<String>, errors: &mut V
     match &mut node.kind {
         Kind::Str(s) if s.contains('$') => {
             let before = errors.len();
-            let (out, problems) = expand(s, lookup);
+            let mut sourced = Vec::new();
+            let (out, problems) = expand_noting(s, lookup, &mut sourced);
+            if out.contains("://") {
+                super::secret::learn_url(&out, &sourced);
+            }
             for message in problems {
                 errors.push(EnvError {
                     loc: node.loc,
@@ -42,6 +46,7 @@ fn walk(node: &mut Node, lookup: &dyn Fn(&str) -> Option<String>, errors: &mut V
                     Kind::Str(out)
                 };
         }
+        Kind::Str(s) if s.contains("://") => super::secret::learn_url(s, &[]),
         Kind::Seq(items) => items.iter_mut().for_each(|n| walk(n, lookup, errors)),
         Kind::Map(entries) => entries
             .iter_mut()
@@ -53,6 +58,15 @@ fn walk(node: &mut Node, lookup: &dyn Fn(&str) -> Option<String>, errors: &mut V
 /// Expands references in one string; returns the result and what could not be expanded (an
 /// unset variable, an unreadable file), said without any value.
 pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (String, Vec<String>) {
+    expand_noting(s, lookup, &mut Vec::new())
+}
+
+/// [`expand`], noting each value it put in (`sourced`).
+fn expand_noting(
+    s: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    sourced: &mut Vec<String>,
+) -> (String, Vec<String>) {
     let mut out = String::with_capacity(s.len());
     let mut missing = Vec::new();
     let mut rest = s;
@@ -81,7 +95,10 @@ pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (String, Vec<
                 )),
             };
             match (found, default) {
-                (Ok(v), _) => out.push_str(&v),
+                (Ok(v), _) => {
+                    out.push_str(&v);
+                    sourced.push(v);
+                }
                 (Err(_), Some(d)) => out.push_str(d),
                 (Err(problem), None) => missing.push(problem),
             }

@@ -10,7 +10,7 @@ pub mod env;
 mod error;
 mod files;
 pub mod schema_types;
-mod secret;
+pub mod secret;
 pub mod units;
 pub mod yaml;
 

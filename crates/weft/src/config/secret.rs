@@ -1,9 +1,16 @@
 //! A configured secret (a password, a client secret, a token): its value is only reachable
 //! through [`Secret::expose`], and it prints as `[redacted]` in `Debug` and `Display`, so a
 //! config dump, an error or a log line never carries it.
+//!
+//! Secrets inside URLs are plain text to the components that use them, so they are caught where
+//! text leaves weft instead: while the config is read, [`learn_url`] notes every URL's password
+//! and each query value that came from a `${VAR}` or `${file:}`; [`redact_url`] writes a URL
+//! without them (every URL weft prints goes through it) and [`redact`] takes them out of any
+//! text (every log line, failure reason and dead letter goes through it).
 
+use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 
@@ -66,6 +73,137 @@ impl schemars::JsonSchema for Secret {
     }
 }
 
+/// What [`redact`] takes out of text: URL passwords and secret-sourced query values, longest
+/// first, as written and percent-decoded.
+static KNOWN: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Shorter values are taken out of URLs where they stand, but not out of free text, where they
+/// would blank out ordinary words.
+const MIN_FREE_TEXT: usize = 4;
+
+const REDACTED: &str = "[redacted]";
+
+fn remember(value: &str) {
+    if value.len() < MIN_FREE_TEXT {
+        return;
+    }
+    let mut known = KNOWN.write().unwrap_or_else(|e| e.into_inner());
+    for value in [Cow::Borrowed(value), decoded(value)] {
+        if value.len() >= MIN_FREE_TEXT && !known.iter().any(|k| *k == *value) {
+            known.push(value.into_owned());
+        }
+    }
+    known.sort_by_key(|k| std::cmp::Reverse(k.len()));
+}
+
+fn decoded(value: &str) -> Cow<'_, str> {
+    percent_encoding::percent_decode_str(value).decode_utf8_lossy()
+}
+
+/// The parts of a URL that may hold a credential: its userinfo and its query's `(key, value)`
+/// pairs, as byte ranges of the text.
+struct Parts {
+    userinfo: Option<std::ops::Range<usize>>,
+    values: Vec<std::ops::Range<usize>>,
+}
+
+fn parts(url: &str) -> Option<Parts> {
+    let start = url.find("://")? + 3;
+    let rest = &url[start..];
+    let end = start + rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let userinfo = url[start..end].rfind('@').map(|at| start..start + at);
+    let mut values = Vec::new();
+    if let Some(q) = url[end..].find('?') {
+        let q = end + q + 1;
+        let q_end = q + url[q..].find('#').unwrap_or(url.len() - q);
+        let mut at = q;
+        for pair in url[q..q_end].split('&') {
+            if let Some(eq) = pair.find('=') {
+                values.push(at + eq + 1..at + pair.len());
+            }
+            at += pair.len() + 1;
+        }
+    }
+    Some(Parts { userinfo, values })
+}
+
+/// Notes the credentials in a configured URL: its password (or a userinfo without one, which
+/// is a token), and the query values that hold one of `sourced` (what `${…}` put into it).
+pub fn learn_url(url: &str, sourced: &[String]) {
+    let Some(parts) = parts(url) else {
+        return;
+    };
+    if let Some(userinfo) = parts.userinfo {
+        let userinfo = &url[userinfo];
+        remember(
+            userinfo
+                .split_once(':')
+                .map_or(userinfo, |(_, password)| password),
+        );
+    }
+    for range in parts.values {
+        let value = &url[range];
+        let plain = decoded(value);
+        for source in sourced.iter().filter(|s| !s.is_empty()) {
+            if plain.contains(source.as_str()) || value.contains(source.as_str()) {
+                remember(source);
+                remember(value);
+            }
+        }
+    }
+}
+
+/// `text` without any credential [`learn_url`] noted.
+pub fn redact(text: &str) -> Cow<'_, str> {
+    let known = KNOWN.read().unwrap_or_else(|e| e.into_inner());
+    if known.is_empty() || !known.iter().any(|k| text.contains(k.as_str())) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = text.to_string();
+    for k in known.iter() {
+        if out.contains(k.as_str()) {
+            out = out.replace(k.as_str(), REDACTED);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A URL as weft prints it: no password (a userinfo keeps its user name), no query value that
+/// holds a noted credential, and nothing else [`redact`] knows.
+pub fn redact_url(url: &str) -> String {
+    let Some(parts) = parts(url) else {
+        return redact(url).into_owned();
+    };
+    let known = KNOWN.read().unwrap_or_else(|e| e.into_inner());
+    let mut cut: Vec<std::ops::Range<usize>> = Vec::new();
+    if let Some(userinfo) = parts.userinfo {
+        cut.push(match url[userinfo.clone()].find(':') {
+            Some(colon) => userinfo.start + colon + 1..userinfo.end,
+            None => userinfo,
+        });
+    }
+    for range in parts.values {
+        let value = &url[range.clone()];
+        let plain = decoded(value);
+        if known
+            .iter()
+            .any(|k| value.contains(k.as_str()) || plain.contains(k.as_str()))
+        {
+            cut.push(range);
+        }
+    }
+    drop(known);
+    let mut out = String::with_capacity(url.len());
+    let mut at = 0;
+    for range in cut {
+        out.push_str(&url[at..range.start]);
+        out.push_str(REDACTED);
+        at = range.end;
+    }
+    out.push_str(&url[at..]);
+    redact(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +213,30 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s} {s:?}"), "[redacted] [redacted]");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn credentials_in_urls_are_learnt_and_taken_out_of_text() {
+        let sourced = vec!["q-9f8e7d6c".to_string(), "api.example.com".to_string()];
+        learn_url(
+            "https://bot:pw%2F1234@api.example.com/orders?page=2&key=q-9f8e7d6c#top",
+            &sourced,
+        );
+        // Where a URL is printed: the password and the sourced value, by position.
+        assert_eq!(
+            redact_url("https://bot:pw%2F1234@api.example.com/orders?page=2&key=q-9f8e7d6c#top"),
+            "https://bot:[redacted]@api.example.com/orders?page=2&key=[redacted]#top"
+        );
+        // A userinfo without a password is a token.
+        assert_eq!(
+            redact_url("https://tok@example.org/"),
+            "https://[redacted]@example.org/"
+        );
+        // In any text: as written and decoded; the host, also from `${…}`, stays.
+        assert_eq!(
+            redact("POST failed: pw/1234 and pw%2F1234 and q-9f8e7d6c at api.example.com"),
+            "POST failed: [redacted] and [redacted] and [redacted] at api.example.com"
+        );
+        assert!(matches!(redact("nothing here"), Cow::Borrowed(_)));
     }
 }

@@ -322,6 +322,11 @@ impl DurableQueue {
         stage: &'static str,
         stop: &CancellationToken,
     ) {
+        // What the store keeps is read back by people and tools: no credential of a URL.
+        let mut failure = failure;
+        if let std::borrow::Cow::Owned(clean) = crate::config::secret::redact(&failure.reason) {
+            failure.reason = clean;
+        }
         tracing::error!(flow = %self.flow, id = entry.id, attempts, reason = %failure.reason, "message moved to the dead-letter queue");
         let moved = self
             .persist(entry, "move it to the dead-letter queue", stop, || {
@@ -354,8 +359,9 @@ impl DurableQueue {
         reason: &str,
         stop: &CancellationToken,
     ) -> bool {
+        let reason = crate::config::secret::redact(reason);
         self.persist(entry, "record its retry", stop, || {
-            self.store.reschedule(entry.seq, attempts, next_ms, reason)
+            self.store.reschedule(entry.seq, attempts, next_ms, &reason)
         })
         .await
         .is_some()

@@ -563,7 +563,9 @@ impl<P: Processor, O: Output> Feed<P, O> {
             enqueued_at_ms: first_ms,
             failed_at_ms: crate::core::clock::now_ms(),
             attempts,
-            failure: error.to_string().into(),
+            failure: crate::config::secret::redact(&error.to_string())
+                .into_owned()
+                .into(),
             history,
         };
         let mut wait = Duration::from_millis(100);

@@ -26,11 +26,11 @@ use weft_store::Store;
 use super::durable::DurableQueue;
 use super::mapping::{empty_object, insert};
 use super::metrics::{ComponentMetrics, FlowMetrics};
-use super::retry::{Answer, Decision, Delivered, RetryPolicy, deliver};
+use super::retry::{Answer, Decision, Delivered, Fault, GaveUp, RetryPolicy, deliver};
 use super::tap::Tap;
 use super::{
-    Attempt, Claim, Context, GroupOutcome, Message, Output, Processor, Step, StepError, Trail,
-    Value,
+    Attempt, Claim, Context, GroupOutcome, MappingError, Message, Output, Processor, Step,
+    StepError, Trail, Value,
 };
 
 pub struct ProcessorSlot<P> {
@@ -62,6 +62,7 @@ pub enum FlowError {
         flow: Arc<str>,
         component: String,
         reason: String,
+        fault: Fault,
     },
     #[error("flow `{flow}`, {component}: {reason}")]
     Busy {
@@ -74,6 +75,7 @@ pub enum FlowError {
         flow: Arc<str>,
         component: String,
         reason: String,
+        fault: Fault,
     },
 }
 
@@ -165,23 +167,37 @@ impl Failure {
             StepError::Failed(reason) => StepError::Inside {
                 at: self.component,
                 reason,
+                fault: Fault::Invalid,
             },
-            StepError::Inside { at, reason } => StepError::Inside {
+            StepError::Call(gave_up) => StepError::Inside {
+                at: self.component,
+                reason: MappingError(gave_up.reason),
+                fault: gave_up.fault,
+            },
+            StepError::Inside { at, reason, fault } => StepError::Inside {
                 at: super::step_path(&self.component, &at),
                 reason,
+                fault,
             },
             busy => busy,
         }
     }
 
-    /// The failing step's whole path and its own message.
-    fn located(&self) -> (String, String) {
+    /// The failing step's whole path, its own message and the kind of failure.
+    fn located(&self) -> (String, String, Fault) {
         match &self.error {
-            StepError::Inside { at, reason } => {
-                (super::step_path(&self.component, at), reason.0.clone())
-            }
-            StepError::Failed(reason) => (self.component.clone(), reason.0.clone()),
-            StepError::Busy(reason) => (self.component.clone(), reason.clone()),
+            StepError::Inside { at, reason, fault } => (
+                super::step_path(&self.component, at),
+                reason.0.clone(),
+                *fault,
+            ),
+            StepError::Failed(reason) => (self.component.clone(), reason.0.clone(), Fault::Invalid),
+            StepError::Call(gave_up) => (
+                self.component.clone(),
+                gave_up.reason.clone(),
+                gave_up.fault,
+            ),
+            StepError::Busy(reason) => (self.component.clone(), reason.clone(), Fault::Upstream),
         }
     }
 }
@@ -203,7 +219,7 @@ fn run<'a, 'b: 'a, P: Processor>(
                 continue;
             }
             if let Some(f) = failed.take() {
-                let (component, reason) = f.located();
+                let (component, reason, _) = f.located();
                 let mut error = empty_object();
                 insert(&mut error, "component", Value::from(component));
                 insert(&mut error, "reason", Value::from(reason));
@@ -574,16 +590,17 @@ impl<P: Processor, O: Output> Flow<P, O> {
                 Ok(m) => out.push(m),
                 Err(
                     failure @ Failure {
-                        error: StepError::Failed(_) | StepError::Inside { .. },
+                        error: StepError::Failed(_) | StepError::Inside { .. } | StepError::Call(_),
                         ..
                     },
                 ) => {
                     self.metrics.failed.increment(1);
-                    let (component, reason) = failure.located();
+                    let (component, reason, fault) = failure.located();
                     return Err(FlowError::Processing {
                         flow: self.name.clone(),
                         component,
                         reason,
+                        fault,
                     });
                 }
                 Err(Failure {
@@ -693,6 +710,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
         {
             result = Err(FlowError::Delivery {
                 flow: self.name.clone(),
+                fault: Fault::Upstream,
                 component: "aggregate".into(),
                 reason: match outcome {
                     GroupOutcome::Failed(reason) => format!("its group failed: {reason}"),
@@ -800,10 +818,11 @@ impl<P: Processor, O: Output> Flow<P, O> {
         let delivery = deliver(&slot.output, &slot.retry, &slot.metrics, &slot.id, message);
         match tracing::Instrument::instrument(delivery, span).await {
             Ok(Delivered::Accepted | Delivered::Dropped) => Ok(()),
-            Err(reason) => Err(FlowError::Delivery {
+            Err(GaveUp { reason, fault }) => Err(FlowError::Delivery {
                 flow: self.name.clone(),
                 component: slot.id.clone(),
                 reason,
+                fault,
             }),
         }
     }

@@ -94,7 +94,7 @@ impl Mapping {
         match Runtime::default().resolve(&mut target, &self.program, &TimeZone::default()) {
             Ok(v) => Ok(Outcome::Done(v)),
             Err(Terminate::Abort(ExpressionError::Abort { .. })) => Ok(Outcome::Aborted),
-            Err(e) => Err(MappingError(e.to_string())),
+            Err(e) => Err(failure(e)),
         }
     }
 
@@ -103,8 +103,30 @@ impl Mapping {
         let mut target = ReadOnly { value, metadata };
         Runtime::default()
             .resolve(&mut target, &self.program, &TimeZone::default())
-            .map_err(|e| MappingError(e.to_string()))
+            .map_err(failure)
     }
+}
+
+/// A program's failure in the words its reader needs: an `assert`'s own message as written,
+/// and a function's error as `name: what went wrong`, without VRL's byte offsets.
+fn failure(e: Terminate) -> MappingError {
+    if let Terminate::Error(ExpressionError::Error { notes, .. }) = &e
+        && let Some(own) = notes.iter().find_map(|n| match n {
+            vrl::diagnostic::Note::UserErrorMessage(own) => Some(own),
+            _ => None,
+        })
+    {
+        return MappingError(own.clone());
+    }
+    let text = e.to_string();
+    // VRL spells a function's failure `function call error for "name" at (start:end): why`.
+    if let Some(rest) = text.strip_prefix("function call error for \"")
+        && let Some((name, rest)) = rest.split_once('"')
+        && let Some((_, why)) = rest.split_once("): ")
+    {
+        return MappingError(format!("{name}: {why}"));
+    }
+    MappingError(text)
 }
 
 /// A target for programs that only read: no copy of the message is made per evaluation.
@@ -201,7 +223,17 @@ mod tests {
 
         let mut bad: Value = serde_json::from_str::<Value>(r#"{"a":1}"#).unwrap();
         let err = m.run(&mut bad, &mut meta).err().unwrap();
-        assert!(err.0.contains("expected string"), "{}", err.0);
+        assert_eq!(err.0, "upcase: expected string, got integer");
+
+        // An assertion's own message, as written; without one, what failed.
+        let checked =
+            Mapping::compile(r#"assert!(.a == "x", message: "a must be x"); assert!(.z == 1)"#)
+                .unwrap();
+        let err = checked.run(&mut bad, &mut meta).err().unwrap();
+        assert_eq!(err.0, "a must be x");
+        let mut ok: Value = serde_json::from_str::<Value>(r#"{"a":"x"}"#).unwrap();
+        let err = checked.run(&mut ok, &mut meta).err().unwrap();
+        assert_eq!(err.0, "assert: assertion failed");
 
         let cond = Mapping::compile("exists(.b)").unwrap();
         assert_eq!(cond.eval(&v, &meta).unwrap(), Value::Boolean(true));

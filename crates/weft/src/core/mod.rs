@@ -28,7 +28,7 @@ use weft_store::Store;
 
 pub use mapping::{MappingError, Value};
 pub use message::Message;
-pub use retry::Attempt;
+pub use retry::{Attempt, Fault};
 
 /// What a pipeline step may use besides the message itself.
 pub struct Context<'a> {
@@ -230,10 +230,17 @@ pub enum StepError {
     /// The message failed (a mapping error, a bad key): it will fail again the same way.
     #[error(transparent)]
     Failed(#[from] MappingError),
-    /// A step inside this one failed (`try`, `switch`, `enrich`…): its path below this step
-    /// and its own message.
+    /// A call to another system gave up (an `http`, `sql`, `soap`… step).
+    #[error(transparent)]
+    Call(#[from] retry::GaveUp),
+    /// A step inside this one failed (`try`, `switch`, `enrich`…): its path below this step,
+    /// its own message and what kind of failure it was.
     #[error("{at}: {reason}")]
-    Inside { at: String, reason: MappingError },
+    Inside {
+        at: String,
+        reason: MappingError,
+        fault: retry::Fault,
+    },
     /// Not now: another message holds what this one needs; try again shortly.
     #[error("{0}")]
     Busy(String),

@@ -146,6 +146,53 @@ pub struct Answer {
     pub excerpt: String,
 }
 
+/// What a failure means to a caller waiting for the answer: its own message was wrong, the
+/// system weft called failed, or that system cannot be reached now (worth retrying later).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Fault {
+    /// The message itself: a failed `assert`, a program error on its data, a schema it does
+    /// not fit.
+    #[default]
+    Invalid,
+    /// A system weft called answered a failure that retrying did not mend.
+    Upstream,
+    /// A system weft called could not be reached, answered that it is unavailable (429, 502,
+    /// 503, 504), or its circuit is open; `retry_after` when it said how long.
+    Unavailable { retry_after: Option<Duration> },
+}
+
+impl Fault {
+    /// What giving up after `last` means.
+    pub fn of(last: &Attempt) -> Fault {
+        match last {
+            Attempt::Retryable {
+                response: None,
+                retry_after,
+                ..
+            } => Fault::Unavailable {
+                retry_after: *retry_after,
+            },
+            Attempt::Retryable {
+                response: Some(answer),
+                retry_after,
+                ..
+            } if matches!(answer.status, 429 | 502 | 503 | 504) => Fault::Unavailable {
+                retry_after: *retry_after,
+            },
+            _ => Fault::Upstream,
+        }
+    }
+}
+
+/// Why a call or a delivery was given up: the reason (for logs and dead letters) and the kind
+/// of failure (for the caller's status).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{reason}")]
+pub struct GaveUp {
+    pub reason: String,
+    pub fault: Fault,
+}
+
 /// What one attempt produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attempt {
@@ -248,7 +295,7 @@ pub enum Delivered {
 
 /// Runs `call` until it answers or the policy says stop (a pipeline step calling an API in
 /// place). `Err` carries the final reason.
-pub async fn in_place<T, F, Fut>(policy: &RetryPolicy, mut call: F) -> Result<T, String>
+pub async fn in_place<T, F, Fut>(policy: &RetryPolicy, mut call: F) -> Result<T, GaveUp>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Attempt>>,
@@ -263,8 +310,18 @@ where
         };
         match policy.decide(attempts, start.elapsed(), &outcome, fastrand::f64()) {
             Decision::RetryIn(wait) => tokio::time::sleep(wait).await,
-            Decision::Fail(reason) | Decision::Drop(reason) => return Err(reason),
-            Decision::Done => return Err("the call reported no answer".into()),
+            Decision::Fail(reason) | Decision::Drop(reason) => {
+                return Err(GaveUp {
+                    reason,
+                    fault: Fault::of(&outcome),
+                });
+            }
+            Decision::Done => {
+                return Err(GaveUp {
+                    reason: "the call reported no answer".into(),
+                    fault: Fault::Upstream,
+                });
+            }
         }
     }
 }
@@ -276,7 +333,7 @@ pub async fn deliver<O: Output>(
     metrics: &ComponentMetrics,
     component: &str,
     message: &Message,
-) -> Result<Delivered, String> {
+) -> Result<Delivered, GaveUp> {
     let start = Instant::now();
     let mut attempts = 0;
     loop {
@@ -294,7 +351,10 @@ pub async fn deliver<O: Output>(
             }
             Decision::Fail(reason) => {
                 metrics.failed.increment(1);
-                return Err(reason);
+                return Err(GaveUp {
+                    reason,
+                    fault: Fault::of(&outcome),
+                });
             }
             Decision::RetryIn(wait) => {
                 metrics.retried.increment(1);

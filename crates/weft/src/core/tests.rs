@@ -177,8 +177,18 @@ async fn retry_after_is_waited_and_max_elapsed_ends_the_retries() {
         &message(1),
     )
     .await;
-    let reason = delivered.unwrap_err();
-    assert!(reason.contains("would pass max_elapsed"), "{reason}");
+    let gave_up = delivered.unwrap_err();
+    assert!(
+        gave_up.reason.contains("would pass max_elapsed"),
+        "{gave_up}"
+    );
+    assert_eq!(
+        gave_up.fault,
+        retry::Fault::Unavailable {
+            retry_after: Some(Duration::from_secs(30))
+        },
+        "an outage, and the wait its answer asked for"
+    );
     // Attempts at 0, 30, 60 and 90 s; a fifth, at 120 s, would pass 100 s.
     assert_eq!(output.attempts(), 4);
     assert_eq!(started.elapsed(), Duration::from_secs(90));
@@ -195,12 +205,41 @@ async fn in_place_retries_give_the_answer_or_the_last_reason() {
     })
     .await;
     assert_eq!(answer, Ok("the answer"));
-    let failed: Result<(), String> =
+    let failed: Result<(), retry::GaveUp> =
         retry::in_place(&policy(3, Duration::from_secs(60)), || async {
             Err(unavailable(None))
         })
         .await;
-    assert!(failed.unwrap_err().contains("gave up after 3 attempts"));
+    assert!(
+        failed
+            .unwrap_err()
+            .reason
+            .contains("gave up after 3 attempts")
+    );
+}
+
+#[test]
+fn a_failure_is_an_outage_only_when_the_other_side_could_not_answer() {
+    use retry::{Answer, Fault};
+    let answered = |status| Attempt::Retryable {
+        reason: String::new(),
+        retry_after: None,
+        response: Some(Answer {
+            status,
+            excerpt: String::new(),
+        }),
+    };
+    let outage = Fault::Unavailable { retry_after: None };
+    assert_eq!(Fault::of(&unavailable(None)), outage, "no answer at all");
+    for status in [429, 502, 503, 504] {
+        assert_eq!(Fault::of(&answered(status)), outage, "{status}");
+    }
+    assert_eq!(Fault::of(&answered(500)), Fault::Upstream);
+    let refused = Attempt::Fatal {
+        reason: String::new(),
+        response: None,
+    };
+    assert_eq!(Fault::of(&refused), Fault::Upstream);
 }
 
 #[tokio::test(start_paused = true)]

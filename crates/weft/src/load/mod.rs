@@ -190,7 +190,8 @@ struct Loader<'a> {
     durability: Option<Durability>,
     disk_free_limit: Option<u64>,
     seen_flows: HashMap<String, String>,
-    endpoints: HashMap<(std::net::SocketAddr, String), String>,
+    /// Per address: the routes served so far (path, methods, flow).
+    endpoints: HashMap<std::net::SocketAddr, Vec<(String, Vec<http::Method>, String)>>,
     /// Per address: the first flow on it, and its TLS and limits (which every flow there shares).
     listeners: HashMap<std::net::SocketAddr, (String, ListenerSettings)>,
     shared: &'a Shared,
@@ -849,7 +850,6 @@ impl<'a> Loader<'a> {
         match config.build(self.shared, &self.resources) {
             Ok(input) => {
                 if let Input::HttpServer(endpoint) = &input {
-                    let key = (endpoint.address, endpoint.path.clone());
                     let flow = ctx.flow.clone().unwrap_or_default();
                     let shared = (
                         endpoint.tls.as_ref().map(|t| t.config().clone()),
@@ -881,15 +881,23 @@ impl<'a> Loader<'a> {
                                 .insert(endpoint.address, (flow.clone(), shared));
                         }
                     }
-                    if let Some(other) = self.endpoints.insert(key, flow) {
+                    let served = self.endpoints.entry(endpoint.address).or_default();
+                    served.push((endpoint.path.clone(), endpoint.methods().to_vec(), flow));
+                    let routes = served
+                        .iter()
+                        .map(|(p, m, f)| (p.as_str(), m.as_slice(), f.as_str()))
+                        .collect::<Vec<_>>();
+                    let last = routes.len() - 1;
+                    let clash = crate::inputs::http_server::route_conflicts(&routes)
+                        .into_iter()
+                        .find(|(i, _)| *i == last);
+                    if let Some((_, why)) = clash {
+                        served.pop();
                         let loc = find(settings(node), "path").unwrap_or(node).loc;
                         self.errors.push(ctx.error(
                             loc,
                             "path",
-                            format!(
-                                "flow `{other}` already serves {} on {}",
-                                endpoint.path, endpoint.address
-                            ),
+                            format!("{why} on {}", endpoint.address),
                         ));
                     }
                 }

@@ -307,9 +307,7 @@ impl<C> ApiStep<C> {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, crate::core::Attempt>>,
     {
-        Ok(crate::core::retry::in_place(&self.retry, call)
-            .await
-            .map_err(crate::core::MappingError)?)
+        Ok(crate::core::retry::in_place(&self.retry, call).await?)
     }
 
     /// The answer merged into `message` by `result` (see [`merge_answer`]).

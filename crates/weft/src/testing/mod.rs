@@ -510,8 +510,9 @@ async fn run_case(
                 case.flow
             )));
         };
-        // The test talks plain HTTP to a port of its own.
+        // The test talks plain HTTP to a port of its own, and hears why a request failed.
         endpoint.tls = None;
+        endpoint.errors = http_server::Errors::Detailed;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| one(format!("cannot listen on loopback: {e}")))?;

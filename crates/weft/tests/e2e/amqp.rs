@@ -195,7 +195,7 @@ async fn publishing_is_confirmed_and_an_unroutable_message_fails() {
 flows:
   events:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     output:
       amqp:
         url: "{url}"
@@ -207,7 +207,7 @@ flows:
           bindings: [{{ exchange: "{exchange}", queue: "{queue}", routing_key: "order.*" }}]
   nowhere:
     input:
-      http_server: {{ address: "127.0.0.1:{lost}" }}
+      http_server: {{ address: "127.0.0.1:{lost}", errors: detailed }}
     output:
       amqp: {{ url: "{url}", exchange: "{exchange}", routing_key: nobody.listens, retry: {{ max_attempts: 1 }} }}
 "#

@@ -114,7 +114,7 @@ resources:
 flows:
   sync:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     output:
       http_client:
         url: "{base}/api"
@@ -190,7 +190,7 @@ resources:
 flows:
   sync:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     output:
       http_client: {{ url: "{base}/api", auth: crm, retry: {{ max_attempts: 1 }} }}
 "#
@@ -228,7 +228,7 @@ resources:
 flows:
   sync:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     output:
       http_client: {{ url: "{base}/api", auth: crm, retry: {{ max_attempts: 1 }} }}
 "#
@@ -309,7 +309,7 @@ resources:
 flows:
   out:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     outputs:
       - http_client: {{ url: "{basic}", auth: basic }}
       - http_client: {{ url: "{bearer}", auth: bearer }}
@@ -318,7 +318,7 @@ flows:
       - http_client: {{ url: "{fixed}", auth: fixed }}
   keyed:
     input:
-      http_server: {{ address: "127.0.0.1:{port}", path: /keyed }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed, path: /keyed }}
     output:
       http_client: {{ url: "{query}", auth: query_key, retry: {{ max_attempts: 1 }} }}
 "#,
@@ -375,12 +375,12 @@ resources:
 flows:
   a:
     input:
-      http_server: {{ address: "127.0.0.1:{a}" }}
+      http_server: {{ address: "127.0.0.1:{a}", errors: detailed }}
     output:
       http_client: {{ url: "{url}", rate_limit: api }}
   b:
     input:
-      http_server: {{ address: "127.0.0.1:{b}" }}
+      http_server: {{ address: "127.0.0.1:{b}", errors: detailed }}
     output:
       http_client: {{ url: "{url}", rate_limit: api }}
 "#,
@@ -421,7 +421,7 @@ resources:
 flows:
   calls:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     output:
       http_client: {{ url: "{url}", circuit_breaker: api, retry: {{ max_attempts: 1 }} }}
 "#,
@@ -430,12 +430,17 @@ flows:
     let weft = Weft::start(&config).await;
     let url = format!("http://127.0.0.1:{port}/");
     for _ in 0..3 {
-        assert_eq!(post_json(&url, "{}").await.0, 502);
+        assert_eq!(
+            post_json(&url, "{}").await.0,
+            503,
+            "the target said it is unavailable"
+        );
     }
     assert_eq!(receiver.seen().len(), 3);
-    // Open: refused at once, without calling the target.
-    let (status, _, body) = post_json(&url, "{}").await;
-    assert_eq!(status, 502, "{body}");
+    // Open: refused at once, without calling the target, and the caller told when to retry.
+    let (status, headers, body) = post_json(&url, "{}").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
     assert!(body.contains("circuit to http://127.0.0.1"), "{body}");
     assert_eq!(receiver.seen().len(), 3);
     let target = format!("http://{}", receiver.address);
@@ -478,7 +483,7 @@ resources:
 flows:
   out:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     outputs:
       - http_client: {{ url: "{a}", auth: signed }}
       - http_client: {{ url: "{b}", auth: signed_b64 }}

@@ -19,7 +19,7 @@ async fn uploads_are_decoded_and_bodies_are_written_in_the_chosen_format() {
 flows:
   upload:
     input:
-      http_server: {{ address: "127.0.0.1:{upload}" }}
+      http_server: {{ address: "127.0.0.1:{upload}", errors: detailed }}
     pipeline:
       - map: |
           . = {{ "title": .title, "tags": .tag, "file": .doc.filename, "type": .doc.content_type, "text": .doc.content }}
@@ -27,24 +27,24 @@ flows:
       http_client: {{ url: "{form}", headers: {{ Content-Type: application/x-www-form-urlencoded }} }}
   xml:
     input:
-      http_server: {{ address: "127.0.0.1:{xml_in}" }}
+      http_server: {{ address: "127.0.0.1:{xml_in}", errors: detailed }}
     output:
       http_client: {{ url: "{xml}", format: xml }}
   csv:
     input:
-      http_server: {{ address: "127.0.0.1:{csv_in}" }}
+      http_server: {{ address: "127.0.0.1:{csv_in}", errors: detailed }}
     output:
       http_client: {{ url: "{csv}", headers: {{ Content-Type: text/csv }} }}
   raw:
     input:
-      http_server: {{ address: "127.0.0.1:{raw_in}" }}
+      http_server: {{ address: "127.0.0.1:{raw_in}", errors: detailed }}
     pipeline:
       - map: '. = "<note>" + string!(.t) + "</note>"'
     output:
       http_client: {{ url: "{raw}", headers: {{ Content-Type: text/xml }} }}
   multi:
     input:
-      http_server: {{ address: "127.0.0.1:{multi_in}" }}
+      http_server: {{ address: "127.0.0.1:{multi_in}", errors: detailed }}
     output:
       http_client: {{ url: "{multi}", format: multipart }}
 "#,

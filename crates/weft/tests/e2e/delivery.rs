@@ -11,7 +11,7 @@ fn webhook_to_receiver(port: u16, receiver: &Receiver, extra: &str) -> String {
 flows:
   hook:
     input:
-      http_server: {{ address: "127.0.0.1:{port}", path: /in }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed, path: /in }}
     pipeline:
       - map: |
           .user_id = to_string!(.id)
@@ -135,9 +135,9 @@ async fn a_400_fails_the_message_without_retry_and_the_caller_gets_502() {
     let weft = Weft::start(&webhook_to_receiver(port, &receiver, "")).await;
     let (status, headers, body) = post_order(port).await;
     assert_eq!(status, 502, "{body}");
-    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(headers["content-type"], "application/problem+json");
     let error: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert!(error["error"].as_str().unwrap().contains("400"), "{body}");
+    assert!(error["detail"].as_str().unwrap().contains("400"), "{body}");
     assert!(error["id"].is_string());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.seen().len(), 1, "a 400 is not retried");
@@ -221,7 +221,7 @@ async fn fan_out_delivers_to_every_output_before_the_ack() {
         r#"
 flows:
   fan:
-    input: {{ http_server: {{ address: "127.0.0.1:{port}" }} }}
+    input: {{ http_server: {{ address: "127.0.0.1:{port}", errors: detailed }} }}
     outputs:
       - http_client: {{ url: "{a}" }}
       - http_client: {{ url: "{b}" }}
@@ -255,7 +255,7 @@ async fn sigterm_during_load_loses_no_acked_message() {
 shutdown_timeout: 10s
 flows:
   load:
-    input: {{ http_server: {{ address: "127.0.0.1:{port}" }} }}
+    input: {{ http_server: {{ address: "127.0.0.1:{port}", errors: detailed }} }}
     pipeline:
       - map: .seen = true
     output:

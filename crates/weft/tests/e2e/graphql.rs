@@ -62,7 +62,7 @@ async fn a_mutation_per_message_and_errors_in_a_200_fail_it() {
 flows:
   customers:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     output:
       graphql:
         url: "{api}"
@@ -104,7 +104,7 @@ async fn a_query_enriches_the_message() {
 flows:
   orders:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     pipeline:
       - graphql:
           url: "{api}"

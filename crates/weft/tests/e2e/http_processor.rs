@@ -44,7 +44,7 @@ async fn an_api_answer_is_merged_into_the_message_after_a_retry() {
 flows:
   orders:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     pipeline:
       - http:
           url: "{api}/customers/{{{{ .customer_id }}}}"
@@ -68,7 +68,7 @@ flows:
 
     // A 404 is not retried: the message fails with the API's answer in the reason.
     let (status, _, body) = post_json(&url, r#"{"order": 2, "customer_id": 8}"#).await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 502, "{body}");
     assert!(body.contains("answered 404"), "{body}");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     tokio::time::sleep(Duration::from_millis(100)).await;

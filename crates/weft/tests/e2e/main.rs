@@ -31,6 +31,7 @@ mod patterns;
 mod peers;
 mod poison;
 mod redis;
+mod rest;
 mod secrets;
 mod server_tls;
 mod soap;

@@ -202,7 +202,7 @@ async fn publishing(version: &str) {
 flows:
   commands:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     output:
       mqtt: {{ url: "{url}", topic: "{base}/{{{{ .device }}}}/commands", qos: 1, version: "{version}" }}
 "#

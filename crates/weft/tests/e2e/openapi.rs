@@ -72,7 +72,7 @@ resources:
 flows:
   contacts:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     output:
       openapi:
         spec: "{spec}"
@@ -164,7 +164,7 @@ resources:
 flows:
   enrich:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     pipeline:
       - openapi:
           spec: "{spec}"
@@ -187,7 +187,7 @@ flows:
         serde_json::json!({"team": "eng", "team_info": {"name": "Engineering"}})
     );
     let (status, _, body) = post_json(&url, r#"{"team": "ops"}"#).await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 502, "{body}");
     assert!(
         body.contains("the answer (200 OK) does not match operation `getTeam`"),
         "{body}"
@@ -243,7 +243,7 @@ resources:
 flows:
   books:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     output:
       openapi:
         spec: "{spec}"

@@ -34,7 +34,7 @@ async fn message_built_urls_cannot_reach_denied_or_metadata_addresses() {
 flows:
   callbacks:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     output:
       http_client:
         url: "{{{{ .url }}}}"

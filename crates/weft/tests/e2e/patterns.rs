@@ -14,7 +14,7 @@ fn flow(name: &str, port: u16, pipeline: &str, out: &str) -> String {
         r#"
   {name}:
     input:
-      http_server: {{ address: "127.0.0.1:{port}", path: /in }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed, path: /in }}
     pipeline:
 {pipeline}
     output:
@@ -327,7 +327,7 @@ resources:
 flows:
   crm:
     input:
-      http_server: {{ address: "127.0.0.1:{crm}", path: /customers, response: pipeline }}
+      http_server: {{ address: "127.0.0.1:{crm}", errors: detailed, path: /customers, response: pipeline }}
     pipeline:
       - map: '. = {{ "name": "Ada #" + string!(.customer_id) }}'
     output:
@@ -429,7 +429,7 @@ fn routed(port: u16, output: &str) -> String {
 flows:
   routed:
     input:
-      http_server: {{ address: "127.0.0.1:{port}", path: /in }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed, path: /in }}
     output:
 {output}
 "#
@@ -456,10 +456,11 @@ async fn fallback_reaches_the_second_output_when_the_first_is_down() {
     let (status, _, text) = post_json(&url, r#"{"n": 1}"#).await;
     assert_eq!(status, 200, "{text} {}", weft.stderr());
     assert_eq!(bodies(&receiver, "/standby"), [json!({"n": 1})]);
-    // Both refusing: the message fails, naming both.
+    // Both refusing: the message fails, naming both; one of them is down, so it is worth
+    // retrying later.
     receiver.script(vec![Reply::status(400)]);
     let (status, _, text) = post_json(&url, r#"{"n": 2}"#).await;
-    assert_eq!(status, 502, "{text}");
+    assert_eq!(status, 503, "{text}");
     assert!(
         text.contains("outputs[0]") && text.contains("outputs[1]"),
         "{text}"

@@ -42,7 +42,7 @@ flows:
       http_client: {{ url: "{out}" }}
   add:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     output:
       graphql:
         url: "{api}"
@@ -92,7 +92,7 @@ async fn a_spyne_service_answers_soap_1_1_and_1_2_and_its_faults_fail_the_messag
 flows:
   place:
     input:
-      http_server: {{ address: "127.0.0.1:{port_11}" }}
+      http_server: {{ address: "127.0.0.1:{port_11}", errors: detailed }}
     output:
       soap:
         url: "{api}/soap11"
@@ -100,7 +100,7 @@ flows:
         body: '<PlaceOrder xmlns="urn:weft:orders"><sku>{{{{ sku }}}}</sku><quantity>{{{{ quantity }}}}</quantity></PlaceOrder>'
   enrich:
     input:
-      http_server: {{ address: "127.0.0.1:{port_12}" }}
+      http_server: {{ address: "127.0.0.1:{port_12}", errors: detailed }}
     pipeline:
       - soap:
           url: "{api}/soap12"
@@ -131,9 +131,10 @@ flows:
         receiver.seen()[0].json(),
         serde_json::json!({"sku": "B<2>", "quantity": 3, "order": "order-B<2>-3"})
     );
-    // A SOAP 1.2 fault names its code and subcode; in a pipeline it fails the message (422).
+    // A SOAP 1.2 fault names its code and subcode; in a pipeline it fails the message (502:
+    // the service refused it).
     let (status, _, body) = post_json(&enrich, r#"{"sku": "B", "quantity": -1}"#).await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 502, "{body}");
     assert!(
         body.contains("SOAP Fault soap12env:Sender/InvalidQuantity: quantity must be positive"),
         "{body}"
@@ -217,7 +218,7 @@ resources:
 flows:
   stock:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     pipeline:
       - openapi:
           spec: "{spec}"

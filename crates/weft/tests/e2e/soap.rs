@@ -97,7 +97,7 @@ async fn an_operation_per_message_with_faults_and_dtds_failing_it() {
 flows:
   orders:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     output:
       soap:
         url: "{api}"
@@ -152,7 +152,7 @@ async fn a_soap_1_2_answer_enriches_the_message() {
 flows:
   orders:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     pipeline:
       - soap:
           url: "{api}"

@@ -29,7 +29,7 @@ async fn reachable(var: &str, default: &str) -> Option<String> {
 }
 
 /// Runs `sql` (one or more statements) on the database at `url`.
-async fn exec(url: &str, sql: &str) {
+pub(crate) async fn exec(url: &str, sql: &str) {
     let sql = AssertSqlSafe(sql.to_string());
     if url.starts_with("postgres") {
         let mut c = sqlx::PgConnection::connect(url).await.unwrap();
@@ -75,7 +75,7 @@ resources:
 flows:
   ingest:
     input:
-      http_server: {{ address: "127.0.0.1:{ingest}" }}
+      http_server: {{ address: "127.0.0.1:{ingest}", errors: detailed }}
     output:
       sql:
         database: db
@@ -85,7 +85,7 @@ flows:
         batch: {{ count: 50, period: 5ms }}
   lookup:
     input:
-      http_server: {{ address: "127.0.0.1:{lookup}" }}
+      http_server: {{ address: "127.0.0.1:{lookup}", errors: detailed }}
     pipeline:
       - sql:
           database: db
@@ -343,7 +343,7 @@ flows:
   ingest:
     delivery: durable
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     output:
       sql:
         database: db
@@ -412,12 +412,12 @@ resources:
 flows:
   codes:
     input:
-      http_server: {{ address: "127.0.0.1:{a}" }}
+      http_server: {{ address: "127.0.0.1:{a}", errors: detailed }}
     output:
       sql: {{ database: pg, table: {codes}, columns: {{ id: .id, code: .code }}, upsert_on: [id], retry: {{ max_attempts: 1 }} }}
   visits:
     input:
-      http_server: {{ address: "127.0.0.1:{b}" }}
+      http_server: {{ address: "127.0.0.1:{b}", errors: detailed }}
     output:
       sql:
         database: my

@@ -135,7 +135,7 @@ fn flow(port: u16, target: u16, client: &str) -> String {
 flows:
   secure:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     output:
       http_client:
         url: "https://127.0.0.1:{target}/in"
@@ -266,7 +266,7 @@ async fn connections_tunnel_through_an_http_proxy_with_its_credentials() {
 flows:
   proxied:
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     output:
       http_client:
         url: "{url}"

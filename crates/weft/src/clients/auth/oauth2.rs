@@ -145,7 +145,10 @@ impl OAuth2 {
             .ok_or_else(|| {
                 err(
                     "oauth2.token_url",
-                    format!("`{}` is not an http(s) URL", o.token_url),
+                    format!(
+                        "`{}` is not an http(s) URL",
+                        crate::config::secret::redact_url(&o.token_url)
+                    ),
                 )
             })?;
         Ok(OAuth2 {

@@ -33,6 +33,8 @@ use crate::config::BuildError;
 use crate::config::units::Dur;
 use crate::core::clock::now_ms;
 
+use super::problem::Problem;
+
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "IdempotencyConfig")]
 #[serde(deny_unknown_fields)]
@@ -181,36 +183,27 @@ impl Idempotency {
         };
         if let Some((record, body)) = decode(&stored) {
             return Ok(Begin::Answer(if record.fingerprint != fingerprint {
-                refusal(
+                Problem::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    "this Idempotency-Key was used for a different request",
+                    "idempotency-key-reused",
+                    "This Idempotency-Key was used for a different request",
                 )
+                .into_response()
             } else if let Some(status) = record.status {
                 replay(status, record.content_type.as_deref(), body)
             } else {
-                let mut answer = refusal(
-                    StatusCode::CONFLICT,
-                    "a request with this Idempotency-Key is still in progress",
-                );
-                answer
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                answer
+                in_progress("A request with this Idempotency-Key is still in progress")
             }));
         }
-        Ok(Begin::Answer(refusal(
-            StatusCode::CONFLICT,
-            "this Idempotency-Key is in use; retry later",
+        Ok(Begin::Answer(in_progress(
+            "This Idempotency-Key is in use; retry later",
         )))
     }
 }
 
-fn refusal(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        serde_json::json!({ "error": message }).to_string(),
-    )
+fn in_progress(title: &'static str) -> Response {
+    Problem::new(StatusCode::CONFLICT, "idempotency-key-in-use", title)
+        .retry_after(Duration::from_secs(1))
         .into_response()
 }
 

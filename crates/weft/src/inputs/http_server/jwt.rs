@@ -165,7 +165,15 @@ impl JwtConfig {
                 .filter(|u: &Uri| {
                     matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
                 })
-                .ok_or_else(|| err("jwks_url", format!("`{url}` is not an http(s) URL")))?;
+                .ok_or_else(|| {
+                    err(
+                        "jwks_url",
+                        format!(
+                            "`{}` is not an http(s) URL",
+                            crate::config::secret::redact_url(url)
+                        ),
+                    )
+                })?;
             if self.audience.is_empty() {
                 return Err(err(
                     "audience",

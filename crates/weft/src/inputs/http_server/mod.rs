@@ -4,9 +4,19 @@
 //! committed to the store (`429` + `Retry-After` when the flow's queue is full).
 //!
 //! With `response: ack` (default) the caller gets `200 {"id": …}` only after every output
-//! accepted the message (also when a filter dropped it on purpose), and `502` with the reason when
-//! delivery failed for good. With `response: pipeline` the caller gets the message as the
-//! pipeline left it (`204` if it was dropped), so a flow is an API endpoint.
+//! accepted the message (also when a filter dropped it on purpose). With `response: pipeline`
+//! the caller gets the message as the pipeline left it (`204` if it was dropped), so a flow is an
+//! API endpoint: `%response.status` and `%response.headers.<name>` set by the pipeline are the
+//! answer's status and headers, and the body is JSON, the string as it is, or XML when the flow
+//! set an XML `Content-Type`.
+//!
+//! Paths take parameters: `/customers/{id}` puts the segment in `%http.params.id`, a final
+//! `{*rest}` the rest of the path. Several flows may share one address with different paths, or
+//! one path with different methods (`GET /items/{id}` in one flow, `PUT` in another); overlaps
+//! are config errors. A request without a body (`GET`, `HEAD`, `DELETE`, `OPTIONS`) is an empty
+//! message, and what it asks is in the metadata: `%http.method`, `%http.path`,
+//! `%http.params`, `%http.query`, `%http.headers.<lowercase name>` (built only for flows whose
+//! programs read `%`). `HEAD` is served by the path's `GET` flow unless one serves it.
 //!
 //! With `auth` (see [`auth`]: API keys, basic auth, HMAC-signed webhooks with presets for
 //! GitHub, Stripe, Slack and Shopify, JWT bearer tokens), a request that does not prove itself
@@ -14,31 +24,46 @@
 //! flow. `tls` serves HTTPS (mutual TLS with `client_ca_file`) and `limits` bounds what a
 //! client may hold; see [`crate::server`].
 //!
-//! Refusals: `503` + `Retry-After` when the flow is at its concurrency limit (nothing is queued
-//! without bound), `413` over `max_body_size`, `400` for a body that does not parse (with the
-//! position), `405` for a method not listed, `404` for any other path, `408` when the body is not
-//! read within `read_timeout`, `422` when a processor fails on the message (or a durable flow's
-//! ordering key is null), `409` + `Retry-After` when a message with the same dedupe key is still
-//! being delivered, `431` for too many or too large headers (`limits`). With `idempotency`, see
-//! [`idempotency`] for its `409`, `422` and `400`.
+//! Every refusal and failure is `application/problem+json` (RFC 9457; see [`problem`]): `type`
+//! `urn:weft:problem:<kind>`, `title`, `status`, `detail` where it is about the caller's own
+//! request, and the message `id`. What lies behind weft (an upstream's URL or answer, the
+//! failing step) is not told unless the endpoint says `errors: detailed`.
+//!
+//! | status | kind | when |
+//! |---|---|---|
+//! | 400 | `invalid-body`, `unreadable-body`, `invalid-idempotency-key` | the body does not parse as its content type says (with the position) |
+//! | 401 | `unauthorized` | `auth` refused the request |
+//! | 404 | `not-found` | no flow serves the path |
+//! | 405 | `method-not-allowed` | no flow serves the method on the path (`Allow` lists those that do) |
+//! | 408 | `body-timeout` | the body did not arrive within `read_timeout` |
+//! | 409 | `in-progress`, `idempotency-key-in-use` | a message with the same dedupe or idempotency key is still being delivered (`Retry-After`) |
+//! | 413 | `payload-too-large` | over `max_body_size` |
+//! | 422 | `invalid-message` | the pipeline refused the message: an `assert`'s own message, a program error on its data, a schema it does not fit |
+//! | 429 | `queue-full` | a durable flow's queue is full (`Retry-After`) |
+//! | 502 | `upstream-failed` | a system the flow calls refused or failed the message for good |
+//! | 503 | `upstream-unavailable`, `overloaded`, `flow-paused`, `store-unavailable`, `auth-unavailable` | worth retrying later (`Retry-After`): an upstream down or its circuit open, the flow at its concurrency limit or paused, the store unwritable |
+//! | 431 | | too many or too large headers (`limits`) |
+//!
+//! With `idempotency`, see [`idempotency`].
 //!
 //! Bodies by content type (`core::body`): JSON (also without a content type), forms (an object
 //! of strings; a "form" starting with `{` or `[` is JSON, as `curl -d` sends it), XML (DTDs
 //! refused), CSV (an array of records), multipart forms (fields; files as `{ filename,
 //! content_type, content }`) and anything else as a string.
-//! Method, path, query and headers are in the metadata: `%http.method`, `%http.path`,
-//! `%http.query`, `%http.headers.<lowercase name>` (built only for flows whose programs read `%`).
-//! Several flows may share one address with different paths.
 //!
 //! ```yaml
 //! input:
 //!   http_server:
 //!     address: 0.0.0.0:8080
-//!     path: /hooks/orders
-//!     methods: [POST]
-//!     max_body_size: 1MiB
-//!     response: ack           # or pipeline
-//!     auth: { hmac: { preset: github, secret: "${GH_SECRET}" } }
+//!     path: /customers/{id}
+//!     methods: [GET]
+//!     response: pipeline      # or ack (default)
+//!     errors: brief           # or detailed: failures say what failed, where
+//!     auth: { api_key: { header: X-Api-Key, keys: ["${API_KEY}"] } }
+//! # pipeline:
+//! #   - map: |
+//! #       %response.status = 404
+//! #       %response.headers.Location = "/customers/" + string!(%http.params.id)
 //! ```
 
 use std::collections::BTreeMap;
@@ -48,6 +73,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use bytes::Bytes;
@@ -69,11 +95,13 @@ use crate::server::tls::{Tls, TlsConfig};
 pub mod auth;
 pub mod idempotency;
 pub mod jwt;
+pub mod problem;
 
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::core::feed::Feed;
 use idempotency::{Begin, Idempotency};
+use problem::Problem;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "HttpServerInput")]
@@ -81,10 +109,15 @@ use idempotency::{Begin, Idempotency};
 pub struct Config {
     /// `host:port` to listen on.
     pub address: String,
-    /// Path to serve, e.g. `/hooks/orders`.
+    /// Path to serve, e.g. `/hooks/orders`. `{name}` takes one segment into
+    /// `%http.params.name` (`/customers/{id}`), a final `{*name}` the rest of the path
+    /// (`/files/{*rest}`). Several flows may serve one address with different paths, or one
+    /// path with different methods; a fixed segment wins over a parameter, a parameter over a
+    /// wildcard.
     #[serde(default = "default_path")]
     pub path: String,
-    /// Methods accepted on the path.
+    /// Methods accepted on the path. A flow serving `GET` also answers `HEAD` (without the body)
+    /// unless another flow on the path serves `HEAD`.
     #[serde(default = "default_methods")]
     pub methods: Vec<String>,
     /// Largest body accepted.
@@ -109,6 +142,19 @@ pub struct Config {
     /// Connection limits of the address (shared by every flow on it); see [`Limits`].
     #[serde(default)]
     pub limits: Limits,
+    /// What a failure answer tells the caller: `brief` (default) says what was wrong with its
+    /// own request and nothing of the systems behind weft; `detailed` adds the whole reason and
+    /// the failing step, for internal callers. See [`problem`].
+    #[serde(default)]
+    pub errors: Errors,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Errors {
+    #[default]
+    Brief,
+    Detailed,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
@@ -137,6 +183,8 @@ fn default_read_timeout() -> Dur {
 pub struct Endpoint {
     pub address: SocketAddr,
     pub path: String,
+    /// The path's parameters, in order.
+    params: Vec<String>,
     methods: Vec<Method>,
     max_body_size: usize,
     read_timeout: Duration,
@@ -145,6 +193,7 @@ pub struct Endpoint {
     auth: Option<Arc<auth::Auth>>,
     pub tls: Option<Arc<Tls>>,
     pub limits: Limits,
+    pub errors: Errors,
 }
 
 impl super::Spec for Config {
@@ -166,16 +215,8 @@ impl super::Spec for Config {
                 ))
             })
             .ok();
-        if !self.path.starts_with('/') {
-            errors.push(BuildError::new("path", "path must start with `/`"));
-        } else if self.path.contains(['{', '}'])
-            || self.path.split('/').any(|seg| seg.starts_with([':', '*']))
-        {
-            // The router would read these as parameters or wildcards, which flows do not offer.
-            errors.push(BuildError::new(
-                "path",
-                "path parameters and wildcards (`{id}`, `:id`, `*rest`) are not supported; give a fixed path",
-            ));
+        if let Err(e) = check_path(&self.path) {
+            errors.push(BuildError::new("path", e));
         }
         let mut methods = Vec::new();
         for (i, m) in self.methods.iter().enumerate() {
@@ -227,22 +268,135 @@ impl super::Spec for Config {
                 tls,
                 limits: self.limits.clone(),
                 address,
+                params: param_names(&self.path),
                 path: self.path.clone(),
                 methods,
                 max_body_size: self.max_body_size.0 as usize,
                 read_timeout: self.read_timeout.0,
                 response: self.response,
                 idempotency,
+                errors: self.errors,
             }),
             _ => Err(errors),
         }
     }
 }
 
+/// Why `path` cannot be served, if it cannot: the router's own syntax, checked here so that a
+/// bad path is a config error rather than a refusal at start.
+fn check_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err("path must start with `/`".into());
+    }
+    if path.split('/').any(|seg| seg.starts_with([':', '*'])) {
+        return Err(
+            "write a parameter as `{id}` and a wildcard as `{*rest}` (`:id` and `*rest` are other routers' spelling)".into(),
+        );
+    }
+    matchit::Router::new()
+        .insert(path, ())
+        .map_err(|e| match e {
+            matchit::InsertError::InvalidCatchAll => {
+                "a wildcard `{*name}` may only end the path".to_string()
+            }
+            matchit::InsertError::InvalidParamSegment => {
+                "a segment may hold one parameter, after any fixed text (`/v{version}`, not `/{a}-{b}`)".to_string()
+            }
+            _ => format!("`{path}` is not a valid route: parameters are `{{name}}` (letters, digits, `_`); a literal brace is doubled"),
+        })
+}
+
+/// Where the routes of one address overlap: two flows serving the same path (parameters named
+/// alike or not) with a method in common, or paths the router cannot tell apart. Routes are
+/// `(path, methods, flow)`.
+pub fn route_conflicts(routes: &[(&str, &[Method], &str)]) -> Vec<(usize, String)> {
+    let mut conflicts = Vec::new();
+    let mut router = matchit::Router::new();
+    for (i, (path, methods, flow)) in routes.iter().enumerate() {
+        let shape = route_shape(path);
+        let same = routes[..i]
+            .iter()
+            .find(|(p, m, _)| route_shape(p) == shape && m.iter().any(|m| methods.contains(m)));
+        if let Some((p, m, other)) = same {
+            let common = methods
+                .iter()
+                .filter(|x| m.contains(x))
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            conflicts.push((i, format!("flow `{other}` already serves {common} {p}")));
+            continue;
+        }
+        let known = routes[..i].iter().any(|(p, ..)| route_shape(p) == shape);
+        if known {
+            continue;
+        }
+        if let Err(matchit::InsertError::Conflict { with }) = router.insert(*path, *flow) {
+            let other = router.at(&with).map(|m| *m.value).unwrap_or_default();
+            conflicts.push((
+                i,
+                format!(
+                    "{path} overlaps flow `{other}`'s {with}: the router cannot tell them apart"
+                ),
+            ));
+        }
+    }
+    conflicts
+}
+
+/// The names of a path's parameters, in order (`/a/{id}/{*rest}` → `id`, `rest`).
+fn param_names(path: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = path;
+    while let Some(start) = rest.find('{') {
+        if rest[start + 1..].starts_with('{') {
+            rest = &rest[start + 2..];
+            continue;
+        }
+        let Some(end) = rest[start..].find('}') else {
+            break;
+        };
+        names.push(
+            rest[start + 1..start + end]
+                .trim_start_matches('*')
+                .to_string(),
+        );
+        rest = &rest[start + end + 1..];
+    }
+    names
+}
+
+/// A path with its parameters' names left out: `/a/{id}` and `/a/{key}` are one route.
+fn route_shape(path: &str) -> String {
+    let mut shape = String::with_capacity(path.len());
+    let mut in_param = false;
+    for c in path.chars() {
+        match c {
+            '{' if !in_param => {
+                in_param = true;
+                shape.push('{');
+            }
+            '}' if in_param => {
+                in_param = false;
+                shape.push('}');
+            }
+            '*' if in_param => shape.push('*'),
+            _ if in_param => {}
+            c => shape.push(c),
+        }
+    }
+    shape
+}
+
 impl Endpoint {
     /// Whether the caller is answered with the pipeline's result (`response: pipeline`).
     pub fn replies_with_pipeline(&self) -> bool {
         self.response == ResponseMode::Pipeline
+    }
+
+    /// The methods the endpoint serves.
+    pub fn methods(&self) -> &[Method] {
+        &self.methods
     }
 }
 
@@ -263,9 +417,25 @@ impl super::Source for Endpoint {
 struct Route<P, O> {
     endpoint: Endpoint,
     flow: Arc<Flow<P, O>>,
-    allow: HeaderValue,
     /// Messages being handed to the flow; waited for at shutdown.
     work: TaskTracker,
+}
+
+type RouteOf<P, O> = Arc<Route<P, O>>;
+
+/// The flows serving one path, by method.
+struct Path<P, O> {
+    routes: Vec<Arc<Route<P, O>>>,
+    /// Every method served here, for `405`'s `Allow`.
+    allow: HeaderValue,
+}
+
+impl<P, O> Path<P, O> {
+    /// The flow serving `method`; `HEAD` goes to a `GET` flow unless one serves `HEAD` itself.
+    fn route(&self, method: &Method) -> Option<&Arc<Route<P, O>>> {
+        let serves = |m: &Method| self.routes.iter().find(|r| r.endpoint.methods.contains(m));
+        serves(method).or_else(|| (method == Method::HEAD).then(|| serves(&Method::GET))?)
+    }
 }
 
 /// The endpoints one address serves. A reload replaces them whole ([`Table::set`]); a request
@@ -297,27 +467,52 @@ fn routes<P: Processor, O: Output>(
     endpoints: Vec<(Endpoint, Arc<Flow<P, O>>)>,
     work: &TaskTracker,
 ) -> Router {
-    let mut router = Router::new();
+    let mut paths: Vec<(String, Vec<RouteOf<P, O>>)> = Vec::new();
     for (endpoint, flow) in endpoints {
-        let allow = endpoint
-            .methods
-            .iter()
-            .map(Method::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
         let path = endpoint.path.clone();
         let route = Arc::new(Route {
-            allow: HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("POST")),
             endpoint,
             flow,
             work: work.clone(),
         });
+        // `/items/{id}` and `/items/{key}` are one path to the router; each flow reads the
+        // parameters by its own names.
+        match paths
+            .iter_mut()
+            .find(|(p, _)| route_shape(p) == route_shape(&path))
+        {
+            Some((_, routes)) => routes.push(route),
+            None => paths.push((path, vec![route])),
+        }
+    }
+    let mut router = Router::new();
+    for (path, routes) in paths {
+        let mut allow: Vec<&Method> = routes.iter().flat_map(|r| &r.endpoint.methods).collect();
+        if allow.contains(&&Method::GET) && !allow.contains(&&Method::HEAD) {
+            allow.push(&Method::HEAD);
+        }
+        let allow = allow
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let served = Arc::new(Path {
+            allow: HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("POST")),
+            routes,
+        });
         router = router.route(
             &path,
-            any(move |request: Request<Body>| handle(route.clone(), request)),
+            any(move |request: Request<Body>| handle(served.clone(), request)),
         );
     }
-    router.fallback(|| async { error(StatusCode::NOT_FOUND, "no flow listens on this path", None) })
+    router.fallback(|| async {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "No flow listens on this path",
+        )
+        .into_response()
+    })
 }
 
 /// Serves every endpoint that shares one address until `shutdown`, then finishes the requests
@@ -367,25 +562,25 @@ pub async fn serve_table(
     Ok(())
 }
 
-fn error(status: StatusCode, message: &str, id: Option<&str>) -> Response {
-    let mut body = serde_json::json!({ "error": message });
-    if let Some(id) = id {
-        body["id"] = id.into();
-    }
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
 async fn handle<P: Processor, O: Output>(
-    route: Arc<Route<P, O>>,
+    path: Arc<Path<P, O>>,
     request: Request<Body>,
 ) -> Response {
+    let Some(route) = path.route(request.method()) else {
+        let mut response = Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "This method is not allowed here",
+        )
+        .detail(format!("method {} is not allowed here", request.method()))
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, path.allow.clone());
+        return response;
+    };
     let mut signature = None;
-    let response = answer(&route, request, &mut signature).await;
+    let response = answer(route, request, &mut signature).await;
     // A signature counts as used once its request was accepted: a sender retrying after a
     // failure (GitHub and Shopify resend the same signature) is not taken for a replay.
     if let Some(signature) = signature
@@ -403,17 +598,6 @@ async fn answer<P: Processor, O: Output>(
 ) -> Response {
     let route = route.clone();
     let endpoint = &route.endpoint;
-    if !endpoint.methods.contains(request.method()) {
-        let mut response = error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &format!("method {} is not allowed here", request.method()),
-            None,
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, route.allow.clone());
-        return response;
-    }
     let claims = match &endpoint.auth {
         Some(auth) => match auth
             .check_head(request.headers(), request.uri().query())
@@ -425,14 +609,16 @@ async fn answer<P: Processor, O: Output>(
         None => None,
     };
     let too_large = || {
-        error(
+        Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &format!(
-                "body is larger than max_body_size ({} bytes)",
-                endpoint.max_body_size
-            ),
-            None,
+            "payload-too-large",
+            "The body is larger than this endpoint accepts",
         )
+        .detail(format!(
+            "body is larger than max_body_size ({} bytes)",
+            endpoint.max_body_size
+        ))
+        .into_response()
     };
     let declared = request
         .headers()
@@ -444,7 +630,8 @@ async fn answer<P: Processor, O: Output>(
     if route.flow.is_paused() {
         return retry_later(
             StatusCode::SERVICE_UNAVAILABLE,
-            "flow is paused; retry later",
+            "flow-paused",
+            "The flow is paused; retry later",
         );
     }
     // Durable flows are bounded by their store queue (a place is reserved before the body is
@@ -454,7 +641,8 @@ async fn answer<P: Processor, O: Output>(
         Some(None) => {
             return retry_later(
                 StatusCode::TOO_MANY_REQUESTS,
-                "flow queue is full (max_queued / max_queued_bytes); retry later",
+                "queue-full",
+                "The flow's queue is full; retry later",
             );
         }
         Some(Some(reservation)) => Some(reservation),
@@ -463,10 +651,28 @@ async fn answer<P: Processor, O: Output>(
     let Some(admission) = route.flow.try_admit() else {
         return retry_later(
             StatusCode::SERVICE_UNAVAILABLE,
-            "flow is at its concurrency limit; retry later",
+            "overloaded",
+            "The flow is at its concurrency limit; retry later",
         );
     };
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    let params = match axum::extract::RawPathParams::from_request_parts(&mut parts, &()).await {
+        Ok(params) => endpoint
+            .params
+            .iter()
+            .zip(params.iter())
+            .map(|(name, (_, value))| (name.clone(), value.to_string()))
+            .collect::<Vec<_>>(),
+        Err(e) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-path",
+                "The path's parameters could not be read",
+            )
+            .detail(e.body_text())
+            .into_response();
+        }
+    };
     let read = tokio::time::timeout(
         endpoint.read_timeout,
         Limited::new(body, endpoint.max_body_size).collect(),
@@ -474,11 +680,12 @@ async fn answer<P: Processor, O: Output>(
     .await;
     let bytes = match read {
         Err(_) => {
-            return error(
+            return Problem::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "body not received within read_timeout",
-                None,
-            );
+                "body-timeout",
+                "The body was not received within read_timeout",
+            )
+            .into_response();
         }
         Ok(Err(e))
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -487,11 +694,13 @@ async fn answer<P: Processor, O: Output>(
             return too_large();
         }
         Ok(Err(e)) => {
-            return error(
+            return Problem::new(
                 StatusCode::BAD_REQUEST,
-                &format!("could not read body: {e}"),
-                None,
-            );
+                "unreadable-body",
+                "The body could not be read",
+            )
+            .detail(e.to_string())
+            .into_response();
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
@@ -511,14 +720,17 @@ async fn answer<P: Processor, O: Output>(
                 Ok(Begin::First(ticket)) => Some(ticket),
                 Ok(Begin::Answer(answer)) => return answer,
                 Err(e @ idempotency::IdempotencyError::BadKey { .. }) => {
-                    return error(StatusCode::BAD_REQUEST, &e.to_string(), None);
+                    return Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid-idempotency-key",
+                        "The Idempotency-Key is not valid",
+                    )
+                    .detail(e.to_string())
+                    .into_response();
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "idempotency key lookup failed; the caller was answered 503");
-                    return retry_later(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the store is unavailable; retry later",
-                    );
+                    return store_unavailable();
                 }
             }
         }
@@ -528,11 +740,29 @@ async fn answer<P: Processor, O: Output>(
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let value = match body::decode(content_type, bytes) {
+    // A request without a body (a `GET`, a `DELETE`) is an empty message: what it asks is in
+    // `%http`.
+    let bodiless = bytes.is_empty()
+        && matches!(
+            parts.method,
+            Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
+        );
+    let decoded = if bodiless {
+        Ok(empty_object())
+    } else {
+        body::decode(content_type, bytes)
+    };
+    let value = match decoded {
         Ok(v) => v,
         Err(message) => {
             route.flow.count_rejected();
-            let refused = error(StatusCode::BAD_REQUEST, &message, None);
+            let refused = Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-body",
+                "The body does not parse as its content type says",
+            )
+            .detail(message)
+            .into_response();
             return match ticket {
                 Some(ticket) => ticket.finish(refused).await,
                 None => refused,
@@ -541,7 +771,7 @@ async fn answer<P: Processor, O: Output>(
     };
     let mut message = Message::new(value);
     if route.flow.reads_metadata() {
-        message.metadata = metadata(&parts, endpoint.auth.as_deref(), claims);
+        message.metadata = metadata(&parts, &params, endpoint.auth.as_deref(), claims);
     }
     message.traceparent = parts
         .headers
@@ -568,7 +798,12 @@ async fn answer<P: Processor, O: Output>(
     });
     handed.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "a request's task failed");
-        error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", None)
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+        )
+        .into_response()
     })
 }
 
@@ -581,9 +816,22 @@ fn unauthorized<P: Processor, O: Output>(
 ) -> Response {
     tracing::warn!(flow = %route.flow.name, reason = refused.reason, "request refused by auth");
     if refused.status != StatusCode::UNAUTHORIZED {
-        return retry_later(refused.status, refused.reason);
+        return Problem::new(
+            refused.status,
+            "auth-unavailable",
+            "The request's credentials cannot be checked now; retry later",
+        )
+        .detail(refused.reason)
+        .retry_after(Duration::from_secs(1))
+        .into_response();
     }
-    let mut response = error(refused.status, refused.reason, None);
+    let mut response = Problem::new(
+        refused.status,
+        "unauthorized",
+        "The request did not prove who sent it",
+    )
+    .detail(refused.reason)
+    .into_response();
     let challenge = match auth {
         auth::Auth::Basic(_) => Some("Basic realm=\"weft\""),
         auth::Auth::Jwt(_) => Some("Bearer realm=\"weft\""),
@@ -598,12 +846,18 @@ fn unauthorized<P: Processor, O: Output>(
     response
 }
 
-fn retry_later(status: StatusCode, message: &str) -> Response {
-    let mut response = error(status, message, None);
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+fn retry_later(status: StatusCode, kind: &'static str, title: &'static str) -> Response {
+    Problem::new(status, kind, title)
+        .retry_after(Duration::from_secs(1))
+        .into_response()
+}
+
+fn store_unavailable() -> Response {
+    retry_later(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store-unavailable",
+        "The store is unavailable; retry later",
+    )
 }
 
 /// Hands the message to the flow and answers the caller: once it is stored (durable), or once
@@ -631,7 +885,14 @@ async fn respond<P: Processor, O: Output>(
             }
             Err(e @ AcceptError::OrderKey(_)) => {
                 route.flow.count_rejected();
-                error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string(), None)
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-message",
+                    "The message was refused by the flow",
+                )
+                .detail(e.to_string())
+                .id(&id)
+                .into_response()
             }
             Err(e) => {
                 if e.is_outage() {
@@ -639,10 +900,7 @@ async fn respond<P: Processor, O: Output>(
                 } else {
                     tracing::error!(%id, error = %e, "could not store the message; the caller was answered 503");
                 }
-                retry_later(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the store is unavailable; retry later",
-                )
+                store_unavailable()
             }
         };
     }
@@ -660,35 +918,167 @@ async fn respond<P: Processor, O: Output>(
                     messages.into_iter().map(|m| m.value).collect(),
                 )),
             };
-            let content_type = if m.is_json() {
+            reply(m, &id)
+        }
+        (Ok(Processed::Filtered), ResponseMode::Pipeline) => StatusCode::NO_CONTENT.into_response(),
+        (Err(e), _) => failed(&e, &id, endpoint.errors == Errors::Detailed),
+    }
+}
+
+/// The answer to a message that failed in the flow; the log line has the whole reason.
+fn failed(e: &FlowError, id: &str, detailed: bool) -> Response {
+    let (component, reason, fault) = match e {
+        FlowError::Busy {
+            component, reason, ..
+        } => {
+            let problem = Problem::new(
+                StatusCode::CONFLICT,
+                "in-progress",
+                "A message with the same key is still being delivered; retry later",
+            )
+            .id(id)
+            .retry_after(Duration::from_secs(1));
+            let problem = if detailed {
+                problem.detail(reason.as_str()).component(component)
+            } else {
+                problem
+            };
+            return problem.into_response();
+        }
+        FlowError::Processing {
+            component,
+            reason,
+            fault,
+            ..
+        }
+        | FlowError::Delivery {
+            component,
+            reason,
+            fault,
+            ..
+        } => (component, reason, *fault),
+    };
+    let problem = Problem::failed(fault, reason, component, detailed).id(id);
+    match fault {
+        crate::core::Fault::Invalid => {
+            tracing::warn!(%id, error = %e, "message failed in the pipeline; the caller was answered 422");
+        }
+        _ => tracing::error!(%id, error = %e, "message failed; the caller was answered 502 or 503"),
+    }
+    problem.into_response()
+}
+
+/// The pipeline's answer: `%response.status` and `%response.headers` as the flow set them, the
+/// message as the body, encoded as its `Content-Type` says (XML, JSON; a string as it is).
+fn reply(message: Message, id: &str) -> Response {
+    let invalid = |why: String| {
+        tracing::error!(%id, "the flow's %response is not an answer: {why}; the caller was answered 500");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "invalid-response",
+            "The flow set an answer that cannot be sent",
+        )
+        .id(id)
+        .into_response()
+    };
+    let set = match &message.metadata {
+        Value::Object(meta) => meta.get("response"),
+        _ => None,
+    };
+    let mut status = StatusCode::OK;
+    let mut headers = http::HeaderMap::new();
+    if let Some(set) = set {
+        let Value::Object(set) = set else {
+            return invalid("`%response` must be an object".into());
+        };
+        match set.get("status") {
+            None | Some(Value::Null) => {}
+            Some(Value::Integer(n)) => match u16::try_from(*n)
+                .ok()
+                .filter(|n| (200..=599).contains(n))
+                .and_then(|n| StatusCode::from_u16(n).ok())
+            {
+                Some(s) => status = s,
+                None => return invalid(format!("`%response.status` {n} is not 200 to 599")),
+            },
+            Some(other) => {
+                return invalid(format!(
+                    "`%response.status` must be an integer, not {}",
+                    other.kind_str()
+                ));
+            }
+        }
+        match set.get("headers") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(set)) => {
+                for (name, value) in set {
+                    let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) else {
+                        return invalid(format!("`{name}` is not a header name"));
+                    };
+                    // What the server itself frames the answer with is not the flow's to set.
+                    if matches!(
+                        name,
+                        header::CONTENT_LENGTH | header::TRANSFER_ENCODING | header::CONNECTION
+                    ) {
+                        continue;
+                    }
+                    let values = match value {
+                        Value::Array(items) => items.iter().collect(),
+                        one => vec![one],
+                    };
+                    for value in values {
+                        let text = match value {
+                            Value::Bytes(b) => HeaderValue::from_maybe_shared(b.clone()),
+                            Value::Integer(n) => Ok(HeaderValue::from(*n)),
+                            other => HeaderValue::from_str(&crate::core::mapping::to_text(other)),
+                        };
+                        match text {
+                            Ok(v) => {
+                                headers.append(name.clone(), v);
+                            }
+                            Err(_) => {
+                                return invalid(format!(
+                                    "the value of header `{name}` is not valid in a header"
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            Some(_) => return invalid("`%response.headers` must be an object".into()),
+        }
+    }
+    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        let mut response = status.into_response();
+        *response.headers_mut() = headers;
+        return response;
+    }
+    let declared = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = match (&declared, message.is_json()) {
+        (Some(declared), true) if body::kind(Some(declared)) == body::Kind::Xml => {
+            match crate::core::xml::write(&message.value) {
+                Ok(xml) => Bytes::from(xml),
+                Err(e) => return invalid(format!("the message cannot be written as XML: {e}")),
+            }
+        }
+        _ => message.body(),
+    };
+    if declared.is_none() {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(if message.is_json() {
                 "application/json"
             } else {
                 "text/plain; charset=utf-8"
-            };
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, content_type)],
-                m.body(),
-            )
-                .into_response()
-        }
-        (Ok(Processed::Filtered), ResponseMode::Pipeline) => StatusCode::NO_CONTENT.into_response(),
-        (Err(e @ FlowError::Processing { .. }), _) => {
-            tracing::warn!(%id, error = %e, "message failed in the pipeline");
-            error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string(), Some(&id))
-        }
-        (Err(e @ FlowError::Busy { .. }), _) => {
-            let mut answer = error(StatusCode::CONFLICT, &e.to_string(), Some(&id));
-            answer
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            answer
-        }
-        (Err(e @ FlowError::Delivery { .. }), _) => {
-            tracing::error!(%id, error = %e, "delivery failed; the caller was answered 502");
-            error(StatusCode::BAD_GATEWAY, &e.to_string(), Some(&id))
-        }
+            }),
+        );
     }
+    let mut response = (status, body).into_response();
+    response.headers_mut().extend(headers);
+    response
 }
 
 fn ack(id: &str, filtered: bool) -> Response {
@@ -708,6 +1098,7 @@ fn ack(id: &str, filtered: bool) -> Response {
 /// `%http`; the credential `auth` checked (its header or query parameter) is left out.
 fn metadata(
     parts: &http::request::Parts,
+    params: &[(String, String)],
     auth: Option<&auth::Auth>,
     claims: Option<Value>,
 ) -> Value {
@@ -733,6 +1124,16 @@ fn metadata(
         None => query.to_string(),
     };
     insert(&mut http, "query", Value::from(query));
+    insert(
+        &mut http,
+        "params",
+        Value::Object(
+            params
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), Value::from(v.as_str())))
+                .collect(),
+        ),
+    );
     insert(
         &mut http,
         "headers",
@@ -763,17 +1164,33 @@ mod tests {
             auth: None,
             tls: None,
             limits: Limits::default(),
+            errors: Errors::Brief,
         }
     }
 
     #[test]
     fn paths_the_router_would_reject_are_config_errors() {
-        assert!(
-            config("/hooks/orders")
-                .build(&Shared::default(), &Resources::default())
-                .is_ok()
-        );
-        for bad in ["/hooks/{id}", "/hooks/:id", "/files/*rest", "hooks"] {
+        for good in [
+            "/hooks/orders",
+            "/customers/{id}",
+            "/files/{*rest}",
+            "/v{version}/items",
+        ] {
+            assert!(
+                config(good)
+                    .build(&Shared::default(), &Resources::default())
+                    .is_ok(),
+                "{good}"
+            );
+        }
+        for bad in [
+            "/hooks/:id",
+            "/files/*rest",
+            "hooks",
+            "/files/{*rest}/more",
+            "/{a}-{b}",
+            "/x/{id",
+        ] {
             assert!(
                 config(bad)
                     .build(&Shared::default(), &Resources::default())
@@ -781,5 +1198,29 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn overlapping_routes_are_found() {
+        let (get, post) = ([Method::GET], [Method::POST]);
+        let routes = [
+            ("/items/{id}", &get[..], "read"),
+            ("/items/{key}", &post[..], "write"),
+            ("/items/new", &get[..], "form"),
+            ("/items/{name}", &get[..], "again"),
+            ("/items/{*rest}", &get[..], "files"),
+        ];
+        let found = route_conflicts(&routes);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].0, 3);
+        assert!(
+            found[0]
+                .1
+                .contains("flow `read` already serves GET /items/{id}"),
+            "{found:?}"
+        );
+        // A wildcard beside a parameter: the router cannot choose between them.
+        assert_eq!(found[1].0, 4);
+        assert!(found[1].1.contains("overlaps flow `read`"), "{found:?}");
     }
 }
