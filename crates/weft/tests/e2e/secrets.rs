@@ -1,8 +1,9 @@
 //! No secret leaves weft: flows use secrets from the environment and from files (`${file:}`)
-//! in every place a config can hold one, errors are forced around each of them (refused
-//! callers, failing receivers, a dead token endpoint, a dead database, a dead proxy, a bad
-//! config), and nothing weft printed (debug logs included) or served (responses, metrics,
-//! health, the DLQ API) contains any secret's value.
+//! in every place a config can hold one (URLs of every component included: userinfo, query),
+//! errors are forced around each of them (refused callers, failing receivers, a dead token
+//! endpoint, a dead database, a dead proxy, brokers refusing a password, a bad config), and
+//! nothing weft printed (trace logs of every library included), served (responses, metrics,
+//! health, the DLQ API) or stored contains any secret's value.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -43,13 +44,36 @@ async fn no_secret_appears_in_anything_weft_prints_or_serves() {
         ("SECRET_USER", secret("userpw")),
         ("SECRET_PROXY", secret("proxy")),
         ("SECRET_HEADER", secret("header")),
+        ("SECRET_URL_PW", secret("urlpw")),
+        ("SECRET_URL_Q", secret("urlquery")),
+        ("SECRET_NATS", secret("natspw")),
+        ("SECRET_REDIS", secret("redispw")),
+        ("SECRET_AMQP", secret("amqppw")),
+        ("SECRET_MQTT", secret("mqttpw")),
     ];
+    // Every broker's URL with a password the broker does not expect: each connection fails and
+    // says so.
+    let with_password = |var: &str, default: &str, name: &str| {
+        std::env::var(var)
+            .unwrap_or_else(|_| default.into())
+            .replacen("://", &format!("://weft:${{{name}}}@"), 1)
+    };
+    let redis = with_password("WEFT_REDIS_URL", "redis://127.0.0.1:6379", "SECRET_REDIS");
+    let amqp = with_password("WEFT_AMQP_URL", "amqp://127.0.0.1:5672", "SECRET_AMQP");
+    let mqtt = with_password("WEFT_MQTT_URL", "mqtt://127.0.0.1:1883", "SECRET_MQTT");
+    let nats = std::env::var("WEFT_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let nats = nats.replacen("://", "://weft:${SECRET_NATS}@", 1);
     let file_secrets = [("admin_token", secret("admin")), ("jwt", secret("jwt"))];
     for (name, value) in &file_secrets {
         std::fs::write(dir.join(name), format!("{value}\n")).unwrap();
     }
     let d = dir.display();
     let out = receiver.url("/in");
+    // Credentials inside URLs: a password and a query value, both from the environment.
+    let linked = format!(
+        "{}?page=1&api_key=${{SECRET_URL_Q}}",
+        out.replacen("://", "://weft:${SECRET_URL_PW}@", 1)
+    );
     let config = format!(
         r#"admin: {{ token: "${{file:{d}/admin_token}}" }}
 resources:
@@ -92,12 +116,43 @@ flows:
         auth: custom
         client: {{ proxy: "http://weft:${{SECRET_PROXY}}@127.0.0.1:{dead}" }}
         retry: {{ max_attempts: 1 }}
+  linked:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}", path: /linked, errors: detailed }}
+    output:
+      http_client: {{ url: "{linked}", retry: {{ max_attempts: 1 }} }}
+  linked_durable:
+    delivery: durable
+    input:
+      http_server: {{ address: "127.0.0.1:{port}", path: /linked_durable }}
+    output:
+      http_client: {{ url: "{linked}", retry: {{ max_attempts: 1 }} }}
+  natted:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}", path: /natted, errors: detailed }}
+    output:
+      nats: {{ url: "{nats}", subject: weft.secrets.test }}
+  redis:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}", path: /redis, errors: detailed }}
+    output:
+      redis_list: {{ url: "{redis}", list: weft_secrets_test, retry: {{ max_attempts: 1 }} }}
+  amqp:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}", path: /amqp, errors: detailed }}
+    output:
+      amqp: {{ url: "{amqp}", exchange: "", routing_key: weft_secrets_test, retry: {{ max_attempts: 1 }} }}
+  mqtt:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}", path: /mqtt, errors: detailed }}
+    output:
+      mqtt: {{ url: "{mqtt}", topic: weft/secrets/test, retry: {{ max_attempts: 1 }} }}
 "#
     );
     let env: Vec<(&str, &str)> = env_secrets
         .iter()
         .map(|(k, v)| (*k, v.as_str()))
-        .chain([("WEFT_LOG", "debug")])
+        .chain([("WEFT_LOG", "trace")])
         .collect();
     // The admin endpoint wants its token, so readiness is read from the log.
     let mut weft = Weft::spawn_in(dir.clone(), &config, &env, Stdio::null());
@@ -199,10 +254,21 @@ flows:
         .await,
     );
     served.push(exchange(Method::POST, url("proxied"), vec![]).await);
+    served.push(exchange(Method::POST, url("linked"), vec![]).await);
     assert!(
         served[5..].iter().all(|s| !s.starts_with("200")),
         "every direct delivery was meant to fail: {served:#?}"
     );
+    let linked_answer = served.last().unwrap().clone();
+    assert!(
+        linked_answer.contains("weft:[redacted]@127.0.0.1")
+            && linked_answer.contains("page=1&api_key=[redacted]"),
+        "a detailed answer shows the URL without its credentials: {linked_answer}"
+    );
+    served.push(exchange(Method::POST, url("linked_durable"), vec![]).await);
+    for path in ["natted", "redis", "amqp", "mqtt"] {
+        served.push(exchange(Method::POST, url(path), vec![]).await);
+    }
 
     // What the admin endpoint serves, with and without its token.
     let admin = format!("http://{}", weft.admin);
@@ -231,6 +297,20 @@ flows:
     }
     let dlq = served.last().unwrap().clone();
     assert!(dlq.starts_with("200"), "{dlq}");
+    let dlq_url = format!("{admin}/api/v1/flows/linked_durable/dlq");
+    let mut linked_dlq = String::new();
+    for _ in 0..100 {
+        linked_dlq = exchange(Method::GET, dlq_url.clone(), bearer(admin_token)).await;
+        if linked_dlq.contains("answered 500") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        linked_dlq.contains("api_key=[redacted]"),
+        "the dead letter names the URL without its credentials: {linked_dlq}"
+    );
+    served.push(linked_dlq);
     assert!(
         dlq.contains("answered 500"),
         "the DLQ holds the failure: {dlq}"
@@ -241,7 +321,12 @@ flows:
     let bad = config
         .replace(r#"keys: ["${SECRET_KEY}"]"#, r#"keys: "${SECRET_KEY}""#)
         .replace("preset: github", "preset: gitlab")
-        .replace("postgres://weft:", "postgrs://weft:");
+        .replace("postgres://weft:", "postgrs://weft:")
+        .replacen(
+            &format!("url: \"{linked}\""),
+            &format!("url: \"htp{}\"", &linked[4..]),
+            1,
+        );
     assert_ne!(bad, config);
     std::fs::write(dir.join("bad.yaml"), bad).unwrap();
     let check = std::process::Command::new(weft_bin())
@@ -252,7 +337,11 @@ flows:
         .unwrap();
     // The three, and the flow naming the database that no longer builds.
     let check_errors = String::from_utf8_lossy(&check.stderr);
-    assert_eq!(check_errors.matches("error: ").count(), 4, "{check_errors}");
+    assert_eq!(check_errors.matches("error: ").count(), 5, "{check_errors}");
+    assert!(
+        check_errors.contains("invalid URL `htp://weft:[redacted]@"),
+        "{check_errors}"
+    );
     served.push(String::from_utf8_lossy(&check.stderr).into_owned());
     served.push(String::from_utf8_lossy(&check.stdout).into_owned());
 
@@ -264,7 +353,14 @@ flows:
         printed.contains("answered 500") && printed.contains("DEBUG"),
         "the failures were logged, at debug level: {printed}"
     );
-    let everything = format!("{printed}\n{}", served.join("\n"));
+    // And what weft stored: the dead letters' reasons and their history.
+    let mut stored = String::new();
+    for entry in std::fs::read_dir(dir.join("data")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        stored.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    assert!(stored.contains("answered 500"), "the store was read");
+    let everything = format!("{printed}\n{}\n{stored}", served.join("\n"));
     for (name, value) in env_secrets.iter().chain(file_secrets.iter()) {
         assert!(
             !everything.contains(value.as_str()),
