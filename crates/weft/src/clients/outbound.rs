@@ -7,7 +7,9 @@
 //! address it checked, so a second lookup cannot give another). Cloud metadata and host
 //! service addresses (link-local 169.254.0.0/16 and fe80::/10, fd00:ec2::/32,
 //! 100.100.100.200, 168.63.129.16, 192.0.0.192) are denied unless `allow_metadata: true`;
-//! "this host" (0.0.0.0/8, `::`) always is. An IPv6 form of an IPv4 address (mapped,
+//! "this host" (0.0.0.0/8, `::`) always is, and so is weft's own admin endpoint (its address
+//! and port in any spelling; every address on its port when it listens on all of them), so a
+//! URL from a message cannot read or pause flows through the admin API. An IPv6 form of an IPv4 address (mapped,
 //! compatible, NAT64, 6to4) is checked as that address too. With an `allow` list, only what it
 //! names is reached; `deny` wins over `allow`. Entries are host names (`api.example.com`),
 //! wildcards (`*.example.com`) or addresses and CIDR blocks (`10.0.0.0/8`, `::1`). Behind a
@@ -268,6 +270,44 @@ impl Outbound {
     }
 }
 
+/// weft's own admin endpoint, denied whatever the rules say (one per process).
+static OWN: RwLock<Option<SocketAddr>> = RwLock::new(None);
+
+/// Denies `address`, where weft's admin endpoint listens, to every client from now on.
+pub fn deny_own(address: SocketAddr) {
+    *OWN.write().unwrap_or_else(|e| e.into_inner()) = Some(address);
+}
+
+/// Whether connecting to `target` reaches weft's own admin endpoint.
+fn is_own(target: SocketAddr) -> bool {
+    let Some(own) = *OWN.read().unwrap_or_else(|e| e.into_inner()) else {
+        return false;
+    };
+    if target.port() != own.port() {
+        return false;
+    }
+    // Listening on every address: each of the host's addresses reaches it, and which those are
+    // is not known here.
+    own.ip().is_unspecified() || {
+        let mine = forms(own.ip());
+        forms(target.ip()).iter().any(|ip| mine.contains(ip))
+    }
+}
+
+/// Whether `host` (a name, not checked by address: behind a proxy) names this machine on the
+/// admin endpoint's port.
+fn names_own(host: &str, port: u16) -> bool {
+    let own = *OWN.read().unwrap_or_else(|e| e.into_inner());
+    own.is_some_and(|own| {
+        own.port() == port
+            && (own.ip().is_loopback() || own.ip().is_unspecified())
+            && matches!(
+                host.trim_end_matches('.').to_ascii_lowercase().as_str(),
+                "localhost" | "localhost.localdomain"
+            )
+    })
+}
+
 /// The rules in force, shared by every client; replaced when a config is loaded.
 #[derive(Clone, Default)]
 pub struct Guard(Arc<RwLock<Arc<Outbound>>>);
@@ -341,6 +381,15 @@ where
             }
             let bare = host.trim_matches(['[', ']']);
             let literal = literal_address(bare);
+            let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+                Some("https") => 443,
+                _ => 80,
+            });
+            let own = || Denied(format!("`{host}:{port}` (weft's own admin endpoint)"));
+            if literal.is_some_and(|ip| is_own(SocketAddr::new(ip, port))) || names_own(bare, port)
+            {
+                return Err(own().into());
+            }
             if !resolve {
                 if !rules.permits(bare, literal) {
                     return Err(Denied(format!("`{host}`")).into());
@@ -350,10 +399,6 @@ where
                     .map_err(Into::into)?;
                 return inner.call(uri).await.map_err(Into::into);
             }
-            let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-                Some("https") => 443,
-                _ => 80,
-            });
             // An address is connected to as read here, never handed to another parser.
             let addresses: Vec<SocketAddr> = match literal {
                 Some(ip) => vec![SocketAddr::new(ip, port)],
@@ -362,6 +407,9 @@ where
                     .map_err(|e| format!("could not resolve `{host}`: {e}"))?
                     .collect(),
             };
+            if addresses.iter().any(|a| is_own(*a)) {
+                return Err(own().into());
+            }
             let permitted: Vec<SocketAddr> = addresses
                 .iter()
                 .copied()

@@ -266,6 +266,8 @@ pub async fn run(
         summary: Summary::default(),
     };
     engine.open_store(&loaded).await?;
+    // No URL a message builds may reach the admin API, from the first delivery on.
+    crate::clients::outbound::deny_own(admin_address);
     // Every listener is bound before the admin endpoint answers, so `/health` means "ready".
     let mut built = Vec::new();
     for spec in loaded.flows {
@@ -284,6 +286,9 @@ pub async fn run(
             what: "admin endpoint".into(),
             source,
         })?;
+    if let Ok(bound) = admin.local_addr() {
+        crate::clients::outbound::deny_own(bound);
+    }
     let admin_stop = CancellationToken::new();
     // Histogram samples pile up in memory until folded in; fold them whether or not anyone scrapes.
     tokio::spawn({

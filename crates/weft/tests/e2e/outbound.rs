@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
+use http::Method;
 
 use crate::support::*;
 
@@ -74,4 +75,45 @@ flows:
         );
     }
     assert!(receiver.seen().is_empty(), "a denied address was reached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_built_url_never_reaches_the_admin_endpoint_in_any_spelling() {
+    let port = free_port();
+    // No outbound rules at all: the admin endpoint is denied anyway.
+    let weft = Weft::start(&format!(
+        r#"flows:
+  callbacks:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
+    output:
+      http_client: {{ url: "{{{{ .url }}}}", retry: {{ max_attempts: 1 }} }}
+"#
+    ))
+    .await;
+    let admin = weft.admin.port();
+    let pause = "/api/v1/flows/callbacks/pause";
+    for host in [
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        "127.1".to_string(),
+        "0x7f000001".to_string(),
+        "2130706433".to_string(),
+        "0177.0.0.1".to_string(),
+        "[::ffff:127.0.0.1]".to_string(),
+        "LOCALHOST.".to_string(),
+    ] {
+        let url = format!("http://{host}:{admin}{pause}");
+        let (status, _, text) = post_json(
+            &format!("http://127.0.0.1:{port}/"),
+            &format!(r#"{{"url": "{url}"}}"#),
+        )
+        .await;
+        assert_eq!(status, 502, "{url}: {text}");
+        assert!(text.contains("own admin endpoint"), "{url}: {text}");
+    }
+    let (_, flow) = weft
+        .admin_json(Method::GET, "/api/v1/flows/callbacks")
+        .await;
+    assert_eq!(flow["state"], "running", "{flow}");
 }
