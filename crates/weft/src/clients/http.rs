@@ -60,14 +60,7 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// the URL, which may hold a password.
 fn tunnel(proxy: &str, connect: HttpConnector) -> Result<Tunnel<HttpConnector>, String> {
     let url = url::Url::parse(proxy).map_err(|e| format!("the proxy URL does not parse: {e}"))?;
-    if url.scheme() != "http" || url.host_str().is_none() {
-        return Err("the proxy must be `http://host:port` (CONNECT tunnels to any target)".into());
-    }
-    let port = url.port_or_known_default().unwrap_or(80);
-    let target: Uri = format!("http://{}:{port}", url.host_str().unwrap_or_default())
-        .parse()
-        .map_err(|_| "the proxy host is not valid".to_string())?;
-    let mut tunnel = Tunnel::new(target, connect);
+    let mut tunnel = Tunnel::new(proxy_address(&url)?, connect);
     if !url.username().is_empty() {
         let user = percent_decode(url.username());
         let password = percent_decode(url.password().unwrap_or(""));
@@ -78,6 +71,18 @@ fn tunnel(proxy: &str, connect: HttpConnector) -> Result<Tunnel<HttpConnector>, 
         tunnel = tunnel.with_auth(value);
     }
     Ok(tunnel)
+}
+
+/// Where the proxy itself listens: its port, or its scheme's (80 for `http://`), whatever the
+/// targets' scheme.
+fn proxy_address(url: &url::Url) -> Result<Uri, String> {
+    if url.scheme() != "http" || url.host_str().is_none() {
+        return Err("the proxy must be `http://host:port` (CONNECT tunnels to any target)".into());
+    }
+    let port = url.port_or_known_default().unwrap_or(80);
+    format!("http://{}:{port}", url.host_str().unwrap_or_default())
+        .parse()
+        .map_err(|_| "the proxy host is not valid".to_string())
 }
 
 fn percent_decode(text: &str) -> String {
@@ -395,5 +400,24 @@ impl HttpClient {
             parts.extensions.insert(Truncated);
         }
         Ok(Response::from_parts(parts, kept.freeze()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proxy_without_a_port_is_reached_on_its_schemes_port() {
+        let address = |text: &str| proxy_address(&url::Url::parse(text).unwrap());
+        assert_eq!(
+            address("http://proxy.internal").unwrap().to_string(),
+            "http://proxy.internal:80/"
+        );
+        assert_eq!(
+            address("http://u:p@[::1]:3128").unwrap().to_string(),
+            "http://[::1]:3128/"
+        );
+        assert!(address("https://proxy.internal").is_err());
     }
 }

@@ -4,6 +4,7 @@
 //! keep-alive connection is closed) and the time an answer may wait for a client that stopped
 //! reading it. Request bodies are limited by their handlers.
 
+pub mod problem;
 pub mod tls;
 
 use std::future::Future;
@@ -14,8 +15,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
@@ -294,11 +296,52 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
     }
 }
 
+/// Why an HTTP/1.1 request's `Host` is refused (400): missing, sent twice, or not a host and
+/// port (RFC 9112 §3.2). HTTP/1.0 may leave it out.
+fn host_refusal<B>(request: &http::Request<B>) -> Option<Response> {
+    if request.version() != http::Version::HTTP_11 {
+        return None;
+    }
+    let mut hosts = request.headers().get_all(http::header::HOST).iter();
+    let why = match (hosts.next(), hosts.next()) {
+        (None, _) => "an HTTP/1.1 request needs a Host header",
+        (Some(_), Some(_)) => "the request has more than one Host header",
+        (Some(host), None) => {
+            let valid = host
+                .to_str()
+                .ok()
+                .and_then(|h| h.parse::<http::uri::Authority>().ok())
+                .is_some_and(|a| !a.host().is_empty() && !a.as_str().contains('@'));
+            if valid {
+                return None;
+            }
+            "the Host header is not a host and port"
+        }
+    };
+    Some(
+        problem::Problem::new(
+            http::StatusCode::BAD_REQUEST,
+            "invalid-host",
+            "The Host header is missing or not valid",
+        )
+        .detail(why)
+        .into_response(),
+    )
+}
+
 async fn connection<S>(stream: S, router: Router, limits: &Limits, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let service = TowerToHyperService::new(router);
+    let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+        let mut router = router.clone();
+        async move {
+            if let Some(refused) = host_refusal(&request) {
+                return Ok(refused);
+            }
+            tower_service::Service::call(&mut router, request).await
+        }
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

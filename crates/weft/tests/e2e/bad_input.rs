@@ -252,3 +252,52 @@ async fn hostile_requests_get_4xx_and_weft_keeps_every_accepted_message() {
     assert_eq!(receiver.seen().len(), accepted, "{}", weft.stderr());
     weft.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_1_request_without_one_valid_host_is_refused_400() {
+    let port = free_port();
+    let weft = Weft::start(&format!(
+        r#"flows:
+  hooks:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    output:
+      drop: {{}}
+"#
+    ))
+    .await;
+    let ask = |head: &'static str| async move {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let request = format!("{head}connection: close\r\ncontent-length: 2\r\n\r\n{{}}");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("answered")
+            .unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    for head in [
+        "POST / HTTP/1.1\r\n",
+        "POST / HTTP/1.1\r\nhost: a.example\r\nhost: b.example\r\n",
+        "POST / HTTP/1.1\r\nhost: a b\r\n",
+        "POST / HTTP/1.1\r\nhost: user@a.example\r\n",
+    ] {
+        let answer = ask(head).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
+        assert!(answer.contains("urn:weft:problem:invalid-host"), "{answer}");
+    }
+    for head in [
+        "POST / HTTP/1.1\r\nhost: 127.0.0.1:1\r\n",
+        "POST / HTTP/1.0\r\n",
+    ] {
+        let answer = ask(head).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+            "{head:?}: {answer} {}",
+            weft.stderr()
+        );
+    }
+}

@@ -33,7 +33,7 @@ use crate::config::BuildError;
 use crate::config::units::Dur;
 use crate::core::clock::now_ms;
 
-use super::problem::Problem;
+use crate::server::problem::Problem;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "IdempotencyConfig")]

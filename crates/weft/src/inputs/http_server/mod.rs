@@ -24,7 +24,7 @@
 //! flow. `tls` serves HTTPS (mutual TLS with `client_ca_file`) and `limits` bounds what a
 //! client may hold; see [`crate::server`].
 //!
-//! Every refusal and failure is `application/problem+json` (RFC 9457; see [`problem`]): `type`
+//! Every refusal and failure is `application/problem+json` (RFC 9457; see [`crate::server::problem`]): `type`
 //! `urn:weft:problem:<kind>`, `title`, `status`, `detail` where it is about the caller's own
 //! request, and the message `id`. What lies behind weft (an upstream's URL or answer, the
 //! failing step) is not told unless the endpoint says `errors: detailed`.
@@ -95,13 +95,12 @@ use crate::server::tls::{Tls, TlsConfig};
 pub mod auth;
 pub mod idempotency;
 pub mod jwt;
-pub mod problem;
 
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::core::feed::Feed;
+use crate::server::problem::Problem;
 use idempotency::{Begin, Idempotency};
-use problem::Problem;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "HttpServerInput")]
@@ -144,7 +143,7 @@ pub struct Config {
     pub limits: Limits,
     /// What a failure answer tells the caller: `brief` (default) says what was wrong with its
     /// own request and nothing of the systems behind weft; `detailed` adds the whole reason and
-    /// the failing step, for internal callers. See [`problem`].
+    /// the failing step, for internal callers. See [`crate::server::problem`].
     #[serde(default)]
     pub errors: Errors,
 }

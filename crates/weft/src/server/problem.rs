@@ -1,4 +1,5 @@
-//! Failure answers as `application/problem+json` (RFC 9457).
+//! Failure answers as `application/problem+json` (RFC 9457), of `http_server` and of the server
+//! loop itself.
 //!
 //! Every refusal and failure `http_server` answers has a stable `type`
 //! (`urn:weft:problem:<kind>`, listed in `docs/problems.md`), a `title` that names the kind, the
