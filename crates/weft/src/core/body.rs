@@ -13,6 +13,9 @@
 //!
 //! JSON nesting is bounded by serde_json (128 levels), XML nesting by [`super::xml::MAX_DEPTH`].
 //!
+//! A compressed body (`Content-Encoding: gzip`, `deflate`, `br`) is unpacked first
+//! ([`unpack`]), bounded by the size of what it unpacks to.
+//!
 //! And values → bodies, for components that send messages ([`Encoding`]): by the component's
 //! `format`, else by the `Content-Type` header it was given, else JSON (a string message as its
 //! raw text).
@@ -56,6 +59,57 @@ pub fn kind(content_type: Option<&str>) -> Kind {
         "multipart/form-data" => Kind::Multipart,
         _ => Kind::Text,
     }
+}
+
+/// Why a body's `Content-Encoding` could not be undone.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unpacked {
+    #[error("content encoding `{0}` is not supported (gzip, deflate, br)")]
+    Unsupported(String),
+    #[error("the decoded body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the {0} body does not decode: {1}")]
+    Corrupt(&'static str, String),
+}
+
+/// `body` with its `Content-Encoding` undone (`gzip, br`: the last applied first), never
+/// growing past `limit` bytes however small it was sent: a decompression bomb stops there.
+pub fn unpack(encoding: &str, body: Bytes, limit: usize) -> Result<Bytes, Unpacked> {
+    use std::io::Read;
+    let mut body = body;
+    for coding in encoding
+        .rsplit(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
+        let coding = coding.to_ascii_lowercase();
+        let (name, reader): (&'static str, Box<dyn Read + '_>) = match coding.as_str() {
+            "identity" => continue,
+            "gzip" | "x-gzip" => (
+                "gzip",
+                Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
+            ),
+            "deflate" => (
+                "deflate",
+                Box::new(flate2::read::ZlibDecoder::new(&body[..])),
+            ),
+            "br" => (
+                "br",
+                Box::new(brotli_decompressor::Decompressor::new(&body[..], 8 * 1024)),
+            ),
+            _ => return Err(Unpacked::Unsupported(coding)),
+        };
+        let mut out = Vec::new();
+        reader
+            .take(limit as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| Unpacked::Corrupt(name, e.to_string()))?;
+        if out.len() > limit {
+            return Err(Unpacked::TooLarge(limit));
+        }
+        body = Bytes::from(out);
+    }
+    Ok(body)
 }
 
 /// Decodes `body` as its content type says.
@@ -532,5 +586,52 @@ mod tests {
             .encode(&Value::from("<a/>"))
             .unwrap();
         assert_eq!(body, "<a/>");
+    }
+}
+
+#[cfg(test)]
+mod unpack_tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Bytes {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(data).unwrap();
+        Bytes::from(encoder.finish().unwrap())
+    }
+
+    #[test]
+    fn bodies_are_unpacked_within_the_limit() {
+        let json = br#"{"n": 1}"#;
+        assert_eq!(unpack("gzip", gzip(json), 100).unwrap(), &json[..]);
+        assert_eq!(
+            unpack("identity", Bytes::from_static(json), 100).unwrap(),
+            &json[..]
+        );
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        zlib.write_all(json).unwrap();
+        let twice = gzip(&zlib.finish().unwrap());
+        assert_eq!(unpack("deflate, gzip", twice, 100).unwrap(), &json[..]);
+        // `{"n": 1}` as Node's zlib.brotliCompressSync writes it.
+        let br = [139, 3, 128, 123, 34, 110, 34, 58, 32, 49, 125, 3];
+        assert_eq!(
+            unpack("br", Bytes::copy_from_slice(&br), 100).unwrap(),
+            &json[..]
+        );
+        // 10 MB of zeros in a few kilobytes: stopped at the limit.
+        let bomb = gzip(&vec![0u8; 10 << 20]);
+        assert!(bomb.len() < 20_000);
+        assert_eq!(
+            unpack("gzip", bomb, 1 << 20),
+            Err(Unpacked::TooLarge(1 << 20))
+        );
+        assert!(matches!(
+            unpack("zstd", Bytes::new(), 100),
+            Err(Unpacked::Unsupported(c)) if c == "zstd"
+        ));
+        assert!(matches!(
+            unpack("br", Bytes::from_static(b"not brotli"), 100),
+            Err(Unpacked::Corrupt("br", _))
+        ));
     }
 }

@@ -301,3 +301,100 @@ async fn an_http_1_1_request_without_one_valid_host_is_refused_400() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_bodies_are_unpacked_within_the_body_limit_and_bytes_stay_bytes() {
+    use std::io::Write;
+    let receiver = Receiver::start().await;
+    let (port, echo) = (free_port(), free_port());
+    let weft = Weft::start(&format!(
+        r#"flows:
+  hooks:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}", max_body_size: 64KiB }}
+    output:
+      http_client: {{ url: "{out}" }}
+  echo:
+    input:
+      http_server: {{ address: "127.0.0.1:{echo}", response: pipeline }}
+    output:
+      drop: {{}}
+"#,
+        out = receiver.url("/in")
+    ))
+    .await;
+    let gzip = |data: &[u8]| {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    };
+    let json = br#"{"order": 7}"#;
+    let packed = gzip(json);
+    let (status, answer) = send(
+        port,
+        "/",
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ],
+        &packed,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer} {}", weft.stderr());
+    assert_eq!(receiver.seen()[0].json(), serde_json::json!({"order": 7}));
+
+    // 16 MB of spaces (valid JSON padding) in about 16 KB, under the limit as sent: refused
+    // at the 64 KiB limit of what it unpacks to.
+    let bomb = gzip(&vec![b' '; 16 << 20]);
+    assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+    let (status, answer) = send(port, "/", &[("content-encoding", "gzip")], &bomb).await;
+    assert_eq!(status, 413, "{answer}");
+    let (status, answer) = send(port, "/", &[("content-encoding", "zstd")], json).await;
+    assert_eq!(status, 415, "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("accept-encoding: gzip, deflate, br"),
+        "{answer}"
+    );
+    let (status, answer) = send(port, "/", &[("content-encoding", "gzip")], json).await;
+    assert_eq!(status, 400, "not gzip at all: {answer}");
+    assert_eq!(receiver.seen().len(), 1, "nothing refused was delivered");
+
+    // Binary bodies are bytes, not text: echoed back exactly.
+    let binary = [0xff, 0x00, 0x80, b'a', 0xc3];
+    let (status, answer) = send_bytes(
+        echo,
+        &[("content-type", "application/octet-stream")],
+        &binary,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(answer.ends_with(&binary), "{answer:?}");
+    assert!(
+        String::from_utf8_lossy(&answer).contains("content-type: application/octet-stream"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+/// [`send`], with the answer as bytes.
+async fn send_bytes(port: u16, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut head = format!(
+        "POST / HTTP/1.1\r\nhost: weft\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let status = String::from_utf8_lossy(&answer[9..12]).parse().unwrap();
+    (status, answer)
+}

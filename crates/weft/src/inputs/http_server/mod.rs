@@ -31,13 +31,14 @@
 //!
 //! | status | kind | when |
 //! |---|---|---|
-//! | 400 | `invalid-body`, `unreadable-body`, `invalid-idempotency-key` | the body does not parse as its content type says (with the position) |
+//! | 400 | `invalid-body`, `unreadable-body`, `invalid-idempotency-key`, `invalid-host`, `invalid-path` | the body does not parse as its content type says (with the position), or does not unpack; an HTTP/1.1 request without one valid `Host` |
 //! | 401 | `unauthorized` | `auth` refused the request |
 //! | 404 | `not-found` | no flow serves the path |
 //! | 405 | `method-not-allowed` | no flow serves the method on the path (`Allow` lists those that do) |
 //! | 408 | `body-timeout` | the body did not arrive within `read_timeout` |
 //! | 409 | `in-progress`, `idempotency-key-in-use` | a message with the same dedupe or idempotency key is still being delivered (`Retry-After`) |
-//! | 413 | `payload-too-large` | over `max_body_size` |
+//! | 413 | `payload-too-large` | over `max_body_size`, as sent or once unpacked (a `Content-Encoding: gzip` bomb) |
+//! | 415 | `unsupported-encoding` | a `Content-Encoding` other than `gzip`, `deflate`, `br` (`Accept-Encoding` lists those) |
 //! | 422 | `invalid-message` | the pipeline refused the message: an `assert`'s own message, a program error on its data, a schema it does not fit |
 //! | 429 | `queue-full` | a durable flow's queue is full (`Retry-After`) |
 //! | 502 | `upstream-failed` | a system the flow calls refused or failed the message for good |
@@ -49,7 +50,9 @@
 //! Bodies by content type (`core::body`): JSON (also without a content type), forms (an object
 //! of strings; a "form" starting with `{` or `[` is JSON, as `curl -d` sends it), XML (DTDs
 //! refused), CSV (an array of records), multipart forms (fields; files as `{ filename,
-//! content_type, content }`) and anything else as a string.
+//! content_type, content }`) and anything else as a string (bytes, kept exactly: a binary body
+//! answered by `response: pipeline` goes back as `application/octet-stream`). Compressed
+//! bodies are unpacked first; signatures are checked on the body as sent.
 //!
 //! ```yaml
 //! input:
@@ -703,6 +706,11 @@ async fn answer<P: Processor, O: Output>(
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
+    // A signature is over the body as it was sent; what it says is read unpacked.
+    let encoding = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("(not text)").to_string());
     if let Some(auth) = &endpoint.auth {
         match auth.check_body(&parts.headers, &bytes) {
             Ok(seen) => *signature = seen,
@@ -734,6 +742,36 @@ async fn answer<P: Processor, O: Output>(
             }
         }
         _ => None,
+    };
+    let bytes = match encoding {
+        None => bytes,
+        Some(encoding) => match body::unpack(&encoding, bytes, endpoint.max_body_size) {
+            Ok(bytes) => bytes,
+            Err(body::Unpacked::TooLarge(_)) => return too_large(),
+            Err(e @ body::Unpacked::Unsupported(_)) => {
+                let mut refused = Problem::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported-encoding",
+                    "The body's Content-Encoding is not supported",
+                )
+                .detail(e.to_string())
+                .into_response();
+                refused.headers_mut().insert(
+                    header::ACCEPT_ENCODING,
+                    HeaderValue::from_static("gzip, deflate, br"),
+                );
+                return refused;
+            }
+            Err(e @ body::Unpacked::Corrupt(..)) => {
+                return Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-body",
+                    "The body does not parse as its content type says",
+                )
+                .detail(e.to_string())
+                .into_response();
+            }
+        },
     };
     let content_type = parts
         .headers
@@ -1068,10 +1106,10 @@ fn reply(message: Message, id: &str) -> Response {
     if declared.is_none() {
         headers.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static(if message.is_json() {
-                "application/json"
-            } else {
-                "text/plain; charset=utf-8"
+            HeaderValue::from_static(match &message.value {
+                _ if message.is_json() => "application/json",
+                Value::Bytes(b) if std::str::from_utf8(b).is_err() => "application/octet-stream",
+                _ => "text/plain; charset=utf-8",
             }),
         );
     }
