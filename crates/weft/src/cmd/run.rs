@@ -69,6 +69,7 @@ pub async fn run(
         admin_address: admin,
         admin_token,
         admin_tls: loaded.admin_tls.clone(),
+        admin_hosts: loaded.admin_hosts.clone(),
         data_dir,
         reloads: Some(reloaded),
     };
@@ -177,6 +178,7 @@ pub struct AdminSettings {
     address: Option<SocketAddr>,
     token: Option<String>,
     tls: bool,
+    hosts: Vec<String>,
     /// Not `admin`, but likewise set up once: span export.
     tracing: weft::telemetry::TracingConfig,
 }
@@ -187,6 +189,7 @@ impl AdminSettings {
             address: loaded.admin_address,
             token: loaded.admin_token.as_ref().map(|t| t.expose().to_string()),
             tls: loaded.admin_tls.is_some(),
+            hosts: loaded.admin_hosts.clone(),
             tracing: loaded.tracing.clone(),
         }
     }

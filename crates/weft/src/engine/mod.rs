@@ -86,6 +86,8 @@ pub struct Options {
     pub admin_token: Option<crate::config::Secret>,
     /// Serve the admin endpoint over HTTPS.
     pub admin_tls: Option<Arc<crate::server::tls::Tls>>,
+    /// Other `Host` names the admin endpoint answers to (`admin.hosts`).
+    pub admin_hosts: Vec<String>,
     /// The store file `weft.db` lives here; created when a flow is `durable`.
     pub data_dir: PathBuf,
     /// New configs to switch to while running (hot reload), each already validated.
@@ -306,10 +308,16 @@ pub async fn run(
     });
     let admin_task = tokio::spawn({
         let stop = admin_stop.clone();
+        let access = crate::admin::Access {
+            address: admin.local_addr().unwrap_or(admin_address),
+            hosts: options.admin_hosts.clone(),
+            tls: options.admin_tls.is_some(),
+            token: admin_token,
+        };
         let router = crate::admin::router(
             handle,
             engine.store.clone(),
-            admin_token,
+            access,
             engine.registry.clone(),
         );
         let tls = options.admin_tls.clone();

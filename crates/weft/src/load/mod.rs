@@ -73,6 +73,8 @@ pub struct Loaded {
     pub admin_token: Option<crate::config::Secret>,
     /// `admin.tls`, its files read.
     pub admin_tls: Option<std::sync::Arc<crate::server::tls::Tls>>,
+    /// `admin.hosts`.
+    pub admin_hosts: Vec<String>,
     pub shutdown_timeout: Duration,
     pub durability: Durability,
     /// `disk_free_limit`: the store's floor of free space (`None`: its default).
@@ -184,6 +186,7 @@ struct Loader<'a> {
     admin_address: Option<std::net::SocketAddr>,
     admin_token: Option<crate::config::Secret>,
     admin_tls: Option<std::sync::Arc<crate::server::tls::Tls>>,
+    admin_hosts: Vec<String>,
     /// The top-level keys one file may set (`admin`, `outbound`, `tracing`) set so far.
     set_once: std::collections::HashSet<String>,
     shutdown_timeout: Option<Duration>,
@@ -367,6 +370,7 @@ impl<'a> Loader<'a> {
             admin_address: None,
             admin_token: None,
             admin_tls: None,
+            admin_hosts: Vec::new(),
             set_once: Default::default(),
             shutdown_timeout: None,
             durability: None,
@@ -391,6 +395,7 @@ impl<'a> Loader<'a> {
             admin_address: self.admin_address,
             admin_token: self.admin_token,
             admin_tls: self.admin_tls,
+            admin_hosts: self.admin_hosts,
             shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
             durability: self.durability.unwrap_or_default(),
             disk_free_limit: self.disk_free_limit,
@@ -458,6 +463,7 @@ impl<'a> Loader<'a> {
         {
             let value = root.get("admin").expect("deserialized from it");
             self.admin_token = admin.token;
+            self.admin_hosts = admin.hosts;
             match admin.tls.as_ref().map(|t| t.load()) {
                 None => {}
                 Some(Ok(tls)) => self.admin_tls = Some(std::sync::Arc::new(tls)),

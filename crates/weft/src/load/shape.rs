@@ -137,6 +137,12 @@ pub(super) struct Admin {
     /// Serve the admin endpoint over HTTPS; see [`crate::server::tls`].
     #[serde(default)]
     pub tls: Option<crate::server::tls::TlsConfig>,
+    /// Other names the admin endpoint answers to (`Host`, and `Origin` of a browser), e.g.
+    /// `weft.internal` or `weft.internal:443` behind a proxy. Always: its own address, and
+    /// `localhost`, `127.0.0.1` and `[::1]` when it listens on loopback. Others get 421, which
+    /// stops DNS rebinding.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 /// A log level.

@@ -222,3 +222,112 @@ flows:
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_endpoint_answers_only_its_own_names_and_origins() {
+    let port = free_port();
+    let token = "adm1n-t0ken";
+    let weft = Weft::spawn(
+        &format!(
+            r#"admin: {{ token: "{token}", hosts: [weft.internal] }}
+flows:
+  hooks:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    output:
+      drop: {{}}
+"#
+        ),
+        &[],
+        std::process::Stdio::null(),
+    );
+    let admin = weft.admin;
+    let call = |method: Method, path: &'static str, headers: Vec<(&'static str, String)>| async move {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, _, body) =
+            request_with(method, &format!("http://{admin}{path}"), &headers, "").await;
+        (status.as_u16(), body)
+    };
+    let bearer = |scheme: &str| ("authorization", format!("{scheme} {token}"));
+    let ready = eventually(std::time::Duration::from_secs(20), || {
+        std::net::TcpStream::connect(admin).is_ok()
+    })
+    .await;
+    assert!(ready, "{}", weft.stderr());
+
+    // The scheme is case-insensitive, and every name of loopback is this endpoint's.
+    for (scheme, host) in [
+        ("Bearer", format!("127.0.0.1:{}", admin.port())),
+        ("bearer", format!("localhost:{}", admin.port())),
+        ("BEARER", format!("[::1]:{}", admin.port())),
+        ("Bearer", "weft.internal".to_string()),
+    ] {
+        let (status, body) = call(
+            Method::GET,
+            "/api/v1/flows",
+            vec![bearer(scheme), ("host", host.clone())],
+        )
+        .await;
+        assert_eq!(status, 200, "{scheme} {host}: {body}");
+    }
+    let (status, body) = call(Method::GET, "/api/v1/flows", vec![]).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string());
+
+    // A rebound name: the right token does not help.
+    for host in [
+        format!("attacker.example:{}", admin.port()),
+        format!("127.0.0.1:{}", admin.port() + 1),
+    ] {
+        let (status, body) = call(
+            Method::POST,
+            "/api/v1/flows/hooks/pause",
+            vec![bearer("Bearer"), ("host", host.clone())],
+        )
+        .await;
+        assert_eq!(status, 421, "{host}: {body}");
+    }
+    // A change sent from another origin's page is refused; from the endpoint's own, taken.
+    let (status, body) = call(
+        Method::POST,
+        "/api/v1/flows/hooks/pause",
+        vec![
+            bearer("Bearer"),
+            ("origin", "http://attacker.example".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = call(Method::GET, "/api/v1/flows/hooks", vec![bearer("Bearer")]).await;
+    assert!(
+        status == 200 && body.contains(r#""state":"running""#),
+        "{body}"
+    );
+    let (status, body) = call(
+        Method::POST,
+        "/api/v1/flows/hooks/pause",
+        vec![
+            bearer("Bearer"),
+            ("origin", format!("http://localhost:{}", admin.port())),
+        ],
+    )
+    .await;
+    assert!(
+        status == 200 && body.contains(r#""state":"paused""#),
+        "{body}"
+    );
+
+    // A query that does not parse is answered in JSON like every other error.
+    let (status, body) = call(
+        Method::GET,
+        "/api/v1/flows/hooks/tap?sample=lots",
+        vec![bearer("Bearer")],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("sample"),
+        "{body}"
+    );
+}

@@ -283,6 +283,7 @@ async fn http_round_trip(pipeline: &str, dir: &Path, messages: u64) {
         admin_address: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
         admin_token: None,
         admin_tls: None,
+        admin_hosts: Vec::new(),
         data_dir: dir.to_path_buf(),
         reloads: None,
     };

@@ -94,7 +94,7 @@ async fn https(
     let request = http::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", "127.0.0.1")
+        .header("host", format!("127.0.0.1:{port}"))
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from_static(br#"{"over": "tls"}"#)))
         .unwrap();
