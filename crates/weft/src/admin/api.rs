@@ -95,10 +95,13 @@ pub struct QueueInfo {
 #[into_params(parameter_in = Query)]
 struct TapQuery {
     /// The stage to listen to (see the flow's `stages`); every stage when left out.
+    #[param(min_length = 1)]
     stage: Option<String>,
     /// The share of messages sent, in (0, 1]; default 1.
+    #[param(exclusive_minimum = 0, maximum = 1)]
     sample: Option<f64>,
     /// Messages sent before the stream ends; default 100, at most 100000.
+    #[param(minimum = 0, maximum = 100000)]
     limit: Option<usize>,
 }
 
@@ -278,7 +281,7 @@ async fn resume(
     responses(
         (status = 200, description = "A stream of tapped messages", content_type = "text/event-stream", body = crate::core::tap::Tapped),
         (status = 400, body = super::ErrorBody),
-        (status = 404, body = super::ErrorBody)))]
+        (status = 404, description = "No such flow, or no such stage of it", body = super::ErrorBody)))]
 async fn tap(
     State(api): State<ApiState>,
     Path(name): Path<String>,
@@ -288,7 +291,7 @@ async fn tap(
     if let Some(stage) = &query.stage {
         let stages = flow.stages();
         if !stages.contains(stage) {
-            return Err(ApiError::BadRequest(format!(
+            return Err(ApiError::NotFound(format!(
                 "flow `{name}` has no stage `{stage}`; its stages are: {}",
                 stages.join(", ")
             )));
@@ -300,7 +303,12 @@ async fn tap(
             "`sample` is a share of the messages, in (0, 1]".into(),
         ));
     }
-    let limit = query.limit.unwrap_or(100).min(100_000);
+    let limit = query.limit.unwrap_or(100);
+    if limit > 100_000 {
+        return Err(ApiError::BadRequest(
+            "`limit` is at most 100000 messages".into(),
+        ));
+    }
     let receiver = flow.tap.listen(query.stage, sample, 256);
     let events =
         futures_util::stream::unfold((receiver, limit), |(mut receiver, left)| async move {

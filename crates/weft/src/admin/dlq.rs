@@ -147,23 +147,61 @@ pub fn to_json(dead: &DeadLetter, full: bool) -> Value {
 #[into_params(parameter_in = Query)]
 struct Select {
     /// One flow's (`/api/v1/dlq` only; every flow's when left out).
+    #[param(min_length = 1)]
     flow: Option<String>,
     /// One dead letter.
+    #[param(min_length = 1)]
     id: Option<String>,
-    /// Failed since: an RFC 3339 time or a duration ago (`1h`).
+    /// Failed since: an RFC 3339 time or a duration ago (`1h`, `90m`, `2d`).
+    #[param(schema_with = since_schema)]
     since: Option<String>,
     /// Failures whose reason contains this text.
     reason: Option<String>,
     /// Failures whose last answer had this HTTP status.
+    #[param(minimum = 100, maximum = 599)]
     status: Option<u16>,
     /// At most this many (lists; default 100).
+    #[param(minimum = 0, maximum = 100000)]
     limit: Option<u32>,
     /// Replay and purge: only count what matches, and do nothing.
     dry_run: Option<bool>,
 }
 
+/// `since` as the document states it: what [`parse_since`] takes.
+fn since_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(r"^[0-9]{1,6}(ms|s|m|h|d)$")),
+        )
+        .description(Some(
+            "An RFC 3339 time, or a duration ago (`1h`, `90m`, `2d`).",
+        ))
+        .into()
+}
+
 impl Select {
     fn filter(&self, flow: Option<String>) -> Result<DlqFilter, ApiError> {
+        for (name, value) in [("flow", &self.flow), ("id", &self.id)] {
+            if value.as_deref() == Some("") {
+                return Err(ApiError::BadRequest(format!("`{name}` must not be empty")));
+            }
+        }
+        if self.status.is_some_and(|s| !(100..=599).contains(&s)) {
+            return Err(ApiError::BadRequest(
+                "`status` is an HTTP status, 100 to 599".into(),
+            ));
+        }
+        if self.limit.is_some_and(|l| l > 100_000) {
+            return Err(ApiError::BadRequest("`limit` is at most 100000".into()));
+        }
         let since_ms = match &self.since {
             Some(s) => Some(parse_since(s).map_err(ApiError::BadRequest)?),
             None => None,
@@ -384,14 +422,28 @@ async fn purge(
     purged(&store, select.filter(Some(flow))?, select.dry_run).await
 }
 
-/// Parses `since`: an RFC 3339 time, or a duration ago such as `90m`.
+/// Parses `since`: an RFC 3339 time, or a duration ago: a number of `ms`, `s`, `m`, `h` or `d`
+/// such as `90m` (what the API document's pattern says).
 pub fn parse_since(text: &str) -> Result<i64, String> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(t.timestamp_millis());
     }
-    humantime::parse_duration(text)
-        .map(|d| now_ms() - d.as_millis() as i64)
-        .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor a duration like `1h`"))
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let unit_ms: i64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => 0,
+    };
+    match number.parse::<i64>() {
+        Ok(n) if (1..=6).contains(&digits) && unit_ms > 0 => Ok(now_ms() - n * unit_ms),
+        _ => Err(format!(
+            "`{text}` is neither an RFC 3339 time nor a duration like `90m` (ms, s, m, h, d)"
+        )),
+    }
 }
 
 /// Puts one dead letter back on its flow's queue; a JSON body replaces its message (the

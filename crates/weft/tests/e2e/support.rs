@@ -418,11 +418,29 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
 }
 
 /// Where `crates/weft/tests/peers/install.sh` put the third-party servers.
-fn peers_dir() -> PathBuf {
+pub fn peers_dir() -> PathBuf {
     std::env::var_os("WEFT_PEERS_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/peers"),
         PathBuf::from,
     )
+}
+
+/// Whether the peers are installed: `false`, said loudly, when they are not; with
+/// `WEFT_REQUIRE_SERVICES=1` that is a failure instead.
+pub fn peers_installed(what: &str) -> bool {
+    let dir = peers_dir();
+    if dir.join("node_modules").is_dir() && dir.join("venv/bin/python").exists() {
+        return true;
+    }
+    let message = format!(
+        "{what} is not installed in {}: run crates/weft/tests/peers/install.sh",
+        dir.display()
+    );
+    if std::env::var("WEFT_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("{message}");
+    }
+    eprintln!("\n!!!! SKIPPED: {message}\n");
+    false
 }
 
 /// A third-party server (GraphQL Yoga, spyne, Prism) running for one test on `port`; killed
@@ -452,15 +470,7 @@ impl Peer {
             "node" => PathBuf::from("node"),
             other => dir.join(other),
         };
-        if !dir.join("node_modules").is_dir() || !dir.join("venv/bin/python").exists() {
-            let message = format!(
-                "{what} is not installed in {}: run crates/weft/tests/peers/install.sh",
-                dir.display()
-            );
-            if std::env::var("WEFT_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("{message}");
-            }
-            eprintln!("\n!!!! SKIPPED: {message}\n");
+        if !peers_installed(what) {
             return None;
         }
         let port = free_port();

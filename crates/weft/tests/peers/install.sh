@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the third-party servers that some end-to-end tests talk to: GraphQL Yoga (npm), spyne
-# (a SOAP server library, PyPI) and Prism (an OpenAPI mock server, npm), pinned, into
+# Installs the third-party servers and tools that some end-to-end tests use: GraphQL Yoga (npm),
+# spyne (a SOAP server library, PyPI), Prism (an OpenAPI mock server, npm) and schemathesis (an
+# OpenAPI fuzzer, PyPI, run against the admin API), pinned, into
 # target/peers or $WEFT_PEERS_DIR. Needs python3 and npm with access to their registries.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
