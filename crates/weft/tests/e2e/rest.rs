@@ -89,6 +89,15 @@ flows:
       - map: '%response.status = if %deleted == true {{ 204 }} else {{ 404 }}'
     output:
       drop: {{}}
+  legacy:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}", path: "/legacy/{{id}}", methods: [GET], response: pipeline }}
+    pipeline:
+      - map: |
+          %response.headers."Content-Type" = "application/xml"
+          . = {{"Customer": {{"@id": %http.params.id, "Name": "Ada"}}}}
+    output:
+      drop: {{}}
   files:
     input:
       http_server: {{ address: "127.0.0.1:{port}", path: "/files/{{*rest}}", methods: [GET], response: pipeline }}
@@ -163,6 +172,14 @@ flows:
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&body).unwrap(),
         serde_json::json!({"rest": "a/b.txt", "query": "v=2"})
+    );
+    // The body follows the Content-Type the flow set.
+    let (status, headers, body) = get(&format!("http://127.0.0.1:{port}/legacy/7")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["content-type"], "application/xml");
+    assert!(
+        body.contains(r#"<Customer id="7"><Name>Ada</Name></Customer>"#),
+        "{body}"
     );
     let (status, headers, body) = get(&format!("http://127.0.0.1:{port}/elsewhere")).await;
     assert_eq!(status, 404);

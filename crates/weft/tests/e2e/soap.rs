@@ -60,6 +60,12 @@ async fn soap_server() -> (String, Arc<Mutex<Vec<Call>>>) {
                     r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><s:Fault><faultcode>s:Server.Timeout</faultcode><faultstring>try again</faultstring></s:Fault></s:Body></s:Envelope>"#.into(),
                 );
             }
+            if body.contains("<Id>down</Id>") {
+                return xml(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><s:Fault><faultcode>s:Server</faultcode><faultstring>database offline</faultstring></s:Fault></s:Body></s:Envelope>"#.into(),
+                );
+            }
             if body.contains("<Id>bad</Id>") {
                 return xml(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -160,6 +166,7 @@ flows:
           action: urn:GetCustomer
           body: '<GetCustomer xmlns="urn:erp"><Id>{{{{ customer_id }}}}</Id></GetCustomer>'
           result: .customer = %response.body.GetCustomerResponse.Customer
+          retry: {{ max_attempts: 2, initial_backoff: 10ms }}
     output:
       http_client: {{ url: "{out}" }}
 "#,
@@ -186,4 +193,18 @@ flows:
         receiver.seen()[0].json(),
         serde_json::json!({"customer_id": 7, "customer": {"@tier": "gold", "Name": "Ada & Co"}})
     );
+
+    // A server fault that outlasts the retries: the service failed, 502 (not the caller's 422).
+    let before = calls.lock().unwrap().len();
+    let (status, _, body) = post_json(
+        &format!("http://127.0.0.1:{port}/"),
+        r#"{"customer_id": "down"}"#,
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("SOAP Fault s:Server: database offline"),
+        "{body}"
+    );
+    assert_eq!(calls.lock().unwrap().len(), before + 2, "retried once");
 }
