@@ -77,23 +77,30 @@ impl schemars::JsonSchema for Secret {
 /// first, as written and percent-decoded.
 static KNOWN: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
-/// Shorter values are taken out of URLs where they stand, but not out of free text, where they
-/// would blank out ordinary words.
-const MIN_FREE_TEXT: usize = 4;
+/// Shorter ones (`1000`, `guest`): taken out of a URL where they stand as a whole password or
+/// query value, but not out of free text, where they would blank out ordinary words.
+static SHORT: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+const MIN_FREE_TEXT: usize = 6;
 
 const REDACTED: &str = "[redacted]";
 
 fn remember(value: &str) {
-    if value.len() < MIN_FREE_TEXT {
+    if value.is_empty() {
         return;
     }
-    let mut known = KNOWN.write().unwrap_or_else(|e| e.into_inner());
     for value in [Cow::Borrowed(value), decoded(value)] {
-        if value.len() >= MIN_FREE_TEXT && !known.iter().any(|k| *k == *value) {
-            known.push(value.into_owned());
+        let list = if value.len() >= MIN_FREE_TEXT {
+            &KNOWN
+        } else {
+            &SHORT
+        };
+        let mut list = list.write().unwrap_or_else(|e| e.into_inner());
+        if !list.iter().any(|k| *k == *value) {
+            list.push(value.into_owned());
+            list.sort_by_key(|k| std::cmp::Reverse(k.len()));
         }
     }
-    known.sort_by_key(|k| std::cmp::Reverse(k.len()));
 }
 
 fn decoded(value: &str) -> Cow<'_, str> {
@@ -127,27 +134,49 @@ fn parts(url: &str) -> Option<Parts> {
     Some(Parts { userinfo, values })
 }
 
-/// Notes the credentials in a configured URL: its password (or a userinfo without one, which
-/// is a token), and the query values that hold one of `sourced` (what `${…}` put into it).
+/// Notes the credentials in a configured URL (or several, comma-separated, as NATS takes them):
+/// each password, a userinfo without one (a token) when `${…}` put it there, and the query
+/// values `${…}` put there (`sourced`: what it put into the text), wholly or in part.
 pub fn learn_url(url: &str, sourced: &[String]) {
-    let Some(parts) = parts(url) else {
-        return;
+    // `text` holds what `${…}` put in, or came whole from a `${…}` holding `context` (the
+    // userinfo with its `@`, the query pair with its key).
+    let from_source = |text: &str, context: &str| {
+        !text.is_empty()
+            && sourced
+                .iter()
+                .filter(|s| !s.is_empty())
+                .any(|s| text.contains(s.as_str()) || s.contains(context))
     };
-    if let Some(userinfo) = parts.userinfo {
-        let userinfo = &url[userinfo];
-        remember(
-            userinfo
-                .split_once(':')
-                .map_or(userinfo, |(_, password)| password),
-        );
-    }
-    for range in parts.values {
-        let value = &url[range];
-        let plain = decoded(value);
-        for source in sourced.iter().filter(|s| !s.is_empty()) {
-            if plain.contains(source.as_str()) || value.contains(source.as_str()) {
-                remember(source);
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    for (i, server) in url.split(',').enumerate() {
+        let server = if i > 0 && !server.contains("://") {
+            Cow::Owned(format!("{scheme}://{server}"))
+        } else {
+            Cow::Borrowed(server)
+        };
+        let Some(parts) = parts(&server) else {
+            continue;
+        };
+        if let Some(userinfo) = parts.userinfo {
+            let with_at = &server[userinfo.start..userinfo.end + 1];
+            let userinfo = &server[userinfo];
+            match userinfo.split_once(':') {
+                Some((_, password)) => remember(password),
+                None if from_source(userinfo, with_at) => remember(userinfo),
+                None => {}
+            }
+        }
+        for range in parts.values {
+            let pair_start = server[..range.start]
+                .rfind(['?', '&'])
+                .map_or(range.start, |at| at + 1);
+            let pair = &server[pair_start..range.end];
+            let value = &server[range];
+            if from_source(value, pair) || from_source(&decoded(value), pair) {
                 remember(value);
+                for source in sourced.iter().filter(|s| value.contains(s.as_str())) {
+                    remember(source);
+                }
             }
         }
     }
@@ -175,24 +204,28 @@ pub fn redact_url(url: &str) -> String {
         return redact(url).into_owned();
     };
     let known = KNOWN.read().unwrap_or_else(|e| e.into_inner());
-    let mut cut: Vec<std::ops::Range<usize>> = Vec::new();
-    if let Some(userinfo) = parts.userinfo {
-        cut.push(match url[userinfo.clone()].find(':') {
-            Some(colon) => userinfo.start + colon + 1..userinfo.end,
-            None => userinfo,
-        });
-    }
-    for range in parts.values {
-        let value = &url[range.clone()];
+    let short = SHORT.read().unwrap_or_else(|e| e.into_inner());
+    let secret = |value: &str| {
         let plain = decoded(value);
-        if known
+        known
             .iter()
             .any(|k| value.contains(k.as_str()) || plain.contains(k.as_str()))
-        {
+            || short.iter().any(|k| *k == value || *k == plain)
+    };
+    let mut cut: Vec<std::ops::Range<usize>> = Vec::new();
+    if let Some(userinfo) = parts.userinfo {
+        match url[userinfo.clone()].find(':') {
+            Some(colon) => cut.push(userinfo.start + colon + 1..userinfo.end),
+            None if secret(&url[userinfo.clone()]) => cut.push(userinfo),
+            None => {}
+        }
+    }
+    for range in parts.values {
+        if secret(&url[range.clone()]) {
             cut.push(range);
         }
     }
-    drop(known);
+    drop((known, short));
     let mut out = String::with_capacity(url.len());
     let mut at = 0;
     for range in cut {
@@ -227,11 +260,35 @@ mod tests {
             redact_url("https://bot:pw%2F1234@api.example.com/orders?page=2&key=q-9f8e7d6c#top"),
             "https://bot:[redacted]@api.example.com/orders?page=2&key=[redacted]#top"
         );
-        // A userinfo without a password is a token.
+        // A userinfo without a password is a token when `${…}` put it there; a plain user name
+        // (`postgres://postgres@db`) is not.
+        learn_url(
+            "https://tok-from-env@example.org/",
+            &["tok-from-env".into()],
+        );
         assert_eq!(
-            redact_url("https://tok@example.org/"),
+            redact_url("https://tok-from-env@example.org/"),
             "https://[redacted]@example.org/"
         );
+        learn_url("postgres://postgres@db/x", &[]);
+        assert_eq!(
+            redact("postgres://postgres@db/x"),
+            "postgres://postgres@db/x"
+        );
+        // A whole URL from `${…}`: its query values are sourced; a short one is cut where it
+        // stands, but left in free text.
+        learn_url(
+            "https://api.test/v1?limit=1000&api_key=k3y-s0urced",
+            &["https://api.test/v1?limit=1000&api_key=k3y-s0urced".into()],
+        );
+        assert_eq!(
+            redact_url("https://api.test/v1?limit=1000&api_key=k3y-s0urced"),
+            "https://api.test/v1?limit=[redacted]&api_key=[redacted]"
+        );
+        assert_eq!(redact("took 1000 ms"), "took 1000 ms");
+        // Several NATS servers, each with its password.
+        learn_url("nats://u:pw-one-111@h1:4222,u:pw-two-222@h2:4222", &[]);
+        assert_eq!(redact("pw-one-111 pw-two-222"), "[redacted] [redacted]");
         // In any text: as written and decoded; the host, also from `${…}`, stays.
         assert_eq!(
             redact("POST failed: pw/1234 and pw%2F1234 and q-9f8e7d6c at api.example.com"),

@@ -64,7 +64,7 @@ pub fn kind(content_type: Option<&str>) -> Kind {
 /// Why a body's `Content-Encoding` could not be undone.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Unpacked {
-    #[error("content encoding `{0}` is not supported (gzip, deflate, br)")]
+    #[error("content encoding `{0}` is not supported (gzip, deflate, br; at most two)")]
     Unsupported(String),
     #[error("the decoded body is larger than {0} bytes")]
     TooLarge(usize),
@@ -76,15 +76,19 @@ pub enum Unpacked {
 /// growing past `limit` bytes however small it was sent: a decompression bomb stops there.
 pub fn unpack(encoding: &str, body: Bytes, limit: usize) -> Result<Bytes, Unpacked> {
     use std::io::Read;
-    let mut body = body;
-    for coding in encoding
+    let codings: Vec<&str> = encoding
         .rsplit(',')
         .map(str::trim)
-        .filter(|c| !c.is_empty())
-    {
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        .collect();
+    // Each layer may unpack to `limit`: a long chain would multiply the work a small body asks.
+    if codings.len() > 2 {
+        return Err(Unpacked::Unsupported(encoding.to_string()));
+    }
+    let mut body = body;
+    for coding in codings {
         let coding = coding.to_ascii_lowercase();
         let (name, reader): (&'static str, Box<dyn Read + '_>) = match coding.as_str() {
-            "identity" => continue,
             "gzip" | "x-gzip" => (
                 "gzip",
                 Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
@@ -625,6 +629,10 @@ mod unpack_tests {
             unpack("gzip", bomb, 1 << 20),
             Err(Unpacked::TooLarge(1 << 20))
         );
+        assert!(matches!(
+            unpack("gzip, gzip, gzip", gzip(json), 100),
+            Err(Unpacked::Unsupported(_))
+        ));
         assert!(matches!(
             unpack("zstd", Bytes::new(), 100),
             Err(Unpacked::Unsupported(c)) if c == "zstd"

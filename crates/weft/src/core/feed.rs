@@ -514,7 +514,7 @@ impl<P: Processor, O: Output> Feed<P, O> {
                 crate::core::clock::now_ms(),
                 delivered,
                 None,
-                &error.to_string(),
+                &crate::config::secret::redact(&error.to_string()),
                 started.elapsed(),
             ));
         }

@@ -368,11 +368,19 @@ fn param_names(path: &str) -> Vec<String> {
     names
 }
 
-/// A path with its parameters' names left out: `/a/{id}` and `/a/{key}` are one route.
+/// A path with its parameters' names left out: `/a/{id}` and `/a/{key}` are one route (a
+/// doubled brace is a literal one).
 fn route_shape(path: &str) -> String {
     let mut shape = String::with_capacity(path.len());
     let mut in_param = false;
-    for c in path.chars() {
+    let mut chars = path.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !in_param && matches!(c, '{' | '}') && chars.peek() == Some(&c) {
+            chars.next();
+            shape.push(c);
+            shape.push(c);
+            continue;
+        }
         match c {
             '{' if !in_param => {
                 in_param = true;
@@ -507,14 +515,17 @@ fn routes<P: Processor, O: Output>(
             any(move |request: Request<Body>| handle(served.clone(), request)),
         );
     }
-    router.fallback(|| async {
-        Problem::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "No flow listens on this path",
-        )
-        .into_response()
-    })
+    // Stated here, once: a request does not box the handlers again.
+    router
+        .fallback(|| async {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "No flow listens on this path",
+            )
+            .into_response()
+        })
+        .with_state(())
 }
 
 /// Serves every endpoint that shares one address until `shutdown`, then finishes the requests
@@ -707,10 +718,14 @@ async fn answer<P: Processor, O: Output>(
         Ok(Ok(collected)) => collected.to_bytes(),
     };
     // A signature is over the body as it was sent; what it says is read unpacked.
-    let encoding = parts
+    // Several header lines are one list (RFC 9110 §5.3).
+    let encoding: Vec<&str> = parts
         .headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("(not text)").to_string());
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("(not text)"))
+        .collect();
+    let encoding = (!encoding.is_empty()).then(|| encoding.join(", "));
     if let Some(auth) = &endpoint.auth {
         match auth.check_body(&parts.headers, &bytes) {
             Ok(seen) => *signature = seen,
@@ -1256,6 +1271,8 @@ mod tests {
                 .contains("flow `read` already serves GET /items/{id}"),
             "{found:?}"
         );
+        assert_eq!(route_shape("/a/{{x}}/{id}"), "/a/{{x}}/{}");
+        assert_ne!(route_shape("/a/{{x}}"), route_shape("/a/{{y}}"));
         // A wildcard beside a parameter: the router cannot choose between them.
         assert_eq!(found[1].0, 4);
         assert!(found[1].1.contains("overlaps flow `read`"), "{found:?}");
