@@ -669,21 +669,13 @@ async fn answer<P: Processor, O: Output>(
         );
     };
     let (mut parts, body) = request.into_parts();
-    let params = match axum::extract::RawPathParams::from_request_parts(&mut parts, &()).await {
-        Ok(params) => endpoint
-            .params
-            .iter()
-            .zip(params.iter())
-            .map(|(name, (_, value))| (name.clone(), value.to_string()))
-            .collect::<Vec<_>>(),
-        Err(e) => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-path",
-                "The path's parameters could not be read",
-            )
-            .detail(e.body_text())
-            .into_response();
+    // A fixed path (every webhook) has nothing to read.
+    let params = if endpoint.params.is_empty() {
+        Vec::new()
+    } else {
+        match path_params(endpoint, &mut parts).await {
+            Ok(params) => params,
+            Err(refused) => return refused,
         }
     };
     let read = tokio::time::timeout(
@@ -777,15 +769,7 @@ async fn answer<P: Processor, O: Output>(
                 );
                 return refused;
             }
-            Err(e @ body::Unpacked::Corrupt(..)) => {
-                return Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid-body",
-                    "The body does not parse as its content type says",
-                )
-                .detail(e.to_string())
-                .into_response();
-            }
+            Err(e @ body::Unpacked::Corrupt(..)) => return invalid_body(e.to_string()),
         },
     };
     let content_type = parts
@@ -808,13 +792,7 @@ async fn answer<P: Processor, O: Output>(
         Ok(v) => v,
         Err(message) => {
             route.flow.count_rejected();
-            let refused = Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-body",
-                "The body does not parse as its content type says",
-            )
-            .detail(message)
-            .into_response();
+            let refused = invalid_body(message);
             return match ticket {
                 Some(ticket) => ticket.finish(refused).await,
                 None => refused,
@@ -857,6 +835,39 @@ async fn answer<P: Processor, O: Output>(
         )
         .into_response()
     })
+}
+
+/// The path's parameters, each under the name the endpoint's own path gives it.
+async fn path_params(
+    endpoint: &Endpoint,
+    parts: &mut http::request::Parts,
+) -> Result<Vec<(String, String)>, Response> {
+    match axum::extract::RawPathParams::from_request_parts(parts, &()).await {
+        Ok(params) => Ok(endpoint
+            .params
+            .iter()
+            .zip(params.iter())
+            .map(|(name, (_, value))| (name.clone(), value.to_string()))
+            .collect()),
+        Err(e) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-path",
+            "The path's parameters could not be read",
+        )
+        .detail(e.body_text())
+        .into_response()),
+    }
+}
+
+/// A body that does not parse (or unpack) as its headers say.
+fn invalid_body(detail: String) -> Response {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "invalid-body",
+        "The body does not parse as its content type says",
+    )
+    .detail(detail)
+    .into_response()
 }
 
 /// 401 with the short reason (basic auth and JWT also say how to authenticate), or 503 when
