@@ -1,4 +1,6 @@
-//! `nats_jetstream`: reads a JetStream stream through a durable pull consumer, acknowledging
+//! `nats_jetstream`: reads a JetStream stream through a durable pull consumer, in one
+//! continuous pull (the next batch is asked for while half of one is still on its way, with
+//! idle heartbeats as a watchdog), up to `batch` messages at work at once, acknowledging
 //! each message only once it was delivered (or, in a durable flow, committed). A message whose
 //! delivery failed is refused with a delay (`redelivery.backoff`, doubling), so JetStream
 //! offers it again then while the others go on; the delivery that reaches
@@ -22,7 +24,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::Deserialize;
 
 use super::{AtShutdown, Feed, GiveUp, Outcome, Redelivery};
@@ -51,7 +53,7 @@ pub struct Config {
     /// Subjects for the stream, when weft should create it.
     #[serde(default)]
     pub create_subjects: Vec<String>,
-    /// The most messages fetched at once.
+    /// The most messages pulled at once, and at work at once.
     #[serde(default = "default_batch")]
     pub batch: usize,
     /// How often a failing message is offered again before it is dead-lettered.
@@ -78,8 +80,11 @@ pub struct NatsJetstream {
     config: Config,
 }
 
-/// How long one fetch waits for messages (so shutdown is looked at between).
-const FETCH_WAIT: Duration = Duration::from_secs(1);
+/// How long one pull request of the continuous pull stays open on the server.
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
+/// How often the server says a pull request is alive while it has nothing to send; two missed
+/// end the read, and it connects again.
+const HEARTBEAT: Duration = Duration::from_secs(5);
 
 impl super::Spec for Config {
     type Built = NatsJetstream;
@@ -131,48 +136,69 @@ impl NatsJetstream {
             .map_err(|e| e.to_string())?;
         // The consumer's own, which may predate this config.
         let ack_wait = consumer.cached_info().config.ack_wait;
-        loop {
-            if feed.shutdown.is_cancelled() {
-                return Ok(());
+        // One continuous pull: the client asks for more while half a batch is still on its
+        // way, and a missed idle heartbeat (the server or the consumer gone) ends the read.
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(c.batch)
+            .expires(PULL_EXPIRES)
+            .heartbeat(HEARTBEAT)
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        // Each message acknowledged as soon as its own delivery ends; at most `batch` at work,
+        // and the stream is not read (so nothing more is pulled) while they are.
+        let mut working = futures_util::stream::FuturesUnordered::new();
+        let ended = loop {
+            tokio::select! {
+                biased;
+                Some(acked) = working.next() => {
+                    if let Err(e) = acked {
+                        break Err(format!("acknowledging: {e}"));
+                    }
+                }
+                _ = feed.shutdown.cancelled() => break Ok(()),
+                next = messages.next(), if working.len() < c.batch => match next {
+                    Some(Ok(m)) => working.push(handle(feed, m, &c.redelivery, ack_wait)),
+                    Some(Err(e)) => break Err(e.to_string()),
+                    None => break Err("the consumer's message stream ended".into()),
+                },
             }
-            let mut batch = consumer
-                .fetch()
-                .max_messages(c.batch)
-                .expires(FETCH_WAIT)
-                .messages()
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut received = Vec::new();
-            while let Some(m) = batch.next().await {
-                received.push(m.map_err(|e| e.to_string())?);
-            }
-            if received.is_empty() {
-                continue;
-            }
-            // Each acknowledged as soon as its own delivery ends, so a slow batch does not
-            // outlast `ack_wait` for the messages already done.
-            let done = received.iter().map(|m| async move {
-                let mut message = Message::new(payload(&m.payload));
-                let mut meta = empty_object();
-                insert(&mut meta, "subject", Value::from(m.subject.as_str()));
-                insert(&mut message.metadata, "nats", meta);
-                let delivered = m.info().map_or(1, |info| info.delivered.max(1) as u32);
-                let attempt = feed.attempt(message, delivered, &c.redelivery, GiveUp::Store);
-                let outcome = working(attempt, m, ack_wait).await;
-                m.ack_with(match outcome {
-                    Outcome::Taken => AckKind::Ack,
-                    Outcome::GivenUp => AckKind::Term,
-                    Outcome::Again(pause) => AckKind::Nak(Some(pause)),
-                    // Shutdown: to another consumer at once.
-                    Outcome::Left => AckKind::Nak(None),
-                })
-                .await
-            });
-            for acked in futures_util::future::join_all(done).await {
-                acked.map_err(|e| e.to_string())?;
-            }
+        };
+        // What is at work is finished and acknowledged; what was pulled and not started goes
+        // back at once, for this or another consumer, instead of after the ack wait.
+        while let Some(acked) = working.next().await {
+            acked.map_err(|e| format!("acknowledging: {e}"))?;
         }
+        while let Some(Some(Ok(m))) = messages.next().now_or_never() {
+            let _ = m.ack_with(AckKind::Nak(None)).await;
+        }
+        ended
     }
+}
+
+/// Hands `m` to the flow and acknowledges it by what became of it.
+async fn handle(
+    feed: &Feed<impl Processor, impl Output>,
+    m: jetstream::Message,
+    redelivery: &Redelivery,
+    ack_wait: Duration,
+) -> Result<(), async_nats::Error> {
+    let mut message = Message::new(payload(&m.payload));
+    let mut meta = empty_object();
+    insert(&mut meta, "subject", Value::from(m.subject.as_str()));
+    insert(&mut message.metadata, "nats", meta);
+    let delivered = m.info().map_or(1, |info| info.delivered.max(1) as u32);
+    let attempt = feed.attempt(message, delivered, redelivery, GiveUp::Store);
+    let outcome = working(attempt, &m, ack_wait).await;
+    m.ack_with(match outcome {
+        Outcome::Taken => AckKind::Ack,
+        Outcome::GivenUp => AckKind::Term,
+        Outcome::Again(pause) => AckKind::Nak(Some(pause)),
+        // Shutdown: to another consumer at once.
+        Outcome::Left => AckKind::Nak(None),
+    })
+    .await
 }
 
 /// Waits for `attempt`, telling JetStream every half `ack_wait` that `message` is still being
@@ -200,8 +226,7 @@ impl super::Source for NatsJetstream {
     }
 
     async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
-        // Not cancelled from outside: a batch under way is finished and acknowledged (a
-        // fetch waits 1 s at most and shutdown is looked at in between).
+        // Not cancelled from outside: the messages at work are finished and acknowledged.
         feed.keep_reading(
             "input.nats_jetstream",
             self.nats.shown(),

@@ -99,8 +99,11 @@ macro_rules! registry {
 
         impl crate::core::Output for Output {
             async fn send(&self, message: &Message) -> Attempt {
+                // Each on the heap: the largest output's future (an HTTP call's, ~16 KiB)
+                // would otherwise be the size of every flow's delivery future, and be copied
+                // wherever one moves (a spawn, a join, each `.await` that pins it).
                 match self {
-                    $(Output::$variant(o) => crate::core::Output::send(&**o, message).await,)*
+                    $(Output::$variant(o) => Box::pin(crate::core::Output::send(&**o, message)).await,)*
                     Output::Mock(o) => StandIn::send(&**o, message).await,
                 }
             }
