@@ -759,7 +759,7 @@ pub fn orchestrate(
         }
         summary.push((broker, median(rates), median(cpus)));
     }
-    println!("weft/baseline, median of {rounds} rounds:");
+    println!("weft/baseline, median of {rounds} rounds (goal: throughput >= 0.8x):");
     for (broker, rate, cpu) in summary {
         println!("  {broker:<15} throughput {rate:.2}x, CPU/msg {cpu:.2}x");
     }

@@ -559,13 +559,13 @@ fn orchestrate(
         v[v.len() / 2]
     };
     println!(
-        "weft/baseline, median of {rounds}: throughput {:.2}x (target >= 0.8), p99 {:.2}x (target <= 1.5), CPU/req {:.2}x",
+        "weft/baseline, median of {rounds}: throughput {:.2}x (goal >= 0.9), p99 {:.2}x (goal <= 1.3), CPU/req {:.2}x (goal <= 1.15)",
         median_ratio(1, |m| m.rps, 0),
         median_ratio(1, |m| m.p99_ms, 0),
         median_ratio(1, |m| m.cpu_us, 0)
     );
     println!(
-        "durable/direct, median of {rounds}: intake (202) {:.2}x, delivered during load {:.2}x, end to end {:.2}x (target >= 0.5); with durability: power intake {:.2}x, delivered during load {:.2}x, end to end {:.2}x",
+        "durable/direct, median of {rounds}: intake (202) {:.2}x (goal >= 0.85), delivered during load {:.2}x, end to end {:.2}x (goal >= 0.7); with durability: power intake {:.2}x, delivered during load {:.2}x, end to end {:.2}x",
         median_ratio(2, |m| m.rps, 1),
         median_ratio(2, |m| m.delivered, 1),
         median_ratio(2, |m| m.end_to_end, 1),

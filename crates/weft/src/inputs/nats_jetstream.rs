@@ -1,7 +1,7 @@
-//! `nats_jetstream`: reads a JetStream stream through a durable pull consumer, in one
+//! `nats_jetstream`: reads a JetStream stream through a durable pull consumer, acknowledging
+//! each message only once it was delivered (or, in a durable flow, committed). It keeps one
 //! continuous pull (the next batch is asked for while half of one is still on its way, with
-//! idle heartbeats as a watchdog), up to `batch` messages at work at once, acknowledging
-//! each message only once it was delivered (or, in a durable flow, committed). A message whose
+//! idle heartbeats as a watchdog) and up to `batch` messages at work at once. A message whose
 //! delivery failed is refused with a delay (`redelivery.backoff`, doubling), so JetStream
 //! offers it again then while the others go on; the delivery that reaches
 //! `redelivery.max_deliveries` (JetStream's own count) keeps it in the flow's dead-letter queue
