@@ -1,5 +1,6 @@
 //! `redis_list`: a Redis list as a reliable work queue. Each item is moved atomically to a
-//! processing list (`BLMOVE`) while its message is delivered, then removed from it. A message
+//! processing list (`BLMOVE`) while its message is delivered, then removed from it (`LREM`,
+//! sent in one round trip with the worker's next `BLMOVE`; at shutdown, on its own). A message
 //! that failed is offered to the flow again after a pause, up to `redelivery.max_deliveries`
 //! times (its worker waits meanwhile; the others go on), then kept in the flow's dead-letter
 //! queue and removed — or, with `dead_letter_list`, moved to that list (as it was) instead.
@@ -120,10 +121,13 @@ impl RedisList {
     }
 
     async fn work(&self, feed: &Feed<impl Processor, impl Output>) {
+        // A delivered item still in the processing list: it is removed in one round trip
+        // with the next read (Redis runs the two in order), after a reconnection too.
+        let mut delivered = None;
         loop {
             // Not cancelled from outside: an item under way is finished and removed (`BLMOVE`
             // waits 1 s at most and shutdown is looked at in between).
-            match self.take(feed).await {
+            match self.take(feed, &mut delivered).await {
                 Ok(()) => return,
                 Err(e) => {
                     self.failed(feed, &e);
@@ -139,21 +143,28 @@ impl RedisList {
     async fn take(
         &self,
         feed: &Feed<impl Processor, impl Output>,
+        delivered: &mut Option<Vec<u8>>,
     ) -> Result<(), redis::RedisError> {
         let mut blocking = self.redis.dedicated().await?;
-        let mut conn = self.redis.shared().await?;
         loop {
             if feed.shutdown.is_cancelled() {
+                if let Some(item) = delivered {
+                    self.remove(item).query_async::<()>(&mut blocking).await?;
+                }
                 return Ok(());
             }
-            let item: Option<Vec<u8>> = redis::cmd("BLMOVE")
+            let mut read = redis::pipe();
+            if let Some(item) = delivered.as_deref() {
+                read.add_command(self.remove(item)).ignore();
+            }
+            read.cmd("BLMOVE")
                 .arg(&self.list)
                 .arg(&self.processing)
                 .arg("RIGHT")
                 .arg("LEFT")
-                .arg(BLOCK_SECONDS)
-                .query_async(&mut blocking)
-                .await?;
+                .arg(BLOCK_SECONDS);
+            let (item,): (Option<Vec<u8>>,) = read.query_async(&mut blocking).await?;
+            *delivered = None;
             let Some(item) = item else { continue };
             let message = Message::new(payload(&item));
             let give_up = if self.dead_letter_list.is_some() {
@@ -165,28 +176,25 @@ impl RedisList {
                 Outcome::GivenUp if let Some(dead) = &self.dead_letter_list => {
                     redis::pipe()
                         .atomic()
-                        .cmd("LREM")
-                        .arg(&self.processing)
-                        .arg(1)
-                        .arg(&item)
+                        .add_command(self.remove(&item))
                         .cmd("LPUSH")
                         .arg(dead)
                         .arg(&item)
-                        .query_async::<()>(&mut conn)
+                        .query_async::<()>(&mut blocking)
                         .await?;
                 }
-                Outcome::Taken | Outcome::GivenUp => {
-                    redis::cmd("LREM")
-                        .arg(&self.processing)
-                        .arg(1)
-                        .arg(&item)
-                        .query_async::<()>(&mut conn)
-                        .await?;
-                }
+                Outcome::Taken | Outcome::GivenUp => *delivered = Some(item),
                 // Shutdown: left in the processing list, queued again at the next start.
                 Outcome::Left | Outcome::Again(_) => return Ok(()),
             }
         }
+    }
+
+    /// `LREM` of one copy of `item` from the processing list.
+    fn remove(&self, item: &[u8]) -> redis::Cmd {
+        let mut cmd = redis::cmd("LREM");
+        cmd.arg(&self.processing).arg(1).arg(item);
+        cmd
     }
 }
 

@@ -1,8 +1,9 @@
 //! `redis_streams`: reads a Redis stream as a member of a consumer group (`XREADGROUP`) and
 //! acknowledges each entry (`XACK`) only once its message was delivered (or, in a durable flow,
-//! committed). An entry whose message failed stays pending and is read again after
-//! `claim_idle`; so are the entries of a consumer that died (`XAUTOCLAIM`), and at start this
-//! consumer first reads what it had taken and not acknowledged. The delivery that reaches
+//! committed). A batch's acknowledgements go out in one round trip with the next read. An
+//! entry whose message failed stays pending and is read again after `claim_idle`; so are the
+//! entries of a consumer that died (`XAUTOCLAIM`), and at start this consumer first reads what
+//! it had taken and not acknowledged. The delivery that reaches
 //! `redelivery.max_deliveries` (the group's own count) keeps the message in the flow's
 //! dead-letter queue — or, with `dead_letter_stream`, adds the entry's fields to that stream
 //! (with `weft_source_id`, the entry's ID) — and acknowledges the entry (here `claim_idle` is
@@ -128,9 +129,24 @@ impl super::Spec for Config {
 }
 
 impl RedisStreams {
+    /// Reads and delivers until shutdown or a failed command. `acks` holds the IDs of entries
+    /// handled and not yet acknowledged: their `XACK` goes out in one round trip with the next
+    /// read, and what a failed connection did not send is sent on the next one.
     async fn consume(
         &self,
         feed: &Feed<impl Processor, impl Output>,
+        acks: &std::sync::Mutex<Vec<String>>,
+    ) -> Result<(), redis::RedisError> {
+        let mut pending = std::mem::take(&mut *acks.lock().unwrap_or_else(|e| e.into_inner()));
+        let result = self.consume_with(feed, &mut pending).await;
+        *acks.lock().unwrap_or_else(|e| e.into_inner()) = pending;
+        result
+    }
+
+    async fn consume_with(
+        &self,
+        feed: &Feed<impl Processor, impl Output>,
+        acks: &mut Vec<String>,
     ) -> Result<(), redis::RedisError> {
         let c = &self.config;
         let mut conn = self.redis.dedicated().await?;
@@ -155,22 +171,25 @@ impl RedisStreams {
         let mut claim_from = "0-0".to_string();
         loop {
             if feed.shutdown.is_cancelled() {
+                if !acks.is_empty() {
+                    self.ack(acks).query_async::<i64>(&mut conn).await?;
+                    acks.clear();
+                }
                 return Ok(());
             }
             // Entries read before (pending, or claimed): their delivery counts are asked for.
             let mut again = true;
             let entries = if let Some(after) = &own_pending {
-                let reply: StreamReadReply = redis::cmd("XREADGROUP")
-                    .arg("GROUP")
+                let mut read = redis::cmd("XREADGROUP");
+                read.arg("GROUP")
                     .arg(&c.group)
                     .arg(&c.consumer)
                     .arg("COUNT")
                     .arg(c.batch)
                     .arg("STREAMS")
                     .arg(&c.stream)
-                    .arg(after)
-                    .query_async(&mut conn)
-                    .await?;
+                    .arg(after);
+                let reply: StreamReadReply = self.read(&mut conn, acks, read).await?;
                 let entries = entries_of(reply);
                 own_pending = entries.last().map(|e| e.id.clone());
                 if entries.is_empty() {
@@ -179,24 +198,24 @@ impl RedisStreams {
                 entries
             } else if claim_from != "0-0" || last_claim.elapsed() >= c.claim_idle.0 {
                 last_claim = tokio::time::Instant::now();
-                let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                let mut claim = redis::cmd("XAUTOCLAIM");
+                claim
                     .arg(&c.stream)
                     .arg(&c.group)
                     .arg(&c.consumer)
                     .arg(c.claim_idle.0.as_millis() as u64)
                     .arg(&claim_from)
                     .arg("COUNT")
-                    .arg(c.batch)
-                    .query_async(&mut conn)
-                    .await?;
+                    .arg(c.batch);
+                let reply: StreamAutoClaimReply = self.read(&mut conn, acks, claim).await?;
                 claim_from = reply.next_stream_id;
                 if reply.claimed.is_empty() {
                     continue;
                 }
                 reply.claimed
             } else {
-                let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-                    .arg("GROUP")
+                let mut read = redis::cmd("XREADGROUP");
+                read.arg("GROUP")
                     .arg(&c.group)
                     .arg(&c.consumer)
                     .arg("COUNT")
@@ -205,9 +224,8 @@ impl RedisStreams {
                     .arg(BLOCK_MS)
                     .arg("STREAMS")
                     .arg(&c.stream)
-                    .arg(">")
-                    .query_async(&mut conn)
-                    .await?;
+                    .arg(">");
+                let reply: Option<StreamReadReply> = self.read(&mut conn, acks, read).await?;
                 again = false;
                 match reply.map(entries_of) {
                     Some(entries) if !entries.is_empty() => entries,
@@ -218,15 +236,7 @@ impl RedisStreams {
             // nothing is left to deliver, so it is acknowledged away.
             let (entries, gone): (Vec<StreamId>, Vec<StreamId>) =
                 entries.into_iter().partition(|e| !e.map.is_empty());
-            if !gone.is_empty() {
-                let gone: Vec<&String> = gone.iter().map(|e| &e.id).collect();
-                redis::cmd("XACK")
-                    .arg(&c.stream)
-                    .arg(&c.group)
-                    .arg(&gone)
-                    .query_async::<i64>(&mut conn)
-                    .await?;
-            }
+            acks.extend(gone.into_iter().map(|e| e.id));
             let counts = if again {
                 self.delivery_counts(&mut conn, &entries).await?
             } else {
@@ -275,21 +285,40 @@ impl RedisStreams {
                 }
             }
             // Failed ones stay pending, to be claimed again after `claim_idle`.
-            let done: Vec<&String> = ids
-                .iter()
-                .zip(&outcomes)
-                .filter(|(_, o)| matches!(o, Outcome::Taken | Outcome::GivenUp))
-                .map(|(id, _)| id)
-                .collect();
-            if !done.is_empty() {
-                redis::cmd("XACK")
-                    .arg(&c.stream)
-                    .arg(&c.group)
-                    .arg(&done)
-                    .query_async::<i64>(&mut conn)
-                    .await?;
-            }
+            acks.extend(
+                ids.into_iter()
+                    .zip(&outcomes)
+                    .filter(|(_, o)| matches!(o, Outcome::Taken | Outcome::GivenUp))
+                    .map(|(id, _)| id),
+            );
         }
+    }
+
+    /// `XACK` of `ids`.
+    fn ack(&self, ids: &[String]) -> redis::Cmd {
+        let mut cmd = redis::cmd("XACK");
+        cmd.arg(&self.config.stream)
+            .arg(&self.config.group)
+            .arg(ids);
+        cmd
+    }
+
+    /// Runs `read`, preceded in the same round trip by the `XACK` of `acks` (Redis runs the
+    /// two in order, so a claim never takes an entry just acknowledged).
+    async fn read<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut (impl redis::aio::ConnectionLike + Send),
+        acks: &mut Vec<String>,
+        read: redis::Cmd,
+    ) -> Result<T, redis::RedisError> {
+        let mut pipe = redis::pipe();
+        if !acks.is_empty() {
+            pipe.add_command(self.ack(acks)).ignore();
+        }
+        pipe.add_command(read);
+        let (reply,): (T,) = pipe.query_async(conn).await?;
+        acks.clear();
+        Ok(reply)
     }
 
     /// How many times the group has delivered each of `entries` (read before, so pending).
@@ -355,11 +384,12 @@ impl super::Source for RedisStreams {
     async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
         // Not cancelled from outside: a batch under way is finished and acknowledged (the
         // reads block 1 s at most and look at shutdown in between).
+        let acks = std::sync::Mutex::new(Vec::new());
         feed.keep_reading(
             "input.redis_streams",
             self.redis.shown(),
             AtShutdown::Finish,
-            || self.consume(&feed),
+            || self.consume(&feed, &acks),
         )
         .await;
         Ok(())
