@@ -29,7 +29,7 @@ use super::metrics::{ComponentMetrics, FlowMetrics};
 use super::retry::{Answer, Decision, Delivered, Fault, GaveUp, RetryPolicy, deliver};
 use super::tap::Tap;
 use super::{
-    Attempt, Claim, Context, GroupOutcome, MappingError, Message, Output, Processor, Step,
+    Attempt, Claim, Context, GroupOutcome, MappingError, Message, Now, Output, Processor, Step,
     StepError, Trail, Value,
 };
 
@@ -232,7 +232,13 @@ fn run<'a, 'b: 'a, P: Processor>(
                 .then(|| message.clone());
             let groups_before = cx.trail.groups.len();
             let step = crate::core::trace::step_span("step", &slot.id);
-            match tracing::Instrument::instrument(slot.processor.process(message, cx), step).await {
+            let outcome = match step.in_scope(|| slot.processor.process_now(message, cx)) {
+                Now::Done(outcome) => outcome,
+                Now::Later(message) => {
+                    tracing::Instrument::instrument(slot.processor.process(message, cx), step).await
+                }
+            };
+            match outcome {
                 Ok(Step::One(next)) => {
                     message = next;
                     if let Some(tap) = cx.tap {

@@ -255,12 +255,50 @@ pub trait Processor: Send + Sync + 'static {
         cx: &mut Context<'_>,
     ) -> impl Future<Output = Result<Step, StepError>> + Send;
 
+    /// The step's work done in place, when it never waits ([`Immediate`] steps): the flow then
+    /// runs it without a future. `Later` hands the message back for [`Processor::process`].
+    fn process_now(&self, message: Message, cx: &mut Context<'_>) -> Now {
+        let _ = cx;
+        Now::Later(message)
+    }
+
     /// Whether any program of this step reads message metadata (`%…`).
     fn reads_metadata(&self) -> bool;
 
     /// Whether this step runs only on messages a step before it failed (`catch`).
     fn catches(&self) -> bool {
         false
+    }
+}
+
+/// What [`Processor::process_now`] did.
+pub enum Now {
+    Done(Result<Step, StepError>),
+    /// The step waits on something: run [`Processor::process`].
+    Later(Message),
+}
+
+/// A step that never waits (`map`, `filter`, `split`…): it is a [`Processor`] whose work is
+/// done in place, without a future of its own to allocate or move.
+pub trait Immediate: Send + Sync + 'static {
+    /// `Err` fails the message.
+    fn step(&self, message: Message) -> Result<Step, StepError>;
+
+    /// Whether any program of this step reads message metadata (`%…`).
+    fn reads_metadata(&self) -> bool;
+}
+
+impl<T: Immediate> Processor for T {
+    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+        self.step(message)
+    }
+
+    fn process_now(&self, message: Message, _cx: &mut Context<'_>) -> Now {
+        Now::Done(self.step(message))
+    }
+
+    fn reads_metadata(&self) -> bool {
+        Immediate::reads_metadata(self)
     }
 }
 

@@ -741,3 +741,94 @@ async fn sweep_expired_keys(store: Store, stop: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message's futures are moved whole wherever they go (into a box, a join, a spawned
+    /// task): one grown by the largest component's future (an HTTP call's is ~16 KiB) is copied
+    /// per message, and that copy once cost more than the mapping it carried. So the futures
+    /// of steps and outputs that wait are boxed; this keeps it that way.
+    #[tokio::test]
+    async fn the_futures_a_message_moves_through_stay_small() {
+        let yaml = r#"
+flows:
+  sizes:
+    input: { stdin: {} }
+    pipeline:
+      - map: .a = 1
+      - http: { url: "http://127.0.0.1:9/x" }
+      - sql: { database: crm, query: "select 1" }
+      - enrich:
+          processors: [ { http: { url: "http://127.0.0.1:9/y" } } ]
+          merge: .b = %enrichment
+    outputs:
+      - http_client: { url: "http://127.0.0.1:9/z" }
+      - soap: { url: "http://127.0.0.1:9/soap", action: "urn:x", body: "<x/>" }
+resources:
+  sql:
+    crm: { url: "postgres://127.0.0.1/test" }
+"#;
+        let loaded = crate::load::load_str(
+            "sizes.yaml",
+            yaml,
+            &|_| None,
+            &crate::clients::Shared::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let spec = loaded.flows.into_iter().next().expect("one flow");
+        let message = crate::core::Message::new(crate::core::mapping::empty_object());
+        // The boxed futures themselves: each is copied once per call, into its box.
+        let mut boxed = Vec::new();
+        for (_, output, _) in &spec.outputs {
+            if let crate::outputs::Output::HttpClient(o) = output {
+                let send = crate::core::Output::send(&**o, &message);
+                boxed.push(("http_client send", std::mem::size_of_val(&send)));
+            }
+        }
+        let mut trail = crate::core::Trail::default();
+        let mut cx = crate::core::Context {
+            flow: "sizes",
+            store: None,
+            trail: &mut trail,
+            tap: None,
+            split: None,
+        };
+        for (_, step) in &spec.processors {
+            if let crate::processors::Processor::Http(p) = step {
+                let call = crate::core::Processor::process(&**p, message.clone(), &mut cx);
+                boxed.push(("http step", std::mem::size_of_val(&call)));
+            }
+        }
+        eprintln!("boxed futures: {boxed:?}");
+        // Any step's future, as the pipeline holds it: the registry's, whichever the step.
+        let step = crate::core::Processor::process(&spec.processors[0].1, message.clone(), &mut cx);
+        let step_size = std::mem::size_of_val(&step);
+        drop(step);
+        let assembled = assemble(spec, None).await.expect("assembled");
+        let flow = assembled.flow;
+        let process = flow.process(message.clone());
+        let process_size = std::mem::size_of_val(&process);
+        drop(process);
+        let mut trail = crate::core::Trail::default();
+        let transform = flow.transform(message, &mut trail);
+        let transform_size = std::mem::size_of_val(&transform);
+        drop(transform);
+        eprintln!(
+            "a step {step_size} B, Flow::process {process_size} B, Flow::transform {transform_size} B"
+        );
+        // Was the size of the largest step's future (an `http` call's) before those were boxed.
+        assert!(step_size <= 512, "a step's future: {step_size} B");
+        // 16 KiB before the outputs' futures were boxed; ~2 KiB now (the retry loop, the
+        // store's settle and release).
+        assert!(
+            process_size <= 4096,
+            "Flow::process future: {process_size} B"
+        );
+        assert!(
+            transform_size <= 1024,
+            "Flow::transform future: {transform_size} B"
+        );
+    }
+}

@@ -11,7 +11,6 @@ use serde::Deserialize;
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::config::BuildError;
-use crate::core::Context;
 use crate::core::Step;
 use crate::core::StepError;
 use crate::core::mapping::Mapping;
@@ -49,8 +48,8 @@ impl Filter {
     }
 }
 
-impl crate::core::Processor for Filter {
-    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+impl crate::core::Immediate for Filter {
+    fn step(&self, message: Message) -> Result<Step, StepError> {
         Ok(self.apply(message)?.into())
     }
 

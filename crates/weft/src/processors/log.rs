@@ -12,7 +12,6 @@ use serde::Deserialize;
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::config::BuildError;
-use crate::core::Context;
 use crate::core::Step;
 use crate::core::StepError;
 use crate::core::mapping::{Mapping, to_text};
@@ -73,8 +72,8 @@ impl Log {
     }
 }
 
-impl crate::core::Processor for Log {
-    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+impl crate::core::Immediate for Log {
+    fn step(&self, message: Message) -> Result<Step, StepError> {
         Ok(self.apply(message)?.into())
     }
 

@@ -14,7 +14,6 @@ use serde::Deserialize;
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::config::BuildError;
-use crate::core::Context;
 use crate::core::Step;
 use crate::core::StepError;
 use crate::core::mapping::{Mapping, Outcome};
@@ -51,8 +50,8 @@ impl Map {
     }
 }
 
-impl crate::core::Processor for Map {
-    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+impl crate::core::Immediate for Map {
+    fn step(&self, message: Message) -> Result<Step, StepError> {
         Ok(self.apply(message)?.into())
     }
 

@@ -27,7 +27,6 @@ use serde::Deserialize;
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::config::BuildError;
-use crate::core::Context;
 use crate::core::StepError;
 use crate::core::mapping::{Mapping, empty_object, insert, to_text};
 use crate::core::{MappingError, Message, Step, Value};
@@ -151,8 +150,8 @@ impl Split {
     }
 }
 
-impl crate::core::Processor for Split {
-    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+impl crate::core::Immediate for Split {
+    fn step(&self, message: Message) -> Result<Step, StepError> {
         Ok(self.apply(message)?)
     }
 

@@ -17,7 +17,6 @@ use serde::Deserialize;
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::config::BuildError;
-use crate::core::Context;
 use crate::core::Step;
 use crate::core::StepError;
 use crate::core::{MappingError, Message, Value};
@@ -91,8 +90,8 @@ impl Template {
     }
 }
 
-impl crate::core::Processor for Template {
-    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+impl crate::core::Immediate for Template {
+    fn step(&self, message: Message) -> Result<Step, StepError> {
         Ok(self.apply(message)?.into())
     }
 

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use crate::clients::json_schema::problems;
 use crate::clients::{Resources, Shared};
 use crate::config::BuildError;
-use crate::core::{Context, MappingError, Message, Step, StepError};
+use crate::core::{MappingError, Message, Step, StepError};
 
 /// The largest `schema_file` read.
 const MAX_SCHEMA_FILE: u64 = 4 << 20;
@@ -114,8 +114,8 @@ pub struct Validate {
     max_problems: usize,
 }
 
-impl crate::core::Processor for Validate {
-    async fn process(&self, message: Message, _cx: &mut Context<'_>) -> Result<Step, StepError> {
+impl crate::core::Immediate for Validate {
+    fn step(&self, message: Message) -> Result<Step, StepError> {
         let instance = serde_json::to_value(&message.value)
             .map_err(|e| MappingError(format!("the message is not JSON: {e}")))?;
         if self.validator.is_valid(&instance) {
