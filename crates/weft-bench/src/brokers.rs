@@ -29,7 +29,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use redis::AsyncCommands;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-use crate::{BODY, Killed, binaries, cpu_seconds, map_order, pinned};
+use crate::{BODY, Killed, binaries, cpu_seconds, map_order, median, pinned};
 
 pub const ALL: [&str; 5] = [
     "redis_streams",
@@ -786,9 +786,4 @@ fn weft_command(
         .arg(dir.join(tag))
         .env("WEFT_LOG", "warn");
     Ok(c)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }

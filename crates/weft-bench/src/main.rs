@@ -15,6 +15,10 @@
 //! The same binary is every process of the run: `weft-bench receiver|baseline|load` are the
 //! parts, `weft-bench` alone orchestrates them.
 //!
+//! `weft-bench soak --minutes 10` keeps weft (direct, the same flow) under that load for the
+//! given time and samples its RSS after every `--interval` seconds (default 30): memory under
+//! load should be flat, every sample after the first minute within ±10 % of their median.
+//!
 //! `weft-bench brokers` measures the broker connectors the same way: weft copying broker →
 //! `map` → broker against a hand-written client doing the same copy (see [`brokers`]).
 
@@ -87,6 +91,12 @@ fn main() -> anyhow::Result<()> {
             arg("--only"),
             arg("--weft").map(PathBuf::from),
         ),
+        Some("soak") => soak(
+            arg("--minutes").map_or(Ok(10.0), |m| m.parse())?,
+            arg("--interval").map_or(Ok(30.0), |s| s.parse())?,
+            arg("--connections").map_or(Ok(64), |c| c.parse())?,
+            arg("--weft").map(PathBuf::from),
+        ),
         Some("copy") => runtime().block_on(brokers::copy(
             &arg("--broker").context("--broker")?,
             &arg("--source").context("--source")?,
@@ -110,7 +120,9 @@ fn main() -> anyhow::Result<()> {
             )
         }
         Some(other) => {
-            bail!("unknown command `{other}`; use run, brokers, receiver, baseline, load or copy")
+            bail!(
+                "unknown command `{other}`; use run, brokers, soak, receiver, baseline, load or copy"
+            )
         }
     }
 }
@@ -359,27 +371,7 @@ fn measure(
     rt: &tokio::runtime::Runtime,
     receiver: &str,
 ) -> anyhow::Result<Measured> {
-    let run_load = |secs: f64| -> anyhow::Result<LoadResult> {
-        let out = pinned("0", me)
-            .args([
-                "load",
-                "--url",
-                url,
-                "--connections",
-                &connections.to_string(),
-                "--seconds",
-                &secs.to_string(),
-            ])
-            .stderr(Stdio::inherit())
-            .output()?;
-        let text = String::from_utf8(out.stdout)?;
-        let mut parts = text.split_whitespace().map(|p| p.parse::<u64>());
-        Ok(LoadResult {
-            requests: parts.next().context("load output")??,
-            p50_us: parts.next().context("load output")??,
-            p99_us: parts.next().context("load output")??,
-        })
-    };
+    let run_load = |secs: f64| run_load(me, url, connections, secs);
     let rss_idle = rss_kib(server_pid);
     let started = Instant::now();
     let received_at_start = receiver_count(rt, receiver);
@@ -410,6 +402,69 @@ fn measure(
     })
 }
 
+/// One run of the load generator, on CPU 0.
+fn run_load(
+    me: &std::path::Path,
+    url: &str,
+    connections: usize,
+    seconds: f64,
+) -> anyhow::Result<LoadResult> {
+    let out = pinned("0", me)
+        .args([
+            "load",
+            "--url",
+            url,
+            "--connections",
+            &connections.to_string(),
+            "--seconds",
+            &seconds.to_string(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()?;
+    let text = String::from_utf8(out.stdout)?;
+    let mut parts = text.split_whitespace().map(|p| p.parse::<u64>());
+    Ok(LoadResult {
+        requests: parts.next().context("load output")??,
+        p50_us: parts.next().context("load output")??,
+        p99_us: parts.next().context("load output")??,
+    })
+}
+
+/// The receiver, on CPU 1, answering; and its address.
+fn start_receiver(
+    me: &std::path::Path,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<(Killed, String)> {
+    let address = format!("127.0.0.1:{}", free_port()?);
+    let receiver = Killed(
+        pinned("1", me)
+            .args(["receiver", "--address", &address])
+            .spawn()?,
+    );
+    rt.block_on(wait_ready(&address))?;
+    Ok((receiver, address))
+}
+
+/// weft running `config` on CPU 1, with an admin port of its own and `data` as its data
+/// directory.
+fn start_weft(
+    weft: &std::path::Path,
+    config: &std::path::Path,
+    data: &std::path::Path,
+) -> anyhow::Result<Killed> {
+    let admin = format!("127.0.0.1:{}", free_port()?);
+    Ok(Killed(
+        pinned("1", weft)
+            .arg("run")
+            .arg(config)
+            .args(["--admin-address", &admin])
+            .arg("--data-dir")
+            .arg(data)
+            .env("WEFT_LOG", "warn")
+            .spawn()?,
+    ))
+}
+
 /// This binary, and the weft binary beside it (or the one given).
 fn binaries(weft: Option<PathBuf>) -> anyhow::Result<(PathBuf, PathBuf)> {
     let me = std::env::current_exe()?;
@@ -435,13 +490,7 @@ fn orchestrate(
         .build()?;
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
 
-    let receiver_addr = format!("127.0.0.1:{}", free_port()?);
-    let receiver = Killed(
-        pinned("1", &me)
-            .args(["receiver", "--address", &receiver_addr])
-            .spawn()?,
-    );
-    rt.block_on(wait_ready(&receiver_addr))?;
+    let (receiver, receiver_addr) = start_receiver(&me, &rt)?;
     let upstream = format!("http://{receiver_addr}/sink");
 
     let base_addr = format!("127.0.0.1:{}", free_port()?);
@@ -479,17 +528,7 @@ fn orchestrate(
         }
         let config = dir.join(format!("{name}.yaml"));
         std::fs::write(&config, flow)?;
-        let admin = format!("127.0.0.1:{}", free_port()?);
-        let process = Killed(
-            pinned("1", &weft)
-                .arg("run")
-                .arg(&config)
-                .args(["--admin-address", &admin])
-                .arg("--data-dir")
-                .arg(dir.join(name))
-                .env("WEFT_LOG", "warn")
-                .spawn()?,
-        );
+        let process = start_weft(&weft, &config, &dir.join(name))?;
         rt.block_on(wait_ready(&address))?;
         servers.push((name, address, process));
     }
@@ -579,4 +618,92 @@ fn orchestrate(
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Loads one weft for `minutes`, sampling throughput, p99 and RSS after every `interval`
+/// seconds of load; the verdict is on the samples after the first minute (warm-up: buffers,
+/// pools and allocator arenas reach their working size).
+fn soak(
+    minutes: f64,
+    interval: f64,
+    connections: usize,
+    weft: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let (me, weft) = binaries(weft)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (_receiver, receiver_addr) = start_receiver(&me, &rt)?;
+    let dir = std::env::temp_dir().join(format!("weft-soak-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let address = format!("127.0.0.1:{}", free_port()?);
+    let config = dir.join("weft.yaml");
+    std::fs::write(
+        &config,
+        mapping_flow(
+            "    concurrency: 4096\n",
+            &format!(r#"http_server: {{ address: "{address}", path: /orders }}"#),
+            &format!(r#"http_client: {{ url: "http://{receiver_addr}/sink" }}"#),
+        ),
+    )?;
+    let server = start_weft(&weft, &config, &dir.join("data"))?;
+    rt.block_on(wait_ready(&address))?;
+    let pid = server.0.id();
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_before = rss_kib(pid);
+    println!(
+        "soak: {minutes} min of {connections} connections, RSS sampled every {interval}s; idle before: {:.1} MiB",
+        idle_before as f64 / 1024.0
+    );
+    println!(
+        "{:>8} {:>9} {:>8} {:>9}",
+        "minute", "req/s", "p99 ms", "RSS MiB"
+    );
+    let url = format!("http://{address}/orders");
+    let started = Instant::now();
+    let mut samples: Vec<(f64, u64)> = Vec::new();
+    while started.elapsed().as_secs_f64() < minutes * 60.0 {
+        let load = run_load(&me, &url, connections, interval)?;
+        let rss = rss_kib(pid);
+        let minute = started.elapsed().as_secs_f64() / 60.0;
+        println!(
+            "{:>8.1} {:>9.0} {:>8.2} {:>9.1}",
+            minute,
+            load.requests as f64 / interval,
+            load.p99_us as f64 / 1000.0,
+            rss as f64 / 1024.0
+        );
+        samples.push((minute, rss));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_after = rss_kib(pid);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    let steady: Vec<f64> = samples
+        .iter()
+        .filter(|(minute, _)| *minute > 1.0)
+        .map(|(_, rss)| *rss as f64 / 1024.0)
+        .collect();
+    if steady.is_empty() {
+        bail!("no samples after the first minute: soak longer than a minute");
+    }
+    let median = median(steady.clone());
+    let worst = steady
+        .iter()
+        .map(|rss| (rss - median).abs() / median)
+        .fold(0.0, f64::max);
+    println!(
+        "RSS after the first minute: median {median:.1} MiB, min {:.1}, max {:.1}, furthest sample {:.1} % from the median (goal <= 10 %); idle after the load: {:.1} MiB",
+        steady.iter().copied().fold(f64::INFINITY, f64::min),
+        steady.iter().copied().fold(0.0, f64::max),
+        worst * 100.0,
+        idle_after as f64 / 1024.0
+    );
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
