@@ -168,6 +168,34 @@ impl SecretTarget for ReadOnly<'_> {
     fn remove_secret(&mut self, _: &str) {}
 }
 
+/// A program that is only a path into the message (`.items`, `.order.lines`, `.`): a step that
+/// owns the message can take that value out of it instead of copying it.
+#[derive(Debug, Clone)]
+pub struct MessagePath(vrl::path::OwnedValuePath);
+
+impl MessagePath {
+    /// `None` when `source` is anything but such a path (the program then runs as VRL).
+    pub fn parse(source: &str) -> Option<MessagePath> {
+        let source = source.trim();
+        if !source.starts_with('.') {
+            return None;
+        }
+        match vrl::path::parse_target_path(source) {
+            Ok(target) if target.prefix == PathPrefix::Event => Some(MessagePath(target.path)),
+            _ => None,
+        }
+    }
+
+    /// Takes the value at the path out of `value`: what the program would have given (null
+    /// when there is none), without a copy.
+    pub fn take(&self, value: &mut Value) -> Value {
+        if self.0.is_root() {
+            return std::mem::replace(value, Value::Null);
+        }
+        value.remove(&self.0, false).unwrap_or(Value::Null)
+    }
+}
+
 /// An empty object, the starting value of generated messages and metadata.
 pub fn empty_object() -> Value {
     Value::Object(ObjectMap::new())
@@ -247,6 +275,21 @@ mod tests {
             aborting.run(&mut v, &mut meta).unwrap(),
             Outcome::Aborted
         ));
+    }
+
+    #[test]
+    fn a_plain_path_is_taken_out_as_the_program_would_read_it() {
+        let value = || serde_json::from_str::<Value>(r#"{"a":{"b":[1,2]},"c":3}"#).unwrap();
+        for source in [".a.b", ". ", ".c", ".missing", ".a.b[1]", r#"."c""#] {
+            let path = MessagePath::parse(source).unwrap_or_else(|| panic!("{source}"));
+            let program = Mapping::compile(source).unwrap();
+            let expected = program.eval(&value(), &empty_object()).unwrap();
+            let mut taken_from = value();
+            assert_eq!(path.take(&mut taken_from), expected, "{source}");
+        }
+        for source in [".a.b || []", "%meta", "[.a]", "upcase!(.c)", ".a.b\n.c"] {
+            assert!(MessagePath::parse(source).is_none(), "{source}");
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::config::BuildError;
 use crate::core::StepError;
-use crate::core::mapping::{Mapping, empty_object, insert, to_text};
+use crate::core::mapping::{Mapping, MessagePath, empty_object, insert, to_text};
 use crate::core::{MappingError, Message, Step, Value};
 
 /// `split: EXPRESSION`, or the settings as a mapping.
@@ -88,6 +88,7 @@ impl super::Spec for Config {
             None => None,
         };
         Ok(Split {
+            take: MessagePath::parse(&self.path),
             path,
             keep,
             max_parts: self.max_parts,
@@ -97,13 +98,24 @@ impl super::Spec for Config {
 
 pub struct Split {
     pub(super) path: Mapping,
+    /// `path` when it is a plain path: the array is then taken out of the message, not copied.
+    take: Option<MessagePath>,
     keep: Option<Mapping>,
     max_parts: usize,
 }
 
 impl Split {
-    fn apply(&self, message: Message) -> Result<Step, MappingError> {
-        let items = match self.path.eval(&message.value, &message.metadata)? {
+    fn apply(&self, mut message: Message) -> Result<Step, MappingError> {
+        // `keep` reads the message whole, before the array is taken out of it.
+        let kept = match &self.keep {
+            Some(keep) => Some(keep.eval(&message.value, &message.metadata)?),
+            None => None,
+        };
+        let found = match &self.take {
+            Some(path) => path.take(&mut message.value),
+            None => self.path.eval(&message.value, &message.metadata)?,
+        };
+        let items = match found {
             Value::Array(items) => items,
             other => {
                 return Err(MappingError(format!(
@@ -121,20 +133,19 @@ impl Split {
         }
         let count = items.len();
         let parent = Value::from(message.id.to_string());
-        let kept = match &self.keep {
-            Some(keep) => Some(keep.eval(&message.value, &message.metadata)?),
-            None => None,
-        };
         Ok(Step::Many(
             items
                 .into_iter()
                 .enumerate()
                 .map(|(index, value)| {
-                    let mut part = Message::new(value);
-                    // Derived from the parent's, so the parts of a message retried (durable)
-                    // keep their ids, and with them the dedupe keys they hold.
-                    part.id = ulid::Ulid(message.id.0.wrapping_add(index as u128 + 1));
-                    part.metadata = message.metadata.clone();
+                    let mut part = Message {
+                        // Derived from the parent's, so the parts of a message retried
+                        // (durable) keep their ids, and with them the dedupe keys they hold.
+                        id: ulid::Ulid(message.id.0.wrapping_add(index as u128 + 1)),
+                        value,
+                        metadata: message.metadata.clone(),
+                        traceparent: None,
+                    };
                     let mut meta = empty_object();
                     insert(&mut meta, "parent", parent.clone());
                     insert(&mut meta, "index", Value::from(index as i64));
