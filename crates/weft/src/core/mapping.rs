@@ -280,7 +280,9 @@ mod tests {
     #[test]
     fn a_plain_path_is_taken_out_as_the_program_would_read_it() {
         let value = || serde_json::from_str::<Value>(r#"{"a":{"b":[1,2]},"c":3}"#).unwrap();
-        for source in [".a.b", ". ", ".c", ".missing", ".a.b[1]", r#"."c""#] {
+        for source in [
+            ".a.b", ". ", ".c", ".missing", ".a.b[1]", ".a.b[-1]", ".a.b[5]", ".c.d", r#"."c""#,
+        ] {
             let path = MessagePath::parse(source).unwrap_or_else(|| panic!("{source}"));
             let program = Mapping::compile(source).unwrap();
             let expected = program.eval(&value(), &empty_object()).unwrap();
