@@ -12,7 +12,7 @@
 //!
 //! `weft-bench copy --broker B --source S --target T` is the baseline copier itself.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +29,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use redis::AsyncCommands;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-use crate::{BODY, Killed, binaries, cpu_seconds, map_order, median, pinned};
+use crate::{BODY, Killed, binaries, cpu_seconds, map_order, median, pinned, weft_command};
 
 pub const ALL: [&str; 5] = [
     "redis_streams",
@@ -767,23 +767,4 @@ pub fn orchestrate(
     println!("loadavg before: {load_before}loadavg after:  {load_after}");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
-}
-
-fn weft_command(
-    weft: &Path,
-    dir: &Path,
-    tag: &str,
-    flow: &str,
-) -> anyhow::Result<std::process::Command> {
-    let config = dir.join(format!("{tag}.yaml"));
-    std::fs::write(&config, flow)?;
-    let admin = format!("127.0.0.1:{}", crate::free_port()?);
-    let mut c = pinned("1", weft);
-    c.arg("run")
-        .arg(&config)
-        .args(["--admin-address", &admin])
-        .arg("--data-dir")
-        .arg(dir.join(tag))
-        .env("WEFT_LOG", "warn");
-    Ok(c)
 }

@@ -445,24 +445,25 @@ fn start_receiver(
     Ok((receiver, address))
 }
 
-/// weft running `config` on CPU 1, with an admin port of its own and `data` as its data
-/// directory.
-fn start_weft(
+/// weft running `flow`, written to `DIR/TAG.yaml`, on CPU 1, with an admin port of its own and
+/// `DIR/TAG` as its data directory.
+fn weft_command(
     weft: &std::path::Path,
-    config: &std::path::Path,
-    data: &std::path::Path,
-) -> anyhow::Result<Killed> {
+    dir: &std::path::Path,
+    tag: &str,
+    flow: &str,
+) -> anyhow::Result<Command> {
+    let config = dir.join(format!("{tag}.yaml"));
+    std::fs::write(&config, flow)?;
     let admin = format!("127.0.0.1:{}", free_port()?);
-    Ok(Killed(
-        pinned("1", weft)
-            .arg("run")
-            .arg(config)
-            .args(["--admin-address", &admin])
-            .arg("--data-dir")
-            .arg(data)
-            .env("WEFT_LOG", "warn")
-            .spawn()?,
-    ))
+    let mut c = pinned("1", weft);
+    c.arg("run")
+        .arg(&config)
+        .args(["--admin-address", &admin])
+        .arg("--data-dir")
+        .arg(dir.join(tag))
+        .env("WEFT_LOG", "warn");
+    Ok(c)
 }
 
 /// This binary, and the weft binary beside it (or the one given).
@@ -526,9 +527,7 @@ fn orchestrate(
                 )
                 .replace("flows:\n", &format!("{top}flows:\n"));
         }
-        let config = dir.join(format!("{name}.yaml"));
-        std::fs::write(&config, flow)?;
-        let process = start_weft(&weft, &config, &dir.join(name))?;
+        let process = Killed(weft_command(&weft, &dir, name, &flow)?.spawn()?);
         rt.block_on(wait_ready(&address))?;
         servers.push((name, address, process));
     }
@@ -638,16 +637,12 @@ fn soak(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let address = format!("127.0.0.1:{}", free_port()?);
-    let config = dir.join("weft.yaml");
-    std::fs::write(
-        &config,
-        mapping_flow(
-            "    concurrency: 4096\n",
-            &format!(r#"http_server: {{ address: "{address}", path: /orders }}"#),
-            &format!(r#"http_client: {{ url: "http://{receiver_addr}/sink" }}"#),
-        ),
-    )?;
-    let server = start_weft(&weft, &config, &dir.join("data"))?;
+    let flow = mapping_flow(
+        "    concurrency: 4096\n",
+        &format!(r#"http_server: {{ address: "{address}", path: /orders }}"#),
+        &format!(r#"http_client: {{ url: "http://{receiver_addr}/sink" }}"#),
+    );
+    let server = Killed(weft_command(&weft, &dir, "weft", &flow)?.spawn()?);
     rt.block_on(wait_ready(&address))?;
     let pid = server.0.id();
     std::thread::sleep(Duration::from_secs(1));
