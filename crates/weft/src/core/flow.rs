@@ -282,9 +282,7 @@ fn run<'a, 'b: 'a, P: Processor>(
                             }),
                     )
                     .await;
-                    for trail in trails {
-                        cx.trail.extend(trail);
-                    }
+                    cx.trail.extend(trails);
                     return ran.into_iter().flatten().collect();
                 }
                 Err(error) => {

@@ -88,10 +88,19 @@ pub struct Trail {
 }
 
 impl Trail {
-    pub fn extend(&mut self, other: Trail) {
-        self.claims.extend(other.claims);
-        self.groups.extend(other.groups);
-        self.joined.extend(other.joined);
+    /// Takes on the trails of a message's parts, each list grown once.
+    pub fn extend(&mut self, others: Vec<Trail>) {
+        self.claims
+            .reserve(others.iter().map(|t| t.claims.len()).sum());
+        self.groups
+            .reserve(others.iter().map(|t| t.groups.len()).sum());
+        self.joined
+            .reserve(others.iter().map(|t| t.joined.len()).sum());
+        for other in others {
+            self.claims.extend(other.claims);
+            self.groups.extend(other.groups);
+            self.joined.extend(other.joined);
+        }
     }
 
     /// Tells the groups this message carried how their message fared.

@@ -31,6 +31,7 @@
 //!   - aggregate: { correlate: split, period: 30s }
 //! ```
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -191,14 +192,25 @@ struct Gathered {
 }
 
 impl Aggregate {
-    fn key_of(&self, message: &Message) -> Result<(String, i64, Option<usize>), MappingError> {
+    /// The group key, the message's place in its group and the group's expected size. A
+    /// split's parent id is borrowed from the metadata: no key is allocated per part.
+    fn key_of<'m>(
+        &self,
+        value: &Value,
+        metadata: &'m Value,
+    ) -> Result<(Cow<'m, str>, i64, Option<usize>), MappingError> {
         if self.correlate {
-            let split = field(&message.metadata, "split").ok_or_else(|| {
+            let split = field(metadata, "split").ok_or_else(|| {
                 MappingError("`correlate: split` needs a message from `split` (no %split)".into())
             })?;
-            let parent = field(split, "parent")
-                .map(crate::core::mapping::to_text)
-                .unwrap_or_default();
+            let parent = match field(split, "parent") {
+                Some(Value::Bytes(b)) => match std::str::from_utf8(b) {
+                    Ok(text) => Cow::Borrowed(text),
+                    Err(_) => Cow::Owned(String::from_utf8_lossy(b).into_owned()),
+                },
+                Some(other) => Cow::Owned(crate::core::mapping::to_text(other)),
+                None => Cow::Borrowed(""),
+            };
             let index = match field(split, "index") {
                 Some(Value::Integer(i)) => *i,
                 _ => 0,
@@ -210,10 +222,10 @@ impl Aggregate {
             return Ok((parent, index, count));
         }
         let key = match &self.key {
-            Some(k) => k.key(&message.value, &message.metadata)?,
+            Some(k) => k.key(value, metadata)?,
             None => String::new(),
         };
-        Ok((key, 0, self.count))
+        Ok((Cow::Owned(key), 0, self.count))
     }
 
     /// The first message's wait: until another message completes the group, or the last
@@ -260,8 +272,8 @@ impl Aggregate {
 }
 
 impl crate::core::Processor for Aggregate {
-    async fn process(&self, message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
-        let (key, index, expected) = self.key_of(&message)?;
+    async fn process(&self, mut message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
+        let (key, index, expected) = self.key_of(&message.value, &message.metadata)?;
         let ends = match &self.until {
             Some(until) => match until.eval(&message.value, &message.metadata)? {
                 Value::Boolean(b) => b,
@@ -283,7 +295,7 @@ impl crate::core::Processor for Aggregate {
         let (open, first, complete) = loop {
             let (open, first) = {
                 let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-                match groups.get(&key) {
+                match groups.get(&*key) {
                     Some(open) => (open.clone(), false),
                     None => {
                         let open = Arc::new(Open {
@@ -299,7 +311,7 @@ impl crate::core::Processor for Aggregate {
                                 None
                             },
                         });
-                        groups.insert(key.clone(), open.clone());
+                        groups.insert(key.to_string(), open.clone());
                         (open, true)
                     }
                 }
@@ -319,7 +331,10 @@ impl crate::core::Processor for Aggregate {
             } else {
                 state.items.len() as i64
             };
-            state.items.push((order, message.value.clone()));
+            // Pushed once: the loop starts over only before this point.
+            state
+                .items
+                .push((order, std::mem::replace(&mut message.value, Value::Null)));
             state.bytes += bytes;
             state.complete = state.complete
                 || ends
@@ -349,6 +364,8 @@ impl crate::core::Processor for Aggregate {
             }
             return Ok(Step::Absorbed);
         }
+        // Owned from here: the carrier's metadata moves into the group's message.
+        let key = key.into_owned();
         // The first message's task carries the group's message on; if it is dropped meanwhile
         // (shutdown), the guard closes the group so later messages start a new one, and the
         // others' waits end in failure (they are not acknowledged).

@@ -157,9 +157,7 @@ impl crate::core::Processor for Switch {
                         },
                     ))
                     .await;
-                for trail in trails {
-                    cx.trail.extend(trail);
-                }
+                cx.trail.extend(trails);
                 for result in ran {
                     next.extend(result?);
                 }
