@@ -5,13 +5,20 @@
 //! `cargo bench -p weft --bench pipeline`; the ratio per step is weft's time over the
 //! baseline's. Each iteration handles `BATCH` messages, so per-message figures are the
 //! reported time divided by `BATCH` (criterion prints elements/s).
+//!
+//! `map` and `split_aggregate` start from values already in memory: the step alone. Their
+//! `_json` twins take the 303-byte JSON body in and serialize what comes out, as an input and
+//! an output do, on both sides: the per-message work of a pipeline, measured the way
+//! `BENCH.md` compares mapping engines (JSON in, JSON out).
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value as Json, json};
 use weft::clients::Shared;
 use weft::core::Message;
+use weft::core::body::decode;
 use weft::core::flow::{Flow, OutputSlot, ProcessorSlot};
 use weft::core::mapping::Value;
 use weft::core::metrics::ComponentMetrics;
@@ -23,8 +30,26 @@ const BODY: &str = r#"{"id":12345,"first":"Ada","last":"Lovelace","email":"Ada.L
 
 const BATCH: usize = 100;
 
+/// Scatter-gather: 10 parts out, each touched, all back in order.
+const SCATTER_GATHER: &str = "      - split: .items\n      - map: .seen = true\n      - aggregate: { correlate: split, period: 10s }";
+
+/// `BENCH.md`'s mapping, as a pipeline.
+const MAPPING: &str = "      - map: |\n          .order_id = to_string!(.id)\n          .name = string!(.first) + \" \" + string!(.last)\n          .email = downcase!(.email)";
+
 /// A flow of `pipeline` (YAML list items) into `drop`, built as `weft run` builds it.
 fn flow(pipeline: &str) -> Flow<Processor, Output> {
+    build(pipeline, |output| output)
+}
+
+/// The same flow into an output that serializes each message as a sending output would.
+fn json_flow(pipeline: &str) -> Flow<Processor, Serialize> {
+    build(pipeline, |_| Serialize)
+}
+
+fn build<O: weft::core::Output>(
+    pipeline: &str,
+    output: impl Fn(Output) -> O,
+) -> Flow<Processor, O> {
     let text = format!(
         "flows:\n  bench:\n    input: {{ stdin: {{}} }}\n    pipeline:\n{pipeline}\n    output: {{ drop: {{}} }}\n"
     );
@@ -42,16 +67,30 @@ fn flow(pipeline: &str) -> Flow<Processor, Output> {
             .collect(),
         spec.outputs
             .into_iter()
-            .map(|(id, output, retry)| OutputSlot {
+            .map(|(id, out, retry)| OutputSlot {
                 metrics: ComponentMetrics::new(&name, &id),
                 id,
-                output,
+                output: output(out),
                 retry,
             })
             .collect(),
         None,
         None,
     )
+}
+
+/// Serializes the message it is given (`Message::body`, what `http_client` sends) and drops it.
+struct Serialize;
+
+impl weft::core::Output for Serialize {
+    async fn send(&self, message: &Message) -> weft::core::Attempt {
+        std::hint::black_box(message.body());
+        weft::core::Attempt::Delivered
+    }
+
+    fn reads_metadata(&self) -> bool {
+        false
+    }
 }
 
 fn order(country: &str) -> Json {
@@ -93,12 +132,20 @@ fn bench(c: &mut Criterion) {
         })
     };
 
+    // As an input does: the body decoded as its content type says, straight into a value.
+    let run_json = |flow: &Flow<Processor, Serialize>, bodies: &[Bytes]| {
+        rt.block_on(async {
+            for body in bodies {
+                let value = decode(Some("application/json"), body.clone()).unwrap();
+                std::hint::black_box(flow.process(Message::new(value)).await.is_ok());
+            }
+        })
+    };
+
     let mut group = c.benchmark_group("pipeline");
     group.throughput(Throughput::Elements(BATCH as u64));
 
-    let map = flow(
-        "      - map: |\n          .order_id = to_string!(.id)\n          .name = string!(.first) + \" \" + string!(.last)\n          .email = downcase!(.email)",
-    );
+    let map = flow(MAPPING);
     group.bench_function(BenchmarkId::new("map", "weft"), |b| {
         b.iter(|| run(&map, &messages))
     });
@@ -108,6 +155,24 @@ fn bench(c: &mut Criterion) {
                 let mut v = v.clone();
                 map_by_hand(&mut v);
                 std::hint::black_box(v);
+            }
+        })
+    });
+
+    let bodies: Vec<Bytes> = inputs
+        .iter()
+        .map(|j| Bytes::from(serde_json::to_vec(j).unwrap()))
+        .collect();
+    let map_json = json_flow(MAPPING);
+    group.bench_function(BenchmarkId::new("map_json", "weft"), |b| {
+        b.iter(|| run_json(&map_json, &bodies))
+    });
+    group.bench_function(BenchmarkId::new("map_json", "baseline"), |b| {
+        b.iter(|| {
+            for body in &bodies {
+                let mut v: Json = serde_json::from_slice(body).unwrap();
+                map_by_hand(&mut v);
+                std::hint::black_box(serde_json::to_vec(&v).unwrap());
             }
         })
     });
@@ -146,7 +211,6 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    // Scatter-gather: 10 parts out, each touched, all back in order.
     let parts: Vec<Json> = (0..10)
         .map(|i| json!({"sku": format!("sku-{i}"), "n": i}))
         .collect();
@@ -157,33 +221,52 @@ fn bench(c: &mut Criterion) {
         .iter()
         .map(|j| serde_json::from_value(j.clone()).unwrap())
         .collect();
-    let gather = flow(
-        "      - split: .items\n      - map: .seen = true\n      - aggregate: { correlate: split, period: 10s }",
-    );
+    let gather = flow(SCATTER_GATHER);
     group.bench_function(BenchmarkId::new("split_aggregate", "weft"), |b| {
         b.iter(|| run(&gather, &split_messages))
     });
     group.bench_function(BenchmarkId::new("split_aggregate", "baseline"), |b| {
         b.iter(|| {
             for v in &split_inputs {
-                let v = v.clone();
-                let items = v["items"].as_array().cloned().unwrap_or_default();
-                let count = items.len();
-                let mut scattered: Vec<(usize, Json)> = items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(index, mut part)| {
-                        part["seen"] = true.into();
-                        (index, part)
-                    })
-                    .collect();
-                scattered.sort_by_key(|(i, _)| *i);
-                let gathered: Vec<Json> = scattered.into_iter().map(|(_, p)| p).collect();
-                std::hint::black_box((gathered, count));
+                std::hint::black_box(scatter_gather(v.clone()));
+            }
+        })
+    });
+    let split_bodies: Vec<Bytes> = split_inputs
+        .iter()
+        .map(|j| Bytes::from(serde_json::to_vec(j).unwrap()))
+        .collect();
+    let gather_json = json_flow(SCATTER_GATHER);
+    group.bench_function(BenchmarkId::new("split_aggregate_json", "weft"), |b| {
+        b.iter(|| run_json(&gather_json, &split_bodies))
+    });
+    group.bench_function(BenchmarkId::new("split_aggregate_json", "baseline"), |b| {
+        b.iter(|| {
+            for body in &split_bodies {
+                let v: Json = serde_json::from_slice(body).unwrap();
+                std::hint::black_box(serde_json::to_vec(&scatter_gather(v)).unwrap());
             }
         })
     });
     group.finish();
+}
+
+/// The scatter-gather by hand: every item touched, all back in their order.
+fn scatter_gather(mut v: Json) -> Json {
+    let items = match v["items"].take() {
+        Json::Array(items) => items,
+        _ => Vec::new(),
+    };
+    let mut scattered: Vec<(usize, Json)> = items
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut part)| {
+            part["seen"] = true.into();
+            (index, part)
+        })
+        .collect();
+    scattered.sort_by_key(|(i, _)| *i);
+    Json::Array(scattered.into_iter().map(|(_, p)| p).collect())
 }
 
 criterion_group! {
