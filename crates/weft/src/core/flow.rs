@@ -249,7 +249,8 @@ fn run<'a, 'b: 'a, P: Processor>(
                 Ok(Step::Many(parts)) => {
                     let rest = &steps[i + 1..];
                     let mut trails: Vec<Trail> = parts.iter().map(|_| Trail::default()).collect();
-                    let (flow, store, tap) = (cx.flow, cx.store, cx.tap);
+                    let (flow, store, tap, reads_metadata) =
+                        (cx.flow, cx.store, cx.tap, cx.reads_metadata);
                     if let Some(tap) = tap {
                         for part in &parts {
                             tap.observe(&slot.id, part);
@@ -269,6 +270,7 @@ fn run<'a, 'b: 'a, P: Processor>(
                                         trail,
                                         tap,
                                         split: Some(siblings.clone()),
+                                        reads_metadata,
                                     };
                                     let ran = run(rest, part, None, &mut cx).await;
                                     // Nothing of it came out and no group took it: dropped
@@ -587,6 +589,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
             trail,
             tap: Some(&self.tap),
             split: None,
+            reads_metadata: self.reads_metadata,
         };
         let mut out = Vec::new();
         for result in run(&self.processors, message, None, &mut cx).await {

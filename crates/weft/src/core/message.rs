@@ -18,6 +18,18 @@ pub struct Message {
     pub metadata: Value,
     /// The W3C `traceparent` the message came with (an `http_server` request's header).
     pub traceparent: Option<std::sync::Arc<str>>,
+    /// Which part of which message this is, when a `split` made it: what `aggregate` with
+    /// `correlate: split` gathers by. (`%split` says the same to programs, and is built only
+    /// when something in the flow reads metadata.)
+    pub part: Option<Part>,
+}
+
+/// A part of a split message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub parent: Ulid,
+    pub index: usize,
+    pub count: usize,
 }
 
 impl Message {
@@ -27,6 +39,7 @@ impl Message {
             value,
             metadata: empty_object(),
             traceparent: None,
+            part: None,
         }
     }
 

@@ -41,6 +41,9 @@ pub struct Context<'a> {
     pub tap: Option<&'a tap::Tap>,
     /// A part of a split message: what became of its sibling parts.
     pub split: Option<std::sync::Arc<SplitParts>>,
+    /// Whether any step or output of the flow reads metadata: steps that add some (`split`)
+    /// skip it when nothing would read it.
+    pub reads_metadata: bool,
 }
 
 /// The parts of one split message as they go on: how many were dropped on purpose on their

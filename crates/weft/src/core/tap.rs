@@ -64,6 +64,11 @@ impl Tap {
         receiver
     }
 
+    /// Whether anyone listens: what is built only to be read may then be needed.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed) > 0
+    }
+
     /// Offers `message`, as seen at `stage`, to the listeners.
     #[inline]
     pub fn observe(&self, stage: &str, message: &Message) {

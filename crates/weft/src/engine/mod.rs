@@ -795,6 +795,7 @@ resources:
             trail: &mut trail,
             tap: None,
             split: None,
+            reads_metadata: true,
         };
         for (_, step) in &spec.processors {
             if let crate::processors::Processor::Http(p) = step {

@@ -31,7 +31,6 @@
 //!   - aggregate: { correlate: split, period: 30s }
 //! ```
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -166,7 +165,24 @@ pub struct Aggregate {
     correlate: bool,
     /// Open groups by key. A group is removed by whoever completes it, or by its first
     /// message's task when its period ends.
-    groups: Mutex<HashMap<String, Arc<Open>>>,
+    groups: Mutex<HashMap<GroupKey, Arc<Open>>>,
+}
+
+/// What a group is gathered by: the key expression's text, or the id of the split message
+/// whose parts it gathers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum GroupKey {
+    Text(String),
+    Parent(ulid::Ulid),
+}
+
+impl std::fmt::Display for GroupKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupKey::Text(text) => f.write_str(text),
+            GroupKey::Parent(id) => write!(f, "{id}"),
+        }
+    }
 }
 
 /// A group being gathered.
@@ -193,44 +209,29 @@ struct Gathered {
 
 impl Aggregate {
     /// The group key, the message's place in its group and the group's expected size. A
-    /// split's parent id is borrowed from the metadata: no key is allocated per part.
-    fn key_of<'m>(
-        &self,
-        value: &Value,
-        metadata: &'m Value,
-    ) -> Result<(Cow<'m, str>, i64, Option<usize>), MappingError> {
+    /// split's part is gathered by its parent's id, read from the message: no text is made per
+    /// part, and `%split` need not be built.
+    fn key_of(&self, message: &Message) -> Result<(GroupKey, i64, Option<usize>), MappingError> {
         if self.correlate {
-            let split = field(metadata, "split").ok_or_else(|| {
-                MappingError("`correlate: split` needs a message from `split` (no %split)".into())
+            let part = message.part.ok_or_else(|| {
+                MappingError("`correlate: split` needs a message from `split`".into())
             })?;
-            let parent = match field(split, "parent") {
-                Some(Value::Bytes(b)) => match std::str::from_utf8(b) {
-                    Ok(text) => Cow::Borrowed(text),
-                    Err(_) => Cow::Owned(String::from_utf8_lossy(b).into_owned()),
-                },
-                Some(other) => Cow::Owned(crate::core::mapping::to_text(other)),
-                None => Cow::Borrowed(""),
-            };
-            let index = match field(split, "index") {
-                Some(Value::Integer(i)) => *i,
-                _ => 0,
-            };
-            let count = match field(split, "count") {
-                Some(Value::Integer(c)) => Some((*c).max(0) as usize),
-                _ => None,
-            };
-            return Ok((parent, index, count));
+            return Ok((
+                GroupKey::Parent(part.parent),
+                part.index as i64,
+                Some(part.count),
+            ));
         }
         let key = match &self.key {
-            Some(k) => k.key(value, metadata)?,
+            Some(k) => k.key(&message.value, &message.metadata)?,
             None => String::new(),
         };
-        Ok((Cow::Owned(key), 0, self.count))
+        Ok((GroupKey::Text(key), 0, self.count))
     }
 
     /// The first message's wait: until another message completes the group, or the last
     /// missing parts are dropped on their way, or `period` ends.
-    async fn wait(&self, key: &str, open: &Arc<Open>) {
+    async fn wait(&self, key: &GroupKey, open: &Arc<Open>) {
         let deadline = tokio::time::Instant::now() + self.period;
         let mut drops = open.parts.as_ref().map(|p| p.watch());
         loop {
@@ -263,7 +264,7 @@ impl Aggregate {
     }
 
     /// Takes the group out of the open ones, if it is still there.
-    fn close(&self, key: &str, open: &Arc<Open>) {
+    fn close(&self, key: &GroupKey, open: &Arc<Open>) {
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         if groups.get(key).is_some_and(|o| Arc::ptr_eq(o, open)) {
             groups.remove(key);
@@ -273,7 +274,7 @@ impl Aggregate {
 
 impl crate::core::Processor for Aggregate {
     async fn process(&self, mut message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
-        let (key, index, expected) = self.key_of(&message.value, &message.metadata)?;
+        let (key, index, expected) = self.key_of(&message)?;
         let ends = match &self.until {
             Some(until) => match until.eval(&message.value, &message.metadata)? {
                 Value::Boolean(b) => b,
@@ -295,7 +296,7 @@ impl crate::core::Processor for Aggregate {
         let (open, first, complete) = loop {
             let (open, first) = {
                 let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-                match groups.get(&*key) {
+                match groups.get(&key) {
                     Some(open) => (open.clone(), false),
                     None => {
                         let open = Arc::new(Open {
@@ -311,7 +312,7 @@ impl crate::core::Processor for Aggregate {
                                 None
                             },
                         });
-                        groups.insert(key.to_string(), open.clone());
+                        groups.insert(key.clone(), open.clone());
                         (open, true)
                     }
                 }
@@ -364,8 +365,6 @@ impl crate::core::Processor for Aggregate {
             }
             return Ok(Step::Absorbed);
         }
-        // Owned from here: the carrier's metadata moves into the group's message.
-        let key = key.into_owned();
         // The first message's task carries the group's message on; if it is dropped meanwhile
         // (shutdown), the guard closes the group so later messages start a new one, and the
         // others' waits end in failure (they are not acknowledged).
@@ -416,7 +415,7 @@ impl crate::core::Processor for Aggregate {
             meta.remove("split");
         }
         let mut meta = empty_object();
-        insert(&mut meta, "key", Value::from(key.as_str()));
+        insert(&mut meta, "key", Value::from(key.to_string()));
         insert(&mut meta, "count", Value::from(count as i64));
         insert(&mut meta, "partial", Value::Boolean(partial));
         insert(&mut merged.metadata, "aggregate", meta);
@@ -424,18 +423,18 @@ impl crate::core::Processor for Aggregate {
         Ok(Step::One(merged))
     }
 
+    /// `correlate: split` reads the part's place from the message itself, not `%split`.
     fn reads_metadata(&self) -> bool {
-        self.correlate
-            || [&self.key, &self.until, &self.reduce]
-                .into_iter()
-                .flatten()
-                .any(Mapping::reads_metadata)
+        [&self.key, &self.until, &self.reduce]
+            .into_iter()
+            .flatten()
+            .any(Mapping::reads_metadata)
     }
 }
 
 struct Closing<'a> {
     aggregate: &'a Aggregate,
-    key: &'a str,
+    key: &'a GroupKey,
     open: &'a Arc<Open>,
 }
 
@@ -453,13 +452,6 @@ fn all_in(state: &Gathered, parts: Option<&crate::core::SplitParts>) -> bool {
         .is_some_and(|n| state.items.len() + dropped >= n)
 }
 
-fn field<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
-    match value {
-        Value::Object(map) => map.get(key),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -468,6 +460,13 @@ mod tests {
     use crate::core::Trail;
     use crate::core::flow::{Flow, Processed, ProcessorSlot, run_nested};
     use crate::processors::{Processor, Spec as _, split};
+
+    fn field<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
+        match value {
+            Value::Object(map) => map.get(key),
+            _ => None,
+        }
+    }
 
     fn json_value() -> impl Strategy<Value = serde_json::Value> {
         let leaf = prop_oneof![
@@ -537,7 +536,8 @@ mod tests {
                     let value: Value =
                         serde_json::from_value(serde_json::json!({ "items": items })).unwrap();
                     let mut trail = Trail::default();
-                    let mut cx = Context { flow: "test", store: None, trail: &mut trail, tap: None, split: None };
+                    // Nothing reads metadata: the parts carry no `%split`, and are gathered all the same.
+                    let mut cx = Context { flow: "test", store: None, trail: &mut trail, tap: None, split: None, reads_metadata: false };
                     let out = run_nested(steps, Message::new(value), &mut cx).await.unwrap();
                     (out, trail.joined.len())
                 }
@@ -684,7 +684,7 @@ mod tests {
             .groups
             .lock()
             .unwrap()
-            .insert(String::new(), full.clone());
+            .insert(GroupKey::Text(String::new()), full.clone());
         let mut trail = Trail::default();
         let mut cx = Context {
             flow: "test",
@@ -692,6 +692,7 @@ mod tests {
             trail: &mut trail,
             tap: None,
             split: None,
+            reads_metadata: true,
         };
         let step = crate::core::Processor::process(&aggregate, Message::new(n(2)), &mut cx)
             .await

@@ -27,9 +27,10 @@ use serde::Deserialize;
 use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::config::BuildError;
-use crate::core::StepError;
 use crate::core::mapping::{Mapping, MessagePath, empty_object, insert, to_text};
-use crate::core::{MappingError, Message, Step, Value};
+use crate::core::message::Part;
+use crate::core::tap::Tap;
+use crate::core::{Context, MappingError, Message, Now, Step, StepError, Value};
 
 /// `split: EXPRESSION`, or the settings as a mapping.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -105,7 +106,8 @@ pub struct Split {
 }
 
 impl Split {
-    fn apply(&self, mut message: Message) -> Result<Step, MappingError> {
+    /// `describe`: whether the parts get `%split` (something in the flow reads metadata).
+    fn apply(&self, mut message: Message, describe: bool) -> Result<Step, MappingError> {
         // `keep` reads the message whole, before the array is taken out of it.
         let kept = match &self.keep {
             Some(keep) => Some(keep.eval(&message.value, &message.metadata)?),
@@ -132,7 +134,7 @@ impl Split {
             )));
         }
         let count = items.len();
-        let parent = Value::from(message.id.to_string());
+        let parent = describe.then(|| Value::from(message.id.to_string()));
         Ok(Step::Many(
             items
                 .into_iter()
@@ -145,6 +147,14 @@ impl Split {
                         value,
                         metadata: message.metadata.clone(),
                         traceparent: None,
+                        part: Some(Part {
+                            parent: message.id,
+                            index,
+                            count,
+                        }),
+                    };
+                    let Some(parent) = &parent else {
+                        return part;
                     };
                     let mut meta = empty_object();
                     insert(&mut meta, "parent", parent.clone());
@@ -161,9 +171,23 @@ impl Split {
     }
 }
 
-impl crate::core::Immediate for Split {
-    fn step(&self, message: Message) -> Result<Step, StepError> {
-        Ok(self.apply(message)?)
+impl Split {
+    /// Each part's `%split` (four keys, each allocated) is most of a part's cost, so it is
+    /// built only when a step or output reads metadata, or a tap shows it.
+    fn split(&self, message: Message, cx: &Context<'_>) -> Result<Step, StepError> {
+        let describe = cx.reads_metadata || cx.tap.is_some_and(Tap::is_active);
+        Ok(self.apply(message, describe)?)
+    }
+}
+
+impl crate::core::Processor for Split {
+    async fn process(&self, message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
+        self.split(message, cx)
+    }
+
+    /// Never waits: runs in place.
+    fn process_now(&self, message: Message, cx: &mut Context<'_>) -> Now {
+        Now::Done(self.split(message, cx))
     }
 
     fn reads_metadata(&self) -> bool {
@@ -176,5 +200,72 @@ fn kind_of(value: &Value) -> String {
         Value::Object(_) => "an object".into(),
         Value::Null => "null".into(),
         other => format!("`{}`", to_text(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Trail;
+    use crate::processors::Spec as _;
+
+    /// Every part knows its place; `%split` says it too when a step reads metadata or a tap
+    /// watches, and is left out (it is most of a part's cost) when nothing would read it.
+    #[test]
+    fn parts_carry_split_when_something_reads_it() {
+        let split = Config {
+            path: ".items".into(),
+            max_parts: 10,
+            keep: None,
+        }
+        .build(&Shared::default(), &Resources::default())
+        .unwrap();
+        let watched = Tap::default();
+        let _listening = watched.listen(None, 1.0, 8);
+        let unwatched = Tap::default();
+        for (reads_metadata, tap, described) in [
+            (false, &unwatched, false),
+            (true, &unwatched, true),
+            (false, &watched, true),
+        ] {
+            let mut trail = Trail::default();
+            let cx = Context {
+                flow: "test",
+                store: None,
+                trail: &mut trail,
+                tap: Some(tap),
+                split: None,
+                reads_metadata,
+            };
+            let value = serde_json::from_value(serde_json::json!({ "items": ["a", "b"] })).unwrap();
+            let message = Message::new(value);
+            let parent = message.id;
+            let Ok(Step::Many(parts)) = split.split(message, &cx) else {
+                panic!("two parts");
+            };
+            assert_eq!(parts.len(), 2);
+            for (index, part) in parts.iter().enumerate() {
+                assert_eq!(
+                    part.part,
+                    Some(Part {
+                        parent,
+                        index,
+                        count: 2
+                    })
+                );
+                let Value::Object(metadata) = &part.metadata else {
+                    panic!("metadata is an object");
+                };
+                match metadata.get("split") {
+                    Some(Value::Object(split)) => {
+                        assert!(described, "no step reads %split, yet it was built");
+                        assert_eq!(split.get("parent"), Some(&Value::from(parent.to_string())));
+                        assert_eq!(split.get("index"), Some(&Value::from(index as i64)));
+                        assert_eq!(split.get("count"), Some(&Value::from(2)));
+                    }
+                    other => assert!(!described, "%split missing: {other:?}"),
+                }
+            }
+        }
     }
 }

@@ -141,7 +141,8 @@ impl crate::core::Processor for Switch {
                 // Several (parts of a split): concurrently, each with its own trail, as the
                 // pipeline runs parts (an aggregate further on gathers them together).
                 let mut trails: Vec<Trail> = taken.iter().map(|_| Trail::default()).collect();
-                let (flow, store, tap) = (cx.flow, cx.store, cx.tap);
+                let (flow, store, tap, reads_metadata) =
+                    (cx.flow, cx.store, cx.tap, cx.reads_metadata);
                 let split = &cx.split;
                 let ran =
                     futures_util::future::join_all(taken.into_iter().zip(trails.iter_mut()).map(
@@ -152,6 +153,7 @@ impl crate::core::Processor for Switch {
                                 trail,
                                 tap,
                                 split: split.clone(),
+                                reads_metadata,
                             };
                             run_nested(&case.steps, m, &mut cx).await
                         },
