@@ -582,6 +582,49 @@ async fn concurrent_writers_share_commits_and_everything_survives_a_reopen() {
     );
 }
 
+/// Acks arriving together are committed as one group: each still learns whether its own
+/// message was queued, and only the queued ones are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_committed_together_each_say_whether_their_message_was_queued() {
+    let store = Store::open(&scratch(), Durability::Process).await.unwrap();
+    let mut seqs = Vec::new();
+    for i in 0..40 {
+        let id = format!("m{i}");
+        seqs.push(store.enqueue("f", &id, b"{}", b"", None, 1).await.unwrap());
+    }
+    let (acked, kept) = seqs.split_at(30);
+    let missing = seqs.iter().max().unwrap() + 1_000;
+    // Each acked message twice, and one never queued, all at once.
+    let asked: Vec<i64> = acked
+        .iter()
+        .chain(acked)
+        .copied()
+        .chain([missing])
+        .collect();
+    let answers = futures_util::future::join_all(asked.iter().map(|seq| {
+        let store = store.clone();
+        let seq = *seq;
+        async move { (seq, store.ack(seq).await.unwrap()) }
+    }))
+    .await;
+    let mut first = std::collections::HashSet::new();
+    for (seq, gone) in answers {
+        if seq == missing {
+            assert!(!gone, "a message never queued was acked");
+        } else if first.insert(seq) {
+            assert!(gone, "ack of queued message {seq}");
+        }
+    }
+    let left: Vec<i64> = store
+        .claim("f", 2, 100, LEASE)
+        .await
+        .unwrap()
+        .iter()
+        .map(|q| q.seq)
+        .collect();
+    assert_eq!(left, kept);
+}
+
 #[tokio::test]
 async fn a_damaged_file_is_refused_with_a_clear_error() {
     let garbage = scratch();
