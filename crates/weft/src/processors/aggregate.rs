@@ -301,6 +301,9 @@ impl crate::core::Processor for Aggregate {
                     None => {
                         let open = Arc::new(Open {
                             state: Mutex::new(Gathered {
+                                // Sized once for a group of known size (a split's parts, a
+                                // count), within reason: a count is the user's to set.
+                                items: Vec::with_capacity(expected.unwrap_or(0).min(1024)),
                                 expected,
                                 ..Default::default()
                             }),
