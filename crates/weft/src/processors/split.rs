@@ -106,7 +106,14 @@ pub struct Split {
 }
 
 impl Split {
-    /// `describe`: whether the parts get `%split` (something in the flow reads metadata).
+    /// Each part's `%split` (four keys, each allocated) is most of a part's cost, so it is
+    /// built only when a step or output reads metadata, or a tap shows it.
+    fn split(&self, message: Message, cx: &Context<'_>) -> Result<Step, StepError> {
+        let describe = cx.reads_metadata || cx.tap.is_some_and(Tap::is_active);
+        Ok(self.apply(message, describe)?)
+    }
+
+    /// `describe`: whether the parts get `%split`.
     fn apply(&self, mut message: Message, describe: bool) -> Result<Step, MappingError> {
         // `keep` reads the message whole, before the array is taken out of it.
         let kept = match &self.keep {
@@ -168,15 +175,6 @@ impl Split {
                 })
                 .collect(),
         ))
-    }
-}
-
-impl Split {
-    /// Each part's `%split` (four keys, each allocated) is most of a part's cost, so it is
-    /// built only when a step or output reads metadata, or a tap shows it.
-    fn split(&self, message: Message, cx: &Context<'_>) -> Result<Step, StepError> {
-        let describe = cx.reads_metadata || cx.tap.is_some_and(Tap::is_active);
-        Ok(self.apply(message, describe)?)
     }
 }
 
