@@ -4,11 +4,11 @@
 //! - A write call returns only after its transaction committed. With [`Durability::Process`]
 //!   the commit survives a killed process (SQLite WAL, `synchronous=NORMAL`); with
 //!   [`Durability::Power`] it was also fsynced (`synchronous=FULL`).
-//! - Writes are **group-committed**: one writer task takes every write waiting in its channel
-//!   and applies them in one transaction, so concurrent producers share one commit (and one
-//!   fsync) instead of paying one each. The group's enqueues share one multi-row statement, and
-//!   so do its acks; they fail together. Any other write that fails fails alone (a savepoint
-//!   where it has several statements); the rest of the group commits.
+//! - Writes are **group-committed**: one writer, on a thread of its own, takes every write
+//!   waiting in its channel and applies them in one transaction, so concurrent producers share
+//!   one commit (and one fsync) instead of paying one each. A write that fails fails alone (a
+//!   savepoint where it has several statements), except that the first enqueue (or ack) of a
+//!   group that fails takes the group's later ones with it; the rest of the group commits.
 //! - A queued message is never removed except by [`Backend::ack`] (delivered) or
 //!   [`Backend::dead_letter`] (moved, in the same transaction, to the DLQ). A claim only leases
 //!   it; a lease that is not acked in time (a crashed worker) lapses and the message is claimed
@@ -24,16 +24,14 @@
 //! contract ([`Backend`], its types, [`Store`]); `sqlite.rs` the embedded default, one SQLite
 //! file, inspectable with the `sqlite3` tool.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 mod sqlite;
 
-use sqlite::{Sqlite, sqlite_code};
+use sqlite::Sqlite;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -45,10 +43,14 @@ pub enum StoreError {
     Open {
         path: PathBuf,
         #[source]
-        source: sqlx::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A read failed.
     #[error("store: {0}")]
     Sql(#[from] sqlx::Error),
+    /// A write failed alone (the rest of its group committed).
+    #[error("store: {0}")]
+    Write(#[from] rusqlite::Error),
     #[error("store is closed")]
     Closed,
     #[error("store lock {path}: {detail}")]
@@ -105,8 +107,9 @@ impl Cause {
         }
     }
 
-    fn of(e: &sqlx::Error) -> Cause {
-        let Some(code) = sqlite_code(e) else {
+    /// The cause of SQLite's (extended) result code.
+    fn of(code: Option<i64>) -> Cause {
+        let Some(code) = code else {
             return Cause::Other;
         };
         // SQLITE_IOERR_SHMSIZE: the WAL index could not grow, "usually out of space".
@@ -182,7 +185,7 @@ struct HealthCell {
     path: PathBuf,
     /// An enqueue was refused on the estimate since the last measure.
     estimate_refused: std::sync::atomic::AtomicBool,
-    /// The last outage that ended, and when: see [`FLAP`].
+    /// The last outage that ended, and when: see `sqlite::writer`'s `FLAP`.
     recovered: std::sync::Mutex<Option<(std::time::Instant, Failing)>>,
 }
 
