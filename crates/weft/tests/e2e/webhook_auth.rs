@@ -1,6 +1,7 @@
 //! Inbound auth on `http_server`: signatures computed the way each sender documents them
-//! (GitHub, Stripe, Slack, Shopify, and a generic scheme), API keys and basic auth. A refused
-//! request is answered 401 and never reaches the flow; a replayed signature is refused.
+//! (GitHub, Stripe, Slack, Shopify, and a generic scheme) or by the sender's reference library
+//! (Standard Webhooks), API keys and basic auth. A refused request is answered 401 and never
+//! reaches the flow; a replayed signature is refused.
 
 use base64::Engine;
 use http::Method;
@@ -142,6 +143,12 @@ async fn signed_webhooks_from_each_preset_are_verified_and_replays_refused() {
     )
     .await;
     assert_eq!(status, 200, "{text}");
+    // Events deliveries name the header without the `X-`.
+    let event = r#"{"topic": "orders/create"}"#;
+    let shopify =
+        base64::engine::general_purpose::STANDARD.encode(hmac_sha256(secret, event.as_bytes()));
+    let (status, text) = post(&url("shopify"), &[("shopify-hmac-sha256", &shopify)], event).await;
+    assert_eq!(status, 200, "{text}");
 
     // Generic: SHA-512, base64, over "<timestamp>.<body>".
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA512, secret.as_bytes());
@@ -165,10 +172,138 @@ async fn signed_webhooks_from_each_preset_are_verified_and_replays_refused() {
     assert_eq!(
         paths,
         [
-            "/generic", "/github", "/github", "/shopify", "/slack", "/stripe"
+            "/generic", "/github", "/github", "/shopify", "/shopify", "/slack", "/stripe"
         ]
     );
     assert!(!weft.stderr().contains(secret), "a secret was printed");
+}
+
+/// The `webhook-signature` value the Standard Webhooks reference library (npm
+/// `standardwebhooks`) gives for a message signed with `secret`.
+fn standard_webhooks_signature(secret: &str, id: &str, at: i64, body: &str) -> String {
+    const SIGN: &str = "const { Webhook } = require(process.argv[1]);
+const [secret, id, at, body] = process.argv.slice(2);
+process.stdout.write(new Webhook(secret).sign(id, new Date(Number(at) * 1000), body));";
+    let library = peers_dir().join("node_modules/standardwebhooks");
+    let out = std::process::Command::new("node")
+        .arg("-e")
+        .arg(SIGN)
+        .arg(&library)
+        .args([secret, id, &at.to_string(), body])
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_webhooks_signed_by_the_reference_library_are_verified() {
+    if !peers_installed("standardwebhooks (npm)") {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    // Secrets as Svix and the others hand them out: `whsec_` and base64.
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let retired = "whsec_dGhlIG9sZCBzZWNyZXQsIHJvdGF0ZWQgYXdheQ==";
+    let weft = Weft::start(&config(
+        port,
+        &receiver,
+        &[(
+            "svix",
+            &format!(r#"{{ hmac: {{ preset: standard_webhooks, secret: "{secret}" }} }}"#),
+        )],
+    ))
+    .await;
+    let url = format!("http://127.0.0.1:{port}/svix");
+    let body = r#"{"type": "user.created", "data": {"id": "user_29w83sxmDNGwOuEthce5gg56FcC"}}"#;
+    let send = |id: &str, at: i64, signature: &str| {
+        let (id, at, signature, url) = (
+            id.to_string(),
+            at.to_string(),
+            signature.to_string(),
+            url.clone(),
+        );
+        async move {
+            post(
+                &url,
+                &[
+                    ("webhook-id", &id),
+                    ("webhook-timestamp", &at),
+                    ("webhook-signature", &signature),
+                ],
+                body,
+            )
+            .await
+        }
+    };
+
+    let signed = standard_webhooks_signature(secret, "msg_1", now(), body);
+    assert!(signed.starts_with("v1,"), "{signed}");
+    let (status, text) = send("msg_1", now(), &signed).await;
+    assert_eq!(status, 200, "{text} {}", weft.stderr());
+    // The same delivery again is a replay.
+    let (status, text) = send("msg_1", now(), &signed).await;
+    assert_eq!((status, text.contains("replay")), (401, true), "{text}");
+
+    // While the sender rotates its secret it signs with both, and may add versions weft does
+    // not know: one valid `v1` among them is enough.
+    let at = now();
+    let both = format!(
+        "v1a,c29tZXRoaW5nIGVsc2U= {} {}",
+        standard_webhooks_signature(retired, "msg_2", at, body),
+        standard_webhooks_signature(secret, "msg_2", at, body)
+    );
+    let (status, text) = send("msg_2", at, &both).await;
+    assert_eq!(status, 200, "{text}");
+
+    // Refused: only the retired secret; a signature of another message id; a correct one ten
+    // minutes old (outside the default tolerance); no `webhook-id`.
+    let at = now();
+    let only_retired = standard_webhooks_signature(retired, "msg_3", at, body);
+    let (status, text) = send("msg_3", at, &only_retired).await;
+    assert_eq!(
+        (status, text.contains("invalid signature")),
+        (401, true),
+        "{text}"
+    );
+    let other_id = standard_webhooks_signature(secret, "msg_4", at, body);
+    let (status, text) = send("msg_5", at, &other_id).await;
+    assert_eq!(
+        (status, text.contains("invalid signature")),
+        (401, true),
+        "{text}"
+    );
+    let old = now() - 600;
+    let stale = standard_webhooks_signature(secret, "msg_6", old, body);
+    let (status, text) = send("msg_6", old, &stale).await;
+    assert_eq!((status, text.contains("tolerance")), (401, true), "{text}");
+    let (status, text) = post(
+        &url,
+        &[
+            ("webhook-timestamp", &now().to_string()),
+            ("webhook-signature", &signed),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!((status, text.contains("webhook-id")), (401, true), "{text}");
+
+    assert_eq!(
+        receiver.seen().len(),
+        2,
+        "only the two valid deliveries arrive"
+    );
+    let sent: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(receiver.seen().iter().all(|s| s.json() == sent));
+    assert!(
+        !weft.stderr().contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        "a secret was printed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

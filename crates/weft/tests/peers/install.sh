@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the third-party servers and tools that some end-to-end tests use: GraphQL Yoga (npm),
-# spyne (a SOAP server library, PyPI), Prism (an OpenAPI mock server, npm) and schemathesis (an
-# OpenAPI fuzzer, PyPI, run against the admin API), pinned, into
+# spyne (a SOAP server library, PyPI), Prism (an OpenAPI mock server, npm), schemathesis (an
+# OpenAPI fuzzer, PyPI, run against the admin API) and standardwebhooks (the Standard Webhooks
+# reference library, npm), pinned, into
 # target/peers or $WEFT_PEERS_DIR. Needs python3 and npm with access to their registries.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

@@ -1,5 +1,5 @@
 //! Inbound auth for `http_server`: API keys, basic auth, HMAC-signed webhooks (generic, or
-//! the GitHub, Stripe, Slack and Shopify presets) and JWT bearer tokens (see [`super::jwt`]),
+//! the GitHub, Stripe, Slack, Shopify and Standard Webhooks presets) and JWT bearer tokens (see [`super::jwt`]),
 //! checked before anything reaches the flow. A request that fails is answered 401 with a short
 //! reason (which never repeats a secret), or 503 when weft cannot check it (a JWT key set it
 //! could not fetch), and logged; nothing of it is processed. The credential (the API key header or query parameter,
@@ -13,7 +13,10 @@
 //!   within `tolerance`, default 5 m) must be there before the body is read. A signature is
 //!   used up once its request is accepted: the same one again within twice `tolerance` is a
 //!   replay, and so is a copy arriving while the first is still being handled; a request that
-//!   failed frees it for the sender's retry. Senders that sign no timestamp (GitHub, Shopify)
+//!   failed frees it for the sender's retry. Standard Webhooks (Svix, Clerk, Resend…) sign
+//!   `webhook-id`, `webhook-timestamp` and the body with a `whsec_` secret, base64 after its
+//!   prefix; their `webhook-signature` may list several signatures while a secret is rotated.
+//!   Senders that sign no timestamp (GitHub, Shopify)
 //!   are protected against replays only for that window, in this process: pair them with
 //!   `idempotency` keyed on their delivery id (`X-GitHub-Delivery`, `X-Shopify-Webhook-Id`).
 //!
@@ -23,6 +26,7 @@
 //!     address: 0.0.0.0:8080
 //!     path: /hooks/github
 //!     auth: { hmac: { preset: github, secret: "${GH_SECRET}" } }
+//! # auth: { hmac: { preset: standard_webhooks, secret: "${SVIX_SECRET}" } }   # whsec_…
 //! # auth: { api_key: { header: X-Api-Key, keys: ["${K1}", "${K2}"] } }
 //! # auth: { basic: { users: { partner: "${PARTNER_PASSWORD}" } } }
 //! # auth: { jwt: { jwks_url: "https://login.example.com/jwks.json",
@@ -81,7 +85,8 @@ pub struct BasicConfig {
 #[schemars(rename = "InboundHmac")]
 #[serde(deny_unknown_fields)]
 pub struct HmacConfig {
-    /// `github`, `stripe`, `slack` or `shopify`: the sender's documented scheme.
+    /// `github`, `stripe`, `slack`, `shopify` or `standard_webhooks`: the sender's documented
+    /// scheme. For `standard_webhooks` the secret is the `whsec_…` text the sender gives.
     #[serde(default)]
     pub preset: Option<Preset>,
     pub secret: Secret,
@@ -115,6 +120,7 @@ pub enum Preset {
     Stripe,
     Slack,
     Shopify,
+    StandardWebhooks,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
@@ -173,9 +179,10 @@ const MAX_CANDIDATES: usize = 8;
 
 /// Where the signature and timestamp are, and what was signed.
 enum Scheme {
-    /// One header, optional prefix, hex or base64; optionally a timestamp header and a layout.
+    /// One header (the first of these that is there), optional prefix, hex or base64;
+    /// optionally a timestamp header and a layout.
     Generic {
-        header: http::HeaderName,
+        header: Vec<http::HeaderName>,
         prefix: String,
         encoding: Encoding,
         timestamp: Option<http::HeaderName>,
@@ -183,6 +190,9 @@ enum Scheme {
     },
     /// `Stripe-Signature: t=…,v1=…[,v1=…]`, signed `{t}.{body}`.
     Stripe,
+    /// `webhook-signature: v1,<base64> [v1,<base64>…]`, signed
+    /// `{webhook-id}.{webhook-timestamp}.{body}`.
+    StandardWebhooks,
 }
 
 impl Config {
@@ -270,7 +280,7 @@ impl HmacConfig {
             Some(Preset::Github) => (
                 ring::hmac::HMAC_SHA256,
                 Scheme::Generic {
-                    header: header("x-hub-signature-256")?,
+                    header: vec![header("x-hub-signature-256")?],
                     prefix: "sha256=".into(),
                     encoding: Encoding::Hex,
                     timestamp: None,
@@ -280,7 +290,7 @@ impl HmacConfig {
             Some(Preset::Slack) => (
                 ring::hmac::HMAC_SHA256,
                 Scheme::Generic {
-                    header: header("x-slack-signature")?,
+                    header: vec![header("x-slack-signature")?],
                     prefix: "v0=".into(),
                     encoding: Encoding::Hex,
                     timestamp: Some(header("x-slack-request-timestamp")?),
@@ -290,7 +300,11 @@ impl HmacConfig {
             Some(Preset::Shopify) => (
                 ring::hmac::HMAC_SHA256,
                 Scheme::Generic {
-                    header: header("x-shopify-hmac-sha256")?,
+                    // Events deliveries send it without the `X-`.
+                    header: vec![
+                        header("x-shopify-hmac-sha256")?,
+                        header("shopify-hmac-sha256")?,
+                    ],
                     prefix: String::new(),
                     encoding: Encoding::Base64,
                     timestamp: None,
@@ -298,6 +312,7 @@ impl HmacConfig {
                 },
             ),
             Some(Preset::Stripe) => (ring::hmac::HMAC_SHA256, Scheme::Stripe),
+            Some(Preset::StandardWebhooks) => (ring::hmac::HMAC_SHA256, Scheme::StandardWebhooks),
             None => {
                 let Some(name) = &self.header else {
                     return Err(err("header", "name the signature's header, or a `preset`"));
@@ -321,7 +336,7 @@ impl HmacConfig {
                 (
                     algorithm,
                     Scheme::Generic {
-                        header: header(name)?,
+                        header: vec![header(name)?],
                         prefix: self.prefix.clone().unwrap_or_default(),
                         encoding: self.encoding.unwrap_or(Encoding::Hex),
                         timestamp: self.timestamp_header.as_deref().map(header).transpose()?,
@@ -333,8 +348,23 @@ impl HmacConfig {
         if self.tolerance.0.is_zero() {
             return Err(err("tolerance", "above zero"));
         }
+        let secret = self.secret.expose();
+        let key = match self.preset {
+            // The secret's bytes are the base64 after the prefix.
+            Some(Preset::StandardWebhooks) => base64::engine::general_purpose::STANDARD
+                .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
+                .ok()
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| {
+                    err(
+                        "secret",
+                        "a Standard Webhooks secret is `whsec_` and base64, as the sender gives it",
+                    )
+                })?,
+            _ => secret.as_bytes().to_vec(),
+        };
         Ok(Hmac {
-            key: ring::hmac::Key::new(algorithm, self.secret.expose().as_bytes()),
+            key: ring::hmac::Key::new(algorithm, &key),
             scheme,
             tolerance: self.tolerance.0,
             seen: Arc::default(),
@@ -544,11 +574,12 @@ fn header_text<'h>(headers: &'h HeaderMap, name: &http::HeaderName) -> Option<&'
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// What a signed request's headers say: candidate signatures, and the signed timestamp as
-/// written (it is signed as the text it was sent as).
+/// What a signed request's headers say: candidate signatures, and the signed timestamp (and
+/// message id) as written (they are signed as the text they were sent as).
 struct Claimed<'h> {
     signatures: Vec<Vec<u8>>,
     timestamp: Option<&'h str>,
+    id: Option<&'h str>,
 }
 
 impl Hmac {
@@ -562,8 +593,10 @@ impl Hmac {
                 timestamp,
                 ..
             } => {
-                let value =
-                    header_text(headers, header).ok_or(Refused::new("missing signature header"))?;
+                let value = header
+                    .iter()
+                    .find_map(|name| header_text(headers, name))
+                    .ok_or(Refused::new("missing signature header"))?;
                 let value = value
                     .trim()
                     .strip_prefix(prefix.as_str())
@@ -581,6 +614,7 @@ impl Hmac {
                 Claimed {
                     signatures: vec![signature],
                     timestamp,
+                    id: None,
                 }
             }
             Scheme::Stripe => {
@@ -613,6 +647,39 @@ impl Hmac {
                         timestamp
                             .ok_or(Refused::new("missing or malformed signature timestamp"))?,
                     ),
+                    id: None,
+                }
+            }
+            Scheme::StandardWebhooks => {
+                let named = |name: &'static str| {
+                    header_text(headers, &http::HeaderName::from_static(name)).map(str::trim)
+                };
+                let value =
+                    named("webhook-signature").ok_or(Refused::new("missing signature header"))?;
+                let id = named("webhook-id").ok_or(Refused::new("missing webhook-id"))?;
+                let timestamp = named("webhook-timestamp")
+                    .ok_or(Refused::new("missing or malformed signature timestamp"))?;
+                // Space-separated `version,signature` pairs; only `v1` (HMAC-SHA256) is known.
+                let mut signatures = Vec::new();
+                for item in value.split_ascii_whitespace() {
+                    let Some(("v1", signature)) = item.split_once(',') else {
+                        continue;
+                    };
+                    if signatures.len() == MAX_CANDIDATES {
+                        return Err(Refused::new("too many signatures"));
+                    }
+                    signatures.push(
+                        decode(signature, Encoding::Base64)
+                            .ok_or(Refused::new("malformed signature"))?,
+                    );
+                }
+                if signatures.is_empty() {
+                    return Err(Refused::new("missing signature"));
+                }
+                Claimed {
+                    signatures,
+                    timestamp: Some(timestamp),
+                    id: Some(id),
                 }
             }
         };
@@ -639,6 +706,13 @@ impl Hmac {
                 signed.extend_from_slice(after.replace("{timestamp}", stamp).as_bytes());
             }
             Scheme::Stripe => {
+                signed.extend_from_slice(stamp.as_bytes());
+                signed.push(b'.');
+                signed.extend_from_slice(body);
+            }
+            Scheme::StandardWebhooks => {
+                signed.extend_from_slice(claimed.id.unwrap_or("").as_bytes());
+                signed.push(b'.');
                 signed.extend_from_slice(stamp.as_bytes());
                 signed.push(b'.');
                 signed.extend_from_slice(body);
@@ -703,10 +777,10 @@ mod tests {
         ring::hmac::sign(&key, text).as_ref().to_vec()
     }
 
-    fn hmac(yaml_preset: Preset) -> Hmac {
+    fn preset(preset: Preset, secret: &str) -> HmacConfig {
         HmacConfig {
-            preset: Some(yaml_preset),
-            secret: Secret::new("whsec_test"),
+            preset: Some(preset),
+            secret: Secret::new(secret),
             header: None,
             prefix: None,
             encoding: None,
@@ -715,8 +789,10 @@ mod tests {
             signed: None,
             tolerance: default_tolerance(),
         }
-        .build()
-        .unwrap()
+    }
+
+    fn hmac(yaml_preset: Preset) -> Hmac {
+        preset(yaml_preset, "whsec_test").build().unwrap()
     }
 
     fn headers(pairs: &[(&str, String)]) -> HeaderMap {
@@ -728,6 +804,37 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn a_standard_webhooks_secret_is_the_base64_after_its_prefix() {
+        let config = |secret: &str| preset(Preset::StandardWebhooks, secret);
+        for bad in ["whsec_not base64!", "whsec_", "plain text"] {
+            let errors = config(bad).build().err().expect(bad);
+            assert_eq!(errors[0].field, "hmac.secret", "{bad}");
+            assert!(
+                bad == "whsec_" || !errors[0].message.contains(bad),
+                "the secret is not repeated"
+            );
+        }
+        // The key is the decoded bytes: a signature over them verifies.
+        let h = config("whsec_c2VjcmV0IGJ5dGVz").build().unwrap();
+        let body = b"{}";
+        let now = 1_700_000_000;
+        let tag = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"secret bytes"),
+            format!("msg_1.{now}.{{}}").as_bytes(),
+        );
+        let value = format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+        );
+        let ok = headers(&[
+            ("webhook-id", "msg_1".into()),
+            ("webhook-timestamp", now.to_string()),
+            ("webhook-signature", value),
+        ]);
+        h.verify(&ok, body, now).unwrap().accept();
     }
 
     #[test]
