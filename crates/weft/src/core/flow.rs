@@ -374,6 +374,7 @@ struct FlowStats {
     delivered: AtomicU64,
     filtered: AtomicU64,
     failed: AtomicU64,
+    refused: AtomicU64,
 }
 
 /// A flow's counters at one moment.
@@ -389,6 +390,8 @@ pub struct Counters {
     pub failed: u64,
     /// Messages in the pipeline or with the outputs now.
     pub in_flight: u64,
+    /// Requests the input's `auth` refused (not messages: nothing of them was taken in).
+    pub refused: u64,
 }
 
 /// A place in the flow's concurrency budget, held while a message is in flight.
@@ -489,6 +492,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
             failed: load(&self.stats.failed),
             in_flight: u64::from(self.concurrency)
                 .saturating_sub(self.limit.available_permits() as u64),
+            refused: load(&self.stats.refused),
         }
     }
 
@@ -500,6 +504,12 @@ impl<P: Processor, O: Output> Flow<P, O> {
     /// Counts a message that failed for good (durable: dead-lettered).
     pub fn count_failed(&self) {
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request the input's `auth` refused, with why.
+    pub fn count_refused(&self, reason: &'static str) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        super::metrics::auth_refused(&self.name, reason);
     }
 
     /// Pauses the flow: `true` if it was running.

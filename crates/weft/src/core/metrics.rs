@@ -71,6 +71,14 @@ impl ComponentMetrics {
     }
 }
 
+/// Counts a request an input's `auth` refused, by the reason it was told (a short fixed text:
+/// `invalid signature`, `signature timestamp outside the tolerance`…): a sender whose secret
+/// was rotated shows here, not only in WARN lines.
+pub fn auth_refused(flow: &str, reason: &'static str) {
+    counter!("weft_auth_refused_total", "flow" => flow.to_string(), "reason" => reason)
+        .increment(1);
+}
+
 /// Counts a message given up on and kept as a dead letter, by the stage that failed it:
 /// `pipeline` (a processor), `output`, or `unreadable` (a stored message that no longer decodes).
 /// Rare, so the handle is looked up each time.

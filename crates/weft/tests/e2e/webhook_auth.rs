@@ -103,6 +103,23 @@ async fn signed_webhooks_from_each_preset_are_verified_and_replays_refused() {
         "{text}"
     );
 
+    // GitHub sends up to 25 MB: its preset accepts more than the usual 1 MiB, others do not.
+    let push = format!(r#"{{"ref": "main", "pad": "{}"}}"#, "x".repeat(1_200_000));
+    let signed = format!("sha256={}", hex(&hmac_sha256(secret, push.as_bytes())));
+    let (status, text) = post(&url("github"), &[("x-hub-signature-256", &signed)], &push).await;
+    assert_eq!(status, 200, "{text}");
+    let ts = now().to_string();
+    let (status, text) = post(
+        &url("slack"),
+        &[
+            ("x-slack-signature", &format!("v0={}", "00".repeat(32))),
+            ("x-slack-request-timestamp", &ts),
+        ],
+        &push,
+    )
+    .await;
+    assert_eq!(status, 413, "{text}");
+
     // Stripe: Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">.
     let t = now();
     let v1 = hex(&hmac_sha256(secret, format!("{t}.{body}").as_bytes()));
@@ -172,7 +189,8 @@ async fn signed_webhooks_from_each_preset_are_verified_and_replays_refused() {
     assert_eq!(
         paths,
         [
-            "/generic", "/github", "/github", "/shopify", "/shopify", "/slack", "/stripe"
+            "/generic", "/github", "/github", "/github", "/shopify", "/shopify", "/slack",
+            "/stripe"
         ]
     );
     assert!(!weft.stderr().contains(secret), "a secret was printed");
@@ -297,6 +315,20 @@ async fn standard_webhooks_signed_by_the_reference_library_are_verified() {
         receiver.seen().len(),
         2,
         "only the two valid deliveries arrive"
+    );
+    // Refusals are counted, by reason, in the metrics and the flow's counters.
+    for needle in [
+        r#"weft_auth_refused_total{flow="svix",reason="invalid signature"} 2"#,
+        r#"weft_auth_refused_total{flow="svix",reason="signature already used (replay)"} 1"#,
+        r#"weft_auth_refused_total{flow="svix",reason="missing webhook-id"} 1"#,
+    ] {
+        weft.metric_eventually(needle).await.unwrap();
+    }
+    let (_, flow) = weft.admin_json(Method::GET, "/api/v1/flows/svix").await;
+    assert_eq!(
+        (&flow["counters"]["refused"], &flow["counters"]["received"]),
+        (&serde_json::json!(5), &serde_json::json!(2)),
+        "{flow:#}"
     );
     let sent: serde_json::Value = serde_json::from_str(body).unwrap();
     assert!(receiver.seen().iter().all(|s| s.json() == sent));

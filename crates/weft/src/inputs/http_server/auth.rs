@@ -196,6 +196,18 @@ enum Scheme {
 }
 
 impl Config {
+    /// The largest body the sender of a preset sends, where it is more than the usual default.
+    pub fn body_limit(&self) -> Option<usize> {
+        match self {
+            // "Payloads are capped at 25 MB" (GitHub's webhook documentation).
+            Config::Hmac(HmacConfig {
+                preset: Some(Preset::Github),
+                ..
+            }) => Some(25 << 20),
+            _ => None,
+        }
+    }
+
     pub fn build(&self, http: &HttpClient) -> Result<Auth, Vec<BuildError>> {
         match self {
             Config::ApiKey(c) => {

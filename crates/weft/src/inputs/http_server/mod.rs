@@ -122,9 +122,10 @@ pub struct Config {
     /// unless another flow on the path serves `HEAD`.
     #[serde(default = "default_methods")]
     pub methods: Vec<String>,
-    /// Largest body accepted.
-    #[serde(default = "default_max_body")]
-    pub max_body_size: Size,
+    /// Largest body accepted: 1 MiB unless set, or what the sender of an `auth` preset sends
+    /// at most (`github`: 25 MiB).
+    #[serde(default)]
+    pub max_body_size: Option<Size>,
     /// Time allowed to receive the body.
     #[serde(default = "default_read_timeout")]
     pub read_timeout: Dur,
@@ -173,9 +174,8 @@ fn default_path() -> String {
 fn default_methods() -> Vec<String> {
     vec!["POST".into()]
 }
-fn default_max_body() -> Size {
-    Size(1 << 20)
-}
+/// Largest body accepted when neither `max_body_size` nor an `auth` preset says.
+const DEFAULT_MAX_BODY: usize = 1 << 20;
 fn default_read_timeout() -> Dur {
     Dur(Duration::from_secs(30))
 }
@@ -273,7 +273,15 @@ impl super::Spec for Config {
                 params: param_names(&self.path),
                 path: self.path.clone(),
                 methods,
-                max_body_size: self.max_body_size.0 as usize,
+                max_body_size: self.max_body_size.map_or_else(
+                    || {
+                        self.auth
+                            .as_ref()
+                            .and_then(auth::Config::body_limit)
+                            .unwrap_or(DEFAULT_MAX_BODY)
+                    },
+                    |size| size.0 as usize,
+                ),
                 read_timeout: self.read_timeout.0,
                 response: self.response,
                 idempotency,
@@ -878,6 +886,7 @@ fn unauthorized<P: Processor, O: Output>(
     refused: auth::Refused,
 ) -> Response {
     tracing::warn!(flow = %route.flow.name, reason = refused.reason, "request refused by auth");
+    route.flow.count_refused(refused.reason);
     if refused.status != StatusCode::UNAUTHORIZED {
         return Problem::new(
             refused.status,
@@ -1220,7 +1229,7 @@ mod tests {
             address: "127.0.0.1:0".into(),
             path: path.into(),
             methods: default_methods(),
-            max_body_size: default_max_body(),
+            max_body_size: None,
             read_timeout: default_read_timeout(),
             response: ResponseMode::Ack,
             idempotency: None,
