@@ -67,6 +67,12 @@ async fn signed_webhooks_from_each_preset_are_verified_and_replays_refused() {
                     r#"{{ hmac: {{ secret: "{secret}", header: X-Signature, prefix: "sha512=", algorithm: sha512, encoding: base64, timestamp_header: X-Timestamp, signed: "{{timestamp}}.{{body}}" }} }}"#
                 ),
             ),
+            (
+                "layout",
+                &format!(
+                    r#"{{ hmac: {{ secret: "{secret}", header: X-Sig, timestamp_header: X-Sent-At, signed: "{{header:X-Delivery}}:{{timestamp}}:{{header:x-account}}:{{body}}" }} }}"#
+                ),
+            ),
         ],
     ))
     .await;
@@ -101,6 +107,30 @@ async fn signed_webhooks_from_each_preset_are_verified_and_replays_refused() {
         (status, text.contains("missing signature")),
         (401, true),
         "{text}"
+    );
+
+    // GitHub's form deliveries: `payload=<the event's JSON>`, signed as sent; the flow gets
+    // the JSON.
+    let event = r#"{"zen": "Keep it logically awesome.", "hook_id": 1}"#;
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", event)
+        .finish();
+    let signed = format!("sha256={}", hex(&hmac_sha256(secret, form.as_bytes())));
+    let (status, _, text) = request_with(
+        Method::POST,
+        &url("github"),
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("x-hub-signature-256", &signed),
+        ],
+        form,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let arrived = receiver.seen().last().unwrap().json();
+    assert_eq!(
+        arrived,
+        serde_json::from_str::<serde_json::Value>(event).unwrap()
     );
 
     // GitHub sends up to 25 MB: its preset accepts more than the usual 1 MiB, others do not.
@@ -183,14 +213,52 @@ async fn signed_webhooks_from_each_preset_are_verified_and_replays_refused() {
     .await;
     assert_eq!(status, 200, "{text}");
 
+    // A layout naming other headers: each is signed as sent, and must be there.
+    let ts = now().to_string();
+    let layout = hex(&hmac_sha256(
+        secret,
+        format!("d-42:{ts}:acct-7:{body}").as_bytes(),
+    ));
+    let signed_headers = [
+        ("x-sig", layout.as_str()),
+        ("x-sent-at", ts.as_str()),
+        ("x-delivery", "d-42"),
+        ("x-account", "acct-7"),
+    ];
+    let (status, text) = post(&url("layout"), &signed_headers, body).await;
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = post(&url("layout"), &signed_headers[..3], body).await;
+    assert_eq!(
+        (status, text.contains("missing signed header")),
+        (401, true),
+        "{text}"
+    );
+    // A value that looks like a placeholder is signed as it is, not filled in.
+    let (status, text) = post(
+        &url("layout"),
+        &[
+            ("x-sig", layout.as_str()),
+            ("x-sent-at", ts.as_str()),
+            ("x-delivery", "{header:x-account}"),
+            ("x-account", "acct-7"),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(
+        (status, text.contains("invalid signature")),
+        (401, true),
+        "{text}"
+    );
+
     // Only the requests that passed reached the flows (GitHub's twice: failed, redelivered).
     let mut paths: Vec<String> = receiver.seen().iter().map(|s| s.path.clone()).collect();
     paths.sort();
     assert_eq!(
         paths,
         [
-            "/generic", "/github", "/github", "/github", "/shopify", "/shopify", "/slack",
-            "/stripe"
+            "/generic", "/github", "/github", "/github", "/github", "/layout", "/shopify",
+            "/shopify", "/slack", "/stripe"
         ]
     );
     assert!(!weft.stderr().contains(secret), "a secret was printed");

@@ -16,6 +16,8 @@
 //!   failed frees it for the sender's retry. Standard Webhooks (Svix, Clerk, Resend…) sign
 //!   `webhook-id`, `webhook-timestamp` and the body with a `whsec_` secret, base64 after its
 //!   prefix; their `webhook-signature` may list several signatures while a secret is rotated.
+//!   GitHub's form deliveries (`payload=<JSON>`) become the JSON they carry, and its bodies
+//!   may be up to 25 MiB unless `max_body_size` says otherwise.
 //!   Senders that sign no timestamp (GitHub, Shopify)
 //!   are protected against replays only for that window, in this process: pair them with
 //!   `idempotency` keyed on their delivery id (`X-GitHub-Delivery`, `X-Shopify-Webhook-Id`).
@@ -33,6 +35,7 @@
 //! #                issuer: "https://login.example.com/", audience: orders-api } }
 //! # auth: { hmac: { secret: "${S}", header: X-Signature, prefix: "sha256=", encoding: hex,
 //! #                 algorithm: sha256, timestamp_header: X-Timestamp, signed: "{timestamp}.{body}" } }
+//! # auth: { hmac: { secret: "${S}", header: X-Sig, signed: "{header:X-Delivery-Id}.{body}" } }
 //! ```
 
 use std::collections::HashMap;
@@ -105,7 +108,8 @@ pub struct HmacConfig {
     /// The header with the signed timestamp (seconds since the epoch), if the sender signs one.
     #[serde(default)]
     pub timestamp_header: Option<String>,
-    /// What is signed: `{body}` (default) or a layout with `{timestamp}` and `{body}`.
+    /// What is signed: `{body}` (default) or a layout with `{body}`, and `{timestamp}` or any
+    /// request header as `{header:NAME}` (e.g. `"{header:webhook-id}.{timestamp}.{body}"`).
     #[serde(default)]
     pub signed: Option<String>,
     /// How far a signed timestamp may be from now, and how long seen signatures are kept.
@@ -187,6 +191,8 @@ enum Scheme {
         encoding: Encoding,
         timestamp: Option<http::HeaderName>,
         signed: String,
+        /// Each `{header:NAME}` of the layout, as written, and the header it names.
+        signed_headers: Vec<(String, http::HeaderName)>,
     },
     /// `Stripe-Signature: t=…,v1=…[,v1=…]`, signed `{t}.{body}`.
     Stripe,
@@ -206,6 +212,18 @@ impl Config {
             }) => Some(25 << 20),
             _ => None,
         }
+    }
+
+    /// Whether the sender may post the message as a form with one `payload` field holding
+    /// its JSON (GitHub, for a webhook set to `application/x-www-form-urlencoded`).
+    pub fn sends_form_payload(&self) -> bool {
+        matches!(
+            self,
+            Config::Hmac(HmacConfig {
+                preset: Some(Preset::Github),
+                ..
+            })
+        )
     }
 
     pub fn build(&self, http: &HttpClient) -> Result<Auth, Vec<BuildError>> {
@@ -297,6 +315,7 @@ impl HmacConfig {
                     encoding: Encoding::Hex,
                     timestamp: None,
                     signed: "{body}".into(),
+                    signed_headers: Vec::new(),
                 },
             ),
             Some(Preset::Slack) => (
@@ -307,6 +326,7 @@ impl HmacConfig {
                     encoding: Encoding::Hex,
                     timestamp: Some(header("x-slack-request-timestamp")?),
                     signed: "v0:{timestamp}:{body}".into(),
+                    signed_headers: Vec::new(),
                 },
             ),
             Some(Preset::Shopify) => (
@@ -321,6 +341,7 @@ impl HmacConfig {
                     encoding: Encoding::Base64,
                     timestamp: None,
                     signed: "{body}".into(),
+                    signed_headers: Vec::new(),
                 },
             ),
             Some(Preset::Stripe) => (ring::hmac::HMAC_SHA256, Scheme::Stripe),
@@ -345,6 +366,23 @@ impl HmacConfig {
                         "a signed `{timestamp}` and `timestamp_header` go together",
                     ));
                 }
+                let mut signed_headers = Vec::new();
+                let mut rest = signed.as_str();
+                while let Some(at) = rest.find("{header:") {
+                    let Some(end) = rest[at..].find('}') else {
+                        return Err(err("signed", "`{header:` without its closing `}`"));
+                    };
+                    let token = &rest[at..at + end + 1];
+                    let name = http::HeaderName::from_bytes(&token.as_bytes()[8..token.len() - 1])
+                        .map_err(|_| {
+                            err(
+                                "signed",
+                                "`{header:NAME}` needs a header name, e.g. `{header:webhook-id}`",
+                            )
+                        })?;
+                    signed_headers.push((token.to_string(), name));
+                    rest = &rest[at + end + 1..];
+                }
                 (
                     algorithm,
                     Scheme::Generic {
@@ -353,6 +391,7 @@ impl HmacConfig {
                         encoding: self.encoding.unwrap_or(Encoding::Hex),
                         timestamp: self.timestamp_header.as_deref().map(header).transpose()?,
                         signed,
+                        signed_headers,
                     },
                 )
             }
@@ -603,8 +642,17 @@ impl Hmac {
                 prefix,
                 encoding,
                 timestamp,
+                signed_headers,
                 ..
             } => {
+                // Checked here so that no request without them holds a place while its body
+                // is read.
+                if signed_headers
+                    .iter()
+                    .any(|(_, name)| header_text(headers, name).is_none())
+                {
+                    return Err(Refused::new("missing signed header"));
+                }
                 let value = header
                     .iter()
                     .find_map(|name| header_text(headers, name))
@@ -711,11 +759,39 @@ impl Hmac {
         let stamp = claimed.timestamp.unwrap_or("");
         let mut signed = Vec::with_capacity(body.len() + 32);
         match &self.scheme {
-            Scheme::Generic { signed: layout, .. } => {
+            Scheme::Generic {
+                signed: layout,
+                signed_headers,
+                ..
+            } => {
+                // One pass over the layout: a header's value is never read as a placeholder.
+                let fill = |text: &str| {
+                    let mut out = String::with_capacity(text.len() + 64);
+                    let mut rest = text;
+                    while let Some(at) = rest.find('{') {
+                        out.push_str(&rest[..at]);
+                        let tail = &rest[at..];
+                        if let Some(after) = tail.strip_prefix("{timestamp}") {
+                            out.push_str(stamp);
+                            rest = after;
+                        } else if let Some((token, name)) = signed_headers
+                            .iter()
+                            .find(|(t, _)| tail.starts_with(t.as_str()))
+                        {
+                            out.push_str(header_text(headers, name).unwrap_or(""));
+                            rest = &tail[token.len()..];
+                        } else {
+                            out.push('{');
+                            rest = &tail[1..];
+                        }
+                    }
+                    out.push_str(rest);
+                    out
+                };
                 let (before, after) = layout.split_once("{body}").unwrap_or((layout, ""));
-                signed.extend_from_slice(before.replace("{timestamp}", stamp).as_bytes());
+                signed.extend_from_slice(fill(before).as_bytes());
                 signed.extend_from_slice(body);
-                signed.extend_from_slice(after.replace("{timestamp}", stamp).as_bytes());
+                signed.extend_from_slice(fill(after).as_bytes());
             }
             Scheme::Stripe => {
                 signed.extend_from_slice(stamp.as_bytes());
@@ -847,6 +923,32 @@ mod tests {
             ("webhook-signature", value),
         ]);
         h.verify(&ok, body, now).unwrap().accept();
+    }
+
+    #[test]
+    fn a_layout_names_headers_that_exist() {
+        for (layout, wrong) in [
+            ("{header:bad name}.{body}", "a header name"),
+            ("{header:webhook-id.{body}", "a header name"),
+            ("{body}.{header:webhook-id", "closing"),
+        ] {
+            let config = HmacConfig {
+                header: Some("x-signature".into()),
+                signed: Some(layout.into()),
+                ..preset(Preset::Github, "s")
+            };
+            let config = HmacConfig {
+                preset: None,
+                ..config
+            };
+            let errors = config.build().err().expect(layout);
+            assert_eq!(errors[0].field, "hmac.signed", "{layout}");
+            assert!(
+                errors[0].message.contains(wrong),
+                "{layout}: {}",
+                errors[0].message
+            );
+        }
     }
 
     #[test]

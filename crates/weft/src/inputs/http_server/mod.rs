@@ -193,6 +193,8 @@ pub struct Endpoint {
     response: ResponseMode,
     idempotency: Option<Idempotency>,
     auth: Option<Arc<auth::Auth>>,
+    /// A form body's one `payload` field is the JSON message (GitHub's form deliveries).
+    form_payload: bool,
     pub tls: Option<Arc<Tls>>,
     pub limits: Limits,
     pub errors: Errors,
@@ -284,6 +286,10 @@ impl super::Spec for Config {
                 ),
                 read_timeout: self.read_timeout.0,
                 response: self.response,
+                form_payload: self
+                    .auth
+                    .as_ref()
+                    .is_some_and(auth::Config::sends_form_payload),
                 idempotency,
                 errors: self.errors,
             }),
@@ -795,6 +801,22 @@ async fn answer<P: Processor, O: Output>(
         Ok(empty_object())
     } else {
         body::decode(content_type, bytes)
+    };
+    let decoded = match decoded {
+        Ok(Value::Object(fields))
+            if endpoint.form_payload
+                && fields.len() == 1
+                && content_type.is_some_and(|t| {
+                    t.to_ascii_lowercase()
+                        .starts_with("application/x-www-form-urlencoded")
+                }) =>
+        {
+            match fields.get("payload").and_then(Value::as_bytes) {
+                Some(json) => body::decode(Some("application/json"), json.clone()),
+                None => Ok(Value::Object(fields)),
+            }
+        }
+        other => other,
     };
     let value = match decoded {
         Ok(v) => v,
