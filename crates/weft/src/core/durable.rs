@@ -419,10 +419,11 @@ fn decode(entry: &Queued) -> Result<Message, String> {
     };
     let mut message = Message::new(value);
     message.metadata = metadata;
+    // Read back from JSON, the trace context is a string of either kind VRL has.
     if let Value::Object(map) = &mut message.metadata
-        && let Some(Value::Bytes(traceparent)) = map.remove(TRACEPARENT_KEY)
+        && let Some(traceparent) = map.remove(TRACEPARENT_KEY)
     {
-        message.traceparent = Some(String::from_utf8_lossy(&traceparent).into());
+        message.traceparent = traceparent.to_str_lossy().map(|t| t.as_ref().into());
     }
     if let Ok(id) = entry.id.parse() {
         message.id = id;
@@ -759,5 +760,35 @@ async fn redeliver<P: Processor, O: Output>(
         Err(e) => {
             tracing::error!(flow = %flow.name, id = entry.id, error = %e, "could not move a replayed message to the dead-letter queue; it will be delivered again")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_message_keeps_its_callers_trace_context() {
+        let mut message = Message::new(Value::from("x"));
+        message.traceparent =
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+        let (payload, metadata) = encode(&message).unwrap();
+        let entry = Queued {
+            seq: 1,
+            flow: "f".into(),
+            id: message.id.to_string(),
+            payload,
+            metadata,
+            enqueued_at_ms: 0,
+            attempts: 0,
+            last_error: None,
+            history: Vec::new(),
+        };
+        let stored = decode(&entry).unwrap();
+        assert_eq!(stored.traceparent, message.traceparent);
+        assert_eq!(
+            stored.metadata, message.metadata,
+            "the key of weft's own is gone"
+        );
     }
 }

@@ -401,17 +401,16 @@ fn later(a: &Value, b: &Value) -> bool {
         match v {
             Value::Integer(i) => Some(*i as f64),
             Value::Float(f) => Some(f.into_inner()),
-            Value::Bytes(b) => std::str::from_utf8(b).ok()?.trim().parse().ok(),
-            _ => None,
+            // Text of either kind VRL has (`Bytes`, or `String` from JSON and CSV).
+            v => v.to_str()?.trim().parse().ok(),
         }
     }
     fn time(v: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
         match v {
             Value::Timestamp(t) => Some(*t),
-            Value::Bytes(b) => chrono::DateTime::parse_from_rfc3339(std::str::from_utf8(b).ok()?)
+            v => chrono::DateTime::parse_from_rfc3339(v.to_str()?)
                 .ok()
                 .map(|t| t.with_timezone(&chrono::Utc)),
-            _ => None,
         }
     }
     match (a, b) {
@@ -787,6 +786,13 @@ mod tests {
             Some("https://a.example/x?page=3")
         );
         assert!(later(&Value::Integer(10), &Value::Integer(9)));
+        // Numbers and times in text (CSV, XML, a reloaded checkpoint) by value, not as text.
+        assert!(later(&Value::from("10"), &Value::from("9")));
+        assert!(later(&Value::from("10"), &Value::Integer(9)));
+        assert!(!later(
+            &Value::from("2026-01-01T01:00:00+02:00"),
+            &Value::from("2026-01-01T00:00:00Z")
+        ));
         assert!(!later(&Value::Integer(9), &Value::Integer(10)));
         assert!(later(
             &Value::from("2026-01-02"),
