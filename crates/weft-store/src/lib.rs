@@ -21,7 +21,7 @@
 //!
 //! The API speaks of flows, ids, leases and keys, not of SQL, so that a second backend (NATS
 //! JetStream, for several nodes) can implement the same operations: this file holds the
-//! contract ([`Backend`], its types, [`Store`]); `sqlite.rs` the embedded default, one SQLite
+//! contract ([`Backend`], its types, [`Store`]); `sqlite.rs` (and its `writer`) the embedded default, one SQLite
 //! file, inspectable with the `sqlite3` tool.
 
 use std::path::{Path, PathBuf};

@@ -60,7 +60,7 @@ macro_rules! bind_filter {
     }};
 }
 
-/// The SQLite backend: one writer task that group-commits, readers on a small read-only pool.
+/// The SQLite backend: one writer thread that group-commits, readers on a small read-only pool.
 #[derive(Clone)]
 pub(crate) struct Sqlite {
     writes: mpsc::Sender<Write>,

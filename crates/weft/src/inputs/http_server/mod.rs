@@ -806,10 +806,7 @@ async fn answer<P: Processor, O: Output>(
         Ok(Value::Object(fields))
             if endpoint.form_payload
                 && fields.len() == 1
-                && content_type.is_some_and(|t| {
-                    t.to_ascii_lowercase()
-                        .starts_with("application/x-www-form-urlencoded")
-                }) =>
+                && matches!(body::kind(content_type), body::Kind::Form) =>
         {
             match fields.get("payload").and_then(Value::as_bytes) {
                 Some(json) => body::decode(Some("application/json"), json.clone()),
