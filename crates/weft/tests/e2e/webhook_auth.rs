@@ -1,7 +1,8 @@
 //! Inbound auth on `http_server`: signatures computed the way each sender documents them
 //! (GitHub, Stripe, Slack, Shopify, and a generic scheme) or by the sender's reference library
 //! (Standard Webhooks), API keys and basic auth. A refused request is answered 401 and never
-//! reaches the flow; a replayed signature is refused.
+//! reaches the flow; a delivery accepted before is answered again as a success and not
+//! delivered twice.
 
 use base64::Engine;
 use http::Method;
@@ -42,14 +43,32 @@ fn config(port: u16, receiver: &Receiver, endpoints: &[(&str, &str)]) -> String 
 }
 
 async fn post(url: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let (status, _, text) = post_full(url, headers, body).await;
+    (status, text)
+}
+
+async fn post_full(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, http::HeaderMap, String) {
     let mut all = vec![("content-type", "application/json")];
     all.extend_from_slice(headers);
-    let (status, _, text) = request_with(Method::POST, url, &all, body.to_string()).await;
-    (status.as_u16(), text)
+    let (status, headers, text) = request_with(Method::POST, url, &all, body.to_string()).await;
+    (status.as_u16(), headers, text)
+}
+
+/// A success given again for a delivery accepted before (nothing delivered).
+fn replayed(status: u16, headers: &http::HeaderMap) -> bool {
+    status / 100 == 2
+        && headers
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok())
+            == Some("true")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signed_webhooks_from_each_preset_are_verified_and_replays_refused() {
+async fn signed_webhooks_from_each_preset_are_verified_and_replays_answered() {
     let receiver = Receiver::start().await;
     let port = free_port();
     let secret = "s3cr3t-for-tests";
@@ -58,7 +77,10 @@ async fn signed_webhooks_from_each_preset_are_verified_and_replays_refused() {
         &receiver,
         &[
             ("github", &format!(r#"{{ hmac: {{ preset: github, secret: "{secret}" }} }}"#)),
-            ("stripe", &format!(r#"{{ hmac: {{ preset: stripe, secret: "{secret}" }} }}"#)),
+            (
+                "stripe",
+                &format!(r#"{{ hmac: {{ preset: stripe, secret: "{secret}", tolerance: 2s }} }}"#),
+            ),
             ("slack", &format!(r#"{{ hmac: {{ preset: slack, secret: "{secret}" }} }}"#)),
             ("shopify", &format!(r#"{{ hmac: {{ preset: shopify, secret: "{secret}" }} }}"#)),
             (
@@ -80,16 +102,21 @@ async fn signed_webhooks_from_each_preset_are_verified_and_replays_refused() {
     let body = r#"{"action": "opened", "number": 7}"#;
 
     // GitHub: X-Hub-Signature-256 = "sha256=" + hex HMAC-SHA256 of the raw body. The first
-    // delivery fails downstream: GitHub's redelivery (same body, same signature) is accepted,
-    // and only then is the signature used up.
+    // delivery fails downstream: GitHub's redelivery (same body, signature and delivery id) is
+    // handled, and only then is the delivery used up: a copy after that is answered as a
+    // success and not delivered.
     let github = format!("sha256={}", hex(&hmac_sha256(secret, body.as_bytes())));
+    let delivery = [
+        ("x-hub-signature-256", github.as_str()),
+        ("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+    ];
     receiver.script(vec![Reply::status(500)]);
-    let (status, text) = post(&url("github"), &[("x-hub-signature-256", &github)], body).await;
+    let (status, text) = post(&url("github"), &delivery, body).await;
     assert_eq!(status, 502, "{text} {}", weft.stderr());
-    let (status, text) = post(&url("github"), &[("x-hub-signature-256", &github)], body).await;
+    let (status, text) = post(&url("github"), &delivery, body).await;
     assert_eq!(status, 200, "{text} {}", weft.stderr());
-    let (status, text) = post(&url("github"), &[("x-hub-signature-256", &github)], body).await;
-    assert_eq!((status, text.contains("replay")), (401, true), "{text}");
+    let (status, headers, text) = post_full(&url("github"), &delivery, body).await;
+    assert!(replayed(status, &headers), "{status} {headers:?} {text}");
     let tampered = body.replace('7', "8");
     let (status, text) = post(
         &url("github"),
@@ -152,11 +179,28 @@ async fn signed_webhooks_from_each_preset_are_verified_and_replays_refused() {
 
     // Stripe: Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">.
     let t = now();
-    let v1 = hex(&hmac_sha256(secret, format!("{t}.{body}").as_bytes()));
+    let event = r#"{"id": "evt_1NG8Du2eZvKYlo2CUI79vXWy", "type": "invoice.paid"}"#;
+    let v1 = hex(&hmac_sha256(secret, format!("{t}.{event}").as_bytes()));
     let stripe = format!("t={t},v1={v1}");
-    let (status, text) = post(&url("stripe"), &[("stripe-signature", &stripe)], body).await;
+    let (status, text) = post(&url("stripe"), &[("stripe-signature", &stripe)], event).await;
     assert_eq!(status, 200, "{text}");
-    // Ten minutes old: outside the default five-minute tolerance, even if correctly signed.
+    // Stripe's retry of an event signs it anew: the event id says it is the same delivery.
+    let again = format!(
+        "t={},v1={}",
+        t + 1,
+        hex(&hmac_sha256(
+            secret,
+            format!("{}.{event}", t + 1).as_bytes()
+        ))
+    );
+    let (status, headers, text) =
+        post_full(&url("stripe"), &[("stripe-signature", &again)], event).await;
+    assert!(replayed(status, &headers), "{status} {headers:?} {text}");
+    // Captured and sent again past the tolerance (2 s here): refused, not answered as a replay.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let (status, text) = post(&url("stripe"), &[("stripe-signature", &stripe)], event).await;
+    assert_eq!((status, text.contains("tolerance")), (401, true), "{text}");
+    // Ten minutes old: outside the tolerance, even if correctly signed.
     let old = t - 600;
     let v1 = hex(&hmac_sha256(secret, format!("{old}.{body}").as_bytes()));
     let stale = format!("t={old},v1={v1}");
@@ -315,7 +359,7 @@ async fn standard_webhooks_signed_by_the_reference_library_are_verified() {
             url.clone(),
         );
         async move {
-            post(
+            post_full(
                 &url,
                 &[
                     ("webhook-id", &id),
@@ -332,11 +376,46 @@ async fn standard_webhooks_signed_by_the_reference_library_are_verified() {
     let at = now();
     let signed = standard_webhooks_signature(secret, "msg_1", at, body);
     assert!(signed.starts_with("v1,"), "{signed}");
-    let (status, text) = send("msg_1", at, &signed).await;
+    let (status, _, text) = send("msg_1", at, &signed).await;
     assert_eq!(status, 200, "{text} {}", weft.stderr());
-    // The same delivery again is a replay.
-    let (status, text) = send("msg_1", at, &signed).await;
-    assert_eq!((status, text.contains("replay")), (401, true), "{text}");
+    // The same delivery again (a copy, or a replay within the tolerance) is answered as a
+    // success and not delivered.
+    let (status, headers, text) = send("msg_1", at, &signed).await;
+    assert!(replayed(status, &headers), "{status} {headers:?} {text}");
+
+    // The sender gives up waiting (the receiver is slow) and retries, signing anew: while the
+    // first is still being handled the retry is told to come back; after it, it is answered
+    // as a success. The message arrives once.
+    receiver.hold();
+    let at = now();
+    let first = standard_webhooks_signature(secret, "msg_7", at, body);
+    let timed_out = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        send("msg_7", at, &first),
+    )
+    .await;
+    assert!(timed_out.is_err(), "the receiver holds the first delivery");
+    let retry = standard_webhooks_signature(secret, "msg_7", at + 1, body);
+    let (status, headers, text) = send("msg_7", at + 1, &retry).await;
+    assert_eq!(status, 409, "{text}");
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+    receiver.release();
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || receiver.seen().len()
+            == 2)
+        .await,
+        "the first delivery goes through"
+    );
+    let mut answered = (0, http::HeaderMap::new(), String::new());
+    for _ in 0..50 {
+        answered = send("msg_7", at + 1, &retry).await;
+        if answered.0 != 409 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (status, headers, text) = answered;
+    assert!(replayed(status, &headers), "{status} {headers:?} {text}");
 
     // While the sender rotates its secret it signs with both, and may add versions weft does
     // not know: one valid `v1` among them is enough.
@@ -346,21 +425,21 @@ async fn standard_webhooks_signed_by_the_reference_library_are_verified() {
         standard_webhooks_signature(retired, "msg_2", at, body),
         standard_webhooks_signature(secret, "msg_2", at, body)
     );
-    let (status, text) = send("msg_2", at, &both).await;
+    let (status, _, text) = send("msg_2", at, &both).await;
     assert_eq!(status, 200, "{text}");
 
     // Refused: only the retired secret; a signature of another message id; a correct one ten
     // minutes old (outside the default tolerance); no `webhook-id`.
     let at = now();
     let only_retired = standard_webhooks_signature(retired, "msg_3", at, body);
-    let (status, text) = send("msg_3", at, &only_retired).await;
+    let (status, _, text) = send("msg_3", at, &only_retired).await;
     assert_eq!(
         (status, text.contains("invalid signature")),
         (401, true),
         "{text}"
     );
     let other_id = standard_webhooks_signature(secret, "msg_4", at, body);
-    let (status, text) = send("msg_5", at, &other_id).await;
+    let (status, _, text) = send("msg_5", at, &other_id).await;
     assert_eq!(
         (status, text.contains("invalid signature")),
         (401, true),
@@ -368,7 +447,7 @@ async fn standard_webhooks_signed_by_the_reference_library_are_verified() {
     );
     let old = now() - 600;
     let stale = standard_webhooks_signature(secret, "msg_6", old, body);
-    let (status, text) = send("msg_6", old, &stale).await;
+    let (status, _, text) = send("msg_6", old, &stale).await;
     assert_eq!((status, text.contains("tolerance")), (401, true), "{text}");
     let (status, text) = post(
         &url,
@@ -383,13 +462,13 @@ async fn standard_webhooks_signed_by_the_reference_library_are_verified() {
 
     assert_eq!(
         receiver.seen().len(),
-        2,
-        "only the two valid deliveries arrive"
+        3,
+        "only the three valid deliveries arrive, each once"
     );
     // Refusals are counted, by reason, in the metrics and the flow's counters.
     for needle in [
         r#"weft_auth_refused_total{flow="svix",reason="invalid signature"} 2"#,
-        r#"weft_auth_refused_total{flow="svix",reason="signature already used (replay)"} 1"#,
+        r#"weft_auth_refused_total{flow="svix",reason="signature timestamp outside the tolerance"} 1"#,
         r#"weft_auth_refused_total{flow="svix",reason="missing webhook-id"} 1"#,
     ] {
         weft.metric_eventually(needle).await.unwrap();
@@ -397,7 +476,7 @@ async fn standard_webhooks_signed_by_the_reference_library_are_verified() {
     let (_, flow) = weft.admin_json(Method::GET, "/api/v1/flows/svix").await;
     assert_eq!(
         (&flow["counters"]["refused"], &flow["counters"]["received"]),
-        (&serde_json::json!(5), &serde_json::json!(2)),
+        (&serde_json::json!(4), &serde_json::json!(3)),
         "{flow:#}"
     );
     let sent: serde_json::Value = serde_json::from_str(body).unwrap();

@@ -10,17 +10,20 @@
 //! - `basic`: `users` by name with their (non-empty) passwords.
 //! - `hmac`: the signature of the raw body (and, where the sender signs one, its timestamp),
 //!   computed once and compared in constant time. The signature header (and a signed timestamp
-//!   within `tolerance`, default 5 m) must be there before the body is read. A signature is
-//!   used up once its request is accepted: the same one again within twice `tolerance` is a
-//!   replay, and so is a copy arriving while the first is still being handled; a request that
-//!   failed frees it for the sender's retry. Standard Webhooks (Svix, Clerk, Resend…) sign
+//!   within `tolerance`, default 5 m) must be there before the body is read.
+//! - Replays and retries: a signature is used up once its request is accepted (kept twice
+//!   `tolerance`, in this process), and so is the sender's delivery id where it sends one
+//!   (`X-GitHub-Delivery`, Stripe's and Slack's event id, `X-Shopify-Event-Id`, `webhook-id`,
+//!   or the generic `delivery_id_header`; kept `delivery_ttl`, default 72 h, in the store).
+//!   Either met again is answered with the first answer's status and
+//!   `Idempotent-Replayed: true`, and nothing is delivered: a sender retrying after its own
+//!   timeout sees success. A copy arriving while the first is being handled gets 409 with
+//!   `Retry-After`; a request that failed frees both for the sender's retry; a captured
+//!   request replayed past the tolerance is refused (its timestamp is too old). Standard Webhooks (Svix, Clerk, Resend…) sign
 //!   `webhook-id`, `webhook-timestamp` and the body with a `whsec_` secret, base64 after its
 //!   prefix; their `webhook-signature` may list several signatures while a secret is rotated.
 //!   GitHub's form deliveries (`payload=<JSON>`) become the JSON they carry, and its bodies
 //!   may be up to 25 MiB unless `max_body_size` says otherwise.
-//!   Senders that sign no timestamp (GitHub, Shopify)
-//!   are protected against replays only for that window, in this process: pair them with
-//!   `idempotency` keyed on their delivery id (`X-GitHub-Delivery`, `X-Shopify-Webhook-Id`).
 //!
 //! ```yaml
 //! input:
@@ -115,6 +118,18 @@ pub struct HmacConfig {
     /// How far a signed timestamp may be from now, and how long seen signatures are kept.
     #[serde(default = "default_tolerance")]
     pub tolerance: Dur,
+    /// The header with the sender's delivery id, the same on its retries of one delivery
+    /// (generic scheme; presets know theirs).
+    #[serde(default)]
+    pub delivery_id_header: Option<String>,
+    /// How long an accepted delivery's id is remembered (in the store), so that the sender's
+    /// retry is answered without delivering it again. Stripe retries for three days.
+    #[serde(default = "default_delivery_ttl")]
+    pub delivery_ttl: Dur,
+}
+
+fn default_delivery_ttl() -> Dur {
+    Dur(Duration::from_secs(72 * 3600))
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
@@ -167,13 +182,35 @@ pub struct Hmac {
     scheme: Scheme,
     tolerance: Duration,
     seen: Arc<Seen>,
+    delivery: DeliveryId,
+    delivery_ttl: Duration,
 }
 
-/// Signatures taken (being handled) or used (accepted), by their bytes in base64, each until
-/// it lapses. Bounded: when full, what lapsed goes, then the oldest.
+/// Where a sender puts the id that stays the same across its retries of one delivery.
+enum DeliveryId {
+    None,
+    Header(http::HeaderName),
+    /// A top-level field of the JSON body (Stripe's `id`, Slack's `event_id`).
+    Field(&'static str),
+}
+
+/// Signatures taken (being handled) or used (accepted, with the answer's status), by their
+/// bytes in base64, each until it lapses. Bounded: when full, what lapsed goes, then the
+/// oldest.
 #[derive(Default)]
 struct Seen {
-    entries: Mutex<HashMap<String, (Instant, bool)>>,
+    entries: Mutex<HashMap<String, (Instant, Option<http::StatusCode>)>>,
+}
+
+/// What a valid signature says about its request.
+#[derive(Debug)]
+pub enum Verified {
+    /// Not seen before: handle the request, then [`Signature::accept`] it.
+    New(Signature),
+    /// A copy of it is being handled now.
+    InFlight,
+    /// Accepted before, answered with this status: answer the same, deliver nothing.
+    Accepted(http::StatusCode),
 }
 
 /// The most signatures remembered.
@@ -295,6 +332,7 @@ impl HmacConfig {
                 .map_err(|_| err("header", "not a header name"))
         };
         let generic_fields = self.header.is_some()
+            || self.delivery_id_header.is_some()
             || self.prefix.is_some()
             || self.encoding.is_some()
             || self.algorithm.is_some()
@@ -399,19 +437,35 @@ impl HmacConfig {
         if self.tolerance.0.is_zero() {
             return Err(err("tolerance", "above zero"));
         }
+        if self.delivery_ttl.0.is_zero() {
+            return Err(err("delivery_ttl", "above zero"));
+        }
+        let named = |name: &'static str| DeliveryId::Header(http::HeaderName::from_static(name));
+        let delivery = match self.preset {
+            Some(Preset::Github) => named("x-github-delivery"),
+            // Shopify's guide to duplicates names the event id; the webhook id changes.
+            Some(Preset::Shopify) => named("x-shopify-event-id"),
+            Some(Preset::StandardWebhooks) => named("webhook-id"),
+            Some(Preset::Stripe) => DeliveryId::Field("id"),
+            Some(Preset::Slack) => DeliveryId::Field("event_id"),
+            None => match &self.delivery_id_header {
+                Some(name) => DeliveryId::Header(
+                    http::HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| err("delivery_id_header", "not a header name"))?,
+                ),
+                None => DeliveryId::None,
+            },
+        };
         let secret = self.secret.expose();
         let key = match self.preset {
             // The secret's bytes are the base64 after the prefix.
-            Some(Preset::StandardWebhooks) => base64::engine::general_purpose::STANDARD
-                .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
-                .ok()
-                .filter(|k| !k.is_empty())
+            Some(Preset::StandardWebhooks) => crate::clients::sign::standard_webhooks_key(secret)
                 .ok_or_else(|| {
-                    err(
-                        "secret",
-                        "a Standard Webhooks secret is `whsec_` and base64, as the sender gives it",
-                    )
-                })?,
+                err(
+                    "secret",
+                    "a Standard Webhooks secret is `whsec_` and base64, as the sender gives it",
+                )
+            })?,
             _ => secret.as_bytes().to_vec(),
         };
         Ok(Hmac {
@@ -419,6 +473,8 @@ impl HmacConfig {
             scheme,
             tolerance: self.tolerance.0,
             seen: Arc::default(),
+            delivery,
+            delivery_ttl: self.delivery_ttl.0,
         })
     }
 }
@@ -430,16 +486,23 @@ pub struct Signature {
     seen: Arc<Seen>,
     keep: Duration,
     accepted: bool,
+    delivery: Option<(String, Duration)>,
 }
 
 impl Signature {
-    pub fn accept(mut self) {
+    /// Uses the signature up: a copy of the request is answered `status` from now on.
+    pub fn accept(mut self, status: http::StatusCode) {
         self.accepted = true;
         let mut entries = self.seen.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.insert(
             std::mem::take(&mut self.key),
-            (Instant::now() + self.keep, true),
+            (Instant::now() + self.keep, Some(status)),
         );
+    }
+
+    /// The sender's delivery id, and how long to remember it once accepted.
+    pub fn delivery(&self) -> Option<(&str, Duration)> {
+        self.delivery.as_ref().map(|(id, ttl)| (id.as_str(), *ttl))
     }
 }
 
@@ -447,7 +510,10 @@ impl Drop for Signature {
     fn drop(&mut self) {
         if !self.accepted {
             let mut entries = self.seen.entries.lock().unwrap_or_else(|e| e.into_inner());
-            if entries.get(&self.key).is_some_and(|(_, used)| !used) {
+            if entries
+                .get(&self.key)
+                .is_some_and(|(_, used)| used.is_none())
+            {
                 entries.remove(&self.key);
             }
         }
@@ -461,12 +527,15 @@ impl std::fmt::Debug for Signature {
 }
 
 impl Seen {
-    /// Takes `key` for a request being handled; `false` when it is taken or used already.
-    fn take(&self, key: &str, lapses: Instant) -> bool {
+    /// Takes `key` for a request being handled; what became of it when it is taken or used
+    /// already.
+    fn take(&self, key: &str, lapses: Instant) -> Result<(), Verified> {
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.get(key).is_some_and(|(until, _)| *until > now) {
-            return false;
+        if let Some((until, used)) = entries.get(key)
+            && *until > now
+        {
+            return Err(used.map_or(Verified::InFlight, Verified::Accepted));
         }
         if entries.len() >= MAX_SEEN {
             entries.retain(|_, (until, _)| *until > now);
@@ -477,8 +546,8 @@ impl Seen {
                 entries.retain(|_, (until, _)| *until > cut);
             }
         }
-        entries.insert(key.to_string(), (lapses, false));
-        true
+        entries.insert(key.to_string(), (lapses, None));
+        Ok(())
     }
 }
 
@@ -589,18 +658,23 @@ impl Auth {
         }
     }
 
-    /// The check of a signature over the raw body (signatures only). The signature is taken
+    /// The check of a signature over the raw body (signatures only). A new signature is taken
     /// while the request is handled: [`Signature::accept`] it once the request is accepted.
     pub fn check_body(
         &self,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Result<Option<Signature>, Refused> {
+    ) -> Result<Option<Verified>, Refused> {
         let Auth::Hmac(h) = self else {
             return Ok(None);
         };
         h.verify(headers, body, chrono::Utc::now().timestamp())
             .map(Some)
+    }
+
+    /// Whether accepted deliveries are remembered by the sender's delivery id, in the store.
+    pub fn keeps_deliveries(&self) -> bool {
+        matches!(self, Auth::Hmac(h) if !matches!(h.delivery, DeliveryId::None))
     }
 
     /// The header that carries the credential, kept out of the message's metadata.
@@ -754,7 +828,7 @@ impl Hmac {
         Ok(claimed)
     }
 
-    fn verify(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<Signature, Refused> {
+    fn verify(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<Verified, Refused> {
         let claimed = self.parse(headers, now)?;
         let stamp = claimed.timestamp.unwrap_or("");
         let mut signed = Vec::with_capacity(body.len() + 32);
@@ -822,16 +896,62 @@ impl Hmac {
         // tolerance: a timestamp may be up to `tolerance` ahead of this clock.
         let key = base64::engine::general_purpose::STANDARD.encode(valid);
         let keep = self.tolerance * 2;
-        if !self.seen.take(&key, Instant::now() + keep) {
-            return Err(Refused::new("signature already used (replay)"));
+        if let Err(again) = self.seen.take(&key, Instant::now() + keep) {
+            return Ok(again);
         }
-        Ok(Signature {
+        Ok(Verified::New(Signature {
             key,
             seen: self.seen.clone(),
             keep,
             accepted: false,
-        })
+            delivery: self
+                .delivery_id(headers, body)
+                .map(|id| (id, self.delivery_ttl)),
+        }))
     }
+
+    /// The sender's id of this delivery, if it sends one that fits a store key.
+    fn delivery_id(&self, headers: &HeaderMap, body: &[u8]) -> Option<String> {
+        let id = match &self.delivery {
+            DeliveryId::None => return None,
+            DeliveryId::Header(name) => header_text(headers, name)?.trim().to_string(),
+            DeliveryId::Field(field) => top_level_text(body, field)?,
+        };
+        (!id.is_empty() && id.len() <= 200 && id.bytes().all(|b| b.is_ascii_graphic()))
+            .then_some(id)
+    }
+}
+
+/// The text of one top-level field of a JSON object; the rest of the body is skipped, not
+/// built.
+fn top_level_text(body: &[u8], field: &str) -> Option<String> {
+    struct Find<'f>(&'f str);
+    impl<'de> serde::de::Visitor<'de> for Find<'_> {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == self.0 && found.is_none() {
+                    let value = map.next_value::<serde_json::Value>()?;
+                    found = value.as_str().map(str::to_string);
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    use serde::Deserializer;
+    serde_json::Deserializer::from_slice(body)
+        .deserialize_map(Find(field))
+        .ok()
+        .flatten()
 }
 
 fn decode(text: &str, encoding: Encoding) -> Option<Vec<u8>> {
@@ -876,6 +996,15 @@ mod tests {
             timestamp_header: None,
             signed: None,
             tolerance: default_tolerance(),
+            delivery_id_header: None,
+            delivery_ttl: default_delivery_ttl(),
+        }
+    }
+
+    fn new(verified: Result<Verified, Refused>) -> Signature {
+        match verified {
+            Ok(Verified::New(signature)) => signature,
+            other => panic!("not a new signature: {other:?}"),
         }
     }
 
@@ -922,7 +1051,9 @@ mod tests {
             ("webhook-timestamp", now.to_string()),
             ("webhook-signature", value),
         ]);
-        h.verify(&ok, body, now).unwrap().accept();
+        let signature = new(h.verify(&ok, body, now));
+        assert_eq!(signature.delivery().map(|(id, _)| id), Some("msg_1"));
+        signature.accept(http::StatusCode::OK);
     }
 
     #[test]
@@ -961,21 +1092,23 @@ mod tests {
         // Several v1 signatures (secret rotation): one valid is enough.
         let value = format!("t={now},v1={},v1={good},v0=ignored", "00".repeat(32));
         let ok = headers(&[("stripe-signature", value.clone())]);
-        // Taken while handled: a copy meanwhile is refused; failed (dropped), it is free for
-        // the sender's retry; accepted, it is used up.
-        let first = h.verify(&ok, body, now + 10).unwrap();
-        assert_eq!(
-            h.verify(&ok, body, now + 10).err(),
-            Some(Refused::new("signature already used (replay)"))
-        );
+        // Taken while handled: a copy meanwhile is in flight; failed (dropped), it is free
+        // for the sender's retry; accepted, a copy gets the first answer's status.
+        let first = new(h.verify(&ok, body, now + 10));
+        // Stripe's delivery id is the event's, in the body.
+        assert_eq!(first.delivery().map(|(id, _)| id), Some("evt_1"));
+        assert!(matches!(
+            h.verify(&ok, body, now + 10),
+            Ok(Verified::InFlight)
+        ));
         drop(first);
-        h.verify(&ok, body, now + 10).unwrap().accept();
+        new(h.verify(&ok, body, now + 10)).accept(http::StatusCode::ACCEPTED);
+        assert!(matches!(
+            h.verify(&ok, body, now + 10),
+            Ok(Verified::Accepted(http::StatusCode::ACCEPTED))
+        ));
         let refused =
             |headers: &HeaderMap, body: &[u8], now: i64| h.verify(headers, body, now).err();
-        assert_eq!(
-            refused(&ok, body, now + 10),
-            Some(Refused::new("signature already used (replay)"))
-        );
         assert_eq!(
             refused(&ok, body, now + 301),
             Some(Refused::new("signature timestamp outside the tolerance"))
@@ -997,6 +1130,41 @@ mod tests {
         assert_eq!(
             refused(&headers(&[("stripe-signature", flood)]), body, now),
             Some(Refused::new("too many signatures"))
+        );
+    }
+
+    #[test]
+    fn a_delivery_id_is_read_from_one_field_of_the_body() {
+        for (body, id) in [
+            (r#"{"object":"event","id":"evt_1"}"#, Some("evt_1")),
+            (
+                r#"{"data":{"id":"inner"},"id":"evt_2","x":[1,{"id":3}]}"#,
+                Some("evt_2"),
+            ),
+            (r#"{"data":{"id":"inner"}}"#, None),
+            (r#"{"id":7}"#, None),
+            (r#"[{"id":"evt_3"}]"#, None),
+            ("not json", None),
+        ] {
+            assert_eq!(
+                top_level_text(body.as_bytes(), "id").as_deref(),
+                id,
+                "{body}"
+            );
+        }
+        // Only ids that fit a store key are used.
+        let h = hmac(Preset::Github);
+        for (given, used) in [
+            ("72d3162e-cc78-11e3-81ab-4c9367dc0958", true),
+            ("", false),
+            ("two words", false),
+        ] {
+            let headers = headers(&[("x-github-delivery", given.to_string())]);
+            assert_eq!(h.delivery_id(&headers, b"{}").is_some(), used, "{given:?}");
+        }
+        assert_eq!(
+            h.delivery_id(&headers(&[("x-github-delivery", "x".repeat(201))]), b"{}"),
+            None
         );
     }
 

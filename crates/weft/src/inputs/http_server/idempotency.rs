@@ -154,60 +154,110 @@ impl Idempotency {
                 header: self.header.clone(),
             })?
             .to_string();
-        let fingerprint = fingerprint(parts, body);
-        let namespace = format!("idempotency/{flow}");
-        let pending = encode(
-            &Record {
-                fingerprint: fingerprint.clone(),
-                status: None,
-                content_type: None,
-                holder: Some(ulid::Ulid::new().to_string()),
-            },
-            b"",
-        );
-        let now = now_ms();
-        let expires = now + PENDING_TTL.as_millis() as i64;
-        let holder = store
-            .kv_claim(&namespace, &key, &pending, expires, now)
-            .await?;
-        let Some(stored) = holder else {
-            return Ok(Begin::First(Ticket {
-                store: store.clone(),
-                namespace,
-                key,
-                fingerprint,
-                pending,
-                ttl_ms: self.ttl_ms,
-                finished: false,
-            }));
-        };
-        if let Some((record, body)) = decode(&stored) {
-            return Ok(Begin::Answer(if record.fingerprint != fingerprint {
-                Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency-key-reused",
-                    "This Idempotency-Key was used for a different request",
-                )
-                .into_response()
-            } else if let Some(status) = record.status {
-                replay(status, record.content_type.as_deref(), body)
-            } else {
-                in_progress("A request with this Idempotency-Key is still in progress")
-            }));
-        }
-        Ok(Begin::Answer(in_progress(
-            "This Idempotency-Key is in use; retry later",
-        )))
+        claim(
+            store,
+            format!("idempotency/{flow}"),
+            key,
+            fingerprint(parts, body),
+            self.ttl_ms,
+            Keep::SuccessOrUnprocessable,
+            "A request with this Idempotency-Key is still in progress",
+        )
+        .await
     }
 }
 
-fn in_progress(title: &'static str) -> Response {
+/// Looks up a sender's delivery id (verified by its signature), taking it if it is new. Only
+/// a success is kept: a delivery that failed is handled again when the sender retries it.
+pub async fn begin_delivery(
+    store: &Store,
+    flow: &str,
+    id: &str,
+    ttl: Duration,
+) -> Result<Begin, IdempotencyError> {
+    // The signature vouches for the request: no fingerprint to compare.
+    claim(
+        store,
+        format!("deliveries/{flow}"),
+        id.to_string(),
+        String::new(),
+        ttl.as_millis().min(i64::MAX as u128) as i64,
+        Keep::Success,
+        DELIVERY_IN_PROGRESS,
+    )
+    .await
+}
+
+/// The answer to a copy of a delivery that is being handled.
+pub const DELIVERY_IN_PROGRESS: &str = "A copy of this delivery is still being handled";
+
+/// Which answers are final, kept for repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Success,
+    /// Also 422: the same request would meet the same refusal.
+    SuccessOrUnprocessable,
+}
+
+async fn claim(
+    store: &Store,
+    namespace: String,
+    key: String,
+    fingerprint: String,
+    ttl_ms: i64,
+    keep: Keep,
+    busy: &'static str,
+) -> Result<Begin, IdempotencyError> {
+    let pending = encode(
+        &Record {
+            fingerprint: fingerprint.clone(),
+            status: None,
+            content_type: None,
+            holder: Some(ulid::Ulid::new().to_string()),
+        },
+        b"",
+    );
+    let now = now_ms();
+    let expires = now + PENDING_TTL.as_millis() as i64;
+    let holder = store
+        .kv_claim(&namespace, &key, &pending, expires, now)
+        .await?;
+    let Some(stored) = holder else {
+        return Ok(Begin::First(Ticket {
+            store: store.clone(),
+            namespace,
+            key,
+            fingerprint,
+            pending,
+            ttl_ms,
+            keep,
+            finished: false,
+        }));
+    };
+    if let Some((record, body)) = decode(&stored) {
+        return Ok(Begin::Answer(if record.fingerprint != fingerprint {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "This Idempotency-Key was used for a different request",
+            )
+            .into_response()
+        } else if let Some(status) = record.status {
+            replay(status, record.content_type.as_deref(), body)
+        } else {
+            in_progress(busy)
+        }));
+    }
+    Ok(Begin::Answer(in_progress(busy)))
+}
+
+pub fn in_progress(title: &'static str) -> Response {
     Problem::new(StatusCode::CONFLICT, "idempotency-key-in-use", title)
         .retry_after(Duration::from_secs(1))
         .into_response()
 }
 
-fn replay(status: u16, content_type: Option<&str>, body: &[u8]) -> Response {
+pub fn replay(status: u16, content_type: Option<&str>, body: &[u8]) -> Response {
     let mut answer = Response::new(Body::from(body.to_vec()));
     *answer.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     if let Some(value) = content_type.and_then(|c| HeaderValue::from_str(c).ok()) {
@@ -247,6 +297,7 @@ pub struct Ticket {
     fingerprint: String,
     pending: Vec<u8>,
     ttl_ms: i64,
+    keep: Keep,
     finished: bool,
 }
 
@@ -255,7 +306,10 @@ impl Ticket {
     pub async fn finish(mut self, answer: Response) -> Response {
         self.finished = true;
         let status = answer.status();
-        if !(status.is_success() || status == StatusCode::UNPROCESSABLE_ENTITY) {
+        let fin = status.is_success()
+            || (self.keep == Keep::SuccessOrUnprocessable
+                && status == StatusCode::UNPROCESSABLE_ENTITY);
+        if !fin {
             self.give_back().await;
             return answer;
         }
@@ -331,6 +385,7 @@ impl Drop for Ticket {
                 fingerprint: String::new(),
                 pending: std::mem::take(&mut self.pending),
                 ttl_ms: self.ttl_ms,
+                keep: self.keep,
                 finished: true,
             };
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -103,6 +103,7 @@ use crate::clients::Resources;
 use crate::clients::Shared;
 use crate::core::feed::Feed;
 use crate::server::problem::Problem;
+use auth::Verified;
 use idempotency::{Begin, Idempotency};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -425,9 +426,9 @@ impl Endpoint {
 }
 
 impl super::Source for Endpoint {
-    /// Whether the endpoint keeps idempotency keys (in the store).
+    /// Whether the endpoint keeps idempotency keys or senders' delivery ids (in the store).
     fn uses_store(&self) -> bool {
-        self.idempotency.is_some()
+        self.idempotency.is_some() || self.auth.as_ref().is_some_and(|a| a.keeps_deliveries())
     }
 
     /// Never called: the engine serves every endpoint of an address together ([`serve`]).
@@ -613,7 +614,7 @@ async fn handle<P: Processor, O: Output>(
     if let Some(signature) = signature
         && response.status().is_success()
     {
-        signature.accept();
+        signature.accept(response.status());
     }
     response
 }
@@ -734,12 +735,32 @@ async fn answer<P: Processor, O: Output>(
     let encoding = (!encoding.is_empty()).then(|| encoding.join(", "));
     if let Some(auth) = &endpoint.auth {
         match auth.check_body(&parts.headers, &bytes) {
-            Ok(seen) => *signature = seen,
+            Ok(None) => {}
+            Ok(Some(Verified::New(valid))) => *signature = Some(valid),
+            // The sender's retry of what was accepted: its answer again, nothing delivered.
+            Ok(Some(Verified::Accepted(status))) => {
+                return idempotency::replay(status.as_u16(), None, b"");
+            }
+            Ok(Some(Verified::InFlight)) => {
+                return idempotency::in_progress(idempotency::DELIVERY_IN_PROGRESS);
+            }
             Err(refused) => return unauthorized(&route, auth, refused),
         }
     }
-    let ticket = match (&endpoint.idempotency, route.flow.store()) {
-        (Some(idempotency), Some(store)) => {
+    let delivery = signature.as_ref().and_then(auth::Signature::delivery);
+    let ticket = match (delivery, &endpoint.idempotency, route.flow.store()) {
+        (Some((id, ttl)), _, Some(store)) => {
+            match idempotency::begin_delivery(store, &route.flow.name, id, ttl).await {
+                Ok(Begin::First(ticket)) => Some(ticket),
+                Ok(Begin::Answer(answer)) => return answer,
+                Ok(Begin::Unkeyed) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, "delivery id lookup failed; the caller was answered 503");
+                    return store_unavailable();
+                }
+            }
+        }
+        (_, Some(idempotency), Some(store)) => {
             match idempotency
                 .begin(store, &route.flow.name, &parts, &bytes)
                 .await
