@@ -19,6 +19,9 @@
 //! `retry_on`, `fail_on` and `drop_on` move statuses between classes (`drop` = count the
 //! message as done without delivering it, e.g. a 409 for a record that already exists).
 //!
+//! `sign: { standard_webhooks: … }` signs each request the way Standard Webhooks receivers
+//! verify, so weft can send webhooks to its users' own customers (see `clients::sign`).
+//!
 //! `auth: NAME` sends the credentials of a profile from `resources.auth` (see
 //! `clients::auth`; an OAuth 2.0 token refused with 401 is renewed and the request sent once
 //! more), and `rate_limit: NAME` waits for a slot of a limit from `resources.rate_limits`,
@@ -83,6 +86,10 @@ crate::clients::call::call_config! {
         /// Statuses that count the message as done without delivering it.
         #[serde(default)]
         pub drop_on: Vec<StatusSpec>,
+        /// Sign each request for the receiver to verify: `standard_webhooks` (see
+        /// `clients::sign`).
+        #[serde(default)]
+        pub sign: Option<crate::clients::sign::Config>,
     }
     with { method, format, auth, retry }
 }
@@ -184,9 +191,15 @@ impl super::Spec for Config {
         )?;
         let encoding = Encoding::configured(self.format, &self.headers)
             .map_err(|e| vec![BuildError::new("format", e)])?;
+        let signer = self
+            .sign
+            .as_ref()
+            .map(|sign| sign.build(resources))
+            .transpose()?;
         Ok(HttpClientOutput {
             spec,
             encoding,
+            signer,
             follow_redirects: self.follow_redirects,
             retry_on: self.retry_on.clone(),
             fail_on: self.fail_on.clone(),
@@ -198,6 +211,7 @@ impl super::Spec for Config {
 pub struct HttpClientOutput {
     spec: RequestSpec,
     encoding: Encoding,
+    signer: Option<crate::clients::sign::Signer>,
     follow_redirects: bool,
     retry_on: Vec<StatusSpec>,
     fail_on: Vec<StatusSpec>,
@@ -254,6 +268,13 @@ impl crate::core::Output for HttpClientOutput {
                 };
             }
         };
+        let signature = match &self.signer {
+            Some(signer) => match signer.headers(message, &body).await {
+                Ok(headers) => headers,
+                Err(failed) => return failed,
+            },
+            None => Vec::new(),
+        };
         let origin = (uri.scheme().cloned(), uri.authority().cloned());
         let mut method = self.spec.method.clone();
         for _ in 0..=MAX_REDIRECTS {
@@ -263,7 +284,7 @@ impl crate::core::Output for HttpClientOutput {
             let shown = || self.spec.shown(&uri);
             let exchanged = self
                 .spec
-                .exchange(
+                .exchange_with(
                     &uri,
                     &method,
                     &message.value,
@@ -272,6 +293,7 @@ impl crate::core::Output for HttpClientOutput {
                     Some(&content_type),
                     same_origin,
                     RESPONSE_LIMIT,
+                    &signature,
                 )
                 .await;
             let response = match exchanged {
@@ -384,7 +406,7 @@ impl crate::core::Output for HttpClientOutput {
     }
 
     fn reads_metadata(&self) -> bool {
-        self.spec.reads_metadata()
+        self.spec.reads_metadata() || self.signer.as_ref().is_some_and(|s| s.reads_metadata())
     }
 }
 
@@ -432,6 +454,7 @@ mod tests {
             retry_on: vec![],
             fail_on: vec![],
             drop_on: vec![StatusSpec::parse("409").unwrap()],
+            sign: None,
             auth: None,
             rate_limit: None,
             circuit_breaker: None,

@@ -23,6 +23,10 @@ pub(super) struct TestFile {
 pub(super) struct Case {
     pub(super) name: String,
     pub(super) flow: String,
+    /// What the real services must hold before the test: statements run in order, by
+    /// database of `resources.sql` (e.g. a table made afresh with its rows).
+    #[serde(default)]
+    pub(super) setup: Setup,
     /// Messages handed to the flow as its input would hand them, one at a time, in order.
     #[serde(default)]
     pub(super) messages: Vec<TestMessage>,
@@ -47,6 +51,14 @@ pub(super) struct Case {
     pub(super) expect: Expect,
     /// How long the test may take (default 30s).
     pub(super) timeout: Option<Dur>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Setup {
+    /// Statements by database name, run before the flow starts.
+    #[serde(default)]
+    pub(super) sql: BTreeMap<String, Vec<String>>,
 }
 
 /// One message: its `value`, or a VRL `mapping` that makes it (for values JSON cannot

@@ -376,6 +376,16 @@ async fn run_case(
         .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     let names: Vec<String> = loaded.flows.iter().map(|f| f.name.clone()).collect();
     let resources = loaded.resources;
+    for (name, statements) in &case.setup.sql {
+        let db = resources
+            .sql(name)
+            .map_err(|e| one(format!("setup.sql.{name}: {e}")))?;
+        for statement in statements {
+            db.execute_all(statement, &[Vec::new()], None)
+                .await
+                .map_err(|e| one(format!("setup.sql.{name}: {e}")))?;
+        }
+    }
     let mut spec = loaded
         .flows
         .into_iter()

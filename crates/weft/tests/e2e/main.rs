@@ -42,3 +42,4 @@ mod tls;
 mod tracing;
 mod validate;
 mod webhook_auth;
+mod webhooks_out;

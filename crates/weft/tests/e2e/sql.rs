@@ -12,7 +12,7 @@ use crate::support::*;
 
 /// A database the tests can reach, or `None` (said loudly) when its server is not running;
 /// with `WEFT_REQUIRE_SERVICES=1` that is a failure instead.
-async fn reachable(var: &str, default: &str) -> Option<String> {
+pub(crate) async fn reachable(var: &str, default: &str) -> Option<String> {
     let url = std::env::var(var).unwrap_or_else(|_| default.to_string());
     let ok = if url.starts_with("postgres") {
         sqlx::PgConnection::connect(&url).await.map(|_| ()).err()
