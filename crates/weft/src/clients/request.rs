@@ -315,8 +315,12 @@ impl RequestSpec {
         response_limit: usize,
         extra: &[(HeaderName, HeaderValue)],
     ) -> Result<Response<Bytes>, ExchangeError> {
-        // Only a circuit or credentials need the origin; a plain call does not pay for it.
-        let target = if self.breaker.is_some() || self.auth.is_some() {
+        // Only a circuit, credentials or a per-target limit need the origin; a plain call does
+        // not pay for it.
+        let target = if self.breaker.is_some()
+            || self.auth.is_some()
+            || self.rate_limit.as_ref().is_some_and(RateLimit::per_target)
+        {
             origin(uri)
         } else {
             String::new()
@@ -334,7 +338,7 @@ impl RequestSpec {
                     })?;
             }
             if let Some(limit) = &self.rate_limit {
-                limit.wait().await;
+                limit.wait(&target).await;
             }
             let credentials = match (&self.auth, configured_origin && to_auth_origin) {
                 (Some(auth), true) => Some(

@@ -39,6 +39,12 @@ impl super::Spec for Config {
     type Built = Throttle;
 
     fn build(&self, _shared: &Shared, _resources: &Resources) -> Result<Throttle, Vec<BuildError>> {
+        if self.rate.per_target {
+            return Err(vec![BuildError::new(
+                "per_target",
+                "a throttle has no target: give each budget's `key` instead",
+            )]);
+        }
         let quota = self.rate.quota()?;
         let key = self
             .key
