@@ -1,7 +1,8 @@
 //! Outgoing webhook signatures (`sign` on `http_client`), so weft can send webhooks to its
 //! user's own customers the way Svix does, verifiable by any Standard Webhooks library:
 //!
-//! - `webhook-id`: the message's id, the same on every retry (a receiver dedupes by it);
+//! - `webhook-id`: the message's id, the same on every retry (a receiver dedupes by it), or
+//!   what `id` makes of the message (`"{{ %event_id }}"`: the id of the event it carries);
 //! - `webhook-timestamp`: when this attempt is made (Unix seconds);
 //! - `webhook-signature`: `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, one per secret
 //!   while a secret is rotated (several secrets separated by spaces).
@@ -37,6 +38,7 @@ use super::sql::{Database, evaluate_args};
 use crate::config::units::Dur;
 use crate::config::{BuildError, Secret};
 use crate::core::mapping::Mapping;
+use crate::core::template::{Escape, Template};
 use crate::core::{Attempt, Message};
 
 /// How requests are signed.
@@ -51,6 +53,10 @@ pub enum Config {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StandardWebhooksConfig {
+    /// The `webhook-id`, with `{{ expression }}` parts; default the message's id. It must stay
+    /// the same on every retry of one delivery.
+    #[serde(default)]
+    pub id: Option<String>,
     /// The `whsec_…` secret of every endpoint; several, separated by spaces, while rotating.
     #[serde(default)]
     pub secret: Option<Secret>,
@@ -103,6 +109,7 @@ fn keys(secrets: &str) -> Option<KeySet> {
 
 pub struct Signer {
     keys: Keys,
+    id: Option<Template>,
 }
 
 /// The keys of one endpoint's secrets (several while rotating).
@@ -168,17 +175,23 @@ impl Config {
                 )]);
             }
         };
-        Ok(Signer { keys })
+        let id =
+            c.id.as_deref()
+                .map(|id| Template::parse(id, Escape::None))
+                .transpose()
+                .map_err(|d| BuildError::from_diagnostics(&field("id"), d))?;
+        Ok(Signer { keys, id })
     }
 }
 
 impl Signer {
     /// Whether the secret lookup reads metadata.
     pub fn reads_metadata(&self) -> bool {
-        match &self.keys {
-            Keys::Fixed(_) => false,
-            Keys::Lookup(lookup) => lookup.args.reads_metadata(),
-        }
+        self.id.as_ref().is_some_and(Template::reads_metadata)
+            || match &self.keys {
+                Keys::Fixed(_) => false,
+                Keys::Lookup(lookup) => lookup.args.reads_metadata(),
+            }
     }
 
     /// The headers that sign `body`, sent for `message` now.
@@ -191,7 +204,19 @@ impl Signer {
             Keys::Fixed(keys) => keys.clone(),
             Keys::Lookup(lookup) => lookup.keys(message).await?,
         };
-        let id = message.id.to_string();
+        let id = match &self.id {
+            None => message.id.to_string(),
+            Some(template) => template
+                .render(&message.value, &message.metadata)
+                .ok()
+                .filter(|id| {
+                    !id.is_empty() && id.len() <= 256 && id.bytes().all(|b| b.is_ascii_graphic())
+                })
+                .ok_or_else(|| Attempt::Fatal {
+                    reason: "sign: `id` did not give 1 to 256 visible ASCII characters".into(),
+                    response: None,
+                })?,
+        };
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
@@ -304,6 +329,7 @@ mod tests {
     fn one_secret_or_a_lookup_is_given() {
         let config = |secret: Option<&str>| {
             Config::StandardWebhooks(StandardWebhooksConfig {
+                id: None,
                 secret: secret.map(Secret::new),
                 secret_from: None,
             })
