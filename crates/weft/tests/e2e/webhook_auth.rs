@@ -557,3 +557,136 @@ async fn api_keys_and_basic_auth() {
         "refused requests never reach the flow"
     );
 }
+
+/// What Paddle's Node SDK (`@paddle/paddle-node-sdk`, its webhook verifier) says of
+/// `signature` (a `Paddle-Signature` value) for `body` and `secret`.
+fn paddle_accepts(secret: &str, signature: &str, body: &str) -> bool {
+    const CHECK: &str = "const { Paddle } = require(process.argv[1]);
+const [secret, signature, body] = process.argv.slice(2);
+new Paddle('test_api_key').webhooks.isSignatureValid(body, secret, signature)
+  .then((ok) => process.stdout.write(String(ok)), (e) => process.stdout.write(String(e)));";
+    let sdk = peers_dir().join("node_modules/@paddle/paddle-node-sdk");
+    assert!(
+        sdk.is_dir(),
+        "{} is missing: run crates/weft/tests/peers/install.sh",
+        sdk.display()
+    );
+    let out = std::process::Command::new("node")
+        .arg("-e")
+        .arg(CHECK)
+        .arg(&sdk)
+        .args([secret, signature, body])
+        .output()
+        .expect("node runs");
+    String::from_utf8_lossy(&out.stdout) == "true"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paddle_signatures_are_verified_as_paddles_sdk_verifies_them() {
+    if !peers_installed("@paddle/paddle-node-sdk (npm)") {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let secret = "pdl_ntfset_01gkpjp8bkm3tm53kdgkx6sms7_6h3qd3uFSi9YCD3OLYAShQI90XTI6vEu";
+    let weft = Weft::start(&config(
+        port,
+        &receiver,
+        &[(
+            "paddle",
+            &format!(r#"{{ hmac: {{ preset: paddle, secret: "{secret}" }} }}"#),
+        )],
+    ))
+    .await;
+    let url = format!("http://127.0.0.1:{port}/paddle");
+    let event = |id: &str| {
+        format!(
+            r#"{{"event_id": "{id}", "event_type": "transaction.completed", "data": {{"id": "txn_01hv8wptq8987qeep44cyrewp9"}}}}"#
+        )
+    };
+    // Paddle-Signature: ts=<unix>;h1=<hex HMAC-SHA256 of "<ts>:<body>">, the secret as text.
+    let sign = |at: i64, body: &str, key: &str| {
+        format!(
+            "ts={at};h1={}",
+            hex(&hmac_sha256(key, format!("{at}:{body}").as_bytes()))
+        )
+    };
+    let send = |signature: String, body: String| {
+        let url = url.clone();
+        async move { post_full(&url, &[("paddle-signature", &signature)], &body).await }
+    };
+
+    let first = event("evt_01hv8x2acma2gz1he8mkpk4k4a");
+    let at = now();
+    let signed = sign(at, &first, secret);
+    assert!(
+        paddle_accepts(secret, &signed, &first),
+        "Paddle's SDK agrees"
+    );
+    let (status, _, text) = send(signed, first.clone()).await;
+    assert_eq!(status, 200, "{text} {}", weft.stderr());
+    // Paddle's retry signs anew; the event id says it is the same delivery.
+    let (status, headers, text) = send(sign(at + 1, &first, secret), first.clone()).await;
+    assert!(replayed(status, &headers), "{status} {headers:?} {text}");
+
+    // While a secret is rotated Paddle sends an `h1` for each: one valid is enough.
+    let second = event("evt_01hv8x3f2c7gq0ybcw4m6t9x8d");
+    let at = now();
+    let old = sign(at, &second, "pdl_ntfset_retired");
+    let both = format!(
+        "{old};h1={}",
+        sign(at, &second, secret).rsplit_once("h1=").unwrap().1
+    );
+    assert!(
+        paddle_accepts(secret, &both, &second),
+        "Paddle's SDK agrees"
+    );
+    let (status, _, text) = send(both, second.clone()).await;
+    assert_eq!(status, 200, "{text}");
+
+    // Refused, by the SDK and by weft: tampered, another secret, no signature; and, by weft, a
+    // correct one ten minutes old.
+    let third = event("evt_01hv8x4k1m2n3p4q5r6s7t8v9w");
+    let at = now();
+    let good = sign(at, &third, secret);
+    let tampered = third.replace("completed", "refunded");
+    assert!(!paddle_accepts(secret, &good, &tampered));
+    let (status, _, text) = send(good.clone(), tampered).await;
+    assert_eq!(
+        (status, text.contains("invalid signature")),
+        (401, true),
+        "{text}"
+    );
+    let wrong = sign(at, &third, "pdl_ntfset_not_ours");
+    assert!(!paddle_accepts(secret, &wrong, &third));
+    let (status, _, text) = send(wrong, third.clone()).await;
+    assert_eq!(
+        (status, text.contains("invalid signature")),
+        (401, true),
+        "{text}"
+    );
+    let (status, _, text) = send(format!("ts={at}"), third.clone()).await;
+    assert_eq!(
+        (status, text.contains("missing signature")),
+        (401, true),
+        "{text}"
+    );
+    let stale = sign(at - 600, &third, secret);
+    let (status, _, text) = send(stale, third.clone()).await;
+    assert_eq!((status, text.contains("tolerance")), (401, true), "{text}");
+
+    let ids: Vec<_> = receiver
+        .seen()
+        .iter()
+        .map(|s| s.json()["event_id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "evt_01hv8x2acma2gz1he8mkpk4k4a",
+            "evt_01hv8x3f2c7gq0ybcw4m6t9x8d"
+        ],
+        "each valid event once"
+    );
+    assert!(!weft.stderr().contains(secret), "a secret was printed");
+}

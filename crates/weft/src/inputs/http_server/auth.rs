@@ -1,5 +1,5 @@
 //! Inbound auth for `http_server`: API keys, basic auth, HMAC-signed webhooks (generic, or
-//! the GitHub, Stripe, Slack, Shopify and Standard Webhooks presets) and JWT bearer tokens (see [`super::jwt`]),
+//! the GitHub, Stripe, Slack, Shopify, Standard Webhooks and Paddle presets) and JWT bearer tokens (see [`super::jwt`]),
 //! checked before anything reaches the flow. A request that fails is answered 401 with a short
 //! reason (which never repeats a secret), or 503 when weft cannot check it (a JWT key set it
 //! could not fetch), and logged; nothing of it is processed. The credential (the API key header or query parameter,
@@ -10,20 +10,21 @@
 //! - `basic`: `users` by name with their (non-empty) passwords.
 //! - `hmac`: the signature of the raw body (and, where the sender signs one, its timestamp),
 //!   computed once and compared in constant time. The signature header (and a signed timestamp
-//!   within `tolerance`, default 5 m) must be there before the body is read.
+//!   within `tolerance`, default 5 m) must be there before the body is read. Standard Webhooks
+//!   senders (Svix, Clerk, Resend…) sign `webhook-id`, `webhook-timestamp` and the body with a
+//!   `whsec_` secret, base64 after its prefix; their `webhook-signature` may list several
+//!   signatures while a secret is rotated. Paddle signs `{ts}:{body}` (`Paddle-Signature:
+//!   ts=…;h1=…`). GitHub's form deliveries (`payload=<JSON>`) become the JSON they carry, and
+//!   its bodies may be up to 25 MiB unless `max_body_size` says otherwise.
 //! - Replays and retries: a signature is used up once its request is accepted (kept twice
 //!   `tolerance`, in this process), and so is the sender's delivery id where it sends one
-//!   (`X-GitHub-Delivery`, Stripe's and Slack's event id, `X-Shopify-Event-Id`, `webhook-id`,
-//!   or the generic `delivery_id_header`; kept `delivery_ttl`, default 72 h, in the store).
-//!   Either met again is answered with the first answer's status and
+//!   (`X-GitHub-Delivery`, `X-Shopify-Event-Id`, `webhook-id`, the event id of Stripe, Slack
+//!   and Paddle, or the generic `delivery_id_header`; kept `delivery_ttl`, default 72 h, in
+//!   the store). Either met again is answered with the first answer's status and
 //!   `Idempotent-Replayed: true`, and nothing is delivered: a sender retrying after its own
 //!   timeout sees success. A copy arriving while the first is being handled gets 409 with
 //!   `Retry-After`; a request that failed frees both for the sender's retry; a captured
-//!   request replayed past the tolerance is refused (its timestamp is too old). Standard Webhooks (Svix, Clerk, Resend…) sign
-//!   `webhook-id`, `webhook-timestamp` and the body with a `whsec_` secret, base64 after its
-//!   prefix; their `webhook-signature` may list several signatures while a secret is rotated.
-//!   GitHub's form deliveries (`payload=<JSON>`) become the JSON they carry, and its bodies
-//!   may be up to 25 MiB unless `max_body_size` says otherwise.
+//!   request replayed past the tolerance is refused (its timestamp is too old).
 //!
 //! ```yaml
 //! input:
@@ -32,6 +33,7 @@
 //!     path: /hooks/github
 //!     auth: { hmac: { preset: github, secret: "${GH_SECRET}" } }
 //! # auth: { hmac: { preset: standard_webhooks, secret: "${SVIX_SECRET}" } }   # whsec_…
+//! # auth: { hmac: { preset: paddle, secret: "${PADDLE_WEBHOOK_SECRET}" } }   # pdl_ntfset_…
 //! # auth: { api_key: { header: X-Api-Key, keys: ["${K1}", "${K2}"] } }
 //! # auth: { basic: { users: { partner: "${PARTNER_PASSWORD}" } } }
 //! # auth: { jwt: { jwks_url: "https://login.example.com/jwks.json",
@@ -91,8 +93,9 @@ pub struct BasicConfig {
 #[schemars(rename = "InboundHmac")]
 #[serde(deny_unknown_fields)]
 pub struct HmacConfig {
-    /// `github`, `stripe`, `slack`, `shopify` or `standard_webhooks`: the sender's documented
-    /// scheme. For `standard_webhooks` the secret is the `whsec_…` text the sender gives.
+    /// `github`, `stripe`, `slack`, `shopify`, `standard_webhooks` or `paddle`: the sender's
+    /// documented scheme. For `standard_webhooks` the secret is the `whsec_…` text the sender
+    /// gives.
     #[serde(default)]
     pub preset: Option<Preset>,
     pub secret: Secret,
@@ -140,6 +143,7 @@ pub enum Preset {
     Slack,
     Shopify,
     StandardWebhooks,
+    Paddle,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
@@ -218,6 +222,16 @@ const MAX_SEEN: usize = 100_000;
 /// The most `v1` signatures one Stripe header may carry (rotation needs two or three).
 const MAX_CANDIDATES: usize = 8;
 
+/// Stripe's `Stripe-Signature: t=…,v1=…[,v1=…]`, signed `{t}.{body}`, and Paddle's
+/// `Paddle-Signature: ts=…;h1=…[;h1=…]`, signed `{ts}:{body}`.
+struct Listed {
+    header: http::HeaderName,
+    separator: char,
+    timestamp: &'static str,
+    signature: &'static str,
+    joiner: u8,
+}
+
 /// Where the signature and timestamp are, and what was signed.
 enum Scheme {
     /// One header (the first of these that is there), optional prefix, hex or base64;
@@ -231,8 +245,9 @@ enum Scheme {
         /// Each `{header:NAME}` of the layout, as written, and the header it names.
         signed_headers: Vec<(String, http::HeaderName)>,
     },
-    /// `Stripe-Signature: t=…,v1=…[,v1=…]`, signed `{t}.{body}`.
-    Stripe,
+    /// A list of `key=value` items in one header: a timestamp and hex signatures (several
+    /// while a secret is rotated), signed `{timestamp}{joiner}{body}`.
+    Listed(Listed),
     /// `webhook-signature: v1,<base64> [v1,<base64>…]`, signed
     /// `{webhook-id}.{webhook-timestamp}.{body}`.
     StandardWebhooks,
@@ -382,7 +397,26 @@ impl HmacConfig {
                     signed_headers: Vec::new(),
                 },
             ),
-            Some(Preset::Stripe) => (ring::hmac::HMAC_SHA256, Scheme::Stripe),
+            Some(Preset::Stripe) => (
+                ring::hmac::HMAC_SHA256,
+                Scheme::Listed(Listed {
+                    header: http::HeaderName::from_static("stripe-signature"),
+                    separator: ',',
+                    timestamp: "t",
+                    signature: "v1",
+                    joiner: b'.',
+                }),
+            ),
+            Some(Preset::Paddle) => (
+                ring::hmac::HMAC_SHA256,
+                Scheme::Listed(Listed {
+                    header: http::HeaderName::from_static("paddle-signature"),
+                    separator: ';',
+                    timestamp: "ts",
+                    signature: "h1",
+                    joiner: b':',
+                }),
+            ),
             Some(Preset::StandardWebhooks) => (ring::hmac::HMAC_SHA256, Scheme::StandardWebhooks),
             None => {
                 let Some(name) = &self.header else {
@@ -447,6 +481,7 @@ impl HmacConfig {
             Some(Preset::Shopify) => named("x-shopify-event-id"),
             Some(Preset::StandardWebhooks) => named("webhook-id"),
             Some(Preset::Stripe) => DeliveryId::Field("id"),
+            Some(Preset::Paddle) => DeliveryId::Field("event_id"),
             Some(Preset::Slack) => DeliveryId::Field("event_id"),
             None => match &self.delivery_id_header {
                 Some(name) => DeliveryId::Header(
@@ -751,16 +786,15 @@ impl Hmac {
                     id: None,
                 }
             }
-            Scheme::Stripe => {
-                let value =
-                    header_text(headers, &http::HeaderName::from_static("stripe-signature"))
-                        .ok_or(Refused::new("missing signature header"))?;
+            Scheme::Listed(listed) => {
+                let value = header_text(headers, &listed.header)
+                    .ok_or(Refused::new("missing signature header"))?;
                 let mut timestamp = None;
                 let mut signatures = Vec::new();
-                for item in value.split(',') {
+                for item in value.split(listed.separator) {
                     match item.trim().split_once('=') {
-                        Some(("t", t)) => timestamp = Some(t),
-                        Some(("v1", s)) => {
+                        Some((key, t)) if key == listed.timestamp => timestamp = Some(t),
+                        Some((key, s)) if key == listed.signature => {
                             if signatures.len() == MAX_CANDIDATES {
                                 return Err(Refused::new("too many signatures"));
                             }
@@ -867,9 +901,9 @@ impl Hmac {
                 signed.extend_from_slice(body);
                 signed.extend_from_slice(fill(after).as_bytes());
             }
-            Scheme::Stripe => {
+            Scheme::Listed(listed) => {
                 signed.extend_from_slice(stamp.as_bytes());
-                signed.push(b'.');
+                signed.push(listed.joiner);
                 signed.extend_from_slice(body);
             }
             Scheme::StandardWebhooks => {
