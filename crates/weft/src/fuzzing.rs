@@ -68,6 +68,8 @@ static CHECKS: LazyLock<Vec<Auth>> = LazyLock::new(|| {
         "hmac: { preset: github, secret: S }",
         "hmac: { preset: slack, secret: S }",
         "hmac: { preset: shopify, secret: S }",
+        "hmac: { preset: paddle, secret: S }",
+        "hmac: { preset: twilio, secret: S, url: 'https://hooks.example.com/sms' }",
         "hmac: { secret: S, header: X-Sig, prefix: 'v1=', encoding: base64, algorithm: sha512, timestamp_header: X-Ts, signed: '{timestamp}:{body}' }",
         "basic: { users: { u: S } }",
         "api_key: { query: key, keys: [S, T] }",
@@ -93,6 +95,10 @@ const AUTH_HEADERS: &[&str] = &[
     "x-slack-signature",
     "x-slack-request-timestamp",
     "x-shopify-hmac-sha256",
+    "paddle-signature",
+    "x-twilio-signature",
+    "x-twilio-webhooks-signature-settings",
+    "content-type",
     "x-sig",
     "x-ts",
     "authorization",
@@ -110,8 +116,8 @@ fn now<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// Inbound auth on arbitrary headers, query and body: the Stripe, GitHub, Slack and Shopify
-/// signature schemes, a generic timestamped one, basic auth, API keys and JWT bearer tokens.
+/// Inbound auth on arbitrary headers, query and body: the Stripe, GitHub, Slack, Shopify,
+/// Paddle and Twilio signature schemes, a generic timestamped one, basic auth, API keys and JWT bearer tokens.
 /// The input is split at 0xff: one piece per header, then the query, then the body.
 pub fn signature(data: &[u8]) {
     let mut pieces = data.split(|b| *b == 0xff);
@@ -127,7 +133,7 @@ pub fn signature(data: &[u8]) {
     let body = pieces.next().unwrap_or_default();
     for auth in CHECKS.iter() {
         if now(auth.check_head(&headers, query.as_deref())).is_ok() {
-            let _ = auth.check_body(&headers, body);
+            let _ = auth.check_body(&headers, query.as_deref(), body);
         }
     }
 }

@@ -690,3 +690,180 @@ async fn paddle_signatures_are_verified_as_paddles_sdk_verifies_them() {
     );
     assert!(!weft.stderr().contains(secret), "a secret was printed");
 }
+
+/// The `X-Twilio-Signature` Twilio's Node library (`twilio`) computes for a request to `url`
+/// with these form `params` (none for a JSON body, whose hash is in the URL).
+fn twilio_signature(token: &str, url: &str, params: &serde_json::Value, algorithm: &str) -> String {
+    const SIGN: &str = "const twilio = require(process.argv[1]);
+const [token, url, params, algorithm] = process.argv.slice(2);
+process.stdout.write(twilio.getExpectedTwilioSignature(token, url, JSON.parse(params), algorithm));";
+    let library = peers_dir().join("node_modules/twilio");
+    assert!(
+        library.is_dir(),
+        "{} is missing: run crates/weft/tests/peers/install.sh",
+        library.display()
+    );
+    let out = std::process::Command::new("node")
+        .arg("-e")
+        .arg(SIGN)
+        .arg(&library)
+        .args([token, url, &params.to_string(), algorithm])
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_requests_signed_by_twilios_library_are_verified() {
+    if !peers_installed("twilio (npm)") {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let token = "12345abcdef67890fedcba0987654321";
+    // Twilio calls the public URL; a proxy hands the request to weft on another address.
+    let public = "https://hooks.example.com/twilio/sms";
+    let weft = Weft::start(&config(
+        port,
+        &receiver,
+        &[(
+            "twilio",
+            &format!(r#"{{ hmac: {{ preset: twilio, secret: "{token}", url: "{public}" }} }}"#),
+        )],
+    ))
+    .await;
+    let local = format!("http://127.0.0.1:{port}/twilio");
+    let send =
+        |query: &str, headers: Vec<(&'static str, String)>, content_type: &str, body: String| {
+            let (url, content_type) = (format!("{local}{query}"), content_type.to_string());
+            async move {
+                let mut all: Vec<(&str, &str)> = vec![("content-type", content_type.as_str())];
+                all.extend(headers.iter().map(|(k, v)| (*k, v.as_str())));
+                let (status, headers, text) = request_with(Method::POST, &url, &all, body).await;
+                (status.as_u16(), headers, text)
+            }
+        };
+    let form = "application/x-www-form-urlencoded";
+    let sms = serde_json::json!({
+        "MessageSid": "SM0123456789abcdef0123456789abcdef",
+        "From": "+14155550100",
+        "To": "+14155550199",
+        "Body": "Hello & welcome: 5 + 5 = 10?",
+    });
+    let encoded = |params: &serde_json::Value| {
+        let mut out = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in params.as_object().unwrap() {
+            out.append_pair(k, v.as_str().unwrap());
+        }
+        out.finish()
+    };
+    let with_query = format!("{public}?tenant=acme");
+    let signature = twilio_signature(token, &with_query, &sms, "HMAC_SHA1");
+    let idempotency = "AC123-SM0123456789abcdef0123456789abcdef";
+    let headers = |signature: &str| {
+        vec![
+            ("x-twilio-signature", signature.to_string()),
+            ("i-twilio-idempotency-token", idempotency.to_string()),
+        ]
+    };
+    let (status, _, text) = send("?tenant=acme", headers(&signature), form, encoded(&sms)).await;
+    assert_eq!(status, 200, "{text} {}", weft.stderr());
+    // Twilio's retry after its timeout: answered as a success, not delivered again.
+    let (status, answer, text) =
+        send("?tenant=acme", headers(&signature), form, encoded(&sms)).await;
+    assert!(replayed(status, &answer), "{status} {answer:?} {text}");
+
+    // SharedKey webhooks sign with HMAC-SHA256 and say so; the URL with its default port is
+    // the same URL.
+    let second = serde_json::json!({"MessageSid": "SM2", "Body": "again"});
+    let signature = twilio_signature(
+        token,
+        "https://hooks.example.com:443/twilio/sms",
+        &second,
+        "HMAC_SHA256",
+    );
+    let mut sha256 = vec![("x-twilio-signature", signature)];
+    sha256.push((
+        "x-twilio-webhooks-signature-settings",
+        "key=webhooks_sharedkey_1,algorithm=HMAC_SHA256".into(),
+    ));
+    let (status, _, text) = send("", sha256, form, encoded(&second)).await;
+    assert_eq!(status, 200, "{text}");
+
+    // A JSON body: its SHA-256 is a query parameter of the signed URL.
+    let json = r#"{"event": "call.completed", "CallSid": "CA1"}"#;
+    let hash: String = ring::digest::digest(&ring::digest::SHA256, json.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let query = format!("?bodySHA256={hash}");
+    let signature = twilio_signature(
+        token,
+        &format!("{public}{query}"),
+        &serde_json::json!({}),
+        "HMAC_SHA1",
+    );
+    let signed = vec![("x-twilio-signature", signature.clone())];
+    let (status, _, text) = send(&query, signed.clone(), "application/json", json.into()).await;
+    assert_eq!(status, 200, "{text}");
+    // The same signature over another body: its hash does not match.
+    let other = json.replace("CA1", "CA2");
+    let (status, _, text) = send(&query, signed, "application/json", other).await;
+    assert_eq!(
+        (status, text.contains("invalid signature")),
+        (401, true),
+        "{text}"
+    );
+
+    // Refused: a changed parameter, a signature for another URL, another token, none.
+    let mut changed = sms.clone();
+    changed["Body"] = "Send me money".into();
+    let original = twilio_signature(token, &with_query, &sms, "HMAC_SHA1");
+    let other_url = twilio_signature(
+        token,
+        "https://evil.example.com/twilio/sms?tenant=acme",
+        &sms,
+        "HMAC_SHA1",
+    );
+    let other_token = twilio_signature(
+        "ffffffffffffffffffffffffffffffff",
+        &with_query,
+        &sms,
+        "HMAC_SHA1",
+    );
+    for (what, signature, body) in [
+        ("a changed parameter", original.as_str(), encoded(&changed)),
+        ("another URL", other_url.as_str(), encoded(&sms)),
+        ("another token", other_token.as_str(), encoded(&sms)),
+    ] {
+        let (status, _, text) = send(
+            "?tenant=acme",
+            vec![("x-twilio-signature", signature.to_string())],
+            form,
+            body,
+        )
+        .await;
+        assert_eq!(
+            (status, text.contains("invalid signature")),
+            (401, true),
+            "{what}: {text}"
+        );
+    }
+    let (status, _, text) = send("?tenant=acme", vec![], form, encoded(&sms)).await;
+    assert_eq!(
+        (status, text.contains("missing signature")),
+        (401, true),
+        "{text}"
+    );
+
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), 3, "each valid request once");
+    assert_eq!(seen[0].json(), sms, "the form arrives as its fields");
+    assert!(!weft.stderr().contains(token), "a secret was printed");
+}

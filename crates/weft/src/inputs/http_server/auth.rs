@@ -1,5 +1,5 @@
 //! Inbound auth for `http_server`: API keys, basic auth, HMAC-signed webhooks (generic, or
-//! the GitHub, Stripe, Slack, Shopify, Standard Webhooks and Paddle presets) and JWT bearer tokens (see [`super::jwt`]),
+//! the GitHub, Stripe, Slack, Shopify, Standard Webhooks, Paddle and Twilio presets) and JWT bearer tokens (see [`super::jwt`]),
 //! checked before anything reaches the flow. A request that fails is answered 401 with a short
 //! reason (which never repeats a secret), or 503 when weft cannot check it (a JWT key set it
 //! could not fetch), and logged; nothing of it is processed. The credential (the API key header or query parameter,
@@ -14,12 +14,14 @@
 //!   senders (Svix, Clerk, Resend…) sign `webhook-id`, `webhook-timestamp` and the body with a
 //!   `whsec_` secret, base64 after its prefix; their `webhook-signature` may list several
 //!   signatures while a secret is rotated. Paddle signs `{ts}:{body}` (`Paddle-Signature:
-//!   ts=…;h1=…`). GitHub's form deliveries (`payload=<JSON>`) become the JSON they carry, and
+//!   ts=…;h1=…`). Twilio signs the URL it calls (set as `url`: behind a proxy weft cannot
+//!   know it) and the form's parameters, or the URL alone with a JSON body's hash in its
+//!   `bodySHA256` parameter. GitHub's form deliveries (`payload=<JSON>`) become the JSON they carry, and
 //!   its bodies may be up to 25 MiB unless `max_body_size` says otherwise.
 //! - Replays and retries: a signature is used up once its request is accepted (kept twice
 //!   `tolerance`, in this process), and so is the sender's delivery id where it sends one
-//!   (`X-GitHub-Delivery`, `X-Shopify-Event-Id`, `webhook-id`, the event id of Stripe, Slack
-//!   and Paddle, or the generic `delivery_id_header`; kept `delivery_ttl`, default 72 h, in
+//!   (`X-GitHub-Delivery`, `X-Shopify-Event-Id`, `webhook-id`, `I-Twilio-Idempotency-Token`,
+//!   the event id of Stripe, Slack and Paddle, or the generic `delivery_id_header`; kept `delivery_ttl`, default 72 h, in
 //!   the store). Either met again is answered with the first answer's status and
 //!   `Idempotent-Replayed: true`, and nothing is delivered: a sender retrying after its own
 //!   timeout sees success. A copy arriving while the first is being handled gets 409 with
@@ -34,6 +36,7 @@
 //!     auth: { hmac: { preset: github, secret: "${GH_SECRET}" } }
 //! # auth: { hmac: { preset: standard_webhooks, secret: "${SVIX_SECRET}" } }   # whsec_…
 //! # auth: { hmac: { preset: paddle, secret: "${PADDLE_WEBHOOK_SECRET}" } }   # pdl_ntfset_…
+//! # auth: { hmac: { preset: twilio, secret: "${TWILIO_AUTH_TOKEN}", url: "https://hooks.example.com/sms" } }
 //! # auth: { api_key: { header: X-Api-Key, keys: ["${K1}", "${K2}"] } }
 //! # auth: { basic: { users: { partner: "${PARTNER_PASSWORD}" } } }
 //! # auth: { jwt: { jwks_url: "https://login.example.com/jwks.json",
@@ -43,7 +46,7 @@
 //! # auth: { hmac: { secret: "${S}", header: X-Sig, signed: "{header:X-Delivery-Id}.{body}" } }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -93,9 +96,9 @@ pub struct BasicConfig {
 #[schemars(rename = "InboundHmac")]
 #[serde(deny_unknown_fields)]
 pub struct HmacConfig {
-    /// `github`, `stripe`, `slack`, `shopify`, `standard_webhooks` or `paddle`: the sender's
-    /// documented scheme. For `standard_webhooks` the secret is the `whsec_…` text the sender
-    /// gives.
+    /// `github`, `stripe`, `slack`, `shopify`, `standard_webhooks`, `paddle` or `twilio`: the
+    /// sender's documented scheme. For `standard_webhooks` the secret is the `whsec_…` text the
+    /// sender gives; for `twilio`, the Auth Token (or SharedKey secret).
     #[serde(default)]
     pub preset: Option<Preset>,
     pub secret: Secret,
@@ -129,6 +132,10 @@ pub struct HmacConfig {
     /// retry is answered without delivering it again. Stripe retries for three days.
     #[serde(default = "default_delivery_ttl")]
     pub delivery_ttl: Dur,
+    /// `twilio`: the URL as set up with Twilio, without its query (Twilio signs the URL it
+    /// calls; behind a proxy that is not the one weft sees). The request's query is added.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 fn default_delivery_ttl() -> Dur {
@@ -144,6 +151,7 @@ pub enum Preset {
     Shopify,
     StandardWebhooks,
     Paddle,
+    Twilio,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
@@ -251,6 +259,19 @@ enum Scheme {
     /// `webhook-signature: v1,<base64> [v1,<base64>…]`, signed
     /// `{webhook-id}.{webhook-timestamp}.{body}`.
     StandardWebhooks,
+    /// `X-Twilio-Signature: <base64>` over the URL and the form's parameters.
+    Twilio(Box<Twilio>),
+}
+
+/// Twilio signs the URL it called (with its query) followed by every form parameter, sorted
+/// by name, as name and value; a JSON body is vouched for by the `bodySHA256` query parameter
+/// instead. HMAC-SHA1 with the Auth Token, or HMAC-SHA256 when
+/// `X-Twilio-Webhooks-Signature-Settings` says `algorithm=HMAC_SHA256` (SharedKey webhooks).
+struct Twilio {
+    /// The URL as set up, and the same with its default port added or dropped: Twilio's own
+    /// library accepts either.
+    urls: [String; 2],
+    sha256: ring::hmac::Key,
 }
 
 impl Config {
@@ -353,6 +374,9 @@ impl HmacConfig {
             || self.algorithm.is_some()
             || self.timestamp_header.is_some()
             || self.signed.is_some();
+        if self.url.is_some() && self.preset != Some(Preset::Twilio) {
+            return Err(err("url", "only the twilio preset signs the URL"));
+        }
         let (algorithm, scheme) = match self.preset {
             Some(_) if generic_fields => {
                 return Err(err(
@@ -397,6 +421,30 @@ impl HmacConfig {
                     signed_headers: Vec::new(),
                 },
             ),
+            Some(Preset::Twilio) => {
+                let Some(url) = &self.url else {
+                    return Err(err(
+                        "url",
+                        "the twilio preset needs the `url` set up with Twilio (it signs the URL)",
+                    ));
+                };
+                let urls = twilio_urls(url).ok_or_else(|| {
+                    err(
+                        "url",
+                        "an http(s) URL with a host and without a query, as set up with Twilio",
+                    )
+                })?;
+                (
+                    ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+                    Scheme::Twilio(Box::new(Twilio {
+                        urls,
+                        sha256: ring::hmac::Key::new(
+                            ring::hmac::HMAC_SHA256,
+                            self.secret.expose().as_bytes(),
+                        ),
+                    })),
+                )
+            }
             Some(Preset::Stripe) => (
                 ring::hmac::HMAC_SHA256,
                 Scheme::Listed(Listed {
@@ -482,6 +530,7 @@ impl HmacConfig {
             Some(Preset::StandardWebhooks) => named("webhook-id"),
             Some(Preset::Stripe) => DeliveryId::Field("id"),
             Some(Preset::Paddle) => DeliveryId::Field("event_id"),
+            Some(Preset::Twilio) => named("i-twilio-idempotency-token"),
             Some(Preset::Slack) => DeliveryId::Field("event_id"),
             None => match &self.delivery_id_header {
                 Some(name) => DeliveryId::Header(
@@ -698,12 +747,13 @@ impl Auth {
     pub fn check_body(
         &self,
         headers: &HeaderMap,
+        query: Option<&str>,
         body: &[u8],
     ) -> Result<Option<Verified>, Refused> {
         let Auth::Hmac(h) = self else {
             return Ok(None);
         };
-        h.verify(headers, body, chrono::Utc::now().timestamp())
+        h.verify(headers, query, body, chrono::Utc::now().timestamp())
             .map(Some)
     }
 
@@ -818,6 +868,21 @@ impl Hmac {
                     id: None,
                 }
             }
+            Scheme::Twilio(_) => {
+                let value = header_text(
+                    headers,
+                    &http::HeaderName::from_static("x-twilio-signature"),
+                )
+                .ok_or(Refused::new("missing signature header"))?;
+                Claimed {
+                    signatures: vec![
+                        decode(value, Encoding::Base64)
+                            .ok_or(Refused::new("malformed signature"))?,
+                    ],
+                    timestamp: None,
+                    id: None,
+                }
+            }
             Scheme::StandardWebhooks => {
                 let named = |name: &'static str| {
                     header_text(headers, &http::HeaderName::from_static(name)).map(str::trim)
@@ -862,10 +927,17 @@ impl Hmac {
         Ok(claimed)
     }
 
-    fn verify(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<Verified, Refused> {
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Verified, Refused> {
         let claimed = self.parse(headers, now)?;
         let stamp = claimed.timestamp.unwrap_or("");
         let mut signed = Vec::with_capacity(body.len() + 32);
+        let mut tags = Vec::with_capacity(1);
         match &self.scheme {
             Scheme::Generic {
                 signed: layout,
@@ -913,14 +985,18 @@ impl Hmac {
                 signed.push(b'.');
                 signed.extend_from_slice(body);
             }
+            Scheme::Twilio(twilio) => tags = twilio.tags(&self.key, headers, query, body)?,
         }
-        // The tag is computed once, whatever the number of candidates.
-        let tag = ring::hmac::sign(&self.key, &signed);
+        // A tag is computed once (Twilio: once per form of its URL), whatever the number of
+        // candidate signatures.
+        if tags.is_empty() {
+            tags.push(ring::hmac::sign(&self.key, &signed));
+        }
         let valid = claimed
             .signatures
             .iter()
             .fold(None, |found, s| match found {
-                None if equal_tags(tag.as_ref(), s) => Some(s),
+                None if tags.iter().any(|tag| equal_tags(tag.as_ref(), s)) => Some(s),
                 other => other,
             });
         let Some(valid) = valid else {
@@ -953,6 +1029,110 @@ impl Hmac {
         };
         (!id.is_empty() && id.len() <= 200 && id.bytes().all(|b| b.is_ascii_graphic()))
             .then_some(id)
+    }
+}
+
+/// The URL as set up with Twilio, and the same with its default port added (or dropped, if
+/// it names it); `None` unless it is an http(s) URL with a host and no query.
+fn twilio_urls(url: &str) -> Option<[String; 2]> {
+    let uri: http::Uri = url.parse().ok()?;
+    let scheme = uri
+        .scheme_str()
+        .filter(|s| matches!(*s, "http" | "https"))?;
+    let host = uri.host()?;
+    if uri.query().is_some() || url.contains('#') {
+        return None;
+    }
+    // The path as written: `http::Uri` gives `/` for none, which Twilio would not have signed.
+    let after_authority = url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.find('/').map_or("", |at| &rest[at..]));
+    let other = match uri.port_u16() {
+        Some(_) => format!("{scheme}://{host}{after_authority}"),
+        None => {
+            let default = if scheme == "https" { 443 } else { 80 };
+            format!("{scheme}://{host}:{default}{after_authority}")
+        }
+    };
+    Some([url.to_string(), other])
+}
+
+impl Twilio {
+    /// The tags of what Twilio would have signed for this request, one per form of the URL.
+    fn tags(
+        &self,
+        sha1: &ring::hmac::Key,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Result<Vec<ring::hmac::Tag>, Refused> {
+        let settings = header_text(
+            headers,
+            &http::HeaderName::from_static("x-twilio-webhooks-signature-settings"),
+        )
+        .unwrap_or("");
+        let algorithm = settings
+            .split(',')
+            .filter_map(|part| part.split_once('='))
+            .find(|(name, _)| name.trim() == "algorithm")
+            .map(|(_, value)| value.trim().to_ascii_uppercase());
+        let key = match algorithm.as_deref() {
+            None | Some("" | "HMAC_SHA1") => sha1,
+            Some("HMAC_SHA256") => &self.sha256,
+            Some(_) => return Err(Refused::new("unsupported signature algorithm")),
+        };
+        let query = query.filter(|q| !q.is_empty());
+        let body_hash = query.and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(name, _)| name == "bodySHA256")
+                .map(|(_, value)| value.into_owned())
+        });
+        let mut params = String::new();
+        match body_hash {
+            // A JSON body: the URL is signed, and its hash vouches for the body.
+            Some(hash) => {
+                let digest = ring::digest::digest(&ring::digest::SHA256, body);
+                let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+                if !equal_tags(hex.as_bytes(), hash.to_ascii_lowercase().as_bytes()) {
+                    return Err(Refused::new("invalid signature"));
+                }
+            }
+            None if matches!(
+                crate::core::body::kind(header_text(headers, &http::header::CONTENT_TYPE)),
+                crate::core::body::Kind::Form
+            ) =>
+            {
+                // Sorted by name; a name given several times, each distinct value in order.
+                let mut sorted = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+                for (name, value) in form_urlencoded::parse(body) {
+                    sorted
+                        .entry(name.into_owned())
+                        .or_default()
+                        .insert(value.into_owned());
+                }
+                for (name, values) in &sorted {
+                    for value in values {
+                        params.push_str(name);
+                        params.push_str(value);
+                    }
+                }
+            }
+            None => {}
+        }
+        Ok(self
+            .urls
+            .iter()
+            .map(|url| {
+                let mut text = String::with_capacity(url.len() + params.len() + 64);
+                text.push_str(url);
+                if let Some(query) = query {
+                    text.push('?');
+                    text.push_str(query);
+                }
+                text.push_str(&params);
+                ring::hmac::sign(key, text.as_bytes())
+            })
+            .collect())
     }
 }
 
@@ -1032,6 +1212,7 @@ mod tests {
             tolerance: default_tolerance(),
             delivery_id_header: None,
             delivery_ttl: default_delivery_ttl(),
+            url: None,
         }
     }
 
@@ -1040,6 +1221,10 @@ mod tests {
             Ok(Verified::New(signature)) => signature,
             other => panic!("not a new signature: {other:?}"),
         }
+    }
+
+    fn preset_config(preset: Preset) -> HmacConfig {
+        self::preset(preset, "token")
     }
 
     fn hmac(yaml_preset: Preset) -> Hmac {
@@ -1085,7 +1270,7 @@ mod tests {
             ("webhook-timestamp", now.to_string()),
             ("webhook-signature", value),
         ]);
-        let signature = new(h.verify(&ok, body, now));
+        let signature = new(h.verify(&ok, None, body, now));
         assert_eq!(signature.delivery().map(|(id, _)| id), Some("msg_1"));
         signature.accept(http::StatusCode::OK);
     }
@@ -1128,21 +1313,21 @@ mod tests {
         let ok = headers(&[("stripe-signature", value.clone())]);
         // Taken while handled: a copy meanwhile is in flight; failed (dropped), it is free
         // for the sender's retry; accepted, a copy gets the first answer's status.
-        let first = new(h.verify(&ok, body, now + 10));
+        let first = new(h.verify(&ok, None, body, now + 10));
         // Stripe's delivery id is the event's, in the body.
         assert_eq!(first.delivery().map(|(id, _)| id), Some("evt_1"));
         assert!(matches!(
-            h.verify(&ok, body, now + 10),
+            h.verify(&ok, None, body, now + 10),
             Ok(Verified::InFlight)
         ));
         drop(first);
-        new(h.verify(&ok, body, now + 10)).accept(http::StatusCode::ACCEPTED);
+        new(h.verify(&ok, None, body, now + 10)).accept(http::StatusCode::ACCEPTED);
         assert!(matches!(
-            h.verify(&ok, body, now + 10),
+            h.verify(&ok, None, body, now + 10),
             Ok(Verified::Accepted(http::StatusCode::ACCEPTED))
         ));
         let refused =
-            |headers: &HeaderMap, body: &[u8], now: i64| h.verify(headers, body, now).err();
+            |headers: &HeaderMap, body: &[u8], now: i64| h.verify(headers, None, body, now).err();
         assert_eq!(
             refused(&ok, body, now + 301),
             Some(Refused::new("signature timestamp outside the tolerance"))
@@ -1199,6 +1384,50 @@ mod tests {
         assert_eq!(
             h.delivery_id(&headers(&[("x-github-delivery", "x".repeat(201))]), b"{}"),
             None
+        );
+    }
+
+    #[test]
+    fn twilio_needs_the_url_it_signs_in_both_its_forms() {
+        assert_eq!(
+            twilio_urls("https://hooks.example.com/sms"),
+            Some([
+                "https://hooks.example.com/sms".to_string(),
+                "https://hooks.example.com:443/sms".to_string()
+            ])
+        );
+        assert_eq!(
+            twilio_urls("http://h.example:80"),
+            Some([
+                "http://h.example:80".to_string(),
+                "http://h.example".to_string()
+            ])
+        );
+        for bad in [
+            "ftp://h.example/x",
+            "https://h.example/x?a=1",
+            "/sms",
+            "not a url",
+        ] {
+            assert_eq!(twilio_urls(bad), None, "{bad}");
+        }
+        let config = |url: Option<&str>, preset| HmacConfig {
+            url: url.map(str::to_string),
+            ..preset_config(preset)
+        };
+        let field = |c: HmacConfig| c.build().err().map(|e| e[0].field.clone());
+        assert_eq!(
+            field(config(None, Preset::Twilio)).as_deref(),
+            Some("hmac.url")
+        );
+        assert_eq!(
+            field(config(Some("https://h.example/sms"), Preset::Github)).as_deref(),
+            Some("hmac.url")
+        );
+        assert!(
+            config(Some("https://h.example/sms"), Preset::Twilio)
+                .build()
+                .is_ok()
         );
     }
 

@@ -734,7 +734,7 @@ async fn answer<P: Processor, O: Output>(
         .collect();
     let encoding = (!encoding.is_empty()).then(|| encoding.join(", "));
     if let Some(auth) = &endpoint.auth {
-        match auth.check_body(&parts.headers, &bytes) {
+        match auth.check_body(&parts.headers, parts.uri.query(), &bytes) {
             Ok(None) => {}
             Ok(Some(Verified::New(valid))) => *signature = Some(valid),
             // The sender's retry of what was accepted: its answer again, nothing delivered.
