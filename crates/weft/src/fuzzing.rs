@@ -69,6 +69,7 @@ static CHECKS: LazyLock<Vec<Auth>> = LazyLock::new(|| {
         "hmac: { preset: slack, secret: S }",
         "hmac: { preset: shopify, secret: S }",
         "hmac: { preset: paddle, secret: S }",
+        "hmac: { preset: linear, secret: S }",
         "hmac: { preset: twilio, secret: S, url: 'https://hooks.example.com/sms' }",
         "hmac: { secret: S, header: X-Sig, prefix: 'v1=', encoding: base64, algorithm: sha512, timestamp_header: X-Ts, signed: '{timestamp}:{body}' }",
         "basic: { users: { u: S } }",
@@ -96,6 +97,7 @@ const AUTH_HEADERS: &[&str] = &[
     "x-slack-request-timestamp",
     "x-shopify-hmac-sha256",
     "paddle-signature",
+    "linear-signature",
     "x-twilio-signature",
     "x-twilio-webhooks-signature-settings",
     "content-type",
@@ -117,7 +119,7 @@ fn now<F: Future>(future: F) -> F::Output {
 }
 
 /// Inbound auth on arbitrary headers, query and body: the Stripe, GitHub, Slack, Shopify,
-/// Paddle and Twilio signature schemes, a generic timestamped one, basic auth, API keys and JWT bearer tokens.
+/// Paddle, Twilio and Linear signature schemes, a generic timestamped one, basic auth, API keys and JWT bearer tokens.
 /// The input is split at 0xff: one piece per header, then the query, then the body.
 pub fn signature(data: &[u8]) {
     let mut pieces = data.split(|b| *b == 0xff);

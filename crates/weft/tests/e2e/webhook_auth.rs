@@ -867,3 +867,112 @@ async fn twilio_requests_signed_by_twilios_library_are_verified() {
     assert_eq!(seen[0].json(), sms, "the form arrives as its fields");
     assert!(!weft.stderr().contains(token), "a secret was printed");
 }
+
+/// What Linear's SDK (`@linear/sdk`, `LinearWebhookClient.verify`) says of `signature` (a
+/// `Linear-Signature` value) for `body` and `secret`: `true`, or why not.
+fn linear_verifies(secret: &str, signature: &str, body: &str) -> String {
+    const CHECK: &str = "import('@linear/sdk/webhooks').then(({ LinearWebhookClient }) => {
+  const [secret, signature, body] = process.argv.slice(1);
+  try {
+    process.stdout.write(String(new LinearWebhookClient(secret).verify(Buffer.from(body), signature)));
+  } catch (e) {
+    process.stdout.write('refused: ' + e.message);
+  }
+});";
+    let out = std::process::Command::new("node")
+        .current_dir(peers_dir())
+        .arg("-e")
+        .arg(CHECK)
+        .args([secret, signature, body])
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linear_signatures_are_verified_as_linears_sdk_verifies_them() {
+    if !peers_installed("@linear/sdk (npm)") {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let secret = "lin_wh_3b0cd95e1a7f2c4d8e6f9a0b1c2d3e4f";
+    let weft = Weft::start(&config(
+        port,
+        &receiver,
+        &[(
+            "linear",
+            &format!(r#"{{ hmac: {{ preset: linear, secret: "{secret}" }} }}"#),
+        )],
+    ))
+    .await;
+    let url = format!("http://127.0.0.1:{port}/linear");
+    let event = |issue: &str, at_ms: i64| {
+        format!(
+            r#"{{"action": "create", "type": "Issue", "data": {{"id": "{issue}", "title": "Fix the login page"}}, "webhookTimestamp": {at_ms}}}"#
+        )
+    };
+    // Linear-Signature: hex HMAC-SHA256 of the raw body, which carries the signed time.
+    let sign = |body: &str, key: &str| hex(&hmac_sha256(key, body.as_bytes()));
+    let send = |signature: String, delivery: &str, body: String| {
+        let (url, delivery) = (url.clone(), delivery.to_string());
+        async move {
+            post_full(
+                &url,
+                &[
+                    ("linear-signature", &signature),
+                    ("linear-delivery", &delivery),
+                ],
+                &body,
+            )
+            .await
+        }
+    };
+
+    let first = event("2f5b1e4c", now() * 1000);
+    let signature = sign(&first, secret);
+    assert_eq!(linear_verifies(secret, &signature, &first), "true");
+    let delivery = "b7d1c6a0-1f2e-4c3d-9a8b-7e6f5d4c3b2a";
+    let (status, _, text) = send(signature.clone(), delivery, first.clone()).await;
+    assert_eq!(status, 200, "{text} {}", weft.stderr());
+    // Linear's retry of the same delivery, re-sent with a new time: answered, not delivered.
+    let retry = event("2f5b1e4c", now() * 1000 + 5);
+    let (status, headers, text) = send(sign(&retry, secret), delivery, retry).await;
+    assert!(replayed(status, &headers), "{status} {headers:?} {text}");
+
+    // Refused by the SDK and by weft: another secret; a body changed after signing; a body
+    // signed ten minutes ago.
+    let second = event("9c8d7e6f", now() * 1000);
+    let wrong = sign(&second, "lin_wh_not_ours");
+    assert!(linear_verifies(secret, &wrong, &second).starts_with("refused"));
+    let (status, _, text) = send(wrong, "d-2", second.clone()).await;
+    assert_eq!(
+        (status, text.contains("invalid signature")),
+        (401, true),
+        "{text}"
+    );
+    let good = sign(&second, secret);
+    let changed = second.replace("Fix the login page", "Delete everything");
+    assert!(linear_verifies(secret, &good, &changed).starts_with("refused"));
+    let (status, _, text) = send(good, "d-3", changed).await;
+    assert_eq!(
+        (status, text.contains("invalid signature")),
+        (401, true),
+        "{text}"
+    );
+    let stale = event("9c8d7e6f", (now() - 600) * 1000);
+    let signed = sign(&stale, secret);
+    assert!(linear_verifies(secret, &signed, &stale).starts_with("refused"));
+    let (status, _, text) = send(signed, "d-4", stale).await;
+    assert_eq!((status, text.contains("tolerance")), (401, true), "{text}");
+
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), 1, "the valid event once");
+    assert_eq!(seen[0].json()["data"]["id"], "2f5b1e4c");
+    assert!(!weft.stderr().contains(secret), "a secret was printed");
+}

@@ -1,5 +1,5 @@
 //! Inbound auth for `http_server`: API keys, basic auth, HMAC-signed webhooks (generic, or
-//! the GitHub, Stripe, Slack, Shopify, Standard Webhooks, Paddle and Twilio presets) and JWT bearer tokens (see [`super::jwt`]),
+//! the GitHub, Stripe, Slack, Shopify, Standard Webhooks, Paddle, Twilio and Linear presets) and JWT bearer tokens (see [`super::jwt`]),
 //! checked before anything reaches the flow. A request that fails is answered 401 with a short
 //! reason (which never repeats a secret), or 503 when weft cannot check it (a JWT key set it
 //! could not fetch), and logged; nothing of it is processed. The credential (the API key header or query parameter,
@@ -16,12 +16,13 @@
 //!   signatures while a secret is rotated. Paddle signs `{ts}:{body}` (`Paddle-Signature:
 //!   ts=…;h1=…`). Twilio signs the URL it calls (set as `url`: behind a proxy weft cannot
 //!   know it) and the form's parameters, or the URL alone with a JSON body's hash in its
-//!   `bodySHA256` parameter. GitHub's form deliveries (`payload=<JSON>`) become the JSON they carry, and
+//!   `bodySHA256` parameter. Linear signs the body, which carries its signed time
+//!   (`webhookTimestamp`, milliseconds). GitHub's form deliveries (`payload=<JSON>`) become the JSON they carry, and
 //!   its bodies may be up to 25 MiB unless `max_body_size` says otherwise.
 //! - Replays and retries: a signature is used up once its request is accepted (kept twice
 //!   `tolerance`, in this process), and so is the sender's delivery id where it sends one
 //!   (`X-GitHub-Delivery`, `X-Shopify-Event-Id`, `webhook-id`, `I-Twilio-Idempotency-Token`,
-//!   the event id of Stripe, Slack and Paddle, or the generic `delivery_id_header`; kept `delivery_ttl`, default 72 h, in
+//!   `Linear-Delivery`, the event id of Stripe, Slack and Paddle, or `delivery_id_header`; kept `delivery_ttl`, default 72 h, in
 //!   the store). Either met again is answered with the first answer's status and
 //!   `Idempotent-Replayed: true`, and nothing is delivered: a sender retrying after its own
 //!   timeout sees success. A copy arriving while the first is being handled gets 409 with
@@ -37,6 +38,7 @@
 //! # auth: { hmac: { preset: standard_webhooks, secret: "${SVIX_SECRET}" } }   # whsec_…
 //! # auth: { hmac: { preset: paddle, secret: "${PADDLE_WEBHOOK_SECRET}" } }   # pdl_ntfset_…
 //! # auth: { hmac: { preset: twilio, secret: "${TWILIO_AUTH_TOKEN}", url: "https://hooks.example.com/sms" } }
+//! # auth: { hmac: { preset: linear, secret: "${LINEAR_WEBHOOK_SECRET}" } }
 //! # auth: { api_key: { header: X-Api-Key, keys: ["${K1}", "${K2}"] } }
 //! # auth: { basic: { users: { partner: "${PARTNER_PASSWORD}" } } }
 //! # auth: { jwt: { jwks_url: "https://login.example.com/jwks.json",
@@ -96,8 +98,8 @@ pub struct BasicConfig {
 #[schemars(rename = "InboundHmac")]
 #[serde(deny_unknown_fields)]
 pub struct HmacConfig {
-    /// `github`, `stripe`, `slack`, `shopify`, `standard_webhooks`, `paddle` or `twilio`: the
-    /// sender's documented scheme. For `standard_webhooks` the secret is the `whsec_…` text the
+    /// `github`, `stripe`, `slack`, `shopify`, `standard_webhooks`, `paddle`, `twilio` or
+    /// `linear`: the sender's documented scheme. For `standard_webhooks` the secret is the `whsec_…` text the
     /// sender gives; for `twilio`, the Auth Token (or SharedKey secret).
     #[serde(default)]
     pub preset: Option<Preset>,
@@ -124,8 +126,8 @@ pub struct HmacConfig {
     /// How far a signed timestamp may be from now, and how long seen signatures are kept.
     #[serde(default = "default_tolerance")]
     pub tolerance: Dur,
-    /// The header with the sender's delivery id, the same on its retries of one delivery
-    /// (generic scheme; presets know theirs).
+    /// The header with the sender's delivery id, the same on its retries of one delivery (the
+    /// presets know theirs; this overrides it).
     #[serde(default)]
     pub delivery_id_header: Option<String>,
     /// How long an accepted delivery's id is remembered (in the store), so that the sender's
@@ -152,6 +154,7 @@ pub enum Preset {
     StandardWebhooks,
     Paddle,
     Twilio,
+    Linear,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
@@ -196,6 +199,9 @@ pub struct Hmac {
     seen: Arc<Seen>,
     delivery: DeliveryId,
     delivery_ttl: Duration,
+    /// A top-level body field with the signed time in milliseconds, checked against the
+    /// tolerance once the signature holds.
+    body_timestamp: Option<&'static str>,
 }
 
 /// Where a sender puts the id that stays the same across its retries of one delivery.
@@ -368,7 +374,6 @@ impl HmacConfig {
                 .map_err(|_| err("header", "not a header name"))
         };
         let generic_fields = self.header.is_some()
-            || self.delivery_id_header.is_some()
             || self.prefix.is_some()
             || self.encoding.is_some()
             || self.algorithm.is_some()
@@ -384,6 +389,17 @@ impl HmacConfig {
                     "a preset sets header, prefix, encoding, algorithm and what is signed: drop those",
                 ));
             }
+            Some(Preset::Linear) => (
+                ring::hmac::HMAC_SHA256,
+                Scheme::Generic {
+                    header: vec![header("linear-signature")?],
+                    prefix: String::new(),
+                    encoding: Encoding::Hex,
+                    timestamp: None,
+                    signed: "{body}".into(),
+                    signed_headers: Vec::new(),
+                },
+            ),
             Some(Preset::Github) => (
                 ring::hmac::HMAC_SHA256,
                 Scheme::Generic {
@@ -523,22 +539,20 @@ impl HmacConfig {
             return Err(err("delivery_ttl", "above zero"));
         }
         let named = |name: &'static str| DeliveryId::Header(http::HeaderName::from_static(name));
-        let delivery = match self.preset {
-            Some(Preset::Github) => named("x-github-delivery"),
+        let delivery = match (&self.delivery_id_header, self.preset) {
+            (Some(name), _) => DeliveryId::Header(
+                http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| err("delivery_id_header", "not a header name"))?,
+            ),
+            (None, Some(Preset::Github)) => named("x-github-delivery"),
             // Shopify's guide to duplicates names the event id; the webhook id changes.
-            Some(Preset::Shopify) => named("x-shopify-event-id"),
-            Some(Preset::StandardWebhooks) => named("webhook-id"),
-            Some(Preset::Stripe) => DeliveryId::Field("id"),
-            Some(Preset::Paddle) => DeliveryId::Field("event_id"),
-            Some(Preset::Twilio) => named("i-twilio-idempotency-token"),
-            Some(Preset::Slack) => DeliveryId::Field("event_id"),
-            None => match &self.delivery_id_header {
-                Some(name) => DeliveryId::Header(
-                    http::HeaderName::from_bytes(name.as_bytes())
-                        .map_err(|_| err("delivery_id_header", "not a header name"))?,
-                ),
-                None => DeliveryId::None,
-            },
+            (None, Some(Preset::Shopify)) => named("x-shopify-event-id"),
+            (None, Some(Preset::StandardWebhooks)) => named("webhook-id"),
+            (None, Some(Preset::Stripe)) => DeliveryId::Field("id"),
+            (None, Some(Preset::Paddle | Preset::Slack)) => DeliveryId::Field("event_id"),
+            (None, Some(Preset::Twilio)) => named("i-twilio-idempotency-token"),
+            (None, Some(Preset::Linear)) => named("linear-delivery"),
+            (None, None) => DeliveryId::None,
         };
         let secret = self.secret.expose();
         let key = match self.preset {
@@ -559,6 +573,8 @@ impl HmacConfig {
             seen: Arc::default(),
             delivery,
             delivery_ttl: self.delivery_ttl.0,
+            // Linear signs the time inside the body, in milliseconds.
+            body_timestamp: (self.preset == Some(Preset::Linear)).then_some("webhookTimestamp"),
         })
     }
 }
@@ -1002,6 +1018,14 @@ impl Hmac {
         let Some(valid) = valid else {
             return Err(Refused::new("invalid signature"));
         };
+        if let Some(field) = self.body_timestamp {
+            let ms = top_level(body, field)
+                .and_then(|v| v.as_i64())
+                .ok_or(Refused::new("missing or malformed signature timestamp"))?;
+            if (now * 1000).abs_diff(ms) > self.tolerance.as_millis() as u64 {
+                return Err(Refused::new("signature timestamp outside the tolerance"));
+            }
+        }
         // Keyed by the decoded bytes, so a re-encoding is the same signature. Kept twice the
         // tolerance: a timestamp may be up to `tolerance` ahead of this clock.
         let key = base64::engine::general_purpose::STANDARD.encode(valid);
@@ -1136,12 +1160,19 @@ impl Twilio {
     }
 }
 
-/// The text of one top-level field of a JSON object; the rest of the body is skipped, not
-/// built.
+/// The text of one top-level field of a JSON object.
 fn top_level_text(body: &[u8], field: &str) -> Option<String> {
+    match top_level(body, field)? {
+        serde_json::Value::String(text) => Some(text),
+        _ => None,
+    }
+}
+
+/// One top-level field of a JSON object, the rest of the body skipped, not built.
+fn top_level(body: &[u8], field: &str) -> Option<serde_json::Value> {
     struct Find<'f>(&'f str);
     impl<'de> serde::de::Visitor<'de> for Find<'_> {
-        type Value = Option<String>;
+        type Value = Option<serde_json::Value>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a JSON object")
         }
@@ -1152,8 +1183,7 @@ fn top_level_text(body: &[u8], field: &str) -> Option<String> {
             let mut found = None;
             while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                 if key == self.0 && found.is_none() {
-                    let value = map.next_value::<serde_json::Value>()?;
-                    found = value.as_str().map(str::to_string);
+                    found = Some(map.next_value::<serde_json::Value>()?);
                 } else {
                     map.next_value::<serde::de::IgnoredAny>()?;
                 }
@@ -1372,6 +1402,18 @@ mod tests {
             );
         }
         // Only ids that fit a store key are used.
+        // A header named in the config wins over the preset's.
+        let own = HmacConfig {
+            delivery_id_header: Some("x-request-id".into()),
+            ..preset(Preset::Github, "s")
+        }
+        .build()
+        .unwrap();
+        let both = headers(&[
+            ("x-github-delivery", "from-github".into()),
+            ("x-request-id", "ours".into()),
+        ]);
+        assert_eq!(own.delivery_id(&both, b"{}").as_deref(), Some("ours"));
         let h = hmac(Preset::Github);
         for (given, used) in [
             ("72d3162e-cc78-11e3-81ab-4c9367dc0958", true),
