@@ -2,8 +2,9 @@
 # Installs the third-party servers and tools that some end-to-end tests use: GraphQL Yoga (npm),
 # spyne (a SOAP server library, PyPI), Prism (an OpenAPI mock server, npm), schemathesis (an
 # OpenAPI fuzzer, PyPI, run against the admin API), standardwebhooks (the Standard Webhooks
-# reference library, npm), and the Node SDKs of Paddle, Twilio and Linear (their webhook
-# signatures), pinned, into
+# reference library, npm), and the webhook signing of GitHub (@octokit/webhooks-methods),
+# Stripe, Shopify, Paddle, Twilio and Linear (their Node SDKs) and Slack (slack_sdk, PyPI),
+# pinned, into
 # target/peers or $WEFT_PEERS_DIR. Needs python3 and npm with access to their registries.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
