@@ -226,6 +226,13 @@ async fn signed_webhooks_from_each_preset_are_verified_and_replays_answered() {
         (401, true),
         "{text}"
     );
+    let other = github_signature("not-our-secret", body);
+    let (status, text) = post(&url("github"), &[("x-hub-signature-256", &other)], body).await;
+    assert_eq!(
+        (status, text.contains("invalid signature")),
+        (401, true),
+        "{text}"
+    );
     let (status, text) = post(&url("github"), &[], body).await;
     assert_eq!(
         (status, text.contains("missing signature")),
@@ -317,6 +324,39 @@ async fn signed_webhooks_from_each_preset_are_verified_and_replays_answered() {
     )
     .await;
     assert_eq!(status, 200, "{text}");
+    // Refused: signed with another secret; correctly signed ten minutes ago; no timestamp.
+    let old = (now() - 600).to_string();
+    for (what, signature, at, needle) in [
+        (
+            "another secret",
+            slack_signature("not-our-secret", &ts, body),
+            ts.as_str(),
+            "invalid signature",
+        ),
+        (
+            "stale",
+            slack_signature(secret, &old, body),
+            old.as_str(),
+            "tolerance",
+        ),
+    ] {
+        let (status, text) = post(
+            &url("slack"),
+            &[
+                ("x-slack-signature", &signature),
+                ("x-slack-request-timestamp", at),
+            ],
+            body,
+        )
+        .await;
+        assert_eq!(
+            (status, text.contains(needle)),
+            (401, true),
+            "{what}: {text}"
+        );
+    }
+    let (status, text) = post(&url("slack"), &[("x-slack-signature", &slack)], body).await;
+    assert_eq!((status, text.contains("timestamp")), (401, true), "{text}");
 
     // Shopify: X-Shopify-Hmac-Sha256 = base64 HMAC-SHA256 of the raw body, as its SDK signs.
     let (shopify, order) = shopify_signed(
