@@ -1078,3 +1078,85 @@ async fn linear_signatures_are_verified_as_linears_sdk_verifies_them() {
     assert_eq!(seen[0].json()["data"]["id"], "2f5b1e4c");
     assert!(!weft.stderr().contains(secret), "a secret was printed");
 }
+
+/// What Square's SDK (`square`, `WebhooksHelper.verifySignature`) says of `signature` for
+/// `body` sent to `url`.
+fn square_accepts(key: &str, url: &str, signature: &str, body: &str) -> bool {
+    node(
+        "const { WebhooksHelper } = require('square');
+const [signatureKey, notificationUrl, signatureHeader, requestBody] = process.argv.slice(1);
+WebhooksHelper.verifySignature({ requestBody, signatureHeader, signatureKey, notificationUrl })
+  .then((ok) => process.stdout.write(String(ok)), (e) => process.stdout.write(String(e)));",
+        &[key, url, signature, body],
+    ) == "true"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn square_signatures_are_verified_as_squares_sdk_verifies_them() {
+    if !peers_installed("square (npm)") {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let key = "sq0wss-Wq3pFJ4v0cH1NHfXy2ODeA";
+    let public = "https://hooks.example.com/square/payments";
+    let weft = Weft::start(&config(
+        port,
+        &receiver,
+        &[(
+            "square",
+            &format!(r#"{{ hmac: {{ preset: square, secret: "{key}", url: "{public}" }} }}"#),
+        )],
+    ))
+    .await;
+    let url = format!("http://127.0.0.1:{port}/square");
+    // x-square-hmacsha256-signature: base64 HMAC-SHA256 of the notification URL and the body.
+    let sign = |key: &str, notification: &str, body: &str| {
+        base64::engine::general_purpose::STANDARD
+            .encode(hmac_sha256(key, format!("{notification}{body}").as_bytes()))
+    };
+    let event = r#"{"merchant_id": "6SSW7HV8K2ST5", "type": "payment.created", "event_id": "13b867cf-db3d-4b1c-90b6-2f32a9d78124", "data": {"id": "KkAkhdMsgzn59SM8A89WgKwekxLZY"}}"#;
+    let signature = sign(key, public, event);
+    assert!(
+        square_accepts(key, public, &signature, event),
+        "Square's SDK agrees"
+    );
+    let send = |signature: String, body: String| {
+        let url = url.clone();
+        async move {
+            post_full(
+                &url,
+                &[("x-square-hmacsha256-signature", &signature)],
+                &body,
+            )
+            .await
+        }
+    };
+    let (status, _, text) = send(signature.clone(), event.into()).await;
+    assert_eq!(status, 200, "{text} {}", weft.stderr());
+    let (status, headers, text) = send(signature, event.into()).await;
+    assert!(replayed(status, &headers), "{status} {headers:?} {text}");
+
+    // Refused by the SDK and by weft: signed for another URL, with another key, tampered.
+    let other_url = sign(key, "https://evil.example.com/square/payments", event);
+    assert!(!square_accepts(key, public, &other_url, event));
+    let other_key = sign("sq0wss-not-ours", public, event);
+    assert!(!square_accepts(key, public, &other_key, event));
+    let tampered = event.replace("payment.created", "refund.created");
+    let good = sign(key, public, event);
+    assert!(!square_accepts(key, public, &good, &tampered));
+    for (what, signature, body) in [
+        ("another URL", other_url, event.to_string()),
+        ("another key", other_key, event.to_string()),
+        ("tampered", good, tampered),
+    ] {
+        let (status, _, text) = send(signature, body).await;
+        assert_eq!(
+            (status, text.contains("invalid signature")),
+            (401, true),
+            "{what}: {text}"
+        );
+    }
+    assert_eq!(receiver.seen().len(), 1, "the valid event once");
+    assert!(!weft.stderr().contains(key), "a secret was printed");
+}

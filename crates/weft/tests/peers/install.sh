@@ -3,9 +3,8 @@
 # spyne (a SOAP server library, PyPI), Prism (an OpenAPI mock server, npm), schemathesis (an
 # OpenAPI fuzzer, PyPI, run against the admin API), standardwebhooks (the Standard Webhooks
 # reference library, npm), and the webhook signing of GitHub (@octokit/webhooks-methods),
-# Stripe, Shopify, Paddle, Twilio and Linear (their Node SDKs) and Slack (slack_sdk, PyPI),
-# pinned, into
-# target/peers or $WEFT_PEERS_DIR. Needs python3 and npm with access to their registries.
+# Stripe, Shopify, Paddle, Twilio, Linear and Square (their Node SDKs) and Slack (slack_sdk,
+# PyPI), pinned, into target/peers or $WEFT_PEERS_DIR. Needs python3 and npm with access to their registries.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 dest="${WEFT_PEERS_DIR:-$here/../../../../target/peers}"

@@ -1,5 +1,6 @@
 //! Inbound auth for `http_server`: API keys, basic auth, HMAC-signed webhooks (generic, or
-//! the GitHub, Stripe, Slack, Shopify, Standard Webhooks, Paddle, Twilio and Linear presets) and JWT bearer tokens (see [`super::jwt`]),
+//! the GitHub, Stripe, Slack, Shopify, Standard Webhooks, Paddle, Twilio, Linear and Square
+//! presets) and JWT bearer tokens (see [`super::jwt`]),
 //! checked before anything reaches the flow. A request that fails is answered 401 with a short
 //! reason (which never repeats a secret), or 503 when weft cannot check it (a JWT key set it
 //! could not fetch), and logged; nothing of it is processed. The credential (the API key header or query parameter,
@@ -16,13 +17,14 @@
 //!   signatures while a secret is rotated. Paddle signs `{ts}:{body}` (`Paddle-Signature:
 //!   ts=…;h1=…`). Twilio signs the URL it calls (set as `url`: behind a proxy weft cannot
 //!   know it) and the form's parameters, or the URL alone with a JSON body's hash in its
-//!   `bodySHA256` parameter. Linear signs the body, which carries its signed time
+//!   `bodySHA256` parameter. Square signs its notification URL (`url`) followed by the body.
+//!   Linear signs the body, which carries its signed time
 //!   (`webhookTimestamp`, milliseconds). GitHub's form deliveries (`payload=<JSON>`) become the JSON they carry, and
 //!   its bodies may be up to 25 MiB unless `max_body_size` says otherwise.
 //! - Replays and retries: a signature is used up once its request is accepted (kept twice
 //!   `tolerance`, in this process), and so is the sender's delivery id where it sends one
 //!   (`X-GitHub-Delivery`, `X-Shopify-Event-Id`, `webhook-id`, `I-Twilio-Idempotency-Token`,
-//!   `Linear-Delivery`, the event id of Stripe, Slack and Paddle, or `delivery_id_header`; kept `delivery_ttl`, default 72 h, in
+//!   `Linear-Delivery`, the event id of Stripe, Slack, Paddle and Square, or `delivery_id_header`; kept `delivery_ttl`, default 72 h, in
 //!   the store). Either met again is answered with the first answer's status and
 //!   `Idempotent-Replayed: true`, and nothing is delivered: a sender retrying after its own
 //!   timeout sees success. A copy arriving while the first is being handled gets 409 with
@@ -39,6 +41,7 @@
 //! # auth: { hmac: { preset: paddle, secret: "${PADDLE_WEBHOOK_SECRET}" } }   # pdl_ntfset_…
 //! # auth: { hmac: { preset: twilio, secret: "${TWILIO_AUTH_TOKEN}", url: "https://hooks.example.com/sms" } }
 //! # auth: { hmac: { preset: linear, secret: "${LINEAR_WEBHOOK_SECRET}" } }
+//! # auth: { hmac: { preset: square, secret: "${SQUARE_SIGNATURE_KEY}", url: "https://hooks.example.com/square" } }
 //! # auth: { api_key: { header: X-Api-Key, keys: ["${K1}", "${K2}"] } }
 //! # auth: { basic: { users: { partner: "${PARTNER_PASSWORD}" } } }
 //! # auth: { jwt: { jwks_url: "https://login.example.com/jwks.json",
@@ -98,8 +101,8 @@ pub struct BasicConfig {
 #[schemars(rename = "InboundHmac")]
 #[serde(deny_unknown_fields)]
 pub struct HmacConfig {
-    /// `github`, `stripe`, `slack`, `shopify`, `standard_webhooks`, `paddle`, `twilio` or
-    /// `linear`: the sender's documented scheme. For `standard_webhooks` the secret is the `whsec_…` text the
+    /// `github`, `stripe`, `slack`, `shopify`, `standard_webhooks`, `paddle`, `twilio`,
+    /// `linear` or `square`: the sender's documented scheme. For `standard_webhooks` the secret is the `whsec_…` text the
     /// sender gives; for `twilio`, the Auth Token (or SharedKey secret).
     #[serde(default)]
     pub preset: Option<Preset>,
@@ -134,8 +137,8 @@ pub struct HmacConfig {
     /// retry is answered without delivering it again. Stripe retries for three days.
     #[serde(default = "default_delivery_ttl")]
     pub delivery_ttl: Dur,
-    /// `twilio`: the URL as set up with Twilio, without its query (Twilio signs the URL it
-    /// calls; behind a proxy that is not the one weft sees). The request's query is added.
+    /// `twilio` and `square`: the URL as set up with the sender, which signs it (behind a proxy
+    /// it is not the one weft sees). For Twilio without its query: the request's is added.
     #[serde(default)]
     pub url: Option<String>,
 }
@@ -155,6 +158,7 @@ pub enum Preset {
     Paddle,
     Twilio,
     Linear,
+    Square,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
@@ -379,8 +383,11 @@ impl HmacConfig {
             || self.algorithm.is_some()
             || self.timestamp_header.is_some()
             || self.signed.is_some();
-        if self.url.is_some() && self.preset != Some(Preset::Twilio) {
-            return Err(err("url", "only the twilio preset signs the URL"));
+        if self.url.is_some() && !matches!(self.preset, Some(Preset::Twilio | Preset::Square)) {
+            return Err(err(
+                "url",
+                "only the twilio and square presets sign the URL",
+            ));
         }
         let (algorithm, scheme) = match self.preset {
             Some(_) if generic_fields => {
@@ -388,6 +395,34 @@ impl HmacConfig {
                     "preset",
                     "a preset sets header, prefix, encoding, algorithm and what is signed: drop those",
                 ));
+            }
+            Some(Preset::Square) => {
+                // The notification URL, then the body: a URL has no `{` to be read as a
+                // placeholder of the layout.
+                let url = self
+                    .url
+                    .as_deref()
+                    .filter(|u| {
+                        u.parse::<http::Uri>()
+                            .is_ok_and(|uri| uri.host().is_some() && uri.scheme().is_some())
+                    })
+                    .ok_or_else(|| {
+                        err(
+                            "url",
+                            "the square preset needs the notification `url` set up with Square (it signs the URL)",
+                        )
+                    })?;
+                (
+                    ring::hmac::HMAC_SHA256,
+                    Scheme::Generic {
+                        header: vec![header("x-square-hmacsha256-signature")?],
+                        prefix: String::new(),
+                        encoding: Encoding::Base64,
+                        timestamp: None,
+                        signed: format!("{url}{{body}}"),
+                        signed_headers: Vec::new(),
+                    },
+                )
             }
             Some(Preset::Linear) => (
                 ring::hmac::HMAC_SHA256,
@@ -549,7 +584,9 @@ impl HmacConfig {
             (None, Some(Preset::Shopify)) => named("x-shopify-event-id"),
             (None, Some(Preset::StandardWebhooks)) => named("webhook-id"),
             (None, Some(Preset::Stripe)) => DeliveryId::Field("id"),
-            (None, Some(Preset::Paddle | Preset::Slack)) => DeliveryId::Field("event_id"),
+            (None, Some(Preset::Paddle | Preset::Slack | Preset::Square)) => {
+                DeliveryId::Field("event_id")
+            }
             (None, Some(Preset::Twilio)) => named("i-twilio-idempotency-token"),
             (None, Some(Preset::Linear)) => named("linear-delivery"),
             (None, None) => DeliveryId::None,
