@@ -1,5 +1,7 @@
 //! In-memory caches shared by name (`resources.caches.NAME`), for `enrich` lookups: an entry
-//! lives `ttl`, and at `max_entries` the expired entries go first, then the oldest ones.
+//! lives `ttl`, and at `max_entries` the expired entries go first, then the oldest ones. The
+//! same cache keeps other things weft reads often and may not keep long (the secrets
+//! `clients::sign` reads from a database).
 //!
 //! ```yaml
 //! resources:
@@ -40,27 +42,37 @@ impl Config {
         if self.max_entries == 0 {
             return Err(vec![BuildError::new("max_entries", "at least 1")]);
         }
-        Ok(Cache(Arc::new(Inner {
-            ttl: self.ttl.0,
-            max_entries: self.max_entries,
-            entries: Mutex::default(),
-        })))
+        Ok(Cache::new(self.ttl.0, self.max_entries))
     }
 }
 
 /// A built cache; clones share the entries.
-#[derive(Clone)]
-pub struct Cache(Arc<Inner>);
+pub struct Cache<V = Value>(Arc<Inner<V>>);
 
-struct Inner {
-    ttl: Duration,
-    max_entries: usize,
-    entries: Mutex<HashMap<String, (Instant, Value)>>,
+impl<V> Clone for Cache<V> {
+    fn clone(&self) -> Self {
+        Cache(self.0.clone())
+    }
 }
 
-impl Cache {
+struct Inner<V> {
+    ttl: Duration,
+    max_entries: usize,
+    entries: Mutex<HashMap<String, (Instant, V)>>,
+}
+
+impl<V: Clone> Cache<V> {
+    /// A cache whose entries live `ttl`, at most `max_entries` of them (at least 1).
+    pub fn new(ttl: Duration, max_entries: usize) -> Cache<V> {
+        Cache(Arc::new(Inner {
+            ttl,
+            max_entries: max_entries.max(1),
+            entries: Mutex::default(),
+        }))
+    }
+
     /// The value kept for `key`, if it is still fresh.
-    pub fn get(&self, key: &str) -> Option<Value> {
+    pub fn get(&self, key: &str) -> Option<V> {
         let entries = self.0.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .get(key)
@@ -68,7 +80,7 @@ impl Cache {
             .map(|(_, v)| v.clone())
     }
 
-    pub fn put(&self, key: String, value: Value) {
+    pub fn put(&self, key: String, value: V) {
         let mut entries = self.0.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= self.0.max_entries && !entries.contains_key(&key) {
             let ttl = self.0.ttl;

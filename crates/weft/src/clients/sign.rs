@@ -25,15 +25,15 @@
 //! #       secret: "${WEBHOOK_SECRET}"      # or one secret for every endpoint
 //! ```
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use super::Resources;
+use super::cache::Cache;
 use super::sql::{Database, evaluate_args};
 use crate::config::units::Dur;
 use crate::config::{BuildError, Secret};
@@ -124,9 +124,8 @@ struct Lookup {
     db: Arc<Database>,
     query: String,
     args: Mapping,
-    ttl: Duration,
-    /// By the query's parameters (as JSON), until the entry lapses.
-    cached: Mutex<HashMap<String, (Instant, KeySet)>>,
+    /// By the query's parameters (as JSON).
+    cached: Cache<KeySet>,
 }
 
 impl Config {
@@ -162,8 +161,7 @@ impl Config {
                         db,
                         query: from.query.clone(),
                         args,
-                        ttl: from.cache.0,
-                        cached: Mutex::default(),
+                        cached: Cache::new(from.cache.0, MAX_CACHED),
                     })),
                     _ => return Err(errors),
                 }
@@ -261,14 +259,8 @@ impl Lookup {
         };
         let args = evaluate_args(Some(&self.args), message).map_err(fatal)?;
         let by = serde_json::to_string(&args).unwrap_or_default();
-        let now = Instant::now();
-        {
-            let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((until, keys)) = cached.get(&by)
-                && *until > now
-            {
-                return Ok(keys.clone());
-            }
+        if let Some(keys) = self.cached.get(&by) {
+            return Ok(keys);
         }
         let rows = self
             .db
@@ -292,14 +284,7 @@ impl Lookup {
             [] => return Err(fatal(format!("no secret found for {by}"))),
             _ => return Err(fatal(format!("several secrets found for {by}"))),
         };
-        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        if cached.len() >= MAX_CACHED {
-            cached.retain(|_, (until, _)| *until > now);
-            if cached.len() >= MAX_CACHED {
-                cached.clear();
-            }
-        }
-        cached.insert(by, (now + self.ttl, keys.clone()));
+        self.cached.put(by, keys.clone());
         Ok(keys)
     }
 }

@@ -132,6 +132,15 @@ fn config(port: u16, receiver: &Receiver, endpoints: &[(&str, &str)]) -> String 
     flows
 }
 
+/// weft with one flow, `name`, whose endpoint checks `auth` and delivers to a new receiver;
+/// and the endpoint's URL.
+async fn one_endpoint(name: &str, auth: &str) -> (Receiver, Weft, String) {
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let weft = Weft::start(&config(port, &receiver, &[(name, auth)])).await;
+    (receiver, weft, format!("http://127.0.0.1:{port}/{name}"))
+}
+
 async fn post(url: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     let (status, _, text) = post_full(url, headers, body).await;
     (status, text)
@@ -474,21 +483,14 @@ async fn standard_webhooks_signed_by_the_reference_library_are_verified() {
     if !peers_installed("standardwebhooks (npm)") {
         return;
     }
-    let receiver = Receiver::start().await;
-    let port = free_port();
     // Secrets as Svix and the others hand them out: `whsec_` and base64.
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let retired = "whsec_dGhlIG9sZCBzZWNyZXQsIHJvdGF0ZWQgYXdheQ==";
-    let weft = Weft::start(&config(
-        port,
-        &receiver,
-        &[(
-            "svix",
-            &format!(r#"{{ hmac: {{ preset: standard_webhooks, secret: "{secret}" }} }}"#),
-        )],
-    ))
+    let (receiver, weft, url) = one_endpoint(
+        "svix",
+        &format!(r#"{{ hmac: {{ preset: standard_webhooks, secret: "{secret}" }} }}"#),
+    )
     .await;
-    let url = format!("http://127.0.0.1:{port}/svix");
     let body = r#"{"type": "user.created", "data": {"id": "user_29w83sxmDNGwOuEthce5gg56FcC"}}"#;
     let send = |id: &str, at: i64, signature: &str| {
         let (id, at, signature, url) = (
@@ -714,19 +716,12 @@ async fn paddle_signatures_are_verified_as_paddles_sdk_verifies_them() {
     if !peers_installed("@paddle/paddle-node-sdk (npm)") {
         return;
     }
-    let receiver = Receiver::start().await;
-    let port = free_port();
     let secret = "pdl_ntfset_01gkpjp8bkm3tm53kdgkx6sms7_6h3qd3uFSi9YCD3OLYAShQI90XTI6vEu";
-    let weft = Weft::start(&config(
-        port,
-        &receiver,
-        &[(
-            "paddle",
-            &format!(r#"{{ hmac: {{ preset: paddle, secret: "{secret}" }} }}"#),
-        )],
-    ))
+    let (receiver, weft, url) = one_endpoint(
+        "paddle",
+        &format!(r#"{{ hmac: {{ preset: paddle, secret: "{secret}" }} }}"#),
+    )
     .await;
-    let url = format!("http://127.0.0.1:{port}/paddle");
     let event = |id: &str| {
         format!(
             r#"{{"event_id": "{id}", "event_type": "transaction.completed", "data": {{"id": "txn_01hv8wptq8987qeep44cyrewp9"}}}}"#
@@ -835,21 +830,14 @@ async fn twilio_requests_signed_by_twilios_library_are_verified() {
     if !peers_installed("twilio (npm)") {
         return;
     }
-    let receiver = Receiver::start().await;
-    let port = free_port();
     let token = "12345abcdef67890fedcba0987654321";
     // Twilio calls the public URL; a proxy hands the request to weft on another address.
     let public = "https://hooks.example.com/twilio/sms";
-    let weft = Weft::start(&config(
-        port,
-        &receiver,
-        &[(
-            "twilio",
-            &format!(r#"{{ hmac: {{ preset: twilio, secret: "{token}", url: "{public}" }} }}"#),
-        )],
-    ))
+    let (receiver, weft, local) = one_endpoint(
+        "twilio",
+        &format!(r#"{{ hmac: {{ preset: twilio, secret: "{token}", url: "{public}" }} }}"#),
+    )
     .await;
-    let local = format!("http://127.0.0.1:{port}/twilio");
     let send =
         |query: &str, headers: Vec<(&'static str, String)>, content_type: &str, body: String| {
             let (url, content_type) = (format!("{local}{query}"), content_type.to_string());
@@ -1001,19 +989,12 @@ async fn linear_signatures_are_verified_as_linears_sdk_verifies_them() {
     if !peers_installed("@linear/sdk (npm)") {
         return;
     }
-    let receiver = Receiver::start().await;
-    let port = free_port();
     let secret = "lin_wh_3b0cd95e1a7f2c4d8e6f9a0b1c2d3e4f";
-    let weft = Weft::start(&config(
-        port,
-        &receiver,
-        &[(
-            "linear",
-            &format!(r#"{{ hmac: {{ preset: linear, secret: "{secret}" }} }}"#),
-        )],
-    ))
+    let (receiver, weft, url) = one_endpoint(
+        "linear",
+        &format!(r#"{{ hmac: {{ preset: linear, secret: "{secret}" }} }}"#),
+    )
     .await;
-    let url = format!("http://127.0.0.1:{port}/linear");
     let event = |issue: &str, at_ms: i64| {
         format!(
             r#"{{"action": "create", "type": "Issue", "data": {{"id": "{issue}", "title": "Fix the login page"}}, "webhookTimestamp": {at_ms}}}"#
@@ -1096,20 +1077,13 @@ async fn square_signatures_are_verified_as_squares_sdk_verifies_them() {
     if !peers_installed("square (npm)") {
         return;
     }
-    let receiver = Receiver::start().await;
-    let port = free_port();
     let key = "sq0wss-Wq3pFJ4v0cH1NHfXy2ODeA";
     let public = "https://hooks.example.com/square/payments";
-    let weft = Weft::start(&config(
-        port,
-        &receiver,
-        &[(
-            "square",
-            &format!(r#"{{ hmac: {{ preset: square, secret: "{key}", url: "{public}" }} }}"#),
-        )],
-    ))
+    let (receiver, weft, url) = one_endpoint(
+        "square",
+        &format!(r#"{{ hmac: {{ preset: square, secret: "{key}", url: "{public}" }} }}"#),
+    )
     .await;
-    let url = format!("http://127.0.0.1:{port}/square");
     // x-square-hmacsha256-signature: base64 HMAC-SHA256 of the notification URL and the body.
     let sign = |key: &str, notification: &str, body: &str| {
         base64::engine::general_purpose::STANDARD

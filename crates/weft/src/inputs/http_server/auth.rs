@@ -273,6 +273,30 @@ enum Scheme {
     Twilio(Box<Twilio>),
 }
 
+impl Scheme {
+    /// A sender's one-header scheme (the first of `headers` that is there) over `signed`,
+    /// which names no other header.
+    fn preset(
+        headers: &[&'static str],
+        prefix: &str,
+        encoding: Encoding,
+        timestamp: Option<&'static str>,
+        signed: String,
+    ) -> Scheme {
+        Scheme::Generic {
+            header: headers
+                .iter()
+                .map(|h| http::HeaderName::from_static(h))
+                .collect(),
+            prefix: prefix.into(),
+            encoding,
+            timestamp: timestamp.map(http::HeaderName::from_static),
+            signed,
+            signed_headers: Vec::new(),
+        }
+    }
+}
+
 /// Twilio signs the URL it called (with its query) followed by every form parameter, sorted
 /// by name, as name and value; a JSON body is vouched for by the `bodySHA256` query parameter
 /// instead. HMAC-SHA1 with the Auth Token, or HMAC-SHA256 when
@@ -414,63 +438,55 @@ impl HmacConfig {
                     })?;
                 (
                     ring::hmac::HMAC_SHA256,
-                    Scheme::Generic {
-                        header: vec![header("x-square-hmacsha256-signature")?],
-                        prefix: String::new(),
-                        encoding: Encoding::Base64,
-                        timestamp: None,
-                        signed: format!("{url}{{body}}"),
-                        signed_headers: Vec::new(),
-                    },
+                    Scheme::preset(
+                        &["x-square-hmacsha256-signature"],
+                        "",
+                        Encoding::Base64,
+                        None,
+                        format!("{url}{{body}}"),
+                    ),
                 )
             }
             Some(Preset::Linear) => (
                 ring::hmac::HMAC_SHA256,
-                Scheme::Generic {
-                    header: vec![header("linear-signature")?],
-                    prefix: String::new(),
-                    encoding: Encoding::Hex,
-                    timestamp: None,
-                    signed: "{body}".into(),
-                    signed_headers: Vec::new(),
-                },
+                Scheme::preset(
+                    &["linear-signature"],
+                    "",
+                    Encoding::Hex,
+                    None,
+                    "{body}".into(),
+                ),
             ),
             Some(Preset::Github) => (
                 ring::hmac::HMAC_SHA256,
-                Scheme::Generic {
-                    header: vec![header("x-hub-signature-256")?],
-                    prefix: "sha256=".into(),
-                    encoding: Encoding::Hex,
-                    timestamp: None,
-                    signed: "{body}".into(),
-                    signed_headers: Vec::new(),
-                },
+                Scheme::preset(
+                    &["x-hub-signature-256"],
+                    "sha256=",
+                    Encoding::Hex,
+                    None,
+                    "{body}".into(),
+                ),
             ),
             Some(Preset::Slack) => (
                 ring::hmac::HMAC_SHA256,
-                Scheme::Generic {
-                    header: vec![header("x-slack-signature")?],
-                    prefix: "v0=".into(),
-                    encoding: Encoding::Hex,
-                    timestamp: Some(header("x-slack-request-timestamp")?),
-                    signed: "v0:{timestamp}:{body}".into(),
-                    signed_headers: Vec::new(),
-                },
+                Scheme::preset(
+                    &["x-slack-signature"],
+                    "v0=",
+                    Encoding::Hex,
+                    Some("x-slack-request-timestamp"),
+                    "v0:{timestamp}:{body}".into(),
+                ),
             ),
             Some(Preset::Shopify) => (
                 ring::hmac::HMAC_SHA256,
-                Scheme::Generic {
-                    // Events deliveries send it without the `X-`.
-                    header: vec![
-                        header("x-shopify-hmac-sha256")?,
-                        header("shopify-hmac-sha256")?,
-                    ],
-                    prefix: String::new(),
-                    encoding: Encoding::Base64,
-                    timestamp: None,
-                    signed: "{body}".into(),
-                    signed_headers: Vec::new(),
-                },
+                // Events deliveries send it without the `X-`.
+                Scheme::preset(
+                    &["x-shopify-hmac-sha256", "shopify-hmac-sha256"],
+                    "",
+                    Encoding::Base64,
+                    None,
+                    "{body}".into(),
+                ),
             ),
             Some(Preset::Twilio) => {
                 let Some(url) = &self.url else {
