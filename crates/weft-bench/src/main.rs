@@ -19,10 +19,14 @@
 //! given time and samples its RSS after every `--interval` seconds (default 30): memory under
 //! load should be flat, every sample after the first minute within ±10 % of their median.
 //!
+//! `weft-bench layout --map MAP` writes the list of functions the release binary is laid out by,
+//! which keeps its resident machine code small (see [`layout`]).
+//!
 //! `weft-bench brokers` measures the broker connectors the same way: weft copying broker →
 //! `map` → broker against a hand-written client doing the same copy (see [`brokers`]).
 
 mod brokers;
+mod layout;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -97,6 +101,20 @@ fn main() -> anyhow::Result<()> {
             arg("--connections").map_or(Ok(64), |c| c.parse())?,
             arg("--weft").map(PathBuf::from),
         ),
+        Some("layout") => {
+            let (_, weft) = binaries(arg("--weft").map(PathBuf::from))?;
+            layout::write(
+                weft,
+                arg("--map")
+                    .map(PathBuf::from)
+                    .context("--map: the linker map of the same build (WEFT_LINK_MAP)")?,
+                arg("--out").map_or_else(
+                    || PathBuf::from("crates/weft/link/hot-functions.txt"),
+                    PathBuf::from,
+                ),
+                arg("--seconds").map_or(Ok(5.0), |s| s.parse())?,
+            )
+        }
         Some("copy") => runtime().block_on(brokers::copy(
             &arg("--broker").context("--broker")?,
             &arg("--source").context("--source")?,
@@ -121,7 +139,7 @@ fn main() -> anyhow::Result<()> {
         }
         Some(other) => {
             bail!(
-                "unknown command `{other}`; use run, brokers, soak, receiver, baseline, load or copy"
+                "unknown command `{other}`; use run, brokers, soak, layout, receiver, baseline, load or copy"
             )
         }
     }
@@ -335,14 +353,21 @@ struct Measured {
 }
 
 fn receiver_count(rt: &tokio::runtime::Runtime, receiver: &str) -> u64 {
+    get_text(rt, receiver, "/count")
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The body of `GET path` from `address`, if it answered.
+fn get_text(rt: &tokio::runtime::Runtime, address: &str, path: &str) -> Option<String> {
     rt.block_on(async {
-        let stream = tokio::net::TcpStream::connect(receiver).await.ok()?;
+        let stream = tokio::net::TcpStream::connect(address).await.ok()?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .ok()?;
         tokio::spawn(conn);
-        let request = Request::get("/count")
-            .header(header::HOST, receiver)
+        let request = Request::get(path)
+            .header(header::HOST, address)
             .body(Full::new(Bytes::new()))
             .ok()?;
         let body = sender
@@ -353,12 +378,8 @@ fn receiver_count(rt: &tokio::runtime::Runtime, receiver: &str) -> u64 {
             .collect()
             .await
             .ok()?;
-        String::from_utf8_lossy(&body.to_bytes())
-            .trim()
-            .parse()
-            .ok()
+        Some(String::from_utf8_lossy(&body.to_bytes()).into_owned())
     })
-    .unwrap_or(0)
 }
 
 #[allow(clippy::too_many_arguments)]
