@@ -10,9 +10,23 @@ use sqlx::{AssertSqlSafe, Connection};
 
 use crate::support::*;
 
+/// The PostgreSQL database of the tests (`WEFT_POSTGRES_URL`), if reachable.
+pub(crate) async fn postgres() -> Option<String> {
+    reachable(
+        "WEFT_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    )
+    .await
+}
+
+/// The MariaDB/MySQL database of the tests (`WEFT_MYSQL_URL`), if reachable.
+async fn mysql() -> Option<String> {
+    reachable("WEFT_MYSQL_URL", "mysql://root@127.0.0.1:3306/test").await
+}
+
 /// A database the tests can reach, or `None` (said loudly) when its server is not running;
 /// with `WEFT_REQUIRE_SERVICES=1` that is a failure instead.
-pub(crate) async fn reachable(var: &str, default: &str) -> Option<String> {
+async fn reachable(var: &str, default: &str) -> Option<String> {
     let url = std::env::var(var).unwrap_or_else(|_| default.to_string());
     let ok = if url.starts_with("postgres") {
         sqlx::PgConnection::connect(&url).await.map(|_| ()).err()
@@ -223,12 +237,7 @@ flows:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_insert_upsert_lookup_and_incremental_poll() {
-    let Some(url) = reachable(
-        "WEFT_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/test",
-    )
-    .await
-    else {
+    let Some(url) = postgres().await else {
         return;
     };
     round_trip(Dialect {
@@ -243,7 +252,7 @@ async fn postgres_insert_upsert_lookup_and_incremental_poll() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_insert_upsert_lookup_and_incremental_poll() {
-    let Some(url) = reachable("WEFT_MYSQL_URL", "mysql://root@127.0.0.1:3306/test").await else {
+    let Some(url) = mysql().await else {
         return;
     };
     round_trip(Dialect {
@@ -272,12 +281,7 @@ async fn sqlite_insert_upsert_lookup_and_incremental_poll() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_notifications_become_messages() {
-    let Some(url) = reachable(
-        "WEFT_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/test",
-    )
-    .await
-    else {
+    let Some(url) = postgres().await else {
         return;
     };
     let channel = format!("weft_{}_{}", std::process::id(), fastrand::u32(..));
@@ -379,15 +383,10 @@ flows:
 /// the column's name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_follow_their_column_types() {
-    let Some(pg) = reachable(
-        "WEFT_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/test",
-    )
-    .await
-    else {
+    let Some(pg) = postgres().await else {
         return;
     };
-    let Some(my) = reachable("WEFT_MYSQL_URL", "mysql://root@127.0.0.1:3306/test").await else {
+    let Some(my) = mysql().await else {
         return;
     };
     let suffix = format!("{}_{}", std::process::id(), fastrand::u32(..));

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::sql::{exec, reachable};
+use crate::sql::{exec, postgres};
 use crate::support::*;
 
 /// What the reference library makes of a request: the payload it verified, or why not.
@@ -48,12 +48,7 @@ async fn the_gateway_example_signs_each_endpoints_webhooks_with_its_own_secret()
     if !peers_installed("standardwebhooks (npm)") {
         return;
     }
-    let Some(url) = reachable(
-        "WEFT_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/test",
-    )
-    .await
-    else {
+    let Some(url) = postgres().await else {
         return;
     };
     let receiver = Receiver::start().await;
