@@ -1,10 +1,11 @@
 //! Link settings of the optimized `weft` binary.
 //!
 //! Idle memory is mostly the binary's machine code, mapped by the kernel 64 KiB around every
-//! page start-up touches. Left to the linker, the few thousand functions that start-up and a
-//! request run are spread over all 32 MiB of it, and half of its pages end up resident. lld
-//! puts the functions named in `link/hot-functions.txt` first, side by side; a name the build
-//! does not have is skipped.
+//! page that runs. Left to the linker, the few thousand functions that start-up and a request
+//! run are spread over all 32 MiB of it, and half of its pages end up resident. lld puts the
+//! functions named in `link/hot-functions.txt` first, side by side, in its order: those of a
+//! running flow, then those only start-up and the stop run, whose pages `weft run` gives back
+//! once it has started (`src/cmd/memory.rs`). A name the build does not have is skipped.
 //!
 //! The list is written by `weft-bench layout` from a release build linked with
 //! `WEFT_LINK_MAP=PATH`, which also writes the linker's map of every function's address there.

@@ -3,10 +3,12 @@
 //! It runs the release `weft` under valgrind's callgrind, once with a direct and once with a
 //! durable `http_server` → `map` → `http_client` flow: start-up, a little load, the admin
 //! endpoint's pages, a draining stop. Every function of the binary that ran is written to
-//! `crates/weft/link/hot-functions.txt`: the direct run's, the most instructions first, then
-//! those the durable run adds. lld puts them side by side at the front of the machine code
-//! (`crates/weft/build.rs`), so the pages a running weft touches are few instead of spread over
-//! all of it, and a direct flow's are fewer still.
+//! `crates/weft/link/hot-functions.txt`, by when it ran: first those of a running flow (the
+//! load and the admin pages; the direct run's, the most instructions first, then those the
+//! durable run adds), then those only start-up and the stop ran. lld puts them side by side at
+//! the front of the machine code (`crates/weft/build.rs`) in that order. A running weft gives
+//! back the start-up pages of its binary (`weft run`'s `cmd/memory.rs`), so what stays resident
+//! is the front of that list: a few pages instead of pages spread over all of the binary.
 //!
 //! The release binary has no symbol table, so callgrind knows its functions by address; the
 //! linker's map of the same build names them:
@@ -30,9 +32,10 @@ use anyhow::{Context, bail};
 use crate::{Killed, free_port, get_text, mapping_flow, run_load, start_receiver, wait_ready};
 
 const HEADER: &str =
-    "# The functions a running weft uses: those of a direct flow's start-up, requests and stop, the
-# most instructions first, then those a durable flow adds. The release binary lays them out side
-# by side (crates/weft/build.rs). Written by `weft-bench layout`; do not edit.
+    "# The functions a running weft uses: first those of a running flow (a direct flow's, the most
+# instructions first, then those a durable flow adds), then those only start-up and the stop
+# run. The release binary lays them out side by side, in this order (crates/weft/build.rs).
+# Written by `weft-bench layout`; do not edit.
 ";
 
 /// The runs profiled, in the order their functions are laid out: a flow's settings each.
@@ -52,7 +55,8 @@ pub fn write(weft: PathBuf, map: PathBuf, out: PathBuf, seconds: f64) -> anyhow:
     std::fs::create_dir_all(&dir)?;
     let (_receiver, receiver_addr) = start_receiver(&me, &rt)?;
     let upstream = format!("http://{receiver_addr}/sink");
-    let mut functions: Vec<String> = Vec::new();
+    let mut running = Vec::new();
+    let mut starting = Vec::new();
     for (tag, settings) in SCENARIOS {
         let ran = profiled(
             &weft,
@@ -63,19 +67,31 @@ pub fn write(weft: PathBuf, map: PathBuf, out: PathBuf, seconds: f64) -> anyhow:
             &upstream,
             seconds,
         )?;
-        let ran = symbols.name(&ran);
-        if ran.len() < 100 {
+        let steady = symbols.name(&ran.running);
+        if steady.len() < 100 {
             bail!(
                 "only {} functions of {} ran that {} names: give the map of the same build",
-                ran.len(),
+                steady.len(),
                 weft.display(),
                 map.display()
             );
         }
-        println!("{tag}: {} functions ran", ran.len());
-        let known: HashSet<String> = functions.iter().cloned().collect();
-        functions.extend(ran.into_iter().filter(|f| !known.contains(f)));
+        let once = symbols.name(&ran.once);
+        println!(
+            "{tag}: {} functions ran while the flow ran, {} at start-up and stop",
+            steady.len(),
+            once.len()
+        );
+        running.push(steady);
+        starting.push(once);
     }
+    let mut known = HashSet::new();
+    let functions: Vec<String> = running
+        .into_iter()
+        .chain(starting)
+        .flatten()
+        .filter(|f| known.insert(f.clone()))
+        .collect();
     let mut file = String::from(HEADER);
     for name in &functions {
         file.push_str(name);
@@ -91,9 +107,18 @@ pub fn write(weft: PathBuf, map: PathBuf, out: PathBuf, seconds: f64) -> anyhow:
     Ok(())
 }
 
-/// The instructions of `weft` that ran, by address, in a process of one flow
-/// (`http_server` → `map` → `http_client`, with `settings`) under callgrind: start-up, `seconds`
-/// of load, the admin endpoint's pages, a draining stop.
+/// The instructions of `weft` that ran in one process, by address and with the times each ran.
+struct Ran {
+    /// While the flow ran: the load and the admin endpoint's pages.
+    running: Vec<(u64, u64)>,
+    /// Start-up and the draining stop.
+    once: Vec<(u64, u64)>,
+}
+
+/// Runs one flow (`http_server` → `map` → `http_client`, with `settings`) under callgrind:
+/// start-up, `seconds` of load, the admin endpoint's pages, a draining stop. Callgrind dumps
+/// what ran so far when told to (`callgrind_control --dump`): `.1` is start-up, `.2` the
+/// running flow, and the profile written at exit the stop.
 fn profiled(
     weft: &Path,
     me: &Path,
@@ -102,7 +127,7 @@ fn profiled(
     settings: &str,
     upstream: &str,
     seconds: f64,
-) -> anyhow::Result<Vec<(u64, u64)>> {
+) -> anyhow::Result<Ran> {
     std::fs::create_dir_all(dir)?;
     let address = format!("127.0.0.1:{}", free_port()?);
     let admin = format!("127.0.0.1:{}", free_port()?);
@@ -116,6 +141,7 @@ fn profiled(
         ),
     )?;
     let profile = dir.join("callgrind.out");
+    let log = dir.join("stderr.log");
     let mut weft_run = Killed(
         Command::new("valgrind")
             .args([
@@ -132,20 +158,32 @@ fn profiled(
             .args(["--admin-address", &admin])
             .arg("--data-dir")
             .arg(dir.join("data"))
-            .env("WEFT_LOG", "warn")
+            // The line that says start-up is over (`cmd/run.rs`).
+            .env("WEFT_LOG", "warn,weft::cmd::run=debug")
             .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("valgrind (Debian's valgrind package) runs weft")?,
     );
     for address in [&address, &admin] {
         rt.block_on(wait_ready(address))?;
     }
+    let pid = weft_run.0.id().to_string();
+    // Start-up is over once weft gives back its start-up pages.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)?.contains("start-up pages") {
+        if Instant::now() > deadline {
+            bail!("weft did not say within 60 s that start-up is over");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = dump(&pid, &profile, 1)?;
     run_load(me, &format!("http://{address}/orders"), 4, seconds)?;
     for path in ["/metrics", "/api/v1/flows", "/health"] {
         get_text(rt, &admin, path);
     }
-    // A draining stop, the way a deployment stops it; callgrind writes its profile at exit.
-    let pid = weft_run.0.id().to_string();
+    let running = dump(&pid, &profile, 2)?;
+    // A draining stop, the way a deployment stops it; callgrind writes the rest at exit.
     Command::new("kill").args(["-TERM", &pid]).status()?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while weft_run.0.try_wait()?.is_none() {
@@ -154,9 +192,43 @@ fn profiled(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let text = std::fs::read_to_string(&profile)
+    let stopped = std::fs::read_to_string(&profile)
         .with_context(|| format!("reading {}", profile.display()))?;
-    Ok(ran(&text, &std::fs::canonicalize(weft)?))
+    let binary = std::fs::canonicalize(weft)?;
+    let mut once = ran(&started, &binary);
+    once.extend(ran(&stopped, &binary));
+    Ok(Ran {
+        running: ran(&running, &binary),
+        once,
+    })
+}
+
+/// Has callgrind in process `pid` write what ran since its last dump, as part `part` of
+/// `profile`, and reads it.
+fn dump(pid: &str, profile: &Path, part: u32) -> anyhow::Result<String> {
+    let status = Command::new("callgrind_control")
+        .args(["--dump", pid])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("callgrind_control (valgrind's) runs")?;
+    if !status.success() {
+        bail!("callgrind_control --dump {pid}: {status}");
+    }
+    let path = PathBuf::from(format!("{}.{part}", profile.display()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Callgrind writes the whole part, then names it in its last line (`totals:`).
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && text.lines().any(|l| l.starts_with("totals:"))
+        {
+            return Ok(text);
+        }
+        if Instant::now() > deadline {
+            bail!("callgrind did not write {} within 30 s", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Every instruction of `binary` that ran, by address, with the times it ran (a profile taken

@@ -3,5 +3,6 @@
 pub mod checkpoint;
 pub mod dlq;
 pub mod logging;
+pub mod memory;
 pub mod run;
 pub mod tap;

@@ -65,6 +65,15 @@ pub async fn run(
         AdminSettings::of(&loaded),
         (loaded.resources_text.clone(), loaded.resources.clone()),
     ));
+    let (started, on_start) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if on_start.await.is_ok() {
+            // What start-up spawned (the config watcher's first look, the flows' first polls)
+            // has run by then.
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            release_startup_pages();
+        }
+    });
     let options = weft::engine::Options {
         admin_address: admin,
         admin_token,
@@ -72,6 +81,7 @@ pub async fn run(
         admin_hosts: loaded.admin_hosts.clone(),
         data_dir,
         reloads: Some(reloaded),
+        started: Some(started),
     };
     let summary = weft::engine::run(loaded, options, shutdown).await;
     if let Some(export) = export {
@@ -86,6 +96,20 @@ pub async fn run(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Start-up is over: its pages of the executable go back to the page cache (`memory.rs`).
+fn release_startup_pages() {
+    match super::memory::release_startup_pages() {
+        Ok(released) => tracing::debug!(
+            resident_before_kib = released.before_kib,
+            resident_after_kib = released.after_kib,
+            "gave back the executable's start-up pages"
+        ),
+        Err(error) => {
+            tracing::debug!(%error, "could not give back the executable's start-up pages")
+        }
+    }
 }
 
 /// Hot reload: when a config file's content changes (looked at every second, and taken once

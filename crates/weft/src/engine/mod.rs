@@ -92,6 +92,8 @@ pub struct Options {
     pub data_dir: PathBuf,
     /// New configs to switch to while running (hot reload), each already validated.
     pub reloads: Option<mpsc::Receiver<Loaded>>,
+    /// Told once every flow runs and the admin endpoint listens: start-up is over.
+    pub started: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// A flow built from its spec; its input is still to be run.
@@ -327,6 +329,9 @@ pub async fn run(
         crate::server::serve(admin, router, tls, crate::server::Limits::default(), stop)
     });
     tracing::info!(address = %admin_address, "admin endpoint: /metrics, /health, /api/v1");
+    if let Some(started) = options.started.take() {
+        let _ = started.send(());
+    }
 
     // Until shutdown, or until every input ended by itself (finite inputs, no server).
     let finished = loop {

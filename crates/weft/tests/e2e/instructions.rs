@@ -286,6 +286,7 @@ async fn http_round_trip(pipeline: &str, dir: &Path, messages: u64) {
         admin_hosts: Vec::new(),
         data_dir: dir.to_path_buf(),
         reloads: None,
+        started: None,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let engine = tokio::spawn(weft::engine::run(loaded, options, shutdown.clone()));

@@ -23,6 +23,7 @@ mod http_processor;
 mod idempotency;
 mod instructions;
 mod jwt_auth;
+mod memory;
 mod mqtt;
 mod nats;
 mod openapi;
