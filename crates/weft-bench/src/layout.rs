@@ -19,8 +19,9 @@
 //! cargo build --release -p weft    # links by the new list
 //! ```
 //!
-//! Run it again when the dependencies or the toolchain change: their symbol names change with
-//! them, and a name the build no longer has is only skipped.
+//! Run it again as the last step of a change to weft's code, and when the dependencies or the
+//! toolchain change: symbol names change with them (ThinLTO's `.llvm.N` names with any edit of
+//! the module they come from), and a name the build no longer has is only skipped.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
