@@ -247,45 +247,7 @@ fn run<'a, 'b: 'a, P: Processor>(
                 }
                 Ok(Step::Dropped | Step::Absorbed) => return Vec::new(),
                 Ok(Step::Many(parts)) => {
-                    let rest = &steps[i + 1..];
-                    let mut trails: Vec<Trail> = parts.iter().map(|_| Trail::default()).collect();
-                    let (flow, store, tap, reads_metadata) =
-                        (cx.flow, cx.store, cx.tap, cx.reads_metadata);
-                    if let Some(tap) = tap {
-                        for part in &parts {
-                            tap.observe(&slot.id, part);
-                        }
-                    }
-                    let siblings = Arc::new(crate::core::SplitParts::default());
-                    let ran = futures_util::future::join_all(
-                        parts
-                            .into_iter()
-                            .zip(trails.iter_mut())
-                            .map(|(part, trail)| {
-                                let siblings = siblings.clone();
-                                async move {
-                                    let mut cx = Context {
-                                        flow,
-                                        store,
-                                        trail,
-                                        tap,
-                                        split: Some(siblings.clone()),
-                                        reads_metadata,
-                                    };
-                                    let ran = run(rest, part, None, &mut cx).await;
-                                    // Nothing of it came out and no group took it: dropped
-                                    // on purpose, so a group gathering the parts need not
-                                    // wait for it.
-                                    if ran.is_empty() && cx.trail.joined.is_empty() {
-                                        siblings.drop_one();
-                                    }
-                                    ran
-                                }
-                            }),
-                    )
-                    .await;
-                    cx.trail.extend(trails);
-                    return ran.into_iter().flatten().collect();
+                    return split(&slot.id, &steps[i + 1..], parts, cx).await;
                 }
                 Err(error) => {
                     let failure = Failure {
@@ -313,6 +275,141 @@ fn run<'a, 'b: 'a, P: Processor>(
             None => vec![Ok(message)],
         }
     })
+}
+
+/// Runs the parts `step` made of a message through the steps after it (`rest`), concurrently,
+/// each with a trail of its own that the message's trail then takes on.
+///
+/// A part whose way through `rest` needs no waiting (every step done in place, an `aggregate`
+/// joining a group another part opened) is run in place, without a future of its own. A part
+/// that waits gets one from that step on, polled once at once: the step it waits in (the
+/// `aggregate` that opens the group) is then set up before the next part comes to it.
+fn split<'a, 'b: 'a, P: Processor>(
+    step: &'a str,
+    rest: &'a [ProcessorSlot<P>],
+    parts: Vec<Message>,
+    cx: &'a mut Context<'b>,
+) -> Pin<Box<dyn Future<Output = Ran> + Send + 'a>> {
+    Box::pin(async move {
+        if let Some(tap) = cx.tap {
+            for part in &parts {
+                tap.observe(step, part);
+            }
+        }
+        let (flow, store, tap, reads_metadata) = (cx.flow, cx.store, cx.tap, cx.reads_metadata);
+        // In place, a failure ends a part's way: a `catch` after it needs `run`'s bookkeeping.
+        let in_place = !rest.iter().any(|s| s.processor.catches());
+        let siblings = Arc::new(crate::core::SplitParts::default());
+        let mut trails: Vec<Trail> = parts.iter().map(|_| Trail::default()).collect();
+        let mut ran: Vec<Ran> = Vec::with_capacity(parts.len());
+        let mut waiting = Vec::new();
+        for (part, trail) in parts.into_iter().zip(trails.iter_mut()) {
+            let mut cx = Context {
+                flow,
+                store,
+                trail,
+                tap,
+                split: Some(siblings.clone()),
+                reads_metadata,
+            };
+            let (at, pending) = if in_place {
+                match run_now(rest, part, &mut cx) {
+                    Walked::Done(done) => {
+                        part_done(&done, cx.trail, &siblings);
+                        ran.push(done);
+                        continue;
+                    }
+                    Walked::Waits(at, part) => (at, Pending::Step(part)),
+                    Walked::Parts(at, parts) => (at, Pending::Parts(parts)),
+                }
+            } else {
+                (0, Pending::Step(part))
+            };
+            let siblings = siblings.clone();
+            let mut later: Pin<Box<dyn Future<Output = Ran> + Send + '_>> = Box::pin(async move {
+                let done = match pending {
+                    Pending::Step(part) => run(&rest[at..], part, None, &mut cx).await,
+                    Pending::Parts(parts) => {
+                        split(&rest[at].id, &rest[at + 1..], parts, &mut cx).await
+                    }
+                };
+                part_done(&done, cx.trail, &siblings);
+                done
+            });
+            let place = ran.len();
+            ran.push(Vec::new());
+            match std::future::poll_fn(|task| std::task::Poll::Ready(later.as_mut().poll(task)))
+                .await
+            {
+                std::task::Poll::Ready(done) => ran[place] = done,
+                std::task::Poll::Pending => waiting.push((place, later)),
+            }
+        }
+        let (places, futures): (Vec<usize>, Vec<_>) = waiting.into_iter().unzip();
+        let done = futures_util::future::join_all(futures).await;
+        for (place, done) in places.into_iter().zip(done) {
+            ran[place] = done;
+        }
+        cx.trail.extend(trails);
+        ran.into_iter().flatten().collect()
+    })
+}
+
+/// A part whose way ended with nothing out of it and no group taking it was dropped on
+/// purpose: a group gathering the parts need not wait for it.
+fn part_done(ran: &Ran, trail: &Trail, siblings: &crate::core::SplitParts) {
+    if ran.is_empty() && trail.joined.is_empty() {
+        siblings.drop_one();
+    }
+}
+
+/// Where a part's way goes on after [`run_now`] stopped.
+enum Pending {
+    /// At the step that waits, with the part.
+    Step(Message),
+    /// After the step that split the part again, with its parts.
+    Parts(Vec<Message>),
+}
+
+/// What [`run_now`] came to.
+enum Walked {
+    Done(Ran),
+    /// Step `at` waits: the message, given back.
+    Waits(usize, Message),
+    /// Step `at` split the message.
+    Parts(usize, Vec<Message>),
+}
+
+/// `run` for steps none of which is a `catch`, in place, up to the first step that waits.
+fn run_now<P: Processor>(
+    steps: &[ProcessorSlot<P>],
+    mut message: Message,
+    cx: &mut Context<'_>,
+) -> Walked {
+    for (i, slot) in steps.iter().enumerate() {
+        let step = crate::core::trace::step_span("step", &slot.id);
+        let outcome = match step.in_scope(|| slot.processor.process_now(message, cx)) {
+            Now::Done(outcome) => outcome,
+            Now::Later(message) => return Walked::Waits(i, message),
+        };
+        match outcome {
+            Ok(Step::One(next)) => {
+                message = next;
+                if let Some(tap) = cx.tap {
+                    tap.observe(&slot.id, &message);
+                }
+            }
+            Ok(Step::Dropped | Step::Absorbed) => return Walked::Done(Vec::new()),
+            Ok(Step::Many(parts)) => return Walked::Parts(i, parts),
+            Err(error) => {
+                return Walked::Done(vec![Err(Failure {
+                    component: slot.id.clone(),
+                    error,
+                })]);
+            }
+        }
+    }
+    Walked::Done(vec![Ok(message)])
 }
 
 /// Runs a nested list of steps (inside `switch`, `try`, `catch`, `enrich`): what they made of

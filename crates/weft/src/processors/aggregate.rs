@@ -43,7 +43,9 @@ use crate::clients::Shared;
 use crate::config::BuildError;
 use crate::config::units::{Dur, Size};
 use crate::core::mapping::{Mapping, Outcome, empty_object, insert};
-use crate::core::{Context, Group, GroupOutcome, MappingError, Message, Step, StepError, Value};
+use crate::core::{
+    Context, Group, GroupOutcome, MappingError, Message, Now, Step, StepError, Value,
+};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "AggregateProcessor")]
@@ -272,9 +274,35 @@ impl Aggregate {
     }
 }
 
-impl crate::core::Processor for Aggregate {
-    async fn process(&self, mut message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
-        let (key, index, expected) = self.key_of(&message)?;
+/// What a message brings to its group, worked out before any group is touched.
+struct Arrival {
+    key: GroupKey,
+    /// Its place in the group (`%split.index` when correlating).
+    index: i64,
+    expected: Option<usize>,
+    /// `until` was true for it: it completes its group.
+    ends: bool,
+    bytes: usize,
+}
+
+/// How a message entered a group.
+enum Entry {
+    /// Into a group another message opened: that message carries the group on.
+    Joined,
+    /// It opened the group, and carries it on once it completes: the message is given back
+    /// without its value, for its id and metadata.
+    Opened {
+        open: Arc<Open>,
+        complete: bool,
+        message: Message,
+    },
+    /// No group was open and none was to be opened (in place): the message, given back.
+    NoGroup(Message),
+}
+
+impl Aggregate {
+    fn arrival(&self, message: &Message) -> Result<Arrival, StepError> {
+        let (key, index, expected) = self.key_of(message)?;
         let ends = match &self.until {
             Some(until) => match until.eval(&message.value, &message.metadata)? {
                 Value::Boolean(b) => b,
@@ -293,18 +321,38 @@ impl crate::core::Processor for Aggregate {
         } else {
             0
         };
+        Ok(Arrival {
+            key,
+            index,
+            expected,
+            ends,
+            bytes,
+        })
+    }
+
+    /// Puts the message's value into its group: an open one, or (when `open_new`) a new one
+    /// this message opens. The value is taken out of the message.
+    fn enter(
+        &self,
+        mut message: Message,
+        arrival: &Arrival,
+        open_new: bool,
+        cx: &mut Context<'_>,
+    ) -> Entry {
+        let key = &arrival.key;
         let (open, first, complete) = loop {
             let (open, first) = {
                 let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-                match groups.get(&key) {
+                match groups.get(key) {
                     Some(open) => (open.clone(), false),
+                    None if !open_new => return Entry::NoGroup(message),
                     None => {
                         let open = Arc::new(Open {
                             state: Mutex::new(Gathered {
                                 // Sized once for a group of known size (a split's parts, a
                                 // count), within reason: a count is the user's to set.
-                                items: Vec::with_capacity(expected.unwrap_or(0).min(1024)),
-                                expected,
+                                items: Vec::with_capacity(arrival.expected.unwrap_or(0).min(1024)),
+                                expected: arrival.expected,
                                 ..Default::default()
                             }),
                             complete: Notify::new(),
@@ -327,11 +375,11 @@ impl crate::core::Processor for Aggregate {
                 // next group. (Joining a complete group would make it one too big and leave the
                 // next one short, waiting for its period.)
                 drop(state);
-                self.close(&key, &open);
+                self.close(key, &open);
                 continue;
             }
             let order = if self.correlate {
-                index
+                arrival.index
             } else {
                 state.items.len() as i64
             };
@@ -339,9 +387,9 @@ impl crate::core::Processor for Aggregate {
             state
                 .items
                 .push((order, std::mem::replace(&mut message.value, Value::Null)));
-            state.bytes += bytes;
+            state.bytes += arrival.bytes;
             state.complete = state.complete
-                || ends
+                || arrival.ends
                 || all_in(&state, open.parts.as_deref())
                 || self.max_bytes.is_some_and(|max| state.bytes >= max);
             let complete = state.complete;
@@ -349,35 +397,71 @@ impl crate::core::Processor for Aggregate {
             break (open, first, complete);
         };
         if complete {
-            self.close(&key, &open);
+            self.close(key, &open);
             open.complete.notify_one();
         }
-        if !first {
-            cx.trail.joined.push(open.group.joined());
-            // A group's message taken into another group (two aggregates in a row): the groups
-            // it carried fare as the new group's message does.
-            let carried = std::mem::take(&mut cx.trail.groups);
-            if !carried.is_empty() {
-                let joined = open.group.joined();
-                tokio::spawn(async move {
-                    let outcome = joined.outcome().await;
-                    for group in carried {
-                        group.settle(outcome.clone());
-                    }
-                });
-            }
-            return Ok(Step::Absorbed);
+        if first {
+            // The opener carries the group on: its id and metadata become the group's.
+            return Entry::Opened {
+                open,
+                complete,
+                message,
+            };
         }
+        cx.trail.joined.push(open.group.joined());
+        // A group's message taken into another group (two aggregates in a row): the groups
+        // it carried fare as the new group's message does.
+        let carried = std::mem::take(&mut cx.trail.groups);
+        if !carried.is_empty() {
+            let joined = open.group.joined();
+            tokio::spawn(async move {
+                let outcome = joined.outcome().await;
+                for group in carried {
+                    group.settle(outcome.clone());
+                }
+            });
+        }
+        Entry::Joined
+    }
+}
+
+impl crate::core::Processor for Aggregate {
+    /// Joining a group another message opened needs no waiting, so it is done in place; the
+    /// message that opens a group waits for the rest, in [`Self::process`].
+    fn process_now(&self, message: Message, cx: &mut Context<'_>) -> Now {
+        let arrival = match self.arrival(&message) {
+            Ok(arrival) => arrival,
+            Err(e) => return Now::Done(Err(e)),
+        };
+        match self.enter(message, &arrival, false, cx) {
+            Entry::Joined => Now::Done(Ok(Step::Absorbed)),
+            Entry::NoGroup(message) => Now::Later(message),
+            Entry::Opened { .. } => unreachable!("no group is opened in place"),
+        }
+    }
+
+    async fn process(&self, message: Message, cx: &mut Context<'_>) -> Result<Step, StepError> {
+        let arrival = self.arrival(&message)?;
+        let key = &arrival.key;
+        let (open, complete, message) = match self.enter(message, &arrival, true, cx) {
+            Entry::Joined => return Ok(Step::Absorbed),
+            Entry::Opened {
+                open,
+                complete,
+                message,
+            } => (open, complete, message),
+            Entry::NoGroup(_) => unreachable!("a group is opened when none is"),
+        };
         // The first message's task carries the group's message on; if it is dropped meanwhile
         // (shutdown), the guard closes the group so later messages start a new one, and the
         // others' waits end in failure (they are not acknowledged).
         let guard = Closing {
             aggregate: self,
-            key: &key,
+            key,
             open: &open,
         };
         if !complete {
-            self.wait(&key, &open).await;
+            self.wait(key, &open).await;
         }
         drop(guard);
         let mut state = {
@@ -554,6 +638,79 @@ mod tests {
                 prop_assert_eq!(partial, Some(&Value::Boolean(false)));
             }
         }
+    }
+
+    /// The steps of a flow written in YAML, built as `weft run` builds them.
+    fn pipeline(yaml: &str) -> Vec<ProcessorSlot<Processor>> {
+        let text = format!(
+            "flows:\n  test:\n    input: {{ stdin: {{}} }}\n    pipeline:\n{yaml}\n    output: {{ drop: {{}} }}\n"
+        );
+        let loaded = crate::load::load_str("test.yaml", &text, &|_| None, &Shared::default())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let spec = loaded.flows.into_iter().next().expect("one flow");
+        spec.processors
+            .into_iter()
+            .map(|(id, processor)| ProcessorSlot { id, processor })
+            .collect()
+    }
+
+    async fn through(
+        steps: &[ProcessorSlot<Processor>],
+        json: serde_json::Value,
+    ) -> Vec<serde_json::Value> {
+        let mut trail = Trail::default();
+        let mut cx = Context {
+            flow: "test",
+            store: None,
+            trail: &mut trail,
+            tap: None,
+            split: None,
+            reads_metadata: false,
+        };
+        let value: Value = serde_json::from_value(json).unwrap();
+        run_nested(steps, Message::new(value), &mut cx)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| serde_json::to_value(&m.value).unwrap())
+            .collect()
+    }
+
+    /// Parts split again run on in place as the first parts do, and are gathered by their own
+    /// parent; a `catch` after a split gets a failed part as it was, and the group gathers it.
+    #[tokio::test]
+    async fn parts_split_again_and_failed_parts_caught_are_gathered() {
+        let nested = pipeline(
+            "      - split: .orders\n      - split: .lines\n      - map: .seen = true\n      - aggregate: { correlate: split, period: 5s }",
+        );
+        let mut out = through(
+            &nested,
+            serde_json::json!({"orders": [{"lines": [{"n": 1}, {"n": 2}]}, {"lines": [{"n": 3}]}]}),
+        )
+        .await;
+        out.sort_by_key(|v| v.as_array().map(Vec::len));
+        assert_eq!(
+            out,
+            [
+                serde_json::json!([{"n": 3, "seen": true}]),
+                serde_json::json!([{"n": 1, "seen": true}, {"n": 2, "seen": true}]),
+            ]
+        );
+
+        let caught = pipeline(
+            "      - split: .items\n      - map: .q = to_int!(.d)\n      - catch:\n          - map: .failed = true\n      - aggregate: { correlate: split, period: 5s }",
+        );
+        let out = through(
+            &caught,
+            serde_json::json!({"items": [{"d": "4"}, {"d": "x"}, {"d": "3"}]}),
+        )
+        .await;
+        assert_eq!(
+            out,
+            [
+                serde_json::json!([{"d": "4", "q": 4}, {"d": "x", "failed": true}, {"d": "3", "q": 3}])
+            ]
+        );
     }
 
     /// Records what it is given and accepts it.
