@@ -312,24 +312,25 @@ fn split<'a, 'b: 'a, P: Processor>(
                 split: Some(siblings.clone()),
                 reads_metadata,
             };
-            let (at, pending) = if in_place {
+            let pending = if in_place {
                 match run_now(rest, part, &mut cx) {
                     Walked::Done(done) => {
                         part_done(&done, cx.trail, &siblings);
                         ran.push(done);
                         continue;
                     }
-                    Walked::Waits(at, part) => (at, Pending::Step(part)),
-                    Walked::Parts(at, parts) => (at, Pending::Parts(parts)),
+                    Walked::Waits(at, span, part) => Pending::Step(at, span, part),
+                    Walked::Parts(at, parts) => Pending::Parts(at, parts),
                 }
             } else {
-                (0, Pending::Step(part))
+                Pending::Run(part)
             };
             let siblings = siblings.clone();
             let mut later: Pin<Box<dyn Future<Output = Ran> + Send + '_>> = Box::pin(async move {
                 let done = match pending {
-                    Pending::Step(part) => run(&rest[at..], part, None, &mut cx).await,
-                    Pending::Parts(parts) => {
+                    Pending::Run(part) => run(rest, part, None, &mut cx).await,
+                    Pending::Step(at, span, part) => resume(rest, at, span, part, &mut cx).await,
+                    Pending::Parts(at, parts) => {
                         split(&rest[at].id, &rest[at + 1..], parts, &mut cx).await
                     }
                 };
@@ -363,21 +364,50 @@ fn part_done(ran: &Ran, trail: &Trail, siblings: &crate::core::SplitParts) {
     }
 }
 
-/// Where a part's way goes on after [`run_now`] stopped.
+/// Where a part's way goes on, in a future of its own.
 enum Pending {
-    /// At the step that waits, with the part.
-    Step(Message),
-    /// After the step that split the part again, with its parts.
-    Parts(Vec<Message>),
+    /// All of `run`, from the first step (a `catch` follows: [`run_now`] was not used).
+    Run(Message),
+    /// At step `at`, which [`run_now`] found waiting: its `process`, in its span.
+    Step(usize, tracing::Span, Message),
+    /// After step `at`, which split the part again, with its parts.
+    Parts(usize, Vec<Message>),
 }
 
 /// What [`run_now`] came to.
 enum Walked {
     Done(Ran),
-    /// Step `at` waits: the message, given back.
-    Waits(usize, Message),
+    /// Step `at` waits: its span and the message, given back.
+    Waits(usize, tracing::Span, Message),
     /// Step `at` split the message.
     Parts(usize, Vec<Message>),
+}
+
+/// Goes on where [`run_now`] stopped: step `at`'s waiting half, then `run` for the steps after
+/// it. The step's in-place half already turned the message down, so it is not asked again.
+async fn resume<P: Processor>(
+    steps: &[ProcessorSlot<P>],
+    at: usize,
+    span: tracing::Span,
+    message: Message,
+    cx: &mut Context<'_>,
+) -> Ran {
+    let slot = &steps[at];
+    let outcome = tracing::Instrument::instrument(slot.processor.process(message, cx), span).await;
+    match outcome {
+        Ok(Step::One(next)) => {
+            if let Some(tap) = cx.tap {
+                tap.observe(&slot.id, &next);
+            }
+            run(&steps[at + 1..], next, None, cx).await
+        }
+        Ok(Step::Dropped | Step::Absorbed) => Vec::new(),
+        Ok(Step::Many(parts)) => split(&slot.id, &steps[at + 1..], parts, cx).await,
+        Err(error) => vec![Err(Failure {
+            component: slot.id.clone(),
+            error,
+        })],
+    }
 }
 
 /// `run` for steps none of which is a `catch`, in place, up to the first step that waits.
@@ -390,7 +420,7 @@ fn run_now<P: Processor>(
         let step = crate::core::trace::step_span("step", &slot.id);
         let outcome = match step.in_scope(|| slot.processor.process_now(message, cx)) {
             Now::Done(outcome) => outcome,
-            Now::Later(message) => return Walked::Waits(i, message),
+            Now::Later(message) => return Walked::Waits(i, step, message),
         };
         match outcome {
             Ok(Step::One(next)) => {

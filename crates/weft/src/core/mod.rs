@@ -260,7 +260,8 @@ pub enum StepError {
 
 /// A pipeline step: keeps, rewrites, drops, splits or gathers messages.
 pub trait Processor: Send + Sync + 'static {
-    /// `Err` fails the message.
+    /// `Err` fails the message. The whole step, whatever [`Processor::process_now`] would
+    /// say: the flow calls it once `process_now` handed the message back.
     fn process(
         &self,
         message: Message,
