@@ -322,6 +322,9 @@ pub struct DlqFilter {
     pub reason: Option<String>,
     /// Failures whose last answer had this status.
     pub status: Option<u16>,
+    /// Only those after the dead letter of this id in a listing's order (failed at, then id):
+    /// the next page's cursor. An id not there selects none.
+    pub after: Option<String>,
 }
 
 /// How much a flow has waiting.

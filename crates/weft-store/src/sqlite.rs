@@ -31,6 +31,11 @@ fn dlq_match(filter: &DlqFilter) -> String {
     if filter.status.is_some() {
         conditions.push("last_status = ?");
     }
+    if filter.after.is_some() {
+        conditions.push(
+            "(failed_at, id) > (SELECT failed_at, id FROM dead_letters WHERE id = ? LIMIT 1)",
+        );
+    }
     if conditions.is_empty() {
         "1".into()
     } else {
@@ -55,6 +60,9 @@ macro_rules! bind_filter {
         }
         if let Some(status) = $filter.status {
             query = query.bind(i64::from(status));
+        }
+        if let Some(after) = &$filter.after {
+            query = query.bind(after.clone());
         }
         query
     }};

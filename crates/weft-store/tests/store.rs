@@ -195,6 +195,19 @@ async fn a_message_never_queued_can_be_buried_and_replayed(store: Store) {
         0
     );
 
+    // A page's cursor: those after the one named, in a read and in a write; an unknown id
+    // selects none.
+    let after = |id: &str| DlqFilter {
+        after: Some(id.to_string()),
+        ..Default::default()
+    };
+    assert_eq!(store.count_dead_letters(&after("m9")).await.unwrap(), 0);
+    assert_eq!(
+        store.dead_letters(&after("nope"), 10).await.unwrap().len(),
+        0
+    );
+    assert_eq!(store.purge(after("m9")).await.unwrap(), 0);
+
     assert_eq!(store.replay(DlqFilter::default(), 50).await.unwrap(), 1);
     let back = store.claim("direct", 50, 10, LEASE).await.unwrap();
     assert_eq!((back[0].id.as_str(), back[0].attempts), ("m9", 0));

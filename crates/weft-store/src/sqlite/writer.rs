@@ -777,6 +777,7 @@ fn filter_params(filter: &DlqFilter) -> impl Iterator<Item = Param> + '_ {
         filter.since_ms.map(Param::Integer),
         filter.reason.clone().map(Param::Text),
         filter.status.map(|s| Param::Integer(i64::from(s))),
+        filter.after.clone().map(Param::Text),
     ]
     .into_iter()
     .flatten()

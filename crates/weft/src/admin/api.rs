@@ -5,6 +5,9 @@
 //! ```text
 //! GET  /api/v1/flows                          every flow
 //! GET  /api/v1/flows/{flow}                   one
+//! GET  /api/v1/flows/{flow}/rates?seconds=…   per-second counts, the last five minutes
+//! GET  /api/v1/flows/{flow}/failures?limit=…  the recent failures, newest first
+//! GET  /api/v1/flows/{flow}/components        each component's counts, the flow's latency
 //! POST /api/v1/flows/{flow}/pause             inputs take nothing in, delivery waits
 //! POST /api/v1/flows/{flow}/resume
 //! GET  /api/v1/flows/{flow}/tap?stage=…&sample=…&limit=…   text/event-stream
@@ -34,6 +37,9 @@ pub type Flows = Arc<std::sync::RwLock<BTreeMap<String, Arc<RunFlow>>>>;
 struct ApiState {
     flows: Flows,
     store: super::StoreCell,
+    rates: super::rates::Rates,
+    /// The recorder's exposition, which per-component counts are read back from.
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// A flow as the API shows it.
@@ -56,6 +62,8 @@ pub struct FlowInfo {
     pub queue: Option<QueueInfo>,
     /// Polling flows with a watermark: where they are.
     pub checkpoint: Option<CheckpointInfo>,
+    /// The flow's last failure since it started, if any (`…/failures` lists the recent ones).
+    pub last_failure: Option<crate::core::failures::RecentFailure>,
 }
 
 /// A polling flow's watermark (`weft checkpoint` shows and changes it).
@@ -105,14 +113,27 @@ struct TapQuery {
     limit: Option<usize>,
 }
 
-pub(super) fn routes(flows: Flows, store: super::StoreCell) -> OpenApiRouter {
+pub(super) fn routes(
+    flows: Flows,
+    store: super::StoreCell,
+    rates: super::rates::Rates,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(list_flows))
         .routes(routes!(get_flow))
+        .routes(routes!(flow_rates))
+        .routes(routes!(flow_failures))
+        .routes(routes!(flow_components))
         .routes(routes!(pause))
         .routes(routes!(resume))
         .routes(routes!(tap))
-        .with_state(ApiState { flows, store })
+        .with_state(ApiState {
+            flows,
+            store,
+            rates,
+            metrics,
+        })
 }
 
 impl ApiState {
@@ -179,6 +200,7 @@ impl ApiState {
             started_at: chrono::DateTime::<chrono::Utc>::from(flow.started_at).to_rfc3339(),
             queue,
             checkpoint: self.checkpoint(flow).await,
+            last_failure: flow.failures.recent(1).pop(),
         }
     }
 }
@@ -240,6 +262,96 @@ async fn get_flow(
 ) -> Result<Response, ApiError> {
     let flow = api.flow(&name)?;
     Ok(ok(&api.info(&flow).await))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct RatesQuery {
+    /// How many of the last seconds; default and most 300 (five minutes are kept).
+    #[param(minimum = 1, maximum = 300)]
+    seconds: Option<usize>,
+}
+
+/// A flow's rates over the last minutes: messages received, delivered and failed in each
+/// second, oldest first (sampled in process once a second; fewer values just after the flow
+/// started).
+#[utoipa::path(get, path = "/api/v1/flows/{flow}/rates", tag = "flows",
+    params(("flow" = String, Path, description = "The flow's name"), RatesQuery),
+    responses(
+        (status = 200, body = super::rates::FlowRates),
+        (status = 400, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody)))]
+async fn flow_rates(
+    State(api): State<ApiState>,
+    Path(name): Path<String>,
+    Query(query): Query<RatesQuery>,
+) -> Result<Response, ApiError> {
+    api.flow(&name)?;
+    let seconds = query.seconds.unwrap_or(super::rates::KEPT);
+    if !(1..=super::rates::KEPT).contains(&seconds) {
+        return Err(ApiError::BadRequest(format!(
+            "`seconds` is between 1 and {}",
+            super::rates::KEPT
+        )));
+    }
+    let rates = api
+        .rates
+        .of(&name, seconds)
+        .unwrap_or(super::rates::FlowRates {
+            interval_seconds: 1,
+            received: Vec::new(),
+            delivered: Vec::new(),
+            failed: Vec::new(),
+        });
+    Ok(ok(&rates))
+}
+
+/// A flow's components in the order messages pass them (input, steps, outputs) with what the
+/// metrics counted for each, and the flow's latency from intake to delivery.
+#[utoipa::path(get, path = "/api/v1/flows/{flow}/components", tag = "flows",
+    params(("flow" = String, Path, description = "The flow's name")),
+    responses(
+        (status = 200, body = super::components::FlowComponents),
+        (status = 404, body = super::ErrorBody)))]
+async fn flow_components(
+    State(api): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let flow = api.flow(&name)?;
+    Ok(ok(&super::components::of(&flow, api.metrics.as_ref())))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct FailuresQuery {
+    /// How many, newest first; default and most 50 (the last 50 are kept).
+    #[param(minimum = 1, maximum = 50)]
+    limit: Option<usize>,
+}
+
+/// A flow's recent failures, newest first: when, which message, where (`input`, `pipeline`,
+/// `output`) and why. Kept in memory, the last 50 since the flow started; for direct flows
+/// too, which have no dead letters.
+#[utoipa::path(get, path = "/api/v1/flows/{flow}/failures", tag = "flows",
+    params(("flow" = String, Path, description = "The flow's name"), FailuresQuery),
+    responses(
+        (status = 200, body = Vec<crate::core::failures::RecentFailure>),
+        (status = 400, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody)))]
+async fn flow_failures(
+    State(api): State<ApiState>,
+    Path(name): Path<String>,
+    Query(query): Query<FailuresQuery>,
+) -> Result<Response, ApiError> {
+    let flow = api.flow(&name)?;
+    let kept = crate::core::failures::KEPT;
+    let limit = query.limit.unwrap_or(kept);
+    if !(1..=kept).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "`limit` is between 1 and {kept}"
+        )));
+    }
+    Ok(ok(&flow.failures.recent(limit)))
 }
 
 /// Pauses a flow: its inputs take nothing in (`http_server` answers 503 with `Retry-After`,

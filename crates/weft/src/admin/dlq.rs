@@ -10,7 +10,9 @@
 //! POST /api/v1/flows/{flow}/dlq/replay?id=…&since=…
 //! POST /api/v1/flows/{flow}/dlq/purge?id=…&since=…
 //! ```
-//! `since` is an RFC 3339 time or a duration ago (`1h`).
+//! `since` is an RFC 3339 time or a duration ago (`1h`); `reason` (text it contains) and
+//! `status` (the last answer's) select too; a list's next page is `after=<id>` of the last one
+//! shown.
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -163,6 +165,10 @@ struct Select {
     /// At most this many (lists; default 100).
     #[param(minimum = 0, maximum = 100000)]
     limit: Option<u32>,
+    /// The next page of a list: those after the dead letter of this id (the last one of the
+    /// page before); an id not there selects none.
+    #[param(min_length = 1)]
+    after: Option<String>,
     /// Replay and purge: only count what matches, and do nothing.
     dry_run: Option<bool>,
 }
@@ -206,12 +212,16 @@ impl Select {
             Some(s) => Some(parse_since(s).map_err(ApiError::BadRequest)?),
             None => None,
         };
+        if self.after.as_deref() == Some("") {
+            return Err(ApiError::BadRequest("`after` must not be empty".into()));
+        }
         Ok(DlqFilter {
             flow: flow.or_else(|| self.flow.clone()),
             id: self.id.clone(),
             since_ms,
             reason: self.reason.clone(),
             status: self.status,
+            after: self.after.clone(),
         })
     }
 }

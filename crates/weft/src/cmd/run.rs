@@ -79,6 +79,7 @@ pub async fn run(
         admin_token,
         admin_tls: loaded.admin_tls.clone(),
         admin_hosts: loaded.admin_hosts.clone(),
+        admin_ui_actions: loaded.admin_ui_actions,
         data_dir,
         reloads: Some(reloaded),
         started: Some(started),
@@ -203,6 +204,7 @@ pub struct AdminSettings {
     token: Option<String>,
     tls: bool,
     hosts: Vec<String>,
+    ui_actions: bool,
     /// Not `admin`, but likewise set up once: span export.
     tracing: weft::telemetry::TracingConfig,
 }
@@ -214,6 +216,7 @@ impl AdminSettings {
             token: loaded.admin_token.as_ref().map(|t| t.expose().to_string()),
             tls: loaded.admin_tls.is_some(),
             hosts: loaded.admin_hosts.clone(),
+            ui_actions: loaded.admin_ui_actions,
             tracing: loaded.tracing.clone(),
         }
     }

@@ -547,7 +547,7 @@ async fn deliver<P: Processor, O: Output>(
     let message = match decode(&entry) {
         Ok(m) => m,
         Err(reason) => {
-            flow.count_failed();
+            flow.fail(entry.id.parse().ok(), "input", reason.clone());
             return queue
                 .dead_letter(&entry, attempts, reason.into(), "unreadable", stop)
                 .await;
@@ -589,7 +589,7 @@ async fn deliver_message<P: Processor, O: Output>(
         Err(e) => {
             trail.settle_groups(&GroupOutcome::Failed(e.to_string()));
             flow.release(trail.claims, id).await;
-            flow.count_failed();
+            flow.fail(Some(id), e.stage(), e.to_string());
             return queue
                 .dead_letter(&entry, attempts, e.to_string().into(), e.stage(), stop)
                 .await;
@@ -627,13 +627,13 @@ async fn deliver_message<P: Processor, O: Output>(
             queue.ack(&entry, stop).await
         }
         Verdict::Failed { reason, response } => {
+            flow.fail(Some(id), "output", reason.clone());
             let failure = Failure {
                 reason,
                 last_status: response.as_ref().map(|r| r.status),
                 response_excerpt: response.map(|r| r.excerpt),
             };
             flow.release(trail.claims, id).await;
-            flow.count_failed();
             queue
                 .dead_letter(&entry, attempts, failure, "output", stop)
                 .await

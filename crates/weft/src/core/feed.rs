@@ -220,7 +220,7 @@ impl<P: Processor, O: Output> Feed<P, O> {
                         break;
                     }
                     Err(error) => {
-                        self.flow.count_rejected();
+                        self.flow.count_rejected(&error);
                         tracing::error!(flow = %self.flow.name, component, %error, "poll ended early; the next poll starts from the last checkpoint");
                         break;
                     }
@@ -294,7 +294,7 @@ impl<P: Processor, O: Output> Feed<P, O> {
                     Err(error @ crate::core::durable::AcceptError::OrderKey(_)) => {
                         // This message can never be keyed; retrying would stall the input.
                         tracing::error!(flow = %self.flow.name, id = %message.id, %error, "message rejected");
-                        self.flow.count_rejected();
+                        self.flow.count_rejected(&error);
                         return true;
                     }
                     Err(error) => {

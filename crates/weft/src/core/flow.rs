@@ -474,6 +474,8 @@ pub struct Flow<P, O> {
     store: Option<Store>,
     metrics: FlowMetrics,
     stats: FlowStats,
+    /// The last failures, for the API and the dashboard.
+    pub failures: super::failures::Failures,
     /// Copies of messages for listeners (`weft tap`).
     pub tap: Tap,
     /// `true` while paused (admin API): inputs take nothing in, delivery workers wait.
@@ -505,7 +507,7 @@ struct FlowStats {
 }
 
 /// A flow's counters at one moment.
-#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
 pub struct Counters {
     /// Messages taken in.
     pub received: u64,
@@ -558,6 +560,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
             limit: Arc::new(Semaphore::new(concurrency.max(1) as usize)),
             concurrency: concurrency.max(1),
             stats: FlowStats::default(),
+            failures: Default::default(),
             tap: Tap::default(),
             paused: tokio::sync::watch::channel(false).0,
             started_at: std::time::SystemTime::now(),
@@ -699,10 +702,21 @@ impl<P: Processor, O: Output> Flow<P, O> {
         self.admitted(permit)
     }
 
-    /// Counts a message that the input could not turn into a message (e.g. a bad JSON line).
-    pub fn count_rejected(&self) {
+    /// Counts a message that the input could not turn into a message (e.g. a bad JSON line),
+    /// and keeps why.
+    pub fn count_rejected(&self, reason: impl std::fmt::Display) {
         self.metrics.failed.increment(1);
+        self.fail(None, "input", reason.to_string());
+    }
+
+    /// Counts a message that failed for good, and keeps when and why for the API and the
+    /// dashboard ([`Flow::failures`]).
+    pub fn fail(&self, message: Option<Ulid>, stage: &str, reason: String) {
         self.count_failed();
+        if let Some(id) = message {
+            self.tap.mark(id, stage, "failed", Some(&reason));
+        }
+        self.failures.record(message, stage, reason);
     }
 
     /// The store, when the flow has one (durable delivery, dedupe, idempotency keys).
@@ -719,6 +733,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
         trail: &mut Trail,
     ) -> Result<Vec<Message>, FlowError> {
         let joined_before = trail.joined.len();
+        let id = message.id;
         self.tap.observe("input", &message);
         let mut cx = Context {
             flow: &self.name,
@@ -762,6 +777,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
         if out.is_empty() && cx.trail.joined.len() == joined_before {
             self.metrics.filtered.increment(1);
             self.stats.filtered.fetch_add(1, Ordering::Relaxed);
+            self.tap.mark(id, "pipeline", "filtered", None);
         }
         Ok(out)
     }
@@ -831,7 +847,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
             Err(e) => {
                 trail.settle_groups(&GroupOutcome::Failed(e.to_string()));
                 self.release(trail.claims, id).await;
-                self.count_failed();
+                self.fail(Some(id), e.stage(), e.to_string());
                 return Err(e);
             }
         };
@@ -870,7 +886,9 @@ impl<P: Processor, O: Output> Flow<P, O> {
             }
         } else {
             self.release(trail.claims, id).await;
-            self.count_failed();
+            if let Err(e) = &result {
+                self.fail(Some(id), e.stage(), e.to_string());
+            }
         }
         result?;
         Ok(if messages.is_empty() && !absorbed {

@@ -8,6 +8,7 @@ pub mod body;
 pub mod checkpoint;
 pub mod clock;
 pub mod durable;
+pub mod failures;
 pub mod feed;
 pub mod flow;
 pub mod mapping;

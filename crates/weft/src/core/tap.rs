@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
+use ulid::Ulid;
 
 use super::Message;
 
@@ -27,6 +28,14 @@ pub struct Tapped {
     pub metadata: serde_json::Value,
     /// When it was seen (RFC 3339).
     pub at: String,
+    /// Not a copy of the message but a mark of what became of it: `failed` (`stage` is where)
+    /// or `filtered` (a step dropped it on purpose). Marks go to every listener, whatever its
+    /// stage and sample: they are what a watcher looks for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 struct Listener {
@@ -77,6 +86,30 @@ impl Tap {
         }
     }
 
+    /// Tells the listeners what became of message `id`: `failed` at `stage` (with why), or
+    /// `filtered`.
+    #[inline]
+    pub fn mark(&self, id: Ulid, stage: &str, outcome: &'static str, reason: Option<&str>) {
+        if self.active.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut listeners = self.listeners.lock().expect("tap lock");
+        listeners.retain(|l| !l.sender.is_closed());
+        self.active.store(listeners.len(), Ordering::Relaxed);
+        let mark = Tapped {
+            stage: stage.to_string(),
+            id: id.to_string(),
+            value: serde_json::Value::Null,
+            metadata: serde_json::Value::Null,
+            at: chrono::Utc::now().to_rfc3339(),
+            outcome: Some(outcome),
+            reason: reason.map(str::to_string),
+        };
+        for listener in listeners.iter() {
+            let _ = listener.sender.try_send(mark.clone());
+        }
+    }
+
     fn offer(&self, stage: &str, message: &Message) {
         let mut listeners = self.listeners.lock().expect("tap lock");
         listeners.retain(|l| !l.sender.is_closed());
@@ -94,6 +127,8 @@ impl Tap {
                 value: serde_json::to_value(&message.value).unwrap_or_default(),
                 metadata: serde_json::to_value(&message.metadata).unwrap_or_default(),
                 at: chrono::Utc::now().to_rfc3339(),
+                outcome: None,
+                reason: None,
             });
             // Full: this listener misses it. Closed: forgotten next time.
             let _ = listener.sender.try_send(copy.clone());
@@ -128,6 +163,15 @@ mod tests {
             seen += 1;
         }
         assert_eq!(seen, 5);
+
+        // Marks reach every listener, whatever its stage.
+        tap.mark(message.id, "output", "failed", Some("HTTP 500"));
+        let mark = mapped.try_recv().unwrap();
+        assert_eq!(
+            (mark.outcome, mark.reason.as_deref()),
+            (Some("failed"), Some("HTTP 500"))
+        );
+        assert_eq!(mark.stage, "output");
         drop(all);
         drop(mapped);
         tap.observe("input", &message);

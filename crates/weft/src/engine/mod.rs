@@ -88,6 +88,8 @@ pub struct Options {
     pub admin_tls: Option<Arc<crate::server::tls::Tls>>,
     /// Other `Host` names the admin endpoint answers to (`admin.hosts`).
     pub admin_hosts: Vec<String>,
+    /// Whether a dashboard session may change things (`admin.ui.actions`).
+    pub admin_ui_actions: bool,
     /// The store file `weft.db` lives here; created when a flow is `durable`.
     pub data_dir: PathBuf,
     /// New configs to switch to while running (hot reload), each already validated.
@@ -294,16 +296,27 @@ pub async fn run(
         crate::clients::outbound::deny_own(bound);
     }
     let admin_stop = CancellationToken::new();
-    // Histogram samples pile up in memory until folded in; fold them whether or not anyone scrapes.
+    // Each flow's rates, sampled once a second for the dashboard; and histogram samples, which
+    // pile up in memory until folded in, folded every five seconds whether or not anyone scrapes.
+    let rates = crate::admin::rates::Rates::default();
     tokio::spawn({
         let handle = handle.clone();
         let stop = admin_stop.clone();
+        let (rates, flows) = (rates.clone(), engine.registry.clone());
         async move {
-            let mut every = tokio::time::interval(Duration::from_secs(5));
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticks = 0u64;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = every.tick() => handle.run_upkeep(),
+                    _ = every.tick() => {
+                        rates.sample(&flows);
+                        ticks += 1;
+                        if ticks.is_multiple_of(5) {
+                            handle.run_upkeep();
+                        }
+                    }
                 }
             }
         }
@@ -313,6 +326,7 @@ pub async fn run(
         let access = crate::admin::Access {
             address: admin.local_addr().unwrap_or(admin_address),
             hosts: options.admin_hosts.clone(),
+            ui_actions: options.admin_ui_actions,
             tls: options.admin_tls.is_some(),
             token: admin_token,
         };
@@ -321,6 +335,7 @@ pub async fn run(
             engine.store.clone(),
             access,
             engine.registry.clone(),
+            rates,
         );
         let tls = options.admin_tls.clone();
         if let Some(tls) = &tls {

@@ -102,7 +102,7 @@ impl super::Source for Generate {
                 }
                 Ok(Outcome::Aborted) => {}
                 Err(error) => {
-                    feed.flow.count_rejected();
+                    feed.flow.count_rejected(&error);
                     tracing::error!(flow = %feed.flow.name, component = "input.generate", %error, "mapping failed; no message made");
                 }
             }

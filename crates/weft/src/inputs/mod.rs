@@ -228,7 +228,8 @@ pub async fn read_lines<R: tokio::io::AsyncBufRead + Unpin>(
                 }
             }
             Some(Err(error)) => {
-                feed.flow.count_rejected();
+                feed.flow
+                    .count_rejected(format_args!("{source}, line {number}: {error}"));
                 tracing::error!(flow = %feed.flow.name, source, line = number, %error, "skipped a line that is not a message");
             }
         }

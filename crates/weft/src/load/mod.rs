@@ -75,6 +75,8 @@ pub struct Loaded {
     pub admin_tls: Option<std::sync::Arc<crate::server::tls::Tls>>,
     /// `admin.hosts`.
     pub admin_hosts: Vec<String>,
+    /// `admin.ui.actions`: whether a dashboard session may change things.
+    pub admin_ui_actions: bool,
     pub shutdown_timeout: Duration,
     pub durability: Durability,
     /// `disk_free_limit`: the store's floor of free space (`None`: its default).
@@ -187,6 +189,7 @@ struct Loader<'a> {
     admin_token: Option<crate::config::Secret>,
     admin_tls: Option<std::sync::Arc<crate::server::tls::Tls>>,
     admin_hosts: Vec<String>,
+    admin_ui_actions: bool,
     /// The top-level keys one file may set (`admin`, `outbound`, `tracing`) set so far.
     set_once: std::collections::HashSet<String>,
     shutdown_timeout: Option<Duration>,
@@ -371,6 +374,7 @@ impl<'a> Loader<'a> {
             admin_token: None,
             admin_tls: None,
             admin_hosts: Vec::new(),
+            admin_ui_actions: true,
             set_once: Default::default(),
             shutdown_timeout: None,
             durability: None,
@@ -396,6 +400,7 @@ impl<'a> Loader<'a> {
             admin_token: self.admin_token,
             admin_tls: self.admin_tls,
             admin_hosts: self.admin_hosts,
+            admin_ui_actions: self.admin_ui_actions,
             shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
             durability: self.durability.unwrap_or_default(),
             disk_free_limit: self.disk_free_limit,
@@ -464,6 +469,7 @@ impl<'a> Loader<'a> {
             let value = root.get("admin").expect("deserialized from it");
             self.admin_token = admin.token;
             self.admin_hosts = admin.hosts;
+            self.admin_ui_actions = admin.ui.is_none_or(|ui| ui.actions);
             match admin.tls.as_ref().map(|t| t.load()) {
                 None => {}
                 Some(Ok(tls)) => self.admin_tls = Some(std::sync::Arc::new(tls)),

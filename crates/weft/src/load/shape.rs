@@ -143,6 +143,25 @@ pub(super) struct Admin {
     /// stops DNS rebinding.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// The dashboard at `/ui/`.
+    #[serde(default)]
+    pub ui: Option<AdminUi>,
+}
+
+/// `admin.ui`: the dashboard.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "AdminUiConfig")]
+pub(super) struct AdminUi {
+    /// Whether a dashboard session may change things (pause and resume flows, replay, edit and
+    /// purge dead letters). `false` makes the dashboard read-only: its buttons are gone and
+    /// such a request with the session's cookie gets 403 (the API's bearer token still may).
+    #[serde(default = "yes")]
+    pub actions: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A log level.

@@ -284,6 +284,7 @@ async fn http_round_trip(pipeline: &str, dir: &Path, messages: u64) {
         admin_token: None,
         admin_tls: None,
         admin_hosts: Vec::new(),
+        admin_ui_actions: true,
         data_dir: dir.to_path_buf(),
         reloads: None,
         started: None,

@@ -10,6 +10,7 @@ mod check;
 mod cli;
 mod codecs;
 mod conformance;
+mod dashboard;
 mod delivery;
 mod disk_full;
 mod durable;

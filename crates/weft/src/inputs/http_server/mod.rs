@@ -839,7 +839,7 @@ async fn answer<P: Processor, O: Output>(
     let value = match decoded {
         Ok(v) => v,
         Err(message) => {
-            route.flow.count_rejected();
+            route.flow.count_rejected(&message);
             let refused = invalid_body(message);
             return match ticket {
                 Some(ticket) => ticket.finish(refused).await,
@@ -996,7 +996,7 @@ async fn respond<P: Processor, O: Output>(
                     .into_response()
             }
             Err(e @ AcceptError::OrderKey(_)) => {
-                route.flow.count_rejected();
+                route.flow.count_rejected(&e);
                 Problem::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid-message",

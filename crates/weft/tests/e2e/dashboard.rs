@@ -1,0 +1,547 @@
+//! The dashboard under `/ui/`: the login that trades the admin token for a session cookie, the
+//! headers that guard its pages, the overview's rows and rates, over plain HTTP; then the same
+//! pages in headless Chromium (Debian's `chromium`, driven by `playwright-core` from the peers
+//! directory), with screenshots under `target/dashboard/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode, header};
+
+use crate::support::*;
+
+const TOKEN: &str = "dash-s3cret";
+
+/// A weft with two flows behind an admin endpoint with a token: `orders`, direct, delivering
+/// to one receiver; `jobs`, durable, to another, one attempt each (a refusal dead-letters it).
+struct Dash {
+    weft: Weft,
+    orders: String,
+    jobs: String,
+    orders_receiver: Receiver,
+    jobs_receiver: Receiver,
+}
+
+async fn start(admin: &str) -> Dash {
+    let (orders_receiver, jobs_receiver) = (Receiver::start().await, Receiver::start().await);
+    let (orders_port, jobs_port) = (free_port(), free_port());
+    let config = format!(
+        r#"
+{admin}
+flows:
+  orders:
+    input:
+      http_server: {{ address: "127.0.0.1:{orders_port}", path: /orders }}
+    pipeline:
+      - filter: .drop != true
+      - map: .seen = true
+    output:
+      http_client: {{ url: "{}", retry: {{ max_attempts: 1 }} }}
+  jobs:
+    input:
+      http_server: {{ address: "127.0.0.1:{jobs_port}", path: /jobs }}
+    delivery: durable
+    output:
+      http_client: {{ url: "{}", retry: {{ max_attempts: 1 }} }}
+"#,
+        orders_receiver.url("/orders"),
+        jobs_receiver.url("/jobs"),
+    );
+    let weft = Weft::spawn(&config, &[("WEFT_ADMIN_TOKEN", TOKEN)], Stdio::null());
+    let health = format!("http://{}/health", weft.admin);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // With a token, `/health` answers 401 without it: any answer means it listens.
+    while get(&health).await.0.as_u16() == 599 {
+        assert!(
+            Instant::now() < deadline,
+            "weft did not start:\n{}",
+            weft.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Dash {
+        weft,
+        orders: format!("http://127.0.0.1:{orders_port}/orders"),
+        jobs: format!("http://127.0.0.1:{jobs_port}/jobs"),
+        orders_receiver,
+        jobs_receiver,
+    }
+}
+
+/// Logs in with the token: the `Cookie` header that carries the session.
+async fn log_in(weft: &Weft) -> String {
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let (status, headers, _) = send(
+        weft,
+        Method::POST,
+        "/ui/login",
+        &form,
+        &format!("token={TOKEN}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let set = headers[header::SET_COOKIE].to_str().unwrap();
+    set.split(';').next().unwrap().to_string()
+}
+
+async fn send(
+    weft: &Weft,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, http::HeaderMap, String) {
+    request_with(
+        method,
+        &format!("http://{}{path}", weft.admin),
+        headers,
+        body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_trades_the_token_for_a_session_cookie_that_the_ui_and_the_api_accept() {
+    let Dash {
+        weft,
+        orders,
+        orders_receiver: receiver,
+        ..
+    } = start("").await;
+
+    // Not logged in: pages send the browser to the form, the API says 401.
+    let (status, headers, _) = send(&weft, Method::GET, "/ui/", &[], "").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/ui/login");
+    let (status, _, body) = send(&weft, Method::GET, "/ui/fragments/overview", &[], "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, _, _) = send(&weft, Method::GET, "/api/v1/flows", &[], "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, headers, form) = send(&weft, Method::GET, "/ui/login", &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(form.contains(r#"name="token""#), "{form}");
+    let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    let (status, headers, _) = send(&weft, Method::GET, "/ui/assets/app.js", &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "text/javascript");
+
+    // A wrong token: the form again, with why, and no cookie.
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let (status, headers, page) =
+        send(&weft, Method::POST, "/ui/login", &form, "token=dash-s3creT").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(page.contains("That is not the admin token."), "{page}");
+    assert!(!headers.contains_key(header::SET_COOKIE));
+
+    // The right one: a session cookie the browser cannot read from script nor send cross-site.
+    let (status, headers, _) = send(
+        &weft,
+        Method::POST,
+        "/ui/login",
+        &form,
+        &format!("token={TOKEN}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let set = headers[header::SET_COOKIE].to_str().unwrap().to_string();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(flag), "{set}");
+    }
+    assert!(!set.contains(TOKEN), "the cookie is not the token: {set}");
+    let session = set.split(';').next().unwrap().to_string();
+    let cookie = [("cookie", session.as_str())];
+
+    for i in 0..5 {
+        let (status, _, body) = post_json(&orders, &format!(r#"{{"n": {i}}}"#)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, headers, page) = send(&weft, Method::GET, "/ui/", &cookie, "").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert!(page.contains(r#"<tr data-flow="orders">"#), "{page}");
+    assert!(page.contains(r#"<tr data-flow="jobs">"#), "{page}");
+    assert!(!page.contains("<script>"), "no inline script: {page}");
+
+    // The cookie works for the API too, and the rates count what was sent.
+    let (status, _, body) = send(&weft, Method::GET, "/api/v1/flows/orders", &cookie, "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Sampled once a second: the five show within a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (received, rates) = loop {
+        let (_, _, body) = send(
+            &weft,
+            Method::GET,
+            "/api/v1/flows/orders/rates?seconds=60",
+            &cookie,
+            "",
+        )
+        .await;
+        let rates: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let sum: u64 = rates["received"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter_map(|v| v.as_u64()).sum());
+        if sum == 5 || Instant::now() > deadline {
+            break (sum, rates);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(received, 5, "the rates count the 5 messages sent: {rates}");
+    assert_eq!(rates["interval_seconds"], 1, "{rates}");
+    let (status, _, body) = send(&weft, Method::GET, "/api/v1/flows/nope/rates", &cookie, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    // A direct flow's failure stays readable: in the API, and in the overview's row.
+    receiver.set_default(Reply::status(500));
+    let (status, _, body) = post_json(&orders, r#"{"n": "fails"}"#).await;
+    assert!(status.is_server_error(), "{status}: {body}");
+    receiver.set_default(Reply::status(200));
+    let (status, _, body) = send(
+        &weft,
+        Method::GET,
+        "/api/v1/flows/orders/failures?limit=5",
+        &cookie,
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let failures: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(failures.as_array().unwrap().len(), 1, "{failures}");
+    assert_eq!(failures[0]["stage"], "output", "{failures}");
+    assert_eq!(
+        failures[0]["message_id"].as_str().unwrap().len(),
+        26,
+        "{failures}"
+    );
+    assert!(
+        failures[0]["reason"].as_str().unwrap().contains("500"),
+        "{failures}"
+    );
+    let (_, _, flow) = send(&weft, Method::GET, "/api/v1/flows/orders", &cookie, "").await;
+    assert!(flow.contains(r#""last_failure":{"#), "{flow}");
+    let (status, _, _) = send(
+        &weft,
+        Method::GET,
+        "/api/v1/flows/orders/failures?limit=0",
+        &cookie,
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Each component's counts, in the API and drawn on the flow's page.
+    let (status, _, body) = send(
+        &weft,
+        Method::GET,
+        "/api/v1/flows/orders/components",
+        &cookie,
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let components: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let roles: Vec<(&str, &str)> = components["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap(), c["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("input.http_server", "input"),
+            ("pipeline[0].filter", "step"),
+            ("pipeline[1].map", "step"),
+            ("output.http_client", "output")
+        ]
+    );
+    let output = &components["components"][3];
+    assert_eq!(
+        (output["sent"].as_u64(), output["failed"].as_u64()),
+        (Some(5), Some(1)),
+        "{components}"
+    );
+    assert_eq!(components["components"][0]["received"], 6, "{components}");
+    assert_eq!(components["latency"]["count"], 6, "{components}");
+    assert!(
+        components["latency"]["p99_ms"].as_f64().is_some(),
+        "{components}"
+    );
+    let (status, _, page) = send(&weft, Method::GET, "/ui/flows/orders", &cookie, "").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains(r#"data-component="output.http_client""#),
+        "{page}"
+    );
+    assert!(page.contains("sent 5 · failed 1 (17 %)"), "{page}");
+    assert!(page.contains(r#"class="box output bad""#), "{page}");
+    assert!(
+        page.contains("delivery failed"),
+        "the recent failure: {page}"
+    );
+    let (status, _, _) = send(&weft, Method::GET, "/ui/flows/nope", &cookie, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (_, _, rows) = send(&weft, Method::GET, "/ui/fragments/overview", &cookie, "").await;
+    assert!(rows.contains(r#"<td class="failure"><time"#), "{rows}");
+
+    // A change sent from another origin's page is refused even with the cookie; a rebound
+    // DNS name is refused whatever it carries.
+    let foreign = [
+        ("cookie", session.as_str()),
+        ("origin", "http://evil.example"),
+    ];
+    let (status, _, _) = send(
+        &weft,
+        Method::POST,
+        "/api/v1/flows/orders/pause",
+        &foreign,
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let rebound = [("cookie", session.as_str()), ("host", "evil.example")];
+    let (status, _, _) = send(&weft, Method::GET, "/ui/", &rebound, "").await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+
+    // Logging out ends the session on the server, not only in the browser.
+    let (status, headers, _) = send(&weft, Method::POST, "/ui/logout", &cookie, "").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(
+        headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let (status, _, _) = send(&weft, Method::GET, "/api/v1/flows", &cookie, "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_the_dashboard_needs_no_login() {
+    let weft = Weft::start(
+        "flows:\n  idle:\n    input: { generate: { mapping: '.x = 1', interval: 1h } }\n    output: { drop: {} }\n",
+    )
+    .await;
+    let (status, _, page) = send(&weft, Method::GET, "/ui/", &[], "").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains(r#"<tr data-flow="idle">"#), "{page}");
+    assert!(!page.contains("Log out"), "{page}");
+    let (status, headers, _) = send(&weft, Method::GET, "/ui/login", &[], "").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/ui/");
+}
+
+/// Debian's Chromium, or `None`, said loudly (a failure under `WEFT_REQUIRE_SERVICES=1`).
+fn chromium() -> Option<PathBuf> {
+    let found = ["chromium", "chromium-browser"].iter().find_map(|name| {
+        let out = Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+            .ok()?;
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
+    });
+    if found.is_none() {
+        let message = "chromium is not installed (apt-get install chromium): the dashboard's browser test cannot run";
+        if std::env::var("WEFT_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("{message}");
+        }
+        eprintln!("\n!!!! SKIPPED: {message}\n");
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_chromium_the_overview_logs_in_and_shows_messages_as_they_pass() {
+    let Some(browser) = chromium() else { return };
+    if !peers_installed("playwright-core") {
+        return;
+    }
+    let dash = start("").await;
+    let weft = &dash.weft;
+    // The durable flow's first delivery is refused: a dead letter for the page to fix.
+    dash.jobs_receiver.script(vec![Reply::status(500)]);
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard");
+    std::fs::create_dir_all(&shots).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.cjs");
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .env("NODE_PATH", peers_dir().join("node_modules"))
+        .env("CHROMIUM", &browser)
+        .env("WEFT_UI", format!("http://{}", weft.admin))
+        .env("WEFT_TOKEN", TOKEN)
+        .env("ORDERS_URL", &dash.orders)
+        .env("JOBS_URL", &dash.jobs)
+        .env("SHOTS", &shots)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out)
+        .await
+        .expect("the browser test ended within 2 minutes")
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "{stdout}\n{stderr}\nweft:\n{}",
+        weft.stderr()
+    );
+    for shot in [
+        "login.png",
+        "overview.png",
+        "dead_letters.png",
+        "tap.png",
+        "flow.png",
+        "dead_letter.png",
+    ] {
+        let size = std::fs::metadata(shots.join(shot)).map_or(0, |m| m.len());
+        assert!(size > 1000, "{shot}: {size} bytes\n{stdout}");
+    }
+    // The dead letter, edited in the page and replayed, reached the receiver as edited.
+    let receiver = dash.jobs_receiver.clone();
+    eventually(Duration::from_secs(10), || receiver.seen().len() >= 2).await;
+    let seen = dash.jobs_receiver.seen();
+    let bodies: Vec<serde_json::Value> = seen.iter().map(|s| s.json()).collect();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(bodies[0]["fixed"], false, "{bodies:?}");
+    assert_eq!(bodies[1]["fixed"], true, "{bodies:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_filtered_paged_and_shown_in_full() {
+    let dash = start("").await;
+    let weft = &dash.weft;
+    let session = log_in(weft).await;
+    let cookie = [("cookie", session.as_str())];
+    dash.jobs_receiver.set_default(Reply::status(500));
+    for n in 0..51 {
+        let (status, _, body) = post_json(&dash.jobs, &format!(r#"{{"n": {n}}}"#)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, _, body) = send(
+            weft,
+            Method::POST,
+            "/api/v1/dlq/purge?dry_run=true",
+            &cookie,
+            "",
+        )
+        .await;
+        if body.contains(r#""matched":51"#) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "51 dead letters: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A page of 50, the count of all, and a link to the rest.
+    let (status, _, page) = send(weft, Method::GET, "/ui/dlq?flow=jobs", &cookie, "").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page.matches("<tr data-id=").count(), 50, "{page}");
+    assert!(
+        page.contains(r#"<span id="matching">51</span> matching"#),
+        "{page}"
+    );
+    assert!(page.contains("Replay all matching"), "{page}");
+    let next = page
+        .split(r#"<a href=""#)
+        .find_map(|a| {
+            a.split_once(r#"" rel="next""#)
+                .map(|(href, _)| href.replace("&amp;", "&").replace("&#x2f;", "/"))
+        })
+        .expect("a next page");
+    let (status, _, rest) = send(weft, Method::GET, &next, &cookie, "").await;
+    assert_eq!(status, StatusCode::OK, "{next}: {rest}");
+    assert_eq!(rest.matches("<tr data-id=").count(), 1, "{rest}");
+    assert!(!rest.contains(r#"rel="next""#), "{rest}");
+
+    // Filters: by the reason's text, and a status that is none.
+    let (_, _, none) = send(
+        weft,
+        Method::GET,
+        "/ui/dlq?reason=no+such+text",
+        &cookie,
+        "",
+    )
+    .await;
+    assert!(
+        none.contains(r#"<span id="matching">0</span> matching"#),
+        "{none}"
+    );
+    assert!(none.contains("No dead letters match."), "{none}");
+    let (status, _, bad) = send(weft, Method::GET, "/ui/dlq?status=abc", &cookie, "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(bad.contains("is not an HTTP status"), "{bad}");
+    let (_, _, by_status) = send(weft, Method::GET, "/ui/dlq?status=500", &cookie, "").await;
+    assert!(
+        by_status.contains(r#"<span id="matching">51</span> matching"#),
+        "{by_status}"
+    );
+
+    // One in full: the message, its history, what it can do.
+    let href = page
+        .split(r#"<a href=""#)
+        .find_map(|a| {
+            a.split_once('"')
+                .map(|(h, _)| h)
+                .filter(|h| h.contains("dlq&#x2f;jobs"))
+        })
+        .expect("a link to a dead letter")
+        .replace("&#x2f;", "/");
+    let (status, _, detail) = send(weft, Method::GET, &href, &cookie, "").await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    assert!(
+        detail.contains("&quot;n&quot;: 0"),
+        "the message, pretty: {detail}"
+    );
+    assert!(detail.contains("dead_lettered"), "its history: {detail}");
+    assert!(detail.contains("Edit and replay"), "{detail}");
+    let (status, _, _) = send(weft, Method::GET, "/ui/dlq/jobs/nope", &cookie, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_dashboard_shows_no_buttons_and_its_session_changes_nothing() {
+    let dash = start("admin:\n  ui: { actions: false }\n").await;
+    let weft = &dash.weft;
+    let session = log_in(weft).await;
+    let cookie = [("cookie", session.as_str())];
+    let (status, _, page) = send(weft, Method::GET, "/ui/", &cookie, "").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains(r#"<tr data-flow="orders">"#), "{page}");
+    assert!(!page.contains("data-post"), "no buttons: {page}");
+    let (status, _, body) = send(
+        weft,
+        Method::POST,
+        "/api/v1/flows/orders/pause",
+        &cookie,
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("read-only"), "{body}");
+    // The API's token still may; and the session can still log out.
+    let bearer = format!("Bearer {TOKEN}");
+    let (status, _, _) = send(
+        weft,
+        Method::POST,
+        "/api/v1/flows/orders/pause",
+        &[("authorization", bearer.as_str())],
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = send(weft, Method::POST, "/ui/logout", &cookie, "").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+}
