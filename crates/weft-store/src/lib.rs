@@ -327,6 +327,20 @@ pub struct DlqFilter {
     pub after: Option<String>,
 }
 
+/// A queued message, as a look-up by id shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub flow: String,
+    pub id: String,
+    pub enqueued_at_ms: i64,
+    /// Attempts made so far.
+    pub attempts: u32,
+    pub next_attempt_at_ms: i64,
+    /// A worker holds it now (being delivered).
+    pub leased_until_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
 /// How much a flow has waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Depth {
@@ -510,6 +524,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Messages waiting in `flow`'s queue, their bytes and the oldest one's age.
     fn depth<'a>(&'a self, flow: &'a str) -> BoxFuture<'a, Result<Depth, StoreError>>;
+
+    /// The queued message of this id, if one is (in any flow): where it is in its retries.
+    /// For the admin's look-up, not a hot path: it may read the whole queue.
+    fn find_queued<'a>(&'a self, id: &'a str)
+    -> BoxFuture<'a, Result<Option<Waiting>, StoreError>>;
 
     /// How many dead letters match `filter`.
     fn count_dead_letters<'a>(

@@ -464,6 +464,36 @@ impl Backend for Sqlite {
         })
     }
 
+    fn find_queued<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<crate::Waiting>, StoreError>> {
+        Box::pin(async move {
+            // No index on `id`: one would cost every enqueue a second B-tree insert, for a
+            // look-up an operator makes now and then over a bounded queue.
+            let row = sqlx::query(
+                "SELECT flow, id, enqueued_at, attempts, next_attempt_at, lease_until, last_error
+                 FROM queue WHERE id = ? LIMIT 1",
+            )
+            .bind(id)
+            .fetch_optional(&self.reads)
+            .await?;
+            let Some(r) = row else {
+                return Ok(None);
+            };
+            let lease: i64 = r.try_get(5)?;
+            Ok(Some(crate::Waiting {
+                flow: r.try_get(0)?,
+                id: r.try_get(1)?,
+                enqueued_at_ms: r.try_get(2)?,
+                attempts: r.try_get::<i64, _>(3)? as u32,
+                next_attempt_at_ms: r.try_get(4)?,
+                leased_until_ms: (lease > 0).then_some(lease),
+                last_error: r.try_get(6)?,
+            }))
+        })
+    }
+
     fn count_dead_letters<'a>(
         &'a self,
         filter: &'a DlqFilter,

@@ -95,8 +95,24 @@ async fn queue_lifecycle_leases_schedules_and_acks(store: Store) {
         .await
         .unwrap();
     assert!(a < b);
+    let waiting = store.find_queued("c").await.unwrap().expect("c is queued");
+    assert_eq!(
+        (
+            waiting.flow.as_str(),
+            waiting.attempts,
+            waiting.enqueued_at_ms
+        ),
+        ("other", 0, 1_002)
+    );
+    assert_eq!(waiting.leased_until_ms, None);
+    assert_eq!(store.find_queued("zz").await.unwrap(), None);
 
     let claimed = store.claim("f", 2_000, 10, LEASE).await.unwrap();
+    let leased = store.find_queued("a").await.unwrap().expect("a is queued");
+    assert_eq!(
+        leased.leased_until_ms,
+        Some(2_000 + LEASE.as_millis() as i64)
+    );
     assert_eq!(
         claimed.iter().map(|q| q.id.as_str()).collect::<Vec<_>>(),
         ["a", "b"]
