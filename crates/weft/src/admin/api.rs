@@ -8,6 +8,7 @@
 //! GET  /api/v1/flows/{flow}/rates?seconds=…   per-second counts, the last five minutes
 //! GET  /api/v1/flows/{flow}/failures?limit=…  the recent failures, newest first
 //! GET  /api/v1/flows/{flow}/components        each component's counts, the flow's latency
+//! GET  /api/v1/messages/{id}                  where a message is: queued, dead letter, failed
 //! POST /api/v1/flows/{flow}/pause             inputs take nothing in, delivery waits
 //! POST /api/v1/flows/{flow}/resume
 //! GET  /api/v1/flows/{flow}/tap?stage=…&sample=…&limit=…   text/event-stream
@@ -125,6 +126,7 @@ pub(super) fn routes(
         .routes(routes!(flow_rates))
         .routes(routes!(flow_failures))
         .routes(routes!(flow_components))
+        .routes(routes!(find_message))
         .routes(routes!(pause))
         .routes(routes!(resume))
         .routes(routes!(tap))
@@ -156,29 +158,7 @@ impl ApiState {
     }
 
     async fn info(&self, flow: &RunFlow) -> FlowInfo {
-        let queue = match (flow.durable(), self.store.get()) {
-            (Some(queue), Some(store)) => {
-                let depth = store.depth(&flow.name).await.unwrap_or_default();
-                let oldest_age_seconds = depth.oldest_enqueued_at_ms.map_or(0.0, |t| {
-                    (crate::core::clock::now_ms() - t).max(0) as f64 / 1000.0
-                });
-                let filter = weft_store::DlqFilter {
-                    flow: Some(flow.name.to_string()),
-                    ..Default::default()
-                };
-                let dead_letters = store.count_dead_letters(&filter).await.unwrap_or(0);
-                Some(QueueInfo {
-                    depth: depth.messages,
-                    bytes: depth.bytes,
-                    oldest_age_seconds,
-                    drain_per_second: queue.drain_rate(),
-                    max_queued: queue.limits().max_messages,
-                    max_queued_bytes: queue.limits().max_bytes,
-                    dead_letters,
-                })
-            }
-            _ => None,
-        };
+        let queue = queue_info(flow, &self.store).await;
         FlowInfo {
             name: flow.name.to_string(),
             state: if flow.is_paused() {
@@ -203,6 +183,29 @@ impl ApiState {
             last_failure: flow.failures.recent(1).pop(),
         }
     }
+}
+
+/// A durable flow's queue: what the store holds for it, and its bounds.
+pub(super) async fn queue_info(flow: &RunFlow, store: &super::StoreCell) -> Option<QueueInfo> {
+    let (queue, store) = (flow.durable()?, store.get()?);
+    let depth = store.depth(&flow.name).await.unwrap_or_default();
+    let oldest_age_seconds = depth.oldest_enqueued_at_ms.map_or(0.0, |t| {
+        (crate::core::clock::now_ms() - t).max(0) as f64 / 1000.0
+    });
+    let filter = weft_store::DlqFilter {
+        flow: Some(flow.name.to_string()),
+        ..Default::default()
+    };
+    let dead_letters = store.count_dead_letters(&filter).await.unwrap_or(0);
+    Some(QueueInfo {
+        depth: depth.messages,
+        bytes: depth.bytes,
+        oldest_age_seconds,
+        drain_per_second: queue.drain_rate(),
+        max_queued: queue.limits().max_messages,
+        max_queued_bytes: queue.limits().max_bytes,
+        dead_letters,
+    })
 }
 
 impl ApiState {
@@ -319,6 +322,116 @@ async fn flow_components(
 ) -> Result<Response, ApiError> {
     let flow = api.flow(&name)?;
     Ok(ok(&super::components::of(&flow, api.metrics.as_ref())))
+}
+
+/// Where a message was found.
+#[derive(Serialize, ToSchema)]
+pub struct Found {
+    /// `queued` (a durable flow's, waiting or being delivered), `dead_letter`, or `failed` (a
+    /// recent failure kept in memory, direct flows included).
+    pub place: &'static str,
+    pub flow: String,
+    /// RFC 3339: when it was accepted (`queued`), failed for good (`dead_letter`) or failed
+    /// (`failed`).
+    pub at: String,
+    /// `queued`, `dead_letter`: the attempts made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// `queued`: when the next attempt is due (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    /// `queued`: a worker is delivering it now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivering: Option<bool>,
+    /// The last error, or why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Where a message is now, by its id (what `http_server` answered with): in a durable flow's
+/// queue (attempts, next try), among the dead letters, or among the recent failures any flow
+/// keeps in memory. 404 when none has it (delivered, or never seen).
+#[utoipa::path(get, path = "/api/v1/messages/{id}", tag = "flows",
+    params(("id" = String, Path, description = "The message's id")),
+    responses((status = 200, body = Vec<Found>), (status = 404, body = super::ErrorBody)))]
+async fn find_message(
+    State(api): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let found = locate(&api.flows, &api.store, &id).await?;
+    if found.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no message `{id}` is queued, dead-lettered or among the recent failures: delivered, or never seen"
+        )));
+    }
+    Ok(ok(&found))
+}
+
+/// Every place message `id` is found, queue first.
+pub(super) async fn locate(
+    flows: &Flows,
+    store: &super::StoreCell,
+    id: &str,
+) -> Result<Vec<Found>, ApiError> {
+    {
+        let time = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default()
+        };
+        let mut found = Vec::new();
+        if let Some(store) = store.get() {
+            if let Some(waiting) = store.find_queued(id).await? {
+                let now = crate::core::clock::now_ms();
+                found.push(Found {
+                    place: "queued",
+                    flow: waiting.flow,
+                    at: time(waiting.enqueued_at_ms),
+                    attempts: Some(waiting.attempts),
+                    next_attempt_at: Some(time(waiting.next_attempt_at_ms)),
+                    delivering: Some(waiting.leased_until_ms.is_some_and(|until| until > now)),
+                    reason: waiting.last_error,
+                });
+            }
+            let filter = weft_store::DlqFilter {
+                id: Some(id.to_string()),
+                ..Default::default()
+            };
+            for dead in store.dead_letters(&filter, 10).await? {
+                found.push(Found {
+                    place: "dead_letter",
+                    flow: dead.flow,
+                    at: time(dead.failed_at_ms),
+                    attempts: Some(dead.attempts),
+                    next_attempt_at: None,
+                    delivering: None,
+                    reason: Some(dead.failure.reason),
+                });
+            }
+        }
+        let flows: Vec<_> = flows
+            .read()
+            .expect("registry lock")
+            .values()
+            .cloned()
+            .collect();
+        for flow in flows {
+            for failure in flow.failures.recent(crate::core::failures::KEPT) {
+                if failure.message_id.as_deref() == Some(id) {
+                    found.push(Found {
+                        place: "failed",
+                        flow: flow.name.to_string(),
+                        at: failure.at,
+                        attempts: None,
+                        next_attempt_at: None,
+                        delivering: None,
+                        reason: Some(format!("{}: {}", failure.stage, failure.reason)),
+                    });
+                }
+            }
+        }
+        Ok(found)
+    }
 }
 
 #[derive(Deserialize, IntoParams)]

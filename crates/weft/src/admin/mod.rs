@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod components;
+pub mod config;
 pub mod dlq;
 pub mod rates;
 pub mod ui;
@@ -189,6 +190,7 @@ pub fn router(
     access: Access,
     flows: api::Flows,
     rates: rates::Rates,
+    config: Option<config::ConfigState>,
 ) -> Router {
     let sessions = ui::Sessions::default();
     let dashboard = ui::routes(
@@ -198,8 +200,9 @@ pub fn router(
         sessions.clone(),
         access.clone(),
         metrics.clone(),
+        config.clone(),
     );
-    let routes = routes(metrics, store, flows, rates).merge(dashboard);
+    let routes = routes(metrics, store, flows, rates, config).merge(dashboard);
     routes.layer(axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
             let refused = access.check(&request, &sessions);
@@ -220,6 +223,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         StoreCell::default(),
         rates::Rates::default(),
         None,
+        None,
     )
     .into_openapi()
 }
@@ -231,6 +235,7 @@ fn documented(
     store: StoreCell,
     rates: rates::Rates,
     metrics: Option<PrometheusHandle>,
+    config: Option<config::ConfigState>,
 ) -> OpenApiRouter {
     let mut info = utoipa::openapi::Info::new("weft admin API", env!("CARGO_PKG_VERSION"));
     info.description = Some(
@@ -253,6 +258,7 @@ fn documented(
     OpenApiRouter::with_openapi(document)
         .merge(api::routes(flows, store.clone(), rates, metrics))
         .merge(dlq::routes(store))
+        .merge(config::routes(config))
 }
 
 fn routes(
@@ -260,11 +266,12 @@ fn routes(
     store: StoreCell,
     flows: api::Flows,
     rates: rates::Rates,
+    config: Option<config::ConfigState>,
 ) -> Router {
     let (metrics_store, health_store) = (store.clone(), store.clone());
     let metrics_flows = flows.clone();
     let (router, document) =
-        documented(flows, store, rates, Some(metrics.clone())).split_for_parts();
+        documented(flows, store, rates, Some(metrics.clone()), config).split_for_parts();
     let document = std::sync::Arc::new(document.to_pretty_json().unwrap_or_default());
     router
         .route(

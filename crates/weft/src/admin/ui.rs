@@ -113,6 +113,7 @@ struct Ui {
     sessions: Sessions,
     access: Access,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    config: Option<super::config::ConfigState>,
     templates: Arc<minijinja::Environment<'static>>,
 }
 
@@ -128,6 +129,8 @@ fn templates() -> minijinja::Environment<'static> {
         ("dead_letter.html", include_str!("ui/dead_letter.html")),
         ("tap.html", include_str!("ui/tap.html")),
         ("flow.html", include_str!("ui/flow.html")),
+        ("config.html", include_str!("ui/config.html")),
+        ("messages.html", include_str!("ui/messages.html")),
     ] {
         env.add_template(name, source)
             .expect("the dashboard's templates parse");
@@ -142,6 +145,7 @@ pub(super) fn routes(
     sessions: Sessions,
     access: Access,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    config: Option<super::config::ConfigState>,
 ) -> Router {
     let ui = Ui {
         flows,
@@ -150,6 +154,7 @@ pub(super) fn routes(
         sessions,
         access,
         metrics,
+        config,
         templates: Arc::new(templates()),
     };
     Router::new()
@@ -158,6 +163,8 @@ pub(super) fn routes(
         .route("/ui/fragments/overview", get(overview_rows))
         .route("/ui/flows/{flow}", get(flow_page))
         .route("/ui/flows/{flow}/tap", get(tap_page))
+        .route("/ui/config", get(config_page))
+        .route("/ui/messages", get(messages_page))
         .route("/ui/dlq", get(dead_letters))
         .route("/ui/dlq/{flow}/{id}", get(dead_letter))
         .route("/ui/login", get(login_form).post(login))
@@ -192,6 +199,17 @@ fn guarded(mut response: Response) -> Response {
         headers.insert(name, HeaderValue::from_static(value));
     }
     response
+}
+
+fn no_such_flow() -> Response {
+    guarded(
+        (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "no such flow",
+        )
+            .into_response(),
+    )
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -230,6 +248,10 @@ impl Ui {
         super::components::of(flow, Some(&self.metrics))
     }
 
+    fn flow(&self, name: &str) -> Option<Arc<crate::load::RunFlow>> {
+        self.flows.read().expect("registry lock").get(name).cloned()
+    }
+
     fn logged_in(&self, headers: &HeaderMap) -> bool {
         self.access.token.is_some() && self.sessions.admits(headers)
     }
@@ -246,27 +268,12 @@ impl Ui {
         for flow in flows {
             let counters = flow.counters();
             let rates = self.rates.of(&flow.name, SPARK_SECONDS);
-            let (queue, dead_letters) = match (flow.durable(), self.store.get()) {
-                (Some(_), Some(store)) => {
-                    let depth = store.depth(&flow.name).await.unwrap_or_default();
-                    let oldest = depth.oldest_enqueued_at_ms.map_or(0, |t| {
-                        (crate::core::clock::now_ms() - t).max(0) as u64 / 1000
-                    });
-                    let filter = weft_store::DlqFilter {
-                        flow: Some(flow.name.to_string()),
-                        ..Default::default()
-                    };
-                    let dead = store.count_dead_letters(&filter).await.unwrap_or(0);
-                    (
-                        Some(QueueCell {
-                            depth: depth.messages,
-                            oldest: age(oldest),
-                        }),
-                        Some(dead),
-                    )
-                }
-                _ => (None, None),
-            };
+            let queue = super::api::queue_info(&flow, &self.store).await;
+            let dead_letters = queue.as_ref().map(|q| q.dead_letters);
+            let queue = queue.map(|q| QueueCell {
+                depth: q.depth,
+                oldest: age(q.oldest_age_seconds as u64),
+            });
             let per_second = |column: &dyn Fn(&super::rates::FlowRates) -> &Vec<u32>| {
                 rates.as_ref().map_or(0.0, |r| recent_rate(column(r)))
             };
@@ -732,16 +739,8 @@ async fn tap_page(
     headers: HeaderMap,
     axum::extract::Path(name): axum::extract::Path<String>,
 ) -> Response {
-    let flow = ui.flows.read().expect("registry lock").get(&name).cloned();
-    let Some(flow) = flow else {
-        return guarded(
-            (
-                StatusCode::NOT_FOUND,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                "no such flow",
-            )
-                .into_response(),
-        );
+    let Some(flow) = ui.flow(&name) else {
+        return no_such_flow();
     };
     ui.render(
         StatusCode::OK,
@@ -895,16 +894,8 @@ async fn flow_page(
     headers: HeaderMap,
     axum::extract::Path(name): axum::extract::Path<String>,
 ) -> Response {
-    let flow = ui.flows.read().expect("registry lock").get(&name).cloned();
-    let Some(flow) = flow else {
-        return guarded(
-            (
-                StatusCode::NOT_FOUND,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                "no such flow",
-            )
-                .into_response(),
-        );
+    let Some(flow) = ui.flow(&name) else {
+        return no_such_flow();
     };
     let components = ui.components(&flow);
     let dead_letters = match (flow.durable(), ui.store.get()) {
@@ -937,6 +928,63 @@ async fn flow_page(
             dead_letters => dead_letters,
             graph => Graph::of(&components),
             failures => flow.failures.recent(20),
+        },
+    )
+}
+
+async fn config_page(State(ui): State<Ui>, headers: HeaderMap) -> Response {
+    let status = ui.config.as_ref().map(super::config::ConfigState::status);
+    ui.render(
+        StatusCode::OK,
+        "config.html",
+        minijinja::context! {
+            title => "Config",
+            version => env!("CARGO_PKG_VERSION"),
+            logged_in => ui.logged_in(&headers),
+            actions => ui.access.ui_actions,
+            status => status,
+        },
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct MessageQuery {
+    #[serde(default)]
+    id: String,
+}
+
+async fn messages_page(
+    State(ui): State<Ui>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<MessageQuery>,
+) -> Response {
+    let id = query.id.trim().to_string();
+    let (found, error) = if id.is_empty() {
+        (Vec::new(), None)
+    } else {
+        match super::api::locate(&ui.flows, &ui.store, &id).await {
+            Ok(found) => (found, None),
+            Err(_) => (Vec::new(), Some("the store cannot answer now")),
+        }
+    };
+    let links: Vec<Option<String>> = found
+        .iter()
+        .map(|f| {
+            (f.place == "dead_letter")
+                .then(|| format!("/ui/dlq/{}/{}", segment(&f.flow), segment(&id)))
+        })
+        .collect();
+    ui.render(
+        StatusCode::OK,
+        "messages.html",
+        minijinja::context! {
+            title => "Find a message",
+            version => env!("CARGO_PKG_VERSION"),
+            logged_in => ui.logged_in(&headers),
+            id => &id,
+            found => found,
+            links => links,
+            error => error,
         },
     )
 }

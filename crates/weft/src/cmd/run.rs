@@ -58,12 +58,15 @@ pub async fn run(
         .map(weft::config::Secret::new)
         .or(loaded.admin_token.clone());
     let (reloads, reloaded) = tokio::sync::mpsc::channel(1);
+    let config = weft::admin::config::ConfigState::default();
+    config.set_files(files.iter().map(|f| f.display().to_string()).collect());
     tokio::spawn(watch_config(
         files,
         read_at_start,
         reloads,
         AdminSettings::of(&loaded),
         (loaded.resources_text.clone(), loaded.resources.clone()),
+        config.clone(),
     ));
     let (started, on_start) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
@@ -80,6 +83,7 @@ pub async fn run(
         admin_tls: loaded.admin_tls.clone(),
         admin_hosts: loaded.admin_hosts.clone(),
         admin_ui_actions: loaded.admin_ui_actions,
+        config: Some(config),
         data_dir,
         reloads: Some(reloaded),
         started: Some(started),
@@ -114,15 +118,18 @@ fn release_startup_pages() {
 }
 
 /// Hot reload: when a config file's content changes (looked at every second, and taken once
-/// it reads the same twice in a row, so a file being written is not loaded half done) or on
-/// SIGHUP, the files are loaded again; a valid config goes to the engine, which restarts only
-/// the flows that changed, and an invalid one is logged while the running flows go on.
+/// it reads the same twice in a row, so a file being written is not loaded half done), on
+/// SIGHUP or when the admin API asks (`POST /api/v1/config/reload`), the files are loaded
+/// again (how it went is kept in `status` for the API); a valid config goes to the engine,
+/// which restarts only the flows that changed, and an invalid one is logged while the running
+/// flows go on.
 pub async fn watch_config(
     files: Vec<PathBuf>,
     mut applied: Vec<Option<Vec<u8>>>,
     reloads: tokio::sync::mpsc::Sender<load::Loaded>,
     admin: AdminSettings,
     mut resources: (String, weft::clients::Resources),
+    status: weft::admin::config::ConfigState,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let read = |files: &[PathBuf]| -> Vec<Option<Vec<u8>>> {
@@ -152,17 +159,19 @@ pub async fn watch_config(
                     None => std::future::pending().await,
                 }
             } => "SIGHUP",
+            _ = status.reload_requested() => "the admin API",
         };
         pending = None;
         applied = read(&files);
         tracing::info!(reason = why, "reloading the config");
         let paths = files.clone();
         let previous = resources.clone();
+        let env = std::sync::Arc::new(weft::admin::config::EnvLookup::default());
+        let lookup = env.clone();
         let loaded = tokio::task::spawn_blocking(move || {
-            let lookup = |name: &str| std::env::var(name).ok();
             load::load_reusing(
                 &paths,
-                &lookup,
+                &|name: &str| lookup.get(name),
                 &Shared::default(),
                 Some((&previous.0, &previous.1)),
             )
@@ -171,6 +180,7 @@ pub async fn watch_config(
         match loaded {
             Ok(Ok(loaded)) if loaded.flows.is_empty() => {
                 tracing::error!("config reload refused: it has no flow; the running flows go on");
+                status.record(why, Err(vec!["the config has no flow".into()]));
             }
             Ok(Ok(loaded)) => {
                 if AdminSettings::of(&loaded) != admin {
@@ -182,8 +192,11 @@ pub async fn watch_config(
                 if reloads.send(loaded).await.is_err() {
                     return; // the engine stopped
                 }
+                status.record(why, Ok(()));
             }
             Ok(Err(errors)) => {
+                // An error may quote a `${VAR}`'s value: neither the log nor the API shows it.
+                let errors: Vec<String> = errors.iter().map(|e| env.hide(e.to_string())).collect();
                 for e in &errors {
                     tracing::error!(error = %e, "config error");
                 }
@@ -191,8 +204,12 @@ pub async fn watch_config(
                     errors = errors.len(),
                     "config reload refused: the running flows go on unchanged"
                 );
+                status.record(why, Err(errors));
             }
-            Err(e) => tracing::error!(error = %e, "config reload failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "config reload failed");
+                status.record(why, Err(vec![format!("the reload failed: {e}")]));
+            }
         }
     }
 }

@@ -90,6 +90,9 @@ pub struct Options {
     pub admin_hosts: Vec<String>,
     /// Whether a dashboard session may change things (`admin.ui.actions`).
     pub admin_ui_actions: bool,
+    /// The config's files and reloads, when run from files (`weft run`): the admin API shows
+    /// them and asks for reloads through it.
+    pub config: Option<crate::admin::config::ConfigState>,
     /// The store file `weft.db` lives here; created when a flow is `durable`.
     pub data_dir: PathBuf,
     /// New configs to switch to while running (hot reload), each already validated.
@@ -336,6 +339,7 @@ pub async fn run(
             access,
             engine.registry.clone(),
             rates,
+            options.config.clone(),
         );
         let tls = options.admin_tls.clone();
         if let Some(tls) = &tls {

@@ -144,6 +144,14 @@ async function main() {
     assert.equal(await page.locator("#tap-rows tr").count(), 5);
     assert.equal(await page.locator("#tap-rows tr.filtered").count(), 1);
 
+    // The config page checks pasted YAML and says where it is wrong.
+    await page.goto(`${ui}/ui/config`);
+    await page.fill("#check-text", "flows:\n  x:\n    input: { stdin: {} }\n    output: { dropp: {} }\n");
+    await page.click("#check-form button[type=submit]");
+    await page.waitForSelector("#check-result:not([hidden])");
+    assert.match(await page.textContent("#check-result"), /^check\.yaml:4:/);
+    await page.screenshot({ path: path.join(SHOTS, "config.png"), fullPage: true });
+
     // The session cookie also opens the API, for the page's own scripts.
     const api = await page.evaluate(async () => (await fetch("/api/v1/flows")).status);
     assert.equal(api, 200);

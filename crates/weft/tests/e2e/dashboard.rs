@@ -402,6 +402,7 @@ async fn in_chromium_the_overview_logs_in_and_shows_messages_as_they_pass() {
         "dead_letters.png",
         "tap.png",
         "flow.png",
+        "config.png",
         "dead_letter.png",
     ] {
         let size = std::fs::metadata(shots.join(shot)).map_or(0, |m| m.len());
@@ -509,6 +510,66 @@ async fn dead_letters_are_listed_filtered_paged_and_shown_in_full() {
     assert!(detail.contains("Edit and replay"), "{detail}");
     let (status, _, _) = send(weft, Method::GET, "/ui/dlq/jobs/nope", &cookie, "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Found by id: a dead letter, in the API and the page; one being delivered, queued.
+    let id = href.rsplit('/').next().unwrap().to_string();
+    let (status, _, body) = send(
+        weft,
+        Method::GET,
+        &format!("/api/v1/messages/{id}"),
+        &cookie,
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let found: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&found[0]["place"], &found[0]["flow"]),
+        (&"dead_letter".into(), &"jobs".into()),
+        "{found}"
+    );
+    let (_, _, page) = send(
+        weft,
+        Method::GET,
+        &format!("/ui/messages?id={id}"),
+        &cookie,
+        "",
+    )
+    .await;
+    assert!(page.contains(r#"<tr data-place="dead_letter">"#), "{page}");
+    let (status, _, _) = send(weft, Method::GET, "/api/v1/messages/nope", &cookie, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, _, page) = send(weft, Method::GET, "/ui/messages?id=nope", &cookie, "").await;
+    assert!(page.contains(r#"id="not-found""#), "{page}");
+    dash.jobs_receiver.set_default(Reply::status(200));
+    dash.jobs_receiver.hold();
+    let (status, _, body) = post_json(&dash.jobs, r#"{"held": true}"#).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let held: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let held = held["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        let (_, _, body) = send(
+            weft,
+            Method::GET,
+            &format!("/api/v1/messages/{held}"),
+            &cookie,
+            "",
+        )
+        .await;
+        let found: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if found[0]["delivering"] == true || Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    dash.jobs_receiver.release();
+    assert_eq!(
+        (&found[0]["place"], &found[0]["delivering"]),
+        (&"queued".into(), &true.into()),
+        "{found}"
+    );
+    assert_eq!(found[0]["attempts"], 0, "{found}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -544,4 +605,87 @@ async fn a_read_only_dashboard_shows_no_buttons_and_its_session_changes_nothing(
     assert_eq!(status, StatusCode::OK);
     let (status, _, _) = send(weft, Method::POST, "/ui/logout", &cookie, "").await;
     assert_eq!(status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_is_shown_checked_and_reloaded_from_the_api_and_its_page() {
+    let dash = start("").await;
+    let weft = &dash.weft;
+    let session = log_in(weft).await;
+    let cookie = [("cookie", session.as_str())];
+    let file = weft.dir.join("flows.yaml");
+    let (status, _, body) = send(weft, Method::GET, "/api/v1/config", &cookie, "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let config: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(config["files"][0], file.display().to_string(), "{config}");
+    assert_eq!(config["last_reload"], serde_json::Value::Null, "{config}");
+
+    // A check applies nothing and says where the text is wrong.
+    let yaml = [
+        ("content-type", "application/yaml"),
+        ("cookie", session.as_str()),
+    ];
+    let bad = "flows:\n  x:\n    input: { stdin: {} }\n    output: { dropp: {} }\n";
+    let (status, _, body) = send(weft, Method::POST, "/api/v1/config/check", &yaml, bad).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let checked: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(checked["valid"], false, "{checked}");
+    assert!(
+        checked["errors"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("check.yaml:4:"),
+        "{checked}"
+    );
+
+    // A reload asked for by the API, of the same files: applied.
+    let (status, _, _) = send(weft, Method::POST, "/api/v1/config/reload", &cookie, "").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let config = reloaded(weft, &session, true).await;
+    assert_eq!(
+        config["last_reload"]["trigger"], "the admin API",
+        "{config}"
+    );
+
+    // A broken file: refused, with where; the flows go on.
+    let good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, good.replace("http_client:", "http_clientt:")).unwrap();
+    send(weft, Method::POST, "/api/v1/config/reload", &cookie, "").await;
+    let config = reloaded(weft, &session, false).await;
+    let errors = config["last_reload"]["errors"].to_string();
+    assert!(errors.contains(&format!("{}:", file.display())), "{config}");
+    let (status, _, _) = post_json(&dash.orders, r#"{"still": "running"}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, page) = send(weft, Method::GET, "/ui/config", &cookie, "").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains("refused; the flows go on as they were."),
+        "{page}"
+    );
+    assert!(page.contains("http_clientt"), "{page}");
+    std::fs::write(&file, good).unwrap();
+}
+
+/// The config's status once its last reload has `applied` = `want`.
+async fn reloaded(weft: &Weft, session: &str, want: bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, body) = send(
+            weft,
+            Method::GET,
+            "/api/v1/config",
+            &[("cookie", session)],
+            "",
+        )
+        .await;
+        let config: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if config["last_reload"]["applied"] == want {
+            return config;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reload with applied = {want}: {config}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -52,7 +52,7 @@ document.addEventListener("DOMContentLoaded", start);
 // Buttons that change something: `data-post` is the API call (the session's cookie goes with
 // it), `data-confirm` the question asked first (`{n}` is filled with what `data-count`, a dry
 // run, says would be touched now), `data-body` the id of a textarea whose JSON is sent, and
-// `data-then` where to go after (else the page reloads).
+// `data-then` where to go after (else the page reloads), `data-wait` how long to wait first.
 async function act(button) {
   const { post, count, confirm: question, body: bodyFrom, then } = button.dataset;
   let text = question;
@@ -85,6 +85,8 @@ async function act(button) {
     const answer = await response.json().catch(() => ({}));
     return say(answer.error || `HTTP ${response.status}`, true);
   }
+  // A reload answers at once and runs on: give it a moment before showing how it went.
+  if (button.dataset.wait) await new Promise((r) => setTimeout(r, Number(button.dataset.wait)));
   if (then) window.location.assign(then);
   else window.location.reload();
 }
@@ -154,4 +156,33 @@ function startTap(form) {
 document.addEventListener("DOMContentLoaded", () => {
   const form = document.getElementById("tap-form");
   if (form) startTap(form);
+});
+
+// The config page's check: the YAML goes to the API, which applies nothing; its errors (with
+// line:col) or the flows it defines come back.
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("check-form");
+  if (!form) return;
+  const result = document.getElementById("check-result");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const response = await fetch(form.dataset.url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "content-type": "application/yaml" },
+      body: document.getElementById("check-text").value,
+    });
+    const answer = await response.json().catch(() => ({}));
+    result.hidden = false;
+    if (!response.ok) {
+      result.className = "errors error";
+      result.textContent = answer.error || `HTTP ${response.status}`;
+    } else if (answer.valid) {
+      result.className = "errors ok";
+      result.textContent = `valid: ${answer.flows.length} flow(s): ${answer.flows.join(", ")}`;
+    } else {
+      result.className = "errors error";
+      result.textContent = answer.errors.join("\n");
+    }
+  });
 });
