@@ -114,7 +114,9 @@ struct Ui {
     access: Access,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     config: Option<super::config::ConfigState>,
-    templates: Arc<minijinja::Environment<'static>>,
+    /// Parsed at the first page asked for: a weft nobody looks at keeps neither the parsed
+    /// templates (about half a MiB) nor the parser's pages resident.
+    templates: Arc<std::sync::OnceLock<minijinja::Environment<'static>>>,
 }
 
 fn templates() -> minijinja::Environment<'static> {
@@ -155,7 +157,7 @@ pub(super) fn routes(
         access,
         metrics,
         config,
-        templates: Arc::new(templates()),
+        templates: Arc::default(),
     };
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
@@ -220,6 +222,7 @@ impl Ui {
     fn render(&self, status: StatusCode, name: &str, context: impl Serialize) -> Response {
         let html = self
             .templates
+            .get_or_init(templates)
             .get_template(name)
             .and_then(|t| t.render(context));
         match html {
