@@ -117,13 +117,14 @@ impl EnvLookup {
         value
     }
 
-    /// `text` with every value given out (of three bytes or more) as `[redacted]`.
+    /// `text` with every value given out (of three bytes or more), and every credential weft
+    /// knows of ([`crate::config::secret::redact`]), as `[redacted]`.
     pub fn hide(&self, mut text: String) -> String {
         let given = self.given.lock().unwrap_or_else(|e| e.into_inner());
         for value in given.iter().filter(|v| v.len() >= 3) {
             text = text.replace(value.as_str(), "[redacted]");
         }
-        text
+        crate::config::secret::redact(&text).into_owned()
     }
 }
 
