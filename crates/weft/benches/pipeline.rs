@@ -69,7 +69,7 @@ fn build<O: weft::core::Output>(
         4096,
         spec.processors
             .into_iter()
-            .map(|(id, processor)| ProcessorSlot { id, processor })
+            .map(|(id, processor)| ProcessorSlot::new(id, processor))
             .collect(),
         spec.outputs
             .into_iter()

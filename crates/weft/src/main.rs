@@ -229,13 +229,16 @@ fn main() -> ExitCode {
             let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
             ExitCode::SUCCESS
         }
-        Command::Check { files } => match load::load(&files, &Shared::default()) {
-            Ok(loaded) => {
-                println!("{} flow(s) OK", loaded.flows.len());
-                ExitCode::SUCCESS
+        Command::Check { files } => {
+            let env = weft::admin::config::EnvLookup::default();
+            match load::load_with(&files, &|name: &str| env.get(name), &Shared::default()) {
+                Ok(loaded) => {
+                    println!("{} flow(s) OK", loaded.flows.len());
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => report(&errors, &env),
             }
-            Err(errors) => report(&errors),
-        },
+        }
         Command::Test {
             paths,
             record,
@@ -339,9 +342,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn report(errors: &[ConfigError]) -> ExitCode {
+/// Prints config errors without a `${VAR}` value the load read (an error may quote one) or a
+/// credential weft knows of.
+fn report(errors: &[ConfigError], env: &weft::admin::config::EnvLookup) -> ExitCode {
     for e in errors {
-        eprintln!("error: {}", weft::config::secret::redact(&e.to_string()));
+        eprintln!("error: {}", env.hide(e.to_string()));
     }
     eprintln!("{} error(s)", errors.len());
     ExitCode::FAILURE

@@ -8,6 +8,7 @@
 //! GET  /api/v1/flows/{flow}/rates?seconds=…   per-second counts, the last five minutes
 //! GET  /api/v1/flows/{flow}/failures?limit=…  the recent failures, newest first
 //! GET  /api/v1/flows/{flow}/components        each component's counts, the flow's latency
+//! GET  /api/v1/flows/{flow}/config            its settings as YAML, credentials redacted
 //! GET  /api/v1/messages/{id}                  where a message is: queued, dead letter, failed
 //! POST /api/v1/flows/{flow}/pause             inputs take nothing in, delivery waits
 //! POST /api/v1/flows/{flow}/resume
@@ -126,6 +127,7 @@ pub(super) fn routes(
         .routes(routes!(flow_rates))
         .routes(routes!(flow_failures))
         .routes(routes!(flow_components))
+        .routes(routes!(flow_config))
         .routes(routes!(find_message))
         .routes(routes!(pause))
         .routes(routes!(resume))
@@ -169,12 +171,7 @@ impl ApiState {
             .into(),
             input: flow.input_id.clone(),
             outputs: flow.output_ids(),
-            delivery: if flow.durable().is_some() {
-                "durable"
-            } else {
-                "direct"
-            }
-            .into(),
+            delivery: flow.delivery().into(),
             stages: flow.stages(),
             counters: flow.counters(),
             started_at: chrono::DateTime::<chrono::Utc>::from(flow.started_at).to_rfc3339(),
@@ -322,6 +319,30 @@ async fn flow_components(
 ) -> Result<Response, ApiError> {
     let flow = api.flow(&name)?;
     Ok(ok(&super::components::of(&flow, api.metrics.as_ref())))
+}
+
+/// A flow's settings as it runs them.
+#[derive(Serialize, ToSchema)]
+pub struct FlowConfig {
+    /// YAML, after `${…}` substitution, with each credential (a secret field's value, a setting
+    /// named like a password, token or key, a URL's password) written `[redacted]`.
+    pub yaml: String,
+}
+
+/// A flow's effective settings: what it runs with, credentials redacted.
+#[utoipa::path(get, path = "/api/v1/flows/{flow}/config", tag = "flows",
+    params(("flow" = String, Path, description = "The flow's name")),
+    responses(
+        (status = 200, body = FlowConfig),
+        (status = 404, body = super::ErrorBody)))]
+async fn flow_config(
+    State(api): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let flow = api.flow(&name)?;
+    Ok(ok(&FlowConfig {
+        yaml: flow.effective_config().to_string(),
+    }))
 }
 
 /// Where a message was found.

@@ -1,6 +1,8 @@
 //! A flow's components with what the metrics counted for each, read back from the Prometheus
-//! exposition weft already keeps (`/metrics`): what `GET /api/v1/flows/{flow}/components` and
-//! the dashboard's flow page show. Nothing more is counted on the hot path for it.
+//! exposition weft already keeps (`/metrics`), and each step's own counts
+//! ([`crate::core::flow::StepCounts`]): what `GET /api/v1/flows/{flow}/components` and the
+//! dashboard's flow page show, with where each component sits (a `switch` case's steps, a
+//! `fallback`'s outputs).
 
 use std::collections::HashMap;
 
@@ -14,21 +16,56 @@ pub struct ComponentInfo {
     pub id: String,
     /// `input`, `step` or `output`.
     pub role: &'static str,
-    /// Inputs: messages taken in.
+    /// The step or output it sits inside (a `switch` case's step, a `fallback`'s output).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// What takes a message to it inside its parent: `case 0: .kind == "refund"`, `on failure`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Inputs: messages taken in; steps: messages they finished with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub received: Option<u64>,
-    /// Outputs: messages it accepted.
+    /// Steps: messages handed on (each part of a split one); outputs: messages accepted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sent: Option<u64>,
-    /// Inputs: what could not be made a message; outputs: deliveries failed for good.
+    /// Inputs: what could not be made a message; steps: messages they failed; outputs:
+    /// deliveries failed for good.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed: Option<u64>,
     /// Outputs: attempts to be made again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retried: Option<u64>,
-    /// Outputs: messages dropped by a status class (`drop_on`).
+    /// Steps: messages dropped on purpose; outputs: dropped by a status class (`drop_on`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropped: Option<u64>,
+    /// Steps: messages taken into a group (`aggregate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grouped: Option<u64>,
+}
+
+impl ComponentInfo {
+    fn new(id: String, role: &'static str) -> ComponentInfo {
+        ComponentInfo {
+            id,
+            role,
+            parent: None,
+            branch: None,
+            received: None,
+            sent: None,
+            failed: None,
+            retried: None,
+            dropped: None,
+            grouped: None,
+        }
+    }
+
+    fn inside(mut self, parent: Option<(&str, &str)>) -> ComponentInfo {
+        if let Some((parent, branch)) = parent {
+            self.parent = Some(parent.to_string());
+            self.branch = Some(branch.to_string());
+        }
+        self
+    }
 }
 
 /// How long the flow's messages took from intake to delivery.
@@ -55,14 +92,55 @@ pub fn of(
     flow: &crate::load::RunFlow,
     metrics: Option<&metrics_exporter_prometheus::PrometheusHandle>,
 ) -> FlowComponents {
-    let stages = flow.stages();
-    let steps = &stages[1..stages.len().saturating_sub(1).max(1)];
+    let mut steps = Vec::new();
+    add_steps(flow.steps(), "", None, &mut steps);
+    let mut outputs = Vec::new();
+    for slot in flow.outputs() {
+        add_output(&slot.id, &slot.output, None, &mut outputs);
+    }
     let text = metrics.map_or_else(String::new, |m| {
         // Histogram samples wait to be folded in; fold them, as a scrape does.
         m.run_upkeep();
         m.render()
     });
-    read(&text, &flow.name, &flow.input_id, steps, &flow.output_ids())
+    read(&text, &flow.name, &flow.input_id, steps, outputs)
+}
+
+/// `steps` with their counts, each followed by the steps nested inside it, depth first.
+fn add_steps(
+    steps: &[crate::core::flow::ProcessorSlot<crate::processors::Processor>],
+    path: &str,
+    parent: Option<(&str, &str)>,
+    into: &mut Vec<ComponentInfo>,
+) {
+    for slot in steps {
+        let id = crate::core::step_path(path, &slot.id);
+        let tally = slot.counts.tally();
+        let mut info = ComponentInfo::new(id.clone(), "step").inside(parent);
+        info.received = Some(tally.entered);
+        info.sent = Some(tally.emitted);
+        info.failed = Some(tally.failed);
+        info.dropped = Some(tally.dropped);
+        info.grouped = (tally.grouped > 0).then_some(tally.grouped);
+        into.push(info);
+        for nested in slot.processor.nested() {
+            add_steps(nested.steps, &id, Some((&id, &nested.label)), into);
+        }
+    }
+}
+
+/// An output, then the outputs inside it (a strategy's), depth first.
+fn add_output(
+    id: &str,
+    output: &crate::outputs::Output,
+    parent: Option<(&str, &str)>,
+    into: &mut Vec<ComponentInfo>,
+) {
+    into.push(ComponentInfo::new(id.to_string(), "output").inside(parent));
+    for inner in output.inner() {
+        let inner_id = crate::core::step_path(id, inner.id);
+        add_output(&inner_id, inner.output, Some((id, &inner.label)), into);
+    }
 }
 
 /// A sample's labels: (name, value) pairs.
@@ -113,14 +191,15 @@ fn label<'a>(labels: &'a [(&str, String)], key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Reads `flow`'s figures out of the exposition `text`; `input`, `steps` and `outputs` are
-/// the flow's component ids, in order.
-pub fn read(
+/// Reads `flow`'s figures out of the exposition `text`: the input's (named `input`) and the
+/// outputs' (given in order, counted only when weft counts them: not inside a strategy), then
+/// the latency; `steps` come counted.
+fn read(
     text: &str,
     flow: &str,
     input: &str,
-    steps: &[String],
-    outputs: &[String],
+    steps: Vec<ComponentInfo>,
+    mut outputs: Vec<ComponentInfo>,
 ) -> FlowComponents {
     let mut counts: HashMap<(&str, String), u64> = HashMap::new();
     let mut buckets: Vec<(f64, u64)> = Vec::new();
@@ -148,33 +227,19 @@ pub fn read(
         }
     }
     let get = |name: &str, id: &str| counts.get(&(name, id.to_string())).copied();
-    let mut components = vec![ComponentInfo {
-        id: input.to_string(),
-        role: "input",
-        received: Some(get("weft_messages_received_total", input).unwrap_or(0)),
-        sent: None,
-        failed: Some(get("weft_messages_failed_total", input).unwrap_or(0)),
-        retried: None,
-        dropped: None,
-    }];
-    components.extend(steps.iter().map(|id| ComponentInfo {
-        id: id.clone(),
-        role: "step",
-        received: None,
-        sent: None,
-        failed: None,
-        retried: None,
-        dropped: None,
-    }));
-    components.extend(outputs.iter().map(|id| ComponentInfo {
-        id: id.clone(),
-        role: "output",
-        received: None,
-        sent: Some(get("weft_messages_sent_total", id).unwrap_or(0)),
-        failed: Some(get("weft_messages_failed_total", id).unwrap_or(0)),
-        retried: Some(get("weft_messages_retried_total", id).unwrap_or(0)),
-        dropped: Some(get("weft_messages_dropped_total", id).unwrap_or(0)),
-    }));
+    let mut first = ComponentInfo::new(input.to_string(), "input");
+    first.received = Some(get("weft_messages_received_total", input).unwrap_or(0));
+    first.failed = Some(get("weft_messages_failed_total", input).unwrap_or(0));
+    let mut components = vec![first];
+    components.extend(steps);
+    for output in outputs.iter_mut().filter(|o| o.parent.is_none()) {
+        let id = &output.id;
+        output.sent = Some(get("weft_messages_sent_total", id).unwrap_or(0));
+        output.failed = Some(get("weft_messages_failed_total", id).unwrap_or(0));
+        output.retried = Some(get("weft_messages_retried_total", id).unwrap_or(0));
+        output.dropped = Some(get("weft_messages_dropped_total", id).unwrap_or(0));
+    }
+    components.extend(outputs);
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     let quantile = |q: f64| {
         let rank = (q * count as f64).ceil().max(1.0) as u64;
@@ -219,8 +284,8 @@ weft_messages_sent_total{flow="a\"b",component="x"} 3
             EXPOSITION,
             "orders",
             "input.http_server",
-            &["pipeline[0].map".to_string()],
-            &["output.http_client".to_string()],
+            vec![ComponentInfo::new("pipeline[0].map".into(), "step")],
+            vec![ComponentInfo::new("output.http_client".into(), "output")],
         );
         let ids: Vec<_> = read
             .components

@@ -127,6 +127,7 @@ fn templates() -> minijinja::Environment<'static> {
         ("login.html", include_str!("ui/login.html")),
         ("overview.html", include_str!("ui/overview.html")),
         ("rows.html", include_str!("ui/rows.html")),
+        ("reload.html", include_str!("ui/reload.html")),
         ("dlq.html", include_str!("ui/dlq.html")),
         ("dead_letter.html", include_str!("ui/dead_letter.html")),
         ("tap.html", include_str!("ui/tap.html")),
@@ -163,6 +164,7 @@ pub(super) fn routes(
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui/", get(overview))
         .route("/ui/fragments/overview", get(overview_rows))
+        .route("/ui/fragments/reload", get(reload_line))
         .route("/ui/flows/{flow}", get(flow_page))
         .route("/ui/flows/{flow}/tap", get(tap_page))
         .route("/ui/config", get(config_page))
@@ -284,11 +286,9 @@ impl Ui {
                 name_q: segment(&flow.name),
                 name: flow.name.to_string(),
                 paused: flow.is_paused(),
-                delivery: if flow.durable().is_some() {
-                    "durable"
-                } else {
-                    "direct"
-                },
+                since: chrono::DateTime::<chrono::Utc>::from(flow.started_at)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                delivery: flow.delivery(),
                 received: counters.received,
                 delivered: counters.delivered,
                 failed: counters.failed,
@@ -318,6 +318,8 @@ struct Row {
     /// The name as a URL's path segment or query value.
     name_q: String,
     paused: bool,
+    /// When it started (RFC 3339): at start-up, or at the reload that changed it.
+    since: String,
     delivery: &'static str,
     received: u64,
     delivered: u64,
@@ -440,7 +442,17 @@ async fn overview(State(ui): State<Ui>, headers: HeaderMap) -> Response {
             logged_in => ui.logged_in(&headers),
             actions => ui.access.ui_actions,
             rows => rows,
+            config => ui.config.as_ref().map(super::config::ConfigState::status),
         },
+    )
+}
+
+/// The overview's line on the last reload, for the page's refresh.
+async fn reload_line(State(ui): State<Ui>) -> Response {
+    ui.render(
+        StatusCode::OK,
+        "reload.html",
+        minijinja::context! { config => ui.config.as_ref().map(super::config::ConfigState::status) },
     )
 }
 
@@ -759,15 +771,18 @@ async fn tap_page(
     )
 }
 
-/// The flow page's drawing: boxes for the input, each step and each output, left to right,
-/// the outputs stacked in the last column.
-#[derive(Serialize)]
+/// The flow page's drawing: the input, each step and the outputs left to right along the top,
+/// the outputs stacked in the last column. What sits inside a step (a `switch` case's steps, a
+/// `try`'s) or an output (a `fallback`'s outputs) hangs below it, indented, one labelled lane
+/// per case, its boxes top to bottom in the order messages pass them.
+#[derive(Serialize, Default)]
 struct Graph {
     width: u32,
     height: u32,
-    box_width: u32,
     box_height: u32,
     boxes: Vec<GraphBox>,
+    /// The lanes' labels (`case 0: .kind == "refund"`).
+    labels: Vec<GraphLabel>,
     /// SVG path data, one per arrow.
     edges: Vec<String>,
 }
@@ -783,102 +798,202 @@ struct GraphBox {
     bad: bool,
     x: u32,
     y: u32,
+    w: u32,
+}
+
+#[derive(Serialize)]
+struct GraphLabel {
+    x: u32,
+    y: u32,
+    text: String,
+    full: String,
 }
 
 impl Graph {
-    const BOX_WIDTH: u32 = 200;
+    const BOX_WIDTH: u32 = 220;
     const BOX_HEIGHT: u32 = 56;
     const GAP_X: u32 = 40;
-    const GAP_Y: u32 = 16;
+    const GAP_Y: u32 = 14;
+    const LABEL_HEIGHT: u32 = 22;
+    const INDENT: u32 = 18;
     const PAD: u32 = 4;
 
     fn of(components: &super::components::FlowComponents) -> Graph {
-        let (outputs, line): (Vec<_>, Vec<_>) = components
-            .components
-            .iter()
-            .partition(|c| c.role == "output");
-        let rows = outputs.len().max(1) as u32;
-        let height = rows * Self::BOX_HEIGHT + (rows - 1) * Self::GAP_Y + 2 * Self::PAD;
-        let middle = (height - Self::BOX_HEIGHT) / 2;
-        let column = |i: u32| Self::PAD + i * (Self::BOX_WIDTH + Self::GAP_X);
-        let mut boxes = Vec::new();
+        let all = &components.components;
+        let top = |role: &str| {
+            all.iter()
+                .filter(move |c| c.role == role && c.parent.is_none())
+                .collect::<Vec<_>>()
+        };
+        let line: Vec<_> = top("input").into_iter().chain(top("step")).collect();
+        let outputs = top("output");
+        let column = |i: usize| Self::PAD + i as u32 * (Self::BOX_WIDTH + Self::GAP_X);
+        let mut graph = Graph {
+            box_height: Self::BOX_HEIGHT,
+            ..Graph::default()
+        };
+        let mut bottom = 0;
         for (i, c) in line.iter().enumerate() {
-            boxes.push(GraphBox::of(c, column(i as u32), middle));
-        }
-        let last = line.len() as u32;
-        for (row, c) in outputs.iter().enumerate() {
-            let y = Self::PAD + row as u32 * (Self::BOX_HEIGHT + Self::GAP_Y);
-            boxes.push(GraphBox::of(c, column(last), y));
+            let mut y = Self::PAD;
+            graph.stack(all, c, column(i), 0, &mut y);
+            bottom = bottom.max(y);
         }
         let half = Self::BOX_HEIGHT / 2;
-        let mut edges: Vec<String> = (1..line.len() as u32)
-            .map(|i| {
-                let (x0, x1, y) = (column(i - 1) + Self::BOX_WIDTH, column(i), middle + half);
-                format!(
-                    "M{x0},{y} L{x1},{y} M{},{} L{x1},{y} L{},{}",
-                    x1 - 6,
-                    y - 4,
-                    x1 - 6,
-                    y + 4
-                )
-            })
-            .collect();
-        if last > 0 {
-            let (x0, x1) = (column(last - 1) + Self::BOX_WIDTH, column(last));
-            let y0 = middle + half;
-            for row in 0..outputs.len() as u32 {
-                let y1 = Self::PAD + row * (Self::BOX_HEIGHT + Self::GAP_Y) + half;
+        let arrow =
+            |x1: u32, y1: u32| format!(" M{},{} L{x1},{y1} L{},{}", x1 - 6, y1 - 4, x1 - 6, y1 + 4);
+        for i in 1..line.len() {
+            let (x0, x1, y) = (column(i - 1) + Self::BOX_WIDTH, column(i), Self::PAD + half);
+            graph
+                .edges
+                .push(format!("M{x0},{y} L{x1},{y}{}", arrow(x1, y)));
+        }
+        let last = line.len();
+        let mut y = Self::PAD;
+        for output in outputs {
+            let y1 = y + half;
+            graph.stack(all, output, column(last), 0, &mut y);
+            if last > 0 {
+                let (x0, x1, y0) = (
+                    column(last - 1) + Self::BOX_WIDTH,
+                    column(last),
+                    Self::PAD + half,
+                );
                 let bend = x0 + Self::GAP_X / 2;
-                edges.push(format!(
-                    "M{x0},{y0} C{bend},{y0} {bend},{y1} {x1},{y1} M{},{} L{x1},{y1} L{},{}",
-                    x1 - 6,
-                    y1 - 4,
-                    x1 - 6,
-                    y1 + 4
+                graph.edges.push(format!(
+                    "M{x0},{y0} C{bend},{y0} {bend},{y1} {x1},{y1}{}",
+                    arrow(x1, y1)
                 ));
             }
         }
-        Graph {
-            width: column(last) + Self::BOX_WIDTH + Self::PAD,
-            height,
-            box_width: Self::BOX_WIDTH,
-            box_height: Self::BOX_HEIGHT,
-            boxes,
-            edges,
+        bottom = bottom.max(y);
+        graph.width = column(last) + Self::BOX_WIDTH + Self::PAD;
+        graph.height = bottom.saturating_sub(Self::GAP_Y) + Self::PAD;
+        graph
+    }
+
+    /// Places `c` at (`x` indented by `depth`, `y`), then what sits inside it below, and moves
+    /// `y` past it all.
+    fn stack(
+        &mut self,
+        all: &[super::components::ComponentInfo],
+        c: &super::components::ComponentInfo,
+        x: u32,
+        depth: u32,
+        y: &mut u32,
+    ) {
+        let left = x + depth * Self::INDENT;
+        self.boxes.push(GraphBox::of(
+            c,
+            left,
+            *y,
+            Self::BOX_WIDTH - depth * Self::INDENT,
+        ));
+        let mut below = *y + Self::BOX_HEIGHT;
+        *y += Self::BOX_HEIGHT + Self::GAP_Y;
+        let inside: Vec<_> = all
+            .iter()
+            .filter(|o| o.parent.as_deref() == Some(c.id.as_str()))
+            .collect();
+        let mut lanes: Vec<(&str, Vec<&super::components::ComponentInfo>)> = Vec::new();
+        for o in inside {
+            let branch = o.branch.as_deref().unwrap_or("");
+            match lanes.last_mut() {
+                Some((label, members)) if *label == branch => members.push(o),
+                _ => lanes.push((branch, vec![o])),
+            }
+        }
+        let rail = left + Self::INDENT / 2;
+        for (label, members) in lanes {
+            let inner = left + Self::INDENT;
+            let text_y = *y + 14;
+            self.labels.push(GraphLabel {
+                x: inner,
+                y: text_y,
+                text: short(label, 34),
+                full: label.to_string(),
+            });
+            self.edges.push(format!(
+                "M{rail},{below} L{rail},{} L{},{}",
+                text_y - 4,
+                inner - 3,
+                text_y - 4
+            ));
+            *y += Self::LABEL_HEIGHT;
+            below = text_y - 4;
+            for (i, m) in members.iter().enumerate() {
+                let top = *y;
+                if i > 0 && c.role == "step" {
+                    // Messages pass a lane's steps in turn: an arrow into each after the first.
+                    let ax = inner + 12;
+                    self.edges.push(format!(
+                        "M{ax},{} L{ax},{top} M{},{} L{ax},{top} L{},{}",
+                        top - Self::GAP_Y.min(top),
+                        ax - 4,
+                        top - 6,
+                        ax + 4,
+                        top - 6
+                    ));
+                }
+                self.stack(all, m, x, depth + 1, y);
+            }
         }
     }
 }
 
 impl GraphBox {
-    fn of(c: &super::components::ComponentInfo, x: u32, y: u32) -> GraphBox {
+    fn of(c: &super::components::ComponentInfo, x: u32, y: u32, w: u32) -> GraphBox {
+        let share = |failed: u64, of: u64| {
+            if failed > 0 && of > 0 {
+                format!(" ({:.0} %)", 100.0 * failed as f64 / of as f64)
+            } else {
+                String::new()
+            }
+        };
         let counts = match c.role {
             "input" => format!(
                 "received {} · unreadable {}",
                 c.received.unwrap_or(0),
                 c.failed.unwrap_or(0)
             ),
+            "output" if c.sent.is_none() => "counted with the output above".to_string(),
             "output" => {
                 let (sent, failed) = (c.sent.unwrap_or(0), c.failed.unwrap_or(0));
-                let share = if sent + failed > 0 {
-                    format!(" ({:.0} %)", 100.0 * failed as f64 / (sent + failed) as f64)
-                } else {
-                    String::new()
-                };
                 format!(
-                    "sent {sent} · failed {failed}{share} · retried {}",
+                    "sent {sent} · failed {failed}{} · retried {}",
+                    share(failed, sent + failed),
                     c.retried.unwrap_or(0)
                 )
             }
-            _ => "step".to_string(),
+            _ => {
+                let (entered, failed) = (c.received.unwrap_or(0), c.failed.unwrap_or(0));
+                let mut text = format!(
+                    "in {entered} · out {} · failed {failed}{}",
+                    c.sent.unwrap_or(0),
+                    share(failed, entered)
+                );
+                match (c.dropped.unwrap_or(0), c.grouped.unwrap_or(0)) {
+                    (0, 0) => {}
+                    (dropped, 0) => text.push_str(&format!(" · dropped {dropped}")),
+                    (_, grouped) => text.push_str(&format!(" · grouped {grouped}")),
+                }
+                text
+            }
         };
+        // The id inside a parent repeats the parent's: the box says its own part.
+        let own = match &c.parent {
+            Some(parent) => c.id.strip_prefix(parent.as_str()).unwrap_or(&c.id),
+            None => &c.id,
+        };
+        let own = own.trim_start_matches('.');
         GraphBox {
             id: c.id.clone(),
             role: c.role,
-            label: short(&c.id, 26),
+            label: short(own, (w as usize).saturating_sub(20) / 8),
             counts,
             bad: c.failed.unwrap_or(0) > 0,
             x,
             y,
+            w,
         }
     }
 }
@@ -901,16 +1016,9 @@ async fn flow_page(
         return no_such_flow();
     };
     let components = ui.components(&flow);
-    let dead_letters = match (flow.durable(), ui.store.get()) {
-        (Some(_), Some(store)) => {
-            let filter = weft_store::DlqFilter {
-                flow: Some(name.clone()),
-                ..Default::default()
-            };
-            Some(store.count_dead_letters(&filter).await.unwrap_or(0))
-        }
-        _ => None,
-    };
+    let dead_letters = super::api::queue_info(&flow, &ui.store)
+        .await
+        .map(|q| q.dead_letters);
     ui.render(
         StatusCode::OK,
         "flow.html",
@@ -922,7 +1030,7 @@ async fn flow_page(
             name => &name,
             name_q => segment(&name),
             paused => flow.is_paused(),
-            delivery => if flow.durable().is_some() { "durable" } else { "direct" },
+            delivery => flow.delivery(),
             latency => minijinja::context! {
                 count => components.latency.count,
                 p50 => milliseconds(components.latency.p50_ms),
@@ -931,6 +1039,7 @@ async fn flow_page(
             dead_letters => dead_letters,
             graph => Graph::of(&components),
             failures => flow.failures.recent(20),
+            config => flow.effective_config(),
         },
     )
 }
@@ -1033,6 +1142,7 @@ mod tests {
             name_q: segment("<b>orders</b>"),
             name: "<b>orders</b>".into(),
             paused: false,
+            since: "2026-12-05T08:00:00Z".into(),
             delivery: "durable",
             received: 3,
             delivered: 2,

@@ -22,13 +22,15 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     // What the watcher compares with: the bytes this load read.
     let read_at_start: Vec<Option<Vec<u8>>> = files.iter().map(|f| std::fs::read(f).ok()).collect();
-    let loaded = match load::load(&files, &Shared::default()) {
+    let env = weft::admin::config::EnvLookup::default();
+    let loaded = match load::load_with(&files, &|name: &str| env.get(name), &Shared::default()) {
         Ok(loaded) => loaded,
         Err(errors) => {
             init_logging(log_format, false, None);
-            return Ok(report(&errors));
+            return Ok(report(&errors, &env));
         }
     };
+    drop(env);
     let export = match loaded.tracing.export() {
         None => {
             init_logging(log_format, false, None);

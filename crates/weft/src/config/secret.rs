@@ -55,7 +55,63 @@ impl fmt::Display for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret::new)
+        let value = String::deserialize(d)?;
+        note_secret(&value);
+        Ok(Secret::new(value))
+    }
+}
+
+/// The values of the config's secret fields: [`shown`] hides them wherever they stand.
+static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+fn note_secret(value: &str) {
+    let mut secrets = SECRETS.write().unwrap_or_else(|e| e.into_inner());
+    if !value.is_empty() && !secrets.iter().any(|s| s == value) {
+        secrets.push(value.to_string());
+    }
+}
+
+/// Whether a setting named `key` holds a credential whatever its type: a password, a token,
+/// an API key, an `Authorization` header (`token_url` does not: the name must end so).
+pub fn is_sensitive_key(key: &str) -> bool {
+    let key: String = key
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    [
+        "password",
+        "passwd",
+        "secret",
+        "secretkey",
+        "token",
+        "apikey",
+        "accesskey",
+        "privatekey",
+        "authorization",
+        "credentials",
+        "cookie",
+        "bearer",
+    ]
+    .iter()
+    .any(|word| key.ends_with(word))
+}
+
+/// A config value as the dashboard shows it: `[redacted]` when its setting is named like a
+/// credential or it is a secret field's value, else without the credentials [`redact`] knows.
+pub fn shown<'a>(key: Option<&str>, value: &'a str) -> Cow<'a, str> {
+    let secret = key.is_some_and(is_sensitive_key)
+        || SECRETS
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|s| s == value);
+    if secret {
+        Cow::Borrowed(REDACTED)
+    } else if value.contains("://") {
+        Cow::Owned(redact_url(value))
+    } else {
+        redact(value)
     }
 }
 
@@ -240,6 +296,22 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_setting_shows_redacted_by_its_name_or_as_a_secret_fields_value() {
+        let secret: Secret = serde_json::from_value(serde_json::json!("s3cr3t-v4lue")).unwrap();
+        assert_eq!(secret.expose(), "s3cr3t-v4lue");
+        assert_eq!(shown(Some("note"), "s3cr3t-v4lue"), REDACTED);
+        assert_eq!(shown(Some("client_secret"), "abc"), REDACTED);
+        assert_eq!(shown(Some("X-Api-Key"), "abc"), REDACTED);
+        assert_eq!(shown(Some("Authorization"), "Bearer abc"), REDACTED);
+        assert_eq!(
+            shown(Some("token_url"), "https://id.example.com/token"),
+            "https://id.example.com/token"
+        );
+        assert_eq!(shown(Some("key"), ".order_id"), ".order_id");
+        assert_eq!(shown(None, "orders"), "orders");
+    }
 
     #[test]
     fn never_prints_its_value() {

@@ -99,6 +99,107 @@ impl Node {
         }
     }
 
+    /// The node written back as YAML (block style, two spaces a level), each scalar's text first
+    /// given to `hide` with the key it stands under: what `hide` answers is written instead, as
+    /// a string. What the dashboard shows as a flow's effective config.
+    pub fn to_yaml(&self, hide: &dyn Fn(Option<&str>, &str) -> Option<String>) -> String {
+        let mut out = String::new();
+        self.write_yaml(None, 0, hide, &mut out);
+        out
+    }
+
+    fn write_yaml(
+        &self,
+        key: Option<&str>,
+        indent: usize,
+        hide: &dyn Fn(Option<&str>, &str) -> Option<String>,
+        out: &mut String,
+    ) {
+        let pad = " ".repeat(indent);
+        match &self.kind {
+            Kind::Map(entries) if !entries.is_empty() => {
+                for (k, v) in entries {
+                    let name = match &k.kind {
+                        Kind::Str(s) => s.clone(),
+                        _ => k.scalar_text(),
+                    };
+                    out.push_str(&pad);
+                    out.push_str(&yaml_string(&name, indent));
+                    out.push(':');
+                    match &v.kind {
+                        Kind::Map(e) if !e.is_empty() => {
+                            out.push('\n');
+                            v.write_yaml(Some(&name), indent + 2, hide, out);
+                        }
+                        Kind::Seq(items) if !items.is_empty() => {
+                            out.push('\n');
+                            v.write_yaml(Some(&name), indent + 2, hide, out);
+                        }
+                        _ => {
+                            out.push(' ');
+                            v.write_yaml(Some(&name), indent + 2, hide, out);
+                        }
+                    }
+                }
+            }
+            Kind::Seq(items) if !items.is_empty() => {
+                for item in items {
+                    let mut text = String::new();
+                    match &item.kind {
+                        Kind::Map(e) if !e.is_empty() => {
+                            item.write_yaml(key, indent + 2, hide, &mut text);
+                            // The first entry goes on the dash's line.
+                            out.push_str(&pad);
+                            out.push_str("- ");
+                            out.push_str(&text[indent + 2..]);
+                        }
+                        Kind::Seq(i) if !i.is_empty() => {
+                            item.write_yaml(key, indent + 2, hide, &mut text);
+                            out.push_str(&pad);
+                            out.push_str("-\n");
+                            out.push_str(&text);
+                        }
+                        _ => {
+                            item.write_yaml(key, indent + 2, hide, &mut text);
+                            out.push_str(&pad);
+                            out.push_str("- ");
+                            out.push_str(&text);
+                        }
+                    }
+                }
+            }
+            Kind::Map(_) => out.push_str("{}\n"),
+            Kind::Seq(_) => out.push_str("[]\n"),
+            Kind::Str(s) => {
+                let text = hide(key, s).unwrap_or_else(|| s.clone());
+                out.push_str(&yaml_string(&text, indent));
+                out.push('\n');
+            }
+            _ => {
+                let text = self.scalar_text();
+                match hide(key, &text) {
+                    Some(hidden) => out.push_str(&yaml_string(&hidden, indent)),
+                    None => out.push_str(&text),
+                }
+                out.push('\n');
+            }
+        }
+    }
+
+    /// A scalar that is not a string, as YAML writes it.
+    fn scalar_text(&self) -> String {
+        match &self.kind {
+            Kind::Null => "null".into(),
+            Kind::Bool(b) => b.to_string(),
+            Kind::Int(i) => i.to_string(),
+            Kind::Float(f) if f.is_nan() => ".nan".into(),
+            Kind::Float(f) if f.is_infinite() => if *f > 0.0 { ".inf" } else { "-.inf" }.into(),
+            Kind::Float(f) => format!("{f:?}"),
+            Kind::Str(s) => s.clone(),
+            Kind::Seq(_) | Kind::Map(_) => String::new(),
+        }
+    }
+
     /// Short description of the node's type for error messages.
     pub fn type_name(&self) -> &'static str {
         match self.kind {
@@ -278,6 +379,41 @@ fn count(node: &Node) -> usize {
     }
 }
 
+/// `text` as a YAML string: plain where it reads back as the same string, a literal block for
+/// several lines (a VRL program), else double-quoted.
+fn yaml_string(text: &str, indent: usize) -> String {
+    let plain = !text.is_empty()
+        && matches!(resolve_plain(text), Kind::Str(_))
+        && !text.starts_with(|c: char| c.is_whitespace() || "-?:,[]{}#&*!|>'\"%@`".contains(c))
+        && !text.ends_with(char::is_whitespace)
+        && !text.contains(": ")
+        && !text.contains(" #")
+        && !text.ends_with(':')
+        && !text.chars().any(char::is_control);
+    if plain {
+        return text.to_string();
+    }
+    let lines_fit = text.contains('\n')
+        && !text.starts_with([' ', '\n'])
+        && !text.ends_with("\n\n")
+        && !text.chars().any(|c| c.is_control() && c != '\n');
+    if lines_fit {
+        let pad = " ".repeat(indent.max(2));
+        let body = text.trim_end_matches('\n');
+        let chomp = if text.ends_with('\n') { "" } else { "-" };
+        let mut out = format!("|{chomp}");
+        for line in body.split('\n') {
+            out.push('\n');
+            if !line.is_empty() {
+                out.push_str(&pad);
+                out.push_str(line);
+            }
+        }
+        return out;
+    }
+    serde_json::to_string(text).unwrap_or_default()
+}
+
 /// Types a plain scalar by the YAML 1.2 core schema (restricted, see the module docs).
 pub fn resolve_plain(text: &str) -> Kind {
     match text {
@@ -319,6 +455,41 @@ pub fn resolve_plain(text: &str) -> Kind {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn written_back_as_yaml_it_reads_the_same_and_hides_what_it_is_told() {
+        let text = r##"
+name: "orders: EU"
+input:
+  http_server: { address: "127.0.0.1:8080", path: /orders }
+pipeline:
+  - map: |
+      .total = .price * 2
+      .note = "a: b"
+  - switch:
+      - check: .kind == "refund"
+        processors: [{ filter: "false" }]
+      - processors: []
+output:
+  http_client:
+    url: https://api.example.com/x?a=1
+    headers: { Authorization: "Bearer abc", X-Count: "010" }
+    retry: { max_attempts: 3, jitter: 0.5, on: [500, 502], dead: ~, empty: {}, zero: "" }
+    tags: [[1, 2], "- x", "#y", "yes", " lead", "tab\there"]
+"##;
+        let node = super::parse(text).unwrap();
+        let plain = node.to_yaml(&|_, _| None);
+        let again = super::parse(&plain).unwrap_or_else(|e| panic!("{e:?}\n{plain}"));
+        assert_eq!(again.canonical(), node.canonical(), "{plain}");
+        assert!(
+            plain.contains("  - map: |\n      .total = .price * 2\n"),
+            "{plain}"
+        );
+        let hidden =
+            node.to_yaml(&|key, _| (key == Some("Authorization")).then(|| "[redacted]".into()));
+        assert!(hidden.contains("Authorization: \"[redacted]\""), "{hidden}");
+        assert!(!hidden.contains("Bearer abc"), "{hidden}");
+    }
+
     use super::*;
 
     #[test]

@@ -587,11 +587,12 @@ async fn deliver_message<P: Processor, O: Output>(
             return;
         }
         Err(e) => {
-            trail.settle_groups(&GroupOutcome::Failed(e.to_string()));
+            let reason = e.to_string();
+            trail.settle_groups(&GroupOutcome::Failed(reason.clone()));
             flow.release(trail.claims, id).await;
-            flow.fail(Some(id), e.stage(), e.to_string());
+            flow.fail(Some(id), e.stage(), reason.clone());
             return queue
-                .dead_letter(&entry, attempts, e.to_string().into(), e.stage(), stop)
+                .dead_letter(&entry, attempts, reason.into(), e.stage(), stop)
                 .await;
         }
     };

@@ -36,6 +36,78 @@ use super::{
 pub struct ProcessorSlot<P> {
     pub id: String,
     pub processor: P,
+    /// What the step made of the messages it was given, for the admin API and the dashboard.
+    pub counts: StepCounts,
+}
+
+impl<P> ProcessorSlot<P> {
+    pub fn new(id: String, processor: P) -> Self {
+        ProcessorSlot {
+            id,
+            processor,
+            counts: StepCounts::default(),
+        }
+    }
+}
+
+/// A step's outcomes since the flow started. A message that goes on as one costs one relaxed
+/// add, the other outcomes one each; what went in is their sum, not a counter of its own.
+#[derive(Default)]
+pub struct StepCounts {
+    passed: AtomicU64,
+    split: AtomicU64,
+    parts: AtomicU64,
+    dropped: AtomicU64,
+    grouped: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A step's counts at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StepTally {
+    /// Messages the step finished with (those still inside it are not counted yet).
+    pub entered: u64,
+    /// Messages it handed on: one per message that went on, each part of a split one.
+    pub emitted: u64,
+    /// Messages it dropped on purpose (`filter`, `abort`, a `dedupe` repeat).
+    pub dropped: u64,
+    /// Messages it took into a group (`aggregate`).
+    pub grouped: u64,
+    pub failed: u64,
+}
+
+impl StepCounts {
+    fn count<T>(&self, outcome: &Result<Step, T>) {
+        let (counter, by) = match outcome {
+            Ok(Step::One(_)) => (&self.passed, 1),
+            Ok(Step::Many(parts)) => {
+                self.split.fetch_add(1, Ordering::Relaxed);
+                (&self.parts, parts.len() as u64)
+            }
+            Ok(Step::Dropped) => (&self.dropped, 1),
+            Ok(Step::Absorbed) => (&self.grouped, 1),
+            Err(_) => (&self.failed, 1),
+        };
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
+
+    pub fn tally(&self) -> StepTally {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (passed, split, dropped, grouped, failed) = (
+            load(&self.passed),
+            load(&self.split),
+            load(&self.dropped),
+            load(&self.grouped),
+            load(&self.failed),
+        );
+        StepTally {
+            entered: passed + split + dropped + grouped + failed,
+            emitted: passed + load(&self.parts),
+            dropped,
+            grouped,
+            failed,
+        }
+    }
 }
 
 pub struct OutputSlot<O> {
@@ -238,6 +310,7 @@ fn run<'a, 'b: 'a, P: Processor>(
                     tracing::Instrument::instrument(slot.processor.process(message, cx), step).await
                 }
             };
+            slot.counts.count(&outcome);
             match outcome {
                 Ok(Step::One(next)) => {
                     message = next;
@@ -394,6 +467,7 @@ async fn resume<P: Processor>(
 ) -> Ran {
     let slot = &steps[at];
     let outcome = tracing::Instrument::instrument(slot.processor.process(message, cx), span).await;
+    slot.counts.count(&outcome);
     match outcome {
         Ok(Step::One(next)) => {
             if let Some(tap) = cx.tap {
@@ -422,6 +496,7 @@ fn run_now<P: Processor>(
             Now::Done(outcome) => outcome,
             Now::Later(message) => return Walked::Waits(i, step, message),
         };
+        slot.counts.count(&outcome);
         match outcome {
             Ok(Step::One(next)) => {
                 message = next;
@@ -485,6 +560,8 @@ pub struct Flow<P, O> {
     log_level: Option<tracing::level_filters::LevelFilter>,
     /// A polling input's: where its checkpoint is kept, when and what it polled last.
     polling: Option<Polling>,
+    /// Its settings as YAML, credentials redacted, for the dashboard.
+    effective_config: String,
 }
 
 /// A polling flow's checkpoint key, and when its checkpoint was saved and its last poll ended
@@ -566,7 +643,19 @@ impl<P: Processor, O: Output> Flow<P, O> {
             started_at: std::time::SystemTime::now(),
             log_level: None,
             polling: None,
+            effective_config: String::new(),
         }
+    }
+
+    /// Gives the flow its settings as the dashboard shows them (credentials redacted).
+    pub fn with_effective_config(mut self, yaml: String) -> Self {
+        self.effective_config = yaml;
+        self
+    }
+
+    /// The flow's settings as YAML, credentials redacted; empty when not given.
+    pub fn effective_config(&self) -> &str {
+        &self.effective_config
     }
 
     /// Marks the flow as polling, its checkpoint kept under `checkpoint_key`.
@@ -606,6 +695,25 @@ impl<P: Processor, O: Output> Flow<P, O> {
             .chain(self.processors.iter().map(|p| p.id.clone()))
             .chain(std::iter::once("output".to_string()))
             .collect()
+    }
+
+    /// `durable` or `direct`, as the config says it.
+    pub fn delivery(&self) -> &'static str {
+        if self.durable.is_some() {
+            "durable"
+        } else {
+            "direct"
+        }
+    }
+
+    /// The pipeline's steps, in order.
+    pub fn steps(&self) -> &[ProcessorSlot<P>] {
+        &self.processors
+    }
+
+    /// The outputs, in order.
+    pub fn outputs(&self) -> &[OutputSlot<O>] {
+        &self.outputs
     }
 
     /// The output ids, in order.

@@ -117,10 +117,7 @@ fn flow_on(
         "test".into(),
         "input.test",
         16,
-        vec![ProcessorSlot {
-            id: "[0].double".into(),
-            processor: Double,
-        }],
+        vec![ProcessorSlot::new("[0].double".into(), Double)],
         outputs
             .into_iter()
             .map(|(id, output, retry)| OutputSlot {

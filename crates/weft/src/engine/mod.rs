@@ -117,7 +117,7 @@ pub async fn assemble(spec: FlowSpec, store: Option<&Store>) -> Result<Assembled
     let processors = spec
         .processors
         .into_iter()
-        .map(|(id, processor)| ProcessorSlot { id, processor })
+        .map(|(id, processor)| ProcessorSlot::new(id, processor))
         .collect();
     let outputs = spec
         .outputs
@@ -152,6 +152,7 @@ pub async fn assemble(spec: FlowSpec, store: Option<&Store>) -> Result<Assembled
             store.cloned(),
         )
         .with_log_level(spec.log_level)
+        .with_effective_config(spec.effective)
         .with_checkpoint_key(spec.input.checkpoint_key(&spec.name)),
     );
     Ok(Assembled {

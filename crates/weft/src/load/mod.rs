@@ -51,6 +51,9 @@ pub struct FlowSpec {
     /// The flow's settings (after `${…}` substitution), as [`yaml::Node::canonical`] writes
     /// them: a reload restarts the flow only when this, or [`Loaded::shared`], changed.
     pub fingerprint: String,
+    /// The flow's settings as YAML, after `${…}` substitution, every credential `[redacted]`
+    /// ([`crate::config::secret::shown`]): what the dashboard shows.
+    pub effective: String,
 }
 
 impl FlowSpec {
@@ -846,6 +849,12 @@ impl<'a> Loader<'a> {
             order_by,
             log_level: shape.log_level.map(LevelFilter::from),
             fingerprint: node.canonical(),
+            effective: node.to_yaml(
+                &|key, value| match crate::config::secret::shown(key, value) {
+                    std::borrow::Cow::Borrowed(same) if same == value => None,
+                    hidden => Some(hidden.into_owned()),
+                },
+            ),
         })
     }
 

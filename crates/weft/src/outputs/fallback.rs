@@ -45,6 +45,12 @@ pub struct Fallback {
     outputs: Vec<(String, Output)>,
 }
 
+impl Fallback {
+    pub(super) fn inner(&self) -> Vec<super::Inner<'_>> {
+        super::Inner::list("in order, until one accepts", &self.outputs)
+    }
+}
+
 impl crate::core::Output for Fallback {
     fn reads_metadata(&self) -> bool {
         self.outputs

@@ -139,6 +139,38 @@ registry! {
     switch: Switch,
 }
 
+/// An output inside a strategy (`fallback`, `round_robin`, `switch`), and when it is used.
+pub struct Inner<'a> {
+    pub label: String,
+    pub id: &'a str,
+    pub output: &'a Output,
+}
+
+impl<'a> Inner<'a> {
+    fn list(label: &str, outputs: &'a [(String, Output)]) -> Vec<Inner<'a>> {
+        outputs
+            .iter()
+            .map(|(id, output)| Inner {
+                label: label.to_string(),
+                id,
+                output,
+            })
+            .collect()
+    }
+}
+
+impl Output {
+    /// The outputs it sends through, when it is a strategy.
+    pub fn inner(&self) -> Vec<Inner<'_>> {
+        match self {
+            Output::Fallback(f) => f.inner(),
+            Output::RoundRobin(r) => r.inner(),
+            Output::Switch(s) => s.inner(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 impl OutputConfig {
     /// The output's retry policy in a durable (`true`) or direct flow.
     pub fn retry(&self, durable: bool) -> RetryPolicy {

@@ -47,6 +47,12 @@ pub struct RoundRobin {
     next: AtomicUsize,
 }
 
+impl RoundRobin {
+    pub(super) fn inner(&self) -> Vec<super::Inner<'_>> {
+        super::Inner::list("in turn", &self.outputs)
+    }
+}
+
 impl crate::core::Output for RoundRobin {
     fn reads_metadata(&self) -> bool {
         self.outputs

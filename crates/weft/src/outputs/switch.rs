@@ -89,6 +89,12 @@ impl super::Spec for Config {
                 None => (format!("cases.{i}.outputs"), case.outputs.as_slice()),
             };
             let mut outputs = build_inner(list, &path, shared, resources, &mut errors);
+            // Named as a path, like every component: `cases[1].outputs[0].http_client`.
+            for (id, _) in &mut outputs {
+                if let Some(rest) = id.strip_prefix(&format!("cases.{i}.")) {
+                    *id = format!("cases[{i}].{rest}");
+                }
+            }
             if case.output.is_some()
                 && let Some((id, _)) = outputs.first_mut()
             {
@@ -96,6 +102,7 @@ impl super::Spec for Config {
             }
             cases.push(Case {
                 check,
+                check_text: case.check.as_ref().map(|c| c.trim().to_string()),
                 outputs,
                 go_on: case.go_on,
             });
@@ -110,12 +117,36 @@ impl super::Spec for Config {
 
 struct Case {
     check: Option<Mapping>,
+    /// The check as written, for the dashboard's drawing.
+    check_text: Option<String>,
     outputs: Vec<(String, Output)>,
     go_on: bool,
 }
 
 pub struct Switch {
     cases: Vec<Case>,
+}
+
+impl Switch {
+    pub(super) fn inner(&self) -> Vec<super::Inner<'_>> {
+        let mut inner = Vec::new();
+        for (i, case) in self.cases.iter().enumerate() {
+            let test = case.check_text.as_deref().unwrap_or("any other");
+            let more = if case.go_on {
+                ", then the next cases"
+            } else {
+                ""
+            };
+            for (id, output) in &case.outputs {
+                inner.push(super::Inner {
+                    label: format!("case {i}: {test}{more}"),
+                    id,
+                    output,
+                });
+            }
+        }
+        inner
+    }
 }
 
 impl crate::core::Output for Switch {

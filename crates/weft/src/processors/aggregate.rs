@@ -594,14 +594,11 @@ mod tests {
         .build(&Shared::default(), &Resources::default())
         .unwrap();
         vec![
-            ProcessorSlot {
-                id: "split".into(),
-                processor: Processor::Split(Box::new(split)),
-            },
-            ProcessorSlot {
-                id: "aggregate".into(),
-                processor: Processor::Aggregate(Box::new(aggregate)),
-            },
+            ProcessorSlot::new("split".into(), Processor::Split(Box::new(split))),
+            ProcessorSlot::new(
+                "aggregate".into(),
+                Processor::Aggregate(Box::new(aggregate)),
+            ),
         ]
     }
 
@@ -652,7 +649,7 @@ mod tests {
         let spec = loaded.flows.into_iter().next().expect("one flow");
         spec.processors
             .into_iter()
-            .map(|(id, processor)| ProcessorSlot { id, processor })
+            .map(|(id, processor)| ProcessorSlot::new(id, processor))
             .collect()
     }
 
@@ -753,10 +750,10 @@ mod tests {
             "test".into(),
             "input.test",
             16,
-            vec![ProcessorSlot {
-                id: "[0].aggregate".into(),
-                processor: Processor::Aggregate(Box::new(aggregate)),
-            }],
+            vec![ProcessorSlot::new(
+                "[0].aggregate".into(),
+                Processor::Aggregate(Box::new(aggregate)),
+            )],
             vec![crate::core::flow::OutputSlot {
                 id: "output".into(),
                 output: recorder.clone(),

@@ -76,8 +76,8 @@ impl super::Spec for TryConfig {
         self.0.build(shared, resources).map(Try)
     }
 
-    fn nested(built: &Try) -> Vec<&[ProcessorSlot<Processor>]> {
-        vec![&built.0.steps]
+    fn nested(built: &Try) -> Vec<super::Nested<'_>> {
+        vec![super::Nested::new("try", &built.0.steps)]
     }
 }
 
@@ -88,8 +88,8 @@ impl super::Spec for CatchConfig {
         self.0.build(shared, resources).map(Catch)
     }
 
-    fn nested(built: &Catch) -> Vec<&[ProcessorSlot<Processor>]> {
-        vec![&built.0.steps]
+    fn nested(built: &Catch) -> Vec<super::Nested<'_>> {
+        vec![super::Nested::new("on failure", &built.0.steps)]
     }
 }
 

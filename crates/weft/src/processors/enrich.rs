@@ -92,8 +92,8 @@ impl super::Spec for Config {
         }
     }
 
-    fn nested(built: &Enrich) -> Vec<&[ProcessorSlot<Processor>]> {
-        vec![&built.steps]
+    fn nested(built: &Enrich) -> Vec<super::Nested<'_>> {
+        vec![super::Nested::new("enrich with", &built.steps)]
     }
 }
 

@@ -42,8 +42,24 @@ pub trait Spec {
 
     /// The step lists a built processor holds (`switch`, `try`, `catch`, `enrich`), looked
     /// into to find a `dedupe` or an `aggregate` wherever it sits.
-    fn nested(_built: &Self::Built) -> Vec<&[ProcessorSlot<Processor>]> {
+    fn nested(_built: &Self::Built) -> Vec<Nested<'_>> {
         Vec::new()
+    }
+}
+
+/// A list of steps inside a step, and what takes a message into it (`case 0: .kind == "a"`,
+/// `on failure`).
+pub struct Nested<'a> {
+    pub label: String,
+    pub steps: &'a [ProcessorSlot<Processor>],
+}
+
+impl<'a> Nested<'a> {
+    fn new(label: impl Into<String>, steps: &'a [ProcessorSlot<Processor>]) -> Self {
+        Nested {
+            label: label.into(),
+            steps,
+        }
     }
 }
 
@@ -90,7 +106,7 @@ macro_rules! registry {
 
         impl Processor {
             /// The step lists it holds.
-            fn nested(&self) -> Vec<&[ProcessorSlot<Processor>]> {
+            pub fn nested(&self) -> Vec<Nested<'_>> {
                 match self {
                     $(Processor::$variant(p) => <$config as Spec>::nested(p),)*
                 }
@@ -183,7 +199,7 @@ impl Processor {
             || self
                 .nested()
                 .into_iter()
-                .any(|steps| steps.iter().any(|s| s.processor.any(test)))
+                .any(|list| list.steps.iter().any(|s| s.processor.any(test)))
     }
 }
 
@@ -203,10 +219,7 @@ fn build_steps(
         // One spelling for a step, in `weft check` and at run time (`%error.component`).
         let at = format!("{path}[{i}].{kind}");
         match config.build(shared, resources) {
-            Ok(processor) => steps.push(ProcessorSlot {
-                id: at.clone(),
-                processor,
-            }),
+            Ok(processor) => steps.push(ProcessorSlot::new(at.clone(), processor)),
             Err(errs) => errors.extend(errs.into_iter().map(|mut e| {
                 e.field = crate::core::step_path(&at, &e.field);
                 e

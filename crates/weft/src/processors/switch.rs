@@ -50,6 +50,8 @@ pub struct CaseConfig {
 
 struct Case {
     check: Option<Mapping>,
+    /// The check as written, for the dashboard's drawing.
+    check_text: Option<String>,
     steps: Vec<ProcessorSlot<Processor>>,
     fall_through: bool,
 }
@@ -88,6 +90,7 @@ impl super::Spec for Config {
             .unwrap_or_default();
             cases.push(Case {
                 check,
+                check_text: case.check.as_ref().map(|c| c.trim().to_string()),
                 steps,
                 fall_through: case.fall_through,
             });
@@ -99,8 +102,21 @@ impl super::Spec for Config {
         }
     }
 
-    fn nested(built: &Switch) -> Vec<&[ProcessorSlot<Processor>]> {
-        built.cases.iter().map(|c| c.steps.as_slice()).collect()
+    fn nested(built: &Switch) -> Vec<super::Nested<'_>> {
+        built
+            .cases
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let test = c.check_text.as_deref().unwrap_or("any other");
+                let more = if c.fall_through {
+                    ", then the next cases"
+                } else {
+                    ""
+                };
+                super::Nested::new(format!("case {i}: {test}{more}"), &c.steps)
+            })
+            .collect()
     }
 }
 

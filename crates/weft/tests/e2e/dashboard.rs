@@ -689,3 +689,156 @@ async fn reloaded(weft: &Weft, session: &str, want: bool) -> serde_json::Value {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flow_page_draws_cases_and_strategies_with_each_steps_counts_and_redacted_settings() {
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let config = format!(
+        r#"
+flows:
+  routed:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}", path: /in }}
+    pipeline:
+      - switch:
+          - check: .kind == "refund"
+            processors:
+              - map: .refund = true
+          - processors:
+              - filter: .drop != true
+    output:
+      fallback:
+        outputs:
+          - http_client:
+              url: "http://weft:${{DASH_URL_PW}}@127.0.0.1:1/nowhere"
+              headers: {{ X-Note: "${{DASH_NOTE}}" }}
+          - http_client:
+              url: "{}"
+              headers: {{ Authorization: "Bearer ${{DASH_BEARER}}" }}
+"#,
+        receiver.url("/out")
+    );
+    let (bearer, password) = ("bearer-7c1d9e0f5a3b", "urlpw-0e4f8a2b6c9d");
+    let weft = Weft::start_with(
+        &config,
+        &[
+            ("DASH_BEARER", bearer),
+            ("DASH_URL_PW", password),
+            ("DASH_NOTE", "plain note"),
+        ],
+        Stdio::null(),
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{port}/in");
+    for body in [
+        r#"{"kind": "refund"}"#,
+        r#"{"kind": "sale"}"#,
+        r#"{"kind": "sale", "drop": true}"#,
+    ] {
+        let (status, _, answer) = post_json(&url, body).await;
+        assert!(status.is_success(), "{status}: {answer}");
+    }
+    assert_eq!(receiver.seen().len(), 2);
+
+    // Each step's counts, nested steps under their case, inner outputs under their strategy.
+    let (status, _, body) = send(
+        &weft,
+        Method::GET,
+        "/api/v1/flows/routed/components",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let components: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let by_id = |id: &str| {
+        components["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {components}"))
+            .clone()
+    };
+    let switch = by_id("pipeline[0].switch");
+    assert_eq!(
+        (&switch["received"], &switch["sent"], &switch["dropped"]),
+        (&3.into(), &2.into(), &1.into()),
+        "{switch}"
+    );
+    let map = by_id("pipeline[0].switch[0].processors[0].map");
+    assert_eq!(map["parent"], "pipeline[0].switch", "{map}");
+    assert_eq!(map["branch"], r#"case 0: .kind == "refund""#, "{map}");
+    assert_eq!(
+        (&map["received"], &map["sent"]),
+        (&1.into(), &1.into()),
+        "{map}"
+    );
+    let filter = by_id("pipeline[0].switch[1].processors[0].filter");
+    assert_eq!(filter["branch"], "case 1: any other", "{filter}");
+    assert_eq!(
+        (&filter["received"], &filter["sent"], &filter["dropped"]),
+        (&2.into(), &1.into(), &1.into()),
+        "{filter}"
+    );
+    let fallback = by_id("output.fallback");
+    assert_eq!(fallback["sent"], 2, "{fallback}");
+    let standby = by_id("output.fallback.outputs[1].http_client");
+    assert_eq!(standby["parent"], "output.fallback", "{standby}");
+    assert_eq!(
+        standby["sent"],
+        serde_json::Value::Null,
+        "counted with its strategy: {standby}"
+    );
+
+    // Drawn: the lanes with their labels, the nested boxes with their counts.
+    let (status, _, page) = send(&weft, Method::GET, "/ui/flows/routed", &[], "").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains(r#"data-component="pipeline[0].switch[1].processors[0].filter""#),
+        "{page}"
+    );
+    assert!(
+        page.contains("case 0: .kind == &quot;refund&quot;"),
+        "{page}"
+    );
+    assert!(
+        page.contains("in 2 · out 1 · failed 0 · dropped 1"),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"data-component="output.fallback.outputs[0].http_client""#),
+        "{page}"
+    );
+
+    // The settings as the flow runs them: `${…}` filled in, credentials hidden.
+    let (status, _, body) = send(&weft, Method::GET, "/api/v1/flows/routed/config", &[], "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let yaml = serde_json::from_str::<serde_json::Value>(&body).unwrap()["yaml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(yaml.contains("Authorization: \"[redacted]\""), "{yaml}");
+    assert!(
+        yaml.contains("http://weft:[redacted]@127.0.0.1:1/nowhere"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("X-Note: plain note"), "{yaml}");
+    assert!(yaml.contains("check: .kind == \"refund\""), "{yaml}");
+    for text in [&yaml, &page] {
+        assert!(!text.contains(bearer) && !text.contains(password), "{text}");
+    }
+    assert!(page.contains("[redacted]"), "{page}");
+
+    // The overview says how the config was loaded.
+    let (_, _, overview) = send(&weft, Method::GET, "/ui/", &[], "").await;
+    assert!(
+        overview.contains("1 config file · not reloaded since the start"),
+        "{overview}"
+    );
+    assert!(
+        overview.contains(r#"<small class="since">since <time"#),
+        "{overview}"
+    );
+}

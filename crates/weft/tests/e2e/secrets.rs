@@ -311,6 +311,31 @@ flows:
         "the dead letter names the URL without its credentials: {linked_dlq}"
     );
     served.push(linked_dlq);
+    // Each flow's settings as the API and the dashboard show them: credentials redacted.
+    for flow in [
+        "github", "keyed", "tokens", "users", "proxied", "linked", "natted", "redis", "amqp",
+        "mqtt",
+    ] {
+        let answer = exchange(
+            Method::GET,
+            format!("{admin}/api/v1/flows/{flow}/config"),
+            bearer(admin_token),
+        )
+        .await;
+        assert!(
+            answer.starts_with("200") && answer.contains("[redacted]"),
+            "{answer}"
+        );
+        served.push(answer);
+        let page = exchange(
+            Method::GET,
+            format!("{admin}/ui/flows/{flow}"),
+            bearer(admin_token),
+        )
+        .await;
+        assert!(page.contains(r#"id="effective-config""#), "{page}");
+        served.push(page);
+    }
     assert!(
         dlq.contains("answered 500"),
         "the DLQ holds the failure: {dlq}"
