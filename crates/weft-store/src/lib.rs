@@ -325,6 +325,11 @@ pub struct DlqFilter {
     /// Only those after the dead letter of this id in a listing's order (failed at, then id):
     /// the next page's cursor. An id not there selects none.
     pub after: Option<String>,
+    /// Failures at or before this time.
+    pub until_ms: Option<i64>,
+    /// Only the first this many of those matching, in a listing's order: a bulk replay or
+    /// purge done in batches, each batch one transaction.
+    pub first: Option<u32>,
 }
 
 /// A queued message, as a look-up by id shows it.

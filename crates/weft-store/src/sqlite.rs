@@ -36,10 +36,21 @@ fn dlq_match(filter: &DlqFilter) -> String {
             "(failed_at, id) > (SELECT failed_at, id FROM dead_letters WHERE id = ? LIMIT 1)",
         );
     }
-    if conditions.is_empty() {
+    if filter.until_ms.is_some() {
+        conditions.push("failed_at <= ?");
+    }
+    let all = if conditions.is_empty() {
         "1".into()
     } else {
         conditions.join(" AND ")
+    };
+    match filter.first {
+        // The same rows for the INSERT and the DELETE of a replay: the order is total (the id
+        // is the key) and nothing else writes between them.
+        Some(_) => format!(
+            "id IN (SELECT id FROM dead_letters WHERE {all} ORDER BY failed_at, id LIMIT ?)"
+        ),
+        None => all,
     }
 }
 
@@ -63,6 +74,12 @@ macro_rules! bind_filter {
         }
         if let Some(after) = &$filter.after {
             query = query.bind(after.clone());
+        }
+        if let Some(until) = $filter.until_ms {
+            query = query.bind(until);
+        }
+        if let Some(first) = $filter.first {
+            query = query.bind(i64::from(first));
         }
         query
     }};

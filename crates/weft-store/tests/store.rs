@@ -49,6 +49,11 @@ macro_rules! conformance {
             }
 
             #[tokio::test]
+            async fn dead_letters_replay_and_purge_in_batches_up_to_a_time() {
+                super::super::dead_letters_replay_and_purge_in_batches_up_to_a_time($fresh().await).await
+            }
+
+            #[tokio::test]
             async fn key_values_expire_and_the_first_writer_wins() {
                 super::super::key_values_expire_and_the_first_writer_wins($fresh().await).await
             }
@@ -253,6 +258,75 @@ async fn a_message_never_queued_can_be_buried_and_replayed(store: Store) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// A bulk replay in batches: each takes the first few in listing order, failed up to the
+/// replay's start, so a letter that fails again meanwhile is not taken twice.
+async fn dead_letters_replay_and_purge_in_batches_up_to_a_time(store: Store) {
+    for i in 0..7 {
+        store
+            .bury(DeadLetter {
+                id: format!("b{i}"),
+                flow: if i % 2 == 0 { "even" } else { "odd" }.into(),
+                payload: b"j{}".to_vec(),
+                metadata: b"{}".to_vec(),
+                enqueued_at_ms: 1,
+                failed_at_ms: 100 + i,
+                attempts: 1,
+                failure: Failure::from(format!("failure {i}")),
+                history: Vec::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let batch = |first: u32| DlqFilter {
+        until_ms: Some(104),
+        first: Some(first),
+        ..Default::default()
+    };
+    assert_eq!(store.count_dead_letters(&batch(100)).await.unwrap(), 5);
+    assert_eq!(store.count_dead_letters(&batch(2)).await.unwrap(), 2);
+    let ids = |dead: Vec<DeadLetter>| dead.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.dead_letters(&batch(2), 10).await.unwrap()),
+        ["b0", "b1"]
+    );
+    // Two at a time: the first two, then the next two, then the one left up to 104.
+    assert_eq!(store.replay(batch(2), 200).await.unwrap(), 2);
+    assert_eq!(
+        ids(store.dead_letters(&DlqFilter::default(), 10).await.unwrap()),
+        ["b2", "b3", "b4", "b5", "b6"]
+    );
+    // One replayed fails again: it is dead again, later than the bound, and stays.
+    let back = store.claim("even", 200, 10, LEASE).await.unwrap();
+    assert_eq!(ids_of(&back), ["b0"]);
+    store
+        .dead_letter(back[0].seq, 1, Failure::from("again".to_string()), 300)
+        .await
+        .unwrap();
+    assert_eq!(store.replay(batch(2), 400).await.unwrap(), 2);
+    assert_eq!(store.replay(batch(2), 400).await.unwrap(), 1);
+    assert_eq!(store.replay(batch(2), 400).await.unwrap(), 0);
+    assert_eq!(
+        ids(store.dead_letters(&DlqFilter::default(), 10).await.unwrap()),
+        ["b5", "b6", "b0"]
+    );
+    // A purge in batches takes the first of those matching the rest of the filter.
+    let odd = DlqFilter {
+        flow: Some("odd".into()),
+        first: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(store.purge(odd.clone()).await.unwrap(), 1);
+    assert_eq!(
+        ids(store.dead_letters(&DlqFilter::default(), 10).await.unwrap()),
+        ["b6", "b0"]
+    );
+    assert_eq!(store.purge(odd).await.unwrap(), 0);
+}
+
+fn ids_of(queued: &[weft_store::Queued]) -> Vec<&str> {
+    queued.iter().map(|q| q.id.as_str()).collect()
 }
 
 async fn dead_letters_keep_their_failure_and_replay_with_history(store: Store) {

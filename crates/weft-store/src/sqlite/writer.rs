@@ -781,6 +781,8 @@ fn filter_params(filter: &DlqFilter) -> impl Iterator<Item = Param> + '_ {
         filter.reason.clone().map(Param::Text),
         filter.status.map(|s| Param::Integer(i64::from(s))),
         filter.after.clone().map(Param::Text),
+        filter.until_ms.map(Param::Integer),
+        filter.first.map(|n| Param::Integer(i64::from(n))),
     ]
     .into_iter()
     .flatten()

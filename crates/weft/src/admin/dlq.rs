@@ -12,7 +12,8 @@
 //! ```
 //! `since` is an RFC 3339 time or a duration ago (`1h`); `reason` (text it contains) and
 //! `status` (the last answer's) select too; a list's next page is `after=<id>` of the last one
-//! shown.
+//! shown. A replay or purge with `background=true` answers 202 at once with a job that does it
+//! in batches ([`super::jobs`]).
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -24,6 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use weft_store::{DeadLetter, DlqFilter};
 
+use super::jobs::{Action, JobView, Jobs, StartError};
 use super::{ApiError, ErrorBody, json_response};
 use crate::core::clock::now_ms;
 
@@ -171,6 +173,9 @@ struct Select {
     after: Option<String>,
     /// Replay and purge: only count what matches, and do nothing.
     dry_run: Option<bool>,
+    /// Replay and purge: answer 202 at once with a job that does it in batches, which
+    /// `/api/v1/dlq/jobs/{id}` follows and can cancel.
+    background: Option<bool>,
 }
 
 /// `since` as the document states it: what [`parse_since`] takes.
@@ -222,6 +227,7 @@ impl Select {
             reason: self.reason.clone(),
             status: self.status,
             after: self.after.clone(),
+            ..Default::default()
         })
     }
 }
@@ -278,11 +284,15 @@ pub async fn replay_edited(
 type ApiResult = Result<Response, ApiError>;
 
 /// The store, once weft has one (a reload may open it): without, there are no dead letters.
+/// And the bulk jobs running on it.
 #[derive(Clone)]
-struct Dlq(super::StoreCell);
+struct Dlq(super::StoreCell, Jobs);
 
-pub(super) fn routes(store: super::StoreCell) -> OpenApiRouter {
+pub(super) fn routes(store: super::StoreCell, jobs: Jobs) -> OpenApiRouter {
     OpenApiRouter::new()
+        .routes(routes!(list_jobs))
+        .routes(routes!(show_job))
+        .routes(routes!(cancel_job))
         .routes(routes!(list_all))
         .routes(routes!(replay_all))
         .routes(routes!(purge_all))
@@ -291,7 +301,7 @@ pub(super) fn routes(store: super::StoreCell) -> OpenApiRouter {
         .routes(routes!(purge))
         .routes(routes!(show))
         .routes(routes!(replay_one))
-        .with_state(Dlq(store))
+        .with_state(Dlq(store, jobs))
 }
 
 async fn listed(store: &Dlq, filter: DlqFilter, limit: Option<u32>) -> ApiResult {
@@ -306,20 +316,13 @@ async fn listed(store: &Dlq, filter: DlqFilter, limit: Option<u32>) -> ApiResult
     ))
 }
 
-/// What a bulk replay or purge does to the selected dead letters.
-#[derive(Clone, Copy)]
-enum Act {
-    Replay,
-    Purge,
-}
-
 /// Acts on the selected dead letters: how many it acted on, or with `dry_run` only how many
 /// match (`(done, matched)`, one of them set).
 async fn act(
     store: &Dlq,
     filter: DlqFilter,
     dry_run: Option<bool>,
-    act: Act,
+    act: Action,
 ) -> Result<(Option<u64>, Option<u64>), ApiError> {
     let dry_run = dry_run.unwrap_or(false);
     let Some(store) = store.0.get() else {
@@ -333,22 +336,77 @@ async fn act(
         return Ok((None, Some(store.count_dead_letters(&filter).await?)));
     }
     let done = match act {
-        Act::Replay => store.replay(filter, now_ms()).await?,
-        Act::Purge => store.purge(filter).await?,
+        Action::Replay => store.replay(filter, now_ms()).await?,
+        Action::Purge => store.purge(filter).await?,
     };
     Ok((Some(done), None))
 }
 
-async fn replayed(store: &Dlq, filter: DlqFilter, dry_run: Option<bool>) -> ApiResult {
-    let (replayed, matched) = act(store, filter, dry_run, Act::Replay).await?;
+/// What a job selects, as a query string (the serializer is not `Send`: it stays out of the
+/// handler's future).
+fn selection(filter: &DlqFilter, select: &Select) -> String {
+    let mut selection = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in [
+        ("flow", &filter.flow),
+        ("id", &filter.id),
+        ("since", &select.since),
+        ("reason", &filter.reason),
+        ("after", &filter.after),
+    ] {
+        if let Some(value) = value {
+            selection.append_pair(name, value);
+        }
+    }
+    if let Some(status) = filter.status {
+        selection.append_pair("status", &status.to_string());
+    }
+    selection.finish()
+}
+
+/// Starts a job doing `action` to what `filter` selects: 202 with the job.
+async fn in_background(dlq: &Dlq, filter: DlqFilter, select: &Select, action: Action) -> ApiResult {
+    let Some(store) = dlq.0.get() else {
+        return Err(ApiError::NotFound(
+            "there are no dead letters: no flow keeps a store".into(),
+        ));
+    };
+    let selection = selection(&filter, select);
+    let job = dlq
+        .1
+        .start(store, action, filter, selection)
+        .await
+        .map_err(|e| match e {
+            StartError::Busy => ApiError::Busy(e.to_string()),
+            StartError::Store(e) => ApiError::Store(e),
+        })?;
+    let mut response = json_response(
+        StatusCode::ACCEPTED,
+        serde_json::to_value(&job).unwrap_or_default(),
+    );
+    if let Ok(location) = http::HeaderValue::from_str(&job.url) {
+        response
+            .headers_mut()
+            .insert(http::header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+async fn replayed(store: &Dlq, filter: DlqFilter, select: &Select) -> ApiResult {
+    if select.background == Some(true) && select.dry_run != Some(true) {
+        return in_background(store, filter, select, Action::Replay).await;
+    }
+    let (replayed, matched) = act(store, filter, select.dry_run, Action::Replay).await?;
     Ok(json_response(
         StatusCode::OK,
         serde_json::to_value(Replayed { replayed, matched }).unwrap_or_default(),
     ))
 }
 
-async fn purged(store: &Dlq, filter: DlqFilter, dry_run: Option<bool>) -> ApiResult {
-    let (purged, matched) = act(store, filter, dry_run, Act::Purge).await?;
+async fn purged(store: &Dlq, filter: DlqFilter, select: &Select) -> ApiResult {
+    if select.background == Some(true) && select.dry_run != Some(true) {
+        return in_background(store, filter, select, Action::Purge).await;
+    }
+    let (purged, matched) = act(store, filter, select.dry_run, Action::Purge).await?;
     Ok(json_response(
         StatusCode::OK,
         serde_json::to_value(Purged { purged, matched }).unwrap_or_default(),
@@ -364,16 +422,16 @@ async fn list_all(State(store): State<Dlq>, Query(select): Query<Select>) -> Api
 
 /// Puts the selected dead letters back on their flows' queues, attempts reset, history kept.
 #[utoipa::path(post, path = "/api/v1/dlq/replay", tag = "dlq", operation_id = "replay_dlq", params(Select),
-    responses((status = 200, body = Replayed), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = Replayed), (status = 202, body = JobView), (status = 400, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn replay_all(State(store): State<Dlq>, Query(select): Query<Select>) -> ApiResult {
-    replayed(&store, select.filter(None)?, select.dry_run).await
+    replayed(&store, select.filter(None)?, &select).await
 }
 
 /// Deletes the selected dead letters.
 #[utoipa::path(post, path = "/api/v1/dlq/purge", tag = "dlq", operation_id = "purge_dlq", params(Select),
-    responses((status = 200, body = Purged), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = Purged), (status = 202, body = JobView), (status = 400, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn purge_all(State(store): State<Dlq>, Query(select): Query<Select>) -> ApiResult {
-    purged(&store, select.filter(None)?, select.dry_run).await
+    purged(&store, select.filter(None)?, &select).await
 }
 
 /// One flow's dead letters, oldest failure first.
@@ -411,25 +469,25 @@ async fn show(State(store): State<Dlq>, Path((flow, id)): Path<(String, String)>
 /// Puts one flow's selected dead letters back on its queue.
 #[utoipa::path(post, path = "/api/v1/flows/{flow}/dlq/replay", tag = "dlq", operation_id = "replay_flow_dlq",
     params(("flow" = String, Path, description = "The flow's name"), Select),
-    responses((status = 200, body = Replayed), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = Replayed), (status = 202, body = JobView), (status = 400, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn replay(
     State(store): State<Dlq>,
     Path(flow): Path<String>,
     Query(select): Query<Select>,
 ) -> ApiResult {
-    replayed(&store, select.filter(Some(flow))?, select.dry_run).await
+    replayed(&store, select.filter(Some(flow))?, &select).await
 }
 
 /// Deletes one flow's selected dead letters.
 #[utoipa::path(post, path = "/api/v1/flows/{flow}/dlq/purge", tag = "dlq", operation_id = "purge_flow_dlq",
     params(("flow" = String, Path, description = "The flow's name"), Select),
-    responses((status = 200, body = Purged), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = Purged), (status = 202, body = JobView), (status = 400, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn purge(
     State(store): State<Dlq>,
     Path(flow): Path<String>,
     Query(select): Query<Select>,
 ) -> ApiResult {
-    purged(&store, select.filter(Some(flow))?, select.dry_run).await
+    purged(&store, select.filter(Some(flow))?, &select).await
 }
 
 /// Parses `since`: an RFC 3339 time, or a duration ago: a number of `ms`, `s`, `m`, `h` or `d`
@@ -492,5 +550,46 @@ async fn replay_one(
             matched: None,
         })
         .unwrap_or_default(),
+    ))
+}
+
+/// The bulk jobs kept (the last 20), newest first.
+#[utoipa::path(get, path = "/api/v1/dlq/jobs", tag = "dlq", operation_id = "list_dlq_jobs",
+    responses((status = 200, body = Vec<JobView>)))]
+async fn list_jobs(State(dlq): State<Dlq>) -> ApiResult {
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_value(dlq.1.list()).unwrap_or_default(),
+    ))
+}
+
+/// One bulk job: what matched when it started, what it did so far, whether it runs.
+#[utoipa::path(get, path = "/api/v1/dlq/jobs/{id}", tag = "dlq", operation_id = "show_dlq_job",
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, body = JobView), (status = 404, body = ErrorBody)))]
+async fn show_job(State(dlq): State<Dlq>, Path(id): Path<String>) -> ApiResult {
+    let job = dlq
+        .1
+        .get(&id)
+        .ok_or_else(|| ApiError::NotFound("no such job".into()))?;
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_value(job).unwrap_or_default(),
+    ))
+}
+
+/// Stops a bulk job after the batch in progress: what it did stays done, the rest stays in
+/// the dead-letter queue.
+#[utoipa::path(post, path = "/api/v1/dlq/jobs/{id}/cancel", tag = "dlq", operation_id = "cancel_dlq_job",
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = 202, body = JobView), (status = 404, body = ErrorBody)))]
+async fn cancel_job(State(dlq): State<Dlq>, Path(id): Path<String>) -> ApiResult {
+    let job = dlq
+        .1
+        .cancel(&id)
+        .ok_or_else(|| ApiError::NotFound("no such job".into()))?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        serde_json::to_value(job).unwrap_or_default(),
     ))
 }

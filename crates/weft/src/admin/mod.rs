@@ -12,6 +12,7 @@ pub mod api;
 pub mod components;
 pub mod config;
 pub mod dlq;
+pub mod jobs;
 pub mod rates;
 pub mod ui;
 
@@ -193,16 +194,19 @@ pub fn router(
     config: Option<config::ConfigState>,
 ) -> Router {
     let sessions = ui::Sessions::default();
-    let dashboard = ui::routes(
-        flows.clone(),
-        store.clone(),
-        rates.clone(),
-        sessions.clone(),
-        access.clone(),
-        metrics.clone(),
-        config.clone(),
-    );
-    let routes = routes(metrics, store, flows, rates, config).merge(dashboard);
+    let jobs = jobs::Jobs::default();
+    let dashboard = ui::routes(ui::Ui {
+        flows: flows.clone(),
+        store: store.clone(),
+        rates: rates.clone(),
+        sessions: sessions.clone(),
+        access: access.clone(),
+        metrics: metrics.clone(),
+        config: config.clone(),
+        jobs: jobs.clone(),
+        templates: Default::default(),
+    });
+    let routes = routes(metrics, store, flows, rates, config, jobs).merge(dashboard);
     routes.layer(axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
             let refused = access.check(&request, &sessions);
@@ -224,6 +228,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         rates::Rates::default(),
         None,
         None,
+        jobs::Jobs::default(),
     )
     .into_openapi()
 }
@@ -236,6 +241,7 @@ fn documented(
     rates: rates::Rates,
     metrics: Option<PrometheusHandle>,
     config: Option<config::ConfigState>,
+    jobs: jobs::Jobs,
 ) -> OpenApiRouter {
     let mut info = utoipa::openapi::Info::new("weft admin API", env!("CARGO_PKG_VERSION"));
     info.description = Some(
@@ -257,7 +263,7 @@ fn documented(
     ]);
     OpenApiRouter::with_openapi(document)
         .merge(api::routes(flows, store.clone(), rates, metrics))
-        .merge(dlq::routes(store))
+        .merge(dlq::routes(store, jobs))
         .merge(config::routes(config))
 }
 
@@ -267,11 +273,12 @@ fn routes(
     flows: api::Flows,
     rates: rates::Rates,
     config: Option<config::ConfigState>,
+    jobs: jobs::Jobs,
 ) -> Router {
     let (metrics_store, health_store) = (store.clone(), store.clone());
     let metrics_flows = flows.clone();
     let (router, document) =
-        documented(flows, store, rates, Some(metrics.clone()), config).split_for_parts();
+        documented(flows, store, rates, Some(metrics.clone()), config, jobs).split_for_parts();
     let document = std::sync::Arc::new(document.to_pretty_json().unwrap_or_default());
     router
         .route(
@@ -388,6 +395,8 @@ pub struct ErrorBody {
 pub(crate) enum ApiError {
     BadRequest(String),
     NotFound(String),
+    /// Too much is running already; the caller may try again later.
+    Busy(String),
     Store(weft_store::StoreError),
 }
 
@@ -402,6 +411,7 @@ impl IntoResponse for ApiError {
         let (status, message) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::Busy(m) => (StatusCode::TOO_MANY_REQUESTS, m),
             ApiError::Store(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         };
         json_response(status, json!({ "error": message }))

@@ -105,18 +105,20 @@ pub fn is_page(path: &str) -> bool {
     (path == "/ui" || path.starts_with("/ui/")) && !path.starts_with("/ui/fragments/")
 }
 
+/// What the pages read: the same as the API's.
 #[derive(Clone)]
-struct Ui {
-    flows: Flows,
-    store: super::StoreCell,
-    rates: Rates,
-    sessions: Sessions,
-    access: Access,
-    metrics: metrics_exporter_prometheus::PrometheusHandle,
-    config: Option<super::config::ConfigState>,
+pub(super) struct Ui {
+    pub flows: Flows,
+    pub store: super::StoreCell,
+    pub rates: Rates,
+    pub sessions: Sessions,
+    pub access: Access,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub config: Option<super::config::ConfigState>,
+    pub jobs: super::jobs::Jobs,
     /// Parsed at the first page asked for: a weft nobody looks at keeps neither the parsed
     /// templates (some 140 KiB measured) nor the parser's pages resident.
-    templates: Arc<std::sync::OnceLock<minijinja::Environment<'static>>>,
+    pub templates: Arc<std::sync::OnceLock<minijinja::Environment<'static>>>,
 }
 
 fn templates() -> minijinja::Environment<'static> {
@@ -128,6 +130,7 @@ fn templates() -> minijinja::Environment<'static> {
         ("overview.html", include_str!("ui/overview.html")),
         ("rows.html", include_str!("ui/rows.html")),
         ("reload.html", include_str!("ui/reload.html")),
+        ("jobs.html", include_str!("ui/jobs.html")),
         ("dlq.html", include_str!("ui/dlq.html")),
         ("dead_letter.html", include_str!("ui/dead_letter.html")),
         ("tap.html", include_str!("ui/tap.html")),
@@ -141,30 +144,13 @@ fn templates() -> minijinja::Environment<'static> {
     env
 }
 
-pub(super) fn routes(
-    flows: Flows,
-    store: super::StoreCell,
-    rates: Rates,
-    sessions: Sessions,
-    access: Access,
-    metrics: metrics_exporter_prometheus::PrometheusHandle,
-    config: Option<super::config::ConfigState>,
-) -> Router {
-    let ui = Ui {
-        flows,
-        store,
-        rates,
-        sessions,
-        access,
-        metrics,
-        config,
-        templates: Arc::default(),
-    };
+pub(super) fn routes(ui: Ui) -> Router {
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui/", get(overview))
         .route("/ui/fragments/overview", get(overview_rows))
         .route("/ui/fragments/reload", get(reload_line))
+        .route("/ui/fragments/jobs", get(jobs_list))
         .route("/ui/flows/{flow}", get(flow_page))
         .route("/ui/flows/{flow}/tap", get(tap_page))
         .route("/ui/config", get(config_page))
@@ -447,6 +433,24 @@ async fn overview(State(ui): State<Ui>, headers: HeaderMap) -> Response {
     )
 }
 
+impl Ui {
+    /// The bulk jobs the dead-letter page shows: the last few.
+    fn recent_jobs(&self) -> Vec<super::jobs::JobView> {
+        let mut jobs = self.jobs.list();
+        jobs.truncate(5);
+        jobs
+    }
+}
+
+/// The dead-letter page's bulk jobs, for the page's refresh.
+async fn jobs_list(State(ui): State<Ui>) -> Response {
+    ui.render(
+        StatusCode::OK,
+        "jobs.html",
+        minijinja::context! { jobs => ui.recent_jobs(), actions => ui.access.ui_actions },
+    )
+}
+
 /// The overview's line on the last reload, for the page's refresh.
 async fn reload_line(State(ui): State<Ui>) -> Response {
     ui.render(
@@ -666,8 +670,9 @@ async fn dead_letters(
             count => count,
             rows => rows,
             next => next,
-            query => query.query(&[]),
+            query_bg => query.query(&[("background", "true")]),
             query_dry => query.query(&[("dry_run", "true")]),
+            jobs => ui.recent_jobs(),
         },
     )
 }

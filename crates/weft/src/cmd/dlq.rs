@@ -77,7 +77,7 @@ pub async fn dlq(action: DlqAction) -> anyhow::Result<()> {
         since_ms,
         reason: args.reason.clone(),
         status: args.status,
-        after: None,
+        ..Default::default()
     };
     if let Some(flow) = &args.flow {
         known_flow(&store, flow).await?;

@@ -83,8 +83,13 @@ async function main() {
     assert.match(await page.textContent("#status"), /^updated /);
     await page.screenshot({ path: path.join(SHOTS, "overview.png"), fullPage: true });
 
-    // Pause and resume from the overview, after saying yes to the question.
-    page.on("dialog", (dialog) => dialog.accept());
+    // Pause and resume from the overview, after saying yes to the question (each question
+    // kept, to check what it said).
+    const questions = [];
+    page.on("dialog", (dialog) => {
+      questions.push(dialog.message());
+      dialog.accept();
+    });
     // A function, not a string: the page's CSP forbids evaluating strings.
     const inState = ([flow, state]) =>
       document.querySelector(`tr[data-flow="${flow}"] .state`)?.textContent === state;
@@ -117,6 +122,58 @@ async function main() {
     await page.fill("#edited", JSON.stringify({ job: 1, fixed: true }));
     await Promise.all([page.waitForURL(`${ui}/ui/dlq?flow=jobs`), page.click("details.edit button")]);
     assert.equal(await page.textContent("#matching"), "0");
+
+    // The edited one is delivered before anything else is sent: the receiver answers in turn.
+    const delivered = async (n) => {
+      for (let tries = 0; ; tries++) {
+        const count = await page.evaluate(
+          async () => (await (await fetch("/api/v1/flows/jobs")).json()).counters.delivered,
+        );
+        if (count === n) return;
+        assert.ok(tries < 200, `${n} delivered within 20 s (${count})`);
+        await page.waitForTimeout(100);
+      }
+    };
+    await delivered(1);
+
+    // Fifty refused: "Replay all matching" says 50 first, then a job replays them in the
+    // background, its progress on the page, and the list drains.
+    for (let i = 0; i < 50; i++) assert.equal(await send(jobs, { bulk: i }), 202);
+    const listed = async (n) => {
+      for (let tries = 0; ; tries++) {
+        await page.goto(`${ui}/ui/dlq?flow=jobs`);
+        if ((await page.textContent("#matching")) === String(n)) return;
+        assert.ok(tries < 100, `${n} dead letters listed within 20 s`);
+        await page.waitForTimeout(200);
+      }
+    };
+    await listed(50);
+    assert.equal(await page.locator("table.dlq tbody tr[data-id]").count(), 50);
+    await Promise.all([
+      page.waitForEvent("load"),
+      page.click("button:text('Replay all matching')"),
+    ]);
+    assert.match(questions.at(-1), /^Replay 50 dead letters/);
+    await page.waitForFunction(
+      () => /50 of 50/.test(document.querySelector("div.job")?.textContent ?? "")
+        && document.querySelector("div.job .job-state")?.textContent === "done",
+      null,
+      { timeout: 20000 },
+    );
+    await page.screenshot({ path: path.join(SHOTS, "bulk_replay.png"), fullPage: true });
+    await listed(0);
+    await delivered(51);
+
+    // Two more refused, picked by their boxes, replayed one by one.
+    for (let i = 0; i < 2; i++) assert.equal(await send(jobs, { picked: i }), 202);
+    await listed(2);
+    const replaySelected = page.locator("button[data-picked='/api/v1/dlq/replay']");
+    assert.equal(await replaySelected.isDisabled(), true);
+    await page.check("#pick-all");
+    assert.equal((await replaySelected.textContent()).trim(), "Replay selected (2)");
+    await Promise.all([page.waitForEvent("load"), replaySelected.click()]);
+    assert.match(questions.at(-1), /^Replay the 2 selected/);
+    await listed(0);
 
     // The flow's page: its graph, each box with its counts.
     await page.goto(`${ui}/ui/flows/orders`);

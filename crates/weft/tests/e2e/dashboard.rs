@@ -367,7 +367,13 @@ async fn in_chromium_the_overview_logs_in_and_shows_messages_as_they_pass() {
     let dash = start("").await;
     let weft = &dash.weft;
     // The durable flow's first delivery is refused: a dead letter for the page to fix.
-    dash.jobs_receiver.script(vec![Reply::status(500)]);
+    // Then the edited one is taken; fifty refused for the bulk replay, which are then taken;
+    // two refused for the rows picked.
+    let mut script = vec![Reply::status(500), Reply::status(200)];
+    script.extend((0..50).map(|_| Reply::status(500)));
+    script.extend((0..50).map(|_| Reply::status(200)));
+    script.extend((0..2).map(|_| Reply::status(500)));
+    dash.jobs_receiver.script(script);
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard");
     std::fs::create_dir_all(&shots).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.cjs");
@@ -404,18 +410,27 @@ async fn in_chromium_the_overview_logs_in_and_shows_messages_as_they_pass() {
         "flow.png",
         "config.png",
         "dead_letter.png",
+        "bulk_replay.png",
     ] {
         let size = std::fs::metadata(shots.join(shot)).map_or(0, |m| m.len());
         assert!(size > 1000, "{shot}: {size} bytes\n{stdout}");
     }
-    // The dead letter, edited in the page and replayed, reached the receiver as edited.
+    // The dead letter, edited in the page and replayed, reached the receiver as edited; each
+    // of the fifty twice (refused, then replayed), and the two picked twice.
     let receiver = dash.jobs_receiver.clone();
-    eventually(Duration::from_secs(10), || receiver.seen().len() >= 2).await;
+    eventually(Duration::from_secs(10), || receiver.seen().len() >= 106).await;
     let seen = dash.jobs_receiver.seen();
     let bodies: Vec<serde_json::Value> = seen.iter().map(|s| s.json()).collect();
-    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(bodies.len(), 106, "{bodies:?}");
     assert_eq!(bodies[0]["fixed"], false, "{bodies:?}");
     assert_eq!(bodies[1]["fixed"], true, "{bodies:?}");
+    for key in ["bulk", "picked"] {
+        let mut numbers: Vec<u64> = bodies.iter().filter_map(|b| b[key].as_u64()).collect();
+        numbers.sort_unstable();
+        let each = if key == "bulk" { 50 } else { 2 };
+        let twice: Vec<u64> = (0..each).flat_map(|n| [n, n]).collect();
+        assert_eq!(numbers, twice, "{key}: {bodies:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -570,6 +585,61 @@ async fn dead_letters_are_listed_filtered_paged_and_shown_in_full() {
         "{found}"
     );
     assert_eq!(found[0]["attempts"], 0, "{found}");
+
+    // The 51 replayed by a job in the background: 202 at once, then followed to the end.
+    let (status, headers, body) = send(
+        weft,
+        Method::POST,
+        "/api/v1/flows/jobs/dlq/replay?background=true&status=500",
+        &cookie,
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&job["matched"], &job["action"]),
+        (&51.into(), &"replay".into()),
+        "{job}"
+    );
+    assert_eq!(job["selection"], "flow=jobs&status=500", "{job}");
+    let url = headers[header::LOCATION].to_str().unwrap().to_string();
+    assert_eq!(url, job["url"], "{job}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let job = loop {
+        let (_, _, body) = send(weft, Method::GET, &url, &cookie, "").await;
+        let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if job["state"] != "running" {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (&job["state"], &job["done"]),
+        (&"done".into(), &51.into()),
+        "{job}"
+    );
+    let (_, _, list) = send(weft, Method::GET, "/api/v1/dlq/jobs", &cookie, "").await;
+    assert!(list.contains(job["id"].as_str().unwrap()), "{list}");
+    let (_, _, page) = send(weft, Method::GET, "/ui/dlq?flow=jobs", &cookie, "").await;
+    assert!(page.contains(r#"<div class="job done""#), "{page}");
+    assert!(page.contains("51 of 51"), "{page}");
+    let receiver = dash.jobs_receiver.clone();
+    assert!(
+        eventually(Duration::from_secs(20), || receiver.seen().len() >= 103).await,
+        "51 refused, one held, then the 51 replayed: {}",
+        receiver.seen().len()
+    );
+    let (status, _, _) = send(
+        weft,
+        Method::POST,
+        "/api/v1/dlq/jobs/nope/cancel",
+        &cookie,
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -841,4 +911,126 @@ flows:
         overview.contains(r#"<small class="since">since <time"#),
         "{overview}"
     );
+}
+
+/// A store with 100,000 dead letters (written before weft starts): every page that lists or
+/// counts them answers, a deep page reads from the index, and a bulk purge of a tenth runs
+/// in the background while the list stays usable. The times are printed, not measured: the
+/// only bound asserted is a generous one that catches a page that hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_dead_letters_are_paged_counted_and_purged_in_the_background() {
+    const N: usize = 100_000;
+    let dir = scratch();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let store = weft_store::Store::open(
+        &dir.join("data").join("weft.db"),
+        weft_store::Durability::Process,
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    for chunk in 0..N / 1000 {
+        let letters = (chunk * 1000..(chunk + 1) * 1000).map(|n| {
+            store.bury(weft_store::DeadLetter {
+                id: format!("d{n:06}"),
+                flow: "jobs".into(),
+                payload: format!(r#"j{{"n": {n}}}"#).into_bytes(),
+                metadata: b"{}".to_vec(),
+                enqueued_at_ms: 1_000_000,
+                failed_at_ms: 2_000_000 + n as i64,
+                attempts: 3,
+                failure: weft_store::Failure {
+                    reason: format!("answered 500, shard {}", n % 10),
+                    last_status: Some(500),
+                    response_excerpt: None,
+                },
+                history: Vec::new(),
+            })
+        });
+        futures_util::future::try_join_all(letters).await.unwrap();
+    }
+    eprintln!("{N} dead letters written in {:?}", started.elapsed());
+    let receiver = Receiver::start().await;
+    let config = format!(
+        "flows:\n  jobs:\n    input: {{ http_server: {{ address: \"127.0.0.1:{}\", path: /jobs }} }}\n    delivery: durable\n    output: {{ http_client: {{ url: \"{}\" }} }}\n",
+        free_port(),
+        receiver.url("/jobs")
+    );
+    let weft = Weft::start_in(dir, &config, &[], Stdio::null()).await;
+    let timed = |path: &'static str| {
+        let weft = &weft;
+        async move {
+            let at = Instant::now();
+            let (status, _, body) = send(weft, Method::GET, path, &[], "").await;
+            let took = at.elapsed();
+            eprintln!("GET {path}: {status} in {took:?}");
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+            assert!(took < Duration::from_secs(5), "{path} hung: {took:?}");
+            body
+        }
+    };
+
+    let first = timed("/ui/dlq").await;
+    assert!(
+        first.contains(r#"<span id="matching">100000</span>"#),
+        "{first}"
+    );
+    assert_eq!(first.matches("<tr data-id=").count(), 50);
+    assert!(first.contains(r#"<tr data-id="d000000">"#));
+    let deep = timed("/ui/dlq?flow=jobs&after=d089999").await;
+    assert!(deep.contains(r#"<tr data-id="d090000">"#), "{deep}");
+    assert!(deep.contains(r#"<tr data-id="d090049">"#), "{deep}");
+    assert!(deep.contains(r#"rel="next""#), "{deep}");
+    let shard = timed("/ui/dlq?reason=shard+3").await;
+    assert!(
+        shard.contains(r#"<span id="matching">10000</span>"#),
+        "{shard}"
+    );
+    let rows = timed("/ui/fragments/overview").await;
+    assert!(rows.contains(">100000</a>"), "{rows}");
+    let flow = timed("/ui/flows/jobs").await;
+    assert!(flow.contains("100000 dead letters"), "{flow}");
+    let found = timed("/ui/messages?id=d054321").await;
+    assert!(
+        found.contains(r#"<tr data-place="dead_letter">"#),
+        "{found}"
+    );
+
+    // A tenth purged by a job in batches; the list answers meanwhile.
+    let (status, _, body) = send(
+        &weft,
+        Method::POST,
+        "/api/v1/dlq/purge?reason=shard%203&background=true",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(job["matched"], 10_000, "{job}");
+    let url = job["url"].as_str().unwrap().to_string();
+    timed("/ui/dlq?flow=jobs").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        let (_, _, body) = send(&weft, Method::GET, &url, &[], "").await;
+        let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if job["state"] != "running" {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (&job["state"], &job["done"]),
+        (&"done".into(), &10_000.into()),
+        "{job}"
+    );
+    eprintln!("purged 10,000 of 100,000 in the background: {job}");
+    let after = timed("/ui/dlq").await;
+    assert!(
+        after.contains(r#"<span id="matching">90000</span>"#),
+        "{after}"
+    );
+    let none = timed("/ui/dlq?reason=shard+3").await;
+    assert!(none.contains(r#"<span id="matching">0</span>"#), "{none}");
 }

@@ -98,6 +98,58 @@ document.addEventListener("click", (event) => {
   act(button).catch((e) => say(`failed: ${e.message}`, true));
 });
 
+// The dead-letter list's row selection: "Replay selected" and "Purge selected" act on the
+// ticked rows one by one (`data-picked` is the API path, `?id=` added), after a question
+// saying how many.
+function picked() {
+  return [...document.querySelectorAll("input.pick:checked")].map((box) => box.value);
+}
+
+function updatePicked() {
+  const n = picked().length;
+  document.querySelectorAll("button[data-picked]").forEach((button) => {
+    button.disabled = n === 0;
+    button.textContent = button.textContent.replace(/ \(\d+\)$/, "") + (n ? ` (${n})` : "");
+  });
+}
+
+async function actOnPicked(button) {
+  const ids = picked();
+  if (ids.length === 0) return;
+  if (!window.confirm(button.dataset.confirm.replace("{n}", ids.length))) return;
+  button.disabled = true;
+  let done = 0;
+  for (const id of ids) {
+    const response = await fetch(`${button.dataset.picked}?id=${encodeURIComponent(id)}`, {
+      method: "POST",
+      credentials: "same-origin",
+    });
+    if (!response.ok) {
+      const answer = await response.json().catch(() => ({}));
+      button.disabled = false;
+      return say(`${done} of ${ids.length} done, then: ${answer.error || `HTTP ${response.status}`}`, true);
+    }
+    done += 1;
+  }
+  window.location.reload();
+}
+
+document.addEventListener("change", (event) => {
+  if (event.target.id === "pick-all") {
+    document.querySelectorAll("input.pick").forEach((box) => {
+      box.checked = event.target.checked;
+    });
+  }
+  if (event.target.matches("input.pick, #pick-all")) updatePicked();
+});
+
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-picked]");
+  if (!button) return;
+  event.preventDefault();
+  actOnPicked(button).catch((e) => say(`failed: ${e.message}`, true));
+});
+
 // The tap page: an EventSource on the flow's tap (the session's cookie goes with it), rows
 // newest first, at most "Rows kept" of them; "Pause view" keeps listening but shows nothing new.
 function startTap(form) {
