@@ -348,12 +348,14 @@ async fn flow_config(
 /// Where a message was found.
 #[derive(Serialize, ToSchema)]
 pub struct Found {
-    /// `queued` (a durable flow's, waiting or being delivered), `dead_letter`, or `failed` (a
-    /// recent failure kept in memory, direct flows included).
+    /// `queued` (a durable flow's, waiting or being delivered), `dead_letter`, `failed` (a
+    /// recent failure kept in memory, direct flows included), `delivered` (among the last
+    /// delivered, with `admin.ui.history`), or `idempotency_key` (what was asked for is a
+    /// key an `http_server` input keeps: its message is then looked up as well).
     pub place: &'static str,
     pub flow: String,
-    /// RFC 3339: when it was accepted (`queued`), failed for good (`dead_letter`) or failed
-    /// (`failed`).
+    /// RFC 3339: when it was accepted (`queued`), failed for good (`dead_letter`), failed
+    /// (`failed`) or was delivered (`delivered`); for a key, when its message was accepted.
     pub at: String,
     /// `queued`, `dead_letter`: the attempts made.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -364,14 +366,23 @@ pub struct Found {
     /// `queued`: a worker is delivering it now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivering: Option<bool>,
+    /// The message's id; for an `idempotency_key`, the id of the message its first request
+    /// made (whose places follow), none when the answer named none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// `idempotency_key`: the HTTP status answered to the key's first request (none while it
+    /// is in progress); `dead_letter`: the last answer's status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
     /// The last error, or why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
-/// Where a message is now, by its id (what `http_server` answered with): in a durable flow's
-/// queue (attempts, next try), among the dead letters, or among the recent failures any flow
-/// keeps in memory. 404 when none has it (delivered, or never seen).
+/// Where a message is now, by its id (what `http_server` answered with) or the
+/// `Idempotency-Key` it was sent with: in a durable flow's queue (attempts, next try), among
+/// the dead letters, among the recent failures any flow keeps in memory, or among the last
+/// delivered (with `admin.ui.history`). 404 when none has it.
 #[utoipa::path(get, path = "/api/v1/messages/{id}", tag = "flows",
     params(("id" = String, Path, description = "The message's id")),
     responses((status = 200, body = Vec<Found>), (status = 404, body = super::ErrorBody)))]
@@ -382,14 +393,61 @@ async fn find_message(
     let found = locate(&api.flows, &api.store, &id).await?;
     if found.is_empty() {
         return Err(ApiError::NotFound(format!(
-            "no message `{id}` is queued, dead-lettered or among the recent failures: delivered, or never seen"
+            "no message or Idempotency-Key `{id}` is queued, dead-lettered, among the recent failures or the delivered ones kept"
         )));
     }
     Ok(ok(&found))
 }
 
-/// Every place message `id` is found, queue first.
+/// Every place message `id` is found, queue first; when `id` is an idempotency key a flow
+/// keeps, that key, then every place of the message it made.
 pub(super) async fn locate(
+    flows: &Flows,
+    store: &super::StoreCell,
+    id: &str,
+) -> Result<Vec<Found>, ApiError> {
+    let mut found = locate_id(flows, store, id).await?;
+    let Some(kv) = store.get() else {
+        return Ok(found);
+    };
+    let names: Vec<String> = flows
+        .read()
+        .expect("registry lock")
+        .keys()
+        .cloned()
+        .collect();
+    for flow in names {
+        let Some(key) = crate::inputs::http_server::idempotency::lookup(kv, &flow, id).await?
+        else {
+            continue;
+        };
+        let accepted = key
+            .message_id
+            .as_deref()
+            .and_then(|m| m.parse::<ulid::Ulid>().ok())
+            .and_then(|m| chrono::DateTime::from_timestamp_millis(m.timestamp_ms() as i64))
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        found.push(Found {
+            place: "idempotency_key",
+            flow,
+            at: accepted,
+            attempts: None,
+            next_attempt_at: None,
+            delivering: None,
+            message_id: key.message_id.clone(),
+            status: key.status,
+            reason: None,
+        });
+        if let Some(message) = key.message_id.filter(|m| m != id) {
+            found.extend(Box::pin(locate_id(flows, store, &message)).await?);
+        }
+    }
+    Ok(found)
+}
+
+/// Every place message `id` is found, queue first.
+async fn locate_id(
     flows: &Flows,
     store: &super::StoreCell,
     id: &str,
@@ -411,6 +469,8 @@ pub(super) async fn locate(
                     attempts: Some(waiting.attempts),
                     next_attempt_at: Some(time(waiting.next_attempt_at_ms)),
                     delivering: Some(waiting.leased_until_ms.is_some_and(|until| until > now)),
+                    message_id: Some(id.to_string()),
+                    status: None,
                     reason: waiting.last_error,
                 });
             }
@@ -426,6 +486,8 @@ pub(super) async fn locate(
                     attempts: Some(dead.attempts),
                     next_attempt_at: None,
                     delivering: None,
+                    message_id: Some(id.to_string()),
+                    status: dead.failure.last_status,
                     reason: Some(dead.failure.reason),
                 });
             }
@@ -446,9 +508,28 @@ pub(super) async fn locate(
                         attempts: None,
                         next_attempt_at: None,
                         delivering: None,
+                        message_id: Some(id.to_string()),
+                        status: None,
                         reason: Some(format!("{}: {}", failure.stage, failure.reason)),
                     });
                 }
+            }
+            if let Some(at) = id
+                .parse::<ulid::Ulid>()
+                .ok()
+                .and_then(|ulid| flow.delivered_at(ulid))
+            {
+                found.push(Found {
+                    place: "delivered",
+                    flow: flow.name.to_string(),
+                    at: time(at),
+                    attempts: None,
+                    next_attempt_at: None,
+                    delivering: None,
+                    message_id: Some(id.to_string()),
+                    status: None,
+                    reason: None,
+                });
             }
         }
         Ok(found)

@@ -1086,9 +1086,11 @@ async fn messages_page(
     };
     let links: Vec<Option<String>> = found
         .iter()
-        .map(|f| {
-            (f.place == "dead_letter")
-                .then(|| format!("/ui/dlq/{}/{}", segment(&f.flow), segment(&id)))
+        .map(|f| match (f.place, &f.message_id) {
+            ("dead_letter", Some(message)) => {
+                Some(format!("/ui/dlq/{}/{}", segment(&f.flow), segment(message)))
+            }
+            _ => None,
         })
         .collect();
     ui.render(
@@ -1101,6 +1103,7 @@ async fn messages_page(
             id => &id,
             found => found,
             links => links,
+            history => ui.flows.read().expect("registry lock").values().any(|f| f.keeps_delivered()),
             error => error,
         },
     )

@@ -85,6 +85,7 @@ pub async fn run(
         admin_tls: loaded.admin_tls.clone(),
         admin_hosts: loaded.admin_hosts.clone(),
         admin_ui_actions: loaded.admin_ui_actions,
+        admin_history: loaded.admin_history,
         config: Some(config),
         data_dir,
         reloads: Some(reloaded),

@@ -623,7 +623,7 @@ async fn deliver_message<P: Processor, O: Output>(
         Verdict::Delivered => {
             flow.settle(trail.claims, id).await;
             if delivered_any {
-                flow.count_delivered();
+                flow.count_delivered(id);
             }
             queue.ack(&entry, stop).await
         }

@@ -562,6 +562,8 @@ pub struct Flow<P, O> {
     polling: Option<Polling>,
     /// Its settings as YAML, credentials redacted, for the dashboard.
     effective_config: String,
+    /// Its last delivered messages, when `admin.ui.history` asks (set once, at start).
+    delivered: std::sync::OnceLock<super::history::Delivered>,
 }
 
 /// A polling flow's checkpoint key, and when its checkpoint was saved and its last poll ended
@@ -644,7 +646,26 @@ impl<P: Processor, O: Output> Flow<P, O> {
             log_level: None,
             polling: None,
             effective_config: String::new(),
+            delivered: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Keeps the ids of the last `kept` messages delivered (none when 0), for look-ups.
+    pub fn keep_delivered(&self, kept: u32) {
+        if kept > 0 {
+            let _ = self.delivered.set(super::history::Delivered::new(kept));
+        }
+    }
+
+    /// Whether it keeps its last delivered messages.
+    pub fn keeps_delivered(&self) -> bool {
+        self.delivered.get().is_some()
+    }
+
+    /// When message `id` was delivered (ms since the epoch), if the flow keeps a history and
+    /// it is in it.
+    pub fn delivered_at(&self, id: Ulid) -> Option<i64> {
+        self.delivered.get()?.find(id)
     }
 
     /// Gives the flow its settings as the dashboard shows them (credentials redacted).
@@ -734,9 +755,12 @@ impl<P: Processor, O: Output> Flow<P, O> {
         }
     }
 
-    /// Counts a message every output accepted (durable delivery counts here).
-    pub fn count_delivered(&self) {
+    /// Counts message `id`, which every output accepted (durable delivery counts here).
+    pub fn count_delivered(&self, id: Ulid) {
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        if let Some(delivered) = self.delivered.get() {
+            delivered.record(id, super::clock::now_ms());
+        }
     }
 
     /// Counts a message that failed for good (durable: dead-lettered).
@@ -990,7 +1014,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
         if result.is_ok() {
             self.settle(trail.claims, id).await;
             if !messages.is_empty() || absorbed {
-                self.count_delivered();
+                self.count_delivered(id);
             }
         } else {
             self.release(trail.claims, id).await;

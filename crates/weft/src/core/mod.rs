@@ -11,6 +11,7 @@ pub mod durable;
 pub mod failures;
 pub mod feed;
 pub mod flow;
+pub mod history;
 pub mod mapping;
 pub mod message;
 pub mod metrics;

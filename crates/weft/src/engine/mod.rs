@@ -90,6 +90,8 @@ pub struct Options {
     pub admin_hosts: Vec<String>,
     /// Whether a dashboard session may change things (`admin.ui.actions`).
     pub admin_ui_actions: bool,
+    /// Delivered messages each flow remembers for look-ups (`admin.ui.history`).
+    pub admin_history: u32,
     /// The config's files and reloads, when run from files (`weft run`): the admin API shows
     /// them and asks for reloads through it.
     pub config: Option<crate::admin::config::ConfigState>,
@@ -238,6 +240,8 @@ struct Engine {
     /// What reloads stopped and that may still be finishing: waited for before weft stops.
     retiring: Vec<TaskTracker>,
     summary: Summary,
+    /// `admin.ui.history`: delivered messages each flow remembers.
+    history: u32,
 }
 
 pub async fn run(
@@ -274,6 +278,7 @@ pub async fn run(
         store_stop: CancellationToken::new(),
         retiring: Vec::new(),
         summary: Summary::default(),
+        history: options.admin_history,
     };
     engine.open_store(&loaded).await?;
     // No URL a message builds may reach the admin API, from the first delivery on.
@@ -432,6 +437,7 @@ impl Engine {
             input_id,
             workers,
         } = assemble(spec, self.store.get()).await?;
+        flow.keep_delivered(self.history);
         let (input, served) = match input {
             Input::HttpServer(endpoint) => (None, Some(*endpoint)),
             other => (Some(other), None),

@@ -80,6 +80,8 @@ pub struct Loaded {
     pub admin_hosts: Vec<String>,
     /// `admin.ui.actions`: whether a dashboard session may change things.
     pub admin_ui_actions: bool,
+    /// `admin.ui.history`: delivered messages each flow remembers.
+    pub admin_history: u32,
     pub shutdown_timeout: Duration,
     pub durability: Durability,
     /// `disk_free_limit`: the store's floor of free space (`None`: its default).
@@ -193,6 +195,7 @@ struct Loader<'a> {
     admin_tls: Option<std::sync::Arc<crate::server::tls::Tls>>,
     admin_hosts: Vec<String>,
     admin_ui_actions: bool,
+    admin_history: u32,
     /// The top-level keys one file may set (`admin`, `outbound`, `tracing`) set so far.
     set_once: std::collections::HashSet<String>,
     shutdown_timeout: Option<Duration>,
@@ -378,6 +381,7 @@ impl<'a> Loader<'a> {
             admin_tls: None,
             admin_hosts: Vec::new(),
             admin_ui_actions: true,
+            admin_history: 0,
             set_once: Default::default(),
             shutdown_timeout: None,
             durability: None,
@@ -404,6 +408,7 @@ impl<'a> Loader<'a> {
             admin_tls: self.admin_tls,
             admin_hosts: self.admin_hosts,
             admin_ui_actions: self.admin_ui_actions,
+            admin_history: self.admin_history,
             shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
             durability: self.durability.unwrap_or_default(),
             disk_free_limit: self.disk_free_limit,
@@ -472,7 +477,20 @@ impl<'a> Loader<'a> {
             let value = root.get("admin").expect("deserialized from it");
             self.admin_token = admin.token;
             self.admin_hosts = admin.hosts;
-            self.admin_ui_actions = admin.ui.is_none_or(|ui| ui.actions);
+            self.admin_ui_actions = admin.ui.as_ref().is_none_or(|ui| ui.actions);
+            let history = admin.ui.as_ref().map_or(0, |ui| ui.history);
+            if history > crate::core::history::MAX_KEPT {
+                let at = find(value, "ui").unwrap_or(value);
+                self.errors.push(ctx.error(
+                    find(at, "history").unwrap_or(at).loc,
+                    "admin.ui.history",
+                    format!(
+                        "at most {} delivered messages are kept per flow",
+                        crate::core::history::MAX_KEPT
+                    ),
+                ));
+            }
+            self.admin_history = history;
             match admin.tls.as_ref().map(|t| t.load()) {
                 None => {}
                 Some(Ok(tls)) => self.admin_tls = Some(std::sync::Arc::new(tls)),
@@ -1015,6 +1033,18 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(errors) => errors.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn a_history_past_its_bound_is_refused_where_it_is_written() {
+        let flow = "flows:\n  f:\n    input: { stdin: {} }\n    output: { drop: {} }\n";
+        let errors = check(&format!("admin:\n  ui:\n    history: 1000001\n{flow}"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("f.yaml:3:14:") && errors[0].contains("admin.ui.history"),
+            "{errors:?}"
+        );
+        assert!(check(&format!("admin:\n  ui: {{ history: 1000 }}\n{flow}")).is_empty());
     }
 
     #[test]

@@ -158,6 +158,11 @@ pub(super) struct AdminUi {
     /// such a request with the session's cookie gets 403 (the API's bearer token still may).
     #[serde(default = "yes")]
     pub actions: bool,
+    /// How many delivered messages each flow remembers (their ids and when), so that "find a
+    /// message" can say a message was delivered; 0 (the default) keeps none. Each costs 24
+    /// bytes and a short lock per delivery; at most 1,000,000. Read at start.
+    #[serde(default)]
+    pub history: u32,
 }
 
 fn yes() -> bool {

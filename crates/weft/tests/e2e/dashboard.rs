@@ -1034,3 +1034,86 @@ async fn a_hundred_thousand_dead_letters_are_paged_counted_and_purged_in_the_bac
     let none = timed("/ui/dlq?reason=shard+3").await;
     assert!(none.contains(r#"<span id="matching">0</span>"#), "{none}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_found_delivered_with_a_history_and_by_its_idempotency_key() {
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let config = format!(
+        r#"
+admin:
+  ui: {{ history: 3 }}
+flows:
+  payments:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}", idempotency: {{ ttl: 1h }} }}
+    output:
+      http_client: {{ url: "{}" }}
+"#,
+        receiver.url("/in")
+    );
+    let weft = Weft::start(&config).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let (status, _, answer) = request_with(
+        Method::POST,
+        &url,
+        &[
+            ("content-type", "application/json"),
+            ("idempotency-key", "order-42"),
+        ],
+        r#"{"amount": 5}"#.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let id = serde_json::from_str::<serde_json::Value>(&answer).unwrap()["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the answer names the message: {answer}"))
+        .to_string();
+
+    // By its id: delivered, and when.
+    let (status, found) = weft
+        .admin_json(Method::GET, &format!("/api/v1/messages/{id}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(
+        (&found[0]["place"], &found[0]["flow"]),
+        (&"delivered".into(), &"payments".into()),
+        "{found}"
+    );
+    // By its key: the key, answered 200, then where its message is.
+    let (status, found) = weft
+        .admin_json(Method::GET, "/api/v1/messages/order-42")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found[0]["place"], "idempotency_key", "{found}");
+    assert_eq!(found[0]["status"], 200, "{found}");
+    assert_eq!(found[0]["message_id"], id.as_str(), "{found}");
+    assert_eq!(found[1]["place"], "delivered", "{found}");
+    let (_, _, page) = send(&weft, Method::GET, "/ui/messages?id=order-42", &[], "").await;
+    assert!(
+        page.contains(r#"<tr data-place="idempotency_key">"#),
+        "{page}"
+    );
+    assert!(page.contains("Idempotency-Key, answered 200"), "{page}");
+    assert!(page.contains(r#"<tr data-place="delivered">"#), "{page}");
+
+    // Only the last three are kept.
+    for n in 0..3 {
+        let (status, _, _) = post_json(&url, &format!(r#"{{"n": {n}}}"#)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, _) = weft
+        .admin_json(Method::GET, &format!("/api/v1/messages/{id}"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, _, page) = send(
+        &weft,
+        Method::GET,
+        &format!("/ui/messages?id={id}"),
+        &[],
+        "",
+    )
+    .await;
+    assert!(page.contains(r#"id="not-found""#), "{page}");
+    assert!(!page.contains("is off"), "{page}");
+}

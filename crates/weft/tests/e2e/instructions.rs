@@ -285,6 +285,7 @@ async fn http_round_trip(pipeline: &str, dir: &Path, messages: u64) {
         admin_tls: None,
         admin_hosts: Vec::new(),
         admin_ui_actions: true,
+        admin_history: 0,
         config: None,
         data_dir: dir.to_path_buf(),
         reloads: None,

@@ -167,6 +167,34 @@ impl Idempotency {
     }
 }
 
+/// What `flow` keeps for an `Idempotency-Key` (or a signed sender's delivery id): the answer's
+/// status (none while the first request is in progress) and the message id the answer named.
+pub struct KeyRecord {
+    pub status: Option<u16>,
+    pub message_id: Option<String>,
+}
+
+/// Looks `key` up among `flow`'s idempotency keys and sender delivery ids, for the admin API.
+pub async fn lookup(store: &Store, flow: &str, key: &str) -> Result<Option<KeyRecord>, StoreError> {
+    for namespace in [format!("idempotency/{flow}"), format!("deliveries/{flow}")] {
+        let Some(stored) = store.kv_get(&namespace, key, now_ms()).await? else {
+            continue;
+        };
+        let Some((record, body)) = decode(&stored) else {
+            continue;
+        };
+        // weft's own answers name the message: `{"id": "01J…", …}`.
+        let message_id = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|answer| answer.get("id")?.as_str().map(str::to_string));
+        return Ok(Some(KeyRecord {
+            status: record.status,
+            message_id,
+        }));
+    }
+    Ok(None)
+}
+
 /// Looks up a sender's delivery id (verified by its signature), taking it if it is new. Only
 /// a success is kept: a delivery that failed is handled again when the sender retries it.
 pub async fn begin_delivery(
