@@ -73,11 +73,9 @@ fn build<O: weft::core::Output>(
             .collect(),
         spec.outputs
             .into_iter()
-            .map(|(id, out, retry)| OutputSlot {
-                metrics: ComponentMetrics::new(&name, &id),
-                id,
-                output: output(out),
-                retry,
+            .map(|(id, out, retry)| {
+                let metrics = ComponentMetrics::new(&name, &id);
+                OutputSlot::new(id, output(out), retry, metrics)
             })
             .collect(),
         None,

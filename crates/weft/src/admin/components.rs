@@ -41,6 +41,10 @@ pub struct ComponentInfo {
     /// Steps: messages taken into a group (`aggregate`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grouped: Option<u64>,
+    /// How long it took: outputs, a delivery; steps, those that wait (an API call, a query).
+    /// None for a step done in place, or before the first timing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
 }
 
 impl ComponentInfo {
@@ -56,6 +60,7 @@ impl ComponentInfo {
             retried: None,
             dropped: None,
             grouped: None,
+            latency: None,
         }
     }
 
@@ -68,7 +73,7 @@ impl ComponentInfo {
     }
 }
 
-/// How long the flow's messages took from intake to delivery.
+/// How long something took: the flow's messages from intake to delivery, or one component.
 #[derive(Debug, Default, Serialize, ToSchema)]
 pub struct Latency {
     /// Messages timed.
@@ -96,7 +101,9 @@ pub fn of(
     add_steps(flow.steps(), "", None, &mut steps);
     let mut outputs = Vec::new();
     for slot in flow.outputs() {
+        let first = outputs.len();
         add_output(&slot.id, &slot.output, None, &mut outputs);
+        outputs[first].latency = timed(&slot.timings);
     }
     let text = metrics.map_or_else(String::new, |m| {
         // Histogram samples wait to be folded in; fold them, as a scrape does.
@@ -104,6 +111,14 @@ pub fn of(
         m.render()
     });
     read(&text, &flow.name, &flow.input_id, steps, outputs)
+}
+
+fn timed(timings: &crate::core::timings::Timings) -> Option<Latency> {
+    timings.summary().map(|s| Latency {
+        count: s.count,
+        p50_ms: Some(s.p50_ms),
+        p99_ms: Some(s.p99_ms),
+    })
 }
 
 /// `steps` with their counts, each followed by the steps nested inside it, depth first.
@@ -122,6 +137,7 @@ fn add_steps(
         info.failed = Some(tally.failed);
         info.dropped = Some(tally.dropped);
         info.grouped = (tally.grouped > 0).then_some(tally.grouped);
+        info.latency = timed(&slot.timings);
         into.push(info);
         for nested in slot.processor.nested() {
             add_steps(nested.steps, &id, Some((&id, &nested.label)), into);

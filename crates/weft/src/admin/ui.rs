@@ -799,6 +799,8 @@ struct GraphBox {
     /// The id, cut to fit.
     label: String,
     counts: String,
+    /// `p50 ≤ 2 ms · p99 ≤ 8 ms`, when it was timed.
+    latency: Option<String>,
     /// It failed messages.
     bad: bool,
     x: u32,
@@ -816,7 +818,7 @@ struct GraphLabel {
 
 impl Graph {
     const BOX_WIDTH: u32 = 220;
-    const BOX_HEIGHT: u32 = 56;
+    const BOX_HEIGHT: u32 = 70;
     const GAP_X: u32 = 40;
     const GAP_Y: u32 = 14;
     const LABEL_HEIGHT: u32 = 22;
@@ -990,11 +992,20 @@ impl GraphBox {
             None => &c.id,
         };
         let own = own.trim_start_matches('.');
+        let latency = c.latency.as_ref().map(|l| {
+            format!(
+                "p50 ≤ {} · p99 ≤ {} ({} timed)",
+                milliseconds(l.p50_ms),
+                milliseconds(l.p99_ms),
+                l.count
+            )
+        });
         GraphBox {
             id: c.id.clone(),
             role: c.role,
             label: short(own, (w as usize).saturating_sub(20) / 8),
             counts,
+            latency,
             bad: c.failed.unwrap_or(0) > 0,
             x,
             y,

@@ -38,6 +38,9 @@ pub struct ProcessorSlot<P> {
     pub processor: P,
     /// What the step made of the messages it was given, for the admin API and the dashboard.
     pub counts: StepCounts,
+    /// How long it took, when it waited (an API call, a query): steps done in place are not
+    /// timed.
+    pub timings: super::timings::Timings,
 }
 
 impl<P> ProcessorSlot<P> {
@@ -46,6 +49,7 @@ impl<P> ProcessorSlot<P> {
             id,
             processor,
             counts: StepCounts::default(),
+            timings: Default::default(),
         }
     }
 }
@@ -115,6 +119,21 @@ pub struct OutputSlot<O> {
     pub output: O,
     pub retry: RetryPolicy,
     pub metrics: ComponentMetrics,
+    /// How long a delivery took: every attempt and wait of a direct one, the one attempt of a
+    /// durable one.
+    pub timings: super::timings::Timings,
+}
+
+impl<O> OutputSlot<O> {
+    pub fn new(id: String, output: O, retry: RetryPolicy, metrics: ComponentMetrics) -> Self {
+        OutputSlot {
+            id,
+            output,
+            retry,
+            metrics,
+            timings: Default::default(),
+        }
+    }
 }
 
 /// What became of a message.
@@ -307,7 +326,12 @@ fn run<'a, 'b: 'a, P: Processor>(
             let outcome = match step.in_scope(|| slot.processor.process_now(message, cx)) {
                 Now::Done(outcome) => outcome,
                 Now::Later(message) => {
-                    tracing::Instrument::instrument(slot.processor.process(message, cx), step).await
+                    let start = Instant::now();
+                    let outcome =
+                        tracing::Instrument::instrument(slot.processor.process(message, cx), step)
+                            .await;
+                    slot.timings.record(start.elapsed());
+                    outcome
                 }
             };
             slot.counts.count(&outcome);
@@ -466,7 +490,9 @@ async fn resume<P: Processor>(
     cx: &mut Context<'_>,
 ) -> Ran {
     let slot = &steps[at];
+    let start = Instant::now();
     let outcome = tracing::Instrument::instrument(slot.processor.process(message, cx), span).await;
+    slot.timings.record(start.elapsed());
     slot.counts.count(&outcome);
     match outcome {
         Ok(Step::One(next)) => {
@@ -1054,7 +1080,9 @@ impl<P: Processor, O: Output> Flow<P, O> {
         self.tap.observe("output", message);
         let outcomes = futures_util::future::join_all(self.outputs.iter().map(|slot| async move {
             let span = crate::core::trace::step_span("output", &slot.id);
+            let sent = Instant::now();
             let outcome = tracing::Instrument::instrument(slot.output.send(message), span).await;
+            slot.timings.record(sent.elapsed());
             let decision = slot
                 .retry
                 .decide(attempts, elapsed, &outcome, fastrand::f64());
@@ -1109,7 +1137,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
 
     async fn deliver_one(&self, slot: &OutputSlot<O>, message: &Message) -> Result<(), FlowError> {
         let span = crate::core::trace::step_span("output", &slot.id);
-        let delivery = deliver(&slot.output, &slot.retry, &slot.metrics, &slot.id, message);
+        let delivery = deliver(slot, message);
         match tracing::Instrument::instrument(delivery, span).await {
             Ok(Delivered::Accepted | Delivered::Dropped) => Ok(()),
             Err(GaveUp { reason, fault }) => Err(FlowError::Delivery {

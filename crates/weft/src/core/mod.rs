@@ -21,6 +21,7 @@ pub mod tap;
 pub mod template;
 #[cfg(test)]
 mod tests;
+pub mod timings;
 pub mod trace;
 pub mod xml;
 

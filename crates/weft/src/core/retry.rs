@@ -17,7 +17,7 @@ use serde::Deserialize;
 // tokio's clock, not std's: the same in production, and paused time moves it in tests.
 use tokio::time::Instant;
 
-use super::{Message, Output, metrics::ComponentMetrics};
+use super::{Message, Output};
 use crate::config::units::Dur;
 
 /// `retry:` on an output. Every field left out takes the default of the flow's delivery mode:
@@ -326,20 +326,24 @@ where
     }
 }
 
-/// Runs attempts on `output` until the policy says stop. `Err` carries the final reason.
+/// Runs attempts on the slot's output until its policy says stop, and times the whole (the
+/// clock read the policy needs anyway). `Err` carries the final reason.
 pub async fn deliver<O: Output>(
-    output: &O,
-    policy: &RetryPolicy,
-    metrics: &ComponentMetrics,
-    component: &str,
+    slot: &super::flow::OutputSlot<O>,
     message: &Message,
 ) -> Result<Delivered, GaveUp> {
+    let (output, policy, metrics, component) = (&slot.output, &slot.retry, &slot.metrics, &slot.id);
     let start = Instant::now();
     let mut attempts = 0;
     loop {
         attempts += 1;
         let outcome = output.send(message).await;
-        match policy.decide(attempts, start.elapsed(), &outcome, fastrand::f64()) {
+        let elapsed = start.elapsed();
+        let decision = policy.decide(attempts, elapsed, &outcome, fastrand::f64());
+        if !matches!(decision, Decision::RetryIn(_)) {
+            slot.timings.record(elapsed);
+        }
+        match decision {
             Decision::Done => {
                 metrics.sent.increment(1);
                 return Ok(Delivered::Accepted);

@@ -120,11 +120,8 @@ fn flow_on(
         vec![ProcessorSlot::new("[0].double".into(), Double)],
         outputs
             .into_iter()
-            .map(|(id, output, retry)| OutputSlot {
-                id: id.into(),
-                output,
-                retry,
-                metrics: ComponentMetrics::new("test", id),
+            .map(|(id, output, retry)| {
+                OutputSlot::new(id.into(), output, retry, ComponentMetrics::new("test", id))
             })
             .collect(),
         durable,
@@ -144,14 +141,14 @@ async fn a_retried_delivery_waits_its_backoff_then_delivers() {
         Attempt::Delivered,
     ]);
     let started = Instant::now();
-    let delivered = retry::deliver(
-        &output,
-        &policy(5, Duration::from_secs(300)),
-        &ComponentMetrics::new("test", "output"),
-        "output",
-        &message(1),
-    )
-    .await;
+    let slot = OutputSlot::new(
+        "output".into(),
+        output,
+        policy(5, Duration::from_secs(300)),
+        ComponentMetrics::new("test", "output"),
+    );
+    let delivered = retry::deliver(&slot, &message(1)).await;
+    let output = &slot.output;
     assert_eq!(delivered, Ok(Delivered::Accepted));
     assert_eq!(output.attempts(), 3);
     // Backoff 1 s then 2 s, each with half of it jittered: between 1.5 s and 3 s in all.
@@ -166,14 +163,14 @@ async fn a_retried_delivery_waits_its_backoff_then_delivers() {
 async fn retry_after_is_waited_and_max_elapsed_ends_the_retries() {
     let output = Scripted::new(vec![unavailable(Some(30))]);
     let started = Instant::now();
-    let delivered = retry::deliver(
-        &output,
-        &policy(100, Duration::from_secs(100)),
-        &ComponentMetrics::new("test", "output"),
-        "output",
-        &message(1),
-    )
-    .await;
+    let slot = OutputSlot::new(
+        "output".into(),
+        output,
+        policy(100, Duration::from_secs(100)),
+        ComponentMetrics::new("test", "output"),
+    );
+    let delivered = retry::deliver(&slot, &message(1)).await;
+    let output = &slot.output;
     let gave_up = delivered.unwrap_err();
     assert!(
         gave_up.reason.contains("would pass max_elapsed"),

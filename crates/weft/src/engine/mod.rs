@@ -124,11 +124,9 @@ pub async fn assemble(spec: FlowSpec, store: Option<&Store>) -> Result<Assembled
     let outputs = spec
         .outputs
         .into_iter()
-        .map(|(id, output, retry)| OutputSlot {
-            metrics: ComponentMetrics::new(&name, &id),
-            id,
-            output,
-            retry,
+        .map(|(id, output, retry)| {
+            let metrics = ComponentMetrics::new(&name, &id);
+            OutputSlot::new(id, output, retry, metrics)
         })
         .collect();
     let durable = match (spec.durable, store) {

@@ -754,12 +754,12 @@ mod tests {
                 "[0].aggregate".into(),
                 Processor::Aggregate(Box::new(aggregate)),
             )],
-            vec![crate::core::flow::OutputSlot {
-                id: "output".into(),
-                output: recorder.clone(),
-                retry: crate::core::retry::RetryConfig::default().policy(false),
-                metrics: crate::core::metrics::ComponentMetrics::new("test", "output"),
-            }],
+            vec![crate::core::flow::OutputSlot::new(
+                "output".into(),
+                recorder.clone(),
+                crate::core::retry::RetryConfig::default().policy(false),
+                crate::core::metrics::ComponentMetrics::new("test", "output"),
+            )],
             None,
             None,
         );

@@ -854,6 +854,13 @@ flows:
     );
     let fallback = by_id("output.fallback");
     assert_eq!(fallback["sent"], 2, "{fallback}");
+    // Timed: each delivery, and steps that wait; a step done in place is not.
+    assert_eq!(fallback["latency"]["count"], 2, "{fallback}");
+    assert!(
+        fallback["latency"]["p99_ms"].as_f64().unwrap() > 0.0,
+        "{fallback}"
+    );
+    assert_eq!(map["latency"], serde_json::Value::Null, "{map}");
     let standby = by_id("output.fallback.outputs[1].http_client");
     assert_eq!(standby["parent"], "output.fallback", "{standby}");
     assert_eq!(
@@ -873,6 +880,7 @@ flows:
         page.contains("case 0: .kind == &quot;refund&quot;"),
         "{page}"
     );
+    assert!(page.contains("(2 timed)"), "the output's latency: {page}");
     assert!(
         page.contains("in 2 · out 1 · failed 0 · dropped 1"),
         "{page}"
