@@ -542,6 +542,9 @@ struct DlqQuery {
     reason: String,
     #[serde(default)]
     status: String,
+    /// Failed since: an RFC 3339 time or a duration ago (`1h`), as the API takes it.
+    #[serde(default)]
+    since: String,
     #[serde(default, skip_serializing)]
     after: String,
 }
@@ -558,10 +561,15 @@ impl DlqQuery {
             ),
             None => None,
         };
+        let since_ms = match given(&self.since) {
+            Some(since) => Some(super::dlq::parse_since(&since)?),
+            None => None,
+        };
         Ok(weft_store::DlqFilter {
             flow: given(&self.flow),
             reason: given(&self.reason),
             status,
+            since_ms,
             after: given(&self.after),
             ..Default::default()
         })
@@ -574,6 +582,7 @@ impl DlqQuery {
             ("flow", &self.flow),
             ("reason", &self.reason),
             ("status", &self.status),
+            ("since", &self.since),
         ] {
             if !value.trim().is_empty() {
                 query.append_pair(name, value.trim());

@@ -151,6 +151,12 @@ async function main() {
     };
     await listed(50);
     assert.equal(await page.locator("table.dlq tbody tr[data-id]").count(), 50);
+    // One of them found by its id.
+    const one = await page.locator("table.dlq tbody tr[data-id]").first().getAttribute("data-id");
+    await page.goto(`${ui}/ui/messages?id=${one}`);
+    assert.equal(await page.locator('tr[data-place="dead_letter"]').count(), 1);
+    await page.screenshot({ path: path.join(SHOTS, "messages.png"), fullPage: true });
+    await page.goto(`${ui}/ui/dlq?flow=jobs`);
     await Promise.all([
       page.waitForEvent("load"),
       page.click("button:text('Replay all matching')"),
@@ -196,12 +202,16 @@ async function main() {
     assert.ok((await send(orders, { drop: true })) < 300);
     await page.waitForSelector("#tap-rows tr.filtered");
     assert.equal(await page.locator("#tap-rows tr").count(), 5, "the rows kept are capped");
+    // The receiver refuses the next one: the tap marks it failed, with why.
+    assert.equal(await send(orders, { refused: 1 }), 502);
+    await page.waitForSelector("#tap-rows tr.failed");
+    assert.match(await page.textContent("#tap-rows tr.failed"), /failed: .*500/);
     await page.screenshot({ path: path.join(SHOTS, "tap.png"), fullPage: true });
     await page.click("#tap-pause");
     assert.equal(await send(orders, { unseen: 1 }), 200);
     await page.waitForFunction(() => Number(document.getElementById("tap-hidden").textContent) >= 3);
     assert.equal(await page.locator("#tap-rows tr").count(), 5);
-    assert.equal(await page.locator("#tap-rows tr.filtered").count(), 1);
+    assert.equal(await page.locator("#tap-rows tr.failed").count(), 1);
 
     // The config page checks pasted YAML and says where it is wrong.
     await page.goto(`${ui}/ui/config`);
