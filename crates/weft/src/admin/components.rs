@@ -67,7 +67,8 @@ impl ComponentInfo {
     fn inside(mut self, parent: Option<(&str, &str)>) -> ComponentInfo {
         if let Some((parent, branch)) = parent {
             self.parent = Some(parent.to_string());
-            self.branch = Some(branch.to_string());
+            // A case's check is config text, `${…}` filled in: shown as the settings are.
+            self.branch = Some(crate::config::secret::shown(None, branch).into_owned());
         }
         self
     }

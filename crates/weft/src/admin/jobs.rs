@@ -144,6 +144,7 @@ impl Jobs {
         let started = now_ms();
         filter.until_ms = Some(filter.until_ms.map_or(started, |u| u.min(started)));
         filter.first = None;
+        // Checked again when the job is kept: starts in between may have filled the places.
         if self.running() >= RUNNING_MAX {
             return Err(StartError::Busy);
         }
@@ -158,7 +159,7 @@ impl Jobs {
             end: Mutex::new(None),
             cancel: CancellationToken::new(),
         });
-        self.keep(job.clone());
+        self.keep(job.clone())?;
         let view = job.view();
         tokio::spawn(run(store.clone(), job, filter));
         Ok(view)
@@ -172,8 +173,11 @@ impl Jobs {
         self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn keep(&self, job: Arc<Job>) {
+    fn keep(&self, job: Arc<Job>) -> Result<(), StartError> {
         let mut kept = self.lock();
+        if kept.iter().filter(|j| j.running()).count() >= RUNNING_MAX {
+            return Err(StartError::Busy);
+        }
         kept.push_front(job);
         // Finished ones make room; running ones are bounded by RUNNING_MAX.
         while kept.len() > KEPT {
@@ -182,6 +186,7 @@ impl Jobs {
                 None => break,
             };
         }
+        Ok(())
     }
 
     /// The jobs kept, newest first.

@@ -1110,6 +1110,9 @@ async fn messages_page(
             ("dead_letter", Some(message)) => {
                 Some(format!("/ui/dlq/{}/{}", segment(&f.flow), segment(message)))
             }
+            ("idempotency_key", Some(message)) => {
+                Some(format!("/ui/messages?id={}", segment(message)))
+            }
             _ => None,
         })
         .collect();

@@ -79,39 +79,64 @@ pub fn is_sensitive_key(key: &str) -> bool {
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_lowercase())
         .collect();
+    // A name ending in `key` holds one (`X-Auth-Key`, `signing_key`), except these, which
+    // name a message's field or a place: hiding a setting is harmless, showing a secret not.
+    const NOT_SECRET_KEYS: &[&str] = &[
+        "key",
+        "bykey",
+        "routingkey",
+        "checkpointkey",
+        "partitionkey",
+        "cachekey",
+        "groupkey",
+        "orderkey",
+        "primarykey",
+    ];
     [
         "password",
         "passwd",
+        "passphrase",
+        "pass",
+        "pwd",
         "secret",
-        "secretkey",
         "token",
-        "apikey",
-        "accesskey",
-        "privatekey",
         "authorization",
         "credentials",
         "cookie",
         "bearer",
+        "signature",
     ]
     .iter()
     .any(|word| key.ends_with(word))
+        || (key.ends_with("key") && !NOT_SECRET_KEYS.contains(&key.as_str()))
 }
 
 /// A config value as the dashboard shows it: `[redacted]` when its setting is named like a
-/// credential or it is a secret field's value, else without the credentials [`redact`] knows.
+/// credential or it is a secret field's value; else without any secret field's value inside
+/// it (one of at least [`MIN_FREE_TEXT`] bytes: a VRL program, a header built around a token)
+/// nor the credentials [`redact`] knows.
 pub fn shown<'a>(key: Option<&str>, value: &'a str) -> Cow<'a, str> {
-    let secret = key.is_some_and(is_sensitive_key)
-        || SECRETS
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|s| s == value);
-    if secret {
-        Cow::Borrowed(REDACTED)
-    } else if value.contains("://") {
-        Cow::Owned(redact_url(value))
+    if key.is_some_and(is_sensitive_key) {
+        return Cow::Borrowed(REDACTED);
+    }
+    let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    if secrets.iter().any(|s| s == value) {
+        return Cow::Borrowed(REDACTED);
+    }
+    let mut text = Cow::Borrowed(value);
+    for secret in secrets.iter().filter(|s| s.len() >= MIN_FREE_TEXT) {
+        if text.contains(secret.as_str()) {
+            text = Cow::Owned(text.replace(secret.as_str(), REDACTED));
+        }
+    }
+    drop(secrets);
+    if text.contains("://") {
+        Cow::Owned(redact_url(&text))
     } else {
-        redact(value)
+        match redact(&text) {
+            Cow::Borrowed(_) => text,
+            Cow::Owned(hidden) => Cow::Owned(hidden),
+        }
     }
 }
 
@@ -311,6 +336,14 @@ mod tests {
         );
         assert_eq!(shown(Some("key"), ".order_id"), ".order_id");
         assert_eq!(shown(None, "orders"), "orders");
+        // Inside a longer value too (a program, a header under another name).
+        assert_eq!(
+            shown(Some("map"), ".auth = \"s3cr3t-v4lue\""),
+            ".auth = \"[redacted]\""
+        );
+        assert_eq!(shown(Some("Ocp-Apim-Subscription-Key"), "abc"), REDACTED);
+        assert_eq!(shown(Some("signing_key"), "abc"), REDACTED);
+        assert_eq!(shown(Some("routing_key"), "orders"), "orders");
     }
 
     #[test]

@@ -124,7 +124,12 @@ impl Node {
                         _ => k.scalar_text(),
                     };
                     out.push_str(&pad);
-                    out.push_str(&yaml_string(&name, indent));
+                    match &k.kind {
+                        // A key is one line: never a block.
+                        Kind::Str(s) if s.contains('\n') => out.push_str(&quoted(s)),
+                        Kind::Str(s) => out.push_str(&yaml_string(s, indent)),
+                        _ => out.push_str(&name),
+                    }
                     out.push(':');
                     match &v.kind {
                         Kind::Map(e) if !e.is_empty() => {
@@ -411,7 +416,25 @@ fn yaml_string(text: &str, indent: usize) -> String {
         }
         return out;
     }
-    serde_json::to_string(text).unwrap_or_default()
+    quoted(text)
+}
+
+/// `text` double-quoted, every character YAML does not print escaped (JSON's escapes, and
+/// DEL and the C1 controls, which JSON leaves raw).
+fn quoted(text: &str) -> String {
+    let json = serde_json::to_string(text).unwrap_or_default();
+    if !json
+        .chars()
+        .any(|c| c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c))
+    {
+        return json;
+    }
+    json.chars()
+        .map(|c| match c {
+            '\u{7f}' | '\u{80}'..='\u{9f}' => format!("\\u{:04x}", c as u32),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// Types a plain scalar by the YAML 1.2 core schema (restricted, see the module docs).
@@ -474,7 +497,8 @@ output:
     url: https://api.example.com/x?a=1
     headers: { Authorization: "Bearer abc", X-Count: "010" }
     retry: { max_attempts: 3, jitter: 0.5, on: [500, 502], dead: ~, empty: {}, zero: "" }
-    tags: [[1, 2], "- x", "#y", "yes", " lead", "tab\there"]
+    tags: [[1, 2], "- x", "#y", "yes", " lead", "tab\there", "del\u007f"]
+    codes: { 200: ok, ~: none }
 "##;
         let node = super::parse(text).unwrap();
         let plain = node.to_yaml(&|_, _| None);

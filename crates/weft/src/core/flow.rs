@@ -81,7 +81,7 @@ pub struct StepTally {
 }
 
 impl StepCounts {
-    fn count<T>(&self, outcome: &Result<Step, T>) {
+    fn count(&self, outcome: &Result<Step, StepError>) {
         let (counter, by) = match outcome {
             Ok(Step::One(_)) => (&self.passed, 1),
             Ok(Step::Many(parts)) => {
@@ -90,6 +90,8 @@ impl StepCounts {
             }
             Ok(Step::Dropped) => (&self.dropped, 1),
             Ok(Step::Absorbed) => (&self.grouped, 1),
+            // Waiting for the message that holds its key is no failure: it is tried again.
+            Err(StepError::Busy(_)) => return,
             Err(_) => (&self.failed, 1),
         };
         counter.fetch_add(by, Ordering::Relaxed);
@@ -119,8 +121,8 @@ pub struct OutputSlot<O> {
     pub output: O,
     pub retry: RetryPolicy,
     pub metrics: ComponentMetrics,
-    /// How long a delivery took: every attempt and wait of a direct one, the one attempt of a
-    /// durable one.
+    /// How long a delivery took: every attempt and wait of a direct one, the attempt of a
+    /// durable one (with several outputs, the slowest's).
     pub timings: super::timings::Timings,
 }
 
@@ -1080,9 +1082,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
         self.tap.observe("output", message);
         let outcomes = futures_util::future::join_all(self.outputs.iter().map(|slot| async move {
             let span = crate::core::trace::step_span("output", &slot.id);
-            let sent = Instant::now();
             let outcome = tracing::Instrument::instrument(slot.output.send(message), span).await;
-            slot.timings.record(sent.elapsed());
             let decision = slot
                 .retry
                 .decide(attempts, elapsed, &outcome, fastrand::f64());
@@ -1095,7 +1095,13 @@ impl<P: Processor, O: Output> Flow<P, O> {
             (slot, outcome, decision)
         }))
         .await;
-        self.metrics.latency.record(start.elapsed().as_secs_f64());
+        let took = start.elapsed();
+        self.metrics.latency.record(took.as_secs_f64());
+        // The attempt as a whole, for each output: no clock read per output (with several,
+        // each is timed as the slowest of them).
+        for slot in &self.outputs {
+            slot.timings.record(took);
+        }
         let mut failed = None;
         let mut retry: Option<(Duration, String, Option<u16>)> = None;
         for (slot, outcome, decision) in outcomes {

@@ -196,6 +196,8 @@ struct Loader<'a> {
     admin_hosts: Vec<String>,
     admin_ui_actions: bool,
     admin_history: u32,
+    /// Each built flow's settings, as `flows` holds them, for [`FlowSpec::effective`].
+    flow_nodes: Vec<Node>,
     /// The top-level keys one file may set (`admin`, `outbound`, `tracing`) set so far.
     set_once: std::collections::HashSet<String>,
     shutdown_timeout: Option<Duration>,
@@ -382,6 +384,7 @@ impl<'a> Loader<'a> {
             admin_hosts: Vec::new(),
             admin_ui_actions: true,
             admin_history: 0,
+            flow_nodes: Vec::new(),
             set_once: Default::default(),
             shutdown_timeout: None,
             durability: None,
@@ -397,9 +400,17 @@ impl<'a> Loader<'a> {
         }
     }
 
-    fn finish(self) -> Result<Loaded, Vec<ConfigError>> {
+    fn finish(mut self) -> Result<Loaded, Vec<ConfigError>> {
         if !self.errors.is_empty() {
             return Err(self.errors);
+        }
+        for (spec, node) in self.flows.iter_mut().zip(&self.flow_nodes) {
+            spec.effective = node.to_yaml(&|key, value| match crate::config::secret::shown(
+                key, value,
+            ) {
+                std::borrow::Cow::Borrowed(same) if same == value => None,
+                hidden => Some(hidden.into_owned()),
+            });
         }
         Ok(Loaded {
             flows: self.flows,
@@ -717,6 +728,7 @@ impl<'a> Loader<'a> {
             }
             if let Some(spec) = self.flow(ctx, name, flow) {
                 self.flows.push(spec);
+                self.flow_nodes.push(flow.clone());
             }
         }
         ctx.flow = None;
@@ -867,12 +879,9 @@ impl<'a> Loader<'a> {
             order_by,
             log_level: shape.log_level.map(LevelFilter::from),
             fingerprint: node.canonical(),
-            effective: node.to_yaml(
-                &|key, value| match crate::config::secret::shown(key, value) {
-                    std::borrow::Cow::Borrowed(same) if same == value => None,
-                    hidden => Some(hidden.into_owned()),
-                },
-            ),
+            // Written once every file is read: a secret field of a flow or resource read
+            // later may hold a value this flow's settings show too.
+            effective: String::new(),
         })
     }
 

@@ -635,16 +635,7 @@ async fn dead_letters_are_listed_filtered_paged_and_shown_in_full() {
     assert_eq!(job["selection"], "flow=jobs&status=500", "{job}");
     let url = headers[header::LOCATION].to_str().unwrap().to_string();
     assert_eq!(url, job["url"], "{job}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let job = loop {
-        let (_, _, body) = send(weft, Method::GET, &url, &cookie, "").await;
-        let job: serde_json::Value = serde_json::from_str(&body).unwrap();
-        if job["state"] != "running" {
-            break job;
-        }
-        assert!(Instant::now() < deadline, "{job}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let job = job_ended(weft, &url, &cookie).await;
     assert_eq!(
         (&job["state"], &job["done"]),
         (&"done".into(), &51.into()),
@@ -764,6 +755,20 @@ async fn the_config_is_shown_checked_and_reloaded_from_the_api_and_its_page() {
     );
     assert!(page.contains("http_clientt"), "{page}");
     std::fs::write(&file, good).unwrap();
+}
+
+/// A bulk dead-letter job (at `url`) once it is no longer running.
+async fn job_ended(weft: &Weft, url: &str, headers: &[(&str, &str)]) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, _, body) = send(weft, Method::GET, url, headers, "").await;
+        let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if job["state"] != "running" {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The config's status once its last reload has `applied` = `want`.
@@ -1048,16 +1053,7 @@ async fn a_hundred_thousand_dead_letters_are_paged_counted_and_purged_in_the_bac
     assert_eq!(job["matched"], 10_000, "{job}");
     let url = job["url"].as_str().unwrap().to_string();
     timed("/ui/dlq?flow=jobs").await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let job = loop {
-        let (_, _, body) = send(&weft, Method::GET, &url, &[], "").await;
-        let job: serde_json::Value = serde_json::from_str(&body).unwrap();
-        if job["state"] != "running" {
-            break job;
-        }
-        assert!(Instant::now() < deadline, "{job}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let job = job_ended(&weft, &url, &[]).await;
     assert_eq!(
         (&job["state"], &job["done"]),
         (&"done".into(), &10_000.into()),
