@@ -28,6 +28,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::dlq::time;
 use super::{ApiError, json_response};
 use crate::core::flow::Counters;
 use crate::load::RunFlow;
@@ -425,19 +426,10 @@ pub(super) async fn locate(
             .message_id
             .as_deref()
             .and_then(|m| m.parse::<ulid::Ulid>().ok())
-            .and_then(|m| chrono::DateTime::from_timestamp_millis(m.timestamp_ms() as i64))
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_default();
+            .map_or_else(String::new, |m| time(m.timestamp_ms() as i64));
         found.push(Found {
-            place: "idempotency_key",
-            flow,
-            at: accepted,
-            attempts: None,
-            next_attempt_at: None,
-            delivering: None,
-            message_id: key.message_id.clone(),
             status: key.status,
-            reason: None,
+            ..Found::new("idempotency_key", flow, accepted, key.message_id.clone())
         });
         if let Some(message) = key.message_id.filter(|m| m != id) {
             found.extend(Box::pin(locate_id(flows, store, &message)).await?);
@@ -446,94 +438,79 @@ pub(super) async fn locate(
     Ok(found)
 }
 
+impl Found {
+    /// Message `id` found at `place` of `flow` at `at`, with nothing else to say yet.
+    fn new(place: &'static str, flow: String, at: String, id: Option<String>) -> Found {
+        Found {
+            place,
+            flow,
+            at,
+            attempts: None,
+            next_attempt_at: None,
+            delivering: None,
+            message_id: id,
+            status: None,
+            reason: None,
+        }
+    }
+}
+
 /// Every place message `id` is found, queue first.
 async fn locate_id(
     flows: &Flows,
     store: &super::StoreCell,
     id: &str,
 ) -> Result<Vec<Found>, ApiError> {
-    {
-        let time = |ms: i64| {
-            chrono::DateTime::from_timestamp_millis(ms)
-                .map(|t| t.to_rfc3339())
-                .unwrap_or_default()
+    let here = |place, flow, at| Found::new(place, flow, at, Some(id.to_string()));
+    let mut found = Vec::new();
+    if let Some(store) = store.get() {
+        if let Some(waiting) = store.find_queued(id).await? {
+            let now = crate::core::clock::now_ms();
+            found.push(Found {
+                attempts: Some(waiting.attempts),
+                next_attempt_at: Some(time(waiting.next_attempt_at_ms)),
+                delivering: Some(waiting.leased_until_ms.is_some_and(|until| until > now)),
+                reason: waiting.last_error,
+                ..here("queued", waiting.flow, time(waiting.enqueued_at_ms))
+            });
+        }
+        let filter = weft_store::DlqFilter {
+            id: Some(id.to_string()),
+            ..Default::default()
         };
-        let mut found = Vec::new();
-        if let Some(store) = store.get() {
-            if let Some(waiting) = store.find_queued(id).await? {
-                let now = crate::core::clock::now_ms();
-                found.push(Found {
-                    place: "queued",
-                    flow: waiting.flow,
-                    at: time(waiting.enqueued_at_ms),
-                    attempts: Some(waiting.attempts),
-                    next_attempt_at: Some(time(waiting.next_attempt_at_ms)),
-                    delivering: Some(waiting.leased_until_ms.is_some_and(|until| until > now)),
-                    message_id: Some(id.to_string()),
-                    status: None,
-                    reason: waiting.last_error,
-                });
-            }
-            let filter = weft_store::DlqFilter {
-                id: Some(id.to_string()),
-                ..Default::default()
-            };
-            for dead in store.dead_letters(&filter, 10).await? {
-                found.push(Found {
-                    place: "dead_letter",
-                    flow: dead.flow,
-                    at: time(dead.failed_at_ms),
-                    attempts: Some(dead.attempts),
-                    next_attempt_at: None,
-                    delivering: None,
-                    message_id: Some(id.to_string()),
-                    status: dead.failure.last_status,
-                    reason: Some(dead.failure.reason),
-                });
-            }
+        for dead in store.dead_letters(&filter, 10).await? {
+            found.push(Found {
+                attempts: Some(dead.attempts),
+                status: dead.failure.last_status,
+                reason: Some(dead.failure.reason),
+                ..here("dead_letter", dead.flow, time(dead.failed_at_ms))
+            });
         }
-        let flows: Vec<_> = flows
-            .read()
-            .expect("registry lock")
-            .values()
-            .cloned()
-            .collect();
-        for flow in flows {
-            for failure in flow.failures.recent(crate::core::failures::KEPT) {
-                if failure.message_id.as_deref() == Some(id) {
-                    found.push(Found {
-                        place: "failed",
-                        flow: flow.name.to_string(),
-                        at: failure.at,
-                        attempts: None,
-                        next_attempt_at: None,
-                        delivering: None,
-                        message_id: Some(id.to_string()),
-                        status: None,
-                        reason: Some(format!("{}: {}", failure.stage, failure.reason)),
-                    });
-                }
-            }
-            if let Some(at) = id
-                .parse::<ulid::Ulid>()
-                .ok()
-                .and_then(|ulid| flow.delivered_at(ulid))
-            {
-                found.push(Found {
-                    place: "delivered",
-                    flow: flow.name.to_string(),
-                    at: time(at),
-                    attempts: None,
-                    next_attempt_at: None,
-                    delivering: None,
-                    message_id: Some(id.to_string()),
-                    status: None,
-                    reason: None,
-                });
-            }
-        }
-        Ok(found)
     }
+    let flows: Vec<_> = flows
+        .read()
+        .expect("registry lock")
+        .values()
+        .cloned()
+        .collect();
+    for flow in flows {
+        for failure in flow.failures.recent(crate::core::failures::KEPT) {
+            if failure.message_id.as_deref() == Some(id) {
+                found.push(Found {
+                    reason: Some(format!("{}: {}", failure.stage, failure.reason)),
+                    ..here("failed", flow.name.to_string(), failure.at)
+                });
+            }
+        }
+        if let Some(at) = id
+            .parse::<ulid::Ulid>()
+            .ok()
+            .and_then(|ulid| flow.delivered_at(ulid))
+        {
+            found.push(here("delivered", flow.name.to_string(), time(at)));
+        }
+    }
+    Ok(found)
 }
 
 #[derive(Deserialize, IntoParams)]

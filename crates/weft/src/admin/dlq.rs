@@ -34,7 +34,8 @@ pub fn bytes_as_json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap_or_else(|_| Value::from(String::from_utf8_lossy(bytes)))
 }
 
-fn time(ms: i64) -> String {
+/// Milliseconds since the epoch as RFC 3339, as every admin answer writes a time.
+pub(super) fn time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map_or_else(String::new, |t| t.to_rfc3339())
 }
 

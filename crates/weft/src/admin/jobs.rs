@@ -96,12 +96,6 @@ pub enum StartError {
     Store(#[from] weft_store::StoreError),
 }
 
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map_or_else(String::new, |t| {
-        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    })
-}
-
 impl Job {
     fn view(&self) -> JobView {
         let end = self.end.lock().unwrap_or_else(|e| e.into_inner());
@@ -125,7 +119,7 @@ impl Job {
 
     fn finish(&self, state: &'static str, error: Option<String>) {
         *self.end.lock().unwrap_or_else(|e| e.into_inner()) = Some(End {
-            at: rfc3339(now_ms()),
+            at: super::dlq::time(now_ms()),
             state,
             error,
         });
@@ -155,7 +149,7 @@ impl Jobs {
             selection,
             matched,
             done: AtomicU64::new(0),
-            started_at: rfc3339(started),
+            started_at: super::dlq::time(started),
             end: Mutex::new(None),
             cancel: CancellationToken::new(),
         });
