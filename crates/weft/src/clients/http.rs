@@ -312,9 +312,22 @@ impl HttpClient {
         body_limit: usize,
     ) -> Result<Response<Bytes>, ClientError> {
         let interceptor = self.intercept.0.read().expect("intercept lock").clone();
-        let Some(interceptor) = interceptor else {
-            return self.send_out(request, timeout, body_limit).await;
-        };
+        match interceptor {
+            None => self.send_out(request, timeout, body_limit).await,
+            // Boxed, as only `weft test` intercepts: inline, its future would size every call's.
+            Some(interceptor) => {
+                Box::pin(self.send_intercepted(&*interceptor, request, timeout, body_limit)).await
+            }
+        }
+    }
+
+    async fn send_intercepted(
+        &self,
+        interceptor: &dyn Interceptor,
+        request: Request<Full<Bytes>>,
+        timeout: Duration,
+        body_limit: usize,
+    ) -> Result<Response<Bytes>, ClientError> {
         let (parts, body) = request.into_parts();
         let body = body
             .collect()

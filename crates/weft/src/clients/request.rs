@@ -97,6 +97,10 @@ pub enum ExchangeError {
 }
 
 impl RequestSpec {
+    #[cfg(test)]
+    pub fn client_for_test(&self) -> &HttpClient {
+        &self.client
+    }
     pub fn build(
         client: &HttpClient,
         resources: &Resources,
@@ -337,16 +341,18 @@ impl RequestSpec {
                         wait,
                     })?;
             }
+            // The futures of what only some calls configure are boxed: held inline they would
+            // size every call's future, which is copied whole into its box once per message.
             if let Some(limit) = &self.rate_limit {
-                limit.wait(&target).await;
+                Box::pin(limit.wait(&target)).await;
             }
             let credentials = match (&self.auth, configured_origin && to_auth_origin) {
                 (Some(auth), true) => Some(
-                    auth.credentials(&Signed {
+                    Box::pin(auth.credentials(&Signed {
                         method,
                         uri,
                         body: &body,
-                    })
+                    }))
                     .await?,
                 ),
                 _ => None,
@@ -382,7 +388,7 @@ impl RequestSpec {
             if response.status() == StatusCode::UNAUTHORIZED
                 && !renewed
                 && let (Some(auth), Some(used)) = (&self.auth, &credentials)
-                && auth.refused(used).await
+                && Box::pin(auth.refused(used)).await
             {
                 renewed = true;
                 continue;
@@ -435,7 +441,7 @@ impl RequestSpec {
             && let Some(headers) = builder.headers_mut()
         {
             // Replaces one the config set: a request carries one trace context.
-            headers.insert("traceparent", value);
+            headers.insert(crate::core::trace::TRACEPARENT, value);
         }
         if !self.has_content_type
             && !body.is_empty()

@@ -989,12 +989,14 @@ impl<P: Processor, O: Output> Flow<P, O> {
     }
 
     /// Direct delivery: the pipeline, then every output with in-memory retries.
-    pub async fn process(&self, message: Message) -> Result<Processed, FlowError> {
+    pub fn process(
+        &self,
+        message: Message,
+    ) -> impl Future<Output = Result<Processed, FlowError>> + Send + '_ {
         use tracing::Instrument;
         let span = self.span(&message);
         let caller = message.traceparent.clone();
         crate::core::trace::with_caller(caller, self.process_in_span(message).instrument(span))
-            .await
     }
 
     async fn process_in_span(&self, message: Message) -> Result<Processed, FlowError> {
@@ -1002,11 +1004,15 @@ impl<P: Processor, O: Output> Flow<P, O> {
         self.count_received();
         let id = message.id;
         let mut trail = Trail::default();
+        // What only some messages wait for (dedupe claims, a group's outcome) is awaited in a
+        // box: inline, those futures would size every message's, which is copied into a box.
         let messages = match self.transform(message, &mut trail).await {
             Ok(messages) => messages,
             Err(e) => {
                 trail.settle_groups(&GroupOutcome::Failed(e.to_string()));
-                self.release(trail.claims, id).await;
+                if !trail.claims.is_empty() {
+                    Box::pin(self.release(trail.claims, id)).await;
+                }
                 self.fail(Some(id), e.stage(), e.to_string());
                 return Err(e);
             }
@@ -1025,7 +1031,11 @@ impl<P: Processor, O: Output> Flow<P, O> {
             Err(e) => GroupOutcome::Failed(e.to_string()),
         });
         let absorbed = !trail.joined.is_empty();
-        if let Some(outcome) = trail.joined_outcome().await
+        let joined = match absorbed {
+            true => Box::pin(trail.joined_outcome()).await,
+            false => None,
+        };
+        if let Some(outcome) = joined
             && result.is_ok()
         {
             result = Err(FlowError::Delivery {
@@ -1040,12 +1050,16 @@ impl<P: Processor, O: Output> Flow<P, O> {
         }
         self.metrics.latency.record(start.elapsed().as_secs_f64());
         if result.is_ok() {
-            self.settle(trail.claims, id).await;
+            if !trail.claims.is_empty() {
+                Box::pin(self.settle(trail.claims, id)).await;
+            }
             if !messages.is_empty() || absorbed {
                 self.count_delivered(id);
             }
         } else {
-            self.release(trail.claims, id).await;
+            if !trail.claims.is_empty() {
+                Box::pin(self.release(trail.claims, id)).await;
+            }
             if let Err(e) = &result {
                 self.fail(Some(id), e.stage(), e.to_string());
             }
@@ -1143,8 +1157,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
 
     async fn deliver_one(&self, slot: &OutputSlot<O>, message: &Message) -> Result<(), FlowError> {
         let span = crate::core::trace::step_span("output", &slot.id);
-        let delivery = deliver(slot, message);
-        match tracing::Instrument::instrument(delivery, span).await {
+        match tracing::Instrument::instrument(deliver(slot, message), span).await {
             Ok(Delivered::Accepted | Delivered::Dropped) => Ok(()),
             Err(GaveUp { reason, fault }) => Err(FlowError::Delivery {
                 flow: self.name.clone(),

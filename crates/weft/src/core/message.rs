@@ -48,13 +48,13 @@ impl Message {
         match &self.value {
             Value::Bytes(b) => b.clone(),
             Value::String(s) => s.as_bytes().clone(),
-            other => Bytes::from(serde_json::to_vec(other).unwrap_or_default()),
+            other => super::body::to_json(other),
         }
     }
 
     /// The message as JSON, a string value included (as a JSON string).
     pub fn json(&self) -> Bytes {
-        Bytes::from(serde_json::to_vec(&self.value).unwrap_or_default())
+        super::body::to_json(&self.value)
     }
 
     /// Whether [`Message::body`] is JSON.

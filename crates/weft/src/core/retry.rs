@@ -365,7 +365,8 @@ pub async fn deliver<O: Output>(
                 if let Attempt::Retryable { reason, .. } = &outcome {
                     tracing::warn!(component, id = %message.id, attempt = attempts, ?wait, error = %reason, "delivery failed; retrying");
                 }
-                tokio::time::sleep(wait).await;
+                // Boxed: a timer held inline would size every delivery's future.
+                Box::pin(tokio::time::sleep(wait)).await;
             }
         }
     }

@@ -15,6 +15,10 @@ use super::Message;
 
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
+/// The W3C trace context header, named once: looked up by a `&str`, the name is parsed and
+/// checked on every request.
+pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
 /// Whether spans are exported (then every message has spans).
 pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
@@ -128,13 +132,17 @@ tokio::task_local! {
 }
 
 /// Runs `work` with `traceparent` (the message's) as the one outbound calls pass on.
-pub async fn with_caller<F: std::future::Future>(
+///
+/// Not an `async fn`: that would hold `work` twice (as its argument and as what it awaits),
+/// and a message's whole future is copied into a box.
+pub fn with_caller<F: std::future::Future>(
     traceparent: Option<Arc<str>>,
     work: F,
-) -> F::Output {
+) -> impl std::future::Future<Output = F::Output> {
+    use futures_util::future::Either;
     match traceparent {
-        None => work.await,
-        Some(tp) => CALLER.scope(Some(tp), work).await,
+        None => Either::Left(work),
+        Some(tp) => Either::Right(CALLER.scope(Some(tp), work)),
     }
 }
 

@@ -269,7 +269,8 @@ impl crate::core::Output for HttpClientOutput {
             }
         };
         let signature = match &self.signer {
-            Some(signer) => match signer.headers(message, &body).await {
+            // Boxed: a key lookup's future would otherwise size every send's (see `exchange_with`).
+            Some(signer) => match Box::pin(signer.headers(message, &body)).await {
                 Ok(headers) => headers,
                 Err(failed) => return failed,
             },

@@ -119,11 +119,12 @@ impl Limits {
 /// (their callers get their real answer) and returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    router: Router,
+    router: impl Into<Routes>,
     tls: Option<Arc<tls::Tls>>,
     limits: Limits,
     shutdown: CancellationToken,
 ) {
+    let router = router.into();
     let connections = TaskTracker::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
@@ -172,6 +173,29 @@ pub async fn serve(
     drop(listener);
     connections.close();
     connections.wait().await;
+}
+
+/// What a listener routes requests with: one router, or one its owner may swap while it
+/// serves (a reload). Read per request, so that a request passes through one router only.
+#[derive(Clone)]
+pub enum Routes {
+    Fixed(Router),
+    Swappable(Arc<std::sync::RwLock<Router>>),
+}
+
+impl Routes {
+    fn current(&self) -> Router {
+        match self {
+            Routes::Fixed(router) => router.clone(),
+            Routes::Swappable(router) => router.read().expect("routing table lock").clone(),
+        }
+    }
+}
+
+impl From<Router> for Routes {
+    fn from(router: Router) -> Routes {
+        Routes::Fixed(router)
+    }
 }
 
 /// A stream whose writes may not stall: once a write has to wait, the client must take
@@ -329,12 +353,12 @@ fn host_refusal<B>(request: &http::Request<B>) -> Option<Response> {
     )
 }
 
-async fn connection<S>(stream: S, router: Router, limits: &Limits, shutdown: CancellationToken)
+async fn connection<S>(stream: S, routes: Routes, limits: &Limits, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-        let mut router = router.clone();
+        let mut router = routes.current();
         async move {
             if let Some(refused) = host_refusal(&request) {
                 return Ok(refused);

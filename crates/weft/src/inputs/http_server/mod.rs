@@ -567,16 +567,7 @@ pub async fn serve_table(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let address = listener.local_addr()?;
-    let current = table.router.clone();
-    let router = Router::new().fallback(move |request: Request<Body>| {
-        let mut router = current.read().expect("routing table lock").clone();
-        async move {
-            match tower_service::Service::call(&mut router, request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            }
-        }
-    });
+    let router = crate::server::Routes::Swappable(table.router.clone());
     if let Some(tls) = &tls {
         tokio::spawn(
             tls.clone()
@@ -626,14 +617,15 @@ async fn answer<P: Processor, O: Output>(
 ) -> Response {
     let route = route.clone();
     let endpoint = &route.endpoint;
+    // What only some endpoints wait for (a key lookup, a store) is awaited in a box: inline,
+    // those futures would size every request's, which is copied whole into its box.
     let claims = match &endpoint.auth {
-        Some(auth) => match auth
-            .check_head(request.headers(), request.uri().query())
-            .await
-        {
-            Ok(claims) => claims,
-            Err(refused) => return unauthorized(&route, auth, refused),
-        },
+        Some(auth) => {
+            match Box::pin(auth.check_head(request.headers(), request.uri().query())).await {
+                Ok(claims) => claims,
+                Err(refused) => return unauthorized(&route, auth, refused),
+            }
+        }
         None => None,
     };
     let too_large = || {
@@ -750,7 +742,14 @@ async fn answer<P: Processor, O: Output>(
     let delivery = signature.as_ref().and_then(auth::Signature::delivery);
     let ticket = match (delivery, &endpoint.idempotency, route.flow.store()) {
         (Some((id, ttl)), _, Some(store)) => {
-            match idempotency::begin_delivery(store, &route.flow.name, id, ttl).await {
+            match Box::pin(idempotency::begin_delivery(
+                store,
+                &route.flow.name,
+                id,
+                ttl,
+            ))
+            .await
+            {
                 Ok(Begin::First(ticket)) => Some(ticket),
                 Ok(Begin::Answer(answer)) => return answer,
                 Ok(Begin::Unkeyed) => None,
@@ -761,10 +760,7 @@ async fn answer<P: Processor, O: Output>(
             }
         }
         (_, Some(idempotency), Some(store)) => {
-            match idempotency
-                .begin(store, &route.flow.name, &parts, &bytes)
-                .await
-            {
+            match Box::pin(idempotency.begin(store, &route.flow.name, &parts, &bytes)).await {
                 Ok(Begin::Unkeyed) => None,
                 Ok(Begin::First(ticket)) => Some(ticket),
                 Ok(Begin::Answer(answer)) => return answer,
@@ -842,7 +838,7 @@ async fn answer<P: Processor, O: Output>(
             route.flow.count_rejected(&message);
             let refused = invalid_body(message);
             return match ticket {
-                Some(ticket) => ticket.finish(refused).await,
+                Some(ticket) => Box::pin(ticket.finish(refused)).await,
                 None => refused,
             };
         }
@@ -853,7 +849,7 @@ async fn answer<P: Processor, O: Output>(
     }
     message.traceparent = parts
         .headers
-        .get("traceparent")
+        .get(crate::core::trace::TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .filter(|tp| crate::core::trace::parse_traceparent(tp).is_some())
         .map(Into::into);
