@@ -266,7 +266,6 @@ impl Encoding {
 
     /// The body and its content type.
     pub fn encode(&self, value: &Value) -> Result<(Bytes, Cow<'static, str>), String> {
-        let json = to_json;
         if self.by_header
             && let Some(text) = raw(value)
         {
@@ -275,11 +274,11 @@ impl Encoding {
         Ok(match self.format {
             None => match raw(value) {
                 Some(text) => (text, "text/plain; charset=utf-8".into()),
-                None => (json(value), "application/json".into()),
+                None => (to_json(value), "application/json".into()),
             },
-            Some(Format::Json) => (json(value), "application/json".into()),
+            Some(Format::Json) => (to_json(value), "application/json".into()),
             Some(Format::Text) => (
-                raw(value).unwrap_or_else(|| json(value)),
+                raw(value).unwrap_or_else(|| to_json(value)),
                 "text/plain; charset=utf-8".into(),
             ),
             Some(Format::Form) => (

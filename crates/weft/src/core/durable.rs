@@ -555,8 +555,14 @@ async fn deliver<P: Processor, O: Output>(
     };
     let span = flow.span(&message);
     let caller = message.traceparent.clone();
-    let attempt = deliver_message(flow, queue, entry, message, attempts, stop);
-    crate::core::trace::with_caller(caller, tracing::Instrument::instrument(attempt, span)).await;
+    crate::core::trace::with_caller(
+        caller,
+        tracing::Instrument::instrument(
+            deliver_message(flow, queue, entry, message, attempts, stop),
+            span,
+        ),
+    )
+    .await;
 }
 
 /// One delivery attempt of a stored message (in its span).
