@@ -540,11 +540,16 @@ fn orchestrate(
             &format!(r#"http_server: {{ address: "{address}", path: /orders }}"#),
             &format!(r#"http_client: {{ url: "{upstream}" }}"#),
         );
+        // A durable flow's queue is bounded larger than a run fills: intake outruns delivery
+        // (the backlog is what durable mode is for), and with the default 100,000 the queue
+        // filled late in a run, after which only as many requests were accepted as were
+        // delivered (the rest got 429): the intake figure measured the bound and the delivery
+        // rate as much as intake, the more so the faster intake was.
         if name != "weft" {
             flow = flow
                 .replace(
                     "    concurrency: 4096\n",
-                    "    delivery: durable\n    concurrency: 64\n",
+                    "    delivery: durable\n    concurrency: 64\n    max_queued: 2000000\n    max_queued_bytes: 2GiB\n",
                 )
                 .replace("flows:\n", &format!("{top}flows:\n"));
         }

@@ -9,6 +9,8 @@
 //!   one commit (and one fsync) instead of paying one each. A write that fails fails alone (a
 //!   savepoint where it has several statements), except that the first enqueue (or ack) of a
 //!   group that fails takes the group's later ones with it; the rest of the group commits.
+//!   The writer is a batch thread for the scheduler: on a core shared with its producers it
+//!   runs when their turn ends, so what piled up meanwhile is one group.
 //! - A queued message is never removed except by [`Backend::ack`] (delivered) or
 //!   [`Backend::dead_letter`] (moved, in the same transaction, to the DLQ). A claim only leases
 //!   it; a lease that is not acked in time (a crashed worker) lapses and the message is claimed

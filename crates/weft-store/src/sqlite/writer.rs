@@ -10,6 +10,7 @@
 
 use super::*;
 
+use rusqlite::config::DbConfig;
 use rusqlite::types::Value as Param;
 use rusqlite::{Connection, OpenFlags, params, params_from_iter};
 
@@ -173,6 +174,7 @@ pub(super) async fn start(
     let spawned = std::thread::Builder::new()
         .name("weft-store".into())
         .spawn(move || {
+            batch_scheduling();
             // A runtime of the thread's own only waits for the channel and the probe's timer;
             // the writes are plain calls on this thread.
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -212,6 +214,25 @@ pub(super) async fn start(
     Ok(writes)
 }
 
+/// Marks the calling thread as a batch thread for the scheduler (Linux `SCHED_BATCH`): woken,
+/// it does not preempt the running thread, but waits for that thread's turn to end. Where the
+/// writer shares a core with the tasks that send it writes, it would otherwise be woken by the
+/// first write of each burst, preempt its sender and commit groups of a few writes, each paying
+/// its own commit and two context switches; as a batch thread it commits what piled up meanwhile
+/// in one transaction. Its share of the CPU is unchanged, and on a core of its own nothing
+/// changes. A hint: where it is refused, the writer works as before.
+fn batch_scheduling() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is valid for the call; pid 0 is the calling thread.
+        let refused = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0;
+        if refused {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "store: the writer thread stays a normal thread");
+        }
+    }
+}
+
 /// Opens the connection that writes, with the durability's settings.
 fn connect(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
@@ -221,6 +242,10 @@ fn connect(path: &Path, durability: Durability) -> rusqlite::Result<Connection> 
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(10))?;
+    // Plans that do not depend on the values bound: otherwise a statement whose plan looked at
+    // one (a claim's `LIMIT ?`) is compiled again every time the value changes, which was a
+    // fifth of the writer's time.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     // SAFETY: the handle of a connection this thread owns, used for the call only.
     keep_wal_files(unsafe { conn.handle() });
     // These two pragmas answer with the value now in force.

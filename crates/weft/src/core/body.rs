@@ -118,17 +118,11 @@ pub fn unpack(encoding: &str, body: Bytes, limit: usize) -> Result<Bytes, Unpack
 
 /// Decodes `body` as its content type says.
 pub fn decode(content_type: Option<&str>, body: Bytes) -> Result<Value, String> {
-    match kind(content_type) {
-        Kind::Json => json(&body),
-        // `curl -d '{…}'` labels JSON as a form; a form body cannot start with `{` or `[`.
-        Kind::Form
-            if body
-                .iter()
-                .find(|b| !b.is_ascii_whitespace())
-                .is_some_and(|b| matches!(b, b'{' | b'[')) =>
-        {
-            json(&body)
-        }
+    let kind = kind(content_type);
+    if reads_as_json(kind, &body) {
+        return json(&body);
+    }
+    match kind {
         Kind::Form => {
             let mut object = ObjectMap::new();
             for (k, v) in form_urlencoded::parse(&body) {
@@ -139,7 +133,20 @@ pub fn decode(content_type: Option<&str>, body: Bytes) -> Result<Value, String> 
         Kind::Xml => xml::parse(&body).map_err(|e| e.to_string()),
         Kind::Csv => csv(&body),
         Kind::Multipart => multipart(content_type.unwrap_or(""), body),
-        Kind::Text => Ok(Value::Bytes(body)),
+        Kind::Json | Kind::Text => Ok(Value::Bytes(body)),
+    }
+}
+
+/// Whether [`decode`] reads a body of this kind as JSON.
+pub fn reads_as_json(kind: Kind, body: &[u8]) -> bool {
+    match kind {
+        Kind::Json => true,
+        // `curl -d '{…}'` labels JSON as a form; a form body cannot start with `{` or `[`.
+        Kind::Form => body
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| matches!(b, b'{' | b'[')),
+        _ => false,
     }
 }
 
@@ -472,13 +479,77 @@ fn json(body: &[u8]) -> Result<Value, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err("body is empty; expected JSON".into());
     }
-    serde_json::from_slice::<Value>(body).map_err(|e| {
-        format!(
-            "invalid JSON at line {} column {}: {e}",
-            e.line(),
-            e.column()
-        )
-    })
+    serde_json::from_slice::<Value>(body).map_err(invalid_json)
+}
+
+fn invalid_json(e: serde_json::Error) -> String {
+    format!(
+        "invalid JSON at line {} column {}: {e}",
+        e.line(),
+        e.column()
+    )
+}
+
+/// Whether `body` parses as [`decode`] would parse it as JSON (the same errors, the same
+/// nesting bound), without building the value: nothing is allocated. What a durable flow
+/// stores as it was sent, to be parsed once, when it is delivered.
+pub fn check_json(body: &[u8]) -> Result<(), String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err("body is empty; expected JSON".into());
+    }
+    serde_json::from_slice::<Checked>(body)
+        .map(drop)
+        .map_err(invalid_json)
+}
+
+/// Any JSON value, visited as a [`Value`] is built (numbers parsed, so one out of range is
+/// refused as it would be there), and then forgotten.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Checked, E> {
+        // A `Value` holds no NaN.
+        if v.is_nan() {
+            return Err(E::invalid_value(serde::de::Unexpected::Float(v), &self));
+        }
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
 }
 
 fn csv(body: &[u8]) -> Result<Value, String> {
@@ -506,6 +577,35 @@ fn csv(body: &[u8]) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A durable flow checks a JSON body without parsing it, and parses it when delivered:
+    /// what one refuses the other must refuse too, with the same words.
+    #[test]
+    fn check_json_refuses_what_decode_refuses() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let cases = [
+            r#"{"id": 1, "tags": ["a", {"b": null}], "x": -2.5e3, "t": true}"#.to_string(),
+            "  [1, 2]\n".into(),
+            "\"text\"".into(),
+            "18446744073709551616".into(),
+            r#"{"big": 1e400}"#.into(),
+            r#"{"s": "\ud800"}"#.into(),
+            r#"{"a": 1,}"#.into(),
+            r#"{"a": 1} trailing"#.into(),
+            "".into(),
+            "  \n".into(),
+            "{\"a\":".into(),
+            "\u{feff}{}".into(),
+            deep(127),
+            deep(200),
+        ];
+        for case in cases {
+            let decoded = json(case.as_bytes()).map(drop);
+            assert_eq!(check_json(case.as_bytes()), decoded, "{case:?}");
+        }
+        assert!(check_json(deep(200).as_bytes()).is_err());
+        assert!(check_json(br#"{"big": 1e400}"#).is_err());
+    }
 
     #[test]
     fn decodes_by_content_type() {

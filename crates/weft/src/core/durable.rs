@@ -87,8 +87,19 @@ fn encode_value(value: &Value) -> Result<Vec<u8>, AcceptError> {
 /// A message as the store keeps it: its tagged payload, and its metadata as JSON with the
 /// caller's trace context under a key of weft's own.
 pub fn encode(message: &Message) -> Result<(Vec<u8>, Vec<u8>), AcceptError> {
-    let payload = encode_value(&message.value)?;
-    let metadata = match &message.traceparent {
+    Ok((encode_value(&message.value)?, encode_metadata(message)?))
+}
+
+/// A JSON body as the store keeps it, as it was sent (see [`DurableQueue::accept_json`]).
+fn encode_json(json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len() + 1);
+    out.push(b'j');
+    out.extend_from_slice(json);
+    out
+}
+
+fn encode_metadata(message: &Message) -> Result<Vec<u8>, AcceptError> {
+    match &message.traceparent {
         Some(traceparent) if matches!(message.metadata, Value::Object(_)) => {
             let mut metadata = message.metadata.clone();
             insert(
@@ -100,8 +111,7 @@ pub fn encode(message: &Message) -> Result<(Vec<u8>, Vec<u8>), AcceptError> {
         }
         _ => serde_json::to_vec(&message.metadata),
     }
-    .map_err(AcceptError::Encode)?;
-    Ok((payload, metadata))
+    .map_err(AcceptError::Encode)
 }
 
 /// A stored payload back as a value (raw bytes or JSON, as it was stored).
@@ -245,7 +255,7 @@ impl DurableQueue {
     /// this returns `Ok`. A store that does not answer within [`ACCEPT_TIMEOUT`] is an error.
     pub async fn accept(
         &self,
-        mut reservation: Reservation,
+        reservation: Reservation,
         message: &Message,
     ) -> Result<(), AcceptError> {
         let order_key = match &self.order_by {
@@ -256,6 +266,40 @@ impl DurableQueue {
             None => None,
         };
         let (payload, metadata) = encode(message)?;
+        self.commit(reservation, message, payload, metadata, order_key)
+            .await
+    }
+
+    /// Whether [`DurableQueue::accept_json`] may be used: nothing at intake reads the value
+    /// (no ordering key).
+    pub fn takes_json(&self) -> bool {
+        self.order_by.is_none()
+    }
+
+    /// [`DurableQueue::accept`] for a message whose value is the JSON `json` (checked by
+    /// `body::check_json`; `message.value` is not read): stored as it was sent, and parsed
+    /// once, when it is delivered, instead of parsed here and written out again. Only when
+    /// [`DurableQueue::takes_json`].
+    pub async fn accept_json(
+        &self,
+        reservation: Reservation,
+        message: &Message,
+        json: &[u8],
+    ) -> Result<(), AcceptError> {
+        debug_assert!(self.takes_json());
+        let metadata = encode_metadata(message)?;
+        self.commit(reservation, message, encode_json(json), metadata, None)
+            .await
+    }
+
+    async fn commit(
+        &self,
+        mut reservation: Reservation,
+        message: &Message,
+        payload: Vec<u8>,
+        metadata: Vec<u8>,
+        order_key: Option<String>,
+    ) -> Result<(), AcceptError> {
         let size = (payload.len() + metadata.len()) as u64;
         let id = message.id.to_string();
         let enqueue = self.store.enqueue(

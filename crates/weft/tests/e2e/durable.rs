@@ -32,6 +32,12 @@ flows:
     )
 }
 
+/// A stored JSON payload (tagged `j`) as a value.
+fn stored_json(payload: &[u8]) -> serde_json::Value {
+    let json = payload.strip_prefix(b"j").expect("a JSON payload");
+    serde_json::from_slice(json).unwrap()
+}
+
 /// The dead letters in `dir`'s store once there are `count` of them (or, after 5 s, whatever
 /// is there then).
 async fn dead_letters(dir: &std::path::Path, count: usize) -> Vec<weft_store::DeadLetter> {
@@ -85,6 +91,64 @@ async fn accepted_with_202_then_delivered_through_retries() {
         .unwrap();
 }
 
+/// A durable flow stores a JSON body as it was sent (checked, not parsed) and parses it when it
+/// delivers it: what does not parse is still refused at the door, and what was stored arrives
+/// as the same value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_stored_as_sent_is_checked_at_the_door_and_delivered_as_the_same_value() {
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let config = durable_flow(port, &receiver.url("/in"), "", "{ max_attempts: 1 }");
+    let weft = Weft::start(&config).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    for (body, why) in [
+        (r#"{"n": 1,}"#, "a trailing comma"),
+        (r#"{"n": 1e400}"#, "a number out of range"),
+        (r#"{"s": "\ud800"}"#, "a lone surrogate"),
+        ("  ", "an empty body"),
+    ] {
+        let (status, _, answer) = post_json(&url, body).await;
+        assert_eq!(status, 400, "{why}: {answer}");
+        assert!(answer.contains("invalid-body"), "{why}: {answer}");
+    }
+    let sent = [
+        (
+            Some("application/json"),
+            " {\"name\": \"Ada \\u00e9\\n\", \"n\": [1, 2.5, -3e2], \"deep\": {\"x\": null}}\n",
+            serde_json::json!({"name": "Ada é\n", "n": [1, 2.5, -300.0], "deep": {"x": null}, "stored": true}),
+        ),
+        // `curl -d` labels JSON as a form.
+        (
+            Some("application/x-www-form-urlencoded"),
+            r#"{"form": "json"}"#,
+            serde_json::json!({"form": "json", "stored": true}),
+        ),
+        (
+            Some("application/x-www-form-urlencoded"),
+            "a=1&b=two",
+            serde_json::json!({"a": "1", "b": "two", "stored": true}),
+        ),
+    ];
+    for (content_type, body, _) in &sent {
+        let (status, _, answer) = request(Method::POST, &url, *content_type, *body).await;
+        assert_eq!(status, 202, "{body}: {answer}");
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || receiver.seen().len()
+            == sent.len())
+        .await,
+        "{}",
+        weft.stderr()
+    );
+    let mut seen: Vec<_> = receiver.seen().iter().map(|s| s.json()).collect();
+    let mut expected: Vec<_> = sent.iter().map(|(_, _, value)| value.clone()).collect();
+    seen.sort_by_key(|v| v.to_string());
+    expected.sort_by_key(|v| v.to_string());
+    assert_eq!(seen, expected);
+    let (_, dead) = weft.admin_json(Method::GET, "/api/v1/dlq").await;
+    assert_eq!(dead.as_array().map(Vec::len), Some(0), "{dead}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_failures_and_exhausted_retries_go_to_the_dead_letter_queue() {
     let receiver = Receiver::start().await;
@@ -113,7 +177,7 @@ async fn permanent_failures_and_exhausted_retries_go_to_the_dead_letter_queue() 
     assert_eq!(dead.len(), 2, "{}", weft.stderr());
     let first = dead
         .iter()
-        .find(|d| d.payload.windows(5).any(|w| w == b"\"n\":1"))
+        .find(|d| stored_json(&d.payload)["n"] == 1)
         .unwrap();
     assert_eq!(first.attempts, 1);
     assert!(first.failure.reason.contains("400"), "{:?}", first.failure);
@@ -124,7 +188,7 @@ async fn permanent_failures_and_exhausted_retries_go_to_the_dead_letter_queue() 
     );
     let second = dead
         .iter()
-        .find(|d| d.payload.windows(5).any(|w| w == b"\"n\":2"))
+        .find(|d| stored_json(&d.payload)["n"] == 2)
         .unwrap();
     assert_eq!(second.attempts, 2);
     assert!(
