@@ -133,6 +133,7 @@ pub fn decode(content_type: Option<&str>, body: Bytes) -> Result<Value, String> 
         Kind::Xml => xml::parse(&body).map_err(|e| e.to_string()),
         Kind::Csv => csv(&body),
         Kind::Multipart => multipart(content_type.unwrap_or(""), body),
+        // (JSON was read above.)
         Kind::Json | Kind::Text => Ok(Value::Bytes(body)),
     }
 }
@@ -491,8 +492,9 @@ fn invalid_json(e: serde_json::Error) -> String {
 }
 
 /// Whether `body` parses as [`decode`] would parse it as JSON (the same errors, the same
-/// nesting bound), without building the value: nothing is allocated. What a durable flow
-/// stores as it was sent, to be parsed once, when it is delivered.
+/// nesting bound), without building the value (at most the parser's one buffer for escaped
+/// strings is allocated). What a durable flow stores as it was sent, to be parsed once, when
+/// it is delivered.
 pub fn check_json(body: &[u8]) -> Result<(), String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err("body is empty; expected JSON".into());
