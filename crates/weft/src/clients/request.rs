@@ -97,10 +97,6 @@ pub enum ExchangeError {
 }
 
 impl RequestSpec {
-    #[cfg(test)]
-    pub fn client_for_test(&self) -> &HttpClient {
-        &self.client
-    }
     pub fn build(
         client: &HttpClient,
         resources: &Resources,

@@ -1031,9 +1031,10 @@ impl<P: Processor, O: Output> Flow<P, O> {
             Err(e) => GroupOutcome::Failed(e.to_string()),
         });
         let absorbed = !trail.joined.is_empty();
-        let joined = match absorbed {
-            true => Box::pin(trail.joined_outcome()).await,
-            false => None,
+        let joined = if absorbed {
+            Box::pin(trail.joined_outcome()).await
+        } else {
+            None
         };
         if let Some(outcome) = joined
             && result.is_ok()

@@ -3,8 +3,9 @@
 //! A message is parsed once, at its input (the input has to reject malformed JSON with a 400
 //! anyway), into a structured [`Value`]; processors work on that value in place and outputs
 //! serialize it once per delivery. (A durable flow's `http_server` only checks a JSON body and
-//! stores it as sent; it is parsed once, when a delivery worker takes it from the store.) Metadata is a second value: HTTP method, path, query and
-//! headers from `http_server`, readable in VRL as `%http`.
+//! stores it as sent; it is parsed once, when a delivery worker takes it from the store.)
+//! Metadata is a second value: HTTP method, path, query and headers from `http_server`,
+//! readable in VRL as `%http`.
 
 use bytes::Bytes;
 use ulid::Ulid;
