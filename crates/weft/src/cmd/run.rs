@@ -13,18 +13,28 @@ use weft::load;
 use super::logging::init_logging;
 use crate::{LogFormat, report};
 
+/// `--cluster` and `--node`.
+pub struct ClusterFlags {
+    pub url: Option<String>,
+    pub node: Option<String>,
+}
+
 pub async fn run(
     files: Vec<PathBuf>,
     admin_flag: Option<String>,
     admin_token: Option<String>,
     data_dir: PathBuf,
+    cluster: ClusterFlags,
     log_format: LogFormat,
 ) -> anyhow::Result<ExitCode> {
     // What the watcher compares with: the bytes this load read.
     let read_at_start: Vec<Option<Vec<u8>>> = files.iter().map(|f| std::fs::read(f).ok()).collect();
     let env = weft::admin::config::EnvLookup::default();
     let loaded = match load::load_with(&files, &|name: &str| env.get(name), &Shared::default()) {
-        Ok(loaded) => loaded,
+        Ok(mut loaded) => {
+            apply_cluster_flags(&mut loaded, cluster)?;
+            loaded
+        }
         Err(errors) => {
             init_logging(log_format, false, None);
             return Ok(report(&errors, &env));
@@ -104,6 +114,38 @@ pub async fn run(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `--cluster` and `--node` over the config's `cluster:` (or as the whole of it).
+fn apply_cluster_flags(loaded: &mut load::Loaded, flags: ClusterFlags) -> anyhow::Result<()> {
+    let ClusterFlags { url, node } = flags;
+    let url = url.filter(|u| !u.is_empty());
+    if url.is_none() && node.is_none() {
+        return Ok(());
+    }
+    let Some(url) = url.or_else(|| loaded.cluster.as_ref().map(|c| c.url.expose().to_string()))
+    else {
+        anyhow::bail!(
+            "--node / WEFT_NODE names this node in a cluster: give the cluster too (--cluster / WEFT_CLUSTER, or `cluster:` in the config)"
+        );
+    };
+    let current = loaded.cluster.take();
+    let config = weft::cluster::ClusterConfig {
+        nats: weft::cluster::NatsConfig {
+            url: weft::config::Secret::new(url),
+            ca: current.as_ref().and_then(|c| c.ca.clone()),
+        },
+        name: current.as_ref().map(|c| c.name.clone()),
+        node: node.or_else(|| current.as_ref().map(|c| c.node.clone())),
+        lease_ttl: current
+            .as_ref()
+            .map(|c| weft::config::units::Dur(c.lease_ttl)),
+    };
+    let settings = config
+        .settings()
+        .map_err(|(field, message)| anyhow::anyhow!("cluster.{field}: {message}"))?;
+    loaded.cluster = Some(settings);
+    Ok(())
 }
 
 /// Start-up is over: its pages of the executable go back to the page cache (`memory.rs`).

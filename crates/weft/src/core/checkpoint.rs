@@ -3,6 +3,10 @@
 //! set, so that renaming a flow can keep its place). A checkpoint is saved as
 //! `{"value": …, "saved_at": ms}`; one saved before it carried its time reads as its value.
 //! `weft checkpoint` and the admin API read and change them here.
+//!
+//! An input writes its checkpoint over the one it read ([`save_over`]): by compare-and-set,
+//! so that a write from a node that lost its lease (on a cluster), or one racing an operator's
+//! `weft checkpoint set`, fails instead of moving the watermark back.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -48,14 +52,47 @@ fn decode(bytes: &[u8]) -> Result<Saved, String> {
 
 /// The checkpoint under `key`, if one was saved.
 pub async fn load(store: &Store, key: &str) -> Result<Option<Saved>, String> {
+    Ok(load_stored(store, key).await?.map(|(saved, _)| saved))
+}
+
+/// [`load`], with the bytes as stored (what [`save_over`] compares with).
+pub async fn load_stored(store: &Store, key: &str) -> Result<Option<(Saved, Vec<u8>)>, String> {
     match store
         .kv_get(NAMESPACE, key, now_ms())
         .await
         .map_err(|e| e.to_string())?
     {
-        Some(bytes) => decode(&bytes).map(Some),
+        Some(bytes) => decode(&bytes).map(|saved| Some((saved, bytes))),
         None => Ok(None),
     }
+}
+
+/// Saves `value` under `key` only if what is stored there is still `read` (`None`: nothing);
+/// returns the time it was stamped with and the bytes stored.
+pub async fn save_over(
+    store: &Store,
+    key: &str,
+    value: Json,
+    read: Option<&[u8]>,
+) -> Result<(i64, Vec<u8>), String> {
+    let saved = Saved {
+        value,
+        saved_at: Some(now_ms()),
+    };
+    let bytes = serde_json::to_vec(&saved).map_err(|e| e.to_string())?;
+    let written = match read {
+        Some(read) => store.kv_replace(NAMESPACE, key, read, &bytes, None).await,
+        None => {
+            store
+                .kv_put_if_absent(NAMESPACE, key, &bytes, None, now_ms())
+                .await
+        }
+    }
+    .map_err(|e| format!("could not save the checkpoint: {e}"))?;
+    if !written {
+        return Err("the checkpoint changed since this poll read it (another node polls this flow now, or it was set by hand): this poll stops without saving, and the next one starts from the checkpoint saved".into());
+    }
+    Ok((saved.saved_at.unwrap_or_default(), bytes))
 }
 
 /// Saves `value` under `key`, stamped with the time now; returns that time.

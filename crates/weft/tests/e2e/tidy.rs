@@ -68,7 +68,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["core"],
     &["clients", "telemetry"],
-    &["server"],
+    &["server", "cluster"],
     &["inputs", "processors", "outputs"],
     &["load"],
     &["admin"],

@@ -1,0 +1,279 @@
+//! Several `weft run` nodes sharing one NATS JetStream server (or cluster), and nothing else.
+//!
+//! What a node shares with the others, in three KV buckets named after the cluster
+//! (`weft_<name>_…`):
+//! - `state`: everything flows keep as key/value (checkpoints, `dedupe` keys, `Idempotency-Key`
+//!   records, OAuth 2.0 tokens), through [`weft_store::NatsKv`]: compare-and-set on revisions.
+//! - `leases`: which node runs each input that must run once in the cluster (pollers,
+//!   schedules, subscriptions every node would otherwise receive in full): [`lease`].
+//! - `nodes`: who is alive; each node writes its record every third of the lease time and the
+//!   bucket forgets it after a lease time (`weft cluster status` reads it).
+//!
+//! Direct flows need nothing more: any node serves their requests. Durable flows keep their
+//! queues on one node's store, so a node refuses them until the queue moves to JetStream.
+
+pub mod lease;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Secret;
+use crate::config::units::Dur;
+
+/// `cluster:` at the top level of a config file.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ClusterConfig")]
+pub struct ClusterConfig {
+    /// The NATS server (with JetStream) the nodes share.
+    pub nats: NatsConfig,
+    /// The cluster's name: the prefix of its buckets, so that several clusters can share one
+    /// NATS. Letters, digits, `-` and `_`. Default `weft`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// This node's name, unique in the cluster (two nodes of one name would take each other's
+    /// leases). Default: the host name.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// How long a node's hold on an input outlives its last renewal: a node that died is
+    /// replaced within about this time. Default `6s`.
+    #[serde(default)]
+    pub lease_ttl: Option<Dur>,
+}
+
+/// `cluster.nats`.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ClusterNats")]
+pub struct NatsConfig {
+    /// `nats://[user:password@]host:4222` (or `tls://…`), several comma-separated.
+    pub url: Secret,
+    /// A PEM file of the certificate authorities that sign the servers' certificates, for
+    /// `tls://` servers that a public authority does not sign.
+    #[serde(default)]
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// A cluster's settings, defaults applied.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub url: Secret,
+    pub ca: Option<std::path::PathBuf>,
+    pub name: String,
+    pub node: String,
+    pub lease_ttl: Duration,
+}
+
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(6);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster: cannot connect to NATS at {url}: {detail}")]
+    Connect { url: String, detail: String },
+    #[error(
+        "cluster: cannot open the cluster's buckets on NATS at {url}: {detail} (is JetStream on? `nats-server -js`, or `jetstream {{}}` in its config)"
+    )]
+    Bucket { url: String, detail: String },
+}
+
+impl ClusterConfig {
+    /// The settings with defaults; `Err` names the field that is wrong.
+    pub fn settings(&self) -> Result<Settings, (&'static str, String)> {
+        let name = self.name.clone().unwrap_or_else(|| "weft".into());
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err((
+                "name",
+                format!("`{name}`: use letters, digits, `-` and `_` (it names NATS buckets)"),
+            ));
+        }
+        let node = match &self.node {
+            Some(node) => node.clone(),
+            None => hostname(),
+        };
+        if node.is_empty()
+            || !node
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            || node.starts_with('.')
+            || node.ends_with('.')
+        {
+            return Err((
+                "node",
+                format!("`{node}`: use letters, digits, `-`, `_` and `.` inside"),
+            ));
+        }
+        let lease_ttl = self.lease_ttl.map_or(DEFAULT_LEASE_TTL, |d| d.0);
+        if lease_ttl < Duration::from_secs(1) {
+            return Err(("lease_ttl", "at least 1s".into()));
+        }
+        crate::clients::nats::Nats::open(&self.nats.url).map_err(|e| ("nats.url", e))?;
+        Ok(Settings {
+            url: self.nats.url.clone(),
+            ca: self.nats.ca.clone(),
+            name,
+            node,
+            lease_ttl,
+        })
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "weft".into())
+}
+
+/// A node's place in the cluster: the connection and the buckets.
+#[derive(Clone)]
+pub struct Cluster {
+    pub settings: Settings,
+    /// The servers, without credentials, for messages.
+    pub shown: String,
+    pub leases: kv::Store,
+    pub nodes: kv::Store,
+    pub state: kv::Store,
+}
+
+/// A node's record in the `nodes` bucket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub node: String,
+    /// When the node joined (milliseconds since the epoch).
+    pub since_ms: i64,
+    /// Its admin endpoint.
+    pub admin: Option<String>,
+}
+
+impl Cluster {
+    /// Connects and opens (creating if needed) the cluster's buckets. Fails at once, with the
+    /// reason, when NATS cannot be reached or has no JetStream.
+    pub async fn join(settings: Settings) -> Result<Cluster, ClusterError> {
+        let shown = crate::clients::nats::Nats::open(&settings.url)
+            .map(|n| n.shown().to_string())
+            .unwrap_or_default();
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("weft {}", settings.node))
+            .connection_timeout(Duration::from_secs(5));
+        if let Some(ca) = &settings.ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        let client =
+            options
+                .connect(settings.url.expose())
+                .await
+                .map_err(|e| ClusterError::Connect {
+                    url: shown.clone(),
+                    detail: e.to_string(),
+                })?;
+        let js = jetstream::new(client);
+        let ttl = settings.lease_ttl;
+        let open = |suffix: &'static str, max_age: Duration, what: &'static str| {
+            let (js, shown) = (js.clone(), shown.clone());
+            let bucket = format!("weft_{}_{suffix}", settings.name);
+            async move {
+                weft_store::open_bucket(&js, &bucket, what, max_age)
+                    .await
+                    .map_err(|detail| ClusterError::Bucket { url: shown, detail })
+            }
+        };
+        let leases = open(
+            "leases",
+            Duration::ZERO,
+            "weft: which node runs which input",
+        )
+        .await?;
+        let nodes = open("nodes", ttl, "weft: the nodes alive").await?;
+        let state = open(
+            "state",
+            Duration::ZERO,
+            "weft: checkpoints, dedupe and idempotency keys, tokens",
+        )
+        .await?;
+        tracing::info!(cluster = %settings.name, node = %settings.node, nats = %shown, "joined the cluster");
+        Ok(Cluster {
+            settings,
+            shown,
+            leases,
+            nodes,
+            state,
+        })
+    }
+
+    /// Writes this node's record every third of the lease time until `stop`, then removes it.
+    pub async fn heartbeat(self, admin: Option<String>, stop: tokio_util::sync::CancellationToken) {
+        let record = NodeRecord {
+            node: self.settings.node.clone(),
+            since_ms: crate::core::clock::now_ms(),
+            admin,
+        };
+        let value: bytes::Bytes = serde_json::to_vec(&record)
+            .expect("a node record serializes")
+            .into();
+        let key = format!("node.{}", self.settings.node);
+        loop {
+            if let Err(e) = self.nodes.put(&key, value.clone()).await {
+                tracing::warn!(cluster = %self.settings.name, error = %e, "could not write this node's heartbeat");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(self.settings.lease_ttl / 3) => {}
+            }
+        }
+        let _ = self.nodes.purge(&key).await;
+    }
+}
+
+/// What `weft cluster status` shows.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub cluster: String,
+    pub nats: String,
+    pub nodes: Vec<NodeRecord>,
+    /// Each lease: its key (`input.<flow>`) and the node that holds it.
+    pub leases: Vec<(String, String)>,
+}
+
+impl Cluster {
+    pub async fn status(&self) -> Result<Status, String> {
+        use futures_util::TryStreamExt;
+        let mut nodes = Vec::new();
+        let keys: Vec<String> = match self.nodes.keys().await {
+            Ok(keys) => keys.try_collect().await.map_err(|e| e.to_string())?,
+            Err(e) => return Err(e.to_string()),
+        };
+        for key in keys {
+            if let Ok(Some(value)) = self.nodes.get(&key).await
+                && let Ok(record) = serde_json::from_slice::<NodeRecord>(&value)
+            {
+                nodes.push(record);
+            }
+        }
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        let mut leases = Vec::new();
+        let keys: Vec<String> = match self.leases.keys().await {
+            Ok(keys) => keys.try_collect().await.map_err(|e| e.to_string())?,
+            Err(e) => return Err(e.to_string()),
+        };
+        for key in keys {
+            if let Ok(Some(holder)) = self.leases.get(&key).await {
+                leases.push((key, String::from_utf8_lossy(&holder).into_owned()));
+            }
+        }
+        leases.sort();
+        Ok(Status {
+            cluster: self.settings.name.clone(),
+            nats: self.shown.clone(),
+            nodes,
+            leases,
+        })
+    }
+}

@@ -1,0 +1,254 @@
+//! Several `weft run` nodes on one NATS JetStream server of the test's own: a poller runs on
+//! one node at a time, moves within the lease time when its node is SIGKILLed, and goes on
+//! from the watermark the dead node saved; `weft cluster status` shows who runs what.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::response::IntoResponse;
+use http::Request;
+
+use crate::support::*;
+
+/// A changes API: records `n` = 1, 2, … (their `updated_at` is `n`), two per page after
+/// `since`; each request is kept with the node that made it (`node=` in its query).
+#[derive(Clone, Default)]
+struct Changes {
+    records: Arc<Mutex<u64>>,
+    requests: Arc<Mutex<Vec<(Instant, String, u64)>>>,
+}
+
+impl Changes {
+    async fn start() -> (Changes, String) {
+        let api = Changes::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let a = api.clone();
+        let app = Router::new().fallback(move |request: Request<Body>| {
+            let a = a.clone();
+            async move {
+                let query: HashMap<String, String> = request
+                    .uri()
+                    .query()
+                    .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                    .unwrap_or_default();
+                let since: u64 = query["since"].parse().unwrap();
+                a.requests
+                    .lock()
+                    .unwrap()
+                    .push((Instant::now(), query["node"].clone(), since));
+                let last = *a.records.lock().unwrap();
+                let rows: Vec<_> = (since + 1..=last)
+                    .take(2)
+                    .map(|n| serde_json::json!({"id": n, "updated_at": n}))
+                    .collect();
+                (
+                    [("content-type", "application/json")],
+                    serde_json::json!({ "rows": rows }).to_string(),
+                )
+                    .into_response()
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (api, base)
+    }
+
+    /// The nodes that polled in the last `window`.
+    fn pollers(&self, window: Duration) -> HashSet<String> {
+        let now = Instant::now();
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, ..)| now.duration_since(*at) < window)
+            .map(|(_, node, _)| node.clone())
+            .collect()
+    }
+}
+
+fn config(nats: &str, api: &str, receiver: &str) -> String {
+    format!(
+        r#"
+cluster:
+  nats: {{ url: "{nats}" }}
+  name: poll_test
+  lease_ttl: 2s
+flows:
+  poll:
+    concurrency: 1
+    input:
+      http_poll:
+        url: "{api}/changes?node=${{NODE}}&since={{{{ %watermark }}}}"
+        interval: 200ms
+        records: .rows
+        pagination: {{ next_url: 'if length!(.rows) == 0 {{ null }} else {{ "?node=${{NODE}}&since=" + to_string!(.rows[-1].updated_at) }}' }}
+        watermark: {{ value: .updated_at, initial: 0 }}
+    output:
+      http_client: {{ url: "{receiver}" }}
+"#
+    )
+}
+
+async fn node(config: &str, name: &str) -> Weft {
+    Weft::start_with(
+        config,
+        &[("NODE", name), ("WEFT_NODE", name)],
+        Stdio::null(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poller_runs_on_one_node_and_moves_with_its_watermark_when_that_node_dies() {
+    a_poller_moves_when_its_node_dies(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_on_a_current_nats_server() {
+    a_poller_moves_when_its_node_dies(false).await
+}
+
+async fn a_poller_moves_when_its_node_dies(debian: bool) {
+    let Some(nats) = NatsServer::start(debian).await else {
+        return;
+    };
+    let (api, base) = Changes::start().await;
+    let receiver = Receiver::start().await;
+    let config = config(&nats.url, &base, &receiver.url("/in"));
+    // New records all along: 25 a second.
+    let appending = Arc::new(AtomicBool::new(true));
+    tokio::spawn({
+        let (records, appending) = (api.records.clone(), appending.clone());
+        async move {
+            while appending.load(Ordering::Relaxed) {
+                *records.lock().unwrap() += 1;
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        }
+    });
+    let mut nodes = BTreeMap::new();
+    for name in ["n1", "n2", "n3"] {
+        nodes.insert(name.to_string(), node(&config, name).await);
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let pollers = api.pollers(Duration::from_millis(1500));
+    assert_eq!(pollers.len(), 1, "one node polls: {pollers:?}");
+    let leader = pollers.into_iter().next().unwrap();
+
+    let (status, out, err) = weft_cmd(
+        &[
+            "cluster",
+            "status",
+            "--nats",
+            &nats.url,
+            "--name",
+            "poll_test",
+            "--json",
+        ],
+        &scratch(),
+    );
+    assert!(status.success(), "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = shown["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["n1", "n2", "n3"], "{out}");
+    assert_eq!(
+        shown["leases"],
+        serde_json::json!([["input.poll", leader]]),
+        "{out}"
+    );
+
+    // SIGKILL: the lease is not released, it has to lapse.
+    nodes.get_mut(&leader).unwrap().kill();
+    let killed = Instant::now();
+    let first_after = || {
+        api.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(at, node, _)| *at > killed && *node != leader)
+            .cloned()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || first_after().is_some()).await,
+        "no node took the poller over: {}",
+        nodes.values().map(Weft::stderr).collect::<String>()
+    );
+    let (at, successor, since) = first_after().unwrap();
+    let takeover = at.duration_since(killed);
+    eprintln!("takeover after {takeover:?} by {successor}, from since={since}");
+    // The lease time (2 s), a renewal interval before the holder's last renewal counted, a
+    // contender's look interval, and slack for a loaded machine.
+    assert!(takeover < Duration::from_secs(5), "{takeover:?}");
+    assert!(since > 0, "the new node goes on from the saved watermark");
+
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let pollers = api.pollers(Duration::from_millis(1500));
+    assert_eq!(pollers, HashSet::from([successor]), "one node polls again");
+
+    appending.store(false, Ordering::Relaxed);
+    let last = *api.records.lock().unwrap();
+    let delivered = || -> Vec<u64> {
+        receiver
+            .seen()
+            .iter()
+            .map(|s| s.json()["id"].as_u64().unwrap())
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let got: HashSet<u64> = delivered().into_iter().collect();
+            (1..=last).all(|n| got.contains(&n))
+        })
+        .await,
+        "every record delivered"
+    );
+    let all = delivered();
+    let unique: HashSet<u64> = all.iter().copied().collect();
+    let duplicates = all.len() - unique.len();
+    eprintln!(
+        "{} records, {} deliveries, {duplicates} duplicates",
+        last,
+        all.len()
+    );
+    // At most the page the dead node had delivered without saving its watermark yet.
+    assert!(duplicates <= 2, "{duplicates} duplicates");
+}
+
+#[tokio::test]
+async fn a_durable_flow_is_refused_on_a_cluster_at_its_delivery_field() {
+    let dir = scratch();
+    let path = dir.join("flows.yaml");
+    std::fs::write(
+        &path,
+        "cluster:\n  nats: { url: \"nats://127.0.0.1:4222\" }\nflows:\n  orders:\n    delivery: durable\n    input:\n      http_server: { address: \"127.0.0.1:1\", path: /orders }\n    output:\n      stdout: {}\n",
+    )
+    .unwrap();
+    let (status, _, err) = weft_cmd(&["check", path.to_str().unwrap()], &dir);
+    assert!(!status.success());
+    assert!(
+        err.contains("flows.yaml:5:15") && err.contains("does not run on a cluster"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &path,
+        "cluster:\n  nats: { url: \"nats://127.0.0.1:4222\" }\n  name: \"a b\"\nflows:\n  f:\n    input:\n      generate: { mapping: \"{}\", count: 1 }\n    output:\n      drop: {}\n",
+    )
+    .unwrap();
+    let (status, _, err) = weft_cmd(&["check", path.to_str().unwrap()], &dir);
+    assert!(!status.success());
+    assert!(
+        err.contains("flows.yaml:3:9") && err.contains("cluster.name"),
+        "{err}"
+    );
+}
