@@ -219,9 +219,17 @@ impl Cluster {
             .expect("a node record serializes")
             .into();
         let key = format!("node.{}", self.settings.node);
+        let mut alive = 1;
         loop {
             if let Err(e) = self.nodes.put(&key, value.clone()).await {
                 tracing::warn!(cluster = %self.settings.name, error = %e, "could not write this node's heartbeat");
+            }
+            if let Some(counted) = self.count_nodes().await
+                && counted != alive
+            {
+                alive = counted;
+                tracing::info!(cluster = %self.settings.name, nodes = alive, "{alive} node(s) alive: each keeps to 1/{alive} of every rate limit");
+                crate::clients::rate_limit::set_nodes(alive);
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -229,6 +237,17 @@ impl Cluster {
             }
         }
         let _ = self.nodes.purge(&key).await;
+    }
+}
+
+impl Cluster {
+    /// The nodes whose heartbeat is fresh; `None` when the bucket cannot be read (the share
+    /// stays as it was).
+    async fn count_nodes(&self) -> Option<u32> {
+        use futures_util::StreamExt;
+        let keys = self.nodes.keys().await.ok()?;
+        let counted = keys.filter(|k| std::future::ready(k.is_ok())).count().await;
+        Some((counted as u32).max(1))
     }
 }
 

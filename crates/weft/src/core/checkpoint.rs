@@ -133,6 +133,33 @@ pub async fn list(store: &Store) -> Result<Vec<(String, Saved)>, String> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_save_over_a_checkpoint_that_changed_since_it_was_read_fails() {
+        let dir = std::env::temp_dir().join(format!("weft-checkpoint-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("weft.db"), weft_store::Durability::Process)
+            .await
+            .unwrap();
+        // Nothing read: the first save creates it; a second "first" save (another node's) fails.
+        let (_, first) = save_over(&store, "k", Json::from(1), None).await.unwrap();
+        assert!(save_over(&store, "k", Json::from(9), None).await.is_err());
+        // Saved over what was read: fine; over a stale read (someone set it since): refused.
+        let (_, second) = save_over(&store, "k", Json::from(2), Some(&first))
+            .await
+            .unwrap();
+        let refused = save_over(&store, "k", Json::from(1), Some(&first))
+            .await
+            .unwrap_err();
+        assert!(
+            refused.contains("changed since this poll read it"),
+            "{refused}"
+        );
+        let (saved, stored) = load_stored(&store, "k").await.unwrap().unwrap();
+        assert_eq!((saved.value, stored), (Json::from(2), second));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn old_checkpoints_read_as_their_value() {
         assert_eq!(

@@ -252,3 +252,127 @@ async fn a_durable_flow_is_refused_on_a_cluster_at_its_delivery_field() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dedupe_key_taken_on_one_node_is_a_repeat_on_another() {
+    let Some(nats) = NatsServer::start(true).await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let node = |port: u16, name: &str| {
+        let config = format!(
+            r#"
+cluster:
+  nats: {{ url: "{}" }}
+  name: dedupe_test
+  node: {name}
+flows:
+  events:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    pipeline:
+      - dedupe: {{ key: .event_id, ttl: 1h }}
+    output:
+      http_client: {{ url: "{}" }}
+"#,
+            nats.url,
+            receiver.url("/in")
+        );
+        async move { Weft::start(&config).await }
+    };
+    let (a, b) = (free_port(), free_port());
+    let _first = node(a, "a").await;
+    let _second = node(b, "b").await;
+    let send = |port: u16, id: &str| {
+        let body = format!(r#"{{"event_id": "{id}"}}"#);
+        async move { post_json(&format!("http://127.0.0.1:{port}/"), &body).await }
+    };
+    let (status, _, body) = send(a, "e1").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = send(b, "e1").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(r#""filtered":true"#),
+        "a repeat on node b: {body}"
+    );
+    let (status, _, body) = send(b, "e2").await;
+    assert!(status == 200 && !body.contains("filtered"), "{body}");
+    let (_, _, body) = send(a, "e2").await;
+    assert!(
+        body.contains(r#""filtered":true"#),
+        "a repeat on node a: {body}"
+    );
+    let ids: Vec<String> = receiver
+        .seen()
+        .iter()
+        .map(|s| s.json()["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["e1", "e2"], "each event delivered once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_keeps_to_its_share_of_a_rate_limit() {
+    let Some(nats) = NatsServer::start(true).await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let node = |port: u16, name: &str| {
+        let config = format!(
+            r#"
+cluster:
+  nats: {{ url: "{}" }}
+  name: rate_test
+  node: {name}
+  lease_ttl: 2s
+resources:
+  rate_limits:
+    api: {{ requests: 2, per: 1h }}
+flows:
+  calls:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    output:
+      http_client: {{ url: "{}", rate_limit: api }}
+"#,
+            nats.url,
+            receiver.url("/in")
+        );
+        async move { Weft::start(&config).await }
+    };
+    let port = free_port();
+    let first = node(port, "a").await;
+    let mut second = node(free_port(), "b").await;
+    assert!(
+        eventually(Duration::from_secs(10), || first
+            .stderr()
+            .contains("2 node(s) alive"))
+        .await,
+        "{}",
+        first.stderr()
+    );
+    let url = format!("http://127.0.0.1:{port}/");
+    let (status, _, body) = post_json(&url, "{}").await;
+    assert_eq!(status, 200, "{body}");
+    // Two an hour for the cluster: one for each of its two nodes, so a second call waits.
+    let waited = tokio::time::timeout(Duration::from_millis(1500), post_json(&url, "{}")).await;
+    assert!(
+        waited.is_err(),
+        "a second call on node a waits for its slot"
+    );
+    assert_eq!(receiver.seen().len(), 1);
+
+    second.kill();
+    assert!(
+        eventually(Duration::from_secs(10), || first
+            .stderr()
+            .contains("1 node(s) alive"))
+        .await,
+        "{}",
+        first.stderr()
+    );
+    let (status, _, body) = post_json(&url, "{}").await;
+    assert_eq!(
+        status, 200,
+        "alone again, node a has the whole limit: {body}"
+    );
+}
