@@ -15,19 +15,20 @@ use crate::support::*;
 
 /// An authorization server and an API that accepts only its current token.
 #[derive(Clone, Default)]
-struct OAuthServer {
-    issued: Arc<AtomicU32>,
+pub struct OAuthServer {
+    /// Token requests received, refused ones included.
+    pub issued: Arc<AtomicU32>,
     current: Arc<Mutex<Option<String>>>,
     /// Statuses the API answered, in order.
     answers: Arc<Mutex<Vec<u16>>>,
-    /// What the token endpoint received (form bodies).
-    grants: Arc<Mutex<Vec<String>>>,
+    /// What the token endpoint granted (form bodies).
+    pub grants: Arc<Mutex<Vec<String>>>,
     /// The API refuses every token.
     reject_all: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl OAuthServer {
-    async fn start(lifetime_secs: u64) -> (OAuthServer, String) {
+    pub async fn start(lifetime_secs: u64) -> (OAuthServer, String) {
         let server = OAuthServer::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

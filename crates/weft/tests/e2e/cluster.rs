@@ -376,3 +376,63 @@ flows:
         "alone again, node a has the whole limit: {body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_take_turns_to_refresh_a_rotating_oauth_token_and_share_it() {
+    let Some(nats) = NatsServer::start(true).await else {
+        return;
+    };
+    // Tokens live a second; each refresh token works once; the API takes only the newest token.
+    let (server, base) = crate::api_auth::OAuthServer::start(1).await;
+    let node = |port: u16, name: &str| {
+        let config = format!(
+            r#"
+cluster:
+  nats: {{ url: "{}" }}
+  name: oauth_test
+  node: {name}
+resources:
+  auth:
+    crm:
+      oauth2:
+        token_url: "{base}/token"
+        client_id: weft-client
+        client_secret: "s3cr/et"
+        client_auth: body
+        refresh_token: rt-0
+flows:
+  sync:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
+    output:
+      http_client: {{ url: "{base}/api", auth: crm, retry: {{ max_attempts: 1 }} }}
+"#,
+            nats.url
+        );
+        async move { Weft::start(&config).await }
+    };
+    let (a, b) = (free_port(), free_port());
+    let first = node(a, "a").await;
+    let second = node(b, "b").await;
+    let mut statuses = Vec::new();
+    for i in 0..24 {
+        let port = if i % 2 == 0 { a } else { b };
+        let (status, _, body) = post_json(&format!("http://127.0.0.1:{port}/"), "{}").await;
+        statuses.push((status.as_u16(), body));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let failed: Vec<_> = statuses.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{failed:?}\n{}\n{}",
+        first.stderr(),
+        second.stderr()
+    );
+    let granted = server.grants.lock().unwrap().len();
+    let asked = server.issued.load(std::sync::atomic::Ordering::SeqCst) as usize;
+    assert_eq!(asked, granted, "no refresh token was used twice");
+    assert!(
+        granted >= 3,
+        "the token was refreshed along the way: {granted}"
+    );
+}

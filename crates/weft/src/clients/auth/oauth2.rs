@@ -2,6 +2,13 @@
 //! memory (and in the store's key/value table when the engine has one, so a restart neither
 //! fetches a token it still holds nor loses a rotated refresh token), fetched again shortly
 //! before it expires, one fetch for every concurrent request.
+//!
+//! Several processes may share the store (the nodes of a cluster share its key/value). Before
+//! fetching, a profile looks at the saved token first and takes it up when another process
+//! saved a fresher one. With the refresh-token grant only one process refreshes at a time (it
+//! claims `oauth2-refresh/<profile>` while it does), because a server that rotates refresh
+//! tokens refuses the old one: the others wait and take up what it saved. A token refused with
+//! 401 is marked spent in the store only if the store still holds that token.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -63,6 +70,8 @@ struct Cache {
     refresh_token: Option<Secret>,
     /// Whether the store was consulted for a token saved by an earlier run.
     restored: bool,
+    /// The saved token as this process last read or wrote it.
+    saved: Option<Vec<u8>>,
 }
 
 pub(super) struct OAuth2 {
@@ -86,6 +95,18 @@ pub(super) struct OAuth2 {
 
 /// The store namespace of saved tokens (keyed by profile name).
 const STORE_NAMESPACE: &str = "oauth2";
+/// Who is refreshing a profile's token now (keyed by profile name).
+const REFRESH_NAMESPACE: &str = "oauth2-refresh";
+
+/// [`OAuth2::refresh_turn`]'s answer.
+enum Turn {
+    /// This process refreshes; the holder it claimed the turn as.
+    Ours(String),
+    /// Another process refreshed meanwhile: its token.
+    Taken(Secret),
+    /// No store to share a turn through, or the client-credentials grant.
+    Alone,
+}
 
 fn identity(o: &OAuth2Config) -> String {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
@@ -172,6 +193,7 @@ impl OAuth2 {
                 failed: None,
                 refresh_token: o.refresh_token.clone(),
                 restored: false,
+                saved: None,
             }),
         })
     }
@@ -193,14 +215,24 @@ impl OAuth2 {
         {
             return Err(error.clone());
         }
-        let (access, lifetime, rotated) =
-            match self.fetch(profile, cache.refresh_token.as_ref()).await {
-                Ok(fetched) => fetched,
-                Err(e) => {
-                    cache.failed = Some((Instant::now(), e.clone()));
-                    return Err(e);
-                }
-            };
+        // Another process sharing the store may have renewed it already.
+        if let Some(access) = self.fresher(profile, &mut cache).await {
+            return Ok(access);
+        }
+        let turn = match self.refresh_turn(profile, &mut cache).await {
+            Turn::Taken(access) => return Ok(access),
+            Turn::Ours(holder) => Some(holder),
+            Turn::Alone => None,
+        };
+        let fetched = self.fetch(profile, cache.refresh_token.as_ref()).await;
+        let (access, lifetime, rotated) = match fetched {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                self.end_turn(profile, turn).await;
+                cache.failed = Some((Instant::now(), e.clone()));
+                return Err(e);
+            }
+        };
         cache.failed = None;
         let lifetime = lifetime.clamp(MIN_LIFETIME, MAX_LIFETIME);
         cache.token = Some(Token {
@@ -214,9 +246,66 @@ impl OAuth2 {
         {
             cache.refresh_token = Some(rotated);
         }
-        self.save(profile, &access, lifetime, cache.refresh_token.as_ref())
+        cache.saved = self
+            .save(profile, &access, lifetime, cache.refresh_token.as_ref())
             .await;
+        self.end_turn(profile, turn).await;
         Ok(access)
+    }
+
+    /// The saved token, taken up when it is good for longer than this process's own.
+    async fn fresher(&self, profile: &str, cache: &mut Cache) -> Option<Secret> {
+        self.store.get()?;
+        self.restore(profile, cache).await;
+        cache
+            .token
+            .as_ref()
+            .filter(|t| Instant::now() < t.renew_at)
+            .map(|t| t.access.clone())
+    }
+
+    /// With the refresh-token grant and a store: this process's turn to refresh, or the token
+    /// another process refreshed meanwhile. Waits at most the token request's timeout for the
+    /// other; a store that cannot be reached leaves each process on its own.
+    async fn refresh_turn(&self, profile: &str, cache: &mut Cache) -> Turn {
+        let Some(store) = self.store.get().filter(|_| self.refresh_grant) else {
+            return Turn::Alone;
+        };
+        let holder = format!("{}-{}", std::process::id(), crate::core::clock::now_ms());
+        let deadline = Instant::now() + TOKEN_TIMEOUT;
+        while Instant::now() < deadline {
+            let now = crate::core::clock::now_ms();
+            let until = now + TOKEN_TIMEOUT.as_millis() as i64;
+            match store
+                .kv_claim(REFRESH_NAMESPACE, profile, holder.as_bytes(), until, now)
+                .await
+            {
+                Ok(None) => return Turn::Ours(holder),
+                Ok(Some(_)) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if let Some(access) = self.fresher(profile, cache).await {
+                        return Turn::Taken(access);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(profile, error = %e, "could not take the turn to refresh the OAuth 2.0 token; refreshing without it");
+                    return Turn::Alone;
+                }
+            }
+        }
+        tracing::warn!(
+            profile,
+            "another process held the turn to refresh the OAuth 2.0 token for too long; refreshing without it"
+        );
+        Turn::Alone
+    }
+
+    async fn end_turn(&self, profile: &str, turn: Option<String>) {
+        if let (Some(store), Some(holder)) = (self.store.get(), turn) {
+            let _ = store
+                .kv_delete(REFRESH_NAMESPACE, profile, Some(holder.as_bytes()))
+                .await;
+        }
     }
 
     /// Takes up the token (and the rotated refresh token) an earlier run saved, if it was
@@ -226,16 +315,23 @@ impl OAuth2 {
             return;
         };
         let saved = match store.kv_get(STORE_NAMESPACE, profile, 0).await {
-            Ok(Some(bytes)) => serde_json::from_slice::<Saved>(&bytes).ok(),
+            Ok(Some(bytes)) => serde_json::from_slice::<Saved>(&bytes)
+                .ok()
+                .map(|saved| (saved, bytes)),
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!(profile, error = %e, "could not read the saved OAuth 2.0 token");
                 None
             }
         };
-        let Some(saved) = saved.filter(|s| s.identity == self.identity) else {
+        let Some((saved, bytes)) = saved.filter(|(s, _)| s.identity == self.identity) else {
             return;
         };
+        if cache.saved.as_ref() == Some(&bytes) {
+            // What this process wrote or took up last: nothing new.
+            return;
+        }
+        cache.saved = Some(bytes);
         if let (Some(refresh), Some(_)) = (saved.refresh, &cache.refresh_token) {
             cache.refresh_token = Some(Secret::new(refresh));
         }
@@ -252,16 +348,15 @@ impl OAuth2 {
         tracing::debug!(profile, "OAuth 2.0 token taken up from the store");
     }
 
+    /// Saves a token; returns the bytes saved.
     async fn save(
         &self,
         profile: &str,
         access: &Secret,
         lifetime: Duration,
         refresh: Option<&Secret>,
-    ) {
-        let Some(store) = self.store.get() else {
-            return;
-        };
+    ) -> Option<Vec<u8>> {
+        let store = self.store.get()?;
         let saved = Saved {
             identity: self.identity.clone(),
             access: access.expose().to_string(),
@@ -269,9 +364,13 @@ impl OAuth2 {
             refresh: refresh.map(|r| r.expose().to_string()),
         };
         let bytes = serde_json::to_vec(&saved).unwrap_or_default();
-        if let Err(e) = store.kv_put(STORE_NAMESPACE, profile, &bytes, None).await {
-            // The token works meanwhile; a rotated refresh token not saved is lost at restart.
-            tracing::warn!(profile, error = %e, "could not save the OAuth 2.0 token");
+        match store.kv_put(STORE_NAMESPACE, profile, &bytes, None).await {
+            Ok(()) => Some(bytes),
+            Err(e) => {
+                // The token works meanwhile; a rotated refresh token not saved is lost at restart.
+                tracing::warn!(profile, error = %e, "could not save the OAuth 2.0 token");
+                None
+            }
         }
     }
 
@@ -280,14 +379,24 @@ impl OAuth2 {
         // Only if nobody replaced it meanwhile: many requests refused at once renew once.
         if cache.token.as_ref().is_some_and(|t| &t.access == used) {
             cache.token = None;
-            // Saved as spent too, so a restart before the renewal does not offer it again.
-            self.save(
-                profile,
-                &Secret::new(""),
-                Duration::ZERO,
-                cache.refresh_token.as_ref(),
-            )
-            .await;
+            // Saved as spent too, so a restart before the renewal does not offer it again; but
+            // only over the token this process saved or took up (another process sharing the
+            // store may have saved a newer one, and its refresh token with it).
+            if let (Some(store), Some(read)) = (self.store.get(), cache.saved.clone()) {
+                let spent = Saved {
+                    identity: self.identity.clone(),
+                    access: String::new(),
+                    expires_at_ms: 0,
+                    refresh: cache.refresh_token.as_ref().map(|r| r.expose().to_string()),
+                };
+                let bytes = serde_json::to_vec(&spent).unwrap_or_default();
+                if let Ok(true) = store
+                    .kv_replace(STORE_NAMESPACE, profile, &read, &bytes, None)
+                    .await
+                {
+                    cache.saved = Some(bytes);
+                }
+            }
         }
     }
 
