@@ -41,10 +41,13 @@ impl Cluster {
         F: FnMut(CancellationToken) -> Fut,
         Fut: Future<Output = std::io::Result<()>>,
     {
+        let flow = key.strip_prefix("input.").unwrap_or(key);
+        crate::core::metrics::lease_held(flow, false);
         loop {
             let Some(revision) = self.acquire(key, stop).await else {
                 return Ok(());
             };
+            crate::core::metrics::lease_held(flow, true);
             let revision = Arc::new(AtomicU64::new(revision));
             let held = stop.child_token();
             let renewing = tokio::spawn(self.clone().renew(
@@ -56,6 +59,7 @@ impl Cluster {
             let lost = held.is_cancelled() && !stop.is_cancelled();
             held.cancel();
             let _ = renewing.await;
+            crate::core::metrics::lease_held(flow, false);
             if lost {
                 tracing::warn!(lease = key, node = %self.settings.node, "lost the lease: the input stopped here and runs on another node; waiting to take it back if that node goes");
                 continue;

@@ -220,6 +220,7 @@ impl Cluster {
             .into();
         let key = format!("node.{}", self.settings.node);
         let mut alive = 1;
+        crate::core::metrics::cluster_nodes(alive);
         loop {
             if let Err(e) = self.nodes.put(&key, value.clone()).await {
                 tracing::warn!(cluster = %self.settings.name, error = %e, "could not write this node's heartbeat");
@@ -230,6 +231,7 @@ impl Cluster {
                 alive = counted;
                 tracing::info!(cluster = %self.settings.name, nodes = alive, "{alive} node(s) alive: each keeps to 1/{alive} of every rate limit");
                 crate::clients::rate_limit::set_nodes(alive);
+                crate::core::metrics::cluster_nodes(alive);
             }
             tokio::select! {
                 _ = stop.cancelled() => break,

@@ -99,6 +99,16 @@ pub fn polling(flow: &str, saved_ms: i64, polled_ms: i64, now_ms: i64) {
 }
 
 /// The store's write health, set when `/metrics` is scraped (the store counts; this copies).
+/// On a cluster: the nodes alive.
+pub fn cluster_nodes(nodes: u32) {
+    gauge!("weft_cluster_nodes").set(f64::from(nodes));
+}
+
+/// On a cluster: whether this node holds the lease of `flow`'s input (it runs here).
+pub fn lease_held(flow: &str, held: bool) {
+    gauge!("weft_cluster_lease_held", "flow" => flow.to_string()).set(if held { 1.0 } else { 0.0 });
+}
+
 pub fn store_health(health: &weft_store::Health) {
     counter!("weft_store_commit_failures_total").absolute(health.failed_commits);
     gauge!("weft_store_writable").set(if health.failing.is_some() { 0.0 } else { 1.0 });

@@ -139,6 +139,15 @@ async fn a_poller_moves_when_its_node_dies(debian: bool) {
     let pollers = api.pollers(Duration::from_millis(1500));
     assert_eq!(pollers.len(), 1, "one node polls: {pollers:?}");
     let leader = pollers.into_iter().next().unwrap();
+    for (name, node) in &nodes {
+        let held = if *name == leader { 1 } else { 0 };
+        node.metric_eventually(&format!("weft_cluster_lease_held{{flow=\"poll\"}} {held}"))
+            .await
+            .unwrap_or_else(|m| panic!("{name}: {m}"));
+        node.metric_eventually("weft_cluster_nodes 3")
+            .await
+            .unwrap_or_else(|m| panic!("{name}: {m}"));
+    }
 
     let (status, out, err) = weft_cmd(
         &[
