@@ -25,14 +25,38 @@ const CAS_TRIES: u32 = 64;
 
 /// A store whose key/value operations go to a shared JetStream KV bucket; see the module doc.
 pub struct NatsKv {
-    local: Store,
+    local: Option<Store>,
     kv: kv::Store,
+}
+
+/// A queue or dead-letter operation on a store that has key/value only: it fails.
+macro_rules! local {
+    ($self:ident, $method:ident($($arg:expr),*)) => {
+        match &$self.local {
+            Some(local) => local.$method($($arg),*),
+            None => Box::pin(std::future::ready(Err(StoreError::Cluster(
+                "this store holds the cluster's key/value only (no queues, no dead letters)".into(),
+            )))),
+        }
+    };
 }
 
 impl NatsKv {
     /// Key/value on `bucket`, everything else on `local`.
     pub fn new(local: Store, bucket: kv::Store) -> NatsKv {
-        NatsKv { local, kv: bucket }
+        NatsKv {
+            local: Some(local),
+            kv: bucket,
+        }
+    }
+
+    /// Key/value on `bucket` and nothing else (for tools that read or set shared state, such
+    /// as `weft checkpoint` on a cluster).
+    pub fn kv_only(bucket: kv::Store) -> NatsKv {
+        NatsKv {
+            local: None,
+            kv: bucket,
+        }
     }
 
     /// The live entry of a key: `(revision, expiry, value)`, or the revision a deleted or
@@ -204,11 +228,13 @@ fn key_of(namespace: &str, key: &str) -> String {
 
 impl Backend for NatsKv {
     fn health(&self) -> Health {
-        self.local.health()
+        self.local.as_ref().map(|l| l.health()).unwrap_or_default()
     }
 
     fn watch_free_space(&self, limit: Option<u64>) {
-        self.local.watch_free_space(limit)
+        if let Some(local) = &self.local {
+            local.watch_free_space(limit)
+        }
     }
 
     fn enqueue<'a>(
@@ -220,8 +246,10 @@ impl Backend for NatsKv {
         order_key: Option<&'a str>,
         now_ms: i64,
     ) -> BoxFuture<'a, Result<i64, StoreError>> {
-        self.local
-            .enqueue(flow, id, payload, metadata, order_key, now_ms)
+        local!(
+            self,
+            enqueue(flow, id, payload, metadata, order_key, now_ms)
+        )
     }
 
     fn claim<'a>(
@@ -231,11 +259,11 @@ impl Backend for NatsKv {
         limit: u32,
         lease: Duration,
     ) -> BoxFuture<'a, Result<Vec<Queued>, StoreError>> {
-        self.local.claim(flow, now_ms, limit, lease)
+        local!(self, claim(flow, now_ms, limit, lease))
     }
 
     fn ack<'a>(&'a self, seq: i64) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.local.ack(seq)
+        local!(self, ack(seq))
     }
 
     fn reschedule<'a>(
@@ -245,7 +273,7 @@ impl Backend for NatsKv {
         next_attempt_ms: i64,
         note: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.local.reschedule(seq, attempts, next_attempt_ms, note)
+        local!(self, reschedule(seq, attempts, next_attempt_ms, note))
     }
 
     fn dead_letter<'a>(
@@ -255,11 +283,11 @@ impl Backend for NatsKv {
         failure: Failure,
         now_ms: i64,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.local.dead_letter(seq, attempts, failure, now_ms)
+        local!(self, dead_letter(seq, attempts, failure, now_ms))
     }
 
     fn bury<'a>(&'a self, letter: DeadLetter) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.local.bury(letter)
+        local!(self, bury(letter))
     }
 
     fn replay<'a>(
@@ -267,7 +295,7 @@ impl Backend for NatsKv {
         filter: DlqFilter,
         now_ms: i64,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        self.local.replay(filter, now_ms)
+        local!(self, replay(filter, now_ms))
     }
 
     fn replay_edited<'a>(
@@ -277,11 +305,11 @@ impl Backend for NatsKv {
         note: &'a str,
         now_ms: i64,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.local.replay_edited(id, payload, note, now_ms)
+        local!(self, replay_edited(id, payload, note, now_ms))
     }
 
     fn purge<'a>(&'a self, filter: DlqFilter) -> BoxFuture<'a, Result<u64, StoreError>> {
-        self.local.purge(filter)
+        local!(self, purge(filter))
     }
 
     fn kv_put<'a>(
@@ -463,21 +491,21 @@ impl Backend for NatsKv {
     }
 
     fn depth<'a>(&'a self, flow: &'a str) -> BoxFuture<'a, Result<Depth, StoreError>> {
-        self.local.depth(flow)
+        local!(self, depth(flow))
     }
 
     fn find_queued<'a>(
         &'a self,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<Waiting>, StoreError>> {
-        self.local.find_queued(id)
+        local!(self, find_queued(id))
     }
 
     fn count_dead_letters<'a>(
         &'a self,
         filter: &'a DlqFilter,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        self.local.count_dead_letters(filter)
+        local!(self, count_dead_letters(filter))
     }
 
     fn dead_letters<'a>(
@@ -485,7 +513,7 @@ impl Backend for NatsKv {
         filter: &'a DlqFilter,
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<DeadLetter>, StoreError>> {
-        self.local.dead_letters(filter, limit)
+        local!(self, dead_letters(filter, limit))
     }
 }
 

@@ -253,6 +253,25 @@ impl Cluster {
     }
 }
 
+/// The cluster's shared key/value as a store, for tools (`weft checkpoint --cluster`).
+pub async fn shared_state(url: &str, name: &str) -> Result<weft_store::Store, String> {
+    let settings = ClusterConfig {
+        nats: NatsConfig {
+            url: Secret::new(url),
+            ca: None,
+        },
+        name: Some(name.into()),
+        node: Some("cli".into()),
+        lease_ttl: None,
+    }
+    .settings()
+    .map_err(|(field, message)| format!("{field}: {message}"))?;
+    let cluster = Cluster::join(settings).await.map_err(|e| e.to_string())?;
+    Ok(weft_store::Store::of(weft_store::NatsKv::kv_only(
+        cluster.state,
+    )))
+}
+
 /// What `weft cluster status` shows.
 #[derive(Debug, Serialize)]
 pub struct Status {

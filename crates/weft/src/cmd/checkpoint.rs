@@ -1,6 +1,7 @@
 //! `weft checkpoint`: lists, shows, sets and resets the watermarks of polling inputs
 //! (`http_poll`, `sql_poll`) in the store directly, while weft runs or when it is stopped; a
-//! running poller reads its watermark at the start of each poll.
+//! running poller reads its watermark at the start of each poll. On a cluster
+//! (`--cluster`), in the key/value bucket the nodes share.
 
 use std::path::PathBuf;
 
@@ -38,10 +39,22 @@ pub enum CheckpointAction {
 pub struct Store {
     #[arg(long, env = "WEFT_DATA_DIR", default_value = "./weft-data")]
     data_dir: PathBuf,
+    /// The NATS server of the cluster whose checkpoints to read or set (its nodes share them),
+    /// instead of the data directory's store.
+    #[arg(long, env = "WEFT_CLUSTER", hide_env_values = true)]
+    cluster: Option<String>,
+    /// The cluster's name (`cluster.name`).
+    #[arg(long, default_value = "weft")]
+    cluster_name: String,
 }
 
 impl Store {
     async fn open(&self) -> anyhow::Result<weft_store::Store> {
+        if let Some(url) = self.cluster.as_deref().filter(|u| !u.is_empty()) {
+            return weft::cluster::shared_state(url, &self.cluster_name)
+                .await
+                .map_err(anyhow::Error::msg);
+        }
         let path = self.data_dir.join("weft.db");
         anyhow::ensure!(
             path.exists(),

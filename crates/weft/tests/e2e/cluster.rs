@@ -231,6 +231,23 @@ async fn a_poller_moves_when_its_node_dies(debian: bool) {
     );
     // At most the page the dead node had delivered without saving its watermark yet.
     assert!(duplicates <= 2, "{duplicates} duplicates");
+
+    // The watermark is the cluster's: `weft checkpoint` reads it from NATS.
+    let (status, out, err) = weft_cmd(
+        &[
+            "checkpoint",
+            "show",
+            "poll",
+            "--cluster",
+            &nats.url,
+            "--cluster-name",
+            "poll_test",
+        ],
+        &scratch(),
+    );
+    assert!(status.success(), "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["value"], serde_json::json!(last), "{out}");
 }
 
 #[tokio::test]
