@@ -9,6 +9,7 @@
 //! another origin gets `403`. Every refusal is a JSON `{"error": …}`.
 
 pub mod api;
+pub mod cluster;
 pub mod components;
 pub mod config;
 pub mod dlq;
@@ -192,6 +193,7 @@ pub fn router(
     flows: api::Flows,
     rates: rates::Rates,
     config: Option<config::ConfigState>,
+    cluster: Option<crate::cluster::Cluster>,
 ) -> Router {
     let sessions = ui::Sessions::default();
     let jobs = jobs::Jobs::default();
@@ -206,7 +208,7 @@ pub fn router(
         jobs: jobs.clone(),
         templates: Default::default(),
     });
-    let routes = routes(metrics, store, flows, rates, config, jobs).merge(dashboard);
+    let routes = routes(metrics, store, flows, rates, config, jobs, cluster).merge(dashboard);
     routes.layer(axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
             let refused = access.check(&request, &sessions);
@@ -229,6 +231,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         None,
         None,
         jobs::Jobs::default(),
+        None,
     )
     .into_openapi()
 }
@@ -242,6 +245,7 @@ fn documented(
     metrics: Option<PrometheusHandle>,
     config: Option<config::ConfigState>,
     jobs: jobs::Jobs,
+    cluster: Option<crate::cluster::Cluster>,
 ) -> OpenApiRouter {
     let mut info = utoipa::openapi::Info::new("weft admin API", env!("CARGO_PKG_VERSION"));
     info.description = Some(
@@ -265,6 +269,7 @@ fn documented(
         .merge(api::routes(flows, store.clone(), rates, metrics))
         .merge(dlq::routes(store, jobs))
         .merge(config::routes(config))
+        .merge(cluster::routes(cluster))
 }
 
 fn routes(
@@ -274,11 +279,20 @@ fn routes(
     rates: rates::Rates,
     config: Option<config::ConfigState>,
     jobs: jobs::Jobs,
+    cluster: Option<crate::cluster::Cluster>,
 ) -> Router {
     let (metrics_store, health_store) = (store.clone(), store.clone());
     let metrics_flows = flows.clone();
-    let (router, document) =
-        documented(flows, store, rates, Some(metrics.clone()), config, jobs).split_for_parts();
+    let (router, document) = documented(
+        flows,
+        store,
+        rates,
+        Some(metrics.clone()),
+        config,
+        jobs,
+        cluster,
+    )
+    .split_for_parts();
     let document = std::sync::Arc::new(document.to_pretty_json().unwrap_or_default());
     router
         .route(

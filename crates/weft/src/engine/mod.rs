@@ -356,6 +356,7 @@ pub async fn run(
             engine.registry.clone(),
             rates,
             options.config.clone(),
+            engine.cluster.clone(),
         );
         let tls = options.admin_tls.clone();
         if let Some(tls) = &tls {

@@ -176,6 +176,27 @@ async fn a_poller_moves_when_its_node_dies(debian: bool) {
         "{out}"
     );
 
+    // Every node's admin API tells the same.
+    for (name, node) in &nodes {
+        let (status, shown) = node.admin_json(http::Method::GET, "/api/v1/cluster").await;
+        assert_eq!(status, http::StatusCode::OK, "{shown}");
+        assert_eq!(shown["node"], name.as_str());
+        let runs: Vec<(String, serde_json::Value)> = shown["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["node"].as_str().unwrap().to_string(), n["runs"].clone()))
+            .collect();
+        let want: Vec<(String, serde_json::Value)> = ["n1", "n2", "n3"]
+            .iter()
+            .map(|n| {
+                let runs = if *n == leader { vec!["poll"] } else { vec![] };
+                (n.to_string(), serde_json::json!(runs))
+            })
+            .collect();
+        assert_eq!(runs, want, "{shown}");
+    }
+
     // SIGKILL the node that polls, three times over, the dead node coming back each time: the
     // lease is never released, it has to lapse.
     let mut leader = leader;
