@@ -87,6 +87,8 @@ pub enum Cause {
     /// Less free space than the store's floor ([`Backend::watch_free_space`]): new messages are
     /// refused so that delivery, which also writes, can go on and drain the queue.
     LowSpace,
+    /// The cluster's NATS server cannot be reached (or refused the operation).
+    Unreachable,
 }
 
 impl Cause {
@@ -111,6 +113,9 @@ impl Cause {
             Cause::Other => "weft retries by itself; if it persists, report it",
             Cause::LowSpace => {
                 "free space on the file system holding the data directory (or lower `disk_free_limit`); delivery goes on meanwhile and intake resumes by itself"
+            }
+            Cause::Unreachable => {
+                "check that the cluster's NATS server is up and reachable; weft connects again by itself"
             }
         }
     }
@@ -146,6 +151,7 @@ impl std::fmt::Display for Cause {
             Cause::Damaged => "damaged",
             Cause::Other => "write failed",
             Cause::LowSpace => "disk nearly full",
+            Cause::Unreachable => "cluster store unreachable",
         })
     }
 }

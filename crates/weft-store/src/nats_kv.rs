@@ -163,8 +163,12 @@ impl Entry {
     }
 }
 
+/// A NATS operation that failed: nothing of it is stored, and it can be tried again.
 fn remote(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Cluster(e.to_string())
+    StoreError::Unavailable {
+        cause: Cause::Unreachable,
+        detail: e.to_string(),
+    }
 }
 
 fn contended(key: &str) -> StoreError {

@@ -68,6 +68,8 @@ pub struct Settings {
 }
 
 const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(6);
+/// How long a request to NATS may take before it fails.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -174,7 +176,10 @@ impl Cluster {
                     url: shown.clone(),
                     detail: e.to_string(),
                 })?;
-        let js = jetstream::new(client);
+        let mut js = jetstream::new(client);
+        // A request NATS does not answer (it is down, the client reconnecting) fails after
+        // this long: a webhook waiting on a shared key gets its 503 in seconds.
+        js.set_timeout(REQUEST_TIMEOUT);
         let ttl = settings.lease_ttl;
         let open = |suffix: &'static str, max_age: Duration, what: &'static str| {
             let (js, shown) = (js.clone(), shown.clone());

@@ -90,8 +90,9 @@ impl StepCounts {
             }
             Ok(Step::Dropped) => (&self.dropped, 1),
             Ok(Step::Absorbed) => (&self.grouped, 1),
-            // Waiting for the message that holds its key is no failure: it is tried again.
-            Err(StepError::Busy(_)) => return,
+            // Waiting for the message that holds its key (or for the store) is no failure: it
+            // is tried again.
+            Err(StepError::Busy(_) | StepError::Unavailable(_)) => return,
             Err(_) => (&self.failed, 1),
         };
         counter.fetch_add(by, Ordering::Relaxed);
@@ -162,6 +163,8 @@ pub enum FlowError {
         flow: Arc<str>,
         component: String,
         reason: String,
+        /// Waiting for the store, not for another message.
+        store: bool,
     },
     #[error("flow `{flow}`, {component}: delivery failed: {reason}")]
     Delivery {
@@ -291,6 +294,11 @@ impl Failure {
                 gave_up.fault,
             ),
             StepError::Busy(reason) => (self.component.clone(), reason.clone(), Fault::Upstream),
+            StepError::Unavailable(reason) => (
+                self.component.clone(),
+                reason.clone(),
+                Fault::Unavailable { retry_after: None },
+            ),
         }
     }
 }
@@ -354,7 +362,12 @@ fn run<'a, 'b: 'a, P: Processor>(
                         error,
                     };
                     match kept {
-                        Some(before) if !matches!(failure.error, StepError::Busy(_)) => {
+                        Some(before)
+                            if !matches!(
+                                failure.error,
+                                StepError::Busy(_) | StepError::Unavailable(_)
+                            ) =>
+                        {
                             // The message goes on as it was: groups the failed step took on
                             // (an aggregate inside a try) will not be delivered by it.
                             let lost = GroupOutcome::Failed(failure.error.to_string());
@@ -928,12 +941,14 @@ impl<P: Processor, O: Output> Flow<P, O> {
                 }
                 Err(Failure {
                     component,
-                    error: StepError::Busy(reason),
+                    error: error @ (StepError::Busy(_) | StepError::Unavailable(_)),
                 }) => {
+                    let store = matches!(error, StepError::Unavailable(_));
                     return Err(FlowError::Busy {
                         flow: self.name.clone(),
                         component,
-                        reason,
+                        reason: error.to_string(),
+                        store,
                     });
                 }
             }

@@ -259,6 +259,10 @@ pub enum StepError {
     /// Not now: another message holds what this one needs; try again shortly.
     #[error("{0}")]
     Busy(String),
+    /// Not now: the store the step keeps its state in cannot be written or reached (a full
+    /// disk, the cluster's NATS down); try again later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A pipeline step: keeps, rewrites, drops, splits or gathers messages.

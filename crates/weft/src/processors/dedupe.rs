@@ -96,7 +96,7 @@ impl Dedupe {
         // (a durable flow reschedules it, http_server answers 503).
         let store_error = |e: weft_store::StoreError| match e {
             e @ weft_store::StoreError::Unavailable { .. } => {
-                StepError::Busy(format!("dedupe: {e}"))
+                StepError::Unavailable(format!("dedupe: {e}"))
             }
             e => MappingError(format!("dedupe: {e}")).into(),
         };

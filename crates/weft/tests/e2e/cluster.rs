@@ -498,3 +498,91 @@ flows:
         "the token was refreshed along the way: {granted}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_stops_the_poller_and_it_resumes_from_its_watermark() {
+    let Some(mut nats) = NatsServer::start(true).await else {
+        return;
+    };
+    let (api, base) = Changes::start().await;
+    let receiver = Receiver::start().await;
+    let (events, other) = (free_port(), free_port());
+    // Beside the poller, a webhook deduplicated by the cluster's keys.
+    let config = |port: u16| {
+        format!(
+            "{}  events:\n    input:\n      http_server: {{ address: \"127.0.0.1:{port}\" }}\n    pipeline:\n      - dedupe: {{ key: .event_id, ttl: 1h }}\n    output:\n      drop: {{}}\n",
+            config(&nats.url, &base, &receiver.url("/in"))
+        )
+    };
+    let event = |id: &'static str| async move {
+        post_json(
+            &format!("http://127.0.0.1:{events}/"),
+            &format!(r#"{{"event_id": "{id}"}}"#),
+        )
+        .await
+        .0
+    };
+    *api.records.lock().unwrap() = 40;
+    let _a = node(&config(events), "n1").await;
+    let _b = node(&config(other), "n2").await;
+    assert_eq!(event("e1").await, 200);
+    assert!(
+        eventually(Duration::from_secs(10), || receiver.seen().len() == 40).await,
+        "the first 40 records"
+    );
+
+    // No node can prove it holds the lease: within two thirds of the lease time, nobody polls.
+    nats.kill();
+    assert!(
+        eventually(Duration::from_secs(5), || api
+            .pollers(Duration::from_millis(1000))
+            .is_empty())
+        .await,
+        "polling stopped while NATS is down"
+    );
+    *api.records.lock().unwrap() = 60;
+    // The webhook cannot check its key: 503, try again later (within NATS's request timeout).
+    let asked = Instant::now();
+    assert_eq!(event("e2").await, 503);
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(api.pollers(Duration::from_millis(1500)).is_empty());
+
+    // Back: a node polls again, from the watermark the cluster kept.
+    let back = Instant::now();
+    nats.restart().await;
+    assert!(
+        eventually(Duration::from_secs(20), || receiver.seen().len() >= 60).await,
+        "polling resumed after the outage: {} delivered",
+        receiver.seen().len()
+    );
+    let resumed = api
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(at, ..)| *at > back)
+        .cloned()
+        .unwrap();
+    eprintln!(
+        "polling resumed {:?} after NATS came back, from since={}",
+        resumed.0.duration_since(back),
+        resumed.2
+    );
+    assert_eq!(resumed.2, 40, "from the watermark saved before the outage");
+    let ids: Vec<u64> = receiver
+        .seen()
+        .iter()
+        .map(|s| s.json()["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=60).collect::<Vec<_>>(),
+        "each record once, in order"
+    );
+    assert_eq!(event("e2").await, 200, "the webhook takes it now");
+}

@@ -597,6 +597,9 @@ impl Drop for TinyFs {
 pub struct NatsServer {
     child: Child,
     pub url: String,
+    binary: PathBuf,
+    port: u16,
+    dir: PathBuf,
 }
 
 impl Drop for NatsServer {
@@ -630,25 +633,48 @@ impl NatsServer {
         };
         let port = free_port();
         let dir = scratch();
-        let child = Command::new(binary)
+        let child = Self::spawn(&binary, port, &dir);
+        let mut server = NatsServer {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            binary,
+            port,
+            dir,
+        };
+        server.wait_listening().await;
+        Some(server)
+    }
+
+    fn spawn(binary: &Path, port: u16, dir: &Path) -> Child {
+        Command::new(binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir.join("jetstream"))
             .stdout(Stdio::null())
             .stderr(append(&dir.join("nats.log")))
             .spawn()
-            .expect("nats-server starts");
-        let server = NatsServer {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-        };
+            .expect("nats-server starts")
+    }
+
+    async fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await
             .is_err()
         {
             assert!(Instant::now() < deadline, "nats-server did not listen");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Some(server)
+    }
+
+    /// SIGKILL: an outage.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and storage, after [`NatsServer::kill`].
+    pub async fn restart(&mut self) {
+        self.child = Self::spawn(&self.binary, self.port, &self.dir);
+        self.wait_listening().await;
     }
 }

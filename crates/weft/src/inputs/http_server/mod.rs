@@ -1055,6 +1055,7 @@ async fn respond<P: Processor, O: Output>(
 /// The answer to a message that failed in the flow; the log line has the whole reason.
 fn failed(e: &FlowError, id: &str, detailed: bool) -> Response {
     let (component, reason, fault) = match e {
+        FlowError::Busy { store: true, .. } => return store_unavailable(),
         FlowError::Busy {
             component, reason, ..
         } => {
