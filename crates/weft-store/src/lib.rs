@@ -35,7 +35,7 @@ use std::time::Duration;
 mod nats_kv;
 mod sqlite;
 
-pub use nats_kv::{NatsKv, open_bucket};
+pub use nats_kv::{NatsKv, key_token, open_bucket, token_text};
 use sqlite::Sqlite;
 
 #[derive(Debug, thiserror::Error)]

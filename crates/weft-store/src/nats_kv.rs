@@ -8,8 +8,13 @@
 //!
 //! Expiry keeps the trait's contract (time is a parameter): the expiry travels in the value
 //! (eight bytes, big-endian milliseconds, then the value), and an expired entry reads as absent
-//! until [`Backend::kv_expire`] purges it. Keys and namespaces are escaped into the characters
+//! until [`Backend::kv_expire`] removes it. Keys and namespaces are escaped into the characters
 //! a KV key may hold (`namespace.key`, each prefixed with `v` so neither is ever empty).
+//!
+//! A key is removed by deleting its one message by sequence (its revision), not by writing a
+//! delete marker: that is as conditional as a compare-and-set (a key written since has another
+//! revision, and the delete finds nothing), and leaves nothing behind, so a bucket of dedupe
+//! keys does not grow by a marker per key ever seen.
 
 use super::*;
 
@@ -77,6 +82,17 @@ impl NatsKv {
         })
     }
 
+    /// Removes the key's message of `revision`: `false` when it is not there any more (the key
+    /// was written or removed since).
+    async fn remove(&self, revision: u64) -> Result<bool, StoreError> {
+        use async_nats::jetstream::stream::DeleteMessageErrorKind;
+        match self.kv.stream.delete_message(revision).await {
+            Ok(deleted) => Ok(deleted),
+            Err(e) if matches!(e.kind(), DeleteMessageErrorKind::JetStream(_)) => Ok(false),
+            Err(e) => Err(remote(e)),
+        }
+    }
+
     /// Writes `value` over what was read: `false` when someone wrote in between.
     async fn write_over(
         &self,
@@ -99,18 +115,23 @@ impl NatsKv {
     }
 }
 
-/// Opens KV bucket `bucket`, creating it if needed with one value per key and entries
-/// forgotten after `max_age` (zero: kept). It creates the bucket's stream itself: the client's
-/// own bucket creation first reads the account's info, which servers before 2.10 send in a
-/// shape it cannot read.
+/// Opens KV bucket `bucket`, creating it (unless `create` is `None`) with one value per key,
+/// entries forgotten after `max_age` (zero: kept) and `replicas` copies. It creates the
+/// bucket's stream itself: the client's own bucket creation first reads the account's info,
+/// which servers before 2.10 send in a shape it cannot read. Deleting a message by sequence
+/// is allowed (see the module doc).
 pub async fn open_bucket(
     js: &async_nats::jetstream::Context,
     bucket: &str,
     description: &str,
-    max_age: Duration,
+    create: Option<(Duration, usize)>,
 ) -> Result<kv::Store, String> {
     use async_nats::jetstream::stream;
-    if let Ok(store) = js.get_key_value(bucket).await {
+    let found = js.get_key_value(bucket).await;
+    let Some((max_age, replicas)) = create else {
+        return found.map_err(|e| format!("bucket {bucket}: {e}"));
+    };
+    if let Ok(store) = found {
         return Ok(store);
     }
     let config = stream::Config {
@@ -121,10 +142,10 @@ pub async fn open_bucket(
         max_age,
         storage: stream::StorageType::File,
         allow_rollup: true,
-        deny_delete: true,
+        deny_delete: false,
         allow_direct: true,
         discard: stream::DiscardPolicy::New,
-        num_replicas: 1,
+        num_replicas: replicas.max(1),
         ..Default::default()
     };
     match js.create_stream(config).await {
@@ -193,6 +214,16 @@ fn split(stored: &Bytes) -> (i64, Bytes) {
         // Not written by weft: a value without expiry.
         None => (NEVER, stored.clone()),
     }
+}
+
+/// `text` as a KV key token (for keys of other buckets too, such as leases named by flow).
+pub fn key_token(text: &str) -> String {
+    escape(text)
+}
+
+/// The text of a token [`key_token`] made.
+pub fn token_text(token: &str) -> Option<String> {
+    unescape(token)
 }
 
 /// `text` in the characters a KV key token may hold: letters, digits, `-`, `_` and `/` as
@@ -426,12 +457,13 @@ impl Backend for NatsKv {
                 if only_if_value.is_some_and(|only| only != live.as_ref()) {
                     return Ok(false);
                 }
-                match self.kv.delete_expect_revision(&key, revision).await {
-                    Ok(()) => return Ok(true),
-                    // Written in between: look again.
-                    Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => {}
-                    Err(e) => return Err(remote(e)),
+                let Some(revision) = revision else {
+                    return Ok(false);
+                };
+                if self.remove(revision).await? {
+                    return Ok(true);
                 }
+                // Written in between: look again.
             }
             Err(contended(&key))
         })
@@ -439,19 +471,18 @@ impl Backend for NatsKv {
 
     fn kv_expire<'a>(&'a self, now_ms: i64) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
-            let mut swept = 0;
-            for entry in self.entries().await? {
+            let mut expired = Vec::new();
+            self.each_entry(|entry| {
                 if split(&entry.value).0 <= now_ms {
-                    match self
-                        .kv
-                        .purge_expect_revision(&entry.key, Some(entry.revision))
-                        .await
-                    {
-                        Ok(()) => swept += 1,
-                        // Written again since: it is not expired any more.
-                        Err(e) if e.kind() == kv::PurgeErrorKind::WrongLastRevision => {}
-                        Err(e) => return Err(remote(e)),
-                    }
+                    expired.push(entry.revision);
+                }
+            })
+            .await?;
+            let mut swept = 0;
+            for revision in expired {
+                // Written again since: it is not expired any more, and is not removed.
+                if self.remove(revision).await? {
+                    swept += 1;
                 }
             }
             Ok(swept)
@@ -478,16 +509,16 @@ impl Backend for NatsKv {
     ) -> BoxFuture<'a, Result<Vec<KeyValue>, StoreError>> {
         Box::pin(async move {
             let prefix = format!("{}.", escape(namespace));
-            let mut out: Vec<KeyValue> = self
-                .entries()
-                .await?
-                .into_iter()
-                .filter_map(|entry| {
-                    let key = unescape(entry.key.strip_prefix(&prefix)?)?;
+            let mut out: Vec<KeyValue> = Vec::new();
+            self.each_entry(|entry| {
+                if let Some(key) = entry.key.strip_prefix(&prefix).and_then(unescape) {
                     let (expires, value) = split(&entry.value);
-                    (expires > now_ms).then(|| (key, value.to_vec()))
-                })
-                .collect();
+                    if expires > now_ms {
+                        out.push((key, value.to_vec()));
+                    }
+                }
+            })
+            .await?;
             out.sort();
             out.truncate(limit as usize);
             Ok(out)
@@ -522,31 +553,31 @@ impl Backend for NatsKv {
 }
 
 impl NatsKv {
-    /// Every live entry of the bucket, in one pass over its last values (not a request per
-    /// key): for listing and sweeping, not for the hot path.
-    async fn entries(&self) -> Result<Vec<kv::Entry>, StoreError> {
+    /// Hands every live entry of the bucket to `each`, in one pass over its last values (not a
+    /// request per key, and not all of them in memory at once): for listing and sweeping, not
+    /// for the hot path.
+    async fn each_entry(&self, mut each: impl FnMut(kv::Entry)) -> Result<(), StoreError> {
         use futures_util::StreamExt;
         let mut stream = self.kv.stream.clone();
         if stream.info().await.map_err(remote)?.state.messages == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let mut watch = self.kv.watch_with_history(">").await.map_err(remote)?;
-        let mut out = Vec::new();
         loop {
             let next = tokio::time::timeout(Duration::from_secs(10), watch.next())
                 .await
                 .map_err(|_| remote("reading the bucket's entries timed out"))?;
             let Some(entry) = next else {
-                return Ok(out);
+                return Ok(());
             };
             let entry = entry.map_err(remote)?;
             // The entries left after this one: none, and the pass has seen every key.
             let last = entry.delta == 0;
             if entry.operation == kv::Operation::Put {
-                out.push(entry);
+                each(entry);
             }
             if last {
-                return Ok(out);
+                return Ok(());
             }
         }
     }

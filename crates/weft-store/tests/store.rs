@@ -114,9 +114,10 @@ mod conformance {
     async fn nats_kv_on(url: String) -> Option<Store> {
         let client = async_nats::connect(url).await.unwrap();
         let js = async_nats::jetstream::new(client);
-        let bucket = weft_store::open_bucket(&js, "weft_test_state", "test", Duration::ZERO)
-            .await
-            .unwrap();
+        let bucket =
+            weft_store::open_bucket(&js, "weft_test_state", "test", Some((Duration::ZERO, 1)))
+                .await
+                .unwrap();
         let local = Store::open(&scratch(), Durability::Process).await.unwrap();
         Some(Store::of(weft_store::NatsKv::new(local, bucket)))
     }

@@ -397,11 +397,12 @@ async fn cluster(action: ClusterAction) -> anyhow::Result<()> {
         name: Some(name),
         node: Some("status".into()),
         lease_ttl: None,
+        replicas: None,
     };
     let settings = config
         .settings()
         .map_err(|(field, message)| anyhow::anyhow!("--{field}: {message}"))?;
-    let status = weft::cluster::Cluster::join(settings)
+    let status = weft::cluster::Cluster::look_at(settings)
         .await?
         .status()
         .await

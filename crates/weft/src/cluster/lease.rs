@@ -4,16 +4,20 @@
 //! - Taking a free lease is a `create` (only one node can create a key); a lease released on
 //!   shutdown is free at once.
 //! - The holder renews it every third of the lease time by compare-and-set on the revision it
-//!   wrote last. A renewal that loses (someone else holds it now) stops the input at once; one
-//!   that cannot reach NATS stops it once half the lease time passed since the last renewal.
+//!   wrote last. A renewal that loses (someone else holds it now) stops the input at once; when
+//!   renewals fail, the input stops half a lease time after the last one that succeeded was
+//!   sent (each attempt is cut short at that deadline).
 //! - A contender takes a lease over only after it saw the same revision unchanged for longer
 //!   than the lease time, on its own monotonic clock (no clocks are compared between nodes),
 //!   and then by compare-and-set on that revision, so exactly one contender wins. By then the
-//!   holder has stopped: a renewal fails for the first time a third of the lease time after the
-//!   last one, and the next failure, two thirds after it, stops the input (half the lease time
-//!   has passed by then). That last renewal is the revision the contender watched, so a third
-//!   of the lease time is the margin. From a node's death to its input running elsewhere:
-//!   between two thirds and five thirds of the lease time.
+//!   holder has stopped: it stops half a lease time after sending its last renewal, the
+//!   revision the contender watched was written after that send, so half a lease time is the
+//!   margin. From a node's death to its input running elsewhere: between two thirds and five
+//!   thirds of the lease time. Every node keeps the same lease time (`cluster::join` refuses
+//!   another).
+//! - An input that ends by itself (`generate` with a `count`) leaves the lease marked done
+//!   (`done:<node>`), so no other node runs it again; deleting the key lets it run once more.
+//! - A lease key is `input.` and the flow's name as a KV token (`weft_store::key_token`).
 //! - A stale holder that still writes is fenced where it matters: checkpoints are written by
 //!   compare-and-set too (`core::checkpoint`).
 
@@ -28,12 +32,13 @@ use tokio_util::sync::CancellationToken;
 use super::Cluster;
 
 impl Cluster {
-    /// Runs `run` while this node holds lease `key`: waits for it, runs, and when the lease is
-    /// lost stops the run (by its token) and waits for the lease again. Returns what `run`
-    /// returned once it ended by itself or `stop` was cancelled, and releases the lease.
+    /// Runs `run` while this node holds the lease of `flow`'s input: waits for it, runs, and
+    /// when the lease is lost stops the run (by its token) and waits for the lease again.
+    /// Returns what `run` returned once it ended by itself (the lease is then marked done) or
+    /// `stop` was cancelled (the lease is released).
     pub async fn while_held<F, Fut>(
         &self,
-        key: &str,
+        flow: &str,
         stop: &CancellationToken,
         mut run: F,
     ) -> std::io::Result<()>
@@ -41,18 +46,22 @@ impl Cluster {
         F: FnMut(CancellationToken) -> Fut,
         Fut: Future<Output = std::io::Result<()>>,
     {
-        let flow = key.strip_prefix("input.").unwrap_or(key);
+        let key = format!("input.{}", weft_store::key_token(flow));
+        let key = key.as_str();
         crate::core::metrics::lease_held(flow, false);
         loop {
-            let Some(revision) = self.acquire(key, stop).await else {
+            let Some((revision, sent)) = self.acquire(key, stop).await else {
                 return Ok(());
             };
             crate::core::metrics::lease_held(flow, true);
             let revision = Arc::new(AtomicU64::new(revision));
             let held = stop.child_token();
+            // Should `run` panic (this future is then dropped), the renewals stop with it.
+            let _stop_renewing = held.clone().drop_guard();
             let renewing = tokio::spawn(self.clone().renew(
                 key.to_string(),
                 revision.clone(),
+                sent,
                 held.clone(),
             ));
             let result = run(held.clone()).await;
@@ -64,13 +73,19 @@ impl Cluster {
                 tracing::warn!(lease = key, node = %self.settings.node, "lost the lease: the input stopped here and runs on another node; waiting to take it back if that node goes");
                 continue;
             }
-            self.release(key, revision.load(Ordering::Relaxed)).await;
+            let revision = revision.load(Ordering::Relaxed);
+            if result.is_ok() && !stop.is_cancelled() {
+                self.done(key, revision).await;
+            } else {
+                self.release(key, revision).await;
+            }
             return result;
         }
     }
 
-    /// Waits until this node holds `key`; its revision, or `None` once `stop` is cancelled.
-    async fn acquire(&self, key: &str, stop: &CancellationToken) -> Option<u64> {
+    /// Waits until this node holds `key`: its revision and when the write that took it was
+    /// sent; `None` once `stop` is cancelled.
+    async fn acquire(&self, key: &str, stop: &CancellationToken) -> Option<(u64, Instant)> {
         let me = bytes::Bytes::from(self.settings.node.clone());
         let ttl = self.settings.lease_ttl;
         // The other holder's revision and when this node first saw it.
@@ -80,9 +95,16 @@ impl Cluster {
             if stop.is_cancelled() {
                 return None;
             }
+            let sent = Instant::now();
             let taken = match tokio::time::timeout(ttl / 3, self.leases.entry(key)).await {
                 Ok(Ok(Some(entry))) if entry.operation == kv::Operation::Put => {
-                    if entry.value == me {
+                    if entry.value.starts_with(DONE.as_bytes()) {
+                        if !told {
+                            tracing::info!(lease = key, node = %self.settings.node, "this input ran to its end on a node of the cluster; it does not run again (delete the lease key to run it once more)");
+                            told = true;
+                        }
+                        None
+                    } else if entry.value == me {
                         // This node's own, from before a restart.
                         self.leases
                             .update(key, me.clone(), entry.revision)
@@ -126,7 +148,7 @@ impl Cluster {
             };
             if let Some(revision) = taken {
                 tracing::info!(lease = key, node = %self.settings.node, "holds the lease: the input runs on this node");
-                return Some(revision);
+                return Some((revision, sent));
             }
             tokio::select! {
                 _ = stop.cancelled() => return None,
@@ -136,45 +158,59 @@ impl Cluster {
     }
 
     /// Renews `key` every third of the lease time until `held` is cancelled; cancels `held`
-    /// itself when the lease is lost.
-    async fn renew(self, key: String, revision: Arc<AtomicU64>, held: CancellationToken) {
+    /// itself when the lease is lost: another node holds it, or half a lease time passed since
+    /// the last renewal that succeeded was sent (`sent`, at first the write that took it).
+    async fn renew(
+        self,
+        key: String,
+        revision: Arc<AtomicU64>,
+        mut sent: Instant,
+        held: CancellationToken,
+    ) {
         let me = bytes::Bytes::from(self.settings.node.clone());
         let ttl = self.settings.lease_ttl;
-        let mut renewed = Instant::now();
         loop {
             tokio::select! {
                 _ = held.cancelled() => return,
-                _ = tokio::time::sleep(ttl / 3) => {}
+                _ = tokio::time::sleep_until((sent + ttl / 3).into()) => {}
             }
-            let current = revision.load(Ordering::Relaxed);
-            match tokio::time::timeout(ttl / 3, self.leases.update(&key, me.clone(), current)).await
-            {
-                Ok(Ok(next)) => {
-                    revision.store(next, Ordering::Relaxed);
-                    renewed = Instant::now();
-                }
-                Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    tracing::error!(lease = %key, node = %self.settings.node, "another node holds the lease now: stopping the input here");
+            loop {
+                let deadline = sent + ttl / 2;
+                let now = Instant::now();
+                if now >= deadline {
+                    tracing::error!(lease = %key, node = %self.settings.node, "could not renew the lease for half its time: stopping the input here, so that another node can take it over");
                     held.cancel();
                     return;
                 }
-                failed => {
-                    let error = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "timed out".into(),
-                    };
-                    if renewed.elapsed() > ttl / 2 {
-                        tracing::error!(lease = %key, node = %self.settings.node, %error, "could not renew the lease for half its time: stopping the input here, so that another node can take it over");
+                let current = revision.load(Ordering::Relaxed);
+                let update = self.leases.update(&key, me.clone(), current);
+                match tokio::time::timeout(deadline - now, update).await {
+                    Ok(Ok(next)) => {
+                        revision.store(next, Ordering::Relaxed);
+                        sent = now;
+                        break;
+                    }
+                    Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                        tracing::error!(lease = %key, node = %self.settings.node, "another node holds the lease now: stopping the input here");
                         held.cancel();
                         return;
                     }
-                    tracing::warn!(lease = %key, %error, "could not renew the lease; trying again");
+                    Ok(Err(e)) => {
+                        tracing::warn!(lease = %key, error = %e, "could not renew the lease; trying again");
+                        tokio::select! {
+                            _ = held.cancelled() => return,
+                            _ = tokio::time::sleep((ttl / 12).min(deadline - Instant::now().min(deadline))) => {}
+                        }
+                    }
+                    // Timed out at the deadline: the next turn of the loop stops the input.
+                    Err(_) => {}
                 }
             }
         }
     }
 
-    /// Gives `key` up, if this node still holds it at `revision`: another node takes it at once.
+    /// Gives `key` up, if this node still holds it at `revision`: another node takes it within
+    /// a third of the lease time.
     async fn release(&self, key: &str, revision: u64) {
         let released = tokio::time::timeout(
             Duration::from_secs(2),
@@ -185,4 +221,20 @@ impl Cluster {
             tracing::info!(lease = key, node = %self.settings.node, "released the lease");
         }
     }
+
+    /// Marks `key` done, if this node still holds it at `revision`: its input ran to its end.
+    async fn done(&self, key: &str, revision: u64) {
+        let value = format!("{DONE}{}", self.settings.node);
+        let marked = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.leases.update(key, value.into(), revision),
+        )
+        .await;
+        if let Ok(Ok(_)) = marked {
+            tracing::info!(lease = key, node = %self.settings.node, "the input ran to its end: its lease is marked done");
+        }
+    }
 }
+
+/// The prefix of a lease's value once its input ran to its end (then the node's name).
+pub const DONE: &str = "done:";

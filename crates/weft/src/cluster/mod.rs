@@ -39,9 +39,13 @@ pub struct ClusterConfig {
     #[serde(default)]
     pub node: Option<String>,
     /// How long a node's hold on an input outlives its last renewal: a node that died is
-    /// replaced within about this time. Default `6s`.
+    /// replaced within about this time. The same on every node. Default `6s`.
     #[serde(default)]
     pub lease_ttl: Option<Dur>,
+    /// Copies NATS keeps of the cluster's buckets when they are made: 3 on a NATS cluster of
+    /// three servers (so that losing one loses nothing), 1 (default) on a single server.
+    #[serde(default)]
+    pub replicas: Option<usize>,
 }
 
 /// `cluster.nats`.
@@ -65,6 +69,7 @@ pub struct Settings {
     pub name: String,
     pub node: String,
     pub lease_ttl: Duration,
+    pub replicas: usize,
 }
 
 const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(6);
@@ -79,6 +84,14 @@ pub enum ClusterError {
         "cluster: cannot open the cluster's buckets on NATS at {url}: {detail} (is JetStream on? `nats-server -js`, or `jetstream {{}}` in its config)"
     )]
     Bucket { url: String, detail: String },
+    #[error(
+        "cluster `{cluster}` runs with lease_ttl {theirs} ms (its first node set it) and this node has {mine} ms: give every node the same `cluster.lease_ttl` (to change it, stop every node and delete key `settings` of bucket weft_{cluster}_leases)"
+    )]
+    LeaseTtl {
+        cluster: String,
+        theirs: u64,
+        mine: u64,
+    },
 }
 
 impl ClusterConfig {
@@ -116,12 +129,17 @@ impl ClusterConfig {
             return Err(("lease_ttl", "at least 1s".into()));
         }
         crate::clients::nats::Nats::open(&self.nats.url).map_err(|e| ("nats.url", e))?;
+        let replicas = self.replicas.unwrap_or(1);
+        if !(1..=5).contains(&replicas) {
+            return Err(("replicas", "1 to 5 (NATS keeps at most five copies)".into()));
+        }
         Ok(Settings {
             url: self.nats.url.clone(),
             ca: self.nats.ca.clone(),
             name,
             node,
             lease_ttl,
+            replicas,
         })
     }
 }
@@ -159,6 +177,16 @@ impl Cluster {
     /// Connects and opens (creating if needed) the cluster's buckets. Fails at once, with the
     /// reason, when NATS cannot be reached or has no JetStream.
     pub async fn join(settings: Settings) -> Result<Cluster, ClusterError> {
+        Self::connect(settings, true).await
+    }
+
+    /// Connects to a cluster its nodes made, creating nothing (for tools: `weft cluster
+    /// status`, `weft checkpoint --cluster`).
+    pub async fn look_at(settings: Settings) -> Result<Cluster, ClusterError> {
+        Self::connect(settings, false).await
+    }
+
+    async fn connect(settings: Settings, node: bool) -> Result<Cluster, ClusterError> {
         let shown = crate::clients::nats::Nats::open(&settings.url)
             .map(|n| n.shown().to_string())
             .unwrap_or_default();
@@ -181,11 +209,12 @@ impl Cluster {
         // this long: a webhook waiting on a shared key gets its 503 in seconds.
         js.set_timeout(REQUEST_TIMEOUT);
         let ttl = settings.lease_ttl;
+        let replicas = settings.replicas;
         let open = |suffix: &'static str, max_age: Duration, what: &'static str| {
             let (js, shown) = (js.clone(), shown.clone());
             let bucket = format!("weft_{}_{suffix}", settings.name);
             async move {
-                weft_store::open_bucket(&js, &bucket, what, max_age)
+                weft_store::open_bucket(&js, &bucket, what, node.then_some((max_age, replicas)))
                     .await
                     .map_err(|detail| ClusterError::Bucket { url: shown, detail })
             }
@@ -196,14 +225,36 @@ impl Cluster {
             "weft: which node runs which input",
         )
         .await?;
+        if node {
+            agree_on_lease_ttl(&leases, &settings).await?;
+        }
         let nodes = open("nodes", ttl, "weft: the nodes alive").await?;
+        if node {
+            // A bucket made for another lease time (one all nodes agreed to change) forgets
+            // nodes after this one.
+            let mut stream = nodes.stream.clone();
+            if let Ok(info) = stream.info().await
+                && info.config.max_age != ttl
+            {
+                let mut config = info.config.clone();
+                config.max_age = ttl;
+                js.update_stream(config)
+                    .await
+                    .map_err(|e| ClusterError::Bucket {
+                        url: shown.clone(),
+                        detail: e.to_string(),
+                    })?;
+            }
+        }
         let state = open(
             "state",
             Duration::ZERO,
             "weft: checkpoints, dedupe and idempotency keys, tokens",
         )
         .await?;
-        tracing::info!(cluster = %settings.name, node = %settings.node, nats = %shown, "joined the cluster");
+        if node {
+            tracing::info!(cluster = %settings.name, node = %settings.node, nats = %shown, "joined the cluster");
+        }
         Ok(Cluster {
             settings,
             shown,
@@ -268,13 +319,55 @@ pub async fn shared_state(url: &str, name: &str) -> Result<weft_store::Store, St
         name: Some(name.into()),
         node: Some("cli".into()),
         lease_ttl: None,
+        replicas: None,
     }
     .settings()
     .map_err(|(field, message)| format!("{field}: {message}"))?;
-    let cluster = Cluster::join(settings).await.map_err(|e| e.to_string())?;
+    let cluster = Cluster::look_at(settings)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(weft_store::Store::of(weft_store::NatsKv::kv_only(
         cluster.state,
     )))
+}
+
+/// The key in the `leases` bucket that holds the cluster's lease time.
+const SETTINGS_KEY: &str = "settings";
+
+/// The lease time every node keeps to: the first node writes it, a node with another one is
+/// refused (a contender with a shorter lease time than the holder's would take over from a
+/// holder that is alive). Once every node is stopped, deleting the key lets a new one be set.
+async fn agree_on_lease_ttl(leases: &kv::Store, settings: &Settings) -> Result<(), ClusterError> {
+    let mine = settings.lease_ttl.as_millis().to_string();
+    let refused = |detail: String| ClusterError::Bucket {
+        url: String::new(),
+        detail,
+    };
+    for _ in 0..3 {
+        match leases.entry(SETTINGS_KEY).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                let theirs = String::from_utf8_lossy(&entry.value).into_owned();
+                if theirs == mine {
+                    return Ok(());
+                }
+                return Err(ClusterError::LeaseTtl {
+                    cluster: settings.name.clone(),
+                    theirs: theirs.parse().unwrap_or_default(),
+                    mine: settings.lease_ttl.as_millis() as u64,
+                });
+            }
+            Ok(_) => match leases.create(SETTINGS_KEY, mine.clone().into()).await {
+                Ok(_) => return Ok(()),
+                // Another node wrote it first: compare with that.
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(e) => return Err(refused(e.to_string())),
+            },
+            Err(e) => return Err(refused(e.to_string())),
+        }
+    }
+    Err(refused(
+        "the cluster's settings changed three times while joining".into(),
+    ))
 }
 
 /// What `weft cluster status` shows.
@@ -309,8 +402,13 @@ impl Cluster {
             Err(e) => return Err(e.to_string()),
         };
         for key in keys {
+            let Some(flow) = key.strip_prefix("input.").and_then(weft_store::token_text) else {
+                continue;
+            };
             if let Ok(Some(holder)) = self.leases.get(&key).await {
-                leases.push((key, String::from_utf8_lossy(&holder).into_owned()));
+                let holder = String::from_utf8_lossy(&holder);
+                let holder = holder.strip_prefix(lease::DONE).unwrap_or(&holder);
+                leases.push((format!("input.{flow}"), holder.to_string()));
             }
         }
         leases.sort();

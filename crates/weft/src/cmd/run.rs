@@ -140,6 +140,7 @@ fn apply_cluster_flags(loaded: &mut load::Loaded, flags: ClusterFlags) -> anyhow
         lease_ttl: current
             .as_ref()
             .map(|c| weft::config::units::Dur(c.lease_ttl)),
+        replicas: current.as_ref().map(|c| c.replicas),
     };
     let settings = config
         .settings()

@@ -604,10 +604,10 @@ impl Engine {
                 let Some(cluster) = cluster else {
                     return input.run(feed).await;
                 };
-                let key = format!("input.{}", feed.flow.name);
+                let flow = feed.flow.name.clone();
                 let input = &input;
                 cluster
-                    .while_held(&key, &feed.shutdown.clone(), |held| {
+                    .while_held(&flow, &feed.shutdown.clone(), |held| {
                         input.run(Feed {
                             shutdown: held,
                             ..feed.clone()

@@ -586,3 +586,47 @@ async fn a_nats_outage_stops_the_poller_and_it_resumes_from_its_watermark() {
     );
     assert_eq!(event("e2").await, 200, "the webhook takes it now");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finite_input_runs_once_in_the_cluster_and_a_node_with_another_lease_time_is_refused() {
+    let Some(nats) = NatsServer::start(true).await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let config = |ttl: &str| {
+        format!(
+            r#"
+cluster:
+  nats: {{ url: "{}" }}
+  name: once_test
+  lease_ttl: {ttl}
+flows:
+  seed:
+    input:
+      generate: {{ mapping: '.n = 1', interval: 50ms, count: 3 }}
+    output:
+      http_client: {{ url: "{}" }}
+"#,
+            nats.url,
+            receiver.url("/in")
+        )
+    };
+    let a = Weft::spawn(&config("2s"), &[("WEFT_NODE", "a")], Stdio::null());
+    let b = Weft::spawn(&config("2s"), &[("WEFT_NODE", "b")], Stdio::null());
+    // Three messages, from one node; the other stands by and never runs it (not after a lease
+    // time either: the lease is marked done).
+    assert!(eventually(Duration::from_secs(10), || receiver.seen().len() >= 3).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.seen().len(), 3, "{}\n{}", a.stderr(), b.stderr());
+
+    let mut other = Weft::spawn(&config("5s"), &[("WEFT_NODE", "c")], Stdio::null());
+    let status = other.wait(Duration::from_secs(10)).await;
+    assert!(!status.success());
+    assert!(
+        other.stderr().contains(
+            "runs with lease_ttl 2000 ms (its first node set it) and this node has 5000 ms"
+        ),
+        "{}",
+        other.stderr()
+    );
+}

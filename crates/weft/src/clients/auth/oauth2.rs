@@ -221,7 +221,15 @@ impl OAuth2 {
         }
         let turn = match self.refresh_turn(profile, &mut cache).await {
             Turn::Taken(access) => return Ok(access),
-            Turn::Ours(holder) => Some(holder),
+            Turn::Ours(holder) => {
+                // Another process may have saved its refresh (and ended its turn) between the
+                // look above and this turn: its refresh token is the one that works now.
+                if let Some(access) = self.fresher(profile, &mut cache).await {
+                    self.end_turn(profile, Some(holder)).await;
+                    return Ok(access);
+                }
+                Some(holder)
+            }
             Turn::Alone => None,
         };
         let fetched = self.fetch(profile, cache.refresh_token.as_ref()).await;
@@ -275,7 +283,8 @@ impl OAuth2 {
         let deadline = Instant::now() + TOKEN_TIMEOUT;
         while Instant::now() < deadline {
             let now = crate::core::clock::now_ms();
-            let until = now + TOKEN_TIMEOUT.as_millis() as i64;
+            // Longer than a fetch may take, so that the turn does not lapse during one.
+            let until = now + 2 * TOKEN_TIMEOUT.as_millis() as i64;
             match store
                 .kv_claim(REFRESH_NAMESPACE, profile, holder.as_bytes(), until, now)
                 .await
