@@ -40,20 +40,48 @@ impl Cluster {
         &self,
         flow: &str,
         stop: &CancellationToken,
-        mut run: F,
+        run: F,
     ) -> std::io::Result<()>
     where
         F: FnMut(CancellationToken) -> Fut,
         Fut: Future<Output = std::io::Result<()>>,
     {
         let key = format!("input.{}", weft_store::key_token(flow));
-        let key = key.as_str();
-        crate::core::metrics::lease_held(flow, false);
+        self.holding(&key, Some(flow), stop, run).await
+    }
+
+    /// [`Cluster::while_held`] for one of weft's own chores (`task.<name>`): one node of the
+    /// cluster does it at a time.
+    pub async fn chore<F, Fut>(&self, name: &str, stop: &CancellationToken, run: F)
+    where
+        F: FnMut(CancellationToken) -> Fut,
+        Fut: Future<Output = std::io::Result<()>>,
+    {
+        let _ = self.holding(&format!("task.{name}"), None, stop, run).await;
+    }
+
+    async fn holding<F, Fut>(
+        &self,
+        key: &str,
+        flow: Option<&str>,
+        stop: &CancellationToken,
+        mut run: F,
+    ) -> std::io::Result<()>
+    where
+        F: FnMut(CancellationToken) -> Fut,
+        Fut: Future<Output = std::io::Result<()>>,
+    {
+        let held_metric = |held: bool| {
+            if let Some(flow) = flow {
+                crate::core::metrics::lease_held(flow, held);
+            }
+        };
+        held_metric(false);
         loop {
             let Some((revision, sent)) = self.acquire(key, stop).await else {
                 return Ok(());
             };
-            crate::core::metrics::lease_held(flow, true);
+            held_metric(true);
             let revision = Arc::new(AtomicU64::new(revision));
             let held = stop.child_token();
             // Should `run` panic (this future is then dropped), the renewals stop with it.
@@ -68,7 +96,7 @@ impl Cluster {
             let lost = held.is_cancelled() && !stop.is_cancelled();
             held.cancel();
             let _ = renewing.await;
-            crate::core::metrics::lease_held(flow, false);
+            held_metric(false);
             if lost {
                 tracing::warn!(lease = key, node = %self.settings.node, "lost the lease: the input stopped here and runs on another node; waiting to take it back if that node goes");
                 continue;

@@ -442,7 +442,27 @@ impl Engine {
                 Some(cluster) => Store::of(weft_store::NatsKv::new(store, cluster.state.clone())),
                 None => store,
             };
-            tokio::spawn(sweep_expired_keys(store.clone(), self.store_stop.clone()));
+            // Expired keys are swept by one node of a cluster (the sweep reads the whole shared
+            // bucket), by the one process otherwise.
+            match self.cluster.clone() {
+                Some(cluster) => {
+                    let (store, stop) = (store.clone(), self.store_stop.clone());
+                    tokio::spawn(async move {
+                        cluster
+                            .chore("sweep", &stop, |held| {
+                                let store = store.clone();
+                                async move {
+                                    sweep_expired_keys(store, held).await;
+                                    Ok(())
+                                }
+                            })
+                            .await
+                    });
+                }
+                None => {
+                    tokio::spawn(sweep_expired_keys(store.clone(), self.store_stop.clone()));
+                }
+            }
             let _ = self.store.set(store);
         }
         if let Some(store) = self.store.get() {
