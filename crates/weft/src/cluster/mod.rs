@@ -5,7 +5,9 @@
 //! - `state`: everything flows keep as key/value (checkpoints, `dedupe` keys, `Idempotency-Key`
 //!   records, OAuth 2.0 tokens), through [`weft_store::NatsKv`]: compare-and-set on revisions.
 //! - `leases`: which node runs each input that must run once in the cluster (pollers,
-//!   schedules, subscriptions every node would otherwise receive in full): [`lease`].
+//!   schedules, subscriptions every node would otherwise receive in full) and each of weft's
+//!   own chores (the sweep of expired shared keys): [`lease`]. Its key `settings` holds the
+//!   lease time every node keeps to.
 //! - `nodes`: who is alive; each node writes its record every third of the lease time and the
 //!   bucket forgets it after a lease time (`weft cluster status` reads it).
 //!
