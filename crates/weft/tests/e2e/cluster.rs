@@ -302,6 +302,33 @@ async fn a_durable_flow_is_refused_on_a_cluster_at_its_delivery_field() {
         "{err}"
     );
 
+    // Joined by flag rather than by `cluster:`: refused too, naming the flow and the field.
+    std::fs::write(
+        &path,
+        "flows:\n  orders:\n    delivery: durable\n    input:\n      http_server: { address: \"127.0.0.1:1\", path: /orders }\n    output:\n      stdout: {}\n",
+    )
+    .unwrap();
+    if let Some(nats) = NatsServer::start(true).await {
+        let (status, _, err) = weft_cmd(
+            &[
+                "run",
+                path.to_str().unwrap(),
+                "--cluster",
+                &nats.url,
+                "--data-dir",
+                dir.join("data").to_str().unwrap(),
+                "--admin-address",
+                &format!("127.0.0.1:{}", free_port()),
+            ],
+            &dir,
+        );
+        assert!(!status.success());
+        assert!(
+            err.contains("flow `orders`, field `delivery`: `durable` does not run on a cluster"),
+            "{err}"
+        );
+    }
+
     std::fs::write(
         &path,
         "cluster:\n  nats: { url: \"nats://127.0.0.1:4222\" }\n  name: \"a b\"\nflows:\n  f:\n    input:\n      generate: { mapping: \"{}\", count: 1 }\n    output:\n      drop: {}\n",
