@@ -93,6 +93,30 @@ impl NatsKv {
         }
     }
 
+    /// The compare-and-set loop of the conditional writes: reads `key` (its live value at
+    /// `now_ms`; with `None`, expired or not), and `decide` answers at once (`Err`) or names
+    /// the value to write over what was read (`Ok`); `written` is the answer once that write
+    /// wins. Someone writing in between makes it read and decide again.
+    async fn compare_and_set<T>(
+        &self,
+        key: &str,
+        now_ms: Option<i64>,
+        mut decide: impl FnMut(Option<Bytes>) -> Result<Bytes, T>,
+        written: T,
+    ) -> Result<T, StoreError> {
+        for _ in 0..CAS_TRIES {
+            let (revision, live) = self.read(key).await?.at(now_ms);
+            let value = match decide(live) {
+                Ok(value) => value,
+                Err(answer) => return Ok(answer),
+            };
+            if self.write_over(key, revision, value).await? {
+                return Ok(written);
+            }
+        }
+        Err(contended(key))
+    }
+
     /// Writes `value` over what was read: `false` when someone wrote in between.
     async fn write_over(
         &self,
@@ -373,19 +397,11 @@ impl Backend for NatsKv {
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
             let key = key_of(namespace, key);
-            for _ in 0..CAS_TRIES {
-                let (revision, live) = self.read(&key).await?.at(Some(now_ms));
-                if live.is_some() {
-                    return Ok(false);
-                }
-                if self
-                    .write_over(&key, revision, join(expires_at_ms, value))
-                    .await?
-                {
-                    return Ok(true);
-                }
-            }
-            Err(contended(&key))
+            let decide = |live: Option<Bytes>| match live {
+                Some(_) => Err(false),
+                None => Ok(join(expires_at_ms, value)),
+            };
+            self.compare_and_set(&key, Some(now_ms), decide, true).await
         })
     }
 
@@ -399,19 +415,11 @@ impl Backend for NatsKv {
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
         Box::pin(async move {
             let key = key_of(namespace, key);
-            for _ in 0..CAS_TRIES {
-                let (revision, live) = self.read(&key).await?.at(Some(now_ms));
-                if let Some(other) = live.filter(|v| v.as_ref() != holder) {
-                    return Ok(Some(other.to_vec()));
-                }
-                if self
-                    .write_over(&key, revision, join(Some(expires_at_ms), holder))
-                    .await?
-                {
-                    return Ok(None);
-                }
-            }
-            Err(contended(&key))
+            let decide = |live: Option<Bytes>| match live {
+                Some(other) if other.as_ref() != holder => Err(Some(other.to_vec())),
+                _ => Ok(join(Some(expires_at_ms), holder)),
+            };
+            self.compare_and_set(&key, Some(now_ms), decide, None).await
         })
     }
 
@@ -425,19 +433,11 @@ impl Backend for NatsKv {
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
             let key = key_of(namespace, key);
-            for _ in 0..CAS_TRIES {
-                let (revision, live) = self.read(&key).await?.at(None);
-                if live.as_deref() != Some(expected) {
-                    return Ok(false);
-                }
-                if self
-                    .write_over(&key, revision, join(expires_at_ms, value))
-                    .await?
-                {
-                    return Ok(true);
-                }
-            }
-            Err(contended(&key))
+            let decide = |live: Option<Bytes>| match live {
+                Some(live) if live.as_ref() == expected => Ok(join(expires_at_ms, value)),
+                _ => Err(false),
+            };
+            self.compare_and_set(&key, None, decide, true).await
         })
     }
 
