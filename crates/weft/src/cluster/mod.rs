@@ -228,7 +228,7 @@ impl Cluster {
         )
         .await?;
         if node {
-            agree_on_lease_ttl(&leases, &settings).await?;
+            agree_on_lease_ttl(&leases, &settings, &shown).await?;
         }
         let nodes = open("nodes", ttl, "weft: the nodes alive").await?;
         if node {
@@ -339,10 +339,14 @@ const SETTINGS_KEY: &str = "settings";
 /// The lease time every node keeps to: the first node writes it, a node with another one is
 /// refused (a contender with a shorter lease time than the holder's would take over from a
 /// holder that is alive). Once every node is stopped, deleting the key lets a new one be set.
-async fn agree_on_lease_ttl(leases: &kv::Store, settings: &Settings) -> Result<(), ClusterError> {
+async fn agree_on_lease_ttl(
+    leases: &kv::Store,
+    settings: &Settings,
+    shown: &str,
+) -> Result<(), ClusterError> {
     let mine = settings.lease_ttl.as_millis().to_string();
     let refused = |detail: String| ClusterError::Bucket {
-        url: String::new(),
+        url: shown.to_string(),
         detail,
     };
     for _ in 0..3 {
