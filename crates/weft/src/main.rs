@@ -389,21 +389,9 @@ fn report(errors: &[ConfigError], env: &weft::admin::config::EnvLookup) -> ExitC
 /// `weft cluster status`.
 async fn cluster(action: ClusterAction) -> anyhow::Result<()> {
     let ClusterAction::Status { nats, name, json } = action;
-    let config = weft::cluster::ClusterConfig {
-        nats: weft::cluster::NatsConfig {
-            url: weft::config::Secret::new(nats),
-            ca: None,
-        },
-        name: Some(name),
-        node: Some("status".into()),
-        lease_ttl: None,
-        replicas: None,
-    };
-    let settings = config
-        .settings()
-        .map_err(|(field, message)| anyhow::anyhow!("--{field}: {message}"))?;
-    let status = weft::cluster::Cluster::look_at(settings)
-        .await?
+    let status = weft::cluster::Cluster::for_tool(&nats, &name)
+        .await
+        .map_err(anyhow::Error::msg)?
         .status()
         .await
         .map_err(|e| anyhow::anyhow!("cannot read the cluster's buckets: {e}"))?;
@@ -418,12 +406,7 @@ async fn cluster(action: ClusterAction) -> anyhow::Result<()> {
         status.nodes.len()
     );
     for node in &status.nodes {
-        let held: Vec<&str> = status
-            .leases
-            .iter()
-            .filter(|(_, holder)| *holder == node.node)
-            .map(|(key, _)| key.as_str())
-            .collect();
+        let held: Vec<&str> = status.held_by(&node.node).collect();
         println!(
             "  node {}  admin {}  runs: {}",
             node.node,

@@ -59,17 +59,15 @@ async fn status(State(cluster): State<Option<Cluster>>) -> Result<Response, ApiE
     })?;
     let nodes = status
         .nodes
-        .into_iter()
+        .iter()
         .map(|n| NodeInfo {
             runs: status
-                .leases
-                .iter()
-                .filter(|(_, holder)| *holder == n.node)
-                .map(|(key, _)| key.trim_start_matches("input.").to_string())
+                .held_by(&n.node)
+                .map(|key| key.trim_start_matches("input.").to_string())
                 .collect(),
             since: chrono::DateTime::from_timestamp_millis(n.since_ms).map(|t| t.to_rfc3339()),
-            admin: n.admin,
-            node: n.node,
+            admin: n.admin.clone(),
+            node: n.node.clone(),
         })
         .collect();
     let info = ClusterInfo {

@@ -311,23 +311,29 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// [`Cluster::look_at`] cluster `name` on the NATS at `url`, for a tool that is no node of
+    /// it (`weft cluster status`, `weft checkpoint --cluster`).
+    pub async fn for_tool(url: &str, name: &str) -> Result<Cluster, String> {
+        let settings = ClusterConfig {
+            nats: NatsConfig {
+                url: Secret::new(url),
+                ca: None,
+            },
+            name: Some(name.into()),
+            node: Some("tool".into()),
+            lease_ttl: None,
+            replicas: None,
+        }
+        .settings()
+        .map_err(|(field, message)| format!("{field}: {message}"))?;
+        Cluster::look_at(settings).await.map_err(|e| e.to_string())
+    }
+}
+
 /// The cluster's shared key/value as a store, for tools (`weft checkpoint --cluster`).
 pub async fn shared_state(url: &str, name: &str) -> Result<weft_store::Store, String> {
-    let settings = ClusterConfig {
-        nats: NatsConfig {
-            url: Secret::new(url),
-            ca: None,
-        },
-        name: Some(name.into()),
-        node: Some("cli".into()),
-        lease_ttl: None,
-        replicas: None,
-    }
-    .settings()
-    .map_err(|(field, message)| format!("{field}: {message}"))?;
-    let cluster = Cluster::look_at(settings)
-        .await
-        .map_err(|e| e.to_string())?;
+    let cluster = Cluster::for_tool(url, name).await?;
     Ok(weft_store::Store::of(weft_store::NatsKv::kv_only(
         cluster.state,
     )))
@@ -374,6 +380,16 @@ async fn agree_on_lease_ttl(
     Err(refused(
         "the cluster's settings changed three times while joining".into(),
     ))
+}
+
+impl Status {
+    /// The keys of the leases `node` holds (`input.<flow>`).
+    pub fn held_by<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.leases
+            .iter()
+            .filter(move |(_, holder)| holder == node)
+            .map(|(key, _)| key.as_str())
+    }
 }
 
 /// What `weft cluster status` shows.

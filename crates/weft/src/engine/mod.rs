@@ -627,7 +627,7 @@ impl Engine {
                 let flow = feed.flow.name.clone();
                 let input = &input;
                 cluster
-                    .while_held(&flow, &feed.shutdown.clone(), |held| {
+                    .while_held(&flow, &feed.shutdown, |held| {
                         input.run(Feed {
                             shutdown: held,
                             ..feed.clone()
