@@ -25,7 +25,8 @@
 //! JetStream, for several nodes) can implement the same operations: this file holds the
 //! contract ([`Backend`], its types, [`Store`]); `sqlite.rs` (and its `writer`) the embedded default, one SQLite
 //! file, inspectable with the `sqlite3` tool; `nats_kv.rs` a cluster node's store, whose
-//! key/value operations go to a JetStream KV bucket all nodes share.
+//! key/value operations go to a JetStream KV bucket all nodes share, and `nats_queue.rs` its
+//! queues and dead letters, on JetStream streams all nodes share.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,9 +34,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 mod nats_kv;
+mod nats_queue;
 mod sqlite;
 
 pub use nats_kv::{NatsKv, key_token, open_bucket, token_text};
+pub use nats_queue::NatsQueues;
 use sqlite::Sqlite;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,11 @@ pub enum StoreError {
     /// The cluster's shared store (NATS JetStream) refused or could not be reached.
     #[error("cluster store: {0}")]
     Cluster(String),
+    /// A message larger than the store takes in one piece (NATS' `max_payload`).
+    #[error(
+        "a message of {bytes} bytes is larger than the cluster's NATS takes ({max} bytes, its max_payload)"
+    )]
+    TooLarge { bytes: usize, max: usize },
     #[error("store lock {path}: {detail}")]
     Locked { path: PathBuf, detail: String },
     /// A write was not committed because the store cannot write now: nothing of it is stored.

@@ -1,5 +1,6 @@
-//! The key/value half of a cluster node's store: every `kv_*` operation on a NATS JetStream KV
-//! bucket that all nodes share, the queues and dead letters on the node's own store.
+//! A cluster node's store: every `kv_*` operation on a NATS JetStream KV bucket that all nodes
+//! share; the queues and dead letters on JetStream too ([`NatsQueues`]) or, without them, on
+//! the node's own store.
 //!
 //! What the nodes share through it: polling inputs' checkpoints, `dedupe` keys,
 //! `Idempotency-Key` records, OAuth 2.0 tokens. Each conditional write is one compare-and-set
@@ -31,15 +32,18 @@ const CAS_TRIES: u32 = 64;
 /// A store whose key/value operations go to a shared JetStream KV bucket; see the module doc.
 pub struct NatsKv {
     local: Option<Store>,
+    queues: Option<Arc<NatsQueues>>,
     kv: kv::Store,
 }
 
-/// A queue or dead-letter operation on a store that has key/value only: it fails.
+/// A queue or dead-letter operation: on the cluster's queues, else on the local store; on a
+/// store that has key/value only, it fails.
 macro_rules! local {
     ($self:ident, $method:ident($($arg:expr),*)) => {
-        match &$self.local {
-            Some(local) => local.$method($($arg),*),
-            None => Box::pin(std::future::ready(Err(StoreError::Cluster(
+        match (&$self.queues, &$self.local) {
+            (Some(queues), _) => Box::pin(queues.$method($($arg),*)),
+            (None, Some(local)) => local.$method($($arg),*),
+            (None, None) => Box::pin(std::future::ready(Err(StoreError::Cluster(
                 "this store holds the cluster's key/value only (no queues, no dead letters)".into(),
             )))),
         }
@@ -51,8 +55,15 @@ impl NatsKv {
     pub fn new(local: Store, bucket: kv::Store) -> NatsKv {
         NatsKv {
             local: Some(local),
+            queues: None,
             kv: bucket,
         }
+    }
+
+    /// The same with the queues and dead letters on the cluster's JetStream as well.
+    pub fn with_queues(mut self, queues: Arc<NatsQueues>) -> NatsKv {
+        self.queues = Some(queues);
+        self
     }
 
     /// Key/value on `bucket` and nothing else (for tools that read or set shared state, such
@@ -60,6 +71,7 @@ impl NatsKv {
     pub fn kv_only(bucket: kv::Store) -> NatsKv {
         NatsKv {
             local: None,
+            queues: None,
             kv: bucket,
         }
     }
@@ -209,7 +221,7 @@ impl Entry {
 }
 
 /// A NATS operation that failed: nothing of it is stored, and it can be tried again.
-fn remote(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn remote(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable {
         cause: Cause::Unreachable,
         detail: e.to_string(),

@@ -12,7 +12,19 @@
 //!   bucket forgets it after a lease time (`weft cluster status` reads it).
 //!
 //! Direct flows need nothing more: any node serves their requests. Durable flows keep their
-//! queues on one node's store, so a node refuses them until the queue moves to JetStream.
+//! queues, retries and dead letters in JetStream streams every node delivers from
+//! ([`weft_store::NatsQueues`]); ordering by key is not kept across nodes yet, so a node
+//! refuses a flow with `ordering`.
+
+/// The cluster's queues, for a node (`ack_wait` its lease time) or a tool.
+pub fn queues(cluster: &Cluster) -> std::sync::Arc<weft_store::NatsQueues> {
+    std::sync::Arc::new(weft_store::NatsQueues::new(
+        cluster.js.clone(),
+        &cluster.settings.name,
+        cluster.settings.lease_ttl,
+        cluster.settings.replicas,
+    ))
+}
 
 pub mod lease;
 
@@ -160,6 +172,7 @@ pub struct Cluster {
     pub settings: Settings,
     /// The servers, without credentials, for messages.
     pub shown: String,
+    pub js: jetstream::Context,
     pub leases: kv::Store,
     pub nodes: kv::Store,
     pub state: kv::Store,
@@ -260,6 +273,7 @@ impl Cluster {
         Ok(Cluster {
             settings,
             shown,
+            js,
             leases,
             nodes,
             state,
@@ -331,12 +345,14 @@ impl Cluster {
     }
 }
 
-/// The cluster's shared key/value as a store, for tools (`weft checkpoint --cluster`).
+/// The cluster's shared store (key/value, queues and dead letters), for tools (`weft
+/// checkpoint --cluster`, `weft dlq --cluster`).
 pub async fn shared_state(url: &str, name: &str) -> Result<weft_store::Store, String> {
     let cluster = Cluster::for_tool(url, name).await?;
-    Ok(weft_store::Store::of(weft_store::NatsKv::kv_only(
-        cluster.state,
-    )))
+    let queues = queues(&cluster);
+    Ok(weft_store::Store::of(
+        weft_store::NatsKv::kv_only(cluster.state).with_queues(queues),
+    ))
 }
 
 /// The key in the `leases` bucket that holds the cluster's lease time.

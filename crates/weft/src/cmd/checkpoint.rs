@@ -3,7 +3,7 @@
 //! running poller reads its watermark at the start of each poll. On a cluster
 //! (`--cluster`), in the key/value bucket the nodes share.
 
-use std::path::PathBuf;
+use super::StoreArgs;
 
 use clap::Subcommand;
 use weft::core::checkpoint::{self, Saved};
@@ -11,13 +11,13 @@ use weft::core::checkpoint::{self, Saved};
 #[derive(Subcommand)]
 pub enum CheckpointAction {
     /// One JSON line per checkpoint: key, value, when it was saved.
-    List(Store),
+    List(StoreArgs),
     /// One checkpoint.
     Show {
         /// The input's `checkpoint_key`: its flow's name unless set.
         key: String,
         #[command(flatten)]
-        store: Store,
+        store: StoreArgs,
     },
     /// Sets a checkpoint: the next poll starts after VALUE (JSON: `"2026-01-01T00:00:00Z"`,
     /// `42`, `["2026-01-01", 7]` for sql_poll's columns).
@@ -25,44 +25,14 @@ pub enum CheckpointAction {
         key: String,
         value: String,
         #[command(flatten)]
-        store: Store,
+        store: StoreArgs,
     },
     /// Forgets a checkpoint: the next poll starts from the input's `initial` (re-imports).
     Reset {
         key: String,
         #[command(flatten)]
-        store: Store,
+        store: StoreArgs,
     },
-}
-
-#[derive(clap::Args)]
-pub struct Store {
-    #[arg(long, env = "WEFT_DATA_DIR", default_value = "./weft-data")]
-    data_dir: PathBuf,
-    /// The NATS server of the cluster whose checkpoints to read or set (its nodes share them),
-    /// instead of the data directory's store.
-    #[arg(long, env = "WEFT_CLUSTER", hide_env_values = true)]
-    cluster: Option<String>,
-    /// The cluster's name (`cluster.name`).
-    #[arg(long, default_value = "weft")]
-    cluster_name: String,
-}
-
-impl Store {
-    async fn open(&self) -> anyhow::Result<weft_store::Store> {
-        if let Some(url) = self.cluster.as_deref().filter(|u| !u.is_empty()) {
-            return weft::cluster::shared_state(url, &self.cluster_name)
-                .await
-                .map_err(anyhow::Error::msg);
-        }
-        let path = self.data_dir.join("weft.db");
-        anyhow::ensure!(
-            path.exists(),
-            "no store at {} (no polling flow with a watermark has run with this --data-dir or WEFT_DATA_DIR)",
-            path.display()
-        );
-        Ok(weft_store::Store::open(&path, weft_store::Durability::Process).await?)
-    }
 }
 
 fn line(key: &str, saved: &Saved) -> serde_json::Value {
@@ -80,12 +50,21 @@ pub async fn checkpoint(action: CheckpointAction) -> anyhow::Result<()> {
     let fail = anyhow::Error::msg;
     match action {
         CheckpointAction::List(store) => {
-            for (key, saved) in checkpoint::list(&store.open().await?).await.map_err(fail)? {
+            for (key, saved) in checkpoint::list(
+                &store
+                    .open("no polling flow with a watermark has run")
+                    .await?,
+            )
+            .await
+            .map_err(fail)?
+            {
                 println!("{}", line(&key, &saved));
             }
         }
         CheckpointAction::Show { key, store } => {
-            let store = store.open().await?;
+            let store = store
+                .open("no polling flow with a watermark has run")
+                .await?;
             match checkpoint::load(&store, &key).await.map_err(fail)? {
                 Some(saved) => println!("{:#}", line(&key, &saved)),
                 None => anyhow::bail!("no checkpoint `{key}` (`weft checkpoint list` shows them)"),
@@ -97,15 +76,26 @@ pub async fn checkpoint(action: CheckpointAction) -> anyhow::Result<()> {
                     "the value is not JSON ({e}); a text needs its quotes: '\"{value}\"'"
                 )
             })?;
-            checkpoint::save(&store.open().await?, &key, value)
-                .await
-                .map_err(fail)?;
+            checkpoint::save(
+                &store
+                    .open("no polling flow with a watermark has run")
+                    .await?,
+                &key,
+                value,
+            )
+            .await
+            .map_err(fail)?;
             println!("set `{key}`");
         }
         CheckpointAction::Reset { key, store } => {
-            if checkpoint::reset(&store.open().await?, &key)
-                .await
-                .map_err(fail)?
+            if checkpoint::reset(
+                &store
+                    .open("no polling flow with a watermark has run")
+                    .await?,
+                &key,
+            )
+            .await
+            .map_err(fail)?
             {
                 println!("reset `{key}`: the next poll starts from the input's `initial`");
             } else {

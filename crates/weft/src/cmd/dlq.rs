@@ -4,7 +4,6 @@
 //! at the prompt). `replay --edit` opens the message in `$EDITOR` and delivers what was saved.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -44,8 +43,8 @@ pub struct DlqArgs {
     /// Replay: edit the message (needs --id) in $EDITOR first; the history keeps the original.
     #[arg(long)]
     edit: bool,
-    #[arg(long, env = "WEFT_DATA_DIR", default_value = "./weft-data")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    store: super::StoreArgs,
 }
 
 pub async fn dlq(action: DlqAction) -> anyhow::Result<()> {
@@ -60,13 +59,10 @@ pub async fn dlq(action: DlqAction) -> anyhow::Result<()> {
         !args.edit || verb == "replay",
         "--edit goes with `weft dlq replay`"
     );
-    let path = args.data_dir.join("weft.db");
-    anyhow::ensure!(
-        path.exists(),
-        "no store at {} (no flow that keeps dead letters has run with this --data-dir or WEFT_DATA_DIR)",
-        path.display()
-    );
-    let store = weft_store::Store::open(&path, weft_store::Durability::Process).await?;
+    let store = args
+        .store
+        .open("no flow that keeps dead letters has run")
+        .await?;
     let since_ms = match &args.since {
         Some(s) => Some(parse_since(s).map_err(anyhow::Error::msg)?),
         None => None,

@@ -74,9 +74,9 @@ pub enum EngineError {
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
     #[error(
-        "flow `{0}`, field `delivery`: `durable` does not run on a cluster yet: its queue would stay on one node's disk. Use `direct` (any node serves it), or run this flow without a cluster"
+        "flow `{0}`, field `ordering`: ordering by key is not kept across the nodes of a cluster yet. Remove `ordering` (messages are then delivered in parallel), or run this flow without a cluster"
     )]
-    DurableInCluster(String),
+    OrderingInCluster(String),
 }
 
 /// How the run ended.
@@ -437,9 +437,13 @@ impl Engine {
             // Read when the store opens: a reload that changes it takes effect on restart.
             store.watch_free_space(loaded.disk_free_limit);
             tracing::info!(path = %path.display(), durability = ?self.durability, "store open");
-            // On a cluster, what flows keep as key/value is the cluster's.
+            // On a cluster, what flows keep as key/value, and durable flows' queues, are the
+            // cluster's.
             let store = match &self.cluster {
-                Some(cluster) => Store::of(weft_store::NatsKv::new(store, cluster.state.clone())),
+                Some(cluster) => Store::of(
+                    weft_store::NatsKv::new(store, cluster.state.clone())
+                        .with_queues(crate::cluster::queues(cluster)),
+                ),
                 None => store,
             };
             // Expired keys are swept by one node of a cluster (the sweep reads the whole shared
@@ -473,8 +477,8 @@ impl Engine {
 
     /// Builds a flow; an `http_server` flow's endpoint is set apart for its address.
     async fn build(&self, spec: FlowSpec) -> Result<Built, EngineError> {
-        if self.cluster.is_some() && spec.durable.is_some() {
-            return Err(EngineError::DurableInCluster(spec.name.to_string()));
+        if self.cluster.is_some() && spec.order_by.is_some() {
+            return Err(EngineError::OrderingInCluster(spec.name.to_string()));
         }
         let fingerprint = spec.fingerprint.clone();
         let Assembled {

@@ -217,8 +217,8 @@ struct Loader<'a> {
     tracing: Option<crate::telemetry::TracingConfig>,
     resources_text: String,
     cluster: Option<crate::cluster::Settings>,
-    /// Durable flows, with the error they are if `cluster:` is set (in any file).
-    durable_flows: Vec<ConfigError>,
+    /// Flows ordered by key, with the error they are if `cluster:` is set (in any file).
+    ordered_flows: Vec<ConfigError>,
 }
 
 /// Error context within one file.
@@ -403,13 +403,13 @@ impl<'a> Loader<'a> {
             tracing: None,
             resources_text: String::new(),
             cluster: None,
-            durable_flows: Vec::new(),
+            ordered_flows: Vec::new(),
         }
     }
 
     fn finish(mut self) -> Result<Loaded, Vec<ConfigError>> {
         if self.cluster.is_some() {
-            self.errors.append(&mut self.durable_flows);
+            self.errors.append(&mut self.ordered_flows);
         }
         if !self.errors.is_empty() {
             return Err(self.errors);
@@ -780,12 +780,12 @@ impl<'a> Loader<'a> {
             shape::Flow::default()
         });
         let durable = shape.delivery == shape::Delivery::Durable;
-        if durable {
-            let at = find(node, "delivery").unwrap_or(node);
-            self.durable_flows.push(ctx.error(
+        if durable && shape.ordering.is_some() {
+            let at = find(node, "ordering").unwrap_or(node);
+            self.ordered_flows.push(ctx.error(
                 at.loc,
-                "delivery",
-                "`durable` does not run on a cluster yet: its queue would stay on one node's disk. Use `direct` (any node serves it), or run this flow without `cluster:`",
+                "ordering",
+                "ordering by key is not kept across the nodes of a cluster yet. Remove `ordering` (messages are then delivered in parallel), or run this flow without `cluster:`",
             ));
         }
         let concurrency = match shape.concurrency {

@@ -287,25 +287,25 @@ async fn a_poller_moves_when_its_node_dies(debian: bool) {
 }
 
 #[tokio::test]
-async fn a_durable_flow_is_refused_on_a_cluster_at_its_delivery_field() {
+async fn ordering_by_key_is_refused_on_a_cluster_at_its_field() {
     let dir = scratch();
     let path = dir.join("flows.yaml");
     std::fs::write(
         &path,
-        "cluster:\n  nats: { url: \"nats://127.0.0.1:4222\" }\nflows:\n  orders:\n    delivery: durable\n    input:\n      http_server: { address: \"127.0.0.1:1\", path: /orders }\n    output:\n      stdout: {}\n",
+        "cluster:\n  nats: { url: \"nats://127.0.0.1:4222\" }\nflows:\n  orders:\n    delivery: durable\n    ordering: { by_key: .customer }\n    input:\n      http_server: { address: \"127.0.0.1:1\", path: /orders }\n    output:\n      stdout: {}\n",
     )
     .unwrap();
     let (status, _, err) = weft_cmd(&["check", path.to_str().unwrap()], &dir);
     assert!(!status.success());
     assert!(
-        err.contains("flows.yaml:5:15") && err.contains("does not run on a cluster"),
+        err.contains("flows.yaml:6:15") && err.contains("not kept across the nodes"),
         "{err}"
     );
 
     // Joined by flag rather than by `cluster:`: refused too, naming the flow and the field.
     std::fs::write(
         &path,
-        "flows:\n  orders:\n    delivery: durable\n    input:\n      http_server: { address: \"127.0.0.1:1\", path: /orders }\n    output:\n      stdout: {}\n",
+        "flows:\n  orders:\n    delivery: durable\n    ordering: { by_key: .customer }\n    input:\n      http_server: { address: \"127.0.0.1:1\", path: /orders }\n    output:\n      stdout: {}\n",
     )
     .unwrap();
     if let Some(nats) = NatsServer::start(true).await {
@@ -324,7 +324,7 @@ async fn a_durable_flow_is_refused_on_a_cluster_at_its_delivery_field() {
         );
         assert!(!status.success());
         assert!(
-            err.contains("flow `orders`, field `delivery`: `durable` does not run on a cluster"),
+            err.contains("flow `orders`, field `ordering`: ordering by key is not kept"),
             "{err}"
         );
     }
@@ -656,4 +656,185 @@ flows:
         "{}",
         other.stderr()
     );
+}
+
+/// A durable flow on a node of cluster `queue_test`: accepts on `port`, delivers to `receiver`
+/// with the node's name in a header.
+fn durable_node(nats: &str, port: u16, receiver: &str, name: &str) -> String {
+    format!(
+        r#"
+cluster:
+  nats: {{ url: "{nats}" }}
+  name: queue_test
+  node: {name}
+  lease_ttl: 2s
+flows:
+  orders:
+    delivery: durable
+    concurrency: 4
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    output:
+      http_client:
+        url: "{receiver}"
+        headers: {{ x-node: {name} }}
+        timeout: 500ms
+        retry: {{ max_attempts: 100, initial_backoff: 50ms, max_backoff: 200ms, max_elapsed: 10m }}
+"#
+    )
+}
+
+/// The `seq`s the receiver took with a 2xx, each once per delivery.
+fn delivered_seqs(receiver: &Receiver) -> Vec<i64> {
+    receiver
+        .seen()
+        .iter()
+        .filter(|s| (200..300).contains(&s.status))
+        .filter_map(|s| serde_json::from_str::<serde_json::Value>(&s.body).ok()?["seq"].as_i64())
+        .collect()
+}
+
+/// Three nodes share one durable flow's queue on JetStream while clients post to all of them
+/// and one node after another is SIGKILLed and restarted: every message a node accepted is
+/// delivered (by whichever node), retries of a failing receiver included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_messages_are_shared_and_none_is_lost_when_nodes_are_killed_under_load() {
+    let Some(nats) = NatsServer::start(true).await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    // Failing at first: the first messages go through retries, across kills.
+    receiver.set_default(Reply::status(503));
+    let ports = [free_port(), free_port(), free_port()];
+    let names = ["n1", "n2", "n3"];
+    let configs: Vec<String> = (0..3)
+        .map(|i| durable_node(&nats.url, ports[i], &receiver.url("/in"), names[i]))
+        .collect();
+    let dirs: Vec<_> = (0..3).map(|_| scratch()).collect();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(Weft::start_in(dirs[i].clone(), &configs[i], &[], Stdio::null()).await);
+    }
+    let loading = Arc::new(AtomicBool::new(true));
+    let mut clients = Vec::new();
+    for c in 0..4i64 {
+        let loading = loading.clone();
+        clients.push(tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            let mut i = 0i64;
+            while loading.load(Ordering::Relaxed) {
+                let seq = c * 1_000_000 + i;
+                let port = ports[(i as usize + c as usize) % 3];
+                let (status, _, _) = post_json(
+                    &format!("http://127.0.0.1:{port}/"),
+                    &format!(r#"{{"seq": {seq}}}"#),
+                )
+                .await;
+                if status == 202 {
+                    accepted.push(seq);
+                }
+                i += 1;
+            }
+            accepted
+        }));
+    }
+    let mut rng = fastrand::Rng::with_seed(22);
+    for round in 0..6 {
+        if round == 2 {
+            receiver.set_default(Reply::status(200));
+        }
+        tokio::time::sleep(Duration::from_millis(rng.u64(600..1500))).await;
+        let victim = round % 3;
+        nodes[victim].kill();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        nodes[victim] =
+            Weft::start_in(dirs[victim].clone(), &configs[victim], &[], Stdio::null()).await;
+    }
+    loading.store(false, Ordering::Relaxed);
+    let mut accepted = HashSet::new();
+    for c in clients {
+        accepted.extend(c.await.unwrap());
+    }
+    let all_there = eventually(Duration::from_secs(60), || {
+        let delivered: HashSet<i64> = delivered_seqs(&receiver).into_iter().collect();
+        accepted.is_subset(&delivered)
+    })
+    .await;
+    let delivered = delivered_seqs(&receiver);
+    let unique: HashSet<i64> = delivered.iter().copied().collect();
+    let missing: Vec<_> = accepted.difference(&unique).take(20).collect();
+    assert!(
+        all_there,
+        "{} accepted, {} never delivered (first: {missing:?})\n{}",
+        accepted.len(),
+        accepted.difference(&unique).count(),
+        nodes[0].stderr()
+    );
+    assert!(accepted.len() > 100, "the load ran: {}", accepted.len());
+    let by_node: HashSet<String> = receiver
+        .seen()
+        .iter()
+        .filter_map(|s| Some(s.headers.get("x-node")?.to_str().ok()?.to_string()))
+        .collect();
+    assert_eq!(by_node.len(), 3, "every node delivered: {by_node:?}");
+    eprintln!(
+        "cluster crash test: {} accepted, {} delivered, {} duplicate deliveries, 6 kills",
+        accepted.len(),
+        unique.len(),
+        delivered.len() - unique.len()
+    );
+}
+
+/// A message given up on by one node is a dead letter every node lists, and replaying it from
+/// another node's admin API delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_from_one_node_is_listed_and_replayed_on_another() {
+    let Some(nats) = NatsServer::start(false).await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(400));
+    let (pa, pb) = (free_port(), free_port());
+    let a = Weft::start(&durable_node(&nats.url, pa, &receiver.url("/in"), "a")).await;
+    let b = Weft::start(&durable_node(&nats.url, pb, &receiver.url("/in"), "b")).await;
+    let (status, _, body) = post_json(&format!("http://127.0.0.1:{pa}/"), r#"{"seq": 7}"#).await;
+    assert_eq!(status, 202, "{body}");
+    b.metric_eventually(r#"weft_dead_letters{flow="orders"} 1"#)
+        .await
+        .unwrap_or_else(|m| panic!("{m}\n{}", b.stderr()));
+    let (status, list) = b
+        .admin_json(http::Method::GET, "/api/v1/flows/orders/dlq")
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["last_status"], 400, "{list}");
+    // The CLI reads the same dead letters from NATS, beside no node's data directory.
+    let (status, out, err) = weft_cmd(
+        &[
+            "dlq",
+            "list",
+            "--cluster",
+            &nats.url,
+            "--cluster-name",
+            "queue_test",
+        ],
+        &scratch(),
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains(r#""flow":"orders""#), "{out}");
+
+    receiver.set_default(Reply::status(200));
+    let (status, replayed) = b
+        .admin_json(http::Method::POST, "/api/v1/flows/orders/dlq/replay")
+        .await;
+    assert!(status.is_success(), "{replayed}");
+    assert!(
+        eventually(Duration::from_secs(10), || delivered_seqs(&receiver) == [7]).await,
+        "replayed and delivered once: {:?}",
+        receiver.seen().iter().map(|s| s.status).collect::<Vec<_>>()
+    );
+    a.metric_eventually(r#"weft_dead_letters{flow="orders"} 0"#)
+        .await
+        .unwrap();
 }

@@ -37,7 +37,7 @@
 //! | 405 | `method-not-allowed` | no flow serves the method on the path (`Allow` lists those that do) |
 //! | 408 | `body-timeout` | the body did not arrive within `read_timeout` |
 //! | 409 | `in-progress`, `idempotency-key-in-use` | a message with the same dedupe or idempotency key is still being delivered (`Retry-After`) |
-//! | 413 | `payload-too-large` | over `max_body_size`, as sent or once unpacked (a `Content-Encoding: gzip` bomb) |
+//! | 413 | `payload-too-large` | over `max_body_size`, as sent or once unpacked (a `Content-Encoding: gzip` bomb); a durable flow's message over a cluster's NATS `max_payload` |
 //! | 415 | `unsupported-encoding` | a `Content-Encoding` other than `gzip`, `deflate`, `br` (`Accept-Encoding` lists those) |
 //! | 422 | `invalid-message` | the pipeline refused the message: an `assert`'s own message, a program error on its data, a schema it does not fit |
 //! | 429 | `queue-full` | a durable flow's queue is full (`Retry-After`) |
@@ -1009,6 +1009,17 @@ async fn respond<P: Processor, O: Output>(
                     format!(r#"{{"id":"{id}"}}"#),
                 )
                     .into_response()
+            }
+            Err(e @ AcceptError::Store(weft_store::StoreError::TooLarge { .. })) => {
+                route.flow.count_rejected(&e);
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    "The message is larger than the cluster's queue takes",
+                )
+                .detail(e.to_string())
+                .id(&id)
+                .into_response()
             }
             Err(e @ AcceptError::OrderKey(_)) => {
                 route.flow.count_rejected(&e);

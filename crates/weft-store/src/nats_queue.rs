@@ -1,0 +1,1018 @@
+//! The queues and dead letters of a cluster's durable flows, on NATS JetStream, shared by every
+//! node: any node accepts a message, any node delivers it, and a node that dies leaves nothing
+//! behind that only it could deliver.
+//!
+//! Per flow, three streams (`weft_<cluster>_{q,r,d}_<flow>`), one subject per message id:
+//! - **queue** (work-queue retention): accepting is one publish with `Nats-Msg-Id` = the
+//!   message id, answered only after the stream stored it, so a client's retry of an accepted
+//!   message is dropped by the server. One durable pull consumer (`work`) is shared by every
+//!   node: a claim is a fetch, a delivery holds the message for the consumer's ack wait (the
+//!   cluster's lease time), kept longer by progress acks while the node works on it, and a node
+//!   that dies lets it go to another node when that lapses.
+//! - **retry**: a failed attempt is re-published here with its new attempt count, history and
+//!   due time, then the queue's copy is acked. Waiting retries hold no slot of the consumer
+//!   (a NAK with a delay would, and a long outage of one endpoint would then stall the rest of
+//!   the flow). Every node indexes the flow's retries by due time as they arrive (an ordered
+//!   consumer), and a claim first moves those due back to the queue, each with a message id of
+//!   its own so that two nodes moving the same one queue it once.
+//! - **dead letters**: one message per id (a subject keeps its last message), so burying an id
+//!   again replaces it; listing reads the stream, replay publishes to the queue and deletes.
+//!
+//! A message's state travels in its body ([`Record`]): its id, metadata, attempts, history and
+//! due time, then the payload. What the trait's contract says of SQLite bends here in three
+//! places, all about time and identity: a claim's lease is the consumer's ack wait (the server's
+//! clock), not the `lease` given; a rescheduled message comes back with another sequence
+//! number; and depth counts bytes as the server stores them.
+
+use super::nats_kv::remote;
+use super::*;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use async_nats::jetstream::{self, AckKind, consumer, stream};
+use futures_util::StreamExt;
+
+/// The low bits of a handle ([`Queued::seq`]) are the message's sequence in its flow's queue
+/// stream; the bits above name the flow (its place in this process's list).
+const SEQ_BITS: u32 = 40;
+
+/// Retries moved back to the queue by one claim, at most: a claim stays short when a burst
+/// comes due at once.
+const MOVES_PER_CLAIM: usize = 256;
+
+/// How long a pass over a stream waits for its next message before giving up.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The queues of every durable flow of one cluster; see the module doc.
+pub struct NatsQueues {
+    js: jetstream::Context,
+    /// `weft_<cluster>`: the prefix of stream names.
+    streams: String,
+    /// `weft.<cluster>`: the prefix of subjects.
+    subjects: String,
+    ack_wait: Duration,
+    replicas: usize,
+    flows: Mutex<Vec<Arc<FlowStreams>>>,
+    opening: tokio::sync::Mutex<()>,
+    /// Messages this node claimed and has not settled yet, by handle.
+    held: Arc<Mutex<HashMap<i64, jetstream::Message>>>,
+    progress: tokio::task::AbortHandle,
+}
+
+struct FlowStreams {
+    index: usize,
+    name: String,
+    token: String,
+    queue: stream::Stream,
+    retry: stream::Stream,
+    dlq: stream::Stream,
+    work: consumer::PullConsumer,
+    /// The flow's retries by due time: `(due_ms, sequence in the retry stream)`.
+    due: Arc<Mutex<BTreeSet<(i64, u64)>>>,
+    indexer: tokio::task::AbortHandle,
+}
+
+impl Drop for FlowStreams {
+    fn drop(&mut self) {
+        self.indexer.abort();
+    }
+}
+
+impl Drop for NatsQueues {
+    fn drop(&mut self) {
+        self.progress.abort();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn handle(index: usize, seq: u64) -> i64 {
+    ((index as i64) << SEQ_BITS) | seq as i64
+}
+
+fn parts(handle: i64) -> (usize, u64) {
+    (
+        (handle >> SEQ_BITS) as usize,
+        (handle & ((1 << SEQ_BITS) - 1)) as u64,
+    )
+}
+
+impl NatsQueues {
+    /// The queues of cluster `cluster` on `js`: messages a node claimed stay its own for
+    /// `ack_wait` after its last sign of life (a progress ack every third of it while it
+    /// works); streams are made with `replicas` copies.
+    pub fn new(
+        js: jetstream::Context,
+        cluster: &str,
+        ack_wait: Duration,
+        replicas: usize,
+    ) -> NatsQueues {
+        let held: Arc<Mutex<HashMap<i64, jetstream::Message>>> = Default::default();
+        let watched = Arc::downgrade(&held);
+        let progress = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ack_wait / 3).await;
+                let Some(held) = watched.upgrade() else {
+                    return;
+                };
+                let messages: Vec<_> = lock(&held).values().cloned().collect();
+                drop(held);
+                for message in messages {
+                    // One that fails is redelivered after the ack wait: at least once.
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+            }
+        })
+        .abort_handle();
+        NatsQueues {
+            js,
+            streams: format!("weft_{cluster}"),
+            subjects: format!("weft.{cluster}"),
+            ack_wait,
+            replicas: replicas.max(1),
+            flows: Mutex::new(Vec::new()),
+            opening: tokio::sync::Mutex::new(()),
+            held,
+            progress,
+        }
+    }
+
+    fn known(&self, name: &str) -> Option<Arc<FlowStreams>> {
+        lock(&self.flows).iter().find(|f| f.name == name).cloned()
+    }
+
+    fn by_handle(&self, handle: i64) -> Option<(Arc<FlowStreams>, u64)> {
+        let (index, seq) = parts(handle);
+        lock(&self.flows).get(index).map(|f| (f.clone(), seq))
+    }
+
+    /// `flow`'s streams and consumer, made if they are not there yet.
+    async fn flow(&self, name: &str) -> Result<Arc<FlowStreams>, StoreError> {
+        if let Some(flow) = self.known(name) {
+            return Ok(flow);
+        }
+        let _one = self.opening.lock().await;
+        if let Some(flow) = self.known(name) {
+            return Ok(flow);
+        }
+        let token = key_token(name);
+        let queue = self.stream("q", &token, stream::RetentionPolicy::WorkQueue, 0);
+        let retry = self.stream("r", &token, stream::RetentionPolicy::Limits, 0);
+        let dlq = self.stream("d", &token, stream::RetentionPolicy::Limits, 1);
+        let (queue, retry, dlq) = (queue.await?, retry.await?, dlq.await?);
+        let work = queue
+            .get_or_create_consumer(
+                "work",
+                consumer::pull::Config {
+                    durable_name: Some("work".into()),
+                    description: Some("weft: the flow's delivery, shared by every node".into()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: self.ack_wait,
+                    max_ack_pending: 100_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(remote)?;
+        let due = Arc::new(Mutex::new(BTreeSet::new()));
+        let indexer = tokio::spawn(index_retries(retry.clone(), due.clone())).abort_handle();
+        let mut flows = lock(&self.flows);
+        let flow = Arc::new(FlowStreams {
+            index: flows.len(),
+            name: name.to_string(),
+            token,
+            queue,
+            retry,
+            dlq,
+            work,
+            due,
+            indexer,
+        });
+        flows.push(flow.clone());
+        Ok(flow)
+    }
+
+    async fn stream(
+        &self,
+        kind: &str,
+        token: &str,
+        retention: stream::RetentionPolicy,
+        per_subject: i64,
+    ) -> Result<stream::Stream, StoreError> {
+        let what = match kind {
+            "q" => "queue",
+            "r" => "retries",
+            _ => "dead letters",
+        };
+        self.js
+            .get_or_create_stream(stream::Config {
+                // A stream name may not hold `/`: the token's escape for it reads back the same.
+                name: format!("{}_{kind}_{}", self.streams, token.replace('/', "=2F")),
+                description: Some(format!("weft: a durable flow's {what}")),
+                subjects: vec![format!("{}.{kind}.{token}.*", self.subjects)],
+                retention,
+                max_messages_per_subject: per_subject,
+                storage: stream::StorageType::File,
+                num_replicas: self.replicas,
+                discard: stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .map_err(remote)
+    }
+
+    fn subject(&self, kind: &str, flow: &FlowStreams, id: &str) -> String {
+        format!("{}.{kind}.{}.{}", self.subjects, flow.token, key_token(id))
+    }
+
+    /// Publishes `record` and waits until the stream stored it; its sequence there.
+    async fn publish(
+        &self,
+        subject: String,
+        record: &Record,
+        message_id: Option<String>,
+    ) -> Result<u64, StoreError> {
+        let body = record.encode();
+        let max = self.js.client().server_info().max_payload;
+        if max > 0 && body.len() > max {
+            return Err(StoreError::TooLarge {
+                bytes: body.len(),
+                max,
+            });
+        }
+        let mut publish = jetstream::message::PublishMessage::build().payload(body.into());
+        if let Some(id) = message_id {
+            publish = publish.message_id(id);
+        }
+        let ack = self
+            .js
+            .send_publish(subject, publish)
+            .await
+            .map_err(remote)?
+            .await
+            .map_err(remote)?;
+        Ok(ack.sequence)
+    }
+
+    /// The record of queued message `handle`, and the delivery this node holds of it if any;
+    /// `None` when it is not queued (settled already, or never was).
+    async fn take(
+        &self,
+        handle: i64,
+    ) -> Result<Option<(Arc<FlowStreams>, Record, Option<jetstream::Message>)>, StoreError> {
+        let Some((flow, seq)) = self.by_handle(handle) else {
+            return Ok(None);
+        };
+        let held = lock(&self.held).get(&handle).cloned();
+        let body = match &held {
+            Some(message) => message.payload.clone(),
+            None => match flow.queue.get_raw_message(seq).await {
+                Ok(message) => message.payload,
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(remote(e)),
+            },
+        };
+        Ok(Some((flow, Record::decode(&body), held)))
+    }
+
+    /// Removes queued message `handle` once its next state is stored elsewhere: acks the
+    /// delivery this node holds, or deletes the message outright.
+    async fn settle(
+        &self,
+        handle: i64,
+        flow: &FlowStreams,
+        held: Option<jetstream::Message>,
+    ) -> Result<bool, StoreError> {
+        match held {
+            Some(message) => {
+                message.double_ack().await.map_err(remote)?;
+                lock(&self.held).remove(&handle);
+                Ok(true)
+            }
+            None => delete(&flow.queue, parts(handle).1).await,
+        }
+    }
+
+    /// Moves `flow`'s retries due by `now_ms` back to its queue.
+    async fn move_due(&self, flow: &FlowStreams, now_ms: i64) -> Result<(), StoreError> {
+        for _ in 0..MOVES_PER_CLAIM {
+            let next = {
+                let mut due = lock(&flow.due);
+                match due.first() {
+                    Some(&(at, _)) if at <= now_ms => due.pop_first(),
+                    _ => return Ok(()),
+                }
+            };
+            let Some((at, seq)) = next else {
+                return Ok(());
+            };
+            // Another node may have moved it already: only one still there is moved.
+            let stored = match flow.retry.get_raw_message(seq).await {
+                Ok(stored) => stored,
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => continue,
+                Err(e) => {
+                    lock(&flow.due).insert((at, seq));
+                    return Err(remote(e));
+                }
+            };
+            let record = Record::decode(&stored.payload);
+            let moved = self
+                .publish(
+                    self.subject("q", flow, &record.id),
+                    &record,
+                    Some(format!("{}.m{seq}", record.id)),
+                )
+                .await;
+            if let Err(e) = moved {
+                lock(&flow.due).insert((at, seq));
+                return Err(e);
+            }
+            delete(&flow.retry, seq).await?;
+        }
+        Ok(())
+    }
+
+    /// The flows that have a queue on the cluster (made by any node), by name.
+    async fn flow_names(&self) -> Result<Vec<String>, StoreError> {
+        let prefix = format!("{}_q_", self.streams);
+        let mut names = Vec::new();
+        let mut listing = self.js.stream_names();
+        while let Some(name) = listing.next().await {
+            let name = name.map_err(remote)?;
+            if let Some(flow) = name.strip_prefix(&prefix).and_then(token_text) {
+                names.push(flow);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// The dead letters of the flows `filter` names (every flow when it names none) that match
+    /// it, in a listing's order, each with its sequence in its flow's stream.
+    async fn matching(
+        &self,
+        filter: &DlqFilter,
+    ) -> Result<Vec<(Arc<FlowStreams>, u64, DeadLetter)>, StoreError> {
+        let names = match &filter.flow {
+            Some(flow) => vec![flow.clone()],
+            None => self.flow_names().await?,
+        };
+        let mut all = Vec::new();
+        for name in names {
+            let flow = self.flow(&name).await?;
+            for (seq, record) in read_all(&flow.dlq).await? {
+                let letter = record.into_letter(&flow.name);
+                all.push((flow.clone(), seq, letter));
+            }
+        }
+        all.sort_by(|a, b| (a.2.failed_at_ms, &a.2.id).cmp(&(b.2.failed_at_ms, &b.2.id)));
+        let after = match &filter.after {
+            Some(id) => match all.iter().find(|(_, _, l)| &l.id == id) {
+                Some((_, _, l)) => Some((l.failed_at_ms, l.id.clone())),
+                None => return Ok(Vec::new()),
+            },
+            None => None,
+        };
+        let mut matching: Vec<_> = all
+            .into_iter()
+            .filter(|(_, _, l)| {
+                filter.id.as_ref().is_none_or(|id| &l.id == id)
+                    && filter.since_ms.is_none_or(|t| l.failed_at_ms >= t)
+                    && filter.until_ms.is_none_or(|t| l.failed_at_ms <= t)
+                    && filter
+                        .reason
+                        .as_ref()
+                        .is_none_or(|r| l.failure.reason.contains(r.as_str()))
+                    && filter
+                        .status
+                        .is_none_or(|s| l.failure.last_status == Some(s))
+                    && after
+                        .as_ref()
+                        .is_none_or(|(t, id)| (l.failed_at_ms, &l.id) > (*t, id))
+            })
+            .collect();
+        if let Some(first) = filter.first {
+            matching.truncate(first as usize);
+        }
+        Ok(matching)
+    }
+
+    /// Puts dead letters back on their queues, `edit` replacing the payload and the replay's
+    /// history line; how many.
+    async fn replay_letters(
+        &self,
+        filter: &DlqFilter,
+        now_ms: i64,
+        edit: Option<(&[u8], String)>,
+    ) -> Result<u64, StoreError> {
+        let mut replayed = 0;
+        for (flow, seq, letter) in self.matching(filter).await? {
+            let mut history = letter.history;
+            history.push(undone(
+                letter.failed_at_ms,
+                letter.attempts,
+                &letter.failure,
+            ));
+            let payload = match &edit {
+                Some((payload, note)) => {
+                    history.push(note.clone());
+                    payload.to_vec()
+                }
+                None => {
+                    history.push(format!(r#"{{"at":{now_ms},"outcome":"replayed"}}"#));
+                    letter.payload
+                }
+            };
+            let record = Record {
+                id: letter.id,
+                metadata: letter.metadata,
+                payload,
+                enqueued_at_ms: now_ms,
+                due_ms: now_ms,
+                history,
+                ..Default::default()
+            };
+            self.publish(
+                self.subject("q", &flow, &record.id),
+                &record,
+                Some(format!("{}.p{seq}", record.id)),
+            )
+            .await?;
+            delete(&flow.dlq, seq).await?;
+            replayed += 1;
+        }
+        Ok(replayed)
+    }
+}
+
+/// The line a replay adds for the failure it undid, as the SQLite store writes it.
+fn undone(failed_at_ms: i64, attempts: u32, failure: &Failure) -> String {
+    let status = failure
+        .last_status
+        .map_or("null".to_string(), |s| s.to_string());
+    format!(
+        r#"{{"at":{failed_at_ms},"attempt":{attempts},"outcome":"dead_lettered","status":{status},"error":{}}}"#,
+        json_string(&failure.reason.replace('\n', " "))
+    )
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Deletes message `seq` of `stream`: `false` when it is not there.
+async fn delete(stream: &stream::Stream, seq: u64) -> Result<bool, StoreError> {
+    use async_nats::jetstream::stream::DeleteMessageErrorKind;
+    match stream.delete_message(seq).await {
+        Ok(deleted) => Ok(deleted),
+        Err(e) if matches!(e.kind(), DeleteMessageErrorKind::JetStream(_)) => Ok(false),
+        Err(e) => Err(remote(e)),
+    }
+}
+
+/// Every message of `stream`, in one pass (an ordered consumer), with its sequence.
+async fn read_all(stream: &stream::Stream) -> Result<Vec<(u64, Record)>, StoreError> {
+    let mut stream = stream.clone();
+    if stream.info().await.map_err(remote)?.state.messages == 0 {
+        return Ok(Vec::new());
+    }
+    let reader = stream
+        .create_consumer(consumer::pull::OrderedConfig::default())
+        .await
+        .map_err(remote)?;
+    let mut messages = reader.messages().await.map_err(remote)?;
+    let mut out = Vec::new();
+    loop {
+        let next = tokio::time::timeout(READ_TIMEOUT, messages.next())
+            .await
+            .map_err(|_| remote("reading a stream timed out"))?;
+        let Some(message) = next else {
+            return Ok(out);
+        };
+        let message = message.map_err(remote)?;
+        let info = message.info().map_err(remote)?;
+        let (seq, last) = (info.stream_sequence, info.pending == 0);
+        out.push((seq, Record::decode(&message.payload)));
+        if last {
+            return Ok(out);
+        }
+    }
+}
+
+/// Keeps `due` up to date with the retries of one flow's stream, for as long as it runs.
+async fn index_retries(retry: stream::Stream, due: Arc<Mutex<BTreeSet<(i64, u64)>>>) {
+    loop {
+        let reader = retry
+            .create_consumer(consumer::pull::OrderedConfig::default())
+            .await;
+        if let Ok(reader) = reader
+            && let Ok(mut messages) = reader.messages().await
+        {
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(message) => {
+                        if let Ok(info) = message.info() {
+                            let record = Record::decode(&message.payload);
+                            lock(&due).insert((record.due_ms, info.stream_sequence));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "reading the retries again");
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// A message as the streams keep it: its state, then its payload. Each field is a four-byte
+/// length and the bytes; numbers are decimal text; an optional text is empty when absent and
+/// `=` + the text when present. A body weft did not write reads as a message of that payload
+/// whose id says so (its delivery dead-letters it as unreadable).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Record {
+    id: String,
+    metadata: Vec<u8>,
+    payload: Vec<u8>,
+    enqueued_at_ms: i64,
+    attempts: u32,
+    due_ms: i64,
+    last_error: Option<String>,
+    history: Vec<String>,
+    /// A dead letter's: when it failed, and why.
+    failed: Option<(i64, Failure)>,
+}
+
+const VERSION: &[u8] = b"weft1";
+
+fn put(out: &mut Vec<u8>, field: &[u8]) {
+    out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+    out.extend_from_slice(field);
+}
+
+fn optional(text: Option<&str>) -> Vec<u8> {
+    text.map(|t| format!("={t}").into_bytes())
+        .unwrap_or_default()
+}
+
+impl Record {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.payload.len() + self.metadata.len() + 128);
+        let (failed_at, failure) = match &self.failed {
+            Some((at, failure)) => (at.to_string(), Some(failure)),
+            None => (String::new(), None),
+        };
+        put(&mut out, VERSION);
+        put(&mut out, self.id.as_bytes());
+        put(&mut out, self.enqueued_at_ms.to_string().as_bytes());
+        put(&mut out, self.attempts.to_string().as_bytes());
+        put(&mut out, self.due_ms.to_string().as_bytes());
+        put(&mut out, &optional(self.last_error.as_deref()));
+        put(&mut out, self.history.join("\n").as_bytes());
+        put(&mut out, &self.metadata);
+        put(&mut out, failed_at.as_bytes());
+        put(&mut out, failure.map_or(&[][..], |f| f.reason.as_bytes()));
+        put(
+            &mut out,
+            failure
+                .and_then(|f| f.last_status)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        put(
+            &mut out,
+            &optional(failure.and_then(|f| f.response_excerpt.as_deref())),
+        );
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    fn decode(body: &[u8]) -> Record {
+        Record::parse(body).unwrap_or_else(|| Record {
+            id: "unreadable".into(),
+            payload: body.to_vec(),
+            ..Default::default()
+        })
+    }
+
+    fn parse(body: &[u8]) -> Option<Record> {
+        let mut rest = body;
+        let mut take = || -> Option<&[u8]> {
+            let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+            let field = rest.get(4..4 + len)?;
+            rest = &rest[4 + len..];
+            Some(field)
+        };
+        let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_string);
+        let optional = |b: &[u8]| -> Option<Option<String>> {
+            match b.split_first() {
+                None => Some(None),
+                Some((b'=', t)) => Some(Some(text(t)?)),
+                Some(_) => None,
+            }
+        };
+        if take()? != VERSION {
+            return None;
+        }
+        let id = text(take()?)?;
+        let enqueued_at_ms = text(take()?)?.parse().ok()?;
+        let attempts = text(take()?)?.parse().ok()?;
+        let due_ms = text(take()?)?.parse().ok()?;
+        let last_error = optional(take()?)?;
+        let history = text(take()?)?;
+        let metadata = take()?.to_vec();
+        let failed_at = text(take()?)?;
+        let reason = text(take()?)?;
+        let status = text(take()?)?;
+        let excerpt = optional(take()?)?;
+        let failed = if failed_at.is_empty() {
+            None
+        } else {
+            Some((
+                failed_at.parse().ok()?,
+                Failure {
+                    reason,
+                    last_status: if status.is_empty() {
+                        None
+                    } else {
+                        Some(status.parse().ok()?)
+                    },
+                    response_excerpt: excerpt,
+                },
+            ))
+        };
+        Some(Record {
+            id,
+            metadata,
+            payload: rest.to_vec(),
+            enqueued_at_ms,
+            attempts,
+            due_ms,
+            last_error,
+            history: history
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect(),
+            failed,
+        })
+    }
+
+    fn queued(self, seq: i64, flow: &str) -> Queued {
+        Queued {
+            seq,
+            flow: flow.to_string(),
+            id: self.id,
+            payload: self.payload,
+            metadata: self.metadata,
+            enqueued_at_ms: self.enqueued_at_ms,
+            attempts: self.attempts,
+            last_error: self.last_error,
+            history: self.history,
+        }
+    }
+
+    fn into_letter(self, flow: &str) -> DeadLetter {
+        let (failed_at_ms, failure) = self.failed.unwrap_or_default();
+        DeadLetter {
+            id: self.id,
+            flow: flow.to_string(),
+            payload: self.payload,
+            metadata: self.metadata,
+            enqueued_at_ms: self.enqueued_at_ms,
+            failed_at_ms,
+            attempts: self.attempts,
+            failure,
+            history: self.history,
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.replace('\n', " ")
+}
+
+fn excerpt_cut(mut failure: Failure) -> Failure {
+    if let Some(excerpt) = &mut failure.response_excerpt
+        && excerpt.len() > EXCERPT_MAX
+    {
+        let mut cut = EXCERPT_MAX;
+        while !excerpt.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        excerpt.truncate(cut);
+    }
+    failure
+}
+
+/// The queue operations of [`Backend`], as [`NatsKv`](super::NatsKv) hands them on.
+impl NatsQueues {
+    pub(crate) async fn enqueue(
+        &self,
+        flow: &str,
+        id: &str,
+        payload: &[u8],
+        metadata: &[u8],
+        order_key: Option<&str>,
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
+        if order_key.is_some() {
+            return Err(StoreError::Cluster(
+                "ordering by key is not kept on a cluster yet".into(),
+            ));
+        }
+        let flow = self.flow(flow).await?;
+        let record = Record {
+            id: id.to_string(),
+            metadata: metadata.to_vec(),
+            payload: payload.to_vec(),
+            enqueued_at_ms: now_ms,
+            due_ms: now_ms,
+            ..Default::default()
+        };
+        let seq = self
+            .publish(self.subject("q", &flow, id), &record, Some(id.to_string()))
+            .await?;
+        Ok(handle(flow.index, seq))
+    }
+
+    pub(crate) async fn claim(
+        &self,
+        flow: &str,
+        now_ms: i64,
+        limit: u32,
+        // A delivery lapses after the consumer's ack wait (see the module doc).
+        _lease: Duration,
+    ) -> Result<Vec<Queued>, StoreError> {
+        let flow = self.flow(flow).await?;
+        self.move_due(&flow, now_ms).await?;
+        let mut batch = flow
+            .work
+            .fetch()
+            .max_messages(limit.max(1) as usize)
+            .messages()
+            .await
+            .map_err(remote)?;
+        let mut claimed = Vec::new();
+        while let Some(message) = batch.next().await {
+            let message = match message {
+                Ok(message) => message,
+                // Those fetched before are this node's now; the rest stay for the next claim.
+                Err(e) if claimed.is_empty() => return Err(remote(e)),
+                Err(_) => break,
+            };
+            let seq = handle(flow.index, message.info().map_err(remote)?.stream_sequence);
+            let record = Record::decode(&message.payload);
+            lock(&self.held).insert(seq, message);
+            claimed.push(record.queued(seq, &flow.name));
+        }
+        Ok(claimed)
+    }
+
+    pub(crate) async fn ack(&self, seq: i64) -> Result<bool, StoreError> {
+        let held = lock(&self.held).get(&seq).cloned();
+        match self.by_handle(seq) {
+            Some((flow, _)) => self.settle(seq, &flow, held).await,
+            None => Ok(false),
+        }
+    }
+
+    pub(crate) async fn reschedule(
+        &self,
+        seq: i64,
+        attempts: u32,
+        next_attempt_ms: i64,
+        note: &str,
+    ) -> Result<bool, StoreError> {
+        let Some((flow, mut record, held)) = self.take(seq).await? else {
+            return Ok(false);
+        };
+        record.attempts = attempts;
+        record.due_ms = next_attempt_ms;
+        if !note.is_empty() {
+            let note = one_line(note);
+            record.history.push(note.clone());
+            record.last_error = Some(note);
+        }
+        let at = self
+            .publish(self.subject("r", &flow, &record.id), &record, None)
+            .await?;
+        // Indexed at once here (the other nodes read it from the stream).
+        lock(&flow.due).insert((next_attempt_ms, at));
+        self.settle(seq, &flow, held).await
+    }
+
+    pub(crate) async fn dead_letter(
+        &self,
+        seq: i64,
+        attempts: u32,
+        failure: Failure,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let Some((flow, mut record, held)) = self.take(seq).await? else {
+            return Ok(false);
+        };
+        record.attempts = attempts;
+        record.failed = Some((now_ms, excerpt_cut(failure)));
+        self.publish(self.subject("d", &flow, &record.id), &record, None)
+            .await?;
+        self.settle(seq, &flow, held).await
+    }
+
+    pub(crate) async fn bury(&self, letter: DeadLetter) -> Result<(), StoreError> {
+        let flow = self.flow(&letter.flow).await?;
+        let record = Record {
+            id: letter.id,
+            metadata: letter.metadata,
+            payload: letter.payload,
+            enqueued_at_ms: letter.enqueued_at_ms,
+            attempts: letter.attempts,
+            history: letter.history.iter().map(|l| one_line(l)).collect(),
+            failed: Some((letter.failed_at_ms, excerpt_cut(letter.failure))),
+            ..Default::default()
+        };
+        self.publish(self.subject("d", &flow, &record.id), &record, None)
+            .await
+            .map(|_| ())
+    }
+
+    pub(crate) async fn replay(&self, filter: DlqFilter, now_ms: i64) -> Result<u64, StoreError> {
+        self.replay_letters(&filter, now_ms, None).await
+    }
+
+    pub(crate) async fn replay_edited(
+        &self,
+        id: &str,
+        payload: &[u8],
+        note: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let filter = DlqFilter {
+            id: Some(id.into()),
+            first: Some(1),
+            ..Default::default()
+        };
+        let edit = Some((payload, one_line(note)));
+        Ok(self.replay_letters(&filter, now_ms, edit).await? == 1)
+    }
+
+    pub(crate) async fn purge(&self, filter: DlqFilter) -> Result<u64, StoreError> {
+        let mut purged = 0;
+        for (flow, seq, _) in self.matching(&filter).await? {
+            purged += u64::from(delete(&flow.dlq, seq).await?);
+        }
+        Ok(purged)
+    }
+
+    pub(crate) async fn depth(&self, flow: &str) -> Result<Depth, StoreError> {
+        let flow = self.flow(flow).await?;
+        let mut depth = Depth::default();
+        for stream in [&flow.queue, &flow.retry] {
+            let mut stream = stream.clone();
+            let state = stream.info().await.map_err(remote)?.state.clone();
+            depth.messages += state.messages;
+            depth.bytes += state.bytes;
+            if state.messages > 0
+                && let Ok(first) = stream.get_raw_message(state.first_sequence).await
+            {
+                let at = Record::decode(&first.payload).enqueued_at_ms;
+                depth.oldest_enqueued_at_ms =
+                    Some(depth.oldest_enqueued_at_ms.map_or(at, |o| o.min(at)));
+            }
+        }
+        Ok(depth)
+    }
+
+    pub(crate) async fn find_queued(&self, id: &str) -> Result<Option<Waiting>, StoreError> {
+        for name in self.flow_names().await? {
+            let flow = self.flow(&name).await?;
+            for (kind, stream) in [("q", &flow.queue), ("r", &flow.retry)] {
+                match stream
+                    .get_last_raw_message_by_subject(&self.subject(kind, &flow, id))
+                    .await
+                {
+                    Ok(found) => {
+                        let record = Record::decode(&found.payload);
+                        return Ok(Some(Waiting {
+                            flow: flow.name.clone(),
+                            id: record.id,
+                            enqueued_at_ms: record.enqueued_at_ms,
+                            attempts: record.attempts,
+                            next_attempt_at_ms: record.due_ms,
+                            // The server knows when a delivery lapses, not the nodes.
+                            leased_until_ms: None,
+                            last_error: record.last_error,
+                        }));
+                    }
+                    Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {}
+                    Err(e) => return Err(remote(e)),
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    pub(crate) async fn count_dead_letters(&self, filter: &DlqFilter) -> Result<u64, StoreError> {
+        let only_flow = DlqFilter {
+            flow: filter.flow.clone(),
+            ..Default::default()
+        };
+        if let Some(name) = &filter.flow
+            && format!("{filter:?}") == format!("{only_flow:?}")
+        {
+            // The upkeep's count, every few seconds: the stream's size, not a pass over it.
+            let mut dlq = self.flow(name).await?.dlq.clone();
+            return Ok(dlq.info().await.map_err(remote)?.state.messages);
+        }
+        Ok(self.matching(filter).await?.len() as u64)
+    }
+
+    pub(crate) async fn dead_letters(
+        &self,
+        filter: &DlqFilter,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut letters: Vec<_> = self
+            .matching(filter)
+            .await?
+            .into_iter()
+            .map(|(_, _, l)| l)
+            .collect();
+        letters.truncate(limit as usize);
+        Ok(letters)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_read_back_as_written() {
+        let record = Record {
+            id: "01J".into(),
+            metadata: b"{\"a\":1}".to_vec(),
+            payload: b"j{\"x\":\n1}".to_vec(),
+            enqueued_at_ms: 12,
+            attempts: 3,
+            due_ms: 99,
+            last_error: Some("503".into()),
+            history: vec!["one".into(), "two".into()],
+            failed: Some((
+                100,
+                Failure {
+                    reason: "no".into(),
+                    last_status: Some(400),
+                    response_excerpt: Some(String::new()),
+                },
+            )),
+        };
+        assert_eq!(Record::decode(&record.encode()), record);
+        let plain = Record::default();
+        assert_eq!(Record::decode(&plain.encode()), plain);
+        let foreign = Record::decode(b"not ours");
+        assert_eq!(
+            (foreign.id.as_str(), foreign.payload.as_slice()),
+            ("unreadable", &b"not ours"[..])
+        );
+    }
+
+    #[test]
+    fn a_handle_names_the_flow_and_the_sequence() {
+        for (index, seq) in [(0, 1), (3, 77), (1000, (1 << SEQ_BITS) - 1)] {
+            assert_eq!(parts(handle(index, seq)), (index, seq));
+        }
+    }
+
+    #[test]
+    fn the_undone_line_is_what_sqlite_writes() {
+        let failure = Failure {
+            reason: "POST \"x\"\nanswered 400".into(),
+            last_status: Some(400),
+            response_excerpt: None,
+        };
+        assert_eq!(
+            undone(50, 3, &failure),
+            r#"{"at":50,"attempt":3,"outcome":"dead_lettered","status":400,"error":"POST \"x\" answered 400"}"#
+        );
+    }
+}
