@@ -24,8 +24,13 @@
 //!
 //! `weft-bench brokers` measures the broker connectors the same way: weft copying broker →
 //! `map` → broker against a hand-written client doing the same copy (see [`brokers`]).
+//!
+//! `weft-bench cluster` measures durable flows on 1, 2 and 3 nodes of a cluster sharing one
+//! NATS JetStream, and one node's queue on JetStream against its queue in SQLite (see
+//! [`cluster`]).
 
 mod brokers;
+mod cluster;
 mod layout;
 
 use std::net::SocketAddr;
@@ -82,9 +87,17 @@ fn main() -> anyhow::Result<()> {
             .expect("tokio starts")
     };
     match args.first().map(String::as_str) {
-        Some("receiver") => {
-            runtime().block_on(receiver(arg("--address").context("--address")?.parse()?))
-        }
+        Some("receiver") => runtime().block_on(receiver(
+            arg("--address").context("--address")?.parse()?,
+            Duration::from_millis(arg("--delay-ms").map_or(Ok(0), |d| d.parse())?),
+        )),
+        Some("cluster") => cluster::orchestrate(
+            arg("--messages").map_or(Ok(3000), |n| n.parse())?,
+            arg("--rounds").map_or(Ok(3), |c| c.parse())?,
+            arg("--seconds").map_or(Ok(8.0), |s| s.parse())?,
+            arg("--weft").map(PathBuf::from),
+            arg("--nats").map(PathBuf::from),
+        ),
         Some("baseline") => runtime().block_on(baseline(
             arg("--address").context("--address")?.parse()?,
             arg("--upstream").context("--upstream")?,
@@ -139,14 +152,14 @@ fn main() -> anyhow::Result<()> {
         }
         Some(other) => {
             bail!(
-                "unknown command `{other}`; use run, brokers, soak, layout, receiver, baseline, load or copy"
+                "unknown command `{other}`; use run, cluster, brokers, soak, layout, receiver, baseline, load or copy"
             )
         }
     }
 }
 
-/// Answers 200 to everything and counts; `GET /count` tells how many it took.
-async fn receiver(address: SocketAddr) -> anyhow::Result<()> {
+/// Answers 200 to everything (after `delay`) and counts; `GET /count` tells how many it took.
+async fn receiver(address: SocketAddr, delay: Duration) -> anyhow::Result<()> {
     let count = Arc::new(AtomicU64::new(0));
     let app = Router::new().fallback(move |request: Request<Body>| {
         let count = count.clone();
@@ -155,6 +168,9 @@ async fn receiver(address: SocketAddr) -> anyhow::Result<()> {
                 return count.load(Ordering::Relaxed).to_string().into_response();
             }
             let _ = request.into_body().collect().await;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             count.fetch_add(1, Ordering::Relaxed);
             StatusCode::OK.into_response()
         }
