@@ -38,7 +38,7 @@ mod nats_queue;
 mod sqlite;
 
 pub use nats_kv::{NatsKv, key_token, open_bucket, token_text};
-pub use nats_queue::NatsQueues;
+pub use nats_queue::{NatsQueues, QueueLag};
 use sqlite::Sqlite;
 
 #[derive(Debug, thiserror::Error)]

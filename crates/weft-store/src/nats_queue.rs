@@ -724,6 +724,43 @@ fn excerpt_cut(mut failure: Failure) -> Failure {
     failure
 }
 
+/// Where one durable flow's queue stands, for `weft cluster status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueLag {
+    pub flow: String,
+    /// Messages no node has taken yet (the consumer's lag).
+    pub waiting: u64,
+    /// Messages a node holds, being delivered.
+    pub in_delivery: u64,
+    /// Messages waiting for a retry.
+    pub retries: u64,
+    pub dead_letters: u64,
+}
+
+impl NatsQueues {
+    /// Every durable flow's queue on the cluster, by flow.
+    pub async fn lag(&self) -> Result<Vec<QueueLag>, StoreError> {
+        let mut lags = Vec::new();
+        for name in self.flow_names().await? {
+            let flow = self.flow(&name).await?;
+            let mut work = flow.work.clone();
+            let consumer = work.info().await.map_err(remote)?.clone();
+            let mut retry = flow.retry.clone();
+            let retries = retry.info().await.map_err(remote)?.state.messages;
+            let mut dlq = flow.dlq.clone();
+            let dead_letters = dlq.info().await.map_err(remote)?.state.messages;
+            lags.push(QueueLag {
+                flow: name,
+                waiting: consumer.num_pending,
+                in_delivery: consumer.num_ack_pending as u64,
+                retries,
+                dead_letters,
+            });
+        }
+        Ok(lags)
+    }
+}
+
 /// The queue operations of [`Backend`], as [`NatsKv`](super::NatsKv) hands them on.
 impl NatsQueues {
     pub(crate) async fn enqueue(

@@ -425,6 +425,12 @@ async fn cluster(action: ClusterAction) -> anyhow::Result<()> {
             );
         }
     }
+    for q in &status.queues {
+        println!(
+            "  queue {}  waiting {}  in delivery {}  retries {}  dead letters {}",
+            q.flow, q.waiting, q.in_delivery, q.retries, q.dead_letters
+        );
+    }
     Ok(())
 }
 

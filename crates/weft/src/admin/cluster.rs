@@ -1,5 +1,5 @@
-//! `GET /api/v1/cluster`: on a cluster, the nodes alive and the inputs each one runs, as this
-//! node reads them from the cluster's buckets.
+//! `GET /api/v1/cluster`: on a cluster, the nodes alive, the inputs each one runs and where
+//! each durable flow's shared queue stands, as this node reads them from NATS.
 
 use axum::extract::State;
 use axum::response::Response;
@@ -22,6 +22,8 @@ pub struct ClusterInfo {
     /// The node answering.
     node: String,
     nodes: Vec<NodeInfo>,
+    /// Each durable flow's queue, shared by every node.
+    queues: Vec<crate::cluster::QueueStatus>,
 }
 
 /// A node alive.
@@ -75,6 +77,7 @@ async fn status(State(cluster): State<Option<Cluster>>) -> Result<Response, ApiE
         nats: status.nats,
         node: cluster.settings.node.clone(),
         nodes,
+        queues: status.queues,
     };
     Ok(json_response(
         StatusCode::OK,

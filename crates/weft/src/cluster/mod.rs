@@ -416,6 +416,21 @@ pub struct Status {
     pub nodes: Vec<NodeRecord>,
     /// Each lease: its key (`input.<flow>`) and the node that holds it.
     pub leases: Vec<(String, String)>,
+    /// Each durable flow's queue.
+    pub queues: Vec<QueueStatus>,
+}
+
+/// Where a durable flow's queue stands.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QueueStatus {
+    pub flow: String,
+    /// Messages no node has taken yet: how far delivery lags behind intake.
+    pub waiting: u64,
+    /// Messages a node holds, being delivered.
+    pub in_delivery: u64,
+    /// Messages waiting for a retry.
+    pub retries: u64,
+    pub dead_letters: u64,
 }
 
 impl Cluster {
@@ -450,11 +465,25 @@ impl Cluster {
             }
         }
         leases.sort();
+        let queues = queues(self)
+            .lag()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|lag| QueueStatus {
+                flow: lag.flow,
+                waiting: lag.waiting,
+                in_delivery: lag.in_delivery,
+                retries: lag.retries,
+                dead_letters: lag.dead_letters,
+            })
+            .collect();
         Ok(Status {
             cluster: self.settings.name.clone(),
             nats: self.shown.clone(),
             nodes,
             leases,
+            queues,
         })
     }
 }

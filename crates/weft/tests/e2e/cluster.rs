@@ -823,6 +823,28 @@ async fn a_dead_letter_from_one_node_is_listed_and_replayed_on_another() {
     assert!(status.success(), "{err}");
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.contains(r#""flow":"orders""#), "{out}");
+    // Where the shared queue stands, from the CLI and any node's admin API.
+    let (status, out, err) = weft_cmd(
+        &[
+            "cluster",
+            "status",
+            "--nats",
+            &nats.url,
+            "--name",
+            "queue_test",
+            "--json",
+        ],
+        &scratch(),
+    );
+    assert!(status.success(), "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        shown["queues"],
+        serde_json::json!([{"flow": "orders", "waiting": 0, "in_delivery": 0, "retries": 0, "dead_letters": 1}]),
+        "{out}"
+    );
+    let (_, info) = a.admin_json(http::Method::GET, "/api/v1/cluster").await;
+    assert_eq!(info["queues"], shown["queues"], "{info}");
 
     receiver.set_default(Reply::status(200));
     let (status, replayed) = b
