@@ -416,6 +416,13 @@ pub trait Backend: Send + Sync + 'static {
         now_ms: i64,
     ) -> BoxFuture<'a, Result<i64, StoreError>>;
 
+    /// Says that `flow`'s messages carry ordering keys, spread over `partitions` where the
+    /// backend partitions them (the cluster's queues); before the flow's first operation. A
+    /// backend that orders every key on its own (SQLite) needs nothing.
+    fn declare_ordered(&self, flow: &str, partitions: u32) {
+        let _ = (flow, partitions);
+    }
+
     /// Leases up to `limit` due messages of `flow` for `lease`: earliest due first, then by
     /// arrival; returned in arrival order.
     fn claim<'a>(

@@ -323,6 +323,12 @@ impl Backend for NatsKv {
         )
     }
 
+    fn declare_ordered(&self, flow: &str, partitions: u32) {
+        if let Some(queues) = &self.queues {
+            queues.declare_ordered(flow, partitions)
+        }
+    }
+
     fn claim<'a>(
         &'a self,
         flow: &'a str,

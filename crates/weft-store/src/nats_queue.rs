@@ -18,6 +18,12 @@
 //! - **dead letters**: one message per id (a subject keeps its last message), so burying an id
 //!   again replaces it; listing reads the stream, replay publishes to the queue and deletes.
 //!
+//! A flow ordered by key has no shared consumer: its queue is split into partitions (a subject
+//! token `p<n>` before the id, `n` a hash of the key), each read by a consumer of its own that
+//! lets one message out at a time. A failed attempt of such a message is sent back with a delay
+//! (a NAK) so that it keeps its place, and its attempts and history wait in a fourth stream
+//! (`s`, one message per id) until it is settled.
+//!
 //! A message's state travels in its body ([`Record`]): its id, metadata, attempts, history and
 //! due time, then the payload. What the trait's contract says of SQLite bends here in three
 //! places, all about time and identity: a claim's lease is the consumer's ack wait (the server's
@@ -56,8 +62,19 @@ pub struct NatsQueues {
     flows: Mutex<Vec<Arc<FlowStreams>>>,
     opening: tokio::sync::Mutex<()>,
     /// Messages this node claimed and has not settled yet, by handle.
-    held: Arc<Mutex<HashMap<i64, jetstream::Message>>>,
+    held: Arc<Mutex<HashMap<i64, Held>>>,
+    /// Flows ordered by key, and their partitions ([`NatsQueues::declare_ordered`]).
+    ordered: Mutex<HashMap<String, u32>>,
     progress: tokio::task::AbortHandle,
+}
+
+/// A delivery this node holds, and the retry state an ordered message carries beside it.
+#[derive(Clone)]
+struct Held {
+    message: jetstream::Message,
+    state: Option<Record>,
+    /// The partition it came from, on an ordered flow.
+    partition: Option<usize>,
 }
 
 struct FlowStreams {
@@ -67,7 +84,17 @@ struct FlowStreams {
     queue: stream::Stream,
     retry: stream::Stream,
     dlq: stream::Stream,
-    work: consumer::PullConsumer,
+    /// The consumer every node shares, for a flow not ordered by key.
+    work: Option<consumer::PullConsumer>,
+    /// For a flow ordered by key: a consumer per partition, each letting one message out at a
+    /// time; and the stream of the retry state of the messages they hold.
+    partitions: Vec<consumer::PullConsumer>,
+    state: Option<stream::Stream>,
+    /// Where the next claim starts among the partitions, so that all get their turn.
+    turn: std::sync::atomic::AtomicUsize,
+    /// Per partition, until when (wall-clock ms) this node knows it lets nothing out: it sent
+    /// back the message the partition holds, with a delay.
+    resting: Mutex<Vec<i64>>,
     /// The flow's retries by due time: `(due_ms, sequence in the retry stream)`.
     due: Arc<Mutex<BTreeSet<(i64, u64)>>>,
     indexer: tokio::task::AbortHandle,
@@ -110,7 +137,7 @@ impl NatsQueues {
         ack_wait: Duration,
         replicas: usize,
     ) -> NatsQueues {
-        let held: Arc<Mutex<HashMap<i64, jetstream::Message>>> = Default::default();
+        let held: Arc<Mutex<HashMap<i64, Held>>> = Default::default();
         let watched = Arc::downgrade(&held);
         let progress = tokio::spawn(async move {
             loop {
@@ -118,7 +145,7 @@ impl NatsQueues {
                 let Some(held) = watched.upgrade() else {
                     return;
                 };
-                let messages: Vec<_> = lock(&held).values().cloned().collect();
+                let messages: Vec<_> = lock(&held).values().map(|h| h.message.clone()).collect();
                 drop(held);
                 for message in messages {
                     // One that fails is redelivered after the ack wait: at least once.
@@ -136,8 +163,17 @@ impl NatsQueues {
             flows: Mutex::new(Vec::new()),
             opening: tokio::sync::Mutex::new(()),
             held,
+            ordered: Mutex::new(HashMap::new()),
             progress,
         }
+    }
+
+    /// Declares flow `flow` ordered by key over `partitions` partitions, before its first use:
+    /// a key's messages go to one partition, whose consumer lets one message out at a time,
+    /// held through its retries (a NAK with a delay keeps its place), so they are delivered in
+    /// the order they were accepted, whichever node delivers them.
+    pub fn declare_ordered(&self, flow: &str, partitions: u32) {
+        lock(&self.ordered).insert(flow.to_string(), partitions.max(1));
     }
 
     fn known(&self, name: &str) -> Option<Arc<FlowStreams>> {
@@ -163,20 +199,65 @@ impl NatsQueues {
         let retry = self.stream("r", &token, stream::RetentionPolicy::Limits, 0);
         let dlq = self.stream("d", &token, stream::RetentionPolicy::Limits, 1);
         let (queue, retry, dlq) = (queue.await?, retry.await?, dlq.await?);
-        let work = queue
-            .get_or_create_consumer(
-                "work",
-                consumer::pull::Config {
-                    durable_name: Some("work".into()),
-                    description: Some("weft: the flow's delivery, shared by every node".into()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: self.ack_wait,
-                    max_ack_pending: 100_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(remote)?;
+        // What the flow's config declared, else what its queue has (a tool's view).
+        let declared = lock(&self.ordered).get(name).copied();
+        let existing = partitions_of(&queue).await?;
+        let ordered = match (declared, existing) {
+            (Some(want), Some(have)) if want != have => {
+                return Err(StoreError::Cluster(format!(
+                    "flow {name}: its queue on the cluster has {have} partitions and `ordering.partitions` says {want}: keep {have}, or drain the queue and delete stream {} to change it",
+                    queue.cached_info().config.name
+                )));
+            }
+            (None, Some(have)) => Some(have),
+            (declared, _) => declared,
+        };
+        let consumer =
+            |name: String, filter: String, at_once: i64, what: &str| consumer::pull::Config {
+                durable_name: Some(name),
+                description: Some(format!("weft: {what}, shared by every node")),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.ack_wait,
+                max_ack_pending: at_once,
+                filter_subject: filter,
+                ..Default::default()
+            };
+        let (mut work, mut partitions, mut state) = (None, Vec::new(), None);
+        match ordered {
+            None => {
+                let config = consumer("work".into(), String::new(), 100_000, "the flow's delivery");
+                work = Some(queue.get_or_create_consumer("work", config).await.map_err(|e| {
+                    StoreError::Cluster(format!(
+                        "flow {name}: its queue's consumer: {e} (was the flow ordered by key before? its queue must be empty to change that)"
+                    ))
+                })?);
+            }
+            Some(count) => {
+                for p in 0..count {
+                    let filter = format!("{}.q.{token}.p{p}.*", self.subjects);
+                    let config = consumer(
+                        format!("p{p}"),
+                        filter,
+                        1,
+                        "one partition's delivery, in order",
+                    );
+                    partitions.push(
+                        queue
+                            .get_or_create_consumer(&format!("p{p}"), config)
+                            .await
+                            .map_err(|e| {
+                                StoreError::Cluster(format!(
+                                    "flow {name}: partition {p}'s consumer: {e} (did the flow have other partitions, or none, before? its queue must be empty to change that)"
+                                ))
+                            })?,
+                    );
+                }
+                state = Some(
+                    self.stream("s", &token, stream::RetentionPolicy::Limits, 1)
+                        .await?,
+                );
+            }
+        }
         let due = Arc::new(Mutex::new(BTreeSet::new()));
         let indexer = tokio::spawn(index_retries(retry.clone(), due.clone())).abort_handle();
         let mut flows = lock(&self.flows);
@@ -188,6 +269,10 @@ impl NatsQueues {
             retry,
             dlq,
             work,
+            partitions,
+            state,
+            turn: Default::default(),
+            resting: Mutex::new(vec![0; count_of(ordered)]),
             due,
             indexer,
         });
@@ -205,6 +290,7 @@ impl NatsQueues {
         let what = match kind {
             "q" => "queue",
             "r" => "retries",
+            "s" => "ordered messages' retry state",
             _ => "dead letters",
         };
         self.js
@@ -212,7 +298,8 @@ impl NatsQueues {
                 // A stream name may not hold `/`: the token's escape for it reads back the same.
                 name: format!("{}_{kind}_{}", self.streams, token.replace('/', "=2F")),
                 description: Some(format!("weft: a durable flow's {what}")),
-                subjects: vec![format!("{}.{kind}.{token}.*", self.subjects)],
+                // The queue's subjects may carry a partition before the id.
+                subjects: vec![format!("{}.{kind}.{token}.>", self.subjects)],
                 retention,
                 max_messages_per_subject: per_subject,
                 storage: stream::StorageType::File,
@@ -226,6 +313,22 @@ impl NatsQueues {
 
     fn subject(&self, kind: &str, flow: &FlowStreams, id: &str) -> String {
         format!("{}.{kind}.{}.{}", self.subjects, flow.token, key_token(id))
+    }
+
+    /// Where `record` waits in its flow's queue: in its key's partition when the flow is
+    /// ordered (one without a key by its id, spread like the rest).
+    fn queue_subject(&self, flow: &FlowStreams, record: &Record) -> String {
+        if flow.partitions.is_empty() {
+            return self.subject("q", flow, &record.id);
+        }
+        let key = record.order_key.as_deref().unwrap_or(&record.id);
+        let p = partition(key, flow.partitions.len() as u32);
+        format!(
+            "{}.q.{}.p{p}.{}",
+            self.subjects,
+            flow.token,
+            key_token(&record.id)
+        )
     }
 
     /// Publishes `record` and waits until the stream stored it; its sequence there.
@@ -262,13 +365,13 @@ impl NatsQueues {
     async fn take(
         &self,
         handle: i64,
-    ) -> Result<Option<(Arc<FlowStreams>, Record, Option<jetstream::Message>)>, StoreError> {
+    ) -> Result<Option<(Arc<FlowStreams>, Record, Option<Held>)>, StoreError> {
         let Some((flow, seq)) = self.by_handle(handle) else {
             return Ok(None);
         };
         let held = lock(&self.held).get(&handle).cloned();
         let body = match &held {
-            Some(message) => message.payload.clone(),
+            Some(held) => held.message.payload.clone(),
             None => match flow.queue.get_raw_message(seq).await {
                 Ok(message) => message.payload,
                 Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
@@ -277,7 +380,11 @@ impl NatsQueues {
                 Err(e) => return Err(remote(e)),
             },
         };
-        Ok(Some((flow, Record::decode(&body), held)))
+        let mut record = Record::decode(&body);
+        if let Some(state) = held.as_ref().and_then(|h| h.state.as_ref()) {
+            record.take_state(state);
+        }
+        Ok(Some((flow, record, held)))
     }
 
     /// Removes queued message `handle` once its next state is stored elsewhere: acks the
@@ -286,16 +393,25 @@ impl NatsQueues {
         &self,
         handle: i64,
         flow: &FlowStreams,
-        held: Option<jetstream::Message>,
+        held: Option<Held>,
+        id: &str,
     ) -> Result<bool, StoreError> {
-        match held {
-            Some(message) => {
-                message.double_ack().await.map_err(remote)?;
+        let settled = match &held {
+            Some(held) => {
+                held.message.double_ack().await.map_err(remote)?;
                 lock(&self.held).remove(&handle);
-                Ok(true)
+                true
             }
-            None => delete(&flow.queue, parts(handle).1).await,
+            None => delete(&flow.queue, parts(handle).1).await?,
+        };
+        if let (Some(state), Some(Held { state: Some(_), .. })) = (&flow.state, &held) {
+            state
+                .purge()
+                .filter(self.subject("s", flow, id))
+                .await
+                .map_err(remote)?;
         }
+        Ok(settled)
     }
 
     /// Moves `flow`'s retries due by `now_ms` back to its queue.
@@ -323,7 +439,7 @@ impl NatsQueues {
             let record = Record::decode(&stored.payload);
             let moved = self
                 .publish(
-                    self.subject("q", flow, &record.id),
+                    self.queue_subject(flow, &record),
                     &record,
                     Some(format!("{}.m{seq}", record.id)),
                 )
@@ -438,7 +554,7 @@ impl NatsQueues {
                 ..Default::default()
             };
             self.publish(
-                self.subject("q", &flow, &record.id),
+                self.queue_subject(&flow, &record),
                 &record,
                 Some(format!("{}.p{seq}", record.id)),
             )
@@ -474,6 +590,53 @@ fn json_string(text: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// How many partitions a flow's queue has (its consumers `p0`, `p1`, …), if it is ordered.
+async fn partitions_of(queue: &stream::Stream) -> Result<Option<u32>, StoreError> {
+    let mut names = queue.consumer_names();
+    let mut count = 0;
+    while let Some(name) = names.next().await {
+        let name = name.map_err(remote)?;
+        if name
+            .strip_prefix('p')
+            .is_some_and(|n| n.parse::<u32>().is_ok())
+        {
+            count += 1;
+        }
+    }
+    Ok((count > 0).then_some(count))
+}
+
+fn count_of(partitions: Option<u32>) -> usize {
+    partitions.unwrap_or(0) as usize
+}
+
+/// How long a claim waits for a partition another node may be holding: the server keeps a
+/// fetch from a partition at its one message in delivery until that message is settled.
+const PARTITION_WAIT: Duration = Duration::from_millis(20);
+
+/// Up to `max` messages `consumer` has now (none if it has none: no waiting).
+async fn fetch(
+    consumer: &consumer::PullConsumer,
+    max: usize,
+    wait: Option<Duration>,
+) -> Result<Vec<jetstream::Message>, StoreError> {
+    let mut request = consumer.fetch().max_messages(max);
+    if let Some(wait) = wait {
+        request = request.expires(wait);
+    }
+    let mut batch = request.messages().await.map_err(remote)?;
+    let mut fetched = Vec::new();
+    while let Some(message) = batch.next().await {
+        match message {
+            Ok(message) => fetched.push(message),
+            // Those fetched before are this node's now; the rest stay for the next claim.
+            Err(e) if fetched.is_empty() => return Err(remote(e)),
+            Err(_) => break,
+        }
+    }
+    Ok(fetched)
 }
 
 /// Deletes message `seq` of `stream`: `false` when it is not there.
@@ -550,6 +713,8 @@ async fn index_retries(retry: stream::Stream, due: Arc<Mutex<BTreeSet<(i64, u64)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Record {
     id: String,
+    /// Its ordering key, on a flow ordered by key.
+    order_key: Option<String>,
     metadata: Vec<u8>,
     payload: Vec<u8>,
     enqueued_at_ms: i64,
@@ -582,6 +747,7 @@ impl Record {
         };
         put(&mut out, VERSION);
         put(&mut out, self.id.as_bytes());
+        put(&mut out, &optional(self.order_key.as_deref()));
         put(&mut out, self.enqueued_at_ms.to_string().as_bytes());
         put(&mut out, self.attempts.to_string().as_bytes());
         put(&mut out, self.due_ms.to_string().as_bytes());
@@ -634,6 +800,7 @@ impl Record {
             return None;
         }
         let id = text(take()?)?;
+        let order_key = optional(take()?)?;
         let enqueued_at_ms = text(take()?)?.parse().ok()?;
         let attempts = text(take()?)?.parse().ok()?;
         let due_ms = text(take()?)?.parse().ok()?;
@@ -662,6 +829,7 @@ impl Record {
         };
         Some(Record {
             id,
+            order_key,
             metadata,
             payload: rest.to_vec(),
             enqueued_at_ms,
@@ -675,6 +843,13 @@ impl Record {
                 .collect(),
             failed,
         })
+    }
+
+    /// Takes the retry state (attempts, history, last error) of `state`.
+    fn take_state(&mut self, state: &Record) {
+        self.attempts = state.attempts;
+        self.history = state.history.clone();
+        self.last_error = state.last_error.clone();
     }
 
     fn queued(self, seq: i64, flow: &str) -> Queued {
@@ -705,6 +880,23 @@ impl Record {
             history: self.history,
         }
     }
+}
+
+/// The partition of `key` among `count`: FNV-1a, the same on every node and every build.
+fn partition(key: &str, count: u32) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % u64::from(count.max(1))) as u32
+}
+
+/// Milliseconds since the epoch by this machine's clock.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn one_line(text: &str) -> String {
@@ -743,16 +935,21 @@ impl NatsQueues {
         let mut lags = Vec::new();
         for name in self.flow_names().await? {
             let flow = self.flow(&name).await?;
-            let mut work = flow.work.clone();
-            let consumer = work.info().await.map_err(remote)?.clone();
+            let (mut waiting, mut in_delivery) = (0, 0);
+            for consumer in flow.work.iter().chain(&flow.partitions) {
+                let mut consumer = consumer.clone();
+                let info = consumer.info().await.map_err(remote)?;
+                waiting += info.num_pending;
+                in_delivery += info.num_ack_pending as u64;
+            }
             let mut retry = flow.retry.clone();
             let retries = retry.info().await.map_err(remote)?.state.messages;
             let mut dlq = flow.dlq.clone();
             let dead_letters = dlq.info().await.map_err(remote)?.state.messages;
             lags.push(QueueLag {
                 flow: name,
-                waiting: consumer.num_pending,
-                in_delivery: consumer.num_ack_pending as u64,
+                waiting,
+                in_delivery,
                 retries,
                 dead_letters,
             });
@@ -772,14 +969,16 @@ impl NatsQueues {
         order_key: Option<&str>,
         now_ms: i64,
     ) -> Result<i64, StoreError> {
-        if order_key.is_some() {
-            return Err(StoreError::Cluster(
-                "ordering by key is not kept on a cluster yet".into(),
-            ));
-        }
         let flow = self.flow(flow).await?;
+        if order_key.is_some() && flow.partitions.is_empty() {
+            return Err(StoreError::Cluster(format!(
+                "flow {}: a message with an ordering key on a queue not declared ordered",
+                flow.name
+            )));
+        }
         let record = Record {
             id: id.to_string(),
+            order_key: order_key.map(str::to_string),
             metadata: metadata.to_vec(),
             payload: payload.to_vec(),
             enqueued_at_ms: now_ms,
@@ -787,7 +986,11 @@ impl NatsQueues {
             ..Default::default()
         };
         let seq = self
-            .publish(self.subject("q", &flow, id), &record, Some(id.to_string()))
+            .publish(
+                self.queue_subject(&flow, &record),
+                &record,
+                Some(id.to_string()),
+            )
             .await?;
         Ok(handle(flow.index, seq))
     }
@@ -802,24 +1005,89 @@ impl NatsQueues {
     ) -> Result<Vec<Queued>, StoreError> {
         let flow = self.flow(flow).await?;
         self.move_due(&flow, now_ms).await?;
-        let mut batch = flow
-            .work
-            .fetch()
-            .max_messages(limit.max(1) as usize)
-            .messages()
-            .await
-            .map_err(remote)?;
+        let limit = limit.max(1) as usize;
+        let fetched = match &flow.work {
+            Some(work) => fetch(work, limit, None)
+                .await?
+                .into_iter()
+                .map(|m| (m, None))
+                .collect(),
+            None => {
+                // Each partition lets one message out at a time: one from each free one, as
+                // many as asked for, starting where the last claim stopped. Those this node
+                // holds or sent back are not free.
+                let count = flow.partitions.len();
+                let busy: std::collections::HashSet<usize> = lock(&self.held)
+                    .iter()
+                    .filter(|(h, _)| parts(**h).0 == flow.index)
+                    .filter_map(|(_, held)| held.partition)
+                    .collect();
+                let now = wall_ms();
+                let resting = lock(&flow.resting).clone();
+                let start = flow.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let free: Vec<usize> = (0..count)
+                    .map(|i| (start + i) % count)
+                    .filter(|p| !busy.contains(p) && resting[*p] <= now)
+                    .take(limit)
+                    .collect();
+                let partitions = &flow.partitions;
+                let picks = free.iter().map(|&p| async move {
+                    fetch(&partitions[p], 1, Some(PARTITION_WAIT))
+                        .await
+                        .map(|messages| (p, messages))
+                });
+                let mut fetched = Vec::new();
+                let mut failed = None;
+                for batch in futures_util::future::join_all(picks).await {
+                    match batch {
+                        Ok((p, messages)) => {
+                            fetched.extend(messages.into_iter().map(|m| (m, Some(p))))
+                        }
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                match failed {
+                    Some(e) if fetched.is_empty() => return Err(e),
+                    _ => fetched,
+                }
+            }
+        };
         let mut claimed = Vec::new();
-        while let Some(message) = batch.next().await {
-            let message = match message {
-                Ok(message) => message,
-                // Those fetched before are this node's now; the rest stay for the next claim.
-                Err(e) if claimed.is_empty() => return Err(remote(e)),
-                Err(_) => break,
-            };
-            let seq = handle(flow.index, message.info().map_err(remote)?.stream_sequence);
-            let record = Record::decode(&message.payload);
-            lock(&self.held).insert(seq, message);
+        for (message, partition) in fetched {
+            let info = message.info().map_err(remote)?;
+            let (seq, delivered) = (handle(flow.index, info.stream_sequence), info.delivered);
+            let mut record = Record::decode(&message.payload);
+            // An ordered message delivered before may have retry state beside it.
+            let mut state = None;
+            if delivered > 1
+                && let Some(states) = &flow.state
+            {
+                match states
+                    .get_last_raw_message_by_subject(&self.subject("s", &flow, &record.id))
+                    .await
+                {
+                    Ok(found) => {
+                        let found = Record::decode(&found.payload);
+                        record.take_state(&found);
+                        state = Some(found);
+                    }
+                    Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {}
+                    Err(e) => {
+                        // Given back at once rather than delivered without its attempts.
+                        let _ = message.ack_with(AckKind::Nak(None)).await;
+                        tracing::debug!(error = %e, "cannot read an ordered message's retry state");
+                        continue;
+                    }
+                }
+            }
+            lock(&self.held).insert(
+                seq,
+                Held {
+                    message,
+                    state,
+                    partition,
+                },
+            );
             claimed.push(record.queued(seq, &flow.name));
         }
         Ok(claimed)
@@ -827,10 +1095,15 @@ impl NatsQueues {
 
     pub(crate) async fn ack(&self, seq: i64) -> Result<bool, StoreError> {
         let held = lock(&self.held).get(&seq).cloned();
-        match self.by_handle(seq) {
-            Some((flow, _)) => self.settle(seq, &flow, held).await,
-            None => Ok(false),
-        }
+        let Some((flow, _)) = self.by_handle(seq) else {
+            return Ok(false);
+        };
+        let id = held
+            .as_ref()
+            .and_then(|h| h.state.as_ref())
+            .map(|state| state.id.clone())
+            .unwrap_or_default();
+        self.settle(seq, &flow, held, &id).await
     }
 
     pub(crate) async fn reschedule(
@@ -850,12 +1123,41 @@ impl NatsQueues {
             record.history.push(note.clone());
             record.last_error = Some(note);
         }
+        if flow.state.is_some() && held.is_none() {
+            // An ordered message keeps its place only while a node holds it: one this node
+            // does not hold is left where it is, to be delivered again in its turn.
+            tracing::warn!(flow = %flow.name, id = %record.id, "an ordered message this node does not hold was not rescheduled");
+            return Ok(false);
+        }
+        if let (Some(_), Some(held)) = (&flow.state, &held) {
+            // Ordered: the message keeps its place, and its partition lets nothing else out
+            // until it is due again (a NAK with that delay); its retry state waits beside it.
+            let state = Record {
+                payload: Vec::new(),
+                metadata: Vec::new(),
+                ..record.clone()
+            };
+            self.publish(self.subject("s", &flow, &record.id), &state, None)
+                .await?;
+            let wait = Duration::from_millis((next_attempt_ms - wall_ms()).max(0) as u64);
+            held.message
+                .ack_with(AckKind::Nak(Some(wait)))
+                .await
+                .map_err(remote)?;
+            lock(&self.held).remove(&seq);
+            if let Some(p) = held.partition
+                && let Some(until) = lock(&flow.resting).get_mut(p)
+            {
+                *until = next_attempt_ms;
+            }
+            return Ok(true);
+        }
         let at = self
             .publish(self.subject("r", &flow, &record.id), &record, None)
             .await?;
         // Indexed at once here (the other nodes read it from the stream).
         lock(&flow.due).insert((next_attempt_ms, at));
-        self.settle(seq, &flow, held).await
+        self.settle(seq, &flow, held, &record.id).await
     }
 
     pub(crate) async fn dead_letter(
@@ -872,7 +1174,7 @@ impl NatsQueues {
         record.failed = Some((now_ms, excerpt_cut(failure)));
         self.publish(self.subject("d", &flow, &record.id), &record, None)
             .await?;
-        self.settle(seq, &flow, held).await
+        self.settle(seq, &flow, held, &record.id).await
     }
 
     pub(crate) async fn bury(&self, letter: DeadLetter) -> Result<(), StoreError> {
@@ -942,11 +1244,19 @@ impl NatsQueues {
     pub(crate) async fn find_queued(&self, id: &str) -> Result<Option<Waiting>, StoreError> {
         for name in self.flow_names().await? {
             let flow = self.flow(&name).await?;
-            for (kind, stream) in [("q", &flow.queue), ("r", &flow.retry)] {
-                match stream
-                    .get_last_raw_message_by_subject(&self.subject(kind, &flow, id))
-                    .await
-                {
+            let mut places: Vec<(&stream::Stream, String)> = (0..flow.partitions.len())
+                .map(|p| {
+                    let subject =
+                        format!("{}.q.{}.p{p}.{}", self.subjects, flow.token, key_token(id));
+                    (&flow.queue, subject)
+                })
+                .collect();
+            if flow.partitions.is_empty() {
+                places.push((&flow.queue, self.subject("q", &flow, id)));
+            }
+            places.push((&flow.retry, self.subject("r", &flow, id)));
+            for (stream, subject) in places {
+                match stream.get_last_raw_message_by_subject(&subject).await {
                     Ok(found) => {
                         let record = Record::decode(&found.payload);
                         return Ok(Some(Waiting {
@@ -1007,6 +1317,7 @@ mod tests {
     fn records_read_back_as_written() {
         let record = Record {
             id: "01J".into(),
+            order_key: Some("customer 7".into()),
             metadata: b"{\"a\":1}".to_vec(),
             payload: b"j{\"x\":\n1}".to_vec(),
             enqueued_at_ms: 12,
@@ -1031,6 +1342,15 @@ mod tests {
             (foreign.id.as_str(), foreign.payload.as_slice()),
             ("unreadable", &b"not ours"[..])
         );
+    }
+
+    #[test]
+    fn a_key_has_one_partition_on_every_node_and_keys_spread() {
+        assert_eq!(partition("customer-1", 16), partition("customer-1", 16));
+        let used: std::collections::HashSet<u32> =
+            (0..200).map(|i| partition(&format!("c{i}"), 16)).collect();
+        assert_eq!(used.len(), 16, "200 keys reach every one of 16 partitions");
+        assert_eq!(partition("anything", 1), 0);
     }
 
     #[test]

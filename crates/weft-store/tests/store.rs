@@ -260,6 +260,105 @@ mod conformance {
         assert!(c.ack(replayed[0].seq).await.unwrap());
     }
 
+    /// A flow ordered by key, on two nodes: a key's messages come out one at a time and in
+    /// order, through a retry (its place kept, nothing of its key overtaking) and through the
+    /// death of the node holding it; other keys go on meanwhile.
+    #[tokio::test]
+    async fn ordered_queues_on_jetstream_keep_each_keys_order_across_nodes() {
+        let Some(url) = nats::server(true) else {
+            return;
+        };
+        let wait = Duration::from_secs(1);
+        let (a, b) = (node(&url, wait).await, node(&url, wait).await);
+        for store in [&a, &b] {
+            store.declare_ordered("o", 4);
+        }
+        let enqueue = |store: &Store, id: &str, key: &str| {
+            let (store, id, key) = (store.clone(), id.to_string(), key.to_string());
+            async move {
+                store
+                    .enqueue("o", &id, b"j{}", b"{}", Some(&key), 1)
+                    .await
+                    .unwrap()
+            }
+        };
+        enqueue(&a, "a1", "k1").await;
+        enqueue(&b, "b1", "k1").await;
+        for i in 0..12 {
+            enqueue(&a, &format!("x{i}"), &format!("other {i}")).await;
+        }
+        let claim = |store: &Store| {
+            let store = store.clone();
+            async move { store.claim("o", 1, 10, LEASE).await.unwrap() }
+        };
+        let first = claim(&b).await;
+        assert!(ids_of(&first).contains(&"a1"), "{:?}", ids_of(&first));
+        assert!(!ids_of(&first).contains(&"b1"), "b1 waits behind a1");
+        assert!(first.len() <= 4, "one per partition at a time");
+        let a1 = first.iter().find(|q| q.id == "a1").unwrap().clone();
+        let wall = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64
+        };
+        assert!(
+            b.reschedule(a1.seq, 1, wall() + 1_500, "503")
+                .await
+                .unwrap()
+        );
+        // Everything else goes on, and nothing of k1 comes out before a1 is due.
+        for q in first.iter().filter(|q| q.id != "a1") {
+            assert!(b.ack(q.seq).await.unwrap());
+        }
+        let mut others = 0;
+        let until = std::time::Instant::now() + Duration::from_millis(400);
+        while std::time::Instant::now() < until {
+            for q in claim(&a).await {
+                assert!(q.id.starts_with('x'), "{} came out of turn", q.id);
+                assert!(a.ack(q.seq).await.unwrap());
+                others += 1;
+            }
+        }
+        assert!(others > 0, "other keys were delivered meanwhile");
+        // Due again: a1, with its attempt and history; a takes it and dies holding it.
+        let again = loop {
+            let got = claim(&a).await;
+            if let Some(q) = got.iter().find(|q| q.id == "a1") {
+                break q.clone();
+            }
+            assert!(!ids_of(&got).contains(&"b1"), "b1 overtook a1");
+            for q in got {
+                a.ack(q.seq).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(
+            (again.attempts, again.history.as_slice()),
+            (1, &["503".to_string()][..])
+        );
+        drop(a);
+        let mut order = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while order.len() < 2 && std::time::Instant::now() < until {
+            for q in claim(&b).await {
+                if q.id == "a1" || q.id == "b1" {
+                    order.push((q.id.clone(), q.attempts));
+                }
+                assert!(b.ack(q.seq).await.unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(order, [("a1".to_string(), 1), ("b1".to_string(), 0)]);
+
+        // Another partition count for the same queue is refused, with the way out.
+        let c = node(&url, wait).await;
+        c.declare_ordered("o", 8);
+        let refused = c.enqueue("o", "c1", b"j{}", b"{}", Some("k"), 1).await;
+        let message = refused.unwrap_err().to_string();
+        assert!(message.contains("has 4 partitions"), "{message}");
+    }
+
     conformance!(on_sqlite, sqlite);
     // Queues on JetStream keep the dead-letter and key/value contract whole. Of the queue's,
     // they bend where time and identity are the server's: a claim's lease is the consumer's

@@ -73,10 +73,6 @@ pub enum EngineError {
     DrainTimeout,
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
-    #[error(
-        "flow `{0}`, field `ordering`: ordering by key is not kept across the nodes of a cluster yet. Remove `ordering` (messages are then delivered in parallel), or run this flow without a cluster"
-    )]
-    OrderingInCluster(String),
 }
 
 /// How the run ended.
@@ -135,6 +131,11 @@ pub async fn assemble(spec: FlowSpec, store: Option<&Store>) -> Result<Assembled
             OutputSlot::new(id, output, retry, metrics)
         })
         .collect();
+    if spec.order_by.is_some()
+        && let Some(store) = store
+    {
+        store.declare_ordered(&name, spec.order_partitions);
+    }
     let durable = match (spec.durable, store) {
         (Some(limits), Some(store)) => Some(Arc::new(
             DurableQueue::open(store.clone(), name.clone(), limits, spec.order_by).await?,
@@ -477,9 +478,6 @@ impl Engine {
 
     /// Builds a flow; an `http_server` flow's endpoint is set apart for its address.
     async fn build(&self, spec: FlowSpec) -> Result<Built, EngineError> {
-        if self.cluster.is_some() && spec.order_by.is_some() {
-            return Err(EngineError::OrderingInCluster(spec.name.to_string()));
-        }
         let fingerprint = spec.fingerprint.clone();
         let Assembled {
             flow,

@@ -46,6 +46,8 @@ pub struct FlowSpec {
     pub durable: Option<Limits>,
     /// `ordering: { by_key: … }`: the key whose messages are delivered one at a time, in order.
     pub order_by: Option<Mapping>,
+    /// `ordering.partitions`: on a cluster, the partitions the keys are spread over.
+    pub order_partitions: u32,
     /// `log_level`: the level of the log lines written while its messages are handled.
     pub log_level: Option<LevelFilter>,
     /// The flow's settings (after `${…}` substitution), as [`yaml::Node::canonical`] writes
@@ -103,6 +105,8 @@ const DEFAULT_MAX_QUEUED: u64 = 100_000;
 const DEFAULT_MAX_QUEUED_BYTES: u64 = 256 << 20;
 const DEFAULT_CONCURRENCY: u32 = 256;
 const DEFAULT_WORKERS: u32 = 16;
+/// `ordering.partitions` when not given.
+const DEFAULT_PARTITIONS: u32 = 16;
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Loads and builds every flow in `paths`, or returns every error found.
@@ -217,8 +221,6 @@ struct Loader<'a> {
     tracing: Option<crate::telemetry::TracingConfig>,
     resources_text: String,
     cluster: Option<crate::cluster::Settings>,
-    /// Flows ordered by key, with the error they are if `cluster:` is set (in any file).
-    ordered_flows: Vec<ConfigError>,
 }
 
 /// Error context within one file.
@@ -403,14 +405,10 @@ impl<'a> Loader<'a> {
             tracing: None,
             resources_text: String::new(),
             cluster: None,
-            ordered_flows: Vec::new(),
         }
     }
 
     fn finish(mut self) -> Result<Loaded, Vec<ConfigError>> {
-        if self.cluster.is_some() {
-            self.errors.append(&mut self.ordered_flows);
-        }
         if !self.errors.is_empty() {
             return Err(self.errors);
         }
@@ -780,13 +778,17 @@ impl<'a> Loader<'a> {
             shape::Flow::default()
         });
         let durable = shape.delivery == shape::Delivery::Durable;
-        if durable && shape.ordering.is_some() {
-            let at = find(node, "ordering").unwrap_or(node);
-            self.ordered_flows.push(ctx.error(
-                at.loc,
-                "ordering",
-                "ordering by key is not kept across the nodes of a cluster yet. Remove `ordering` (messages are then delivered in parallel), or run this flow without `cluster:`",
-            ));
+        let order_partitions = shape
+            .ordering
+            .as_ref()
+            .and_then(|o| o.partitions)
+            .unwrap_or(DEFAULT_PARTITIONS);
+        if !(1..=1024).contains(&order_partitions) {
+            let at = find(node, "ordering")
+                .and_then(|o| find(o, "partitions"))
+                .unwrap_or(node);
+            self.errors
+                .push(ctx.error(at.loc, "ordering.partitions", "from 1 to 1024"));
         }
         let concurrency = match shape.concurrency {
             // Direct: messages in flight at once. Durable: delivery workers.
@@ -915,6 +917,7 @@ impl<'a> Loader<'a> {
             outputs,
             durable,
             order_by,
+            order_partitions,
             log_level: shape.log_level.map(LevelFilter::from),
             fingerprint: node.canonical(),
             // Written once every file is read: a secret field of a flow or resource read

@@ -124,6 +124,13 @@ pub(super) struct Ordering {
     /// A VRL expression over the incoming message: messages with the same key are delivered
     /// one at a time, in the order they were accepted.
     pub by_key: String,
+    /// On a cluster: how many partitions the keys are spread over (default 16, at most 1024).
+    /// Each partition delivers one message at a time, in order, on whichever node; so this is
+    /// how many keys are delivered at once across the cluster. Fixed once the flow's queue
+    /// exists: to change it, drain the queue first. A single node orders each key on its own
+    /// and ignores it.
+    #[serde(default)]
+    pub partitions: Option<u32>,
 }
 
 /// The admin endpoint: its address, token and TLS.
