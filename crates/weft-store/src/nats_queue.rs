@@ -24,6 +24,10 @@
 //! (a NAK) so that it keeps its place, and its attempts and history wait in a fourth stream
 //! (`s`, one message per id) until it is settled.
 //!
+//! A payload over [`BIG`] goes to an object store (`weft_<cluster>_bodies`) and the message
+//! carries the object's name: a retry, a dead letter and a replay copy the name, a claim and a
+//! listing read the object, and an ack (delivered) or a purge deletes it.
+//!
 //! A message's state travels in its body ([`Record`]): its id, metadata, attempts, history and
 //! due time, then the payload. What the trait's contract says of SQLite bends here in three
 //! places, all about time and identity: a claim's lease is the consumer's ack wait (the server's
@@ -47,6 +51,10 @@ const SEQ_BITS: u32 = 40;
 /// comes due at once.
 const MOVES_PER_CLAIM: usize = 256;
 
+/// Payloads larger than this go to the object store, and the message carries their name: NATS
+/// refuses a message over its `max_payload` (1 MiB by default).
+const BIG: usize = 512 * 1024;
+
 /// How long a pass over a stream waits for its next message before giving up.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -61,6 +69,10 @@ pub struct NatsQueues {
     replicas: usize,
     flows: Mutex<Vec<Arc<FlowStreams>>>,
     opening: tokio::sync::Mutex<()>,
+    /// The object store of big payloads (`weft_<cluster>_bodies`), opened when first needed.
+    bodies: tokio::sync::OnceCell<jetstream::object_store::ObjectStore>,
+    /// Names objects uniquely within this process.
+    objects: std::sync::atomic::AtomicU64,
     /// Messages this node claimed and has not settled yet, by handle.
     held: Arc<Mutex<HashMap<i64, Held>>>,
     /// Flows ordered by key, and their partitions ([`NatsQueues::declare_ordered`]).
@@ -162,6 +174,8 @@ impl NatsQueues {
             replicas: replicas.max(1),
             flows: Mutex::new(Vec::new()),
             opening: tokio::sync::Mutex::new(()),
+            bodies: tokio::sync::OnceCell::new(),
+            objects: Default::default(),
             held,
             ordered: Mutex::new(HashMap::new()),
             progress,
@@ -338,6 +352,30 @@ impl NatsQueues {
         record: &Record,
         message_id: Option<String>,
     ) -> Result<u64, StoreError> {
+        if record.body.is_none() && record.payload.len() > BIG {
+            let name = format!(
+                "{}.{}.{}",
+                record.id,
+                wall_ms(),
+                self.objects
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            self.bodies()
+                .await?
+                .put(name.as_str(), &mut record.payload.as_slice())
+                .await
+                .map_err(remote)?;
+            let stored = Record {
+                body: Some(name.clone()),
+                payload: Vec::new(),
+                ..record.clone()
+            };
+            let published = Box::pin(self.publish(subject, &stored, message_id)).await;
+            if published.is_err() {
+                self.forget_body(&name).await;
+            }
+            return published;
+        }
         let body = record.encode();
         let max = self.js.client().server_info().max_payload;
         if max > 0 && body.len() > max {
@@ -358,6 +396,57 @@ impl NatsQueues {
             .await
             .map_err(remote)?;
         Ok(ack.sequence)
+    }
+
+    /// The object store of big payloads, made if it is not there yet.
+    async fn bodies(&self) -> Result<&jetstream::object_store::ObjectStore, StoreError> {
+        use jetstream::object_store;
+        self.bodies
+            .get_or_try_init(|| async {
+                let bucket = format!("{}_bodies", self.streams);
+                if let Ok(found) = self.js.get_object_store(&bucket).await {
+                    return Ok(found);
+                }
+                let made = self
+                    .js
+                    .create_object_store(object_store::Config {
+                        bucket: bucket.clone(),
+                        description: Some("weft: durable messages' big payloads".into()),
+                        storage: stream::StorageType::File,
+                        num_replicas: self.replicas,
+                        ..Default::default()
+                    })
+                    .await;
+                match made {
+                    Ok(made) => Ok(made),
+                    // Another node made it first.
+                    Err(_) => self.js.get_object_store(&bucket).await.map_err(remote),
+                }
+            })
+            .await
+    }
+
+    /// The payload kept in object `name`; `None` if it is gone.
+    async fn read_body(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        use jetstream::object_store::GetErrorKind;
+        use tokio::io::AsyncReadExt;
+        let mut object = match self.bodies().await?.get(name).await {
+            Ok(object) => object,
+            Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(remote(e)),
+        };
+        let mut payload = Vec::new();
+        object.read_to_end(&mut payload).await.map_err(remote)?;
+        Ok(Some(payload))
+    }
+
+    /// Deletes object `name`, once no message refers to it; one left behind costs space only.
+    async fn forget_body(&self, name: &str) {
+        if let Ok(bodies) = self.bodies().await
+            && let Err(e) = bodies.delete(name).await
+        {
+            tracing::debug!(object = name, error = %e, "could not delete a message's payload object");
+        }
     }
 
     /// The record of queued message `handle`, and the delivery this node holds of it if any;
@@ -470,10 +559,7 @@ impl NatsQueues {
 
     /// The dead letters of the flows `filter` names (every flow when it names none) that match
     /// it, in a listing's order, each with its sequence in its flow's stream.
-    async fn matching(
-        &self,
-        filter: &DlqFilter,
-    ) -> Result<Vec<(Arc<FlowStreams>, u64, DeadLetter)>, StoreError> {
+    async fn matching(&self, filter: &DlqFilter) -> Result<Vec<Found>, StoreError> {
         let names = match &filter.flow {
             Some(flow) => vec![flow.clone()],
             None => self.flow_names().await?,
@@ -481,22 +567,30 @@ impl NatsQueues {
         let mut all = Vec::new();
         for name in names {
             let flow = self.flow(&name).await?;
-            for (seq, record) in read_all(&flow.dlq).await? {
-                let letter = record.into_letter(&flow.name);
-                all.push((flow.clone(), seq, letter));
+            for (seq, mut record) in read_all(&flow.dlq).await? {
+                let (order_key, body) = (record.order_key.take(), record.body.take());
+                all.push(Found {
+                    flow: flow.clone(),
+                    seq,
+                    letter: record.into_letter(&flow.name),
+                    order_key,
+                    body,
+                });
             }
         }
-        all.sort_by(|a, b| (a.2.failed_at_ms, &a.2.id).cmp(&(b.2.failed_at_ms, &b.2.id)));
+        all.sort_by(|a, b| {
+            (a.letter.failed_at_ms, &a.letter.id).cmp(&(b.letter.failed_at_ms, &b.letter.id))
+        });
         let after = match &filter.after {
-            Some(id) => match all.iter().find(|(_, _, l)| &l.id == id) {
-                Some((_, _, l)) => Some((l.failed_at_ms, l.id.clone())),
+            Some(id) => match all.iter().find(|f| &f.letter.id == id) {
+                Some(f) => Some((f.letter.failed_at_ms, f.letter.id.clone())),
                 None => return Ok(Vec::new()),
             },
             None => None,
         };
         let mut matching: Vec<_> = all
             .into_iter()
-            .filter(|(_, _, l)| {
+            .filter(|Found { letter: l, .. }| {
                 filter.id.as_ref().is_none_or(|id| &l.id == id)
                     && filter.since_ms.is_none_or(|t| l.failed_at_ms >= t)
                     && filter.until_ms.is_none_or(|t| l.failed_at_ms <= t)
@@ -527,25 +621,35 @@ impl NatsQueues {
         edit: Option<(&[u8], String)>,
     ) -> Result<u64, StoreError> {
         let mut replayed = 0;
-        for (flow, seq, letter) in self.matching(filter).await? {
+        for found in self.matching(filter).await? {
+            let Found {
+                flow,
+                seq,
+                letter,
+                order_key,
+                body,
+            } = found;
             let mut history = letter.history;
             history.push(undone(
                 letter.failed_at_ms,
                 letter.attempts,
                 &letter.failure,
             ));
-            let payload = match &edit {
+            // An edited payload replaces the one kept in the object store, if any.
+            let (payload, body, replaced) = match &edit {
                 Some((payload, note)) => {
                     history.push(note.clone());
-                    payload.to_vec()
+                    (payload.to_vec(), None, body)
                 }
                 None => {
                     history.push(format!(r#"{{"at":{now_ms},"outcome":"replayed"}}"#));
-                    letter.payload
+                    (letter.payload, body, None)
                 }
             };
             let record = Record {
                 id: letter.id,
+                order_key,
+                body,
                 metadata: letter.metadata,
                 payload,
                 enqueued_at_ms: now_ms,
@@ -560,10 +664,24 @@ impl NatsQueues {
             )
             .await?;
             delete(&flow.dlq, seq).await?;
+            if let Some(name) = replaced {
+                self.forget_body(&name).await;
+            }
             replayed += 1;
         }
         Ok(replayed)
     }
+}
+
+/// A dead letter found by [`NatsQueues::matching`], with what its record keeps beside it.
+struct Found {
+    flow: Arc<FlowStreams>,
+    /// Its sequence in the flow's dead-letter stream.
+    seq: u64,
+    letter: DeadLetter,
+    order_key: Option<String>,
+    /// Its payload's object, when it is big.
+    body: Option<String>,
 }
 
 /// The line a replay adds for the failure it undid, as the SQLite store writes it.
@@ -712,6 +830,9 @@ async fn index_retries(retry: stream::Stream, due: Arc<Mutex<BTreeSet<(i64, u64)
 /// whose id says so (its delivery dead-letters it as unreadable).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Record {
+    /// The object holding the payload, when it is too big to travel in the message (the
+    /// payload is then empty here).
+    body: Option<String>,
     id: String,
     /// Its ordering key, on a flow ordered by key.
     order_key: Option<String>,
@@ -746,6 +867,7 @@ impl Record {
             None => (String::new(), None),
         };
         put(&mut out, VERSION);
+        put(&mut out, &optional(self.body.as_deref()));
         put(&mut out, self.id.as_bytes());
         put(&mut out, &optional(self.order_key.as_deref()));
         put(&mut out, self.enqueued_at_ms.to_string().as_bytes());
@@ -770,6 +892,21 @@ impl Record {
         );
         out.extend_from_slice(&self.payload);
         out
+    }
+
+    /// The payload's object of a stored record, read without copying the rest.
+    fn body_of(stored: &[u8]) -> Option<String> {
+        let field = |at: usize| -> Option<(&[u8], usize)> {
+            let len = u32::from_be_bytes(stored.get(at..at + 4)?.try_into().ok()?) as usize;
+            Some((stored.get(at + 4..at + 4 + len)?, at + 4 + len))
+        };
+        let (version, next) = field(0)?;
+        if version != VERSION {
+            return None;
+        }
+        let (body, _) = field(next)?;
+        let name = body.strip_prefix(b"=")?;
+        std::str::from_utf8(name).ok().map(str::to_string)
     }
 
     fn decode(body: &[u8]) -> Record {
@@ -799,6 +936,7 @@ impl Record {
         if take()? != VERSION {
             return None;
         }
+        let body = optional(take()?)?;
         let id = text(take()?)?;
         let order_key = optional(take()?)?;
         let enqueued_at_ms = text(take()?)?.parse().ok()?;
@@ -828,6 +966,7 @@ impl Record {
             ))
         };
         Some(Record {
+            body,
             id,
             order_key,
             metadata,
@@ -1080,6 +1219,17 @@ impl NatsQueues {
                     }
                 }
             }
+            if let Some(name) = record.body.take() {
+                match self.read_body(&name).await {
+                    // Gone, it is delivered empty: the delivery dead-letters it as unreadable.
+                    Ok(payload) => record.payload = payload.unwrap_or_default(),
+                    Err(e) => {
+                        let _ = message.ack_with(AckKind::Nak(None)).await;
+                        tracing::debug!(error = %e, "cannot read a message's payload object");
+                        continue;
+                    }
+                }
+            }
             lock(&self.held).insert(
                 seq,
                 Held {
@@ -1103,7 +1253,14 @@ impl NatsQueues {
             .and_then(|h| h.state.as_ref())
             .map(|state| state.id.clone())
             .unwrap_or_default();
-        self.settle(seq, &flow, held, &id).await
+        let body = held
+            .as_ref()
+            .and_then(|h| Record::body_of(&h.message.payload));
+        let settled = self.settle(seq, &flow, held, &id).await?;
+        if let Some(name) = body {
+            self.forget_body(&name).await;
+        }
+        Ok(settled)
     }
 
     pub(crate) async fn reschedule(
@@ -1216,8 +1373,12 @@ impl NatsQueues {
 
     pub(crate) async fn purge(&self, filter: DlqFilter) -> Result<u64, StoreError> {
         let mut purged = 0;
-        for (flow, seq, _) in self.matching(&filter).await? {
-            purged += u64::from(delete(&flow.dlq, seq).await?);
+        for found in self.matching(&filter).await? {
+            let deleted = delete(&found.flow.dlq, found.seq).await?;
+            if deleted && let Some(name) = &found.body {
+                self.forget_body(name).await;
+            }
+            purged += u64::from(deleted);
         }
         Ok(purged)
     }
@@ -1298,13 +1459,16 @@ impl NatsQueues {
         filter: &DlqFilter,
         limit: u32,
     ) -> Result<Vec<DeadLetter>, StoreError> {
-        let mut letters: Vec<_> = self
-            .matching(filter)
-            .await?
-            .into_iter()
-            .map(|(_, _, l)| l)
-            .collect();
-        letters.truncate(limit as usize);
+        let mut found = self.matching(filter).await?;
+        found.truncate(limit as usize);
+        let mut letters = Vec::with_capacity(found.len());
+        for Found { letter, body, .. } in found {
+            let mut letter = letter;
+            if let Some(name) = body {
+                letter.payload = self.read_body(&name).await?.unwrap_or_default();
+            }
+            letters.push(letter);
+        }
         Ok(letters)
     }
 }
@@ -1316,6 +1480,7 @@ mod tests {
     #[test]
     fn records_read_back_as_written() {
         let record = Record {
+            body: Some("01J.1.0".into()),
             id: "01J".into(),
             order_key: Some("customer 7".into()),
             metadata: b"{\"a\":1}".to_vec(),
@@ -1335,8 +1500,13 @@ mod tests {
             )),
         };
         assert_eq!(Record::decode(&record.encode()), record);
+        assert_eq!(
+            Record::body_of(&record.encode()).as_deref(),
+            Some("01J.1.0")
+        );
         let plain = Record::default();
         assert_eq!(Record::decode(&plain.encode()), plain);
+        assert_eq!(Record::body_of(&plain.encode()), None);
         let foreign = Record::decode(b"not ours");
         assert_eq!(
             (foreign.id.as_str(), foreign.payload.as_slice()),

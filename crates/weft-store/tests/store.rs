@@ -260,6 +260,60 @@ mod conformance {
         assert!(c.ack(replayed[0].seq).await.unwrap());
     }
 
+    /// A payload over NATS' message size goes to the object store and comes back whole, through
+    /// a retry, a dead letter and a replay, on another node; delivered, its object is deleted.
+    #[tokio::test]
+    async fn big_payloads_travel_through_the_object_store() {
+        if let Some(url) = nats::server(true) {
+            big_payloads(url).await
+        }
+    }
+
+    /// The same on a current server.
+    #[tokio::test]
+    async fn big_payloads_travel_through_the_object_store_on_a_current_server() {
+        if let Some(url) = nats::server(false) {
+            big_payloads(url).await
+        }
+    }
+
+    async fn big_payloads(url: String) {
+        let (a, b) = (
+            node(&url, Duration::from_secs(2)).await,
+            node(&url, Duration::from_secs(2)).await,
+        );
+        let payload: Vec<u8> = (0..(3usize << 20)).map(|i| (i % 251) as u8).collect();
+        a.enqueue("f", "big", &payload, b"{}", None, 1)
+            .await
+            .unwrap();
+        let got = b.claim("f", 1, 10, LEASE).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].payload == payload, "claimed whole");
+        assert!(b.reschedule(got[0].seq, 1, 5, "503").await.unwrap());
+        let back = claim_within(&b, 5, Duration::from_secs(5)).await;
+        assert!(back[0].payload == payload, "whole after a retry");
+        assert!(
+            b.dead_letter(back[0].seq, 2, Failure::from("no".to_string()), 6)
+                .await
+                .unwrap()
+        );
+        let letters = a.dead_letters(&DlqFilter::default(), 10).await.unwrap();
+        assert!(letters[0].payload == payload, "whole as a dead letter");
+        assert_eq!(a.replay(DlqFilter::default(), 7).await.unwrap(), 1);
+        let again = claim_within(&a, 7, Duration::from_secs(5)).await;
+        assert!(again[0].payload == payload, "whole after a replay");
+        assert!(a.ack(again[0].seq).await.unwrap());
+
+        let client = async_nats::connect(url.as_str()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut objects = js.get_stream("OBJ_weft_test_bodies").await.unwrap();
+        let left = objects.info().await.unwrap().state.bytes;
+        assert!(
+            left < 64 * 1024,
+            "the delivered payload's object is gone: {left} bytes left"
+        );
+    }
+
     /// A flow ordered by key, on two nodes: a key's messages come out one at a time and in
     /// order, through a retry (its place kept, nothing of its key overtaking) and through the
     /// death of the node holding it; other keys go on meanwhile.

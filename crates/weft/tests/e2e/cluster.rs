@@ -647,7 +647,7 @@ flows:
     delivery: durable
     concurrency: 4
     input:
-      http_server: {{ address: "127.0.0.1:{port}" }}
+      http_server: {{ address: "127.0.0.1:{port}", max_body_size: 8MiB }}
     output:
       http_client:
         url: "{receiver}"
@@ -833,6 +833,21 @@ async fn a_dead_letter_from_one_node_is_listed_and_replayed_on_another() {
     a.metric_eventually(r#"weft_dead_letters{flow="orders"} 0"#)
         .await
         .unwrap();
+
+    // A body bigger than a NATS message (1 MiB) travels through the object store, intact.
+    let pad = "x".repeat(3 << 20);
+    let big = format!(r#"{{"seq": 8, "pad": "{pad}"}}"#);
+    let (status, _, body) = post_json(&format!("http://127.0.0.1:{pb}/"), &big).await;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        eventually(Duration::from_secs(10), || delivered_seqs(&receiver)
+            == [7, 8])
+        .await,
+        "the big one delivered"
+    );
+    let seen = receiver.seen();
+    let delivered = seen.last().unwrap().json();
+    assert_eq!(delivered["pad"].as_str().map(str::len), Some(3 << 20));
 }
 
 /// A flow ordered by key on two nodes: each customer's messages arrive in the order they were
