@@ -949,3 +949,114 @@ flows:
     let refused = receiver.seen().iter().filter(|s| s.status == 503).count();
     assert_eq!(refused, 12, "the receiver's failures were retried");
 }
+
+/// One endpoint's long outage holds up nothing else: messages whose receiver is down wait for
+/// their retries (on the cluster's retry stream, holding no delivery slot) while the flow's
+/// other messages, posted after them, are delivered at once; and a full queue answers 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_outage_of_some_messages_does_not_stall_the_others_and_a_full_queue_says_429() {
+    let Some(nats) = NatsServer::start(true).await else {
+        return;
+    };
+    // Answers 503 to messages marked `down`, 200 to the rest, counting both.
+    let seen: Arc<Mutex<Vec<(i64, u16)>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = format!("http://{}/in", listener.local_addr().unwrap());
+    let app = Router::new().fallback({
+        let seen = seen.clone();
+        move |request: Request<Body>| {
+            let seen = seen.clone();
+            async move {
+                use http_body_util::BodyExt;
+                let body = request.into_body().collect().await.unwrap().to_bytes();
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let status = if v["down"] == true { 503 } else { 200 };
+                seen.lock()
+                    .unwrap()
+                    .push((v["seq"].as_i64().unwrap(), status));
+                http::StatusCode::from_u16(status).unwrap()
+            }
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let node = |name: &str, port: u16, max_queued: u32| {
+        format!(
+            r#"
+cluster:
+  nats: {{ url: "{}" }}
+  name: outage_test
+  node: {name}
+flows:
+  orders:
+    delivery: durable
+    concurrency: 4
+    max_queued: {max_queued}
+    input:
+      http_server: {{ address: "127.0.0.1:{port}" }}
+    output:
+      http_client:
+        url: "{receiver}"
+        retry: {{ max_attempts: 1000, initial_backoff: 2s, max_backoff: 30s, max_elapsed: 1h }}
+"#,
+            nats.url
+        )
+    };
+    let ports = [free_port(), free_port()];
+    let _a = Weft::start(&node("a", ports[0], 10_000)).await;
+    let _b = Weft::start(&node("b", ports[1], 10_000)).await;
+    let post = |port: u16, seq: i64, down: bool| {
+        let body = format!(r#"{{"seq": {seq}, "down": {down}}}"#);
+        async move {
+            post_json(&format!("http://127.0.0.1:{port}/"), &body)
+                .await
+                .0
+        }
+    };
+    // Twenty messages whose endpoint is down, more than both nodes' workers, then a hundred.
+    for seq in 0..20 {
+        assert_eq!(post(ports[seq as usize % 2], seq, true).await, 202);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    for seq in 100..200 {
+        assert_eq!(post(ports[seq as usize % 2], seq, false).await, 202);
+    }
+    let delivered = || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(seq, status)| *seq >= 100 && *status == 200)
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || delivered() >= 100).await,
+        "{} of 100 delivered while the other endpoint is down",
+        delivered()
+    );
+    let took = started.elapsed();
+    let retried = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(seq, status)| *seq < 20 && *status == 503)
+        .count();
+    assert!(
+        retried >= 20,
+        "the down ones were tried and wait for their retry: {retried}"
+    );
+    eprintln!("100 messages delivered in {took:?} while 20 others wait out an outage");
+
+    // A node whose queue holds at most 25 (the 20 waiting count) refuses beyond it with 429.
+    let port = free_port();
+    let _c = Weft::start(&node("c", port, 25)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut statuses = Vec::new();
+    for seq in 300..320 {
+        statuses.push(post(port, seq, true).await.as_u16());
+    }
+    assert!(
+        statuses.contains(&429),
+        "a full queue refuses: {statuses:?}"
+    );
+    assert!(statuses.contains(&202), "until it is full: {statuses:?}");
+}
