@@ -73,6 +73,13 @@ pub struct NatsConfig {
     /// `tls://` servers that a public authority does not sign.
     #[serde(default)]
     pub ca: Option<std::path::PathBuf>,
+    /// A PEM file of this node's certificate, for servers that require clients to present one
+    /// (`verify: true` in their `tls` block); with `key`.
+    #[serde(default)]
+    pub cert: Option<std::path::PathBuf>,
+    /// The PEM file of `cert`'s private key.
+    #[serde(default)]
+    pub key: Option<std::path::PathBuf>,
 }
 
 /// A cluster's settings, defaults applied.
@@ -80,6 +87,8 @@ pub struct NatsConfig {
 pub struct Settings {
     pub url: Secret,
     pub ca: Option<std::path::PathBuf>,
+    /// The client certificate and its key.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
     pub name: String,
     pub node: String,
     pub lease_ttl: Duration,
@@ -147,9 +156,16 @@ impl ClusterConfig {
         if !(1..=5).contains(&replicas) {
             return Err(("replicas", "1 to 5 (NATS keeps at most five copies)".into()));
         }
+        let identity = match (&self.nats.cert, &self.nats.key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            (Some(_), None) => return Err(("nats.key", "`cert` needs its `key`".into())),
+            (None, Some(_)) => return Err(("nats.cert", "`key` needs its `cert`".into())),
+        };
         Ok(Settings {
             url: self.nats.url.clone(),
             ca: self.nats.ca.clone(),
+            identity,
             name,
             node,
             lease_ttl,
@@ -210,6 +226,9 @@ impl Cluster {
             .connection_timeout(Duration::from_secs(5));
         if let Some(ca) = &settings.ca {
             options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &settings.identity {
+            options = options.add_client_certificate(cert.clone(), key.clone());
         }
         let client =
             options
@@ -333,6 +352,8 @@ impl Cluster {
             nats: NatsConfig {
                 url: Secret::new(url),
                 ca: None,
+                cert: None,
+                key: None,
             },
             name: Some(name.into()),
             node: Some("tool".into()),

@@ -134,6 +134,12 @@ fn apply_cluster_flags(loaded: &mut load::Loaded, flags: ClusterFlags) -> anyhow
         nats: weft::cluster::NatsConfig {
             url: weft::config::Secret::new(url),
             ca: current.as_ref().and_then(|c| c.ca.clone()),
+            cert: current
+                .as_ref()
+                .and_then(|c| c.identity.as_ref().map(|i| i.0.clone())),
+            key: current
+                .as_ref()
+                .and_then(|c| c.identity.as_ref().map(|i| i.1.clone())),
         },
         name: current.as_ref().map(|c| c.name.clone()),
         node: node.or_else(|| current.as_ref().map(|c| c.node.clone())),

