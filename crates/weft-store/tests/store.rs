@@ -62,6 +62,25 @@ macro_rules! conformance {
     };
 }
 
+/// A test on Debian's NATS server (2.9) and on a current one: `$body(url)` on each.
+macro_rules! on_both_servers {
+    ($debian:ident, $current:ident, $body:ident) => {
+        #[tokio::test]
+        async fn $debian() {
+            if let Some(url) = nats::server(true) {
+                $body(url).await
+            }
+        }
+
+        #[tokio::test]
+        async fn $current() {
+            if let Some(url) = nats::server(false) {
+                $body(url).await
+            }
+        }
+    };
+}
+
 mod conformance {
     use super::*;
 
@@ -121,25 +140,16 @@ mod conformance {
         }
     }
 
-    /// What the queues on JetStream keep of the contract, with two nodes on one server: intake
-    /// dedupe by id, one delivery at a time across nodes, retries due by the caller's time and
-    /// moved back by any node, a dead node's delivery taken over after the ack wait (and a live
-    /// node's kept by progress acks), a far retry that holds nothing up, dead letters replayed
-    /// with their history.
-    #[tokio::test]
-    async fn queues_on_jetstream_are_shared_by_the_nodes() {
-        if let Some(url) = nats::server(true) {
-            shared_by_the_nodes(url).await
-        }
-    }
-
-    /// The same on a current server.
-    #[tokio::test]
-    async fn queues_on_jetstream_are_shared_by_the_nodes_on_a_current_server() {
-        if let Some(url) = nats::server(false) {
-            shared_by_the_nodes(url).await
-        }
-    }
+    // What the queues on JetStream keep of the contract, with two nodes on one server: intake
+    // dedupe by id, one delivery at a time across nodes, retries due by the caller's time and
+    // moved back by any node, a dead node's delivery taken over after the ack wait (and a live
+    // node's kept by progress acks), a far retry that holds nothing up, dead letters replayed
+    // with their history.
+    on_both_servers!(
+        queues_on_jetstream_are_shared_by_the_nodes,
+        queues_on_jetstream_are_shared_by_the_nodes_on_a_current_server,
+        shared_by_the_nodes
+    );
 
     async fn shared_by_the_nodes(url: String) {
         let wait = Duration::from_secs(1);
@@ -260,22 +270,13 @@ mod conformance {
         assert!(c.ack(replayed[0].seq).await.unwrap());
     }
 
-    /// A payload over NATS' message size goes to the object store and comes back whole, through
-    /// a retry, a dead letter and a replay, on another node; delivered, its object is deleted.
-    #[tokio::test]
-    async fn big_payloads_travel_through_the_object_store() {
-        if let Some(url) = nats::server(true) {
-            big_payloads(url).await
-        }
-    }
-
-    /// The same on a current server.
-    #[tokio::test]
-    async fn big_payloads_travel_through_the_object_store_on_a_current_server() {
-        if let Some(url) = nats::server(false) {
-            big_payloads(url).await
-        }
-    }
+    // A payload over NATS' message size goes to the object store and comes back whole, through
+    // a retry, a dead letter and a replay, on another node; delivered, its object is deleted.
+    on_both_servers!(
+        big_payloads_travel_through_the_object_store,
+        big_payloads_travel_through_the_object_store_on_a_current_server,
+        big_payloads
+    );
 
     async fn big_payloads(url: String) {
         let (a, b) = (

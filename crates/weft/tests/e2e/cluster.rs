@@ -94,6 +94,16 @@ flows:
     )
 }
 
+/// `weft cluster status --json` of cluster `name` on the NATS at `url`.
+fn cluster_status(url: &str, name: &str) -> serde_json::Value {
+    let (status, out, err) = weft_cmd(
+        &["cluster", "status", "--nats", url, "--name", name, "--json"],
+        &scratch(),
+    );
+    assert!(status.success(), "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
 async fn node(config: &str, name: &str) -> Weft {
     Weft::start_with(
         config,
@@ -149,20 +159,8 @@ async fn a_poller_moves_when_its_node_dies(debian: bool) {
             .unwrap_or_else(|m| panic!("{name}: {m}"));
     }
 
-    let (status, out, err) = weft_cmd(
-        &[
-            "cluster",
-            "status",
-            "--nats",
-            &nats.url,
-            "--name",
-            "poll_test",
-            "--json",
-        ],
-        &scratch(),
-    );
-    assert!(status.success(), "{err}");
-    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let shown = cluster_status(&nats.url, "poll_test");
+    let out = shown.to_string();
     let names: Vec<&str> = shown["nodes"]
         .as_array()
         .unwrap()
@@ -798,20 +796,8 @@ async fn a_dead_letter_from_one_node_is_listed_and_replayed_on_another() {
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.contains(r#""flow":"orders""#), "{out}");
     // Where the shared queue stands, from the CLI and any node's admin API.
-    let (status, out, err) = weft_cmd(
-        &[
-            "cluster",
-            "status",
-            "--nats",
-            &nats.url,
-            "--name",
-            "queue_test",
-            "--json",
-        ],
-        &scratch(),
-    );
-    assert!(status.success(), "{err}");
-    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let shown = cluster_status(&nats.url, "queue_test");
+    let out = shown.to_string();
     assert_eq!(
         shown["queues"],
         serde_json::json!([{"flow": "orders", "waiting": 0, "in_delivery": 0, "retries": 0, "dead_letters": 1}]),
