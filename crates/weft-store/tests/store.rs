@@ -423,6 +423,7 @@ mod conformance {
         on_nats_queues,
         nats_queues,
         [
+            dead_letters_keep_their_failure_and_replay_with_history,
             a_message_never_queued_can_be_buried_and_replayed,
             dead_letters_replay_and_purge_in_batches_up_to_a_time,
             key_values_expire_and_the_first_writer_wins,
@@ -769,20 +770,35 @@ async fn dead_letters_keep_their_failure_and_replay_with_history(store: Store) {
         .enqueue("g", "m2", b"other", b"", None, 2)
         .await
         .unwrap();
-    // A failed attempt's note joins the history; a wait that was no attempt adds nothing.
+    // A failed attempt's note joins the history; a wait that was no attempt adds nothing. Each
+    // verdict is on a claim, as the engine gives them (a queue on JetStream moves a message
+    // it reschedules, so the next verdict is on the claim that brings it back).
+    let claim = || async { store.claim("f", 1, 10, LEASE).await.unwrap() };
+    let first = claim().await;
+    assert_eq!(ids_of(&first), ["m1"]);
+    assert!(first[0].seq & 0xff_ffff_ffff == seq & 0xff_ffff_ffff);
     assert!(
         store
-            .reschedule(seq, 1, 1, "attempt one\n503")
+            .reschedule(first[0].seq, 1, 1, "attempt one\n503")
             .await
             .unwrap()
     );
-    assert!(store.reschedule(seq, 1, 1, "").await.unwrap());
+    let second = claim().await;
+    assert_eq!((second[0].id.as_str(), second[0].attempts), ("m1", 1));
+    assert!(store.reschedule(second[0].seq, 1, 1, "").await.unwrap());
+    let third = claim().await;
+    assert_eq!(third[0].history, ["attempt one 503"]);
     let failure = Failure {
         reason: "POST http://x answered 400".into(),
         last_status: Some(400),
         response_excerpt: Some("e".repeat(10_000)),
     };
-    assert!(store.dead_letter(seq, 3, failure, 50).await.unwrap());
+    assert!(
+        store
+            .dead_letter(third[0].seq, 3, failure, 50)
+            .await
+            .unwrap()
+    );
     assert_eq!(store.depth("f").await.unwrap().messages, 0);
 
     let all = store
