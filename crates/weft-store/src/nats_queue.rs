@@ -47,6 +47,14 @@ use futures_util::StreamExt;
 /// stream; the bits above name the flow (its place in this process's list).
 const SEQ_BITS: u32 = 40;
 
+/// Longest a node keeps a claimed message without a verdict: past it, the engine gave up on
+/// the delivery (its own lease is ten minutes) and the message is given back.
+const MAX_HOLD: Duration = Duration::from_secs(600);
+
+/// Lines of history a message keeps (the first and the latest), so that a message retried for
+/// weeks stays well under NATS' message size.
+const HISTORY_KEPT: usize = 100;
+
 /// Retries moved back to the queue by one claim, at most: a claim stays short when a burst
 /// comes due at once.
 const MOVES_PER_CLAIM: usize = 256;
@@ -67,6 +75,9 @@ pub struct NatsQueues {
     subjects: String,
     ack_wait: Duration,
     replicas: usize,
+    /// Whether it makes the streams and consumers it needs (a node) or only opens them (a
+    /// tool).
+    create: bool,
     flows: Mutex<Vec<Arc<FlowStreams>>>,
     opening: tokio::sync::Mutex<()>,
     /// The object store of big payloads (`weft_<cluster>_bodies`), opened when first needed.
@@ -84,6 +95,8 @@ pub struct NatsQueues {
 #[derive(Clone)]
 struct Held {
     message: jetstream::Message,
+    /// When this node claimed it: held longer than [`MAX_HOLD`], it is given back.
+    since: std::time::Instant,
     state: Option<Record>,
     /// The partition it came from, on an ordered flow.
     partition: Option<usize>,
@@ -109,12 +122,16 @@ struct FlowStreams {
     resting: Mutex<Vec<i64>>,
     /// The flow's retries by due time: `(due_ms, sequence in the retry stream)`.
     due: Arc<Mutex<BTreeSet<(i64, u64)>>>,
-    indexer: tokio::task::AbortHandle,
+    /// The task indexing the retries, started by the first claim (a tool that only looks at
+    /// the queue starts none).
+    indexer: std::sync::OnceLock<tokio::task::AbortHandle>,
 }
 
 impl Drop for FlowStreams {
     fn drop(&mut self) {
-        self.indexer.abort();
+        if let Some(indexer) = self.indexer.get() {
+            indexer.abort();
+        }
     }
 }
 
@@ -157,9 +174,31 @@ impl NatsQueues {
                 let Some(held) = watched.upgrade() else {
                     return;
                 };
-                let messages: Vec<_> = lock(&held).values().map(|h| h.message.clone()).collect();
+                // A delivery held past MAX_HOLD was given up on by the engine without a verdict
+                // (a store error it stopped retrying): given back, so that another attempt
+                // (and on an ordered flow, the rest of its partition) is not held up for ever.
+                let (kept, given_back): (Vec<_>, Vec<_>) = {
+                    let mut held = lock(&held);
+                    let stale: Vec<i64> = held
+                        .iter()
+                        .filter(|(_, h)| h.since.elapsed() > MAX_HOLD)
+                        .map(|(seq, _)| *seq)
+                        .collect();
+                    let given_back: Vec<_> = stale
+                        .iter()
+                        .filter_map(|seq| held.remove(seq))
+                        .map(|h| h.message)
+                        .collect();
+                    (
+                        held.values().map(|h| h.message.clone()).collect(),
+                        given_back,
+                    )
+                };
                 drop(held);
-                for message in messages {
+                for message in given_back {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                }
+                for message in kept {
                     // One that fails is redelivered after the ack wait: at least once.
                     let _ = message.ack_with(AckKind::Progress).await;
                 }
@@ -172,6 +211,7 @@ impl NatsQueues {
             subjects: format!("weft.{cluster}"),
             ack_wait,
             replicas: replicas.max(1),
+            create: true,
             flows: Mutex::new(Vec::new()),
             opening: tokio::sync::Mutex::new(()),
             bodies: tokio::sync::OnceCell::new(),
@@ -180,6 +220,12 @@ impl NatsQueues {
             ordered: Mutex::new(HashMap::new()),
             progress,
         }
+    }
+
+    /// The same for a tool: it opens the streams and consumers the nodes made and makes none.
+    pub fn looking(mut self) -> NatsQueues {
+        self.create = false;
+        self
     }
 
     /// Declares flow `flow` ordered by key over `partitions` partitions, before its first use:
@@ -240,11 +286,15 @@ impl NatsQueues {
         match ordered {
             None => {
                 let config = consumer("work".into(), String::new(), 100_000, "the flow's delivery");
-                work = Some(queue.get_or_create_consumer("work", config).await.map_err(|e| {
+                if !self.create {
+                    work = queue.get_consumer("work").await.ok();
+                } else {
+                    work = Some(queue.get_or_create_consumer("work", config).await.map_err(|e| {
                     StoreError::Cluster(format!(
-                        "flow {name}: its queue's consumer: {e} (was the flow ordered by key before? its queue must be empty to change that)"
+                        "flow {name}: its queue's consumer: {e} (was the flow ordered by key before? drain its queue, then delete the queue's consumers or stream to change that)"
                     ))
                 })?);
+                }
             }
             Some(count) => {
                 for p in 0..count {
@@ -255,6 +305,11 @@ impl NatsQueues {
                         1,
                         "one partition's delivery, in order",
                     );
+                    if !self.create {
+                        partitions
+                            .push(queue.get_consumer(&format!("p{p}")).await.map_err(remote)?);
+                        continue;
+                    }
                     partitions.push(
                         queue
                             .get_or_create_consumer(&format!("p{p}"), config)
@@ -273,7 +328,6 @@ impl NatsQueues {
             }
         }
         let due = Arc::new(Mutex::new(BTreeSet::new()));
-        let indexer = tokio::spawn(index_retries(retry.clone(), due.clone())).abort_handle();
         let mut flows = lock(&self.flows);
         let flow = Arc::new(FlowStreams {
             index: flows.len(),
@@ -288,7 +342,7 @@ impl NatsQueues {
             turn: Default::default(),
             resting: Mutex::new(vec![0; count_of(ordered)]),
             due,
-            indexer,
+            indexer: std::sync::OnceLock::new(),
         });
         flows.push(flow.clone());
         Ok(flow)
@@ -301,6 +355,16 @@ impl NatsQueues {
         retention: stream::RetentionPolicy,
         per_subject: i64,
     ) -> Result<stream::Stream, StoreError> {
+        let name = format!("{}_{kind}_{}", self.streams, token.replace('/', "=2F"));
+        if !self.create {
+            // A tool looks at what the nodes made, and makes nothing (a stream made here
+            // would have a tool's settings, not the cluster's).
+            return self.js.get_stream(&name).await.map_err(|e| {
+                StoreError::Cluster(format!(
+                    "no stream {name} on the cluster ({e}): has a node run this flow?"
+                ))
+            });
+        }
         let what = match kind {
             "q" => "queue",
             "r" => "retries",
@@ -310,7 +374,7 @@ impl NatsQueues {
         self.js
             .get_or_create_stream(stream::Config {
                 // A stream name may not hold `/`: the token's escape for it reads back the same.
-                name: format!("{}_{kind}_{}", self.streams, token.replace('/', "=2F")),
+                name,
                 description: Some(format!("weft: a durable flow's {what}")),
                 // The queue's subjects may carry a partition before the id.
                 subjects: vec![format!("{}.{kind}.{token}.>", self.subjects)],
@@ -370,15 +434,14 @@ impl NatsQueues {
                 payload: Vec::new(),
                 ..record.clone()
             };
-            let published = Box::pin(self.publish(subject, &stored, message_id)).await;
-            if published.is_err() {
-                self.forget_body(&name).await;
-            }
-            return published;
+            // After an error the record may still have been stored (an ack that timed out):
+            // the object stays, at worst unused.
+            return Box::pin(self.publish(subject, &stored, message_id)).await;
         }
         let body = record.encode();
         let max = self.js.client().server_info().max_payload;
-        if max > 0 && body.len() > max {
+        // The subject and headers travel too.
+        if max > 0 && body.len() + 512 > max {
             return Err(StoreError::TooLarge {
                 bytes: body.len(),
                 max,
@@ -1038,6 +1101,14 @@ fn wall_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Keeps [`HISTORY_KEPT`] lines: the first ten (how it began) and the latest.
+fn cap_history(history: &mut Vec<String>) {
+    if history.len() > HISTORY_KEPT {
+        let cut = history.len() - HISTORY_KEPT;
+        history.drain(10..10 + cut);
+    }
+}
+
 fn one_line(text: &str) -> String {
     text.replace('\n', " ")
 }
@@ -1143,6 +1214,9 @@ impl NatsQueues {
         _lease: Duration,
     ) -> Result<Vec<Queued>, StoreError> {
         let flow = self.flow(flow).await?;
+        flow.indexer.get_or_init(|| {
+            tokio::spawn(index_retries(flow.retry.clone(), flow.due.clone())).abort_handle()
+        });
         self.move_due(&flow, now_ms).await?;
         let limit = limit.max(1) as usize;
         let fetched = match &flow.work {
@@ -1193,7 +1267,11 @@ impl NatsQueues {
         };
         let mut claimed = Vec::new();
         for (message, partition) in fetched {
-            let info = message.info().map_err(remote)?;
+            let Ok(info) = message.info() else {
+                // Not a message this consumer could have sent: given back, not held.
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+                continue;
+            };
             let (seq, delivered) = (handle(flow.index, info.stream_sequence), info.delivered);
             let mut record = Record::decode(&message.payload);
             // An ordered message delivered before may have retry state beside it.
@@ -1234,6 +1312,7 @@ impl NatsQueues {
                 seq,
                 Held {
                     message,
+                    since: std::time::Instant::now(),
                     state,
                     partition,
                 },
@@ -1278,6 +1357,7 @@ impl NatsQueues {
         if !note.is_empty() {
             let note = one_line(note);
             record.history.push(note.clone());
+            cap_history(&mut record.history);
             record.last_error = Some(note);
         }
         if flow.state.is_some() && held.is_none() {
@@ -1309,8 +1389,10 @@ impl NatsQueues {
             }
             return Ok(true);
         }
+        // One retry copy per claim, however often the verdict is tried again.
+        let copy = format!("{}.r{}.{attempts}", record.id, parts(seq).1);
         let at = self
-            .publish(self.subject("r", &flow, &record.id), &record, None)
+            .publish(self.subject("r", &flow, &record.id), &record, Some(copy))
             .await?;
         // Indexed at once here (the other nodes read it from the stream).
         lock(&flow.due).insert((next_attempt_ms, at));
@@ -1521,6 +1603,15 @@ mod tests {
             (0..200).map(|i| partition(&format!("c{i}"), 16)).collect();
         assert_eq!(used.len(), 16, "200 keys reach every one of 16 partitions");
         assert_eq!(partition("anything", 1), 0);
+    }
+
+    #[test]
+    fn a_long_history_keeps_its_start_and_its_latest_lines() {
+        let mut history: Vec<String> = (0..1_000).map(|i| i.to_string()).collect();
+        cap_history(&mut history);
+        assert_eq!(history.len(), HISTORY_KEPT);
+        assert_eq!((history[9].as_str(), history[10].as_str()), ("9", "910"));
+        assert_eq!(history.last().map(String::as_str), Some("999"));
     }
 
     #[test]

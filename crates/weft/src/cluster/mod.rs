@@ -13,17 +13,19 @@
 //!
 //! Direct flows need nothing more: any node serves their requests. Durable flows keep their
 //! queues, retries and dead letters in JetStream streams every node delivers from
-//! ([`weft_store::NatsQueues`]); ordering by key is not kept across nodes yet, so a node
-//! refuses a flow with `ordering`.
+//! ([`weft_store::NatsQueues`]), ordered flows in partitions that each deliver one message at
+//! a time.
 
-/// The cluster's queues, for a node (`ack_wait` its lease time) or a tool.
-pub fn queues(cluster: &Cluster) -> std::sync::Arc<weft_store::NatsQueues> {
-    std::sync::Arc::new(weft_store::NatsQueues::new(
+/// The cluster's queues, for a node (`ack_wait` its lease time), or for a tool with `looking`
+/// (it opens what the nodes made and makes nothing).
+pub fn queues(cluster: &Cluster, looking: bool) -> std::sync::Arc<weft_store::NatsQueues> {
+    let queues = weft_store::NatsQueues::new(
         cluster.js.clone(),
         &cluster.settings.name,
         cluster.settings.lease_ttl,
         cluster.settings.replicas,
-    ))
+    );
+    std::sync::Arc::new(if looking { queues.looking() } else { queues })
 }
 
 pub mod lease;
@@ -370,7 +372,7 @@ impl Cluster {
 /// checkpoint --cluster`, `weft dlq --cluster`).
 pub async fn shared_state(url: &str, name: &str) -> Result<weft_store::Store, String> {
     let cluster = Cluster::for_tool(url, name).await?;
-    let queues = queues(&cluster);
+    let queues = queues(&cluster, true);
     Ok(weft_store::Store::of(
         weft_store::NatsKv::kv_only(cluster.state).with_queues(queues),
     ))
@@ -486,7 +488,7 @@ impl Cluster {
             }
         }
         leases.sort();
-        let queues = queues(self)
+        let queues = queues(self, true)
             .lag()
             .await
             .map_err(|e| e.to_string())?

@@ -443,7 +443,7 @@ impl Engine {
             let store = match &self.cluster {
                 Some(cluster) => Store::of(
                     weft_store::NatsKv::new(store, cluster.state.clone())
-                        .with_queues(crate::cluster::queues(cluster)),
+                        .with_queues(crate::cluster::queues(cluster, false)),
                 ),
                 None => store,
             };
