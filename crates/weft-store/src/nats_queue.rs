@@ -439,7 +439,7 @@ impl NatsQueues {
             return Box::pin(self.publish(subject, &stored, message_id)).await;
         }
         let body = record.encode();
-        let max = self.js.client().server_info().max_payload;
+        let max = self.js.client().max_payload();
         // The subject and headers travel too.
         if max > 0 && body.len() + 512 > max {
             return Err(StoreError::TooLarge {
@@ -1522,12 +1522,17 @@ impl NatsQueues {
     }
 
     pub(crate) async fn count_dead_letters(&self, filter: &DlqFilter) -> Result<u64, StoreError> {
-        let only_flow = DlqFilter {
-            flow: filter.flow.clone(),
-            ..Default::default()
-        };
-        if let Some(name) = &filter.flow
-            && format!("{filter:?}") == format!("{only_flow:?}")
+        // Every field named, so that a new one cannot slip past this shortcut.
+        if let DlqFilter {
+            flow: Some(name),
+            id: None,
+            since_ms: None,
+            reason: None,
+            status: None,
+            after: None,
+            until_ms: None,
+            first: None,
+        } = filter
         {
             // The upkeep's count, every few seconds: the stream's size, not a pass over it.
             let mut dlq = self.flow(name).await?.dlq.clone();
