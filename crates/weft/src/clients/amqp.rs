@@ -205,7 +205,7 @@ mod tests {
             amqp.shown()
         );
         let redis =
-            crate::clients::redis::Redis::open(&Secret::new("redis://:s3cret@cache:6380/2"))
+            crate::clients::redis::Redis::open(&Secret::new("redis://:s3cret@cache:6380/2"), None)
                 .ok()
                 .unwrap();
         assert!(!redis.shown().contains("s3cret"), "{}", redis.shown());

@@ -17,8 +17,6 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 
 use super::outbound::{Denied, Guard, Guarded};
@@ -99,22 +97,6 @@ fn tcp(connect_timeout: Duration) -> HttpConnector {
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
     http
-}
-
-/// The TLS versions from a `min_tls` setting (`"1.2"`, the default, or `"1.3"`).
-pub fn tls_versions(
-    min_tls: Option<&str>,
-) -> Result<&'static [&'static rustls::SupportedProtocolVersion], String> {
-    static BOTH: [&rustls::SupportedProtocolVersion; 2] =
-        [&rustls::version::TLS13, &rustls::version::TLS12];
-    static ONLY_13: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
-    match min_tls {
-        None | Some("1.2") => Ok(&BOTH),
-        Some("1.3") => Ok(&ONLY_13),
-        Some(other) => Err(format!(
-            "`{other}` is not a TLS version weft speaks; use \"1.2\" or \"1.3\""
-        )),
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -220,54 +202,13 @@ impl HttpClient {
         if *config == ClientConfig::default() {
             return Ok(shared.clone());
         }
-        let err = |field: &str, message: String| vec![BuildError::new(field, message)];
-        let versions =
-            tls_versions(config.min_tls.as_deref()).map_err(|m| err("client.min_tls", m))?;
-        let mut roots = rustls::RootCertStore::empty();
-        match &config.ca_file {
-            Some(path) => {
-                let certs = CertificateDer::pem_file_iter(path)
-                    .map_err(|e| err("client.ca_file", format!("{path}: {e}")))?;
-                for cert in certs {
-                    let cert = cert.map_err(|e| err("client.ca_file", format!("{path}: {e}")))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| err("client.ca_file", format!("{path}: {e}")))?;
-                }
-                if roots.is_empty() {
-                    return Err(err(
-                        "client.ca_file",
-                        format!("{path}: no certificate in it"),
-                    ));
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(versions)
-        .map_err(|e| err("client.min_tls", e.to_string()))?
-        .with_root_certificates(roots);
-        let tls = match (&config.cert_file, &config.key_file) {
-            (None, None) => builder.with_no_client_auth(),
-            (Some(cert_path), Some(key_path)) => {
-                let chain = CertificateDer::pem_file_iter(cert_path)
-                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| err("client.cert_file", format!("{cert_path}: {e}")))?;
-                let key = PrivateKeyDer::from_pem_file(key_path)
-                    .map_err(|e| err("client.key_file", format!("{key_path}: {e}")))?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| err("client.cert_file", e.to_string()))?
-            }
-            _ => {
-                return Err(err(
-                    "client.cert_file",
-                    "mutual TLS needs both `cert_file` and `key_file`".into(),
-                ));
-            }
+        let files = super::tls::TlsFiles {
+            ca_file: config.ca_file.clone(),
+            cert_file: config.cert_file.clone(),
+            key_file: config.key_file.clone(),
         };
+        let tls = files.client_config("client", config.min_tls.as_deref())?;
+        let err = |field: &str, message: String| vec![BuildError::new(field, message)];
         let connect = tcp(config
             .connect_timeout
             .as_ref()

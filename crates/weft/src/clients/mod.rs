@@ -24,6 +24,7 @@ pub mod request;
 pub mod sign;
 pub mod soap;
 pub mod sql;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;

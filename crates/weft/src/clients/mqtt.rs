@@ -1,18 +1,25 @@
 //! MQTT 3.1.1 and 5, through `rumqttc`, for the `mqtt` input and output: options from a URL
-//! (`mqtt://[user:password@]host:1883`), a client id that stays the same across restarts (so a
-//! persistent session finds its subscriptions and unacknowledged messages again). The client
-//! reconnects by itself while its event loop is polled. No TLS yet.
+//! (`mqtt://[user:password@]host:1883`, `mqtts://…:8883` for TLS), a client id that stays the
+//! same across restarts (so a persistent session finds its subscriptions and unacknowledged
+//! messages again). The client reconnects by itself while its event loop is polled.
+//!
+//! TLS goes through a [`Bridge`] of weft's own rather than rumqttc's TLS feature, which pins a
+//! `rustls-webpki` (0.102) with open advisories and a second way to read certificates: rumqttc
+//! connects to a private Unix socket, and each connection made there is carried to the broker
+//! over rustls with the same config (`tls:` block, ring) as every other TLS client of weft.
 //!
 //! `rumqttc` has one client per protocol version with the same shape; [`Client`], [`Events`]
 //! and [`Received`] put the two behind one interface, so the connectors are written once.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::{Outgoing, v5};
 
-use crate::config::Secret;
+use super::tls::TlsFiles;
+use crate::config::{BuildError, Secret};
 
 /// The protocol spoken with the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,18 +53,44 @@ pub struct Mqtt {
     host: String,
     port: u16,
     credentials: Option<(String, Secret)>,
+    /// For `mqtts://`.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Mqtt {
-    pub fn open(url: &Secret) -> Result<Mqtt, String> {
+    /// Parses the URL and reads `tls`'s files. Errors name the field and never repeat the
+    /// URL, which may hold a password.
+    pub fn open(url: &Secret, tls: Option<&TlsFiles>) -> Result<Mqtt, Vec<BuildError>> {
+        let bad = |m: &str| vec![BuildError::new("url", m)];
         let parsed = url::Url::parse(url.expose())
             .ok()
-            .filter(|u| u.scheme() == "mqtt" || u.scheme() == "tcp")
-            .ok_or("not a valid mqtt:// URL (mqtt://[user:password@]host:1883)")?;
+            .filter(|u| matches!(u.scheme(), "mqtt" | "tcp" | "mqtts" | "ssl"))
+            .ok_or_else(|| {
+                bad("not a valid mqtt:// or mqtts:// URL (mqtt://[user:password@]host:1883)")
+            })?;
+        let secure = matches!(parsed.scheme(), "mqtts" | "ssl");
+        let tls = match (secure, tls) {
+            (false, Some(_)) => {
+                return Err(vec![BuildError::new(
+                    "tls",
+                    "`tls` is for an mqtts:// URL; this one is mqtt:// (no TLS)",
+                )]);
+            }
+            (false, None) => None,
+            (true, files) => Some(Arc::new(
+                files
+                    .cloned()
+                    .unwrap_or_default()
+                    .client_config("tls", None)?,
+            )),
+        };
         let host = parsed
             .host_str()
-            .ok_or("the URL names no host")?
+            .ok_or_else(|| bad("the URL names no host"))?
             .to_string();
+        if tls.is_some() {
+            super::tls::server_name(&host).map_err(|m| bad(&m))?;
+        }
         let credentials = (!parsed.username().is_empty()).then(|| {
             let decode = |s: &str| {
                 percent_encoding::percent_decode_str(s)
@@ -71,18 +104,21 @@ impl Mqtt {
         });
         Ok(Mqtt {
             host,
-            port: parsed.port().unwrap_or(1883),
+            port: parsed.port().unwrap_or(if secure { 8883 } else { 1883 }),
             credentials,
+            tls,
         })
     }
 
     pub fn shown(&self) -> String {
-        format!("mqtt://{}:{}", self.host, self.port)
+        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
+        format!("{scheme}://{}:{}", self.host, self.port)
     }
 
     /// A client and its event loop. A persistent session (`clean` off) outlives the
     /// connection; under MQTT 5 it is asked never to expire, as under 3.1.1. With
     /// `manual_acks`, a received QoS 1 message is acknowledged by [`Client::ack`] only.
+    /// Over TLS it starts a [`Bridge`] (so it needs the runtime), which ends with the events.
     pub fn connect(
         &self,
         version: Version,
@@ -90,10 +126,42 @@ impl Mqtt {
         clean: bool,
         manual_acks: bool,
         capacity: usize,
-    ) -> (Client, Events) {
+    ) -> Result<(Client, Events), String> {
+        let bridge = match &self.tls {
+            None => None,
+            Some(config) => Some(Bridge::start(&self.host, self.port, config.clone())?),
+        };
+        let (client, inner) = self.options(
+            version,
+            client_id,
+            clean,
+            manual_acks,
+            capacity,
+            bridge.as_ref(),
+        );
+        Ok((client, Events { inner, bridge }))
+    }
+
+    fn options(
+        &self,
+        version: Version,
+        client_id: &str,
+        clean: bool,
+        manual_acks: bool,
+        capacity: usize,
+        bridge: Option<&Bridge>,
+    ) -> (Client, Loop) {
+        // Over the bridge, rumqttc dials its socket (the port is then unused).
+        let (host, port) = match bridge {
+            Some(b) => (b.path.to_string_lossy().into_owned(), 0),
+            None => (self.host.clone(), self.port),
+        };
         match version {
             Version::V3 => {
-                let mut o = rumqttc::MqttOptions::new(client_id, &self.host, self.port);
+                let mut o = rumqttc::MqttOptions::new(client_id, host, port);
+                if bridge.is_some() {
+                    o.set_transport(rumqttc::Transport::Unix);
+                }
                 o.set_keep_alive(Duration::from_secs(30))
                     .set_clean_session(clean)
                     .set_max_packet_size(MAX_PACKET, MAX_PACKET)
@@ -102,10 +170,13 @@ impl Mqtt {
                     o.set_credentials(user, password.expose());
                 }
                 let (client, events) = rumqttc::AsyncClient::new(o, capacity);
-                (Client::V3(client), Events::V3(events))
+                (Client::V3(client), Loop::V3(events))
             }
             Version::V5 => {
-                let mut o = v5::MqttOptions::new(client_id, &self.host, self.port);
+                let mut o = v5::MqttOptions::new(client_id, host, port);
+                if bridge.is_some() {
+                    o.set_transport(rumqttc::Transport::Unix);
+                }
                 o.set_keep_alive(Duration::from_secs(30))
                     .set_clean_start(clean)
                     .set_max_packet_size(Some(MAX_PACKET as u32))
@@ -117,7 +188,7 @@ impl Mqtt {
                     o.set_credentials(user, password.expose());
                 }
                 let (client, events) = v5::AsyncClient::new(o, capacity);
-                (Client::V5(client), Events::V5(events))
+                (Client::V5(client), Loop::V5(events))
             }
         }
     }
@@ -156,26 +227,44 @@ pub enum Happened {
     Other,
 }
 
-/// The receiving half of a connection: polling it drives the connection. (One per connection,
-/// so the size of the larger variant costs nothing worth boxing for.)
+/// The receiving half of a connection: polling it drives the connection.
+pub struct Events {
+    inner: Loop,
+    /// The TLS bridge the connection goes through, if it is over TLS.
+    bridge: Option<Bridge>,
+}
+
+/// One per connection, so the size of the larger variant costs nothing worth boxing for.
 #[allow(clippy::large_enum_variant)]
-pub enum Events {
+enum Loop {
     V3(rumqttc::EventLoop),
     V5(v5::EventLoop),
 }
 
 impl Events {
+    /// The next event. A connection the TLS bridge could not make fails with the bridge's
+    /// reason (a certificate refused, say), not rumqttc's "connection closed".
     pub async fn poll(&mut self) -> Result<Happened, String> {
+        let polled = self.poll_inner().await;
+        if polled.is_err()
+            && let Some(reason) = self.bridge.as_ref().and_then(Bridge::take_error)
+        {
+            return Err(reason);
+        }
+        polled
+    }
+
+    async fn poll_inner(&mut self) -> Result<Happened, String> {
         use rumqttc::{Event, Packet};
-        Ok(match self {
-            Events::V3(events) => match events.poll().await.map_err(|e| e.to_string())? {
+        Ok(match &mut self.inner {
+            Loop::V3(events) => match events.poll().await.map_err(|e| e.to_string())? {
                 Event::Incoming(Packet::ConnAck(_)) => Happened::Connected,
                 Event::Incoming(Packet::Publish(p)) => Happened::Received(Received::V3(p)),
                 Event::Incoming(Packet::PubAck(a)) => Happened::Acked(a.pkid, Ok(())),
                 Event::Outgoing(Outgoing::Publish(pkid)) => Happened::Sent(pkid),
                 _ => Happened::Other,
             },
-            Events::V5(events) => match events.poll().await.map_err(|e| e.to_string())? {
+            Loop::V5(events) => match events.poll().await.map_err(|e| e.to_string())? {
                 v5::Event::Incoming(p5::Packet::ConnAck(_)) => Happened::Connected,
                 v5::Event::Incoming(p5::Packet::Publish(p)) => Happened::Received(Received::V5(p)),
                 v5::Event::Incoming(p5::Packet::PubAck(a)) => Happened::Acked(a.pkid, refusal(&a)),
@@ -183,6 +272,100 @@ impl Events {
                 _ => Happened::Other,
             },
         })
+    }
+}
+
+/// Carries each connection made to a private Unix socket (in a directory only this user can
+/// open) to the broker over TLS. Dropped, it stops listening and removes the socket;
+/// connections already carried end when rumqttc closes its side.
+struct Bridge {
+    path: std::path::PathBuf,
+    listener: tokio::task::JoinHandle<()>,
+    /// Why the last connection could not be made, until [`Events::poll`] reports it.
+    error: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+static BRIDGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+const TLS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Bridge {
+    fn start(host: &str, port: u16, config: Arc<rustls::ClientConfig>) -> Result<Bridge, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let n = BRIDGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("weft-mqtt-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("making {}: {e}", dir.display()))?;
+        let path = dir.join("broker");
+        let listener = tokio::net::UnixListener::bind(&path)
+            .map_err(|e| format!("listening on {}: {e}", path.display()))?;
+        let name = super::tls::server_name(host)?;
+        let error: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let target = (host.trim_matches(['[', ']']).to_string(), port);
+        let said = error.clone();
+        let listener = tokio::spawn(async move {
+            let connector = tokio_rustls::TlsConnector::from(config);
+            while let Ok((mut local, _)) = listener.accept().await {
+                let (connector, name, target, said) = (
+                    connector.clone(),
+                    name.clone(),
+                    target.clone(),
+                    said.clone(),
+                );
+                tokio::spawn(async move {
+                    let connected = tokio::time::timeout(TLS_CONNECT_TIMEOUT, async {
+                        let tcp = tokio::net::TcpStream::connect(&target)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let _ = tcp.set_nodelay(true);
+                        connector
+                            .connect(name, tcp)
+                            .await
+                            .map_err(|e| format!("TLS: {e}"))
+                    })
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!("no TLS connection within {TLS_CONNECT_TIMEOUT:?}"))
+                    });
+                    match connected {
+                        Ok(mut remote) => {
+                            *said.lock().expect("bridge error lock") = None;
+                            // Said before `local` closes, so the poll that sees it closed
+                            // finds why: under TLS 1.3 a server refuses a client certificate
+                            // only after the handshake, with an alert read here.
+                            if let Err(e) =
+                                tokio::io::copy_bidirectional(&mut local, &mut remote).await
+                            {
+                                *said.lock().expect("bridge error lock") =
+                                    Some(format!("TLS: {e}"));
+                            }
+                        }
+                        Err(reason) => *said.lock().expect("bridge error lock") = Some(reason),
+                    }
+                });
+            }
+        });
+        Ok(Bridge {
+            path,
+            listener,
+            error,
+        })
+    }
+
+    fn take_error(&self) -> Option<String> {
+        self.error.lock().expect("bridge error lock").take()
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.listener.abort();
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -320,12 +503,20 @@ mod tests {
 
     #[test]
     fn urls_credentials_and_topics() {
-        let mqtt = Mqtt::open(&Secret::new("mqtt://us%40er:p%26ss+word@broker:1884")).unwrap();
+        let mqtt = Mqtt::open(&Secret::new("mqtt://us%40er:p%26ss+word@broker:1884"), None)
+            .ok()
+            .unwrap();
         assert_eq!(mqtt.shown(), "mqtt://broker:1884");
         let (user, password) = mqtt.credentials.as_ref().unwrap();
         assert_eq!(user, "us@er");
         assert_eq!(password.expose(), "p&ss+word");
-        assert!(Mqtt::open(&Secret::new("http://broker")).is_err());
+        assert!(Mqtt::open(&Secret::new("http://broker"), None).is_err());
+        let secure = Mqtt::open(&Secret::new("mqtts://broker"), None)
+            .ok()
+            .unwrap();
+        assert_eq!(secure.shown(), "mqtts://broker:8883");
+        let files = TlsFiles::default();
+        assert!(Mqtt::open(&Secret::new("mqtt://broker"), Some(&files)).is_err());
         assert!(unpublishable("a/b").is_none());
         assert!(unpublishable("a/+/b").is_some());
         assert!(unpublishable("a/#").is_some());

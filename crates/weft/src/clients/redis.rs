@@ -6,10 +6,12 @@
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use tokio::sync::OnceCell;
 
-use crate::config::Secret;
+use super::tls::TlsFiles;
+use crate::config::{BuildError, Secret};
 use crate::core::Attempt;
 
-/// A Redis server, by URL (`redis://[:password@]host:port[/db]`; no TLS yet).
+/// A Redis server, by URL: `redis://[:password@]host:port[/db]`, or `rediss://` for TLS (with
+/// an optional `tls:` block: a private CA, a client certificate).
 pub struct Redis {
     client: redis::Client,
     /// The URL without credentials, for messages.
@@ -28,12 +30,53 @@ pub fn host_name() -> String {
 }
 
 impl Redis {
-    /// Parses the URL; connecting waits for first use.
-    pub fn open(url: &Secret) -> Result<Redis, String> {
-        let client = redis::Client::open(url.expose())
-            .map_err(|_| "not a valid redis:// URL".to_string())?;
+    /// Parses the URL and reads `tls`'s files; connecting waits for first use. Errors name
+    /// the field (`url`, `tls.ca_file`…) and never repeat the URL, which may hold a password.
+    pub fn open(url: &Secret, tls: Option<&TlsFiles>) -> Result<Redis, Vec<BuildError>> {
+        let bad_url = || {
+            vec![BuildError::new(
+                "url",
+                "not a valid redis:// or rediss:// URL",
+            )]
+        };
+        let secure = url.expose().starts_with("rediss://");
+        let client = match tls {
+            None => redis::Client::open(url.expose()).map_err(|_| bad_url())?,
+            Some(_) if !secure => {
+                return Err(vec![BuildError::new(
+                    "tls",
+                    "`tls` is for a rediss:// URL; this one is redis:// (no TLS)",
+                )]);
+            }
+            Some(files) => {
+                files.load("tls")?;
+                let read =
+                    |path: &Option<String>| path.as_ref().and_then(|p| std::fs::read(p).ok());
+                let client_tls = match (read(&files.cert_file), read(&files.key_file)) {
+                    (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig {
+                        client_cert,
+                        client_key,
+                    }),
+                    _ => None,
+                };
+                let certificates = redis::TlsCertificates {
+                    client_tls,
+                    root_cert: read(&files.ca_file),
+                };
+                redis::Client::build_with_tls(url.expose(), certificates).map_err(|e| {
+                    match e.kind() {
+                        redis::ErrorKind::InvalidClientConfig => bad_url(),
+                        _ => vec![BuildError::new("tls", e.to_string())],
+                    }
+                })?
+            }
+        };
         let info = client.get_connection_info();
-        let shown = format!("redis://{}", info.addr());
+        let shown = format!(
+            "{}://{}",
+            if secure { "rediss" } else { "redis" },
+            info.addr()
+        );
         Ok(Redis {
             client,
             shown,

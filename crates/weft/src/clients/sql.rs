@@ -10,7 +10,13 @@
 //! without an offset: `2024-05-01 10:00:00`, as weft writes the times it reads from MySQL).
 //! Rows come back as objects by column name: numbers, strings, booleans, JSON columns as
 //! values, times as text, `numeric`/`decimal` as numbers (as text beyond what a double holds
-//! exactly).
+//! exactly), MySQL `BIGINT UNSIGNED` as a number (as text above 2^63-1, which a JSON number
+//! would turn into a float).
+//!
+//! Binary columns (`bytea`, `BLOB`, `BINARY`, `VARBINARY`) come as base64 text, which keeps
+//! every byte (`decode_base64(.photo)` in a mapping gives them back). The other way, a
+//! PostgreSQL `bytea` parameter, and a MySQL binary column written by the `sql` output's
+//! `table:`, take base64 text; in hand-written MySQL SQL, say `FROM_BASE64(?)`.
 //!
 //! ```yaml
 //! resources:
@@ -234,7 +240,7 @@ macro_rules! loose_batch {
         let mut tx = $pool.begin().await.map_err($fail)?;
         let mut affected = 0;
         for args in $batch {
-            affected += loose_query::<$db>($sql, args)
+            affected += loose_query::<$db, _>($sql, args)
                 .execute(&mut *tx)
                 .await
                 .map_err($fail)?
@@ -373,14 +379,14 @@ impl Database {
                 rows.iter().map(|r| pg_row(db, r)).collect()
             }
             Pool::MySql(pool) => {
-                let rows = loose_query::<sqlx::MySql>(sql, args)
+                let rows = loose_query::<sqlx::MySql, _>(sql, args)
                     .fetch_all(pool)
                     .await
                     .map_err(fail)?;
                 rows.iter().map(|r| my_row(db, r)).collect()
             }
             Pool::Sqlite(pool) => {
-                let rows = loose_query::<sqlx::Sqlite>(sql, args)
+                let rows = loose_query::<sqlx::Sqlite, _>(sql, args)
                     .fetch_all(pool)
                     .await
                     .map_err(fail)?;
@@ -420,18 +426,23 @@ impl Database {
             Pool::MySql(pool) => match columns {
                 Some(columns) => {
                     let types = self.mysql_types(pool, &columns.table).await;
-                    let fitted: Vec<Vec<Json>> = batch
+                    let fitted: Vec<Vec<Loose>> = batch
                         .iter()
                         .map(|row| {
                             row.iter()
                                 .zip(&columns.names)
                                 .map(|(value, name)| match types.get(&name.to_lowercase()) {
-                                    Some(kind) => my_fit(kind, value),
-                                    None => value.clone(),
+                                    Some(kind) => {
+                                        my_fit(kind, value).map_err(|why| SqlError::Permanent {
+                                            db: db.to_string(),
+                                            reason: format!("column `{name}`: {why}"),
+                                        })
+                                    }
+                                    None => Ok(Loose::Value(value.clone())),
                                 })
                                 .collect()
                         })
-                        .collect();
+                        .collect::<Result<_, _>>()?;
                     loose_batch!(sqlx::MySql, pool, sql, &fitted, fail)
                 }
                 None => loose_batch!(sqlx::MySql, pool, sql, batch, fail),
@@ -476,22 +487,47 @@ impl Database {
 
 /// A value as a MySQL column of type `kind` takes it: an RFC 3339 time (a VRL timestamp
 /// arrives as one) written as the `YYYY-MM-DD hh:mm:ss.ffffff` in UTC that `DATETIME` and
-/// `TIMESTAMP` read, or its own date (in its offset) for `DATE`. Anything else as it is.
-fn my_fit(kind: &str, value: &Json) -> Json {
+/// `TIMESTAMP` read, or its own date (in its offset) for `DATE`; base64 text as its bytes for
+/// a binary column (as weft reads them). Anything else as it is.
+fn my_fit(kind: &str, value: &Json) -> Result<Loose, String> {
     let Json::String(text) = value else {
-        return value.clone();
+        return Ok(Loose::Value(value.clone()));
     };
+    if matches!(
+        kind,
+        "blob" | "tinyblob" | "mediumblob" | "longblob" | "binary" | "varbinary"
+    ) {
+        return from_base64(kind, text).map(Loose::Bytes);
+    }
     let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) else {
-        return value.clone();
+        return Ok(Loose::Value(value.clone()));
     };
-    match kind {
+    Ok(Loose::Value(match kind {
         "datetime" | "timestamp" => {
             Json::String(time.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string())
         }
         // The date the time names where it was written, not in UTC.
         "date" => Json::String(time.date_naive().format("%Y-%m-%d").to_string()),
         _ => value.clone(),
-    }
+    }))
+}
+
+/// Binary columns travel as base64 text (standard alphabet, padded), as JSON has no bytes.
+fn to_base64(bytes: &[u8]) -> Json {
+    use base64::Engine;
+    Json::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+fn from_base64(kind: &str, text: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|_| {
+            format!(
+                "a `{}` column takes base64 text (`encode_base64(...)` in a mapping)",
+                kind.to_uppercase()
+            )
+        })
 }
 
 /// A message's parameters, evaluated by `args`.
@@ -522,10 +558,37 @@ fn sql_str(sql: &str) -> sqlx::SqlStr {
     sqlx::AssertSqlSafe(sql).into_sql_str()
 }
 
+/// A parameter for a query bound by its JSON type: a value, or bytes (base64 text decoded for
+/// a binary column).
+pub enum Loose {
+    Value(Json),
+    Bytes(Vec<u8>),
+}
+
+/// What [`loose_query`] binds: a JSON value, or a [`Loose`].
+trait AsLoose {
+    fn as_loose(&self) -> Result<&Json, &[u8]>;
+}
+
+impl AsLoose for Json {
+    fn as_loose(&self) -> Result<&Json, &[u8]> {
+        Ok(self)
+    }
+}
+
+impl AsLoose for Loose {
+    fn as_loose(&self) -> Result<&Json, &[u8]> {
+        match self {
+            Loose::Value(v) => Ok(v),
+            Loose::Bytes(b) => Err(b),
+        }
+    }
+}
+
 /// A query whose arguments are bound by their JSON type (MySQL and SQLite convert them).
-fn loose_query<'q, DB>(
+fn loose_query<'q, DB, A: AsLoose>(
     sql: &str,
-    args: &[Json],
+    args: &[A],
 ) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
 where
     DB: sqlx::Database,
@@ -534,9 +597,17 @@ where
     i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     f64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Vec<u8>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
     let mut query = sqlx::query::<DB>(sql_str(sql));
     for arg in args {
+        let arg = match arg.as_loose() {
+            Ok(value) => value,
+            Err(bytes) => {
+                query = query.bind(bytes.to_vec());
+                continue;
+            }
+        };
         query = match arg {
             Json::Null => query.bind(None::<String>),
             Json::Bool(b) => query.bind(*b),
@@ -668,7 +739,7 @@ fn pg_add(a: &mut PgArguments, kind: &str, value: &Json) -> Result<AddResult, St
                 .map_err(|_| format!("`{kind}` needs a date like 2024-05-01"))?,
         ),
         "UUID" => a.add(uuid::Uuid::from_str(&text).map_err(|_| format!("`{kind}` needs a UUID"))?),
-        "BYTEA" => a.add(text.into_bytes()),
+        "BYTEA" => a.add(from_base64(kind, &text)?),
         // `CHAR` is how sqlx names `char(n)` (bpchar); `"CHAR"` is the one-byte `"char"`.
         "TEXT" | "VARCHAR" | "BPCHAR" | "CHAR" | "\"CHAR\"" | "NAME" | "CITEXT" | "XML"
         | "UNKNOWN" => a.add(text),
@@ -758,9 +829,7 @@ fn pg_row(db: &str, row: &PgRow) -> Result<Json, SqlError> {
         "UUID" => row
             .try_get::<uuid::Uuid, _>(i)
             .map(|u| Json::from(u.to_string())),
-        "BYTEA" => row
-            .try_get::<Vec<u8>, _>(i)
-            .map(|b| Json::from(String::from_utf8_lossy(&b).into_owned())),
+        "BYTEA" => row.try_get::<Vec<u8>, _>(i).map(|b| to_base64(&b)),
         _ => row.try_get::<String, _>(i).map(Json::from),
     })
 }
@@ -770,7 +839,11 @@ fn my_row(db: &str, row: &sqlx::mysql::MySqlRow) -> Result<Json, SqlError> {
         |row: &sqlx::mysql::MySqlRow, i: usize| row.columns()[i].type_info().name().to_string();
     row_object(db, row, kind, |row, i, kind| match kind {
         "BOOLEAN" => row.try_get::<bool, _>(i).map(Json::from),
-        k if k.ends_with("UNSIGNED") => row.try_get::<u64, _>(i).map(Json::from),
+        // Above i64's range as text: a JSON number that large would come back a float.
+        k if k.ends_with("UNSIGNED") => row.try_get::<u64, _>(i).map(|n| match i64::try_from(n) {
+            Ok(n) => Json::from(n),
+            Err(_) => Json::String(n.to_string()),
+        }),
         "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {
             row.try_get::<i64, _>(i).map(Json::from)
         }
@@ -791,9 +864,9 @@ fn my_row(db: &str, row: &sqlx::mysql::MySqlRow) -> Result<Json, SqlError> {
         "TIME" => row
             .try_get::<chrono::NaiveTime, _>(i)
             .map(|t| Json::from(t.to_string())),
-        "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BINARY" | "VARBINARY" => row
-            .try_get::<Vec<u8>, _>(i)
-            .map(|b| Json::from(String::from_utf8_lossy(&b).into_owned())),
+        "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BINARY" | "VARBINARY" => {
+            row.try_get::<Vec<u8>, _>(i).map(|b| to_base64(&b))
+        }
         _ => row.try_get::<String, _>(i).map(Json::from),
     })
 }
@@ -810,7 +883,7 @@ fn lite_row(db: &str, row: &sqlx::sqlite::SqliteRow) -> Result<Json, SqlError> {
         "REAL" => row.try_get_unchecked::<f64, _>(i).map(Json::from),
         "BLOB" => row
             .try_get_unchecked::<Vec<u8>, _>(i)
-            .map(|b| Json::from(String::from_utf8_lossy(&b).into_owned())),
+            .map(|b| to_base64(&b)),
         _ => row.try_get_unchecked::<String, _>(i).map(Json::from),
     })
 }

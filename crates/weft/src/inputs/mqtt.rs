@@ -17,6 +17,16 @@
 //!     version: 5                   # default 3.1.1
 //!     redelivery: { max_deliveries: 5, backoff: 1s }
 //! ```
+//!
+//! Over TLS, `mqtts://` (port 8883 by default), with a private CA or a client certificate:
+//!
+//! ```yaml
+//! input:
+//!   mqtt:
+//!     url: mqtts://broker.internal:8883
+//!     topics: ["sensors/#"]
+//!     tls: { ca_file: /etc/weft/broker-ca.pem, cert_file: /etc/weft/client.pem, key_file: /etc/weft/client.key }
+//! ```
 
 use std::time::Duration;
 
@@ -37,8 +47,11 @@ use crate::core::{Output, Processor};
 #[schemars(rename = "MqttInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// `mqtt://[user:password@]host:1883`.
+    /// `mqtt://[user:password@]host:1883`, or `mqtts://host:8883` for TLS.
     pub url: Secret,
+    /// For an `mqtts://` URL: a private CA, a client certificate (see `clients/tls.rs`).
+    #[serde(default)]
+    pub tls: Option<crate::clients::tls::TlsFiles>,
     /// Topic filters (`+` and `#` wildcards).
     pub topics: Vec<String>,
     /// The session's client id; keep it stable across restarts. Default `weft-<flow>`.
@@ -70,7 +83,7 @@ impl super::Spec for Config {
     type Built = MqttInput;
 
     fn build(self, _shared: &Shared, _resources: &Resources) -> Result<MqttInput, Vec<BuildError>> {
-        let mqtt = Mqtt::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
+        let mqtt = Mqtt::open(&self.url, self.tls.as_ref())?;
         if self.topics.is_empty() {
             return Err(vec![BuildError::new("topics", "name at least one topic")]);
         }
@@ -96,7 +109,10 @@ impl super::Source for MqttInput {
             .client_id
             .clone()
             .unwrap_or_else(|| format!("weft-{}", feed.flow.name));
-        let (client, mut events) = self.mqtt.connect(self.version, &client_id, false, true, 64);
+        let (client, mut events) = self
+            .mqtt
+            .connect(self.version, &client_id, false, true, 64)
+            .map_err(std::io::Error::other)?;
         let inflight = tokio_util::task::TaskTracker::new();
         let component = "input.mqtt";
         // Which connection this is: a message taken on an earlier one is not acknowledged on

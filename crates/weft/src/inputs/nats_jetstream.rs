@@ -59,8 +59,10 @@ pub struct Config {
     /// How often a failing message is offered again before it is dead-lettered.
     #[serde(default)]
     pub redelivery: Redelivery,
-    /// How long JetStream waits for an acknowledgement before offering a message again
-    /// (when the consumer is created here).
+    /// How long JetStream waits for an acknowledgement before offering a message again. An
+    /// existing consumer with another ack wait is updated to this one at start (its other
+    /// settings kept); a server that refuses the update is reported, and the consumer's own
+    /// ack wait used.
     #[serde(default = "default_ack_wait")]
     pub ack_wait: Dur,
 }
@@ -103,6 +105,48 @@ impl super::Spec for Config {
 }
 
 impl NatsJetstream {
+    /// The consumer with the config's `ack_wait`: an existing consumer made with another is
+    /// updated, keeping every other setting (the server changes an ack wait in place). If the
+    /// server refuses, that is said, and the consumer is used as it is.
+    async fn apply_ack_wait(
+        &self,
+        stream: &jetstream::stream::Stream,
+        consumer: jetstream::consumer::PullConsumer,
+        flow: &str,
+    ) -> jetstream::consumer::PullConsumer {
+        use jetstream::consumer::FromConsumer;
+        let (had, wanted) = (
+            consumer.cached_info().config.ack_wait,
+            self.config.ack_wait.0,
+        );
+        if had == wanted {
+            return consumer;
+        }
+        let component = "input.nats_jetstream";
+        let name = &self.config.consumer;
+        let updated =
+            match pull::Config::try_from_consumer_config(consumer.cached_info().config.clone()) {
+                Ok(config) => stream
+                    .create_consumer(pull::Config {
+                        ack_wait: wanted,
+                        ..config
+                    })
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+        match updated {
+            Ok(updated) => {
+                tracing::info!(flow, component, consumer = %name, from = ?had, to = ?wanted, "ack_wait of the existing consumer changed to the config's");
+                updated
+            }
+            Err(error) => {
+                tracing::warn!(flow, component, consumer = %name, kept = ?had, config = ?wanted, %error, "the server refused to change the consumer's ack_wait: the consumer's own is used (delete the consumer to make it anew)");
+                consumer
+            }
+        }
+    }
+
     async fn consume(&self, feed: &Feed<impl Processor, impl Output>) -> Result<(), String> {
         let c = &self.config;
         let client = self.nats.client().await.map_err(|e| e.to_string())?;
@@ -134,7 +178,10 @@ impl NatsJetstream {
             )
             .await
             .map_err(|e| e.to_string())?;
-        // The consumer's own, which may predate this config.
+        let consumer = self
+            .apply_ack_wait(&stream, consumer, &feed.flow.name)
+            .await;
+        // The consumer's own: the config's, unless the server refused to change it.
         let ack_wait = consumer.cached_info().config.ack_wait;
         // One continuous pull: the client asks for more while half a batch is still on its
         // way, and a missed idle heartbeat (the server or the consumer gone) ends the read.

@@ -16,6 +16,9 @@
 //!     workers: 4                         # items in flight at once
 //!     redelivery: { max_deliveries: 5, backoff: 1s }
 //! ```
+//!
+//! Every Redis component speaks TLS with a `rediss://` URL; `tls:` adds a private CA or a
+//! client certificate: `tls: { ca_file: ca.pem, cert_file: client.pem, key_file: client.key }`.
 
 use std::time::Duration;
 
@@ -35,8 +38,11 @@ use crate::core::{Output, Processor};
 #[schemars(rename = "RedisListInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// `redis://[:password@]host:port[/db]`.
+    /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS.
     pub url: Secret,
+    /// For a `rediss://` URL: a private CA, a client certificate (see `clients/tls.rs`).
+    #[serde(default)]
+    pub tls: Option<crate::clients::tls::TlsFiles>,
     /// The list to take messages from.
     pub list: String,
     /// Where items wait while they are delivered (default `<list>:processing:<host name>`);
@@ -77,7 +83,7 @@ impl super::Spec for Config {
     type Built = RedisList;
 
     fn build(self, _shared: &Shared, _resources: &Resources) -> Result<RedisList, Vec<BuildError>> {
-        let redis = Redis::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
+        let redis = Redis::open(&self.url, self.tls.as_ref())?;
         if self.workers == 0 {
             return Err(vec![BuildError::new("workers", "at least 1")]);
         }

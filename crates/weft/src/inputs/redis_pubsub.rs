@@ -29,8 +29,11 @@ use crate::core::{Output, Processor};
 #[schemars(rename = "RedisPubsubInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// `redis://[:password@]host:port[/db]`.
+    /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS.
     pub url: Secret,
+    /// For a `rediss://` URL: a private CA, a client certificate (see `clients/tls.rs`).
+    #[serde(default)]
+    pub tls: Option<crate::clients::tls::TlsFiles>,
     /// Channels, or patterns of them.
     pub channels: Vec<String>,
     /// How often a failing message is offered again (by weft: the source keeps nothing)
@@ -53,7 +56,7 @@ impl super::Spec for Config {
         _shared: &Shared,
         _resources: &Resources,
     ) -> Result<RedisPubsub, Vec<BuildError>> {
-        let redis = Redis::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
+        let redis = Redis::open(&self.url, self.tls.as_ref())?;
         if self.channels.is_empty() {
             return Err(vec![BuildError::new(
                 "channels",

@@ -46,8 +46,11 @@ use crate::core::{Output, Processor};
 #[schemars(rename = "RedisStreamsInput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// `redis://[:password@]host:port[/db]`.
+    /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS.
     pub url: Secret,
+    /// For a `rediss://` URL: a private CA, a client certificate (see `clients/tls.rs`).
+    #[serde(default)]
+    pub tls: Option<crate::clients::tls::TlsFiles>,
     /// The stream to read.
     pub stream: String,
     /// The consumer group this flow reads as (created if missing); entries are acknowledged
@@ -111,7 +114,7 @@ impl super::Spec for Config {
         _shared: &Shared,
         _resources: &Resources,
     ) -> Result<RedisStreams, Vec<BuildError>> {
-        let redis = Redis::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
+        let redis = Redis::open(&self.url, self.tls.as_ref())?;
         if self.batch == 0 {
             return Err(vec![BuildError::new("batch", "at least 1")]);
         }

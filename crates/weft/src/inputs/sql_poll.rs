@@ -20,6 +20,10 @@
 //!       initial: ["1970-01-01T00:00:00Z", 0]
 //!     interval: 30s                   # or cron: "*/5 * * * *"
 //! ```
+//!
+//! Binary columns (`bytea`, `BLOB`, `VARBINARY`) come as base64 text, every byte kept
+//! (`decode_base64!(.photo)` gives them back); a MySQL `BIGINT UNSIGNED` above 2^63-1 comes as
+//! text, which a JSON number would round.
 
 use std::sync::Arc;
 use std::time::Duration;

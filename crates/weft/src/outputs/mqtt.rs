@@ -15,6 +15,9 @@
 //!     retain: false
 //!     version: 5                   # default 3.1.1
 //! ```
+//!
+//! For TLS, `mqtts://host:8883` and, for a private CA or a client certificate, a `tls:` block
+//! as on the `mqtt` input.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -38,8 +41,11 @@ use crate::core::{Attempt, Message};
 #[schemars(rename = "MqttOutput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// `mqtt://[user:password@]host:1883`.
+    /// `mqtt://[user:password@]host:1883`, or `mqtts://host:8883` for TLS.
     pub url: Secret,
+    /// For an `mqtts://` URL: a private CA, a client certificate (see `clients/tls.rs`).
+    #[serde(default)]
+    pub tls: Option<crate::clients::tls::TlsFiles>,
     /// The topic; `{{ expression }}` parts are evaluated per message.
     pub topic: String,
     /// 0 (at most once) or 1 (at least once, the default).
@@ -115,7 +121,7 @@ impl super::Spec for Config {
         _shared: &Shared,
         _resources: &Resources,
     ) -> Result<MqttOutput, Vec<BuildError>> {
-        let mqtt = Mqtt::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?;
+        let mqtt = Mqtt::open(&self.url, self.tls.as_ref())?;
         let topic = Template::parse(&self.topic, Escape::None)
             .map_err(|d| BuildError::from_diagnostics("topic", d))?;
         let qos = check_qos(self.qos).map_err(|e| vec![BuildError::new("qos", e)])?;
@@ -146,10 +152,10 @@ impl MqttOutput {
     }
 
     /// A client with its event loop running.
-    fn start(&self) -> (Client, Arc<Mutex<Waiting>>) {
+    fn start(&self) -> Result<(Client, Arc<Mutex<Waiting>>), String> {
         let (client, mut events) =
             self.mqtt
-                .connect(self.version, &self.client_id, true, false, 256);
+                .connect(self.version, &self.client_id, true, false, 256)?;
         let waiting: Arc<Mutex<Waiting>> = Arc::default();
         let w = waiting.clone();
         tokio::spawn(async move {
@@ -181,7 +187,7 @@ impl MqttOutput {
                 }
             }
         });
-        (client, waiting)
+        Ok((client, waiting))
     }
 }
 
@@ -219,7 +225,10 @@ impl crate::core::Output for MqttOutput {
                 .as_ref()
                 .is_some_and(|(_, w)| !w.lock().unwrap_or_else(|e| e.into_inner()).dead);
             if !alive {
-                *current = Some(self.start());
+                match self.start() {
+                    Ok(started) => *current = Some(started),
+                    Err(e) => return self.retry(e),
+                }
             }
             let Some((client, waiting)) = current.as_ref() else {
                 return self.retry("no MQTT client");

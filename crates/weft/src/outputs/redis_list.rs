@@ -22,8 +22,11 @@ use crate::core::{Attempt, Message};
 #[schemars(rename = "RedisListOutput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// `redis://[:password@]host:port[/db]`.
+    /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS.
     pub url: Secret,
+    /// For a `rediss://` URL: a private CA, a client certificate (see `clients/tls.rs`).
+    #[serde(default)]
+    pub tls: Option<crate::clients::tls::TlsFiles>,
     /// The list each message is pushed onto.
     pub list: String,
     #[serde(default)]
@@ -48,7 +51,7 @@ impl super::Spec for Config {
         _resources: &Resources,
     ) -> Result<RedisListOutput, Vec<BuildError>> {
         Ok(RedisListOutput {
-            redis: Redis::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?,
+            redis: Redis::open(&self.url, self.tls.as_ref())?,
             list: self.list.clone(),
         })
     }

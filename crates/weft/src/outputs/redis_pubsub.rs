@@ -23,8 +23,11 @@ use crate::core::{Attempt, Message};
 #[schemars(rename = "RedisPubsubOutput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// `redis://[:password@]host:port[/db]`.
+    /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS.
     pub url: Secret,
+    /// For a `rediss://` URL: a private CA, a client certificate (see `clients/tls.rs`).
+    #[serde(default)]
+    pub tls: Option<crate::clients::tls::TlsFiles>,
     /// The channel to publish on.
     pub channel: String,
     #[serde(default)]
@@ -49,7 +52,7 @@ impl super::Spec for Config {
         _resources: &Resources,
     ) -> Result<RedisPubsubOutput, Vec<BuildError>> {
         Ok(RedisPubsubOutput {
-            redis: Redis::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?,
+            redis: Redis::open(&self.url, self.tls.as_ref())?,
             channel: self.channel.clone(),
         })
     }

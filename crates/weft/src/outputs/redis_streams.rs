@@ -25,8 +25,11 @@ use crate::core::{Attempt, Message};
 #[schemars(rename = "RedisStreamsOutput")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// `redis://[:password@]host:port[/db]`.
+    /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS.
     pub url: Secret,
+    /// For a `rediss://` URL: a private CA, a client certificate (see `clients/tls.rs`).
+    #[serde(default)]
+    pub tls: Option<crate::clients::tls::TlsFiles>,
     /// The stream each message is added to.
     pub stream: String,
     /// The entry's field that holds the message.
@@ -63,7 +66,7 @@ impl super::Spec for Config {
         _resources: &Resources,
     ) -> Result<RedisStreamsOutput, Vec<BuildError>> {
         Ok(RedisStreamsOutput {
-            redis: Redis::open(&self.url).map_err(|e| vec![BuildError::new("url", e)])?,
+            redis: Redis::open(&self.url, self.tls.as_ref())?,
             stream: self.stream.clone(),
             field: self.body_field.clone(),
             max_len: self.max_len,

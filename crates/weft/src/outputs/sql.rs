@@ -18,6 +18,10 @@
 //! #   query: "UPDATE contacts SET email = $2 WHERE id = $1"
 //! #   args: "[.id, .email]"
 //! ```
+//!
+//! A binary column (`bytea`; with `table:`, a MySQL `BLOB`/`VARBINARY`) takes base64 text, as
+//! `sql_poll` and the `sql` processor give it (`encode_base64(.bytes)` makes it); in a MySQL
+//! statement of your own, write `FROM_BASE64(?)`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -98,7 +98,7 @@ impl TlsConfig {
     }
 
     fn server_config(&self) -> Result<rustls::ServerConfig, Problem> {
-        let versions = crate::clients::http::tls_versions(self.min_tls.as_deref())
+        let versions = crate::clients::tls::tls_versions(self.min_tls.as_deref())
             .map_err(|m| ("min_tls", m))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let cert_pem = read_pem(&self.cert_file).map_err(|m| ("cert_file", m))?;

@@ -6,6 +6,7 @@ mod admin_api;
 mod amqp;
 mod api_auth;
 mod bad_input;
+mod broker_tls;
 mod check;
 mod cli;
 mod cluster;

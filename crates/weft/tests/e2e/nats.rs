@@ -189,3 +189,69 @@ flows:
         .unwrap();
     assert_eq!(heard.payload.as_ref(), br#"{"id":2}"#);
 }
+
+/// A consumer made before with another ack wait is changed to the config's at start, keeping
+/// its other settings (here its `max_deliver`), and still delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_consumers_ack_wait_is_changed_to_the_configs() {
+    let Some((url, client)) = nats().await else {
+        return;
+    };
+    let js = async_nats::jetstream::new(client.clone());
+    let (stream, subject) = (unique("ACKW"), unique("ackw"));
+    let made = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: stream.clone(),
+            subjects: vec![subject.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    made.create_consumer(async_nats::jetstream::consumer::pull::Config {
+        durable_name: Some("weft".into()),
+        ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_deliver: 40,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let receiver = Receiver::start().await;
+    let config = format!(
+        r#"
+flows:
+  orders:
+    input:
+      nats_jetstream: {{ url: "{url}", stream: "{stream}", ack_wait: 3s }}
+    output:
+      http_client: {{ url: "{out}" }}
+"#,
+        out = receiver.url("/in")
+    );
+    let weft = Weft::start(&config).await;
+    js.publish(subject.clone(), r#"{"n": 1}"#.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || receiver.seen().len() == 1).await,
+        "{}",
+        weft.stderr()
+    );
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        made.get_consumer("weft").await.unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(
+        info.config.ack_wait,
+        Duration::from_secs(3),
+        "{}",
+        weft.stderr()
+    );
+    assert_eq!(info.config.max_deliver, 40, "other settings kept");
+    assert!(
+        weft.stderr()
+            .contains("ack_wait of the existing consumer changed")
+    );
+    js.delete_stream(&stream).await.unwrap();
+}

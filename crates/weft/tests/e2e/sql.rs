@@ -472,3 +472,87 @@ flows:
     exec(&pg, &format!("DROP TABLE {codes}")).await;
     exec(&my, &format!("DROP TABLE {visits}")).await;
 }
+
+/// Binary columns cross as base64 text and come out as the same bytes (bytes that are no
+/// UTF-8 among them), and a MySQL `BIGINT UNSIGNED` above 2^63-1 keeps every digit: PostgreSQL
+/// → MariaDB and back, through `sql_poll` and the `sql` output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_columns_and_unsigned_64_bit_values_cross_intact() {
+    let Some(pg) = postgres().await else {
+        return;
+    };
+    let Some(my) = mysql().await else {
+        return;
+    };
+    let suffix = format!("{}_{}", std::process::id(), fastrand::u32(..));
+    let (pg_src, pg_dst) = (format!("bin_src_{suffix}"), format!("bin_dst_{suffix}"));
+    let (my_src, my_dst) = (format!("bin_msrc_{suffix}"), format!("bin_mdst_{suffix}"));
+    exec(
+        &pg,
+        &format!(
+            "CREATE TABLE {pg_src} (id INTEGER PRIMARY KEY, data BYTEA, big NUMERIC(20));
+             INSERT INTO {pg_src} VALUES (1, '\\x00ff80fe', 18446744073709551615);
+             CREATE TABLE {pg_dst} (id INTEGER PRIMARY KEY, data BYTEA, big NUMERIC(20))"
+        ),
+    )
+    .await;
+    exec(
+        &my,
+        &format!(
+            "CREATE TABLE {my_src} (id INTEGER PRIMARY KEY, data BLOB, big BIGINT UNSIGNED);
+             INSERT INTO {my_src} VALUES (1, 0x00FF80FE01, 18446744073709551614);
+             CREATE TABLE {my_dst} (id INTEGER PRIMARY KEY, data VARBINARY(16), big BIGINT UNSIGNED)"
+        ),
+    )
+    .await;
+    let config = format!(
+        r#"
+resources:
+  sql:
+    pg: {{ url: "{pg}" }}
+    my: {{ url: "{my}" }}
+flows:
+  to_mariadb:
+    input:
+      sql_poll: {{ database: pg, query: "SELECT id, data, big FROM {pg_src}", interval: 1h }}
+    output:
+      sql: {{ database: my, table: {my_dst}, columns: {{ id: .id, data: .data, big: .big }}, upsert_on: [id] }}
+  to_postgres:
+    input:
+      sql_poll: {{ database: my, query: "SELECT id, data, big FROM {my_src}", interval: 1h }}
+    output:
+      sql: {{ database: pg, table: {pg_dst}, columns: {{ id: .id, data: .data, big: .big }}, upsert_on: [id] }}
+"#
+    );
+    let weft = Weft::start(&config).await;
+    let mut my_conn = sqlx::MySqlConnection::connect(&my).await.unwrap();
+    let mut pg_conn = sqlx::PgConnection::connect(&pg).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (mine, theirs) = loop {
+        let mine: Option<(String, String)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT HEX(data), CAST(big AS CHAR) FROM {my_dst} WHERE id = 1"
+        )))
+        .fetch_optional(&mut my_conn)
+        .await
+        .unwrap();
+        let theirs: Option<(String, String)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT encode(data, 'hex'), big::text FROM {pg_dst} WHERE id = 1"
+        )))
+        .fetch_optional(&mut pg_conn)
+        .await
+        .unwrap();
+        if let (Some(mine), Some(theirs)) = (&mine, &theirs) {
+            break (mine.clone(), theirs.clone());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rows not written: {mine:?} {theirs:?}\n{}",
+            weft.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(mine, ("00FF80FE".into(), "18446744073709551615".into()));
+    assert_eq!(theirs, ("00ff80fe01".into(), "18446744073709551614".into()));
+    exec(&pg, &format!("DROP TABLE {pg_src}; DROP TABLE {pg_dst}")).await;
+    exec(&my, &format!("DROP TABLE {my_src}; DROP TABLE {my_dst}")).await;
+}

@@ -15,32 +15,49 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::support::*;
 
-struct Pki {
+pub(crate) struct Pki {
     ca: CertificateDer<'static>,
     server: (CertificateDer<'static>, PrivateKeyDer<'static>),
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, the CA and the client's
-/// written as PEM files into `dir`.
-fn pki(dir: &Path) -> Pki {
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, written as PEM files
+/// into `dir`: `ca.pem`, `server.pem` and `server.key`, `client.pem` and `client.key`.
+pub(crate) fn pki(dir: &Path) -> Pki {
     let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    // Each with a name of its own: OpenSSL (Redis, Mosquitto) takes a certificate whose
+    // subject is its issuer's for a self-signed one.
+    let named = |mut params: CertificateParams, name: &str| {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params
+    };
+    let mut ca_params = named(
+        CertificateParams::new(Vec::<String>::new()).unwrap(),
+        "weft test CA",
+    );
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key).unwrap();
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &issuer)
-        .unwrap();
+    let server = named(
+        CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap(),
+        "127.0.0.1",
+    )
+    .signed_by(&server_key, &issuer)
+    .unwrap();
     let client_key = KeyPair::generate().unwrap();
-    let client = CertificateParams::new(vec!["weft".to_string()])
-        .unwrap()
-        .signed_by(&client_key, &issuer)
-        .unwrap();
+    let client = named(
+        CertificateParams::new(vec!["weft".to_string()]).unwrap(),
+        "weft",
+    )
+    .signed_by(&client_key, &issuer)
+    .unwrap();
     std::fs::write(dir.join("client.pem"), client.pem()).unwrap();
     std::fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
     Pki {
         ca: ca.der().clone(),
         server: (
