@@ -2,11 +2,12 @@
 //! one line each, and writes the enums and matches; [`Spec`] is what each input's `Config`
 //! provides and [`Source`] what it builds.
 //!
-//! Reading inputs (`generate`, `stdin`, `file`) wait for a place in the flow's concurrency budget
+//! Reading inputs (`generate`, `stdin`, `file`, `directory`) wait for a place in the flow's concurrency budget
 //! before they read on, which is their backpressure; `http_server` refuses with 503 instead.
 //! An input returns when it has no more to read or when shutdown is signalled.
 
 pub mod amqp;
+pub mod directory;
 pub mod file;
 pub mod generate;
 pub mod http_poll;
@@ -123,6 +124,7 @@ registry! {
     generate: Generate,
     stdin: Stdin,
     file: File,
+    directory: Directory,
 }
 
 impl Input {
@@ -135,6 +137,7 @@ impl Input {
         Some(match self {
             Input::HttpPoll(poll) => poll.poll_once(feed).await,
             Input::SqlPoll(poll) => poll.poll_once(feed).await,
+            Input::Directory(dir) => dir.poll_once(feed).await,
             _ => return None,
         })
     }
@@ -158,7 +161,9 @@ impl Input {
             | Input::NatsJetstream(_)
             | Input::Amqp(_)
             | Input::Stdin(_)
-            | Input::File(_) => false,
+            | Input::File(_)
+            // The node's own directory (on a shared mount, give each node its own).
+            | Input::Directory(_) => false,
         }
     }
 
@@ -168,6 +173,7 @@ impl Input {
         match self {
             Input::HttpPoll(poll) => poll.checkpoint_key(flow),
             Input::SqlPoll(poll) => poll.checkpoint_key(flow),
+            Input::Directory(dir) => dir.checkpoint_key(flow),
             _ => None,
         }
     }

@@ -2,6 +2,7 @@
 //! records what the output accepted and answers as the test says), and [`HttpMocks`] between
 //! every HTTP client and the network (declared answers, recorded fixtures, and recording).
 
+use crate::core::glob;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -497,29 +498,9 @@ fn redact(mut json: serde_json::Value, secrets: &[&str]) -> serde_json::Value {
     json
 }
 
-/// Whether `text` matches `pattern`, where `*` stands for any run of characters.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = text.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty();
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.len() >= last.len() && rest.ends_with(last)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::glob;
+    use crate::core::glob;
 
     #[test]
     fn globs_match_runs_of_characters() {

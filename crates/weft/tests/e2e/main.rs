@@ -14,6 +14,7 @@ mod codecs;
 mod conformance;
 mod dashboard;
 mod delivery;
+mod directory;
 mod disk_full;
 mod durable;
 mod finite;
