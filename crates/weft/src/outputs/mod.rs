@@ -16,6 +16,7 @@ mod redis_list;
 mod redis_pubsub;
 mod redis_streams;
 mod round_robin;
+mod smtp;
 mod soap;
 mod sql;
 mod stdout;
@@ -131,6 +132,7 @@ registry! {
     nats_jetstream: NatsJetstream,
     amqp: Amqp,
     mqtt: Mqtt,
+    smtp: Smtp,
     stdout: Stdout,
     file: File,
     drop: Drop,

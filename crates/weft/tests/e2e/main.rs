@@ -39,6 +39,7 @@ mod redis;
 mod rest;
 mod secrets;
 mod server_tls;
+mod smtp;
 mod soap;
 mod sql;
 mod support;
