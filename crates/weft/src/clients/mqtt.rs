@@ -281,40 +281,58 @@ impl Events {
 struct Bridge {
     path: std::path::PathBuf,
     listener: tokio::task::JoinHandle<()>,
-    /// Why the last connection could not be made, until [`Events::poll`] reports it.
+    /// Why the latest connection failed, until [`Events::poll`] reports it. Only the latest
+    /// connection's task may say, so an abandoned attempt cannot put a stale reason there.
     error: Arc<std::sync::Mutex<Option<String>>>,
 }
 
-static BRIDGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-const TLS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Under rumqttc's own 5 s for a connection, so the bridge gives up on a broker first (and a
+/// late handshake cannot carry an abandoned CONNECT to the broker).
+const TLS_CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
 impl Bridge {
     fn start(host: &str, port: u16, config: Arc<rustls::ClientConfig>) -> Result<Bridge, String> {
         use std::os::unix::fs::DirBuilderExt;
-        let n = BRIDGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("weft-mqtt-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        // A name no one can guess beforehand, in a directory only this user may enter (made
+        // anew: an existing one is an error, not something to reuse).
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(std::path::PathBuf::from)
+            .filter(|d| d.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!(
+            "weft-mqtt-{}-{:016x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
             .map_err(|e| format!("making {}: {e}", dir.display()))?;
         let path = dir.join("broker");
-        let listener = tokio::net::UnixListener::bind(&path)
-            .map_err(|e| format!("listening on {}: {e}", path.display()))?;
+        let listener = match tokio::net::UnixListener::bind(&path) {
+            Ok(listener) => listener,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(format!("listening on {}: {e}", path.display()));
+            }
+        };
         let name = super::tls::server_name(host)?;
         let error: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
         let target = (host.trim_matches(['[', ']']).to_string(), port);
         let said = error.clone();
+        let latest = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let listener = tokio::spawn(async move {
             let connector = tokio_rustls::TlsConnector::from(config);
             while let Ok((mut local, _)) = listener.accept().await {
-                let (connector, name, target, said) = (
-                    connector.clone(),
-                    name.clone(),
-                    target.clone(),
-                    said.clone(),
-                );
+                let this = latest.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                *said.lock().expect("bridge error lock") = None;
+                let (connector, name, target) = (connector.clone(), name.clone(), target.clone());
+                let (said, latest) = (said.clone(), latest.clone());
+                let say = move |reason: Option<String>| {
+                    if latest.load(std::sync::atomic::Ordering::SeqCst) == this {
+                        *said.lock().expect("bridge error lock") = reason;
+                    }
+                };
                 tokio::spawn(async move {
                     let connected = tokio::time::timeout(TLS_CONNECT_TIMEOUT, async {
                         let tcp = tokio::net::TcpStream::connect(&target)
@@ -332,18 +350,16 @@ impl Bridge {
                     });
                     match connected {
                         Ok(mut remote) => {
-                            *said.lock().expect("bridge error lock") = None;
                             // Said before `local` closes, so the poll that sees it closed
                             // finds why: under TLS 1.3 a server refuses a client certificate
                             // only after the handshake, with an alert read here.
                             if let Err(e) =
                                 tokio::io::copy_bidirectional(&mut local, &mut remote).await
                             {
-                                *said.lock().expect("bridge error lock") =
-                                    Some(format!("TLS: {e}"));
+                                say(Some(format!("TLS: {e}")));
                             }
                         }
-                        Err(reason) => *said.lock().expect("bridge error lock") = Some(reason),
+                        Err(reason) => say(Some(reason)),
                     }
                 });
             }

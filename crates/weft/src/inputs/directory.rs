@@ -6,7 +6,8 @@
 //! restart does not read it again; a crash reads at most the file under way again.
 //!
 //! The directory is listed every `interval` (polling works on every file system, network
-//! mounts included). A file is taken once it has not changed for `min_age`, so one still being
+//! mounts included). On a cluster every node watches the directory it names: give each node
+//! one of its own, as two nodes on one shared directory would both take each file. A file is taken once it has not changed for `min_age`, so one still being
 //! written is left for the next listing; names starting with `.` are never taken (write to a
 //! dot-name and rename it, and nothing half-written is ever read). Files are taken oldest first.
 //!
@@ -23,7 +24,8 @@
 //! ```
 //!
 //! A file's messages are delivered side by side, as many at once as the flow's `concurrency`
-//! allows (`concurrency: 1` sends them one at a time); the next file waits for them.
+//! allows (`concurrency: 1` sends them one at a time); the next file waits for them. (`weft
+//! test` with `polls:` lists the real directory, and deletes or moves what it delivered.)
 //!
 //! Each message carries `%file_path`, `%file_name`, `%file_modified` (RFC 3339), `%file_size`,
 //! and per line `%file_line`.
@@ -58,8 +60,8 @@ pub struct Config {
     /// What becomes of a file once its messages were delivered.
     #[serde(default)]
     pub after: After,
-    /// Where `after: move` moves files (made if missing). Outside `path`, or inside it under
-    /// a name `pattern` does not match.
+    /// Where `after: move` moves files (made if missing); a directory inside `path` is fine
+    /// (directories are never read as files).
     #[serde(default)]
     pub move_to: Option<PathBuf>,
     /// Time between listings. Default 1s.
@@ -111,9 +113,23 @@ pub struct Directory {
     schedule: Schedule,
     min_age: Duration,
     max_size: u64,
+    /// Files this process is done with for now, by name: their stamp and why. Not delivered
+    /// again while their stamp holds (a file written again is a new file).
+    held: std::sync::Mutex<std::collections::HashMap<String, (String, Held)>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// Delivered, but deleting or moving it failed: only that is tried again.
+    Delivered,
+    /// Refused (too big, not decodable): said once, not again.
+    Refused,
 }
 
 const DEFAULT_MAX_FILE: u64 = 64 << 20;
+
+/// The most messages of one file handed to the flow at once.
+const WINDOW: usize = 1024;
 
 impl super::Spec for Config {
     type Built = Directory;
@@ -159,6 +175,7 @@ impl super::Spec for Config {
                     .max_file_size
                     .as_ref()
                     .map_or(DEFAULT_MAX_FILE, |s| s.0),
+                held: Default::default(),
                 schedule,
                 config: self,
             }),
@@ -167,9 +184,11 @@ impl super::Spec for Config {
     }
 }
 
+/// Whether two paths name one directory: as written, or (when both exist) as resolved, so
+/// `./in` and an absolute or linked spelling of `in` are caught too.
 fn same_dir(a: &Path, b: &Path) -> bool {
     let clean = |p: &Path| p.components().collect::<PathBuf>();
-    clean(a) == clean(b)
+    clean(a) == clean(b) || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
 
 /// A file seen in a listing.
@@ -218,43 +237,97 @@ impl Directory {
             After::Keep => feed.load_checkpoint().await?.unwrap_or_default(),
             _ => Seen::default(),
         };
-        let found = self.list(&seen).await?;
+        let (found, present) = self.list(&seen).await?;
         if self.config.after == After::Keep {
             // Forget files that are gone, so the checkpoint stays the size of the directory.
             let before = seen.files.len();
-            let present = self.present_names().await?;
             seen.files.retain(|name, _| present.contains(name));
             if seen.files.len() != before && found.is_empty() {
                 feed.save_checkpoint(&seen).await?;
             }
         }
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|name, _| present.contains(name));
         for file in found {
             if feed.shutdown.is_cancelled() {
                 break;
+            }
+            let held = self
+                .held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&file.name)
+                .filter(|(stamp, _)| *stamp == file.stamp())
+                .map(|(_, why)| *why);
+            match held {
+                Some(Held::Refused) => continue,
+                Some(Held::Delivered) => {
+                    self.finish(feed, &file, &mut seen).await;
+                    continue;
+                }
+                None => {}
             }
             let Some(messages) = self.read(feed, &file).await else {
                 continue;
             };
             let count = messages.len();
-            if !feed.deliver_all(messages, &self.config.redelivery).await {
-                return Err(format!(
-                    "{}: a message of {count} was not accepted; the file is read again",
-                    file.path.display()
-                ));
+            // In windows, so a file of a million lines is not a million deliveries at once.
+            let mut messages = messages.into_iter().peekable();
+            while messages.peek().is_some() {
+                let window: Vec<Message> = messages.by_ref().take(WINDOW).collect();
+                if !feed.deliver_all(window, &self.config.redelivery).await {
+                    return Err(format!(
+                        "{}: a message of {count} was not accepted; the file is read again",
+                        file.path.display()
+                    ));
+                }
             }
-            self.done(feed, &file, &mut seen).await?;
+            self.finish(feed, &file, &mut seen).await;
         }
         Ok(false)
     }
 
-    /// The files ready to be taken: matching, not hidden, old enough, not read already.
-    async fn list(&self, seen: &Seen) -> Result<Vec<Found>, String> {
+    /// [`Directory::done`]; if that fails the file is held as delivered, so the next listings
+    /// try only that again and never deliver it twice (a crash meanwhile reads it again).
+    async fn finish(
+        &self,
+        feed: &Feed<impl Processor, impl Output>,
+        file: &Found,
+        seen: &mut Seen,
+    ) {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&file.name);
+        if let Err(error) = self.done(feed, file, seen).await {
+            if held.is_none() {
+                feed.flow.count_rejected(&error);
+                tracing::error!(flow = %feed.flow.name, component = "input.directory", %error, "delivered, but the file could not be cleared away; trying that again, not the delivery");
+            }
+            held = Some((file.stamp(), Held::Delivered));
+            self.held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(file.name.clone(), held.expect("just set"));
+        }
+    }
+
+    /// The files ready to be taken (matching, not hidden, old enough, not read already), and
+    /// the name of every entry, from one pass over the directory.
+    async fn list(
+        &self,
+        seen: &Seen,
+    ) -> Result<(Vec<Found>, std::collections::HashSet<String>), String> {
         let dir = &self.config.path;
         let mut entries = tokio::fs::read_dir(dir)
             .await
             .map_err(|e| format!("{}: {e}", dir.display()))?;
         let now = SystemTime::now();
         let mut found = Vec::new();
+        let mut present = std::collections::HashSet::new();
         while let Some(entry) = entries
             .next_entry()
             .await
@@ -263,6 +336,7 @@ impl Directory {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
+            present.insert(name.clone());
             if name.starts_with('.')
                 || !self
                     .config
@@ -295,21 +369,7 @@ impl Directory {
             found.push(file);
         }
         found.sort_by(|a, b| a.modified.cmp(&b.modified).then(a.name.cmp(&b.name)));
-        Ok(found)
-    }
-
-    async fn present_names(&self) -> Result<std::collections::HashSet<String>, String> {
-        let dir = &self.config.path;
-        let mut entries = tokio::fs::read_dir(dir)
-            .await
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let mut names = std::collections::HashSet::new();
-        while let Ok(Some(entry)) = entries.next_entry().await {
-            if let Ok(name) = entry.file_name().into_string() {
-                names.insert(name);
-            }
-        }
-        Ok(names)
+        Ok((found, present))
     }
 
     /// The file's messages; `None` (said and counted) when it cannot be read or is too big,
@@ -323,6 +383,10 @@ impl Directory {
         let refuse = |error: String| {
             feed.flow.count_rejected(format_args!("{shown}: {error}"));
             tracing::error!(flow = %feed.flow.name, component = "input.directory", file = %shown, %error, "file left where it is");
+            self.held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(file.name.clone(), (file.stamp(), Held::Refused));
         };
         if file.size > self.max_size {
             refuse(format!(
@@ -331,8 +395,10 @@ impl Directory {
             ));
             return None;
         }
-        let bytes = match tokio::fs::read(&file.path).await {
-            Ok(bytes) => Bytes::from(bytes),
+        let bytes = match read_unchanged(file, self.max_size).await {
+            Ok(Some(bytes)) => bytes,
+            // Written to since it was listed: the next listing sees it again.
+            Ok(None) => return None,
             // Taken by someone else meanwhile: nothing to say.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {
@@ -409,9 +475,18 @@ impl Directory {
                 tokio::fs::create_dir_all(to)
                     .await
                     .map_err(|e| format!("{}: {e}", to.display()))?;
-                tokio::fs::rename(&file.path, to.join(&file.name))
-                    .await
-                    .map_err(|e| format!("{shown}: cannot move it to {}: {e}", to.display()))
+                let target = to.join(&file.name);
+                let moved = match tokio::fs::rename(&file.path, &target).await {
+                    // Another file system: copied, then removed.
+                    Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                        match tokio::fs::copy(&file.path, &target).await {
+                            Ok(_) => tokio::fs::remove_file(&file.path).await,
+                            Err(e) => Err(e),
+                        }
+                    }
+                    other => other,
+                };
+                moved.map_err(|e| format!("{shown}: cannot move it to {}: {e}", to.display()))
             }
             After::Keep => {
                 seen.files.insert(file.name.clone(), file.stamp());
@@ -419,6 +494,20 @@ impl Directory {
             }
         }
     }
+}
+
+/// The file's bytes if it is still as listed (size and modification time, read from the open
+/// file after reading it), `None` if it changed meanwhile.
+async fn read_unchanged(file: &Found, max: u64) -> std::io::Result<Option<Bytes>> {
+    use tokio::io::AsyncReadExt;
+    let mut opened = tokio::fs::File::open(&file.path).await?;
+    let mut bytes = Vec::with_capacity(file.size as usize);
+    (&mut opened).take(max + 1).read_to_end(&mut bytes).await?;
+    let meta = opened.metadata().await?;
+    let same = meta.len() == file.size
+        && bytes.len() as u64 == file.size
+        && meta.modified().ok() == Some(file.modified);
+    Ok(same.then(|| Bytes::from(bytes)))
 }
 
 /// The content type a file's extension stands for, for [`crate::core::body::decode`].
@@ -438,7 +527,9 @@ impl super::Source for Directory {
     }
 
     async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
-        // Not cancelled from outside: the file under way is finished and acted on.
+        // Not cancelled from outside: the messages of the file under way are given their
+        // chance to be delivered; one still waiting to be offered again when shutdown comes
+        // leaves the file in place, to be read again at the next start.
         feed.poll_on_schedule(
             &self.schedule,
             "input.directory",

@@ -23,7 +23,8 @@
 //!
 //! Binary columns (`bytea`, `BLOB`, `VARBINARY`) come as base64 text, every byte kept
 //! (`decode_base64!(.photo)` gives them back); a MySQL `BIGINT UNSIGNED` above 2^63-1 comes as
-//! text, which a JSON number would round.
+//! text, which a JSON number would round (as a watermark, compare it as
+//! `id > CAST(? AS UNSIGNED)`, or MySQL compares the text as a double).
 
 use std::sync::Arc;
 use std::time::Duration;

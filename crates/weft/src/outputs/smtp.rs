@@ -3,9 +3,9 @@
 //! an HTML one or both (as alternatives), and attachments taken from the message.
 //!
 //! A message counts as delivered once the server accepted it (`250` after `DATA`). A refusal
-//! the server calls temporary (`4xx`: a greylist, a full mailbox) or a connection that failed
-//! is retried; a permanent one (`5xx`: no such mailbox, a failed login) fails the message for
-//! good. Connections are pooled and reused.
+//! the server calls temporary (`4xx`: a greylist, a full mailbox), a refused login (the
+//! password may be being rotated) or a connection that failed is retried; any other permanent
+//! one (`5xx`: no such mailbox) fails the message for good. Connections are pooled and reused.
 //!
 //! ```yaml
 //! output:
@@ -22,7 +22,7 @@
 //!
 //! `smtp://` upgrades with STARTTLS and refuses a server that does not offer it; `smtps://`
 //! (port 465) speaks TLS from the start; `security: none` sends in plain text, for a relay on
-//! this machine or network only. `tls:` takes a private CA or a client certificate. Template
+//! this machine (with a password, only to `localhost`). `tls:` takes a private CA or a client certificate. Template
 //! values are inserted as they are: build HTML with the `template` step, which escapes them.
 //! Without `text` or `html`, the body is the message as text (JSON for a structured one). An
 //! attachment's `content` is its bytes (`decode_base64!(.pdf)` in a mapping gives them).
@@ -230,6 +230,22 @@ impl Config {
                 "`tls` needs `security: starttls` or `tls`",
             )]);
         }
+        if url.scheme() == "smtps" && security != Security::Tls {
+            return Err(vec![BuildError::new(
+                "security",
+                "an smtps:// server speaks TLS from the start; leave `security` out",
+            )]);
+        }
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if security == Security::None && !url.username().is_empty() && !loopback {
+            return Err(vec![BuildError::new(
+                "security",
+                "`none` would send the password in plain text; only to a relay on this machine (localhost)",
+            )]);
+        }
         let port = url.port().unwrap_or(match security {
             Security::Tls => 465,
             Security::Starttls | Security::None => 587,
@@ -272,6 +288,11 @@ impl Config {
         // Read and checked here, so a bad file is named at its field.
         let loaded = files.load("tls")?;
         let mut builder = TlsParameters::builder(host.to_string());
+        if loaded.roots.is_some() {
+            // The CA file's certificates instead of the public roots, as everywhere in weft.
+            builder =
+                builder.certificate_store(lettre::transport::smtp::client::CertificateStore::None);
+        }
         for cert in loaded.roots.into_iter().flatten() {
             let cert = lettre::transport::smtp::client::Certificate::from_der(cert.to_vec())
                 .map_err(|e| err("tls.ca_file", e))?;
@@ -425,7 +446,12 @@ impl crate::core::Output for SmtpOutput {
             Ok(_) => Attempt::Delivered,
             Err(e) => {
                 let reason = format!("smtp {}: {e}", self.shown);
-                if e.is_permanent() {
+                // A refused login is permanent to SMTP, but a password being rotated cures
+                // it: retried like an outage, so nothing is given up on meanwhile.
+                let login = e
+                    .status()
+                    .is_some_and(|code| matches!(code.to_string().as_str(), "530" | "534" | "535"));
+                if e.is_permanent() && !login {
                     self.fatal(reason)
                 } else {
                     Attempt::Retryable {

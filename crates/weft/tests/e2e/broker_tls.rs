@@ -28,7 +28,8 @@ async fn server(program: &str, args: &[&str], port: u16) -> Option<Server> {
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        // Mosquitto logs every connection; what matters shows in weft's answers.
+        .stderr(Stdio::null())
         .spawn()
     {
         Ok(child) => child,

@@ -132,20 +132,35 @@ flows:
     weft.terminate();
     weft.wait(Duration::from_secs(10)).await;
     let weft = Weft::start_in(run_dir, &config, &[], Stdio::null()).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // A new file shows the restarted weft has listed the directory.
+    write(&kept.join("marker.json"), r#"{"marker": true}"#);
+    assert!(
+        eventually(Duration::from_secs(10), || at("/kept")()
+            .iter()
+            .any(|v| v["marker"] == true))
+        .await,
+        "{}",
+        weft.stderr()
+    );
+    let rates = || {
+        at("/kept")()
+            .into_iter()
+            .filter(|v| v.get("eur").is_some())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
-        at("/kept")().len(),
+        rates().len(),
         1,
         "read again after a restart: {}",
         weft.stderr()
     );
     write(&kept.join("rates.json"), r#"{"eur": 1.1}"#);
     assert!(
-        eventually(Duration::from_secs(10), || at("/kept")().len() == 2).await,
+        eventually(Duration::from_secs(10), || rates().len() == 2).await,
         "{}",
         weft.stderr()
     );
-    assert_eq!(at("/kept")()[1], serde_json::json!({"eur": 1.1}));
+    assert_eq!(rates()[1], serde_json::json!({"eur": 1.1}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,6 +225,53 @@ flows:
             .exists())
         .await
     );
+}
+
+/// `move_to` on another file system (tmpfs here): the file is copied there, then removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_moved_to_another_file_system() {
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        eprintln!("\n!!!! SKIPPED: no /dev/shm to move files across file systems\n");
+        return;
+    }
+    let dir = scratch();
+    let inbox = dir.join("inbox");
+    let done = shm.join(format!(
+        "weft-e2e-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    write(&inbox.join("a.json"), r#"{"a": 1}"#);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let receiver = Receiver::start().await;
+    let config = format!(
+        r#"
+flows:
+  across:
+    input:
+      directory: {{ path: "{inbox}", after: move, move_to: "{done}", interval: 100ms, min_age: 200ms }}
+    output:
+      http_client: {{ url: "{to}" }}
+"#,
+        inbox = inbox.display(),
+        done = done.display(),
+        to = receiver.url("/in"),
+    );
+    let weft = Weft::start(&config).await;
+    assert!(
+        eventually(Duration::from_secs(10), || done.join("a.json").exists()).await,
+        "{}",
+        weft.stderr()
+    );
+    assert!(!inbox.join("a.json").exists());
+    assert_eq!(
+        std::fs::read_to_string(done.join("a.json")).unwrap(),
+        r#"{"a": 1}"#
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(receiver.seen().len(), 1, "delivered once");
+    let _ = std::fs::remove_dir_all(&done);
 }
 
 #[test]

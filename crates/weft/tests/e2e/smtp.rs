@@ -1,9 +1,10 @@
 //! The `smtp` output against a real SMTP server (aiosmtpd, from the peers), which requires
 //! STARTTLS with a certificate of a CA made here and a login: templated addresses and subject,
 //! text and HTML alternatives, an attachment from the message, Bcc kept out of the headers; a
-//! temporary refusal (451) retried until delivered; a permanent one (550) and a wrong password
-//! failing the message for good, with the server's reason and never the password; and a
-//! server without STARTTLS refused rather than spoken to in plain text.
+//! temporary refusal (451) retried until delivered; a permanent one (550) failing the message
+//! for good with the server's reason; a wrong password retried (it may be being rotated) and
+//! never shown; and `security: none` against this server, which offers no login before TLS,
+//! refused without the password being sent.
 
 use std::path::Path;
 
@@ -87,6 +88,7 @@ flows:
         from: shop@example.com
         to: "{{{{ .email }}}}"
         subject: hello
+        retry: {{ max_attempts: 2, initial_backoff: 50ms }}
   plain_text:
     input:
       http_server: {{ address: "127.0.0.1:{plain}", errors: detailed }}
@@ -169,14 +171,17 @@ flows:
         "not retried: {body}"
     );
 
-    // A wrong password: for good, and neither password is ever shown.
+    // A wrong password: retried, then given up on; neither password is ever shown.
     let (status, _, body) = post_json(
         &format!("http://127.0.0.1:{wrong}/"),
         r#"{"email": "ada@example.org"}"#,
     )
     .await;
-    assert_eq!(status, 502, "{body}");
-    assert!(body.contains("535"), "{body}");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("535") && body.contains("2 attempts"),
+        "{body}"
+    );
     // A server that only speaks after STARTTLS, spoken to in plain text, is not spoken to
     // with the password: it refuses the unencrypted session.
     let (status, _, body) = post_json(
@@ -220,4 +225,18 @@ fn a_bad_sender_or_a_tls_block_without_tls_is_refused_at_its_field() {
     let said = format!("{out}{err}");
     assert!(said.contains("field `tls`"), "{said}");
     assert!(said.contains("field `from`"), "{said}");
+    std::fs::write(
+        dir.join("weft.yaml"),
+        "flows:\n  f:\n    input:\n      stdin: {}\n    output:\n      smtp:\n        url: smtp://u:pw@mail.example.com\n        security: none\n        from: a@example.com\n        to: b@example.com\n        subject: hi\n",
+    )
+    .unwrap();
+    let (status, out, err) = weft_cmd(&["check", "weft.yaml"], &dir);
+    assert!(
+        !status.success(),
+        "a password in plain text to another host: {out}{err}"
+    );
+    assert!(
+        format!("{out}{err}").contains("field `security`"),
+        "{out}{err}"
+    );
 }

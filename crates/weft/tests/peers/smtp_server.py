@@ -20,7 +20,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 import ssl
 
 # aiosmtpd warns about its own use of a deprecated attribute on every login.
-warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.simplefilter("ignore")
 port, out_dir, cert, key, user, password = sys.argv[1:7]
 port = int(port)
 os.makedirs(out_dir, exist_ok=True)
