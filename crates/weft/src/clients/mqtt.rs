@@ -15,6 +15,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
+
 use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::{Outgoing, v5};
 
@@ -54,7 +56,8 @@ pub struct Mqtt {
     port: u16,
     credentials: Option<(String, Secret)>,
     /// For `mqtts://`.
-    tls: Option<Arc<rustls::ClientConfig>>,
+    /// For `mqtts://`: the TLS config and the name the broker's certificate must carry.
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
 }
 
 impl Mqtt {
@@ -88,9 +91,10 @@ impl Mqtt {
             .host_str()
             .ok_or_else(|| bad("the URL names no host"))?
             .to_string();
-        if tls.is_some() {
-            super::tls::server_name(&host).map_err(|m| bad(&m))?;
-        }
+        let tls = match tls {
+            Some(config) => Some((config, super::tls::server_name(&host).map_err(|m| bad(&m))?)),
+            None => None,
+        };
         let credentials = (!parsed.username().is_empty()).then(|| {
             let decode = |s: &str| {
                 percent_encoding::percent_decode_str(s)
@@ -129,7 +133,12 @@ impl Mqtt {
     ) -> Result<(Client, Events), String> {
         let bridge = match &self.tls {
             None => None,
-            Some(config) => Some(Bridge::start(&self.host, self.port, config.clone())?),
+            Some((config, name)) => Some(Bridge::start(
+                &self.host,
+                self.port,
+                config.clone(),
+                name.clone(),
+            )?),
         };
         let (client, inner) = self.options(
             version,
@@ -291,7 +300,12 @@ struct Bridge {
 const TLS_CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
 impl Bridge {
-    fn start(host: &str, port: u16, config: Arc<rustls::ClientConfig>) -> Result<Bridge, String> {
+    fn start(
+        host: &str,
+        port: u16,
+        config: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+    ) -> Result<Bridge, String> {
         use std::os::unix::fs::DirBuilderExt;
         // A name no one can guess beforehand, in a directory only this user may enter (made
         // anew: an existing one is an error, not something to reuse).
@@ -316,7 +330,6 @@ impl Bridge {
                 return Err(format!("listening on {}: {e}", path.display()));
             }
         };
-        let name = super::tls::server_name(host)?;
         let error: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
         let target = (host.trim_matches(['[', ']']).to_string(), port);
         let said = error.clone();

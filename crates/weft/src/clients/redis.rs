@@ -49,10 +49,8 @@ impl Redis {
                 )]);
             }
             Some(files) => {
-                files.load("tls")?;
-                let read =
-                    |path: &Option<String>| path.as_ref().and_then(|p| std::fs::read(p).ok());
-                let client_tls = match (read(&files.cert_file), read(&files.key_file)) {
+                let pem = files.load("tls")?.pem;
+                let client_tls = match (pem.cert, pem.key) {
                     (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig {
                         client_cert,
                         client_key,
@@ -61,7 +59,7 @@ impl Redis {
                 };
                 let certificates = redis::TlsCertificates {
                     client_tls,
-                    root_cert: read(&files.ca_file),
+                    root_cert: pem.ca,
                 };
                 redis::Client::build_with_tls(url.expose(), certificates).map_err(|e| {
                     match e.kind() {

@@ -33,12 +33,22 @@ pub struct TlsFiles {
     pub key_file: Option<String>,
 }
 
-/// What [`TlsFiles`] name, read and checked.
+/// What [`TlsFiles`] name, read once and checked.
 pub struct Loaded {
     /// The CA certificates, when `ca_file` is given.
     pub roots: Option<Vec<CertificateDer<'static>>>,
     /// The client certificate chain and its key.
     pub identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    /// The files as read, for clients that take PEM themselves (redis, lettre).
+    pub pem: Pem,
+}
+
+/// The PEM text of each file given.
+#[derive(Default)]
+pub struct Pem {
+    pub ca: Option<Vec<u8>>,
+    pub cert: Option<Vec<u8>>,
+    pub key: Option<Vec<u8>>,
 }
 
 impl TlsFiles {
@@ -47,32 +57,38 @@ impl TlsFiles {
         let err = |field: &str, message: String| {
             vec![BuildError::new(&format!("{prefix}.{field}"), message)]
         };
+        let read = |field: &str, path: &str| {
+            std::fs::read(path).map_err(|e| err(field, format!("{path}: {e}")))
+        };
+        let certificates = |field: &str, path: &str, pem: &[u8]| {
+            let certs = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| err(field, format!("{path}: {e}")))?;
+            if certs.is_empty() {
+                return Err(err(field, format!("{path}: no certificate in it")));
+            }
+            Ok(certs)
+        };
+        let mut pem = Pem::default();
         let roots = match &self.ca_file {
             None => None,
             Some(path) => {
-                let certs = CertificateDer::pem_file_iter(path)
-                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| err("ca_file", format!("{path}: {e}")))?;
-                if certs.is_empty() {
-                    return Err(err("ca_file", format!("{path}: no certificate in it")));
-                }
+                let text = read("ca_file", path)?;
+                let certs = certificates("ca_file", path, &text)?;
+                pem.ca = Some(text);
                 Some(certs)
             }
         };
         let identity = match (&self.cert_file, &self.key_file) {
             (None, None) => None,
             (Some(cert_path), Some(key_path)) => {
-                let chain = CertificateDer::pem_file_iter(cert_path)
-                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| err("cert_file", format!("{cert_path}: {e}")))?;
-                if chain.is_empty() {
-                    return Err(err(
-                        "cert_file",
-                        format!("{cert_path}: no certificate in it"),
-                    ));
-                }
-                let key = PrivateKeyDer::from_pem_file(key_path)
+                let cert_text = read("cert_file", cert_path)?;
+                let chain = certificates("cert_file", cert_path, &cert_text)?;
+                let key_text = read("key_file", key_path)?;
+                let key = PrivateKeyDer::from_pem_slice(&key_text)
                     .map_err(|e| err("key_file", format!("{key_path}: {e}")))?;
+                pem.cert = Some(cert_text);
+                pem.key = Some(key_text);
                 Some((chain, key))
             }
             (Some(_), None) => {
@@ -82,7 +98,11 @@ impl TlsFiles {
                 return Err(err("cert_file", "`key_file` needs its `cert_file`".into()));
             }
         };
-        Ok(Loaded { roots, identity })
+        Ok(Loaded {
+            roots,
+            identity,
+            pem,
+        })
     }
 
     /// A rustls client config on ring: the CA file's roots (else the public ones), the client

@@ -152,14 +152,14 @@ impl super::Spec for Config {
                 .map_err(|d| errors.extend(BuildError::from_diagnostics("attachments", d)))
                 .ok()
         });
-        let transport = self.transport().map_err(|e| errors.extend(e)).ok();
+        let server = self.server().map_err(|e| errors.extend(e)).ok();
         // A static sender that is no address is a config error, not a failure per message.
         if let Some(address) = from.as_ref().and_then(Template::as_static)
             && let Err(e) = address.parse::<Mailbox>()
         {
             errors.push(BuildError::new("from", format!("`{address}`: {e}")));
         }
-        match (from, to, subject, transport) {
+        match (from, to, subject, server) {
             (Some(from), Some(to), Some(subject), Some((server, shown))) if errors.is_empty() => {
                 Ok(SmtpOutput {
                     transport: std::sync::OnceLock::new(),
@@ -206,7 +206,7 @@ impl Server {
 
 impl Config {
     /// The server, read from the URL and `tls`, and as shown in messages.
-    fn transport(&self) -> Result<(Server, String), Vec<BuildError>> {
+    fn server(&self) -> Result<(Server, String), Vec<BuildError>> {
         let bad = |m: &str| vec![BuildError::new("url", m)];
         let url = url::Url::parse(self.url.expose())
             .ok()
@@ -298,11 +298,9 @@ impl Config {
                 .map_err(|e| err("tls.ca_file", e))?;
             builder = builder.add_root_certificate(cert);
         }
-        if let (Some(cert), Some(key)) = (&files.cert_file, &files.key_file) {
-            let read = |path: &str| std::fs::read(path).unwrap_or_default();
-            let identity =
-                lettre::transport::smtp::client::Identity::from_pem(&read(cert), &read(key))
-                    .map_err(|e| err("tls.cert_file", e))?;
+        if let (Some(cert), Some(key)) = (&loaded.pem.cert, &loaded.pem.key) {
+            let identity = lettre::transport::smtp::client::Identity::from_pem(cert, key)
+                .map_err(|e| err("tls.cert_file", e))?;
             builder = builder.identify_with(identity);
         }
         builder.build_rustls().map_err(|e| err("tls", e))
