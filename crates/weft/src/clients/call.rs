@@ -2,7 +2,8 @@
 //! (`http_client`, the `http` processor, `graphql`, `soap` and `openapi` both ways, `http_poll`).
 //!
 //! [`call_config!`] writes a component's config struct: the component's own fields first, then
-//! the ones it asks for by name (`method`, `format`, `auth`, `retry`, `result`), then the settings every call has
+//! the ones it asks for by name (`method`, `format`, `auth`, `retry`, `result`, and `s3`'s
+//! bucket and credentials), then the settings every call has
 //! (`headers`, `timeout`, `rate_limit`, `circuit_breaker`, `client`). The fields are pasted
 //! into the struct rather than nested with serde's `flatten`, which would lose what the loader
 //! gives every other field: the refusal of unknown keys with a "did you mean", errors located
@@ -80,6 +81,27 @@ macro_rules! call_config {
             /// all (the flows guide has the defaults).
             #[serde(default)]
             pub retry: $crate::core::retry::RetryConfig,
+        ] [$($rest)*]);
+    };
+    (@fields $meta:tt $name:ident [$($acc:tt)*] [s3 $($rest:ident)*]) => {
+        $crate::clients::call::call_config!(@fields $meta $name [$($acc)*
+            /// The bucket.
+            pub bucket: String,
+            /// The bucket's region. Default `us-east-1`.
+            #[serde(default)]
+            pub region: Option<String>,
+            /// An S3-compatible server (`http://127.0.0.1:9000`); default AWS
+            /// (`https://s3.<region>.amazonaws.com`).
+            #[serde(default)]
+            pub endpoint: Option<String>,
+            /// The bucket in the path (`endpoint/bucket/key`) rather than the host name.
+            /// Default: yes with `endpoint`, no on AWS.
+            #[serde(default)]
+            pub path_style: Option<bool>,
+            /// Access key; default the `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
+            /// `AWS_SESSION_TOKEN` variables.
+            #[serde(default)]
+            pub credentials: Option<$crate::clients::s3::S3Credentials>,
         ] [$($rest)*]);
     };
     (@fields $meta:tt $name:ident [$($acc:tt)*] [result $($rest:ident)*]) => {

@@ -21,6 +21,7 @@ pub mod outbound;
 pub mod rate_limit;
 pub mod redis;
 pub mod request;
+pub mod s3;
 pub mod sign;
 pub mod soap;
 pub mod sql;

@@ -215,6 +215,11 @@ impl RequestSpec {
         Ok(self)
     }
 
+    /// Whether a configured header sets the `Content-Type`.
+    pub fn sets_content_type(&self) -> bool {
+        self.has_content_type
+    }
+
     /// Whether a URL or header template reads metadata.
     pub fn reads_metadata(&self) -> bool {
         self.url.reads_metadata() || self.headers.iter().any(|(_, _, t)| t.reads_metadata())

@@ -166,6 +166,13 @@ const MIN_FREE_TEXT: usize = 6;
 
 const REDACTED: &str = "[redacted]";
 
+/// Keeps a credential that came from elsewhere than the config (an `AWS_…` variable) out of
+/// every text weft shows, as if it were a secret field's value.
+pub fn learn_secret(value: &str) {
+    note_secret(value);
+    remember(value);
+}
+
 fn remember(value: &str) {
     if value.is_empty() {
         return;

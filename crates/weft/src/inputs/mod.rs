@@ -2,13 +2,14 @@
 //! one line each, and writes the enums and matches; [`Spec`] is what each input's `Config`
 //! provides and [`Source`] what it builds.
 //!
-//! Reading inputs (`generate`, `stdin`, `file`, `directory`) wait for a place in the flow's concurrency budget
+//! Reading inputs (`generate`, `stdin`, `file`, `directory`, `s3`) wait for a place in the flow's concurrency budget
 //! before they read on, which is their backpressure; `http_server` refuses with 503 instead.
 //! An input returns when it has no more to read or when shutdown is signalled.
 
 pub mod amqp;
 pub mod directory;
 pub mod file;
+mod files;
 pub mod generate;
 pub mod http_poll;
 pub mod http_server;
@@ -19,6 +20,7 @@ pub mod postgres_listen;
 pub mod redis_list;
 pub mod redis_pubsub;
 pub mod redis_streams;
+pub mod s3;
 pub mod sql_poll;
 pub mod stdin;
 
@@ -125,6 +127,7 @@ registry! {
     stdin: Stdin,
     file: File,
     directory: Directory,
+    s3: S3,
 }
 
 impl Input {
@@ -138,6 +141,7 @@ impl Input {
             Input::HttpPoll(poll) => poll.poll_once(feed).await,
             Input::SqlPoll(poll) => poll.poll_once(feed).await,
             Input::Directory(dir) => dir.poll_once(feed).await,
+            Input::S3(bucket) => bucket.poll_once(feed).await,
             _ => return None,
         })
     }
@@ -152,6 +156,8 @@ impl Input {
             Input::HttpPoll(_) | Input::SqlPoll(_) | Input::Generate(_) => true,
             // LISTEN and PUBLISH/SUBSCRIBE deliver every notification to every listener.
             Input::PostgresListen(_) | Input::RedisPubsub(_) => true,
+            // Every node would list the same bucket and take the same objects.
+            Input::S3(_) => true,
             Input::Nats(nats) => !nats.has_queue_group(),
             // A session is one client id: nodes sharing it would take it from each other.
             Input::Mqtt(_) => true,
@@ -174,6 +180,7 @@ impl Input {
             Input::HttpPoll(poll) => poll.checkpoint_key(flow),
             Input::SqlPoll(poll) => poll.checkpoint_key(flow),
             Input::Directory(dir) => dir.checkpoint_key(flow),
+            Input::S3(bucket) => bucket.checkpoint_key(flow),
             _ => None,
         }
     }

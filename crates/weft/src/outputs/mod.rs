@@ -16,6 +16,7 @@ mod redis_list;
 mod redis_pubsub;
 mod redis_streams;
 mod round_robin;
+mod s3;
 mod smtp;
 mod soap;
 mod sql;
@@ -133,6 +134,7 @@ registry! {
     amqp: Amqp,
     mqtt: Mqtt,
     smtp: Smtp,
+    s3: S3,
     stdout: Stdout,
     file: File,
     drop: Drop,

@@ -33,9 +33,9 @@ pub(super) struct Case {
     /// Requests to the flow's `http_server` endpoint, one at a time, in order.
     #[serde(default)]
     pub(super) requests: Vec<TestRequest>,
-    /// Polls of the flow's `http_poll` or `sql_poll` input, one after the other, each reading
-    /// every page (its HTTP calls answered by `http:` or `fixtures`); its schedule is not
-    /// waited for.
+    /// Polls of the flow's polling input (`http_poll`, `sql_poll`, `directory`, `s3`), one
+    /// after the other, each reading every page (its HTTP calls, S3's too, answered by
+    /// `http:` or `fixtures`); its schedule is not waited for.
     pub(super) polls: Option<u32>,
     /// How each output answers, by its id (`output.http_client`, `outputs[1].sql`); an output
     /// left out accepts everything.

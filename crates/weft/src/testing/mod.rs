@@ -503,7 +503,7 @@ async fn run_case(
             match input.poll_once(&feed).await {
                 None => {
                     return Err(one(format!(
-                        "`polls` run a polling input (`http_poll`, `sql_poll`, `directory`); flow `{}` has `{input_id}`",
+                        "`polls` run a polling input (`http_poll`, `sql_poll`, `directory`, `s3`); flow `{}` has `{input_id}`",
                         case.flow
                     )));
                 }

