@@ -25,12 +25,17 @@
 //! `weft-bench brokers` measures the broker connectors the same way: weft copying broker →
 //! `map` → broker against a hand-written client doing the same copy (see [`brokers`]).
 //!
+//! `weft-bench connectors` measures the source connectors (`directory`, `s3`, `postgres_cdc`):
+//! weft reading into the receiver against a hand-written reader doing the same (see
+//! [`connectors`]).
+//!
 //! `weft-bench cluster` measures durable flows on 1, 2 and 3 nodes of a cluster sharing one
 //! NATS JetStream, and one node's queue on JetStream against its queue in SQLite (see
 //! [`cluster`]).
 
 mod brokers;
 mod cluster;
+mod connectors;
 mod layout;
 
 use std::net::SocketAddr;
@@ -108,6 +113,17 @@ fn main() -> anyhow::Result<()> {
             arg("--only"),
             arg("--weft").map(PathBuf::from),
         ),
+        Some("connectors") => connectors::orchestrate(
+            arg("--messages").map_or(Ok(5_000), |n| n.parse())?,
+            arg("--rounds").map_or(Ok(3), |c| c.parse())?,
+            arg("--only"),
+            arg("--weft").map(PathBuf::from),
+        ),
+        Some("read") => runtime().block_on(connectors::read(
+            &arg("--connector").context("--connector")?,
+            &arg("--source").context("--source")?,
+            &arg("--target").context("--target")?,
+        )),
         Some("soak") => soak(
             arg("--minutes").map_or(Ok(10.0), |m| m.parse())?,
             arg("--interval").map_or(Ok(30.0), |s| s.parse())?,
@@ -152,7 +168,7 @@ fn main() -> anyhow::Result<()> {
         }
         Some(other) => {
             bail!(
-                "unknown command `{other}`; use run, cluster, brokers, soak, layout, receiver, baseline, load or copy"
+                "unknown command `{other}`; use run, cluster, brokers, connectors, soak, layout, receiver, baseline, load, copy or read"
             )
         }
     }

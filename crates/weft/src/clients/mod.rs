@@ -18,6 +18,7 @@ pub mod mqtt;
 pub mod nats;
 pub mod openapi;
 pub mod outbound;
+pub mod pg_replication;
 pub mod rate_limit;
 pub mod redis;
 pub mod request;

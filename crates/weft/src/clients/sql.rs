@@ -89,6 +89,8 @@ enum Pool {
 /// A database resource.
 pub struct Database {
     name: String,
+    /// The configured URL, for a connection sqlx cannot make (`postgres_cdc`'s replication).
+    url: crate::config::Secret,
     options: Options,
     max_connections: u32,
     connect_timeout: Duration,
@@ -176,6 +178,7 @@ impl Config {
         }
         Ok(Database {
             name: name.to_string(),
+            url: self.url.clone(),
             options,
             max_connections: self.max_connections,
             connect_timeout: self.connect_timeout.0,
@@ -252,6 +255,11 @@ macro_rules! loose_batch {
 }
 
 impl Database {
+    /// The configured URL (it holds the password: never show it).
+    pub fn url(&self) -> &str {
+        self.url.expose()
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -513,7 +521,7 @@ fn my_fit(kind: &str, value: &Json) -> Result<Loose, String> {
 }
 
 /// Binary columns travel as base64 text (standard alphabet, padded), as JSON has no bytes.
-fn to_base64(bytes: &[u8]) -> Json {
+pub(crate) fn to_base64(bytes: &[u8]) -> Json {
     use base64::Engine;
     Json::String(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
@@ -752,7 +760,7 @@ fn pg_add(a: &mut PgArguments, kind: &str, value: &Json) -> Result<AddResult, St
 }
 
 /// A number as JSON: an integer when it is one, a double when that holds it exactly, else text.
-fn decimal(d: rust_decimal::Decimal) -> Json {
+pub(crate) fn decimal(d: rust_decimal::Decimal) -> Json {
     if d.fract().is_zero()
         && let Some(i) = d.to_i64()
     {

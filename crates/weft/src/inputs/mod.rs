@@ -16,6 +16,7 @@ pub mod http_server;
 pub mod mqtt;
 pub mod nats;
 pub mod nats_jetstream;
+pub mod postgres_cdc;
 pub mod postgres_listen;
 pub mod redis_list;
 pub mod redis_pubsub;
@@ -116,6 +117,7 @@ registry! {
     http_poll: HttpPoll,
     sql_poll: SqlPoll,
     postgres_listen: PostgresListen,
+    postgres_cdc: PostgresCdc,
     redis_streams: RedisStreams,
     redis_list: RedisList,
     redis_pubsub: RedisPubsub,
@@ -158,6 +160,8 @@ impl Input {
             Input::PostgresListen(_) | Input::RedisPubsub(_) => true,
             // Every node would list the same bucket and take the same objects.
             Input::S3(_) => true,
+            // A slot serves one reader at a time.
+            Input::PostgresCdc(_) => true,
             Input::Nats(nats) => !nats.has_queue_group(),
             // A session is one client id: nodes sharing it would take it from each other.
             Input::Mqtt(_) => true,

@@ -35,6 +35,7 @@ mod outbound;
 mod patterns;
 mod peers;
 mod poison;
+mod postgres_cdc;
 mod redis;
 mod rest;
 mod s3;
