@@ -181,6 +181,7 @@ async fn read_cdc(source: &str, client: &Http, target: &http::Uri) -> anyhow::Re
     let connection = Connection::open(&target_db).await?;
     let mut stream = connection.start(slot, publication, 0).await?;
     let mut rows: Vec<Vec<u8>> = Vec::new();
+    let (mut confirmed, mut open) = (0u64, false);
     loop {
         match stream.next(Duration::from_secs(10)).await? {
             Some(Event::Change { after, .. }) => {
@@ -199,10 +200,21 @@ async fn read_cdc(source: &str, client: &Http, target: &http::Uri) -> anyhow::Re
                     .collect()
                     .await;
                 posted.into_iter().collect::<anyhow::Result<()>>()?;
+                confirmed = end;
+                open = false;
                 stream.confirm(end).await?;
             }
-            Some(Event::Keepalive { reply: true, .. }) | None => {}
-            Some(_) => {}
+            Some(Event::Begin { .. }) => open = true,
+            Some(Event::Keepalive { end, reply }) => {
+                if !open {
+                    confirmed = confirmed.max(end);
+                }
+                if reply {
+                    stream.confirm(confirmed).await?;
+                }
+            }
+            None => stream.confirm(confirmed).await?,
+            Some(Event::Truncate { .. }) => {}
         }
     }
 }
@@ -216,9 +228,14 @@ struct PrivatePostgres {
 
 impl PrivatePostgres {
     fn start(dir: &Path) -> anyhow::Result<PrivatePostgres> {
+        // The newest installed.
         let bin = std::fs::read_dir("/usr/lib/postgresql")?
             .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .find(|bin| bin.join("initdb").exists())
+            .filter(|bin| bin.join("initdb").exists())
+            .max_by_key(|bin| {
+                bin.parent()
+                    .and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok())
+            })
             .context("no PostgreSQL server programs under /usr/lib/postgresql")?;
         let data = dir.join("pgdata");
         std::fs::create_dir_all(&data)?;

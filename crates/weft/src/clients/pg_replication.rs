@@ -1,6 +1,6 @@
 //! A PostgreSQL logical replication client for the `postgres_cdc` input: the wire protocol
 //! of a `replication=database` connection (startup, password, MD5 or SCRAM-SHA-256 login,
-//! TLS when the URL's `sslmode` asks for it, simple queries, `START_REPLICATION`) and the
+//! TLS as the URL's `sslmode` says, `prefer` by default, simple queries, `START_REPLICATION`) and the
 //! `pgoutput` plugin's messages decoded into row changes. tokio-postgres and sqlx speak no
 //! replication protocol; `postgres-protocol` writes the frontend messages and does SCRAM, and
 //! the few backend messages a replication connection gets are read here.
@@ -25,9 +25,12 @@ pub struct Target {
     user: String,
     password: Option<String>,
     database: String,
-    /// `sslmode=require`, `verify-ca` or `verify-full`: TLS, the certificate checked against
+    /// TLS unless `sslmode` is `disable` or `allow`: the certificate always checked, against
     /// the public roots or `sslrootcert`.
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// `require`, `verify-ca`, `verify-full`: a server without TLS is refused (with `prefer`,
+    /// the default, it is talked to in plain text).
+    tls_required: bool,
 }
 
 /// A refusal or failure, as PostgreSQL states it (`code`: its SQLSTATE).
@@ -83,9 +86,10 @@ impl Target {
                 _ => {}
             }
         }
+        let tls_required = matches!(mode.as_str(), "require" | "verify-ca" | "verify-full");
         let tls = match mode.as_str() {
-            "disable" | "allow" | "prefer" => None,
-            "require" | "verify-ca" | "verify-full" => {
+            "disable" | "allow" => None,
+            "prefer" | "require" | "verify-ca" | "verify-full" => {
                 let files = super::tls::TlsFiles {
                     ca_file: root,
                     cert_file: None,
@@ -113,6 +117,7 @@ impl Target {
             password: parsed.password().map(decode),
             database,
             tls,
+            tls_required,
         })
     }
 
@@ -168,11 +173,18 @@ impl Connection {
                 tcp.write_all(&out).await?;
                 let mut answer = [0u8; 1];
                 tcp.read_exact(&mut answer).await?;
-                if answer[0] != b'S' {
-                    return Err(PgError::new(format!(
-                        "{}: the server does not offer TLS, which sslmode asks for",
-                        target.shown()
-                    )));
+                match answer[0] {
+                    b'S' => {}
+                    // `prefer`: go on in plain text, as libpq does.
+                    b'N' if !target.tls_required => {
+                        return Connection::started(Box::new(tcp), target).await;
+                    }
+                    _ => {
+                        return Err(PgError::new(format!(
+                            "{}: the server does not offer TLS, which sslmode asks for",
+                            target.shown()
+                        )));
+                    }
                 }
                 let name =
                     rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|_| {
@@ -184,10 +196,19 @@ impl Connection {
                 let stream = tokio_rustls::TlsConnector::from(config.clone())
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| PgError::new(format!("{}: TLS: {e}", target.shown())))?;
+                    .map_err(|e| {
+                        PgError::new(format!(
+                            "{}: TLS: {e} (a private CA: `sslrootcert=ca.pem` in the URL)",
+                            target.shown()
+                        ))
+                    })?;
                 Box::new(stream)
             }
         };
+        Connection::started(io, target).await
+    }
+
+    async fn started(io: Box<dyn Io>, target: &Target) -> Result<Connection, PgError> {
         let mut connection = Connection {
             io,
             buf: BytesMut::with_capacity(64 << 10),
@@ -228,6 +249,7 @@ impl Connection {
                 .ok_or_else(|| PgError::new("the server asks for a password and the URL has none"))
         };
         let mut scram: Option<ScramSha256> = None;
+        let mut scram_checked = false;
         loop {
             let message = self.read().await?;
             match message.tag {
@@ -236,6 +258,13 @@ impl Connection {
                     need(&body, 4)?;
                     let kind = body.get_i32();
                     match kind {
+                        // A SCRAM login ends with the server's proof: one that skips it is
+                        // not the server that knows the password.
+                        0 if scram.is_some() && !scram_checked => {
+                            return Err(PgError::new(
+                                "SCRAM: the server did not prove it knows the password",
+                            ));
+                        }
                         0 => {}
                         3 => {
                             let p = password()?.to_string();
@@ -293,6 +322,7 @@ impl Connection {
                             s.finish(&body).map_err(|e| {
                                 PgError::new(format!("SCRAM: the server's proof failed: {e}"))
                             })?;
+                            scram_checked = true;
                         }
                         other => {
                             return Err(PgError::new(format!(
@@ -311,22 +341,26 @@ impl Connection {
     /// returned as the error.
     async fn read(&mut self) -> Result<Backend, PgError> {
         loop {
-            while self.buf.len() < 5
-                || self.buf.len() < 1 + ((&self.buf[1..5]).get_u32() as usize).min(MAX_MESSAGE)
-            {
+            let len = loop {
+                if self.buf.len() >= 5 {
+                    // Judged as soon as it is known, before anything of it is held.
+                    let len = (&self.buf[1..5]).get_u32() as usize;
+                    if !(4..=MAX_MESSAGE).contains(&len) {
+                        return Err(PgError::new(format!(
+                            "the server sent a message of {len} bytes"
+                        )));
+                    }
+                    if self.buf.len() > len {
+                        break len;
+                    }
+                }
                 if self.buf.capacity() - self.buf.len() < 8192 {
                     self.buf.reserve(64 << 10);
                 }
                 if self.io.read_buf(&mut self.buf).await? == 0 {
                     return Err(PgError::new("the server closed the connection"));
                 }
-            }
-            let len = (&self.buf[1..5]).get_u32() as usize;
-            if !(4..=MAX_MESSAGE).contains(&len) {
-                return Err(PgError::new(format!(
-                    "the server sent a message of {len} bytes"
-                )));
-            }
+            };
             let mut frame = self.buf.split_to(1 + len);
             let tag = frame[0];
             frame.advance(5);
@@ -455,7 +489,8 @@ pub struct Stream {
 struct Relation {
     schema: String,
     table: String,
-    columns: Vec<(String, u32)>,
+    /// Name, type OID, and whether it is part of the key (the replica identity).
+    columns: Vec<(String, u32, bool)>,
 }
 
 /// What the stream brings.
@@ -464,7 +499,7 @@ pub enum Event {
     Begin {
         lsn: u64,
         xid: u32,
-        commit_time: Option<SystemTime>,
+        commit_time: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// One row changed: `op` is `insert`, `update` or `delete`.
     Change {
@@ -485,9 +520,9 @@ pub enum Event {
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
-fn pg_time(micros: i64) -> Option<SystemTime> {
-    let unix = micros.checked_add(PG_EPOCH_MICROS)?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_micros(u64::try_from(unix).ok()?))
+/// A PostgreSQL timestamp; `None` outside what a time can hold.
+fn pg_time(micros: i64) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp_micros(micros.checked_add(PG_EPOCH_MICROS)?)
 }
 
 fn cstr(body: &mut Bytes) -> Result<String, PgError> {
@@ -598,12 +633,12 @@ impl Stream {
                 let mut columns = Vec::with_capacity(count as usize);
                 for _ in 0..count {
                     need(&data, 1)?;
-                    let _key = data.get_u8();
+                    let key = data.get_u8() & 1 == 1;
                     let name = cstr(&mut data)?;
                     need(&data, 8)?;
                     let type_oid = data.get_u32();
                     let _modifier = data.get_i32();
-                    columns.push((name, type_oid));
+                    columns.push((name, type_oid, key));
                 }
                 self.relations.insert(
                     oid,
@@ -630,8 +665,10 @@ impl Stream {
                         break;
                     }
                     match data.get_u8() {
-                        b'N' => after = Some(tuple(relation, &mut data)?),
-                        b'K' | b'O' => before = Some(tuple(relation, &mut data)?),
+                        b'N' => after = Some(tuple(relation, &mut data, false)?),
+                        // The old key: the other columns come as nulls that are not values.
+                        b'K' => before = Some(tuple(relation, &mut data, true)?),
+                        b'O' => before = Some(tuple(relation, &mut data, false)?),
                         other => {
                             return Err(PgError::new(format!(
                                 "pgoutput: unknown tuple kind {other}"
@@ -671,19 +708,21 @@ impl Stream {
     }
 }
 
-/// A row as pgoutput sends it (every value as text), as an object by column name. A large
-/// value an update left unchanged is not sent, and is left out.
-fn tuple(relation: &Relation, data: &mut Bytes) -> Result<Json, PgError> {
+/// A row as pgoutput sends it (every value as text), as an object by column name: with
+/// `key_only`, its key columns alone. A large value an update left unchanged is not sent, and
+/// is left out.
+fn tuple(relation: &Relation, data: &mut Bytes, key_only: bool) -> Result<Json, PgError> {
     need(data, 2)?;
     let count = data.get_u16() as usize;
     let mut object = serde_json::Map::with_capacity(count);
     for i in 0..count {
         need(data, 1)?;
-        let (name, type_oid) = relation
+        let (name, type_oid, key) = relation
             .columns
             .get(i)
             .ok_or_else(|| PgError::new("pgoutput: more values than columns"))?;
         match data.get_u8() {
+            b'n' if key_only && !key => {}
             b'n' => {
                 object.insert(name.clone(), Json::Null);
             }
@@ -797,12 +836,15 @@ mod tests {
             (t.user.as_str(), t.database.as_str(), t.port),
             ("weft", "weft", 5432)
         );
-        assert!(t.password.is_none() && t.tls.is_none());
+        // `prefer`, libpq's default: TLS when the server offers it.
+        assert!(t.password.is_none() && t.tls.is_some() && !t.tls_required);
+        let required = Target::from_url("postgres://u:p@h/d?sslmode=require").unwrap();
+        assert!(required.tls.is_some() && required.tls_required);
         assert!(
-            Target::from_url("postgres://u:p@h/d?sslmode=require")
+            Target::from_url("postgres://u@h/d?sslmode=disable")
                 .unwrap()
                 .tls
-                .is_some()
+                .is_none()
         );
         let e = Target::from_url("postgres://u:hunter2@h/d?sslmode=sometimes")
             .err()

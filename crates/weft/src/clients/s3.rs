@@ -5,7 +5,8 @@
 //! like every other API call, on the one HTTP stack and the one crypto provider.
 //!
 //! Credentials are `credentials:` in the config, else the `AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`) variables. An error the store answers is
+//! `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`) variables, read once at start: temporary
+//! credentials are not renewed (an expired token fails with `ExpiredToken` until a restart). An error the store answers is
 //! shown by its code and message only: S3's error documents can repeat the access key and the
 //! request as signed.
 
@@ -45,12 +46,31 @@ pub struct Settings<'a> {
     pub call: CallSettings<'a>,
 }
 
+/// The [`Settings`] of a config that `call_config!` wrote with the `s3` flag.
+macro_rules! s3_settings {
+    ($config:expr) => {
+        $crate::clients::s3::Settings {
+            bucket: &$config.bucket,
+            region: $config.region.as_deref(),
+            endpoint: $config.endpoint.as_deref(),
+            path_style: $config.path_style,
+            credentials: $config.credentials.as_ref(),
+            call: $config.call(),
+        }
+    };
+}
+
+pub(crate) use s3_settings;
+
 /// How long a signed request stays valid: it goes out at once, but may wait for a rate limit.
 const SIGNED_FOR: Duration = Duration::from_secs(15 * 60);
 
 /// The most of an answer read for anything but an object (a listing page of 1,000 keys is
 /// about 300 KB).
 const ANSWER_LIMIT: usize = 4 << 20;
+
+/// The most parts S3 takes in one upload.
+const MAX_PARTS: usize = 10_000;
 
 /// One bucket, reached with one set of credentials.
 pub struct S3 {
@@ -73,7 +93,9 @@ pub enum GetError {
     Missing,
     /// It is no longer the version asked for (`If-Match` failed).
     Changed,
-    /// Anything else, as a reason to show.
+    /// Worth trying again later (no answer, a 5xx, `SlowDown`), as a reason to show.
+    Again(String),
+    /// Refused for good, as a reason to show.
     Failed(String),
 }
 
@@ -144,6 +166,9 @@ impl S3 {
         if let Some(c) = &credentials {
             // Kept out of every text weft shows, like any secret of the config.
             crate::config::secret::learn_secret(c.secret());
+            if let Some(token) = c.token() {
+                crate::config::secret::learn_secret(token);
+            }
         }
         let spec = RequestSpec::build(
             &shared.http,
@@ -195,6 +220,16 @@ impl S3 {
             reason: format!("{shown}: the key makes no valid URL"),
             response: None,
         })?;
+        // hyper sends no length for an empty body, and S3 answers a PUT or POST without one
+        // with 411.
+        let mut with_length;
+        let extra = if body.is_empty() && (method == Method::PUT || method == Method::POST) {
+            with_length = extra.to_vec();
+            with_length.push((http::header::CONTENT_LENGTH, HeaderValue::from_static("0")));
+            &with_length[..]
+        } else {
+            extra
+        };
         let response = self
             .spec
             .exchange_with(
@@ -259,6 +294,16 @@ impl S3 {
         part_size: usize,
         message: (&Value, &Value),
     ) -> Result<(), Attempt> {
+        if body.len().div_ceil(part_size) > MAX_PARTS {
+            return Err(Attempt::Fatal {
+                reason: format!(
+                    "{}: {} bytes make more than {MAX_PARTS} parts of part_size; raise it",
+                    self.shown(key),
+                    body.len()
+                ),
+                response: None,
+            });
+        }
         let credentials = self.credentials.as_ref();
         let url = self
             .bucket
@@ -306,13 +351,8 @@ impl S3 {
         let uploaded = async {
             let mut etags = Vec::new();
             for (i, part) in body.chunks(part_size).enumerate() {
-                let number = u16::try_from(i + 1).map_err(|_| Attempt::Fatal {
-                    reason: format!(
-                        "{}: more than 10,000 parts; raise part_size",
-                        self.shown(key)
-                    ),
-                    response: None,
-                })?;
+                // At most MAX_PARTS, checked above.
+                let number = u16::try_from(i + 1).unwrap_or(u16::MAX);
                 let url = self
                     .bucket
                     .upload_part(credentials, key, number, upload_id)
@@ -493,49 +533,70 @@ impl S3 {
                 response: Some(answer),
                 ..
             }) if answer.status == 412 => Err(GetError::Changed),
+            Err(e @ Attempt::Retryable { .. }) => Err(GetError::Again(reason(e))),
             Err(e) => Err(GetError::Failed(reason(e))),
         }
     }
 
-    /// Deletes the object (S3 answers 204 whether or not it was there).
-    pub async fn delete(&self, key: &str) -> Result<(), String> {
+    /// Deletes the object (S3 answers 204 whether or not it was there); with `etag`, only
+    /// while it is that version (one written again meanwhile is left, and `Ok`).
+    pub async fn delete(&self, key: &str, etag: Option<&str>) -> Result<(), String> {
         let url = self
             .bucket
             .delete_object(self.credentials.as_ref(), key)
             .sign(SIGNED_FOR);
+        let mut extra = Vec::new();
+        if let Some(value) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
+            extra.push((http::header::IF_MATCH, value));
+        }
         let none = Value::Null;
-        self.call(
-            Method::DELETE,
-            url,
-            key,
-            (&none, &none),
-            Bytes::new(),
-            None,
-            &[],
-            ANSWER_LIMIT,
-        )
-        .await
-        .map(|_| ())
-        .map_err(reason)
+        match self
+            .call(
+                Method::DELETE,
+                url,
+                key,
+                (&none, &none),
+                Bytes::new(),
+                None,
+                &extra,
+                ANSWER_LIMIT,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(Attempt::Fatal {
+                response: Some(answer),
+                ..
+            }) if answer.status == 412 => Ok(()),
+            Err(e) => Err(reason(e)),
+        }
     }
 
-    /// Copies `from` to `to` inside the bucket, on the store's side.
-    pub async fn copy(&self, from: &str, to: &str) -> Result<(), String> {
+    /// Copies `from` to `to` inside the bucket, on the store's side; with `etag`, only while
+    /// `from` is that version (`Ok(false)` when it was written again meanwhile).
+    pub async fn copy(&self, from: &str, to: &str, etag: Option<&str>) -> Result<bool, String> {
         let source = format!(
             "/{}/{}",
             self.bucket.name(),
             percent_encoding::utf8_percent_encode(from, KEY)
         );
+        let mut headers = vec![("x-amz-copy-source", source)];
+        if let Some(etag) = etag {
+            headers.push(("x-amz-copy-source-if-match", etag.to_string()));
+        }
         let mut action = self.bucket.put_object(self.credentials.as_ref(), to);
-        // Signed with the request, as S3 wants every `x-amz-` header.
-        action
-            .headers_mut()
-            .insert("x-amz-copy-source", source.clone());
+        let mut extra = Vec::new();
+        for (name, value) in headers {
+            // Signed with the request, as S3 wants every `x-amz-` header.
+            action.headers_mut().insert(name, value.clone());
+            extra.push((
+                HeaderName::from_static(name),
+                HeaderValue::from_str(&value).map_err(|e| e.to_string())?,
+            ));
+        }
         let url = action.sign(SIGNED_FOR);
-        let value = HeaderValue::from_str(&source).map_err(|e| e.to_string())?;
-        let extra = [(HeaderName::from_static("x-amz-copy-source"), value)];
         let none = Value::Null;
-        let answer = self
+        let answer = match self
             .call(
                 Method::PUT,
                 url,
@@ -547,7 +608,14 @@ impl S3 {
                 ANSWER_LIMIT,
             )
             .await
-            .map_err(reason)?;
+        {
+            Ok(answer) => answer,
+            Err(Attempt::Fatal {
+                response: Some(answer),
+                ..
+            }) if answer.status == 412 => return Ok(false),
+            Err(e) => return Err(reason(e)),
+        };
         // Like joining parts, a copy can fail after its 200.
         let text = String::from_utf8_lossy(answer.body());
         if text.contains("<Error>") {
@@ -557,7 +625,7 @@ impl S3 {
                 error_text(&text)
             ));
         }
-        Ok(())
+        Ok(true)
     }
 }
 

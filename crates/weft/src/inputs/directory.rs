@@ -99,6 +99,7 @@ impl Place for Local {
     const COMPONENT: &'static str = "input.directory";
     const PREFIX: &'static str = "file";
     const MIN_AGE: Duration = Duration::from_secs(1);
+    const INTERVAL: Duration = Duration::from_secs(1);
 
     async fn list(
         &self,

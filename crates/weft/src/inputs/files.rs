@@ -44,7 +44,8 @@ macro_rules! files_config {
             /// What becomes of a file once its messages were delivered.
             #[serde(default)]
             pub after: $crate::inputs::files::After,
-            /// Time between listings. Default 1s.
+            /// Time between listings. Default 1s in a directory, 10s in a bucket (each
+            /// listing is a billed request).
             #[serde(default)]
             pub interval: Option<$crate::config::units::Dur>,
             /// A file is taken once it has not changed for this long. Default 1s in a
@@ -166,6 +167,8 @@ pub enum ReadError {
     Gone,
     /// Changed since it was listed: the next listing sees it again.
     Changed,
+    /// Worth saying, and tried again at the next listing (the place did not answer).
+    Again(String),
     /// Worth saying, and the file is left where it is.
     Failed(String),
 }
@@ -178,6 +181,8 @@ pub trait Place: Send + Sync + 'static {
     const PREFIX: &'static str;
     /// How long a file must have stood unchanged when `min_age` is not given.
     const MIN_AGE: Duration;
+    /// Time between listings when `interval` is not given.
+    const INTERVAL: Duration;
 
     /// One listing: the plain files among the names `wanted` admits, and every name present
     /// (so that what is gone can be forgotten).
@@ -247,10 +252,9 @@ impl<P: Place> Files<P> {
         has_move_to: bool,
         mut errors: Vec<BuildError>,
     ) -> Result<Files<P>, Vec<BuildError>> {
-        let schedule =
-            Schedule::from_config(settings.interval.as_ref(), None, Duration::from_secs(1))
-                .map_err(|e| errors.extend(e))
-                .ok();
+        let schedule = Schedule::from_config(settings.interval.as_ref(), None, P::INTERVAL)
+            .map_err(|e| errors.extend(e))
+            .ok();
         match (settings.after, has_move_to) {
             (After::Move, false) => errors.push(BuildError::new(
                 "move_to",
@@ -434,6 +438,10 @@ impl<P: Place> Files<P> {
         let (bytes, content_type) = match self.place.read(file, self.max_size).await {
             Ok(read) => read,
             Err(ReadError::Gone | ReadError::Changed) => return None,
+            Err(ReadError::Again(error)) => {
+                tracing::warn!(flow = %feed.flow.name, component = P::COMPONENT, file = %shown, %error, "could not read it now; trying again at the next listing");
+                return None;
+            }
             Err(ReadError::Failed(e)) => {
                 refuse(e);
                 return None;

@@ -1,6 +1,6 @@
 //! `postgres_cdc`: every row inserted, updated or deleted in the tables of a PostgreSQL
 //! publication, as a message, read from a logical replication slot (`pgoutput`, built into
-//! PostgreSQL 10 and later; the server needs `wal_level = logical`).
+//! PostgreSQL 10 and later, `TRUNCATE` from 11; the server needs `wal_level = logical`).
 //!
 //! ```yaml
 //! input:
@@ -12,8 +12,9 @@
 //! ```
 //!
 //! Each message is `{ "op": "insert" | "update" | "delete", "schema", "table", "before",
-//! "after" }`: `after` is the new row, `before` the old one (its key only, unless the table has
-//! `REPLICA IDENTITY FULL`), column values as `sql_poll` gives them. A large value an update
+//! "after" }`: `after` is the new row; `before` the old one's key for a delete (and for an
+//! update that changed the key; `null` for other updates), or the whole old row when the table
+//! has `REPLICA IDENTITY FULL`. Column values are as `sql_poll` gives them. A large value an update
 //! left unchanged is not sent by PostgreSQL and is left out of `after`. A `TRUNCATE` is one
 //! message `{ "op": "truncate", "tables": [...] }`. Metadata: `%cdc_op`, `%cdc_schema`,
 //! `%cdc_table`, `%cdc_lsn` (the transaction's commit LSN), `%cdc_xid`, `%cdc_commit_time`.
@@ -28,13 +29,15 @@
 //! allows (`concurrency: 1` keeps commit order within it too). On a cluster, one node at a
 //! time reads the slot.
 //!
-//! The login is the URL's (password, MD5 or SCRAM-SHA-256); it needs the `REPLICATION`
+//! The login is the URL's (password, MD5 or SCRAM-SHA-256, whose server proof is checked); it
+//! needs the `REPLICATION`
 //! attribute, and to make the publication, `CREATE` on the database and ownership of the
 //! tables. `sslmode=require` (or
 //! `verify-full`, the same here: the certificate is always checked, against the public roots
-//! or `sslrootcert`) connects over TLS.
+//! or `sslrootcert`) connects over TLS; `prefer`, the default, uses TLS when the server offers
+//! it (and still checks the certificate), plain text otherwise; `disable` never.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value as Json;
@@ -166,7 +169,7 @@ impl super::Spec for Config {
 struct Transaction {
     lsn: u64,
     xid: u32,
-    commit_time: Option<SystemTime>,
+    commit_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl PostgresCdc {
@@ -358,7 +361,6 @@ fn message(
         insert(m, "cdc_lsn", Value::from(lsn_text(t.lsn)));
         insert(m, "cdc_xid", Value::from(i64::from(t.xid)));
         if let Some(time) = t.commit_time {
-            let time: chrono::DateTime<chrono::Utc> = time.into();
             insert(m, "cdc_commit_time", Value::from(time));
         }
     }

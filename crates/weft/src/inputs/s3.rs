@@ -22,10 +22,12 @@
 //! #   endpoint: http://127.0.0.1:9000    # MinIO, rclone serve s3, …
 //! ```
 //!
-//! The prefix is listed every `interval`, every key under it (not only one level); objects
-//! are taken oldest first. An object is read only if it is still the version listed (its
-//! ETag), so one written again meanwhile waits for the next listing. Moving copies the object
-//! on the store's side and then deletes it. On a cluster one node at a time reads the bucket.
+//! The prefix is listed every `interval` (default 10s: each listing is a billed request),
+//! every key under it (not only one level, all held in memory while they are taken); objects
+//! are taken oldest first. An object is read, copied and deleted only while it is the version
+//! listed (its ETag), so one written again meanwhile is left for the next listing. Moving
+//! copies the object on the store's side and then deletes it. A read that fails for a while
+//! (no answer, `SlowDown`, a 5xx) is tried again at the next listing. On a cluster one node at a time reads the bucket.
 //! Keys whose last part starts with `.` and "folder" keys ending in `/` are never taken.
 //!
 //! Each message carries `%s3_bucket`, `%s3_key`, `%s3_size`, `%s3_modified` (RFC 3339),
@@ -38,7 +40,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::files::{Files, Found, Place, ReadError, files_config};
-use crate::clients::s3::{GetError, S3, Settings};
+use crate::clients::s3::{GetError, S3, s3_settings};
 use crate::clients::{Resources, Shared};
 use crate::config::BuildError;
 use crate::config::units::Dur;
@@ -88,20 +90,9 @@ impl super::Spec for Config {
                 "lies under `prefix`: moved objects would be read again",
             ));
         }
-        let s3 = S3::build(
-            shared,
-            resources,
-            Settings {
-                bucket: &self.bucket,
-                region: self.region.as_deref(),
-                endpoint: self.endpoint.as_deref(),
-                path_style: self.path_style,
-                credentials: self.credentials.as_ref(),
-                call: self.call(),
-            },
-        )
-        .map_err(|e| errors.extend(e))
-        .ok();
+        let s3 = S3::build(shared, resources, s3_settings!(self))
+            .map_err(|e| errors.extend(e))
+            .ok();
         let settings = self.files();
         let has_move_to = self.move_to.is_some();
         let place = s3.map(|s3| Bucket {
@@ -119,6 +110,8 @@ impl Place for Bucket {
     const PREFIX: &'static str = "s3";
     // An object appears whole, once its upload is complete.
     const MIN_AGE: Duration = Duration::ZERO;
+    // Each listing is a request the bucket's owner pays for.
+    const INTERVAL: Duration = Duration::from_secs(10);
 
     async fn list(
         &self,
@@ -155,13 +148,14 @@ impl Place for Bucket {
             Ok(read) => Ok(read),
             Err(GetError::Missing) => Err(ReadError::Gone),
             Err(GetError::Changed) => Err(ReadError::Changed),
+            Err(GetError::Again(e)) => Err(ReadError::Again(e)),
             Err(GetError::Failed(e)) => Err(ReadError::Failed(e)),
         }
     }
 
     async fn delete(&self, file: &Found) -> Result<(), String> {
         self.s3
-            .delete(&file.name)
+            .delete(&file.name, file.tag.as_deref())
             .await
             .map_err(|e| format!("{}: cannot delete it after delivery: {e}", file.shown))
     }
@@ -172,9 +166,12 @@ impl Place for Bucket {
             self.move_to.as_deref().unwrap_or_default(),
             file.name.strip_prefix(&self.prefix).unwrap_or(&file.name)
         );
-        // Deleted only once the copy is there.
-        let moved = match self.s3.copy(&file.name, &to).await {
-            Ok(()) => self.s3.delete(&file.name).await,
+        // Deleted only once the copy is there; both only while the object is the version
+        // delivered (one written again meanwhile is left for the next listing).
+        let etag = file.tag.as_deref();
+        let moved = match self.s3.copy(&file.name, &to, etag).await {
+            Ok(true) => self.s3.delete(&file.name, etag).await,
+            Ok(false) => Ok(()),
             Err(e) => Err(e),
         };
         moved.map_err(|e| format!("{}: cannot move it to {to}: {e}", file.shown))

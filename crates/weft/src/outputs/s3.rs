@@ -32,7 +32,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::clients::call::call_config;
-use crate::clients::s3::{S3, Settings};
+use crate::clients::s3::{S3, s3_settings};
 use crate::clients::{Resources, Shared};
 use crate::config::BuildError;
 use crate::config::units::{Dur, Size};
@@ -95,20 +95,9 @@ impl super::Spec for Config {
         let encoding = Encoding::configured(self.format, &self.headers)
             .map_err(|e| errors.push(BuildError::new("format", e)))
             .ok();
-        let s3 = S3::build(
-            shared,
-            resources,
-            Settings {
-                bucket: &self.bucket,
-                region: self.region.as_deref(),
-                endpoint: self.endpoint.as_deref(),
-                path_style: self.path_style,
-                credentials: self.credentials.as_ref(),
-                call: self.call(),
-            },
-        )
-        .map_err(|e| errors.extend(e))
-        .ok();
+        let s3 = S3::build(shared, resources, s3_settings!(self))
+            .map_err(|e| errors.extend(e))
+            .ok();
         match (s3, key, encoding) {
             (Some(s3), Some(key), Some(encoding)) if errors.is_empty() => Ok(S3Output {
                 s3,

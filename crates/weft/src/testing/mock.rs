@@ -397,6 +397,28 @@ impl HttpMocks {
     }
 }
 
+/// `url` without the query parameters of an AWS signature (`X-Amz-Signature`, the credential,
+/// the session token, the time): they are secrets, and differ at every call, so a recording
+/// made with them would never match again.
+fn unsigned(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            !pair
+                .get(..6)
+                .is_some_and(|p| p.eq_ignore_ascii_case("x-amz-"))
+        })
+        .collect();
+    if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
+
 fn response(
     status: u16,
     headers: &BTreeMap<String, String>,
@@ -426,7 +448,7 @@ fn response(
 
 impl Interceptor for HttpMocks {
     fn intercept(&self, request: &http::request::Parts, body: &Bytes) -> Intercepted {
-        let (method, url) = (&request.method, request.uri.to_string());
+        let (method, url) = (&request.method, unsigned(&request.uri.to_string()));
         let why_not = match self.declared(request, body) {
             Ok(answer) => return Intercepted::Answer(answer),
             Err(why_not) => why_not,
@@ -475,7 +497,7 @@ impl Interceptor for HttpMocks {
         };
         self.recorded.lock().expect("mock lock").push(Exchange {
             method: method.to_string(),
-            url: uri.to_string(),
+            url: unsigned(&uri.to_string()),
             status: answer.status().as_u16(),
             headers,
             json,
@@ -501,6 +523,23 @@ fn redact(mut json: serde_json::Value, secrets: &[&str]) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use crate::core::glob;
+
+    #[test]
+    fn an_aws_signature_is_neither_shown_nor_recorded() {
+        let signed = "http://s3.test/b/k.json?list-type=2&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID%2F20261206&X-Amz-Signature=abc&x-amz-security-token=tok";
+        assert_eq!(
+            super::unsigned(signed),
+            "http://s3.test/b/k.json?list-type=2"
+        );
+        assert_eq!(
+            super::unsigned("http://s3.test/b/k?X-Amz-Signature=abc"),
+            "http://s3.test/b/k"
+        );
+        assert_eq!(
+            super::unsigned("http://api.test/x?a=1"),
+            "http://api.test/x?a=1"
+        );
+    }
 
     #[test]
     fn globs_match_runs_of_characters() {

@@ -78,6 +78,8 @@ flows:
         after: move
         move_to: done/
         interval: 100ms
+        # rclone writes an object into its file as it arrives (S3 itself shows it only whole).
+        min_age: 500ms
     pipeline:
       - map: |
           . = {{ "id": .id, "size": length(to_string(.blob) ?? ""), "key": %s3_key, "bucket": %s3_bucket, "bytes": %s3_size }}
