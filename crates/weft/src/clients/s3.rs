@@ -541,6 +541,19 @@ impl S3 {
     /// Deletes the object (S3 answers 204 whether or not it was there); with `etag`, only
     /// while it is that version (one written again meanwhile is left, and `Ok`).
     pub async fn delete(&self, key: &str, etag: Option<&str>) -> Result<(), String> {
+        match self.delete_once(key, etag).await {
+            // A store that does not do conditional deletes (S3 itself did not until 2024).
+            Err((Some(501), _)) if etag.is_some() => self.delete_once(key, None).await,
+            done => done,
+        }
+        .map_err(|(_, reason)| reason)
+    }
+
+    async fn delete_once(
+        &self,
+        key: &str,
+        etag: Option<&str>,
+    ) -> Result<(), (Option<u16>, String)> {
         let url = self
             .bucket
             .delete_object(self.credentials.as_ref(), key)
@@ -568,7 +581,18 @@ impl S3 {
                 response: Some(answer),
                 ..
             }) if answer.status == 412 => Ok(()),
-            Err(e) => Err(reason(e)),
+            Err(e) => {
+                let status = match &e {
+                    Attempt::Fatal {
+                        response: Some(a), ..
+                    }
+                    | Attempt::Retryable {
+                        response: Some(a), ..
+                    } => Some(a.status),
+                    _ => None,
+                };
+                Err((status, reason(e)))
+            }
         }
     }
 
