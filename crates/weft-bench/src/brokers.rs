@@ -691,18 +691,7 @@ pub fn orchestrate(
     weft: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let (me, weft) = binaries(weft)?;
-    let brokers: Vec<&'static str> = match &only {
-        None => ALL.to_vec(),
-        Some(list) => list
-            .split(',')
-            .map(|name| {
-                ALL.iter()
-                    .find(|b| **b == name.trim())
-                    .copied()
-                    .with_context(|| format!("unknown broker `{name}`; one of {ALL:?}"))
-            })
-            .collect::<anyhow::Result<_>>()?,
-    };
+    let brokers = crate::chosen(only.as_deref(), &ALL, "broker")?;
     // The orchestrator (preloading, counting, the MQTT publisher) stays off the copier's CPU.
     let _ = std::process::Command::new("taskset")
         .args(["-acp", "0", &std::process::id().to_string()])

@@ -460,18 +460,7 @@ pub fn orchestrate(
     weft: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let (me, weft) = binaries(weft)?;
-    let connectors: Vec<&'static str> = match &only {
-        None => ALL.to_vec(),
-        Some(list) => list
-            .split(',')
-            .map(|name| {
-                ALL.iter()
-                    .find(|c| **c == name.trim())
-                    .copied()
-                    .with_context(|| format!("unknown connector `{name}`; one of {ALL:?}"))
-            })
-            .collect::<anyhow::Result<_>>()?,
-    };
+    let connectors = crate::chosen(only.as_deref(), &ALL, "connector")?;
     let _ = Command::new("taskset")
         .args(["-acp", "0", &std::process::id().to_string()])
         .stdout(Stdio::null())

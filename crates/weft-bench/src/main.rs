@@ -318,6 +318,25 @@ async fn load(url: String, connections: usize, duration: Duration) -> anyhow::Re
     })
 }
 
+/// The names `--only` lists (comma-separated), each one of `all`; all of them without it.
+fn chosen(
+    only: Option<&str>,
+    all: &[&'static str],
+    what: &str,
+) -> anyhow::Result<Vec<&'static str>> {
+    let Some(list) = only else {
+        return Ok(all.to_vec());
+    };
+    list.split(',')
+        .map(|name| {
+            all.iter()
+                .find(|n| **n == name.trim())
+                .copied()
+                .with_context(|| format!("unknown {what} `{name}`; one of {all:?}"))
+        })
+        .collect()
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

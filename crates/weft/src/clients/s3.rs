@@ -99,6 +99,21 @@ pub enum GetError {
     Failed(String),
 }
 
+/// The status the store answered with, if it answered.
+fn status(attempt: &Attempt) -> Option<u16> {
+    match attempt {
+        Attempt::Fatal {
+            response: Some(answer),
+            ..
+        }
+        | Attempt::Retryable {
+            response: Some(answer),
+            ..
+        } => Some(answer.status),
+        _ => None,
+    }
+}
+
 /// What is not a 2xx answer, or no answer: the reason, as an attempt.
 fn reason(attempt: Attempt) -> String {
     match attempt {
@@ -190,6 +205,11 @@ impl S3 {
             }),
             _ => Err(errors),
         }
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        self.bucket.name()
     }
 
     /// `s3://bucket/key`, as messages show an object.
@@ -488,6 +508,34 @@ impl S3 {
         }
     }
 
+    /// One exchange that carries no message: `If-Match: etag` when given.
+    async fn conditional(
+        &self,
+        method: Method,
+        url: url::Url,
+        key: &str,
+        etag: Option<&str>,
+        limit: usize,
+    ) -> Result<Response<Bytes>, Attempt> {
+        let extra: Vec<_> = etag
+            .and_then(|e| HeaderValue::from_str(e).ok())
+            .map(|value| (http::header::IF_MATCH, value))
+            .into_iter()
+            .collect();
+        let none = Value::Null;
+        self.call(
+            method,
+            url,
+            key,
+            (&none, &none),
+            Bytes::new(),
+            None,
+            &extra,
+            limit,
+        )
+        .await
+    }
+
     /// The object's bytes (at most `limit`) and content type, if it is still `etag`.
     pub async fn get(
         &self,
@@ -499,24 +547,7 @@ impl S3 {
             .bucket
             .get_object(self.credentials.as_ref(), key)
             .sign(SIGNED_FOR);
-        let mut extra = Vec::new();
-        if let Some(value) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
-            extra.push((http::header::IF_MATCH, value));
-        }
-        let none = Value::Null;
-        match self
-            .call(
-                Method::GET,
-                url,
-                key,
-                (&none, &none),
-                Bytes::new(),
-                None,
-                &extra,
-                limit,
-            )
-            .await
-        {
+        match self.conditional(Method::GET, url, key, etag, limit).await {
             Ok(answer) => {
                 let content_type = answer
                     .headers()
@@ -525,16 +556,12 @@ impl S3 {
                     .map(str::to_string);
                 Ok((answer.into_body(), content_type))
             }
-            Err(Attempt::Fatal {
-                response: Some(answer),
-                ..
-            }) if answer.status == 404 => Err(GetError::Missing),
-            Err(Attempt::Fatal {
-                response: Some(answer),
-                ..
-            }) if answer.status == 412 => Err(GetError::Changed),
-            Err(e @ Attempt::Retryable { .. }) => Err(GetError::Again(reason(e))),
-            Err(e) => Err(GetError::Failed(reason(e))),
+            Err(e) => Err(match status(&e) {
+                Some(404) => GetError::Missing,
+                Some(412) => GetError::Changed,
+                _ if matches!(e, Attempt::Retryable { .. }) => GetError::Again(reason(e)),
+                _ => GetError::Failed(reason(e)),
+            }),
         }
     }
 
@@ -558,41 +585,13 @@ impl S3 {
             .bucket
             .delete_object(self.credentials.as_ref(), key)
             .sign(SIGNED_FOR);
-        let mut extra = Vec::new();
-        if let Some(value) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
-            extra.push((http::header::IF_MATCH, value));
-        }
-        let none = Value::Null;
         match self
-            .call(
-                Method::DELETE,
-                url,
-                key,
-                (&none, &none),
-                Bytes::new(),
-                None,
-                &extra,
-                ANSWER_LIMIT,
-            )
+            .conditional(Method::DELETE, url, key, etag, ANSWER_LIMIT)
             .await
         {
             Ok(_) => Ok(()),
-            Err(Attempt::Fatal {
-                response: Some(answer),
-                ..
-            }) if answer.status == 412 => Ok(()),
-            Err(e) => {
-                let status = match &e {
-                    Attempt::Fatal {
-                        response: Some(a), ..
-                    }
-                    | Attempt::Retryable {
-                        response: Some(a), ..
-                    } => Some(a.status),
-                    _ => None,
-                };
-                Err((status, reason(e)))
-            }
+            Err(e) if status(&e) == Some(412) => Ok(()),
+            Err(e) => Err((status(&e), reason(e))),
         }
     }
 
@@ -634,10 +633,7 @@ impl S3 {
             .await
         {
             Ok(answer) => answer,
-            Err(Attempt::Fatal {
-                response: Some(answer),
-                ..
-            }) if answer.status == 412 => return Ok(false),
+            Err(e) if status(&e) == Some(412) => return Ok(false),
             Err(e) => return Err(reason(e)),
         };
         // Like joining parts, a copy can fail after its 200.

@@ -211,7 +211,7 @@ pub trait Place: Send + Sync + 'static {
 
 /// A place and what to do there.
 pub struct Files<P: Place> {
-    pub place: P,
+    place: P,
     read: Read,
     after: After,
     pattern: Option<String>,

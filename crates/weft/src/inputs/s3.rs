@@ -72,7 +72,6 @@ pub type S3Input = Files<Bucket>;
 /// A prefix of a bucket.
 pub struct Bucket {
     s3: S3,
-    bucket: String,
     prefix: String,
     move_to: Option<String>,
 }
@@ -97,7 +96,6 @@ impl super::Spec for Config {
         let has_move_to = self.move_to.is_some();
         let place = s3.map(|s3| Bucket {
             s3,
-            bucket: self.bucket,
             prefix: self.prefix,
             move_to: self.move_to,
         });
@@ -178,7 +176,7 @@ impl Place for Bucket {
     }
 
     fn describe(&self, file: &Found, metadata: &mut Value) {
-        insert(metadata, "s3_bucket", Value::from(self.bucket.as_str()));
+        insert(metadata, "s3_bucket", Value::from(self.s3.bucket()));
         insert(metadata, "s3_key", Value::from(file.name.as_str()));
         if let Some(etag) = &file.tag {
             insert(metadata, "s3_etag", Value::from(etag.trim_matches('"')));
