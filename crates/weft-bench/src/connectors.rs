@@ -1,12 +1,13 @@
 //! Source connectors: weft reading N items from a connector through the `map` of `BENCH.md` to
 //! the receiver, against a hand-written reader doing the same work with the same guarantee
-//! (the item is cleared away — a file deleted, an object deleted, a transaction confirmed to the
+//! (the item is cleared away — a file deleted (locally or over SFTP), an object deleted, a transaction confirmed to the
 //! slot — only after the receiver took it), one after the other in the same run.
 //!
-//! `weft-bench connectors [--messages N] [--rounds R] [--only directory,s3,postgres_cdc]`
+//! `weft-bench connectors [--messages N] [--rounds R] [--only directory,s3,sftp,postgres_cdc]`
 //! prepares N items (the 303-byte body of `BENCH.md`): N files in a fresh directory; N objects
 //! in a bucket of `rclone serve s3` (from the test peers, `target/peers/venv/bin/rclone`, or
-//! `WEFT_RCLONE`); N rows inserted in transactions of 1,000 into a private PostgreSQL started
+//! `WEFT_RCLONE`); N files in a directory of `rclone serve sftp` (password login, a pinned
+//! ed25519 host key); N rows inserted in transactions of 1,000 into a private PostgreSQL started
 //! with `wal_level = logical` (the machine's server programs, under `/usr/lib/postgresql`).
 //! It starts the reader pinned to CPU 1 and times it from the first item the receiver took to
 //! the N-th. A connector whose server is missing is skipped with a message.
@@ -32,9 +33,10 @@ use rusty_s3::S3Action;
 
 use crate::{BODY, Killed, binaries, cpu_seconds, free_port, map_order, median, pinned};
 
-pub const ALL: [&str; 3] = ["directory", "s3", "postgres_cdc"];
+pub const ALL: [&str; 4] = ["directory", "s3", "sftp", "postgres_cdc"];
 
 const KEY_ID: &str = "benchkey";
+const SFTP_USER: &str = "bench";
 const SECRET: &str = "bench-secret-0123456789";
 /// Rows delivered side by side by the CDC reader: weft's default flow concurrency.
 const CDC_CONCURRENCY: usize = 256;
@@ -71,6 +73,7 @@ pub async fn read(connector: &str, source: &str, target: &str) -> anyhow::Result
     match connector {
         "directory" => read_directory(Path::new(source), &client, &target).await,
         "s3" => read_s3(source, &client, &target).await,
+        "sftp" => read_sftp(source, &client, &target).await,
         "postgres_cdc" => read_cdc(source, &client, &target).await,
         other => bail!("unknown connector `{other}`"),
     }
@@ -164,6 +167,65 @@ async fn read_s3(source: &str, client: &Http, target: &http::Uri) -> anyhow::Res
         if keys.is_empty() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// `PORT FINGERPRINT DIR`: logs in by password, the host key checked; lists the directory,
+/// oldest first, then reads, posts and removes each file in turn.
+async fn read_sftp(source: &str, client: &Http, target: &http::Uri) -> anyhow::Result<()> {
+    let mut parts = source.split(' ');
+    let (port, fingerprint, dir) = (
+        parts.next().context("port")?.parse::<u16>()?,
+        parts.next().context("fingerprint")?.to_string(),
+        parts.next().context("dir")?.to_string(),
+    );
+    let config = std::sync::Arc::new(russh::client::Config::default());
+    let mut ssh = russh::client::connect(config, ("127.0.0.1", port), Pinned(fingerprint)).await?;
+    if !ssh
+        .authenticate_password(SFTP_USER, SECRET)
+        .await?
+        .success()
+    {
+        bail!("the SFTP server refused the login");
+    }
+    let channel = ssh.channel_open_session().await?;
+    channel.request_subsystem(true, "sftp").await?;
+    let sftp = russh_sftp::client::SftpSession::new(channel.into_stream()).await?;
+    loop {
+        let mut files: Vec<(u32, String)> = sftp
+            .read_dir(dir.as_str())
+            .await?
+            .filter(|e| e.metadata().is_regular())
+            .map(|e| (e.metadata().mtime.unwrap_or(0), e.file_name()))
+            .collect();
+        files.sort();
+        for (_, name) in &files {
+            let path = format!("{dir}/{name}");
+            let body = sftp.read(path.as_str()).await?;
+            post(client, target, &body).await?;
+            sftp.remove_file(path).await?;
+        }
+        if files.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Accepts the one host key whose fingerprint it was given.
+struct Pinned(String);
+
+impl russh::client::Handler for Pinned {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let data = match key {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => key.key_data(),
+            russh::keys::PublicKeyOrCertificate::Certificate(c) => c.public_key(),
+        };
+        Ok(data.fingerprint(russh::keys::HashAlg::Sha256).to_string() == self.0)
     }
 }
 
@@ -329,6 +391,7 @@ fn prepare(
     dir: &Path,
     tag: &str,
     s3: Option<(&Path, u16)>,
+    sftp: Option<&SftpServer>,
     pg: Option<&PrivatePostgres>,
 ) -> anyhow::Result<Prepared> {
     let write_files = |into: &Path| -> anyhow::Result<()> {
@@ -360,6 +423,22 @@ fn prepare(
                     "s3: {{ bucket: {bucket}, endpoint: \"http://127.0.0.1:{port}\", credentials: {{ access_key_id: {KEY_ID}, secret_access_key: {SECRET} }}, interval: 100ms }}"
                 ),
                 source: format!("http://127.0.0.1:{port}/{bucket}"),
+                resources: String::new(),
+            }
+        }
+        "sftp" => {
+            let server = sftp.context("no SFTP server")?;
+            let inbox = format!(
+                "inbox-{}",
+                tag.replace(|c: char| !c.is_ascii_alphanumeric(), "")
+            );
+            write_files(&server.data.join(&inbox))?;
+            Prepared {
+                input: format!(
+                    "sftp: {{ server: {{ url: \"sftp://{SFTP_USER}@127.0.0.1:{}\", password: {SECRET}, host_key: \"{}\" }}, path: /{inbox}, interval: 100ms, min_age: 0s }}",
+                    server.port, server.fingerprint
+                ),
+                source: format!("{} {} /{inbox}", server.port, server.fingerprint),
                 resources: String::new(),
             }
         }
@@ -445,6 +524,49 @@ fn measure(
     })
 }
 
+/// `rclone serve sftp` over a directory, with a host key made here.
+struct SftpServer {
+    _process: Killed,
+    port: u16,
+    fingerprint: String,
+    data: PathBuf,
+}
+
+impl SftpServer {
+    fn start(
+        rt: &tokio::runtime::Runtime,
+        rclone: &Path,
+        dir: &Path,
+    ) -> anyhow::Result<SftpServer> {
+        use russh::keys::ssh_key::{LineEnding, private::Ed25519Keypair};
+        let data = dir.join("sftp");
+        std::fs::create_dir_all(&data)?;
+        let host = russh::keys::PrivateKey::from(Ed25519Keypair::from_seed(&[1; 32]));
+        let key_file = dir.join("sftp_host_key");
+        std::fs::write(&key_file, host.to_openssh(LineEnding::LF)?.as_bytes())?;
+        let port = free_port()?;
+        let process = Killed(
+            pinned("0", rclone)
+                .args(["serve", "sftp", "--user", SFTP_USER, "--pass", SECRET])
+                .args(["--addr", &format!("127.0.0.1:{port}")])
+                .arg("--key")
+                .arg(&key_file)
+                .args(["--dir-cache-time", "10ms"])
+                .arg(&data)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        rt.block_on(crate::wait_ready(&format!("127.0.0.1:{port}")))?;
+        Ok(SftpServer {
+            _process: process,
+            port,
+            fingerprint: host.fingerprint(russh::keys::HashAlg::Sha256).to_string(),
+            data,
+        })
+    }
+}
+
 /// `target/peers/venv/bin/rclone` from the peers, or `WEFT_RCLONE`.
 fn rclone() -> Option<PathBuf> {
     std::env::var_os("WEFT_RCLONE")
@@ -495,6 +617,12 @@ pub fn orchestrate(
         }
         _ => None,
     };
+    let sftp = match rclone() {
+        Some(rclone) if connectors.contains(&"sftp") => {
+            Some(SftpServer::start(&rt, &rclone, &dir)?)
+        }
+        _ => None,
+    };
     let pg = if connectors.contains(&"postgres_cdc") {
         match PrivatePostgres::start(&dir.join("pg")) {
             Ok(pg) => Some(pg),
@@ -506,10 +634,12 @@ pub fn orchestrate(
     } else {
         None
     };
-    if s3.is_none() && connectors.contains(&"s3") {
-        println!(
-            "s3 skipped: no rclone (run crates/weft/tests/peers/install.sh, or set WEFT_RCLONE)"
-        );
+    for (name, missing) in [("s3", s3.is_none()), ("sftp", sftp.is_none())] {
+        if missing && connectors.contains(&name) {
+            println!(
+                "{name} skipped: no rclone (run crates/weft/tests/peers/install.sh, or set WEFT_RCLONE)"
+            );
+        }
     }
     println!(
         "{messages} items of {} bytes per run, {rounds} rounds, reader pinned to CPU 1; baseline = a hand-written reader doing the same work",
@@ -521,7 +651,10 @@ pub fn orchestrate(
     );
     let mut summary = Vec::new();
     for connector in connectors {
-        if (connector == "s3" && s3.is_none()) || (connector == "postgres_cdc" && pg.is_none()) {
+        if (connector == "s3" && s3.is_none())
+            || (connector == "sftp" && sftp.is_none())
+            || (connector == "postgres_cdc" && pg.is_none())
+        {
             continue;
         }
         let (mut rates, mut cpus) = (Vec::new(), Vec::new());
@@ -535,6 +668,7 @@ pub fn orchestrate(
                     &dir,
                     &tag,
                     s3.as_ref().map(|(_, port)| (s3_data.as_path(), *port)),
+                    sftp.as_ref(),
                     pg.as_ref(),
                 )?;
                 let reader = if contender == "baseline" {

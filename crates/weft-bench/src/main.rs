@@ -25,9 +25,9 @@
 //! `weft-bench brokers` measures the broker connectors the same way: weft copying broker →
 //! `map` → broker against a hand-written client doing the same copy (see [`brokers`]).
 //!
-//! `weft-bench connectors` measures the source connectors (`directory`, `s3`, `postgres_cdc`):
-//! weft reading into the receiver against a hand-written reader doing the same (see
-//! [`connectors`]).
+//! `weft-bench connectors` measures the source connectors (`directory`, `s3`, `sftp`,
+//! `postgres_cdc`): weft reading into the receiver against a hand-written reader doing the
+//! same (see [`connectors`]).
 //!
 //! `weft-bench cluster` measures durable flows on 1, 2 and 3 nodes of a cluster sharing one
 //! NATS JetStream, and one node's queue on JetStream against its queue in SQLite (see

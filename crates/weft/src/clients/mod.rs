@@ -23,6 +23,7 @@ pub mod rate_limit;
 pub mod redis;
 pub mod request;
 pub mod s3;
+pub mod sftp;
 pub mod sign;
 pub mod soap;
 pub mod sql;

@@ -2,7 +2,7 @@
 //! one line each, and writes the enums and matches; [`Spec`] is what each input's `Config`
 //! provides and [`Source`] what it builds.
 //!
-//! Reading inputs (`generate`, `stdin`, `file`, `directory`, `s3`) wait for a place in the flow's concurrency budget
+//! Reading inputs (`generate`, `stdin`, `file`, `directory`, `s3`, `sftp`) wait for a place in the flow's concurrency budget
 //! before they read on, which is their backpressure; `http_server` refuses with 503 instead.
 //! An input returns when it has no more to read or when shutdown is signalled.
 
@@ -22,6 +22,7 @@ pub mod redis_list;
 pub mod redis_pubsub;
 pub mod redis_streams;
 pub mod s3;
+pub mod sftp;
 pub mod sql_poll;
 pub mod stdin;
 
@@ -130,6 +131,7 @@ registry! {
     file: File,
     directory: Directory,
     s3: S3,
+    sftp: Sftp,
 }
 
 impl Input {
@@ -144,6 +146,7 @@ impl Input {
             Input::SqlPoll(poll) => poll.poll_once(feed).await,
             Input::Directory(dir) => dir.poll_once(feed).await,
             Input::S3(bucket) => bucket.poll_once(feed).await,
+            Input::Sftp(remote) => remote.poll_once(feed).await,
             _ => return None,
         })
     }
@@ -160,6 +163,8 @@ impl Input {
             Input::PostgresListen(_) | Input::RedisPubsub(_) => true,
             // Every node would list the same bucket and take the same objects.
             Input::S3(_) => true,
+            // Every node would list the same remote directory.
+            Input::Sftp(_) => true,
             // A slot serves one reader at a time.
             Input::PostgresCdc(_) => true,
             Input::Nats(nats) => !nats.has_queue_group(),
@@ -185,6 +190,7 @@ impl Input {
             Input::SqlPoll(poll) => poll.checkpoint_key(flow),
             Input::Directory(dir) => dir.checkpoint_key(flow),
             Input::S3(bucket) => bucket.checkpoint_key(flow),
+            Input::Sftp(remote) => remote.checkpoint_key(flow),
             _ => None,
         }
     }

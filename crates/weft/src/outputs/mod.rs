@@ -17,6 +17,7 @@ mod redis_pubsub;
 mod redis_streams;
 mod round_robin;
 mod s3;
+mod sftp;
 mod smtp;
 mod soap;
 mod sql;
@@ -135,6 +136,7 @@ registry! {
     mqtt: Mqtt,
     smtp: Smtp,
     s3: S3,
+    sftp: Sftp,
     stdout: Stdout,
     file: File,
     drop: Drop,

@@ -41,6 +41,7 @@ mod rest;
 mod s3;
 mod secrets;
 mod server_tls;
+mod sftp;
 mod smtp;
 mod soap;
 mod sql;
