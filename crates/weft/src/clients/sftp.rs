@@ -10,7 +10,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use russh::client;
@@ -71,6 +70,10 @@ pub struct Sftp {
     trust: Trust,
     timeout: Duration,
     connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    /// The last failed attempt to connect, answered again for a while rather than tried at
+    /// once: a listing of many files, or many messages, wait one timeout, not one each, and a
+    /// refused login is not hammered into the server's lockout.
+    failed: std::sync::Mutex<Option<(std::time::Instant, Fault)>>,
 }
 
 struct Connection {
@@ -79,7 +82,7 @@ struct Connection {
 }
 
 /// Why an SFTP operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Fault {
     /// No such file or directory.
     #[error("no such file")]
@@ -94,6 +97,9 @@ pub enum Fault {
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a failed connection attempt is answered again without trying.
+const CONNECT_PAUSE: Duration = Duration::from_secs(2);
+
 impl Sftp {
     /// Checks the `server:` block; errors name its fields under `field`.
     pub fn build(config: &ServerConfig, field: &str) -> Result<Sftp, Vec<BuildError>> {
@@ -107,6 +113,9 @@ impl Sftp {
                 }
                 if url.password().is_some() {
                     return Err("holds a password: give it as `password` (a secret)".into());
+                }
+                if !matches!(url.path(), "" | "/") || url.query().is_some() {
+                    return Err("names a path: give it as the component's `path`".into());
                 }
                 let host = url
                     .host_str()
@@ -180,6 +189,7 @@ impl Sftp {
                 trust,
                 timeout,
                 connection: tokio::sync::Mutex::new(None),
+                failed: std::sync::Mutex::new(None),
             }),
             _ => Err(errors),
         }
@@ -205,9 +215,27 @@ impl Sftp {
             return Ok(connection.clone());
         }
         *held = None;
-        let connection = Arc::new(self.connect().await?);
-        *held = Some(connection.clone());
-        Ok(connection)
+        let recent = |failed: &mut Option<(std::time::Instant, Fault)>| {
+            failed
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < CONNECT_PAUSE)
+                .map(|(_, fault)| fault.clone())
+        };
+        if let Some(fault) = recent(&mut self.failed.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Err(fault);
+        }
+        match self.connect().await {
+            Ok(connection) => {
+                let connection = Arc::new(connection);
+                *held = Some(connection.clone());
+                Ok(connection)
+            }
+            Err(fault) => {
+                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((std::time::Instant::now(), fault.clone()));
+                Err(fault)
+            }
+        }
     }
 
     /// Forgets a connection that failed, so the next call makes a new one.
@@ -240,6 +268,18 @@ impl Sftp {
             keepalive_interval: Some(Duration::from_secs(15)),
             keepalive_max: 3,
             nodelay: true,
+            // No RSA host keys: without the `rsa` crate they could not be verified.
+            preferred: russh::Preferred {
+                key: std::borrow::Cow::Owned(
+                    russh::Preferred::DEFAULT
+                        .key
+                        .iter()
+                        .filter(|a| !(*a).clone().is_rsa())
+                        .cloned()
+                        .collect(),
+                ),
+                ..russh::Preferred::DEFAULT
+            },
             ..Default::default()
         });
         let handshake = within(self.timeout, client::connect_stream(config, tcp, checker)).await;
@@ -308,11 +348,14 @@ impl Sftp {
         match op(connection.clone()).await {
             Ok(done) => Ok(done),
             Err(e) => {
-                let fault = judge(e, &self.shown(path));
-                if matches!(fault, Fault::Again(_)) {
+                // Only a connection that timed out or closed is made again; a refusal said
+                // while writing (a full disk) comes as an I/O error on a sound one.
+                if matches!(e, SftpError::Timeout | SftpError::UnexpectedBehavior(_))
+                    || connection.ssh.is_closed()
+                {
                     self.broken(&connection).await;
                 }
-                Err(fault)
+                Err(judge(e, &self.shown(path)))
             }
         }
     }
@@ -346,6 +389,13 @@ impl Sftp {
             Ok((bytes, attributes))
         })
         .await
+    }
+
+    /// A file's attributes.
+    pub async fn stat(&self, path: &str) -> Result<FileAttributes, Fault> {
+        let owned = path.to_string();
+        self.with(path, |c| async move { c.sftp.metadata(owned).await })
+            .await
     }
 
     /// Removes a file; one already gone is fine.
@@ -427,21 +477,20 @@ impl Sftp {
                 self.shown(path)
             )));
         }
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        // Random, so writers on several machines never share one (and `EXCLUDE` makes sure).
         let temp = format!(
-            "{}{}.{name}.{}-{}.part",
+            "{}{}.{name}.{:016x}.part",
             dir,
             if dir.is_empty() && !path.starts_with('/') {
                 ""
             } else {
                 "/"
             },
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
+            fastrand::u64(..)
         );
         let put = |temp: String, data: Vec<u8>| {
             self.with(path, |c| async move {
-                let flags = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;
+                let flags = OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE;
                 let mut file = c.sftp.open_with_flags(temp, flags).await?;
                 file.write_all(&data).await?;
                 file.sync_all().await?;
@@ -533,9 +582,12 @@ fn parse_host_key(text: &str) -> Result<Trust, String> {
         }
         return Ok(Trust::Fingerprint(text.to_string()));
     }
-    PublicKey::from_openssh(text)
-        .map(|key| Trust::Key(Box::new(key.key_data().clone())))
-        .map_err(|_| "is neither a SHA256: fingerprint nor an OpenSSH public key".to_string())
+    let key = PublicKey::from_openssh(text)
+        .map_err(|_| "is neither a SHA256: fingerprint nor an OpenSSH public key".to_string())?;
+    if key.algorithm().is_rsa() {
+        return Err("is an RSA key: weft verifies ed25519 and ECDSA host keys only".into());
+    }
+    Ok(Trust::Key(Box::new(key.key_data().clone())))
 }
 
 /// Judges the server's host key when the connection is made.

@@ -131,12 +131,14 @@ impl Place for Local {
             if !meta.is_file() {
                 continue;
             }
+            let modified = meta.modified().unwrap_or(now);
             found.push(Found {
                 shown: entry.path().display().to_string(),
                 name,
                 size: meta.len(),
-                modified: meta.modified().unwrap_or(now),
+                modified,
                 tag: None,
+                unchanged_since: modified,
             });
         }
         Ok((found, present))

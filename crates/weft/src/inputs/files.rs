@@ -44,12 +44,12 @@ macro_rules! files_config {
             /// What becomes of a file once its messages were delivered.
             #[serde(default)]
             pub after: $crate::inputs::files::After,
-            /// Time between listings. Default 1s in a directory, 10s in a bucket (each
-            /// listing is a billed request).
+            /// Time between listings. Default 1s in a directory, 5s over SFTP, 10s in a
+            /// bucket (each listing is a billed request).
             #[serde(default)]
             pub interval: Option<$crate::config::units::Dur>,
             /// A file is taken once it has not changed for this long. Default 1s in a
-            /// directory, none in a bucket (an object appears whole).
+            /// directory and over SFTP, none in a bucket (an object appears whole).
             #[serde(default)]
             pub min_age: Option<$crate::config::units::Dur>,
             /// The largest file read; a larger one is left where it is and reported. Default
@@ -145,6 +145,10 @@ pub struct Found {
     pub modified: SystemTime,
     /// What else tells one version of it from another (an S3 ETag).
     pub tag: Option<String>,
+    /// Since when it has stood as listed, by this machine's clock: `min_age` is judged on it.
+    /// (Its `modified` where the place keeps time with this machine, else when this version
+    /// was first seen here.)
+    pub unchanged_since: SystemTime,
 }
 
 impl Found {
@@ -379,7 +383,7 @@ impl<P: Place> Files<P> {
         let (mut found, present) = self.place.list(&wanted).await?;
         let now = SystemTime::now();
         found.retain(|file| {
-            now.duration_since(file.modified).unwrap_or_default() >= self.min_age
+            now.duration_since(file.unchanged_since).unwrap_or_default() >= self.min_age
                 && seen.files.get(&file.name) != Some(&file.stamp())
         });
         found.sort_by(|a, b| a.modified.cmp(&b.modified).then(a.name.cmp(&b.name)));

@@ -134,6 +134,7 @@ impl Place for Bucket {
                 size: object.size,
                 modified,
                 tag: object.etag,
+                unchanged_since: modified,
             });
         }
         Ok((found, present))

@@ -20,17 +20,19 @@
 //! ```
 //!
 //! The directory is listed every `interval` (default 5s), not its subdirectories. A file is
-//! taken once it has not changed for `min_age` (default 1s; the server's clock gives the
-//! time, to the second), and is read only while its size and time are as listed, so one
-//! still being uploaded is left for the next listing; names starting with `.` are never taken
-//! (upload to a dot-name and rename it, as the `sftp` output does). Files are taken oldest
-//! first. The server's host key is checked before anything is sent (see `server`: a pinned
+//! taken once its size and time have stood unchanged across listings for `min_age` (default
+//! 1s, by this machine's clock, whatever the server's says), and is read only while they are
+//! as listed, so one still being uploaded is left for the next listing: give partners who
+//! pause mid-upload a longer `min_age`. Names starting with `.` are never taken (upload to a
+//! dot-name and rename it, as the `sftp` output does), nor links. Files are taken oldest
+//! first. A file is deleted or moved after delivery only while it is still the version read;
+//! moving renames it on the server, so `move_to` must be on the same file system. The server's host key is checked before anything is sent (see `server`: a pinned
 //! `host_key`, or `known_hosts`). On a cluster one node at a time reads the directory.
 //!
 //! Each message carries `%sftp_path`, `%sftp_name`, `%sftp_modified` (RFC 3339),
 //! `%sftp_size`, and per line `%sftp_line`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -66,14 +68,25 @@ pub struct Remote {
     sftp: Sftp,
     path: String,
     move_to: Option<String>,
+    /// Each file's version (size and time on the server) and when this machine first saw it
+    /// so: the server's clock may differ from ours, and its times are whole seconds, so a file
+    /// is judged settled by how long it has stood unchanged across our listings.
+    sightings: std::sync::Mutex<HashMap<String, Sighting>>,
 }
+
+/// A file's version (its size and time on the server), and when this machine first saw it.
+type Sighting = ((u64, SystemTime), SystemTime);
 
 impl super::Spec for Config {
     type Built = SftpInput;
 
     fn build(self, _shared: &Shared, _resources: &Resources) -> Result<SftpInput, Vec<BuildError>> {
         let mut errors = Vec::new();
-        let trimmed = |p: &str| p.trim_end_matches('/').to_string();
+        // `/` stays itself; `/in/` is `/in`.
+        let trimmed = |p: &str| match p.trim_end_matches('/') {
+            "" if p.starts_with('/') => "/".to_string(),
+            kept => kept.to_string(),
+        };
         if self.path.is_empty() {
             errors.push(BuildError::new("path", "is empty"));
         }
@@ -94,6 +107,7 @@ impl super::Spec for Config {
             sftp,
             path: trimmed(&self.path),
             move_to: self.move_to.as_deref().map(trimmed),
+            sightings: Default::default(),
         });
         Files::build(place, settings, has_move_to, errors)
     }
@@ -101,7 +115,26 @@ impl super::Spec for Config {
 
 impl Remote {
     fn at(&self, name: &str) -> String {
-        format!("{}/{name}", self.path)
+        within(&self.path, name)
+    }
+
+    /// Whether the file is still the version listed (a file written again meanwhile is left
+    /// for the next listing, not cleared away unread).
+    async fn unchanged(&self, file: &Found) -> Result<bool, String> {
+        match self.sftp.stat(&self.at(&file.name)).await {
+            Ok(now) => Ok(now.size == Some(file.size) && modified(&now) == Some(file.modified)),
+            Err(Fault::Missing) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// `name` in the directory `dir`.
+fn within(dir: &str, name: &str) -> String {
+    if dir.ends_with('/') {
+        format!("{dir}{name}")
+    } else {
+        format!("{dir}/{name}")
     }
 }
 
@@ -123,19 +156,38 @@ impl Place for Remote {
         let now = SystemTime::now();
         let mut found = Vec::new();
         let mut present = HashSet::new();
+        let mut sightings = self.sightings.lock().unwrap_or_else(|p| p.into_inner());
         for (name, attributes) in entries {
-            present.insert(name.clone());
-            if !attributes.is_regular() || !wanted(&name) {
+            // A name that would lead out of the directory is no file of it.
+            if name.contains('/') || name == "." || name == ".." {
                 continue;
             }
+            present.insert(name.clone());
+            // Plain files only (no links), and only those the server gives a size and time.
+            let (Some(size), Some(time)) = (attributes.size, modified(&attributes)) else {
+                continue;
+            };
+            if !attributes.file_type().is_file() || !wanted(&name) {
+                continue;
+            }
+            let version = (size, time);
+            let first_seen = match sightings.get(&name) {
+                Some((seen, since)) if *seen == version => *since,
+                _ => {
+                    sightings.insert(name.clone(), (version, now));
+                    now
+                }
+            };
             found.push(Found {
                 shown: self.sftp.shown(&self.at(&name)),
-                size: attributes.size.unwrap_or(0),
-                modified: modified(&attributes).unwrap_or(now),
+                size,
+                modified: time,
                 name,
                 tag: None,
+                unchanged_since: first_seen,
             });
         }
+        sightings.retain(|name, _| present.contains(name));
         Ok((found, present))
     }
 
@@ -158,15 +210,28 @@ impl Place for Remote {
     }
 
     async fn delete(&self, file: &Found) -> Result<(), String> {
+        let failed = |e: &dyn std::fmt::Display| {
+            format!("{}: cannot delete it after delivery: {e}", file.shown)
+        };
+        if !self.unchanged(file).await.map_err(|e| failed(&e))? {
+            return Ok(());
+        }
         self.sftp
             .remove(&self.at(&file.name))
             .await
-            .map_err(|e| format!("{}: cannot delete it after delivery: {e}", file.shown))
+            .map_err(|e| failed(&e))
     }
 
     async fn relocate(&self, file: &Found) -> Result<(), String> {
         let to = self.move_to.as_deref().unwrap_or(".");
-        let target = format!("{to}/{}", file.name);
+        if !self
+            .unchanged(file)
+            .await
+            .map_err(|e| format!("{}: cannot move it to {to}: {e}", file.shown))?
+        {
+            return Ok(());
+        }
+        let target = within(to, &file.name);
         let moved = match self.sftp.rename(&self.at(&file.name), &target).await {
             // The first move there: the directory is made, and the move tried again.
             Err(Fault::Missing | Fault::Failed(_)) => match self.sftp.make_dirs(to).await {

@@ -6,8 +6,9 @@
 //! renamed into place once complete (after an fsync where the server offers one), so a reader
 //! of the directory never sees half a file; missing directories are made. A message counts as
 //! delivered once the rename is done. A server that cannot be reached, breaks off or refuses
-//! the login is tried again (a password may be being rotated); a refused write (permission
-//! denied, a full disk) or a host key that does not match fails the message for good.
+//! the login is tried again (a password may be being rotated), and so is a write the server
+//! broke off (a full disk); a refused one (permission denied) or a host key that does not
+//! match fails the message for good. A path the message makes holding a `..` part is refused.
 //!
 //! ```yaml
 //! output:
@@ -104,6 +105,12 @@ impl crate::core::Output for SftpOutput {
         let path = match self.path.render(&message.value, &message.metadata) {
             Ok(path) if path.is_empty() || path.ends_with('/') => {
                 return fatal(format!("path: the message makes no file name ({path:?})"));
+            }
+            // A message must not lead the file out of the directories the config names.
+            Ok(path) if path.contains('\0') || path.split('/').any(|part| part == "..") => {
+                return fatal(format!(
+                    "path: the message makes {path:?}, which holds `..`"
+                ));
             }
             Ok(path) => path,
             Err(e) => return fatal(format!("path: {e}")),

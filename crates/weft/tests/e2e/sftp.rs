@@ -109,9 +109,15 @@ async fn messages_become_files_and_files_become_messages() {
         return;
     };
     let receiver = Receiver::start().await;
-    let (port, impostor) = (free_port(), free_port());
+    let (port, impostor, known) = (free_port(), free_port(), free_port());
     let unknown_hosts = scratch().join("known_hosts");
     std::fs::write(&unknown_hosts, "").unwrap();
+    let known_hosts = scratch().join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!("[127.0.0.1]:{} {}\n", server.port, server.public),
+    )
+    .unwrap();
     let config = format!(
         r#"
 flows:
@@ -143,7 +149,15 @@ flows:
       sftp:
         server: {{ url: "sftp://{USER}@127.0.0.1:{sftp}", password: "{PASSWORD}", known_hosts: "{unknown}" }}
         path: "/x/{{{{ .id }}}}"
+  known:
+    input:
+      http_server: {{ address: "127.0.0.1:{known}", errors: detailed }}
+    output:
+      sftp:
+        server: {{ url: "sftp://{USER}@127.0.0.1:{sftp}", password: "{PASSWORD}", known_hosts: "{known_file}" }}
+        path: "/known/{{{{ .id }}}}.json"
 "#,
+        known_file = known_hosts.display(),
         password = server.with_password(),
         key = server.with_key(),
         sftp = server.port,
@@ -204,6 +218,18 @@ flows:
         !data.join("x").exists(),
         "nothing written to an unknown server"
     );
+    // One listed in known_hosts is let in.
+    let (status, _, body) = post_json(&format!("http://127.0.0.1:{known}/"), r#"{"id": 5}"#).await;
+    assert!(status.is_success(), "{status} {body}\n{}", weft.stderr());
+    assert_eq!(
+        std::fs::read_to_string(data.join("known/5.json")).unwrap(),
+        r#"{"id":5}"#
+    );
+    // A message cannot lead its file out of the directory.
+    let (status, _, body) = post_json(&url, r#"{"id": "../../escaped"}"#).await;
+    assert_eq!(status.as_u16(), 502, "{body}");
+    assert!(body.contains("holds `..`"), "{body}");
+    assert!(!data.join("escaped.json").exists());
     let log = weft.stderr();
     assert!(!log.contains(PASSWORD), "the password in the log: {log}");
     assert!(!body.contains(PASSWORD));
