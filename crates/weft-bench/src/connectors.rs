@@ -3,18 +3,19 @@
 //! (the item is cleared away — a file deleted (locally or over SFTP), an object deleted, a transaction confirmed to the
 //! slot — only after the receiver took it), one after the other in the same run.
 //!
-//! `weft-bench connectors [--messages N] [--rounds R] [--only directory,s3,sftp,postgres_cdc]`
+//! `weft-bench connectors [--messages N] [--rounds R] [--only directory,s3,sftp,postgres_cdc,kafka]`
 //! prepares N items (the 303-byte body of `BENCH.md`): N files in a fresh directory; N objects
 //! in a bucket of `rclone serve s3` (from the test peers, `target/peers/venv/bin/rclone`, or
 //! `WEFT_RCLONE`); N files in a directory of `rclone serve sftp` (password login, a pinned
 //! ed25519 host key); N rows inserted in transactions of 1,000 into a private PostgreSQL started
-//! with `wal_level = logical` (the machine's server programs, under `/usr/lib/postgresql`).
+//! with `wal_level = logical` (the machine's server programs, under `/usr/lib/postgresql`);
+//! N records in a 4-partition topic of librdkafka's mock cluster (in this process).
 //! It starts the reader pinned to CPU 1 and times it from the first item the receiver took to
 //! the N-th. A connector whose server is missing is skipped with a message.
 //!
 //! The readers take files and objects one at a time (so does weft: a file's messages are
-//! delivered before the next file is taken) and a transaction's rows side by side, as many as
-//! weft's default flow concurrency.
+//! delivered before the next file is taken), and a transaction's rows or a topic's records side
+//! by side, as many as weft's default flow concurrency.
 //!
 //! `weft-bench read --connector C --source S --target URL` is the hand-written reader itself.
 
@@ -33,7 +34,7 @@ use rusty_s3::S3Action;
 
 use crate::{BODY, Killed, binaries, cpu_seconds, free_port, map_order, median, pinned};
 
-pub const ALL: [&str; 4] = ["directory", "s3", "sftp", "postgres_cdc"];
+pub const ALL: [&str; 5] = ["directory", "s3", "sftp", "postgres_cdc", "kafka"];
 
 const KEY_ID: &str = "benchkey";
 const SFTP_USER: &str = "bench";
@@ -75,6 +76,7 @@ pub async fn read(connector: &str, source: &str, target: &str) -> anyhow::Result
         "s3" => read_s3(source, &client, &target).await,
         "sftp" => read_sftp(source, &client, &target).await,
         "postgres_cdc" => read_cdc(source, &client, &target).await,
+        "kafka" => read_kafka(source, &client, &target).await,
         other => bail!("unknown connector `{other}`"),
     }
 }
@@ -229,6 +231,69 @@ impl russh::client::Handler for Pinned {
     }
 }
 
+/// `BROKERS TOPIC GROUP`: reads the topic in a consumer group, posts records side by side
+/// (as many as weft's default flow concurrency), and stores a partition's offset only past
+/// records all posted; stored offsets are committed every second, as weft's input does.
+async fn read_kafka(source: &str, client: &Http, target: &http::Uri) -> anyhow::Result<()> {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use std::collections::{BTreeSet, HashMap};
+    use std::sync::{Arc, Mutex};
+    let mut parts = source.split(' ');
+    let (brokers, topic, group) = (
+        parts.next().context("brokers")?,
+        parts.next().context("topic")?,
+        parts.next().context("group")?,
+    );
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", "earliest")
+            .create()?,
+    );
+    consumer.subscribe(&[topic])?;
+    // Per partition: the offsets under way, and the highest one read.
+    type Partitions = HashMap<i32, (BTreeSet<i64>, i64)>;
+    let under_way: Arc<Mutex<Partitions>> = Arc::default();
+    let room = Arc::new(tokio::sync::Semaphore::new(CDC_CONCURRENCY));
+    let (client, target) = (Arc::new(client.clone()), Arc::new(target.clone()));
+    loop {
+        let permit = room.clone().acquire_owned().await?;
+        let record = consumer.recv().await?;
+        let (partition, offset) = (record.partition(), record.offset());
+        let body = record.payload().unwrap_or_default().to_vec();
+        drop(record);
+        {
+            let mut all = under_way.lock().unwrap();
+            let p = all.entry(partition).or_default();
+            p.0.insert(offset);
+            p.1 = p.1.max(offset);
+        }
+        let (consumer, under_way, client, target) = (
+            consumer.clone(),
+            under_way.clone(),
+            client.clone(),
+            target.clone(),
+        );
+        let topic = topic.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = post(&client, &target, &body).await {
+                eprintln!("kafka reader: {e}");
+                std::process::exit(1);
+            }
+            drop(permit);
+            let mut all = under_way.lock().unwrap();
+            let p = all.get_mut(&partition).expect("taken");
+            p.0.remove(&offset);
+            let through = p.0.first().map_or(p.1, |oldest| oldest - 1);
+            let _ = consumer.store_offset(&topic, partition, through);
+        });
+    }
+}
+
 /// `URL SLOT PUBLICATION`: reads the slot; posts each transaction's rows side by side, then
 /// confirms the transaction.
 async fn read_cdc(source: &str, client: &Http, target: &http::Uri) -> anyhow::Result<()> {
@@ -377,6 +442,16 @@ impl PrivatePostgres {
 }
 
 /// Where one contender reads from, made fresh for it.
+/// The servers the connectors read from, those that run.
+#[derive(Clone, Copy)]
+struct Servers<'a> {
+    /// The S3 server's data directory and port.
+    s3: Option<(&'a Path, u16)>,
+    sftp: Option<&'a SftpServer>,
+    pg: Option<&'a PrivatePostgres>,
+    kafka: Option<&'a Kafka>,
+}
+
 struct Prepared {
     /// weft's input, one line of YAML.
     input: String,
@@ -390,10 +465,14 @@ fn prepare(
     n: u64,
     dir: &Path,
     tag: &str,
-    s3: Option<(&Path, u16)>,
-    sftp: Option<&SftpServer>,
-    pg: Option<&PrivatePostgres>,
+    servers: &Servers<'_>,
 ) -> anyhow::Result<Prepared> {
+    let Servers {
+        s3,
+        sftp,
+        pg,
+        kafka,
+    } = *servers;
     let write_files = |into: &Path| -> anyhow::Result<()> {
         std::fs::create_dir_all(into)?;
         for i in 0..n {
@@ -473,8 +552,61 @@ fn prepare(
                 resources: format!("resources:\n  sql:\n    db: {{ url: \"{}\" }}\n", pg.url()),
             }
         }
+        "kafka" => {
+            let kafka = kafka.context("no Kafka mock cluster")?;
+            let name = format!("t{}", tag.replace(|c: char| !c.is_ascii_alphanumeric(), ""));
+            kafka.fill(&name, n)?;
+            let brokers = kafka.cluster.bootstrap_servers();
+            Prepared {
+                input: format!(
+                    "kafka: {{ brokers: [\"{brokers}\"], topics: [{name}], group: {name} }}"
+                ),
+                source: format!("{brokers} {name} {name}"),
+                resources: String::new(),
+            }
+        }
         other => bail!("unknown connector `{other}`"),
     })
+}
+
+/// librdkafka's mock cluster (one broker, in this process), and a producer to fill it.
+struct Kafka {
+    cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    producer: rdkafka::producer::BaseProducer,
+}
+
+/// Partitions of each topic: records are read side by side across them.
+const KAFKA_PARTITIONS: i32 = 4;
+
+impl Kafka {
+    fn start() -> anyhow::Result<Kafka> {
+        let cluster = rdkafka::mocking::MockCluster::new(1)?;
+        let producer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("linger.ms", "5")
+            .create()?;
+        Ok(Kafka { cluster, producer })
+    }
+
+    /// A topic of `n` records of the body.
+    fn fill(&self, topic: &str, n: u64) -> anyhow::Result<()> {
+        use rdkafka::producer::{BaseRecord, Producer};
+        self.cluster.create_topic(topic, KAFKA_PARTITIONS, 1)?;
+        for i in 0..n {
+            let key = i.to_string();
+            let mut record = BaseRecord::to(topic).payload(BODY).key(key.as_str());
+            // A full queue is drained, then the record is sent again.
+            while let Err((e, back)) = self.producer.send(record) {
+                if e.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::QueueFull) {
+                    bail!("{e}");
+                }
+                self.producer.poll(Duration::from_millis(10));
+                record = back;
+            }
+        }
+        self.producer.flush(Duration::from_secs(60))?;
+        Ok(())
+    }
 }
 
 struct Read {
@@ -623,6 +755,11 @@ pub fn orchestrate(
         }
         _ => None,
     };
+    let kafka = if connectors.contains(&"kafka") {
+        Some(Kafka::start()?)
+    } else {
+        None
+    };
     let pg = if connectors.contains(&"postgres_cdc") {
         match PrivatePostgres::start(&dir.join("pg")) {
             Ok(pg) => Some(pg),
@@ -667,9 +804,12 @@ pub fn orchestrate(
                     messages,
                     &dir,
                     &tag,
-                    s3.as_ref().map(|(_, port)| (s3_data.as_path(), *port)),
-                    sftp.as_ref(),
-                    pg.as_ref(),
+                    &Servers {
+                        s3: s3.as_ref().map(|(_, port)| (s3_data.as_path(), *port)),
+                        sftp: sftp.as_ref(),
+                        pg: pg.as_ref(),
+                        kafka: kafka.as_ref(),
+                    },
                 )?;
                 let reader = if contender == "baseline" {
                     let mut c = pinned("1", &me);

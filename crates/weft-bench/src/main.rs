@@ -26,7 +26,7 @@
 //! `map` → broker against a hand-written client doing the same copy (see [`brokers`]).
 //!
 //! `weft-bench connectors` measures the source connectors (`directory`, `s3`, `sftp`,
-//! `postgres_cdc`): weft reading into the receiver against a hand-written reader doing the
+//! `postgres_cdc`, `kafka`): weft reading into the receiver against a hand-written reader doing the
 //! same (see [`connectors`]).
 //!
 //! `weft-bench cluster` measures durable flows on 1, 2 and 3 nodes of a cluster sharing one

@@ -14,6 +14,7 @@ pub mod circuit;
 pub mod graphql;
 pub mod http;
 pub mod json_schema;
+pub mod kafka;
 pub mod mqtt;
 pub mod nats;
 pub mod openapi;

@@ -13,6 +13,7 @@ mod files;
 pub mod generate;
 pub mod http_poll;
 pub mod http_server;
+pub mod kafka;
 pub mod mqtt;
 pub mod nats;
 pub mod nats_jetstream;
@@ -125,6 +126,7 @@ registry! {
     nats: Nats,
     nats_jetstream: NatsJetstream,
     amqp: Amqp,
+    kafka: Kafka,
     mqtt: Mqtt,
     generate: Generate,
     stdin: Stdin,
@@ -175,6 +177,8 @@ impl Input {
             | Input::RedisList(_)
             | Input::NatsJetstream(_)
             | Input::Amqp(_)
+            // The group shares the partitions out between its members.
+            | Input::Kafka(_)
             | Input::Stdin(_)
             | Input::File(_)
             // The node's own directory (on a shared mount, give each node its own).

@@ -8,6 +8,7 @@ mod fallback;
 mod file;
 mod graphql;
 mod http_client;
+mod kafka;
 mod mqtt;
 mod nats;
 mod nats_jetstream;
@@ -133,6 +134,7 @@ registry! {
     nats: Nats,
     nats_jetstream: NatsJetstream,
     amqp: Amqp,
+    kafka: Kafka,
     mqtt: Mqtt,
     smtp: Smtp,
     s3: S3,

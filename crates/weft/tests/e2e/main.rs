@@ -27,6 +27,7 @@ mod http_processor;
 mod idempotency;
 mod instructions;
 mod jwt_auth;
+mod kafka;
 mod memory;
 mod mqtt;
 mod nats;

@@ -1,0 +1,410 @@
+//! `kafka`: reads topics as a member of a consumer group and commits a partition's offset only
+//! past messages that were delivered (or, in a durable flow, stored), so a crash or a
+//! rebalance offers again what was under way and loses nothing.
+//!
+//! Messages are delivered side by side, up to `max_in_flight` (and the flow's
+//! `concurrency`); each partition's offset is stored at its oldest message still under way,
+//! and the stored offsets are committed every `commit_interval` and at a clean stop.
+//! `concurrency: 1` delivers each partition in order. A message whose delivery fails is
+//! offered again here after `redelivery`'s pause (the partition's offset waits for it), and
+//! the delivery that reaches `redelivery.max_deliveries` keeps it in the flow's dead-letter
+//! queue (`weft dlq`), after which the offset moves on.
+//!
+//! ```yaml
+//! input:
+//!   kafka:
+//!     brokers: [kafka-1:9092, kafka-2:9092]
+//!     topics: [orders]
+//!     group: weft-orders
+//!     start: earliest          # where a group without a committed offset starts
+//!     redelivery: { max_deliveries: 5 }
+//! ```
+//!
+//! The message is the record's value (JSON when it parses, else bytes); `%kafka.topic`,
+//! `%kafka.partition`, `%kafka.offset`, `%kafka.key` (text, if any), `%kafka.timestamp`
+//! (milliseconds, if any) and `%kafka.headers` (an object of text values) describe it.
+//! Connections are plaintext (see `clients/kafka.rs`). Every node of a cluster joins the
+//! group, and Kafka shares the partitions out between them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Feed, Redelivery};
+use crate::clients::{Resources, Shared};
+use crate::config::BuildError;
+use crate::config::units::Dur;
+use crate::core::{Output, Processor};
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "KafkaInput")]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Brokers to start from, `host:port` each.
+    pub brokers: Vec<String>,
+    /// The topics to read.
+    pub topics: Vec<String>,
+    /// The consumer group this flow reads as; offsets are committed to it.
+    pub group: String,
+    /// Where a group without a committed offset starts: `earliest` (the default) or `latest`.
+    #[serde(default)]
+    pub start: Start,
+    /// How often the offsets of delivered messages are committed. Default 1s.
+    #[serde(default)]
+    pub commit_interval: Option<Dur>,
+    /// How long the group waits for a member that stopped answering (killed, cut off) before
+    /// its partitions go to the others. Default 45s, as in Kafka.
+    #[serde(default)]
+    pub session_timeout: Option<Dur>,
+    /// The most messages under way at once. Default 1024.
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
+    /// How often a failing message is offered again before it is dead-lettered.
+    #[serde(default)]
+    pub redelivery: Redelivery,
+}
+
+/// Where a group without a committed offset starts.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Start {
+    /// The oldest message the topic still holds.
+    #[default]
+    Earliest,
+    /// Only messages written from now on.
+    Latest,
+}
+
+pub struct KafkaInput {
+    brokers: String,
+    topics: Vec<String>,
+    group: String,
+    start: Start,
+    commit_interval: Duration,
+    session_timeout: Duration,
+    max_in_flight: usize,
+    redelivery: Redelivery,
+}
+
+const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+
+impl super::Spec for Config {
+    type Built = KafkaInput;
+
+    fn build(
+        self,
+        _shared: &Shared,
+        _resources: &Resources,
+    ) -> Result<KafkaInput, Vec<BuildError>> {
+        let mut errors = Vec::new();
+        if !cfg!(feature = "kafka") {
+            errors.push(BuildError::new(
+                "brokers",
+                "this weft was built without Kafka (the `kafka` cargo feature)",
+            ));
+        }
+        let brokers = crate::clients::kafka::brokers(&self.brokers)
+            .map_err(|e| errors.push(e))
+            .ok();
+        if self.topics.is_empty() || self.topics.iter().any(String::is_empty) {
+            errors.push(BuildError::new(
+                "topics",
+                "name at least one topic, none empty",
+            ));
+        }
+        if self.group.is_empty() {
+            errors.push(BuildError::new("group", "is empty"));
+        }
+        let commit_interval = self
+            .commit_interval
+            .as_ref()
+            .map_or(Duration::from_secs(1), |d| d.0);
+        if commit_interval.is_zero() {
+            errors.push(BuildError::new("commit_interval", "must be above zero"));
+        }
+        let session_timeout = self
+            .session_timeout
+            .as_ref()
+            .map_or(Duration::from_secs(45), |d| d.0);
+        if session_timeout < Duration::from_secs(1) {
+            errors.push(BuildError::new("session_timeout", "at least 1s"));
+        }
+        let max_in_flight = self.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+        if max_in_flight == 0 {
+            errors.push(BuildError::new("max_in_flight", "at least 1"));
+        }
+        match brokers {
+            Some(brokers) if errors.is_empty() => Ok(KafkaInput {
+                brokers,
+                topics: self.topics,
+                group: self.group,
+                start: self.start,
+                commit_interval,
+                session_timeout,
+                max_in_flight,
+                redelivery: self.redelivery,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// The offsets under way in each partition, and what may be committed: a partition's offset
+/// moves only past messages that are all done.
+#[derive(Default)]
+struct Offsets {
+    partitions: HashMap<(String, i32), Partition>,
+}
+
+#[derive(Default)]
+struct Partition {
+    under_way: BTreeSet<i64>,
+    /// The highest offset taken.
+    highest: Option<i64>,
+    /// The last offset stored for commit (every one up to it is done).
+    stored: Option<i64>,
+}
+
+impl Offsets {
+    fn taken(&mut self, topic: &str, partition: i32, offset: i64) {
+        let p = self
+            .partitions
+            .entry((topic.to_string(), partition))
+            .or_default();
+        p.under_way.insert(offset);
+        p.highest = Some(p.highest.map_or(offset, |h| h.max(offset)));
+        // What came before the first message read here was committed already.
+        p.stored.get_or_insert(offset - 1);
+    }
+
+    /// The message at `offset` is done; the last offset up to which every message is done,
+    /// if that moved.
+    fn done(&mut self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
+        let p = self.partitions.get_mut(&(topic.to_string(), partition))?;
+        p.under_way.remove(&offset);
+        let through = match p.under_way.first() {
+            Some(oldest) => oldest - 1,
+            None => p.highest?,
+        };
+        if p.stored.is_some_and(|s| s >= through) {
+            return None;
+        }
+        p.stored = Some(through);
+        Some(through)
+    }
+}
+
+#[cfg(feature = "kafka")]
+mod reading {
+    use std::sync::{Arc, Mutex};
+
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+    use rdkafka::message::{BorrowedMessage, Headers};
+
+    use super::*;
+    use crate::clients::kafka::{Logged, config};
+    use crate::core::Message;
+    use crate::core::body::payload;
+    use crate::core::mapping::{Value, empty_object, insert};
+    use crate::inputs::{GiveUp, Outcome};
+
+    type Kafka = StreamConsumer<Logged>;
+
+    impl KafkaInput {
+        fn consumer(&self) -> Result<Kafka, String> {
+            let mut c = config(&self.brokers);
+            c.set("group.id", &self.group)
+                .set("enable.auto.commit", "true")
+                // Offsets are stored by weft once a message is done, never on receipt.
+                .set("enable.auto.offset.store", "false")
+                .set(
+                    "session.timeout.ms",
+                    self.session_timeout.as_millis().to_string(),
+                )
+                .set(
+                    "auto.commit.interval.ms",
+                    self.commit_interval.as_millis().to_string(),
+                )
+                .set(
+                    "auto.offset.reset",
+                    match self.start {
+                        Start::Earliest => "earliest",
+                        Start::Latest => "latest",
+                    },
+                );
+            let consumer: Kafka = c
+                .create_with_context(Logged("input.kafka"))
+                .map_err(|e| e.to_string())?;
+            let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+            consumer.subscribe(&topics).map_err(|e| e.to_string())?;
+            Ok(consumer)
+        }
+
+        /// One consumer's life: reads until shutdown, then lets what is under way end and
+        /// commits what it delivered.
+        pub(super) async fn consume(
+            &self,
+            feed: &Feed<impl Processor, impl Output>,
+        ) -> Result<(), String> {
+            let consumer = Arc::new(self.consumer()?);
+            let offsets = Arc::new(Mutex::new(Offsets::default()));
+            let room = Arc::new(tokio::sync::Semaphore::new(self.max_in_flight));
+            let under_way = tokio_util::task::TaskTracker::new();
+            loop {
+                let permit = tokio::select! {
+                    biased;
+                    _ = feed.shutdown.cancelled() => break,
+                    p = room.clone().acquire_owned() => p.map_err(|e| e.to_string())?,
+                };
+                let received = tokio::select! {
+                    biased;
+                    _ = feed.shutdown.cancelled() => break,
+                    r = consumer.recv() => r,
+                };
+                let record = match received {
+                    Ok(record) => record,
+                    Err(error) => {
+                        // librdkafka reconnects by itself; say it, and read on.
+                        tracing::warn!(flow = %feed.flow.name, component = "input.kafka", %error, "reading failed");
+                        tokio::select! {
+                            _ = feed.shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        continue;
+                    }
+                };
+                let (topic, partition, offset) = (
+                    record.topic().to_string(),
+                    record.partition(),
+                    record.offset(),
+                );
+                let message = message(&record);
+                drop(record);
+                lock(&offsets).taken(&topic, partition, offset);
+                let (feed, consumer, offsets) = (feed.clone(), consumer.clone(), offsets.clone());
+                let redelivery = self.redelivery.clone();
+                under_way.spawn(async move {
+                    let outcome = feed.deliver(message, &redelivery, GiveUp::Store).await;
+                    drop(permit);
+                    if matches!(outcome, Outcome::Taken | Outcome::GivenUp) {
+                        let mut offsets = lock(&offsets);
+                        if let Some(through) = offsets.done(&topic, partition, offset)
+                            && let Err(error) = consumer.store_offset(&topic, partition, through)
+                        {
+                            // The partition went to another member: it reads it again from
+                            // the last commit.
+                            tracing::debug!(flow = %feed.flow.name, component = "input.kafka", %error, "offset not stored");
+                        }
+                    }
+                });
+            }
+            under_way.close();
+            under_way.wait().await;
+            // Committing and leaving the group wait on the brokers: off the runtime's threads.
+            let committed = tokio::task::spawn_blocking(move || {
+                let committed = consumer.commit_consumer_state(CommitMode::Sync);
+                drop(consumer);
+                committed
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            // Nothing stored since the last commit is not an error.
+            if let Err(error) = committed
+                && error.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::NoOffset)
+            {
+                tracing::warn!(flow = %feed.flow.name, component = "input.kafka", %error, "the last offsets were not committed; their messages will be read again");
+            }
+            Ok(())
+        }
+    }
+
+    fn lock(offsets: &Mutex<Offsets>) -> std::sync::MutexGuard<'_, Offsets> {
+        offsets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The record as a message, described by `%kafka`.
+    fn message(record: &BorrowedMessage<'_>) -> Message {
+        let mut message = Message::new(payload(record.payload().unwrap_or_default()));
+        let mut meta = empty_object();
+        insert(&mut meta, "topic", Value::from(record.topic()));
+        insert(
+            &mut meta,
+            "partition",
+            Value::from(i64::from(record.partition())),
+        );
+        insert(&mut meta, "offset", Value::from(record.offset()));
+        if let Some(key) = record.key() {
+            insert(
+                &mut meta,
+                "key",
+                Value::from(String::from_utf8_lossy(key).as_ref()),
+            );
+        }
+        if let Some(ms) = record.timestamp().to_millis() {
+            insert(&mut meta, "timestamp", Value::from(ms));
+        }
+        let mut headers = empty_object();
+        if let Some(all) = record.headers() {
+            for header in all.iter() {
+                let value = header.value.map_or(Value::Null, |v| {
+                    Value::from(String::from_utf8_lossy(v).as_ref())
+                });
+                insert(&mut headers, header.key, value);
+            }
+        }
+        insert(&mut meta, "headers", headers);
+        insert(&mut message.metadata, "kafka", meta);
+        message
+    }
+}
+
+impl super::Source for KafkaInput {
+    fn uses_store(&self) -> bool {
+        // Given-up messages go to the flow's dead-letter queue.
+        true
+    }
+
+    async fn run<P: Processor, O: Output>(&self, feed: Feed<P, O>) -> std::io::Result<()> {
+        #[cfg(feature = "kafka")]
+        feed.keep_reading(
+            "input.kafka",
+            &self.brokers,
+            super::AtShutdown::Finish,
+            || self.consume(&feed),
+        )
+        .await;
+        #[cfg(not(feature = "kafka"))]
+        let _ = (
+            feed,
+            &self.topics,
+            &self.group,
+            self.start,
+            self.commit_interval,
+            self.session_timeout,
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Offsets;
+
+    #[test]
+    fn a_partition_is_committed_only_past_messages_all_done() {
+        let mut offsets = Offsets::default();
+        for offset in 10..=13 {
+            offsets.taken("t", 0, offset);
+        }
+        offsets.taken("t", 1, 5);
+        assert_eq!(offsets.done("t", 0, 12), None, "10 and 11 are under way");
+        assert_eq!(offsets.done("t", 0, 11), None);
+        assert_eq!(offsets.done("t", 0, 10), Some(12));
+        assert_eq!(offsets.done("t", 1, 5), Some(5), "partitions are apart");
+        assert_eq!(offsets.done("t", 0, 13), Some(13));
+        offsets.taken("t", 0, 14);
+        assert_eq!(offsets.done("t", 0, 14), Some(14));
+    }
+}
