@@ -441,7 +441,6 @@ impl PrivatePostgres {
     }
 }
 
-/// Where one contender reads from, made fresh for it.
 /// The servers the connectors read from, those that run.
 #[derive(Clone, Copy)]
 struct Servers<'a> {
@@ -452,6 +451,7 @@ struct Servers<'a> {
     kafka: Option<&'a Kafka>,
 }
 
+/// Where one contender reads from, made fresh for it.
 struct Prepared {
     /// weft's input, one line of YAML.
     input: String,

@@ -7,8 +7,15 @@
 
 use crate::config::BuildError;
 
-/// Checks `brokers` (`host:port` each) and joins them as librdkafka takes them.
+/// Checks `brokers` (`host:port` each) and joins them as librdkafka takes them; a weft built
+/// without the `kafka` feature refuses them, and so every Kafka component.
 pub fn brokers(brokers: &[String]) -> Result<String, BuildError> {
+    if !cfg!(feature = "kafka") {
+        return Err(BuildError::new(
+            "brokers",
+            "this weft was built without Kafka (the `kafka` cargo feature)",
+        ));
+    }
     if brokers.is_empty() {
         return Err(BuildError::new("brokers", "name at least one `host:port`"));
     }

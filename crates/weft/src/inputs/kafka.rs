@@ -3,9 +3,11 @@
 //! rebalance offers again what was under way and loses nothing.
 //!
 //! Messages are delivered side by side, up to `max_in_flight` (and the flow's
-//! `concurrency`); each partition's offset is stored at its oldest message still under way,
-//! and the stored offsets are committed every `commit_interval` and at a clean stop.
-//! `concurrency: 1` delivers each partition in order. A message whose delivery fails is
+//! `concurrency`), so their order is not kept, not even within a partition; each partition's
+//! offset is stored at its oldest message still under way, and the stored offsets are
+//! committed every `commit_interval` and at a clean stop. When `max_in_flight` messages have
+//! been under way for 10s the partitions are paused, and the consumer goes on answering the
+//! group, so a slow output does not cost it its partitions. A message whose delivery fails is
 //! offered again here after `redelivery`'s pause (the partition's offset waits for it), and
 //! the delivery that reaches `redelivery.max_deliveries` keeps it in the flow's dead-letter
 //! queue (`weft dlq`), after which the offset moves on.
@@ -24,8 +26,11 @@
 //! `%kafka.partition`, `%kafka.offset`, `%kafka.key` (text, if any), `%kafka.timestamp`
 //! (milliseconds, if any) and `%kafka.headers` (an object of text values) describe it.
 //! Connections are plaintext (see `clients/kafka.rs`). Every node of a cluster joins the
-//! group, and Kafka shares the partitions out between them.
+//! group, and Kafka shares the partitions out between them; when they move (a node starts or
+//! stops), what was under way is read again from the last commit, so a rebalance can deliver
+//! up to `max_in_flight` messages twice.
 
+#[cfg(feature = "kafka")]
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -89,6 +94,12 @@ pub struct KafkaInput {
 
 const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
+/// How long a full `max_in_flight` is waited out before the partitions are paused.
+const STALL: Duration = Duration::from_secs(10);
+
+/// librdkafka's `max.poll.interval.ms`, the most `session_timeout` may be.
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
+
 impl super::Spec for Config {
     type Built = KafkaInput;
 
@@ -98,12 +109,6 @@ impl super::Spec for Config {
         _resources: &Resources,
     ) -> Result<KafkaInput, Vec<BuildError>> {
         let mut errors = Vec::new();
-        if !cfg!(feature = "kafka") {
-            errors.push(BuildError::new(
-                "brokers",
-                "this weft was built without Kafka (the `kafka` cargo feature)",
-            ));
-        }
         let brokers = crate::clients::kafka::brokers(&self.brokers)
             .map_err(|e| errors.push(e))
             .ok();
@@ -120,15 +125,16 @@ impl super::Spec for Config {
             .commit_interval
             .as_ref()
             .map_or(Duration::from_secs(1), |d| d.0);
-        if commit_interval.is_zero() {
-            errors.push(BuildError::new("commit_interval", "must be above zero"));
+        if commit_interval.is_zero() || commit_interval > Duration::from_secs(3600) {
+            errors.push(BuildError::new("commit_interval", "from 1ms to 1h"));
         }
         let session_timeout = self
             .session_timeout
             .as_ref()
             .map_or(Duration::from_secs(45), |d| d.0);
-        if session_timeout < Duration::from_secs(1) {
-            errors.push(BuildError::new("session_timeout", "at least 1s"));
+        // Kafka's brokers take 6s to 5m by default; librdkafka wants it under its poll interval.
+        if !(Duration::from_secs(1)..=MAX_POLL_INTERVAL).contains(&session_timeout) {
+            errors.push(BuildError::new("session_timeout", "from 1s to 5m"));
         }
         let max_in_flight = self.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
         if max_in_flight == 0 {
@@ -152,11 +158,13 @@ impl super::Spec for Config {
 
 /// The offsets under way in each partition, and what may be committed: a partition's offset
 /// moves only past messages that are all done.
+#[cfg(feature = "kafka")]
 #[derive(Default)]
 struct Offsets {
     partitions: HashMap<(String, i32), Partition>,
 }
 
+#[cfg(feature = "kafka")]
 #[derive(Default)]
 struct Partition {
     under_way: BTreeSet<i64>,
@@ -166,12 +174,19 @@ struct Partition {
     stored: Option<i64>,
 }
 
+#[cfg(feature = "kafka")]
 impl Offsets {
     fn taken(&mut self, topic: &str, partition: i32, offset: i64) {
         let p = self
             .partitions
             .entry((topic.to_string(), partition))
             .or_default();
+        // Read again from further back (the partition came back after a rebalance, or the
+        // log was reset): what is known of it no longer holds. Messages of before that are
+        // still under way end without moving anything (they are no longer under way here).
+        if p.highest.is_some_and(|h| offset <= h) && !p.under_way.contains(&offset) {
+            *p = Partition::default();
+        }
         p.under_way.insert(offset);
         p.highest = Some(p.highest.map_or(offset, |h| h.max(offset)));
         // What came before the first message read here was committed already.
@@ -197,6 +212,7 @@ impl Offsets {
 
 #[cfg(feature = "kafka")]
 mod reading {
+    use std::collections::VecDeque;
     use std::sync::{Arc, Mutex};
 
     use rdkafka::Message as _;
@@ -252,36 +268,73 @@ mod reading {
             let offsets = Arc::new(Mutex::new(Offsets::default()));
             let room = Arc::new(tokio::sync::Semaphore::new(self.max_in_flight));
             let under_way = tokio_util::task::TaskTracker::new();
+            // Records read while the partitions were being paused, kept for their turn.
+            let mut held: VecDeque<Taken> = VecDeque::new();
             loop {
-                let permit = tokio::select! {
-                    biased;
-                    _ = feed.shutdown.cancelled() => break,
-                    p = room.clone().acquire_owned() => p.map_err(|e| e.to_string())?,
-                };
-                let received = tokio::select! {
-                    biased;
-                    _ = feed.shutdown.cancelled() => break,
-                    r = consumer.recv() => r,
-                };
-                let record = match received {
-                    Ok(record) => record,
-                    Err(error) => {
-                        // librdkafka reconnects by itself; say it, and read on.
-                        tracing::warn!(flow = %feed.flow.name, component = "input.kafka", %error, "reading failed");
-                        tokio::select! {
+                let permit = match room.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        // Full. A place usually comes back soon: waiting for it keeps what
+                        // librdkafka fetched ahead (pausing would drop it).
+                        let soon = tokio::select! {
+                            biased;
                             _ = feed.shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            p = tokio::time::timeout(STALL, room.clone().acquire_owned()) => p,
+                        };
+                        if let Ok(permit) = soon {
+                            permit.map_err(|e| e.to_string())?
+                        } else {
+                            // A long stall: the partitions are paused and the consumer goes
+                            // on polling, so the group does not take them away while the
+                            // outputs are slow.
+                            paused(&consumer, true);
+                            let permit = loop {
+                                tokio::select! {
+                                    biased;
+                                    _ = feed.shutdown.cancelled() => break None,
+                                    p = room.clone().acquire_owned() => break p.ok(),
+                                    r = consumer.recv() => match r {
+                                        Ok(record) => {
+                                            held.push_back(taken(&record));
+                                            // A partition newly assigned comes unpaused.
+                                            paused(&consumer, true);
+                                        }
+                                        Err(error) => {
+                                            tracing::warn!(flow = %feed.flow.name, component = "input.kafka", %error, "reading failed");
+                                        }
+                                    },
+                                }
+                            };
+                            paused(&consumer, false);
+                            match permit {
+                                Some(permit) => permit,
+                                None => break,
+                            }
                         }
-                        continue;
                     }
                 };
-                let (topic, partition, offset) = (
-                    record.topic().to_string(),
-                    record.partition(),
-                    record.offset(),
-                );
-                let message = message(&record);
-                drop(record);
+                let (topic, partition, offset, message) = match held.pop_front() {
+                    Some(next) => next,
+                    None => {
+                        let received = tokio::select! {
+                            biased;
+                            _ = feed.shutdown.cancelled() => break,
+                            r = consumer.recv() => r,
+                        };
+                        match received {
+                            Ok(record) => taken(&record),
+                            Err(error) => {
+                                // librdkafka reconnects by itself; say it, and read on.
+                                tracing::warn!(flow = %feed.flow.name, component = "input.kafka", %error, "reading failed");
+                                tokio::select! {
+                                    _ = feed.shutdown.cancelled() => break,
+                                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                };
                 lock(&offsets).taken(&topic, partition, offset);
                 let (feed, consumer, offsets) = (feed.clone(), consumer.clone(), offsets.clone());
                 let redelivery = self.redelivery.clone();
@@ -317,6 +370,32 @@ mod reading {
                 tracing::warn!(flow = %feed.flow.name, component = "input.kafka", %error, "the last offsets were not committed; their messages will be read again");
             }
             Ok(())
+        }
+    }
+
+    /// A record read: where it is, and the message it makes.
+    type Taken = (String, i32, i64, Message);
+
+    fn taken(record: &BorrowedMessage<'_>) -> Taken {
+        (
+            record.topic().to_string(),
+            record.partition(),
+            record.offset(),
+            message(record),
+        )
+    }
+
+    /// Pauses or resumes every partition assigned (nothing to do while there are none).
+    fn paused(consumer: &Kafka, pause: bool) {
+        if let Ok(assignment) = consumer.assignment() {
+            let done = if pause {
+                consumer.pause(&assignment)
+            } else {
+                consumer.resume(&assignment)
+            };
+            if let Err(error) = done {
+                tracing::debug!(component = "input.kafka", %error, "pausing or resuming failed");
+            }
         }
     }
 
@@ -378,6 +457,9 @@ impl super::Source for KafkaInput {
         #[cfg(not(feature = "kafka"))]
         let _ = (
             feed,
+            &self.brokers,
+            self.max_in_flight,
+            &self.redelivery,
             &self.topics,
             &self.group,
             self.start,
@@ -388,7 +470,7 @@ impl super::Source for KafkaInput {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "kafka"))]
 mod tests {
     use super::Offsets;
 

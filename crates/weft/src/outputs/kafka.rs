@@ -1,14 +1,15 @@
 //! `kafka`: writes each message as a record to a Kafka topic with an idempotent producer
 //! (`acks=all`, `enable.idempotence`), so a record the brokers confirmed is on every in-sync
-//! replica, and a send librdkafka retries is never written twice. A message counts as
-//! delivered once its delivery report says so.
+//! replica, and librdkafka's own resends never write it twice. A message counts as delivered
+//! once its delivery report says so. (A message weft itself sends again after a `timeout`
+//! may be written twice: give consumers a key to recognise it by.)
 //!
 //! ```yaml
 //! output:
 //!   kafka:
 //!     brokers: [kafka-1:9092, kafka-2:9092]
 //!     topic: "orders.{{ .region }}"
-//!     key: "{{ .customer_id }}"     # one key, one partition: in order per key
+//!     key: "{{ .customer_id }}"     # one key, one partition
 //!     headers: { source: weft }
 //!     compression: lz4
 //! ```
@@ -41,7 +42,7 @@ pub struct Config {
     /// The topic; may contain `{{ expression }}` parts.
     pub topic: String,
     /// The record's key; may contain `{{ expression }}` parts. Records of one key go to one
-    /// partition, in order. Default: none (spread over the partitions).
+    /// partition. Default: none (spread over the partitions).
     #[serde(default)]
     pub key: Option<String>,
     /// Record headers; values may contain `{{ expression }}` parts.
@@ -80,9 +81,11 @@ pub struct KafkaOutput {
     headers: Vec<(String, Template)>,
     encoding: Encoding,
     timeout: Duration,
-    /// Made at the first message: it starts librdkafka's threads (`weft check` needs none).
+    /// Made at the first message (it starts librdkafka's threads; `weft check` needs none),
+    /// and made again after a fatal error (an idempotent producer that lost its sequence
+    /// cannot go on).
     #[cfg(feature = "kafka")]
-    producer: std::sync::OnceLock<Result<Producer, String>>,
+    producer: std::sync::Mutex<Option<std::sync::Arc<Producer>>>,
 }
 
 #[cfg(feature = "kafka")]
@@ -101,12 +104,6 @@ impl super::Spec for Config {
         _resources: &Resources,
     ) -> Result<KafkaOutput, Vec<BuildError>> {
         let mut errors = Vec::new();
-        if !cfg!(feature = "kafka") {
-            errors.push(BuildError::new(
-                "brokers",
-                "this weft was built without Kafka (the `kafka` cargo feature)",
-            ));
-        }
         let brokers = crate::clients::kafka::brokers(&self.brokers)
             .map_err(|e| errors.push(e))
             .ok();
@@ -135,8 +132,8 @@ impl super::Spec for Config {
             .timeout
             .as_ref()
             .map_or(Duration::from_secs(30), |d| d.0);
-        if timeout < Duration::from_millis(1) {
-            errors.push(BuildError::new("timeout", "must be above zero"));
+        if timeout < Duration::from_millis(1) || timeout > Duration::from_secs(86_400) {
+            errors.push(BuildError::new("timeout", "from 1ms to 24h"));
         }
         match (brokers, topic, encoding) {
             (Some(brokers), Some(topic), Some(encoding)) if errors.is_empty() => Ok(KafkaOutput {
@@ -151,7 +148,7 @@ impl super::Spec for Config {
                 encoding,
                 timeout,
                 #[cfg(feature = "kafka")]
-                producer: std::sync::OnceLock::new(),
+                producer: std::sync::Mutex::new(None),
             }),
             _ => Err(errors),
         }
@@ -201,29 +198,39 @@ impl crate::core::Output for KafkaOutput {
 
 #[cfg(feature = "kafka")]
 impl KafkaOutput {
-    fn producer(&self) -> Result<&Producer, String> {
-        self.producer
-            .get_or_init(|| {
-                let mut config = crate::clients::kafka::config(&self.brokers);
-                config
-                    .set("acks", "all")
-                    .set("enable.idempotence", "true")
-                    .set("message.timeout.ms", self.timeout.as_millis().to_string())
-                    .set(
-                        "compression.codec",
-                        match self.compression {
-                            Compression::None => "none",
-                            Compression::Gzip => "gzip",
-                            Compression::Snappy => "snappy",
-                            Compression::Lz4 => "lz4",
-                        },
-                    );
-                config
-                    .create_with_context(crate::clients::kafka::Logged("output.kafka"))
-                    .map_err(|e| e.to_string())
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+    fn producer(&self) -> Result<std::sync::Arc<Producer>, String> {
+        use rdkafka::producer::Producer as _;
+        let mut held = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(producer) = held.as_ref() {
+            match producer.client().fatal_error() {
+                None => return Ok(producer.clone()),
+                Some((code, reason)) => {
+                    tracing::error!(component = "output.kafka", %code, reason, "the producer failed for good; making a new one");
+                }
+            }
+        }
+        let made: Producer = {
+            let mut config = crate::clients::kafka::config(&self.brokers);
+            config
+                .set("acks", "all")
+                .set("enable.idempotence", "true")
+                .set("message.timeout.ms", self.timeout.as_millis().to_string())
+                .set(
+                    "compression.codec",
+                    match self.compression {
+                        Compression::None => "none",
+                        Compression::Gzip => "gzip",
+                        Compression::Snappy => "snappy",
+                        Compression::Lz4 => "lz4",
+                    },
+                );
+            config
+                .create_with_context(crate::clients::kafka::Logged("output.kafka"))
+                .map_err(|e| e.to_string())?
+        };
+        let made = std::sync::Arc::new(made);
+        *held = Some(made.clone());
+        Ok(made)
     }
 
     async fn produce(
@@ -269,8 +276,6 @@ impl KafkaOutput {
                     &error,
                     KafkaError::MessageProduction(
                         Code::MessageSizeTooLarge
-                            | Code::InvalidMessageSize
-                            | Code::InvalidMessage
                             | Code::InvalidRecord
                             | Code::InvalidTopic
                             | Code::TopicAuthorizationFailed

@@ -204,21 +204,7 @@ flows:
         "not deleted before delivery"
     );
     let weft = Weft::start_in(run_dir, &config, &[], Stdio::null()).await;
-    let distinct = || {
-        receiver
-            .seen()
-            .iter()
-            .map(|s| s.json()["n"].as_i64().unwrap())
-            .collect::<std::collections::BTreeSet<_>>()
-    };
-    assert!(
-        eventually(Duration::from_secs(20), || distinct().len() == 60).await,
-        "missing after the restart: {:?}\n{}",
-        (1..=60)
-            .filter(|n| !distinct().contains(n))
-            .collect::<Vec<_>>(),
-        weft.stderr()
-    );
+    all_arrive(&receiver, "/n", 60, Duration::from_secs(20), &weft).await;
     assert!(
         eventually(Duration::from_secs(5), || !inbox
             .join("batch.jsonl")

@@ -27,6 +27,7 @@ mod http_processor;
 mod idempotency;
 mod instructions;
 mod jwt_auth;
+#[cfg(feature = "kafka")]
 mod kafka;
 mod memory;
 mod mqtt;

@@ -388,21 +388,7 @@ async fn no_row_is_lost_when_weft_is_killed_while_a_transaction_is_delivered() {
         "killed before the transaction was done ({before})"
     );
     let weft = Weft::start_in(run_dir, &config, &[], Stdio::null()).await;
-    let distinct = || {
-        receiver
-            .seen()
-            .iter()
-            .map(|s| s.json()["after"]["id"].as_i64().unwrap())
-            .collect::<std::collections::BTreeSet<_>>()
-    };
-    assert!(
-        eventually(Duration::from_secs(30), || distinct().len() == 60).await,
-        "missing after the restart: {:?}\n{}",
-        (1..=60)
-            .filter(|n| !distinct().contains(n))
-            .collect::<Vec<_>>(),
-        weft.stderr()
-    );
+    all_arrive(&receiver, "/after/id", 60, Duration::from_secs(30), &weft).await;
 }
 
 #[test]

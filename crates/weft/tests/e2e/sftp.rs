@@ -356,21 +356,7 @@ flows:
         "not deleted before delivery"
     );
     let weft = Weft::start_in(run_dir, &config, &[], Stdio::null()).await;
-    let distinct = || {
-        receiver
-            .seen()
-            .iter()
-            .map(|s| s.json()["n"].as_i64().unwrap())
-            .collect::<std::collections::BTreeSet<_>>()
-    };
-    assert!(
-        eventually(Duration::from_secs(20), || distinct().len() == 60).await,
-        "missing after the restart: {:?}\n{}",
-        (1..=60)
-            .filter(|n| !distinct().contains(n))
-            .collect::<Vec<_>>(),
-        weft.stderr()
-    );
+    all_arrive(&receiver, "/n", 60, Duration::from_secs(20), &weft).await;
     assert!(
         eventually(Duration::from_secs(5), || !data
             .join("batches/b1.jsonl")
@@ -378,6 +364,66 @@ flows:
         .await,
         "deleted after delivery\n{}",
         weft.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_still_being_uploaded_is_left_until_it_stands_still() {
+    let data = scratch();
+    std::fs::create_dir_all(data.join("drop")).unwrap();
+    let Some(server) = rclone(&data).await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let config = format!(
+        r#"
+flows:
+  take:
+    input:
+      sftp:
+        server: {key}
+        path: /drop
+        read: lines
+        interval: 100ms
+        min_age: 1500ms
+    output:
+      http_client: {{ url: "{to}" }}
+"#,
+        key = server.with_key(),
+        to = receiver.url("/lines"),
+    );
+    let weft = Weft::start(&config).await;
+    // An upload that goes on for 3s, a line at a time, by an uploader that keeps the file's
+    // original time (`sftp put -p`, `rsync -t`): its time says an hour old all along, so only
+    // listings that see it unchanged for `min_age` may take it.
+    let file = data.join("drop/slow.txt");
+    for n in 1..=10 {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .unwrap();
+        writeln!(f, "line {n}").unwrap();
+        f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+            .unwrap();
+        drop(f);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            receiver.seen().is_empty(),
+            "taken while still being written (after line {n})\n{}",
+            weft.stderr()
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || receiver.seen().len() == 10).await,
+        "{:?}\n{}",
+        receiver.seen().len(),
+        weft.stderr()
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || !file.exists()).await,
+        "deleted after delivery"
     );
 }
 

@@ -417,6 +417,34 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
     f()
 }
 
+/// The conformance scenario's check after a restart: every number `1..=n` reaches the
+/// receiver at the body's JSON `pointer` (`/n`; more than once is fine), or the test fails
+/// naming those missing, with weft's log.
+pub async fn all_arrive(
+    receiver: &Receiver,
+    pointer: &str,
+    n: i64,
+    timeout: Duration,
+    weft: &Weft,
+) {
+    let distinct = || {
+        receiver
+            .seen()
+            .iter()
+            .filter_map(|s| s.json().pointer(pointer).and_then(|v| v.as_i64()))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let all = eventually(timeout, || (1..=n).all(|i| distinct().contains(&i))).await;
+    assert!(
+        all,
+        "missing after the restart: {:?}\n{}",
+        (1..=n)
+            .filter(|i| !distinct().contains(i))
+            .collect::<Vec<_>>(),
+        weft.stderr()
+    );
+}
+
 /// Where `crates/weft/tests/peers/install.sh` put the third-party servers.
 pub fn peers_dir() -> PathBuf {
     std::env::var_os("WEFT_PEERS_DIR").map_or_else(
