@@ -187,18 +187,7 @@ flows:
     );
     let run_dir = scratch();
     let mut weft = Weft::start_in(run_dir.clone(), &config, &[], Stdio::null()).await;
-    assert!(
-        eventually(Duration::from_secs(10), || receiver.seen().len() >= 10).await,
-        "{}",
-        weft.stderr()
-    );
-    weft.kill();
-    weft.wait(Duration::from_secs(5)).await;
-    let before = receiver.seen().len();
-    assert!(
-        before < 60,
-        "killed before the file was done ({before} delivered)"
-    );
+    kill_mid_way(&mut weft, &receiver, Duration::from_secs(10), 60).await;
     assert!(
         inbox.join("batch.jsonl").exists(),
         "not deleted before delivery"

@@ -165,18 +165,7 @@ flows:
     // Three under way at most.
     let run_dir = scratch();
     let mut weft = Weft::start_in(run_dir.clone(), &config, &[], Stdio::null()).await;
-    assert!(
-        eventually(Duration::from_secs(30), || receiver.seen().len() >= 10).await,
-        "{}",
-        weft.stderr()
-    );
-    weft.kill();
-    weft.wait(Duration::from_secs(5)).await;
-    let before = receiver.seen().len();
-    assert!(
-        before < 60,
-        "killed before the partition was done ({before})"
-    );
+    kill_mid_way(&mut weft, &receiver, Duration::from_secs(30), 60).await;
     // After the restart the receiver holds its answers for 12s: with three under way for
     // over 10s the partition is paused (what was fetched ahead is kept), then resumed.
     receiver.hold();

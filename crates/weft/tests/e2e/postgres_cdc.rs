@@ -375,18 +375,7 @@ async fn no_row_is_lost_when_weft_is_killed_while_a_transaction_is_delivered() {
     slot_in_use(&pg, &weft).await;
     pg.exec("INSERT INTO orders (id) SELECT generate_series(1, 60);")
         .await;
-    assert!(
-        eventually(Duration::from_secs(15), || receiver.seen().len() >= 10).await,
-        "{}",
-        weft.stderr()
-    );
-    weft.kill();
-    weft.wait(Duration::from_secs(5)).await;
-    let before = receiver.seen().len();
-    assert!(
-        before < 60,
-        "killed before the transaction was done ({before})"
-    );
+    kill_mid_way(&mut weft, &receiver, Duration::from_secs(15), 60).await;
     let weft = Weft::start_in(run_dir, &config, &[], Stdio::null()).await;
     all_arrive(&receiver, "/after/id", 60, Duration::from_secs(30), &weft).await;
 }

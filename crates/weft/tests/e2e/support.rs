@@ -417,6 +417,23 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
     f()
 }
 
+/// The conformance scenario's kill: once 10 of the `n` messages arrived (within `within`),
+/// weft is SIGKILLed; the test fails if all had already arrived.
+pub async fn kill_mid_way(weft: &mut Weft, receiver: &Receiver, within: Duration, n: usize) {
+    assert!(
+        eventually(within, || receiver.seen().len() >= 10).await,
+        "{}",
+        weft.stderr()
+    );
+    weft.kill();
+    weft.wait(Duration::from_secs(5)).await;
+    let before = receiver.seen().len();
+    assert!(
+        before < n,
+        "killed before all {n} were delivered ({before})"
+    );
+}
+
 /// The conformance scenario's check after a restart: every number `1..=n` reaches the
 /// receiver at the body's JSON `pointer` (`/n`; more than once is fine), or the test fails
 /// naming those missing, with weft's log.
