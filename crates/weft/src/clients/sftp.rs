@@ -69,11 +69,16 @@ pub struct Sftp {
     key: Option<Arc<PrivateKey>>,
     trust: Trust,
     timeout: Duration,
-    connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
-    /// The last failed attempt to connect, answered again for a while rather than tried at
-    /// once: a listing of many files, or many messages, wait one timeout, not one each, and a
-    /// refused login is not hammered into the server's lockout.
-    failed: std::sync::Mutex<Option<(std::time::Instant, Fault)>>,
+    connection: tokio::sync::Mutex<Held>,
+}
+
+/// The connection, or the last failed attempt to make one: that is answered again for a while
+/// rather than tried at once, so a listing of many files, or many messages, wait one timeout,
+/// not one each, and a refused login is not hammered into the server's lockout.
+#[derive(Default)]
+struct Held {
+    connection: Option<Arc<Connection>>,
+    failed: Option<(std::time::Instant, Fault)>,
 }
 
 struct Connection {
@@ -188,8 +193,7 @@ impl Sftp {
                 key: key.map(Arc::new),
                 trust,
                 timeout,
-                connection: tokio::sync::Mutex::new(None),
-                failed: std::sync::Mutex::new(None),
+                connection: Default::default(),
             }),
             _ => Err(errors),
         }
@@ -209,30 +213,28 @@ impl Sftp {
     /// The connection, made now if there is none or the last one broke.
     async fn session(&self) -> Result<Arc<Connection>, Fault> {
         let mut held = self.connection.lock().await;
-        if let Some(connection) = held.as_ref()
+        if let Some(connection) = &held.connection
             && !connection.ssh.is_closed()
         {
             return Ok(connection.clone());
         }
-        *held = None;
-        let recent = |failed: &mut Option<(std::time::Instant, Fault)>| {
-            failed
-                .as_ref()
-                .filter(|(at, _)| at.elapsed() < CONNECT_PAUSE)
-                .map(|(_, fault)| fault.clone())
-        };
-        if let Some(fault) = recent(&mut self.failed.lock().unwrap_or_else(|p| p.into_inner())) {
-            return Err(fault);
+        held.connection = None;
+        if let Some((at, fault)) = &held.failed
+            && at.elapsed() < CONNECT_PAUSE
+        {
+            return Err(fault.clone());
         }
         match self.connect().await {
             Ok(connection) => {
                 let connection = Arc::new(connection);
-                *held = Some(connection.clone());
+                *held = Held {
+                    connection: Some(connection.clone()),
+                    failed: None,
+                };
                 Ok(connection)
             }
             Err(fault) => {
-                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((std::time::Instant::now(), fault.clone()));
+                held.failed = Some((std::time::Instant::now(), fault.clone()));
                 Err(fault)
             }
         }
@@ -241,8 +243,12 @@ impl Sftp {
     /// Forgets a connection that failed, so the next call makes a new one.
     async fn broken(&self, failed: &Arc<Connection>) {
         let mut held = self.connection.lock().await;
-        if held.as_ref().is_some_and(|c| Arc::ptr_eq(c, failed)) {
-            *held = None;
+        if held
+            .connection
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, failed))
+        {
+            held.connection = None;
         }
     }
 

@@ -272,6 +272,14 @@ impl Encoding {
         Encoding::new(format, content_type.filter(|v| !v.contains("{{")))
     }
 
+    /// For a component that writes whole messages as files or records (no HTTP form parts).
+    pub fn for_records(format: Option<Format>) -> Result<Encoding, String> {
+        if format == Some(Format::Multipart) {
+            return Err("multipart is for HTTP bodies".into());
+        }
+        Encoding::new(format, None)
+    }
+
     /// The body and its content type.
     pub fn encode(&self, value: &Value) -> Result<(Bytes, Cow<'static, str>), String> {
         if self.by_header

@@ -122,10 +122,7 @@ impl super::Spec for Config {
         if self.topic.is_empty() {
             errors.push(BuildError::new("topic", "is empty"));
         }
-        if self.format == Some(Format::Multipart) {
-            errors.push(BuildError::new("format", "multipart is for HTTP bodies"));
-        }
-        let encoding = Encoding::new(self.format, None)
+        let encoding = Encoding::for_records(self.format)
             .map_err(|e| errors.push(BuildError::new("format", e)))
             .ok();
         let timeout = self

@@ -76,10 +76,7 @@ impl super::Spec for Config {
         let path = Template::parse(&self.path, Escape::None)
             .map_err(|d| errors.extend(BuildError::from_diagnostics("path", d)))
             .ok();
-        if self.format == Some(Format::Multipart) {
-            errors.push(BuildError::new("format", "multipart is for HTTP bodies"));
-        }
-        let encoding = Encoding::new(self.format, None)
+        let encoding = Encoding::for_records(self.format)
             .map_err(|e| errors.push(BuildError::new("format", e)))
             .ok();
         let sftp = Sftp::build(&self.server, "server")
