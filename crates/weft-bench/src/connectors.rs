@@ -36,16 +36,16 @@ use crate::{BODY, Killed, binaries, cpu_seconds, free_port, map_order, median, p
 
 pub const ALL: [&str; 5] = ["directory", "s3", "sftp", "postgres_cdc", "kafka"];
 
-const KEY_ID: &str = "benchkey";
-const SFTP_USER: &str = "bench";
-const SECRET: &str = "bench-secret-0123456789";
+pub(crate) const KEY_ID: &str = "benchkey";
+pub(crate) const SFTP_USER: &str = "bench";
+pub(crate) const SECRET: &str = "bench-secret-0123456789";
 /// Rows delivered side by side by the CDC reader: weft's default flow concurrency.
 const CDC_CONCURRENCY: usize = 256;
 const ROWS_PER_TRANSACTION: u64 = 1000;
 
-type Http = Client<HttpConnector, Full<Bytes>>;
+pub(crate) type Http = Client<HttpConnector, Full<Bytes>>;
 
-fn http() -> Http {
+pub(crate) fn http() -> Http {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     Client::builder(TokioExecutor::new()).build(connector)
@@ -181,18 +181,7 @@ async fn read_sftp(source: &str, client: &Http, target: &http::Uri) -> anyhow::R
         parts.next().context("fingerprint")?.to_string(),
         parts.next().context("dir")?.to_string(),
     );
-    let config = std::sync::Arc::new(russh::client::Config::default());
-    let mut ssh = russh::client::connect(config, ("127.0.0.1", port), Pinned(fingerprint)).await?;
-    if !ssh
-        .authenticate_password(SFTP_USER, SECRET)
-        .await?
-        .success()
-    {
-        bail!("the SFTP server refused the login");
-    }
-    let channel = ssh.channel_open_session().await?;
-    channel.request_subsystem(true, "sftp").await?;
-    let sftp = russh_sftp::client::SftpSession::new(channel.into_stream()).await?;
+    let (_ssh, sftp) = sftp_session(port, fingerprint).await?;
     loop {
         let mut files: Vec<(u32, String)> = sftp
             .read_dir(dir.as_str())
@@ -213,8 +202,32 @@ async fn read_sftp(source: &str, client: &Http, target: &http::Uri) -> anyhow::R
     }
 }
 
+/// An SFTP session on `127.0.0.1:port`, logged in by password, the host key checked; and the
+/// SSH connection it runs on, which must be kept.
+pub(crate) async fn sftp_session(
+    port: u16,
+    fingerprint: String,
+) -> anyhow::Result<(
+    russh::client::Handle<Pinned>,
+    russh_sftp::client::SftpSession,
+)> {
+    let config = std::sync::Arc::new(russh::client::Config::default());
+    let mut ssh = russh::client::connect(config, ("127.0.0.1", port), Pinned(fingerprint)).await?;
+    if !ssh
+        .authenticate_password(SFTP_USER, SECRET)
+        .await?
+        .success()
+    {
+        bail!("the SFTP server refused the login");
+    }
+    let channel = ssh.channel_open_session().await?;
+    channel.request_subsystem(true, "sftp").await?;
+    let sftp = russh_sftp::client::SftpSession::new(channel.into_stream()).await?;
+    Ok((ssh, sftp))
+}
+
 /// Accepts the one host key whose fingerprint it was given.
-struct Pinned(String);
+pub(crate) struct Pinned(String);
 
 impl russh::client::Handler for Pinned {
     type Error = russh::Error;
@@ -570,16 +583,17 @@ fn prepare(
 }
 
 /// librdkafka's mock cluster (one broker, in this process), and a producer to fill it.
-struct Kafka {
-    cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+pub(crate) struct Kafka {
+    pub(crate) cluster:
+        rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
     producer: rdkafka::producer::BaseProducer,
 }
 
 /// Partitions of each topic: records are read side by side across them.
-const KAFKA_PARTITIONS: i32 = 4;
+pub(crate) const KAFKA_PARTITIONS: i32 = 4;
 
 impl Kafka {
-    fn start() -> anyhow::Result<Kafka> {
+    pub(crate) fn start() -> anyhow::Result<Kafka> {
         let cluster = rdkafka::mocking::MockCluster::new(1)?;
         let producer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", cluster.bootstrap_servers())
@@ -657,15 +671,15 @@ fn measure(
 }
 
 /// `rclone serve sftp` over a directory, with a host key made here.
-struct SftpServer {
+pub(crate) struct SftpServer {
     _process: Killed,
-    port: u16,
-    fingerprint: String,
-    data: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) fingerprint: String,
+    pub(crate) data: PathBuf,
 }
 
 impl SftpServer {
-    fn start(
+    pub(crate) fn start(
         rt: &tokio::runtime::Runtime,
         rclone: &Path,
         dir: &Path,
@@ -699,8 +713,30 @@ impl SftpServer {
     }
 }
 
+/// `rclone serve s3` over `data` (each bucket a directory in it), on CPU 0; and its port.
+pub(crate) fn start_s3(
+    rt: &tokio::runtime::Runtime,
+    rclone: &Path,
+    data: &Path,
+) -> anyhow::Result<(Killed, u16)> {
+    let port = free_port()?;
+    let server = Killed(
+        pinned("0", rclone)
+            .args(["serve", "s3", "--auth-key", &format!("{KEY_ID},{SECRET}")])
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--etag-hash", "MD5"])
+            // Each run's bucket is a directory made after the server started.
+            .args(["--dir-cache-time", "10ms"])
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    rt.block_on(crate::wait_ready(&format!("127.0.0.1:{port}")))?;
+    Ok((server, port))
+}
+
 /// `target/peers/venv/bin/rclone` from the peers, or `WEFT_RCLONE`.
-fn rclone() -> Option<PathBuf> {
+pub(crate) fn rclone() -> Option<PathBuf> {
     std::env::var_os("WEFT_RCLONE")
         .map(PathBuf::from)
         .or_else(|| Some(PathBuf::from("target/peers/venv/bin/rclone")))
@@ -731,22 +767,7 @@ pub fn orchestrate(
     let s3_data = dir.join("s3");
     std::fs::create_dir_all(&s3_data)?;
     let s3 = match rclone() {
-        Some(rclone) if connectors.contains(&"s3") => {
-            let port = free_port()?;
-            let server = Killed(
-                pinned("0", &rclone)
-                    .args(["serve", "s3", "--auth-key", &format!("{KEY_ID},{SECRET}")])
-                    .args(["--addr", &format!("127.0.0.1:{port}"), "--etag-hash", "MD5"])
-                    // Each run's bucket is a directory made after the server started.
-                    .args(["--dir-cache-time", "10ms"])
-                    .arg(&s3_data)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()?,
-            );
-            rt.block_on(crate::wait_ready(&format!("127.0.0.1:{port}")))?;
-            Some((server, port))
-        }
+        Some(rclone) if connectors.contains(&"s3") => Some(start_s3(&rt, &rclone, &s3_data)?),
         _ => None,
     };
     let sftp = match rclone() {

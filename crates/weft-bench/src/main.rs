@@ -29,6 +29,10 @@
 //! `postgres_cdc`, `kafka`): weft reading into the receiver against a hand-written reader doing the
 //! same (see [`connectors`]).
 //!
+//! `weft-bench sinks` measures the sink connectors (`s3`, `sftp`, `kafka`, `smtp`): weft taking
+//! webhooks and writing each to the connector against a hand-written server doing the same
+//! (see [`sinks`]).
+//!
 //! `weft-bench cluster` measures durable flows on 1, 2 and 3 nodes of a cluster sharing one
 //! NATS JetStream, and one node's queue on JetStream against its queue in SQLite (see
 //! [`cluster`]).
@@ -37,6 +41,7 @@ mod brokers;
 mod cluster;
 mod connectors;
 mod layout;
+mod sinks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -119,6 +124,18 @@ fn main() -> anyhow::Result<()> {
             arg("--only"),
             arg("--weft").map(PathBuf::from),
         ),
+        Some("sinks") => sinks::orchestrate(
+            arg("--seconds").map_or(Ok(5.0), |s| s.parse())?,
+            arg("--rounds").map_or(Ok(3), |c| c.parse())?,
+            arg("--connections").map_or(Ok(64), |c| c.parse())?,
+            arg("--only"),
+            arg("--weft").map(PathBuf::from),
+        ),
+        Some("write") => runtime().block_on(sinks::serve(
+            &arg("--sink").context("--sink")?,
+            &arg("--target").context("--target")?,
+            arg("--address").context("--address")?.parse()?,
+        )),
         Some("read") => runtime().block_on(connectors::read(
             &arg("--connector").context("--connector")?,
             &arg("--source").context("--source")?,
@@ -168,7 +185,7 @@ fn main() -> anyhow::Result<()> {
         }
         Some(other) => {
             bail!(
-                "unknown command `{other}`; use run, cluster, brokers, connectors, soak, layout, receiver, baseline, load, copy or read"
+                "unknown command `{other}`; use run, cluster, brokers, connectors, sinks, soak, layout, receiver, baseline, load, copy, read or write"
             )
         }
     }
