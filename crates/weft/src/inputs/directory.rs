@@ -105,41 +105,29 @@ impl Place for Local {
         &self,
         wanted: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<(Vec<Found>, HashSet<String>), String> {
-        let dir = &self.path;
-        let mut entries = tokio::fs::read_dir(dir)
+        let dir = self.path.clone();
+        let entries = tokio::task::spawn_blocking(move || scan(&dir))
             .await
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
         let now = SystemTime::now();
         let mut found = Vec::new();
-        let mut present = HashSet::new();
-        while let Some(entry) = entries
-            .next_entry()
-            .await
-            .map_err(|e| format!("{}: {e}", dir.display()))?
-        {
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            present.insert(name.clone());
-            if !wanted(&name) {
-                continue;
+        let mut present = HashSet::with_capacity(entries.len());
+        for (name, meta) in entries {
+            if wanted(&name)
+                && let Some(meta) = meta
+            {
+                let modified = meta.modified().unwrap_or(now);
+                found.push(Found {
+                    shown: self.path.join(&name).display().to_string(),
+                    name: name.clone(),
+                    size: meta.len(),
+                    modified,
+                    tag: None,
+                    unchanged_since: modified,
+                });
             }
-            // A file removed meanwhile, or that is no plain file, is passed over.
-            let Ok(meta) = entry.metadata().await else {
-                continue;
-            };
-            if !meta.is_file() {
-                continue;
-            }
-            let modified = meta.modified().unwrap_or(now);
-            found.push(Found {
-                shown: entry.path().display().to_string(),
-                name,
-                size: meta.len(),
-                modified,
-                tag: None,
-                unchanged_since: modified,
-            });
+            present.insert(name);
         }
         Ok((found, present))
     }
@@ -189,16 +177,42 @@ impl Place for Local {
     }
 }
 
+/// Every entry of the directory named in UTF-8, with its metadata if it is a plain file (one
+/// removed meanwhile, or that is no plain file, has none). In one blocking call: one thread
+/// hand-over per listing, not one per file.
+fn scan(dir: &Path) -> std::io::Result<Vec<(String, Option<std::fs::Metadata>)>> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let meta = entry
+            .file_type()
+            .is_ok_and(|t| t.is_file())
+            .then(|| entry.metadata().ok())
+            .flatten()
+            .filter(std::fs::Metadata::is_file);
+        entries.push((name, meta));
+    }
+    Ok(entries)
+}
+
 /// The file's bytes if it is still as listed (size and modification time, read from the open
-/// file after reading it), `None` if it changed meanwhile.
+/// file after reading it), `None` if it changed meanwhile. In one blocking call, as [`scan`].
 async fn read_unchanged(path: &Path, file: &Found, max: u64) -> std::io::Result<Option<Bytes>> {
-    use tokio::io::AsyncReadExt;
-    let mut opened = tokio::fs::File::open(path).await?;
-    let mut bytes = Vec::with_capacity(file.size as usize);
-    (&mut opened).take(max + 1).read_to_end(&mut bytes).await?;
-    let meta = opened.metadata().await?;
-    let same = meta.len() == file.size
-        && bytes.len() as u64 == file.size
-        && meta.modified().ok() == Some(file.modified);
-    Ok(same.then(|| Bytes::from(bytes)))
+    use std::io::Read as _;
+    let (path, size, modified) = (path.to_path_buf(), file.size, file.modified);
+    tokio::task::spawn_blocking(move || {
+        let mut opened = std::fs::File::open(path)?;
+        let mut bytes = Vec::with_capacity(size as usize);
+        (&mut opened).take(max + 1).read_to_end(&mut bytes)?;
+        let meta = opened.metadata()?;
+        let same = meta.len() == size
+            && bytes.len() as u64 == size
+            && meta.modified().ok() == Some(modified);
+        Ok(same.then(|| Bytes::from(bytes)))
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
