@@ -386,15 +386,23 @@ fn report(errors: &[ConfigError], env: &weft::admin::config::EnvLookup) -> ExitC
     ExitCode::FAILURE
 }
 
+/// How long `weft cluster status` waits for NATS.
+const TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// `weft cluster status`.
 async fn cluster(action: ClusterAction) -> anyhow::Result<()> {
     let ClusterAction::Status { nats, name, json } = action;
-    let status = weft::cluster::Cluster::for_tool(&nats, &name)
-        .await
-        .map_err(anyhow::Error::msg)?
-        .status()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot read the cluster's buckets: {e}"))?;
+    // A NATS that takes the connection but does not answer must not hang the tool.
+    let status = tokio::time::timeout(TOOL_TIMEOUT, async {
+        weft::cluster::Cluster::for_tool(&nats, &name)
+            .await
+            .map_err(anyhow::Error::msg)?
+            .status()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the cluster's buckets: {e}"))
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer from NATS within {}s", TOOL_TIMEOUT.as_secs()))??;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());

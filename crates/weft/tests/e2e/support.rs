@@ -222,6 +222,9 @@ pub async fn request(
     request_with(method, url, &headers, body).await
 }
 
+/// The longest any test waits for one HTTP answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(60);
+
 /// A request with any headers; the answer's status, headers and body (599 if none came).
 pub async fn request_with(
     method: Method,
@@ -233,23 +236,28 @@ pub async fn request_with(
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    match client()
-        .request(builder.body(Full::new(body.into())).unwrap())
-        .await
-    {
-        Ok(response) => {
-            let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            (
-                parts.status,
-                parts.headers,
-                String::from_utf8_lossy(&body).into_owned(),
-            )
-        }
+    // A server that takes the request and never answers fails the test here, naming it,
+    // instead of hanging the suite.
+    let answered = tokio::time::timeout(ANSWER_WITHIN, async {
+        let response = client()
+            .request(builder.body(Full::new(body.into())).unwrap())
+            .await?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Ok::<_, hyper_util::client::legacy::Error>((parts, body))
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{url}: no answer within {ANSWER_WITHIN:?}"));
+    match answered {
+        Ok((parts, body)) => (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        ),
         Err(_) => (
             StatusCode::from_u16(599).unwrap(),
             HeaderMap::new(),
