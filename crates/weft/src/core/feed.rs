@@ -361,7 +361,24 @@ impl<P: Processor, O: Output> Feed<P, O> {
         redelivery: &Redelivery,
         give_up: GiveUp,
     ) -> Outcome {
-        self.deliver_admitted(message, redelivery, give_up, None)
+        if self.flow.durable().is_some() {
+            return self.stored(message).await;
+        }
+        self.deliver_admitted(Copies::Kept(&message), redelivery, give_up, None)
+            .await
+    }
+
+    /// [`Feed::deliver`] for a message `make` makes afresh for each delivery (from the bytes
+    /// a broker gave, say) instead of one kept and copied: a message taken at its first
+    /// delivery is made once and never copied. Every one made carries the same id.
+    pub async fn deliver_made(
+        &self,
+        make: impl Fn() -> Message + Send + Sync,
+        redelivery: &Redelivery,
+        give_up: GiveUp,
+    ) -> Outcome {
+        let copies = Copies::Made(&make, ulid::Ulid::new());
+        self.deliver_admitted(copies, redelivery, give_up, None)
             .await
     }
 
@@ -381,8 +398,13 @@ impl<P: Processor, O: Output> Feed<P, O> {
         let feed = self.clone();
         let redelivery = redelivery.clone();
         self.tasks.spawn(async move {
-            feed.deliver_admitted(message, &redelivery, GiveUp::Store, Some(admission))
-                .await
+            feed.deliver_admitted(
+                Copies::Kept(&message),
+                &redelivery,
+                GiveUp::Store,
+                Some(admission),
+            )
+            .await
         });
         true
     }
@@ -391,13 +413,13 @@ impl<P: Processor, O: Output> Feed<P, O> {
     /// source that cannot wait (pub/sub) is not read further while its messages retry.
     async fn deliver_admitted(
         &self,
-        message: Message,
+        copies: Copies<'_>,
         redelivery: &Redelivery,
         give_up: GiveUp,
         held: Option<super::flow::Admission>,
     ) -> Outcome {
         if self.flow.durable().is_some() {
-            return self.stored(message).await;
+            return self.stored(copies.make()).await;
         }
         let first_ms = crate::core::clock::now_ms();
         let mut history = Vec::new();
@@ -406,7 +428,7 @@ impl<P: Processor, O: Output> Feed<P, O> {
             delivered += 1;
             let pause = match self
                 .try_once(
-                    &message,
+                    &copies,
                     delivered,
                     redelivery,
                     give_up,
@@ -449,6 +471,33 @@ impl<P: Processor, O: Output> Feed<P, O> {
             .all(|o| matches!(o, Outcome::Taken | Outcome::GivenUp))
     }
 
+    /// [`Feed::deliver_all`] for items that `make` makes a message of for each delivery
+    /// (see [`Feed::deliver_made`]).
+    pub async fn deliver_all_made<T: Sync>(
+        &self,
+        items: &[T],
+        make: impl Fn(&T) -> Message + Sync,
+        redelivery: &Redelivery,
+    ) -> bool {
+        if self.flow.durable().is_some() {
+            return self
+                .store_each(items.iter().map(&make).collect())
+                .await
+                .into_iter()
+                .all(|taken| taken);
+        }
+        let make = &make;
+        let outcomes = futures_util::future::join_all(
+            items
+                .iter()
+                .map(|item| self.deliver_made(move || make(item), redelivery, GiveUp::Store)),
+        )
+        .await;
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Outcome::Taken | Outcome::GivenUp))
+    }
+
     /// One delivery of a message the broker has now delivered `delivered` times (its own
     /// count): [`Outcome::Again`] asks the broker to offer it again after the pause, and the
     /// delivery that reaches `redelivery.max_deliveries` gives up. For brokers that keep the
@@ -466,7 +515,7 @@ impl<P: Processor, O: Output> Feed<P, O> {
         let first_ms = crate::core::clock::now_ms();
         let mut history = Vec::new();
         self.try_once(
-            &message,
+            &Copies::Kept(&message),
             delivered.max(1),
             redelivery,
             give_up,
@@ -489,7 +538,7 @@ impl<P: Processor, O: Output> Feed<P, O> {
     #[allow(clippy::too_many_arguments)]
     async fn try_once(
         &self,
-        message: &Message,
+        copies: &Copies<'_>,
         delivered: u32,
         redelivery: &Redelivery,
         give_up: GiveUp,
@@ -508,7 +557,7 @@ impl<P: Processor, O: Output> Feed<P, O> {
                 })
             };
             let started = std::time::Instant::now();
-            let result = self.flow.process(message.clone()).await;
+            let result = self.flow.process(copies.make()).await;
             drop(admission);
             match result {
                 Ok(_) => return Outcome::Taken,
@@ -525,11 +574,18 @@ impl<P: Processor, O: Output> Feed<P, O> {
         if redelivery.max_deliveries != 0 && delivered >= redelivery.max_deliveries {
             let history = std::mem::take(history);
             return self
-                .give_up(message, delivered, &error, history, first_ms, give_up)
+                .give_up(
+                    &copies.make(),
+                    delivered,
+                    &error,
+                    history,
+                    first_ms,
+                    give_up,
+                )
                 .await;
         }
         let pause = redelivery.pause(delivered);
-        tracing::warn!(flow = %self.flow.name, id = %message.id, delivered, %error, "delivery failed; offering it again in {pause:?}");
+        tracing::warn!(flow = %self.flow.name, id = %copies.id(), delivered, %error, "delivery failed; offering it again in {pause:?}");
         if history.len() < HISTORY_KEPT {
             history.push(crate::core::durable::attempt_note(
                 crate::core::clock::now_ms(),
@@ -622,6 +678,34 @@ impl<P: Processor, O: Output> Feed<P, O> {
         }
         outcomes.resize(count, false);
         outcomes
+    }
+}
+
+/// Where each delivery of a message gets its own copy (the flow takes it and changes it).
+enum Copies<'a> {
+    /// Copied from the message kept here.
+    Kept(&'a Message),
+    /// Made afresh, under the one id.
+    Made(&'a (dyn Fn() -> Message + Send + Sync), ulid::Ulid),
+}
+
+impl Copies<'_> {
+    fn make(&self) -> Message {
+        match self {
+            Copies::Kept(message) => (*message).clone(),
+            Copies::Made(make, id) => {
+                let mut message = make();
+                message.id = *id;
+                message
+            }
+        }
+    }
+
+    fn id(&self) -> ulid::Ulid {
+        match self {
+            Copies::Kept(message) => message.id,
+            Copies::Made(_, id) => *id,
+        }
     }
 }
 

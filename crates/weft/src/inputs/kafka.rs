@@ -269,7 +269,7 @@ mod reading {
             let room = Arc::new(tokio::sync::Semaphore::new(self.max_in_flight));
             let under_way = tokio_util::task::TaskTracker::new();
             // Records read while the partitions were being paused, kept for their turn.
-            let mut held: VecDeque<Taken> = VecDeque::new();
+            let mut held: VecDeque<Record> = VecDeque::new();
             loop {
                 let permit = match room.clone().try_acquire_owned() {
                     Ok(permit) => permit,
@@ -295,7 +295,7 @@ mod reading {
                                     p = room.clone().acquire_owned() => break p.ok(),
                                     r = consumer.recv() => match r {
                                         Ok(record) => {
-                                            held.push_back(taken(&record));
+                                            held.push_back(Record::of(&record));
                                             // A partition newly assigned comes unpaused.
                                             paused(&consumer, true);
                                         }
@@ -313,7 +313,7 @@ mod reading {
                         }
                     }
                 };
-                let (topic, partition, offset, message) = match held.pop_front() {
+                let record = match held.pop_front() {
                     Some(next) => next,
                     None => {
                         let received = tokio::select! {
@@ -322,7 +322,7 @@ mod reading {
                             r = consumer.recv() => r,
                         };
                         match received {
-                            Ok(record) => taken(&record),
+                            Ok(record) => Record::of(&record),
                             Err(error) => {
                                 // librdkafka reconnects by itself; say it, and read on.
                                 tracing::warn!(flow = %feed.flow.name, component = "input.kafka", %error, "reading failed");
@@ -335,16 +335,21 @@ mod reading {
                         }
                     }
                 };
-                lock(&offsets).taken(&topic, partition, offset);
+                let (partition, offset) = (record.partition, record.offset);
+                lock(&offsets).taken(&record.topic, partition, offset);
                 let (feed, consumer, offsets) = (feed.clone(), consumer.clone(), offsets.clone());
                 let redelivery = self.redelivery.clone();
                 under_way.spawn(async move {
-                    let outcome = feed.deliver(message, &redelivery, GiveUp::Store).await;
+                    // Made from the record for each delivery: none is copied.
+                    let outcome = feed
+                        .deliver_made(|| record.message(), &redelivery, GiveUp::Store)
+                        .await;
                     drop(permit);
                     if matches!(outcome, Outcome::Taken | Outcome::GivenUp) {
+                        let topic = &record.topic;
                         let mut offsets = lock(&offsets);
-                        if let Some(through) = offsets.done(&topic, partition, offset)
-                            && let Err(error) = consumer.store_offset(&topic, partition, through)
+                        if let Some(through) = offsets.done(topic, partition, offset)
+                            && let Err(error) = consumer.store_offset(topic, partition, through)
                         {
                             // The partition went to another member: it reads it again from
                             // the last commit.
@@ -373,16 +378,66 @@ mod reading {
         }
     }
 
-    /// A record read: where it is, and the message it makes.
-    type Taken = (String, i32, i64, Message);
+    /// A record read, its bytes owned.
+    struct Record {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        payload: Vec<u8>,
+        key: Option<Vec<u8>>,
+        timestamp: Option<i64>,
+        headers: Vec<(String, Option<Vec<u8>>)>,
+    }
 
-    fn taken(record: &BorrowedMessage<'_>) -> Taken {
-        (
-            record.topic().to_string(),
-            record.partition(),
-            record.offset(),
-            message(record),
-        )
+    impl Record {
+        fn of(record: &BorrowedMessage<'_>) -> Record {
+            Record {
+                topic: record.topic().to_string(),
+                partition: record.partition(),
+                offset: record.offset(),
+                payload: record.payload().unwrap_or_default().to_vec(),
+                key: record.key().map(<[u8]>::to_vec),
+                timestamp: record.timestamp().to_millis(),
+                headers: record.headers().map_or_else(Vec::new, |all| {
+                    all.iter()
+                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                }),
+            }
+        }
+
+        /// The record as a message, described by `%kafka`.
+        fn message(&self) -> Message {
+            let mut message = Message::new(payload(&self.payload));
+            let mut meta = empty_object();
+            insert(&mut meta, "topic", Value::from(self.topic.as_str()));
+            insert(
+                &mut meta,
+                "partition",
+                Value::from(i64::from(self.partition)),
+            );
+            insert(&mut meta, "offset", Value::from(self.offset));
+            if let Some(key) = &self.key {
+                insert(
+                    &mut meta,
+                    "key",
+                    Value::from(String::from_utf8_lossy(key).as_ref()),
+                );
+            }
+            if let Some(ms) = self.timestamp {
+                insert(&mut meta, "timestamp", Value::from(ms));
+            }
+            let mut headers = empty_object();
+            for (key, value) in &self.headers {
+                let value = value.as_ref().map_or(Value::Null, |v| {
+                    Value::from(String::from_utf8_lossy(v).as_ref())
+                });
+                insert(&mut headers, key, value);
+            }
+            insert(&mut meta, "headers", headers);
+            insert(&mut message.metadata, "kafka", meta);
+            message
+        }
     }
 
     /// Pauses or resumes every partition assigned (nothing to do while there are none).
@@ -401,41 +456,6 @@ mod reading {
 
     fn lock(offsets: &Mutex<Offsets>) -> std::sync::MutexGuard<'_, Offsets> {
         offsets.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The record as a message, described by `%kafka`.
-    fn message(record: &BorrowedMessage<'_>) -> Message {
-        let mut message = Message::new(payload(record.payload().unwrap_or_default()));
-        let mut meta = empty_object();
-        insert(&mut meta, "topic", Value::from(record.topic()));
-        insert(
-            &mut meta,
-            "partition",
-            Value::from(i64::from(record.partition())),
-        );
-        insert(&mut meta, "offset", Value::from(record.offset()));
-        if let Some(key) = record.key() {
-            insert(
-                &mut meta,
-                "key",
-                Value::from(String::from_utf8_lossy(key).as_ref()),
-            );
-        }
-        if let Some(ms) = record.timestamp().to_millis() {
-            insert(&mut meta, "timestamp", Value::from(ms));
-        }
-        let mut headers = empty_object();
-        if let Some(all) = record.headers() {
-            for header in all.iter() {
-                let value = header.value.map_or(Value::Null, |v| {
-                    Value::from(String::from_utf8_lossy(v).as_ref())
-                });
-                insert(&mut headers, header.key, value);
-            }
-        }
-        insert(&mut meta, "headers", headers);
-        insert(&mut message.metadata, "kafka", meta);
-        message
     }
 }
 

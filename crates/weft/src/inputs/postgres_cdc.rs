@@ -166,6 +166,7 @@ impl super::Spec for Config {
 }
 
 /// What a transaction's messages share.
+#[derive(Clone, Copy)]
 struct Transaction {
     lsn: u64,
     xid: u32,
@@ -241,7 +242,7 @@ impl PostgresCdc {
         // Nothing confirmed yet this session: 0 leaves the slot where it is.
         let mut confirmed = 0u64;
         let mut transaction: Option<Transaction> = None;
-        let mut pending: Vec<Message> = Vec::new();
+        let mut pending: Vec<Change> = Vec::new();
         loop {
             let event = tokio::select! {
                 biased;
@@ -282,16 +283,21 @@ impl PostgresCdc {
                         "op": op, "schema": schema, "table": table,
                         "before": before, "after": after,
                     });
-                    pending.push(message(
+                    pending.push(Change {
                         value,
                         op,
-                        Some((&schema, &table)),
-                        transaction.as_ref(),
-                    ));
+                        table: Some((schema, table)),
+                        transaction,
+                    });
                 }
                 Some(Event::Truncate { tables }) => {
                     let value = serde_json::json!({ "op": "truncate", "tables": tables });
-                    pending.push(message(value, "truncate", None, transaction.as_ref()));
+                    pending.push(Change {
+                        value,
+                        op: "truncate",
+                        table: None,
+                        transaction,
+                    });
                 }
                 Some(Event::Commit { end }) => {
                     if !self
@@ -323,13 +329,14 @@ impl PostgresCdc {
         &self,
         feed: &Feed<impl Processor, impl Output>,
         stream: &mut Stream,
-        pending: &mut Vec<Message>,
+        pending: &mut Vec<Change>,
         confirmed: u64,
     ) -> Result<bool, String> {
         if pending.is_empty() {
             return Ok(true);
         }
-        let delivery = feed.deliver_all(std::mem::take(pending), &self.redelivery);
+        let changes = std::mem::take(pending);
+        let delivery = feed.deliver_all_made(&changes, Change::message, &self.redelivery);
         tokio::pin!(delivery);
         let mut tick =
             tokio::time::interval_at(tokio::time::Instant::now() + STATUS_EVERY, STATUS_EVERY);
@@ -342,29 +349,37 @@ impl PostgresCdc {
     }
 }
 
-/// A change as a message, with its metadata.
-fn message(
+/// A change read, kept until its transaction is delivered.
+struct Change {
     value: Json,
-    op: &str,
-    table: Option<(&str, &str)>,
-    transaction: Option<&Transaction>,
-) -> Message {
-    let value = serde_json::from_value::<Value>(value).unwrap_or(Value::Null);
-    let mut message = Message::new(value);
-    let m = &mut message.metadata;
-    insert(m, "cdc_op", Value::from(op));
-    if let Some((schema, table)) = table {
-        insert(m, "cdc_schema", Value::from(schema));
-        insert(m, "cdc_table", Value::from(table));
-    }
-    if let Some(t) = transaction {
-        insert(m, "cdc_lsn", Value::from(lsn_text(t.lsn)));
-        insert(m, "cdc_xid", Value::from(i64::from(t.xid)));
-        if let Some(time) = t.commit_time {
-            insert(m, "cdc_commit_time", Value::from(time));
+    op: &'static str,
+    /// Schema and table.
+    table: Option<(String, String)>,
+    transaction: Option<Transaction>,
+}
+
+impl Change {
+    /// The change as a message, with its metadata (made for each delivery, so none is
+    /// copied).
+    fn message(&self) -> Message {
+        use serde::Deserialize as _;
+        let value = Value::deserialize(&self.value).unwrap_or(Value::Null);
+        let mut message = Message::new(value);
+        let m = &mut message.metadata;
+        insert(m, "cdc_op", Value::from(self.op));
+        if let Some((schema, table)) = &self.table {
+            insert(m, "cdc_schema", Value::from(schema.as_str()));
+            insert(m, "cdc_table", Value::from(table.as_str()));
         }
+        if let Some(t) = &self.transaction {
+            insert(m, "cdc_lsn", Value::from(lsn_text(t.lsn)));
+            insert(m, "cdc_xid", Value::from(i64::from(t.xid)));
+            if let Some(time) = t.commit_time {
+                insert(m, "cdc_commit_time", Value::from(time));
+            }
+        }
+        message
     }
-    message
 }
 
 impl super::Source for PostgresCdc {
