@@ -194,3 +194,42 @@ fn kafka_config_errors_are_named_at_their_fields() {
         "the topic's template located: {said}"
     );
 }
+
+/// The conformance scenario (`support::an_output_loses_nothing_to_a_kill`) for the output:
+/// every message becomes a record even when weft is killed half-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_record_is_lost_when_weft_is_killed_while_writing() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message as _, Offset, TopicPartitionList};
+    let cluster = cluster("out", 2);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", "check")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut partitions = TopicPartitionList::new();
+    for p in 0..2 {
+        partitions
+            .add_partition_offset("out", p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&partitions).unwrap();
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let output = format!(
+        r#"kafka: {{ brokers: ["{}"], topic: out }}"#,
+        cluster.bootstrap_servers()
+    );
+    an_output_loses_nothing_to_a_kill(&output, || {
+        let mut seen = seen.lock().unwrap();
+        while let Some(Ok(record)) = consumer.poll(Duration::from_millis(10)) {
+            let n = record
+                .payload()
+                .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+                .and_then(|v| v["n"].as_i64());
+            seen.extend(n);
+        }
+        seen.clone()
+    })
+    .await;
+}

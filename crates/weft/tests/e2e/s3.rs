@@ -254,3 +254,19 @@ fn s3_config_errors_are_named_at_their_fields() {
     );
     assert!(said.contains("weft.yaml:8:"), "move_to located: {said}");
 }
+
+/// The conformance scenario (`support::an_output_loses_nothing_to_a_kill`) for the output:
+/// every message becomes an object even when weft is killed half-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_object_is_lost_when_weft_is_killed_while_writing() {
+    let data = scratch();
+    let out = bucket(&data, "out");
+    let Some(server) = rclone(&data).await else {
+        return;
+    };
+    let output = format!(
+        r#"s3: {{ bucket: out, endpoint: "http://127.0.0.1:{}", credentials: {{ access_key_id: {KEY_ID}, secret_access_key: "{SECRET}" }}, key: "n/{{{{ .n }}}}.json" }}"#,
+        server.port
+    );
+    an_output_loses_nothing_to_a_kill(&output, || numbered_files(&out.join("n"))).await;
+}

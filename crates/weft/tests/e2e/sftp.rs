@@ -441,3 +441,18 @@ fn sftp_config_errors_are_named_at_their_fields() {
     assert!(said.contains("weft.yaml:10:"), "move_to located: {said}");
     assert!(!said.contains("secret@"), "{said}");
 }
+
+/// The conformance scenario (`support::an_output_loses_nothing_to_a_kill`) for the output:
+/// every message becomes a file even when weft is killed half-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_file_is_lost_when_weft_is_killed_while_writing() {
+    let data = scratch();
+    let Some(server) = rclone(&data).await else {
+        return;
+    };
+    let output = format!(
+        r#"sftp: {{ server: {}, path: "/out/{{{{ .n }}}}.json" }}"#,
+        server.with_password()
+    );
+    an_output_loses_nothing_to_a_kill(&output, || numbered_files(&data.join("out"))).await;
+}

@@ -3,8 +3,9 @@
 //! text and HTML alternatives, an attachment from the message, Bcc kept out of the headers; a
 //! temporary refusal (451) retried until delivered; a permanent one (550) failing the message
 //! for good with the server's reason; a wrong password retried (it may be being rotated) and
-//! never shown; and `security: none` against this server, which offers no login before TLS,
-//! refused without the password being sent.
+//! never shown; `security: none` against this server, which offers no login before TLS,
+//! refused without the password being sent; and the conformance scenario (weft SIGKILLed
+//! while sending, every mail sent after a restart, then a clean stop).
 
 use std::path::Path;
 
@@ -239,4 +240,48 @@ fn a_bad_sender_or_a_tls_block_without_tls_is_refused_at_its_field() {
         format!("{out}{err}").contains("field `security`"),
         "{out}{err}"
     );
+}
+
+/// The conformance scenario (`support::an_output_loses_nothing_to_a_kill`): every message
+/// becomes a mail even when weft is killed half-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_mail_is_lost_when_weft_is_killed_while_sending() {
+    let dir = scratch();
+    pki(&dir);
+    let outbox = dir.join("outbox");
+    let file = |name: &str| dir.join(name).display().to_string();
+    let (cert, key, out) = (
+        file("server.pem"),
+        file("server.key"),
+        outbox.display().to_string(),
+    );
+    let Some(server) = Peer::start(
+        "aiosmtpd",
+        "python",
+        &[
+            "{scripts}/smtp_server.py",
+            "{port}",
+            &out,
+            &cert,
+            &key,
+            "shop@example.com",
+            PASSWORD,
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let output = format!(
+        r#"smtp: {{ url: "smtp://shop%40example.com:{PASSWORD}@127.0.0.1:{}", tls: {{ ca_file: "{}" }}, from: shop@example.com, to: ada@example.org, subject: "n={{{{ .n }}}}" }}"#,
+        server.port,
+        file("ca.pem")
+    );
+    an_output_loses_nothing_to_a_kill(&output, || {
+        mails(&outbox)
+            .iter()
+            .filter_map(|m| m["subject"].as_str()?.strip_prefix("n=")?.parse().ok())
+            .collect()
+    })
+    .await;
 }

@@ -753,3 +753,86 @@ impl NatsServer {
         self.wait_listening().await;
     }
 }
+
+/// The conformance scenario for an output: 60 JSON lines (`{"n": 1}` …) in a `directory`,
+/// taken at about 50 a second and written by `output` (the flow's output, YAML indented by six
+/// spaces); weft is SIGKILLed once 10 reached the sink (`arrived`: the numbers it holds), and
+/// after a restart every one arrives (more than once is fine) and the file is cleared away;
+/// SIGTERM then stops weft cleanly.
+pub async fn an_output_loses_nothing_to_a_kill(
+    output: &str,
+    arrived: impl Fn() -> std::collections::BTreeSet<i64>,
+) {
+    let inbox = scratch();
+    let text: String = (1..=60).map(|n| format!("{{\"n\": {n}}}\n")).collect();
+    let file = inbox.join("b1.jsonl");
+    std::fs::write(&file, text).unwrap();
+    let config = format!(
+        r#"
+flows:
+  out:
+    input:
+      directory: {{ path: "{inbox}", read: json_lines, interval: 100ms, min_age: 0s }}
+    concurrency: 2
+    pipeline:
+      - delay: 40ms
+    output:
+      {output}
+"#,
+        inbox = inbox.display(),
+    );
+    let run_dir = scratch();
+    let mut weft = Weft::start_in(run_dir.clone(), &config, &[], Stdio::null()).await;
+    assert!(
+        eventually(Duration::from_secs(20), || arrived().len() >= 10).await,
+        "{}",
+        weft.stderr()
+    );
+    weft.kill();
+    weft.wait(Duration::from_secs(5)).await;
+    let before = arrived().len();
+    assert!(before < 60, "killed before all 60 were written ({before})");
+    assert!(file.exists(), "not deleted before delivery");
+    let mut weft = Weft::start_in(run_dir, &config, &[], Stdio::null()).await;
+    let all = eventually(Duration::from_secs(30), || {
+        let got = arrived();
+        (1..=60).all(|n| got.contains(&n))
+    })
+    .await;
+    let got = arrived();
+    assert!(
+        all,
+        "missing after the restart: {:?}\n{}",
+        (1..=60).filter(|n| !got.contains(n)).collect::<Vec<_>>(),
+        weft.stderr()
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || !file.exists()).await,
+        "deleted after delivery\n{}",
+        weft.stderr()
+    );
+    weft.terminate();
+    let status = weft.wait(Duration::from_secs(10)).await;
+    assert!(
+        status.success(),
+        "a clean stop: {status}\n{}",
+        weft.stderr()
+    );
+}
+
+/// The numbers `N` of the files `N.json` in `dir` (none if it is missing).
+pub fn numbered_files(dir: &Path) -> std::collections::BTreeSet<i64> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".json")?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
