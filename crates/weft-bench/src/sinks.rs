@@ -16,7 +16,8 @@
 //!   (addressed to the mapped e-mail, a subject and a text body made from the message) over
 //!   lettre's pooled transport, as weft's.
 //!
-//! Each contender gets a fresh bucket, directory or topic; after its run the sink is counted,
+//! Each contender gets a fresh bucket, directory or topic (the SMTP server counts every mail,
+//! and a contender's are those it counted during its run); after its run the sink is counted,
 //! and a sink holding fewer items than were answered 200 is reported, so a fast answer without
 //! the write shows. The figures are requests/s, p99 and the server's CPU µs per request, and
 //! their medians as ratios over `--rounds` rounds.
@@ -270,8 +271,13 @@ struct Prepared {
     target: String,
 }
 
+/// The bucket, directory or topic of the contender `tag`.
+fn place(tag: &str) -> String {
+    format!("t{}", tag.replace(|c: char| !c.is_ascii_alphanumeric(), ""))
+}
+
 fn prepare(sink: &str, tag: &str, sinks: &Sinks) -> anyhow::Result<Prepared> {
-    let name = format!("t{}", tag.replace(|c: char| !c.is_ascii_alphanumeric(), ""));
+    let name = place(tag);
     Ok(match sink {
         "s3" => {
             let (_, port, data) = sinks.s3.as_ref().context("no S3 server")?;
@@ -320,7 +326,7 @@ fn prepare(sink: &str, tag: &str, sinks: &Sinks) -> anyhow::Result<Prepared> {
 
 /// How many items the sink holds for the contender `tag`.
 fn held(sink: &str, tag: &str, sinks: &Sinks) -> anyhow::Result<u64> {
-    let name = format!("t{}", tag.replace(|c: char| !c.is_ascii_alphanumeric(), ""));
+    let name = place(tag);
     let files = |dir: &Path| -> anyhow::Result<u64> {
         Ok(std::fs::read_dir(dir)?
             .filter_map(Result::ok)

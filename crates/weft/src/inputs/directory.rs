@@ -108,7 +108,8 @@ impl Place for Local {
         let dir = self.path.clone();
         let entries = tokio::task::spawn_blocking(move || scan(&dir))
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(std::io::Error::other)
+            .flatten()
             .map_err(|e| format!("{}: {e}", self.path.display()))?;
         let now = SystemTime::now();
         let mut found = Vec::new();

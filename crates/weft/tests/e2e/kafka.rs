@@ -217,7 +217,7 @@ async fn no_record_is_lost_when_weft_is_killed_while_writing() {
     consumer.assign(&partitions).unwrap();
     let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
     let output = format!(
-        r#"kafka: {{ brokers: ["{}"], topic: out }}"#,
+        r#"kafka: {{ brokers: [{}], topic: out }}"#,
         cluster.bootstrap_servers()
     );
     an_output_loses_nothing_to_a_kill(&output, || {
@@ -232,4 +232,70 @@ async fn no_record_is_lost_when_weft_is_killed_while_writing() {
         seen.clone()
     })
     .await;
+}
+
+/// A record whose delivery keeps failing is offered again under one id (each delivery makes
+/// its message afresh from the record) and then kept as a dead letter under that id, with its
+/// body and its `%kafka` metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_keeps_failing_is_dead_lettered_under_one_id() {
+    let cluster = cluster("bad", 1);
+    let brokers = cluster.bootstrap_servers();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to("bad").payload(r#"{"n": 1}"#).key("k1"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(500));
+    let config = format!(
+        r#"
+flows:
+  bad:
+    input:
+      kafka: {{ brokers: [{brokers}], topics: [bad], group: bad, session_timeout: 6s, redelivery: {{ max_deliveries: 3, backoff: 50ms }} }}
+    output:
+      http_client: {{ url: "{to}", retry: {{ max_attempts: 1 }} }}
+"#,
+        to = receiver.url("/in"),
+    );
+    let dir = scratch();
+    let mut weft = Weft::start_in(dir.clone(), &config, &[], Stdio::null()).await;
+    assert!(
+        eventually(Duration::from_secs(30), || weft
+            .stderr()
+            .contains("moved to the dead-letter queue"))
+        .await,
+        "{}",
+        weft.stderr()
+    );
+    weft.kill();
+    assert_eq!(receiver.seen().len(), 3, "three deliveries");
+    let data = dir.join("data");
+    let data = data.to_str().unwrap();
+    let (status, listed, err) = weft_cmd(&["dlq", "list", "--data-dir", data], &dir);
+    assert!(status.success(), "{err}");
+    let letter: serde_json::Value = serde_json::from_str(listed.trim()).unwrap();
+    let id = letter["id"].as_str().unwrap().to_string();
+    assert_eq!(letter["attempts"], 3, "{listed}");
+    // Every delivery's warning names the one id the dead letter has.
+    let log = weft.stderr();
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("offering it again"))
+        .collect::<Vec<_>>();
+    assert_eq!(warned.len(), 2, "{log}");
+    assert!(warned.iter().all(|l| l.contains(&id)), "{id}\n{log}");
+    let (status, shown, err) = weft_cmd(&["dlq", "show", "--id", &id, "--data-dir", data], &dir);
+    assert!(status.success(), "{err}");
+    assert!(shown.contains(r#""n": 1"#), "{shown}");
+    assert!(shown.contains(r#""key": "k1""#), "{shown}");
+    assert!(shown.contains(r#""topic": "bad""#), "{shown}");
 }

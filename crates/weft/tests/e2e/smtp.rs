@@ -7,7 +7,7 @@
 //! refused without the password being sent; and the conformance scenario (weft SIGKILLed
 //! while sending, every mail sent after a restart, then a clean stop).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::support::*;
 use crate::tls::pki;
@@ -29,8 +29,10 @@ fn mails(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mail_goes_out_over_starttls_with_templates_alternatives_and_attachments() {
+/// aiosmtpd requiring STARTTLS (a certificate of a CA made here) and the login
+/// `shop@example.com` / `PASSWORD`, writing each mail it takes into `outbox/` as JSON; with
+/// the CA's file. `None` (said loudly) where the peers are not installed.
+async fn server() -> Option<(Peer, PathBuf, String)> {
     let dir = scratch();
     pki(&dir);
     let outbox = dir.join("outbox");
@@ -40,7 +42,7 @@ async fn mail_goes_out_over_starttls_with_templates_alternatives_and_attachments
         file("server.key"),
         outbox.display().to_string(),
     );
-    let Some(server) = Peer::start(
+    let server = Peer::start(
         "aiosmtpd",
         "python",
         &[
@@ -53,13 +55,17 @@ async fn mail_goes_out_over_starttls_with_templates_alternatives_and_attachments
             PASSWORD,
         ],
     )
-    .await
-    else {
+    .await?;
+    Some((server, outbox, file("ca.pem")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_goes_out_over_starttls_with_templates_alternatives_and_attachments() {
+    let Some((server, outbox, ca)) = server().await else {
         return;
     };
     let smtp = server.port;
     let (port, wrong, plain) = (free_port(), free_port(), free_port());
-    let ca = file("ca.pem");
     let config = format!(
         r#"
 flows:
@@ -246,36 +252,12 @@ fn a_bad_sender_or_a_tls_block_without_tls_is_refused_at_its_field() {
 /// becomes a mail even when weft is killed half-way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_mail_is_lost_when_weft_is_killed_while_sending() {
-    let dir = scratch();
-    pki(&dir);
-    let outbox = dir.join("outbox");
-    let file = |name: &str| dir.join(name).display().to_string();
-    let (cert, key, out) = (
-        file("server.pem"),
-        file("server.key"),
-        outbox.display().to_string(),
-    );
-    let Some(server) = Peer::start(
-        "aiosmtpd",
-        "python",
-        &[
-            "{scripts}/smtp_server.py",
-            "{port}",
-            &out,
-            &cert,
-            &key,
-            "shop@example.com",
-            PASSWORD,
-        ],
-    )
-    .await
-    else {
+    let Some((server, outbox, ca)) = server().await else {
         return;
     };
     let output = format!(
         r#"smtp: {{ url: "smtp://shop%40example.com:{PASSWORD}@127.0.0.1:{}", tls: {{ ca_file: "{}" }}, from: shop@example.com, to: ada@example.org, subject: "n={{{{ .n }}}}" }}"#,
-        server.port,
-        file("ca.pem")
+        server.port, ca
     );
     an_output_loses_nothing_to_a_kill(&output, || {
         mails(&outbox)
