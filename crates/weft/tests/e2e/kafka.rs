@@ -23,6 +23,24 @@ fn cluster(
     cluster
 }
 
+/// Writes `(key, value)` records to `topic`, each confirmed.
+async fn produce(brokers: &str, topic: &str, records: &[(String, String)]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for (key, value) in records {
+        producer
+            .send(
+                FutureRecord::to(topic).payload(value).key(key),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_go_through_kafka_and_come_back_once_each() {
     let cluster = cluster("orders", 3);
@@ -133,21 +151,10 @@ flows:
 async fn no_record_is_lost_when_weft_is_killed_while_they_are_delivered() {
     let cluster = cluster("batch", 1);
     let brokers = cluster.bootstrap_servers();
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    for n in 1..=60 {
-        let body = format!(r#"{{"n": {n}}}"#);
-        producer
-            .send(
-                FutureRecord::<(), _>::to("batch").payload(&body),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
+    let records: Vec<(String, String)> = (1..=60)
+        .map(|n| (n.to_string(), format!(r#"{{"n": {n}}}"#)))
+        .collect();
+    produce(&brokers, "batch", &records).await;
     let receiver = Receiver::start().await;
     receiver.set_delay(Duration::from_millis(40));
     let config = format!(
@@ -241,18 +248,7 @@ async fn no_record_is_lost_when_weft_is_killed_while_writing() {
 async fn a_record_that_keeps_failing_is_dead_lettered_under_one_id() {
     let cluster = cluster("bad", 1);
     let brokers = cluster.bootstrap_servers();
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    producer
-        .send(
-            FutureRecord::to("bad").payload(r#"{"n": 1}"#).key("k1"),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+    produce(&brokers, "bad", &[("k1".into(), r#"{"n": 1}"#.into())]).await;
     let receiver = Receiver::start().await;
     receiver.set_default(Reply::status(500));
     let config = format!(
