@@ -460,15 +460,14 @@ impl<P: Processor, O: Output> Feed<P, O> {
                 .into_iter()
                 .all(|taken| taken);
         }
-        let outcomes = futures_util::future::join_all(
-            messages
-                .into_iter()
-                .map(|m| self.deliver(m, redelivery, GiveUp::Store)),
+        all_taken(
+            futures_util::future::join_all(
+                messages
+                    .into_iter()
+                    .map(|m| self.deliver(m, redelivery, GiveUp::Store)),
+            )
+            .await,
         )
-        .await;
-        outcomes
-            .iter()
-            .all(|o| matches!(o, Outcome::Taken | Outcome::GivenUp))
     }
 
     /// [`Feed::deliver_all`] for items that `make` makes a message of for each delivery
@@ -487,15 +486,14 @@ impl<P: Processor, O: Output> Feed<P, O> {
                 .all(|taken| taken);
         }
         let make = &make;
-        let outcomes = futures_util::future::join_all(
-            items
-                .iter()
-                .map(|item| self.deliver_made(move || make(item), redelivery, GiveUp::Store)),
+        all_taken(
+            futures_util::future::join_all(
+                items
+                    .iter()
+                    .map(|item| self.deliver_made(move || make(item), redelivery, GiveUp::Store)),
+            )
+            .await,
         )
-        .await;
-        outcomes
-            .iter()
-            .all(|o| matches!(o, Outcome::Taken | Outcome::GivenUp))
     }
 
     /// One delivery of a message the broker has now delivered `delivered` times (its own
@@ -679,6 +677,14 @@ impl<P: Processor, O: Output> Feed<P, O> {
         outcomes.resize(count, false);
         outcomes
     }
+}
+
+/// Whether every message of a page was delivered or given up on (so the page may be
+/// checkpointed past).
+fn all_taken(outcomes: Vec<Outcome>) -> bool {
+    outcomes
+        .iter()
+        .all(|o| matches!(o, Outcome::Taken | Outcome::GivenUp))
 }
 
 /// Where each delivery of a message gets its own copy (the flow takes it and changes it).

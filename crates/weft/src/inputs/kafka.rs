@@ -95,6 +95,7 @@ pub struct KafkaInput {
 const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 /// How long a full `max_in_flight` is waited out before the partitions are paused.
+#[cfg(feature = "kafka")]
 const STALL: Duration = Duration::from_secs(10);
 
 /// librdkafka's `max.poll.interval.ms`, the most `session_timeout` may be.
@@ -271,47 +272,8 @@ mod reading {
             // Records read while the partitions were being paused, kept for their turn.
             let mut held: VecDeque<Record> = VecDeque::new();
             loop {
-                let permit = match room.clone().try_acquire_owned() {
-                    Ok(permit) => permit,
-                    Err(_) => {
-                        // Full. A place usually comes back soon: waiting for it keeps what
-                        // librdkafka fetched ahead (pausing would drop it).
-                        let soon = tokio::select! {
-                            biased;
-                            _ = feed.shutdown.cancelled() => break,
-                            p = tokio::time::timeout(STALL, room.clone().acquire_owned()) => p,
-                        };
-                        if let Ok(permit) = soon {
-                            permit.map_err(|e| e.to_string())?
-                        } else {
-                            // A long stall: the partitions are paused and the consumer goes
-                            // on polling, so the group does not take them away while the
-                            // outputs are slow.
-                            paused(&consumer, true);
-                            let permit = loop {
-                                tokio::select! {
-                                    biased;
-                                    _ = feed.shutdown.cancelled() => break None,
-                                    p = room.clone().acquire_owned() => break p.ok(),
-                                    r = consumer.recv() => match r {
-                                        Ok(record) => {
-                                            held.push_back(Record::of(&record));
-                                            // A partition newly assigned comes unpaused.
-                                            paused(&consumer, true);
-                                        }
-                                        Err(error) => {
-                                            tracing::warn!(flow = %feed.flow.name, component = "input.kafka", %error, "reading failed");
-                                        }
-                                    },
-                                }
-                            };
-                            paused(&consumer, false);
-                            match permit {
-                                Some(permit) => permit,
-                                None => break,
-                            }
-                        }
-                    }
+                let Some(permit) = room_for_one(feed, &consumer, &room, &mut held).await? else {
+                    break;
                 };
                 let record = match held.pop_front() {
                     Some(next) => next,
@@ -376,6 +338,50 @@ mod reading {
             }
             Ok(())
         }
+    }
+
+    /// A place under way, once one is free; `None` at shutdown. A place usually comes back
+    /// soon, and waiting for it keeps what librdkafka fetched ahead (pausing would drop it).
+    /// After a long stall the partitions are paused and the consumer goes on polling, keeping
+    /// what it reads in `held`, so the group does not take them away while the outputs are
+    /// slow.
+    async fn room_for_one(
+        feed: &Feed<impl Processor, impl Output>,
+        consumer: &Kafka,
+        room: &Arc<tokio::sync::Semaphore>,
+        held: &mut VecDeque<Record>,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, String> {
+        if let Ok(permit) = room.clone().try_acquire_owned() {
+            return Ok(Some(permit));
+        }
+        let soon = tokio::select! {
+            biased;
+            _ = feed.shutdown.cancelled() => return Ok(None),
+            p = tokio::time::timeout(STALL, room.clone().acquire_owned()) => p,
+        };
+        if let Ok(permit) = soon {
+            return permit.map(Some).map_err(|e| e.to_string());
+        }
+        paused(consumer, true);
+        let permit = loop {
+            tokio::select! {
+                biased;
+                _ = feed.shutdown.cancelled() => break None,
+                p = room.clone().acquire_owned() => break p.ok(),
+                r = consumer.recv() => match r {
+                    Ok(record) => {
+                        held.push_back(Record::of(&record));
+                        // A partition newly assigned comes unpaused.
+                        paused(consumer, true);
+                    }
+                    Err(error) => {
+                        tracing::warn!(flow = %feed.flow.name, component = "input.kafka", %error, "reading failed");
+                    }
+                },
+            }
+        };
+        paused(consumer, false);
+        Ok(permit)
     }
 
     /// A record read, its bytes owned.
