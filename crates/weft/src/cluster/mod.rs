@@ -339,11 +339,39 @@ impl Cluster {
     /// The nodes whose heartbeat is fresh; `None` when the bucket cannot be read (the share
     /// stays as it was).
     async fn count_nodes(&self) -> Option<u32> {
-        use futures_util::StreamExt;
-        let keys = self.nodes.keys().await.ok()?;
-        let counted = keys.filter(|k| std::future::ready(k.is_ok())).count().await;
+        let counted = live_entries(&self.nodes).await.ok()?.len();
         Some((counted as u32).max(1))
     }
+}
+
+/// The keys of `bucket` that hold a value now, each once, with their values. Listed from the
+/// stream's subjects in one request rather than by `Store::keys`: that listing also yields
+/// the keys written while it runs (a lease renewed meanwhile came out twice, a node's
+/// heartbeat too), and on NATS 2.9 it ran on for as long as writes went on.
+async fn live_entries(bucket: &kv::Store) -> Result<Vec<(String, bytes::Bytes)>, String> {
+    use futures_util::TryStreamExt;
+    let subjects: Vec<(String, usize)> = bucket
+        .stream
+        .info_with_subjects(format!("{}>", bucket.prefix))
+        .await
+        .map_err(|e| e.to_string())?
+        .try_collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut keys: Vec<&str> = subjects
+        .iter()
+        .filter_map(|(subject, _)| subject.strip_prefix(bucket.prefix.as_str()))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut entries = Vec::with_capacity(keys.len());
+    for key in keys {
+        // A deleted or purged key keeps its marker until it lapses: no value.
+        if let Some(value) = bucket.get(key).await.map_err(|e| e.to_string())? {
+            entries.push((key.to_string(), value));
+        }
+    }
+    Ok(entries)
 }
 
 impl Cluster {
@@ -458,34 +486,20 @@ pub struct QueueStatus {
 
 impl Cluster {
     pub async fn status(&self) -> Result<Status, String> {
-        use futures_util::TryStreamExt;
-        let mut nodes = Vec::new();
-        let keys: Vec<String> = match self.nodes.keys().await {
-            Ok(keys) => keys.try_collect().await.map_err(|e| e.to_string())?,
-            Err(e) => return Err(e.to_string()),
-        };
-        for key in keys {
-            if let Ok(Some(value)) = self.nodes.get(&key).await
-                && let Ok(record) = serde_json::from_slice::<NodeRecord>(&value)
-            {
-                nodes.push(record);
-            }
-        }
+        let mut nodes: Vec<NodeRecord> = live_entries(&self.nodes)
+            .await?
+            .into_iter()
+            .filter_map(|(_, value)| serde_json::from_slice(&value).ok())
+            .collect();
         nodes.sort_by(|a, b| a.node.cmp(&b.node));
         let mut leases = Vec::new();
-        let keys: Vec<String> = match self.leases.keys().await {
-            Ok(keys) => keys.try_collect().await.map_err(|e| e.to_string())?,
-            Err(e) => return Err(e.to_string()),
-        };
-        for key in keys {
+        for (key, holder) in live_entries(&self.leases).await? {
             let Some(flow) = key.strip_prefix("input.").and_then(weft_store::token_text) else {
                 continue;
             };
-            if let Ok(Some(holder)) = self.leases.get(&key).await {
-                let holder = String::from_utf8_lossy(&holder);
-                let holder = holder.strip_prefix(lease::DONE).unwrap_or(&holder);
-                leases.push((format!("input.{flow}"), holder.to_string()));
-            }
+            let holder = String::from_utf8_lossy(&holder);
+            let holder = holder.strip_prefix(lease::DONE).unwrap_or(&holder);
+            leases.push((format!("input.{flow}"), holder.to_string()));
         }
         leases.sort();
         let queues = queues(self, true)
