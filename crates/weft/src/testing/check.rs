@@ -74,6 +74,7 @@ pub(super) async fn send(
     address: std::net::SocketAddr,
     default_path: &str,
     request: &TestRequest,
+    auth: Option<&crate::inputs::http_server::auth::Auth>,
 ) -> Result<(u16, http::HeaderMap, Bytes), String> {
     let path = request.path.as_deref().unwrap_or(default_path);
     if request.path.is_none() && path.contains('{') {
@@ -83,26 +84,38 @@ pub(super) async fn send(
     }
     let method = http::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
         .map_err(|e| format!("method: {e}"))?;
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(format!("http://{address}{path}"));
+    let mut headers = http::HeaderMap::new();
     for (name, value) in &request.headers {
-        builder = builder.header(name.as_str(), value.as_str());
+        let name = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| format!("header `{name}`: {e}"))?;
+        let value =
+            http::HeaderValue::from_str(value).map_err(|e| format!("header `{name}`: {e}"))?;
+        headers.append(name, value);
     }
-    let has_type = request
-        .headers
-        .keys()
-        .any(|k| k.eq_ignore_ascii_case("content-type"));
     let body = match &request.body {
         None => Bytes::new(),
         Some(Json::String(s)) => Bytes::from(s.clone()),
         Some(other) => {
-            if !has_type {
-                builder = builder.header("content-type", "application/json");
+            if !headers.contains_key(http::header::CONTENT_TYPE) {
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
             }
             Bytes::from(other.to_string())
         }
     };
+    if request.sign {
+        let auth = auth.ok_or("`sign: true`, but the endpoint has no `auth` to sign for")?;
+        auth.sign_as_sender(&mut headers, &body, chrono::Utc::now().timestamp())
+            .map_err(|e| format!("sign: {e}"))?;
+    }
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(format!("http://{address}{path}"));
+    if let Some(all) = builder.headers_mut() {
+        *all = headers;
+    }
     let request = builder.body(Full::new(body)).map_err(|e| e.to_string())?;
     let response = client
         .send(request, Duration::from_secs(30), 16 << 20)

@@ -118,6 +118,9 @@ pub(super) struct TestRequest {
     pub(super) headers: BTreeMap<String, String>,
     /// A string is sent as it is; anything else as JSON.
     pub(super) body: Option<Json>,
+    /// Signed as the sender of the endpoint's `hmac` auth would, with its secret, now.
+    #[serde(default)]
+    pub(super) sign: bool,
     #[serde(default)]
     pub(super) expect: ResponseExpect,
 }

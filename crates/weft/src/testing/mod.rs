@@ -528,6 +528,7 @@ async fn run_case(
             .map_err(|e| one(format!("cannot listen on loopback: {e}")))?;
         let address = listener.local_addr().map_err(|e| one(e.to_string()))?;
         let path = endpoint.path.clone();
+        let auth = endpoint.auth();
         // The server stops after the requests; a durable flow's workers go on delivering.
         let server_stop = stop.child_token();
         let server = tokio::spawn(http_server::serve(
@@ -542,7 +543,7 @@ async fn run_case(
                 request.method,
                 request.path.as_deref().unwrap_or(&path)
             );
-            match send(&client, address, &path, &request).await {
+            match send(&client, address, &path, &request, auth.as_deref()).await {
                 Ok((status, headers, body)) => {
                     errors.extend(check_response(
                         &what,

@@ -734,6 +734,19 @@ fn equal_tags(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Auth {
+    /// Signs a request as the sender of an `hmac` endpoint would ([`Hmac::sign_as_sender`]).
+    pub fn sign_as_sender(
+        &self,
+        headers: &mut HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(), String> {
+        match self {
+            Auth::Hmac(hmac) => hmac.sign_as_sender(headers, body, now),
+            _ => Err("only an `hmac` endpoint's requests are signed; give this one's credentials in `headers`".into()),
+        }
+    }
+
     /// The check of what comes before the body: the whole check for keys and basic auth; for
     /// signatures, that the signature (and a signed timestamp within tolerance) is there, so
     /// no unsigned request holds a place while its body is read. A valid JWT's claims.
@@ -996,17 +1009,10 @@ impl Hmac {
         Ok(claimed)
     }
 
-    fn verify(
-        &self,
-        headers: &HeaderMap,
-        query: Option<&str>,
-        body: &[u8],
-        now: i64,
-    ) -> Result<Verified, Refused> {
-        let claimed = self.parse(headers, now)?;
-        let stamp = claimed.timestamp.unwrap_or("");
+    /// What the sender signed, for every scheme but Twilio's: the layout filled in, or the
+    /// timestamp (and Standard Webhooks' id) joined to the body.
+    fn signed_text(&self, headers: &HeaderMap, stamp: &str, id: &str, body: &[u8]) -> Vec<u8> {
         let mut signed = Vec::with_capacity(body.len() + 32);
-        let mut tags = Vec::with_capacity(1);
         match &self.scheme {
             Scheme::Generic {
                 signed: layout,
@@ -1048,19 +1054,114 @@ impl Hmac {
                 signed.extend_from_slice(body);
             }
             Scheme::StandardWebhooks => {
-                signed.extend_from_slice(claimed.id.unwrap_or("").as_bytes());
+                signed.extend_from_slice(id.as_bytes());
                 signed.push(b'.');
                 signed.extend_from_slice(stamp.as_bytes());
                 signed.push(b'.');
                 signed.extend_from_slice(body);
             }
-            Scheme::Twilio(twilio) => tags = twilio.tags(&self.key, headers, query, body)?,
+            Scheme::Twilio(_) => {}
         }
+        signed
+    }
+
+    /// Signs a request as its sender would, at `now`, adding the signature (and timestamp)
+    /// headers: what `sign: true` in a `weft test` request does. Headers the scheme signs
+    /// and the test gave (a timestamp, a `webhook-id`) are signed as given.
+    pub fn sign_as_sender(
+        &self,
+        headers: &mut HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(), String> {
+        if self.body_timestamp.is_some() {
+            return Err("the linear preset signs a time inside the body: `sign` cannot set it; give the `Linear-Signature` header".into());
+        }
+        let set = |headers: &mut HeaderMap, name: &http::HeaderName, value: String| {
+            let value = http::HeaderValue::from_str(&value).map_err(|e| e.to_string())?;
+            headers.insert(name.clone(), value);
+            Ok::<(), String>(())
+        };
+        let now = now.to_string();
+        match &self.scheme {
+            Scheme::Generic {
+                header,
+                prefix,
+                encoding,
+                timestamp,
+                signed_headers,
+                ..
+            } => {
+                if let Some(name) = timestamp
+                    && !headers.contains_key(name)
+                {
+                    set(headers, name, now)?;
+                }
+                if let Some((_, name)) = signed_headers
+                    .iter()
+                    .find(|(_, name)| header_text(headers, name).is_none())
+                {
+                    return Err(format!("the signed header `{name}` is not among the request's `headers`"));
+                }
+                let stamp = timestamp
+                    .as_ref()
+                    .and_then(|name| header_text(headers, name))
+                    .unwrap_or("")
+                    .to_string();
+                let tag = ring::hmac::sign(&self.key, &self.signed_text(headers, &stamp, "", body));
+                set(headers, &header[0], format!("{prefix}{}", encode(tag.as_ref(), *encoding)))
+            }
+            Scheme::Listed(listed) => {
+                let tag = ring::hmac::sign(&self.key, &self.signed_text(headers, &now, "", body));
+                let value = format!(
+                    "{}={now}{}{}={}",
+                    listed.timestamp,
+                    listed.separator,
+                    listed.signature,
+                    encode(tag.as_ref(), Encoding::Hex)
+                );
+                set(headers, &listed.header, value)
+            }
+            Scheme::StandardWebhooks => {
+                let named = http::HeaderName::from_static;
+                let (id_header, stamp_header) = (named("webhook-id"), named("webhook-timestamp"));
+                if !headers.contains_key(&id_header) {
+                    // A fresh id per signed request; a test that means a retry gives its own.
+                    static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                    let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    set(headers, &id_header, format!("msg_weft_test_{now}_{n}"))?;
+                }
+                if !headers.contains_key(&stamp_header) {
+                    set(headers, &stamp_header, now)?;
+                }
+                let id = header_text(headers, &id_header).unwrap_or("").to_string();
+                let stamp = header_text(headers, &stamp_header).unwrap_or("").to_string();
+                let tag = ring::hmac::sign(&self.key, &self.signed_text(headers, &stamp, &id, body));
+                let value = format!("v1,{}", encode(tag.as_ref(), Encoding::Base64));
+                set(headers, &named("webhook-signature"), value)
+            }
+            Scheme::Twilio(_) => Err("the twilio preset signs the URL Twilio calls: `sign` cannot; give the `X-Twilio-Signature` header".into()),
+        }
+    }
+
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Verified, Refused> {
+        let claimed = self.parse(headers, now)?;
+        let stamp = claimed.timestamp.unwrap_or("");
         // A tag is computed once (Twilio: once per form of its URL), whatever the number of
         // candidate signatures.
-        if tags.is_empty() {
-            tags.push(ring::hmac::sign(&self.key, &signed));
-        }
+        let tags = match &self.scheme {
+            Scheme::Twilio(twilio) => twilio.tags(&self.key, headers, query, body)?,
+            _ => vec![ring::hmac::sign(
+                &self.key,
+                &self.signed_text(headers, stamp, claimed.id.unwrap_or(""), body),
+            )],
+        };
         let valid = claimed
             .signatures
             .iter()
@@ -1251,6 +1352,13 @@ fn top_level(body: &[u8], field: &str) -> Option<serde_json::Value> {
         .flatten()
 }
 
+fn encode(bytes: &[u8], encoding: Encoding) -> String {
+    match encoding {
+        Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(bytes),
+        Encoding::Hex => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
 fn decode(text: &str, encoding: Encoding) -> Option<Vec<u8>> {
     match encoding {
         Encoding::Base64 => base64::engine::general_purpose::STANDARD
@@ -1356,6 +1464,57 @@ mod tests {
         let signature = new(h.verify(&ok, None, body, now));
         assert_eq!(signature.delivery().map(|(id, _)| id), Some("msg_1"));
         signature.accept(http::StatusCode::OK);
+    }
+
+    #[test]
+    fn a_request_signed_as_its_sender_would_verifies_and_a_changed_body_does_not() {
+        let mut generic = preset(Preset::Github, "s3cret");
+        generic.preset = None;
+        generic.header = Some("X-Sig".into());
+        generic.prefix = Some("sha512=".into());
+        generic.algorithm = Some("sha512".into());
+        generic.encoding = Some(Encoding::Base64);
+        generic.timestamp_header = Some("X-Sent-At".into());
+        generic.signed = Some("{header:X-Delivery}.{timestamp}.{body}".into());
+        let mut configs: Vec<HmacConfig> = [
+            Preset::Github,
+            Preset::Stripe,
+            Preset::Slack,
+            Preset::Shopify,
+            Preset::StandardWebhooks,
+            Preset::Paddle,
+        ]
+        .into_iter()
+        .map(|p| preset(p, "whsec_c2VjcmV0IGJ5dGVz"))
+        .collect();
+        let mut square = preset(Preset::Square, "key");
+        square.url = Some("https://hooks.example.com/square".into());
+        configs.extend([generic, square]);
+        let now = 1_700_000_000;
+        for config in configs {
+            let what = format!("{:?}", config.preset);
+            let h = config.build().unwrap();
+            let body = br#"{"id":"evt_1","event_id":"e1"}"#;
+            let mut signed = headers(&[("x-delivery", "d-1".into())]);
+            h.sign_as_sender(&mut signed, body, now).unwrap();
+            assert!(signed.len() > 1, "{what}: {signed:?}");
+            new(h.verify(&signed, None, body, now)).accept(http::StatusCode::OK);
+            assert!(
+                h.verify(&signed, None, br#"{"id":"evt_2"}"#, now).is_err(),
+                "{what}: another body"
+            );
+        }
+        for unsigned in [Preset::Twilio, Preset::Linear] {
+            let mut config = preset(unsigned, "t");
+            config.url =
+                (unsigned == Preset::Twilio).then(|| "https://hooks.example.com/in".into());
+            let error = config
+                .build()
+                .unwrap()
+                .sign_as_sender(&mut HeaderMap::new(), b"{}", now)
+                .unwrap_err();
+            assert!(error.contains("cannot"), "{error}");
+        }
     }
 
     #[test]

@@ -414,6 +414,11 @@ fn route_shape(path: &str) -> String {
 }
 
 impl Endpoint {
+    /// The endpoint's inbound auth, for `weft test` to sign requests as their sender would.
+    pub fn auth(&self) -> Option<Arc<auth::Auth>> {
+        self.auth.clone()
+    }
+
     /// Whether the caller is answered with the pipeline's result (`response: pipeline`).
     pub fn replies_with_pipeline(&self) -> bool {
         self.response == ResponseMode::Pipeline
