@@ -1,5 +1,7 @@
 //! `weft test` and `weft init`: flows tested like code, through the binary.
 
+use std::time::Duration;
+
 use crate::support::*;
 
 fn repo_root() -> std::path::PathBuf {
@@ -19,26 +21,102 @@ fn tally(stdout: &str) -> (usize, usize) {
     (number("passed"), number("failed"))
 }
 
-#[test]
-fn every_example_has_a_test_and_they_pass() {
-    let examples = repo_root().join("examples");
-    let mut flows = 0;
-    for entry in std::fs::read_dir(&examples).unwrap() {
+/// Whether the databases and brokers the recipes use answer (said loudly when one does not;
+/// a failure under `WEFT_REQUIRE_SERVICES=1`).
+fn services_up() -> bool {
+    [
+        (
+            "WEFT_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+        ),
+        ("WEFT_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
+        ("WEFT_REDIS_URL", "redis://127.0.0.1:6379"),
+        ("WEFT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+        ("WEFT_NATS_URL", "nats://127.0.0.1:4222"),
+    ]
+    .into_iter()
+    .all(|(var, default)| {
+        let url = std::env::var(var).unwrap_or_else(|_| default.into());
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or_default();
+        let address = authority.rsplit('@').next().unwrap_or_default();
+        let reached = std::net::ToSocketAddrs::to_socket_addrs(address)
+            .map_err(|e| e.to_string())
+            .and_then(|mut all| all.next().ok_or_else(|| "no address".to_string()))
+            .and_then(|a| {
+                std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2))
+                    .map_err(|e| e.to_string())
+            });
+        match reached {
+            Ok(_) => true,
+            Err(e) => {
+                service_missing(var, &url, e);
+                false
+            }
+        }
+    })
+}
+
+/// The flow files under `dir` and its subdirectories (tests and fixtures left out).
+fn flow_files(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if !name.ends_with(".yaml") || name.ends_with("_test.yaml") {
-            continue;
+        if path.is_dir() {
+            flow_files(&path, found);
+        } else if name.ends_with(".yaml")
+            && !name.ends_with("_test.yaml")
+            && !name.ends_with(".openapi.yaml")
+        {
+            found.push(path);
         }
-        flows += 1;
-        let test = examples.join(name.replace(".yaml", "_test.yaml"));
-        assert!(test.is_file(), "{name} has no test ({})", test.display());
     }
-    assert!(flows >= 2);
+}
+
+#[test]
+fn every_example_and_recipe_has_a_test_and_they_pass() {
+    let examples = repo_root().join("examples");
+    let mut flows = Vec::new();
+    flow_files(&examples, &mut flows);
+    for flow in &flows {
+        let test = flow.with_file_name(
+            flow.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace(".yaml", "_test.yaml"),
+        );
+        assert!(test.is_file(), "{} has no test", flow.display());
+    }
+    // Each recipe has its page, and the index links it.
+    let recipes = repo_root().join("docs/recipes");
+    let index = std::fs::read_to_string(recipes.join("README.md")).unwrap();
+    let mut recipe_count = 0;
+    for flow in flows
+        .iter()
+        .filter(|f| f.parent().unwrap().ends_with("recipes"))
+    {
+        let stem = flow.file_stem().unwrap().to_string_lossy();
+        let page = format!("{stem}.md");
+        assert!(
+            recipes.join(&page).is_file(),
+            "recipe {stem} has no page docs/recipes/{page}"
+        );
+        assert!(
+            index.contains(&format!("({page})")),
+            "docs/recipes/README.md does not link {page}"
+        );
+        recipe_count += 1;
+    }
+    assert!(recipe_count >= 8, "{recipe_count} recipes");
+    // The recipes' tests use the local databases and brokers, as CI has them.
+    if !services_up() {
+        return;
+    }
     let (status, stdout, stderr) = weft_cmd(&["test", "examples"], &repo_root());
     assert!(status.success(), "{stdout}\n{stderr}");
     let (passed, failed) = tally(&stdout);
     assert_eq!(failed, 0, "{stdout}");
-    assert!(passed >= 8, "{stdout}");
+    assert!(passed >= 8 + 2 * recipe_count, "{stdout}");
     assert!(
         stdout
             .contains("test contacts › a contact the CRM refuses is dead-lettered at once ... ok"),
