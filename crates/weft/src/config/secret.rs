@@ -195,10 +195,12 @@ fn decoded(value: &str) -> Cow<'_, str> {
     percent_encoding::percent_decode_str(value).decode_utf8_lossy()
 }
 
-/// The parts of a URL that may hold a credential: its userinfo and its query's `(key, value)`
-/// pairs, as byte ranges of the text.
+/// The parts of a URL that may hold a credential: its userinfo, its path (Slack's and
+/// Discord's webhook URLs carry their secret there) and its query's `(key, value)` pairs, as
+/// byte ranges of the text.
 struct Parts {
     userinfo: Option<std::ops::Range<usize>>,
+    path: std::ops::Range<usize>,
     values: Vec<std::ops::Range<usize>>,
 }
 
@@ -207,6 +209,7 @@ fn parts(url: &str) -> Option<Parts> {
     let rest = &url[start..];
     let end = start + rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let userinfo = url[start..end].rfind('@').map(|at| start..start + at);
+    let path = end..end + url[end..].find(['?', '#']).unwrap_or(url.len() - end);
     let mut values = Vec::new();
     if let Some(q) = url[end..].find('?') {
         let q = end + q + 1;
@@ -219,7 +222,11 @@ fn parts(url: &str) -> Option<Parts> {
             at += pair.len() + 1;
         }
     }
-    Some(Parts { userinfo, values })
+    Some(Parts {
+        userinfo,
+        path,
+        values,
+    })
 }
 
 /// Notes the credentials in a configured URL (or several, comma-separated, as NATS takes them):
@@ -254,6 +261,13 @@ pub fn learn_url(url: &str, sourced: &[String]) {
                 None => {}
             }
         }
+        // A path segment `${…}` put there that reads as a token, not a word or a number: the
+        // last part of `https://hooks.slack.com/services/T…/B…/<secret>`.
+        for segment in server[parts.path].split('/') {
+            if looks_like_token(segment) && from_source(segment, segment) {
+                remember(segment);
+            }
+        }
         for range in parts.values {
             let pair_start = server[..range.start]
                 .rfind(['?', '&'])
@@ -268,6 +282,17 @@ pub fn learn_url(url: &str, sourced: &[String]) {
             }
         }
     }
+}
+
+/// At least 16 characters of letters and digits (`-`, `_` and `.` too), with both letters and
+/// digits: a generated token rather than a path's word, version or id.
+fn looks_like_token(segment: &str) -> bool {
+    segment.len() >= 16
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && segment.bytes().any(|b| b.is_ascii_digit())
+        && segment.bytes().any(|b| b.is_ascii_alphabetic())
 }
 
 /// `text` without any credential [`learn_url`] noted.
@@ -398,6 +423,23 @@ mod tests {
             "https://api.test/v1?limit=[redacted]&api_key=[redacted]"
         );
         assert_eq!(redact("took 1000 ms"), "took 1000 ms");
+        // A webhook URL with its secret in the path (Slack, Discord), from `${…}`: the token
+        // segment goes, its ids and words stay.
+        let slack = "https://hooks.slack.com/services/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";
+        learn_url(slack, &[slack.into()]);
+        assert_eq!(
+            redact(&format!("POST {slack}: 404 no_service")),
+            "POST https://hooks.slack.com/services/T0A1B2C3D/B0E4F5G6H/[redacted]: 404 no_service"
+        );
+        // A path written in the config is left alone, however it looks.
+        learn_url(
+            "https://api.test/v2/orders/0123456789abcdef0123",
+            &["https://api.test".into()],
+        );
+        assert_eq!(
+            redact("https://api.test/v2/orders/0123456789abcdef0123"),
+            "https://api.test/v2/orders/0123456789abcdef0123"
+        );
         // Several NATS servers, each with its password.
         learn_url("nats://u:pw-one-111@h1:4222,u:pw-two-222@h2:4222", &[]);
         assert_eq!(redact("pw-one-111 pw-two-222"), "[redacted] [redacted]");

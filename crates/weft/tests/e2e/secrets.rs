@@ -50,7 +50,14 @@ async fn no_secret_appears_in_anything_weft_prints_or_serves() {
         ("SECRET_REDIS", secret("redispw")),
         ("SECRET_AMQP", secret("amqppw")),
         ("SECRET_MQTT", secret("mqttpw")),
+        // Not given to weft: the secret part of SECRET_HOOK_URL's path, as Slack's are.
+        ("SECRET_HOOK_TOKEN", secret("hooktoken")),
     ];
+    let hook_url = format!(
+        "{}{}",
+        receiver.url("/services/T0A1B2C3D/B0E4F5G6H/"),
+        env_secrets[15].1
+    );
     // Every broker's URL with a password the broker does not expect: each connection fails and
     // says so.
     let with_password = |var: &str, default: &str, name: &str| {
@@ -142,6 +149,11 @@ flows:
       http_server: {{ address: "127.0.0.1:{port}", path: /amqp, errors: detailed }}
     output:
       amqp: {{ url: "{amqp}", exchange: "", routing_key: weft_secrets_test, retry: {{ max_attempts: 1 }} }}
+  hooked:
+    input:
+      http_server: {{ address: "127.0.0.1:{port}", path: /hooked, errors: detailed }}
+    output:
+      http_client: {{ url: "${{SECRET_HOOK_URL}}", retry: {{ max_attempts: 1 }} }}
   mqtt:
     input:
       http_server: {{ address: "127.0.0.1:{port}", path: /mqtt, errors: detailed }}
@@ -152,7 +164,10 @@ flows:
     let env: Vec<(&str, &str)> = env_secrets
         .iter()
         .map(|(k, v)| (*k, v.as_str()))
-        .chain([("WEFT_LOG", "trace")])
+        .chain([
+            ("WEFT_LOG", "trace"),
+            ("SECRET_HOOK_URL", hook_url.as_str()),
+        ])
         .collect();
     // The admin endpoint wants its token, so readiness is read from the log.
     let mut weft = Weft::spawn_in(dir.clone(), &config, &env, Stdio::null());
@@ -265,6 +280,13 @@ flows:
             && linked_answer.contains("page=1&api_key=[redacted]"),
         "a detailed answer shows the URL without its credentials: {linked_answer}"
     );
+    // A webhook URL with its secret in the path, from the environment.
+    let hooked = exchange(Method::POST, url("hooked"), vec![]).await;
+    assert!(
+        hooked.contains("/services/T0A1B2C3D/B0E4F5G6H/[redacted]"),
+        "the URL is shown without its token: {hooked}"
+    );
+    served.push(hooked);
     served.push(exchange(Method::POST, url("linked_durable"), vec![]).await);
     for path in ["natted", "redis", "amqp", "mqtt"] {
         served.push(exchange(Method::POST, url(path), vec![]).await);
