@@ -540,11 +540,17 @@ pub fn cut_short(
 /// The most of an answer's body put in a failure reason.
 const RESPONSE_EXCERPT: usize = 512;
 
-/// A `Retry-After` value (seconds or an HTTP date) as a wait from `now`.
+/// A `Retry-After` value (seconds or an HTTP date) as a wait from `now`. Seconds with a
+/// fraction (`2.0`, Shopify's) are read too, though RFC 9110 writes whole ones.
 pub fn retry_after(value: Option<&HeaderValue>, now: std::time::SystemTime) -> Option<Duration> {
     let text = value?.to_str().ok()?.trim();
     if let Ok(seconds) = text.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
+    }
+    if text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && let Ok(seconds) = text.parse::<f64>()
+    {
+        return Duration::try_from_secs_f64(seconds).ok();
     }
     let when = httpdate::parse_http_date(text).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))

@@ -432,6 +432,15 @@ mod tests {
             retry_after(Some(&HeaderValue::from_static("soon")), now),
             None
         );
+        // Shopify writes a fraction.
+        let v = HeaderValue::from_static("2.0");
+        assert_eq!(retry_after(Some(&v), now), Some(Duration::from_secs(2)));
+        let v = HeaderValue::from_static("0.25");
+        assert_eq!(retry_after(Some(&v), now), Some(Duration::from_millis(250)));
+        for bad in ["-1.5", "1e3", "NaN", "inf", "."] {
+            let v = HeaderValue::from_static(bad);
+            assert_eq!(retry_after(Some(&v), now), None, "{bad}");
+        }
     }
 
     #[test]
