@@ -105,9 +105,14 @@ pub(super) async fn send(
             Bytes::from(other.to_string())
         }
     };
-    if request.sign {
-        let auth = auth.ok_or("`sign: true`, but the endpoint has no `auth` to sign for")?;
-        auth.sign_as_sender(&mut headers, &body, chrono::Utc::now().timestamp())
+    let secret = match &request.sign {
+        Sign::No | Sign::Yes(false) => None,
+        Sign::Yes(true) => Some(None),
+        Sign::With { secret } => Some(Some(secret.as_str())),
+    };
+    if let Some(secret) = secret {
+        let auth = auth.ok_or("`sign`, but the endpoint has no `auth` to sign for")?;
+        auth.sign_as_sender(&mut headers, &body, chrono::Utc::now().timestamp(), secret)
             .map_err(|e| format!("sign: {e}"))?;
     }
     let mut builder = Request::builder()

@@ -118,11 +118,24 @@ pub(super) struct TestRequest {
     pub(super) headers: BTreeMap<String, String>,
     /// A string is sent as it is; anything else as JSON.
     pub(super) body: Option<Json>,
-    /// Signed as the sender of the endpoint's `hmac` auth would, with its secret, now.
+    /// Signed as the sender of the endpoint's `hmac` auth would, now: `true` with its
+    /// secret, `{ secret: … }` with another (a forgery).
     #[serde(default)]
-    pub(super) sign: bool,
+    pub(super) sign: Sign,
     #[serde(default)]
     pub(super) expect: ResponseExpect,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(untagged)]
+pub(super) enum Sign {
+    #[default]
+    #[serde(skip)]
+    No,
+    Yes(bool),
+    With {
+        secret: String,
+    },
 }
 
 pub(super) fn post() -> String {
@@ -152,6 +165,20 @@ pub(super) struct Expect {
     pub(super) failed: Option<usize>,
     /// The watermark a polling input saved at the end.
     pub(super) checkpoint: Option<Json>,
+    /// What the real databases hold at the end, by their name in `resources.sql`.
+    #[serde(default)]
+    pub(super) sql: BTreeMap<String, Vec<SqlExpect>>,
+}
+
+/// A query run once the flow is done, and the rows it must return.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SqlExpect {
+    pub(super) query: String,
+    /// Every row, in order, each with exactly the columns the query selects.
+    pub(super) rows: Option<Vec<Json>>,
+    /// How many rows.
+    pub(super) count: Option<usize>,
 }
 
 #[derive(Deserialize)]

@@ -570,6 +570,9 @@ async fn run_case(
         let _ = workers.await;
     }
 
+    for (name, checks) in &case.expect.sql {
+        errors.extend(check_database(&resources, name, checks).await);
+    }
     errors.extend(mocks.unmatched().into_iter().map(|call| {
         format!("HTTP call without a mock: {call} (declare it under `http:`, or name a `fixtures` file and record it with `weft test --record`)")
     }));
@@ -688,4 +691,64 @@ async fn run_case(
     } else {
         Err(errors)
     }
+}
+
+/// Runs each of `checks` on database `name` and says how its rows differ from the expected.
+async fn check_database(
+    resources: &crate::clients::Resources,
+    name: &str,
+    checks: &[SqlExpect],
+) -> Vec<String> {
+    let db = match resources.sql(name) {
+        Ok(db) => db,
+        Err(e) => return vec![format!("expect.sql.{name}: {e}")],
+    };
+    let mut errors = Vec::new();
+    for check in checks {
+        let what = format!("expect.sql.{name} `{}`", check.query);
+        let rows = match db.fetch(&check.query, &[]).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                errors.push(format!("{what}: {e}"));
+                continue;
+            }
+        };
+        let shown = || {
+            rows.iter()
+                .map(|r| format!("\n{}", serde_json::to_string(r).unwrap_or_default()))
+                .collect::<String>()
+        };
+        if let Some(count) = check.count
+            && count != rows.len()
+        {
+            errors.push(format!(
+                "{what}: expected {count} row(s), got {}{}",
+                rows.len(),
+                shown()
+            ));
+        }
+        if let Some(want) = &check.rows {
+            let json = |v: &Json| serde_json::to_string(v).unwrap_or_default();
+            if want.len() != rows.len() {
+                errors.push(format!(
+                    "{what}: expected {} row(s), got {}{}",
+                    want.len(),
+                    rows.len(),
+                    shown()
+                ));
+            } else {
+                // Row by row: which differ, and how.
+                errors.extend(
+                    want.iter()
+                        .zip(&rows)
+                        .enumerate()
+                        .filter(|(_, (w, g))| !same(w, g))
+                        .map(|(i, (w, g))| {
+                            format!("{what}: row {i}: expected {}, got {}", json(w), json(g))
+                        }),
+                );
+            }
+        }
+    }
+    errors
 }

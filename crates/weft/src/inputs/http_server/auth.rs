@@ -740,9 +740,10 @@ impl Auth {
         headers: &mut HeaderMap,
         body: &[u8],
         now: i64,
+        secret: Option<&str>,
     ) -> Result<(), String> {
         match self {
-            Auth::Hmac(hmac) => hmac.sign_as_sender(headers, body, now),
+            Auth::Hmac(hmac) => hmac.sign_as_sender(headers, body, now, secret),
             _ => Err("only an `hmac` endpoint's requests are signed; give this one's credentials in `headers`".into()),
         }
     }
@@ -1066,17 +1067,30 @@ impl Hmac {
     }
 
     /// Signs a request as its sender would, at `now`, adding the signature (and timestamp)
-    /// headers: what `sign: true` in a `weft test` request does. Headers the scheme signs
+    /// headers: what `sign:` in a `weft test` request does; with the endpoint's secret, or
+    /// another (`secret`, as the sender gives it) to test a forgery. Headers the scheme signs
     /// and the test gave (a timestamp, a `webhook-id`) are signed as given.
     pub fn sign_as_sender(
         &self,
         headers: &mut HeaderMap,
         body: &[u8],
         now: i64,
+        secret: Option<&str>,
     ) -> Result<(), String> {
         if self.body_timestamp.is_some() {
             return Err("the linear preset signs a time inside the body: `sign` cannot set it; give the `Linear-Signature` header".into());
         }
+        let key = match secret {
+            None => self.key.clone(),
+            Some(secret) => {
+                let bytes = match self.scheme {
+                    Scheme::StandardWebhooks => crate::clients::sign::standard_webhooks_key(secret)
+                        .ok_or("a Standard Webhooks secret is `whsec_` and base64")?,
+                    _ => secret.as_bytes().to_vec(),
+                };
+                ring::hmac::Key::new(self.key.algorithm(), &bytes)
+            }
+        };
         let set = |headers: &mut HeaderMap, name: &http::HeaderName, value: String| {
             let value = http::HeaderValue::from_str(&value).map_err(|e| e.to_string())?;
             headers.insert(name.clone(), value);
@@ -1108,11 +1122,11 @@ impl Hmac {
                     .and_then(|name| header_text(headers, name))
                     .unwrap_or("")
                     .to_string();
-                let tag = ring::hmac::sign(&self.key, &self.signed_text(headers, &stamp, "", body));
+                let tag = ring::hmac::sign(&key, &self.signed_text(headers, &stamp, "", body));
                 set(headers, &header[0], format!("{prefix}{}", encode(tag.as_ref(), *encoding)))
             }
             Scheme::Listed(listed) => {
-                let tag = ring::hmac::sign(&self.key, &self.signed_text(headers, &now, "", body));
+                let tag = ring::hmac::sign(&key, &self.signed_text(headers, &now, "", body));
                 let value = format!(
                     "{}={now}{}{}={}",
                     listed.timestamp,
@@ -1136,7 +1150,7 @@ impl Hmac {
                 }
                 let id = header_text(headers, &id_header).unwrap_or("").to_string();
                 let stamp = header_text(headers, &stamp_header).unwrap_or("").to_string();
-                let tag = ring::hmac::sign(&self.key, &self.signed_text(headers, &stamp, &id, body));
+                let tag = ring::hmac::sign(&key, &self.signed_text(headers, &stamp, &id, body));
                 let value = format!("v1,{}", encode(tag.as_ref(), Encoding::Base64));
                 set(headers, &named("webhook-signature"), value)
             }
@@ -1496,12 +1510,19 @@ mod tests {
             let h = config.build().unwrap();
             let body = br#"{"id":"evt_1","event_id":"e1"}"#;
             let mut signed = headers(&[("x-delivery", "d-1".into())]);
-            h.sign_as_sender(&mut signed, body, now).unwrap();
+            h.sign_as_sender(&mut signed, body, now, None).unwrap();
             assert!(signed.len() > 1, "{what}: {signed:?}");
             new(h.verify(&signed, None, body, now)).accept(http::StatusCode::OK);
             assert!(
                 h.verify(&signed, None, br#"{"id":"evt_2"}"#, now).is_err(),
                 "{what}: another body"
+            );
+            let mut forged = headers(&[("x-delivery", "d-1".into())]);
+            h.sign_as_sender(&mut forged, body, now + 1, Some("whsec_b3RoZXIgYnl0ZXM="))
+                .unwrap();
+            assert!(
+                matches!(h.verify(&forged, None, body, now + 1), Err(r) if r.reason == "invalid signature"),
+                "{what}: another secret"
             );
         }
         for unsigned in [Preset::Twilio, Preset::Linear] {
@@ -1511,7 +1532,7 @@ mod tests {
             let error = config
                 .build()
                 .unwrap()
-                .sign_as_sender(&mut HeaderMap::new(), b"{}", now)
+                .sign_as_sender(&mut HeaderMap::new(), b"{}", now, None)
                 .unwrap_err();
             assert!(error.contains("cannot"), "{error}");
         }
