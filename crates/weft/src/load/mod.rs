@@ -845,6 +845,8 @@ impl<'a> Loader<'a> {
                     Err(e) => self.errors.push(ctx.de_error(e, true)),
                 }
             }
+            // What follows is the flow's, not the last step's.
+            ctx.component = None;
         }
 
         let mut outputs = Vec::new();
@@ -1083,6 +1085,19 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(errors) => errors.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn a_missing_output_is_the_flows_error_not_its_last_steps() {
+        let errors = check(
+            "flows:\n  f:\n    input: { stdin: {} }\n    pipeline:\n      - map: '.a = 1'\n",
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("flow `f`") && errors[0].contains("field `output`"),
+            "{errors:?}"
+        );
+        assert!(!errors[0].contains("pipeline"), "{errors:?}");
     }
 
     #[test]

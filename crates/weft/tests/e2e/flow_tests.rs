@@ -32,7 +32,6 @@ fn services_up() -> bool {
         ("WEFT_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
         ("WEFT_REDIS_URL", "redis://127.0.0.1:6379"),
         ("WEFT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
-        ("WEFT_NATS_URL", "nats://127.0.0.1:4222"),
     ]
     .into_iter()
     .all(|(var, default)| {
@@ -101,9 +100,19 @@ fn every_example_and_recipe_has_a_test_and_they_pass() {
             recipes.join(&page).is_file(),
             "recipe {stem} has no page docs/recipes/{page}"
         );
+        // Its row in the index gives its size: the lines that are neither blank nor comments.
+        let row = index
+            .lines()
+            .find(|l| l.contains(&format!("({page})")))
+            .unwrap_or_else(|| panic!("docs/recipes/README.md does not link {page}"));
+        let lines = std::fs::read_to_string(flow)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .count();
         assert!(
-            index.contains(&format!("({page})")),
-            "docs/recipes/README.md does not link {page}"
+            row.trim_end().ends_with(&format!("| {lines} |")),
+            "docs/recipes/README.md: the {stem} row should end with its {lines} lines: {row}"
         );
         recipe_count += 1;
     }
