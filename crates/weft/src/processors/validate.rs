@@ -10,6 +10,12 @@
 //! resolves only within the schema: nothing is fetched over the network or read from disk,
 //! and a schema that needs that is refused by `weft check`.
 //!
+//! `schema_file` may name a schema inside a larger document by a JSON pointer after `#`:
+//! `api.openapi.yaml#/components/schemas/Order` checks against that schema, its `$ref`s to
+//! the document's other schemas resolved, so an OpenAPI 3.1 document is the one source of an
+//! API's shapes. An OpenAPI document named without a pointer is refused: it is not a schema,
+//! and would match anything.
+//!
 //! ```yaml
 //! pipeline:
 //!   - validate:
@@ -20,6 +26,7 @@
 //!           id: { type: string, minLength: 1 }
 //!           amount: { type: number, minimum: 0 }
 //!   - validate: { schema_file: schemas/order.json }
+//!   - validate: { schema_file: "api.openapi.yaml#/components/schemas/Order" }
 //! ```
 
 use serde::Deserialize;
@@ -39,7 +46,8 @@ pub struct Config {
     /// The JSON Schema the message must match, written inline (in YAML or JSON).
     #[serde(default)]
     pub schema: Option<serde_json::Value>,
-    /// A file holding the JSON Schema (JSON or YAML), instead of `schema`.
+    /// A file holding the JSON Schema (JSON or YAML), instead of `schema`; or a schema
+    /// inside a document, by a JSON pointer after `#` (`api.openapi.yaml#/components/schemas/Order`).
     #[serde(default)]
     pub schema_file: Option<String>,
     /// How many problems a failure names at most.
@@ -95,7 +103,40 @@ fn unusable(e: &jsonschema::ValidationError) -> String {
     }
 }
 
-fn read_schema(path: &str) -> Result<serde_json::Value, BuildError> {
+fn read_schema(named: &str) -> Result<serde_json::Value, BuildError> {
+    let (path, pointer) = match named.split_once('#') {
+        Some((path, pointer)) => (path, Some(pointer)),
+        None => (named, None),
+    };
+    let fail = |why: String| BuildError::new("schema_file", format!("{named}: {why}"));
+    let mut document = read_document(path)?;
+    match pointer {
+        Some(pointer) => {
+            if !pointer.starts_with('/') {
+                return Err(fail(
+                    "after `#` comes a JSON pointer, e.g. `#/components/schemas/Order`".into(),
+                ));
+            }
+            if document.pointer(pointer).is_none() {
+                return Err(fail(format!("the document has nothing at `{pointer}`")));
+            }
+            // The whole document stays the root, so the schema's `$ref`s to its neighbours
+            // resolve; the root itself checks by that one schema (its other keys are no
+            // JSON Schema keywords and are ignored).
+            let serde_json::Value::Object(root) = &mut document else {
+                return Err(fail("the document is not a mapping".into()));
+            };
+            root.insert("$ref".into(), format!("#{pointer}").into());
+            Ok(document)
+        }
+        None if document.get("openapi").is_some() => Err(fail(
+            "an OpenAPI document, not a schema: name one of its schemas, e.g. `#/components/schemas/Order`".into(),
+        )),
+        None => Ok(document),
+    }
+}
+
+fn read_document(path: &str) -> Result<serde_json::Value, BuildError> {
     let fail = |why: String| BuildError::new("schema_file", format!("{path}: {why}"));
     let bytes = crate::config::read_bounded(path, MAX_SCHEMA_FILE).map_err(fail)?;
     let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".into()))?;
@@ -133,5 +174,65 @@ impl crate::core::Immediate for Validate {
 
     fn reads_metadata(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Immediate;
+    use crate::processors::Spec;
+
+    fn built(schema_file: &str) -> Result<Validate, Vec<BuildError>> {
+        Config {
+            schema: None,
+            schema_file: Some(schema_file.into()),
+            max_problems: 5,
+        }
+        .build(&Shared::default(), &Resources::default())
+    }
+
+    fn passes(validate: &Validate, json: serde_json::Value) -> bool {
+        let value = serde_json::from_value(json).unwrap();
+        validate.step(Message::new(value)).is_ok()
+    }
+
+    #[test]
+    fn a_schema_inside_an_openapi_document_is_named_by_a_pointer() {
+        let dir = std::env::temp_dir().join(format!("weft-validate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("api.openapi.yaml");
+        std::fs::write(
+            &file,
+            "openapi: 3.1.0\ninfo: { title: t, version: '1' }\npaths: {}\ncomponents:\n  schemas:\n    Money: { type: string, pattern: '^[0-9]+\\.[0-9]{2}$' }\n    Order:\n      type: object\n      required: [id, total]\n      additionalProperties: false\n      properties:\n        id: { type: integer }\n        total: { $ref: '#/components/schemas/Money' }\n",
+        )
+        .unwrap();
+        let path = file.display().to_string();
+        let order = built(&format!("{path}#/components/schemas/Order")).unwrap();
+        assert!(passes(
+            &order,
+            serde_json::json!({"id": 1, "total": "12.50"})
+        ));
+        // Its own rules and the neighbour it refers to both hold.
+        assert!(!passes(
+            &order,
+            serde_json::json!({"id": 1, "total": "12.5"})
+        ));
+        assert!(!passes(
+            &order,
+            serde_json::json!({"id": 1, "total": "1.00", "x": 1})
+        ));
+        assert!(!passes(&order, serde_json::json!({"total": "1.00"})));
+        // The document alone would match anything: refused, and so are pointers to nothing.
+        for (named, says) in [
+            (path.clone(), "an OpenAPI document, not a schema"),
+            (format!("{path}#/components/schemas/Nope"), "nothing at"),
+            (format!("{path}#components"), "JSON pointer"),
+        ] {
+            let errors = built(&named).err().unwrap();
+            assert!(errors[0].message.contains(says), "{named}: {errors:?}");
+            assert_eq!(errors[0].field, "schema_file");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
