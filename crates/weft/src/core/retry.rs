@@ -20,23 +20,37 @@ use tokio::time::Instant;
 use super::{Message, Output};
 use crate::config::units::Dur;
 
-/// `retry:` on an output. Every field left out takes the default of the flow's delivery mode:
-/// a direct flow's caller is waiting, so it gives up within minutes; a durable flow has stored
-/// the message, so it rides out an outage of hours.
+/// `retry:` on an output, or on a pipeline step that calls out. Every field left out takes the
+/// default of where it is: a direct flow's caller is waiting, so its outputs give up within
+/// minutes; a durable flow has stored the message, so its outputs ride out an outage of hours.
+/// A pipeline step retries in place, with a direct flow's defaults in either mode, for at most
+/// 5 minutes.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Attempts in all, the first one included; `1` turns retries off. Default: `5` in a
-    /// direct flow; unlimited in a durable one (`max_elapsed` bounds it).
-    pub max_attempts: Option<u32>,
-    /// Wait before the first retry. Default: `200ms` direct, `1s` durable.
+    /// direct flow and a pipeline step; unlimited for a durable flow's output (`max_elapsed`
+    /// bounds it).
+    #[serde(deserialize_with = "at_least_one")]
+    #[schemars(with = "Option<std::num::NonZeroU32>")]
+    pub max_attempts: Option<std::num::NonZeroU32>,
+    /// Wait before the first retry. Default: `200ms` direct and in a step, `1s` durable.
     pub initial_backoff: Option<Dur>,
     /// Longest computed wait between attempts (a `Retry-After` may be longer). Default: `30s`
-    /// direct, `5m` durable.
+    /// direct and in a step, `5m` durable.
     pub max_backoff: Option<Dur>,
     /// No retry starts later than this after the first attempt; `forever` never gives up.
-    /// Default: `2m` direct, `24h` durable.
+    /// Default: `2m` direct and in a step (at most `5m` there), `24h` durable.
     pub max_elapsed: Option<Elapsed>,
+}
+
+fn at_least_one<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::num::NonZeroU32>, D::Error> {
+    let n = u32::deserialize(d)?;
+    std::num::NonZeroU32::new(n).map(Some).ok_or_else(|| {
+        serde::de::Error::custom("at least 1 (the first attempt; 1 turns retries off)")
+    })
 }
 
 /// How long retries may go on: a duration, or `forever`.
@@ -118,7 +132,9 @@ impl RetryConfig {
         };
         let scale = time_scale();
         RetryPolicy {
-            max_attempts: self.max_attempts.unwrap_or(attempts).max(1),
+            max_attempts: self
+                .max_attempts
+                .map_or(attempts, std::num::NonZeroU32::get),
             initial_backoff: self.initial_backoff.map_or(initial, |d| d.0) / scale,
             max_backoff: self.max_backoff.map_or(max, |d| d.0) / scale,
             max_elapsed: self.max_elapsed.map_or(elapsed, Elapsed::duration) / scale,

@@ -1089,15 +1089,31 @@ mod tests {
 
     #[test]
     fn a_missing_output_is_the_flows_error_not_its_last_steps() {
-        let errors = check(
-            "flows:\n  f:\n    input: { stdin: {} }\n    pipeline:\n      - map: '.a = 1'\n",
-        );
+        let errors =
+            check("flows:\n  f:\n    input: { stdin: {} }\n    pipeline:\n      - map: '.a = 1'\n");
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(
             errors[0].contains("flow `f`") && errors[0].contains("field `output`"),
             "{errors:?}"
         );
         assert!(!errors[0].contains("pipeline"), "{errors:?}");
+    }
+
+    #[test]
+    fn no_attempts_at_all_is_refused_at_its_field() {
+        let flow = |n: u32| {
+            format!(
+                "flows:\n  f:\n    input: {{ stdin: {{}} }}\n    output:\n      http_client: {{ url: \"http://127.0.0.1:9/\", retry: {{ max_attempts: {n} }} }}\n"
+            )
+        };
+        let errors = check(&flow(0));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("f.yaml:5:")
+                && errors[0].contains("field `retry.max_attempts`: at least 1"),
+            "{errors:?}"
+        );
+        assert!(check(&flow(1)).is_empty());
     }
 
     #[test]
