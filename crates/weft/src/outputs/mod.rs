@@ -269,24 +269,30 @@ pub fn send_boxed<'a>(output: &'a Output, message: &'a Message) -> Sending<'a> {
 }
 
 /// Several inner attempts seen as one: accepted when all were; otherwise retryable when any
-/// failure was (waiting the longest `Retry-After` asked), else fatal.
+/// failure was (waiting the longest `Retry-After` asked), else fatal. The first failing
+/// output's answer stays the answer, so a dead letter keeps its status (`weft dlq --status`).
 fn combine(outcomes: Vec<(&str, Attempt)>) -> Attempt {
     let mut retryable = false;
     let mut wait: Option<Duration> = None;
     let mut reasons = Vec::new();
+    let (mut first_retryable, mut first_fatal) = (None, None);
     for (id, outcome) in outcomes {
         match outcome {
             Attempt::Delivered | Attempt::Drop { .. } => {}
             Attempt::Retryable {
                 reason,
                 retry_after,
-                ..
+                response,
             } => {
                 retryable = true;
                 wait = wait.max(retry_after);
                 reasons.push(format!("{id}: {reason}"));
+                first_retryable = first_retryable.or(Some(response));
             }
-            Attempt::Fatal { reason, .. } => reasons.push(format!("{id}: {reason}")),
+            Attempt::Fatal { reason, response } => {
+                reasons.push(format!("{id}: {reason}"));
+                first_fatal = first_fatal.or(Some(response));
+            }
         }
     }
     match (reasons.is_empty(), retryable) {
@@ -294,11 +300,11 @@ fn combine(outcomes: Vec<(&str, Attempt)>) -> Attempt {
         (false, true) => Attempt::Retryable {
             reason: reasons.join("; "),
             retry_after: wait,
-            response: None,
+            response: first_retryable.flatten(),
         },
         (false, false) => Attempt::Fatal {
             reason: reasons.join("; "),
-            response: None,
+            response: first_fatal.flatten(),
         },
     }
 }
