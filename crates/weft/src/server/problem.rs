@@ -2,7 +2,8 @@
 //! loop itself.
 //!
 //! Every refusal and failure `http_server` answers has a stable `type`
-//! (`urn:weft:problem:<kind>`, listed in `docs/problems.md`), a `title` that names the kind, the
+//! (`urn:weft:problem:<kind>`, listed with their statuses in `http_server`'s page,
+//! `docs/components/inputs/http_server.md`), a `title` that names the kind, the
 //! `status`, and where there is one the message `id`. `detail` says what the caller can act on:
 //! what was wrong with its own request (a body that does not parse, a failed `assert`'s own
 //! message). What happened beyond weft (an upstream's URL, its answer, a step's path) is logged

@@ -19,7 +19,8 @@
 //! programs read `%`). `HEAD` is served by the path's `GET` flow unless one serves it.
 //!
 //! With `auth` (see [`auth`]: API keys, basic auth, HMAC-signed webhooks with presets for
-//! GitHub, Stripe, Slack and Shopify, JWT bearer tokens), a request that does not prove itself
+//! GitHub, Stripe, Slack, Shopify, Standard Webhooks, Paddle, Twilio, Linear and Square, JWT
+//! bearer tokens), a request that does not prove itself
 //! is answered `401` (`503` when its JWT cannot be checked: no key set) and never reaches the
 //! flow. `tls` serves HTTPS (mutual TLS with `client_ca_file`) and `limits` bounds what a
 //! client may hold; see [`crate::server`].
