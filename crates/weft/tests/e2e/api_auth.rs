@@ -88,7 +88,16 @@ impl OAuthServer {
                 .into_response();
         }
         let current = self.current.lock().unwrap().clone();
-        let ok = current.is_some_and(|t| authorization == format!("Bearer {t}"))
+        // `/amz` wants the bare token in a header of its own, as Amazon's SP-API does.
+        let presented = if parts.uri.path() == "/amz" {
+            let own = parts.headers.get("x-amz-access-token");
+            (authorization.is_empty())
+                .then(|| own.and_then(|v| v.to_str().ok()).map(str::to_string))
+                .flatten()
+        } else {
+            authorization.strip_prefix("Bearer ").map(str::to_string)
+        };
+        let ok = current.is_some_and(|t| presented == Some(t))
             && !self.reject_all.load(Ordering::SeqCst);
         let status = if ok { 200 } else { 401 };
         self.answers.lock().unwrap().push(status);
@@ -174,7 +183,8 @@ async fn oauth2_tokens_are_cached_renewed_before_expiry_and_once_after_a_401() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_refresh_token_grant_follows_rotation_with_the_client_in_the_body() {
+async fn the_refresh_token_grant_follows_rotation_with_the_client_in_the_body_and_the_token_in_a_header_of_its_own()
+ {
     let (server, base) = OAuthServer::start(60).await;
     let port = free_port();
     let config = format!(
@@ -188,12 +198,13 @@ resources:
         client_secret: "s3cr/et"
         client_auth: body
         refresh_token: rt-0
+        header: x-amz-access-token
 flows:
   sync:
     input:
       http_server: {{ address: "127.0.0.1:{port}", errors: detailed }}
     output:
-      http_client: {{ url: "{base}/api", auth: crm, retry: {{ max_attempts: 1 }} }}
+      http_client: {{ url: "{base}/amz", auth: crm, retry: {{ max_attempts: 1 }} }}
 "#
     );
     let weft = Weft::start(&config).await;
@@ -210,6 +221,9 @@ flows:
     );
     assert!(grants[1].contains("refresh_token=rt-1"), "{grants:?}");
     assert!(grants[1].contains("client_id=weft-client"), "{grants:?}");
+    // Both deliveries presented the token bare in its header (`/amz` refuses it elsewhere),
+    // the second after a 401 and a renewal.
+    assert_eq!(*server.answers.lock().unwrap(), [200, 401, 200]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -219,14 +219,19 @@ impl AuthProfile {
             },
             Kind::OAuth2(o) => {
                 let token = o.token(&self.name).await?;
-                let value = sensitive(&format!("Bearer {}", token.expose())).map_err(|e| {
-                    AuthError::Refused {
-                        profile: self.name.clone(),
-                        reason: format!("the access token {e}"),
-                    }
+                let (name, value) = match &o.header {
+                    Some(name) => (name.clone(), sensitive(token.expose())),
+                    None => (
+                        header::AUTHORIZATION,
+                        sensitive(&format!("Bearer {}", token.expose())),
+                    ),
+                };
+                let value = value.map_err(|e| AuthError::Refused {
+                    profile: self.name.clone(),
+                    reason: format!("the access token {e}"),
                 })?;
                 Credentials {
-                    headers: vec![(header::AUTHORIZATION, value)],
+                    headers: vec![(name, value)],
                     query: Vec::new(),
                     tokens: vec![token],
                 }
@@ -299,7 +304,7 @@ impl AuthProfile {
         match &self.kind {
             Kind::Headers(headers) => headers.iter().map(|(n, _)| n.clone()).collect(),
             Kind::Query { .. } => Vec::new(),
-            Kind::OAuth2(_) => vec![header::AUTHORIZATION],
+            Kind::OAuth2(o) => vec![o.header.clone().unwrap_or(header::AUTHORIZATION)],
             Kind::Hmac(h) => std::iter::once(h.header.clone())
                 .chain(h.timestamp_header.clone())
                 .collect(),

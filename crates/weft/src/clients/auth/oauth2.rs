@@ -44,6 +44,10 @@ pub struct OAuth2Config {
     /// How the client authenticates to the token endpoint.
     #[serde(default)]
     pub client_auth: ClientAuth,
+    /// The header the access token is sent in, bare, instead of `Authorization: Bearer
+    /// <token>` (Amazon's Selling Partner API wants `x-amz-access-token`).
+    #[serde(default)]
+    pub header: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
@@ -82,6 +86,8 @@ pub(super) struct OAuth2 {
     scopes: String,
     audience: Option<String>,
     client_auth: ClientAuth,
+    /// Where the token goes: `Authorization` with `Bearer `, or a header of its own, bare.
+    pub(super) header: Option<http::HeaderName>,
     /// A digest of everything that makes a token (endpoint, client and its secret, scopes,
     /// audience, the configured refresh token): a saved token is used only by the same configuration.
     identity: String,
@@ -172,9 +178,18 @@ impl OAuth2 {
                     ),
                 )
             })?;
+        let header = o
+            .header
+            .as_deref()
+            .map(|name| {
+                http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| err("oauth2.header", format!("`{name}` is not a header name")))
+            })
+            .transpose()?;
         Ok(OAuth2 {
             http: http.clone(),
             token_url,
+            header,
             client_id: o.client_id.clone(),
             client_secret: o.client_secret.clone(),
             scopes: o.scopes.join(" "),
