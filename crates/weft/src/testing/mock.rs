@@ -153,6 +153,7 @@ impl RequestCheck {
     fn mismatch(&self, request: &http::request::Parts, body: &Bytes) -> Option<String> {
         let json = serde_json::from_slice::<serde_json::Value>(body).ok();
         let text = String::from_utf8_lossy(body);
+        let shown = shortened(&text);
         if let Some(want) = &self.body {
             let same = match (want, &json) {
                 (serde_json::Value::String(s), _) => *s == text,
@@ -160,7 +161,7 @@ impl RequestCheck {
                 (_, None) => false,
             };
             if !same {
-                return Some(format!("its body is {text}, not {want}"));
+                return Some(format!("its body is {shown}, not {want}"));
             }
         }
         if let Some(want) = &self.includes
@@ -168,7 +169,7 @@ impl RequestCheck {
                 .as_ref()
                 .is_some_and(|got| super::check::includes(want, got))
         {
-            return Some(format!("its body {text} does not include {want}"));
+            return Some(format!("its body {shown} does not include {want}"));
         }
         if let Some(want) = &self.contains
             && !text.contains(want.as_str())
@@ -204,6 +205,21 @@ impl RequestCheck {
         }
         None
     }
+}
+
+/// The most of a request body a mismatch quotes: enough to see what differs, not a 50 KB
+/// event in every failure line.
+const BODY_QUOTED: usize = 2048;
+
+fn shortened(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= BODY_QUOTED {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let cut = (0..=BODY_QUOTED)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    std::borrow::Cow::Owned(format!("{}… ({} bytes in all)", &text[..cut], text.len()))
 }
 
 fn ok() -> u16 {
@@ -523,6 +539,25 @@ fn redact(mut json: serde_json::Value, secrets: &[&str]) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use crate::core::glob;
+
+    #[test]
+    fn a_long_body_is_quoted_short_but_compared_whole() {
+        let long = format!("{{\"pad\":\"{}é\"}}", "x".repeat(5000));
+        let check = super::RequestCheck {
+            body: Some(serde_json::json!({"pad": "y"})),
+            ..Default::default()
+        };
+        let (parts, _) = http::Request::new(()).into_parts();
+        let why = check
+            .mismatch(&parts, &bytes::Bytes::from(long.clone()))
+            .unwrap();
+        assert!(why.len() < 2300 && why.contains("bytes in all)"), "{why}");
+        let same = super::RequestCheck {
+            body: Some(serde_json::Value::String(long.clone())),
+            ..Default::default()
+        };
+        assert_eq!(same.mismatch(&parts, &bytes::Bytes::from(long)), None);
+    }
 
     #[test]
     fn an_aws_signature_is_neither_shown_nor_recorded() {
