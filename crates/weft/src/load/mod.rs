@@ -454,10 +454,13 @@ impl<'a> Loader<'a> {
                 return;
             }
         };
-        for e in env::substitute(&mut root, lookup) {
+        let unset = env::substitute(&mut root, lookup);
+        let unset_at: Vec<Loc> = unset.iter().map(|e| e.loc).collect();
+        for e in unset {
             // `annotate_env_errors` adds the flow and component once the tree has been walked.
             self.errors.push(ctx.error(e.loc, "", e.message));
         }
+        let env_errors = self.errors.len();
         if !matches!(root.kind, Kind::Map(_)) {
             self.errors.push(ctx.error(
                 root.loc,
@@ -484,6 +487,15 @@ impl<'a> Loader<'a> {
                 "flows",
                 "no `flows:` key; a config file defines its flows under `flows:`",
             )),
+        }
+        // A value whose variable is unset is empty: what its field then says of it (an empty
+        // secret, a URL without a host) is that same error again.
+        if !unset_at.is_empty() {
+            let mut i = 0;
+            self.errors.retain(|e| {
+                i += 1;
+                i <= env_errors || !(e.file == file && unset_at.contains(&e.loc))
+            });
         }
         // Reference env errors to flows: re-walk is cheap and keeps substitution simple.
         annotate_env_errors(&mut self.errors, file, &root);
@@ -1097,6 +1109,23 @@ mod tests {
             "{errors:?}"
         );
         assert!(!errors[0].contains("pipeline"), "{errors:?}");
+    }
+
+    #[test]
+    fn an_unset_variable_is_one_error_not_also_its_fields() {
+        let errors = check(
+            "flows:\n  f:\n    input: { http_server: { address: 127.0.0.1:1, path: /x, auth: { hmac: { preset: github, secret: \"${GH}\" } } } }\n    output:\n      http_client: { url: \"${HOOK_URL}/x\" }\n",
+        );
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors.iter().all(|e| e.contains("is not set")),
+            "{errors:?}"
+        );
+        // A field's own error elsewhere is still told.
+        let errors = check(
+            "flows:\n  f:\n    input: { http_server: { address: 127.0.0.1:1, path: /x } }\n    output:\n      http_client: { url: \"${HOOK_URL}/x\", retry: { max_attempts: 0 } }\n",
+        );
+        assert_eq!(errors.len(), 2, "{errors:?}");
     }
 
     #[test]
