@@ -10,6 +10,12 @@
 //! the pause between deliveries, not `redelivery.backoff`). The group is created if it
 //! does not exist (`start: $` reads only new entries, `start: "0"` the whole stream).
 //!
+//! Set `claim_idle` above the longest one delivery can take (the outputs' `retry.max_elapsed`
+//! in a direct flow): an entry pending longer than that is taken over by another consumer of
+//! the group, and delivered twice. In a direct flow the entries of one read (`batch`) are
+//! delivered together and the next read waits for them, so an `aggregate` step groups within
+//! one read: for larger groups raise `batch`, or make the flow durable.
+//!
 //! The message is the entry's `body` field (JSON when it parses, else text) or, for an entry
 //! without one, the entry's fields as an object; the entry ID is in `%redis.id`.
 //!
@@ -152,6 +158,13 @@ impl RedisStreams {
         acks: &mut Vec<String>,
     ) -> Result<(), redis::RedisError> {
         let c = &self.config;
+        // A failed entry stays pending and is read again after `claim_idle`, whatever
+        // `backoff` says: that is the pause a retry's log line and history name.
+        let redelivery = Redelivery {
+            backoff: c.claim_idle,
+            max_backoff: c.claim_idle,
+            ..c.redelivery.clone()
+        };
         let mut conn = self.redis.dedicated().await?;
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
@@ -268,7 +281,7 @@ impl RedisStreams {
             } else {
                 let attempts = entries.into_iter().map(|e| {
                     let delivered = counts.get(&e.id).copied().unwrap_or(1);
-                    feed.attempt(self.message(e), delivered, &c.redelivery, give_up)
+                    feed.attempt(self.message(e), delivered, &redelivery, give_up)
                 });
                 futures_util::future::join_all(attempts).await
             };
