@@ -22,6 +22,14 @@
 //! `pagination: { cursor: { from: .data.orders.pageInfo.endCursor, variable: after },
 //! stop: '!bool!(.data.orders.pageInfo.hasNextPage)' }`.
 //!
+//! **Search APIs** that take their filter in a JSON body (HubSpot's CRM search, Elasticsearch):
+//! `body` is a VRL expression giving that body (it sees `%watermark`), POSTed unless `method`
+//! says PUT or PATCH; a cursor with `variable` goes into the body's top-level field of that
+//! name (HubSpot: `after`):
+//! `body: '{"filterGroups": [{"filters": [{"propertyName": "lastmodifieddate", "operator": "GT",
+//! "value": %watermark}]}], "sorts": ["lastmodifieddate"], "limit": 100}'`,
+//! `pagination: { cursor: { from: .paging.next.after, variable: after } }`.
+//!
 //! **Incremental sync**: with `watermark`, the greatest `value` (a VRL expression over each
 //! record, e.g. its `updated_at`) seen is kept as a checkpoint in the store and offered to the
 //! next poll's URL as `%watermark`. It is committed after each page, and only once every message
@@ -90,6 +98,10 @@ crate::clients::call::call_config! {
         /// Poll a GraphQL API: the query is POSTed; `errors` in an answer fail the page.
         #[serde(default)]
         pub graphql: Option<GraphqlPollConfig>,
+        /// VRL giving a JSON body for each page's request (it sees `%watermark`), POSTed
+        /// unless `method` says PUT or PATCH: a search API's filter.
+        #[serde(default)]
+        pub body: Option<String>,
         /// The most pages one poll follows.
         #[serde(default = "default_max_pages")]
         pub max_pages: u32,
@@ -141,7 +153,8 @@ pub struct CursorConfig {
     /// The query parameter that carries it.
     #[serde(default = "default_cursor_param")]
     pub param: String,
-    /// With `graphql`: the variable that carries it instead (Relay: `after`).
+    /// With `graphql`: the variable that carries it instead (Relay: `after`); with `body`: the
+    /// body's top-level field that does (HubSpot: `after`).
     #[serde(default)]
     pub variable: Option<String>,
 }
@@ -244,6 +257,8 @@ pub struct HttpPoll {
     spec: RequestSpec,
     /// The query document and the variables expression, when polling GraphQL.
     graphql: Option<(String, Option<Mapping>)>,
+    /// The JSON body expression, when polling a search API.
+    body: Option<Mapping>,
     schedule: Schedule,
     records: Option<Mapping>,
     paging: Paging,
@@ -273,7 +288,9 @@ impl super::Spec for Config {
             resources,
             Parts {
                 url: &self.url,
-                method: if self.graphql.is_some() {
+                method: if self.graphql.is_some()
+                    || (self.body.is_some() && !matches!(self.method.as_str(), "PUT" | "PATCH"))
+                {
                     "POST"
                 } else {
                     &self.method
@@ -314,10 +331,10 @@ impl super::Spec for Config {
             if let Some(c) = &p.cursor
                 && let Some(from) = compile("pagination.cursor.from", &c.from, &mut errors)
             {
-                if c.variable.is_some() && self.graphql.is_none() {
+                if c.variable.is_some() && self.graphql.is_none() && self.body.is_none() {
                     errors.push(BuildError::new(
                         "pagination.cursor.variable",
-                        "a cursor variable needs `graphql`; use `param` for a query parameter",
+                        "a cursor variable needs `graphql` or `body`; use `param` for a query parameter",
                     ));
                 }
                 paging = Paging::Cursor {
@@ -370,6 +387,16 @@ impl super::Spec for Config {
                 .and_then(|v| compile("graphql.variables", v, &mut errors));
             (g.query.clone(), variables)
         });
+        if self.graphql.is_some() && self.body.is_some() {
+            errors.push(BuildError::new(
+                "body",
+                "give `graphql` or `body`, not both: a GraphQL poll's body is its query",
+            ));
+        }
+        let body = self
+            .body
+            .as_deref()
+            .and_then(|b| compile("body", b, &mut errors));
         if self.max_pages == 0 {
             errors.push(BuildError::new("max_pages", "max_pages must be above zero"));
         }
@@ -377,6 +404,7 @@ impl super::Spec for Config {
             (Some(spec), Some(schedule)) if errors.is_empty() => Ok(HttpPoll {
                 spec,
                 graphql,
+                body,
                 schedule,
                 records,
                 paging,
@@ -596,7 +624,31 @@ impl HttpPoll {
                         Some("application/json"),
                     )
                 }
-                None => (bytes::Bytes::new(), None),
+                None => match &self.body {
+                    Some(expr) => {
+                        let mut body = expr
+                            .eval(&empty_object(), &metadata)
+                            .map_err(|e| format!("body: {e}"))?;
+                        if let (
+                            Paging::Cursor {
+                                variable: Some(name),
+                                ..
+                            },
+                            Some(c),
+                        ) = (&self.paging, &cursor)
+                        {
+                            if !matches!(body, Value::Object(_)) {
+                                return Err(format!(
+                                    "body: a cursor goes into the body's `{name}`, but the body is not an object"
+                                ));
+                            }
+                            insert(&mut body, name, Value::from(c.as_str()));
+                        }
+                        let json = serde_json::to_vec(&body).map_err(|e| format!("body: {e}"))?;
+                        (bytes::Bytes::from(json), Some("application/json"))
+                    }
+                    None => (bytes::Bytes::new(), None),
+                },
             };
             // A paused flow reads no further page until it resumes.
             feed.flow.running().await;

@@ -225,6 +225,93 @@ async fn pages_are_followed_by_cursor_by_link_header_and_by_page_number() {
     }
 }
 
+/// A HubSpot-shaped search API: `POST` with the filter in a JSON body, records `n` = 1..=5
+/// (`updated` = 100 n) after the filter's value, two a page, the next page by the body's
+/// `after`. Each request's method and body is kept.
+async fn search_api() -> (String, Arc<Mutex<Vec<(String, serde_json::Value)>>>) {
+    let seen: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let kept = seen.clone();
+    let app = Router::new().fallback(move |request: Request<Body>| {
+        let kept = kept.clone();
+        async move {
+            use http_body_util::BodyExt;
+            let method = request.method().to_string();
+            let bytes = request.into_body().collect().await.unwrap().to_bytes();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            kept.lock().unwrap().push((method, body.clone()));
+            let since = body["filterGroups"][0]["filters"][0]["value"]
+                .as_u64()
+                .unwrap_or(u64::MAX);
+            let after: usize = body["after"].as_str().map_or(0, |a| a.parse().unwrap());
+            let matching: Vec<u64> = (1..=5u64).filter(|n| n * 100 > since).collect();
+            let page: Vec<_> = matching
+                .iter()
+                .skip(after)
+                .take(2)
+                .map(|n| serde_json::json!({"n": n, "updated": n * 100}))
+                .collect();
+            let mut answer = serde_json::json!({ "results": page });
+            if after + 2 < matching.len() {
+                answer["paging"] = serde_json::json!({"next": {"after": (after + 2).to_string()}});
+            }
+            ([("content-type", "application/json")], answer.to_string()).into_response()
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_api_is_polled_with_a_json_body_that_carries_the_watermark_and_the_cursor() {
+    let (base, seen) = search_api().await;
+    let receiver = Receiver::start().await;
+    let extra = r#"        body: '{"filterGroups": [{"filters": [{"propertyName": "updated", "operator": "GT", "value": %watermark}]}], "limit": 2}'
+        records: .results
+        pagination: { cursor: { from: .paging.next.after, variable: after } }
+        watermark: { value: .updated, initial: 0 }"#;
+    let config = poll_flow(
+        free_port(),
+        &format!("{base}/crm/v3/objects/contacts/search"),
+        &receiver.url("/in"),
+        extra,
+        "300ms",
+    );
+    let weft = Weft::start(&config).await;
+    assert!(
+        eventually(Duration::from_secs(10), || seen.lock().unwrap().len() >= 4).await,
+        "{:?} {}",
+        seen.lock().unwrap(),
+        weft.stderr()
+    );
+    assert_eq!(numbers(&receiver), [1, 2, 3, 4, 5]);
+    let seen = seen.lock().unwrap().clone();
+    // Three pages of the first poll, the cursor in the body; the next poll from the watermark.
+    let asked: Vec<(&str, Option<u64>, Option<&str>)> = seen
+        .iter()
+        .take(4)
+        .map(|(method, body)| {
+            (
+                method.as_str(),
+                body["filterGroups"][0]["filters"][0]["value"].as_u64(),
+                body["after"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            ("POST", Some(0), None),
+            ("POST", Some(0), Some("2")),
+            ("POST", Some(0), Some("4")),
+            ("POST", Some(500), None),
+        ],
+        "{seen:?}"
+    );
+    assert_eq!(seen[0].1["limit"], 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watermark_survives_a_restart_and_drives_the_next_request() {
     let api = Api::start().await;
