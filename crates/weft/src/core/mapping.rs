@@ -305,6 +305,23 @@ mod tests {
     }
 
     #[test]
+    fn hashes_and_hmacs_are_there() {
+        let program = Mapping::compile(
+            r#"[sha2("abc", variant: "SHA-256"), md5("abc"), encode_base16(hmac("abc", "key", algorithm: "SHA-256"))]"#,
+        )
+        .unwrap();
+        let got = program.eval(&Value::Null, &empty_object()).unwrap();
+        assert_eq!(
+            got,
+            Value::Array(vec![
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
+                "900150983cd24fb0d6963f7d28e17f72".into(),
+                "9c196e32dc0175f86f4b1cb89289d6619de6bee699e4c378e68309ed97a1a6ab".into(),
+            ])
+        );
+    }
+
+    #[test]
     fn compile_errors_carry_spans() {
         let errs = Mapping::compile(".a = 1\n.b = foo(").unwrap_err();
         assert!(!errs.is_empty());
