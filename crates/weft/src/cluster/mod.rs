@@ -366,8 +366,9 @@ async fn live_entries(bucket: &kv::Store) -> Result<Vec<(String, bytes::Bytes)>,
     keys.dedup();
     let mut entries = Vec::with_capacity(keys.len());
     for key in keys {
-        // A deleted or purged key keeps its marker until it lapses: no value.
-        if let Some(value) = bucket.get(key).await.map_err(|e| e.to_string())? {
+        // A deleted or purged key keeps its marker until it lapses: no value. One that cannot
+        // be read now is left out, as the listing would have.
+        if let Ok(Some(value)) = bucket.get(key).await {
             entries.push((key.to_string(), value));
         }
     }

@@ -261,10 +261,10 @@ pub fn learn_url(url: &str, sourced: &[String]) {
                 None => {}
             }
         }
-        // A path segment `${…}` put there that reads as a token, not a word or a number: the
-        // last part of `https://hooks.slack.com/services/T…/B…/<secret>`.
+        // A path segment that came wholly from `${…}` and reads as a token, not a word or a
+        // number: the last part of `https://hooks.slack.com/services/T…/B…/<secret>`.
         for segment in server[parts.path].split('/') {
-            if looks_like_token(segment) && from_source(segment, segment) {
+            if looks_like_token(segment) && sourced.iter().any(|s| s.contains(segment)) {
                 remember(segment);
             }
         }
@@ -284,15 +284,18 @@ pub fn learn_url(url: &str, sourced: &[String]) {
     }
 }
 
-/// At least 16 characters of letters and digits (`-`, `_` and `.` too), with both letters and
-/// digits: a generated token rather than a path's word, version or id.
+/// At least 16 characters of letters and digits (`-`, `_` and `.` too), mixing letters with
+/// digits or with both cases: a generated token rather than a path's word or number. A UUID
+/// reads as one too (some hook URLs are nothing but one); hiding an id that was no secret
+/// costs only a `[redacted]` in what is shown.
 fn looks_like_token(segment: &str) -> bool {
+    let has = |f: fn(&u8) -> bool| segment.as_bytes().iter().any(f);
     segment.len() >= 16
         && segment
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && segment.bytes().any(|b| b.is_ascii_digit())
-        && segment.bytes().any(|b| b.is_ascii_alphabetic())
+        && has(u8::is_ascii_alphabetic)
+        && (has(u8::is_ascii_digit) || (has(u8::is_ascii_uppercase) && has(u8::is_ascii_lowercase)))
 }
 
 /// `text` without any credential [`learn_url`] noted.
@@ -430,6 +433,16 @@ mod tests {
         assert_eq!(
             redact(&format!("POST {slack}: 404 no_service")),
             "POST https://hooks.slack.com/services/T0A1B2C3D/B0E4F5G6H/[redacted]: 404 no_service"
+        );
+        // A token without a digit (one Slack token in about seventy) goes too.
+        let slack = "https://hooks.slack.com/services/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";
+        learn_url(slack, &[slack.into()]);
+        assert!(redact(slack).ends_with("/B0E4F5G6H/[redacted]"));
+        // A segment written in the config that merely contains a short `${…}` value stays.
+        learn_url("https://api.test/reports-2024-quarterly2/x", &["2".into()]);
+        assert_eq!(
+            redact("https://api.test/reports-2024-quarterly2/x"),
+            "https://api.test/reports-2024-quarterly2/x"
         );
         // A path written in the config is left alone, however it looks.
         learn_url(

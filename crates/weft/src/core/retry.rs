@@ -47,10 +47,12 @@ pub struct RetryConfig {
 fn at_least_one<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<std::num::NonZeroU32>, D::Error> {
-    let n = u32::deserialize(d)?;
-    std::num::NonZeroU32::new(n).map(Some).ok_or_else(|| {
-        serde::de::Error::custom("at least 1 (the first attempt; 1 turns retries off)")
-    })
+    match Option::<u32>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => std::num::NonZeroU32::new(n).map(Some).ok_or_else(|| {
+            serde::de::Error::custom("at least 1 (the first attempt; 1 turns retries off)")
+        }),
+    }
 }
 
 /// How long retries may go on: a duration, or `forever`.

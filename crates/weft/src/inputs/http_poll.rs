@@ -32,8 +32,8 @@
 //!
 //! **Incremental sync**: with `watermark`, the greatest `value` (a VRL expression over each
 //! record, e.g. its `updated_at`) seen is kept as a checkpoint in the store and offered to the
-//! next poll's URL as `%watermark`. It is committed after each page, and only once every message
-//! of the page was accepted (committed to the queue, or delivered in a direct flow): a crash
+//! next poll's URL, `body` and GraphQL variables as `%watermark`. It is committed after each
+//! page, and only once every message of the page was accepted (committed to the queue, or delivered in a direct flow): a crash
 //! re-reads at most one page and never skips one. For that, the API must return records in
 //! watermark order. Pages are JSON, XML or CSV (by their content type, see `core::body`).
 //!
@@ -194,8 +194,8 @@ pub struct OffsetConfig {
 }
 
 /// Incremental sync: the highest value seen is kept (in the store, across restarts) and
-/// offered to the next poll's URL and variables as `%watermark`, so each poll asks only for
-/// what changed.
+/// offered to the next poll's URL, `body` and variables as `%watermark`, so each poll asks
+/// only for what changed.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "HttpPollWatermark")]
 #[serde(deny_unknown_fields)]
@@ -289,7 +289,10 @@ impl super::Spec for Config {
             Parts {
                 url: &self.url,
                 method: if self.graphql.is_some()
-                    || (self.body.is_some() && !matches!(self.method.as_str(), "PUT" | "PATCH"))
+                    || (self.body.is_some()
+                        && !["PUT", "PATCH"]
+                            .iter()
+                            .any(|m| self.method.eq_ignore_ascii_case(m)))
                 {
                     "POST"
                 } else {
@@ -387,6 +390,16 @@ impl super::Spec for Config {
                 .and_then(|v| compile("graphql.variables", v, &mut errors));
             (g.query.clone(), variables)
         });
+        if self.body.is_some()
+            && !["GET", "POST", "PUT", "PATCH"]
+                .iter()
+                .any(|m| self.method.eq_ignore_ascii_case(m))
+        {
+            errors.push(BuildError::new(
+                "method",
+                "a `body` goes with POST (the default), PUT or PATCH",
+            ));
+        }
         if self.graphql.is_some() && self.body.is_some() {
             errors.push(BuildError::new(
                 "body",

@@ -857,9 +857,9 @@ impl<'a> Loader<'a> {
                     Err(e) => self.errors.push(ctx.de_error(e, true)),
                 }
             }
-            // What follows is the flow's, not the last step's.
-            ctx.component = None;
         }
+        // What follows is the flow's, not the input's or the last step's.
+        ctx.component = None;
 
         let mut outputs = Vec::new();
         match (node.get("output"), node.get("outputs")) {
@@ -1109,6 +1109,10 @@ mod tests {
             "{errors:?}"
         );
         assert!(!errors[0].contains("pipeline"), "{errors:?}");
+        // Nor the input's, without a pipeline.
+        let errors = check("flows:\n  f:\n    input: { stdin: {} }\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("flow `f`, field `output`"), "{errors:?}");
     }
 
     #[test]

@@ -269,8 +269,9 @@ pub fn send_boxed<'a>(output: &'a Output, message: &'a Message) -> Sending<'a> {
 }
 
 /// Several inner attempts seen as one: accepted when all were; otherwise retryable when any
-/// failure was (waiting the longest `Retry-After` asked), else fatal. The first failing
-/// output's answer stays the answer, so a dead letter keeps its status (`weft dlq --status`).
+/// failure was (waiting the longest `Retry-After` asked), else fatal. The first answer a
+/// failing output got stays the answer, so a dead letter keeps its status (`weft dlq
+/// --status`); an output that got none (down, its circuit open) gives none.
 fn combine(outcomes: Vec<(&str, Attempt)>) -> Attempt {
     let mut retryable = false;
     let mut wait: Option<Duration> = None;
@@ -287,11 +288,11 @@ fn combine(outcomes: Vec<(&str, Attempt)>) -> Attempt {
                 retryable = true;
                 wait = wait.max(retry_after);
                 reasons.push(format!("{id}: {reason}"));
-                first_retryable = first_retryable.or(Some(response));
+                first_retryable = first_retryable.or(response);
             }
             Attempt::Fatal { reason, response } => {
                 reasons.push(format!("{id}: {reason}"));
-                first_fatal = first_fatal.or(Some(response));
+                first_fatal = first_fatal.or(response);
             }
         }
     }
@@ -300,15 +301,77 @@ fn combine(outcomes: Vec<(&str, Attempt)>) -> Attempt {
         (false, true) => Attempt::Retryable {
             reason: reasons.join("; "),
             retry_after: wait,
-            response: first_retryable.flatten(),
+            response: first_retryable,
         },
         (false, false) => Attempt::Fatal {
             reason: reasons.join("; "),
-            response: first_fatal.flatten(),
+            response: first_fatal,
         },
     }
 }
 
 fn accepted(outcome: &Attempt) -> bool {
     matches!(outcome, Attempt::Delivered | Attempt::Drop { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::retry::Answer;
+
+    fn answered(status: u16) -> Option<Answer> {
+        Some(Answer {
+            status,
+            excerpt: String::new(),
+        })
+    }
+
+    #[test]
+    fn the_first_answer_a_failing_output_got_is_the_answer() {
+        // A fallback whose first output is down (no answer) and whose second answers 503.
+        let down = Attempt::Retryable {
+            reason: "connection refused".into(),
+            retry_after: None,
+            response: None,
+        };
+        let busy = Attempt::Retryable {
+            reason: "503".into(),
+            retry_after: Some(Duration::from_secs(2)),
+            response: answered(503),
+        };
+        match combine(vec![("a", down), ("b", busy)]) {
+            Attempt::Retryable {
+                response,
+                retry_after,
+                ..
+            } => {
+                assert_eq!(response.map(|r| r.status), Some(503));
+                assert_eq!(retry_after, Some(Duration::from_secs(2)));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A retryable failure decides the verdict, and gives its status, over a fatal one.
+        let refused = Attempt::Fatal {
+            reason: "404".into(),
+            response: answered(404),
+        };
+        let unavailable = Attempt::Retryable {
+            reason: "502".into(),
+            retry_after: None,
+            response: answered(502),
+        };
+        match combine(vec![("a", refused.clone()), ("b", unavailable)]) {
+            Attempt::Retryable { response, .. } => {
+                assert_eq!(response.map(|r| r.status), Some(502));
+            }
+            other => panic!("{other:?}"),
+        }
+        match combine(vec![("a", Attempt::Delivered), ("b", refused)]) {
+            Attempt::Fatal { response, reason } => {
+                assert_eq!(response.map(|r| r.status), Some(404));
+                assert_eq!(reason, "b: 404");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -109,31 +109,53 @@ fn read_schema(named: &str) -> Result<serde_json::Value, BuildError> {
         None => (named, None),
     };
     let fail = |why: String| BuildError::new("schema_file", format!("{named}: {why}"));
-    let mut document = read_document(path)?;
-    match pointer {
-        Some(pointer) => {
-            if !pointer.starts_with('/') {
-                return Err(fail(
-                    "after `#` comes a JSON pointer, e.g. `#/components/schemas/Order`".into(),
-                ));
-            }
-            if document.pointer(pointer).is_none() {
-                return Err(fail(format!("the document has nothing at `{pointer}`")));
-            }
-            // The whole document stays the root, so the schema's `$ref`s to its neighbours
-            // resolve; the root itself checks by that one schema (its other keys are no
-            // JSON Schema keywords and are ignored).
-            let serde_json::Value::Object(root) = &mut document else {
-                return Err(fail("the document is not a mapping".into()));
-            };
-            root.insert("$ref".into(), format!("#{pointer}").into());
-            Ok(document)
+    let document = read_document(path)?;
+    let openapi = document
+        .get("openapi")
+        .or_else(|| document.get("swagger"))
+        .map(|v| v.as_str().unwrap_or_default().to_string());
+    let Some(pointer) = pointer else {
+        if openapi.is_some() {
+            return Err(fail(
+                "an OpenAPI document, not a schema: name one of its schemas, e.g. `#/components/schemas/Order`".into(),
+            ));
         }
-        None if document.get("openapi").is_some() => Err(fail(
-            "an OpenAPI document, not a schema: name one of its schemas, e.g. `#/components/schemas/Order`".into(),
-        )),
-        None => Ok(document),
+        return Ok(document);
+    };
+    if !pointer.starts_with('/') {
+        return Err(fail(
+            "after `#` comes a JSON pointer, e.g. `#/components/schemas/Order`".into(),
+        ));
     }
+    if let Some(version) = &openapi
+        && !version.starts_with("3.1")
+    {
+        return Err(fail(format!(
+            "an OpenAPI {version} document: its schemas are not JSON Schema (`nullable`, boolean `exclusiveMinimum`); point into an OpenAPI 3.1 document"
+        )));
+    }
+    if document.pointer(pointer).is_none() {
+        return Err(fail(format!("the document has nothing at `{pointer}`")));
+    }
+    // The root checks by that one schema alone, and keeps what `$ref`s inside the document
+    // may point at (the section the pointer is in, `components`, `$defs`, `definitions`) so
+    // they resolve; the document's own root keywords would otherwise apply as well.
+    let first = pointer[1..].split('/').next().unwrap_or_default();
+    let mut root = serde_json::Map::new();
+    for key in [
+        first,
+        "components",
+        "$defs",
+        "definitions",
+        "$schema",
+        "$id",
+    ] {
+        if let Some(value) = document.get(key) {
+            root.insert(key.to_string(), value.clone());
+        }
+    }
+    root.insert("$ref".into(), format!("#{pointer}").into());
+    Ok(serde_json::Value::Object(root))
 }
 
 fn read_document(path: &str) -> Result<serde_json::Value, BuildError> {
@@ -233,6 +255,27 @@ mod tests {
             assert!(errors[0].message.contains(says), "{named}: {errors:?}");
             assert_eq!(errors[0].field, "schema_file");
         }
+        // A schema file's own root keywords do not apply to the schema a pointer names.
+        let defs = dir.join("money.schema.json");
+        std::fs::write(
+            &defs,
+            r##"{"type": "object", "required": ["x"], "$defs": {"Money": {"type": "string", "pattern": "^[0-9]+\\.[0-9]{2}$"}, "Price": {"$ref": "#/$defs/Money"}}}"##,
+        )
+        .unwrap();
+        let price = built(&format!("{}#/$defs/Price", defs.display())).unwrap();
+        assert!(passes(&price, serde_json::json!("3.50")));
+        assert!(!passes(&price, serde_json::json!("3.5")));
+        // An OpenAPI 3.0 document's schemas are not JSON Schema.
+        let old = dir.join("old.openapi.yaml");
+        std::fs::write(
+            &old,
+            "openapi: 3.0.3\ncomponents: { schemas: { A: { type: string, nullable: true } } }\n",
+        )
+        .unwrap();
+        let errors = built(&format!("{}#/components/schemas/A", old.display()))
+            .err()
+            .unwrap();
+        assert!(errors[0].message.contains("OpenAPI 3.0.3"), "{errors:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

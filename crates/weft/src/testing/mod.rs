@@ -693,6 +693,9 @@ async fn run_case(
     }
 }
 
+/// The most rows a failed `expect.sql` check shows.
+const ROWS_SHOWN: usize = 20;
+
 /// Runs each of `checks` on database `name` and says how its rows differ from the expected.
 async fn check_database(
     resources: &crate::clients::Resources,
@@ -706,6 +709,12 @@ async fn check_database(
     let mut errors = Vec::new();
     for check in checks {
         let what = format!("expect.sql.{name} `{}`", check.query);
+        if check.rows.is_none() && check.count.is_none() {
+            errors.push(format!(
+                "{what}: give `rows` or `count`: a query alone checks nothing"
+            ));
+            continue;
+        }
         let rows = match db.fetch(&check.query, &[]).await {
             Ok(rows) => rows,
             Err(e) => {
@@ -713,13 +722,21 @@ async fn check_database(
                 continue;
             }
         };
+        // At most the first rows: enough to see what is there.
         let shown = || {
-            rows.iter()
+            let mut text: String = rows
+                .iter()
+                .take(ROWS_SHOWN)
                 .map(|r| format!("\n{}", serde_json::to_string(r).unwrap_or_default()))
-                .collect::<String>()
+                .collect();
+            if rows.len() > ROWS_SHOWN {
+                text.push_str(&format!("\n… and {} more", rows.len() - ROWS_SHOWN));
+            }
+            text
         };
         if let Some(count) = check.count
             && count != rows.len()
+            && check.rows.is_none()
         {
             errors.push(format!(
                 "{what}: expected {count} row(s), got {}{}",

@@ -608,17 +608,8 @@ impl HmacConfig {
             (None, None) => DeliveryId::None,
         };
         let secret = self.secret.expose();
-        let key = match self.preset {
-            // The secret's bytes are the base64 after the prefix.
-            Some(Preset::StandardWebhooks) => crate::clients::sign::standard_webhooks_key(secret)
-                .ok_or_else(|| {
-                err(
-                    "secret",
-                    "a Standard Webhooks secret is `whsec_` and base64, as the sender gives it",
-                )
-            })?,
-            _ => secret.as_bytes().to_vec(),
-        };
+        let key = key_bytes(self.preset == Some(Preset::StandardWebhooks), secret)
+            .ok_or_else(|| err("secret", STANDARD_WEBHOOKS_SECRET))?;
         Ok(Hmac {
             key: ring::hmac::Key::new(algorithm, &key),
             scheme,
@@ -1083,11 +1074,8 @@ impl Hmac {
         let key = match secret {
             None => self.key.clone(),
             Some(secret) => {
-                let bytes = match self.scheme {
-                    Scheme::StandardWebhooks => crate::clients::sign::standard_webhooks_key(secret)
-                        .ok_or("a Standard Webhooks secret is `whsec_` and base64")?,
-                    _ => secret.as_bytes().to_vec(),
-                };
+                let standard = matches!(self.scheme, Scheme::StandardWebhooks);
+                let bytes = key_bytes(standard, secret).ok_or(STANDARD_WEBHOOKS_SECRET)?;
                 ring::hmac::Key::new(self.key.algorithm(), &bytes)
             }
         };
@@ -1120,7 +1108,7 @@ impl Hmac {
                 let stamp = timestamp
                     .as_ref()
                     .and_then(|name| header_text(headers, name))
-                    .unwrap_or("")
+                    .map_or("", str::trim)
                     .to_string();
                 let tag = ring::hmac::sign(&key, &self.signed_text(headers, &stamp, "", body));
                 set(headers, &header[0], format!("{prefix}{}", encode(tag.as_ref(), *encoding)))
@@ -1148,8 +1136,11 @@ impl Hmac {
                 if !headers.contains_key(&stamp_header) {
                     set(headers, &stamp_header, now)?;
                 }
-                let id = header_text(headers, &id_header).unwrap_or("").to_string();
-                let stamp = header_text(headers, &stamp_header).unwrap_or("").to_string();
+                // Read as the verifier reads them, trimmed.
+                let id = header_text(headers, &id_header).map_or("", str::trim).to_string();
+                let stamp = header_text(headers, &stamp_header)
+                    .map_or("", str::trim)
+                    .to_string();
                 let tag = ring::hmac::sign(&key, &self.signed_text(headers, &stamp, &id, body));
                 let value = format!("v1,{}", encode(tag.as_ref(), Encoding::Base64));
                 set(headers, &named("webhook-signature"), value)
@@ -1366,6 +1357,19 @@ fn top_level(body: &[u8], field: &str) -> Option<serde_json::Value> {
         .flatten()
 }
 
+const STANDARD_WEBHOOKS_SECRET: &str =
+    "a Standard Webhooks secret is `whsec_` and base64, as the sender gives it";
+
+/// The HMAC key of a secret as the sender gives it: a Standard Webhooks secret's bytes are the
+/// base64 after its prefix; any other secret is its own bytes.
+fn key_bytes(standard_webhooks: bool, secret: &str) -> Option<Vec<u8>> {
+    if standard_webhooks {
+        crate::clients::sign::standard_webhooks_key(secret)
+    } else {
+        Some(secret.as_bytes().to_vec())
+    }
+}
+
 fn encode(bytes: &[u8], encoding: Encoding) -> String {
     match encoding {
         Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(bytes),
@@ -1396,7 +1400,7 @@ mod tests {
     use super::*;
 
     fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        encode(bytes, Encoding::Hex)
     }
 
     fn sign(secret: &str, text: &[u8]) -> Vec<u8> {
