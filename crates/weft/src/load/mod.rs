@@ -868,10 +868,25 @@ impl<'a> Loader<'a> {
                 "outputs",
                 "give either `output` or `outputs`, not both",
             )),
+            // An endpoint that answers with the pipeline's result may have nothing to send
+            // on: its output is `drop`.
+            (None, None)
+                if matches!(&input, Some((_, Input::HttpServer(e))) if e.replies_with_pipeline()) =>
+            {
+                let drop: Option<OutputConfig> =
+                    serde_json::from_value(serde_json::json!({ "drop": {} })).ok();
+                if let Some(Ok(output)) = drop
+                    .as_ref()
+                    .map(|c| c.build(self.shared, &self.resources).map(|o| (c, o)))
+                    .map(|built| built.map(|(c, o)| (o, c.retry(durable))))
+                {
+                    outputs.push(("output.drop".to_string(), output.0, output.1));
+                }
+            }
             (None, None) => self.errors.push(ctx.error(
                 node.loc,
                 "output",
-                "a flow needs an `output` (or a list of `outputs`)",
+                "a flow needs an `output` (or a list of `outputs`), unless its `http_server` answers with `response: pipeline`",
             )),
             (Some(n), None) => {
                 if let Some(o) = self.output(ctx, n, "output".into(), durable) {
@@ -1108,7 +1123,11 @@ mod tests {
             errors[0].contains("flow `f`") && errors[0].contains("field `output`"),
             "{errors:?}"
         );
-        assert!(!errors[0].contains("pipeline"), "{errors:?}");
+        assert!(!errors[0].contains("pipeline[0]"), "{errors:?}");
+        // An endpoint that answers with the pipeline's result needs none.
+        assert!(
+            check("flows:\n  f:\n    input: { http_server: { address: 127.0.0.1:1, path: /x, response: pipeline } }\n    pipeline:\n      - map: '.a = 1'\n").is_empty()
+        );
         // Nor the input's, without a pipeline.
         let errors = check("flows:\n  f:\n    input: { stdin: {} }\n");
         assert_eq!(errors.len(), 1, "{errors:?}");
