@@ -613,55 +613,49 @@ impl HttpPoll {
                 ));
             }
             page_number += 1;
-            let (request_body, content_type) = match &self.graphql {
-                Some((query, variables)) => {
+            // A cursor that travels in the body: a GraphQL variable, or a field of `body`.
+            let carried = match (&self.paging, &cursor) {
+                (
+                    Paging::Cursor {
+                        variable: Some(name),
+                        ..
+                    },
+                    Some(c),
+                ) => Some((name.as_str(), Value::from(c.as_str()))),
+                _ => None,
+            };
+            let json = match (&self.graphql, &self.body) {
+                (Some((query, variables)), _) => {
                     let mut vars = match variables {
                         Some(expr) => expr
                             .eval(&empty_object(), &metadata)
                             .map_err(|e| format!("graphql.variables: {e}"))?,
                         None => empty_object(),
                     };
-                    if let (
-                        Paging::Cursor {
-                            variable: Some(name),
-                            ..
-                        },
-                        Some(c),
-                    ) = (&self.paging, &cursor)
-                    {
-                        insert(&mut vars, name, Value::from(c.as_str()));
+                    if let Some((name, c)) = carried {
+                        insert(&mut vars, name, c);
                     }
-                    let body = serde_json::json!({ "query": query, "variables": vars });
-                    (
-                        bytes::Bytes::from(body.to_string()),
-                        Some("application/json"),
-                    )
+                    Some(serde_json::json!({ "query": query, "variables": vars }).to_string())
                 }
-                None => match &self.body {
-                    Some(expr) => {
-                        let mut body = expr
-                            .eval(&empty_object(), &metadata)
-                            .map_err(|e| format!("body: {e}"))?;
-                        if let (
-                            Paging::Cursor {
-                                variable: Some(name),
-                                ..
-                            },
-                            Some(c),
-                        ) = (&self.paging, &cursor)
-                        {
-                            if !matches!(body, Value::Object(_)) {
-                                return Err(format!(
-                                    "body: a cursor goes into the body's `{name}`, but the body is not an object"
-                                ));
-                            }
-                            insert(&mut body, name, Value::from(c.as_str()));
+                (None, Some(expr)) => {
+                    let mut body = expr
+                        .eval(&empty_object(), &metadata)
+                        .map_err(|e| format!("body: {e}"))?;
+                    if let Some((name, c)) = carried {
+                        if !matches!(body, Value::Object(_)) {
+                            return Err(format!(
+                                "body: a cursor goes into the body's `{name}`, but the body is not an object"
+                            ));
                         }
-                        let json = serde_json::to_vec(&body).map_err(|e| format!("body: {e}"))?;
-                        (bytes::Bytes::from(json), Some("application/json"))
+                        insert(&mut body, name, c);
                     }
-                    None => (bytes::Bytes::new(), None),
-                },
+                    Some(serde_json::to_string(&body).map_err(|e| format!("body: {e}"))?)
+                }
+                (None, None) => None,
+            };
+            let (request_body, content_type) = match json {
+                Some(json) => (bytes::Bytes::from(json), Some("application/json")),
+                None => (bytes::Bytes::new(), None),
             };
             // A paused flow reads no further page until it resumes.
             feed.flow.running().await;

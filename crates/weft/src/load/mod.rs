@@ -873,14 +873,9 @@ impl<'a> Loader<'a> {
             (None, None)
                 if matches!(&input, Some((_, Input::HttpServer(e))) if e.replies_with_pipeline()) =>
             {
-                let drop: Option<OutputConfig> =
-                    serde_json::from_value(serde_json::json!({ "drop": {} })).ok();
-                if let Some(Ok(output)) = drop
-                    .as_ref()
-                    .map(|c| c.build(self.shared, &self.resources).map(|o| (c, o)))
-                    .map(|built| built.map(|(c, o)| (o, c.retry(durable))))
-                {
-                    outputs.push(("output.drop".to_string(), output.0, output.1));
+                let config = OutputConfig::drop();
+                if let Ok(output) = config.build(self.shared, &self.resources) {
+                    outputs.push(("output.drop".to_string(), output, config.retry(durable)));
                 }
             }
             (None, None) => self.errors.push(ctx.error(

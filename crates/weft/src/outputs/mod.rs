@@ -180,6 +180,11 @@ impl Output {
 }
 
 impl OutputConfig {
+    /// `drop: {}`, the output of a flow that has nothing to send on.
+    pub fn drop() -> OutputConfig {
+        OutputConfig::Drop(Box::new(drop::Config {}))
+    }
+
     /// The output's retry policy in a durable (`true`) or direct flow.
     pub fn retry(&self, durable: bool) -> RetryPolicy {
         self.retry_config()

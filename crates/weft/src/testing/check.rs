@@ -106,7 +106,7 @@ pub(super) async fn send(
         }
     };
     let secret = match &request.sign {
-        Sign::No | Sign::Yes(false) => None,
+        Sign::Yes(false) => None,
         Sign::Yes(true) => Some(None),
         Sign::With { secret } => Some(Some(secret.as_str())),
     };

@@ -126,16 +126,17 @@ pub(super) struct TestRequest {
     pub(super) expect: ResponseExpect,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Deserialize)]
 #[serde(untagged)]
 pub(super) enum Sign {
-    #[default]
-    #[serde(skip)]
-    No,
     Yes(bool),
-    With {
-        secret: String,
-    },
+    With { secret: String },
+}
+
+impl Default for Sign {
+    fn default() -> Sign {
+        Sign::Yes(false)
+    }
 }
 
 pub(super) fn post() -> String {

@@ -734,37 +734,31 @@ async fn check_database(
             }
             text
         };
-        if let Some(count) = check.count
-            && count != rows.len()
-            && check.rows.is_none()
+        // How many: as `rows` lists, else `count`.
+        let expected = check
+            .rows
+            .as_ref()
+            .map_or(check.count, |want| Some(want.len()));
+        if let Some(n) = expected
+            && n != rows.len()
         {
             errors.push(format!(
-                "{what}: expected {count} row(s), got {}{}",
+                "{what}: expected {n} row(s), got {}{}",
                 rows.len(),
                 shown()
             ));
-        }
-        if let Some(want) = &check.rows {
+        } else if let Some(want) = &check.rows {
+            // Row by row: which differ, and how.
             let json = |v: &Json| serde_json::to_string(v).unwrap_or_default();
-            if want.len() != rows.len() {
-                errors.push(format!(
-                    "{what}: expected {} row(s), got {}{}",
-                    want.len(),
-                    rows.len(),
-                    shown()
-                ));
-            } else {
-                // Row by row: which differ, and how.
-                errors.extend(
-                    want.iter()
-                        .zip(&rows)
-                        .enumerate()
-                        .filter(|(_, (w, g))| !same(w, g))
-                        .map(|(i, (w, g))| {
-                            format!("{what}: row {i}: expected {}, got {}", json(w), json(g))
-                        }),
-                );
-            }
+            errors.extend(
+                want.iter()
+                    .zip(&rows)
+                    .enumerate()
+                    .filter(|(_, (w, g))| !same(w, g))
+                    .map(|(i, (w, g))| {
+                        format!("{what}: row {i}: expected {}, got {}", json(w), json(g))
+                    }),
+            );
         }
     }
     errors
